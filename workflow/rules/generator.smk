@@ -1,0 +1,84 @@
+rule encode_prompts:
+    """Frozen sentence-encoder states of one split's prompts, computed once and cached."""
+    input:
+        "results/data/{ds}/{split}.jsonl",
+    output:
+        "results/encoded/{ds}/{split}.pt",
+    params:
+        p=as_json(config["encoder"]),
+    log:
+        "logs/encode_prompts/{ds}_{split}.log",
+    benchmark:
+        "benchmarks/encode_prompts/{ds}_{split}.tsv"
+    wildcard_constraints:
+        split="train|cond",
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        "../envs/dnd.yaml"
+    shell:
+        "python -m dnd.cli encode --threads {threads} --params {params.p:q} --data {input} --out {output} > {log} 2>&1"
+
+
+rule tokenize_zoo:
+    """A dataset's LoRA checkpoints as parameter tokens (K, T, r+2, w+2)."""
+    input:
+        f"{ZOO}/{{ds}}/checkpoints",
+    output:
+        f"{ZOO}/{{ds}}/tokens.pt",
+    params:
+        p=as_json(config["generator"]),
+    log:
+        "logs/tokenize_zoo/{ds}.log",
+    benchmark:
+        "benchmarks/tokenize_zoo/{ds}.tsv"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=10,
+    conda:
+        "../envs/dnd.yaml"
+    shell:
+        "python -m dnd.cli tokenize-zoo --threads {threads} --params {params.p:q} --checkpoints {input} --out {output} > {log} 2>&1"
+
+
+rule train_generator:
+    """One DnD generator per held-out target, trained on the other datasets' pairs."""
+    input:
+        unpack(fold_inputs),
+    output:
+        generator="results/generators/{target}/generator.pt",
+        log_csv="results/generators/{target}/train_log.csv",
+    params:
+        p=as_json(
+            {
+                "generator": config["generator"],
+                "encoder": config["encoder"],
+                "lora": config["lora"],
+                "seed": config["seed"],
+            }
+        ),
+        sources=lambda wildcards: FOLDS[wildcards.target],
+    log:
+        "logs/train_generator/{target}.log",
+    benchmark:
+        "benchmarks/train_generator/{target}.tsv"
+    threads: 2
+    resources:
+        mem_mb=12000,
+        runtime=120,
+        gpu=0,
+    conda:
+        "../envs/dnd.yaml"
+    shell:
+        "python -m dnd.cli train-generator --threads {threads} --params {params.p:q} --target {wildcards.target} "
+        "--sources {params.sources} --tokens {input.tokens} --encoded {input.encoded} "
+        "--template-adapter {input.template} --out {output.generator} --log {output.log_csv} > {log} 2>&1"
+
+
+rule generators:
+    """Aggregate target: every leave-one-out generator."""
+    input:
+        expand("results/generators/{target}/generator.pt", target=TARGETS),

@@ -1,0 +1,43 @@
+FIGURES = ["bars", "transfer", "efficiency", "pca", "curves", "controls"]
+
+
+rule report:
+    """results/report.md and the figures, read from the run's files only."""
+    input:
+        scores="results/scores.csv",
+        metrics="results/metrics.json",
+        efficiency="results/efficiency.csv",
+        data_summary="results/data_summary.csv",
+        zoo=expand(f"{ZOO}/{{ds}}/train_log.csv", ds=DATASETS),
+        generators=expand("results/generators/{target}/train_log.csv", target=TARGETS),
+        paper=workflow.source_path("../../config/paper_numbers.yaml"),
+    output:
+        md=report("results/report.md", caption="../report/report_md.rst", category="Main results"),
+        figures=[
+            report(
+                f"results/figures/{name}.png",
+                caption=f"../report/fig_{name}.rst",
+                category="Figures",
+                labels={"figure": name},
+            )
+            for name in FIGURES
+        ],
+    params:
+        p=as_json(config),
+        zoo=lambda wildcards, input: str(Path(input.zoo[0]).parents[1]),
+    log:
+        "logs/report.log",
+    benchmark:
+        "benchmarks/report.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=15,
+    conda:
+        "../envs/dnd.yaml"
+    shell:
+        "python -m dnd.cli report --params {params.p:q} --scores {input.scores} --metrics {input.metrics} "
+        "--efficiency {input.efficiency} --data-summary {input.data_summary} --zoo-dir {params.zoo} "
+        "--generators-dir results/generators --generated-dir results/generated "
+        "--benchmarks-dir benchmarks --paper-numbers {input.paper} --out {output.md} "
+        "--figures-dir results/figures > {log} 2>&1"

@@ -1,0 +1,33 @@
+rule train_lora:
+    """One source LoRA per dataset: phase 1 to near convergence, then K checkpoints, one per step."""
+    input:
+        model=BASE_MODEL,
+        train="results/data/{ds}/train.jsonl",
+    output:
+        checkpoints=directory(f"{ZOO}/{{ds}}/checkpoints"),
+        final=directory(f"{ZOO}/{{ds}}/final"),
+        log_csv=f"{ZOO}/{{ds}}/train_log.csv",
+        summary=f"{ZOO}/{{ds}}/summary.json",
+    params:
+        p=as_json({"lora": config["lora"], "prompt": config["prompt"], "seed": config["seed"]}),
+        out_dir=f"{ZOO}/{{ds}}",
+    log:
+        "logs/train_lora/{ds}.log",
+    benchmark:
+        "benchmarks/train_lora/{ds}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=0,
+    conda:
+        "../envs/dnd.yaml"
+    shell:
+        "python -m dnd.cli train-lora --threads {threads} --params {params.p:q} --model {input.model} "
+        "--train {input.train} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule source_loras:
+    """Aggregate target: the whole LoRA zoo."""
+    input:
+        expand(f"{ZOO}/{{ds}}/final", ds=DATASETS),
