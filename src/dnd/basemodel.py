@@ -117,7 +117,7 @@ def build_tiny_model(texts: Iterable[str], shape: dict, seed: int):
         num_hidden_layers=shape.get("num_hidden_layers", 2),
         num_attention_heads=shape.get("num_attention_heads", 4),
         num_key_value_heads=shape.get("num_key_value_heads", 2),
-        max_position_embeddings=512, tie_word_embeddings=True,
+        max_position_embeddings=512, tie_word_embeddings=True, initializer_range=0.1,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
     )
     torch.manual_seed(seed)

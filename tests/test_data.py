@@ -1,0 +1,127 @@
+import json
+
+import pytest
+
+from dnd.config import ConfigError, validate_config
+from dnd.data import REGISTRY, SPLITS, item_key, load_pools, make_splits, parse_dnd_item, prepare_dataset
+from dnd.data_prep import prepare, summary_csv
+from dnd.prompts import lm_eval_task, render_context, task_name, to_eval_record, training_example
+
+from conftest import SHARED_DATA, SMOKE_DATA
+
+needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="shared benchmark data not present")
+
+
+def test_parse_dnd_item_maps_digit_labels_to_positions():
+    rec = {"prompt": "Rocks are classified by\n1: color\n2: shape\n3: how they formed\n4: minerals", "response": "[3]"}
+    it = parse_dnd_item(rec, 0, "x")
+    assert it["question"] == "Rocks are classified by"
+    assert it["choices"] == ["color", "shape", "how they formed", "minerals"]
+    assert it["answer"] == 2
+
+
+def test_parse_dnd_item_drops_instruction_line():
+    rec = {"prompt": "Q?\nA: yes\nB: no\nPlease answer the question choosing from [A]/[B]/[C]/[D].", "response": "[B]"}
+    it = parse_dnd_item(rec, 0, "x")
+    assert it["choices"] == ["yes", "no"] and it["answer"] == 1
+
+
+def test_bad_gold_label_is_an_error():
+    with pytest.raises(ValueError, match="gold label"):
+        parse_dnd_item({"prompt": "Q?\nA: a\nB: b", "response": "[C]"}, 3, "x")
+
+
+def _smoke_cfg(**data):
+    d = {"datasets": ["capitals", "sounds", "opposites"],
+         "custom": {n: {"path": str(SMOKE_DATA / f"{n}.jsonl")} for n in ("capitals", "sounds", "opposites")},
+         "n_train": 14, "n_cond": 8, "n_test": 8}
+    d.update(data)
+    return validate_config({"data": d, "base_model": {"source": "tiny"}})
+
+
+def test_smoke_splits_disjoint_and_seeded():
+    cfg = _smoke_cfg()
+    a = prepare_dataset("capitals", cfg["data"], seed=0)
+    b = prepare_dataset("capitals", cfg["data"], seed=0)
+    c = prepare_dataset("capitals", cfg["data"], seed=1)
+    assert a == b and a != c
+    keys = {s: {item_key(x) for x in a[s]} for s in SPLITS}
+    assert not keys["train"] & keys["cond"] and not keys["train"] & keys["test"] and not keys["cond"] & keys["test"]
+    assert [len(a[s]) for s in SPLITS] == [14, 8, 8]
+
+
+def test_duplicates_across_pools_are_dropped():
+    item = {"id": "a", "question": "Same?", "choices": ["x", "y"], "answer": 0}
+    train = [dict(item, id=f"t{i}") for i in range(3)] + [{"id": "u", "question": "Other?", "choices": ["x", "y"], "answer": 1}]
+    evals = [dict(item, id="e0")] + [{"id": f"e{i}", "question": f"Q{i}?", "choices": ["x", "y"], "answer": 0} for i in range(1, 6)]
+    s = make_splits("toy", (train, evals), {"n_train": 10, "n_cond": 2, "n_test": 4}, seed=0)
+    all_keys = [item_key(x) for sp in SPLITS for x in s[sp]]
+    assert len(all_keys) == len(set(all_keys))
+
+
+def test_missing_data_dir_is_clear(tmp_path):
+    cfg = validate_config({"data": {"datasets": ["arc_easy", "boolq"], "dir": str(tmp_path / "nope")},
+                           "base_model": {"source": "tiny"}})
+    with pytest.raises(FileNotFoundError, match="data directory not found"):
+        load_pools("arc_easy", cfg["data"])
+
+
+def test_custom_dataset_validation(tmp_path):
+    p = tmp_path / "bad.jsonl"
+    p.write_text(json.dumps({"question": "q", "choices": ["a"], "answer": 3}) + "\n")
+    cfg = validate_config({"data": {"datasets": ["bad", "bad2"], "custom": {"bad": {"path": str(p)}, "bad2": {"path": str(p)}}},
+                           "base_model": {"source": "tiny"}})
+    with pytest.raises(ValueError, match="out of range"):
+        load_pools("bad", cfg["data"])
+
+
+def test_prompt_template_is_shared_by_training_and_scoring(tmp_path):
+    """The lm-eval row for an item carries exactly the training context, and the gold choice is
+    the training continuation (after the shared delimiter)."""
+    cfg = _smoke_cfg()
+    prepare("sounds", cfg["data"], {"format": "cloze"}, 0, tmp_path / "sounds", tmp_path / "tasks")
+    from dnd.io import read_jsonl
+
+    test = read_jsonl(tmp_path / "sounds" / "test.jsonl")
+    rows = read_jsonl(tmp_path / "sounds" / "test.lmeval.jsonl")
+    for it, row in zip(test, rows):
+        ctx, cont = training_example(it)
+        assert row["context"] == ctx
+        assert " " + row["choices"][row["answer"]] == cont
+    task = lm_eval_task("sounds", tmp_path / "sounds" / "test.lmeval.jsonl")
+    assert task["task"] == task_name("sounds") and task["output_type"] == "multiple_choice"
+    assert task["dataset_kwargs"]["data_files"]["test"].startswith("/")
+    assert (tmp_path / "tasks" / "dnd_sounds.yaml").exists()
+
+
+def test_letter_format():
+    it = {"id": "1", "question": "2+2?", "choices": ["3", "4"], "answer": 1}
+    assert render_context(it, "letter") == "Question: 2+2?\nA. 3\nB. 4\nAnswer:"
+    assert to_eval_record(it, "letter")["choices"] == ["A", "B"]
+
+
+@needs_shared
+def test_real_benchmarks_seven_by_three_disjoint(tmp_path):
+    cfg = validate_config({"data": {"datasets": list(REGISTRY), "dir": str(SHARED_DATA)}, "base_model": {"source": "tiny"}})
+    dirs = []
+    for name in REGISTRY:
+        sizes = prepare(name, cfg["data"], {"format": "cloze"}, 0, tmp_path / name, tmp_path / "tasks")
+        assert all(sizes[s] > 0 for s in SPLITS)
+        from dnd.io import read_jsonl
+
+        splits = {s: read_jsonl(tmp_path / name / f"{s}.jsonl") for s in SPLITS}
+        keys = {s: {item_key(x) for x in splits[s]} for s in SPLITS}
+        ids = {s: {x["id"] for x in splits[s]} for s in SPLITS}
+        for a, b in (("train", "cond"), ("train", "test"), ("cond", "test")):
+            assert not keys[a] & keys[b], (name, a, b)
+            assert not ids[a] & ids[b], (name, a, b)
+        for it in splits["test"]:
+            assert 0 <= it["answer"] < len(it["choices"]) and len(it["choices"]) >= 2
+        dirs.append(tmp_path / name)
+    table = summary_csv(dirs).strip().split("\n")
+    assert table[0] == "dataset,split,n" and len(table) == 1 + 7 * 3
+
+
+def test_unknown_dataset_in_loader():
+    with pytest.raises(ConfigError, match="unknown dataset"):
+        load_pools("nope", {"datasets": []})
