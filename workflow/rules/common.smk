@@ -56,7 +56,7 @@ def base_model_inputs(wildcards):
 def fold_inputs(wildcards):
     sources = FOLDS[wildcards.target]
     return {
-        "tokens": expand(f"{ZOO}/{{d}}/tokens.pt", d=sources),
+        "tokens": expand("results/tokens/{d}.pt", d=sources),
         "encoded": expand("results/encoded/{d}/train.pt", d=sources),
         "template": f"{ZOO}/{sources[0]}/final",
     }

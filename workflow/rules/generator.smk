@@ -27,7 +27,7 @@ rule tokenize_zoo:
     input:
         f"{ZOO}/{{ds}}/checkpoints",
     output:
-        f"{ZOO}/{{ds}}/tokens.pt",
+        "results/tokens/{ds}.pt",
     params:
         p=as_json(config["generator"]),
     log:
