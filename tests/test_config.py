@@ -60,3 +60,11 @@ def test_schema_defaults_documented():
     schema = yaml.safe_load((REPO_ROOT / "workflow/schemas/config.schema.yaml").read_text())
     for section, sub in schema["properties"].items():
         assert "description" in sub or "default" in sub, section
+
+
+def test_config_readme_documents_every_key():
+    from dnd.config import schema_markdown
+
+    text = (REPO_ROOT / "config" / "README.md").read_text()
+    block = text.split("<!-- keys -->\n", 1)[1].split("<!-- /keys -->", 1)[0]
+    assert block == schema_markdown(), "config/README.md is stale: regenerate its key table from the schema"

@@ -89,3 +89,22 @@ def folds(cfg: dict[str, Any]) -> dict[str, list[str]]:
         if not s:
             raise ConfigError(f"fold '{t}' has no training datasets")
     return out
+
+
+def schema_markdown() -> str:
+    """The key reference table of config/README.md, generated from the schema (one source)."""
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    rows = ["| key | type | default | description |", "|---|---|---|---|"]
+
+    def walk(props: dict, prefix: str) -> None:
+        for key, sub in props.items():
+            name = f"{prefix}{key}"
+            typ = sub.get("type") or ("enum: " + ", ".join(map(str, sub["enum"])) if "enum" in sub else "")
+            default = json.dumps(sub["default"]) if "default" in sub and sub.get("type") != "object" else ""
+            desc = " ".join(str(sub.get("description", "")).split()).replace("|", "\\|")
+            rows.append(f"| `{name}` | {typ} | {default.replace('|', chr(92) + '|')} | {desc} |")
+            if sub.get("type") == "object" and "properties" in sub:
+                walk(sub["properties"], name + ".")
+
+    walk(schema["properties"], "")
+    return "\n".join(rows) + "\n"
