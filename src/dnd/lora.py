@@ -141,7 +141,8 @@ def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     examples = encode_examples(items, tok, fmt, lcfg["max_length"])
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
     model.config.use_cache = False
     pm = get_peft_model(model, make_lora_config(lcfg, model_dir))
     params = [p for p in pm.parameters() if p.requires_grad]
@@ -155,7 +156,7 @@ def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt
     start_step, rows, elapsed0 = 0, [], 0.0
     state_file = work / "resume.pt"
     if state_file.exists():
-        st = torch.load(state_file, weights_only=False)
+        st = torch.load(state_file, weights_only=False, map_location=device)
         set_peft_model_state_dict(pm, st["lora"])
         opt.load_state_dict(st["optim"])
         start_step, rows, elapsed0 = st["step"], st["rows"], st["elapsed_s"]
@@ -165,7 +166,7 @@ def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt
         log.info("resuming %s at step %d/%d", out_dir, start_step, total)
 
     t0 = time.time() - elapsed0
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=lcfg.get("bf16_autocast", True))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=lcfg.get("bf16_autocast", True))
     pm.train()
     bar = tqdm(range(start_step, total), initial=start_step, total=total, desc=f"LoRA {out_dir.name}",
                mininterval=float(os.environ.get("TQDM_MININTERVAL", 5)))
@@ -174,6 +175,7 @@ def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt
         for g in opt.param_groups:
             g["lr"] = lr
         batch = collate([examples[i] for i in batch_indices(step, len(examples), lcfg["batch_size"], seed)], pad_id)
+        batch = tuple(t.to(device) for t in batch)
         with autocast:
             loss = answer_loss(pm, *batch)
         opt.zero_grad(set_to_none=True)
@@ -184,7 +186,7 @@ def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt
                      "lr": f"{lr:.6g}", "tokens": int(batch[1].sum()), "elapsed_s": round(time.time() - t0, 3)})
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if done > P:  # phase 2: one checkpoint per step
-            sd = {k: v.detach().float().contiguous() for k, v in get_peft_model_state_dict(pm).items()}
+            sd = {k: v.detach().float().cpu().contiguous() for k, v in get_peft_model_state_dict(pm).items()}
             with atomic_path(work / "checkpoints" / f"step-{done:05d}.safetensors") as tmp:
                 save_file(sd, str(tmp))
         if done % resume_every == 0 or done == P or done == total:

@@ -1,0 +1,267 @@
+"""`dnd report` on synthetic but realistic run files: every section, every figure, and the main
+table's numbers checked against scores.csv."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dnd.cli import main
+from dnd.config import validate_config
+from dnd.data import title
+
+pytest.importorskip("dnd.evaluation", reason="dnd.evaluation (main_table) not available yet")
+
+from dnd import report  # noqa: E402
+
+DATASETS = ["arc_easy", "boolq", "piqa"]
+N_DND, N_CTRL, N_ITEMS = 4, 2, 200
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _lora_state(rng: np.random.Generator, shift: float) -> dict:
+    """A tiny PEFT state dict (2 layers, 2 modules, r=2) with on-disk key names."""
+    import torch
+
+    sd = {}
+    for layer in range(2):
+        for mod, (fan_in, fan_out) in {"self_attn.q_proj": (8, 8), "mlp.down_proj": (16, 8)}.items():
+            base = f"base_model.model.model.layers.{layer}.{mod}"
+            sd[f"{base}.lora_A.weight"] = torch.tensor(rng.normal(shift, 1, (2, fan_in)), dtype=torch.float32)
+            sd[f"{base}.lora_B.weight"] = torch.tensor(rng.normal(-shift, 0.1, (fan_out, 2)), dtype=torch.float32)
+    return sd
+
+
+def _acc(rng: np.random.Generator, p: float) -> float:
+    """An accuracy that is a whole number of items out of N_ITEMS, like a real score."""
+    return float(rng.binomial(N_ITEMS, p)) / N_ITEMS
+
+
+def _scores(rng: np.random.Generator) -> pd.DataFrame:
+    """scores.csv as `dnd summarize` writes it (adapter 'mean' rows for generated kinds)."""
+    rows = []
+    for ti, t in enumerate(DATASETS):
+        rows.append((t, "base", "", _acc(rng, 0.40 + 0.02 * ti)))
+        src = {s: _acc(rng, 0.72 if s == t else 0.44 + 0.03 * si) for si, s in enumerate(DATASETS)}
+        rows += [(t, "source_lora", s, a) for s, a in src.items()]
+        rows.append((t, "soup", "soup", _acc(rng, 0.46)))
+        near = DATASETS[(ti + 1) % len(DATASETS)]
+        rows.append((t, "nearest", near, src[near]))
+        for kind, p, k in (("dnd", 0.52 + 0.02 * ti, N_DND), ("control_other", 0.45, N_CTRL),
+                           ("control_random", 0.42, N_CTRL)):
+            accs = [_acc(rng, p) for _ in range(k)]
+            rows += [(t, kind, str(i), a) for i, a in enumerate(accs)]
+            rows.append((t, kind, "mean", float(np.mean(accs))))
+    df = pd.DataFrame(rows, columns=["target", "method", "adapter", "acc"])
+    df["n"] = N_ITEMS
+    df["ci_low"] = (df.acc - 0.065).round(4)
+    df["ci_high"] = (df.acc + 0.065).round(4)
+    return df[["target", "method", "adapter", "n", "acc", "ci_low", "ci_high"]]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("run")
+    rng = np.random.default_rng(0)
+    from safetensors.torch import save_file
+
+    res = root / "results"
+    res.mkdir()
+    scores = _scores(rng)
+    scores.to_csv(res / "scores.csv", index=False)
+    metrics = {"mean/dnd_mean": 0.55, "mean/dnd_ci_low": 0.52, "mean/dnd_ci_high": 0.58,
+               "mean/dnd_minus_train_avg": 0.07, "mean/dnd_minus_train_avg_ci_low": 0.04,
+               "mean/dnd_minus_train_avg_ci_high": 0.10, "mean/n_targets": 3, "mean/gap_closed": None}
+    for t in DATASETS:
+        metrics.update({f"{t}/dnd_minus_train_avg": 0.05, f"{t}/dnd_minus_train_avg_ci_low": 0.01,
+                        f"{t}/dnd_minus_train_avg_ci_high": 0.09})
+    (res / "metrics.json").write_text(json.dumps(metrics))
+    eff = [(t, f"dnd_{i}", "dnd", 123_456, 0.40 + 0.1 * i, 0.02, 0.01, 0.43 + 0.1 * i, 900.0, 1.2, 128)
+           for t in DATASETS for i in range(N_DND)]
+    eff += [(t, f"control_other_{i}", "control_other", 123_456, 9.0, 9.0, 9.0, 27.0, 950.0, 1.2, 128)
+            for t in DATASETS for i in range(N_CTRL)]
+    pd.DataFrame(eff, columns=["target", "adapter", "kind", "generator_params", "encode_s", "decode_s",
+                               "write_s", "total_s", "peak_rss_mb", "load_s", "n_prompts"]).to_csv(
+        res / "efficiency.csv", index=False)
+    pd.DataFrame([(d, s, n) for d in DATASETS for s, n in (("train", 500), ("cond", 100), ("test", 300))],
+                 columns=["dataset", "split", "n"]).to_csv(res / "data_summary.csv", index=False)
+    for di, d in enumerate(DATASETS):
+        ck = res / "zoo" / d / "checkpoints"
+        ck.mkdir(parents=True)
+        for s in range(11, 17):
+            save_file(_lora_state(rng, di), str(ck / f"step-{s:05d}.safetensors"))
+        steps = np.arange(1, 17)
+        pd.DataFrame({"phase": np.where(steps <= 10, 1, 2), "step": steps, "loss": 2.0 / np.sqrt(steps) + 0.05 * di,
+                      "lr": 1e-4, "tokens": 1000, "elapsed_s": 3.0 * steps}).to_csv(
+            res / "zoo" / d / "train_log.csv", index=False)
+        g = res / "generators" / d
+        g.mkdir(parents=True)
+        st = np.arange(1, 41)
+        pd.DataFrame({"step": st, "loss": 1.0 / st + rng.uniform(0, 0.01, 40), "lr": 1e-3,
+                      "elapsed_s": 0.5 * st}).to_csv(g / "train_log.csv", index=False)
+        for i in range(N_DND):
+            a = res / "generated" / d / f"dnd_{i}"
+            a.mkdir(parents=True)
+            save_file(_lora_state(rng, di + 0.3), str(a / "adapter_model.safetensors"))
+            (a / "adapter_config.json").write_text("{}")
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    for stage, names, sec in (("train_lora", DATASETS, 50.0), ("generate", DATASETS, 4.0), ("report", ["all"], 2.0)):
+        b = root / "benchmarks" / stage
+        b.mkdir(parents=True)
+        for n in names:
+            (b / f"{n}.tsv").write_text(header + f"{sec}\t0:00:{int(sec):02d}\t812.5\t900\t700\t710\t1\t2\t95\t{sec}\n")
+
+    cfg = validate_config({"name": "unit", "data": {"datasets": DATASETS}, "base_model": {"source": "smollm2_wheel"}})
+    paper = Path(__file__).resolve().parents[1] / "config" / "paper_numbers.yaml"
+    rc = main(["report", "--params", json.dumps(cfg),
+               "--scores", str(res / "scores.csv"), "--metrics", str(res / "metrics.json"),
+               "--efficiency", str(res / "efficiency.csv"), "--data-summary", str(res / "data_summary.csv"),
+               "--zoo-dir", str(res / "zoo"), "--generators-dir", str(res / "generators"),
+               "--generated-dir", str(res / "generated"), "--benchmarks-dir", str(root / "benchmarks"),
+               "--paper-numbers", str(paper), "--out", str(res / "report.md"),
+               "--figures-dir", str(res / "figures"), "--tables-dir", str(res / "tables")])
+    assert rc == 0
+    return root
+
+
+def _table_after(text: str, heading: str) -> pd.DataFrame:
+    """Parse the first Markdown pipe table after `heading` back into strings."""
+    lines = text[text.index(heading):].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        block.append([c.strip() for c in line.strip().strip("|").split("|")])
+    return pd.DataFrame(block[2:], columns=block[0])
+
+
+def _num(cell: str) -> float:
+    return float(re.sub(r"[*%×,+]", "", cell).strip())
+
+
+def test_sections_and_figures(run_dir):
+    text = (run_dir / "results" / "report.md").read_text()
+    for heading in report.SECTIONS:
+        assert f"\n{heading}\n" in text, heading
+    for name in report.FIGURES.values():
+        png = run_dir / "results" / "figures" / name
+        assert png.exists() and png.read_bytes()[:8] == PNG_MAGIC, name
+        assert f"](figures/{name})" in text, f"{name} not linked with a relative path"
+    assert "placeholder" not in text.lower()
+    for table in report.TABLES:
+        df = pd.read_csv(run_dir / "results" / "tables" / f"{table}.csv")
+        assert len(df) and "note" not in df.columns, table
+    main_csv = pd.read_csv(run_dir / "results" / "tables" / "main_table.csv", dtype=str).set_index("Target")
+    main_md = _table_after(text, "## Main results").set_index("Target")
+    assert (main_csv.fillna("") == main_md.replace(r"\*\*", "", regex=True)).all().all()
+
+
+def test_main_table_matches_scores(run_dir):
+    text = (run_dir / "results" / "report.md").read_text()
+    tab = _table_after(text, "## Main results").set_index("Target")
+    sc = pd.read_csv(run_dir / "results" / "scores.csv", keep_default_na=False)
+    exp_rows = {}
+    for t in DATASETS:
+        s = sc[sc.target == t]
+        src = s[s.method == "source_lora"].set_index("adapter").acc
+        train = src.drop(t)
+        dnd = s[(s.method == "dnd") & (s.adapter != "mean")].acc
+        one = lambda m: float(s[s.method == m].acc.iloc[0])  # noqa: E731
+        exp_rows[title(t)] = {"Base": one("base"), "Training LoRAs (avg)": train.mean(),
+                              "Best training LoRA †": train.max(), "Soup": one("soup"), "Nearest": one("nearest"),
+                              "dnd": dnd.mean(), "dnd_sd": dnd.std(ddof=1), "Oracle ‡": src[t],
+                              "gap": (dnd.mean() - train.mean()) / (src[t] - train.mean())}
+    exp = pd.DataFrame(exp_rows).T
+    exp.loc["Mean"] = exp.mean()
+    exp.loc["Mean", "gap"] = ((exp.loc["Mean", "dnd"] - exp.loc["Mean", "Training LoRAs (avg)"])
+                              / (exp.loc["Mean", "Oracle ‡"] - exp.loc["Mean", "Training LoRAs (avg)"]))
+    assert list(tab.index) == [title(t) for t in DATASETS] + ["Mean"]
+    for row, e in exp.iterrows():
+        got = tab.loc[row]
+        for col in ("Base", "Training LoRAs (avg)", "Best training LoRA †", "Soup", "Nearest", "Oracle ‡"):
+            assert _num(got[col]) == pytest.approx(100 * e[col], abs=0.051), (row, col)
+        mean_txt, sd_txt = got["DnD (mean ± sd)"].replace("*", "").split("±")
+        assert float(mean_txt) == pytest.approx(100 * e["dnd"], abs=0.051), row
+        assert float(sd_txt) == pytest.approx(100 * e["dnd_sd"] if row != "Mean" else 100 * exp["dnd_sd"][:-1].mean(),
+                                              abs=0.051), row
+        assert _num(got["Gap closed (%)"]) == pytest.approx(100 * e["gap"], abs=0.051), row
+        # bold = the best zero-shot method (best_train and oracle never bold)
+        zs = {"Base": e["Base"], "Training LoRAs (avg)": e["Training LoRAs (avg)"], "Soup": e["Soup"],
+              "Nearest": e["Nearest"], "DnD (mean ± sd)": e["dnd"]}
+        best = max(round(100 * v, 1) for v in zs.values())
+        for col, v in zs.items():
+            assert got[col].startswith("**") == (round(100 * v, 1) == best), (row, col)
+        assert not got["Best training LoRA †"].startswith("**") and not got["Oracle ‡"].startswith("**")
+    # the per-target DnD CI is the adapter-'mean' row's bootstrap CI of scores.csv
+    for t in DATASETS:
+        m = sc[(sc.target == t) & (sc.method == "dnd") & (sc.adapter == "mean")].iloc[0]
+        assert tab.loc[title(t), "DnD 95% CI"] == f"[{100 * m.ci_low:.1f}, {100 * m.ci_high:.1f}]"
+    assert tab.loc["Mean", "DnD 95% CI"] == "[52.0, 58.0]"  # from metrics.json
+    assert tab.loc["Mean", report.DELTA_COLUMN] == "+7.0 [4.0, 10.0]"
+
+
+def test_other_tables(run_dir):
+    text = (run_dir / "results" / "report.md").read_text()
+    paper = _table_after(text, "## Paper's reported numbers beside ours").set_index("Dataset")
+    assert paper.loc["ARC-Easy", "Paper: training LoRAs"] == "37.5" and paper.loc["ARC-Easy", "Paper: DnD"] == "68.6"
+    assert paper.loc["BoolQ", "Paper: Δ"] == "+31.4"
+    assert paper.loc["Average gain (held-out datasets)", "Paper: Δ"] == "+21.0"
+    main_tab = _table_after(text, "## Main results").set_index("Target")
+    ours_dnd = main_tab.loc["ARC-Easy", "DnD (mean ± sd)"].replace("*", "").split(" ±")[0]
+    assert paper.loc["ARC-Easy", "Ours: DnD"] == ours_dnd
+
+    ctrl = _table_after(text, "## Controls").set_index("Target")
+    sc = pd.read_csv(run_dir / "results" / "scores.csv", keep_default_na=False)
+    for t in DATASETS:
+        for kind, col in (("control_other", "Control: other prompts"), ("control_random", "Control: random text")):
+            accs = sc[(sc.target == t) & (sc.method == kind) & (sc.adapter != "mean")].acc
+            assert float(ctrl.loc[title(t), col].split("±")[0]) == pytest.approx(100 * accs.mean(), abs=0.051)
+
+    eff = _table_after(text, "## Efficiency").set_index("Target")
+    # DnD adapters only (controls excluded): median total 0.58 s; tuning = last elapsed_s of the zoo log = 48 s
+    assert eff.loc["ARC-Easy", "Total (s)"] == "0.580"
+    assert eff.loc["ARC-Easy", "LoRA tuning, train loop (s)"] == "48.00"
+    assert eff.loc["ARC-Easy", "LoRA tuning, whole job (s)"] == "50.00"
+    assert eff.loc["ARC-Easy", "Tuning / generation"] == "83×"
+
+    comp = _table_after(text, "### Compute (Snakemake benchmarks)").set_index("Stage (rule)")
+    assert comp.loc["train_lora", "Jobs"] == "3" and comp.loc["train_lora", "Wall, total (s)"] == "150"
+    assert comp.loc["**all stages**", "Wall, total (s)"] == "164"
+    assert "cloze" in text and "log-likelihood" in text and "Q4_1" in text
+
+
+def test_optional_inputs_missing(tmp_path, run_dir):
+    """Only scores.csv: every section says what is missing, all figures still exist."""
+    out = tmp_path / "r" / "report.md"
+    rc = main(["report", "--scores", str(run_dir / "results" / "scores.csv"), "--metrics", str(tmp_path / "no.json"),
+               "--efficiency", str(tmp_path / "no.csv"), "--data-summary", str(tmp_path / "no.csv"),
+               "--zoo-dir", str(tmp_path / "no"), "--generators-dir", str(tmp_path / "no"),
+               "--generated-dir", str(tmp_path / "no"), "--benchmarks-dir", str(tmp_path / "no"),
+               "--paper-numbers", str(tmp_path / "no.yaml"), "--out", str(out),
+               "--figures-dir", str(tmp_path / "r" / "figures"), "--tables-dir", str(tmp_path / "r" / "tables")])
+    assert rc == 0
+    text = out.read_text()
+    for table in report.TABLES:  # every declared table exists, as a note when its input is missing
+        assert (tmp_path / "r" / "tables" / f"{table}.csv").exists()
+    assert "note" in pd.read_csv(tmp_path / "r" / "tables" / "efficiency.csv").columns
+    for heading in report.SECTIONS:
+        assert f"\n{heading}\n" in text
+    for phrase in ("No generation timings", "No benchmark files", "No metrics file", "No paper numbers file",
+                   "No data summary", "Not enough LoRA checkpoints", "No training logs"):
+        assert phrase in text, phrase
+    for name in report.FIGURES.values():
+        assert (tmp_path / "r" / "figures" / name).read_bytes()[:8] == PNG_MAGIC
+
+
+def test_missing_scores_is_a_clear_error(tmp_path, caplog):
+    rc = main(["report", "--scores", str(tmp_path / "scores.csv"), "--out", str(tmp_path / "report.md"),
+               "--figures-dir", str(tmp_path / "figures")])
+    assert rc == 1
+    assert "scores file not found" in caplog.text
+    assert not (tmp_path / "report.md").exists()
