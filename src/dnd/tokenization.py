@@ -1,0 +1,200 @@
+"""Parameter tokenizer (method reference section 2.3): a PEFT LoRA state dict <-> a stack of
+normalized parameter tokens, exactly invertible.
+
+Token order: layers 0..L-1; within a layer q, k, v, o, up, gate, down (only the modules that
+are present; modules outside this list follow them, alphabetically); A before B. For each
+module, A is taken as stored (r x in) and B transposed (r x out); each is cut along its
+columns into chunks of width w. One (r x w) chunk is one token.
+
+Each chunk x is normalized by its own scalar mean and (unbiased) std, std = NaN -> 1, and a
+border of two rows and two columns stores the scales:
+
+    m' = 8 * mean,   s' = log(0.9 * std + 0.1) + 1.6
+
+    token[:r, :w]      = (x - mean) / std         (0 where std == 0: the chunk is constant)
+    token[r:r+2, j]    = m' for even j, s' for odd j   (bottom two rows: m', s', m', s', ...)
+    token[:, w]        = m'                            (right two columns, written last,
+    token[:, w+1]      = s'                             so they also fill the corner)
+
+The inverse averages all copies of m' and of s', then mean = m'/8,
+std = (exp(s' - 1.6) - 0.1) / 0.9 and x = token[:r, :w] * std + mean. Both directions work
+on the whole adapter at once: the r x (sum of widths) matrix of all modules side by side is
+viewed as (T, r, w), so there is no Python loop over tokens.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+#: Within-layer module order of the paper's tokenizer.
+MODULE_ORDER: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "gate_proj", "down_proj")
+
+#: Border encoding constants (method reference section 2.3).
+MEAN_SCALE = 8.0
+STD_SHIFT = 1.6
+
+_KEY_RE = re.compile(r"^(?P<prefix>.*\.layers\.(?P<layer>\d+)\..*?(?P<module>[^.]+))\.lora_(?P<ab>[AB])\.weight$")
+
+
+def _sort_key(key: str) -> tuple[int, int, str, int]:
+    """(layer, module rank, module path, 0 for A / 1 for B) for a PEFT LoRA weight key."""
+    m = _KEY_RE.match(key)
+    if m is None:
+        raise ValueError(
+            f"not a per-layer LoRA weight key: {key!r} (expected '...layers.<i>.<...>.<module>.lora_A|B.weight')"
+        )
+    module = m["module"]
+    rank = MODULE_ORDER.index(module) if module in MODULE_ORDER else len(MODULE_ORDER)
+    return int(m["layer"]), rank, m["prefix"], 0 if m["ab"] == "A" else 1
+
+
+@dataclass(frozen=True)
+class LoraLayout:
+    """Where every LoRA matrix goes in the token stack.
+
+    Attributes:
+        rank: LoRA rank r.
+        chunk_width: token width w.
+        keys: PEFT state-dict keys in token order.
+        shapes: stored (PEFT) shape of each key: (r, in) for lora_A, (out, r) for lora_B.
+    """
+
+    rank: int
+    chunk_width: int
+    keys: tuple[str, ...]
+    shapes: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def from_state_dict(cls, state_dict: Mapping[str, Tensor], chunk_width: int) -> "LoraLayout":
+        """Layout of a PEFT LoRA state dict (keys as saved on disk).
+
+        Raises ValueError when a key is not a per-layer lora_A/lora_B weight, a module lacks
+        its A or B, the ranks disagree, or `chunk_width` does not divide every in/out dim.
+        """
+        if chunk_width < 1:
+            raise ValueError(f"chunk width must be positive, got {chunk_width}")
+        if not state_dict:
+            raise ValueError("empty LoRA state dict")
+        keys = sorted(state_dict, key=_sort_key)
+        prefixes = [_sort_key(k)[2] for k in keys]
+        for p in set(prefixes):
+            if prefixes.count(p) != 2:
+                raise ValueError(f"LoRA module {p!r} needs exactly one lora_A and one lora_B weight")
+        shapes = tuple(tuple(int(s) for s in state_dict[k].shape) for k in keys)
+        if any(len(s) != 2 for s in shapes):
+            raise ValueError("LoRA matrices must be 2-D")
+        ranks = {s[1] if _is_b(k) else s[0] for k, s in zip(keys, shapes)}
+        if len(ranks) != 1:
+            raise ValueError(f"LoRA matrices must share one rank; found ranks {sorted(ranks)}")
+        layout = cls(rank=ranks.pop(), chunk_width=chunk_width, keys=tuple(keys), shapes=shapes)
+        bad = sorted({c for c in layout.widths if c % chunk_width})
+        if bad:
+            raise ValueError(
+                f"chunk width {chunk_width} does not divide the LoRA dimension(s) {bad}; "
+                f"choose a w that divides every in/out dimension"
+            )
+        return layout
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """Column count of each matrix in token space: `in` for A, `out` for B."""
+        return tuple(s[0] if _is_b(k) else s[1] for k, s in zip(self.keys, self.shapes))
+
+    @property
+    def n_tokens(self) -> int:
+        """T: number of tokens."""
+        return sum(self.widths) // self.chunk_width
+
+    @property
+    def token_shape(self) -> tuple[int, int]:
+        """(r + 2, w + 2)."""
+        return self.rank + 2, self.chunk_width + 2
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-/torch.save-safe form (stored in zoo tokens and generator checkpoints)."""
+        return {
+            "rank": self.rank,
+            "chunk_width": self.chunk_width,
+            "entries": [[k, list(s)] for k, s in zip(self.keys, self.shapes)],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "LoraLayout":
+        """Inverse of `to_dict`."""
+        return cls(
+            rank=int(d["rank"]),
+            chunk_width=int(d["chunk_width"]),
+            keys=tuple(k for k, _ in d["entries"]),
+            shapes=tuple((int(s[0]), int(s[1])) for _, s in d["entries"]),
+        )
+
+
+def _is_b(key: str) -> bool:
+    return key.endswith(".lora_B.weight")
+
+
+def _border_copies(t: Tensor, r: int, w: int) -> tuple[Tensor, Tensor]:
+    """All copies of m' and of s' in tokens t (T, r+2, w+2): two (T, n_copies) tensors."""
+    n = t.shape[0]
+    m = torch.cat([t[:, r:, 0:w:2].reshape(n, -1), t[:, :, w]], dim=1)
+    s = torch.cat([t[:, r:, 1:w:2].reshape(n, -1), t[:, :, w + 1]], dim=1)
+    return m, s
+
+
+def tokenize(state_dict: Mapping[str, Tensor], layout: LoraLayout) -> Tensor:
+    """LoRA state dict -> tokens of shape (T, r+2, w+2), float32."""
+    missing = [k for k in layout.keys if k not in state_dict]
+    if missing or len(state_dict) != len(layout.keys):
+        raise ValueError(f"state dict does not match the layout (missing {missing[:3]}, {len(state_dict)} keys)")
+    r, w = layout.rank, layout.chunk_width
+    chunks = []
+    for key, shape in zip(layout.keys, layout.shapes):
+        t = state_dict[key].detach().to(torch.float32)
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{key}: shape {tuple(t.shape)} != layout shape {shape}")
+        if _is_b(key):  # (out, r) -> B^T cut into (out/w, r, w)
+            chunks.append(t.view(-1, w, r).transpose(1, 2))
+        else:  # (r, in) -> (in/w, r, w)
+            chunks.append(t.view(r, -1, w).transpose(0, 1))
+    x = torch.cat(chunks, dim=0)  # (T, r, w)
+    std, mean = torch.std_mean(x, dim=(1, 2), keepdim=True)  # (T, 1, 1) each
+    std = torch.where(torch.isnan(std), torch.ones_like(std), std)
+    inv_std = 1.0 / torch.where(std > 0, std, torch.ones_like(std))  # constant chunk -> body 0
+    m_enc = mean * MEAN_SCALE
+    s_enc = torch.log(0.9 * std + 0.1) + STD_SHIFT
+    tokens = torch.empty(x.shape[0], r + 2, w + 2, dtype=torch.float32)
+    tokens[:, :r, :w] = torch.addcmul(-mean * inv_std, x, inv_std)
+    tokens[:, r:, 0:w:2] = m_enc
+    tokens[:, r:, 1:w:2] = s_enc
+    tokens[:, :, w] = m_enc.view(-1, 1)  # right columns last: they own the corner
+    tokens[:, :, w + 1] = s_enc.view(-1, 1)
+    return tokens
+
+
+def detokenize(tokens: Tensor, layout: LoraLayout) -> dict[str, Tensor]:
+    """Tokens (T, r+2, w+2) -> PEFT LoRA state dict (keys and shapes of the layout), float32.
+
+    Border copies are averaged, so tokens produced by a generator (whose copies disagree)
+    decode too.
+    """
+    r, w = layout.rank, layout.chunk_width
+    expected = (layout.n_tokens, r + 2, w + 2)
+    if tuple(tokens.shape) != expected:
+        raise ValueError(f"tokens have shape {tuple(tokens.shape)}, layout expects {expected}")
+    t = tokens.detach().to(torch.float32)
+    m_copies, s_copies = _border_copies(t, r, w)
+    mean = m_copies.mean(dim=1) / MEAN_SCALE  # (T,)
+    std = (torch.exp(s_copies.mean(dim=1) - STD_SHIFT) - 0.1) / 0.9
+    x = torch.addcmul(mean.view(-1, 1, 1), t[:, :r, :w], std.view(-1, 1, 1))  # (T, r, w)
+    out: dict[str, Tensor] = {}
+    for key, shape, block in zip(layout.keys, layout.shapes, torch.split(x, [c // w for c in layout.widths])):
+        if _is_b(key):  # (n, r, w) -> (n, w, r) -> (out, r)
+            out[key] = block.transpose(1, 2).reshape(shape).contiguous()
+        else:  # (n, r, w) -> (r, n, w) -> (r, in)
+            out[key] = block.transpose(0, 1).reshape(shape).contiguous()
+    return out

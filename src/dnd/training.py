@@ -1,0 +1,438 @@
+"""Generator training (method reference sections 2.2, 2.6, 2.7).
+
+Commands:
+  tokenize-zoo      dnd tokenize-zoo --params GENERATOR_JSON --checkpoints DIR --out tokens.pt
+                    a dataset's LoRA checkpoints -> zoo tokens (K, T, r+2, w+2)
+  train-generator   dnd train-generator --params JSON --target T --sources D1 D2 ...
+                        --tokens TOK1 TOK2 ... --encoded ENC1 ENC2 ... --template-adapter DIR
+                        --out generator.pt --log train_log.csv
+                    one leave-one-dataset-out generator. --params is
+                    {"seed": int, "generator": {...}, "encoder": {...}, "lora": {...}}: the config
+                    sections (missing keys take the schema defaults). `encoder` must match the
+                    config the prompts were encoded with, `lora` (r, alpha, target_modules) the
+                    zoo and the template adapter; both are checked.
+
+Outputs of train-generator: the checkpoint (see `train_generator`), the loss log
+(step, loss, lr, elapsed_s) and, while training runs, `<out stem>.resume.pt` next to the
+checkpoint (model, optimizer, scheduler, step, log; written atomically every
+`generator.save_every` steps, picked up by a rerun with the same configuration, deleted at
+the end).
+
+Training pairs: an item is one checkpoint of a source dataset d plus a fresh draw of N
+prompts from d's encoded train prompts. Items are visited in epochs (a seeded permutation
+of all (d, checkpoint) items per epoch); the prompts of an item are redrawn at every visit:
+N distinct prompts when d has at least N, otherwise N draws with replacement (so small
+pools still give full-size conditions). All randomness of step s (prompt draws, noise)
+comes from a generator seeded by (seed, target, s), and the epoch order from
+(seed, target, epoch): a run is deterministic and a resumed run continues exactly as an
+uninterrupted one would, with no RNG state to carry.
+
+Loss: MSE weighted per parameter token (`criterion_weights`), with noise augmentation
+(condition += noise_condition * N(0, 1), target += noise_target * N(0, 1)); AdamW, linear
+warmup then cosine decay to 0, gradient clipping.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from safetensors.torch import load_file
+from torch import Tensor
+from tqdm import tqdm
+
+from .encoder import config_section, encoding_signature, load_encoded
+from .io import atomic_path, write_text
+from .model import HyperConvDecoder, count_parameters, weighted_mse
+from .tokenization import LoraLayout, tokenize
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "dnd-generator-v1"
+PROGRESS_INTERVAL_S = 30.0
+_STEP_RE = re.compile(r"step-(\d+)\.safetensors$")
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed from any printable parts (stable across processes and platforms)."""
+    digest = hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+# ----------------------------------------------------------------------------- zoo tokens
+
+
+def tokenize_checkpoints(checkpoint_dir: str | Path, chunk_width: int) -> dict[str, Any]:
+    """All `step-*.safetensors` of a directory, in step order, as zoo tokens.
+
+    Returns {"tokens": float32 (K, T, r+2, w+2), "steps": [int] (K), "layout": layout dict}.
+    """
+    paths = Path(checkpoint_dir).glob("step-*.safetensors")
+    files = sorted((int(m.group(1)), p) for p in paths if (m := _STEP_RE.search(p.name)))
+    if not files:
+        raise FileNotFoundError(f"no step-*.safetensors checkpoints in {checkpoint_dir}")
+    first = load_file(files[0][1])
+    layout = LoraLayout.from_state_dict(first, chunk_width)
+    tokens = torch.empty(len(files), layout.n_tokens, *layout.token_shape)
+    for i, (_, path) in enumerate(files):
+        sd = first if i == 0 else load_file(path)
+        if LoraLayout.from_state_dict(sd, chunk_width) != layout:
+            raise ValueError(f"{path} has a different LoRA layout than {files[0][1]}")
+        tokens[i] = tokenize(sd, layout)
+    return {"tokens": tokens, "steps": [s for s, _ in files], "layout": layout.to_dict()}
+
+
+def load_zoo_tokens(path: str | Path) -> dict[str, Any]:
+    """Read zoo tokens written by `tokenize-zoo` (memory-mapped)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"zoo tokens not found: {path}")
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
+def criterion_weights(token_sets: Sequence[Tensor]) -> Tensor:
+    """Per-token loss weights (T,) from the zoo tokens of the training datasets.
+
+    For each dataset (tokens (K, T, h, w)): the std of every entry across its K checkpoints,
+    averaged over each token's h*w entries, divided by the mean over all entries (so the
+    weights average 1). A dataset with no spread (K = 1 or identical checkpoints) gives
+    uniform weights. The result is the mean of the per-dataset vectors.
+    """
+    if not token_sets:
+        raise ValueError("criterion weights need at least one dataset")
+    per_dataset = []
+    for tokens in token_sets:
+        std = tokens.float().std(dim=0, correction=0)  # (T, h, w)
+        per_token = std.mean(dim=(1, 2))  # (T,)
+        overall = per_token.mean()
+        per_dataset.append(per_token / overall if overall > 0 else torch.ones_like(per_token))
+    return torch.stack(per_dataset).mean(dim=0)
+
+
+# ----------------------------------------------------------------------------- pairs
+
+
+def draw_indices(pool_size: int, n: int, generator: torch.Generator) -> Tensor:
+    """n indices into a pool: distinct when pool_size >= n, otherwise drawn with replacement."""
+    if pool_size < 1:
+        raise ValueError("cannot draw prompts from an empty pool")
+    if pool_size >= n:
+        return torch.randperm(pool_size, generator=generator)[:n]
+    return torch.randint(pool_size, (n,), generator=generator)
+
+
+class PairSampler:
+    """Batches of (condition, target) pairs; stateless given the step (see module doc).
+
+    Args:
+        tokens: per source dataset, zoo tokens (K_d, T, h, w).
+        conditions: per source dataset, encoded train prompts (n_d, L, D).
+        n_prompts: N, prompts per condition.
+        batch_size: B, pairs per step.
+        seed: seed of this run (already specific to the fold).
+    """
+
+    def __init__(
+        self, tokens: Sequence[Tensor], conditions: Sequence[Tensor], n_prompts: int, batch_size: int, seed: int
+    ):
+        if len(tokens) != len(conditions) or not tokens:
+            raise ValueError("need one token set and one condition set per source dataset")
+        self.tokens = list(tokens)
+        self.conditions = [c.float() for c in conditions]
+        self.items = [(d, k) for d, t in enumerate(self.tokens) for k in range(t.shape[0])]
+        self.n_prompts, self.batch_size, self.seed = n_prompts, batch_size, seed
+        self._epoch, self._order = -1, torch.empty(0, dtype=torch.long)
+
+    def _item(self, index: int) -> tuple[int, int]:
+        """The item at global visit `index` (epoch = index // n_items)."""
+        epoch, pos = divmod(index, len(self.items))
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(derive_seed(self.seed, "epoch", epoch))
+            self._epoch, self._order = epoch, torch.randperm(len(self.items), generator=g)
+        return self.items[int(self._order[pos])]
+
+    def batch(self, step: int, noise_condition: float = 0.0, noise_target: float = 0.0) -> tuple[Tensor, Tensor]:
+        """Pairs of step `step`: condition (B, N, L, D) float32, target (B, T, h, w) float32."""
+        g = torch.Generator().manual_seed(derive_seed(self.seed, "step", step))
+        cond = torch.empty(self.batch_size, self.n_prompts, *self.conditions[0].shape[1:])
+        target = torch.empty(self.batch_size, *self.tokens[0].shape[1:])
+        for j in range(self.batch_size):
+            d, k = self._item(step * self.batch_size + j)
+            pool = self.conditions[d]
+            torch.index_select(pool, 0, draw_indices(pool.shape[0], self.n_prompts, g), out=cond[j])
+            target[j].copy_(self.tokens[d][k])
+        if noise_condition > 0:
+            cond.add_(torch.randn(cond.shape, generator=g), alpha=noise_condition)
+        if noise_target > 0:
+            target.add_(torch.randn(target.shape, generator=g), alpha=noise_target)
+        return cond, target
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warmup over `warmup` steps, then cosine decay to 0 at `total` (LambdaLR factor)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def read_lora_config(adapter_dir: str | Path) -> dict[str, Any]:
+    """The parts of a PEFT adapter_config.json a generated adapter needs."""
+    path = Path(adapter_dir) / "adapter_config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"template adapter has no adapter_config.json: {path}")
+    cfg = json.loads(path.read_text())
+    return {
+        "r": int(cfg["r"]),
+        "lora_alpha": cfg["lora_alpha"],
+        "lora_dropout": cfg.get("lora_dropout", 0.0),
+        "target_modules": sorted(cfg["target_modules"]),
+        "bias": cfg.get("bias", "none"),
+        "task_type": cfg.get("task_type"),
+        "base_model_name_or_path": cfg.get("base_model_name_or_path"),
+    }
+
+
+def _check_lora(lora: Mapping[str, Any], template: Mapping[str, Any], layout: LoraLayout) -> None:
+    """The `lora` params, the template adapter and the zoo layout must describe one LoRA."""
+    if not (lora["r"] == template["r"] == layout.rank):
+        raise ValueError(f"LoRA rank: params {lora['r']}, template {template['r']}, zoo tokens {layout.rank}")
+    if float(lora["alpha"]) != float(template["lora_alpha"]):
+        raise ValueError(f"LoRA alpha: params {lora['alpha']}, template {template['lora_alpha']}")
+    modules = sorted({k.split(".lora_")[0].rsplit(".", 1)[1] for k in layout.keys})
+    if sorted(lora["target_modules"]) != modules or template["target_modules"] != modules:
+        raise ValueError(
+            f"LoRA modules: params {sorted(lora['target_modules'])}, template {template['target_modules']}, "
+            f"zoo tokens {modules}"
+        )
+
+
+def _write_log(path: Path, rows: Sequence[Sequence[Any]]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["step", "loss", "lr", "elapsed_s"])
+    w.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def _load_sources(
+    sources: Sequence[str],
+    tokens_paths: Sequence[str | Path],
+    encoded_paths: Sequence[str | Path],
+    gen: Mapping[str, Any],
+    enc: Mapping[str, Any],
+) -> tuple[list[dict[str, Any]], LoraLayout, list[Tensor]]:
+    """Zoo tokens (one layout for all, width = generator.chunk_width) and encoded train
+    prompts (encoded with `enc`) of the sources: (zoo dicts, layout, states (n_d, L, D))."""
+    zoo = [load_zoo_tokens(p) for p in tokens_paths]
+    layout = LoraLayout.from_dict(zoo[0]["layout"])
+    for name, z in zip(sources, zoo):
+        if LoraLayout.from_dict(z["layout"]) != layout:
+            raise ValueError(f"zoo tokens of {name} have a different LoRA layout than those of {sources[0]}")
+    if layout.chunk_width != gen["chunk_width"]:
+        raise ValueError(f"zoo tokens use w={layout.chunk_width}, generator.chunk_width is {gen['chunk_width']}")
+    states = []
+    for name, path in zip(sources, encoded_paths):
+        e = load_encoded(path)
+        if encoding_signature(e["encoder"]) != encoding_signature(enc):
+            raise ValueError(f"prompts of {name} were encoded with {e['encoder']}, params say {enc}")
+        states.append(e["states"])
+    return zoo, layout, states
+
+
+def resume_path(out: str | Path) -> Path:
+    """Where the resume checkpoint of a generator output lives (next to it)."""
+    out = Path(out)
+    return out.with_name(out.stem + ".resume.pt")
+
+
+def train_generator(
+    params: Mapping[str, Any],
+    target: str,
+    sources: Sequence[str],
+    tokens_paths: Sequence[str | Path],
+    encoded_paths: Sequence[str | Path],
+    template_adapter: str | Path,
+    out: str | Path,
+    log_path: str | Path,
+) -> dict[str, Any]:
+    """Train one generator and write its self-contained checkpoint to `out`.
+
+    Args:
+        params: {"seed": int, "generator": {...}, "encoder": {...}, "lora": {...}} (config
+            sections; missing keys take the schema defaults).
+        target: held-out dataset (names the fold; never read).
+        sources: training datasets; `tokens_paths` and `encoded_paths` follow their order.
+        template_adapter: a PEFT adapter dir of the zoo (its adapter_config.json is copied).
+        out: generator checkpoint path; the resume checkpoint lives next to it.
+        log_path: CSV loss log (step, loss, lr, elapsed_s).
+
+    Returns the checkpoint dict that was saved.
+    """
+    if target in sources:
+        raise ValueError(f"target {target!r} is among the sources (leave-one-out)")
+    if not (len(sources) == len(tokens_paths) == len(encoded_paths)) or not sources:
+        raise ValueError("need one --tokens and one --encoded file per source, in the order of --sources")
+    gen = config_section("generator", params.get("generator"))
+    enc = config_section("encoder", params.get("encoder"))
+    lora = config_section("lora", params.get("lora"))
+    seed = int(params.get("seed", 0))
+
+    zoo, layout, states = _load_sources(sources, tokens_paths, encoded_paths, gen, enc)
+    template = read_lora_config(template_adapter)
+    _check_lora(lora, template, layout)
+
+    token_sets = [z["tokens"] for z in zoo]
+    weights = criterion_weights(token_sets)
+    run_seed = derive_seed(seed, target)
+    sampler = PairSampler(token_sets, states, gen["n_prompts"], gen["batch_size"], run_seed)
+    _, seq_len, dim = states[0].shape
+
+    torch.manual_seed(derive_seed(run_seed, "init"))
+    model = HyperConvDecoder(
+        (gen["n_prompts"], seq_len, dim), gen["stages"], (layout.n_tokens, *layout.token_shape), gen["kernel"]
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=gen["lr"], weight_decay=gen["weight_decay"])
+    total = int(gen["steps"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, gen["warmup_steps"], total))
+    fingerprint = derive_seed(gen, enc, lora, seed, target, list(sources), [z["steps"] for z in zoo], layout.to_dict())
+
+    out, log_path = Path(out), Path(log_path)
+    resume = resume_path(out)
+    start, elapsed, rows = 0, 0.0, []
+    if resume.exists():
+        state = torch.load(resume, map_location="cpu", weights_only=True)
+        if state["fingerprint"] == fingerprint:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            start, elapsed, rows = state["step"], state["elapsed_s"], [list(r) for r in state["log"]]
+            log.info("resuming %s at step %d", target, start)
+        else:
+            log.warning("ignoring %s: it was written for a different configuration", resume)
+
+    n_params = count_parameters(model)
+    log.info("generator %s: %d parameters, %d steps, sources %s", target, n_params, total, list(sources))
+    model.train()
+    t0 = time.perf_counter() - elapsed
+    bar = tqdm(
+        total=total, initial=start, desc=f"generator {target}", mininterval=PROGRESS_INTERVAL_S, file=sys.stderr
+    )
+    for step in range(start, total):
+        cond, tgt = sampler.batch(step, gen["noise_condition"], gen["noise_target"])
+        loss = weighted_mse(model(cond), tgt, weights)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), gen["grad_clip"])
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+        rows.append([step + 1, f"{loss.item():.6g}", f"{lr:.6g}", f"{time.perf_counter() - t0:.3f}"])
+        bar.update(1)
+        bar.set_postfix(loss=rows[-1][1], refresh=False)
+        if (step + 1) % gen["save_every"] == 0 and step + 1 < total:
+            state = {
+                "fingerprint": fingerprint,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "step": step + 1,
+                "elapsed_s": time.perf_counter() - t0,
+                "log": rows,
+            }
+            with atomic_path(resume) as tmp:
+                torch.save(state, tmp)
+            _write_log(log_path, rows)
+    bar.close()
+
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT,
+        "model": model.state_dict(),
+        "decoder": model.hparams(),
+        "layout": layout.to_dict(),
+        "lora_config": template,
+        "encoder": enc,
+        "generator": gen,
+        "seed": seed,
+        "target": target,
+        "sources": list(sources),
+        "step": total,
+        "n_params": n_params,
+        "criterion_weights": weights,
+    }
+    with atomic_path(out) as tmp:
+        torch.save(checkpoint, tmp)
+    _write_log(log_path, rows)
+    resume.unlink(missing_ok=True)
+    return checkpoint
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def add_tokenize_zoo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", default="{}", help="JSON: the `generator` config section (uses chunk_width)")
+    p.add_argument("--checkpoints", required=True, help="directory of step-*.safetensors LoRA checkpoints")
+    p.add_argument("--out", required=True, help="output zoo tokens (.pt)")
+
+
+def run_tokenize_zoo(args: argparse.Namespace) -> None:
+    from .cli import parse_params
+
+    gen = config_section("generator", parse_params(args.params))
+    zoo = tokenize_checkpoints(args.checkpoints, gen["chunk_width"])
+    with atomic_path(args.out) as tmp:
+        torch.save(zoo, tmp)
+    log.info("%d checkpoints -> tokens %s -> %s", len(zoo["steps"]), tuple(zoo["tokens"].shape), args.out)
+
+
+def add_train_generator_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--params",
+        required=True,
+        help='JSON {"seed": int, "generator": {...}, "encoder": {...}, "lora": {...}} (config sections)',
+    )
+    p.add_argument("--target", required=True, help="held-out dataset of this fold")
+    p.add_argument("--sources", nargs="+", required=True, help="training datasets")
+    p.add_argument("--tokens", nargs="+", required=True, help="zoo tokens per source (order of --sources)")
+    p.add_argument("--encoded", nargs="+", required=True, help="encoded train prompts per source (same order)")
+    p.add_argument("--template-adapter", required=True, help="a zoo PEFT adapter dir (its adapter_config.json)")
+    p.add_argument("--out", required=True, help="generator checkpoint (.pt)")
+    p.add_argument("--log", required=True, help="loss log (.csv)")
+
+
+def run_train_generator(args: argparse.Namespace) -> None:
+    from .cli import parse_params
+
+    params = parse_params(args.params)
+    ckpt = train_generator(
+        params,
+        args.target,
+        args.sources,
+        args.tokens,
+        args.encoded,
+        args.template_adapter,
+        args.out,
+        args.log,
+    )
+    log.info("generator for %s (%d parameters) -> %s", args.target, ckpt["n_params"], args.out)
+
+
+COMMANDS = {
+    "tokenize-zoo": (add_tokenize_zoo_arguments, run_tokenize_zoo),
+    "train-generator": (add_train_generator_arguments, run_train_generator),
+}

@@ -1,0 +1,347 @@
+"""Generator end to end on a tiny Llama: encoder, zoo tokens, training (overfit, determinism,
+resume), generation through the CLI, PEFT loading, efficiency table."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import dnd.training as training
+from dnd.cli import main
+from dnd.encoder import ConditionEncoder, config_section
+from dnd.generation import draw_prompts, random_text_prompts, read_prompts
+from dnd.model import HyperConvDecoder, weighted_mse
+from dnd.tokenization import MODULE_ORDER, LoraLayout, detokenize
+
+SOURCES = ("alpha", "beta")
+N_PROMPTS, MAX_LEN, W = 4, 16, 32
+ENCODER = {"max_length": MAX_LEN, "batch_size": 8}
+GENERATOR = {
+    "chunk_width": W,
+    "n_prompts": N_PROMPTS,
+    "stages": [[4, 8, 32]],
+    "batch_size": 2,
+    "steps": 6,
+    "warmup_steps": 2,
+    "save_every": 2,
+    "lr": 1e-3,
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny convolutions only slow down when threads fight over a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_base(path: Path):
+    """A random tiny Llama saved to `path` and loaded back (so PEFT records the path)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=512,
+    )
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    return LlamaForCausalLM.from_pretrained(path)
+
+
+def items(name: str, n: int) -> list[dict]:
+    return [
+        {
+            "id": f"{name}-{i}",
+            "question": f"{name} question number {i}: which {['color', 'animal', 'city'][i % 3]} fits best?",
+            "choices": [f"option {j} of {name}" for j in range(3)],
+            "answer": i % 3,
+            "passage": None,
+            "style": "qa",
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    """A results tree: base model, LoRA zoo (4 checkpoints x 2 datasets), prepared prompts,
+    encoded prompts and zoo tokens (the last two made through the CLI)."""
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+
+    root = tmp_path_factory.mktemp("dnd")
+    base = tiny_base(root / "base")
+    peft_model = get_peft_model(
+        base, LoraConfig(r=8, lora_alpha=16, target_modules=list(MODULE_ORDER), lora_dropout=0.0, task_type="CAUSAL_LM")
+    )
+    template = get_peft_model_state_dict(peft_model)
+    g = torch.Generator().manual_seed(1)
+    for d, name in enumerate(SOURCES):
+        center = {k: torch.randn(v.shape, generator=g) * 0.05 for k, v in template.items()}
+        for s in range(4):
+            sd = {k: v + 0.002 * s * torch.randn(v.shape, generator=g) for k, v in center.items()}
+            ckpt = root / f"results/zoo/{name}/checkpoints/step-{s + 1:05d}.safetensors"
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            save_file(sd, ckpt)
+        set_peft_model_state_dict(peft_model, sd)
+        peft_model.save_pretrained(root / f"results/zoo/{name}/final")
+        data = root / f"results/data/{name}"
+        data.mkdir(parents=True)
+        for split, n in (("train", 6 + 3 * d), ("cond", 5)):
+            (data / f"{split}.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items(f"{name}-{split}", n)))
+        for split in ("train", "cond"):
+            rc = main(
+                ["encode", "--params", json.dumps(ENCODER), "--data", str(data / f"{split}.jsonl"),
+                 "--out", str(root / f"results/encoded/{name}/{split}.pt")]
+            )  # fmt: skip
+            assert rc == 0
+        rc = main(
+            ["tokenize-zoo", "--params", json.dumps({"chunk_width": W}),
+             "--checkpoints", str(root / f"results/zoo/{name}/checkpoints"),
+             "--out", str(root / f"results/zoo/{name}/tokens.pt")]
+        )  # fmt: skip
+        assert rc == 0
+    return root
+
+
+def params(**generator) -> dict:
+    return {"seed": 3, "generator": {**GENERATOR, **generator}, "encoder": ENCODER, "lora": {"r": 8, "alpha": 16}}
+
+
+def train(work: Path, out: Path, **generator) -> dict:
+    return training.train_generator(
+        params(**generator),
+        "gamma",
+        SOURCES,
+        [work / f"results/zoo/{d}/tokens.pt" for d in SOURCES],
+        [work / f"results/encoded/{d}/train.pt" for d in SOURCES],
+        work / "results/zoo/alpha/final",
+        out,
+        out.with_suffix(".csv"),
+    )
+
+
+# ----------------------------------------------------------------------------- encoder
+
+
+def test_encoder_shapes_mask_and_pooling() -> None:
+    texts = ["A short prompt.", "A much longer prompt that has quite a few more words in it than the first one."]
+    enc = ConditionEncoder(config_section("encoder", {"max_length": 12}))
+    states, mask = enc.encode(texts)
+    assert states.shape == (2, 12, 384) and mask.shape == (2, 12) and mask.dtype == torch.bool
+    assert mask[1].all() and 2 < mask[0].sum() < 12  # the long prompt is truncated, the short padded
+    assert (states[~mask] == 0).all() and (states[mask].abs().sum(-1) > 0).all()
+    alone, _ = enc.encode(texts[:1])  # padding of the batch does not change the states
+    torch.testing.assert_close(alone[0], states[0], atol=1e-4, rtol=1e-4)
+
+    pooled_enc = ConditionEncoder(config_section("encoder", {"max_length": 12, "pooling": "mean"}))
+    pooled, pmask = pooled_enc.encode(texts)
+    assert pooled.shape == (2, 1, 384) and pmask.shape == (2, 1) and pmask.all()
+    expected = states.sum(1) / mask.sum(1, keepdim=True)
+    torch.testing.assert_close(pooled[:, 0], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_encode_cache(work: Path) -> None:
+    cache = torch.load(work / "results/encoded/beta/train.pt", weights_only=True)
+    assert cache["ids"] == [f"beta-train-{i}" for i in range(9)]
+    assert cache["states"].dtype == torch.float16 and cache["states"].shape == (9, MAX_LEN, 384)
+    assert cache["mask"].shape == (9, MAX_LEN) and cache["encoder"]["max_length"] == MAX_LEN
+
+
+# ----------------------------------------------------------------------------- zoo and weights
+
+
+def test_zoo_tokens(work: Path) -> None:
+    zoo = training.load_zoo_tokens(work / "results/zoo/alpha/tokens.pt")
+    layout = LoraLayout.from_dict(zoo["layout"])
+    assert zoo["steps"] == [1, 2, 3, 4]
+    assert zoo["tokens"].shape == (4, 64, 10, 34) == (4, layout.n_tokens, *layout.token_shape)
+    last = load_file(work / "results/zoo/alpha/checkpoints/step-00004.safetensors")
+    back = detokenize(zoo["tokens"][3], layout)
+    assert max((back[k] - last[k]).abs().max().item() for k in last) < 1e-5
+
+
+def test_criterion_weights() -> None:
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(5, 3, 2, 2, generator=g) * torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1, 1)
+    w = training.criterion_weights([a])
+    std = a.std(0, correction=0).mean((1, 2))
+    torch.testing.assert_close(w, std / std.mean())
+    assert w.mean().item() == pytest.approx(1.0)
+    w2 = training.criterion_weights([a, torch.ones(1, 3, 2, 2)])  # no spread -> uniform weights
+    torch.testing.assert_close(w2, (w + 1) / 2)
+
+
+def test_pair_sampler_draws() -> None:
+    tokens = [torch.zeros(3, 2, 1, 1), torch.ones(2, 2, 1, 1)]
+    pools = [torch.arange(10.0).view(10, 1, 1), torch.arange(100.0, 102.0).view(2, 1, 1)]
+    sampler = training.PairSampler(tokens, pools, n_prompts=4, batch_size=5, seed=7)
+    cond, target = sampler.batch(0)
+    assert cond.shape == (5, 4, 1, 1) and target.shape == (5, 2, 1, 1)
+    for c, t in zip(cond, target):  # prompts come from the pool of the checkpoint's dataset
+        if t.flatten()[0] == 0:
+            assert len(set(c.flatten().tolist())) == 4 and (c < 10).all()  # distinct draw
+        else:
+            assert (c >= 100).all()  # pool of 2 < N: with replacement
+    # one epoch (5 items) visits every checkpoint once; the draw is a function of the step
+    assert sorted(target.flatten(1)[:, 0].tolist()) == [0, 0, 0, 1, 1]
+    again, _ = training.PairSampler(tokens, pools, 4, 5, seed=7).batch(0)
+    torch.testing.assert_close(again, cond)
+    assert not torch.equal(sampler.batch(1)[0], cond)
+
+
+def test_lr_schedule() -> None:
+    lrs = [training.lr_factor(s, 2, 10) for s in range(10)]
+    assert lrs[0] == 0.5 and lrs[1] == 1.0 and lrs[2] == 1.0
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:])) and lrs[-1] < 0.05
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def test_overfits_two_pairs(work: Path) -> None:
+    torch.manual_seed(0)
+    targets = torch.stack([training.load_zoo_tokens(work / f"results/zoo/{d}/tokens.pt")["tokens"][0] for d in SOURCES])
+    conds = torch.randn(2, N_PROMPTS, 8, 16)
+    model = HyperConvDecoder((N_PROMPTS, 8, 16), [[16, 16, 64], [64, 10, 34]], (64, 10, 34), kernel=3)
+    weights = training.criterion_weights([targets])
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    losses = []
+    for _ in range(200):
+        loss = weighted_mse(model(conds), targets, weights)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 100, (losses[0], losses[-1])
+
+
+def test_training_is_deterministic_and_resumes_exactly(work: Path, tmp_path: Path, monkeypatch) -> None:
+    first = train(work, tmp_path / "a/generator.pt")
+    second = train(work, tmp_path / "b/generator.pt")
+    for k in first["model"]:
+        assert torch.equal(first["model"][k], second["model"][k]), k
+
+    # crash after step 5 (a resume checkpoint exists from step 4), then rerun
+    calls = {"n": 0}
+
+    def crashing_loss(*a):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return weighted_mse(*a)
+
+    out = tmp_path / "c/generator.pt"
+    monkeypatch.setattr(training, "weighted_mse", crashing_loss)
+    with pytest.raises(KeyboardInterrupt):
+        train(work, out)
+    monkeypatch.undo()
+    assert training.resume_path(out).exists()
+    resumed = train(work, out)
+    assert not training.resume_path(out).exists()
+    for k in first["model"]:
+        assert torch.equal(first["model"][k], resumed["model"][k]), k
+    rows = list(csv.DictReader(out.with_suffix(".csv").open()))
+    assert [int(r["step"]) for r in rows] == list(range(1, 7))
+    assert [r["loss"] for r in rows] == [r["loss"] for r in csv.DictReader((tmp_path / "a/generator.csv").open())]
+
+
+def test_training_rejects_mismatches(work: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="LoRA rank"):
+        training.train_generator(
+            {**params(), "lora": {"r": 4, "alpha": 16}}, "gamma", SOURCES,
+            [work / f"results/zoo/{d}/tokens.pt" for d in SOURCES],
+            [work / f"results/encoded/{d}/train.pt" for d in SOURCES],
+            work / "results/zoo/alpha/final", tmp_path / "g.pt", tmp_path / "g.csv",
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="encoded with"):
+        training.train_generator(
+            {**params(), "encoder": {"max_length": 32}}, "gamma", SOURCES,
+            [work / f"results/zoo/{d}/tokens.pt" for d in SOURCES],
+            [work / f"results/encoded/{d}/train.pt" for d in SOURCES],
+            work / "results/zoo/alpha/final", tmp_path / "g.pt", tmp_path / "g.csv",
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="leave-one-out"):
+        training.train_generator(
+            params(), "alpha", SOURCES, [], [], work / "results/zoo/alpha/final", tmp_path / "g.pt", tmp_path / "g.csv"
+        )
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+def test_prompt_sources(tmp_path: Path) -> None:
+    assert random_text_prompts(3, 0) == random_text_prompts(3, 0) != random_text_prompts(3, 1)
+    assert len(read_prompts("random:7")) == 7
+    (tmp_path / "p.txt").write_text("first\n\nsecond\n")
+    assert read_prompts(str(tmp_path / "p.txt")) == ["first", "second"]
+    (tmp_path / "p.jsonl").write_text('{"text": "t1"}\n{"prompt": "p2"}\n')
+    assert read_prompts(str(tmp_path / "p.jsonl")) == ["t1", "p2"]
+    pool = [str(i) for i in range(10)]
+    drawn = draw_prompts(pool, 6, seed=1)
+    assert len(set(drawn)) == 6 and drawn == draw_prompts(pool, 6, seed=1) != draw_prompts(pool, 6, seed=2)
+    assert len(draw_prompts(pool[:2], 5, seed=1)) == 5  # with replacement
+
+
+def test_generate_cli_end_to_end(work: Path) -> None:
+    from peft import PeftModel
+    from transformers import LlamaForCausalLM
+
+    gen_dir = work / "results/generators/gamma"
+    rc = main(
+        ["train-generator", "--params", json.dumps(params()), "--target", "gamma", "--sources", *SOURCES,
+         "--tokens", *[str(work / f"results/zoo/{d}/tokens.pt") for d in SOURCES],
+         "--encoded", *[str(work / f"results/encoded/{d}/train.pt") for d in SOURCES],
+         "--template-adapter", str(work / "results/zoo/alpha/final"),
+         "--out", str(gen_dir / "generator.pt"), "--log", str(gen_dir / "train_log.csv")]
+    )  # fmt: skip
+    assert rc == 0
+    ckpt = torch.load(gen_dir / "generator.pt", weights_only=True)
+    assert ckpt["sources"] == list(SOURCES) and ckpt["step"] == 6 and ckpt["n_params"] > 0
+    assert ckpt["lora_config"]["base_model_name_or_path"] == str(work / "base")
+    assert len(list(csv.DictReader((gen_dir / "train_log.csv").open()))) == 6
+    assert not training.resume_path(gen_dir / "generator.pt").exists()
+
+    out = work / "results/generated/gamma"
+    prompts = str(work / "results/data/alpha/cond.jsonl")
+    runs = {"dnd_0": (prompts, 1), "dnd_1": (prompts, 1), "dnd_2": (prompts, 2), "control_random_0": ("random:20", 1)}
+    for name, (src, seed) in runs.items():
+        rc = main(["generate", "--generator", str(gen_dir / "generator.pt"), "--prompts", src,
+                   "--out", str(out / name), "--seed", str(seed), "--n-prompts", str(N_PROMPTS)])  # fmt: skip
+        assert rc == 0
+    adapters = {n: load_file(out / n / "adapter_model.safetensors") for n in runs}
+    assert all(torch.equal(adapters["dnd_0"][k], adapters["dnd_1"][k]) for k in adapters["dnd_0"])  # deterministic
+    assert any(not torch.equal(adapters["dnd_0"][k], adapters["dnd_2"][k]) for k in adapters["dnd_0"])  # seed matters
+    timing = json.loads((out / "dnd_0/timing.json").read_text())
+    assert timing["total_s"] == pytest.approx(timing["encode_s"] + timing["decode_s"] + timing["write_s"], abs=1e-3)
+    assert timing["n_prompts"] == N_PROMPTS and timing["generator_params"] == ckpt["n_params"]
+
+    base = LlamaForCausalLM.from_pretrained(work / "base")
+    ids = torch.arange(1, 20).view(1, -1)
+    with torch.no_grad():
+        base_logits = base(ids).logits
+        model = PeftModel.from_pretrained(base, out / "dnd_0").eval()
+        lora_logits = model(ids).logits
+    loaded = {k: v for k, v in model.state_dict().items() if "lora_" in k}
+    assert len(loaded) == len(adapters["dnd_0"])
+    key = "base_model.model.model.layers.1.mlp.down_proj.lora_B.default.weight"
+    assert torch.equal(loaded[key], adapters["dnd_0"][key.replace(".default", "")])
+    assert not torch.allclose(base_logits, lora_logits)
+
+    assert main(["generate", "--generator", str(gen_dir / "generator.pt"), "--prompts", prompts,
+                 "--out", str(out / "bad"), "--n-prompts", "5"]) == 1  # fmt: skip
+    timings = sorted(str(p) for p in out.glob("*/timing.json"))
+    assert main(["efficiency", "--timings", *timings, "--out", str(work / "results/efficiency.csv")]) == 0
+    rows = list(csv.DictReader((work / "results/efficiency.csv").open()))
+    assert [r["adapter"] for r in rows] == ["control_random_0", "dnd_0", "dnd_1", "dnd_2"]
+    assert {r["target"] for r in rows} == {"gamma"} and float(rows[1]["total_s"]) > 0

@@ -1,0 +1,99 @@
+"""Hyper-convolutional decoder: shapes, residual path, parameter count, loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dnd.model import HyperConvDecoder, HyperConvLayer, count_parameters, weighted_mse
+
+
+@pytest.mark.parametrize(
+    "stages",
+    [[], [[6, 8, 12]], [[6, 8, 12], [6, 8, 12], [16, 4, 20]], [[3, 2, 5], [9, 7, 3]]],
+)
+def test_decoder_shapes(stages: list[list[int]]) -> None:
+    torch.manual_seed(0)
+    dec = HyperConvDecoder((4, 5, 16), stages, (12, 6, 10), kernel=3)
+    out = dec(torch.randn(2, 4, 5, 16))
+    assert out.shape == (2, 12, 6, 10)
+    assert len(dec.layers) == len(stages) + 1
+    assert dec.input_shape == (4, 5, 16) and dec.output_shape == (12, 6, 10)
+
+
+def test_mean_pooled_condition() -> None:
+    """A mean-pooled condition has L = 1: (B, N, 1, D)."""
+    dec = HyperConvDecoder((4, 1, 16), [[6, 8, 12]], (12, 6, 10), kernel=3)
+    assert dec(torch.randn(2, 4, 1, 16)).shape == (2, 12, 6, 10)
+
+
+def test_residual_only_when_shapes_match() -> None:
+    torch.manual_seed(0)
+    same = HyperConvLayer((3, 4, 5), (3, 4, 5), kernel=3)
+    diff = HyperConvLayer((3, 4, 5), (3, 4, 6), kernel=3)
+    assert same.residual and not diff.residual
+    with torch.no_grad():  # silence the channel conv: the layer must reduce to the identity
+        same.channel.weight.zero_()
+        same.channel.bias.zero_()
+    x = torch.randn(2, 3, 4, 5)
+    torch.testing.assert_close(same(x), x, rtol=0, atol=0)
+
+
+def test_branches_combine() -> None:
+    """(width_first + tanh(height_first) + bias) / 3, then the channel conv."""
+    torch.manual_seed(0)
+    layer = HyperConvLayer((2, 4, 6), (3, 5, 7), kernel=3)
+    with torch.no_grad():
+        layer.bias.normal_()
+    x = torch.randn(2, 2, 4, 6)
+    y = torch.nn.functional.layer_norm(x, [4, 6], layer.norm.weight, layer.norm.bias).reshape(4, 4, 6)
+    wf = layer.wf_h(layer.wf_w(y.transpose(1, 2)).transpose(1, 2))
+    hf = torch.tanh(layer.hf_w(layer.hf_h(y).transpose(1, 2)).transpose(1, 2))
+    z = ((wf + hf + layer.bias) / 3).reshape(2, 2, 5, 7)
+    torch.testing.assert_close(layer(x), layer.channel(z))
+
+
+def test_parameter_count() -> None:
+    dec = HyperConvDecoder((4, 5, 16), [[6, 8, 12]], (12, 6, 10), kernel=3)
+    assert count_parameters(dec) == sum(p.numel() for p in dec.parameters())
+
+    def layer_params(ci, hi, wi, co, ho, wo, k):
+        conv1d = lambda a, b: a * b * k + b  # noqa: E731
+        return 2 * hi * wi + 2 * conv1d(wi, wo) + 2 * conv1d(hi, ho) + ho * wo + ci * co * k * k + co
+
+    assert count_parameters(dec) == layer_params(4, 5, 16, 6, 8, 12, 3) + layer_params(6, 8, 12, 12, 6, 10, 3)
+
+
+def test_hparams_rebuild_and_gradients() -> None:
+    torch.manual_seed(0)
+    dec = HyperConvDecoder((4, 5, 16), [[6, 8, 12]], (12, 6, 10), kernel=5)
+    twin = HyperConvDecoder(**dec.hparams())
+    twin.load_state_dict(dec.state_dict())
+    x = torch.randn(3, 4, 5, 16)
+    torch.testing.assert_close(twin(x), dec(x))
+    dec(x).square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in dec.parameters())
+
+
+def test_bad_shapes() -> None:
+    dec = HyperConvDecoder((4, 5, 16), [], (12, 6, 10), kernel=3)
+    with pytest.raises(ValueError, match="decoder expects"):
+        dec(torch.randn(2, 4, 5, 15))
+    with pytest.raises(ValueError, match="three positive integers"):
+        HyperConvDecoder((4, 5, 16), [[6, 0, 2]], (12, 6, 10), kernel=3)
+
+
+def test_weighted_mse() -> None:
+    pred, target = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)
+    w = torch.tensor([0.0, 1.0, 2.0])
+    expected = ((pred - target) ** 2 * w.view(1, 3, 1, 1)).mean()
+    torch.testing.assert_close(weighted_mse(pred, target, w), expected)
+    torch.testing.assert_close(weighted_mse(pred, target, torch.ones(3)), torch.nn.functional.mse_loss(pred, target))
+
+
+def test_weighted_mse_gradient() -> None:
+    pred = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    target, w = torch.randn(2, 3, 4, 5, dtype=torch.float64), torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda p: weighted_mse(p, target, w), (pred,))
+    (3 * weighted_mse(pred, target, w)).backward()
+    torch.testing.assert_close(pred.grad, 3 * 2 * (pred - target).detach() * w.view(1, 3, 1, 1) / pred.numel())
