@@ -22,8 +22,11 @@ N_CONTROLS = config["generate"]["n_controls"]
 
 # Every rule runs the package's CLI (`python -m dnd.cli ...`). PYTHONPATH is exported by the
 # shell prefix, inside the job, so it also works in `--use-conda` environments (which block an
-# inherited PYTHONPATH) and without installing the package.
-shell.prefix(f"export PYTHONPATH={REPO / 'src'}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
+# inherited PYTHONPATH) and without installing the package. OMP_WAIT_POLICY=PASSIVE stops idle
+# OpenMP threads from spinning, which costs several-fold when two jobs share the cores.
+shell.prefix(
+    f"export PYTHONPATH={REPO / 'src'}${{{{PYTHONPATH:+:$PYTHONPATH}}}} OMP_WAIT_POLICY=PASSIVE; "
+)
 
 ZOO = "results/zoo"
 BASE_MODEL = "resources/models/base"

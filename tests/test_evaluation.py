@@ -1,0 +1,330 @@
+"""dnd.evaluation: in-place adapter scoring with lm-eval, baselines, bootstrap summaries.
+
+Everything is built in a temporary directory: a tiny random Llama with a word-level tokenizer,
+three hand-written multiple-choice datasets with lm-eval task YAMLs, random PEFT LoRA adapters
+and encoded prompt files. No download.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+
+from dnd import evaluation as ev  # first: sets HF_*_OFFLINE before transformers/lm_eval load
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dnd.cli import main as cli_main
+from dnd.prompts import lm_eval_task_yaml, to_eval_record
+
+DATASETS = ["alpha", "beta", "gamma"]
+TARGET, SOURCES = "alpha", ["beta", "gamma"]
+N_ITEMS, LIMIT = 10, 8
+WORDS = ("cat dog sun moon red blue green big small fast slow tree rock river bird fish cold hot "
+         "day night yes no old new").split()
+LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+ENC_DIM = 8
+
+
+# ------------------------------------------------------------------------------ fixtures
+def _items(ds: str, seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    pick = lambda k: " ".join(rng.choice(WORDS, size=k))  # noqa: E731
+    out = []
+    for i in range(N_ITEMS):
+        n_choices = 3 + i % 2  # one-word choices: the LoRAs, not the lengths, decide
+        out.append({"id": f"{ds}-{i}", "question": f"what is {pick(3)}?", "passage": None, "style": "qa",
+                    "choices": list(rng.choice(WORDS, size=n_choices, replace=False)),
+                    "answer": int(rng.integers(n_choices))})
+    return out
+
+
+def _tokenizer(texts: list[str]):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<pad>", "<s>", "</s>"]
+    words = sorted({w for t in texts for w in re.findall(r"\w+|[^\w\s]", t)})
+    vocab = {w: i for i, w in enumerate(specials + words)}
+    for i in range(len(vocab), 512):  # pad to the model's vocab_size (lm-eval resizes otherwise)
+        vocab[f"<extra_{i}>"] = i
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>")
+
+
+def _save_lora(base_dir: Path, out: Path, seed: int, b_std: float = 1.0) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    pm = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=LORA_MODULES,
+                                          task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for name, p in pm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, b_std) if b_std > 0 else p.zero_()
+    pm.save_pretrained(str(out))
+
+
+def _save_encoded(path: Path, center: torch.Tensor, decoy: torch.Tensor, n: int = 6, seq: int = 5) -> None:
+    """Unmasked tokens near `center`; masked (padding) tokens hold a large `decoy` that would
+    win if the mask were ignored."""
+    g = torch.Generator().manual_seed(len(str(path)))
+    states = center + 0.05 * torch.randn(n, seq, ENC_DIM, generator=g)
+    mask = torch.zeros(n, seq, dtype=torch.bool)
+    for i in range(n):
+        mask[i, : 2 + i % 3] = True
+    states[~mask] = 50.0 * decoy
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"ids": [f"p{i}" for i in range(n)], "states": states.half(), "mask": mask,
+                "encoder": {"name": "test", "pooling": "none"}}, path)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    root = tmp_path_factory.mktemp("evalworld")
+    items = {ds: _items(ds, k) for k, ds in enumerate(DATASETS)}
+    records = {ds: [to_eval_record(it) for it in its] for ds, its in items.items()}
+    texts = [r["context"] + " " + c for rs in records.values() for r in rs for c in r["choices"]]
+    tok = _tokenizer(texts)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=512, max_position_embeddings=256,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id)
+    model_dir = root / "model"
+    LlamaForCausalLM(cfg).save_pretrained(str(model_dir))
+    tok.save_pretrained(str(model_dir))
+
+    tasks = root / "tasks"
+    tasks.mkdir()
+    for ds, rs in records.items():
+        data = root / "data" / ds / "test.lmeval.jsonl"
+        data.parent.mkdir(parents=True)
+        data.write_text("".join(json.dumps(r) + "\n" for r in rs))
+        (tasks / f"dnd_{ds}.yaml").write_text(lm_eval_task_yaml(ds, data))
+
+    zoo = root / "zoo"
+    for k, ds in enumerate(DATASETS):
+        _save_lora(model_dir, zoo / ds / "final", seed=10 + k)
+    gen = root / "generated" / TARGET
+    _save_lora(model_dir, gen / "dnd_0", seed=20)
+    shutil.copytree(zoo / "beta" / "final", gen / "dnd_1")  # the same adapter scored twice
+    _save_lora(model_dir, gen / "control_other_0", seed=21)
+    _save_lora(model_dir, gen / "control_random_0", seed=22, b_std=0.0)  # B = 0: must equal base
+
+    enc = root / "encoded"
+    e = torch.eye(ENC_DIM)
+    _save_encoded(enc / "beta" / "train.pt", e[0], decoy=e[1])
+    _save_encoded(enc / "gamma" / "train.pt", e[1], decoy=e[0])
+    _save_encoded(enc / TARGET / "cond.pt", 0.9 * e[1] + 0.2 * e[2], decoy=e[0])
+    params = {"evaluation": {"limit": LIMIT, "batch_size": 4, "bootstrap": 500},
+              "datasets": DATASETS, "sources": SOURCES, "seed": 0}
+    return {"root": root, "model": model_dir, "tasks": tasks, "zoo": zoo, "gen": gen, "enc": enc,
+            "params": params, "records": records}
+
+
+def _evaluate_argv(w: dict, out: Path, params: dict | None = None) -> list[str]:
+    return ["evaluate", "--params", json.dumps(params or w["params"]), "--target", TARGET,
+            "--model", str(w["model"]), "--tasks-dir", str(w["tasks"]), "--zoo-dir", str(w["zoo"]),
+            "--generated-dir", str(w["gen"]), "--encoded-dir", str(w["enc"]), "--out", str(out), "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def eval_rows(world) -> tuple[Path, list[dict]]:
+    out = world["root"] / "eval" / f"{TARGET}.jsonl"
+    assert cli_main(_evaluate_argv(world, out)) == 0
+    return out, [json.loads(line) for line in out.read_text().splitlines()]
+
+
+# ------------------------------------------------------------------------------ evaluate
+def test_evaluate_rows(world, eval_rows):
+    _, rows = eval_rows
+    keys = [(r["method"], r["adapter"]) for r in rows]
+    assert keys == [("base", "base"), ("source_lora", "alpha"), ("source_lora", "beta"), ("source_lora", "gamma"),
+                    ("soup", "soup"), ("nearest", "gamma"), ("dnd", "0"), ("dnd", "1"),
+                    ("control_other", "0"), ("control_random", "0")]
+    first_ids = [r["id"] for r in world["records"][TARGET][:LIMIT]]
+    for r in rows:
+        assert r["target"] == TARGET and r["n"] == LIMIT and r["ids"] == first_ids
+        assert set(r["correct"]) <= {0, 1} and r["acc"] == pytest.approx(np.mean(r["correct"]))
+    assert len({tuple(r["correct"]) for r in rows}) >= 4  # the adapters do change the answers
+    by = {k: r for k, r in zip(keys, rows)}
+    # nearest reuses the source_lora result of the chosen dataset
+    assert by[("nearest", "gamma")]["correct"] == by[("source_lora", "gamma")]["correct"]
+    assert by[("nearest", "gamma")]["info"]["cosine"]["gamma"] > by[("nearest", "gamma")]["info"]["cosine"]["beta"]
+    # the same adapter scored at two points of the job (after other swaps) gives the same items right
+    assert by[("dnd", "1")]["correct"] == by[("source_lora", "beta")]["correct"]
+    # an adapter with B = 0 is the base model
+    assert by[("control_random", "0")]["correct"] == by[("base", "base")]["correct"]
+
+
+def test_inplace_swap_equals_fresh_lm_eval(world):
+    """Swapping weights into one wrapped model == lm-eval loading base + peft= from scratch."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    task = f"dnd_{TARGET}"
+    scorer = ev.InPlaceScorer(world["model"], world["zoo"] / "beta" / "final", world["tasks"], task,
+                              limit=LIMIT, batch_size=4)
+    adapter = world["gen"] / "dnd_0"
+    scorer.score(ev.load_state_dict(world["zoo"] / "gamma" / "final"))  # leave other weights in place first
+    swapped = scorer.score(ev.load_state_dict(adapter))
+    again = scorer.score(ev.load_state_dict(adapter))
+    base = scorer.score(None)
+    assert swapped.loglikelihoods == again.loglikelihoods and swapped.correct == again.correct
+
+    def fresh(model_args):
+        res = lm_eval.simple_evaluate(model="hf", model_args=model_args, tasks=[task],
+                                      task_manager=TaskManager(include_path=str(world["tasks"]),
+                                                               include_defaults=False),
+                                      device="cpu", batch_size=4, limit=LIMIT, log_samples=True,
+                                      bootstrap_iters=0)
+        return ev.samples_to_scored(res, task, "acc")
+
+    ref = fresh({"pretrained": str(world["model"]), "peft": str(adapter), "dtype": "float32"})
+    assert swapped.ids == ref.ids and swapped.correct == ref.correct and swapped.acc == ref.acc
+    np.testing.assert_allclose(np.concatenate(swapped.loglikelihoods), np.concatenate(ref.loglikelihoods),
+                               rtol=0, atol=1e-5)
+    ref_base = fresh({"pretrained": str(world["model"]), "dtype": "float32"})
+    assert base.correct == ref_base.correct
+    np.testing.assert_allclose(np.concatenate(base.loglikelihoods), np.concatenate(ref_base.loglikelihoods),
+                               rtol=0, atol=1e-5)
+    assert not np.allclose(np.concatenate(base.loglikelihoods), np.concatenate(swapped.loglikelihoods))
+
+
+def test_missing_inputs_are_named(world, tmp_path):
+    with pytest.raises(FileNotFoundError, match="final LoRA of alpha not found"):
+        ev.plan_target(TARGET, DATASETS, SOURCES, tmp_path / "nozoo", world["gen"], world["enc"])
+    with pytest.raises(FileNotFoundError, match="no control_random"):
+        gen = tmp_path / "gen"
+        shutil.copytree(world["gen"] / "dnd_0", gen / "dnd_0")
+        shutil.copytree(world["gen"] / "control_other_0", gen / "control_other_0")
+        ev.discover_generated(gen)
+    with pytest.raises(ValueError, match="own training datasets"):
+        ev.plan_target(TARGET, DATASETS, ["alpha", "beta"], world["zoo"], world["gen"], world["enc"])
+    # the CLI turns it into one error line and exit status 1, and writes nothing
+    out = tmp_path / "x.jsonl"
+    argv = _evaluate_argv(world, out)
+    argv[argv.index("--encoded-dir") + 1] = str(tmp_path / "noenc")
+    assert cli_main(argv) == 1 and not out.exists()
+
+
+def test_lora_shape_mismatch_rejected(world):
+    cfg = ev.read_lora_config(world["zoo"] / "beta" / "final")
+    ev.check_same_lora_shape(cfg, dict(cfg, target_modules=list(reversed(cfg["target_modules"]))), Path("x"))
+    with pytest.raises(ValueError, match="lora_alpha"):
+        ev.check_same_lora_shape(cfg, dict(cfg, lora_alpha=32), Path("x"))
+
+
+def test_soup_is_elementwise_mean():
+    a = {"x.lora_A.weight": torch.ones(2, 3), "x.lora_B.weight": torch.zeros(3, 2)}
+    b = {"x.lora_A.weight": 3 * torch.ones(2, 3), "x.lora_B.weight": 2 * torch.ones(3, 2)}
+    s = ev.average_state_dicts([a, b])
+    assert torch.equal(s["x.lora_A.weight"], 2 * torch.ones(2, 3))
+    assert torch.equal(s["x.lora_B.weight"], torch.ones(3, 2))
+    with pytest.raises(ValueError):
+        ev.average_state_dicts([a, {"y": torch.ones(1)}])
+
+
+def test_nearest_uses_masked_mean(world):
+    cond = ev.mean_prompt_embedding(world["enc"] / TARGET / "cond.pt")
+    srcs = {d: ev.mean_prompt_embedding(world["enc"] / d / "train.pt") for d in SOURCES}
+    best, sims = ev.nearest_source(cond, srcs)
+    assert best == "gamma" and sims["gamma"] > 0.9 > sims["beta"]
+    assert cond.shape == (ENC_DIM,) and abs(float(cond[1]) - 0.9) < 0.05  # padding (50 * e0) ignored
+
+
+def test_evaluation_settings():
+    s = ev.evaluation_settings({"evaluation": {"limit": 5}})
+    assert s["limit"] == 5 and s["metric"] == "acc" and s["bootstrap"] >= 0
+    with pytest.raises(ValueError, match="unknown evaluation setting"):
+        ev.evaluation_settings({"evaluation": {"limt": 5}})
+
+
+# ----------------------------------------------------------------------------- summarize
+def test_summarize_outputs(world, eval_rows, tmp_path):
+    path, rows = eval_rows
+    scores, metrics = tmp_path / "scores.csv", tmp_path / "metrics.json"
+    argv = ["summarize", "--params", json.dumps(world["params"]), "--eval", str(path),
+            "--scores", str(scores), "--metrics", str(metrics)]
+    assert cli_main(argv) == 0
+    first = (scores.read_bytes(), metrics.read_bytes())
+    assert cli_main(argv) == 0
+    assert (scores.read_bytes(), metrics.read_bytes()) == first  # deterministic, no timestamps
+
+    df = pd.read_csv(scores, keep_default_na=False)
+    assert list(df.columns) == ["target", "method", "adapter", "n", "acc", "ci_low", "ci_high"]
+    assert set(df["method"]) == set(ev.METHODS)
+    assert len(df) == len(rows) + 3  # + an adapter "mean" row for dnd and both controls
+    assert ((df["ci_low"] <= df["acc"] + 1e-12) & (df["acc"] <= df["ci_high"] + 1e-12)).all()
+    dmean = df[(df["method"] == "dnd") & (df["adapter"] == "mean")]["acc"].item()
+    assert dmean == pytest.approx(df[(df["method"] == "dnd") & (df["adapter"] != "mean")]["acc"].mean())
+
+    m = json.loads(metrics.read_text())
+    acc = {(r["method"], r["adapter"]): r["acc"] for r in rows}
+    assert m[f"{TARGET}/base"] == pytest.approx(acc[("base", "base")])
+    assert m[f"{TARGET}/oracle"] == pytest.approx(acc[("source_lora", TARGET)])
+    train_avg = (acc[("source_lora", "beta")] + acc[("source_lora", "gamma")]) / 2
+    assert m[f"{TARGET}/train_avg"] == pytest.approx(train_avg)
+    assert m[f"{TARGET}/dnd_mean"] == pytest.approx((acc[("dnd", "0")] + acc[("dnd", "1")]) / 2)
+    assert m[f"{TARGET}/dnd_minus_train_avg"] == pytest.approx(m[f"{TARGET}/dnd_mean"] - train_avg)
+    assert m[f"{TARGET}/nearest_adapter"] == "gamma" and m["mean/n_targets"] == 1
+    lo, hi = m[f"{TARGET}/dnd_minus_train_avg_ci_low"], m[f"{TARGET}/dnd_minus_train_avg_ci_high"]
+    assert lo <= m[f"{TARGET}/dnd_minus_train_avg"] <= hi
+    assert all(isinstance(v, (int, float, str)) or v is None for v in m.values())
+
+
+def test_bootstrap_ci_contains_acc_and_is_deterministic():
+    rng = np.random.default_rng(3)
+    rows = [{"target": "t", "method": "base", "adapter": "base", "n": 60,
+             "correct": rng.integers(0, 2, 60).tolist(), "ids": [str(i) for i in range(60)]}]
+    rows[0]["acc"] = float(np.mean(rows[0]["correct"]))
+    a = ev.scores_frame(rows, 1000, seed=7)
+    b = ev.scores_frame(rows, 1000, seed=7)
+    pd.testing.assert_frame_equal(a, b)
+    lo, acc, hi = a.loc[0, ["ci_low", "acc", "ci_high"]]
+    assert lo < acc < hi and hi - lo < 0.4
+    # a row's CI does not depend on which other targets are present
+    other = dict(rows[0], target="u")
+    c = ev.scores_frame([other] + rows, 1000, seed=7)
+    assert c[c["target"] == "t"]["ci_low"].item() == lo
+    assert ev.scores_frame(rows, 0, seed=7)["ci_low"].isna().all()  # bootstrap 0: no CI
+
+
+def test_main_table_arithmetic():
+    r = lambda t, m, a, acc, lo=math.nan, hi=math.nan: (t, m, a, 100, acc, lo, hi)  # noqa: E731
+    scores = pd.DataFrame([
+        r("a", "base", "base", 0.30), r("a", "source_lora", "a", 0.80), r("a", "source_lora", "b", 0.40),
+        r("a", "source_lora", "c", 0.50), r("a", "soup", "soup", 0.45), r("a", "nearest", "c", 0.50),
+        r("a", "dnd", "0", 0.60), r("a", "dnd", "1", 0.70), r("a", "dnd", "mean", 0.65, 0.55, 0.75),
+        r("b", "base", "base", 0.50), r("b", "source_lora", "a", 0.50), r("b", "source_lora", "b", 0.60),
+        r("b", "source_lora", "c", 0.70), r("b", "dnd", "0", 0.40), r("b", "dnd", "mean", 0.40, 0.3, 0.5),
+    ], columns=ev.SCORE_COLUMNS)
+    t = ev.main_table(scores).set_index("target")
+    assert list(t.reset_index().columns) == ev.MAIN_COLUMNS and list(t.index) == ["a", "b", "mean"]
+    a, b, mean = t.loc["a"], t.loc["b"], t.loc["mean"]
+    assert a["train_avg"] == pytest.approx(0.45) and a["best_train"] == pytest.approx(0.50)
+    assert a["oracle"] == pytest.approx(0.80) and a["soup"] == pytest.approx(0.45)
+    assert a["dnd_mean"] == pytest.approx(0.65) and a["dnd_sd"] == pytest.approx(np.std([0.6, 0.7], ddof=1))
+    assert (a["dnd_ci_low"], a["dnd_ci_high"]) == (0.55, 0.75)
+    assert a["gap_closed"] == pytest.approx((0.65 - 0.45) / (0.80 - 0.45))
+    assert b["train_avg"] == pytest.approx(0.60) and math.isnan(b["soup"]) and math.isnan(b["dnd_sd"])
+    assert math.isnan(b["gap_closed"])  # oracle 0.6 is not above train_avg 0.6: undefined
+    assert mean["base"] == pytest.approx(0.40) and mean["dnd_mean"] == pytest.approx(0.525)
+    assert mean["gap_closed"] == pytest.approx((0.525 - 0.525) / (0.70 - 0.525))
+    assert math.isnan(mean["dnd_ci_low"])
+    # with explicit folds, only the fold's datasets count as training LoRAs
+    tf = ev.main_table(scores, folds={"a": ["c"], "b": ["a", "c"]}).set_index("target")
+    assert tf.loc["a", "train_avg"] == pytest.approx(0.50) and tf.loc["b", "train_avg"] == pytest.approx(0.60)
