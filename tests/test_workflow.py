@@ -94,3 +94,13 @@ def test_smoke_dag_end_to_end_and_deterministic(tmp_path):
     _run_smoke(b)
     assert (a / "results" / "scores.csv").read_text() == (b / "results" / "scores.csv").read_text()
     shutil.rmtree(b)
+
+
+def test_missing_data_dir_stops_at_start(tmp_path):
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg["data"]["dir"] = str(tmp_path / "no-such-dir")
+    bad = tmp_path / "cfg.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    res = snakemake("-n", "--configfile", str(bad), "-d", str(tmp_path), check=False)
+    assert res.returncode != 0
+    assert "data directory not found" in res.stdout + res.stderr

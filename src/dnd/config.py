@@ -55,6 +55,25 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+def check_inputs(cfg: dict[str, Any]) -> None:
+    """Inputs the run reads must exist: fail at start-up with one message, not hours later."""
+    from .data import REGISTRY
+
+    data = cfg["data"]
+    custom = data.get("custom", {})
+    builtin = [d for d in data["datasets"] if d in REGISTRY and d not in custom]
+    if builtin and data.get("source", "local") == "local":
+        root = resolve_input_path(data.get("dir", "../shared/data"))
+        if not root.is_dir():
+            raise ConfigError(
+                f"data directory not found: {root} (data.dir = {data.get('dir')!r}; point it at the benchmark "
+                "files, or set data.source: hub to download them)"
+            )
+    for name in data["datasets"]:
+        if name in custom and not resolve_input_path(custom[name]["path"]).exists():
+            raise ConfigError(f"custom dataset '{name}': file not found: {resolve_input_path(custom[name]['path'])}")
+
+
 def load_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():

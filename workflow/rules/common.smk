@@ -10,9 +10,10 @@ validate(config, schema="../schemas/config.schema.yaml")
 # The package is the single source of truth for cross-field checks and the fold layout.
 REPO = Path(workflow.basedir).parent
 sys.path.insert(0, str(REPO / "src"))
-from dnd.config import validate_config, folds  # noqa: E402
+from dnd.config import check_inputs, folds, validate_config  # noqa: E402
 
 validate_config(config)
+check_inputs(config)
 
 DATASETS = config["data"]["datasets"]
 FOLDS = folds(config)  # held-out target -> its training datasets
