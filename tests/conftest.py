@@ -15,6 +15,9 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 REPO = Path(__file__).resolve().parents[1]
 SMOKE_DATA = REPO / "tests" / "data" / "smoke"
 SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
+# Shape of the random Llama the unit tests build (the smoke profile's shape, vocab 512).
+TINY_LLAMA = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, vocab_size=512)
 
 
 @pytest.fixture(scope="session")

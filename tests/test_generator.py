@@ -17,6 +17,7 @@ from dnd.encoder import ConditionEncoder, config_section
 from dnd.generation import draw_prompts, random_text_prompts, read_prompts
 from dnd.model import HyperConvDecoder, weighted_mse
 from dnd.tokenization import MODULE_ORDER, LoraLayout, detokenize
+from conftest import TINY_LLAMA
 
 SOURCES = ("alpha", "beta")
 N_PROMPTS, MAX_LEN, W = 4, 16, 32
@@ -47,14 +48,7 @@ def tiny_base(path: Path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=512,
-    )
+    cfg = LlamaConfig(**TINY_LLAMA)
     LlamaForCausalLM(cfg).save_pretrained(path)
     return LlamaForCausalLM.from_pretrained(path)
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from dnd.tokenization import MODULE_ORDER, LoraLayout, detokenize, tokenize
+from conftest import TINY_LLAMA
 
 # SmolLM2-135M: hidden 576, kv dim 192, ffn 1536, 30 layers
 SMOL_DIMS = {  # module path -> (in, out)
@@ -50,14 +51,7 @@ def _tiny_llama_lora() -> dict[str, torch.Tensor]:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=512,
-    )
+    cfg = LlamaConfig(**TINY_LLAMA)
     lora = LoraConfig(r=8, lora_alpha=16, target_modules=list(MODULE_ORDER), lora_dropout=0.0)
     model = get_peft_model(LlamaForCausalLM(cfg), lora)
     sd = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
