@@ -13,8 +13,8 @@ from safetensors.torch import load_file, save_file
 
 import dnd.training as training
 from dnd.cli import main
-from dnd.encoder import ConditionEncoder, config_section
-from dnd.generation import draw_prompts, random_text_prompts, read_prompts
+from dnd.encoder import ConditionEncoder, config_section, encoding_signature
+from dnd.generation import draw_prompts, load_generator, random_text_prompts, read_prompts
 from dnd.model import HyperConvDecoder, weighted_mse
 from dnd.tokenization import MODULE_ORDER, LoraLayout, detokenize
 from conftest import TINY_LLAMA
@@ -145,6 +145,16 @@ def test_encoder_shapes_mask_and_pooling() -> None:
     torch.testing.assert_close(pooled[:, 0], expected, atol=1e-5, rtol=1e-5)
 
 
+def test_encoder_bfloat16_is_close_and_part_of_the_signature() -> None:
+    texts = ["Which gas do plants take in?", "Pick the best ending: the cat sat on the"]
+    ref, mask = ConditionEncoder(config_section("encoder", {"max_length": 12})).encode(texts)
+    fast, fmask = ConditionEncoder(config_section("encoder", {"max_length": 12, "dtype": "bfloat16"})).encode(texts)
+    assert fast.dtype == torch.float32 and torch.equal(mask, fmask)
+    assert (fast - ref).norm() / ref.norm() < 0.05  # bf16 rounding, not a different encoder
+    assert encoding_signature({"max_length": 12}) != encoding_signature({"max_length": 12, "dtype": "bfloat16"})
+    assert encoding_signature({"max_length": 12})["dtype"] == "float32"  # caches written before the key
+
+
 def test_encode_cache(work: Path) -> None:
     cache = torch.load(work / "results/encoded/beta/train.pt", weights_only=True)
     assert cache["ids"] == [f"beta-train-{i}" for i in range(9)]
@@ -248,6 +258,25 @@ def test_training_is_deterministic_and_resumes_exactly(work: Path, tmp_path: Pat
     rows = list(csv.DictReader(out.with_suffix(".csv").open()))
     assert [int(r["step"]) for r in rows] == list(range(1, 7))
     assert [r["loss"] for r in rows] == [r["loss"] for r in csv.DictReader((tmp_path / "a/generator.csv").open())]
+
+
+def test_mean_output_offset(work: Path, tmp_path: Path) -> None:
+    """`output_offset: mean`: the decoder adds the mean training token (of the sources only),
+    which is saved with the checkpoint and restored by load_generator."""
+    ckpt = train(work, tmp_path / "g/generator.pt", output_offset="mean", steps=2)
+    tokens = [training.load_zoo_tokens(work / f"results/zoo/{d}/tokens.pt")["tokens"] for d in SOURCES]
+    expected = (tokens[0].mean(0) + tokens[1].mean(0)) / 2
+    torch.testing.assert_close(ckpt["model"]["output_offset"], expected)
+    assert ckpt["decoder"]["output_offset"] is True
+    model, _ = load_generator(tmp_path / "g/generator.pt")
+    with torch.no_grad():
+        for layer in model.layers:  # a silent decoder outputs exactly the offset
+            layer.channel.weight.zero_()
+            layer.channel.bias.zero_()
+        out = model(torch.randn(1, *model.input_shape))[0]
+    torch.testing.assert_close(out, expected)
+    plain = train(work, tmp_path / "p/generator.pt", steps=2)
+    assert "output_offset" not in plain["model"] and plain["decoder"]["output_offset"] is False
 
 
 def test_training_rejects_mismatches(work: Path, tmp_path: Path) -> None:

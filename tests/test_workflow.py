@@ -31,6 +31,14 @@ def snakemake(*args, cwd=REPO, check=True, timeout=900):
     return res
 
 
+def dvc(cwd, *args):
+    cmd = [str(Path(sys.executable).parent / "dvc"), *args]
+    res = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300)
+    if res.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    return res
+
+
 def test_lint_is_clean():
     res = snakemake("--lint")
     assert "Congratulations, your workflow is in a good condition!" in res.stdout + res.stderr
@@ -87,6 +95,20 @@ def test_smoke_dag_end_to_end_and_deterministic(tmp_path):
     # nothing to do on a second invocation
     res = snakemake("-n", "--cores", "1", "--configfile", str(REPO / "config" / "smoke.yaml"), "-d", str(a))
     assert "Nothing to be done" in res.stdout + res.stderr
+    # DVC committing the key artifacts to its linked cache (as `dvc repro` does, in a git repo,
+    # with this repo's .dvc/config and .dvcignore) must not make Snakemake rerun anything
+    subprocess.run(["git", "init", "-q"], cwd=a, check=True)
+    dvc(a, "init", "-q")
+    shutil.copy(REPO / ".dvc" / "config", a / ".dvc" / "config")
+    shutil.copy(REPO / ".dvcignore", a / ".dvcignore")
+    outs = ["results/zoo", "results/generators", "results/generated", "results/eval"]
+    stage = {"cmd": "true", "outs": [{o: {"persist": True}} for o in outs]}
+    (a / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"cache": stage}}))
+    dvc(a, "commit", "-f", "-q")
+    linked = next((a / "results" / "generators").rglob("generator.pt"))
+    assert os.stat(linked).st_nlink == 2  # workspace + cache: nothing copied
+    res = snakemake("-n", "--cores", "1", "--configfile", str(REPO / "config" / "smoke.yaml"), "-d", str(a))
+    assert "Nothing to be done" in res.stdout + res.stderr, res.stdout[-3000:]
     # the HTML report renders
     snakemake("--configfile", str(REPO / "config" / "smoke.yaml"), "-d", str(a), "--report", str(a / "report.html"))
     assert (a / "report.html").stat().st_size > 10_000

@@ -34,7 +34,7 @@ from .prompts import condition_text
 log = logging.getLogger(__name__)
 
 #: Encoder config keys that change the encoded states (the rest only change speed).
-ENCODING_KEYS = ("path", "max_length", "pooling")
+ENCODING_KEYS = ("path", "max_length", "pooling", "dtype")
 
 
 def config_section(name: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -81,7 +81,8 @@ class ConditionEncoder:
         self.cfg = dict(cfg)
         path = encoder_path(self.cfg)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).eval().requires_grad_(False)
+        self.dtype = getattr(torch, self.cfg.get("dtype", "float32"))
+        self.model = AutoModel.from_pretrained(path, dtype=self.dtype).eval().requires_grad_(False)
         self.max_length = int(self.cfg["max_length"])
         self.pooling = self.cfg["pooling"]
         self.batch_size = int(self.cfg["batch_size"])
@@ -102,7 +103,7 @@ class ConditionEncoder:
         padding), results come back in input order.
 
         Returns:
-            states: float32 (n, L, D), zero where mask is False;
+            states: float32 (n, L, D) (computed in `encoder.dtype`), zero where mask is False;
             mask: bool (n, L), True on real (non-padding) tokens.
             With mean pooling L = 1 and mask is all True.
         """
@@ -116,7 +117,7 @@ class ConditionEncoder:
             batch = self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, padding="longest", return_tensors="pt")
             hidden = self.model(**batch).last_hidden_state  # (b, l, D), l <= max_length
             mask = batch["attention_mask"].bool()  # (b, l)
-            hidden = hidden * mask.unsqueeze(-1)
+            hidden = hidden.float() * mask.unsqueeze(-1)
             if self.pooling == "mean":
                 states[idx] = hidden.sum(dim=1, keepdim=True) / mask.sum(dim=1).clamp(min=1).view(-1, 1, 1)
                 masks[idx] = True
@@ -128,7 +129,8 @@ class ConditionEncoder:
 
 def encoding_signature(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The part of an encoder config that determines the states (for consistency checks)."""
-    return {k: cfg[k] for k in ENCODING_KEYS}
+    full = config_section("encoder", cfg)  # older caches lack later keys: take their defaults
+    return {k: full[k] for k in ENCODING_KEYS}
 
 
 def load_encoded(path: str | Path) -> dict[str, Any]:

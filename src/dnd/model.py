@@ -79,10 +79,18 @@ class HyperConvDecoder(nn.Module):
         stages: hidden stage shapes [C, H, W], in order.
         output_shape: (T, r+2, w+2).
         kernel: convolution kernel size k of every layer.
+        output_offset: add a fixed (T, r+2, w+2) buffer `output_offset` to the output
+            (`generator.output_offset: mean`; set by training, saved in the state dict).
+            False (default) is the paper's decoder.
     """
 
     def __init__(
-        self, input_shape: Sequence[int], stages: Sequence[Sequence[int]], output_shape: Sequence[int], kernel: int
+        self,
+        input_shape: Sequence[int],
+        stages: Sequence[Sequence[int]],
+        output_shape: Sequence[int],
+        kernel: int,
+        output_offset: bool = False,
     ):
         super().__init__()
         shapes = [tuple(int(v) for v in s) for s in [input_shape, *stages, output_shape]]
@@ -92,6 +100,9 @@ class HyperConvDecoder(nn.Module):
         self.shapes: list[Shape3] = shapes  # type: ignore[assignment]
         self.kernel = int(kernel)
         self.layers = nn.ModuleList(HyperConvLayer(a, b, self.kernel) for a, b in zip(shapes[:-1], shapes[1:]))
+        self.has_offset = bool(output_offset)
+        if self.has_offset:
+            self.register_buffer("output_offset", torch.zeros(shapes[-1]))
 
     @property
     def input_shape(self) -> Shape3:
@@ -108,6 +119,7 @@ class HyperConvDecoder(nn.Module):
             "stages": [list(s) for s in self.shapes[1:-1]],
             "output_shape": list(self.shapes[-1]),
             "kernel": self.kernel,
+            "output_offset": self.has_offset,
         }
 
     def forward(self, condition: Tensor) -> Tensor:
@@ -117,7 +129,7 @@ class HyperConvDecoder(nn.Module):
         x = condition
         for layer in self.layers:
             x = layer(x)
-        return x
+        return x + self.output_offset if self.has_offset else x
 
 
 def count_parameters(model: nn.Module) -> int:

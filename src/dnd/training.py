@@ -120,6 +120,14 @@ def criterion_weights(token_sets: Sequence[Tensor]) -> Tensor:
     return torch.stack(per_dataset).mean(dim=0)
 
 
+def mean_token(token_sets: Sequence[Tensor]) -> Tensor:
+    """The mean parameter token (T, h, w) over datasets of their mean over checkpoints
+    (each training dataset counts once, whatever its number of checkpoints)."""
+    if not token_sets:
+        raise ValueError("the mean token needs at least one dataset")
+    return torch.stack([tokens.float().mean(dim=0) for tokens in token_sets]).mean(dim=0)
+
+
 # ----------------------------------------------------------------------------- pairs
 
 
@@ -304,8 +312,14 @@ def train_generator(
 
     torch.manual_seed(derive_seed(run_seed, "init"))
     model = HyperConvDecoder(
-        (gen["n_prompts"], seq_len, dim), gen["stages"], (layout.n_tokens, *layout.token_shape), gen["kernel"]
+        (gen["n_prompts"], seq_len, dim),
+        gen["stages"],
+        (layout.n_tokens, *layout.token_shape),
+        gen["kernel"],
+        output_offset=gen["output_offset"] != "none",
     )
+    if gen["output_offset"] == "mean":
+        model.output_offset.copy_(mean_token(token_sets))
     optimizer = torch.optim.AdamW(model.parameters(), lr=gen["lr"], weight_decay=gen["weight_decay"])
     total = int(gen["steps"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, gen["warmup_steps"], total))

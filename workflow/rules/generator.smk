@@ -29,7 +29,8 @@ rule tokenize_zoo:
     output:
         "results/tokens/{ds}.pt",
     params:
-        p=as_json(config["generator"]),
+        # only the token width shapes the tokens: other generator settings must not redo them
+        p=as_json({"chunk_width": config["generator"]["chunk_width"]}),
     log:
         "logs/tokenize_zoo/{ds}.log",
     benchmark:
