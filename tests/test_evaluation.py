@@ -170,6 +170,39 @@ def test_evaluate_rows(world, eval_rows):
     assert by[("control_random", "0")]["correct"] == by[("base", "base")]["correct"]
 
 
+def test_score_cache_reuses_unchanged_adapters(world, eval_rows, tmp_path, monkeypatch):
+    """Cached results equal fresh ones; entries are addressed by content (a copied adapter is
+    a hit); a changed adapter is a miss; with every adapter cached the model is never loaded."""
+    _, fresh = eval_rows
+    gen = tmp_path / "generated"
+    shutil.copytree(world["gen"], gen)
+    cache = tmp_path / "cache"
+
+    def run(name: str) -> list[dict]:
+        out = tmp_path / f"{name}.jsonl"
+        argv = _evaluate_argv(world, out) + ["--cache-dir", str(cache)]
+        argv[argv.index("--generated-dir") + 1] = str(gen)
+        assert cli_main(argv) == 0
+        return [json.loads(line) for line in out.read_text().splitlines()]
+
+    assert run("first") == fresh
+    # 10 rows: nearest reuses gamma's result, dnd_1 is a copy of beta's final LoRA -> 8 entries
+    assert len(list(cache.glob("*.json"))) == 8
+
+    shutil.rmtree(gen / "dnd_0")
+    _save_lora(world["model"], gen / "dnd_0", seed=99)
+    second = run("second")
+    assert len(list(cache.glob("*.json"))) == 9  # only the changed adapter was scored
+    changed = [i for i, (a, b) in enumerate(zip(fresh, second)) if a != b]
+    assert [(second[i]["method"], second[i]["adapter"]) for i in changed] == [("dnd", "0")]
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded although every result is cached")
+
+    monkeypatch.setattr(ev, "InPlaceScorer", no_model)
+    assert run("third") == second
+
+
 def test_inplace_swap_equals_fresh_lm_eval(world):
     """Swapping weights into one wrapped model == lm-eval loading base + peft= from scratch."""
     import lm_eval

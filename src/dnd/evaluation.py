@@ -3,7 +3,8 @@
 Two commands.
 
   dnd evaluate --params JSON --target T --model DIR --tasks-dir DIR --zoo-dir DIR
-               --generated-dir DIR --encoded-dir DIR --out FILE [--threads N (dnd's global flag)]
+               --generated-dir DIR --encoded-dir DIR --out FILE [--cache-dir DIR]
+               [--threads N (dnd's global flag)]
 
 scores every method on one held-out target with the same harness, the same items (the first
 `evaluation.limit` rows of `results/data/{T}/test.lmeval.jsonl`) and the same prompt (the task
@@ -29,6 +30,9 @@ from the first training LoRA); each adapter's weights are then copied in place
 call). This is the harness's own `lm_eval.evaluator.evaluate` loop, i.e. what
 `lm_eval.simple_evaluate(model="hf", model_args={"pretrained": base, "peft": adapter})` runs,
 minus the model reload; tests/test_evaluation.py checks that both give identical log-likelihoods.
+With --cache-dir (the workflow passes results/eval_cache/{T} unless `evaluation.cache` is
+false) per-item results are kept by content (`ScoreCache`): a rerun after, say, a generator
+change scores only the new adapters and reuses base, source LoRAs and soup.
 Every adapter must share the LoRA shape (rank, alpha, target modules, ...) of the first one,
 otherwise it is rejected (its scaling would be wrong).
 
@@ -327,6 +331,85 @@ class InPlaceScorer:
         return samples_to_scored(res, self.task, self.metric, time.perf_counter() - t0)
 
 
+class ScoreCache:
+    """Per-item results of scored adapters, addressed by the content of everything that
+    determines them, so a rerun (e.g. after a generator change) scores only what changed.
+
+    Key = sha256 over: the adapter's tensors (names, dtypes, shapes, bytes; "base" for the base
+    model), the LoRA shape it is loaded with, the base model's files, the task YAML and its test
+    file, the scoring settings (limit, batch_size, dtype, metric), the torch thread count, the
+    versions of torch/transformers/peft/lm-eval and the source of this module and dnd.prompts.
+    One JSON file per key in `directory`, written atomically; a corrupt or foreign file is a miss.
+    """
+
+    FORMAT = "dnd-score-cache-1"
+
+    def __init__(self, directory: Path, model_dir: Path, task_yaml: Path, lora_cfg: dict[str, Any],
+                 settings: dict[str, Any]):
+        import hashlib
+        from importlib.metadata import version
+
+        import torch
+
+        from . import prompts
+
+        self.directory = Path(directory)
+        h = hashlib.sha256()
+        files = sorted(p for p in Path(model_dir).iterdir() if p.is_file())
+        files += [task_yaml, task_data_file(task_yaml), Path(__file__), Path(prompts.__file__)]
+        for f in files:
+            h.update(f.name.encode())
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 24), b""):
+                    h.update(block)
+        context = {
+            "format": self.FORMAT,
+            "lora": lora_shape(lora_cfg),
+            "settings": {k: settings[k] for k in ("limit", "batch_size", "dtype", "metric")},
+            "threads": torch.get_num_threads(),
+            "versions": {m: version(m) for m in ("torch", "transformers", "peft", "lm_eval")},
+        }
+        h.update(json.dumps(context, sort_keys=True).encode())
+        self.context = h.hexdigest()
+
+    def key(self, sd: dict | None) -> str:
+        import hashlib
+
+        import torch
+
+        h = hashlib.sha256(self.context.encode())
+        if sd is None:
+            h.update(b"base")
+        for name in sorted(sd or {}):
+            t = sd[name].contiguous()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+            h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
+
+    def _path(self, key: str) -> Path:
+        return self.directory / f"{key}.json"
+
+    def get(self, key: str) -> Scored | None:
+        path = self._path(key)
+        if not path.exists():
+            return None
+        try:
+            obj = json.loads(path.read_text())
+            if obj.get("key") != key:
+                return None
+            return Scored(ids=obj["ids"], correct=obj["correct"], acc=obj["acc"], seconds=0.0,
+                          loglikelihoods=obj["loglikelihoods"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring unreadable score cache entry %s", path)
+            return None
+
+    def put(self, key: str, s: Scored) -> None:
+        from .io import write_json
+
+        write_json(self._path(key), {"key": key, "ids": s.ids, "correct": s.correct, "acc": s.acc,
+                                     "loglikelihoods": s.loglikelihoods, "seconds": round(s.seconds, 3)})
+
+
 def samples_to_scored(res: dict, task: str, metric: str, seconds: float = 0.0) -> Scored:
     """Per-item correctness from lm-eval's logged samples, ordered by doc_id; checked against
     the aggregate lm-eval reports."""
@@ -369,7 +452,10 @@ def _row(target: str, method: str, adapter: str, s: Scored, metric: str, **extra
 
 
 def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: Path, zoo_dir: Path,
-                    generated_dir: Path, encoded_dir: Path) -> list[dict[str, Any]]:
+                    generated_dir: Path, encoded_dir: Path, cache_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Score every method on `target` (see the module doc). With `cache_dir`, adapters whose
+    results are in the ScoreCache are not scored again (the model is loaded only if one is
+    missing)."""
     from tqdm.auto import tqdm
 
     from .prompts import task_name
@@ -406,8 +492,8 @@ def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks_
 
     if log.getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("lm_eval").setLevel(logging.WARNING)
-    scorer = InPlaceScorer(model_dir, ref_dir, tasks_dir, task, limit=int(ev["limit"]),
-                           batch_size=int(ev["batch_size"]), dtype=ev["dtype"], metric=ev["metric"])
+    cache = ScoreCache(cache_dir, model_dir, task_yaml, ref_cfg, ev) if cache_dir is not None else None
+    scorer: InPlaceScorer | None = None
     overhead = time.perf_counter() - t_start
 
     # (method, adapter, loader) in output order; nearest is filled from source_lora
@@ -420,21 +506,36 @@ def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks_
 
     scored: dict[tuple[str, str], Scored] = {}
     bar = tqdm(jobs, desc=f"evaluate {target}", unit="adapter")
-    n_items = 0
+    n_items = n_cached = 0
     for method, adapter, loader in bar:
         where = f"{method}/{adapter}"
-        s = scorer.score(None if loader is None else loader(), where=where)
+        sd = None if loader is None else loader()
+        key = cache.key(sd) if cache is not None else ""
+        s = cache.get(key) if cache is not None else None
+        if s is None:
+            if scorer is None:
+                t = time.perf_counter()
+                scorer = InPlaceScorer(model_dir, ref_dir, tasks_dir, task, limit=int(ev["limit"]),
+                                       batch_size=int(ev["batch_size"]), dtype=ev["dtype"], metric=ev["metric"])
+                overhead += time.perf_counter() - t
+            s = scorer.score(sd, where=where)
+            if cache is not None:
+                cache.put(key, s)
+            n_items += s.n
+            bar.set_postfix(acc=f"{s.acc:.3f}", q_per_s=f"{s.n / s.seconds:.1f}")
+            log.info("%s %-22s acc=%.4f n=%d (%.1f s, %.1f questions/s)", target, where, s.acc, s.n, s.seconds,
+                     s.n / s.seconds)
+        else:
+            n_cached += 1
+            log.info("%s %-22s acc=%.4f n=%d (cached)", target, where, s.acc, s.n)
         if s.ids != test_ids[: s.n] or s.n != min(len(test_ids), int(ev["limit"])):
             raise RuntimeError(f"{where}: scored items are not the first {s.n} of the test file")
         scored[(method, adapter)] = s
-        n_items += s.n
-        bar.set_postfix(acc=f"{s.acc:.3f}", q_per_s=f"{s.n / s.seconds:.1f}")
-        log.info("%s %-22s acc=%.4f n=%d (%.1f s, %.1f questions/s)", target, where, s.acc, s.n, s.seconds,
-                 s.n / s.seconds)
     total = time.perf_counter() - t_start
     scoring = total - overhead
-    log.info("%s: %d adapters, %d questions in %.1f s (%.1f questions/s while scoring; %.1f s fixed overhead)",
-             target, len(jobs), n_items, total, n_items / max(scoring, 1e-9), overhead)
+    log.info("%s: %d adapters (%d from the score cache), %d questions scored in %.1f s (%.1f questions/s "
+             "while scoring; %.1f s fixed overhead)", target, len(jobs), n_cached, n_items, total,
+             n_items / max(scoring, 1e-9), overhead)
 
     m = ev["metric"]
     rows = [_row(target, method, adapter, scored[(method, adapter)], m) for method, adapter, _ in jobs]
@@ -452,6 +553,8 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generated-dir", required=True, type=Path, help="results/generated/{target}")
     p.add_argument("--encoded-dir", required=True, type=Path, help="results/encoded (train.pt, cond.pt)")
     p.add_argument("--out", required=True, type=Path, help="results/eval/{target}.jsonl")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="score cache directory (results/eval_cache/{target}); omit to score everything")
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
@@ -460,7 +563,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
 
     params = parse_params(args.params)
     rows = evaluate_target(args.target, params, args.model, args.tasks_dir, args.zoo_dir, args.generated_dir,
-                           args.encoded_dir)
+                           args.encoded_dir, args.cache_dir)
     write_jsonl(args.out, rows)
     log.info("wrote %d rows to %s", len(rows), args.out)
 

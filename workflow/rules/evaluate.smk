@@ -7,13 +7,17 @@ rule evaluate_target:
     params:
         p=lambda wildcards: as_json(
             {
-                "evaluation": config["evaluation"],
+                # `cache` only decides whether to reuse results: not a reason to rerun
+                "evaluation": {k: v for k, v in config["evaluation"].items() if k != "cache"},
                 "datasets": DATASETS,
                 "sources": FOLDS[wildcards.target],
                 "seed": config["seed"],
             }
         ),
         zoo=lambda wildcards, input: str(Path(input.zoo[0]).parent.parent),
+        cache=lambda wildcards: (
+            f"--cache-dir results/eval_cache/{wildcards.target}" if config["evaluation"]["cache"] else ""
+        ),
     log:
         "logs/evaluate/{target}.log",
     benchmark:
@@ -29,7 +33,7 @@ rule evaluate_target:
         "python -m dnd.cli evaluate --threads {threads} --params {params.p:q} --target {wildcards.target} "
         "--model {input.model} --tasks-dir results/tasks --zoo-dir {params.zoo} "
         "--generated-dir results/generated/{wildcards.target} --encoded-dir results/encoded "
-        "--out {output} > {log} 2>&1"
+        "{params.cache} --out {output} > {log} 2>&1"
 
 
 rule summarize:
