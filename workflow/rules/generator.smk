@@ -80,6 +80,9 @@ rule train_generator:
 
 
 rule generators:
-    """Aggregate target: every leave-one-out generator."""
+    """Aggregate target: every leave-one-out generator, and every encoded prompt split (the
+    cond splits too, which evaluation reads for `nearest`), so that the DVC stage of the same
+    name produces all of results/encoded."""
     input:
         expand("results/generators/{target}/generator.pt", target=TARGETS),
+        expand("results/encoded/{target}/cond.pt", target=TARGETS),
