@@ -343,6 +343,16 @@ def test_generate_cli_end_to_end(work: Path) -> None:
                    "--out", str(out / name), "--seed", str(seed), "--n-prompts", str(N_PROMPTS)])  # fmt: skip
         assert rc == 0
     adapters = {n: load_file(out / n / "adapter_model.safetensors") for n in runs}
+    template = json.loads((work / "results/zoo/alpha/final/adapter_config.json").read_text())
+    assert json.loads((out / "dnd_0/adapter_config.json").read_text()) == template  # the zoo's own config
+    # generators saved before the full config was stored still write a loadable config (via peft)
+    old = {k: v for k, v in ckpt.items() if k != "adapter_config"}
+    torch.save(old, gen_dir / "old.pt")
+    assert main(["generate", "--generator", str(gen_dir / "old.pt"), "--prompts", prompts,
+                 "--out", str(work / "old_adapter"), "--n-prompts", str(N_PROMPTS)]) == 0  # fmt: skip
+    from peft import PeftConfig
+
+    assert PeftConfig.from_pretrained(str(work / "old_adapter")).r == template["r"]
     assert all(torch.equal(adapters["dnd_0"][k], adapters["dnd_1"][k]) for k in adapters["dnd_0"])  # deterministic
     assert any(not torch.equal(adapters["dnd_0"][k], adapters["dnd_2"][k]) for k in adapters["dnd_0"])  # seed matters
     timing = json.loads((out / "dnd_0/timing.json").read_text())

@@ -74,6 +74,12 @@ def test_dvc_stages_match_snakemake_targets():
             assert any(p == out or p.startswith(out.rstrip("/") + "/") for p in planned), f"{name}: {out} not produced by the DAG"
     for agg in ("source_loras", "generators", "generate", "evaluate", "report"):
         assert agg in stages
+    # DVC fails on a params key that config/config.yaml does not spell out
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    for name, stage in stages.items():
+        for entry in stage.get("params", []):
+            for key in (k for keys in entry.values() for k in keys) if isinstance(entry, dict) else [entry]:
+                assert key in config, f"dvc stage {name}: param {key} is missing from config/config.yaml"
 
 
 def _run_smoke(workdir: Path) -> None:
@@ -93,7 +99,11 @@ def _smoke_repo(dest: Path) -> None:
         if src.is_file() and not name.startswith("results/") and name != "dvc.lock":
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
-    shutil.copy(REPO / "config" / "smoke.yaml", dest / "config" / "config.yaml")
+    # DVC reads its params from config/config.yaml and needs every section there: write the
+    # smoke config with the schema's defaults filled in
+    from dnd.config import load_config
+
+    (dest / "config" / "config.yaml").write_text(yaml.safe_dump(load_config(REPO / "config" / "smoke.yaml")))
     for cmd in (["init", "-q"], ["config", "user.name", "test"], ["config", "user.email", "test@example.com"],
                 ["add", "-A"], ["commit", "-q", "-m", "smoke"]):  # fmt: skip
         subprocess.run(["git", *cmd], cwd=dest, check=True, capture_output=True)

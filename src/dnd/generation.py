@@ -125,7 +125,7 @@ def generate_adapter(
 ) -> dict[str, Any]:
     """Generate one PEFT adapter directory `out` (+ out/timing.json) from prompts.
 
-    Timing: load_s covers reading the generator and the encoder (and importing peft).
+    Timing: load_s covers reading the generator and the encoder.
     Then the encoder (on one prompt) and the decoder (on a zero condition) each run once,
     untimed, as a warm-up (first-call allocations and kernel selection), so
     encode_s (prompts -> states), decode_s (one decoder forward + detokenization) and
@@ -134,8 +134,6 @@ def generate_adapter(
     resident memory. Returns the timing dict.
     """
     t = time.perf_counter()
-    from peft import LoraConfig
-
     model, ckpt = load_generator(generator)
     if threads:
         torch.set_num_threads(int(threads))
@@ -143,7 +141,11 @@ def generate_adapter(
     if n_prompts is not None and n_prompts != n_model:
         raise ValueError(f"this generator takes N={n_model} prompts, --n-prompts is {n_prompts}")
     layout = LoraLayout.from_dict(ckpt["layout"])
-    lora_config = LoraConfig(**ckpt["lora_config"])
+    adapter_config = ckpt.get("adapter_config")
+    if adapter_config is None:  # checkpoints written before the full config was stored
+        from peft import LoraConfig
+
+        adapter_config = LoraConfig(**ckpt["lora_config"])
     encoder = ConditionEncoder(ckpt["encoder"])
     if (encoder.length, encoder.dim) != (seq_len, dim):
         raise ValueError(f"encoder gives (L, D) = {(encoder.length, encoder.dim)}, decoder expects {(seq_len, dim)}")
@@ -166,7 +168,10 @@ def generate_adapter(
 
     t = time.perf_counter()
     with atomic_path(out, is_dir=True) as tmp:
-        lora_config.save_pretrained(str(tmp))
+        if isinstance(adapter_config, dict):
+            (tmp / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2, sort_keys=True))
+        else:
+            adapter_config.save_pretrained(str(tmp))
         save_file(state_dict, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
     write_s = time.perf_counter() - t
 

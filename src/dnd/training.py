@@ -379,6 +379,9 @@ def train_generator(
         "decoder": model.hparams(),
         "layout": layout.to_dict(),
         "lora_config": template,
+        # the template's adapter_config.json as PEFT wrote it: generated adapters get exactly
+        # this file, so generation needs no peft import (about 2 s per job)
+        "adapter_config": json.loads((Path(template_adapter) / "adapter_config.json").read_text()),
         "encoder": enc,
         "generator": gen,
         "seed": seed,
