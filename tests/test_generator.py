@@ -280,24 +280,20 @@ def test_mean_output_offset(work: Path, tmp_path: Path) -> None:
 
 
 def test_training_rejects_mismatches(work: Path, tmp_path: Path) -> None:
+    def fit(p: dict, target: str = "gamma") -> None:
+        training.train_generator(
+            p, target, SOURCES,
+            [work / f"results/zoo/{d}/tokens.pt" for d in SOURCES],
+            [work / f"results/encoded/{d}/train.pt" for d in SOURCES],
+            work / "results/zoo/alpha/final", tmp_path / "g.pt", tmp_path / "g.csv",
+        )  # fmt: skip
+
     with pytest.raises(ValueError, match="LoRA rank"):
-        training.train_generator(
-            {**params(), "lora": {"r": 4, "alpha": 16}}, "gamma", SOURCES,
-            [work / f"results/zoo/{d}/tokens.pt" for d in SOURCES],
-            [work / f"results/encoded/{d}/train.pt" for d in SOURCES],
-            work / "results/zoo/alpha/final", tmp_path / "g.pt", tmp_path / "g.csv",
-        )  # fmt: skip
+        fit({**params(), "lora": {"r": 4, "alpha": 16}})
     with pytest.raises(ValueError, match="encoded with"):
-        training.train_generator(
-            {**params(), "encoder": {"max_length": 32}}, "gamma", SOURCES,
-            [work / f"results/zoo/{d}/tokens.pt" for d in SOURCES],
-            [work / f"results/encoded/{d}/train.pt" for d in SOURCES],
-            work / "results/zoo/alpha/final", tmp_path / "g.pt", tmp_path / "g.csv",
-        )  # fmt: skip
+        fit({**params(), "encoder": {"max_length": 32}})
     with pytest.raises(ValueError, match="leave-one-out"):
-        training.train_generator(
-            params(), "alpha", SOURCES, [], [], work / "results/zoo/alpha/final", tmp_path / "g.pt", tmp_path / "g.csv"
-        )
+        fit(params(), target="alpha")
 
 
 # ----------------------------------------------------------------------------- generation

@@ -344,8 +344,8 @@ class ScoreCache:
 
     FORMAT = "dnd-score-cache-1"
 
-    def __init__(self, directory: Path, model_dir: Path, task_yaml: Path, lora_cfg: dict[str, Any],
-                 settings: dict[str, Any]):
+    def __init__(self, directory: Path, model_dir: Path, task_yaml: Path, test_file: Path,
+                 lora_cfg: dict[str, Any], settings: dict[str, Any]):
         import hashlib
         from importlib.metadata import version
 
@@ -356,7 +356,7 @@ class ScoreCache:
         self.directory = Path(directory)
         h = hashlib.sha256()
         files = sorted(p for p in Path(model_dir).iterdir() if p.is_file())
-        files += [task_yaml, task_data_file(task_yaml), Path(__file__), Path(prompts.__file__)]
+        files += [task_yaml, test_file, Path(__file__), Path(prompts.__file__)]
         for f in files:
             h.update(f.name.encode())
             with open(f, "rb") as fh:
@@ -468,7 +468,8 @@ def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks_
     sources = list(params.get("sources") or [d for d in datasets if d != target])
     task = task_name(target)
     task_yaml = _require(tasks_dir / f"{task}.yaml", f"lm-eval task {task}")
-    test_ids = read_ids(task_data_file(task_yaml))
+    test_file = task_data_file(task_yaml)
+    test_ids = read_ids(test_file)
     _require(model_dir / "config.json", "base model")
     plan = plan_target(target, datasets, sources, zoo_dir, generated_dir, encoded_dir)
 
@@ -492,7 +493,7 @@ def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks_
 
     if log.getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("lm_eval").setLevel(logging.WARNING)
-    cache = ScoreCache(cache_dir, model_dir, task_yaml, ref_cfg, ev) if cache_dir is not None else None
+    cache = ScoreCache(cache_dir, model_dir, task_yaml, test_file, ref_cfg, ev) if cache_dir is not None else None
     scorer: InPlaceScorer | None = None
     overhead = time.perf_counter() - t_start
 
