@@ -49,3 +49,31 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
 def read_jsonl(path: str | Path) -> list[dict]:
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+class ArtifactError(ValueError):
+    """A file the pipeline reads is missing, unreadable, corrupt or of the wrong kind; the
+    message names the file."""
+
+
+def load_torch(path: str | Path, what: str, **kw) -> Any:
+    """`torch.load` with `weights_only=True` (a crafted pickle cannot run code), and every
+    failure (missing, truncated, corrupt, not a torch file) turned into one ArtifactError that
+    names the file and what it should have been."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    kw.setdefault("map_location", "cpu")
+    try:
+        return torch.load(path, weights_only=True, **kw)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ArtifactError(
+            f"{what} {path} cannot be read ({type(exc).__name__}: {first[:200]}); it is corrupt, "
+            "truncated or not a file this pipeline wrote: delete it and rerun the step that makes it"
+        ) from exc
