@@ -62,10 +62,25 @@ def set_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
+def _common_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-level", default=os.environ.get("DND_LOG_LEVEL", "INFO"))
+    parser.add_argument("--debug", action="store_true", default=bool(os.environ.get("DND_DEBUG")),
+                        help="show the full traceback of a failure (default: one line naming the cause)")
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line: what failed and why. OS errors name their file; our own errors (ConfigError,
+    ArtifactError, ValueError) already name the file or setting in their message."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{type(exc).__name__}: {exc.strerror or exc}: {exc.filename}"
+    text = " ".join(str(exc).split()) or "(no message)"
+    return f"{type(exc).__name__}: {text}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     top = argparse.ArgumentParser(prog="dnd", description=__doc__.split("\n")[0])
-    top.add_argument("--log-level", default=os.environ.get("DND_LOG_LEVEL", "INFO"))
+    _common_flags(top)
     sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_, help_) in COMMANDS.items():
         sub.add_parser(name, help=help_, add_help=False)
@@ -77,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[cmd][0])
     add_arguments, run = module.COMMANDS[cmd]
     parser = argparse.ArgumentParser(prog=f"dnd {cmd}", description=COMMANDS[cmd][1])
-    parser.add_argument("--log-level", default=os.environ.get("DND_LOG_LEVEL", "INFO"))
+    _common_flags(parser)
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (the Snakemake rules pass their `threads`)")
     add_arguments(parser)
@@ -88,8 +103,14 @@ def main(argv: list[str] | None = None) -> int:
         set_threads(args.threads)
     try:
         run(args)
-    except (FileNotFoundError, ValueError) as exc:  # includes ConfigError: one clear line
-        logging.getLogger("dnd").error("%s: %s", type(exc).__name__, exc)
+    except KeyboardInterrupt:
+        logging.getLogger("dnd").error("dnd %s: interrupted", cmd)
+        return 130
+    except Exception as exc:  # every failure: one line naming the file or setting, or --debug
+        if args.debug:
+            raise
+        logging.getLogger("dnd").error("dnd %s failed: %s (rerun with --debug for the traceback)",
+                                       cmd, describe_failure(exc))
         return 1
     return 0
 

@@ -23,6 +23,11 @@ def _validator():
     from jsonschema import validators
 
     base = jsonschema.Draft202012Validator
+    # JSON Schema counts 4.0 as an integer and True as neither; Python code downstream does
+    # not (range(4.0) fails hours later), so integers are ints and never bools here.
+    checker = base.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, inst: isinstance(inst, int) and not isinstance(inst, bool)
+    )
 
     def set_defaults(validator, properties, instance, schema):
         if isinstance(instance, dict):
@@ -31,7 +36,7 @@ def _validator():
                     instance[key] = json.loads(json.dumps(sub["default"]))
         yield from base.VALIDATORS["properties"](validator, properties, instance, schema)
 
-    return validators.extend(base, {"properties": set_defaults})
+    return validators.extend(base, {"properties": set_defaults}, type_checker=checker)
 
 
 def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -52,7 +57,78 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"generator.{key} names datasets not in data.datasets: {unknown}")
     if cfg["base_model"]["source"] == "hf" and not cfg["base_model"].get("name_or_path"):
         raise ConfigError("base_model.source is 'hf' but base_model.name_or_path is empty")
+    check_cross_fields(cfg)
     return cfg
+
+
+# Projection shapes of the base models whose config is not on disk before the run starts
+# (the GGUF wheel's SmolLM2-135M-Instruct; the paper's Qwen2.5-0.5B-Instruct from the Hub).
+KNOWN_MODEL_DIMS: dict[str, dict[str, int]] = {
+    "smollm2_wheel": {"hidden_size": 576, "intermediate_size": 1536, "num_attention_heads": 9,
+                      "num_key_value_heads": 3, "head_dim": 64},
+    "Qwen/Qwen2.5-0.5B-Instruct": {"hidden_size": 896, "intermediate_size": 4864, "num_attention_heads": 14,
+                                   "num_key_value_heads": 2, "head_dim": 64},
+}
+
+
+def model_dims(base_model: dict[str, Any]) -> dict[str, int] | None:
+    """hidden/intermediate sizes and attention shape of the configured base model, or None
+    when they cannot be known before the model is exported (an unknown Hub id not on disk)."""
+    source = base_model["source"]
+    if source == "tiny":
+        dims = dict(base_model.get("tiny", {}))
+    elif source == "smollm2_wheel":
+        dims = dict(KNOWN_MODEL_DIMS["smollm2_wheel"])
+    else:
+        name = base_model.get("name_or_path", "")
+        local = resolve_input_path(name) / "config.json" if name else None
+        if local is not None and local.is_file():
+            dims = json.loads(local.read_text())
+        elif name in KNOWN_MODEL_DIMS:
+            dims = dict(KNOWN_MODEL_DIMS[name])
+        else:
+            return None
+    need = ("hidden_size", "intermediate_size", "num_attention_heads")
+    if not all(isinstance(dims.get(k), int) for k in need):
+        return None
+    heads = dims["num_attention_heads"]
+    dims.setdefault("num_key_value_heads", heads)
+    dims.setdefault("head_dim", dims["hidden_size"] // heads)
+    return dims
+
+
+def lora_widths(dims: dict[str, int], target_modules: list[str]) -> dict[str, tuple[int, int]]:
+    """(in, out) of each LoRA-adapted Llama-style projection."""
+    h, i = dims["hidden_size"], dims["intermediate_size"]
+    q = dims["num_attention_heads"] * dims["head_dim"]
+    kv = dims["num_key_value_heads"] * dims["head_dim"]
+    shapes = {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
+              "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+    return {m: shapes[m] for m in target_modules if m in shapes}
+
+
+def check_cross_fields(cfg: dict[str, Any]) -> None:
+    """Rules that span sections, checked before any job runs (each would otherwise fail a job
+    hours into the run)."""
+    gen, generate = cfg.get("generator", {}), cfg.get("generate", {})
+    if "n_prompts" in gen and "n_prompts" in generate and gen["n_prompts"] != generate["n_prompts"]:
+        raise ConfigError(
+            f"generate.n_prompts ({generate['n_prompts']}) must equal generator.n_prompts ({gen['n_prompts']}): "
+            "the decoder takes exactly generator.n_prompts prompts as its input channels"
+        )
+    w = gen.get("chunk_width")
+    dims = model_dims(cfg["base_model"])
+    if w is None or dims is None:
+        return
+    widths = lora_widths(dims, cfg.get("lora", {}).get("target_modules", []))
+    bad = {m: io for m, io in widths.items() if any(d % w for d in io)}
+    if bad:
+        divisors = sorted(d for d in range(1, max(max(io) for io in widths.values()) + 1)
+                          if all(x % d == 0 for io in widths.values() for x in io))
+        raise ConfigError(
+            f"generator.chunk_width {w} does not divide the LoRA dimensions of {sorted(bad)} "
+            f"(in, out: {bad}); widths that divide every adapted dimension: {divisors}"
+        )
 
 
 def check_inputs(cfg: dict[str, Any]) -> None:
@@ -70,8 +146,11 @@ def check_inputs(cfg: dict[str, Any]) -> None:
                 "files, or set data.source: hub to download them)"
             )
     for name in data["datasets"]:
-        if name in custom and not resolve_input_path(custom[name]["path"]).exists():
-            raise ConfigError(f"custom dataset '{name}': file not found: {resolve_input_path(custom[name]['path'])}")
+        if name in custom:
+            path = resolve_input_path(custom[name]["path"])
+            if not path.is_file():
+                what = "is a directory, not a JSONL file" if path.is_dir() else "file not found"
+                raise ConfigError(f"custom dataset '{name}': {what}: {path}")
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

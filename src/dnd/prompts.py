@@ -80,14 +80,24 @@ def task_name(dataset: str) -> str:
     return f"dnd_{dataset}"
 
 
+def portable_path(path: str | Path) -> str:
+    """`path` relative to the working directory of the run when it lies inside it (artifacts
+    never hold a machine path), otherwise absolute. lm-eval resolves relative data_files
+    against the process CWD, so run lm-eval from the same directory (dnd.evaluation does)."""
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(p)
+
+
 def lm_eval_task(dataset: str, data_file: str | Path) -> dict[str, Any]:
-    """lm-eval task config for a prepared eval file (absolute path: lm-eval resolves relative
-    data_files against the process CWD)."""
+    """lm-eval task config for a prepared eval file (see portable_path for the path)."""
     return {
         "task": task_name(dataset),
         "dataset_path": "json",
         "dataset_name": None,
-        "dataset_kwargs": {"data_files": {"test": str(Path(data_file).resolve())}},
+        "dataset_kwargs": {"data_files": {"test": portable_path(data_file)}},
         "test_split": "test",
         "output_type": "multiple_choice",
         "doc_to_text": "{{context}}",

@@ -97,6 +97,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generators-dir", default="results/generators")
     p.add_argument("--generated-dir", default="results/generated")
     p.add_argument("--benchmarks-dir", default="benchmarks")
+    p.add_argument("--timings-dir", default="results/timings",
+                   help="wall-clock timings of the training jobs (kept apart from the hashed artifacts)")
     p.add_argument("--paper-numbers", default="config/paper_numbers.yaml")
     p.add_argument("--out", default="results/report.md")
     p.add_argument("--figures-dir", default="results/figures")
@@ -120,6 +122,7 @@ def run(args: argparse.Namespace) -> None:
         generators_dir=Path(args.generators_dir),
         generated_dir=Path(args.generated_dir),
         benchmarks_dir=Path(args.benchmarks_dir),
+        timings_dir=Path(args.timings_dir),
         paper_numbers=Path(args.paper_numbers),
         out=Path(args.out),
         figures_dir=Path(args.figures_dir),
@@ -409,15 +412,14 @@ def paper_table(mt: pd.DataFrame, paper: dict) -> pd.DataFrame | None:
     return pd.DataFrame(rows)
 
 
-def read_train_log_elapsed(zoo_dir: Path, ds: str) -> float | None:
-    p = zoo_dir / ds / "train_log.csv"
+def read_lora_loop_seconds(timings_dir: Path, ds: str) -> float | None:
+    """Train-loop seconds of a source LoRA (both phases, resumed time included), from the
+    timings file `dnd train-lora --timings` wrote (kept apart from the hashed zoo)."""
+    p = timings_dir / "train_lora" / f"{ds}.json"
     if not p.exists():
         return None
-    df = pd.read_csv(p)
-    if "elapsed_s" not in df.columns or df.empty:
-        return None
-    elapsed = pd.to_numeric(df["elapsed_s"], errors="coerce").dropna()
-    return float(elapsed.iloc[-1]) if len(elapsed) else None
+    loop = json.loads(p.read_text()).get("loop_s")
+    return float(loop) if isinstance(loop, (int, float)) else None
 
 
 def read_bench(path: Path) -> pd.DataFrame:
@@ -437,7 +439,7 @@ def lora_bench_seconds(benchmarks_dir: Path, ds: str) -> float | None:
     return None
 
 
-def efficiency_table(eff: pd.DataFrame, targets: list[str], zoo_dir: Path,
+def efficiency_table(eff: pd.DataFrame, targets: list[str], timings_dir: Path,
                      benchmarks_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per target: median timings over DnD adapters, tuning time of the oracle, ratio.
     Returns (display table, numeric table)."""
@@ -457,7 +459,7 @@ def efficiency_table(eff: pd.DataFrame, targets: list[str], zoo_dir: Path,
         row["generator_params"] = (float(g["generator_params"].max()) if "generator_params" in g.columns
                                    else float("nan"))
         row["peak_rss_mb"] = float(g["peak_rss_mb"].max()) if "peak_rss_mb" in g.columns else float("nan")
-        loop = read_train_log_elapsed(zoo_dir, t)
+        loop = read_lora_loop_seconds(timings_dir, t)
         job = lora_bench_seconds(benchmarks_dir, t)
         row["tuning_loop_s"] = loop if loop is not None else float("nan")
         row["tuning_job_s"] = job if job is not None else float("nan")
@@ -919,7 +921,7 @@ def _setup_section(params: dict, data_summary: Path, eff_num: pd.DataFrame | Non
 
 def build_report(*, params: dict, scores: Path, metrics: Path, efficiency: Path, data_summary: Path,
                  zoo_dir: Path, generators_dir: Path, generated_dir: Path, benchmarks_dir: Path,
-                 paper_numbers: Path, out: Path, figures_dir: Path, tables_dir: Path | None = None,
+                 timings_dir: Path, paper_numbers: Path, out: Path, figures_dir: Path, tables_dir: Path | None = None,
                  pca_checkpoints: int = 10, pca_coords: int = 100_000) -> str:
     sc = load_scores(scores)
     apply_style()
@@ -941,7 +943,7 @@ def build_report(*, params: dict, scores: Path, metrics: Path, efficiency: Path,
     eff_df = pd.read_csv(efficiency) if efficiency.exists() else None
     eff_disp = eff_num = None
     if eff_df is not None and not eff_df.empty and "target" in eff_df.columns:
-        eff_disp, eff_num = efficiency_table(eff_df, targets, zoo_dir, benchmarks_dir)
+        eff_disp, eff_num = efficiency_table(eff_df, targets, timings_dir, benchmarks_dir)
     L += _setup_section(params, data_summary, eff_num)
 
     # --- main
@@ -1020,7 +1022,7 @@ def build_report(*, params: dict, scores: Path, metrics: Path, efficiency: Path,
         med = float(np.nanmedian(eff_num.ratio)) if np.isfinite(eff_num.ratio).any() else float("nan")
         L += ["Generation latency per adapter (median over a target's DnD adapters; model loading excluded), "
               "generator size, peak memory of the generation process, and the time it took to obtain the "
-              "oracle LoRA by tuning on the target (*train loop*: last `elapsed_s` of its training log, both "
+              "oracle LoRA by tuning on the target (*train loop*: `loop_s` of its timings file, both "
               "phases, loading excluded; *whole job*: the Snakemake benchmark of the LoRA job). The ratio uses "
               "the train-loop time when known, else the job time.", "", _md(eff_disp), "",
               f"Median ratio tuning / generation: **{med:,.0f}×**." if np.isfinite(med)

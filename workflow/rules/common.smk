@@ -1,4 +1,6 @@
 import json
+import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -14,6 +16,12 @@ from dnd.config import check_inputs, folds, validate_config  # noqa: E402
 
 validate_config(config)
 check_inputs(config)
+logger.info(
+    "config: "
+    + (", ".join(map(str, workflow.overwrite_configfiles)) or "config/config.yaml")
+    + (" + --config overrides" if workflow.config_settings.config else "")
+    + "; keys not given take the schema defaults"
+)
 
 DATASETS = config["data"]["datasets"]
 FOLDS = folds(config)  # held-out target -> its training datasets
@@ -26,16 +34,17 @@ N_CONTROLS = config["generate"]["n_controls"]
 # inherited PYTHONPATH) and without installing the package. OMP_WAIT_POLICY=PASSIVE stops idle
 # OpenMP threads from spinning, which costs several-fold when two jobs share the cores.
 shell.prefix(
-    f"export PYTHONPATH={REPO / 'src'}${{{{PYTHONPATH:+:$PYTHONPATH}}}} OMP_WAIT_POLICY=PASSIVE; "
+    f"export PYTHONPATH={shlex.quote(str(REPO / 'src'))}${{{{PYTHONPATH:+:$PYTHONPATH}}}} OMP_WAIT_POLICY=PASSIVE; "
 )
 
 ZOO = "results/zoo"
 BASE_MODEL = "resources/models/base"
 
 
+# Names are identifiers (schema), and escaped anyway: a wildcard must match exactly a name.
 wildcard_constraints:
-    ds="|".join(DATASETS),
-    target="|".join(TARGETS),
+    ds="|".join(map(re.escape, DATASETS)),
+    target="|".join(map(re.escape, TARGETS)),
     i=r"\d+",
 
 

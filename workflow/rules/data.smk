@@ -17,8 +17,8 @@ rule prepare_data:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli prepare-data --dataset {wildcards.ds} --params {params.p:q} "
-        "--out-dir results/data/{wildcards.ds} --tasks-dir results/tasks > {log} 2>&1"
+        "python -m dnd.cli prepare-data --dataset {wildcards.ds:q} --params {params.p:q} "
+        "--out-dir results/data/{wildcards.ds:q} --tasks-dir results/tasks > {log:q} 2>&1"
 
 
 rule data_summary:
@@ -44,7 +44,7 @@ rule data_summary:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli data-summary --data-dirs {params.dirs} --out {output} > {log} 2>&1"
+        "python -m dnd.cli data-summary --data-dirs {params.dirs:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule data:

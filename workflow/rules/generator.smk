@@ -19,7 +19,7 @@ rule encode_prompts:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli encode --threads {threads} --params {params.p:q} --data {input} --out {output} > {log} 2>&1"
+        "python -m dnd.cli encode --threads {threads} --params {params.p:q} --data {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule tokenize_zoo:
@@ -42,7 +42,7 @@ rule tokenize_zoo:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli tokenize-zoo --threads {threads} --params {params.p:q} --checkpoints {input} --out {output} > {log} 2>&1"
+        "python -m dnd.cli tokenize-zoo --threads {threads} --params {params.p:q} --checkpoints {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule train_generator:
@@ -52,6 +52,7 @@ rule train_generator:
     output:
         generator="results/generators/{target}/generator.pt",
         log_csv="results/generators/{target}/train_log.csv",
+        timings="results/timings/train_generator/{target}.json",
     params:
         p=as_json(
             {
@@ -74,9 +75,10 @@ rule train_generator:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli train-generator --threads {threads} --params {params.p:q} --target {wildcards.target} "
-        "--sources {params.sources} --tokens {input.tokens} --encoded {input.encoded} "
-        "--template-adapter {input.template} --out {output.generator} --log {output.log_csv} > {log} 2>&1"
+        "python -m dnd.cli train-generator --threads {threads} --params {params.p:q} --target {wildcards.target:q} "
+        "--sources {params.sources:q} --tokens {input.tokens:q} --encoded {input.encoded:q} "
+        "--template-adapter {input.template:q} --out {output.generator:q} --log {output.log_csv:q} "
+        "--timings {output.timings:q} > {log:q} 2>&1"
 
 
 rule generators:

@@ -17,5 +17,5 @@ rule prepare_base_model:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli prepare-base-model --threads {threads} --params {params.p:q} --out {output} "
-        "--texts {input} > {log} 2>&1"
+        "python -m dnd.cli prepare-base-model --threads {threads} --params {params.p:q} --out {output:q} "
+        "--texts {input:q} > {log:q} 2>&1"

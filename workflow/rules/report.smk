@@ -9,6 +9,7 @@ rule report:
         efficiency="results/efficiency.csv",
         data_summary="results/data_summary.csv",
         zoo=expand(f"{ZOO}/{{ds}}/train_log.csv", ds=DATASETS),
+        lora_timings=expand("results/timings/train_lora/{ds}.json", ds=DATASETS),
         generators=expand("results/generators/{target}/train_log.csv", target=TARGETS),
         paper=workflow.source_path("../../config/paper_numbers.yaml"),
     output:
@@ -36,8 +37,8 @@ rule report:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli report --params {params.p:q} --scores {input.scores} --metrics {input.metrics} "
-        "--efficiency {input.efficiency} --data-summary {input.data_summary} --zoo-dir {params.zoo} "
+        "python -m dnd.cli report --params {params.p:q} --scores {input.scores:q} --metrics {input.metrics:q} "
+        "--efficiency {input.efficiency:q} --data-summary {input.data_summary:q} --zoo-dir {params.zoo:q} "
         "--generators-dir results/generators --generated-dir results/generated "
-        "--benchmarks-dir benchmarks --paper-numbers {input.paper} --out {output.md} "
-        "--figures-dir results/figures > {log} 2>&1"
+        "--benchmarks-dir benchmarks --timings-dir results/timings --paper-numbers {input.paper:q} --out {output.md:q} "
+        "--figures-dir results/figures > {log:q} 2>&1"

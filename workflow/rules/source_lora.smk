@@ -8,6 +8,8 @@ rule train_lora:
         final=directory(f"{ZOO}/{{ds}}/final"),
         log_csv=f"{ZOO}/{{ds}}/train_log.csv",
         summary=f"{ZOO}/{{ds}}/summary.json",
+        # wall-clock times live apart from the zoo, so the zoo is byte-identical across machines
+        timings="results/timings/train_lora/{ds}.json",
     params:
         p=as_json({"lora": config["lora"], "prompt": config["prompt"], "seed": config["seed"]}),
         out_dir=f"{ZOO}/{{ds}}",
@@ -23,8 +25,8 @@ rule train_lora:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli train-lora --threads {threads} --params {params.p:q} --model {input.model} "
-        "--train {input.train} --out-dir {params.out_dir} > {log} 2>&1"
+        "python -m dnd.cli train-lora --threads {threads} --params {params.p:q} --model {input.model:q} "
+        "--train {input.train:q} --out-dir {params.out_dir:q} --timings {output.timings:q} > {log:q} 2>&1"
 
 
 rule source_loras:
