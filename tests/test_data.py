@@ -1,10 +1,13 @@
 import json
+import re
 
 import pytest
 
 from dnd.config import ConfigError, validate_config
-from dnd.data import REGISTRY, SPLITS, item_key, load_pools, make_splits, parse_dnd_item, prepare_dataset
+from dnd.data import (REGISTRY, SPLITS, item_key, load_pools, make_splits, parse_dnd_item, prepare_dataset,
+                      read_custom_file, validate_custom_file)
 from dnd.data_prep import prepare, summary_csv
+from dnd.io import read_jsonl
 from dnd.prompts import lm_eval_task, render_context, task_name, to_eval_record, training_example
 
 from conftest import SHARED_DATA, SMOKE_DATA
@@ -68,11 +71,117 @@ def test_missing_data_dir_is_clear(tmp_path):
 
 def test_custom_dataset_validation(tmp_path):
     p = tmp_path / "bad.jsonl"
-    p.write_text(json.dumps({"question": "q", "choices": ["a"], "answer": 3}) + "\n")
+    p.write_text(json.dumps({"question": "q", "choices": ["a", "b"], "answer": 3}) + "\n")
     cfg = validate_config({"data": {"datasets": ["bad", "bad2"], "custom": {"bad": {"path": str(p)}, "bad2": {"path": str(p)}}},
                            "base_model": {"source": "tiny"}})
     with pytest.raises(ValueError, match="out of range"):
         load_pools("bad", cfg["data"])
+
+
+GOOD_ROW = {"question": "Capital of France?", "choices": ["Paris", "Rome"], "answer": 0}
+
+
+def _custom(tmp_path, *lines: str | dict):
+    """A custom dataset file: dict lines are JSON-encoded, str lines written as they are."""
+    p = tmp_path / "ds.jsonl"
+    p.write_text("".join((json.dumps(x) if isinstance(x, dict) else x) + "\n" for x in lines))
+    return p
+
+
+def _custom_error(path) -> str:
+    with pytest.raises(ValueError) as err:
+        validate_custom_file(path)
+    return str(err.value)
+
+
+def test_custom_good_file_reads_rows(tmp_path):
+    rows = [dict(GOOD_ROW, id="a", passage="p", split="train"), dict(GOOD_ROW, id=7, passage=None, split="test")]
+    p = _custom(tmp_path, rows[0], "", rows[1])
+    validate_custom_file(p)
+    assert read_custom_file(p) == rows
+
+
+@pytest.mark.parametrize("field, value, expect", [
+    ("question", "", "field 'question': must be a non-empty string"),
+    ("question", 3, "field 'question': must be a non-empty string, got integer 3"),
+    ("choices", "Paris", "field 'choices': must be a list of 2 to 10 strings, got string \"Paris\""),
+    ("choices", ["only"], "field 'choices': must be a list of 2 to 10 strings, got a list of 1"),
+    ("choices", [f"c{i}" for i in range(12)], "field 'choices': must be a list of 2 to 10 strings, got a list of 12"),
+    ("choices", ["a", ""], "field 'choices': item 1 must be a non-empty string"),
+    ("choices", ["a", 2], "field 'choices': item 1 must be a non-empty string, got integer 2"),
+    ("answer", 1.9, "field 'answer': must be an integer index into 'choices', got number 1.9"),
+    ("answer", True, "field 'answer': must be an integer index into 'choices', got boolean true"),
+    ("answer", "1", "field 'answer': must be an integer index into 'choices', got string \"1\""),
+    ("answer", 2, "field 'answer': 2 out of range for 2 choices"),
+    ("answer", -1, "field 'answer': -1 out of range"),
+    ("passage", ["p"], "field 'passage': must be a string or null"),
+    ("id", 1.5, "field 'id': must be a non-empty string or an integer"),
+    ("id", False, "field 'id': must be a non-empty string or an integer"),
+    ("split", "validation", "field 'split': must be one of ['train', 'cond', 'test']"),
+])
+def test_custom_bad_field_names_file_line_and_field(tmp_path, field, value, expect):
+    p = _custom(tmp_path, GOOD_ROW, "", dict(GOOD_ROW, **{field: value}))
+    assert _custom_error(p).startswith(f"{p}, line 3: {expect}")
+
+
+@pytest.mark.parametrize("field", ["question", "choices", "answer"])
+def test_custom_missing_field(tmp_path, field):
+    row = {k: v for k, v in GOOD_ROW.items() if k != field}
+    assert _custom_error(_custom(tmp_path, row)).endswith(f"line 1: missing field '{field}'")
+
+
+def test_custom_line_must_be_an_object(tmp_path):
+    assert "line 2: expected a JSON object, got array [1, 2]" in _custom_error(_custom(tmp_path, GOOD_ROW, "[1, 2]"))
+
+
+def test_custom_duplicate_ids_name_both_lines(tmp_path):
+    p = _custom(tmp_path, dict(GOOD_ROW, id="x"), dict(GOOD_ROW, id=1), "", dict(GOOD_ROW, id="1"))
+    assert _custom_error(p) == f"{p}, line 4: field 'id': duplicate id string \"1\" (already used on line 2)"
+
+
+def test_custom_path_must_be_a_regular_file(tmp_path):
+    assert _custom_error(tmp_path) == f"{tmp_path}: not a regular file (a custom dataset is one JSONL file)"
+    with pytest.raises(FileNotFoundError, match="file not found"):
+        validate_custom_file(tmp_path / "missing.jsonl")
+
+
+def test_custom_empty_file(tmp_path):
+    assert _custom_error(_custom(tmp_path, "", "  ")).endswith(": no items (the file is empty)")
+
+
+def test_custom_truncated_line_is_invalid_json(tmp_path):
+    p = _custom(tmp_path, GOOD_ROW, "", '{"question": "q", "choi')
+    assert _custom_error(p).startswith(f"{p}, line 3: invalid JSON: Unterminated string")
+
+
+def test_custom_non_utf8_byte(tmp_path):
+    p = tmp_path / "latin1.jsonl"
+    first = (json.dumps(GOOD_ROW) + "\n\n").encode()
+    before = '{"question": "caf'
+    p.write_bytes(first + (before + '\u00e9?"}\n').encode("latin-1"))
+    assert _custom_error(p) == (f"{p}, line 3: not UTF-8: byte 0xe9 at byte offset {len(first) + len(before)} "
+                                f"of the file (byte {len(before) + 1} of the line)")
+
+
+def test_custom_errors_fail_preparation_with_dataset_name(tmp_path):
+    p = _custom(tmp_path, GOOD_ROW, dict(GOOD_ROW, choices="Paris"))
+    cfg = validate_config({"data": {"datasets": ["mine", "other"], "custom": {"mine": {"path": str(p)}, "other": {"path": str(p)}}},
+                           "base_model": {"source": "tiny"}})
+    with pytest.raises(ValueError, match="^" + re.escape(f"custom dataset 'mine': {p}, line 2: field 'choices'")):
+        prepare("mine", cfg["data"], {"format": "cloze"}, 0, tmp_path / "out", tmp_path / "tasks")
+    assert not (tmp_path / "out").exists()
+
+
+def test_read_jsonl_names_file_and_line(tmp_path):
+    p = tmp_path / "rows.jsonl"
+    p.write_text('{"a": 1}\n\n{"a": 2}\n')
+    assert read_jsonl(p) == [{"a": 1}, {"a": 2}]
+    p.write_text('{"a": 1}\n\n{"a": \n')
+    with pytest.raises(ValueError, match="^" + re.escape(f"{p}, line 3: invalid JSON: Expecting value")):
+        read_jsonl(p)
+    p.write_bytes(b'{"a": 1}\n\n{"a": "\xff"}\n')
+    with pytest.raises(ValueError, match="^" + re.escape(f"{p}, line 3: not UTF-8: byte 0xff at byte offset 17 of the file")):
+        read_jsonl(p)
 
 
 def test_prompt_template_is_shared_by_training_and_scoring(tmp_path):
@@ -80,8 +189,6 @@ def test_prompt_template_is_shared_by_training_and_scoring(tmp_path):
     the training continuation (after the shared delimiter)."""
     cfg = _smoke_cfg()
     prepare("sounds", cfg["data"], {"format": "cloze"}, 0, tmp_path / "sounds", tmp_path / "tasks")
-    from dnd.io import read_jsonl
-
     test = read_jsonl(tmp_path / "sounds" / "test.jsonl")
     rows = read_jsonl(tmp_path / "sounds" / "test.lmeval.jsonl")
     for it, row in zip(test, rows):
@@ -107,7 +214,6 @@ def test_real_benchmarks_seven_by_three_disjoint(tmp_path):
     for name in REGISTRY:
         sizes = prepare(name, cfg["data"], {"format": "cloze"}, 0, tmp_path / name, tmp_path / "tasks")
         assert all(sizes[s] > 0 for s in SPLITS)
-        from dnd.io import read_jsonl
 
         splits = {s: read_jsonl(tmp_path / name / f"{s}.jsonl") for s in SPLITS}
         keys = {s: {item_key(x) for x in splits[s]} for s in SPLITS}

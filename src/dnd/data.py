@@ -23,9 +23,11 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .config import ConfigError
+from .io import parse_jsonl_lines
+from .prompts import LETTERS
 
 SPLITS = ("train", "cond", "test")
 
@@ -68,12 +70,10 @@ def title(name: str) -> str:
 
 
 # ---------------------------------------------------------------------------- file readers
-def _open(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    if path.suffix == ".bz2":
-        return bz2.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+def _open(path: Path, binary: bool = False):
+    """Open a plain, .gz or .bz2 file as UTF-8 text, or as bytes."""
+    opener = {".gz": gzip.open, ".bz2": bz2.open}.get(path.suffix, open)
+    return opener(path, "rb") if binary else opener(path, "rt", encoding="utf-8")
 
 
 def _read_json(path: Path) -> list[dict]:
@@ -81,9 +81,14 @@ def _read_json(path: Path) -> list[dict]:
         return json.load(f)
 
 
+def _numbered_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    """(1-based line number, value) per non-blank line; errors name the file and line."""
+    with _open(path, binary=True) as f:
+        yield from parse_jsonl_lines(f, path)
+
+
 def _read_jsonl(path: Path) -> list[dict]:
-    with _open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [obj for _, obj in _numbered_jsonl(path)]
 
 
 def _need(path: Path) -> Path:
@@ -157,6 +162,105 @@ def read_hellaswag_txt(path: Path) -> list[dict]:
         norm_hellaswag(lines[i], lines[i + 2 : i + 6], int(lines[i + 1]), i // 6, "hellaswag-val")
         for i in range(0, len(lines), 6)
     ]
+
+
+# ---------------------------------------------------------------------------- custom files
+CUSTOM_MIN_CHOICES, CUSTOM_MAX_CHOICES = 2, len(LETTERS)  # prompts label choices A..J
+CUSTOM_SPLITS = SPLITS  # 'train' rows train LoRAs when has_train is set; the others are evaluation rows
+
+_JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object",
+               type(None): "null"}
+
+
+def _show(value: Any) -> str:
+    """A value as the user wrote it, with its JSON type: 'number 1.9', 'string "1"'."""
+    text = json.dumps(value, ensure_ascii=False)
+    return f"{_JSON_TYPES.get(type(value), type(value).__name__)} {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _custom_row_error(rec: Any) -> str | None:
+    """What is wrong with one parsed line of a custom dataset ("field 'x': ..."), or None."""
+    if not isinstance(rec, dict):
+        return f"expected a JSON object, got {_show(rec)}"
+    missing = [k for k in ("question", "choices", "answer") if k not in rec]
+    if missing:
+        return f"missing field '{missing[0]}'"
+    question, choices, answer = rec["question"], rec["choices"], rec["answer"]
+    if not _text(question):
+        return f"field 'question': must be a non-empty string, got {_show(question)}"
+    lo, hi = CUSTOM_MIN_CHOICES, CUSTOM_MAX_CHOICES
+    if not isinstance(choices, list) or not lo <= len(choices) <= hi:
+        got = f"a list of {len(choices)}" if isinstance(choices, list) else _show(choices)
+        return f"field 'choices': must be a list of {lo} to {hi} strings, got {got}"
+    bad = [i for i, c in enumerate(choices) if not _text(c)]
+    if bad:
+        return f"field 'choices': item {bad[0]} must be a non-empty string, got {_show(choices[bad[0]])}"
+    if not _is_int(answer):
+        return f"field 'answer': must be an integer index into 'choices', got {_show(answer)}"
+    if not 0 <= answer < len(choices):
+        return f"field 'answer': {answer} out of range for {len(choices)} choices (0 to {len(choices) - 1})"
+    if rec.get("passage") is not None and not isinstance(rec["passage"], str):
+        return f"field 'passage': must be a string or null, got {_show(rec['passage'])}"
+    if "id" in rec and not (_is_int(rec["id"]) or _text(rec["id"])):
+        return f"field 'id': must be a non-empty string or an integer, got {_show(rec['id'])}"
+    if "split" in rec and rec["split"] not in CUSTOM_SPLITS:
+        return f"field 'split': must be one of {list(CUSTOM_SPLITS)}, got {_show(rec['split'])}"
+    return None
+
+
+def _duplicate_id_error(rec: dict, lineno: int, id_lines: dict[str, int]) -> str | None:
+    """Note the line of rec's id in `id_lines` (ids compare as the loader's strings); an error
+    if an earlier line already used it."""
+    if "id" not in rec:
+        return None
+    key = str(rec["id"])
+    if key in id_lines:
+        return f"field 'id': duplicate id {_show(rec['id'])} (already used on line {id_lines[key]})"
+    id_lines[key] = lineno
+    return None
+
+
+def read_custom_file(path: str | Path, name: str | None = None) -> list[dict]:
+    """The rows of a bring-your-own JSONL dataset, validated strictly: the path is a regular
+    UTF-8 file, every non-blank line a JSON object with a non-empty string `question`, a list of
+    2 to 10 non-empty strings `choices`, an integer `answer` in range, optionally a string
+    `passage`, a string or integer `id` (unique in the file) and a `split` in CUSTOM_SPLITS.
+    FileNotFoundError if the file is missing; otherwise one ValueError naming the file, the
+    1-based line (blank lines counted) and the field."""
+    path = Path(path)
+    prefix = f"custom dataset '{name}': " if name else ""
+    where = f"{prefix}{path}"
+    if not path.exists():
+        raise FileNotFoundError(f"{where}: file not found")
+    if not path.is_file():
+        raise ValueError(f"{where}: not a regular file (a custom dataset is one JSONL file)")
+    try:
+        numbered = list(_numbered_jsonl(path))
+    except ValueError as exc:
+        raise ValueError(f"{prefix}{exc}") from exc
+    id_lines: dict[str, int] = {}
+    for lineno, rec in numbered:
+        error = _custom_row_error(rec) or _duplicate_id_error(rec, lineno, id_lines)
+        if error:
+            raise ValueError(f"{where}, line {lineno}: {error}")
+    if not numbered:
+        raise ValueError(f"{where}: no items (the file is empty)")
+    return [rec for _, rec in numbered]
+
+
+def validate_custom_file(path: str | Path, name: str | None = None) -> None:
+    """Check a bring-your-own dataset file without loading it into a split (for start-up
+    checks): FileNotFoundError if missing, else ValueError on the first problem (see
+    `read_custom_file`)."""
+    read_custom_file(path, name)
 
 
 # ---------------------------------------------------------------------------- pools
@@ -247,22 +351,14 @@ def load_hub(name: str, dcfg: dict) -> Pools:  # pragma: no cover - needs intern
 
 
 def load_custom(name: str, spec: dict) -> Pools:
-    """Bring-your-own dataset: JSONL in the normalized schema (optional 'split': 'train')."""
+    """Bring-your-own dataset: JSONL in the normalized schema (optional 'split': 'train'),
+    validated strictly by `read_custom_file`."""
     from .config import resolve_input_path
 
-    path = resolve_input_path(spec["path"])
-    if not path.exists():
-        raise FileNotFoundError(f"custom dataset '{name}': file not found: {path}")
-    items = []
-    for i, r in enumerate(_read_jsonl(path)):
-        for key in ("question", "choices", "answer"):
-            if key not in r:
-                raise ValueError(f"custom dataset '{name}', line {i + 1}: missing field '{key}'")
-        if not 0 <= int(r["answer"]) < len(r["choices"]):
-            raise ValueError(f"custom dataset '{name}', line {i + 1}: answer {r['answer']} out of range")
-        items.append({"id": str(r.get("id", f"{name}-{i}")), "question": r["question"], "choices": list(r["choices"]),
-                      "answer": int(r["answer"]), "passage": r.get("passage"), "_split": r.get("split")})
-    is_train = [it.pop("_split") == "train" for it in items]
+    rows = read_custom_file(resolve_input_path(spec["path"]), name)
+    items = [{"id": str(r.get("id", f"{name}-{i}")), "question": r["question"], "choices": list(r["choices"]),
+              "answer": r["answer"], "passage": r.get("passage")} for i, r in enumerate(rows)]
+    is_train = [r.get("split") == "train" for r in rows]
     if spec.get("has_train"):
         return [it for it, t in zip(items, is_train) if t], [it for it, t in zip(items, is_train) if not t]
     return None, items

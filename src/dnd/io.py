@@ -47,8 +47,10 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The parsed non-blank lines of a UTF-8 JSONL file. A line that is not UTF-8 or not
+    valid JSON raises ValueError naming the file and its 1-based line number."""
+    with open(path, "rb") as f:
+        return [obj for _, obj in parse_jsonl_lines(f, path)]
 
 
 class ArtifactError(ValueError):
@@ -77,3 +79,26 @@ def load_torch(path: str | Path, what: str, **kw) -> Any:
             f"{what} {path} cannot be read ({type(exc).__name__}: {first[:200]}); it is corrupt, "
             "truncated or not a file this pipeline wrote: delete it and rerun the step that makes it"
         ) from exc
+
+
+def parse_jsonl_lines(lines: Iterable[bytes], path: str | Path) -> Iterator[tuple[int, Any]]:
+    """Yield (1-based line number, parsed value) for each non-blank line of raw JSONL bytes
+    (blank lines are counted, not yielded). `path` only names the file in errors: ValueError
+    with the line and byte offset for bytes that are not UTF-8, with the line and the JSON
+    error for a line that does not parse."""
+    offset = 0  # bytes before this line
+    for lineno, raw in enumerate(lines, 1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(
+                f"{path}, line {lineno}: not UTF-8: byte {raw[exc.start]:#04x} at byte offset "
+                f"{offset + exc.start} of the file (byte {exc.start + 1} of the line)"
+            ) from exc
+        offset += len(raw)
+        if not text.strip():
+            continue
+        try:
+            yield lineno, json.loads(text.rstrip("\r\n"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}, line {lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from exc
