@@ -68,3 +68,94 @@ def test_config_readme_documents_every_key():
     text = (REPO_ROOT / "config" / "README.md").read_text()
     block = text.split("<!-- keys -->\n", 1)[1].split("<!-- /keys -->", 1)[0]
     assert block == schema_markdown(), "config/README.md is stale: regenerate its key table from the schema"
+
+
+# --------------------------------------------------------------- reliability: names, types, cross-field
+UNSAFE_NAMES = ["evil`touch pwned`", "it's", "a b", "../up", "x|y", "$(id)", "a;b", "1abc", ""]
+
+
+@pytest.mark.parametrize("name", UNSAFE_NAMES)
+def test_unsafe_dataset_names_rejected(name, tmp_path):
+    custom = {name: {"path": str(tmp_path / "x.jsonl")}}
+    with pytest.raises(ConfigError, match="does not match"):
+        validate_config(_minimal(data={"datasets": ["arc_easy", name], "custom": custom}))
+    with pytest.raises(ConfigError, match="does not match"):
+        validate_config(_minimal(generator={"heldout": [name]}))
+
+
+def test_integers_are_ints_not_floats_or_bools():
+    with pytest.raises(ConfigError, match="lora/r.*4.0 is not of type 'integer'"):
+        validate_config(_minimal(lora={"r": 4.0}))
+    with pytest.raises(ConfigError, match="generator/steps"):
+        validate_config(_minimal(generator={"steps": True}))
+
+
+def test_prompt_counts_must_agree():
+    with pytest.raises(ConfigError, match=r"generate.n_prompts \(64\) must equal generator.n_prompts \(128\)"):
+        validate_config(_minimal(generator={"n_prompts": 128}, generate={"n_prompts": 64}))
+
+
+def test_chunk_width_must_divide_model_dims():
+    """SmolLM2: hidden 576, kv 192, intermediate 1536; 100 divides none, the message lists what does."""
+    from dnd.config import check_chunk_width
+
+    with pytest.raises(ConfigError, match=r"chunk_width 100 does not divide.*widths that divide every adapted "
+                                          r"dimension: \[1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 192\]"):
+        check_chunk_width(validate_config(_minimal(generator={"chunk_width": 100})))
+    tiny = {"source": "tiny", "tiny": {"hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 4,
+                                       "num_key_value_heads": 2}}
+    with pytest.raises(ConfigError, match="chunk_width 64 does not divide.*gate_proj"):
+        check_chunk_width(validate_config(_minimal(base_model=tiny, generator={"chunk_width": 64})))
+    # only the adapted modules count
+    check_chunk_width(validate_config(_minimal(base_model=tiny, generator={"chunk_width": 32},
+                                               lora={"target_modules": ["q_proj", "v_proj"]})))
+
+
+def test_paper_profile_dims_are_known_and_fit():
+    from dnd.config import lora_widths, model_dims
+
+    cfg = load_config(REPO_ROOT / "config" / "paper.yaml")
+    widths = lora_widths(model_dims(cfg["base_model"]), cfg["lora"]["target_modules"])
+    assert widths["k_proj"] == (896, 128) and widths["down_proj"] == (4864, 896)
+
+
+def test_custom_dataset_path_must_be_a_file(tmp_path):
+    from dnd.config import check_inputs
+
+    cfg = validate_config(_minimal(data={"datasets": ["arc_easy", "mine"], "custom": {"mine": {"path": str(tmp_path)}}}))
+    with pytest.raises(ConfigError, match="custom dataset 'mine': is a directory"):
+        check_inputs(cfg)
+    bad = tmp_path / "mine.jsonl"
+    bad.write_text('{"question": "q", "choices": "Paris", "answer": 0}\n')
+    cfg["data"]["custom"]["mine"]["path"] = str(bad)
+    with pytest.raises(ConfigError, match="mine.jsonl, line 1: field 'choices'"):
+        check_inputs(cfg)
+
+
+# --------------------------------------------------------------------------- CLI failures
+def _errors(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_cli_failure_is_one_line_naming_the_file(tmp_path, caplog):
+    from dnd.cli import main
+
+    missing = tmp_path / "nope" / "timing.json"
+    rc = main(["efficiency", "--timings", str(missing), "--out", str(tmp_path / "eff.csv")])
+    err = _errors(caplog)
+    assert rc == 1 and len(err) == 1 and "\n" not in err[0]
+    assert str(missing) in err[0] and "--debug" in err[0] and "Traceback" not in err[0]
+
+
+def test_cli_unexpected_error_is_one_line_and_debug_shows_it(monkeypatch, caplog):
+    from dnd import cli, data_prep
+
+    def boom(args):
+        raise RuntimeError("disk on fire\nsecond line")
+
+    monkeypatch.setitem(data_prep.COMMANDS, "data-summary", (data_prep.COMMANDS["data-summary"][0], boom))
+    rc = cli.main(["data-summary", "--data-dirs", "x", "--out", "y"])
+    err = _errors(caplog)
+    assert rc == 1 and len(err) == 1 and "RuntimeError: disk on fire second line" in err[0]
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        cli.main(["data-summary", "--debug", "--data-dirs", "x", "--out", "y"])

@@ -109,6 +109,11 @@ def _smoke_repo(dest: Path) -> None:
         subprocess.run(["git", *cmd], cwd=dest, check=True, capture_output=True)
 
 
+def _dvc_outs(dvc_yaml: dict) -> list[str]:
+    return [next(iter(o)) if isinstance(o, dict) else o
+            for st in dvc_yaml["stages"].values() for kind in ("outs", "metrics", "plots") for o in st.get(kind, [])]
+
+
 @pytest.mark.slow
 def test_smoke_dag_end_to_end_deterministic_and_through_dvc(tmp_path):
     """The smoke DAG twice: once with Snakemake, once with `dvc repro` in a git copy of the
@@ -139,6 +144,15 @@ def test_smoke_dag_end_to_end_deterministic_and_through_dvc(tmp_path):
     # every stage's outputs come from its own Snakemake target, not from a later stage
     assert "Data and pipelines are up to date" in dvc(b, "status").stdout
     assert (a / "results" / "scores.csv").read_text() == (b / "results" / "scores.csv").read_text()
+    # bit-reproducible: every file DVC hashes is byte-identical between the two runs, made in
+    # different directories (no machine path, no wall-clock time inside any of them)
+    for out in _dvc_outs(yaml.safe_load((REPO / "dvc.yaml").read_text())):
+        files = sorted(p.relative_to(a) for p in (a / out).rglob("*") if p.is_file()) if (a / out).is_dir() else [Path(out)]
+        assert files, out
+        for f in files:
+            if f.name == ".snakemake_timestamp":
+                continue
+            assert (a / f).read_bytes() == (b / f).read_bytes(), f"{f} differs between two runs of the same config"
     linked = next((b / "results" / "generators").rglob("generator.pt"))
     assert os.stat(linked).st_nlink == 2  # in the DVC cache as a hardlink: nothing copied
     # DVC linking its cached outputs (.dvcignore) must not make Snakemake think they are new
@@ -169,3 +183,31 @@ def test_missing_data_dir_stops_at_start(tmp_path):
     res = snakemake("-n", "--configfile", str(bad), "-d", str(tmp_path), check=False)
     assert res.returncode != 0
     assert "data directory not found" in res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("name", ["evil`touch pwned`", "it's"])
+def test_shell_metacharacters_in_a_dataset_name_never_run(name, tmp_path):
+    """A dataset name is never executed: the schema refuses it before any job is planned."""
+    cfg = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    cfg["data"]["custom"][name] = dict(cfg["data"]["custom"]["capitals"])
+    cfg["data"]["datasets"].append(name)
+    bad = tmp_path / "cfg.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    res = snakemake("--cores", "1", "--configfile", str(bad), "-d", str(tmp_path), check=False)
+    assert res.returncode != 0
+    assert "does not match" in res.stdout + res.stderr
+    assert not list(tmp_path.rglob("pwned")) and not (REPO / "pwned").exists()
+
+
+def test_configfile_profile_is_not_layered_over_the_default(tmp_path):
+    """--configfile smoke.yaml takes the schema defaults for what it leaves out, not
+    config/config.yaml's deviations (output_offset mean, bf16 encoder), like load_config."""
+    from dnd.config import load_config
+
+    res = snakemake("-n", "-p", "--cores", "1", "--configfile", str(REPO / "config" / "smoke.yaml"), "-d", str(tmp_path))
+    out = res.stdout + res.stderr
+    smoke = load_config(REPO / "config" / "smoke.yaml")
+    assert smoke["generator"]["output_offset"] == "none" and smoke["encoder"]["dtype"] == "float32"
+    assert '\\"output_offset\\": \\"none\\"' in out or '"output_offset": "none"' in out
+    assert '"output_offset": "mean"' not in out and '\\"output_offset\\": \\"mean\\"' not in out
+    assert "config: " + str(REPO / "config" / "smoke.yaml") in out

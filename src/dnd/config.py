@@ -116,7 +116,12 @@ def check_cross_fields(cfg: dict[str, Any]) -> None:
             f"generate.n_prompts ({generate['n_prompts']}) must equal generator.n_prompts ({gen['n_prompts']}): "
             "the decoder takes exactly generator.n_prompts prompts as its input channels"
         )
-    w = gen.get("chunk_width")
+
+
+def check_chunk_width(cfg: dict[str, Any]) -> None:
+    """The LoRA tokenizer's chunk width must divide every adapted dimension of the base model
+    (part of the run's start-up checks: commands that never tokenize a LoRA do not need it)."""
+    w = cfg.get("generator", {}).get("chunk_width")
     dims = model_dims(cfg["base_model"])
     if w is None or dims is None:
         return
@@ -132,8 +137,11 @@ def check_cross_fields(cfg: dict[str, Any]) -> None:
 
 
 def check_inputs(cfg: dict[str, Any]) -> None:
-    """Inputs the run reads must exist: fail at start-up with one message, not hours later."""
-    from .data import REGISTRY
+    """Inputs the run reads must exist and fit together: fail at start-up with one message,
+    not hours later."""
+    from .data import REGISTRY, validate_custom_file
+
+    check_chunk_width(cfg)
 
     data = cfg["data"]
     custom = data.get("custom", {})
@@ -151,6 +159,10 @@ def check_inputs(cfg: dict[str, Any]) -> None:
             if not path.is_file():
                 what = "is a directory, not a JSONL file" if path.is_dir() else "file not found"
                 raise ConfigError(f"custom dataset '{name}': {what}: {path}")
+            try:
+                validate_custom_file(path, name)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from exc
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
