@@ -112,7 +112,7 @@ def params(**generator) -> dict:
     return {"seed": 3, "generator": {**GENERATOR, **generator}, "encoder": ENCODER, "lora": {"r": 8, "alpha": 16}}
 
 
-def train(work: Path, out: Path, **generator) -> dict:
+def train(work: Path, out: Path, timings: Path | None = None, **generator) -> dict:
     return training.train_generator(
         params(**generator),
         "gamma",
@@ -122,6 +122,7 @@ def train(work: Path, out: Path, **generator) -> dict:
         work / "results/zoo/alpha/final",
         out,
         out.with_suffix(".csv"),
+        timings,
     )
 
 
@@ -235,6 +236,9 @@ def test_training_is_deterministic_and_resumes_exactly(work: Path, tmp_path: Pat
     second = train(work, tmp_path / "b/generator.pt")
     for k in first["model"]:
         assert torch.equal(first["model"][k], second["model"][k]), k
+    for name in ("generator.pt", "generator.csv"):  # no timings in the outputs: byte-identical
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert (tmp_path / "a/generator.csv").read_text().splitlines()[0] == "step,loss,lr"
 
     # crash after step 5 (a resume checkpoint exists from step 4), then rerun
     calls = {"n": 0}
@@ -251,13 +255,40 @@ def test_training_is_deterministic_and_resumes_exactly(work: Path, tmp_path: Pat
         train(work, out)
     monkeypatch.undo()
     assert training.resume_path(out).exists()
-    resumed = train(work, out)
+    resumed = train(work, out, timings=tmp_path / "timings.json")
     assert not training.resume_path(out).exists()
+    timings = json.loads((tmp_path / "timings.json").read_text())
+    assert timings["steps"] == 6 and timings["resumed_from"] == 4 and timings["wall_s"] > 0 and timings["loop_s"] > 0
     for k in first["model"]:
         assert torch.equal(first["model"][k], resumed["model"][k]), k
     rows = list(csv.DictReader(out.with_suffix(".csv").open()))
     assert [int(r["step"]) for r in rows] == list(range(1, 7))
     assert [r["loss"] for r in rows] == [r["loss"] for r in csv.DictReader((tmp_path / "a/generator.csv").open())]
+
+
+def test_non_finite_loss_stops_training(work: Path, tmp_path: Path, monkeypatch) -> None:
+    """A NaN loss at step 5 stops the run there: no output, the resume point of step 4 stays."""
+    from dnd.io import ArtifactError, load_torch
+    from dnd.lora import NonFiniteError
+
+    calls = {"n": 0}
+
+    def nan_at_step_5(*a):
+        calls["n"] += 1
+        loss = weighted_mse(*a)
+        return loss * float("nan") if calls["n"] == 5 else loss
+
+    out = tmp_path / "g/generator.pt"
+    monkeypatch.setattr(training, "weighted_mse", nan_at_step_5)
+    with pytest.raises(NonFiniteError, match=r"at step 5: .*resume point, step 4, is kept"):
+        train(work, out, timings=tmp_path / "timings.json")
+    monkeypatch.undo()
+    resume = training.resume_path(out)
+    assert load_torch(resume, "resume")["step"] == 4
+    assert sorted(p.name for p in out.parent.iterdir()) == [resume.name]  # no checkpoint, log or timings
+    resume.write_bytes(resume.read_bytes()[:100])  # truncated
+    with pytest.raises(ArtifactError, match=str(resume)):
+        train(work, out)
 
 
 def test_mean_output_offset(work: Path, tmp_path: Path) -> None:
@@ -322,9 +353,12 @@ def test_generate_cli_end_to_end(work: Path) -> None:
          "--tokens", *[str(work / f"results/zoo/{d}/tokens.pt") for d in SOURCES],
          "--encoded", *[str(work / f"results/encoded/{d}/train.pt") for d in SOURCES],
          "--template-adapter", str(work / "results/zoo/alpha/final"),
-         "--out", str(gen_dir / "generator.pt"), "--log", str(gen_dir / "train_log.csv")]
+         "--out", str(gen_dir / "generator.pt"), "--log", str(gen_dir / "train_log.csv"),
+         "--timings", str(gen_dir / "timings.json")]
     )  # fmt: skip
     assert rc == 0
+    train_timings = json.loads((gen_dir / "timings.json").read_text())
+    assert {"wall_s", "loop_s", "steps", "resumed_from"} <= set(train_timings) and train_timings["steps"] == 6
     ckpt = torch.load(gen_dir / "generator.pt", weights_only=True)
     assert ckpt["sources"] == list(SOURCES) and ckpt["step"] == 6 and ckpt["n_params"] > 0
     assert ckpt["lora_config"]["base_model_name_or_path"] == str(work / "base")

@@ -1,4 +1,6 @@
 import csv
+import json
+import re
 
 import pytest
 import torch
@@ -12,7 +14,7 @@ from conftest import SMOKE_DATA
 
 LCFG = validate_config({"data": {"datasets": ["capitals", "sounds"], "custom": {
     "capitals": {"path": str(SMOKE_DATA / "capitals.jsonl")}, "sounds": {"path": str(SMOKE_DATA / "sounds.jsonl")}}},
-    "base_model": {"source": "tiny"},
+    "base_model": {"source": "tiny"}, "generator": {"chunk_width": 32},
     "lora": {"r": 4, "alpha": 8, "lr": 5e-3, "batch_size": 4, "max_length": 48, "phase1_steps": 6,
              "checkpoint_steps": 4, "bf16_autocast": False}})["lora"]
 
@@ -27,6 +29,20 @@ def train_file(tmp_path, smoke_items):
 def _read_log(path):
     with open(path) as f:
         return list(csv.DictReader(f))
+
+
+def _interrupt_at(monkeypatch, call: int) -> None:
+    """Make the `call`-th loss computation raise KeyboardInterrupt (a simulated kill)."""
+    calls = {"n": 0}
+    real = lora_mod.answer_loss
+
+    def crashing(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt("simulated kill")
+        return real(*a, **k)
+
+    monkeypatch.setattr(lora_mod, "answer_loss", crashing)
 
 
 def test_answer_tokens_are_the_continuation(tiny_model_dir, smoke_items):
@@ -71,21 +87,12 @@ def test_resume_after_interruption_gives_identical_trajectory(tmp_path, tiny_mod
     ref = tmp_path / "ref"
     lora_mod.train_lora(tiny_model_dir, train_file, ref, LCFG, "cloze", seed=0, resume_every=3)
 
-    calls = {"n": 0}
-    real = lora_mod.answer_loss
-
-    def crashing(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 8:  # inside phase 2, after a resume point at step 6
-            raise KeyboardInterrupt("simulated kill")
-        return real(*a, **k)
-
     out = tmp_path / "run"
-    monkeypatch.setattr(lora_mod, "answer_loss", crashing)
+    _interrupt_at(monkeypatch, 8)  # inside phase 2, after a resume point at step 6
     with pytest.raises(KeyboardInterrupt):
         lora_mod.train_lora(tiny_model_dir, train_file, out, LCFG, "cloze", seed=0, resume_every=3)
     assert (out / ".work" / "resume.pt").exists() and not (out / "final").exists()
-    monkeypatch.setattr(lora_mod, "answer_loss", real)
+    monkeypatch.undo()
     lora_mod.train_lora(tiny_model_dir, train_file, out, LCFG, "cloze", seed=0, resume_every=3)
     got = sorted((out / "checkpoints").iterdir())
     exp = sorted((ref / "checkpoints").iterdir())
@@ -107,3 +114,62 @@ def test_lr_schedule_warmup_and_floor():
     lrs = [lora_mod.lr_at(s, 100, 10, 1e-3, 0.1) for s in range(100)]
     assert lrs[0] == pytest.approx(1e-4) and max(lrs) == pytest.approx(1e-3)
     assert lrs[-1] >= 1e-4 - 1e-12 and lrs[-1] < lrs[50]
+
+
+def test_resume_state_is_safe_and_bound_to_its_config(tmp_path, tiny_model_dir, train_file, monkeypatch):
+    from dnd.io import ArtifactError, load_torch
+
+    out = tmp_path / "capitals"
+    _interrupt_at(monkeypatch, 8)  # resume point at step 6
+    with pytest.raises(KeyboardInterrupt):
+        lora_mod.train_lora(tiny_model_dir, train_file, out, LCFG, "cloze", seed=0, resume_every=3)
+    monkeypatch.undo()
+    state_file = out / ".work" / "resume.pt"
+    state = load_torch(state_file, "LoRA resume state")  # weights_only=True
+    assert state["step"] == 6 and isinstance(state["fingerprint"], str) and state["rng"]["cpu"].dtype == torch.uint8
+
+    with pytest.raises(lora_mod.ResumeMismatchError, match=r"delete .*\.work/"):
+        lora_mod.train_lora(tiny_model_dir, train_file, out, dict(LCFG, lr=1e-3), "cloze", seed=0, resume_every=3)
+    good = state_file.read_bytes()
+    state_file.write_bytes(good[: len(good) // 2])  # truncated
+    with pytest.raises(ArtifactError, match=str(state_file)):
+        lora_mod.train_lora(tiny_model_dir, train_file, out, LCFG, "cloze", seed=0, resume_every=3)
+    assert not (out / "final").exists()
+
+    state_file.write_bytes(good)
+    timings = tmp_path / "timings.json"
+    lora_mod.train_lora(tiny_model_dir, train_file, out, LCFG, "cloze", seed=0, resume_every=3, timings=timings)
+    t = json.loads(timings.read_text())
+    assert t["steps"] == 10 and t["resumed_from"] == 6 and t["wall_s"] >= 0 and t["loop_s"] > 0
+
+
+def test_non_finite_loss_stops_before_anything_is_written(tmp_path, tiny_model_dir, train_file):
+    out = tmp_path / "capitals"
+    with pytest.raises(lora_mod.NonFiniteError) as err:
+        lora_mod.train_lora(tiny_model_dir, train_file, out, dict(LCFG, lr=1e30), "cloze", seed=0, resume_every=1)
+    step = int(re.search(r"at step (\d+)", str(err.value)).group(1))
+    assert step >= 2 and f"resume point, step {step - 1}, is kept" in str(err.value)
+    from dnd.io import load_torch
+
+    assert load_torch(out / ".work" / "resume.pt", "LoRA resume state")["step"] == step - 1
+    assert all(int(p.stem.split("-")[1]) < step for p in (out / ".work" / "checkpoints").iterdir())
+    assert sorted(p.name for p in out.iterdir()) == [".work"]  # nothing published
+
+
+def test_same_seed_gives_byte_identical_outputs(tmp_path, tiny_model_dir, train_file):
+    from dnd.cli import main
+
+    cfg = dict(LCFG, phase1_steps=2, checkpoint_steps=2)
+    a, b = tmp_path / "a" / "capitals", tmp_path / "b" / "capitals"
+    lora_mod.train_lora(tiny_model_dir, train_file, a, cfg, "cloze", seed=0)
+    params = json.dumps({"lora": cfg, "prompt": {"format": "cloze"}, "seed": 0})
+    assert main(["train-lora", "--params", params, "--model", str(tiny_model_dir), "--train", str(train_file),
+                 "--out-dir", str(b), "--timings", str(tmp_path / "t.json")]) == 0
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert {"train_log.csv", "summary.json", "checkpoints/step-00004.safetensors"} <= {str(f) for f in files}
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    for f in files:
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+    assert "elapsed_s" not in (a / "train_log.csv").read_text() and "wall_s" not in (a / "summary.json").read_text()
+    t = json.loads((tmp_path / "t.json").read_text())
+    assert t["steps"] == 4 and t["resumed_from"] == 0 and t["wall_s"] >= t["loop_s"] > 0

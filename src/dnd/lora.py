@@ -9,14 +9,25 @@ loss covers the answer tokens only, and the LM head is applied only at those pos
 
 Resumability: work in progress lives in `<out>/.work/` (resume state every few steps plus
 the phase-2 checkpoints written so far). The declared outputs (`checkpoints/`, `final/`,
-`train_log.csv`) appear only when the run completes, by rename, so Snakemake never sees a
-half-written trajectory and a killed run continues where it stopped.
+`train_log.csv`, `summary.json`) appear only when the run completes, by rename, so Snakemake
+never sees a half-written trajectory and a killed run continues where it stopped. The resume
+state holds only tensors and plain data (read back with weights_only=True) and a fingerprint
+of everything the trajectory depends on (`resume_fingerprint`); a state written for another
+configuration is an error, never silently mixed in.
+
+Non-finite values: a NaN/inf loss or gradient stops the run at that step, before the
+optimizer step, so nothing of that step is written and the last resume point stays valid
+(`check_finite`, shared with the generator trainer).
+
+The published files hold no timings, so one configuration gives byte-identical outputs on
+any machine; `--timings PATH` writes them to a separate JSON (`write_timings`).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -29,7 +40,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-LOG_FIELDS = ["phase", "step", "loss", "lr", "tokens", "elapsed_s"]
+LOG_FIELDS = ["phase", "step", "loss", "lr", "tokens"]
 
 
 def encode_examples(items: list[dict], tok, fmt: str, max_length: int) -> list[tuple[list[int], int]]:
@@ -118,17 +129,135 @@ def _write_log(path: Path, rows: list[dict]) -> None:
     write_text(path, buf.getvalue())
 
 
-def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt: str, seed: int,
-               resume_every: int = 10) -> dict:
-    """Train one source LoRA; see the module docstring for the layout of `out_dir`."""
+class ResumeMismatchError(ValueError):
+    """A resume state written for another configuration, training data or base model."""
+
+
+class NonFiniteError(ValueError):
+    """The loss or a gradient became NaN/inf; training stopped before that step wrote anything."""
+
+
+def check_finite(step: int, loss: float, grad_norm: float, resume_step: int, resume_file: Path) -> None:
+    """Raise NonFiniteError if the loss or the total gradient norm of (1-based) step `step` is
+    NaN/inf. Call it before the optimizer step; `resume_step` is the step of the resume point
+    on disk (0: none)."""
+    if math.isfinite(loss) and math.isfinite(grad_norm):
+        return
+    what = f"loss ({loss})" if not math.isfinite(loss) else f"gradient norm ({grad_norm})"
+    kept = (f"the last good resume point, step {resume_step}, is kept in {resume_file}" if resume_step
+            else "the last good resume point is step 0 (none written yet)")
+    raise NonFiniteError(f"non-finite {what} at step {step}: training stopped before its optimizer step; "
+                         f"nothing of step {step} was written and no output was published; {kept}")
+
+
+def write_timings(path: str | Path | None, started: float, loop_s: float, steps: int, resumed_from: int) -> None:
+    """The `--timings` JSON of a training command (nothing if `path` is None): wall_s (the whole
+    call, since the time.perf_counter() value `started`), loop_s (the training loop, including
+    the time before a resume), steps (total), resumed_from (step, 0 for a fresh run)."""
+    from .io import write_json
+
+    if path is not None:
+        write_json(path, {"wall_s": round(time.perf_counter() - started, 3), "loop_s": round(loop_s, 3),
+                          "steps": steps, "resumed_from": resumed_from})
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resume_fingerprint(lcfg: dict, fmt: str, seed: int, train_file: Path, model_dir: Path) -> str:
+    """sha256 of everything a LoRA trajectory depends on: the lora params, prompt format, seed,
+    the training data's content and the base model's identity (its config.json and the names
+    and sizes of its weight files; hashing the weights themselves would cost seconds)."""
+    model_dir = Path(model_dir)
+    config = model_dir / "config.json"
+    parts = {"lora": lcfg, "format": fmt, "seed": seed, "train_sha256": _file_sha256(Path(train_file)),
+             "model_config_sha256": _file_sha256(config) if config.is_file() else str(model_dir),
+             "model_weights": sorted((p.name, p.stat().st_size) for p in model_dir.glob("*.safetensors"))}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _save_resume(state_file: Path, fingerprint: str, pm, opt, step: int, rows: list[dict], elapsed: float) -> None:
+    """Resume state of `step`: weights_only-loadable types only (tensors, numbers, strings, lists,
+    dicts), including the torch RNG states (LoRA dropout draws from them)."""
     import torch
-    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
-    from safetensors.torch import load_file, save_file
+    from peft import get_peft_model_state_dict
+
+    from .io import atomic_path
+
+    rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    state = {"fingerprint": fingerprint, "lora": get_peft_model_state_dict(pm), "optim": opt.state_dict(),
+             "rng": rng, "step": step, "rows": rows, "elapsed_s": elapsed}
+    with atomic_path(state_file) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_resume(state_file: Path, fingerprint: str, pm, opt) -> tuple[int, list[dict], float]:
+    """Restore model, optimizer and RNG from the resume state: (step, log rows, loop seconds so
+    far), or (0, [], 0.0) without one. A corrupt file is an ArtifactError, a state written for
+    another configuration a ResumeMismatchError; both name the file."""
+    import torch
+    from peft import set_peft_model_state_dict
+
+    from .io import load_torch
+
+    if not state_file.exists():
+        return 0, [], 0.0
+    st = load_torch(state_file, "LoRA resume state")
+    if not isinstance(st, dict) or st.get("fingerprint") != fingerprint:
+        raise ResumeMismatchError(
+            f"{state_file} was written for a different configuration (lora/prompt/seed params, training data "
+            f"or base model): delete {state_file.parent}/ to start over, or restore the configuration it was "
+            "written with")
+    set_peft_model_state_dict(pm, st["lora"])
+    opt.load_state_dict(st["optim"])
+    torch.set_rng_state(st["rng"]["cpu"])
+    if st["rng"]["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["rng"]["cuda"])
+    return st["step"], st["rows"], st["elapsed_s"]
+
+
+def _publish(pm, out_dir: Path, work: Path, summary: dict, rows: list[dict]) -> None:
+    """Move a finished run into place: final/ (the last checkpoint as a standard PEFT
+    directory), summary.json, train_log.csv and checkpoints/; then drop .work/."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from .io import atomic_path, write_json
+
+    ckpts = sorted((work / "checkpoints").glob("step-*.safetensors"))
+    if len(ckpts) != summary["checkpoints"]:
+        raise RuntimeError(f"expected {summary['checkpoints']} checkpoints in {work / 'checkpoints'}, "
+                           f"found {len(ckpts)}")
+    set_peft_model_state_dict(pm, load_file(str(ckpts[-1])))
+    with atomic_path(out_dir / "final", is_dir=True) as tmp:
+        pm.save_pretrained(tmp)
+    write_json(work / "summary.json", summary)
+    _write_log(out_dir / "train_log.csv", rows)
+    if (out_dir / "checkpoints").exists():
+        shutil.rmtree(out_dir / "checkpoints")
+    os.replace(work / "checkpoints", out_dir / "checkpoints")
+    os.replace(work / "summary.json", out_dir / "summary.json")
+    shutil.rmtree(work)
+
+
+def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt: str, seed: int,
+               resume_every: int = 10, timings: str | Path | None = None) -> dict:
+    """Train one source LoRA; see the module docstring for the layout of `out_dir`. `timings`:
+    optional path of the timings JSON (see `write_timings`)."""
+    import torch
+    from peft import get_peft_model, get_peft_model_state_dict
+    from safetensors.torch import save_file
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .io import atomic_path, read_jsonl, write_json
+    from .io import atomic_path, read_jsonl
 
+    started = time.perf_counter()
     torch.manual_seed(seed)
     out_dir = Path(out_dir)
     work = out_dir / ".work"
@@ -153,19 +282,17 @@ def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt
     warmup = max(1, math.ceil(lcfg["warmup_ratio"] * total))
     min_ratio = lcfg.get("min_lr_ratio", 0.1)
 
-    start_step, rows, elapsed0 = 0, [], 0.0
+    fingerprint = resume_fingerprint(lcfg, fmt, seed, train_file, model_dir)
     state_file = work / "resume.pt"
-    if state_file.exists():
-        st = torch.load(state_file, weights_only=False, map_location=device)
-        set_peft_model_state_dict(pm, st["lora"])
-        opt.load_state_dict(st["optim"])
-        start_step, rows, elapsed0 = st["step"], st["rows"], st["elapsed_s"]
+    start_step, rows, elapsed0 = _load_resume(state_file, fingerprint, pm, opt)
+    if start_step:
         for f in (work / "checkpoints").glob("step-*.safetensors"):  # newer than the state: redo
             if int(f.stem.split("-")[1]) > start_step:
                 f.unlink()
         log.info("resuming %s at step %d/%d", out_dir, start_step, total)
 
-    t0 = time.time() - elapsed0
+    t0 = time.perf_counter() - elapsed0
+    saved = start_step  # step of the resume point on disk
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=lcfg.get("bf16_autocast", True))
     pm.train()
     bar = tqdm(range(start_step, total), initial=start_step, total=total, desc=f"LoRA {out_dir.name}",
@@ -180,37 +307,27 @@ def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt
             loss = answer_loss(pm, *batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        done, loss_value = step + 1, loss.item()
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        check_finite(done, loss_value, float(grad_norm), saved, state_file)
         opt.step()
-        done = step + 1
-        rows.append({"phase": 1 if done <= P else 2, "step": done, "loss": round(loss.item(), 6),
-                     "lr": f"{lr:.6g}", "tokens": int(batch[1].sum()), "elapsed_s": round(time.time() - t0, 3)})
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        rows.append({"phase": 1 if done <= P else 2, "step": done, "loss": round(loss_value, 6),
+                     "lr": f"{lr:.6g}", "tokens": int(batch[1].sum())})
+        bar.set_postfix(loss=f"{loss_value:.4f}")
         if done > P:  # phase 2: one checkpoint per step
             sd = {k: v.detach().float().cpu().contiguous() for k, v in get_peft_model_state_dict(pm).items()}
             with atomic_path(work / "checkpoints" / f"step-{done:05d}.safetensors") as tmp:
                 save_file(sd, str(tmp))
         if done % resume_every == 0 or done == P or done == total:
-            with atomic_path(state_file) as tmp:
-                torch.save({"lora": get_peft_model_state_dict(pm), "optim": opt.state_dict(), "step": done,
-                            "rows": rows, "elapsed_s": time.time() - t0}, tmp)
+            _save_resume(state_file, fingerprint, pm, opt, done, rows, time.perf_counter() - t0)
+            saved = done
+    loop_s = time.perf_counter() - t0
 
-    # publish: final adapter = last checkpoint, as a standard PEFT directory
-    ckpts = sorted((work / "checkpoints").glob("step-*.safetensors"))
-    if len(ckpts) != K:
-        raise RuntimeError(f"expected {K} checkpoints in {work / 'checkpoints'}, found {len(ckpts)}")
-    set_peft_model_state_dict(pm, load_file(str(ckpts[-1])))
-    with atomic_path(out_dir / "final", is_dir=True) as tmp:
-        pm.save_pretrained(tmp)
     summary = {"dataset": out_dir.name, "steps": total, "phase1_steps": P, "checkpoints": K,
-               "train_items": len(items), "wall_s": round(time.time() - t0, 2),
-               "final_loss": rows[-1]["loss"], "trainable_params": sum(p.numel() for p in params)}
-    write_json(work / "summary.json", summary)
-    _write_log(out_dir / "train_log.csv", rows)
-    if (out_dir / "checkpoints").exists():
-        shutil.rmtree(out_dir / "checkpoints")
-    os.replace(work / "checkpoints", out_dir / "checkpoints")
-    os.replace(work / "summary.json", out_dir / "summary.json")
-    shutil.rmtree(work)
+               "train_items": len(items), "final_loss": rows[-1]["loss"],
+               "trainable_params": sum(p.numel() for p in params)}
+    _publish(pm, out_dir, work, summary, rows)
+    write_timings(timings, started, loop_s, total, start_step)
     log.info("LoRA %s done: %s", out_dir.name, json.dumps(summary))
     return summary
 
@@ -220,6 +337,9 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, type=Path, help="base model directory")
     p.add_argument("--train", required=True, type=Path, help="results/data/<ds>/train.jsonl")
     p.add_argument("--out-dir", required=True, type=Path, help="results/zoo/<ds>")
+    p.add_argument("--timings", type=Path, default=None,
+                   help="optional JSON of run times (wall_s, loop_s, steps, resumed_from); kept out of "
+                        "the outputs so they are byte-identical across machines")
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -227,7 +347,7 @@ def _run(args: argparse.Namespace) -> None:
 
     params = parse_params(args.params)
     train_lora(args.model, args.train, args.out_dir, params["lora"], params.get("prompt", {}).get("format", "cloze"),
-               params.get("seed", 0))
+               params.get("seed", 0), timings=args.timings)
 
 
 COMMANDS = {"train-lora": (_add, _run)}

@@ -5,18 +5,21 @@ Commands:
                     a dataset's LoRA checkpoints -> zoo tokens (K, T, r+2, w+2)
   train-generator   dnd train-generator --params JSON --target T --sources D1 D2 ...
                         --tokens TOK1 TOK2 ... --encoded ENC1 ENC2 ... --template-adapter DIR
-                        --out generator.pt --log train_log.csv
+                        --out generator.pt --log train_log.csv [--timings timings.json]
                     one leave-one-dataset-out generator. --params is
                     {"seed": int, "generator": {...}, "encoder": {...}, "lora": {...}}: the config
                     sections (missing keys take the schema defaults). `encoder` must match the
                     config the prompts were encoded with, `lora` (r, alpha, target_modules) the
                     zoo and the template adapter; both are checked.
 
-Outputs of train-generator: the checkpoint (see `train_generator`), the loss log
-(step, loss, lr, elapsed_s) and, while training runs, `<out stem>.resume.pt` next to the
-checkpoint (model, optimizer, scheduler, step, log; written atomically every
-`generator.save_every` steps, picked up by a rerun with the same configuration, deleted at
-the end).
+Outputs of train-generator: the checkpoint (see `train_generator`) and the loss log
+(step, loss, lr), both written only when training completes; while training runs,
+`<out stem>.resume.pt` next to the checkpoint (model, optimizer, scheduler, step, log, loop
+seconds; written atomically every `generator.save_every` steps, picked up by a rerun with the
+same configuration, deleted at the end). The outputs hold no timings (one configuration gives
+byte-identical files on any machine); `--timings` writes them to a separate JSON (wall_s,
+loop_s, steps, resumed_from). A NaN/inf loss or gradient stops training at that step, before
+the optimizer step: no resume point or output is written after it (dnd.lora.check_finite).
 
 Training pairs: an item is one checkpoint of a source dataset d plus a fresh draw of N
 prompts from d's encoded train prompts. Items are visited in epochs (a seeded permutation
@@ -53,7 +56,8 @@ from torch import Tensor
 from tqdm import tqdm
 
 from .encoder import config_section, encoding_signature, load_encoded
-from .io import atomic_path, write_text
+from .io import atomic_path, load_torch, write_text
+from .lora import check_finite, write_timings
 from .model import HyperConvDecoder, count_parameters, weighted_mse
 from .tokenization import LoraLayout, tokenize
 
@@ -95,10 +99,7 @@ def tokenize_checkpoints(checkpoint_dir: str | Path, chunk_width: int) -> dict[s
 
 def load_zoo_tokens(path: str | Path) -> dict[str, Any]:
     """Read zoo tokens written by `tokenize-zoo` (memory-mapped)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"zoo tokens not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return load_torch(path, "zoo tokens", mmap=True)
 
 
 def criterion_weights(token_sets: Sequence[Tensor]) -> Tensor:
@@ -232,7 +233,7 @@ def _check_lora(lora: Mapping[str, Any], template: Mapping[str, Any], layout: Lo
 def _write_log(path: Path, rows: Sequence[Sequence[Any]]) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["step", "loss", "lr", "elapsed_s"])
+    w.writerow(["step", "loss", "lr"])
     w.writerows(rows)
     write_text(path, buf.getvalue())
 
@@ -268,6 +269,39 @@ def resume_path(out: str | Path) -> Path:
     return out.with_name(out.stem + ".resume.pt")
 
 
+def _save_resume(
+    path: Path, fingerprint: int, model, optimizer, scheduler, step: int, elapsed: float, rows: list[list]
+) -> None:
+    """The resume checkpoint of `step` (tensors and plain data only: loadable with weights_only)."""
+    state = {
+        "fingerprint": fingerprint,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "step": step,
+        "elapsed_s": elapsed,
+        "log": rows,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_resume(path: Path, fingerprint: int, model, optimizer, scheduler) -> tuple[int, float, list[list]]:
+    """Restore model, optimizer and scheduler from the resume checkpoint: (step, loop seconds so
+    far, log rows), or (0, 0.0, []) without one or when it was written for another
+    configuration. A corrupt file is an ArtifactError naming it."""
+    if not path.exists():
+        return 0, 0.0, []
+    state = load_torch(path, "generator resume checkpoint")
+    if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
+        log.warning("ignoring %s: it was written for a different configuration", path)
+        return 0, 0.0, []
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return state["step"], state["elapsed_s"], [list(r) for r in state["log"]]
+
+
 def train_generator(
     params: Mapping[str, Any],
     target: str,
@@ -277,6 +311,7 @@ def train_generator(
     template_adapter: str | Path,
     out: str | Path,
     log_path: str | Path,
+    timings: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train one generator and write its self-contained checkpoint to `out`.
 
@@ -287,10 +322,12 @@ def train_generator(
         sources: training datasets; `tokens_paths` and `encoded_paths` follow their order.
         template_adapter: a PEFT adapter dir of the zoo (its adapter_config.json is copied).
         out: generator checkpoint path; the resume checkpoint lives next to it.
-        log_path: CSV loss log (step, loss, lr, elapsed_s).
+        log_path: CSV loss log (step, loss, lr).
+        timings: optional path of the timings JSON (see dnd.lora.write_timings).
 
     Returns the checkpoint dict that was saved.
     """
+    started = time.perf_counter()
     if target in sources:
         raise ValueError(f"target {target!r} is among the sources (leave-one-out)")
     if not (len(sources) == len(tokens_paths) == len(encoded_paths)) or not sources:
@@ -327,22 +364,15 @@ def train_generator(
 
     out, log_path = Path(out), Path(log_path)
     resume = resume_path(out)
-    start, elapsed, rows = 0, 0.0, []
-    if resume.exists():
-        state = torch.load(resume, map_location="cpu", weights_only=True)
-        if state["fingerprint"] == fingerprint:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            start, elapsed, rows = state["step"], state["elapsed_s"], [list(r) for r in state["log"]]
-            log.info("resuming %s at step %d", target, start)
-        else:
-            log.warning("ignoring %s: it was written for a different configuration", resume)
+    start, elapsed, rows = _load_resume(resume, fingerprint, model, optimizer, scheduler)
+    if start:
+        log.info("resuming %s at step %d", target, start)
 
     n_params = count_parameters(model)
     log.info("generator %s: %d parameters, %d steps, sources %s", target, n_params, total, list(sources))
     model.train()
     t0 = time.perf_counter() - elapsed
+    saved = start  # step of the resume checkpoint on disk
     bar = tqdm(
         total=total, initial=start, desc=f"generator {target}", mininterval=PROGRESS_INTERVAL_S, file=sys.stderr
     )
@@ -351,27 +381,20 @@ def train_generator(
         loss = weighted_mse(model(cond), tgt, weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), gen["grad_clip"])
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), gen["grad_clip"])
+        loss_value = loss.item()
+        check_finite(step + 1, loss_value, float(grad_norm), saved, resume)
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
-        rows.append([step + 1, f"{loss.item():.6g}", f"{lr:.6g}", f"{time.perf_counter() - t0:.3f}"])
+        rows.append([step + 1, f"{loss_value:.6g}", f"{lr:.6g}"])
         bar.update(1)
         bar.set_postfix(loss=rows[-1][1], refresh=False)
         if (step + 1) % gen["save_every"] == 0 and step + 1 < total:
-            state = {
-                "fingerprint": fingerprint,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "step": step + 1,
-                "elapsed_s": time.perf_counter() - t0,
-                "log": rows,
-            }
-            with atomic_path(resume) as tmp:
-                torch.save(state, tmp)
-            _write_log(log_path, rows)
+            _save_resume(resume, fingerprint, model, optimizer, scheduler, step + 1, time.perf_counter() - t0, rows)
+            saved = step + 1
     bar.close()
+    loop_s = time.perf_counter() - t0
 
     checkpoint = {
         "format": CHECKPOINT_FORMAT,
@@ -395,6 +418,7 @@ def train_generator(
         torch.save(checkpoint, tmp)
     _write_log(log_path, rows)
     resume.unlink(missing_ok=True)
+    write_timings(timings, started, loop_s, total, start)
     return checkpoint
 
 
@@ -430,6 +454,12 @@ def add_train_generator_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--template-adapter", required=True, help="a zoo PEFT adapter dir (its adapter_config.json)")
     p.add_argument("--out", required=True, help="generator checkpoint (.pt)")
     p.add_argument("--log", required=True, help="loss log (.csv)")
+    p.add_argument(
+        "--timings",
+        default=None,
+        help="optional JSON of run times (wall_s, loop_s, steps, resumed_from); kept out of the outputs "
+        "so they are byte-identical across machines",
+    )
 
 
 def run_train_generator(args: argparse.Namespace) -> None:
@@ -445,6 +475,7 @@ def run_train_generator(args: argparse.Namespace) -> None:
         args.template_adapter,
         args.out,
         args.log,
+        args.timings,
     )
     log.info("generator for %s (%d parameters) -> %s", args.target, ckpt["n_params"], args.out)
 
