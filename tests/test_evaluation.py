@@ -237,6 +237,82 @@ def test_inplace_swap_equals_fresh_lm_eval(world):
     assert not np.allclose(np.concatenate(base.loglikelihoods), np.concatenate(swapped.loglikelihoods))
 
 
+def _nan_adapter(src: Path, out: Path) -> None:
+    """A copy of adapter `src` whose lora_B weights are NaN."""
+    from safetensors.torch import save_file
+
+    shutil.copytree(src, out)
+    sd = ev.load_state_dict(out)
+    save_file({k: v.fill_(math.nan) if "lora_B" in k else v for k, v in sd.items()}, str(out / "adapter_model.safetensors"))
+
+
+def test_non_finite_adapter_is_an_error_never_a_score(world, tmp_path, caplog):
+    """NaN weights give NaN log-likelihoods (lm-eval would pick choice 0 and report ~25%): the
+    job fails naming the adapter, writes no output and caches nothing for it."""
+    gen = tmp_path / "generated"
+    shutil.copytree(world["gen"], gen, ignore=shutil.ignore_patterns("dnd_0"))
+    _nan_adapter(world["gen"] / "dnd_0", gen / "dnd_0")
+    out, cache = tmp_path / "out.jsonl", tmp_path / "cache"
+    argv = _evaluate_argv(world, out) + ["--cache-dir", str(cache)]
+    argv[argv.index("--generated-dir") + 1] = str(gen)
+    assert cli_main(argv) == 1 and not out.exists()
+    assert f"dnd/0 ({gen / 'dnd_0'}): non-finite (NaN/inf) log-likelihoods" in caplog.text
+    entries = [json.loads(p.read_text()) for p in cache.glob("*.json")]
+    assert len(entries) == 5  # base, 3 source LoRAs, soup: scored before dnd_0; nothing for dnd_0
+    assert all(np.isfinite(np.concatenate(e["loglikelihoods"])).all() for e in entries)
+
+
+def test_score_cache_refuses_non_finite(world, tmp_path):
+    task_yaml = world["tasks"] / f"dnd_{TARGET}.yaml"
+    cache = ev.ScoreCache(tmp_path / "c", world["model"], task_yaml, ev.task_data_file(task_yaml),
+                          ev.read_lora_config(world["zoo"] / "beta" / "final"), ev.evaluation_settings({}))
+    bad = ev.Scored(ids=["a"], correct=[1], acc=1.0, seconds=0.0, loglikelihoods=[[-1.0, math.nan]])
+    with pytest.raises(ev.NonFiniteScoreError, match="non-finite"):
+        cache.put("k", bad)
+    assert not (tmp_path / "c").exists()
+    # an entry written by an older version with a NaN inside is a miss, not a score
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "k.json").write_text(json.dumps({"key": "k", "ids": ["a"], "correct": [1], "acc": 1.0,
+                                                       "loglikelihoods": [[-1.0, math.nan]]}))
+    assert cache.get("k") is None
+    cache.put("k", ev.Scored(ids=["a"], correct=[1], acc=1.0, seconds=0.0, loglikelihoods=[[-1.0, -2.0]]))
+    assert cache.get("k").loglikelihoods == [[-1.0, -2.0]]
+
+
+def test_relative_task_path_evaluates_from_another_cwd(world, tmp_path, monkeypatch):
+    """Task YAMLs name their test file relative to the repository root; evaluation resolves it
+    there whatever the CWD (lm-eval alone would resolve it against the CWD), and the score
+    cache key does not depend on how the path is written."""
+    import yaml
+
+    from dnd import config
+
+    task = f"dnd_{TARGET}"
+    cfg = yaml.safe_load((world["tasks"] / f"{task}.yaml").read_text())
+    cfg["dataset_kwargs"]["data_files"]["test"] = f"data/{TARGET}/test.lmeval.jsonl"
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / f"{task}.yaml").write_text(yaml.safe_dump(cfg))
+    monkeypatch.setattr(config, "REPO_ROOT", world["root"])
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+
+    test_file = ev.task_data_file(tasks / f"{task}.yaml")
+    assert test_file == world["root"] / "data" / TARGET / "test.lmeval.jsonl"
+    lora = world["zoo"] / "beta" / "final"
+    rel = ev.InPlaceScorer(world["model"], lora, tasks, task, limit=LIMIT, batch_size=4).score(None)
+    ref = ev.InPlaceScorer(world["model"], lora, world["tasks"], task, limit=LIMIT, batch_size=4).score(None)
+    assert rel.ids == [r["id"] for r in world["records"][TARGET][:LIMIT]]
+    assert (rel.ids, rel.correct, rel.loglikelihoods) == (ref.ids, ref.correct, ref.loglikelihoods)
+
+    def key(tasks_dir: Path) -> str:
+        yaml_path = tasks_dir / f"{task}.yaml"
+        return ev.ScoreCache(tmp_path / "c", world["model"], yaml_path, ev.task_data_file(yaml_path),
+                             ev.read_lora_config(lora), ev.evaluation_settings({})).key(None)
+
+    assert key(tasks) == key(world["tasks"])
+
+
 def test_missing_inputs_are_named(world, tmp_path):
     with pytest.raises(FileNotFoundError, match="final LoRA of alpha not found"):
         ev.plan_target(TARGET, DATASETS, SOURCES, tmp_path / "nozoo", world["gen"], world["enc"])

@@ -34,7 +34,10 @@ With --cache-dir (the workflow passes results/eval_cache/{T} unless `evaluation.
 false) per-item results are kept by content (`ScoreCache`): a rerun after, say, a generator
 change scores only the new adapters and reuses base, source LoRAs and soup.
 Every adapter must share the LoRA shape (rank, alpha, target modules, ...) of the first one,
-otherwise it is rejected (its scaling would be wrong).
+otherwise it is rejected (its scaling would be wrong). An adapter whose log-likelihoods are
+NaN/inf is an error naming it, never a score (lm-eval would pick choice 0), and never cached.
+A task YAML's test file (dataset_kwargs.data_files.test) may be relative to the repository
+root: lm-eval reads a copy of the YAML with the absolute path, whatever the CWD.
 
 --params (JSON object):
   {"evaluation": {limit, batch_size, dtype, metric, ...},   # config section; defaults from the schema
@@ -67,16 +70,18 @@ rows exist.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
 import os
 import re
+import tempfile
 import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 # Never reach the Hugging Face Hub from an evaluation job (must precede datasets/lm_eval imports).
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -150,16 +155,41 @@ def discover_generated(gen_dir: Path) -> dict[str, list[tuple[str, Path]]]:
     return out
 
 
-def task_data_file(task_yaml: Path) -> Path:
-    """The test file a task YAML reads (dnd.prompts.lm_eval_task writes an absolute path)."""
+def task_config(task_yaml: Path) -> dict[str, Any]:
+    """The parsed lm-eval task YAML; it must name its test file (dataset_kwargs.data_files.test)."""
     import yaml
 
-    cfg = yaml.safe_load(task_yaml.read_text())
+    cfg = yaml.safe_load(_require(task_yaml, "lm-eval task").read_text())
     try:
-        data = Path(cfg["dataset_kwargs"]["data_files"]["test"])
+        test = cfg["dataset_kwargs"]["data_files"]["test"]
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{task_yaml} has no dataset_kwargs.data_files.test") from exc
-    return _require(data, f"test items of task {task_yaml.name}")
+    if not isinstance(test, str):
+        raise ValueError(f"{task_yaml}: dataset_kwargs.data_files.test must be one path, got {test!r}")
+    return cfg
+
+
+def task_data_file(task_yaml: Path) -> Path:
+    """The test file a task YAML reads: dataset_kwargs.data_files.test, taken relative to the
+    repository root (dnd.config.REPO_ROOT) unless it is absolute."""
+    from . import config
+
+    data = Path(task_config(task_yaml)["dataset_kwargs"]["data_files"]["test"])
+    return _require(data if data.is_absolute() else config.REPO_ROOT / data, f"test items of task {task_yaml.name}")
+
+
+@contextlib.contextmanager
+def materialized_task(task_yaml: Path) -> Iterator[Path]:
+    """A temporary directory holding a copy of `task_yaml` whose test file is the absolute path
+    `task_data_file` resolves: lm-eval resolves a relative data_files against the process CWD,
+    which need not be the repository root. Point TaskManager's include_path at it."""
+    import yaml
+
+    cfg = task_config(task_yaml)
+    cfg["dataset_kwargs"]["data_files"]["test"] = str(task_data_file(task_yaml))
+    with tempfile.TemporaryDirectory(prefix="dnd-tasks-") as tmp:
+        (Path(tmp) / task_yaml.name).write_text(yaml.safe_dump(cfg, sort_keys=False))
+        yield Path(tmp)
 
 
 def read_ids(path: Path) -> list[str]:
@@ -257,6 +287,25 @@ class Scored:
     def n(self) -> int:
         return len(self.ids)
 
+    @property
+    def n_non_finite(self) -> int:
+        """Items with a NaN/inf log-likelihood (a broken adapter: lm-eval would then pick choice 0)."""
+        return sum(1 for ll in self.loglikelihoods if not all(math.isfinite(x) for x in ll))
+
+
+class NonFiniteScoreError(ValueError):
+    """An adapter whose log-likelihoods are NaN/inf: an error, never a score."""
+
+
+def require_finite(s: Scored, where: str) -> Scored:
+    """`s`, unless one of its log-likelihoods is NaN/inf: NonFiniteScoreError naming `where`."""
+    if s.n_non_finite:
+        raise NonFiniteScoreError(
+            f"{where}: non-finite (NaN/inf) log-likelihoods on {s.n_non_finite} of {s.n} items; the adapter's "
+            "weights are broken (NaN/inf?), so it has no score"
+        )
+    return s
+
 
 class InPlaceScorer:
     """One base model, one set of LoRA modules, one HFLM and one task: adapters are swapped by
@@ -285,8 +334,8 @@ class InPlaceScorer:
         self.model.eval()
         self.lora_keys = set(get_peft_model_state_dict(self.model))
         self.lm = HFLM(pretrained=self.model, tokenizer=tok, batch_size=batch_size)
-        tm = TaskManager(include_path=str(tasks_dir), include_defaults=False)
-        self.task_dict = tm.load([task])
+        with materialized_task(tasks_dir / f"{task}.yaml") as include:
+            self.task_dict = TaskManager(include_path=str(include), include_defaults=False).load([task])
         if task not in self.task_dict["tasks"]:
             raise ValueError(f"task {task} not found in {tasks_dir}")
         for t in self.task_dict["tasks"].values():  # what simple_evaluate does before evaluate()
@@ -328,7 +377,7 @@ class InPlaceScorer:
         with ctx:  # HFLM runs the model under torch.no_grad itself, as in a fresh lm-eval run
             res = evaluator.evaluate(lm=self.lm, task_dict=self.task_dict, limit=self.limit,
                                      bootstrap_iters=0, log_samples=True)
-        return samples_to_scored(res, self.task, self.metric, time.perf_counter() - t0)
+        return require_finite(samples_to_scored(res, self.task, self.metric, time.perf_counter() - t0), where)
 
 
 class ScoreCache:
@@ -336,10 +385,13 @@ class ScoreCache:
     determines them, so a rerun (e.g. after a generator change) scores only what changed.
 
     Key = sha256 over: the adapter's tensors (names, dtypes, shapes, bytes; "base" for the base
-    model), the LoRA shape it is loaded with, the base model's files, the task YAML and its test
-    file, the scoring settings (limit, batch_size, dtype, metric), the torch thread count, the
-    versions of torch/transformers/peft/lm-eval and the source of this module and dnd.prompts.
-    One JSON file per key in `directory`, written atomically; a corrupt or foreign file is a miss.
+    model), the LoRA shape it is loaded with, the base model's files, the task config (without
+    the path of its test file: the same key wherever the repository lives, relative or
+    absolute path) and the content of its test file, the scoring settings (limit, batch_size,
+    dtype, metric), the torch thread count, the versions of torch/transformers/peft/lm-eval
+    and the source of this module and dnd.prompts.
+    One JSON file per key in `directory`, written atomically; a corrupt or foreign file, or one
+    holding a non-finite log-likelihood, is a miss, and a non-finite result is never stored.
     """
 
     FORMAT = "dnd-score-cache-1"
@@ -356,20 +408,23 @@ class ScoreCache:
         self.directory = Path(directory)
         h = hashlib.sha256()
         files = sorted(p for p in Path(model_dir).iterdir() if p.is_file())
-        files += [task_yaml, test_file, Path(__file__), Path(prompts.__file__)]
+        files += [test_file, Path(__file__), Path(prompts.__file__)]
         for f in files:
             h.update(f.name.encode())
             with open(f, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 24), b""):
                     h.update(block)
+        task = task_config(task_yaml)
+        del task["dataset_kwargs"]["data_files"]["test"]  # its content is hashed above
         context = {
             "format": self.FORMAT,
+            "task": task,
             "lora": lora_shape(lora_cfg),
             "settings": {k: settings[k] for k in ("limit", "batch_size", "dtype", "metric")},
             "threads": torch.get_num_threads(),
             "versions": {m: version(m) for m in ("torch", "transformers", "peft", "lm_eval")},
         }
-        h.update(json.dumps(context, sort_keys=True).encode())
+        h.update(json.dumps(context, sort_keys=True, default=str).encode())
         self.context = h.hexdigest()
 
     def key(self, sd: dict | None) -> str:
@@ -397,15 +452,18 @@ class ScoreCache:
             obj = json.loads(path.read_text())
             if obj.get("key") != key:
                 return None
-            return Scored(ids=obj["ids"], correct=obj["correct"], acc=obj["acc"], seconds=0.0,
-                          loglikelihoods=obj["loglikelihoods"])
-        except (ValueError, KeyError, TypeError):
-            log.warning("ignoring unreadable score cache entry %s", path)
+            s = Scored(ids=obj["ids"], correct=obj["correct"], acc=obj["acc"], seconds=0.0,
+                       loglikelihoods=obj["loglikelihoods"])
+            return require_finite(s, str(path))
+        except (ValueError, KeyError, TypeError):  # NonFiniteScoreError included
+            log.warning("ignoring unreadable or non-finite score cache entry %s", path)
             return None
 
     def put(self, key: str, s: Scored) -> None:
+        """Store `s` under `key`; a non-finite result is refused (NonFiniteScoreError)."""
         from .io import write_json
 
+        require_finite(s, f"score cache entry {key}")
         write_json(self._path(key), {"key": key, "ids": s.ids, "correct": s.correct, "acc": s.acc,
                                      "loglikelihoods": s.loglikelihoods, "seconds": round(s.seconds, 3)})
 
@@ -449,6 +507,11 @@ def _row(target: str, method: str, adapter: str, s: Scored, metric: str, **extra
            "correct": s.correct, "ids": s.ids, "metric": metric}
     row.update(extra)
     return row
+
+
+def _adapter_job(method: str, adapter: str, path: Path) -> tuple[str, str, str, Any]:
+    """(method, adapter, where, loader) of an adapter directory; `where` names it in messages."""
+    return method, adapter, f"{method}/{adapter} ({path})", lambda: load_state_dict(path)
 
 
 def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: Path, zoo_dir: Path,
@@ -497,19 +560,19 @@ def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks_
     scorer: InPlaceScorer | None = None
     overhead = time.perf_counter() - t_start
 
-    # (method, adapter, loader) in output order; nearest is filled from source_lora
-    jobs: list[tuple[str, str, Any]] = [("base", "base", None)]
-    jobs += [("source_lora", d, (lambda p=p: load_state_dict(p))) for d, p in plan["finals"].items()]
-    jobs.append(("soup", "soup",
+    # (method, adapter, where, loader) in output order; nearest is filled from source_lora
+    jobs: list[tuple[str, str, str, Any]] = [("base", "base", f"base ({model_dir})", None)]
+    jobs += [_adapter_job("source_lora", d, p) for d, p in plan["finals"].items()]
+    jobs.append(("soup", "soup", f"soup (mean of {', '.join(sources)})",
                  lambda: average_state_dicts([load_state_dict(plan["finals"][d]) for d in sources])))
     for kind in GENERATED_KINDS:
-        jobs += [(kind, i, (lambda p=p: load_state_dict(p))) for i, p in plan["generated"][kind]]
+        jobs += [_adapter_job(kind, i, p) for i, p in plan["generated"][kind]]
 
     scored: dict[tuple[str, str], Scored] = {}
     bar = tqdm(jobs, desc=f"evaluate {target}", unit="adapter")
     n_items = n_cached = 0
-    for method, adapter, loader in bar:
-        where = f"{method}/{adapter}"
+    for method, adapter, where, loader in bar:
+        name = f"{method}/{adapter}"
         sd = None if loader is None else loader()
         key = cache.key(sd) if cache is not None else ""
         s = cache.get(key) if cache is not None else None
@@ -524,13 +587,13 @@ def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks_
                 cache.put(key, s)
             n_items += s.n
             bar.set_postfix(acc=f"{s.acc:.3f}", q_per_s=f"{s.n / s.seconds:.1f}")
-            log.info("%s %-22s acc=%.4f n=%d (%.1f s, %.1f questions/s)", target, where, s.acc, s.n, s.seconds,
+            log.info("%s %-22s acc=%.4f n=%d (%.1f s, %.1f questions/s)", target, name, s.acc, s.n, s.seconds,
                      s.n / s.seconds)
         else:
             n_cached += 1
-            log.info("%s %-22s acc=%.4f n=%d (cached)", target, where, s.acc, s.n)
+            log.info("%s %-22s acc=%.4f n=%d (cached)", target, name, s.acc, s.n)
         if s.ids != test_ids[: s.n] or s.n != min(len(test_ids), int(ev["limit"])):
-            raise RuntimeError(f"{where}: scored items are not the first {s.n} of the test file")
+            raise RuntimeError(f"{name}: scored items are not the first {s.n} of the test file")
         scored[(method, adapter)] = s
     total = time.perf_counter() - t_start
     scoring = total - overhead
@@ -539,7 +602,7 @@ def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks_
              n_items / max(scoring, 1e-9), overhead)
 
     m = ev["metric"]
-    rows = [_row(target, method, adapter, scored[(method, adapter)], m) for method, adapter, _ in jobs]
+    rows = [_row(target, method, adapter, scored[(method, adapter)], m) for method, adapter, _, _ in jobs]
     near = _row(target, "nearest", nearest, scored[("source_lora", nearest)], m, info={"cosine": sims})
     rows.insert(next(i for i, r in enumerate(rows) if r["method"] == "soup") + 1, near)  # METHODS order
     return rows

@@ -3,8 +3,16 @@ pass of a trained generator, plus the efficiency table.
 
 Commands:
   generate     dnd generate --generator CKPT --prompts FILE|random:<n> --out DIR
-               [--n-prompts N] [--seed S]   (threads: the CLI's --threads, else torch's default)
-  efficiency   dnd efficiency --timings .../timing.json ... --out results/efficiency.csv
+               [--n-prompts N] [--seed S] [--timing JSON] [--force]
+               (threads: the CLI's --threads, else torch's default)
+  efficiency   dnd efficiency --timings results/timings/generate/{target}/{adapter}.json ...
+               --out results/efficiency.csv
+
+`--out DIR` holds only the adapter (adapter_config.json, adapter_model.safetensors and the
+marker dnd_generated.json), so its content is the same on every run; the timings go to
+`--timing`. DIR is written into a temporary sibling and renamed into place. An existing DIR
+is replaced only if it is empty or a previous generated adapter (`--force`: any directory);
+never `.`, the working directory, the repository or one of their parents.
 
 Prompt sources for `--prompts`:
   *.jsonl      prepared items (question + choices -> `dnd.prompts.condition_text`), or records
@@ -22,24 +30,32 @@ import csv
 import io
 import json
 import logging
+import os
 import random
 import re
 import resource
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors.torch import save_file
 
 from .encoder import ConditionEncoder
-from .io import atomic_path, read_jsonl, write_json, write_text
+from .io import ArtifactError, atomic_path, check_replaceable_dir, load_torch, read_jsonl, write_json, write_text
 from .model import HyperConvDecoder
 from .prompts import condition_text
 from .tokenization import LoraLayout, detokenize
 from .training import CHECKPOINT_FORMAT, derive_seed, draw_indices
 
 log = logging.getLogger(__name__)
+
+#: Marker file of a generated adapter directory (so a rerun may replace it) and its content.
+MARKER = "dnd_generated.json"
+MARKER_FORMAT = "dnd-generated-adapter-1"
+#: Every file `dnd generate` may leave in an adapter directory (README.md: peft, for old checkpoints).
+GENERATED_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md", MARKER)
+LEGACY_TIMING = "timing.json"  # written into the adapter directory by earlier versions
 
 EFFICIENCY_COLUMNS = (
     "target", "adapter", "generator_params", "n_prompts",
@@ -103,16 +119,69 @@ def draw_prompts(prompts: list[str], n: int, seed: int) -> list[str]:
 
 
 def load_generator(path: str | Path) -> tuple[HyperConvDecoder, dict[str, Any]]:
-    """A trained decoder (eval mode) and its checkpoint dict."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"generator checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    """A trained decoder (eval mode) and its checkpoint dict; a missing, corrupt or foreign
+    file is one error naming it."""
+    ckpt = load_torch(path, "generator checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a DnD generator checkpoint ({CHECKPOINT_FORMAT})")
-    model = HyperConvDecoder(**ckpt["decoder"])
-    model.load_state_dict(ckpt["model"])
+        raise ArtifactError(f"{path} is not a DnD generator checkpoint ({CHECKPOINT_FORMAT})")
+    try:
+        model = HyperConvDecoder(**ckpt["decoder"])
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ArtifactError(f"generator checkpoint {path} is incomplete ({type(exc).__name__}: {first})") from exc
     return model.eval().requires_grad_(False), ckpt
+
+
+def is_generated_adapter(path: Path) -> bool:
+    """True if directory `path` is an adapter `dnd generate` wrote: plain files only, all of
+    them among GENERATED_FILES (+ the timing.json of earlier versions), with the marker (or
+    that timing.json). A PEFT adapter saved by anything else lacks both."""
+    entries = list(path.iterdir())
+    names = {p.name for p in entries}
+    return (
+        all(p.is_file() and not p.is_symlink() for p in entries)
+        and names <= {*GENERATED_FILES, LEGACY_TIMING}
+        and bool(names & {MARKER, LEGACY_TIMING})
+    )
+
+
+def replaceable_output(force: bool = False) -> Callable[[Path], bool]:
+    """Which existing non-empty `--out` directory may be replaced: a previous generated adapter,
+    or with `force` any directory (io.check_replaceable_dir still refuses `.`, the working
+    directory, the repository, home and their parents)."""
+    return (lambda _: True) if force else is_generated_adapter
+
+
+def check_finite(state_dict: dict[str, torch.Tensor], generator: str | Path) -> None:
+    """Raise ValueError if a decoded LoRA tensor holds NaN or inf (diverged or corrupt generator)."""
+    bad = [k for k, v in state_dict.items() if not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(
+            f"generator checkpoint {generator} produced non-finite (NaN/inf) LoRA weights in {len(bad)} of "
+            f"{len(state_dict)} tensors (first: {bad[0]}); no adapter was written"
+        )
+
+
+def write_adapter(out: str | Path, state_dict: dict[str, torch.Tensor], adapter_config: Any, force: bool) -> None:
+    """Publish the PEFT adapter directory `out` atomically (see `replaceable_output`)."""
+    with atomic_path(out, is_dir=True, replaceable=replaceable_output(force)) as tmp:
+        if isinstance(adapter_config, dict):
+            (tmp / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2, sort_keys=True))
+        else:
+            adapter_config.save_pretrained(str(tmp))
+        save_file(state_dict, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+        (tmp / MARKER).write_text(json.dumps({"format": MARKER_FORMAT}) + "\n")
+
+
+def _adapter_config(ckpt: dict[str, Any]) -> Any:
+    """The adapter_config.json dict stored in the checkpoint (a peft LoraConfig for checkpoints
+    written before the full config was stored)."""
+    if ckpt.get("adapter_config") is not None:
+        return ckpt["adapter_config"]
+    from peft import LoraConfig
+
+    return LoraConfig(**ckpt["lora_config"])
 
 
 def generate_adapter(
@@ -122,8 +191,15 @@ def generate_adapter(
     n_prompts: int | None = None,
     seed: int = 0,
     threads: int | None = None,
+    timing_path: str | Path | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Generate one PEFT adapter directory `out` (+ out/timing.json) from prompts.
+    """Generate one PEFT adapter directory `out` from prompts (+ the timing JSON at
+    `timing_path` when given; never inside `out`, whose content must not change between runs).
+
+    `out` may replace only an empty directory or a previous generated adapter (any non-empty
+    directory with `force`; never `.`, the working directory or a parent of it); this is checked
+    before any work. Non-finite decoded weights are an error and nothing is written.
 
     Timing: load_s covers reading the generator and the encoder.
     Then the encoder (on one prompt) and the decoder (on a zero condition) each run once,
@@ -133,6 +209,9 @@ def generate_adapter(
     wall times; total_s = encode_s + decode_s + write_s. peak_rss_mb is the process's peak
     resident memory. Returns the timing dict.
     """
+    check_replaceable_dir(out, replaceable_output(force))
+    if timing_path is not None and Path(os.path.abspath(timing_path)).is_relative_to(os.path.abspath(out)):
+        raise ValueError(f"--timing {timing_path} lies inside --out {out}: the adapter directory holds only the adapter")
     t = time.perf_counter()
     model, ckpt = load_generator(generator)
     if threads:
@@ -141,11 +220,7 @@ def generate_adapter(
     if n_prompts is not None and n_prompts != n_model:
         raise ValueError(f"this generator takes N={n_model} prompts, --n-prompts is {n_prompts}")
     layout = LoraLayout.from_dict(ckpt["layout"])
-    adapter_config = ckpt.get("adapter_config")
-    if adapter_config is None:  # checkpoints written before the full config was stored
-        from peft import LoraConfig
-
-        adapter_config = LoraConfig(**ckpt["lora_config"])
+    adapter_config = _adapter_config(ckpt)
     encoder = ConditionEncoder(ckpt["encoder"])
     if (encoder.length, encoder.dim) != (seq_len, dim):
         raise ValueError(f"encoder gives (L, D) = {(encoder.length, encoder.dim)}, decoder expects {(seq_len, dim)}")
@@ -165,14 +240,10 @@ def generate_adapter(
         tokens = model(states.unsqueeze(0))[0]  # (T, r+2, w+2)
         state_dict = detokenize(tokens, layout)
     decode_s = time.perf_counter() - t
+    check_finite(state_dict, generator)
 
     t = time.perf_counter()
-    with atomic_path(out, is_dir=True) as tmp:
-        if isinstance(adapter_config, dict):
-            (tmp / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2, sort_keys=True))
-        else:
-            adapter_config.save_pretrained(str(tmp))
-        save_file(state_dict, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+    write_adapter(out, state_dict, adapter_config, force)
     write_s = time.perf_counter() - t
 
     timing = {
@@ -185,18 +256,19 @@ def generate_adapter(
         "n_prompts": n_model,
         "generator_params": int(ckpt["n_params"]),
     }
-    write_json(Path(out) / "timing.json", timing)
+    if timing_path is not None:
+        write_json(timing_path, timing)
     return timing
 
 
 def efficiency_rows(timing_paths: list[str | Path]) -> list[dict[str, Any]]:
-    """One row per timing.json at .../{target}/{adapter}/timing.json, sorted."""
+    """One row per timing JSON at .../{target}/{adapter}.json, sorted."""
     rows = []
     for p in map(Path, timing_paths):
         if not p.exists():
             raise FileNotFoundError(f"timing file not found: {p}")
         t = json.loads(p.read_text())
-        rows.append({"target": p.parent.parent.name, "adapter": p.parent.name, **t})
+        rows.append({"target": p.parent.name, "adapter": p.stem, **t})
     return sorted(rows, key=lambda r: (r["target"], r["adapter"]))
 
 
@@ -209,16 +281,22 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output PEFT adapter directory")
     p.add_argument("--n-prompts", type=int, default=None, help="N (must match the generator; default: its N)")
     p.add_argument("--seed", type=int, default=0, help="seed of the prompt draw")
+    p.add_argument("--timing", default=None,
+                   help="write the timing JSON here (results/timings/generate/{target}/{adapter}.json)")
+    p.add_argument("--force", action="store_true",
+                   help="replace a non-empty --out directory that is not a previous generated adapter "
+                        "(never ., the working directory or a parent of it)")
 
 
 def run_generate(args: argparse.Namespace) -> None:
     threads = getattr(args, "threads", None)  # the CLI's global --threads; default: torch's
-    timing = generate_adapter(args.generator, args.prompts, args.out, args.n_prompts, args.seed, threads)
+    timing = generate_adapter(args.generator, args.prompts, args.out, args.n_prompts, args.seed, threads,
+                              timing_path=args.timing, force=args.force)
     log.info("adapter -> %s (total %.3f s, load %.2f s)", args.out, timing["total_s"], timing["load_s"])
 
 
 def add_efficiency_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--timings", nargs="+", required=True, help="timing.json files of generated adapters")
+    p.add_argument("--timings", nargs="+", required=True, help="timing JSON files, .../{target}/{adapter}.json (dnd generate --timing)")
     p.add_argument("--out", required=True, help="output CSV")
 
 

@@ -9,13 +9,74 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
+
+
+class UnsafeOutputError(ValueError):
+    """An output directory that must not be replaced: it holds files this step did not write,
+    it is not a directory, or it contains the working directory, the repository or the home
+    directory (e.g. `--out .`)."""
+
+
+def _protected_dirs() -> dict[str, Path]:
+    """Directories no step may ever replace, nor any parent of them (`/` included)."""
+    from .config import REPO_ROOT
+
+    return {"the working directory": Path.cwd(), "the repository root": REPO_ROOT, "the home directory": Path.home()}
+
+
+def check_replaceable_dir(path: str | Path, replaceable: Callable[[Path], bool] | None = None) -> None:
+    """Raise UnsafeOutputError unless directory output `path` may be written: it does not exist,
+    or it is a real (not symlinked) directory that is empty or that `replaceable(path)` accepts
+    (default: any), and it is neither the working directory, the repository root, the home
+    directory nor a parent of one of them."""
+    path = Path(os.path.abspath(path))
+    real = path.resolve()
+    for what, d in _protected_dirs().items():
+        if d.resolve().is_relative_to(real):
+            raise UnsafeOutputError(f"refusing to replace {path}: it is {what} ({d}) or a parent of it")
+    if not os.path.lexists(path):
+        return
+    if path.is_symlink() or not path.is_dir():
+        raise UnsafeOutputError(f"refusing to replace {path}: it exists and is not a directory")
+    if any(path.iterdir()) and not (replaceable is None or replaceable(path)):
+        raise UnsafeOutputError(
+            f"refusing to replace {path}: it holds files this step did not write "
+            f"({', '.join(sorted(p.name for p in path.iterdir())[:5])}); remove them or choose another directory "
+            "(a command's --force, where it has one, overrides this)"
+        )
+
+
+def _swap_dir(new: Path, path: Path) -> None:
+    """Rename directory `new` to `path`. An existing `path` is first moved aside and deleted only
+    once `new` is in place; if the rename fails it is moved back, so it is never lost."""
+    if not os.path.lexists(path):
+        os.rename(new, path)
+        return
+    old = new.with_name(new.name.removesuffix(".tmp") + ".old")
+    os.rename(path, old)
+    try:
+        os.rename(new, path)
+    except BaseException:
+        os.rename(old, path)
+        raise
+    shutil.rmtree(old)
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path, is_dir: bool = False) -> Iterator[Path]:
-    """Yield a temp path next to `path`; on success move it into place (replacing)."""
-    path = Path(path)
+def atomic_path(
+    path: str | Path, is_dir: bool = False, replaceable: Callable[[Path], bool] | None = None
+) -> Iterator[Path]:
+    """Yield a temp path next to `path`; on success move it into place.
+
+    A file replaces an existing file. A directory (`is_dir`) may replace only what
+    `check_replaceable_dir(path, replaceable)` allows (checked before the temp path is made and
+    again before the swap; never `.`, the working directory or a parent of it), and an existing
+    directory is swapped out without a moment where neither the old nor the new one exists.
+    """
+    path = Path(os.path.abspath(path))
+    if is_dir:
+        check_replaceable_dir(path, replaceable)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o755)  # mkdtemp creates 0700; published directories should be readable
@@ -23,9 +84,8 @@ def atomic_path(path: str | Path, is_dir: bool = False) -> Iterator[Path]:
     try:
         yield target
         if is_dir:
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
+            check_replaceable_dir(path, replaceable)
+            _swap_dir(tmp, path)
         else:
             os.replace(target, path)
     finally:

@@ -15,8 +15,10 @@ rule evaluate_target:
             }
         ),
         zoo=lambda wildcards, input: str(Path(input.zoo[0]).parent.parent),
+        generated=lambda wildcards: f"results/generated/{wildcards.target}",
+        # a list, so that `:q` quotes each word (and an empty list gives no argument)
         cache=lambda wildcards: (
-            f"--cache-dir results/eval_cache/{wildcards.target}" if config["evaluation"]["cache"] else ""
+            ["--cache-dir", f"results/eval_cache/{wildcards.target}"] if config["evaluation"]["cache"] else []
         ),
     log:
         "logs/evaluate/{target}.log",
@@ -30,10 +32,10 @@ rule evaluate_target:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli evaluate --threads {threads} --params {params.p:q} --target {wildcards.target} "
-        "--model {input.model} --tasks-dir results/tasks --zoo-dir {params.zoo} "
-        "--generated-dir results/generated/{wildcards.target} --encoded-dir results/encoded "
-        "{params.cache} --out {output} > {log} 2>&1"
+        "python -m dnd.cli evaluate --threads {threads:q} --params {params.p:q} --target {wildcards.target:q} "
+        "--model {input.model:q} --tasks-dir results/tasks --zoo-dir {params.zoo:q} "
+        "--generated-dir {params.generated:q} --encoded-dir results/encoded "
+        "{params.cache:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule summarize:
@@ -58,8 +60,8 @@ rule summarize:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli summarize --params {params.p:q} --eval {input} --scores {output.scores} "
-        "--metrics {output.metrics} > {log} 2>&1"
+        "python -m dnd.cli summarize --params {params.p:q} --eval {input:q} --scores {output.scores:q} "
+        "--metrics {output.metrics:q} > {log:q} 2>&1"
 
 
 rule evaluate:

@@ -1,11 +1,23 @@
+# Every generation job: one adapter directory (only the adapter files, identical on every run)
+# and its timing JSON under results/timings/generate/{target}/ (wall times stay out of the
+# hashed adapter directories).
+GENERATE_SHELL = (
+    "python -m dnd.cli generate --threads {threads:q} --generator {input.generator:q} "
+    "--prompts {params.prompts:q} --n-prompts {params.n:q} --seed {params.seed:q} "
+    "--out {output.adapter:q} --timing {output.timing:q} > {log:q} 2>&1"
+)
+
+
 rule generate_dnd:
     """Adapter i for a held-out target, from an independent draw of its unlabeled cond prompts."""
     input:
         generator="results/generators/{target}/generator.pt",
         prompts="results/data/{target}/cond.jsonl",
     output:
-        directory("results/generated/{target}/dnd_{i}"),
+        adapter=directory("results/generated/{target}/dnd_{i}"),
+        timing="results/timings/generate/{target}/dnd_{i}.json",
     params:
+        prompts=lambda wildcards, input: input.prompts,
         n=config["generate"]["n_prompts"],
         seed=lambda wildcards: config["seed"] * 1000 + int(wildcards.i),
     log:
@@ -19,8 +31,7 @@ rule generate_dnd:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli generate --threads {threads} --generator {input.generator} --prompts {input.prompts} "
-        "--n-prompts {params.n} --seed {params.seed} --out {output} > {log} 2>&1"
+        GENERATE_SHELL
 
 
 rule generate_control_other:
@@ -29,8 +40,10 @@ rule generate_control_other:
         generator="results/generators/{target}/generator.pt",
         prompts=lambda wildcards: f"results/data/{other_dataset(wildcards.target)}/cond.jsonl",
     output:
-        directory("results/generated/{target}/control_other_{i}"),
+        adapter=directory("results/generated/{target}/control_other_{i}"),
+        timing="results/timings/generate/{target}/control_other_{i}.json",
     params:
+        prompts=lambda wildcards, input: input.prompts,
         n=config["generate"]["n_prompts"],
         seed=lambda wildcards: config["seed"] * 1000 + 100 + int(wildcards.i),
     log:
@@ -44,8 +57,7 @@ rule generate_control_other:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli generate --threads {threads} --generator {input.generator} --prompts {input.prompts} "
-        "--n-prompts {params.n} --seed {params.seed} --out {output} > {log} 2>&1"
+        GENERATE_SHELL
 
 
 rule generate_control_random:
@@ -53,8 +65,10 @@ rule generate_control_random:
     input:
         generator="results/generators/{target}/generator.pt",
     output:
-        directory("results/generated/{target}/control_random_{i}"),
+        adapter=directory("results/generated/{target}/control_random_{i}"),
+        timing="results/timings/generate/{target}/control_random_{i}.json",
     params:
+        prompts=f"random:{config['generate']['n_prompts']}",
         n=config["generate"]["n_prompts"],
         seed=lambda wildcards: config["seed"] * 1000 + 200 + int(wildcards.i),
     log:
@@ -68,15 +82,14 @@ rule generate_control_random:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli generate --threads {threads} --generator {input.generator} --prompts random:{params.n} "
-        "--n-prompts {params.n} --seed {params.seed} --out {output} > {log} 2>&1"
+        GENERATE_SHELL
 
 
 rule efficiency:
-    """Generation wall time (encode / decode / write) and memory per adapter."""
+    """Generation wall time (encode / decode / write) and memory per DnD adapter."""
     input:
-        expand(
-            "results/generated/{target}/dnd_{i}",
+        timings=expand(
+            "results/timings/generate/{target}/dnd_{i}.json",
             target=TARGETS,
             i=range(N_ADAPTERS),
         ),
@@ -85,12 +98,6 @@ rule efficiency:
             "results/efficiency.csv",
             caption="../report/efficiency.rst",
             category="Efficiency",
-        ),
-    params:
-        timings=expand(
-            "results/generated/{target}/dnd_{i}/timing.json",
-            target=TARGETS,
-            i=range(N_ADAPTERS),
         ),
     log:
         "logs/efficiency.log",
@@ -103,7 +110,7 @@ rule efficiency:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli efficiency --timings {params.timings} --out {output} > {log} 2>&1"
+        "python -m dnd.cli efficiency --timings {input.timings:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule generate:
