@@ -1,0 +1,185 @@
+"""`dnd generate` never deletes what it did not write, never writes non-finite weights, reads
+its checkpoint safely and keeps timings out of the adapter directory.
+
+The generator is a hand-built, untrained checkpoint (one LoRA module, 4 parameter tokens) on
+the real frozen encoder: each generation takes about a second.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dnd import io as dio
+from dnd.cli import main
+from dnd.encoder import config_section
+from dnd.generation import MARKER, generate_adapter
+from dnd.model import HyperConvDecoder
+from dnd.tokenization import LoraLayout
+from dnd.training import CHECKPOINT_FORMAT
+
+N, R, W = 2, 2, 4
+PREFIX = "base_model.model.model.layers.0.self_attn.q_proj"
+ADAPTER = {"adapter_config.json", "adapter_model.safetensors", MARKER}
+
+
+def _checkpoint(fill: float | None = None) -> dict:
+    """A generator for one rank-2 q_proj LoRA (8 x 8); `fill` sets every decoder weight."""
+    torch.manual_seed(0)
+    layout = LoraLayout.from_state_dict({f"{PREFIX}.lora_A.weight": torch.zeros(R, 8),
+                                         f"{PREFIX}.lora_B.weight": torch.zeros(8, R)}, W)
+    decoder = HyperConvDecoder((N, 1, 384), [[2, 4, 8]], (layout.n_tokens, R + 2, W + 2), kernel=1)
+    if fill is not None:
+        with torch.no_grad():
+            for p in decoder.parameters():
+                p.fill_(fill)
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model": decoder.state_dict(),
+        "decoder": decoder.hparams(),
+        "layout": layout.to_dict(),
+        "adapter_config": {"peft_type": "LORA", "r": R, "lora_alpha": 2 * R, "target_modules": ["q_proj"]},
+        "encoder": config_section("encoder", {"max_length": 8, "pooling": "mean"}),
+        "n_params": sum(p.numel() for p in decoder.parameters()),
+    }
+
+
+@pytest.fixture(scope="module")
+def generator(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("generator") / "generator.pt"
+    torch.save(_checkpoint(), path)
+    return path
+
+
+def generate(generator: Path, out: str | Path, *extra: str) -> int:
+    return main(["generate", "--generator", str(generator), "--prompts", "random:5", "--out", str(out),
+                 "--threads", "1", *extra])  # fmt: skip
+
+
+def listing(d: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() if p.is_file() else b"<dir>" for p in sorted(d.rglob("*"))}
+
+
+def test_refuses_dir_with_unrelated_file(generator: Path, tmp_path: Path, caplog) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    assert generate(generator, out) == 1
+    assert listing(tmp_path) == {"mine": b"<dir>", "mine/notes.txt": b"keep me"}  # no temp sibling left
+    assert "refusing to replace" in caplog.text and "notes.txt" in caplog.text
+    # a PEFT adapter that dnd generate did not write (e.g. a zoo LoRA) is not ours either
+    zoo = tmp_path / "final"
+    zoo.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors", "README.md"):
+        (zoo / name).write_text(name)
+    assert generate(generator, zoo) == 1
+    assert sorted(p.name for p in zoo.iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+
+
+@pytest.mark.parametrize("out", [".", "..", "sub/..", "/"])
+def test_refuses_cwd_and_its_parents_even_with_force(generator: Path, tmp_path: Path, monkeypatch, out: str) -> None:
+    cwd = tmp_path / "cwd"
+    (cwd / "sub").mkdir(parents=True)
+    (cwd / "data.txt").write_text("precious")
+    monkeypatch.chdir(cwd)
+    before = listing(tmp_path)
+    assert generate(generator, out) == 1
+    assert generate(generator, out, "--force") == 1
+    assert listing(tmp_path) == before
+
+
+def test_refuses_a_file_and_the_repository(generator: Path, tmp_path: Path) -> None:
+    from dnd.config import REPO_ROOT
+
+    (tmp_path / "file").write_text("x")
+    assert generate(generator, tmp_path / "file", "--force") == 1
+    assert (tmp_path / "file").read_text() == "x"
+    with pytest.raises(dio.UnsafeOutputError, match="refusing to replace"):
+        dio.check_replaceable_dir(REPO_ROOT, lambda _: True)
+
+
+def test_regenerates_into_previous_adapter_and_empty_dir(generator: Path, tmp_path: Path) -> None:
+    out = tmp_path / "dnd_0"
+    out.mkdir()  # empty: may be replaced
+    assert generate(generator, out) == 0
+    assert {p.name for p in out.iterdir()} == ADAPTER  # no timing.json inside
+    first = listing(out)
+    assert generate(generator, out) == 0  # a previous adapter of ours: replaced
+    assert listing(out) == first  # same content on every run (hashable artifact)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dnd_0"]  # nothing left aside
+    # an adapter directory of an earlier version (with timing.json inside) is ours too
+    (out / MARKER).unlink()
+    (out / "timing.json").write_text("{}")
+    assert generate(generator, out) == 0 and {p.name for p in out.iterdir()} == ADAPTER
+
+
+def test_force_replaces_non_empty_dir(generator: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "deep").mkdir(parents=True)
+    (out / "deep" / "notes.txt").write_text("old")
+    assert generate(generator, out, "--force") == 0
+    assert {p.name for p in out.iterdir()} == ADAPTER
+
+
+def test_failed_swap_keeps_the_old_adapter(tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "adapter"
+    out.mkdir()
+    (out / "old.bin").write_text("old")
+    real_rename = os.rename
+
+    def rename(src, dst):
+        if Path(src).name.endswith(".tmp"):
+            raise OSError("disk full")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(dio.os, "rename", rename)
+    with pytest.raises(OSError, match="disk full"):
+        with dio.atomic_path(out, is_dir=True) as tmp:
+            (tmp / "new.bin").write_text("new")
+    assert listing(tmp_path) == {"adapter": b"<dir>", "adapter/old.bin": b"old"}
+
+
+def test_nan_generator_writes_nothing(tmp_path: Path) -> None:
+    ckpt = tmp_path / "nan.pt"
+    torch.save(_checkpoint(fill=float("nan")), ckpt)
+    out, timing = tmp_path / "out", tmp_path / "timing.json"
+    with pytest.raises(ValueError, match=f"generator checkpoint {ckpt} produced non-finite"):
+        generate_adapter(ckpt, "random:5", out, timing_path=timing, threads=1)
+    assert not out.exists() and not timing.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.pt"]
+
+
+def test_truncated_checkpoint_is_named(generator: Path, tmp_path: Path, caplog) -> None:
+    bad = tmp_path / "generator.pt"
+    bad.write_bytes(generator.read_bytes()[:300])
+    with caplog.at_level(logging.ERROR):
+        assert generate(bad, tmp_path / "out") == 1
+    assert f"generator checkpoint {bad} cannot be read" in caplog.text
+    assert not (tmp_path / "out").exists()
+
+
+def test_timing_goes_to_its_own_file(generator: Path, tmp_path: Path) -> None:
+    timings = tmp_path / "results/timings/generate/gamma"
+    for name in ("dnd_1", "dnd_0"):
+        out = tmp_path / "results/generated/gamma" / name
+        assert generate(generator, out, "--timing", str(timings / f"{name}.json")) == 0
+        assert {p.name for p in out.iterdir()} == ADAPTER
+        assert set(load_file(out / "adapter_model.safetensors")) == {f"{PREFIX}.lora_A.weight",
+                                                                     f"{PREFIX}.lora_B.weight"}
+    t = json.loads((timings / "dnd_0.json").read_text())
+    assert t["total_s"] == pytest.approx(t["encode_s"] + t["decode_s"] + t["write_s"], abs=1e-3)
+    assert t["n_prompts"] == N
+    out = tmp_path / "results/generated/gamma/dnd_0"
+    assert generate(generator, out, "--timing", str(out / "timing.json")) == 1  # never inside the adapter
+    assert {p.name for p in out.iterdir()} == ADAPTER
+    eff = tmp_path / "results/efficiency.csv"
+    assert main(["efficiency", "--timings", *map(str, timings.glob("*.json")), "--out", str(eff)]) == 0
+    rows = list(csv.DictReader(eff.open()))
+    assert [(r["target"], r["adapter"]) for r in rows] == [("gamma", "dnd_0"), ("gamma", "dnd_1")]
