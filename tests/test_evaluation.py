@@ -279,13 +279,11 @@ def test_score_cache_refuses_non_finite(world, tmp_path):
     assert cache.get("k").loglikelihoods == [[-1.0, -2.0]]
 
 
-def test_relative_task_path_evaluates_from_another_cwd(world, tmp_path, monkeypatch):
-    """Task YAMLs name their test file relative to the repository root; evaluation resolves it
-    there whatever the CWD (lm-eval alone would resolve it against the CWD), and the score
-    cache key does not depend on how the path is written."""
+def test_relative_task_path_resolves_against_the_run_directory(world, tmp_path, monkeypatch):
+    """Task YAMLs name their test file relative to the run's working directory (no machine
+    path in the artifact); evaluation resolves it there and hands lm-eval an absolute copy, and
+    the score cache key does not depend on how the path is written."""
     import yaml
-
-    from dnd import config
 
     task = f"dnd_{TARGET}"
     cfg = yaml.safe_load((world["tasks"] / f"{task}.yaml").read_text())
@@ -293,9 +291,7 @@ def test_relative_task_path_evaluates_from_another_cwd(world, tmp_path, monkeypa
     tasks = tmp_path / "tasks"
     tasks.mkdir()
     (tasks / f"{task}.yaml").write_text(yaml.safe_dump(cfg))
-    monkeypatch.setattr(config, "REPO_ROOT", world["root"])
-    (tmp_path / "elsewhere").mkdir()
-    monkeypatch.chdir(tmp_path / "elsewhere")
+    monkeypatch.chdir(world["root"])
 
     test_file = ev.task_data_file(tasks / f"{task}.yaml")
     assert test_file == world["root"] / "data" / TARGET / "test.lmeval.jsonl"

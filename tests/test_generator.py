@@ -366,12 +366,15 @@ def test_generate_cli_end_to_end(work: Path) -> None:
     assert not training.resume_path(gen_dir / "generator.pt").exists()
 
     out = work / "results/generated/gamma"
+    timing_dir = work / "results/timings/generate/gamma"
     prompts = str(work / "results/data/alpha/cond.jsonl")
     runs = {"dnd_0": (prompts, 1), "dnd_1": (prompts, 1), "dnd_2": (prompts, 2), "control_random_0": ("random:20", 1)}
     for name, (src, seed) in runs.items():
         rc = main(["generate", "--generator", str(gen_dir / "generator.pt"), "--prompts", src,
-                   "--out", str(out / name), "--seed", str(seed), "--n-prompts", str(N_PROMPTS)])  # fmt: skip
+                   "--out", str(out / name), "--seed", str(seed), "--n-prompts", str(N_PROMPTS),
+                   "--timing", str(timing_dir / f"{name}.json")])  # fmt: skip
         assert rc == 0
+        assert not (out / name / "timing.json").exists()  # the adapter holds no wall-clock time
     adapters = {n: load_file(out / n / "adapter_model.safetensors") for n in runs}
     template = json.loads((work / "results/zoo/alpha/final/adapter_config.json").read_text())
     assert json.loads((out / "dnd_0/adapter_config.json").read_text()) == template  # the zoo's own config
@@ -385,7 +388,7 @@ def test_generate_cli_end_to_end(work: Path) -> None:
     assert PeftConfig.from_pretrained(str(work / "old_adapter")).r == template["r"]
     assert all(torch.equal(adapters["dnd_0"][k], adapters["dnd_1"][k]) for k in adapters["dnd_0"])  # deterministic
     assert any(not torch.equal(adapters["dnd_0"][k], adapters["dnd_2"][k]) for k in adapters["dnd_0"])  # seed matters
-    timing = json.loads((out / "dnd_0/timing.json").read_text())
+    timing = json.loads((timing_dir / "dnd_0.json").read_text())
     assert timing["total_s"] == pytest.approx(timing["encode_s"] + timing["decode_s"] + timing["write_s"], abs=1e-3)
     assert timing["n_prompts"] == N_PROMPTS and timing["generator_params"] == ckpt["n_params"]
 
@@ -403,7 +406,7 @@ def test_generate_cli_end_to_end(work: Path) -> None:
 
     assert main(["generate", "--generator", str(gen_dir / "generator.pt"), "--prompts", prompts,
                  "--out", str(out / "bad"), "--n-prompts", "5"]) == 1  # fmt: skip
-    timings = sorted(str(p) for p in out.glob("*/timing.json"))
+    timings = sorted(str(p) for p in timing_dir.glob("*.json"))
     assert main(["efficiency", "--timings", *timings, "--out", str(work / "results/efficiency.csv")]) == 0
     rows = list(csv.DictReader((work / "results/efficiency.csv").open()))
     assert [r["adapter"] for r in rows] == ["control_random_0", "dnd_0", "dnd_1", "dnd_2"]

@@ -170,12 +170,11 @@ def task_config(task_yaml: Path) -> dict[str, Any]:
 
 
 def task_data_file(task_yaml: Path) -> Path:
-    """The test file a task YAML reads: dataset_kwargs.data_files.test, taken relative to the
-    repository root (dnd.config.REPO_ROOT) unless it is absolute."""
-    from . import config
-
+    """The test file a task YAML reads: dataset_kwargs.data_files.test, relative to the run's
+    working directory (where dnd.prompts.portable_path wrote it from, and where lm-eval looks)
+    unless it is absolute."""
     data = Path(task_config(task_yaml)["dataset_kwargs"]["data_files"]["test"])
-    return _require(data if data.is_absolute() else config.REPO_ROOT / data, f"test items of task {task_yaml.name}")
+    return _require(data.resolve(), f"test items of task {task_yaml.name}")
 
 
 @contextlib.contextmanager
