@@ -173,3 +173,15 @@ def test_same_seed_gives_byte_identical_outputs(tmp_path, tiny_model_dir, train_
     assert "elapsed_s" not in (a / "train_log.csv").read_text() and "wall_s" not in (a / "summary.json").read_text()
     t = json.loads((tmp_path / "t.json").read_text())
     assert t["steps"] == 4 and t["resumed_from"] == 0 and t["wall_s"] >= t["loop_s"] > 0
+
+
+def test_adapter_config_is_canonical(tmp_path):
+    """peft writes target_modules from a set (order follows the per-process string hash): the
+    published config is sorted, so one adapter has one byte representation."""
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"r": 4, "target_modules": ["v_proj", "q_proj", "down_proj"]}))
+    b.write_text(json.dumps({"target_modules": ["down_proj", "v_proj", "q_proj"], "r": 4}))
+    for p in (a, b):
+        lora_mod.canonicalize_adapter_config(p)
+    assert a.read_bytes() == b.read_bytes()
+    assert json.loads(a.read_text())["target_modules"] == ["down_proj", "q_proj", "v_proj"]

@@ -221,6 +221,16 @@ def _load_resume(state_file: Path, fingerprint: str, pm, opt) -> tuple[int, list
     return st["step"], st["rows"], st["elapsed_s"]
 
 
+def canonicalize_adapter_config(path: Path) -> None:
+    """Rewrite peft's adapter_config.json with sorted keys and a sorted `target_modules`: peft
+    keeps the modules as a set, so its JSON order follows Python's per-process string hashing
+    and the same adapter would otherwise differ byte-wise from run to run."""
+    cfg = json.loads(path.read_text())
+    if isinstance(cfg.get("target_modules"), list):
+        cfg["target_modules"] = sorted(cfg["target_modules"])
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
 def _publish(pm, out_dir: Path, work: Path, summary: dict, rows: list[dict]) -> None:
     """Move a finished run into place: final/ (the last checkpoint as a standard PEFT
     directory), summary.json, train_log.csv and checkpoints/; then drop .work/."""
@@ -236,6 +246,7 @@ def _publish(pm, out_dir: Path, work: Path, summary: dict, rows: list[dict]) -> 
     set_peft_model_state_dict(pm, load_file(str(ckpts[-1])))
     with atomic_path(out_dir / "final", is_dir=True) as tmp:
         pm.save_pretrained(tmp)
+        canonicalize_adapter_config(tmp / "adapter_config.json")
     write_json(work / "summary.json", summary)
     _write_log(out_dir / "train_log.csv", rows)
     if (out_dir / "checkpoints").exists():
