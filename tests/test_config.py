@@ -148,12 +148,12 @@ def test_cli_failure_is_one_line_naming_the_file(tmp_path, caplog):
 
 
 def test_cli_unexpected_error_is_one_line_and_debug_shows_it(monkeypatch, caplog):
-    from dnd import cli, data_prep
+    from dnd import cli, data
 
     def boom(args):
         raise RuntimeError("disk on fire\nsecond line")
 
-    monkeypatch.setitem(data_prep.COMMANDS, "data-summary", (data_prep.COMMANDS["data-summary"][0], boom))
+    monkeypatch.setitem(data.COMMANDS, "data-summary", (data.COMMANDS["data-summary"][0], boom))
     rc = cli.main(["data-summary", "--data-dirs", "x", "--out", "y"])
     err = _errors(caplog)
     assert rc == 1 and len(err) == 1 and "RuntimeError: disk on fire second line" in err[0]

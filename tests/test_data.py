@@ -4,9 +4,9 @@ import re
 import pytest
 
 from dnd.config import ConfigError, validate_config
-from dnd.data import (REGISTRY, SPLITS, item_key, load_pools, make_splits, parse_dnd_item, prepare_dataset,
+from dnd.datasets import (REGISTRY, SPLITS, item_key, load_pools, make_splits, parse_dnd_item, prepare_dataset,
                       read_custom_file, validate_custom_file)
-from dnd.data_prep import prepare, summary_csv
+from dnd.data import prepare, summary_csv
 from dnd.io import read_jsonl
 from dnd.prompts import lm_eval_task, render_context, task_name, to_eval_record, training_example
 

@@ -13,9 +13,9 @@ import pytest
 
 from dnd.cli import main
 from dnd.config import validate_config
-from dnd.data import title
+from dnd.datasets import title
 
-pytest.importorskip("dnd.evaluation", reason="dnd.evaluation (main_table) not available yet")
+pytest.importorskip("dnd.evaluate", reason="dnd.evaluation (main_table) not available yet")
 
 from dnd import report  # noqa: E402
 

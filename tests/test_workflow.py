@@ -72,7 +72,7 @@ def test_dvc_stages_match_snakemake_targets():
         outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", [])]
         for out in outs:
             assert any(p == out or p.startswith(out.rstrip("/") + "/") for p in planned), f"{name}: {out} not produced by the DAG"
-    for agg in ("source_loras", "generators", "generate", "evaluate", "report"):
+    for agg in ("zoo", "generators", "generate", "evaluate", "report"):
         assert agg in stages
     # DVC fails on a params key that config/config.yaml does not spell out
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -165,7 +165,7 @@ def test_smoke_dag_end_to_end_deterministic_and_through_dvc(tmp_path):
     # a generator setting changes: only generators -> generate -> evaluate -> report rerun
     res = dvc(b, "exp", "run", "-S", "config/config.yaml:generator.steps=4")
     out = res.stdout + res.stderr
-    for stage in ("data", "prepare_base_model", "source_loras"):
+    for stage in ("data", "base_model", "zoo"):
         assert f"Stage '{stage}' didn't change, skipping" in out, stage
     for stage in ("generators", "generate", "evaluate", "report"):
         assert f"Running stage '{stage}'" in out, stage

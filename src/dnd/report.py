@@ -34,7 +34,7 @@ import pandas as pd
 import yaml
 
 from .config import config_hash
-from .data import title
+from .datasets import title
 from .io import atomic_path, write_text
 
 log = logging.getLogger(__name__)
@@ -267,7 +267,7 @@ def tidy_scores(scores: pd.DataFrame, folds: dict | None = None) -> pd.DataFrame
 # ------------------------------------------------------------------------------ tables
 def get_main_table(scores: pd.DataFrame, folds: dict | None = None) -> pd.DataFrame:
     """evaluation.main_table(scores), indexed by target (+ 'mean'), accuracies in %."""
-    from .evaluation import main_table
+    from .evaluate import main_table
 
     mt = (main_table(scores) if folds is None else main_table(scores, folds)).copy()
     if "target" in mt.columns:

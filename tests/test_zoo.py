@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dnd import lora as lora_mod
+from dnd import zoo as lora_mod
 from dnd.config import validate_config
 from dnd.io import write_jsonl
 

@@ -19,7 +19,7 @@ seconds; written atomically every `generator.save_every` steps, picked up by a r
 same configuration, deleted at the end). The outputs hold no timings (one configuration gives
 byte-identical files on any machine); `--timings` writes them to a separate JSON (wall_s,
 loop_s, steps, resumed_from). A NaN/inf loss or gradient stops training at that step, before
-the optimizer step: no resume point or output is written after it (dnd.lora.check_finite).
+the optimizer step: no resume point or output is written after it (dnd.zoo.check_finite).
 
 Training pairs: an item is one checkpoint of a source dataset d plus a fresh draw of N
 prompts from d's encoded train prompts. Items are visited in epochs (a seeded permutation
@@ -57,8 +57,8 @@ from tqdm import tqdm
 
 from .encoder import config_section, encoding_signature, load_encoded
 from .io import atomic_path, load_torch, write_text
-from .lora import check_finite, write_timings
-from .model import HyperConvDecoder, count_parameters, weighted_mse
+from .zoo import check_finite, write_timings
+from .decoder import HyperConvDecoder, count_parameters, weighted_mse
 from .tokenization import LoraLayout, tokenize
 
 log = logging.getLogger(__name__)
@@ -323,7 +323,7 @@ def train_generator(
         template_adapter: a PEFT adapter dir of the zoo (its adapter_config.json is copied).
         out: generator checkpoint path; the resume checkpoint lives next to it.
         log_path: CSV loss log (step, loss, lr).
-        timings: optional path of the timings JSON (see dnd.lora.write_timings).
+        timings: optional path of the timings JSON (see dnd.zoo.write_timings).
 
     Returns the checkpoint dict that was saved.
     """

@@ -29,7 +29,7 @@ rule train_lora:
         "--train {input.train:q} --out-dir {params.out_dir:q} --timings {output.timings:q} > {log:q} 2>&1"
 
 
-rule source_loras:
+rule zoo:
     """Aggregate target: the whole LoRA zoo."""
     input:
         expand(f"{ZOO}/{{ds}}/final", ds=DATASETS),

@@ -20,10 +20,10 @@ from safetensors.torch import load_file
 from dnd import io as dio
 from dnd.cli import main
 from dnd.encoder import config_section
-from dnd.generation import MARKER, generate_adapter
-from dnd.model import HyperConvDecoder
+from dnd.generate import MARKER, generate_adapter
+from dnd.decoder import HyperConvDecoder
 from dnd.tokenization import LoraLayout
-from dnd.training import CHECKPOINT_FORMAT
+from dnd.generators import CHECKPOINT_FORMAT
 
 N, R, W = 2, 2, 4
 PREFIX = "base_model.model.model.layers.0.self_attn.q_proj"

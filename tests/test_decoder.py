@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dnd.model import HyperConvDecoder, HyperConvLayer, count_parameters, weighted_mse
+from dnd.decoder import HyperConvDecoder, HyperConvLayer, count_parameters, weighted_mse
 
 
 @pytest.mark.parametrize(

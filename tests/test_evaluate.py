@@ -13,7 +13,7 @@ import re
 import shutil
 from pathlib import Path
 
-from dnd import evaluation as ev  # first: sets HF_*_OFFLINE before transformers/lm_eval load
+from dnd import evaluate as ev  # first: sets HF_*_OFFLINE before transformers/lm_eval load
 
 import numpy as np
 import pandas as pd

@@ -11,11 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import dnd.training as training
+import dnd.generators as training
 from dnd.cli import main
 from dnd.encoder import ConditionEncoder, config_section, encoding_signature
-from dnd.generation import draw_prompts, load_generator, random_text_prompts, read_prompts
-from dnd.model import HyperConvDecoder, weighted_mse
+from dnd.generate import draw_prompts, load_generator, random_text_prompts, read_prompts
+from dnd.decoder import HyperConvDecoder, weighted_mse
 from dnd.tokenization import MODULE_ORDER, LoraLayout, detokenize
 from conftest import TINY_LLAMA
 
@@ -269,7 +269,7 @@ def test_training_is_deterministic_and_resumes_exactly(work: Path, tmp_path: Pat
 def test_non_finite_loss_stops_training(work: Path, tmp_path: Path, monkeypatch) -> None:
     """A NaN loss at step 5 stops the run there: no output, the resume point of step 4 stays."""
     from dnd.io import ArtifactError, load_torch
-    from dnd.lora import NonFiniteError
+    from dnd.zoo import NonFiniteError
 
     calls = {"n": 0}
 

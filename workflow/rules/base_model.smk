@@ -1,4 +1,4 @@
-rule prepare_base_model:
+rule base_model:
     """Export the frozen base LLM once as a plain safetensors directory."""
     input:
         base_model_inputs,
@@ -7,9 +7,9 @@ rule prepare_base_model:
     params:
         p=as_json({"base_model": config["base_model"], "seed": config["seed"]}),
     log:
-        "logs/prepare_base_model.log",
+        "logs/base_model.log",
     benchmark:
-        "benchmarks/prepare_base_model.tsv"
+        "benchmarks/base_model.tsv"
     threads: 2
     resources:
         mem_mb=6000,

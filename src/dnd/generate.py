@@ -43,10 +43,10 @@ from safetensors.torch import save_file
 
 from .encoder import ConditionEncoder
 from .io import ArtifactError, atomic_path, check_replaceable_dir, load_torch, read_jsonl, write_json, write_text
-from .model import HyperConvDecoder
+from .decoder import HyperConvDecoder
 from .prompts import condition_text
 from .tokenization import LoraLayout, detokenize
-from .training import CHECKPOINT_FORMAT, derive_seed, draw_indices
+from .generators import CHECKPOINT_FORMAT, derive_seed, draw_indices
 
 log = logging.getLogger(__name__)
 
