@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from dnd.cli import main as cli_main
+from dnd.config import section
 from dnd.prompts import lm_eval_task_yaml, to_eval_record
 
 DATASETS = ["alpha", "beta", "gamma"]
@@ -265,7 +266,7 @@ def test_non_finite_adapter_is_an_error_never_a_score(world, tmp_path, caplog):
 def test_score_cache_refuses_non_finite(world, tmp_path):
     task_yaml = world["tasks"] / f"dnd_{TARGET}.yaml"
     cache = ev.ScoreCache(tmp_path / "c", world["model"], task_yaml, ev.task_data_file(task_yaml),
-                          ev.read_lora_config(world["zoo"] / "beta" / "final"), ev.evaluation_settings({}))
+                          ev.read_lora_config(world["zoo"] / "beta" / "final"), section("evaluation", {}))
     bad = ev.Scored(ids=["a"], correct=[1], acc=1.0, seconds=0.0, loglikelihoods=[[-1.0, math.nan]])
     with pytest.raises(ev.NonFiniteScoreError, match="non-finite"):
         cache.put("k", bad)
@@ -304,7 +305,7 @@ def test_relative_task_path_resolves_against_the_run_directory(world, tmp_path, 
     def key(tasks_dir: Path) -> str:
         yaml_path = tasks_dir / f"{task}.yaml"
         return ev.ScoreCache(tmp_path / "c", world["model"], yaml_path, ev.task_data_file(yaml_path),
-                             ev.read_lora_config(lora), ev.evaluation_settings({})).key(None)
+                             ev.read_lora_config(lora), section("evaluation", {})).key(None)
 
     assert key(tasks) == key(world["tasks"])
 
@@ -352,10 +353,12 @@ def test_nearest_uses_masked_mean(world):
 
 
 def test_evaluation_settings():
-    s = ev.evaluation_settings({"evaluation": {"limit": 5}})
+    from dnd.config import section
+
+    s = section("evaluation", {"limit": 5})
     assert s["limit"] == 5 and s["metric"] == "acc" and s["bootstrap"] >= 0
-    with pytest.raises(ValueError, match="unknown evaluation setting"):
-        ev.evaluation_settings({"evaluation": {"limt": 5}})
+    with pytest.raises(ValueError, match="Additional properties.*limt"):
+        section("evaluation", {"limt": 5})
 
 
 # ----------------------------------------------------------------------------- summarize

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from dnd import io as dio
 from dnd.cli import main
-from dnd.encoder import config_section
+from dnd.config import section
 from dnd.generate import MARKER, generate_adapter
 from dnd.decoder import HyperConvDecoder
 from dnd.tokenization import LoraLayout
@@ -46,7 +46,7 @@ def _checkpoint(fill: float | None = None) -> dict:
         "decoder": decoder.hparams(),
         "layout": layout.to_dict(),
         "adapter_config": {"peft_type": "LORA", "r": R, "lora_alpha": 2 * R, "target_modules": ["q_proj"]},
-        "encoder": config_section("encoder", {"max_length": 8, "pooling": "mean"}),
+        "encoder": section("encoder", {"max_length": 8, "pooling": "mean"}),
         "n_params": sum(p.numel() for p in decoder.parameters()),
     }
 

@@ -13,7 +13,8 @@ from safetensors.torch import load_file, save_file
 
 import dnd.generators as training
 from dnd.cli import main
-from dnd.encoder import ConditionEncoder, config_section, encoding_signature
+from dnd.config import section
+from dnd.encoder import ConditionEncoder, encoding_signature
 from dnd.generate import draw_prompts, load_generator, random_text_prompts, read_prompts
 from dnd.decoder import HyperConvDecoder, weighted_mse
 from dnd.tokenization import MODULE_ORDER, LoraLayout, detokenize
@@ -131,7 +132,7 @@ def train(work: Path, out: Path, timings: Path | None = None, **generator) -> di
 
 def test_encoder_shapes_mask_and_pooling() -> None:
     texts = ["A short prompt.", "A much longer prompt that has quite a few more words in it than the first one."]
-    enc = ConditionEncoder(config_section("encoder", {"max_length": 12}))
+    enc = ConditionEncoder(section("encoder", {"max_length": 12}))
     states, mask = enc.encode(texts)
     assert states.shape == (2, 12, 384) and mask.shape == (2, 12) and mask.dtype == torch.bool
     assert mask[1].all() and 2 < mask[0].sum() < 12  # the long prompt is truncated, the short padded
@@ -139,7 +140,7 @@ def test_encoder_shapes_mask_and_pooling() -> None:
     alone, _ = enc.encode(texts[:1])  # padding of the batch does not change the states
     torch.testing.assert_close(alone[0], states[0], atol=1e-4, rtol=1e-4)
 
-    pooled_enc = ConditionEncoder(config_section("encoder", {"max_length": 12, "pooling": "mean"}))
+    pooled_enc = ConditionEncoder(section("encoder", {"max_length": 12, "pooling": "mean"}))
     pooled, pmask = pooled_enc.encode(texts)
     assert pooled.shape == (2, 1, 384) and pmask.shape == (2, 1) and pmask.all()
     expected = states.sum(1) / mask.sum(1, keepdim=True)
@@ -148,8 +149,8 @@ def test_encoder_shapes_mask_and_pooling() -> None:
 
 def test_encoder_bfloat16_is_close_and_part_of_the_signature() -> None:
     texts = ["Which gas do plants take in?", "Pick the best ending: the cat sat on the"]
-    ref, mask = ConditionEncoder(config_section("encoder", {"max_length": 12})).encode(texts)
-    fast, fmask = ConditionEncoder(config_section("encoder", {"max_length": 12, "dtype": "bfloat16"})).encode(texts)
+    ref, mask = ConditionEncoder(section("encoder", {"max_length": 12})).encode(texts)
+    fast, fmask = ConditionEncoder(section("encoder", {"max_length": 12, "dtype": "bfloat16"})).encode(texts)
     assert fast.dtype == torch.float32 and torch.equal(mask, fmask)
     assert (fast - ref).norm() / ref.norm() < 0.05  # bf16 rounding, not a different encoder
     assert encoding_signature({"max_length": 12}) != encoding_signature({"max_length": 12, "dtype": "bfloat16"})

@@ -167,17 +167,17 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from .cli import parse_params
+    from .config import command_params
     from .io import read_jsonl
     from .prompts import render_context, render_choices
 
-    params = parse_params(args.params)
+    params = command_params(args.params, "base_model", "seed")
     texts = []
     for f in args.texts:
         for it in read_jsonl(f):
             texts.append(render_context(it) + " " + " ".join(render_choices(it)))
             texts.append(render_context(it, "letter"))
-    prepare_base_model(params["base_model"], args.out, params.get("seed", 0), texts)
+    prepare_base_model(params["base_model"], args.out, params["seed"], texts)
 
 
 COMMANDS = {"prepare-base-model": (_add, _run)}

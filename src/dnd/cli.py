@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import os
 import sys
@@ -30,19 +29,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "summarize": ("dnd.evaluate", "merge per-target scores into scores.csv with bootstrap CIs"),
     "report": ("dnd.report", "render results/report.md and the figures"),
 }
-
-
-def parse_params(text: str | None) -> dict:
-    """--params takes a JSON object (the rules pass config sections this way)."""
-    if not text:
-        return {}
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SystemExit(f"--params is not valid JSON: {exc}")
-    if not isinstance(obj, dict):
-        raise SystemExit("--params must be a JSON object")
-    return obj
 
 
 def setup_logging(level: str = "INFO") -> None:

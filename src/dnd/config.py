@@ -39,6 +39,51 @@ def _validator():
     return validators.extend(base, {"properties": set_defaults}, type_checker=checker)
 
 
+def parse_params(text: str | None) -> dict[str, Any]:
+    """--params takes a JSON object (the rules pass config sections this way)."""
+    if not text:
+        return {}
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--params is not valid JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise ConfigError("--params must be a JSON object")
+    return obj
+
+
+def section(name: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """Config section `name`, validated against its part of the schema with the defaults filled
+    in: the one way every command reads its settings (a partial, hand-written --params JSON
+    works; unknown keys and wrong types are errors naming the key)."""
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())["properties"][name]
+    out = json.loads(json.dumps(dict(params or {}) if schema.get("type") == "object" else params))
+    errors = list(_validator()(schema).iter_errors(out))
+    if errors:
+        e = errors[0]
+        where = "/".join(str(p) for p in e.path) or "(section)"
+        raise ConfigError(f"invalid {name} params at '{where}': {e.message}")
+    return out
+
+
+def command_params(text: str | None, *names: str) -> dict[str, Any]:
+    """The --params JSON of a command as {name: validated, defaulted section} for each of
+    `names` (top-level scalars such as `seed` take their schema default when absent). A key
+    the command does not read is an error, so a rule cannot pass settings that are ignored."""
+    given = parse_params(text)
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise ConfigError(f"--params has key(s) {unknown} this command does not read; it reads {list(names)}")
+    props = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]
+    out = {}
+    for name in names:
+        if props[name].get("type") == "object":
+            out[name] = section(name, given.get(name))
+        else:
+            out[name] = section(name, given[name]) if name in given else json.loads(json.dumps(props[name]["default"]))
+    return out
+
+
 def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """Validate in place (filling defaults) and check cross-field rules; return cfg."""
     schema = yaml.safe_load(SCHEMA_PATH.read_text())

@@ -48,13 +48,9 @@ def _add_prepare(p: argparse.ArgumentParser) -> None:
 
 
 def _run_prepare(args: argparse.Namespace) -> None:
-    from .cli import parse_params
-    from .config import validate_config
+    from .config import command_params
 
-    params = parse_params(args.params)
-    # validate the sections we were given (fills defaults, checks names)
-    cfg = validate_config({"data": params["data"], "prompt": params.get("prompt", {}),
-                           "base_model": {"source": "tiny"}, "seed": params.get("seed", 0)})
+    cfg = command_params(args.params, "data", "prompt", "seed")
     prepare(args.dataset, cfg["data"], cfg["prompt"], cfg["seed"], args.out_dir, args.tasks_dir)
 
 

@@ -27,7 +27,7 @@ import torch
 import yaml
 from torch import Tensor
 
-from .config import SCHEMA_PATH, ConfigError, _validator, resolve_input_path
+from .config import section, resolve_input_path
 from .io import atomic_path, read_jsonl
 from .prompts import condition_text
 
@@ -35,22 +35,6 @@ log = logging.getLogger(__name__)
 
 #: Encoder config keys that change the encoded states (the rest only change speed).
 ENCODING_KEYS = ("path", "max_length", "pooling", "dtype")
-
-
-def config_section(name: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Validate `params` against section `name` of the config schema, filling its defaults.
-
-    Commands receive config sections as --params JSON; this lets a hand-written, partial
-    JSON work and rejects unknown keys with the schema's message.
-    """
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())["properties"][name]
-    out = json.loads(json.dumps(dict(params or {})))
-    errors = list(_validator()(schema).iter_errors(out))
-    if errors:
-        e = errors[0]
-        where = "/".join(str(p) for p in e.path) or "(section)"
-        raise ConfigError(f"invalid {name} params at '{where}': {e.message}")
-    return out
 
 
 def encoder_path(cfg: Mapping[str, Any]) -> Path:
@@ -129,7 +113,7 @@ class ConditionEncoder:
 
 def encoding_signature(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The part of an encoder config that determines the states (for consistency checks)."""
-    full = config_section("encoder", cfg)  # older caches lack later keys: take their defaults
+    full = section("encoder", cfg)  # older caches lack later keys: take their defaults
     return {k: full[k] for k in ENCODING_KEYS}
 
 
@@ -151,9 +135,9 @@ def add_encode_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_encode(args: argparse.Namespace) -> None:
-    from .cli import parse_params
+    from .config import parse_params
 
-    cfg = config_section("encoder", parse_params(args.params))
+    cfg = section("encoder", parse_params(args.params))
     items = read_jsonl(args.data)
     if not items:
         raise ValueError(f"no items in {args.data}")

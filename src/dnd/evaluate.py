@@ -87,6 +87,8 @@ from typing import Any, Iterable, Iterator
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
+from .config import section
+
 log = logging.getLogger(__name__)
 
 METHODS = ("base", "source_lora", "soup", "nearest", "dnd", "control_other", "control_random")
@@ -104,24 +106,6 @@ LMEVAL_OTHER_SEED = 1234
 LORA_SHAPE_FIELDS = ("peft_type", "r", "lora_alpha", "target_modules", "use_rslora", "use_dora", "bias",
                      "fan_in_fan_out", "rank_pattern", "alpha_pattern", "layers_to_transform",
                      "layers_pattern", "modules_to_save")
-
-
-# =============================================================================== settings
-def evaluation_settings(params: dict[str, Any]) -> dict[str, Any]:
-    """The `evaluation` config section with the schema's defaults filled in (one source of
-    defaults); unknown keys are an error."""
-    import yaml
-
-    from .config import SCHEMA_PATH
-
-    props = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]["evaluation"]["properties"]
-    given = dict(params.get("evaluation") or {})
-    unknown = sorted(set(given) - set(props))
-    if unknown:
-        raise ValueError(f"unknown evaluation setting(s) {unknown}; known: {sorted(props)}")
-    out = {k: v["default"] for k, v in props.items() if "default" in v}
-    out.update(given)
-    return out
 
 
 # ============================================================================ input files
@@ -523,7 +507,7 @@ def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks_
     from .prompts import task_name
 
     t_start = time.perf_counter()
-    ev = evaluation_settings(params)
+    ev = section("evaluation", params.get("evaluation"))
     datasets = list(params.get("datasets") or [])
     if not datasets:
         raise ValueError("--params must list 'datasets'")
@@ -621,7 +605,7 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
-    from .cli import parse_params
+    from .config import parse_params
     from .io import write_jsonl
 
     params = parse_params(args.params)
@@ -869,11 +853,11 @@ def _add_summarize(p: argparse.ArgumentParser) -> None:
 
 
 def _run_summarize(args: argparse.Namespace) -> None:
-    from .cli import parse_params
+    from .config import parse_params
     from .io import write_json, write_text
 
     params = parse_params(args.params)
-    ev = evaluation_settings(params)
+    ev = section("evaluation", params.get("evaluation"))
     seed = int(params.get("seed", 0))
     folds = params.get("folds") or None
     rows = load_eval_rows(args.eval)

@@ -55,7 +55,8 @@ from safetensors.torch import load_file
 from torch import Tensor
 from tqdm import tqdm
 
-from .encoder import config_section, encoding_signature, load_encoded
+from .encoder import encoding_signature, load_encoded
+from .config import section
 from .io import atomic_path, load_torch, write_text
 from .zoo import check_finite, write_timings
 from .decoder import HyperConvDecoder, count_parameters, weighted_mse
@@ -332,9 +333,9 @@ def train_generator(
         raise ValueError(f"target {target!r} is among the sources (leave-one-out)")
     if not (len(sources) == len(tokens_paths) == len(encoded_paths)) or not sources:
         raise ValueError("need one --tokens and one --encoded file per source, in the order of --sources")
-    gen = config_section("generator", params.get("generator"))
-    enc = config_section("encoder", params.get("encoder"))
-    lora = config_section("lora", params.get("lora"))
+    gen = section("generator", params.get("generator"))
+    enc = section("encoder", params.get("encoder"))
+    lora = section("lora", params.get("lora"))
     seed = int(params.get("seed", 0))
 
     zoo, layout, states = _load_sources(sources, tokens_paths, encoded_paths, gen, enc)
@@ -432,9 +433,9 @@ def add_tokenize_zoo_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_tokenize_zoo(args: argparse.Namespace) -> None:
-    from .cli import parse_params
+    from .config import parse_params
 
-    gen = config_section("generator", parse_params(args.params))
+    gen = section("generator", parse_params(args.params))
     zoo = tokenize_checkpoints(args.checkpoints, gen["chunk_width"])
     with atomic_path(args.out) as tmp:
         torch.save(zoo, tmp)
@@ -463,9 +464,9 @@ def add_train_generator_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_train_generator(args: argparse.Namespace) -> None:
-    from .cli import parse_params
+    from .config import command_params
 
-    params = parse_params(args.params)
+    params = command_params(args.params, "generator", "encoder", "lora", "seed")
     ckpt = train_generator(
         params,
         args.target,

@@ -109,9 +109,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from .cli import parse_params
+    from .config import parse_params, validate_config
 
     params = parse_params(args.params)
+    if params:  # without a config the report is rendered from the run's files alone
+        validate_config(params)
     build_report(
         params=params,
         scores=Path(args.scores),

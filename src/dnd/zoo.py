@@ -354,11 +354,11 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from .cli import parse_params
+    from .config import command_params
 
-    params = parse_params(args.params)
-    train_lora(args.model, args.train, args.out_dir, params["lora"], params.get("prompt", {}).get("format", "cloze"),
-               params.get("seed", 0), timings=args.timings)
+    params = command_params(args.params, "lora", "prompt", "seed")
+    train_lora(args.model, args.train, args.out_dir, params["lora"], params["prompt"]["format"], params["seed"],
+               timings=args.timings)
 
 
 COMMANDS = {"train-lora": (_add, _run)}
