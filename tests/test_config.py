@@ -90,9 +90,10 @@ def test_integers_are_ints_not_floats_or_bools():
         validate_config(_minimal(generator={"steps": True}))
 
 
-def test_prompt_counts_must_agree():
-    with pytest.raises(ConfigError, match=r"generate.n_prompts \(64\) must equal generator.n_prompts \(128\)"):
-        validate_config(_minimal(generator={"n_prompts": 128}, generate={"n_prompts": 64}))
+def test_prompt_count_has_one_home():
+    """generate.n_prompts is gone: a generator takes exactly generator.n_prompts prompts."""
+    with pytest.raises(ConfigError, match="Additional properties.*n_prompts"):
+        validate_config(_minimal(generate={"n_prompts": 64}))
 
 
 def test_chunk_width_must_divide_model_dims():

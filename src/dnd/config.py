@@ -100,9 +100,11 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(gen.get(key, [])) - set(cfg["data"]["datasets"]))
         if unknown:
             raise ConfigError(f"generator.{key} names datasets not in data.datasets: {unknown}")
+    unknown = sorted(set(cfg["base_model"].get("tiny", {}).get("tokenizer_datasets", [])) - set(cfg["data"]["datasets"]))
+    if unknown:
+        raise ConfigError(f"base_model.tiny.tokenizer_datasets names datasets not in data.datasets: {unknown}")
     if cfg["base_model"]["source"] == "hf" and not cfg["base_model"].get("name_or_path"):
         raise ConfigError("base_model.source is 'hf' but base_model.name_or_path is empty")
-    check_cross_fields(cfg)
     return cfg
 
 
@@ -150,17 +152,6 @@ def lora_widths(dims: dict[str, int], target_modules: list[str]) -> dict[str, tu
     shapes = {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
               "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
     return {m: shapes[m] for m in target_modules if m in shapes}
-
-
-def check_cross_fields(cfg: dict[str, Any]) -> None:
-    """Rules that span sections, checked before any job runs (each would otherwise fail a job
-    hours into the run)."""
-    gen, generate = cfg.get("generator", {}), cfg.get("generate", {})
-    if "n_prompts" in gen and "n_prompts" in generate and gen["n_prompts"] != generate["n_prompts"]:
-        raise ConfigError(
-            f"generate.n_prompts ({generate['n_prompts']}) must equal generator.n_prompts ({gen['n_prompts']}): "
-            "the decoder takes exactly generator.n_prompts prompts as its input channels"
-        )
 
 
 def check_chunk_width(cfg: dict[str, Any]) -> None:

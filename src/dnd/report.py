@@ -879,7 +879,7 @@ def _setup_section(params: dict, data_summary: Path, eff_num: pd.DataFrame | Non
         f"{gen.get('steps', 'n/a')} steps, batch {gen.get('batch_size', 'n/a')}, lr {gen.get('lr', 'n/a')}"
         + (f"; {gparams / 1e6:.2f} M parameters" if gparams else "") + ".",
         f"- **Generation**: {g.get('n_adapters', 'n/a')} DnD adapters per target, each from an independent "
-        f"draw of {g.get('n_prompts', 'n/a')} prompts of the target's unlabeled condition pool; "
+        f"draw of {gen.get('n_prompts', 'n/a')} prompts of the target's unlabeled condition pool; "
         f"{g.get('n_controls', 'n/a')} adapters per control.",
         f"- **Evaluation**: the first {ev.get('limit', 'n/a')} test items of each target (identical for every "
         f"method), {ev.get('dtype', 'n/a')}; 95% CIs from {ev.get('bootstrap', 'n/a')} bootstrap resamples.",

@@ -60,9 +60,11 @@ def other_dataset(target):
 
 
 def base_model_inputs(wildcards):
-    """The tiny test model trains its tokenizer on the prepared text; real models need nothing."""
+    """The tiny test model trains its tokenizer on prepared text (of base_model.tiny.
+    tokenizer_datasets, else of every dataset); real models need nothing."""
     if config["base_model"]["source"] == "tiny":
-        return expand("results/data/{ds}/train.jsonl", ds=DATASETS)
+        names = config["base_model"]["tiny"].get("tokenizer_datasets") or DATASETS
+        return expand("results/data/{ds}/train.jsonl", ds=names)
     return []
 
 

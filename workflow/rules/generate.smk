@@ -18,7 +18,7 @@ rule generate_dnd:
         timing="results/timings/generate/{target}/dnd_{i}.json",
     params:
         prompts=lambda wildcards, input: input.prompts,
-        n=config["generate"]["n_prompts"],
+        n=config["generator"]["n_prompts"],
         seed=lambda wildcards: config["seed"] * 1000 + int(wildcards.i),
     log:
         "logs/generate/{target}_dnd_{i}.log",
@@ -44,7 +44,7 @@ rule generate_control_other:
         timing="results/timings/generate/{target}/control_other_{i}.json",
     params:
         prompts=lambda wildcards, input: input.prompts,
-        n=config["generate"]["n_prompts"],
+        n=config["generator"]["n_prompts"],
         seed=lambda wildcards: config["seed"] * 1000 + 100 + int(wildcards.i),
     log:
         "logs/generate/{target}_control_other_{i}.log",
@@ -68,8 +68,8 @@ rule generate_control_random:
         adapter=directory("results/generated/{target}/control_random_{i}"),
         timing="results/timings/generate/{target}/control_random_{i}.json",
     params:
-        prompts=f"random:{config['generate']['n_prompts']}",
-        n=config["generate"]["n_prompts"],
+        prompts=f"random:{config['generator']['n_prompts']}",
+        n=config["generator"]["n_prompts"],
         seed=lambda wildcards: config["seed"] * 1000 + 200 + int(wildcards.i),
     log:
         "logs/generate/{target}_control_random_{i}.log",
