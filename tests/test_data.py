@@ -229,5 +229,5 @@ def test_real_benchmarks_seven_by_three_disjoint(tmp_path):
 
 
 def test_unknown_dataset_in_loader():
-    with pytest.raises(ConfigError, match="unknown dataset"):
+    with pytest.raises(ValueError, match="unknown dataset"):
         load_pools("nope", {"datasets": []})

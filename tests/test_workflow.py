@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -109,6 +110,20 @@ def _smoke_repo(dest: Path) -> None:
         subprocess.run(["git", *cmd], cwd=dest, check=True, capture_output=True)
 
 
+def _planned_jobs(dry_run: str) -> list[tuple[str, str]]:
+    """(rule, dataset or target wildcard) of each job in a `snakemake -n` listing."""
+    jobs, rule = [], None
+    for line in dry_run.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):", line)
+        if m:
+            rule = m.group(1)
+            jobs.append((rule, ""))
+        m = re.search(r"wildcards: .*?(?:ds|target)=([^,\s]+)", line)
+        if m and rule:
+            jobs[-1] = (rule, m.group(1))
+    return jobs
+
+
 def _dvc_outs(dvc_yaml: dict) -> list[str]:
     return [next(iter(o)) if isinstance(o, dict) else o
             for st in dvc_yaml["stages"].values() for kind in ("outs", "metrics", "plots") for o in st.get(kind, [])]
@@ -133,6 +148,16 @@ def test_smoke_dag_end_to_end_deterministic_and_through_dvc(tmp_path):
     # nothing to do on a second invocation
     res = snakemake("-n", "--cores", "1", "--configfile", str(REPO / "config" / "smoke.yaml"), "-d", str(a))
     assert "Nothing to be done" in res.stdout + res.stderr
+    # incremental by dataset: adding one plans only its own per-dataset jobs (and the folds,
+    # generators and evaluations that now include it), never another dataset's data or LoRA
+    grown = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    grown["data"]["custom"]["capitals2"] = dict(grown["data"]["custom"]["capitals"])
+    grown["data"]["datasets"].append("capitals2")
+    (a / "grown.yaml").write_text(yaml.safe_dump(grown))
+    planned = _planned_jobs(snakemake("-n", "--cores", "1", "--configfile", str(a / "grown.yaml"), "-d", str(a)).stdout)
+    for rule in ("prepare_data", "train_lora", "tokenize_zoo", "encode_prompts"):
+        assert {w for r, w in planned if r == rule} == {"capitals2"}, (rule, planned)
+    assert "base_model" not in {r for r, _ in planned}
     # the HTML report renders
     snakemake("--configfile", str(REPO / "config" / "smoke.yaml"), "-d", str(a), "--report", str(a / "report.html"))
     assert (a / "report.html").stat().st_size > 10_000

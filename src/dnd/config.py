@@ -10,8 +10,7 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+from .paths import REPO_ROOT, SCHEMA_PATH, resolve_input_path  # noqa: F401 (re-exported: one import for users)
 
 
 class ConfigError(ValueError):
@@ -94,7 +93,12 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"invalid config at '{where}': {e.message}")
     from .datasets import check_dataset_names
 
-    check_dataset_names(cfg["data"]["datasets"], cfg["data"].get("custom", {}))
+    if not cfg["data"].get("datasets"):
+        raise ConfigError("invalid config at 'data': 'datasets' is a required property")
+    try:
+        check_dataset_names(cfg["data"]["datasets"], cfg["data"].get("custom", {}))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     gen = cfg.get("generator", {})
     for key in ("heldout", "sources"):
         unknown = sorted(set(gen.get(key, [])) - set(cfg["data"]["datasets"]))
@@ -212,12 +216,6 @@ def load_config(path: str | Path) -> dict[str, Any]:
     if not isinstance(cfg, dict):
         raise ConfigError(f"config file {path} must hold a mapping, got {type(cfg).__name__}")
     return validate_config(cfg)
-
-
-def resolve_input_path(p: str | Path) -> Path:
-    """Input paths in the config are relative to the repository root."""
-    p = Path(p).expanduser()
-    return p if p.is_absolute() else (REPO_ROOT / p).resolve()
 
 
 def config_hash(cfg: dict[str, Any]) -> str:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .config import ConfigError
+from .paths import resolve_input_path
 from .io import parse_jsonl_lines
 from .prompts import LETTERS
 
@@ -56,10 +56,11 @@ REGISTRY: dict[str, DatasetSpec] = {
 
 
 def check_dataset_names(names: list[str], custom: dict[str, Any] | None = None) -> None:
+    """ValueError naming every name that is neither built in nor a key of `custom`."""
     known = set(REGISTRY) | set(custom or {})
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ConfigError(
+        raise ValueError(
             f"unknown dataset name(s) {unknown}; built-in: {sorted(REGISTRY)}"
             + (f", custom: {sorted(custom)}" if custom else "")
         )
@@ -300,7 +301,7 @@ def load_local(name: str, root: Path, dcfg: dict) -> Pools:
             it = parse_dnd_item(r, i, "winogrande-val")
             ev.append(norm_winogrande(it["question"], it["choices"], it["answer"], i, "winogrande-val"))
         return tr, ev
-    raise ConfigError(f"no local loader for dataset '{name}'")
+    raise ValueError(f"no local loader for dataset '{name}'")
 
 
 def load_hub(name: str, dcfg: dict) -> Pools:  # pragma: no cover - needs internet
@@ -347,14 +348,12 @@ def load_hub(name: str, dcfg: dict) -> Pools:  # pragma: no cover - needs intern
 
         return ([conv(r, i, "winogrande-train") for i, r in enumerate(rows("allenai/winogrande", f"winogrande_{size}", "train"))],
                 [conv(r, i, "winogrande-val") for i, r in enumerate(rows("allenai/winogrande", f"winogrande_{size}", "validation"))])
-    raise ConfigError(f"no Hub loader for dataset '{name}'")
+    raise ValueError(f"no Hub loader for dataset '{name}'")
 
 
 def load_custom(name: str, spec: dict) -> Pools:
     """Bring-your-own dataset: JSONL in the normalized schema (optional 'split': 'train'),
     validated strictly by `read_custom_file`."""
-    from .config import resolve_input_path
-
     rows = read_custom_file(resolve_input_path(spec["path"]), name)
     items = [{"id": str(r.get("id", f"{name}-{i}")), "question": r["question"], "choices": list(r["choices"]),
               "answer": r["answer"], "passage": r.get("passage")} for i, r in enumerate(rows)]
@@ -371,8 +370,6 @@ def load_pools(name: str, dcfg: dict) -> Pools:
         return load_custom(name, custom[name])
     if dcfg.get("source", "local") == "hub":
         return load_hub(name, dcfg)
-    from .config import resolve_input_path
-
     root = resolve_input_path(dcfg.get("dir", "../shared/data"))
     if not root.is_dir():
         raise FileNotFoundError(
@@ -431,6 +428,23 @@ def style_of(name: str, dcfg: dict) -> str:
     if name in custom:
         return custom[name].get("style", "qa")
     return REGISTRY[name].style
+
+
+# data.* keys every dataset's splits depend on; the others matter to one loader only
+SPLIT_KEYS = ("n_train", "n_cond", "n_test")
+LOADER_KEYS = {"boolq": ("max_passage_chars",), "winogrande": ("winogrande_size",)}
+
+
+def dataset_settings(dcfg: dict, name: str) -> dict:
+    """The part of the `data` section that dataset `name`'s splits depend on, and nothing else
+    (no list of datasets): a job given only this is not rerun when another dataset is added."""
+    custom = dcfg.get("custom", {})
+    out = {k: dcfg[k] for k in SPLIT_KEYS if k in dcfg}
+    if name in custom:
+        out["custom"] = {name: custom[name]}
+        return out
+    out.update({k: dcfg[k] for k in ("source", "dir") + LOADER_KEYS.get(name, ()) if k in dcfg})
+    return out
 
 
 def prepare_dataset(name: str, dcfg: dict, seed: int) -> dict[str, list[dict]]:

@@ -27,7 +27,8 @@ import torch
 import yaml
 from torch import Tensor
 
-from .config import section, resolve_input_path
+from .config import section
+from .paths import resolve_input_path
 from .io import atomic_path, read_jsonl
 from .prompts import condition_text
 

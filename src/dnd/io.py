@@ -20,7 +20,7 @@ class UnsafeOutputError(ValueError):
 
 def _protected_dirs() -> dict[str, Path]:
     """Directories no step may ever replace, nor any parent of them (`/` included)."""
-    from .config import REPO_ROOT
+    from .paths import REPO_ROOT
 
     return {"the working directory": Path.cwd(), "the repository root": REPO_ROOT, "the home directory": Path.home()}
 

@@ -13,6 +13,7 @@ validate(config, schema="../schemas/config.schema.yaml")
 REPO = Path(workflow.basedir).parent
 sys.path.insert(0, str(REPO / "src"))
 from dnd.config import check_inputs, folds, validate_config  # noqa: E402
+from dnd.datasets import dataset_settings  # noqa: E402
 
 validate_config(config)
 check_inputs(config)

@@ -5,7 +5,10 @@ rule prepare_data:
         lmeval="results/data/{ds}/test.lmeval.jsonl",
         task="results/tasks/dnd_{ds}.yaml",
     params:
-        p=as_json({"data": config["data"], "prompt": config["prompt"], "seed": config["seed"]}),
+        # only this dataset's settings: adding a dataset does not rerun the others
+        p=lambda wildcards: as_json(
+            {"data": dataset_settings(config["data"], wildcards.ds), "prompt": config["prompt"], "seed": config["seed"]}
+        ),
     log:
         "logs/prepare_data/{ds}.log",
     benchmark:
