@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dnd.decoder import HyperConvDecoder, HyperConvLayer, count_parameters, weighted_mse
+from dnd.decoder import HyperConvDecoder, HyperConvLayer, count_parameters
 
 
 @pytest.mark.parametrize(
@@ -81,19 +81,3 @@ def test_bad_shapes() -> None:
         dec(torch.randn(2, 4, 5, 15))
     with pytest.raises(ValueError, match="three positive integers"):
         HyperConvDecoder((4, 5, 16), [[6, 0, 2]], (12, 6, 10), kernel=3)
-
-
-def test_weighted_mse() -> None:
-    pred, target = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)
-    w = torch.tensor([0.0, 1.0, 2.0])
-    expected = ((pred - target) ** 2 * w.view(1, 3, 1, 1)).mean()
-    torch.testing.assert_close(weighted_mse(pred, target, w), expected)
-    torch.testing.assert_close(weighted_mse(pred, target, torch.ones(3)), torch.nn.functional.mse_loss(pred, target))
-
-
-def test_weighted_mse_gradient() -> None:
-    pred = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
-    target, w = torch.randn(2, 3, 4, 5, dtype=torch.float64), torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda p: weighted_mse(p, target, w), (pred,))
-    (3 * weighted_mse(pred, target, w)).backward()
-    torch.testing.assert_close(pred.grad, 3 * 2 * (pred - target).detach() * w.view(1, 3, 1, 1) / pred.numel())

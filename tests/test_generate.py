@@ -11,6 +11,8 @@ import csv
 import json
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,10 +22,11 @@ from safetensors.torch import load_file
 from dnd import io as dio
 from dnd.cli import main
 from dnd.config import section
-from dnd.generate import MARKER, generate_adapter
 from dnd.decoder import HyperConvDecoder
+from dnd.generate import MARKER, generate_adapter
+from dnd.generator_checkpoint import CHECKPOINT_FORMAT
+from dnd.schedule import ADAPTER_KINDS, adapter_seed
 from dnd.tokenization import LoraLayout
-from dnd.generators import CHECKPOINT_FORMAT
 
 N, R, W = 2, 2, 4
 PREFIX = "base_model.model.model.layers.0.self_attn.q_proj"
@@ -163,6 +166,35 @@ def test_truncated_checkpoint_is_named(generator: Path, tmp_path: Path, caplog) 
         assert generate(bad, tmp_path / "out") == 1
     assert f"generator checkpoint {bad} cannot be read" in caplog.text
     assert not (tmp_path / "out").exists()
+
+
+def test_checkpoint_without_adapter_config_is_named(tmp_path: Path, caplog) -> None:
+    """Generators saved before the adapter_config was stored are refused, not patched up."""
+    old = tmp_path / "old.pt"
+    torch.save({k: v for k, v in _checkpoint().items() if k != "adapter_config"}, old)
+    with caplog.at_level(logging.ERROR):
+        assert generate(old, tmp_path / "out") == 1
+    assert f"generator checkpoint {old} lacks ['adapter_config']" in caplog.text
+    assert not (tmp_path / "out").exists()
+
+
+def test_adapter_seeds_are_the_workflow_seeds() -> None:
+    """seed * 1000 + 0 / 100 / 200 (dnd / control_other / control_random) + i, as the rule passes them."""
+    assert list(ADAPTER_KINDS) == ["dnd", "control_other", "control_random"]
+    assert [adapter_seed(7, k, i) for k in ADAPTER_KINDS for i in (0, 3)] == [7000, 7003, 7100, 7103, 7200, 7203]
+    assert adapter_seed(0, "dnd", 0) == 0
+    with pytest.raises(ValueError, match="unknown adapter kind"):
+        adapter_seed(0, "control", 0)
+
+
+def test_generation_imports_no_training_code() -> None:
+    import dnd
+
+    code = ("import sys, dnd.generate; bad = sorted({'dnd.generators', 'dnd.zoo', 'peft'} & set(sys.modules)); "
+            "print(bad); sys.exit(bool(bad))")
+    env = {**os.environ, "PYTHONPATH": str(Path(dnd.__file__).parents[1])}
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
 
 
 def test_timing_goes_to_its_own_file(generator: Path, tmp_path: Path) -> None:

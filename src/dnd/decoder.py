@@ -4,6 +4,9 @@ A stage tensor has shape (B, C, H, W). At the input C is the prompt index, H the
 position and W the encoder feature (N, L, D); at the output C is the parameter-token index
 and (H, W) a token (T, r+2, w+2). The decoder is a chain of `HyperConvLayer`s through the
 hidden stage shapes of `generator.stages`.
+
+This module holds the model only: its training criterion is in dnd.generators, its checkpoint
+format in dnd.generator_checkpoint.
 """
 
 from __future__ import annotations
@@ -135,32 +138,3 @@ class HyperConvDecoder(nn.Module):
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable scalars."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-class _WeightedMSE(torch.autograd.Function):
-    """Fused weighted MSE: 4 passes over the (B, T, h, w) output instead of about 7, which
-    matters on a CPU where the output has tens of millions of entries."""
-
-    @staticmethod
-    def forward(ctx, pred: Tensor, target: Tensor, weights: Tensor) -> Tensor:  # type: ignore[override]
-        diff = pred - target
-        scale = (weights * (2.0 / diff.numel())).view(1, -1, 1, 1)
-        ctx.save_for_backward(diff * scale)  # d loss / d pred
-        per_token = torch.linalg.vecdot(diff.flatten(2), diff.flatten(2))  # (B, T), sum of squares
-        return (per_token * weights).sum() / diff.numel()
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
-        (grad,) = ctx.saved_tensors
-        return grad * grad_out, None, None
-
-
-def weighted_mse(pred: Tensor, target: Tensor, weights: Tensor) -> Tensor:
-    """Mean over all entries of weights[t] * (pred - target)^2.
-
-    pred, target: (B, T, h, w); weights: (T,), broadcast over each token's h x w entries.
-    Differentiable in `pred` only (targets and weights are data).
-    """
-    if pred.shape != target.shape or weights.shape != pred.shape[1:2]:
-        raise ValueError(f"pred {tuple(pred.shape)}, target {tuple(target.shape)}, weights {tuple(weights.shape)}")
-    return _WeightedMSE.apply(pred, target, weights)

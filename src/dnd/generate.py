@@ -26,8 +26,6 @@ at least N, otherwise with replacement (as in training).
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import logging
 import os
@@ -42,18 +40,19 @@ import torch
 from safetensors.torch import save_file
 
 from .encoder import ConditionEncoder
-from .io import ArtifactError, atomic_path, check_replaceable_dir, load_torch, read_jsonl, write_json, write_text
-from .decoder import HyperConvDecoder
+from .generator_checkpoint import load_generator
+from .io import atomic_path, check_replaceable_dir, read_jsonl, write_csv, write_json
 from .prompts import condition_text
+from .schedule import derive_seed, draw_indices
 from .tokenization import LoraLayout, detokenize
-from .generators import CHECKPOINT_FORMAT, derive_seed, draw_indices
 
 log = logging.getLogger(__name__)
 
 #: Marker file of a generated adapter directory (so a rerun may replace it) and its content.
 MARKER = "dnd_generated.json"
 MARKER_FORMAT = "dnd-generated-adapter-1"
-#: Every file `dnd generate` may leave in an adapter directory (README.md: peft, for old checkpoints).
+#: Every file `dnd generate` may leave in an adapter directory (README.md: written by earlier
+#: versions for generators that stored no adapter_config).
 GENERATED_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md", MARKER)
 LEGACY_TIMING = "timing.json"  # written into the adapter directory by earlier versions
 
@@ -118,21 +117,6 @@ def draw_prompts(prompts: list[str], n: int, seed: int) -> list[str]:
     return [prompts[int(i)] for i in draw_indices(len(prompts), n, g)]
 
 
-def load_generator(path: str | Path) -> tuple[HyperConvDecoder, dict[str, Any]]:
-    """A trained decoder (eval mode) and its checkpoint dict; a missing, corrupt or foreign
-    file is one error naming it."""
-    ckpt = load_torch(path, "generator checkpoint")
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ArtifactError(f"{path} is not a DnD generator checkpoint ({CHECKPOINT_FORMAT})")
-    try:
-        model = HyperConvDecoder(**ckpt["decoder"])
-        model.load_state_dict(ckpt["model"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise ArtifactError(f"generator checkpoint {path} is incomplete ({type(exc).__name__}: {first})") from exc
-    return model.eval().requires_grad_(False), ckpt
-
-
 def is_generated_adapter(path: Path) -> bool:
     """True if directory `path` is an adapter `dnd generate` wrote: plain files only, all of
     them among GENERATED_FILES (+ the timing.json of earlier versions), with the marker (or
@@ -163,25 +147,15 @@ def check_finite(state_dict: dict[str, torch.Tensor], generator: str | Path) -> 
         )
 
 
-def write_adapter(out: str | Path, state_dict: dict[str, torch.Tensor], adapter_config: Any, force: bool) -> None:
-    """Publish the PEFT adapter directory `out` atomically (see `replaceable_output`)."""
+def write_adapter(
+    out: str | Path, state_dict: dict[str, torch.Tensor], adapter_config: dict[str, Any], force: bool
+) -> None:
+    """Publish the PEFT adapter directory `out` atomically (see `replaceable_output`):
+    `adapter_config` (the checkpoint's adapter_config.json dict) and the LoRA weights."""
     with atomic_path(out, is_dir=True, replaceable=replaceable_output(force)) as tmp:
-        if isinstance(adapter_config, dict):
-            (tmp / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2, sort_keys=True))
-        else:
-            adapter_config.save_pretrained(str(tmp))
+        (tmp / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2, sort_keys=True))
         save_file(state_dict, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
         (tmp / MARKER).write_text(json.dumps({"format": MARKER_FORMAT}) + "\n")
-
-
-def _adapter_config(ckpt: dict[str, Any]) -> Any:
-    """The adapter_config.json dict stored in the checkpoint (a peft LoraConfig for checkpoints
-    written before the full config was stored)."""
-    if ckpt.get("adapter_config") is not None:
-        return ckpt["adapter_config"]
-    from peft import LoraConfig
-
-    return LoraConfig(**ckpt["lora_config"])
 
 
 def generate_adapter(
@@ -220,7 +194,7 @@ def generate_adapter(
     if n_prompts is not None and n_prompts != n_model:
         raise ValueError(f"this generator takes N={n_model} prompts, --n-prompts is {n_prompts}")
     layout = LoraLayout.from_dict(ckpt["layout"])
-    adapter_config = _adapter_config(ckpt)
+    adapter_config = ckpt["adapter_config"]
     encoder = ConditionEncoder(ckpt["encoder"])
     if (encoder.length, encoder.dim) != (seq_len, dim):
         raise ValueError(f"encoder gives (L, D) = {(encoder.length, encoder.dim)}, decoder expects {(seq_len, dim)}")
@@ -301,11 +275,7 @@ def add_efficiency_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_efficiency(args: argparse.Namespace) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=EFFICIENCY_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    w.writerows(efficiency_rows(args.timings))
-    write_text(args.out, buf.getvalue())
+    write_csv(args.out, EFFICIENCY_COLUMNS, efficiency_rows(args.timings))
 
 
 COMMANDS = {

@@ -12,7 +12,7 @@ Commands:
                     config the prompts were encoded with, `lora` (r, alpha, target_modules) the
                     zoo and the template adapter; both are checked.
 
-Outputs of train-generator: the checkpoint (see `train_generator`) and the loss log
+Outputs of train-generator: the checkpoint (dnd.generator_checkpoint) and the loss log
 (step, loss, lr), both written only when training completes; while training runs,
 `<out stem>.resume.pt` next to the checkpoint (model, optimizer, scheduler, step, log, loop
 seconds; written atomically every `generator.save_every` steps, picked up by a rerun with the
@@ -38,12 +38,8 @@ warmup then cosine decay to 0, gradient clipping.
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
-import io
 import json
 import logging
-import math
 import re
 import sys
 import time
@@ -55,24 +51,19 @@ from safetensors.torch import load_file
 from torch import Tensor
 from tqdm import tqdm
 
+from .config import command_params, parse_params, section
+from .decoder import HyperConvDecoder, count_parameters
 from .encoder import encoding_signature, load_encoded
-from .config import section
-from .io import atomic_path, load_torch, write_text
-from .zoo import check_finite, write_timings
-from .decoder import HyperConvDecoder, count_parameters, weighted_mse
+from .generator_checkpoint import save_generator
+from .io import load_torch, save_torch, write_csv
+from .schedule import EpochOrder, derive_seed, draw_indices, warmup_cosine
 from .tokenization import LoraLayout, tokenize
+from .zoo import check_finite, write_timings
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "dnd-generator-v1"
 PROGRESS_INTERVAL_S = 30.0
 _STEP_RE = re.compile(r"step-(\d+)\.safetensors$")
-
-
-def derive_seed(*parts: Any) -> int:
-    """A 63-bit seed from any printable parts (stable across processes and platforms)."""
-    digest = hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 # ----------------------------------------------------------------------------- zoo tokens
@@ -103,6 +94,9 @@ def load_zoo_tokens(path: str | Path) -> dict[str, Any]:
     return load_torch(path, "zoo tokens", mmap=True)
 
 
+# ----------------------------------------------------------------------------- criterion
+
+
 def criterion_weights(token_sets: Sequence[Tensor]) -> Tensor:
     """Per-token loss weights (T,) from the zoo tokens of the training datasets.
 
@@ -130,16 +124,36 @@ def mean_token(token_sets: Sequence[Tensor]) -> Tensor:
     return torch.stack([tokens.float().mean(dim=0) for tokens in token_sets]).mean(dim=0)
 
 
+class _WeightedMSE(torch.autograd.Function):
+    """Fused weighted MSE: 4 passes over the (B, T, h, w) output instead of about 7, which
+    matters on a CPU where the output has tens of millions of entries."""
+
+    @staticmethod
+    def forward(ctx, pred: Tensor, target: Tensor, weights: Tensor) -> Tensor:  # type: ignore[override]
+        diff = pred - target
+        scale = (weights * (2.0 / diff.numel())).view(1, -1, 1, 1)
+        ctx.save_for_backward(diff * scale)  # d loss / d pred
+        per_token = torch.linalg.vecdot(diff.flatten(2), diff.flatten(2))  # (B, T), sum of squares
+        return (per_token * weights).sum() / diff.numel()
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        (grad,) = ctx.saved_tensors
+        return grad * grad_out, None, None
+
+
+def weighted_mse(pred: Tensor, target: Tensor, weights: Tensor) -> Tensor:
+    """Mean over all entries of weights[t] * (pred - target)^2.
+
+    pred, target: (B, T, h, w); weights: (T,), broadcast over each token's h x w entries.
+    Differentiable in `pred` only (targets and weights are data).
+    """
+    if pred.shape != target.shape or weights.shape != pred.shape[1:2]:
+        raise ValueError(f"pred {tuple(pred.shape)}, target {tuple(target.shape)}, weights {tuple(weights.shape)}")
+    return _WeightedMSE.apply(pred, target, weights)
+
+
 # ----------------------------------------------------------------------------- pairs
-
-
-def draw_indices(pool_size: int, n: int, generator: torch.Generator) -> Tensor:
-    """n indices into a pool: distinct when pool_size >= n, otherwise drawn with replacement."""
-    if pool_size < 1:
-        raise ValueError("cannot draw prompts from an empty pool")
-    if pool_size >= n:
-        return torch.randperm(pool_size, generator=generator)[:n]
-    return torch.randint(pool_size, (n,), generator=generator)
 
 
 class PairSampler:
@@ -162,23 +176,15 @@ class PairSampler:
         self.conditions = [c.float() for c in conditions]
         self.items = [(d, k) for d, t in enumerate(self.tokens) for k in range(t.shape[0])]
         self.n_prompts, self.batch_size, self.seed = n_prompts, batch_size, seed
-        self._epoch, self._order = -1, torch.empty(0, dtype=torch.long)
-
-    def _item(self, index: int) -> tuple[int, int]:
-        """The item at global visit `index` (epoch = index // n_items)."""
-        epoch, pos = divmod(index, len(self.items))
-        if epoch != self._epoch:
-            g = torch.Generator().manual_seed(derive_seed(self.seed, "epoch", epoch))
-            self._epoch, self._order = epoch, torch.randperm(len(self.items), generator=g)
-        return self.items[int(self._order[pos])]
+        self.order = EpochOrder(len(self.items), seed, rng="torch")
 
     def batch(self, step: int, noise_condition: float = 0.0, noise_target: float = 0.0) -> tuple[Tensor, Tensor]:
         """Pairs of step `step`: condition (B, N, L, D) float32, target (B, T, h, w) float32."""
         g = torch.Generator().manual_seed(derive_seed(self.seed, "step", step))
         cond = torch.empty(self.batch_size, self.n_prompts, *self.conditions[0].shape[1:])
         target = torch.empty(self.batch_size, *self.tokens[0].shape[1:])
-        for j in range(self.batch_size):
-            d, k = self._item(step * self.batch_size + j)
+        for j, item in enumerate(self.order.batch(step, self.batch_size)):
+            d, k = self.items[item]
             pool = self.conditions[d]
             torch.index_select(pool, 0, draw_indices(pool.shape[0], self.n_prompts, g), out=cond[j])
             target[j].copy_(self.tokens[d][k])
@@ -192,16 +198,10 @@ class PairSampler:
 # ----------------------------------------------------------------------------- training
 
 
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warmup over `warmup` steps, then cosine decay to 0 at `total` (LambdaLR factor)."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def read_lora_config(adapter_dir: str | Path) -> dict[str, Any]:
-    """The parts of a PEFT adapter_config.json a generated adapter needs."""
+def adapter_lora_params(adapter_dir: str | Path) -> dict[str, Any]:
+    """The LoRA hyper-parameters of a PEFT adapter directory (r, lora_alpha, lora_dropout,
+    sorted target_modules, bias, task_type, base model): the part of its adapter_config.json
+    that the zoo, the `lora` params and the generated adapters must agree on."""
     path = Path(adapter_dir) / "adapter_config.json"
     if not path.exists():
         raise FileNotFoundError(f"template adapter has no adapter_config.json: {path}")
@@ -229,14 +229,6 @@ def _check_lora(lora: Mapping[str, Any], template: Mapping[str, Any], layout: Lo
             f"LoRA modules: params {sorted(lora['target_modules'])}, template {template['target_modules']}, "
             f"zoo tokens {modules}"
         )
-
-
-def _write_log(path: Path, rows: Sequence[Sequence[Any]]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["step", "loss", "lr"])
-    w.writerows(rows)
-    write_text(path, buf.getvalue())
 
 
 def _load_sources(
@@ -283,8 +275,7 @@ def _save_resume(
         "elapsed_s": elapsed,
         "log": rows,
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_torch(path, state)
 
 
 def _load_resume(path: Path, fingerprint: int, model, optimizer, scheduler) -> tuple[int, float, list[list]]:
@@ -339,7 +330,7 @@ def train_generator(
     seed = int(params.get("seed", 0))
 
     zoo, layout, states = _load_sources(sources, tokens_paths, encoded_paths, gen, enc)
-    template = read_lora_config(template_adapter)
+    template = adapter_lora_params(template_adapter)
     _check_lora(lora, template, layout)
 
     token_sets = [z["tokens"] for z in zoo]
@@ -360,7 +351,7 @@ def train_generator(
         model.output_offset.copy_(mean_token(token_sets))
     optimizer = torch.optim.AdamW(model.parameters(), lr=gen["lr"], weight_decay=gen["weight_decay"])
     total = int(gen["steps"])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, gen["warmup_steps"], total))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, gen["warmup_steps"], total))
     fingerprint = derive_seed(gen, enc, lora, seed, target, list(sources), [z["steps"] for z in zoo], layout.to_dict())
 
     out, log_path = Path(out), Path(log_path)
@@ -397,27 +388,22 @@ def train_generator(
     bar.close()
     loop_s = time.perf_counter() - t0
 
-    checkpoint = {
-        "format": CHECKPOINT_FORMAT,
-        "model": model.state_dict(),
-        "decoder": model.hparams(),
-        "layout": layout.to_dict(),
-        "lora_config": template,
-        # the template's adapter_config.json as PEFT wrote it: generated adapters get exactly
-        # this file, so generation needs no peft import (about 2 s per job)
-        "adapter_config": json.loads((Path(template_adapter) / "adapter_config.json").read_text()),
-        "encoder": enc,
-        "generator": gen,
-        "seed": seed,
-        "target": target,
-        "sources": list(sources),
-        "step": total,
-        "n_params": n_params,
-        "criterion_weights": weights,
-    }
-    with atomic_path(out) as tmp:
-        torch.save(checkpoint, tmp)
-    _write_log(log_path, rows)
+    checkpoint = save_generator(
+        out,
+        model,
+        layout=layout.to_dict(),
+        lora_config=template,
+        adapter_config=json.loads((Path(template_adapter) / "adapter_config.json").read_text()),
+        encoder=enc,
+        generator=gen,
+        seed=seed,
+        target=target,
+        sources=list(sources),
+        step=total,
+        n_params=n_params,
+        criterion_weights=weights,
+    )
+    write_csv(log_path, ["step", "loss", "lr"], rows)
     resume.unlink(missing_ok=True)
     write_timings(timings, started, loop_s, total, start)
     return checkpoint
@@ -433,12 +419,8 @@ def add_tokenize_zoo_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_tokenize_zoo(args: argparse.Namespace) -> None:
-    from .config import parse_params
-
-    gen = section("generator", parse_params(args.params))
-    zoo = tokenize_checkpoints(args.checkpoints, gen["chunk_width"])
-    with atomic_path(args.out) as tmp:
-        torch.save(zoo, tmp)
+    zoo = tokenize_checkpoints(args.checkpoints, section("generator", parse_params(args.params))["chunk_width"])
+    save_torch(args.out, zoo)
     log.info("%d checkpoints -> tokens %s -> %s", len(zoo["steps"]), tuple(zoo["tokens"].shape), args.out)
 
 
@@ -464,8 +446,6 @@ def add_train_generator_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_train_generator(args: argparse.Namespace) -> None:
-    from .config import command_params
-
     params = command_params(args.params, "generator", "encoder", "lora", "seed")
     ckpt = train_generator(
         params,

@@ -4,12 +4,14 @@ interrupted run never leaves a half-written file where a finished one is expecte
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 
 class UnsafeOutputError(ValueError):
@@ -104,6 +106,25 @@ def write_json(path: str | Path, obj: Any, **kw) -> None:
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
     write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def write_csv(path: str | Path, fieldnames: Sequence[str], rows: Iterable[Mapping[str, Any] | Sequence[Any]]) -> None:
+    """A CSV file (header `fieldnames`, "\n" line ends), written atomically. A row is a
+    mapping (its values for `fieldnames`, "" where missing, other keys ignored: csv.DictWriter
+    with extrasaction="ignore") or a sequence of values in the order of `fieldnames`."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(fieldnames)
+    w.writerows([r.get(k, "") for k in fieldnames] if isinstance(r, Mapping) else r for r in rows)
+    write_text(path, buf.getvalue())
+
+
+def save_torch(path: str | Path, obj: Any) -> None:
+    """`torch.save(obj)` to `path`, atomically (read back with `load_torch`)."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

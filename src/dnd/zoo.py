@@ -26,17 +26,19 @@ any machine; `--timings PATH` writes them to a separate JSON (`write_timings`).
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
-import io
 import json
 import logging
 import math
 import os
-import random
 import shutil
 import time
 from pathlib import Path
+
+from .base_model import sha256_file
+from .config import command_params
+from .io import atomic_path, load_torch, read_jsonl, save_torch, write_csv, write_json
+from .schedule import EpochOrder, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -60,21 +62,6 @@ def encode_examples(items: list[dict], tok, fmt: str, max_length: int) -> list[t
         cut = max(0, len(whole) - max_length)
         out.append((whole[cut:], max(1, start - cut)))
     return out
-
-
-def batch_indices(step: int, n: int, batch_size: int, seed: int) -> list[int]:
-    """Items of global step `step`: epoch-wise seeded permutations, so any step's batch can be
-    recomputed after a restart without saved sampler state."""
-    idx = []
-    pos = step * batch_size
-    while len(idx) < batch_size:
-        epoch, off = divmod(pos, n)
-        perm = list(range(n))
-        random.Random(f"{seed}-epoch{epoch}").shuffle(perm)
-        take = perm[off : off + batch_size - len(idx)]
-        idx.extend(take)
-        pos += len(take)
-    return idx
 
 
 def collate(examples: list[tuple[list[int], int]], pad_id: int):
@@ -103,30 +90,12 @@ def answer_loss(peft_model, ids, mask, target):
     return F.cross_entropy(logits.float(), target[sel])
 
 
-def lr_at(step: int, total: int, warmup: int, base_lr: float, min_ratio: float) -> float:
-    """Linear warmup, then cosine decay to min_ratio*base_lr at `total`."""
-    if step < warmup:
-        return base_lr * (step + 1) / warmup
-    prog = (step - warmup) / max(1, total - warmup)
-    return base_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, prog))))
-
-
 def make_lora_config(lcfg: dict, base_dir: str):
     from peft import LoraConfig
 
     return LoraConfig(r=lcfg["r"], lora_alpha=lcfg["alpha"], lora_dropout=lcfg["dropout"], bias="none",
                       task_type="CAUSAL_LM", target_modules=list(lcfg["target_modules"]),
                       base_model_name_or_path=str(base_dir))
-
-
-def _write_log(path: Path, rows: list[dict]) -> None:
-    from .io import write_text
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=LOG_FIELDS, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    write_text(path, buf.getvalue())
 
 
 class ResumeMismatchError(ValueError):
@@ -154,19 +123,9 @@ def write_timings(path: str | Path | None, started: float, loop_s: float, steps:
     """The `--timings` JSON of a training command (nothing if `path` is None): wall_s (the whole
     call, since the time.perf_counter() value `started`), loop_s (the training loop, including
     the time before a resume), steps (total), resumed_from (step, 0 for a fresh run)."""
-    from .io import write_json
-
     if path is not None:
         write_json(path, {"wall_s": round(time.perf_counter() - started, 3), "loop_s": round(loop_s, 3),
                           "steps": steps, "resumed_from": resumed_from})
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def resume_fingerprint(lcfg: dict, fmt: str, seed: int, train_file: Path, model_dir: Path) -> str:
@@ -175,8 +134,8 @@ def resume_fingerprint(lcfg: dict, fmt: str, seed: int, train_file: Path, model_
     and sizes of its weight files; hashing the weights themselves would cost seconds)."""
     model_dir = Path(model_dir)
     config = model_dir / "config.json"
-    parts = {"lora": lcfg, "format": fmt, "seed": seed, "train_sha256": _file_sha256(Path(train_file)),
-             "model_config_sha256": _file_sha256(config) if config.is_file() else str(model_dir),
+    parts = {"lora": lcfg, "format": fmt, "seed": seed, "train_sha256": sha256_file(Path(train_file)),
+             "model_config_sha256": sha256_file(config) if config.is_file() else str(model_dir),
              "model_weights": sorted((p.name, p.stat().st_size) for p in model_dir.glob("*.safetensors"))}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -187,13 +146,10 @@ def _save_resume(state_file: Path, fingerprint: str, pm, opt, step: int, rows: l
     import torch
     from peft import get_peft_model_state_dict
 
-    from .io import atomic_path
-
     rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
     state = {"fingerprint": fingerprint, "lora": get_peft_model_state_dict(pm), "optim": opt.state_dict(),
              "rng": rng, "step": step, "rows": rows, "elapsed_s": elapsed}
-    with atomic_path(state_file) as tmp:
-        torch.save(state, tmp)
+    save_torch(state_file, state)
 
 
 def _load_resume(state_file: Path, fingerprint: str, pm, opt) -> tuple[int, list[dict], float]:
@@ -202,8 +158,6 @@ def _load_resume(state_file: Path, fingerprint: str, pm, opt) -> tuple[int, list
     another configuration a ResumeMismatchError; both name the file."""
     import torch
     from peft import set_peft_model_state_dict
-
-    from .io import load_torch
 
     if not state_file.exists():
         return 0, [], 0.0
@@ -237,8 +191,6 @@ def _publish(pm, out_dir: Path, work: Path, summary: dict, rows: list[dict]) -> 
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    from .io import atomic_path, write_json
-
     ckpts = sorted((work / "checkpoints").glob("step-*.safetensors"))
     if len(ckpts) != summary["checkpoints"]:
         raise RuntimeError(f"expected {summary['checkpoints']} checkpoints in {work / 'checkpoints'}, "
@@ -248,7 +200,7 @@ def _publish(pm, out_dir: Path, work: Path, summary: dict, rows: list[dict]) -> 
         pm.save_pretrained(tmp)
         canonicalize_adapter_config(tmp / "adapter_config.json")
     write_json(work / "summary.json", summary)
-    _write_log(out_dir / "train_log.csv", rows)
+    write_csv(out_dir / "train_log.csv", LOG_FIELDS, rows)
     if (out_dir / "checkpoints").exists():
         shutil.rmtree(out_dir / "checkpoints")
     os.replace(work / "checkpoints", out_dir / "checkpoints")
@@ -265,8 +217,6 @@ def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .io import atomic_path, read_jsonl
 
     started = time.perf_counter()
     torch.manual_seed(seed)
@@ -292,6 +242,7 @@ def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt
     total = P + K
     warmup = max(1, math.ceil(lcfg["warmup_ratio"] * total))
     min_ratio = lcfg.get("min_lr_ratio", 0.1)
+    order = EpochOrder(len(examples), seed, rng="python")
 
     fingerprint = resume_fingerprint(lcfg, fmt, seed, train_file, model_dir)
     state_file = work / "resume.pt"
@@ -309,10 +260,10 @@ def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt
     bar = tqdm(range(start_step, total), initial=start_step, total=total, desc=f"LoRA {out_dir.name}",
                mininterval=float(os.environ.get("TQDM_MININTERVAL", 5)))
     for step in bar:
-        lr = lr_at(step, total, warmup, lcfg["lr"], min_ratio)
+        lr = warmup_cosine(step, warmup, total, peak=lcfg["lr"], min_ratio=min_ratio)
         for g in opt.param_groups:
             g["lr"] = lr
-        batch = collate([examples[i] for i in batch_indices(step, len(examples), lcfg["batch_size"], seed)], pad_id)
+        batch = collate([examples[i] for i in order.batch(step, lcfg["batch_size"])], pad_id)
         batch = tuple(t.to(device) for t in batch)
         with autocast:
             loss = answer_loss(pm, *batch)
@@ -354,8 +305,6 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from .config import command_params
-
     params = command_params(args.params, "lora", "prompt", "seed")
     train_lora(args.model, args.train, args.out_dir, params["lora"], params["prompt"]["format"], params["seed"],
                timings=args.timings)

@@ -1,29 +1,38 @@
 # Every generation job: one adapter directory (only the adapter files, identical on every run)
 # and its timing JSON under results/timings/generate/{target}/ (wall times stay out of the
-# hashed adapter directories).
-GENERATE_SHELL = (
-    "python -m dnd.cli generate --threads {threads:q} --generator {input.generator:q} "
-    "--prompts {params.prompts:q} --n-prompts {params.n:q} --seed {params.seed:q} "
-    "--out {output.adapter:q} --timing {output.timing:q} > {log:q} 2>&1"
-)
+# hashed adapter directories). The prompt-draw seed of each adapter comes from the package
+# (dnd.schedule.adapter_seed), the one place that defines it.
+from dnd.schedule import ADAPTER_KINDS, adapter_seed  # noqa: E402
+
+# The prompts file of each adapter kind: the target's unlabeled cond prompts (dnd), another
+# dataset's (control_other); none for control_random, which draws random text.
+PROMPTS_FILE = {
+    "dnd": lambda wildcards: f"results/data/{wildcards.target}/cond.jsonl",
+    "control_other": lambda wildcards: f"results/data/{other_dataset(wildcards.target)}/cond.jsonl",
+    "control_random": lambda wildcards: [],
+}
+assert set(PROMPTS_FILE) == set(ADAPTER_KINDS)
 
 
-rule generate_dnd:
-    """Adapter i for a held-out target, from an independent draw of its unlabeled cond prompts."""
+rule generate_adapter:
+    """Adapter i of kind dnd (the target's generator on an independent draw of its cond
+    prompts) or a control (the same generator on another dataset's prompts or random text)."""
     input:
         generator="results/generators/{target}/generator.pt",
-        prompts="results/data/{target}/cond.jsonl",
+        prompts=lambda wildcards: PROMPTS_FILE[wildcards.kind](wildcards),
     output:
-        adapter=directory("results/generated/{target}/dnd_{i}"),
-        timing="results/timings/generate/{target}/dnd_{i}.json",
+        adapter=directory("results/generated/{target}/{kind}_{i}"),
+        timing="results/timings/generate/{target}/{kind}_{i}.json",
+    wildcard_constraints:
+        kind="|".join(ADAPTER_KINDS),
     params:
-        prompts=lambda wildcards, input: input.prompts,
+        prompts=lambda wildcards, input: input.prompts or f"random:{config['generator']['n_prompts']}",
         n=config["generator"]["n_prompts"],
-        seed=lambda wildcards: config["seed"] * 1000 + int(wildcards.i),
+        seed=lambda wildcards: adapter_seed(config["seed"], wildcards.kind, int(wildcards.i)),
     log:
-        "logs/generate/{target}_dnd_{i}.log",
+        "logs/generate/{target}_{kind}_{i}.log",
     benchmark:
-        "benchmarks/generate/{target}_dnd_{i}.tsv"
+        "benchmarks/generate/{target}_{kind}_{i}.tsv"
     threads: 2
     resources:
         mem_mb=4000,
@@ -31,58 +40,9 @@ rule generate_dnd:
     conda:
         "../envs/dnd.yaml"
     shell:
-        GENERATE_SHELL
-
-
-rule generate_control_other:
-    """Control: the target's generator conditioned on another dataset's prompts."""
-    input:
-        generator="results/generators/{target}/generator.pt",
-        prompts=lambda wildcards: f"results/data/{other_dataset(wildcards.target)}/cond.jsonl",
-    output:
-        adapter=directory("results/generated/{target}/control_other_{i}"),
-        timing="results/timings/generate/{target}/control_other_{i}.json",
-    params:
-        prompts=lambda wildcards, input: input.prompts,
-        n=config["generator"]["n_prompts"],
-        seed=lambda wildcards: config["seed"] * 1000 + 100 + int(wildcards.i),
-    log:
-        "logs/generate/{target}_control_other_{i}.log",
-    benchmark:
-        "benchmarks/generate/{target}_control_other_{i}.tsv"
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=10,
-    conda:
-        "../envs/dnd.yaml"
-    shell:
-        GENERATE_SHELL
-
-
-rule generate_control_random:
-    """Control: the target's generator conditioned on random text."""
-    input:
-        generator="results/generators/{target}/generator.pt",
-    output:
-        adapter=directory("results/generated/{target}/control_random_{i}"),
-        timing="results/timings/generate/{target}/control_random_{i}.json",
-    params:
-        prompts=f"random:{config['generator']['n_prompts']}",
-        n=config["generator"]["n_prompts"],
-        seed=lambda wildcards: config["seed"] * 1000 + 200 + int(wildcards.i),
-    log:
-        "logs/generate/{target}_control_random_{i}.log",
-    benchmark:
-        "benchmarks/generate/{target}_control_random_{i}.tsv"
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=10,
-    conda:
-        "../envs/dnd.yaml"
-    shell:
-        GENERATE_SHELL
+        "python -m dnd.cli generate --threads {threads:q} --generator {input.generator:q} "
+        "--prompts {params.prompts:q} --n-prompts {params.n:q} --seed {params.seed:q} "
+        "--out {output.adapter:q} --timing {output.timing:q} > {log:q} 2>&1"
 
 
 rule efficiency:
