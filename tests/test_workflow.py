@@ -50,7 +50,7 @@ def test_lint_is_clean():
 def test_dry_run_plans_whole_dag(profile, tmp_path):
     res = snakemake("-n", "--cores", "1", "--configfile", str(REPO / "config" / profile), "-d", str(tmp_path))
     out = res.stdout + res.stderr
-    for rule in ("prepare_data", "train_lora", "train_generator", "generate_dnd", "evaluate_target", "report"):
+    for rule in ("prepare_data", "train_lora", "train_generator", "generate_adapter", "evaluate_target", "report"):
         assert rule in out, rule
 
 
@@ -73,7 +73,7 @@ def test_dvc_stages_match_snakemake_targets():
         outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", [])]
         for out in outs:
             assert any(p == out or p.startswith(out.rstrip("/") + "/") for p in planned), f"{name}: {out} not produced by the DAG"
-    for agg in ("zoo", "generators", "generate", "evaluate", "report"):
+    for agg in ("zoo", "generators", "generate", "evaluate", "summary", "report"):
         assert agg in stages
     # DVC fails on a params key that config/config.yaml does not spell out
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
