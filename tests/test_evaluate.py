@@ -1,4 +1,5 @@
-"""dnd.evaluation: in-place adapter scoring with lm-eval, baselines, bootstrap summaries.
+"""dnd.evaluate (in-place adapter scoring with lm-eval, baselines) and dnd.score_cache, and
+`dnd summarize` on real evaluation rows (dnd.summary itself: tests/test_summary.py).
 
 Everything is built in a temporary directory: a tiny random Llama with a word-level tokenizer,
 three hand-written multiple-choice datasets with lm-eval task YAMLs, random PEFT LoRA adapters
@@ -20,6 +21,8 @@ import pandas as pd
 import pytest
 import torch
 
+from dnd import score_cache as sc
+from dnd import summary
 from dnd.cli import main as cli_main
 from dnd.config import section
 from dnd.prompts import lm_eval_task_yaml, to_eval_record
@@ -225,7 +228,7 @@ def test_inplace_swap_equals_fresh_lm_eval(world):
                                                                include_defaults=False),
                                       device="cpu", batch_size=4, limit=LIMIT, log_samples=True,
                                       bootstrap_iters=0)
-        return ev.samples_to_scored(res, task, "acc")
+        return sc.samples_to_scored(res, task, "acc")
 
     ref = fresh({"pretrained": str(world["model"]), "peft": str(adapter), "dtype": "float32"})
     assert swapped.ids == ref.ids and swapped.correct == ref.correct and swapped.acc == ref.acc
@@ -265,10 +268,10 @@ def test_non_finite_adapter_is_an_error_never_a_score(world, tmp_path, caplog):
 
 def test_score_cache_refuses_non_finite(world, tmp_path):
     task_yaml = world["tasks"] / f"dnd_{TARGET}.yaml"
-    cache = ev.ScoreCache(tmp_path / "c", world["model"], task_yaml, ev.task_data_file(task_yaml),
-                          ev.read_lora_config(world["zoo"] / "beta" / "final"), section("evaluation", {}))
-    bad = ev.Scored(ids=["a"], correct=[1], acc=1.0, seconds=0.0, loglikelihoods=[[-1.0, math.nan]])
-    with pytest.raises(ev.NonFiniteScoreError, match="non-finite"):
+    cache = ev.open_score_cache(tmp_path / "c", world["model"], task_yaml, ev.task_data_file(task_yaml),
+                                ev.read_adapter_config(world["zoo"] / "beta" / "final"), section("evaluation", {}))
+    bad = sc.Scored(ids=["a"], correct=[1], acc=1.0, seconds=0.0, loglikelihoods=[[-1.0, math.nan]])
+    with pytest.raises(sc.NonFiniteScoreError, match="non-finite"):
         cache.put("k", bad)
     assert not (tmp_path / "c").exists()
     # an entry written by an older version with a NaN inside is a miss, not a score
@@ -276,7 +279,7 @@ def test_score_cache_refuses_non_finite(world, tmp_path):
     (tmp_path / "c" / "k.json").write_text(json.dumps({"key": "k", "ids": ["a"], "correct": [1], "acc": 1.0,
                                                        "loglikelihoods": [[-1.0, math.nan]]}))
     assert cache.get("k") is None
-    cache.put("k", ev.Scored(ids=["a"], correct=[1], acc=1.0, seconds=0.0, loglikelihoods=[[-1.0, -2.0]]))
+    cache.put("k", sc.Scored(ids=["a"], correct=[1], acc=1.0, seconds=0.0, loglikelihoods=[[-1.0, -2.0]]))
     assert cache.get("k").loglikelihoods == [[-1.0, -2.0]]
 
 
@@ -304,8 +307,8 @@ def test_relative_task_path_resolves_against_the_run_directory(world, tmp_path, 
 
     def key(tasks_dir: Path) -> str:
         yaml_path = tasks_dir / f"{task}.yaml"
-        return ev.ScoreCache(tmp_path / "c", world["model"], yaml_path, ev.task_data_file(yaml_path),
-                             ev.read_lora_config(lora), section("evaluation", {})).key(None)
+        return ev.open_score_cache(tmp_path / "c", world["model"], yaml_path, ev.task_data_file(yaml_path),
+                                   ev.read_adapter_config(lora), section("evaluation", {})).key(None)
 
     assert key(tasks) == key(world["tasks"])
 
@@ -328,7 +331,7 @@ def test_missing_inputs_are_named(world, tmp_path):
 
 
 def test_lora_shape_mismatch_rejected(world):
-    cfg = ev.read_lora_config(world["zoo"] / "beta" / "final")
+    cfg = ev.read_adapter_config(world["zoo"] / "beta" / "final")
     ev.check_same_lora_shape(cfg, dict(cfg, target_modules=list(reversed(cfg["target_modules"]))), Path("x"))
     with pytest.raises(ValueError, match="lora_alpha"):
         ev.check_same_lora_shape(cfg, dict(cfg, lora_alpha=32), Path("x"))
@@ -374,7 +377,7 @@ def test_summarize_outputs(world, eval_rows, tmp_path):
 
     df = pd.read_csv(scores, keep_default_na=False)
     assert list(df.columns) == ["target", "method", "adapter", "n", "acc", "ci_low", "ci_high"]
-    assert set(df["method"]) == set(ev.METHODS)
+    assert set(df["method"]) == set(summary.METHODS)
     assert len(df) == len(rows) + 3  # + an adapter "mean" row for dnd and both controls
     assert ((df["ci_low"] <= df["acc"] + 1e-12) & (df["acc"] <= df["ci_high"] + 1e-12)).all()
     dmean = df[(df["method"] == "dnd") & (df["adapter"] == "mean")]["acc"].item()
@@ -392,47 +395,3 @@ def test_summarize_outputs(world, eval_rows, tmp_path):
     lo, hi = m[f"{TARGET}/dnd_minus_train_avg_ci_low"], m[f"{TARGET}/dnd_minus_train_avg_ci_high"]
     assert lo <= m[f"{TARGET}/dnd_minus_train_avg"] <= hi
     assert all(isinstance(v, (int, float, str)) or v is None for v in m.values())
-
-
-def test_bootstrap_ci_contains_acc_and_is_deterministic():
-    rng = np.random.default_rng(3)
-    rows = [{"target": "t", "method": "base", "adapter": "base", "n": 60,
-             "correct": rng.integers(0, 2, 60).tolist(), "ids": [str(i) for i in range(60)]}]
-    rows[0]["acc"] = float(np.mean(rows[0]["correct"]))
-    a = ev.scores_frame(rows, 1000, seed=7)
-    b = ev.scores_frame(rows, 1000, seed=7)
-    pd.testing.assert_frame_equal(a, b)
-    lo, acc, hi = a.loc[0, ["ci_low", "acc", "ci_high"]]
-    assert lo < acc < hi and hi - lo < 0.4
-    # a row's CI does not depend on which other targets are present
-    other = dict(rows[0], target="u")
-    c = ev.scores_frame([other] + rows, 1000, seed=7)
-    assert c[c["target"] == "t"]["ci_low"].item() == lo
-    assert ev.scores_frame(rows, 0, seed=7)["ci_low"].isna().all()  # bootstrap 0: no CI
-
-
-def test_main_table_arithmetic():
-    r = lambda t, m, a, acc, lo=math.nan, hi=math.nan: (t, m, a, 100, acc, lo, hi)  # noqa: E731
-    scores = pd.DataFrame([
-        r("a", "base", "base", 0.30), r("a", "source_lora", "a", 0.80), r("a", "source_lora", "b", 0.40),
-        r("a", "source_lora", "c", 0.50), r("a", "soup", "soup", 0.45), r("a", "nearest", "c", 0.50),
-        r("a", "dnd", "0", 0.60), r("a", "dnd", "1", 0.70), r("a", "dnd", "mean", 0.65, 0.55, 0.75),
-        r("b", "base", "base", 0.50), r("b", "source_lora", "a", 0.50), r("b", "source_lora", "b", 0.60),
-        r("b", "source_lora", "c", 0.70), r("b", "dnd", "0", 0.40), r("b", "dnd", "mean", 0.40, 0.3, 0.5),
-    ], columns=ev.SCORE_COLUMNS)
-    t = ev.main_table(scores).set_index("target")
-    assert list(t.reset_index().columns) == ev.MAIN_COLUMNS and list(t.index) == ["a", "b", "mean"]
-    a, b, mean = t.loc["a"], t.loc["b"], t.loc["mean"]
-    assert a["train_avg"] == pytest.approx(0.45) and a["best_train"] == pytest.approx(0.50)
-    assert a["oracle"] == pytest.approx(0.80) and a["soup"] == pytest.approx(0.45)
-    assert a["dnd_mean"] == pytest.approx(0.65) and a["dnd_sd"] == pytest.approx(np.std([0.6, 0.7], ddof=1))
-    assert (a["dnd_ci_low"], a["dnd_ci_high"]) == (0.55, 0.75)
-    assert a["gap_closed"] == pytest.approx((0.65 - 0.45) / (0.80 - 0.45))
-    assert b["train_avg"] == pytest.approx(0.60) and math.isnan(b["soup"]) and math.isnan(b["dnd_sd"])
-    assert math.isnan(b["gap_closed"])  # oracle 0.6 is not above train_avg 0.6: undefined
-    assert mean["base"] == pytest.approx(0.40) and mean["dnd_mean"] == pytest.approx(0.525)
-    assert mean["gap_closed"] == pytest.approx((0.525 - 0.525) / (0.70 - 0.525))
-    assert math.isnan(mean["dnd_ci_low"])
-    # with explicit folds, only the fold's datasets count as training LoRAs
-    tf = ev.main_table(scores, folds={"a": ["c"], "b": ["a", "c"]}).set_index("target")
-    assert tf.loc["a", "train_avg"] == pytest.approx(0.50) and tf.loc["b", "train_avg"] == pytest.approx(0.60)

@@ -1,5 +1,5 @@
-"""`dnd report` on synthetic but realistic run files: every section, every figure, and the main
-table's numbers checked against scores.csv."""
+"""`dnd report` (dnd.report, dnd.tables, dnd.figures) on synthetic but realistic run files: every
+section, every figure, and the main table's numbers checked against scores.csv."""
 
 from __future__ import annotations
 
@@ -11,13 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dnd import figures, report, tables
 from dnd.cli import main
 from dnd.config import validate_config
 from dnd.datasets import title
-
-pytest.importorskip("dnd.evaluate", reason="dnd.evaluation (main_table) not available yet")
-
-from dnd import report  # noqa: E402
 
 DATASETS = ["arc_easy", "boolq", "piqa"]
 N_DND, N_CTRL, N_ITEMS = 4, 2, 200
@@ -150,12 +147,12 @@ def test_sections_and_figures(run_dir):
     text = (run_dir / "results" / "report.md").read_text()
     for heading in report.SECTIONS:
         assert f"\n{heading}\n" in text, heading
-    for name in report.FIGURES.values():
+    for name in figures.FIGURES.values():
         png = run_dir / "results" / "figures" / name
         assert png.exists() and png.read_bytes()[:8] == PNG_MAGIC, name
         assert f"](figures/{name})" in text, f"{name} not linked with a relative path"
     assert "placeholder" not in text.lower()
-    for table in report.TABLES:
+    for table in tables.TABLES:
         df = pd.read_csv(run_dir / "results" / "tables" / f"{table}.csv")
         assert len(df) and "note" not in df.columns, table
     main_csv = pd.read_csv(run_dir / "results" / "tables" / "main_table.csv", dtype=str).set_index("Target")
@@ -204,7 +201,7 @@ def test_main_table_matches_scores(run_dir):
         m = sc[(sc.target == t) & (sc.method == "dnd") & (sc.adapter == "mean")].iloc[0]
         assert tab.loc[title(t), "DnD 95% CI"] == f"[{100 * m.ci_low:.1f}, {100 * m.ci_high:.1f}]"
     assert tab.loc["Mean", "DnD 95% CI"] == "[52.0, 58.0]"  # from metrics.json
-    assert tab.loc["Mean", report.DELTA_COLUMN] == "+7.0 [4.0, 10.0]"
+    assert tab.loc["Mean", tables.DELTA_COLUMN] == "+7.0 [4.0, 10.0]"
 
 
 def test_other_tables(run_dir):
@@ -248,7 +245,7 @@ def test_optional_inputs_missing(tmp_path, run_dir):
                "--figures-dir", str(tmp_path / "r" / "figures"), "--tables-dir", str(tmp_path / "r" / "tables")])
     assert rc == 0
     text = out.read_text()
-    for table in report.TABLES:  # every declared table exists, as a note when its input is missing
+    for table in tables.TABLES:  # every declared table exists, as a note when its input is missing
         assert (tmp_path / "r" / "tables" / f"{table}.csv").exists()
     assert "note" in pd.read_csv(tmp_path / "r" / "tables" / "efficiency.csv").columns
     for heading in report.SECTIONS:
@@ -256,7 +253,7 @@ def test_optional_inputs_missing(tmp_path, run_dir):
     for phrase in ("No generation timings", "No benchmark files", "No metrics file", "No paper numbers file",
                    "No data summary", "Not enough LoRA checkpoints", "No training logs"):
         assert phrase in text, phrase
-    for name in report.FIGURES.values():
+    for name in figures.FIGURES.values():
         assert (tmp_path / "r" / "figures" / name).read_bytes()[:8] == PNG_MAGIC
 
 

@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("dnd.generate", "prompts -> PEFT LoRA adapter in one forward pass"),
     "efficiency": ("dnd.generate", "collect generation timings into results/efficiency.csv"),
     "evaluate": ("dnd.evaluate", "score base, source LoRAs, soup, nearest, DnD and controls on one target"),
-    "summarize": ("dnd.evaluate", "merge per-target scores into scores.csv with bootstrap CIs"),
+    "summarize": ("dnd.summary", "merge per-target scores into scores.csv with bootstrap CIs"),
     "report": ("dnd.report", "render results/report.md and the figures"),
 }
 

@@ -38,33 +38,7 @@ rule evaluate_target:
         "{params.cache:q} --out {output:q} > {log:q} 2>&1"
 
 
-rule summarize:
-    """scores.csv with paired-bootstrap CIs and the flat metrics.json for DVC."""
+rule evaluate:
+    """Aggregate target: every target's per-item scores."""
     input:
         expand("results/eval/{target}.jsonl", target=TARGETS),
-    output:
-        scores=report(
-            "results/scores.csv", caption="../report/scores.rst", category="Main results"
-        ),
-        metrics="results/metrics.json",
-    params:
-        p=as_json({"evaluation": config["evaluation"], "seed": config["seed"]}),
-    log:
-        "logs/summarize.log",
-    benchmark:
-        "benchmarks/summarize.tsv"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../envs/dnd.yaml"
-    shell:
-        "python -m dnd.cli summarize --params {params.p:q} --eval {input:q} --scores {output.scores:q} "
-        "--metrics {output.metrics:q} > {log:q} 2>&1"
-
-
-rule evaluate:
-    """Aggregate target: all scores."""
-    input:
-        rules.summarize.output,

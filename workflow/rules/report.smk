@@ -1,11 +1,11 @@
-FIGURES = ["bars", "transfer", "efficiency", "pca", "curves", "controls"]
+from dnd.figures import FIGURES  # noqa: E402  (the package's list; common.smk put src on sys.path)
 
 
 rule report:
     """results/report.md and the figures, read from the run's files only."""
     input:
-        scores="results/scores.csv",
-        metrics="results/metrics.json",
+        scores=rules.summarize.output.scores,
+        metrics=rules.summarize.output.metrics,
         efficiency="results/efficiency.csv",
         data_summary="results/data_summary.csv",
         zoo=expand(f"{ZOO}/{{ds}}/train_log.csv", ds=DATASETS),
@@ -16,12 +16,12 @@ rule report:
         md=report("results/report.md", caption="../report/report_md.rst", category="Main results"),
         figures=[
             report(
-                f"results/figures/{name}.png",
+                f"results/figures/{file}",
                 caption=f"../report/fig_{name}.rst",
                 category="Figures",
                 labels={"figure": name},
             )
-            for name in FIGURES
+            for name, file in FIGURES.items()
         ],
     params:
         p=as_json(config),

@@ -1,0 +1,325 @@
+"""Summary of the scores: bootstrap CIs, the main comparison table and the headline metrics.
+
+  dnd summarize --params JSON --eval FILE... --scores CSV --metrics JSON
+
+merges the per-target files of `dnd evaluate` into results/scores.csv
+(`target,method,adapter,n,acc,ci_low,ci_high`, 95% percentile bootstrap over items) and
+results/metrics.json (flat headline figures). Rows with adapter "mean" (`MEAN_ADAPTER`)
+aggregate a multi-adapter method (dnd, control_other, control_random) per target: acc = mean
+over adapters, CI = bootstrap of the per-item mean over adapters. Within a target all rows share
+one matrix of resampled item indices (seeded by `seed` and the target name), so the CIs are
+paired and do not depend on which other targets or rows exist.
+
+--params (JSON object):
+  {"evaluation": {"bootstrap": int, ...}, "seed": int,
+   "folds": {target: [training datasets]}}   # dnd.config.folds of the run's config (the workflow
+                                             # passes it); default: leave-one-out over the scored datasets
+
+`main_table(scores, folds)` computes the comparison table from scores.csv alone; the report calls
+it with the folds of its config, so the report and metrics.json select the same training LoRAs
+(`training_loras`, the one place that does). This module reads no model and imports neither
+lm-eval nor torch; it also names the vocabulary of the evaluation rows (`METHODS`,
+`GENERATED_KINDS`) that `dnd evaluate` writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import zlib
+from pathlib import Path
+from typing import Any, Iterable
+
+from .config import section
+
+log = logging.getLogger(__name__)
+
+METHODS = ("base", "source_lora", "soup", "nearest", "dnd", "control_other", "control_random")
+GENERATED_KINDS = ("dnd", "control_other", "control_random")
+SCORE_COLUMNS = ["target", "method", "adapter", "n", "acc", "ci_low", "ci_high"]
+MAIN_COLUMNS = ["target", "base", "train_avg", "best_train", "soup", "nearest", "dnd_mean", "dnd_sd",
+                "dnd_ci_low", "dnd_ci_high", "oracle", "gap_closed"]
+MEAN_ADAPTER = "mean"  # adapter name of the per-target aggregate row of a multi-adapter method
+MEAN_TARGET = "mean"  # row / key name of the average over targets
+BOOT_FIGURES = ("dnd_mean", "dnd_minus_train_avg", "train_avg")  # over-target means with a bootstrap CI
+
+
+# ============================================================================ inputs
+def load_eval_rows(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """Read per-target JSONL files and check they can be compared item by item."""
+    from .io import read_jsonl
+
+    rows: list[dict[str, Any]] = []
+    for p in paths:
+        if not Path(p).exists():
+            raise FileNotFoundError(f"evaluation file not found: {p}")
+        rows.extend(read_jsonl(p))
+    seen: set[tuple[str, str, str]] = set()
+    ids_of: dict[str, list[str]] = {}
+    for r in rows:
+        key = (r["target"], r["method"], str(r["adapter"]))
+        if r["method"] not in METHODS:
+            raise ValueError(f"unknown method {r['method']!r} in evaluation rows")
+        if key in seen:
+            raise ValueError(f"duplicate evaluation row {key}")
+        seen.add(key)
+        if len(r["correct"]) != r["n"] or len(r["ids"]) != r["n"]:
+            raise ValueError(f"row {key}: n does not match correct/ids")
+        ref = ids_of.setdefault(r["target"], r["ids"])
+        if r["ids"] != ref:
+            raise ValueError(f"row {key} scored different items from the other rows of {r['target']}")
+    return rows
+
+
+def training_loras(scores, folds: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
+    """Target -> the training LoRAs of its fold (fold order), for every target of `scores`.
+
+    `folds` is `dnd.config.folds` of the run's config (summarize gets it in --params, the
+    report from its config); without one, `dnd.config.folds` of a config listing the scored
+    datasets (leave-one-out). Every fold dataset must have a source_lora row on its target."""
+    from .config import folds as config_folds
+
+    adapters = scores["adapter"].fillna("").astype(str)
+    src = scores["method"] == "source_lora"
+    if folds is None:
+        folds = config_folds({"data": {"datasets": list(dict.fromkeys([*adapters[src], *scores["target"]]))}})
+    out = {}
+    for t in dict.fromkeys(scores["target"]):
+        if t not in folds:
+            raise ValueError(f"the folds have no entry for target {t!r}")
+        missing = sorted(set(folds[t]) - set(adapters[src & (scores["target"] == t)]))
+        if missing:
+            raise ValueError(f"fold {t}: no source_lora rows for {missing}")
+        out[t] = list(folds[t])
+    return out
+
+
+# ============================================================================ bootstrap
+def bootstrap_indices(n: int, resamples: int, seed: int, target: str):
+    """(resamples, n) item indices, seeded by (seed, target): shared by every row of a target;
+    None when there are no resamples."""
+    import numpy as np
+
+    if resamples <= 0:
+        return None
+    rng = np.random.default_rng([int(seed), zlib.crc32(target.encode())])
+    return rng.integers(0, n, size=(resamples, n))
+
+
+def percentile_ci(boot) -> tuple[float, float]:
+    import numpy as np
+
+    if boot is None or len(boot) == 0:
+        return math.nan, math.nan
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def boot_means(values, idx):
+    """Bootstrap means of per-item `values` for index matrix idx (None when either is None)."""
+    import numpy as np
+
+    if idx is None or values is None:
+        return None
+    return np.asarray(values, dtype=np.float64)[idx].mean(axis=1)
+
+
+# ============================================================================ scores.csv
+def scores_frame(rows: list[dict[str, Any]], resamples: int, seed: int):
+    """scores.csv as a DataFrame: one row per (target, method, adapter), plus an adapter
+    'mean' row per multi-adapter method; 95% percentile bootstrap CIs over items."""
+    import numpy as np
+    import pandas as pd
+
+    out = []
+    order = {m: i for i, m in enumerate(METHODS)}
+    for t in dict.fromkeys(r["target"] for r in rows):
+        trows = sorted((r for r in rows if r["target"] == t), key=lambda r: order[r["method"]])  # stable
+        n = trows[0]["n"]
+        idx = bootstrap_indices(n, resamples, seed, t)
+
+        def add(adapter: str, correct) -> None:
+            out.append([t, method, adapter, n, float(correct.mean()), *percentile_ci(boot_means(correct, idx))])
+
+        for method in METHODS:
+            mrows = [r for r in trows if r["method"] == method]
+            for r in mrows:
+                add(str(r["adapter"]), np.asarray(r["correct"], dtype=np.float64))
+            if method in GENERATED_KINDS and mrows:
+                add(MEAN_ADAPTER, np.mean([np.asarray(r["correct"], dtype=np.float64) for r in mrows], axis=0))
+    return pd.DataFrame(out, columns=SCORE_COLUMNS)
+
+
+# ============================================================================ main table
+def gap_closed(dnd: float, train_avg: float, oracle: float) -> float:
+    """Share of the training-LoRA -> oracle gap that DnD closes (NaN if there is no gap)."""
+    denom = oracle - train_avg
+    if not (denom > 0) or math.isnan(dnd):
+        return math.nan
+    return (dnd - train_avg) / denom
+
+
+def _main_row(st, target: str, train: list[str]) -> dict[str, Any]:
+    """The main table's row of one target from its scores rows `st`."""
+
+    def acc(method, adapter=None):
+        sel = st[st["method"] == method]
+        if adapter is not None:
+            sel = sel[sel["adapter"] == adapter]
+        return float(sel["acc"].iloc[0]) if len(sel) else math.nan
+
+    src = st[st["method"] == "source_lora"]
+    tr = src[src["adapter"].isin(train)]
+    dnd = st[(st["method"] == "dnd") & (st["adapter"] != MEAN_ADAPTER)]
+    dmean = st[(st["method"] == "dnd") & (st["adapter"] == MEAN_ADAPTER)]
+    rec = {
+        "target": target, "base": acc("base"),
+        "train_avg": float(tr["acc"].mean()) if len(tr) else math.nan,
+        "best_train": float(tr["acc"].max()) if len(tr) else math.nan,
+        "soup": acc("soup"), "nearest": acc("nearest"),
+        "dnd_mean": float(dnd["acc"].mean()) if len(dnd) else math.nan,
+        "dnd_sd": float(dnd["acc"].std(ddof=1)) if len(dnd) > 1 else math.nan,
+        "dnd_ci_low": float(dmean["ci_low"].iloc[0]) if len(dmean) else math.nan,
+        "dnd_ci_high": float(dmean["ci_high"].iloc[0]) if len(dmean) else math.nan,
+        "oracle": acc("source_lora", target),
+    }
+    rec["gap_closed"] = gap_closed(rec["dnd_mean"], rec["train_avg"], rec["oracle"])
+    return rec
+
+
+def main_table(scores, folds: dict[str, list[str]] | None = None):
+    """The main comparison from a scores DataFrame (scores.csv): one row per target, then a
+    'mean' row (column means over targets; its gap_closed is computed from those means, its
+    CI columns are NaN because a CI of the mean needs the items: see metrics.json).
+
+    train_avg / best_train: mean / max accuracy of the fold's training LoRAs (`training_loras`);
+    oracle: the target's own LoRA; dnd_mean / dnd_sd: mean / sample sd over DnD adapters;
+    dnd_ci_*: the CI of the adapter 'mean' row; gap_closed = (dnd_mean - train_avg) /
+    (oracle - train_avg), NaN when oracle <= train_avg."""
+    import numpy as np
+    import pandas as pd
+
+    s = scores.copy()
+    s["adapter"] = s["adapter"].fillna("").astype(str)
+    train = training_loras(s, folds)
+    table = pd.DataFrame([_main_row(s[s["target"] == t], t, train[t]) for t in train], columns=MAIN_COLUMNS)
+    if len(table):
+        mean = {c: float(table[c].mean()) for c in MAIN_COLUMNS[1:]}
+        mean.update(target=MEAN_TARGET, dnd_ci_low=math.nan, dnd_ci_high=math.nan,
+                    gap_closed=gap_closed(mean["dnd_mean"], mean["train_avg"], mean["oracle"]))
+        table = pd.concat([table, pd.DataFrame([mean], columns=MAIN_COLUMNS)], ignore_index=True)
+    return table.astype({c: np.float64 for c in MAIN_COLUMNS[1:]})
+
+
+# ============================================================================ metrics.json
+def _item_vectors(rows: list[dict], train: list[str]):
+    """Per-item vectors of a target: {name: np.array} for train_avg (mean over the training
+    LoRAs) and the mean over adapters of each generated kind."""
+    import numpy as np
+
+    by = {(r["method"], str(r["adapter"])): np.asarray(r["correct"], dtype=np.float64) for r in rows}
+    vec = {}
+    if train:
+        vec["train_avg"] = np.mean([by[("source_lora", d)] for d in train], axis=0)
+    for kind in GENERATED_KINDS:
+        got = [v for (m, _), v in by.items() if m == kind]
+        if got:
+            vec[kind] = np.mean(got, axis=0)
+    return vec
+
+
+def _target_metrics(t: str, rows: list[dict], train: list[str], idx) -> tuple[dict[str, Any], dict[str, Any]]:
+    """('{t}/...' figures beyond the main table, {BOOT_FIGURES name: bootstrap means or None})."""
+    vec = _item_vectors(rows, train)
+    diff = vec["dnd"] - vec["train_avg"] if "dnd" in vec and "train_avg" in vec else None
+    near = [r for r in rows if r["method"] == "nearest"]
+    src = {str(r["adapter"]): r["acc"] for r in rows if r["method"] == "source_lora"}
+    out: dict[str, Any] = {
+        f"{t}/n": rows[0]["n"], f"{t}/n_train_loras": len(train),
+        f"{t}/n_dnd_adapters": sum(1 for r in rows if r["method"] == "dnd"),
+        f"{t}/nearest_adapter": str(near[0]["adapter"]) if near else "",
+        f"{t}/best_train_adapter": max(train, key=lambda d: src[d]) if train else "",
+        f"{t}/dnd_minus_train_avg": float(diff.mean()) if diff is not None else math.nan,
+    }
+    for kind in ("control_other", "control_random"):
+        out[f"{t}/{kind}_mean"] = float(vec[kind].mean()) if kind in vec else math.nan
+    boots = dict(zip(BOOT_FIGURES, (boot_means(v, idx) for v in (vec.get("dnd"), diff, vec.get("train_avg")))))
+    lo, hi = percentile_ci(boots["dnd_minus_train_avg"])
+    out[f"{t}/dnd_minus_train_avg_ci_low"], out[f"{t}/dnd_minus_train_avg_ci_high"] = lo, hi
+    return out, boots
+
+
+def _mean_metrics(out: dict[str, Any], targets: list[str], boots: dict[str, list]) -> dict[str, Any]:
+    """'mean/...' figures over targets: means of per-target figures and bootstrap CIs of the
+    over-target means (items resampled within each target)."""
+    import numpy as np
+
+    m = {f"{MEAN_TARGET}/n_targets": len(targets)}
+    for key in ("control_other_mean", "control_random_mean", "dnd_minus_train_avg"):
+        m[f"{MEAN_TARGET}/{key}"] = float(np.mean([out[f"{t}/{key}"] for t in targets]))
+    for name in BOOT_FIGURES:
+        bs = boots[name]
+        ok = bs and all(b is not None for b in bs)
+        lo, hi = percentile_ci(np.mean(bs, axis=0)) if ok else (math.nan, math.nan)
+        key = "dnd" if name == "dnd_mean" else name
+        m[f"{MEAN_TARGET}/{key}_ci_low"], m[f"{MEAN_TARGET}/{key}_ci_high"] = lo, hi
+    return m
+
+
+def headline_metrics(rows: list[dict[str, Any]], scores, resamples: int, seed: int,
+                     folds: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """Flat dict '{target}/{figure}' (and 'mean/{figure}' over targets): the main table's
+    columns, control means, DnD minus training-LoRA average with its paired bootstrap CI, and
+    bootstrap CIs of the over-target means (items resampled within each target)."""
+    import numpy as np
+
+    table = main_table(scores, folds).set_index("target")
+    train = training_loras(scores, folds)
+    targets = list(dict.fromkeys(r["target"] for r in rows))
+    out: dict[str, Any] = {}
+    boots: dict[str, list] = {name: [] for name in BOOT_FIGURES}
+    for t in [*targets, MEAN_TARGET] if targets else []:
+        out.update({f"{t}/{c}": table.loc[t, c] for c in MAIN_COLUMNS[1:]})
+    for t in targets:
+        trows = [r for r in rows if r["target"] == t]
+        figures, tboots = _target_metrics(t, trows, train[t], bootstrap_indices(trows[0]["n"], resamples, seed, t))
+        out.update(figures)
+        for name in BOOT_FIGURES:
+            boots[name].append(tboots[name])
+    if targets:
+        out.update(_mean_metrics(out, targets, boots))
+    # JSON has no NaN: undefined figures are null
+    return {k: (None if isinstance(v, float) and math.isnan(v) else
+                (float(v) if isinstance(v, (float, np.floating)) else v)) for k, v in out.items()}
+
+
+# ============================================================================ command
+def _add_summarize(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", default="{}", help="JSON: {evaluation: {bootstrap, ...}, seed, folds?}")
+    p.add_argument("--eval", required=True, nargs="+", help="results/eval/{target}.jsonl files")
+    p.add_argument("--scores", required=True, type=Path, help="output CSV (results/scores.csv)")
+    p.add_argument("--metrics", required=True, type=Path, help="output JSON (results/metrics.json)")
+
+
+def _run_summarize(args: argparse.Namespace) -> None:
+    from .config import parse_params
+    from .io import write_json, write_text
+
+    params = parse_params(args.params)
+    resamples = int(section("evaluation", params.get("evaluation"))["bootstrap"])
+    seed = int(params.get("seed", 0))
+    folds = params.get("folds") or None
+    rows = load_eval_rows(args.eval)
+    if not rows:
+        raise ValueError("no evaluation rows in " + ", ".join(map(str, args.eval)))
+    scores = scores_frame(rows, resamples, seed)
+    metrics = headline_metrics(rows, scores, resamples, seed, folds)
+    write_text(args.scores, scores.to_csv(index=False))
+    write_json(args.metrics, metrics, sort_keys=True)
+    log.info("wrote %s (%d rows) and %s; mean over %d targets: base %.3f, train_avg %.3f, dnd %.3f, oracle %.3f",
+             args.scores, len(scores), args.metrics, metrics.get(f"{MEAN_TARGET}/n_targets", 0),
+             *(metrics.get(f"{MEAN_TARGET}/{k}") or math.nan for k in ("base", "train_avg", "dnd_mean", "oracle")))
+
+
+COMMANDS = {"summarize": (_add_summarize, _run_summarize)}
