@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import logging
 import subprocess
 import sys
@@ -124,6 +125,18 @@ def build_tiny_model(texts: Iterable[str], shape: dict, seed: int):
     return LlamaForCausalLM(cfg), tok
 
 
+# tokenizer_config.json keys that record how the tokenizer was loaded (e.g. whether
+# HF_HUB_OFFLINE was set), not what it is: dropped so the export is the same in any environment
+LOADING_FLAGS = ("local_files_only",)
+
+
+def drop_loading_flags(path: Path) -> None:
+    cfg = json.loads(path.read_text())
+    if any(k in cfg for k in LOADING_FLAGS):
+        path.write_text(json.dumps({k: v for k, v in cfg.items() if k not in LOADING_FLAGS}, indent=2,
+                                   ensure_ascii=False) + "\n")
+
+
 def prepare_base_model(bcfg: dict, out_dir: Path, seed: int = 0, texts: Iterable[str] = ()) -> Path:
     """Write the base model directory atomically; return its path."""
     import torch
@@ -154,6 +167,7 @@ def prepare_base_model(bcfg: dict, out_dir: Path, seed: int = 0, texts: Iterable
         with atomic_path(out_dir, is_dir=True) as tmp_out:
             model.save_pretrained(tmp_out)
             tok.save_pretrained(tmp_out)
+            drop_loading_flags(tmp_out / "tokenizer_config.json")
     n = sum(p.numel() for p in model.parameters())
     log.info("base model (%s, %.1fM params) written to %s", source, n / 1e6, out_dir)
     return out_dir
