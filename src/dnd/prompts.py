@@ -83,7 +83,7 @@ def task_name(dataset: str) -> str:
 def portable_path(path: str | Path) -> str:
     """`path` relative to the working directory of the run when it lies inside it (artifacts
     never hold a machine path), otherwise absolute. lm-eval resolves relative data_files
-    against the process CWD, so run lm-eval from the same directory (dnd.evaluation does)."""
+    against the process CWD, so run lm-eval from the same directory (dnd.evaluate does)."""
     p = Path(path).resolve()
     try:
         return p.relative_to(Path.cwd().resolve()).as_posix()
