@@ -160,3 +160,14 @@ def test_cli_unexpected_error_is_one_line_and_debug_shows_it(monkeypatch, caplog
     assert rc == 1 and len(err) == 1 and "RuntimeError: disk on fire second line" in err[0]
     with pytest.raises(RuntimeError, match="disk on fire"):
         cli.main(["data-summary", "--debug", "--data-dirs", "x", "--out", "y"])
+
+
+def test_section_resolves_schema_refs(tmp_path):
+    """A section whose schema refers to $defs (dataset names) validates on its own, as each
+    prepare-data job's per-dataset section does."""
+    from dnd.config import section
+
+    out = section("data", {"custom": {"mine": {"path": "x.jsonl"}}, "n_test": 5})
+    assert out["custom"]["mine"]["style"] == "qa" and out["n_test"] == 5
+    with pytest.raises(ConfigError, match="does not match"):
+        section("data", {"custom": {"it's": {"path": "x.jsonl"}}})

@@ -55,7 +55,8 @@ def section(name: str, params: dict[str, Any] | None) -> dict[str, Any]:
     """Config section `name`, validated against its part of the schema with the defaults filled
     in: the one way every command reads its settings (a partial, hand-written --params JSON
     works; unknown keys and wrong types are errors naming the key)."""
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())["properties"][name]
+    full = yaml.safe_load(SCHEMA_PATH.read_text())
+    schema = {**full["properties"][name], "$defs": full.get("$defs", {})}  # its $refs point into $defs
     out = json.loads(json.dumps(dict(params or {}) if schema.get("type") == "object" else params))
     errors = list(_validator()(schema).iter_errors(out))
     if errors:
