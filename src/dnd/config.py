@@ -3,6 +3,7 @@ clear errors. Snakemake validates with the same file."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -38,6 +39,13 @@ def _validator():
     return validators.extend(base, {"properties": set_defaults}, type_checker=checker)
 
 
+@functools.lru_cache(maxsize=1)
+def load_schema() -> dict[str, Any]:
+    """The config schema, parsed once per process (command_params validates several sections
+    with it). Read-only: validation fills defaults into the config, never into the schema."""
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
 def parse_params(text: str | None) -> dict[str, Any]:
     """--params takes a JSON object (the rules pass config sections this way)."""
     if not text:
@@ -55,7 +63,7 @@ def section(name: str, params: dict[str, Any] | None) -> dict[str, Any]:
     """Config section `name`, validated against its part of the schema with the defaults filled
     in: the one way every command reads its settings (a partial, hand-written --params JSON
     works; unknown keys and wrong types are errors naming the key)."""
-    full = yaml.safe_load(SCHEMA_PATH.read_text())
+    full = load_schema()
     schema = {**full["properties"][name], "$defs": full.get("$defs", {})}  # its $refs point into $defs
     out = json.loads(json.dumps(dict(params or {}) if schema.get("type") == "object" else params))
     errors = list(_validator()(schema).iter_errors(out))
@@ -74,7 +82,7 @@ def command_params(text: str | None, *names: str) -> dict[str, Any]:
     unknown = sorted(set(given) - set(names))
     if unknown:
         raise ConfigError(f"--params has key(s) {unknown} this command does not read; it reads {list(names)}")
-    props = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]
+    props = load_schema()["properties"]
     out = {}
     for name in names:
         if props[name].get("type") == "object":
@@ -86,7 +94,7 @@ def command_params(text: str | None, *names: str) -> dict[str, Any]:
 
 def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """Validate in place (filling defaults) and check cross-field rules; return cfg."""
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    schema = load_schema()
     errors = sorted(_validator()(schema).iter_errors(cfg), key=lambda e: list(e.path))
     if errors:
         e = errors[0]
@@ -238,7 +246,7 @@ def folds(cfg: dict[str, Any]) -> dict[str, list[str]]:
 
 def schema_markdown() -> str:
     """The key reference table of config/README.md, generated from the schema (one source)."""
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    schema = load_schema()
     rows = ["| key | type | default | description |", "|---|---|---|---|"]
 
     def walk(props: dict, prefix: str) -> None:
