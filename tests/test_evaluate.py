@@ -172,6 +172,14 @@ def test_evaluate_rows(world, eval_rows):
     assert by[("dnd", "1")]["correct"] == by[("source_lora", "beta")]["correct"]
     # an adapter with B = 0 is the base model
     assert by[("control_random", "0")]["correct"] == by[("base", "base")]["correct"]
+    # continuous metrics: log P(gold) (summed, per character), margin to the best wrong answer
+    for r in rows:
+        recs = world["records"][TARGET][:LIMIT]
+        for c, lp, lpn, mg, rec in zip(r["correct"], r["gold_logprob"], r["gold_logprob_norm"], r["margin"], recs):
+            assert lp < 0 and lpn == pytest.approx(lp / len(rec["choices"][rec["answer"]]), abs=1e-5)
+            assert (mg > 0) == bool(c)  # acc: the gold answer is chosen iff it beats every wrong one
+    assert by[("control_random", "0")]["gold_logprob"] == by[("base", "base")]["gold_logprob"]
+    assert by[("dnd", "0")]["gold_logprob"] != by[("base", "base")]["gold_logprob"]
 
 
 def test_score_cache_reuses_unchanged_adapters(world, eval_rows, tmp_path, monkeypatch):
@@ -207,14 +215,16 @@ def test_score_cache_reuses_unchanged_adapters(world, eval_rows, tmp_path, monke
     assert run("third") == second
 
 
-def test_inplace_swap_equals_fresh_lm_eval(world):
-    """Swapping weights into one wrapped model == lm-eval loading base + peft= from scratch."""
+@pytest.mark.parametrize("backend", ev.BACKENDS)
+def test_inplace_swap_equals_fresh_lm_eval(world, backend):
+    """Swapping weights into one wrapped model, scored by either backend (the packed dnd-prefix
+    or lm-eval's HFLM) == lm-eval's plain `hf` loading base + peft= from scratch."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
     task = f"dnd_{TARGET}"
     scorer = ev.InPlaceScorer(world["model"], world["zoo"] / "beta" / "final", world["tasks"], task,
-                              limit=LIMIT, batch_size=4)
+                              limit=LIMIT, batch_size=4, backend=backend)
     adapter = world["gen"] / "dnd_0"
     scorer.score(ev.load_state_dict(world["zoo"] / "gamma" / "final"))  # leave other weights in place first
     swapped = scorer.score(ev.load_state_dict(adapter))
@@ -222,8 +232,8 @@ def test_inplace_swap_equals_fresh_lm_eval(world):
     base = scorer.score(None)
     assert swapped.loglikelihoods == again.loglikelihoods and swapped.correct == again.correct
 
-    def fresh(model_args):
-        res = lm_eval.simple_evaluate(model="hf", model_args=model_args, tasks=[task],
+    def fresh(model_args, model="hf"):
+        res = lm_eval.simple_evaluate(model=model, model_args=model_args, tasks=[task],
                                       task_manager=TaskManager(include_path=str(world["tasks"]),
                                                                include_defaults=False),
                                       device="cpu", batch_size=4, limit=LIMIT, log_samples=True,
@@ -239,6 +249,11 @@ def test_inplace_swap_equals_fresh_lm_eval(world):
     np.testing.assert_allclose(np.concatenate(base.loglikelihoods), np.concatenate(ref_base.loglikelihoods),
                                rtol=0, atol=1e-5)
     assert not np.allclose(np.concatenate(base.loglikelihoods), np.concatenate(swapped.loglikelihoods))
+    if backend == "dnd-prefix":  # the registered backend, used like hf from lm-eval's own entry point
+        packed = fresh({"pretrained": str(world["model"]), "peft": str(adapter), "dtype": "float32"}, backend)
+        assert packed.correct == ref.correct
+        np.testing.assert_allclose(np.concatenate(packed.loglikelihoods), np.concatenate(ref.loglikelihoods),
+                                   rtol=0, atol=1e-5)
 
 
 def _nan_adapter(src: Path, out: Path) -> None:
@@ -376,7 +391,9 @@ def test_summarize_outputs(world, eval_rows, tmp_path):
     assert (scores.read_bytes(), metrics.read_bytes()) == first  # deterministic, no timestamps
 
     df = pd.read_csv(scores, keep_default_na=False)
-    assert list(df.columns) == ["target", "method", "adapter", "n", "acc", "ci_low", "ci_high"]
+    assert list(df.columns) == ["target", "method", "adapter", "n", "acc", "ci_low", "ci_high", "gold_logprob"]
+    gold = {(r["method"], r["adapter"]): np.mean(r["gold_logprob"]) for r in rows}
+    assert df[df["method"] == "base"]["gold_logprob"].item() == pytest.approx(gold[("base", "base")])
     assert set(df["method"]) == set(summary.METHODS)
     assert len(df) == len(rows) + 3  # + an adapter "mean" row for dnd and both controls
     assert ((df["ci_low"] <= df["acc"] + 1e-12) & (df["acc"] <= df["ci_high"] + 1e-12)).all()
@@ -395,3 +412,40 @@ def test_summarize_outputs(world, eval_rows, tmp_path):
     lo, hi = m[f"{TARGET}/dnd_minus_train_avg_ci_low"], m[f"{TARGET}/dnd_minus_train_avg_ci_high"]
     assert lo <= m[f"{TARGET}/dnd_minus_train_avg"] <= hi
     assert all(isinstance(v, (int, float, str)) or v is None for v in m.values())
+
+
+# ----------------------------------------------------------------------------- eval_speed
+def test_backend_comparison_agrees_and_is_timed(world, tmp_path):
+    """`dnd eval-speed` on the tiny model: base and two LoRAs scored by both backends on the
+    same items; in float32 they choose the same answer on every item and their log-likelihoods
+    agree to float rounding. The summary writes both CSVs in their columns."""
+    from dnd import eval_speed as es
+
+    out = tmp_path / "speed" / f"{TARGET}.json"
+    params = {"evaluation": {"compare_items": LIMIT, "batch_size": 4, "dtype": "float32"}, "sources": SOURCES}
+    argv = ["eval-speed", "--params", json.dumps(params), "--target", TARGET, "--model", str(world["model"]),
+            "--tasks-dir", str(world["tasks"]), "--zoo-dir", str(world["zoo"]), "--out", str(out), "--threads", "1"]
+    assert cli_main(argv) == 0
+    res = json.loads(out.read_text())
+    assert [a["adapter"] for a in res["agreement"]] == ["base", TARGET, SOURCES[0]]
+    for a in res["agreement"]:
+        assert a["items"] == LIMIT and a["same_choice"] == 1.0 and a["same_choice_norm"] == 1.0
+        assert a["max_abs_ll_diff"] < 1e-4
+    speed_csv, agree_csv = tmp_path / "eval_speed.csv", tmp_path / "eval_agreement.csv"
+    assert cli_main(["eval-speed-summary", "--in", str(out), "--speed", str(speed_csv),
+                     "--agreement", str(agree_csv)]) == 0
+    speed = pd.read_csv(speed_csv)
+    assert list(speed.columns) == ["backend", "target", "adapter", "items", "seconds"]
+    assert sorted(speed["backend"].unique()) == ["dnd-prefix", "hf"] and len(speed) == 6
+    assert (speed["seconds"] > 0).all() and (speed["items"] == LIMIT).all()
+    assert list(pd.read_csv(agree_csv).columns) == es.AGREEMENT_COLUMNS
+    fig = es.speed_figures(speed)
+    assert fig["ratio"] == pytest.approx(fig["dnd-prefix"] / fig["hf"])
+
+
+def test_backend_comparison_needs_items(world, tmp_path):
+    params = {"evaluation": {"compare_items": 0}, "sources": SOURCES}
+    argv = ["eval-speed", "--params", json.dumps(params), "--target", TARGET, "--model", str(world["model"]),
+            "--tasks-dir", str(world["tasks"]), "--zoo-dir", str(world["zoo"]), "--out", str(tmp_path / "x.json")]
+    assert cli_main(argv) != 0
+    assert not (tmp_path / "x.json").exists()

@@ -4,8 +4,8 @@
                --generated-dir DIR --encoded-dir DIR --out FILE [--cache-dir DIR]
                [--threads N (dnd's global flag)]
 
-scores every method on one held-out target with the same harness, the same items (the first
-`evaluation.limit` rows of `results/data/{T}/test.lmeval.jsonl`) and the same prompt (the task
+scores every method on one held-out target with the same harness, the same items (every row of
+`results/data/{T}/test.lmeval.jsonl`, or the first `evaluation.limit`) and the same prompt (the task
 `dnd_{T}` rendered by dnd.prompts):
 
   method          adapter                   what is scored
@@ -22,12 +22,15 @@ scores every method on one held-out target with the same harness, the same items
   control_random  "0", ...                  results/generated/{T}/control_random_{i}/
 
 Speed: the base model is loaded once and wrapped once with LoRA modules (peft, LoraConfig read
-from the first training LoRA); each adapter's weights are then copied in place
-(`set_peft_model_state_dict`, every LoRA key required, no unexpected key) and scored by one
-`HFLM` built on the loaded model, with one task object (lm-eval rebuilds the requests on every
-call). This is the harness's own `lm_eval.evaluator.evaluate` loop, i.e. what
-`lm_eval.simple_evaluate(model="hf", model_args={"pretrained": base, "peft": adapter})` runs,
-minus the model reload; tests/test_evaluate.py checks that both give identical log-likelihoods.
+from the first training LoRA; the LoRA modules take the model's dtype); each adapter's weights
+are then copied in place (`set_peft_model_state_dict`, every LoRA key required, no unexpected
+key) and scored by one lm-eval model built on the loaded model, with one task object (lm-eval
+rebuilds the requests on every call), through the harness's own `lm_eval.evaluator.evaluate`
+loop. The model is `evaluation.backend`: `dnd-prefix` (dnd.lm_backend: each item's context is
+computed once for all its choices) or lm-eval's plain `hf` (HFLM); the log-softmax is float32
+for both. tests/test_evaluate.py checks that either gives the log-likelihoods of
+`lm_eval.simple_evaluate(model="hf", model_args={"pretrained": base, "peft": adapter})`;
+dnd.eval_speed measures both on the real model.
 With --cache-dir (the workflow passes results/eval_cache/{T} unless `evaluation.cache` is
 false) per-item results are kept by content (`open_score_cache`, dnd.score_cache): a rerun
 after, say, a generator change scores only the new adapters and reuses base, source LoRAs and soup.
@@ -38,14 +41,18 @@ A task YAML's test file (dataset_kwargs.data_files.test) may be relative to the 
 root: lm-eval reads a copy of the YAML with the absolute path, whatever the CWD.
 
 --params (JSON object):
-  {"evaluation": {limit, batch_size, dtype, metric, ...},  # config section; defaults from the schema
+  {"evaluation": {limit, backend, batch_size, dtype, metric, ...},  # config section; schema defaults
    "datasets":   [every dataset name],                     # source_lora is scored for each
    "sources":    [the fold's training datasets],           # soup and nearest; default datasets - {T}
    "seed":       int}                                      # unused (scoring is deterministic)
 
 Output `--out` (JSONL, written atomically once everything is scored; a killed job leaves nothing
 behind and a rerun recomputes): one line per (method, adapter)
-  {target, method, adapter, n, acc, correct: [0/1 per item, doc order], ids: [item ids], metric}
+  {target, method, adapter, n, acc, metric,
+   ids: [item ids], correct: [0/1 per item, doc order],
+   gold_logprob: [log P(gold answer | context), summed over its tokens, per item],
+   gold_logprob_norm: [the same per character of the answer, as acc_norm normalizes],
+   margin: [gold log-likelihood minus the best wrong answer's, per item]}
 and, for `nearest`, `info: {"cosine": {dataset: similarity}}`.
 
 The per-target files are merged by `dnd summarize` (dnd.summary).
@@ -78,6 +85,11 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 # lm-eval's own defaults (lm_eval.defaults), applied before every scoring call as simple_evaluate does
 LMEVAL_RANDOM_SEED = 0
 LMEVAL_OTHER_SEED = 1234
+BACKENDS = ("dnd-prefix", "hf")  # dnd.lm_backend's packed scorer; lm-eval's plain HFLM
+BACKEND = BACKENDS[0]
+# log-softmax in float32 whatever the model dtype (HFLM's softmax_dtype; its default is the
+# model's dtype, which in bfloat16 rounds every token log-probability to ~3 digits)
+SOFTMAX_DTYPE = "float32"
 # LoraConfig fields that must agree between the wrapped model and an adapter loaded into it
 LORA_SHAPE_FIELDS = ("peft_type", "r", "lora_alpha", "target_modules", "use_rslora", "use_dora", "bias",
                      "fan_in_fan_out", "rank_pattern", "alpha_pattern", "layers_to_transform",
@@ -236,15 +248,57 @@ def nearest_source(target_vec, source_vecs: dict[str, Any]) -> tuple[str, dict[s
 
 
 # ================================================================== in-place scoring
+def lm_class(backend: str):
+    """The lm-eval model class registered under `backend` ("dnd-prefix": dnd.lm_backend; "hf")."""
+    from lm_eval.api.registry import get_model
+
+    from . import lm_backend  # noqa: F401  (registers dnd-prefix)
+
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown evaluation backend {backend!r}; expected one of {BACKENDS}")
+    return get_model(backend)
+
+
+def load_task(tasks_dir: Path, task: str) -> dict:
+    """lm-eval's task dict of `task` from `tasks_dir`, set up as simple_evaluate sets it up."""
+    from lm_eval.tasks import TaskManager
+
+    with materialized_task(tasks_dir / f"{task}.yaml") as include:
+        task_dict = TaskManager(include_path=str(include), include_defaults=False).load([task])
+    if task not in task_dict["tasks"]:
+        raise ValueError(f"task {task} not found in {tasks_dir}")
+    for t in task_dict["tasks"].values():  # what simple_evaluate does before evaluate()
+        if t.get_config("num_fewshot") is None:
+            t.set_config(key="num_fewshot", value=0)
+        t.set_fewshot_seed(seed=LMEVAL_OTHER_SEED)
+    return task_dict
+
+
+def run_lm_eval(lm, task_dict: dict, task: str, limit: int | None, metric: str, where: str) -> Scored:
+    """lm-eval's own evaluation loop on a built model, seeded as simple_evaluate seeds it; the
+    per-item result (NaN/inf log-likelihoods are an error naming `where`)."""
+    import random
+
+    import numpy as np
+    import torch
+    from lm_eval import evaluator
+
+    t0 = time.perf_counter()
+    random.seed(LMEVAL_RANDOM_SEED)
+    np.random.seed(LMEVAL_OTHER_SEED)
+    torch.manual_seed(LMEVAL_OTHER_SEED)
+    res = evaluator.evaluate(lm=lm, task_dict=task_dict, limit=limit, bootstrap_iters=0, log_samples=True)
+    return require_finite(samples_to_scored(res, task, metric, time.perf_counter() - t0), where)
+
+
 class InPlaceScorer:
     """One base model, one set of LoRA modules, one HFLM and one task: adapters are swapped by
     copying their weights into the LoRA modules."""
 
     def __init__(self, model_dir: Path, lora_config_dir: Path, tasks_dir: Path, task: str, *,
-                 limit: int | None, batch_size: int, dtype: str = "float32", metric: str = "acc"):
+                 limit: int | None, batch_size: int, dtype: str = "float32", metric: str = "acc",
+                 backend: str = BACKEND):
         import torch
-        from lm_eval.models.huggingface import HFLM
-        from lm_eval.tasks import TaskManager
         from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -261,16 +315,18 @@ class InPlaceScorer:
         cfg.inference_mode = True
         self.model = get_peft_model(model, cfg)
         self.model.eval()
+        # LoRA modules in the model's dtype: peft keeps them in float32 under a bfloat16 model
+        # and casts every activation to float32 and back around each of the 210 LoRA modules
+        # (11% of the scoring time, measured); in bfloat16 the adapter's weights are rounded
+        # like the base weights. results/eval_agreement.csv measures the effect against the plain
+        # hf backend with peft's float32 LoRA.
+        for name, p in self.model.named_parameters():
+            if "lora_" in name:
+                p.data = p.data.to(model.dtype)
         self.lora_keys = set(get_peft_model_state_dict(self.model))
-        self.lm = HFLM(pretrained=self.model, tokenizer=tok, batch_size=batch_size)
-        with materialized_task(tasks_dir / f"{task}.yaml") as include:
-            self.task_dict = TaskManager(include_path=str(include), include_defaults=False).load([task])
-        if task not in self.task_dict["tasks"]:
-            raise ValueError(f"task {task} not found in {tasks_dir}")
-        for t in self.task_dict["tasks"].values():  # what simple_evaluate does before evaluate()
-            if t.get_config("num_fewshot") is None:
-                t.set_config(key="num_fewshot", value=0)
-            t.set_fewshot_seed(seed=LMEVAL_OTHER_SEED)
+        self.lm = lm_class(backend)(pretrained=self.model, tokenizer=tok, batch_size=batch_size,
+                                    softmax_dtype=SOFTMAX_DTYPE)
+        self.task_dict = load_task(tasks_dir, task)
 
     def load_adapter(self, sd: dict, where: str = "adapter") -> None:
         """Copy a PEFT state dict (keys as on disk) into the LoRA modules; every LoRA key must be
@@ -289,23 +345,11 @@ class InPlaceScorer:
 
     def score(self, sd: dict | None, where: str = "adapter") -> Scored:
         """Score `sd` (None = the base model, LoRA modules disabled)."""
-        import random
-
-        import numpy as np
-        import torch
-        from lm_eval import evaluator
-
-        t0 = time.perf_counter()
         if sd is not None:
             self.load_adapter(sd, where)
         ctx = self.model.disable_adapter() if sd is None else contextlib.nullcontext()
-        random.seed(LMEVAL_RANDOM_SEED)
-        np.random.seed(LMEVAL_OTHER_SEED)
-        torch.manual_seed(LMEVAL_OTHER_SEED)
         with ctx:  # HFLM runs the model under torch.no_grad itself, as in a fresh lm-eval run
-            res = evaluator.evaluate(lm=self.lm, task_dict=self.task_dict, limit=self.limit,
-                                     bootstrap_iters=0, log_samples=True)
-        return require_finite(samples_to_scored(res, self.task, self.metric, time.perf_counter() - t0), where)
+            return run_lm_eval(self.lm, self.task_dict, self.task, self.limit, self.metric, where)
 
 
 def open_score_cache(directory: Path, model_dir: Path, task_yaml: Path, test_file: Path,
@@ -320,16 +364,17 @@ def open_score_cache(directory: Path, model_dir: Path, task_yaml: Path, test_fil
 
     import torch
 
-    from . import prompts, score_cache
+    from . import lm_backend, prompts, score_cache
 
     files = sorted(p for p in Path(model_dir).iterdir() if p.is_file())
-    files += [test_file, Path(__file__), Path(score_cache.__file__), Path(prompts.__file__)]
+    files += [test_file, Path(__file__), Path(score_cache.__file__), Path(prompts.__file__), Path(lm_backend.__file__)]
     task = task_config(task_yaml)
     del task["dataset_kwargs"]["data_files"]["test"]  # its content is hashed above
     context = {
         "task": task,
         "lora": lora_shape(lora_cfg),
-        "settings": {k: settings[k] for k in ("limit", "batch_size", "dtype", "metric")},
+        "settings": {k: settings[k] for k in ("limit", "batch_size", "dtype", "metric", "backend")},
+        "softmax_dtype": SOFTMAX_DTYPE,
         "threads": torch.get_num_threads(),
         "versions": {m: version(m) for m in ("torch", "transformers", "peft", "lm_eval")},
     }
@@ -358,7 +403,14 @@ def plan_target(target: str, datasets: list[str], sources: list[str], zoo_dir: P
 
 def _row(target: str, method: str, adapter: str, s: Scored, metric: str, **extra) -> dict[str, Any]:
     return {"target": target, "method": method, "adapter": adapter, "n": s.n, "acc": s.acc,
-            "correct": s.correct, "ids": s.ids, "metric": metric, **extra}
+            "correct": s.correct, "ids": s.ids, "metric": metric,
+            "gold_logprob": _rounded(s.gold_logprob()), "gold_logprob_norm": _rounded(s.gold_logprob_norm()),
+            "margin": _rounded(s.margin()), **extra}
+
+
+def _rounded(values: list[float]) -> list[float]:
+    """Per-item figures as written: 6 decimals (far below the scorer's own precision)."""
+    return [round(float(v), 6) for v in values]
 
 
 def _adapter_job(method: str, adapter: str, path: Path) -> tuple[str, str, str, Any]:
@@ -392,7 +444,7 @@ def _scoring_jobs(plan: dict[str, Any], sources: list[str], model_dir: Path) -> 
 
 
 def _score_jobs(target: str, jobs: list[tuple[str, str, str, Any]], new_scorer, cache: ScoreCache | None,
-                test_ids: list[str], limit: int) -> tuple[dict[tuple[str, str], Scored], dict[str, float]]:
+                test_ids: list[str], limit: int | None) -> tuple[dict[tuple[str, str], Scored], dict[str, float]]:
     """Score every job (from the cache when it has the result; `new_scorer()` loads the model the
     first time one is missing). Returns ({(method, adapter): Scored}, counters for the log)."""
     from tqdm.auto import tqdm
@@ -421,7 +473,7 @@ def _score_jobs(target: str, jobs: list[tuple[str, str, str, Any]], new_scorer, 
         else:
             stats["cached"] += 1
             log.info("%s %-22s acc=%.4f n=%d (cached)", target, name, s.acc, s.n)
-        if s.ids != test_ids[: s.n] or s.n != min(len(test_ids), limit):
+        if s.ids != test_ids[: s.n] or s.n != (len(test_ids) if limit is None else min(len(test_ids), limit)):
             raise RuntimeError(f"{name}: scored items are not the first {s.n} of the test file")
         scored[(method, adapter)] = s
     return scored, stats
@@ -459,10 +511,12 @@ def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks_
     cache = open_score_cache(cache_dir, model_dir, task_yaml, test_file, ref_cfg, ev) if cache_dir is not None else None
     overhead = time.perf_counter() - t_start
     jobs = _scoring_jobs(plan, sources, model_dir)
+    limit = None if ev["limit"] is None else int(ev["limit"])
     scored, stats = _score_jobs(
-        target, jobs, lambda: InPlaceScorer(model_dir, ref_dir, tasks_dir, task, limit=int(ev["limit"]),
-                                            batch_size=int(ev["batch_size"]), dtype=ev["dtype"], metric=ev["metric"]),
-        cache, test_ids, int(ev["limit"]))
+        target, jobs, lambda: InPlaceScorer(model_dir, ref_dir, tasks_dir, task, limit=limit,
+                                            batch_size=int(ev["batch_size"]), dtype=ev["dtype"], metric=ev["metric"],
+                                            backend=ev["backend"]),
+        cache, test_ids, limit)
     total = time.perf_counter() - t_start
     overhead += stats["load_s"]
     log.info("%s: %d adapters (%d from the score cache), %d questions scored in %.1f s (%.1f questions/s "

@@ -22,15 +22,35 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Scored:
+    """Per-item results of one adapter on one target, in doc order: correctness under the
+    metric, every choice's summed log-likelihood, the gold choice and each choice's length in
+    characters (what lm-eval's acc_norm divides by)."""
+
     ids: list[str]
     correct: list[int]
     acc: float
     seconds: float
     loglikelihoods: list[list[float]] = field(default_factory=list, repr=False)
+    gold: list[int] = field(default_factory=list, repr=False)
+    choice_chars: list[list[int]] = field(default_factory=list, repr=False)
 
     @property
     def n(self) -> int:
         return len(self.ids)
+
+    def gold_logprob(self) -> list[float]:
+        """log P(gold answer | context), summed over its tokens, per item."""
+        return [ll[g] for ll, g in zip(self.loglikelihoods, self.gold, strict=True)]
+
+    def gold_logprob_norm(self) -> list[float]:
+        """The gold answer's log-probability per character (acc_norm's normalization), per item."""
+        return [ll[g] / max(ch[g], 1) for ll, g, ch in zip(self.loglikelihoods, self.gold, self.choice_chars,
+                                                            strict=True)]
+
+    def margin(self) -> list[float]:
+        """Gold log-probability minus the best wrong answer's, per item (> 0: gold is chosen by acc)."""
+        return [ll[g] - max(x for j, x in enumerate(ll) if j != g) for ll, g in zip(self.loglikelihoods, self.gold,
+                                                                                 strict=True)]
 
     @property
     def n_non_finite(self) -> int:
@@ -63,7 +83,15 @@ def samples_to_scored(res: dict, task: str, metric: str, seconds: float = 0.0) -
     if abs(acc - agg) > 1e-9:
         raise RuntimeError(f"per-item {metric} mean {acc} != lm-eval's {agg}")
     ll = [[float(r[0]) for r in s["filtered_resps"]] for s in samples]
-    return Scored(ids=ids, correct=correct, acc=acc, seconds=seconds, loglikelihoods=ll)
+    gold = [int(s["target"]) for s in samples]
+    # acc_norm's lengths: the task's choices (doc_to_choice is the doc's `choices`, dnd.prompts)
+    chars = [[len(str(c)) for c in s["doc"]["choices"]] for s in samples]
+    for s, ll_i, g in zip(samples, ll, gold):
+        if not 0 <= g < len(ll_i) or len(s["doc"]["choices"]) != len(ll_i):
+            raise RuntimeError(f"item {s['doc'].get('id')}: gold index {g} or choices do not match its {len(ll_i)} "
+                               "log-likelihoods")
+    return Scored(ids=ids, correct=correct, acc=acc, seconds=seconds, loglikelihoods=ll, gold=gold,
+                  choice_chars=chars)
 
 
 class ScoreCache:
@@ -75,7 +103,7 @@ class ScoreCache:
     `directory`, written atomically; a corrupt or foreign file, or one holding a non-finite
     log-likelihood, is a miss, and a non-finite result is never stored."""
 
-    FORMAT = "dnd-score-cache-1"
+    FORMAT = "dnd-score-cache-2"  # 2: gold index and choice lengths per item
 
     def __init__(self, directory: Path, files: list[Path], context: dict[str, Any]):
         self.directory = Path(directory)
@@ -112,7 +140,7 @@ class ScoreCache:
             if obj.get("key") != key:
                 return None
             s = Scored(ids=obj["ids"], correct=obj["correct"], acc=obj["acc"], seconds=0.0,
-                       loglikelihoods=obj["loglikelihoods"])
+                       loglikelihoods=obj["loglikelihoods"], gold=obj["gold"], choice_chars=obj["choice_chars"])
             return require_finite(s, str(path))
         except (ValueError, KeyError, TypeError):  # NonFiniteScoreError included
             log.warning("ignoring unreadable or non-finite score cache entry %s", path)
@@ -124,4 +152,5 @@ class ScoreCache:
 
         require_finite(s, f"score cache entry {key}")
         write_json(self._path(key), {"key": key, "ids": s.ids, "correct": s.correct, "acc": s.acc,
-                                     "loglikelihoods": s.loglikelihoods, "seconds": round(s.seconds, 3)})
+                                     "loglikelihoods": s.loglikelihoods, "gold": s.gold,
+                                     "choice_chars": s.choice_chars, "seconds": round(s.seconds, 3)})

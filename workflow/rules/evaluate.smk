@@ -7,8 +7,13 @@ rule evaluate_target:
     params:
         p=lambda wildcards: as_json(
             {
-                # `cache` only decides whether to reuse results: not a reason to rerun
-                "evaluation": {k: v for k, v in config["evaluation"].items() if k != "cache"},
+                # `cache` only decides whether to reuse results, `compare_items` is eval_speed's:
+                # neither is a reason to rerun
+                "evaluation": {
+                    k: v
+                    for k, v in config["evaluation"].items()
+                    if k not in ("cache", "compare_items")
+                },
                 "datasets": DATASETS,
                 "sources": FOLDS[wildcards.target],
                 "seed": config["seed"],

@@ -1,0 +1,182 @@
+"""The project's lm-eval backend against lm-eval's plain `hf` backend: speed and agreement.
+
+  dnd eval-speed --params JSON --target T --model DIR --tasks-dir DIR --zoo-dir DIR --out FILE
+  dnd eval-speed-summary --in FILE... --speed CSV --agreement CSV
+
+`eval-speed` scores, on the first `evaluation.compare_items` test items of target T, the base
+model and two LoRAs (T's own, and the first training LoRA of T's fold) with
+
+  hf          lm-eval's HFLM as `lm_eval.simple_evaluate(model="hf", model_args={"pretrained":
+              base, "peft": adapter, "dtype": ..., "softmax_dtype": "float32"})` builds it:
+              a fresh model per adapter (its load is timed apart, not counted as scoring);
+  dnd-prefix  the evaluate stage's scorer (dnd.evaluate.InPlaceScorer over dnd.lm_backend):
+              one model, adapters copied into its LoRA modules (the copy is counted).
+
+Both run lm-eval's own evaluation loop on the same task, items, batch size and dtype, one after
+the other in one process, alternating per adapter, without the score cache. `--out` (JSON) holds
+per adapter and backend the scoring seconds and the per-item log-likelihoods' comparison.
+
+`eval-speed-summary` merges the targets into
+  results/eval_speed.csv      backend,target,adapter,items,seconds
+  results/eval_agreement.csv  target,adapter,items,same_choice,same_choice_norm,max_abs_ll_diff,
+                              mean_abs_ll_diff
+(same_choice: share of items whose highest-log-likelihood choice (acc) is the same under both
+backends; _norm: the same for the per-character choice (acc_norm); ll differences in nats, over
+every choice of every item). Both carry timings or CPU-dependent bfloat16 rounding, so they are
+committed with the run but are not DVC outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from .config import section
+
+log = logging.getLogger(__name__)
+
+SPEED_COLUMNS = ["backend", "target", "adapter", "items", "seconds"]
+AGREEMENT_COLUMNS = ["target", "adapter", "items", "same_choice", "same_choice_norm", "max_abs_ll_diff",
+                     "mean_abs_ll_diff"]
+
+
+def compared_adapters(target: str, sources: list[str]) -> list[str]:
+    """'base', the target's own LoRA and the fold's first training LoRA."""
+    if not sources:
+        raise ValueError(f"fold {target!r} has no training datasets")
+    return ["base", target, sources[0]]
+
+
+def agreement(a, b) -> dict[str, Any]:
+    """Compare two `Scored` results of the same items (a: reference)."""
+    import numpy as np
+
+    if a.ids != b.ids:
+        raise ValueError("the two backends scored different items")
+    same = same_norm = 0
+    diffs: list[float] = []
+    for la, lb, ch in zip(a.loglikelihoods, b.loglikelihoods, a.choice_chars, strict=True):
+        la, lb, ch = np.asarray(la), np.asarray(lb), np.asarray(ch, dtype=np.float64)
+        same += int(np.argmax(la) == np.argmax(lb))
+        same_norm += int(np.argmax(la / ch) == np.argmax(lb / ch))
+        diffs.extend(np.abs(la - lb).tolist())
+    n = len(a.ids)
+    return {"items": n, "same_choice": same / n, "same_choice_norm": same_norm / n,
+            "max_abs_ll_diff": float(max(diffs)), "mean_abs_ll_diff": float(np.mean(diffs))}
+
+
+def compare_target(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: Path,
+                   zoo_dir: Path) -> dict[str, Any]:
+    """Score the compared adapters with both backends (see the module doc)."""
+    from lm_eval.api.registry import get_model
+
+    from .evaluate import (SOFTMAX_DTYPE, InPlaceScorer, load_state_dict, load_task, require_adapter_dir,
+                           run_lm_eval)
+    from .prompts import task_name
+
+    ev = section("evaluation", params.get("evaluation"))
+    items = int(ev["compare_items"])
+    if items < 1:
+        raise ValueError("evaluation.compare_items is 0: there is nothing to compare")
+    sources = list(params.get("sources") or [])
+    task = task_name(target)
+    adapters = compared_adapters(target, sources)
+    dirs = {a: require_adapter_dir(zoo_dir / a / "final", f"final LoRA of {a}") for a in adapters if a != "base"}
+    kw = {"batch_size": int(ev["batch_size"]), "dtype": ev["dtype"]}
+    ours = InPlaceScorer(model_dir, dirs[sources[0]], tasks_dir, task, limit=items, metric=ev["metric"],
+                         backend="dnd-prefix", **kw)
+    task_dict = load_task(tasks_dir, task)
+    out: dict[str, Any] = {"target": target, "timings": [], "agreement": []}
+    for adapter in adapters:
+        t0 = time.perf_counter()
+        model_args = {"pretrained": str(model_dir), "softmax_dtype": SOFTMAX_DTYPE, **kw}
+        if adapter != "base":
+            model_args["peft"] = str(dirs[adapter])
+        hf = get_model("hf").create_from_arg_obj(model_args, {"device": "cpu"})
+        load = time.perf_counter() - t0
+        ref = run_lm_eval(hf, task_dict, task, items, ev["metric"], f"hf {adapter}")
+        del hf
+        t0 = time.perf_counter()
+        got = ours.score(None if adapter == "base" else load_state_dict(dirs[adapter]), where=f"dnd-prefix {adapter}")
+        swap_and_score = time.perf_counter() - t0
+        for backend, seconds in (("hf", ref.seconds), ("dnd-prefix", swap_and_score)):
+            out["timings"].append({"backend": backend, "target": target, "adapter": adapter, "items": ref.n,
+                                   "seconds": round(seconds, 3)})
+        agree = {"target": target, "adapter": adapter, **agreement(ref, got)}
+        out["agreement"].append(agree)
+        log.info("%s %-14s hf %.1f s (+%.1f s load), dnd-prefix %.1f s: %.2fx; same choice %.4f, max |dll| %.4f",
+                 target, adapter, ref.seconds, load, swap_and_score, ref.seconds / max(swap_and_score, 1e-9),
+                 agree["same_choice"], agree["max_abs_ll_diff"])
+    return out
+
+
+def summary_frames(results: list[dict[str, Any]]):
+    """(speed, agreement) DataFrames of the per-target results, in the CSV columns."""
+    import pandas as pd
+
+    speed = pd.DataFrame([r for res in results for r in res["timings"]], columns=SPEED_COLUMNS)
+    agree = pd.DataFrame([r for res in results for r in res["agreement"]], columns=AGREEMENT_COLUMNS)
+    return speed, agree
+
+
+def speed_figures(speed) -> dict[str, float]:
+    """Pooled items/s of each backend and their ratio (dnd-prefix over hf)."""
+    fig = {}
+    for backend in ("hf", "dnd-prefix"):
+        sel = speed[speed["backend"] == backend]
+        fig[backend] = float(sel["items"].sum() / sel["seconds"].sum()) if len(sel) else float("nan")
+    fig["ratio"] = fig["dnd-prefix"] / fig["hf"] if fig["hf"] > 0 else float("nan")
+    return fig
+
+
+# ============================================================================ commands
+def _add_eval_speed(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", default="{}", help="JSON: {evaluation: {...}, sources: [...]}")
+    p.add_argument("--target", required=True)
+    p.add_argument("--model", required=True, type=Path, help="base model directory")
+    p.add_argument("--tasks-dir", required=True, type=Path, help="directory of dnd_{ds}.yaml lm-eval tasks")
+    p.add_argument("--zoo-dir", required=True, type=Path, help="results/zoo (uses {ds}/final/)")
+    p.add_argument("--out", required=True, type=Path, help="results/eval_speed/{target}.json")
+
+
+def _run_eval_speed(args: argparse.Namespace) -> None:
+    from .config import parse_params
+    from .io import write_json
+
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    res = compare_target(args.target, parse_params(args.params), args.model, args.tasks_dir, args.zoo_dir)
+    write_json(args.out, res)
+
+
+def _add_summary(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--in", dest="inputs", required=True, nargs="+", type=Path, help="results/eval_speed/*.json")
+    p.add_argument("--speed", required=True, type=Path, help="results/eval_speed.csv")
+    p.add_argument("--agreement", required=True, type=Path, help="results/eval_agreement.csv")
+
+
+def _run_summary(args: argparse.Namespace) -> None:
+    import json
+
+    from .io import write_text
+
+    results = []
+    for p in args.inputs:
+        if not p.exists():
+            raise FileNotFoundError(f"backend comparison not found: {p}")
+        results.append(json.loads(p.read_text()))
+    speed, agree = summary_frames(results)
+    write_text(args.speed, speed.to_csv(index=False))
+    write_text(args.agreement, agree.to_csv(index=False))
+    fig = speed_figures(speed)
+    log.info("hf %.2f items/s, dnd-prefix %.2f items/s (%.2fx); same choice on %.4f of %d items (min %.4f)",
+             fig["hf"], fig["dnd-prefix"], fig["ratio"],
+             float((agree["same_choice"] * agree["items"]).sum() / max(agree["items"].sum(), 1)),
+             int(agree["items"].sum()), float(agree["same_choice"].min()) if len(agree) else float("nan"))
+
+
+COMMANDS = {"eval-speed": (_add_eval_speed, _run_eval_speed),
+            "eval-speed-summary": (_add_summary, _run_summary)}
