@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dnd import figures, report, tables
+from dnd import figures, report, summary, tables
 from dnd.cli import main
 from dnd.config import validate_config
 from dnd.datasets import title
@@ -58,7 +58,8 @@ def _scores(rng: np.random.Generator) -> pd.DataFrame:
     df["n"] = N_ITEMS
     df["ci_low"] = (df.acc - 0.065).round(4)
     df["ci_high"] = (df.acc + 0.065).round(4)
-    return df[["target", "method", "adapter", "n", "acc", "ci_low", "ci_high"]]
+    df["gold_logprob"] = (-3.0 + 2.0 * df.acc).round(4)
+    return df[["target", "method", "adapter", "n", "acc", "ci_low", "ci_high", "gold_logprob"]]
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,19 @@ def run_dir(tmp_path_factory) -> Path:
     for t in DATASETS:
         metrics.update({f"{t}/dnd_minus_train_avg": 0.05, f"{t}/dnd_minus_train_avg_ci_low": 0.01,
                         f"{t}/dnd_minus_train_avg_ci_high": 0.09})
+    for bi, b in enumerate(summary.COMPARED):  # DnD minus baseline b: bi/100 points, -bi/10 nats
+        for ti, t in enumerate([*DATASETS, "mean"]):
+            for metric, d in (("acc", bi / 100 - (0.02 if ti == 0 else 0)), ("gold_logprob", -bi / 10)):
+                key = f"{t}/dnd_minus_{b}/{metric}"
+                metrics.update({key: d, key + "_ci_low": d - 0.03, key + "_ci_high": d + 0.03})
     (res / "metrics.json").write_text(json.dumps(metrics))
+    speed = [("hf", t, a, 100, 40.0) for t in DATASETS for a in ("base", t)]
+    speed += [("dnd-prefix", t, a, 100, 10.0) for t in DATASETS for a in ("base", t)]
+    pd.DataFrame(speed, columns=["backend", "target", "adapter", "items", "seconds"]).to_csv(
+        res / "eval_speed.csv", index=False)
+    pd.DataFrame([(t, a, 100, 1.0 if a == "base" else 0.99, 1.0, 0.25, 0.01) for t in DATASETS for a in ("base", t)],
+                 columns=["target", "adapter", "items", "same_choice", "same_choice_norm", "max_abs_ll_diff",
+                          "mean_abs_ll_diff"]).to_csv(res / "eval_agreement.csv", index=False)
     eff = [(t, f"dnd_{i}", "dnd", 123_456, 0.40 + 0.1 * i, 0.02, 0.01, 0.43 + 0.1 * i, 900.0, 1.2, 128)
            for t in DATASETS for i in range(N_DND)]
     eff += [(t, f"control_other_{i}", "control_other", 123_456, 9.0, 9.0, 9.0, 27.0, 950.0, 1.2, 128)
@@ -108,7 +121,8 @@ def run_dir(tmp_path_factory) -> Path:
             save_file(_lora_state(rng, di + 0.3), str(a / "adapter_model.safetensors"))
             (a / "adapter_config.json").write_text("{}")
     header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
-    for stage, names, sec in (("train_lora", DATASETS, 50.0), ("generate", DATASETS, 4.0), ("report", ["all"], 2.0)):
+    for stage, names, sec in (("train_lora", DATASETS, 50.0), ("generate", DATASETS, 4.0), ("evaluate", DATASETS, 30.0),
+                              ("report", ["all"], 2.0)):
         b = root / "benchmarks" / stage
         b.mkdir(parents=True)
         for n in names:
@@ -119,6 +133,7 @@ def run_dir(tmp_path_factory) -> Path:
     rc = main(["report", "--params", json.dumps(cfg),
                "--scores", str(res / "scores.csv"), "--metrics", str(res / "metrics.json"),
                "--efficiency", str(res / "efficiency.csv"), "--data-summary", str(res / "data_summary.csv"),
+               "--eval-speed", str(res / "eval_speed.csv"), "--eval-agreement", str(res / "eval_agreement.csv"),
                "--zoo-dir", str(res / "zoo"), "--generators-dir", str(res / "generators"),
                "--generated-dir", str(res / "generated"), "--benchmarks-dir", str(root / "benchmarks"),
                "--timings-dir", str(res / "timings"), "--paper-numbers", str(paper), "--out", str(res / "report.md"),
@@ -230,7 +245,7 @@ def test_other_tables(run_dir):
 
     comp = _table_after(text, "### Compute (Snakemake benchmarks)").set_index("Stage (rule)")
     assert comp.loc["train_lora", "Jobs"] == "3" and comp.loc["train_lora", "Wall, total (s)"] == "150"
-    assert comp.loc["**all stages**", "Wall, total (s)"] == "164"
+    assert comp.loc["**all stages**", "Wall, total (s)"] == "254"
     assert "cloze" in text and "log-likelihood" in text and "Q4_1" in text
 
 
@@ -263,3 +278,22 @@ def test_missing_scores_is_a_clear_error(tmp_path, caplog):
     assert rc == 1
     assert "scores file not found" in caplog.text
     assert not (tmp_path / "report.md").exists()
+
+
+def test_pooled_comparisons_and_backend_section(run_dir):
+    """The pooled DnD-minus-baseline table reads metrics.json (points and nats with CIs, targets
+    ahead); the backend section pools items/s from eval_speed.csv and agreement from
+    eval_agreement.csv; the main table's caption states n and the CI half-widths."""
+    text = (run_dir / "results" / "report.md").read_text()
+    comp = _table_after(text, "**DnD against each zero-shot baseline")
+    assert list(comp["DnD minus"]) == [tables.METHOD_LABELS[b] for b in summary.COMPARED]
+    soup = comp.set_index("DnD minus").loc["Soup"]  # bi = 1
+    assert soup["Accuracy (points, 95% CI)"] == "+1.0 [-2.0, +4.0]"
+    assert soup["Gold log-prob (nats, 95% CI)"] == "-0.100 [-0.130, -0.070]"
+    assert soup["Targets DnD ahead (acc)"] == "2/3"  # the first target is 2 points lower
+    assert "n = 200 (every method scores the same items)" in text
+    assert "half-widths: 6.5–6.5 points per target, ±3.0 for the mean over targets" in text
+    backend = _table_after(text, "## Evaluation backend").set_index("Target")
+    assert backend.loc["Pooled", "hf (items/s)"] == "2.50" and backend.loc["Pooled", "dnd-prefix (items/s)"] == "10.00"
+    assert backend.loc["Pooled", "Speed-up"] == "4.00×" and backend.loc["Pooled", "Same answer (%)"] == "99.50"
+    assert "**4.00×**" in text and "The evaluate stage (every item, every method, 3 target jobs) took 0:01:30" in text

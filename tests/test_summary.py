@@ -33,8 +33,10 @@ def _eval_rows(seed: int = 0) -> dict[str, list[dict]]:
 
         def add(method: str, adapter: str, p: float) -> None:
             c = rng.binomial(1, p, N_ITEMS).tolist()
+            # gold log-probability: higher where the item is answered correctly, plus noise
+            lp = (-2.0 + 1.5 * np.asarray(c) + rng.normal(0, 0.3, N_ITEMS)).round(6).tolist()
             rows.append({"target": t, "method": method, "adapter": adapter, "n": N_ITEMS, "acc": float(np.mean(c)),
-                         "correct": c, "ids": ids, "metric": "acc"})
+                         "correct": c, "ids": ids, "metric": "acc", "gold_logprob": lp})
 
         add("base", "base", 0.35)
         for si, s in enumerate(DATASETS):
@@ -71,11 +73,13 @@ def test_bootstrap_ci_contains_acc_and_is_deterministic():
     rows = [{"target": "t", "method": "base", "adapter": "base", "n": 60,
              "correct": rng.integers(0, 2, 60).tolist(), "ids": [str(i) for i in range(60)]}]
     rows[0]["acc"] = float(np.mean(rows[0]["correct"]))
+    rows[0]["gold_logprob"] = (-1.0 - rng.random(60)).tolist()
     a = summary.scores_frame(rows, 1000, seed=7)
     b = summary.scores_frame(rows, 1000, seed=7)
     pd.testing.assert_frame_equal(a, b)
     lo, acc, hi = a.loc[0, ["ci_low", "acc", "ci_high"]]
     assert lo < acc < hi and hi - lo < 0.4
+    assert a.loc[0, "gold_logprob"] == pytest.approx(np.mean(rows[0]["gold_logprob"]))
     # a row's CI does not depend on which other targets are present
     other = dict(rows[0], target="u")
     c = summary.scores_frame([other] + rows, 1000, seed=7)
@@ -84,7 +88,7 @@ def test_bootstrap_ci_contains_acc_and_is_deterministic():
 
 
 def test_main_table_arithmetic():
-    r = lambda t, m, a, acc, lo=math.nan, hi=math.nan: (t, m, a, 100, acc, lo, hi)  # noqa: E731
+    r = lambda t, m, a, acc, lo=math.nan, hi=math.nan: (t, m, a, 100, acc, lo, hi, math.nan)  # noqa: E731
     scores = pd.DataFrame([
         r("a", "base", "base", 0.30), r("a", "source_lora", "a", 0.80), r("a", "source_lora", "b", 0.40),
         r("a", "source_lora", "c", 0.50), r("a", "soup", "soup", 0.45), r("a", "nearest", "c", 0.50),
@@ -137,6 +141,35 @@ def test_summarize_is_deterministic_and_complete(tmp_path):
         src = {r["adapter"]: r["acc"] for r in rows[t] if r["method"] == "source_lora"}
         assert m[f"{t}/train_avg"] == pytest.approx(np.mean([a for d, a in src.items() if d != t]))
         assert m[f"{t}/n_train_loras"] == len(DATASETS) - 1
+
+
+def test_paired_comparisons_per_target_and_pooled(tmp_path):
+    """DnD minus each zero-shot baseline on accuracy and gold log-probability: the per-target
+    figure is the mean of the paired per-item differences, the pooled one the mean over targets,
+    each inside its own bootstrap CI; the random control is clearly worse in the synthetic rows, so its pooled CI excludes 0."""
+    rows = _eval_rows()
+    _, m = _summarize(tmp_path, _write_eval(tmp_path, rows), {"evaluation": {"bootstrap": 800}, "seed": 0})
+    for metric, key in (("acc", "correct"), ("gold_logprob", "gold_logprob")):
+        for b in summary.COMPARED:
+            per_target = []
+            for t in DATASETS:
+                by = {(r["method"], r["adapter"]): np.asarray(r[key], dtype=float) for r in rows[t]}
+                dnd = np.mean([v for (mm, _), v in by.items() if mm == "dnd"], axis=0)
+                if b == "train_avg":
+                    ref = np.mean([v for (mm, a), v in by.items() if mm == "source_lora" and a != t], axis=0)
+                else:
+                    ref = np.mean([v for (mm, _), v in by.items() if mm == b], axis=0)
+                diff = float((dnd - ref).mean())
+                name = f"{t}/dnd_minus_{b}/{metric}"
+                assert m[name] == pytest.approx(diff)
+                assert m[name + "_ci_low"] <= diff <= m[name + "_ci_high"]
+                per_target.append(diff)
+            pooled = f"mean/dnd_minus_{b}/{metric}"
+            assert m[pooled] == pytest.approx(np.mean(per_target))
+            assert m[pooled + "_ci_low"] < m[pooled] < m[pooled + "_ci_high"]
+    # the synthetic DnD (p=0.6) beats the random control (p=0.35) on both metrics, decisively
+    assert m["mean/dnd_minus_control_random/acc_ci_low"] > 0
+    assert m["mean/dnd_minus_control_random/gold_logprob_ci_low"] > 0
 
 
 def test_summarize_rejects_a_fold_without_scores(tmp_path, caplog):

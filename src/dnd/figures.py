@@ -8,6 +8,8 @@
                   flattened safetensors)
   curves.png      loss curves of the LoRA zoo and of the generators
   controls.png    DnD vs its controls (other dataset's prompts, random text)
+  comparisons.png DnD minus each zero-shot baseline with paired 95% CIs, per target and pooled,
+                  on accuracy and on the gold answer's log-probability (metrics.json)
 A figure whose input the run lacks is still written, as a placeholder naming what is missing,
 so the set of outputs is the same for every run. Captions for the Snakemake report are in
 workflow/report/fig_{name}.rst; `CAPTIONS` are the report's one-line index entries.
@@ -23,6 +25,7 @@ import pandas as pd
 
 from .datasets import title
 from .io import atomic_path
+from .summary import COMPARED, MEAN_TARGET
 from .tables import METHOD_LABELS, dataset_order, pct_factor
 
 CAPTIONS: dict[str, str] = {
@@ -32,6 +35,7 @@ CAPTIONS: dict[str, str] = {
     "pca": "PCA of real LoRA checkpoints and generated adapters",
     "curves": "training curves of the LoRA zoo and the generators",
     "controls": "DnD vs control adapters",
+    "comparisons": "DnD minus each zero-shot baseline, paired 95% CIs (accuracy, gold log-prob)",
 }
 FIGURES: dict[str, str] = {key: f"{key}.png" for key in CAPTIONS}  # name -> file under --figures-dir
 
@@ -331,3 +335,38 @@ def fig_curves(zoo_dir: Path, generators_dir: Path, datasets: list[str], path: P
     _save(fig, path)
     return True
 
+
+
+def fig_comparisons(metrics: dict | None, targets: list[str], path: Path, factor: float = 100.0) -> bool:
+    """Forest plot: per baseline (rows) and target (+ the pooled mean, bold), DnD minus the
+    baseline with its paired bootstrap 95% CI; left panel accuracy (points), right panel gold
+    log-probability (nats). False (a placeholder) without metrics.json's comparisons."""
+    import matplotlib.pyplot as plt
+
+    metrics = metrics or {}
+    if not any(k.endswith("/acc") and "/dnd_minus_" in k for k in metrics):
+        placeholder(path, "no DnD-minus-baseline comparisons in metrics.json")
+        return False
+    names = [*targets, MEAN_TARGET]
+    colors = {**dataset_palette(targets), title(MEAN_TARGET): (0, 0, 0)}
+    fig, axes = plt.subplots(1, 2, figsize=(9, 0.5 + 0.9 * len(COMPARED)), sharey=True)
+    for ax, (metric, scale, unit) in zip(axes, (("acc", factor, "accuracy (points)"),
+                                                ("gold_logprob", 1.0, "gold log-prob (nats)"))):
+        for bi, b in enumerate(COMPARED):
+            for ti, t in enumerate(names):
+                key = f"{t}/dnd_minus_{b}/{metric}"
+                d, lo, hi = (metrics.get(key + sfx) for sfx in ("", "_ci_low", "_ci_high"))
+                if not all(isinstance(v, (int, float)) for v in (d, lo, hi)):
+                    continue
+                y = bi + (ti - (len(names) - 1) / 2) * 0.8 / max(len(names), 1)
+                pooled = t == MEAN_TARGET
+                ax.errorbar(scale * d, y, xerr=[[scale * (d - lo)], [scale * (hi - d)]], fmt="D" if pooled else "o",
+                            ms=5 if pooled else 3, color=colors[title(t)], lw=1.6 if pooled else 0.8,
+                            label=("pooled over targets" if pooled else title(t)) if bi == 0 else None)
+        ax.axvline(0, color="grey", lw=0.8, ls="--")
+        ax.set_xlabel(f"DnD − baseline, {unit}")
+    axes[0].set_yticks(range(len(COMPARED)), [METHOD_LABELS[b] for b in COMPARED])
+    axes[0].invert_yaxis()
+    axes[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False, fontsize=7)
+    _save(fig, path)
+    return True

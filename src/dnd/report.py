@@ -23,13 +23,13 @@ import yaml
 
 from .config import config_hash
 from .datasets import title
-from .figures import (CAPTIONS, FIGURES, MAIN_METHODS, apply_style, fig_curves, fig_efficiency, fig_pca,
-                      fig_transfer, method_bars, placeholder)
+from .figures import (CAPTIONS, FIGURES, MAIN_METHODS, apply_style, fig_comparisons, fig_curves, fig_efficiency,
+                      fig_pca, fig_transfer, method_bars, placeholder)
 from .io import atomic_path, write_text
-from .summary import MEAN_TARGET
-from .tables import (CONTROL_METHODS, DELTA_COLUMN, TABLES, compute_table, controls_table, dataset_order,
-                     efficiency_table, fmt, get_main_table, load_scores, lookup, paper_table, pct_factor,
-                     render_main_table, tidy_scores, versions)
+from .summary import MEAN_ADAPTER, MEAN_TARGET
+from .tables import (CONTROL_METHODS, DELTA_COLUMN, TABLES, comparisons_table, compute_table, controls_table,
+                     dataset_order, efficiency_table, eval_backend_table, fmt, get_main_table, load_scores, lookup,
+                     paper_table, pct_factor, render_main_table, tidy_scores, versions)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ SECTIONS: list[str] = [
     "## Main results",
     "## Paper's reported numbers beside ours",
     "## Controls",
+    "## Evaluation backend",
     "## Efficiency",
     "## Parameter space and training dynamics",
     "## Run metadata",
@@ -54,6 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scores", default="results/scores.csv", help="required: target,method,adapter,n,acc,...")
     p.add_argument("--metrics", default="results/metrics.json")
     p.add_argument("--efficiency", default="results/efficiency.csv")
+    p.add_argument("--eval-speed", default="results/eval_speed.csv",
+                   help="backend,target,adapter,items,seconds of dnd eval-speed (optional)")
+    p.add_argument("--eval-agreement", default="results/eval_agreement.csv", help="dnd eval-speed's agreement (optional)")
     p.add_argument("--data-summary", default="results/data_summary.csv")
     p.add_argument("--zoo-dir", default="results/zoo")
     p.add_argument("--generators-dir", default="results/generators")
@@ -76,7 +80,8 @@ def run(args: argparse.Namespace) -> None:
     params = parse_params(args.params)
     if params:  # without a config the report is rendered from the run's files alone
         validate_config(params)
-    paths = {k: Path(getattr(args, k)) for k in ("scores", "metrics", "efficiency", "data_summary", "zoo_dir",
+    paths = {k: Path(getattr(args, k)) for k in ("scores", "metrics", "efficiency", "eval_speed", "eval_agreement",
+                                                 "data_summary", "zoo_dir",
                                                  "generators_dir", "generated_dir", "benchmarks_dir", "timings_dir",
                                                  "paper_numbers", "out", "figures_dir")}
     build_report(params=params, **paths, tables_dir=Path(args.tables_dir) if args.tables_dir else None,
@@ -192,17 +197,34 @@ def _setup_section(params: dict, data_summary: Path, eff_num: pd.DataFrame | Non
     return L
 
 
+def _ci_half_widths(sc: pd.DataFrame, metrics_obj: dict | None, factor: float) -> str:
+    """'a–b points per target; ±c pooled' from the DnD rows' CIs (scores.csv) and metrics.json."""
+    d = sc[(sc.method == "dnd") & (sc.adapter.astype(str) == MEAN_ADAPTER)]
+    hw = ((pd.to_numeric(d.ci_high, errors="coerce") - pd.to_numeric(d.ci_low, errors="coerce")) / 2 * factor).dropna()
+    txt = f"{hw.min():.1f}–{hw.max():.1f} points per target" if len(hw) else "n/a per target"
+    m = metrics_obj or {}
+    lo, hi = m.get(f"{MEAN_TARGET}/dnd_ci_low"), m.get(f"{MEAN_TARGET}/dnd_ci_high")
+    if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
+        txt += f", ±{(hi - lo) / 2 * factor:.1f} for the mean over targets (pooled paired bootstrap)"
+    return txt
+
+
 def _main_section(sc: pd.DataFrame, tidy: pd.DataFrame, mt: pd.DataFrame, metrics_obj: dict | None,
-                  link: dict[str, str], tables: dict[str, pd.DataFrame]) -> list[str]:
-    main_disp = render_main_table(mt, metrics_obj, pct_factor(sc))
+                  targets: list[str], link: dict[str, str], tables: dict[str, pd.DataFrame]) -> list[str]:
+    factor = pct_factor(sc)
+    main_disp = render_main_table(mt, metrics_obj, factor)
     tables["main_table"] = main_disp
     n_items = sorted(set(pd.to_numeric(sc.get("n", pd.Series(dtype=float)), errors="coerce").dropna().astype(int)))
     n_dnd = tidy[tidy.method == "dnd"].groupby("target").size()
+    comp = comparisons_table(metrics_obj or {}, targets, factor)
+    if comp is not None:
+        tables["comparisons"] = comp
     return ["## Main results", "",
             "Accuracy (%) on each held-out dataset; the generator for a target never saw its data. "
-            f"Test items per target: {', '.join(map(str, n_items)) or 'n/a'}. DnD: mean ± sd over "
-            f"{'/'.join(map(str, sorted(set(n_dnd.values)))) or 'n/a'} adapters; its 95% CI is a bootstrap over "
-            "test items of the accuracy averaged over adapters. **Bold** = best zero-shot method of the row "
+            f"Test items per target: n = {', '.join(map(str, n_items)) or 'n/a'} (every method scores the same "
+            f"items). DnD: mean ± sd over {'/'.join(map(str, sorted(set(n_dnd.values)))) or 'n/a'} adapters; its "
+            "95% CI is a bootstrap over test items of the accuracy averaged over adapters; half-widths: "
+            f"{_ci_half_widths(sc, metrics_obj, factor)}. **Bold** = best zero-shot method of the row "
             "(base, training-LoRA average, soup, nearest, DnD).",
             "", _md(main_disp), "",
             "- *Training LoRAs (avg)*: mean accuracy of the training datasets' LoRAs on the target (the paper's "
@@ -218,6 +240,15 @@ def _main_section(sc: pd.DataFrame, tidy: pd.DataFrame, mt: pd.DataFrame, metric
             *(["- *DnD − training avg*: mean over items of (DnD, averaged over adapters) minus (training-LoRA "
                "average), with its paired bootstrap 95% CI (from `metrics.json`); the Mean row's CIs resample "
                "items within every target."] if DELTA_COLUMN in main_disp.columns else []), "",
+            *(["**DnD against each zero-shot baseline, pooled over targets.** Per item, DnD (averaged over its "
+               "adapters) minus the baseline, averaged over the items of a target, then over targets (each target "
+               "weighs the same); 95% CI: paired bootstrap over items within every target. Accuracy in points; "
+               "gold log-prob = log P(correct answer | question) summed over the answer's tokens, in nats "
+               "(higher = the adapter puts more mass on the right answer, even where the chosen answer does not "
+               "change). Per-target figures: `metrics.json` (`{target}/dnd_minus_{baseline}/{acc,gold_logprob}`).",
+               "", _md(comp), "", f"![DnD minus each baseline]({link['comparisons']})", "",
+               "Each dot: one target's DnD minus baseline with its paired 95% CI; diamonds: pooled over "
+               "targets.", ""] if comp is not None else []),
             f"![Accuracy per held-out dataset]({link['bars']})", "",
             "Bars: accuracy per method; error bars: sd over DnD adapters and over the training LoRAs.", "",
             f"![Transfer of source LoRAs]({link['transfer']})", "",
@@ -258,6 +289,40 @@ def _controls_section(tidy: pd.DataFrame, targets: list[str], fig: dict[str, Pat
     return L + ["Does DnD use the target's prompts? Same generator, conditioned on another dataset's prompts "
                 "(*other prompts*) or on random text (*random text*). Accuracy (%), mean ± sd over adapters.", "",
                 _md(ctab), "", f"![Controls]({link['controls']})", ""]
+
+
+def _eval_backend_section(eval_speed: Path, eval_agreement: Path, benchmarks_dir: Path,
+                          tables: dict[str, pd.DataFrame]) -> list[str]:
+    L = ["## Evaluation backend", ""]
+    if not (eval_speed.exists() and eval_agreement.exists()):
+        return L + [f"No backend comparison in this run (`{_shown(eval_speed)}`; `evaluation.compare_items` = 0?).", ""]
+    speed, agree = pd.read_csv(eval_speed), pd.read_csv(eval_agreement)
+    if speed.empty or agree.empty:
+        return L + [f"`{_shown(eval_speed)}` is empty.", ""]
+    disp = eval_backend_table(speed, agree)
+    tables["eval_backend"] = disp
+    pooled = disp.iloc[-1]
+    adapters = ", ".join(dict.fromkeys(agree["adapter"].map(lambda a: "base" if a == "base" else "LoRA")))
+    L += ["Every score in this report comes from lm-evaluation-harness with the project's model backend "
+          "`dnd-prefix` (`dnd.lm_backend`, registered in lm-eval's model registry): the same tasks, requests and "
+          "metrics as lm-eval's plain `hf` backend, but each item's context is computed once and all its answer "
+          "choices are scored on top of it in one packed sequence (block attention mask, positions as in their "
+          "own sequences), only continuation positions go through the output layer, and adapters are swapped "
+          "into one loaded model. Side by side in one job per target, on the same first items, the base model "
+          f"and two LoRAs ({adapters}: the target's own and its fold's first training LoRA) were scored with "
+          "both backends (`hf` as `lm_eval.simple_evaluate(model=\"hf\", model_args={pretrained, peft, dtype})` "
+          "builds it; its model load is not counted):", "", _md(disp), "",
+          f"Pooled: `hf` {pooled['hf (items/s)']} items/s, `dnd-prefix` {pooled['dnd-prefix (items/s)']} items/s: "
+          f"**{pooled['Speed-up']}**. The two chose the same answer on {pooled['Same answer (%)']}% of "
+          f"{pooled['Items × adapters']} item × adapter pairs; the largest per-item log-likelihood difference "
+          f"was {pooled['Largest Δ log-lik (nats)']} nats (bfloat16: the backends round differently). Files: "
+          f"`{_shown(eval_speed)}`, `{_shown(eval_agreement)}`.", ""]
+    ev = compute_table(benchmarks_dir / "evaluate") if (benchmarks_dir / "evaluate").exists() else None
+    if ev is not None:
+        total = ev.iloc[-1]
+        L += [f"The evaluate stage (every item, every method, {int(total['Jobs'])} target jobs) took "
+              f"{total['Wall, total (h:m:s)']} (Snakemake benchmarks).", ""]
+    return L
 
 
 def _efficiency_section(eff_disp: pd.DataFrame | None, eff_num: pd.DataFrame | None, efficiency: Path,
@@ -337,7 +402,8 @@ def _write_tables(tables_dir: Path, tables: dict[str, pd.DataFrame], out: Path) 
             df.to_csv(tmp, index=False)
 
 
-def build_report(*, params: dict, scores: Path, metrics: Path, efficiency: Path, data_summary: Path,
+def build_report(*, params: dict, scores: Path, metrics: Path, efficiency: Path, eval_speed: Path,
+                 eval_agreement: Path, data_summary: Path,
                  zoo_dir: Path, generators_dir: Path, generated_dir: Path, benchmarks_dir: Path,
                  timings_dir: Path, paper_numbers: Path, out: Path, figures_dir: Path, tables_dir: Path | None = None,
                  pca_checkpoints: int = 10, pca_coords: int = 100_000) -> str:
@@ -362,6 +428,7 @@ def build_report(*, params: dict, scores: Path, metrics: Path, efficiency: Path,
         eff_disp, eff_num = efficiency_table(eff_df, targets, timings_dir, benchmarks_dir)
 
     method_bars(tidy, MAIN_METHODS, targets, fig["bars"])
+    fig_comparisons(metrics_obj, targets, fig["comparisons"], pct_factor(sc))
     fig_transfer(tidy, sc, datasets, fig["transfer"])
     fig_efficiency(eff_num, fig["efficiency"])
     pca_note = fig_pca(zoo_dir, generated_dir, datasets, fig["pca"], pca_checkpoints, pca_coords,
@@ -372,9 +439,10 @@ def build_report(*, params: dict, scores: Path, metrics: Path, efficiency: Path,
          f"Config hash `{config_hash(params)}`. Written by `dnd report` from this run's files; every number "
          "below is read from them (the paper's numbers from `" + _shown(paper_numbers) + "`).", ""]
     L += _setup_section(params, data_summary, eff_num)
-    L += _main_section(sc, tidy, mt, metrics_obj, link, tables)
+    L += _main_section(sc, tidy, mt, metrics_obj, targets, link, tables)
     L += _paper_section(mt, paper, paper_numbers, tables)
     L += _controls_section(tidy, targets, fig, link, tables)
+    L += _eval_backend_section(eval_speed, eval_agreement, benchmarks_dir, tables)
     L += _efficiency_section(eff_disp, eff_num, efficiency, paper, link, tables)
     L += _dynamics_section(pca_note, has_curves, link)
     L += _metadata_section(params, benchmarks_dir, metrics, metrics_obj, tables)

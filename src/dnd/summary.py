@@ -3,12 +3,20 @@
   dnd summarize --params JSON --eval FILE... --scores CSV --metrics JSON
 
 merges the per-target files of `dnd evaluate` into results/scores.csv
-(`target,method,adapter,n,acc,ci_low,ci_high`, 95% percentile bootstrap over items) and
-results/metrics.json (flat headline figures). Rows with adapter "mean" (`MEAN_ADAPTER`)
-aggregate a multi-adapter method (dnd, control_other, control_random) per target: acc = mean
-over adapters, CI = bootstrap of the per-item mean over adapters. Within a target all rows share
-one matrix of resampled item indices (seeded by `seed` and the target name), so the CIs are
-paired and do not depend on which other targets or rows exist.
+(`target,method,adapter,n,acc,ci_low,ci_high,gold_logprob`: accuracy with its 95% percentile
+bootstrap CI over items, and the mean over items of log P(gold answer | context), summed over the
+answer's tokens) and results/metrics.json (flat headline figures). Rows with adapter "mean"
+(`MEAN_ADAPTER`) aggregate a multi-adapter method (dnd, control_other, control_random) per
+target: means over adapters, CI = bootstrap of the per-item mean over adapters. Within a target
+all rows share one matrix of resampled item indices (seeded by `seed` and the target name), so
+the CIs are paired and do not depend on which other targets or rows exist.
+
+metrics.json also holds DnD (per item: the mean over its adapters) minus each zero-shot baseline
+(`COMPARED`: training-LoRA average, soup, nearest, each control) on accuracy and on gold
+log-probability (`ITEM_METRICS`), `{target}/dnd_minus_{baseline}/{metric}` with the paired
+bootstrap CI (`_ci_low`, `_ci_high`), and pooled over targets as `mean/...`: the mean of the
+per-target differences, its CI from the same per-target resamples averaged (every target weighs
+the same; items are resampled within their target).
 
 --params (JSON object):
   {"evaluation": {"bootstrap": int, ...}, "seed": int,
@@ -37,12 +45,15 @@ log = logging.getLogger(__name__)
 
 METHODS = ("base", "source_lora", "soup", "nearest", "dnd", "control_other", "control_random")
 GENERATED_KINDS = ("dnd", "control_other", "control_random")
-SCORE_COLUMNS = ["target", "method", "adapter", "n", "acc", "ci_low", "ci_high"]
+SCORE_COLUMNS = ["target", "method", "adapter", "n", "acc", "ci_low", "ci_high", "gold_logprob"]
 MAIN_COLUMNS = ["target", "base", "train_avg", "best_train", "soup", "nearest", "dnd_mean", "dnd_sd",
                 "dnd_ci_low", "dnd_ci_high", "oracle", "gap_closed"]
 MEAN_ADAPTER = "mean"  # adapter name of the per-target aggregate row of a multi-adapter method
 MEAN_TARGET = "mean"  # row / key name of the average over targets
 BOOT_FIGURES = ("dnd_mean", "dnd_minus_train_avg", "train_avg")  # over-target means with a bootstrap CI
+# zero-shot baselines DnD is compared with, item by item (paired bootstrap), per target and pooled
+COMPARED = ("train_avg", "soup", "nearest", "control_other", "control_random")
+ITEM_METRICS = ("acc", "gold_logprob")  # per item: correct (0/1); log P(gold answer), summed over its tokens
 
 
 # ============================================================================ inputs
@@ -66,6 +77,9 @@ def load_eval_rows(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
         seen.add(key)
         if len(r["correct"]) != r["n"] or len(r["ids"]) != r["n"]:
             raise ValueError(f"row {key}: n does not match correct/ids")
+        if len(r.get("gold_logprob") or []) != r["n"]:
+            raise ValueError(f"row {key}: no per-item gold_logprob (an evaluation file from an older version? "
+                             "rerun the evaluate stage)")
         ref = ids_of.setdefault(r["target"], r["ids"])
         if r["ids"] != ref:
             raise ValueError(f"row {key} scored different items from the other rows of {r['target']}")
@@ -139,15 +153,20 @@ def scores_frame(rows: list[dict[str, Any]], resamples: int, seed: int):
         n = trows[0]["n"]
         idx = bootstrap_indices(n, resamples, seed, t)
 
-        def add(adapter: str, correct) -> None:
-            out.append([t, method, adapter, n, float(correct.mean()), *percentile_ci(boot_means(correct, idx))])
+        def add(adapter: str, correct, gold_lp) -> None:
+            out.append([t, method, adapter, n, float(correct.mean()), *percentile_ci(boot_means(correct, idx)),
+                        float(gold_lp.mean())])
+
+        def vec(r, key):
+            return np.asarray(r[key], dtype=np.float64)
 
         for method in METHODS:
             mrows = [r for r in trows if r["method"] == method]
             for r in mrows:
-                add(str(r["adapter"]), np.asarray(r["correct"], dtype=np.float64))
+                add(str(r["adapter"]), vec(r, "correct"), vec(r, "gold_logprob"))
             if method in GENERATED_KINDS and mrows:
-                add(MEAN_ADAPTER, np.mean([np.asarray(r["correct"], dtype=np.float64) for r in mrows], axis=0))
+                add(MEAN_ADAPTER, np.mean([vec(r, "correct") for r in mrows], axis=0),
+                    np.mean([vec(r, "gold_logprob") for r in mrows], axis=0))
     return pd.DataFrame(out, columns=SCORE_COLUMNS)
 
 
@@ -213,20 +232,42 @@ def main_table(scores, folds: dict[str, list[str]] | None = None):
 
 
 # ============================================================================ metrics.json
-def _item_vectors(rows: list[dict], train: list[str]):
-    """Per-item vectors of a target: {name: np.array} for train_avg (mean over the training
-    LoRAs) and the mean over adapters of each generated kind."""
+def _item_vectors(rows: list[dict], train: list[str], metric: str = "acc"):
+    """Per-item vectors of a target under `metric` (ITEM_METRICS): {name: np.array} for
+    train_avg (mean over the training LoRAs), soup, nearest and the mean over adapters of each
+    generated kind."""
     import numpy as np
 
-    by = {(r["method"], str(r["adapter"])): np.asarray(r["correct"], dtype=np.float64) for r in rows}
+    key = {"acc": "correct", "gold_logprob": "gold_logprob"}[metric]
+    by = {(r["method"], str(r["adapter"])): np.asarray(r[key], dtype=np.float64) for r in rows}
     vec = {}
     if train:
         vec["train_avg"] = np.mean([by[("source_lora", d)] for d in train], axis=0)
+    for method in ("soup", "nearest"):
+        got = [v for (m, _), v in by.items() if m == method]
+        if got:
+            vec[method] = got[0]
     for kind in GENERATED_KINDS:
         got = [v for (m, _), v in by.items() if m == kind]
         if got:
             vec[kind] = np.mean(got, axis=0)
     return vec
+
+
+def _comparisons(t: str, rows: list[dict], train: list[str], idx) -> tuple[dict[str, Any], dict[str, Any]]:
+    """DnD minus each COMPARED baseline, per ITEM_METRICS: ('{t}/dnd_minus_{b}/{m}' with its
+    paired 95% CI, {(b, m): bootstrap means or None})."""
+    out: dict[str, Any] = {}
+    boots: dict[tuple[str, str], Any] = {}
+    for m in ITEM_METRICS:
+        vec = _item_vectors(rows, train, m)
+        for b in COMPARED:
+            diff = vec["dnd"] - vec[b] if "dnd" in vec and b in vec else None
+            boots[(b, m)] = boot_means(diff, idx)
+            out[f"{t}/dnd_minus_{b}/{m}"] = float(diff.mean()) if diff is not None else math.nan
+            lo, hi = percentile_ci(boots[(b, m)])
+            out[f"{t}/dnd_minus_{b}/{m}_ci_low"], out[f"{t}/dnd_minus_{b}/{m}_ci_high"] = lo, hi
+    return out, boots
 
 
 def _target_metrics(t: str, rows: list[dict], train: list[str], idx) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -247,6 +288,9 @@ def _target_metrics(t: str, rows: list[dict], train: list[str], idx) -> tuple[di
     boots = dict(zip(BOOT_FIGURES, (boot_means(v, idx) for v in (vec.get("dnd"), diff, vec.get("train_avg")))))
     lo, hi = percentile_ci(boots["dnd_minus_train_avg"])
     out[f"{t}/dnd_minus_train_avg_ci_low"], out[f"{t}/dnd_minus_train_avg_ci_high"] = lo, hi
+    comp, comp_boots = _comparisons(t, rows, train, idx)
+    out.update(comp)
+    boots.update(comp_boots)
     return out, boots
 
 
@@ -259,12 +303,24 @@ def _mean_metrics(out: dict[str, Any], targets: list[str], boots: dict[str, list
     for key in ("control_other_mean", "control_random_mean", "dnd_minus_train_avg"):
         m[f"{MEAN_TARGET}/{key}"] = float(np.mean([out[f"{t}/{key}"] for t in targets]))
     for name in BOOT_FIGURES:
-        bs = boots[name]
-        ok = bs and all(b is not None for b in bs)
-        lo, hi = percentile_ci(np.mean(bs, axis=0)) if ok else (math.nan, math.nan)
+        lo, hi = _pooled_ci(boots[name])
         key = "dnd" if name == "dnd_mean" else name
         m[f"{MEAN_TARGET}/{key}_ci_low"], m[f"{MEAN_TARGET}/{key}_ci_high"] = lo, hi
+    for b in COMPARED:  # pooled: every target weighs the same, items resampled within each target
+        for metric in ITEM_METRICS:
+            key = f"dnd_minus_{b}/{metric}"
+            m[f"{MEAN_TARGET}/{key}"] = float(np.mean([out[f"{t}/{key}"] for t in targets]))
+            m[f"{MEAN_TARGET}/{key}_ci_low"], m[f"{MEAN_TARGET}/{key}_ci_high"] = _pooled_ci(boots[(b, metric)])
     return m
+
+
+def _pooled_ci(bs: list) -> tuple[float, float]:
+    """95% CI of the mean over targets from each target's bootstrap means (same resample
+    count; NaN when a target has none)."""
+    import numpy as np
+
+    ok = bs and all(b is not None for b in bs)
+    return percentile_ci(np.mean(bs, axis=0)) if ok else (math.nan, math.nan)
 
 
 def headline_metrics(rows: list[dict[str, Any]], scores, resamples: int, seed: int,
@@ -278,14 +334,15 @@ def headline_metrics(rows: list[dict[str, Any]], scores, resamples: int, seed: i
     train = training_loras(scores, folds)
     targets = list(dict.fromkeys(r["target"] for r in rows))
     out: dict[str, Any] = {}
-    boots: dict[str, list] = {name: [] for name in BOOT_FIGURES}
+    boots: dict[Any, list] = {name: [] for name in BOOT_FIGURES}
+    boots.update({(b, m): [] for b in COMPARED for m in ITEM_METRICS})
     for t in [*targets, MEAN_TARGET] if targets else []:
         out.update({f"{t}/{c}": table.loc[t, c] for c in MAIN_COLUMNS[1:]})
     for t in targets:
         trows = [r for r in rows if r["target"] == t]
         figures, tboots = _target_metrics(t, trows, train[t], bootstrap_indices(trows[0]["n"], resamples, seed, t))
         out.update(figures)
-        for name in BOOT_FIGURES:
+        for name in boots:
             boots[name].append(tboots[name])
     if targets:
         out.update(_mean_metrics(out, targets, boots))

@@ -18,12 +18,12 @@ import numpy as np
 import pandas as pd
 
 from .datasets import title
-from .summary import MEAN_ADAPTER, MEAN_TARGET, main_table, training_loras
+from .summary import COMPARED, MEAN_ADAPTER, MEAN_TARGET, main_table, training_loras
 
 log = logging.getLogger(__name__)
 
 # With --tables-dir, the report's tables as displayed (strings, accuracies in %), as CSV.
-TABLES = ["main_table", "paper_comparison", "controls", "efficiency", "compute"]
+TABLES = ["main_table", "comparisons", "paper_comparison", "controls", "eval_backend", "efficiency", "compute"]
 
 METHOD_LABELS = {
     "base": "Base",
@@ -202,6 +202,48 @@ def render_main_table(mt: pd.DataFrame, metrics: dict | None = None, factor: flo
             rows[-1][DELTA_COLUMN] = (f"{d:+.1f} [{fmt(dl)}, {fmt(dh)}]" if np.isfinite(d) else "n/a")
     cols = MAIN_HEADERS + ([DELTA_COLUMN] if has_delta else [])
     return pd.DataFrame(rows, columns=cols)
+
+
+def comparisons_table(metrics: dict, targets: list[str], factor: float = 100.0) -> pd.DataFrame | None:
+    """DnD minus each zero-shot baseline (dnd.summary.COMPARED), pooled over targets, on
+    accuracy (points) and on the gold answer's log-probability (nats), each with its paired
+    bootstrap 95% CI, and on how many targets DnD is ahead on accuracy (None without
+    metrics.json's comparisons)."""
+    if not any("/dnd_minus_" in k and k.endswith("/acc") for k in metrics):
+        return None
+    rows = []
+    for b in COMPARED:
+        def cell(metric: str, scale: float, nd: int) -> str:
+            key = f"{MEAN_TARGET}/dnd_minus_{b}/{metric}"
+            d, lo, hi = (scale * _metric(metrics, key + sfx) for sfx in ("", "_ci_low", "_ci_high"))
+            return f"{d:+.{nd}f} [{lo:+.{nd}f}, {hi:+.{nd}f}]" if np.isfinite(d) else "n/a"
+
+        per = [_metric(metrics, f"{t}/dnd_minus_{b}/acc") for t in targets]
+        per = [x for x in per if np.isfinite(x)]
+        rows.append({"DnD minus": METHOD_LABELS[b], "Accuracy (points, 95% CI)": cell("acc", factor, 1),
+                     "Gold log-prob (nats, 95% CI)": cell("gold_logprob", 1.0, 3),
+                     "Targets DnD ahead (acc)": f"{sum(x > 0 for x in per)}/{len(per)}"})
+    return pd.DataFrame(rows)
+
+
+def eval_backend_table(speed: pd.DataFrame, agreement: pd.DataFrame) -> pd.DataFrame:
+    """Per target: items/s of each backend, the speed-up, and how often both chose the same
+    answer (acc), with the largest log-likelihood difference; a 'Pooled' row."""
+    rows = []
+    for t in [*dict.fromkeys(speed["target"]), None]:
+        sp = speed if t is None else speed[speed["target"] == t]
+        ag = agreement if t is None else agreement[agreement["target"] == t]
+        rate = {b: sp.loc[sp.backend == b, "items"].sum() / sp.loc[sp.backend == b, "seconds"].sum()
+                for b in ("hf", "dnd-prefix")}
+        n = int(ag["items"].sum())
+        same = float((ag["same_choice"] * ag["items"]).sum() / n) if n else float("nan")
+        rows.append({"Target": "Pooled" if t is None else title(str(t)),
+                     "Items × adapters": str(n),
+                     "hf (items/s)": f"{rate['hf']:.2f}", "dnd-prefix (items/s)": f"{rate['dnd-prefix']:.2f}",
+                     "Speed-up": f"{rate['dnd-prefix'] / rate['hf']:.2f}×",
+                     "Same answer (%)": fmt(100 * same, 2),
+                     "Largest Δ log-lik (nats)": f"{float(ag['max_abs_ll_diff'].max()):.3f}" if n else "n/a"})
+    return pd.DataFrame(rows)
 
 
 def controls_table(tidy: pd.DataFrame, targets: list[str]) -> pd.DataFrame | None:
