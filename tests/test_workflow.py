@@ -137,14 +137,19 @@ def test_smoke_dag_end_to_end_deterministic_and_through_dvc(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     _run_smoke(a)
     scores = list(csv.DictReader(open(a / "results" / "scores.csv")))
-    assert scores and list(scores[0]) == ["target", "method", "adapter", "n", "acc", "ci_low", "ci_high"]
+    assert scores and list(scores[0]) == ["target", "method", "adapter", "n", "acc", "ci_low", "ci_high", "gold_logprob"]
     methods = {r["method"] for r in scores}
     assert {"base", "source_lora", "soup", "nearest", "dnd", "control_other", "control_random"} <= methods
     for t in {r["target"] for r in scores}:
         assert len({r["n"] for r in scores if r["target"] == t}) == 1  # same items for every method
-    for name in ("report.md", "metrics.json", "efficiency.csv", "data_summary.csv"):
+    for name in ("report.md", "metrics.json", "efficiency.csv", "data_summary.csv", "eval_speed.csv",
+                 "eval_agreement.csv"):
         assert (a / "results" / name).stat().st_size > 0
-    assert len(list((a / "results" / "figures").glob("*.png"))) >= 6
+    agree = list(csv.DictReader(open(a / "results" / "eval_agreement.csv")))
+    # float32 smoke model: both backends give the same answers and log-likelihoods to rounding
+    assert agree and all(float(r["same_choice"]) == 1.0 and float(r["max_abs_ll_diff"]) < 1e-3 for r in agree)
+    assert "## Evaluation backend" in (a / "results" / "report.md").read_text()
+    assert len(list((a / "results" / "figures").glob("*.png"))) >= 7
     # nothing to do on a second invocation
     res = snakemake("-n", "--cores", "1", "--configfile", str(REPO / "config" / "smoke.yaml"), "-d", str(a))
     assert "Nothing to be done" in res.stdout + res.stderr
@@ -190,7 +195,7 @@ def test_smoke_dag_end_to_end_deterministic_and_through_dvc(tmp_path):
     # a generator setting changes: only generators -> generate -> evaluate -> report rerun
     res = dvc(b, "exp", "run", "-S", "config/config.yaml:generator.steps=4")
     out = res.stdout + res.stderr
-    for stage in ("data", "base_model", "zoo"):
+    for stage in ("data", "base_model", "zoo", "eval_speed"):
         assert f"Stage '{stage}' didn't change, skipping" in out, stage
     for stage in ("generators", "generate", "evaluate", "report"):
         assert f"Running stage '{stage}'" in out, stage
