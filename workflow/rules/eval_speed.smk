@@ -39,8 +39,16 @@ rule eval_speed:
     input:
         expand("results/eval_speed/{target}.json", target=TARGETS),
     output:
-        speed="results/eval_speed.csv",
-        agreement="results/eval_agreement.csv",
+        speed=report(
+            "results/eval_speed.csv",
+            caption="../report/eval_speed.rst",
+            category="Evaluation backend",
+        ),
+        agreement=report(
+            "results/eval_agreement.csv",
+            caption="../report/eval_agreement.rst",
+            category="Evaluation backend",
+        ),
     log:
         "logs/eval_speed/summary.log",
     benchmark:
