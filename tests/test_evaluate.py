@@ -428,6 +428,7 @@ def test_backend_comparison_agrees_and_is_timed(world, tmp_path):
     assert cli_main(argv) == 0
     res = json.loads(out.read_text())
     assert [a["adapter"] for a in res["agreement"]] == ["base", TARGET, SOURCES[0]]
+    assert {a["comparison"] for a in res["agreement"]} == {"dnd-prefix vs hf, float32"}  # float32: no reference run
     for a in res["agreement"]:
         assert a["items"] == LIMIT and a["same_choice"] == 1.0 and a["same_choice_norm"] == 1.0
         assert a["max_abs_ll_diff"] < 1e-4
@@ -441,6 +442,24 @@ def test_backend_comparison_agrees_and_is_timed(world, tmp_path):
     assert list(pd.read_csv(agree_csv).columns) == es.AGREEMENT_COLUMNS
     fig = es.speed_figures(speed)
     assert fig["ratio"] == pytest.approx(fig["dnd-prefix"] / fig["hf"])
+
+
+def test_backend_comparison_in_bfloat16_adds_the_float32_reference(world, tmp_path):
+    """In bfloat16 both backends also score the first compare_float32_items items in float32
+    (where they agree to rounding), and each bfloat16 result is compared with hf's float32 one."""
+    from dnd import eval_speed as es
+
+    params = {"evaluation": {"compare_items": LIMIT, "compare_float32_items": 3, "batch_size": 4,
+                             "dtype": "bfloat16"}, "sources": SOURCES}
+    res = es.compare_target(TARGET, params, world["model"], world["tasks"], world["zoo"])
+    kinds = [a["comparison"] for a in res["agreement"]]
+    assert kinds[:4] == ["dnd-prefix vs hf, bfloat16", "dnd-prefix vs hf, float32", "hf bfloat16 vs hf float32",
+                         "dnd-prefix bfloat16 vs hf float32"] and len(kinds) == 12
+    for a in res["agreement"]:
+        assert a["items"] == (LIMIT if a["comparison"] == kinds[0] else 3)
+        if a["comparison"] == "dnd-prefix vs hf, float32":
+            assert a["same_choice"] == 1.0 and a["max_abs_ll_diff"] < 1e-4
+    assert len(res["timings"]) == 6  # only the evaluation dtype is timed
 
 
 def test_backend_comparison_needs_items(world, tmp_path):

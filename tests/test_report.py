@@ -88,9 +88,15 @@ def run_dir(tmp_path_factory) -> Path:
     speed += [("dnd-prefix", t, a, 100, 10.0) for t in DATASETS for a in ("base", t)]
     pd.DataFrame(speed, columns=["backend", "target", "adapter", "items", "seconds"]).to_csv(
         res / "eval_speed.csv", index=False)
-    pd.DataFrame([(t, a, 100, 1.0 if a == "base" else 0.99, 1.0, 0.25, 0.01) for t in DATASETS for a in ("base", t)],
-                 columns=["target", "adapter", "items", "same_choice", "same_choice_norm", "max_abs_ll_diff",
-                          "mean_abs_ll_diff"]).to_csv(res / "eval_agreement.csv", index=False)
+    agree = []
+    for t in DATASETS:
+        for a in ("base", t):
+            agree += [(t, a, "dnd-prefix vs hf, bfloat16", 100, 1.0 if a == "base" else 0.99, 1.0, 0.25, 0.01),
+                      (t, a, "dnd-prefix vs hf, float32", 20, 1.0, 1.0, 2e-5, 1e-6),
+                      (t, a, "hf bfloat16 vs hf float32", 20, 0.95, 1.0, 0.3, 0.02),
+                      (t, a, "dnd-prefix bfloat16 vs hf float32", 20, 0.9 if a == "base" else 1.0, 1.0, 0.3, 0.02)]
+    pd.DataFrame(agree, columns=["target", "adapter", "comparison", "items", "same_choice", "same_choice_norm",
+                                 "max_abs_ll_diff", "mean_abs_ll_diff"]).to_csv(res / "eval_agreement.csv", index=False)
     eff = [(t, f"dnd_{i}", "dnd", 123_456, 0.40 + 0.1 * i, 0.02, 0.01, 0.43 + 0.1 * i, 900.0, 1.2, 128)
            for t in DATASETS for i in range(N_DND)]
     eff += [(t, f"control_other_{i}", "control_other", 123_456, 9.0, 9.0, 9.0, 27.0, 950.0, 1.2, 128)
@@ -295,5 +301,11 @@ def test_pooled_comparisons_and_backend_section(run_dir):
     assert "half-widths: 6.5–6.5 points per target, ±3.0 for the mean over targets" in text
     backend = _table_after(text, "## Evaluation backend").set_index("Target")
     assert backend.loc["Pooled", "hf (items/s)"] == "2.50" and backend.loc["Pooled", "dnd-prefix (items/s)"] == "10.00"
-    assert backend.loc["Pooled", "Speed-up"] == "4.00×" and backend.loc["Pooled", "Same answer (%)"] == "99.50"
+    assert backend.loc["Pooled", "Speed-up"] == "4.00×"
+    assert backend.loc["Pooled", "Same answer (%, n)"] == "99.5 (600)"
+    assert backend.loc["Pooled", "Same answer, float32 (%, n)"] == "100.0 (120)"
+    assert backend.loc["Pooled", "Largest Δ log-lik, float32 (nats)"] == "2.0e-05"
+    assert backend.loc["Pooled", "hf = float32 ref (%, n)"] == "95.0 (120)"
+    assert backend.loc["Pooled", "dnd-prefix = float32 ref (%, n)"] == "95.0 (120)"
+    assert backend.loc["ARC-Easy", "Same answer (%, n)"] == "99.5 (200)"
     assert "**4.00×**" in text and "The evaluate stage (every item, every method, 3 target jobs) took 0:01:30" in text

@@ -12,17 +12,23 @@ model and two LoRAs (T's own, and the first training LoRA of T's fold) with
   dnd-prefix  the evaluate stage's scorer (dnd.evaluate.InPlaceScorer over dnd.lm_backend):
               one model, adapters copied into its LoRA modules (the copy is counted).
 
-Both run lm-eval's own evaluation loop on the same task, items, batch size and dtype, one after
-the other in one process, alternating per adapter, without the score cache. `--out` (JSON) holds
-per adapter and backend the scoring seconds and the per-item log-likelihoods' comparison.
+Both run lm-eval's own evaluation loop on the same task, items, batch size and dtype
+(`evaluation.dtype`), one after the other in one process, without the score cache; their
+scoring seconds are the speed comparison. In bfloat16 two correct implementations do not give
+the same numbers (different kernels round differently; a summed log-likelihood of a 30-token
+answer moves by tenths of a nat), so when `evaluation.dtype` is not float32 both backends also
+score the first `evaluation.compare_float32_items` items in float32, where an exact backend must
+match hf to rounding, and each bfloat16 result is compared with hf's float32 one (what the dtype
+does to each backend). `--out` (JSON) holds the timings and the comparisons.
 
 `eval-speed-summary` merges the targets into
   results/eval_speed.csv      backend,target,adapter,items,seconds
-  results/eval_agreement.csv  target,adapter,items,same_choice,same_choice_norm,max_abs_ll_diff,
-                              mean_abs_ll_diff
-(same_choice: share of items whose highest-log-likelihood choice (acc) is the same under both
-backends; _norm: the same for the per-character choice (acc_norm); ll differences in nats, over
-every choice of every item). Both carry timings or CPU-dependent bfloat16 rounding, so they are
+  results/eval_agreement.csv  target,adapter,comparison,items,same_choice,same_choice_norm,
+                              max_abs_ll_diff,mean_abs_ll_diff
+(comparison: "dnd-prefix vs hf, {dtype}", and with a bfloat16 dtype also "dnd-prefix vs hf,
+float32", "hf {dtype} vs hf float32", "dnd-prefix {dtype} vs hf float32"; same_choice: share
+of items whose highest-log-likelihood choice (acc) is the same in both; _norm: the same for the
+per-character choice (acc_norm); ll differences in nats, over every choice of every item). Both carry timings or CPU-dependent bfloat16 rounding, so they are
 committed with the run but are not DVC outputs.
 """
 
@@ -39,8 +45,8 @@ from .config import section
 log = logging.getLogger(__name__)
 
 SPEED_COLUMNS = ["backend", "target", "adapter", "items", "seconds"]
-AGREEMENT_COLUMNS = ["target", "adapter", "items", "same_choice", "same_choice_norm", "max_abs_ll_diff",
-                     "mean_abs_ll_diff"]
+AGREEMENT_COLUMNS = ["target", "adapter", "comparison", "items", "same_choice", "same_choice_norm",
+                     "max_abs_ll_diff", "mean_abs_ll_diff"]
 
 
 def compared_adapters(target: str, sources: list[str]) -> list[str]:
@@ -68,6 +74,14 @@ def agreement(a, b) -> dict[str, Any]:
             "max_abs_ll_diff": float(max(diffs)), "mean_abs_ll_diff": float(np.mean(diffs))}
 
 
+def first_items(s, k: int):
+    """The first `k` items of a `Scored` (lm-eval's `limit` takes the first docs too)."""
+    from .score_cache import Scored
+
+    return Scored(ids=s.ids[:k], correct=s.correct[:k], acc=sum(s.correct[:k]) / max(len(s.correct[:k]), 1),
+                  seconds=0.0, loglikelihoods=s.loglikelihoods[:k], gold=s.gold[:k], choice_chars=s.choice_chars[:k])
+
+
 def compare_target(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: Path,
                    zoo_dir: Path) -> dict[str, Any]:
     """Score the compared adapters with both backends (see the module doc)."""
@@ -81,35 +95,62 @@ def compare_target(target: str, params: dict[str, Any], model_dir: Path, tasks_d
     items = int(ev["compare_items"])
     if items < 1:
         raise ValueError("evaluation.compare_items is 0: there is nothing to compare")
+    dtype = ev["dtype"]
+    ref_items = min(int(ev["compare_float32_items"]), items) if dtype != "float32" else 0
     sources = list(params.get("sources") or [])
     task = task_name(target)
     adapters = compared_adapters(target, sources)
     dirs = {a: require_adapter_dir(zoo_dir / a / "final", f"final LoRA of {a}") for a in adapters if a != "base"}
-    kw = {"batch_size": int(ev["batch_size"]), "dtype": ev["dtype"]}
-    ours = InPlaceScorer(model_dir, dirs[sources[0]], tasks_dir, task, limit=items, metric=ev["metric"],
-                         backend="dnd-prefix", **kw)
-    task_dict = load_task(tasks_dir, task)
-    out: dict[str, Any] = {"target": target, "timings": [], "agreement": []}
-    for adapter in adapters:
-        t0 = time.perf_counter()
-        model_args = {"pretrained": str(model_dir), "softmax_dtype": SOFTMAX_DTYPE, **kw}
+    bs = int(ev["batch_size"])
+
+    def scorer(dt: str) -> InPlaceScorer:
+        return InPlaceScorer(model_dir, dirs[sources[0]], tasks_dir, task, limit=items, metric=ev["metric"],
+                             backend="dnd-prefix", batch_size=bs, dtype=dt)
+
+    def plain_hf(adapter: str, dt: str, n: int):
+        model_args = {"pretrained": str(model_dir), "softmax_dtype": SOFTMAX_DTYPE, "batch_size": bs, "dtype": dt}
         if adapter != "base":
             model_args["peft"] = str(dirs[adapter])
+        t0 = time.perf_counter()
         hf = get_model("hf").create_from_arg_obj(model_args, {"device": "cpu"})
         load = time.perf_counter() - t0
-        ref = run_lm_eval(hf, task_dict, task, items, ev["metric"], f"hf {adapter}")
-        del hf
+        return run_lm_eval(hf, task_dict, task, n, ev["metric"], f"hf {dt} {adapter}"), load
+
+    def packed(sc: InPlaceScorer, adapter: str, n: int):
+        sc.limit = n
         t0 = time.perf_counter()
-        got = ours.score(None if adapter == "base" else load_state_dict(dirs[adapter]), where=f"dnd-prefix {adapter}")
-        swap_and_score = time.perf_counter() - t0
+        got = sc.score(None if adapter == "base" else load_state_dict(dirs[adapter]), where=f"dnd-prefix {adapter}")
+        return got, time.perf_counter() - t0  # the adapter copy is counted
+
+    ours = scorer(dtype)
+    ours32 = scorer("float32") if ref_items else None
+    task_dict = load_task(tasks_dir, task)
+    out: dict[str, Any] = {"target": target, "timings": [], "agreement": []}
+
+    def agree(adapter: str, comparison: str, ref, got) -> dict[str, Any]:
+        row = {"target": target, "adapter": adapter, "comparison": comparison, **agreement(ref, got)}
+        out["agreement"].append(row)
+        return row
+
+    for adapter in adapters:
+        ref, load = plain_hf(adapter, dtype, items)
+        got, swap_and_score = packed(ours, adapter, items)
         for backend, seconds in (("hf", ref.seconds), ("dnd-prefix", swap_and_score)):
             out["timings"].append({"backend": backend, "target": target, "adapter": adapter, "items": ref.n,
                                    "seconds": round(seconds, 3)})
-        agree = {"target": target, "adapter": adapter, **agreement(ref, got)}
-        out["agreement"].append(agree)
+        main = agree(adapter, f"dnd-prefix vs hf, {dtype}", ref, got)
         log.info("%s %-14s hf %.1f s (+%.1f s load), dnd-prefix %.1f s: %.2fx; same choice %.4f, max |dll| %.4f",
                  target, adapter, ref.seconds, load, swap_and_score, ref.seconds / max(swap_and_score, 1e-9),
-                 agree["same_choice"], agree["max_abs_ll_diff"])
+                 main["same_choice"], main["max_abs_ll_diff"])
+        if ref_items:  # the float32 reference: is the backend exact, and what does the dtype change?
+            ref32, _ = plain_hf(adapter, "float32", ref_items)
+            got32, _ = packed(ours32, adapter, ref_items)
+            exact = agree(adapter, "dnd-prefix vs hf, float32", ref32, got32)
+            h = agree(adapter, f"hf {dtype} vs hf float32", ref32, first_items(ref, ref_items))
+            o = agree(adapter, f"dnd-prefix {dtype} vs hf float32", ref32, first_items(got, ref_items))
+            log.info("%s %-14s float32: same choice %.4f (max |dll| %.2g); vs the float32 reference: hf %s %.4f, "
+                     "dnd-prefix %s %.4f", target, adapter, exact["same_choice"], exact["max_abs_ll_diff"], dtype,
+                     h["same_choice"], dtype, o["same_choice"])
     return out
 
 
@@ -172,10 +213,11 @@ def _run_summary(args: argparse.Namespace) -> None:
     write_text(args.speed, speed.to_csv(index=False))
     write_text(args.agreement, agree.to_csv(index=False))
     fig = speed_figures(speed)
-    log.info("hf %.2f items/s, dnd-prefix %.2f items/s (%.2fx); same choice on %.4f of %d items (min %.4f)",
-             fig["hf"], fig["dnd-prefix"], fig["ratio"],
-             float((agree["same_choice"] * agree["items"]).sum() / max(agree["items"].sum(), 1)),
-             int(agree["items"].sum()), float(agree["same_choice"].min()) if len(agree) else float("nan"))
+    log.info("hf %.2f items/s, dnd-prefix %.2f items/s (%.2fx)", fig["hf"], fig["dnd-prefix"], fig["ratio"])
+    for comparison, g in agree.groupby("comparison", sort=False):
+        log.info("%s: same choice on %.4f of %d items (min %.4f), largest |dll| %.3g", comparison,
+                 float((g["same_choice"] * g["items"]).sum() / max(g["items"].sum(), 1)), int(g["items"].sum()),
+                 float(g["same_choice"].min()), float(g["max_abs_ll_diff"].max()))
 
 
 COMMANDS = {"eval-speed": (_add_eval_speed, _run_eval_speed),

@@ -301,21 +301,24 @@ def _eval_backend_section(eval_speed: Path, eval_agreement: Path, benchmarks_dir
         return L + [f"`{_shown(eval_speed)}` is empty.", ""]
     disp = eval_backend_table(speed, agree)
     tables["eval_backend"] = disp
-    pooled = disp.iloc[-1]
-    adapters = ", ".join(dict.fromkeys(agree["adapter"].map(lambda a: "base" if a == "base" else "LoRA")))
+    p = disp.iloc[-1]
+    main = agree["comparison"].iloc[0]
     L += ["Every score in this report comes from lm-evaluation-harness with the project's model backend "
           "`dnd-prefix` (`dnd.lm_backend`, registered in lm-eval's model registry): the same tasks, requests and "
           "metrics as lm-eval's plain `hf` backend, but each item's context is computed once and all its answer "
           "choices are scored on top of it in one packed sequence (block attention mask, positions as in their "
           "own sequences), only continuation positions go through the output layer, and adapters are swapped "
           "into one loaded model. Side by side in one job per target, on the same first items, the base model "
-          f"and two LoRAs ({adapters}: the target's own and its fold's first training LoRA) were scored with "
-          "both backends (`hf` as `lm_eval.simple_evaluate(model=\"hf\", model_args={pretrained, peft, dtype})` "
-          "builds it; its model load is not counted):", "", _md(disp), "",
-          f"Pooled: `hf` {pooled['hf (items/s)']} items/s, `dnd-prefix` {pooled['dnd-prefix (items/s)']} items/s: "
-          f"**{pooled['Speed-up']}**. The two chose the same answer on {pooled['Same answer (%)']}% of "
-          f"{pooled['Items × adapters']} item × adapter pairs; the largest per-item log-likelihood difference "
-          f"was {pooled['Largest Δ log-lik (nats)']} nats (bfloat16: the backends round differently). Files: "
+          "and two LoRAs (the target's own and its fold's first training LoRA) were scored with both backends "
+          "(`hf` as `lm_eval.simple_evaluate(model=\"hf\", model_args={pretrained, peft, dtype})` builds it; its "
+          "model load is not counted). *Same answer*: share of items on which both chose the same answer (n = "
+          "items × adapters), in the evaluation dtype and in float32; *= float32 ref*: share of items on which a "
+          "backend's answer in the evaluation dtype is the one hf gives in float32.", "", _md(disp), "",
+          f"Pooled: `hf` {p['hf (items/s)']} items/s, `dnd-prefix` {p['dnd-prefix (items/s)']} items/s: "
+          f"**{p['Speed-up']}**. Same answer ({main}): {p['Same answer (%, n)']}; in float32: "
+          f"{p['Same answer, float32 (%, n)']} (largest log-likelihood difference "
+          f"{p['Largest Δ log-lik, float32 (nats)']} nats). Against hf's float32 answers: hf "
+          f"{p['hf = float32 ref (%, n)']}, dnd-prefix {p['dnd-prefix = float32 ref (%, n)']}. Files: "
           f"`{_shown(eval_speed)}`, `{_shown(eval_agreement)}`.", ""]
     ev = compute_table(benchmarks_dir / "evaluate") if (benchmarks_dir / "evaluate").exists() else None
     if ev is not None:

@@ -226,23 +226,47 @@ def comparisons_table(metrics: dict, targets: list[str], factor: float = 100.0) 
     return pd.DataFrame(rows)
 
 
+def _agreement_kinds(labels) -> dict[str, str]:
+    """Which comparison label of eval_agreement.csv is which: main (the evaluation dtype),
+    exact (float32), hf_ref / ours_ref (each backend's evaluation-dtype answers against hf's
+    float32 ones; absent when the dtype is float32)."""
+    labels = list(dict.fromkeys(labels))
+    same = [c for c in labels if c.startswith("dnd-prefix vs hf, ")]
+    out = {"exact": next((c for c in same if c.endswith("float32")), "")}
+    out["main"] = next((c for c in same if not c.endswith("float32")), out["exact"])
+    out["hf_ref"] = next((c for c in labels if c.startswith("hf ") and c.endswith(" vs hf float32")), "")
+    out["ours_ref"] = next((c for c in labels if c.startswith("dnd-prefix ") and c.endswith(" vs hf float32")), "")
+    return out
+
+
 def eval_backend_table(speed: pd.DataFrame, agreement: pd.DataFrame) -> pd.DataFrame:
-    """Per target: items/s of each backend, the speed-up, and how often both chose the same
-    answer (acc), with the largest log-likelihood difference; a 'Pooled' row."""
+    """Per target and pooled: items/s of each backend and the speed-up; how often the two
+    backends chose the same answer (acc) in the evaluation dtype and in float32, the largest
+    float32 log-likelihood difference, and how often each backend's evaluation-dtype answer is
+    the float32 reference's (hf in float32)."""
+    kinds = _agreement_kinds(agreement["comparison"])
     rows = []
     for t in [*dict.fromkeys(speed["target"]), None]:
         sp = speed if t is None else speed[speed["target"] == t]
         ag = agreement if t is None else agreement[agreement["target"] == t]
         rate = {b: sp.loc[sp.backend == b, "items"].sum() / sp.loc[sp.backend == b, "seconds"].sum()
                 for b in ("hf", "dnd-prefix")}
-        n = int(ag["items"].sum())
-        same = float((ag["same_choice"] * ag["items"]).sum() / n) if n else float("nan")
+
+        def same(kind: str) -> str:
+            g = ag[ag["comparison"] == kinds[kind]]
+            n = int(g["items"].sum())
+            return f"{100 * float((g['same_choice'] * g['items']).sum()) / n:.1f} ({n})" if n else "n/a"
+
+        exact = ag[ag["comparison"] == kinds["exact"]]
         rows.append({"Target": "Pooled" if t is None else title(str(t)),
-                     "Items × adapters": str(n),
                      "hf (items/s)": f"{rate['hf']:.2f}", "dnd-prefix (items/s)": f"{rate['dnd-prefix']:.2f}",
                      "Speed-up": f"{rate['dnd-prefix'] / rate['hf']:.2f}×",
-                     "Same answer (%)": fmt(100 * same, 2),
-                     "Largest Δ log-lik (nats)": f"{float(ag['max_abs_ll_diff'].max()):.3f}" if n else "n/a"})
+                     "Same answer (%, n)": same("main"),
+                     "Same answer, float32 (%, n)": same("exact"),
+                     "Largest Δ log-lik, float32 (nats)": (f"{float(exact['max_abs_ll_diff'].max()):.1e}"
+                                                           if len(exact) else "n/a"),
+                     "hf = float32 ref (%, n)": same("hf_ref"),
+                     "dnd-prefix = float32 ref (%, n)": same("ours_ref")})
     return pd.DataFrame(rows)
 
 

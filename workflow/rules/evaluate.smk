@@ -7,12 +7,12 @@ rule evaluate_target:
     params:
         p=lambda wildcards: as_json(
             {
-                # `cache` only decides whether to reuse results, `compare_items` is eval_speed's:
+                # `cache` only decides whether to reuse results, compare_* are eval_speed's:
                 # neither is a reason to rerun
                 "evaluation": {
                     k: v
                     for k, v in config["evaluation"].items()
-                    if k not in ("cache", "compare_items")
+                    if k not in ("cache", "compare_items", "compare_float32_items")
                 },
                 "datasets": DATASETS,
                 "sources": FOLDS[wildcards.target],
