@@ -331,11 +331,15 @@ def test_relative_task_path_resolves_against_the_run_directory(world, tmp_path, 
 def test_missing_inputs_are_named(world, tmp_path):
     with pytest.raises(FileNotFoundError, match="final LoRA of alpha not found"):
         ev.plan_target(TARGET, DATASETS, SOURCES, tmp_path / "nozoo", world["gen"], world["enc"])
-    with pytest.raises(FileNotFoundError, match="no control_random"):
-        gen = tmp_path / "gen"
-        shutil.copytree(world["gen"] / "dnd_0", gen / "dnd_0")
-        shutil.copytree(world["gen"] / "control_other_0", gen / "control_other_0")
+    gen = tmp_path / "gen"
+    shutil.copytree(world["gen"] / "control_other_0", gen / "control_other_0")
+    with pytest.raises(FileNotFoundError, match="no dnd_<i>/"):
         ev.discover_generated(gen)
+    # dnd is required; variants and controls are scored when present
+    shutil.copytree(world["gen"] / "dnd_0", gen / "dnd_0")
+    shutil.copytree(world["gen"] / "dnd_0", gen / "dnd_basis_0")
+    assert {k: [i for i, _ in v] for k, v in ev.discover_generated(gen).items()} == {
+        "dnd": ["0"], "dnd_basis": ["0"], "control_other": ["0"]}
     with pytest.raises(ValueError, match="own training datasets"):
         ev.plan_target(TARGET, DATASETS, ["alpha", "beta"], world["zoo"], world["gen"], world["enc"])
     # the CLI turns it into one error line and exit status 1, and writes nothing

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from .config import section
 from .paths import resolve_input_path
-from .io import atomic_path, read_jsonl
+from .io import atomic_path, load_torch, read_jsonl
 from .prompts import condition_text
 
 log = logging.getLogger(__name__)
@@ -119,11 +119,9 @@ def encoding_signature(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def load_encoded(path: str | Path) -> dict[str, Any]:
-    """Read an encoded-prompt cache written by `encode` (see docs/contracts.md)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"encoded prompts not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Read an encoded-prompt cache written by `encode` (see docs/contracts.md); a missing or
+    corrupt file is one error naming it (dnd.io.load_torch)."""
+    return load_torch(path, "encoded prompts")
 
 
 # ----------------------------------------------------------------------------- command

@@ -17,9 +17,12 @@ scores every method on one held-out target with the same harness, the same items
                                             embedding is closest (cosine) to the mean of T's
                                             cond-prompt embeddings; its source_lora result is
                                             reused (no second forward pass)
-  dnd             "0", "1", ...             results/generated/{T}/dnd_{i}/
-  control_other   "0", ...                  results/generated/{T}/control_other_{i}/
-  control_random  "0", ...                  results/generated/{T}/control_random_{i}/
+  dnd             "0", "1", ...             results/generated/{T}/dnd_{i}/ (the default generator)
+  dnd_<design>    "0", ...                  results/generated/{T}/dnd_<design>_{i}/ (a variant
+                                            generator design, same prompt draws; optional)
+  control_other   "0", ...                  results/generated/{T}/control_other_{i}/ (optional,
+  control_random  "0", ...                  results/generated/{T}/control_random_{i}/  as is
+  control_shuffled "0", ...                 results/generated/{T}/control_shuffled_{i}/ every control)
 
 Speed: the base model is loaded once and wrapped once with LoRA modules (peft, LoraConfig read
 from the first training LoRA; the LoRA modules take the model's dtype); each adapter's weights
@@ -111,7 +114,8 @@ def require_adapter_dir(path: Path, what: str) -> Path:
 
 
 def discover_generated(gen_dir: Path) -> dict[str, list[tuple[str, Path]]]:
-    """{kind: [(index, dir), ...]} for results/generated/{T}/{kind}_{i}/, sorted by i."""
+    """{kind: [(index, dir), ...]} for results/generated/{T}/{kind}_{i}/, sorted by i, for every
+    kind of GENERATED_KINDS that has adapters; dnd is required, the variants and controls are not."""
     _require(gen_dir, "generated adapters directory")
     pat = re.compile(rf"({'|'.join(GENERATED_KINDS)})_(\d+)")
     found: dict[str, list[tuple[int, Path]]] = {k: [] for k in GENERATED_KINDS}
@@ -119,12 +123,9 @@ def discover_generated(gen_dir: Path) -> dict[str, list[tuple[str, Path]]]:
         m = pat.fullmatch(p.name)
         if m and p.is_dir():
             found[m.group(1)].append((int(m.group(2)), require_adapter_dir(p, f"generated adapter {p.name}")))
-    out = {}
-    for kind, lst in found.items():
-        if not lst:
-            raise FileNotFoundError(f"no {kind}_<i>/ adapter directories in {gen_dir}")
-        out[kind] = [(str(i), p) for i, p in sorted(lst)]
-    return out
+    if not found["dnd"]:
+        raise FileNotFoundError(f"no dnd_<i>/ adapter directories in {gen_dir}")
+    return {kind: [(str(i), p) for i, p in sorted(lst)] for kind, lst in found.items() if lst}
 
 
 def task_config(task_yaml: Path) -> dict[str, Any]:
@@ -218,7 +219,9 @@ def mean_prompt_embedding(path: Path, chunk: int = 256):
     prompts (each prompt weighs the same; with mean pooling L = 1 this is the plain mean)."""
     import torch
 
-    obj = torch.load(_require(path, "encoded prompts"), map_location="cpu", weights_only=True)
+    from .encoder import load_encoded
+
+    obj = load_encoded(path)
     states, mask = obj["states"], obj["mask"]
     if states.ndim != 3 or mask.shape != states.shape[:2]:
         raise ValueError(f"{path}: expected states (n, L, D) and mask (n, L), got "
@@ -438,8 +441,8 @@ def _scoring_jobs(plan: dict[str, Any], sources: list[str], model_dir: Path) -> 
     jobs += [_adapter_job("source_lora", d, p) for d, p in plan["finals"].items()]
     jobs.append(("soup", "soup", f"soup (mean of {', '.join(sources)})",
                  lambda: average_state_dicts([load_state_dict(plan["finals"][d]) for d in sources])))
-    for kind in GENERATED_KINDS:
-        jobs += [_adapter_job(kind, i, p) for i, p in plan["generated"][kind]]
+    for kind, adapters in plan["generated"].items():
+        jobs += [_adapter_job(kind, i, p) for i, p in adapters]
     return jobs
 
 

@@ -24,8 +24,19 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-#: Kinds of generated adapters and the offset of each one's prompt-draw seeds (adapter_seed).
-ADAPTER_KINDS = {"dnd": 0, "control_other": 100, "control_random": 200}
+#: Generator designs (`generator.design`, `generator.variants`): the paper's hyper-convolutional
+#: decoder and the source-basis generator (dnd.decoder).
+GENERATOR_DESIGNS = ("hyperconv", "basis")
+#: Kinds of generated adapters and the offset of each one's prompt-draw seeds (adapter_seed):
+#: the default generator (dnd), a variant design side by side (dnd_<design>: the same prompt
+#: draws as dnd, so the designs are compared on identical conditions) and the controls.
+ADAPTER_KINDS = {
+    "dnd": 0,
+    **{f"dnd_{design}": 0 for design in GENERATOR_DESIGNS},
+    "control_other": 100,
+    "control_random": 200,
+    "control_shuffled": 300,
+}
 
 
 def derive_seed(*parts: Any) -> int:
@@ -36,8 +47,9 @@ def derive_seed(*parts: Any) -> int:
 
 def adapter_seed(seed: int, kind: str, i: int) -> int:
     """The `dnd generate --seed` of adapter `{kind}_{i}` of a run with config seed `seed`:
-    seed * 1000 + the kind's offset (ADAPTER_KINDS: dnd 0, control_other 100, control_random 200)
-    + i, so the draws of different adapters and kinds never share a seed (for i < 100)."""
+    seed * 1000 + the kind's offset (ADAPTER_KINDS: dnd and dnd_<design> 0, control_other 100,
+    control_random 200, control_shuffled 300) + i, so the draws of different adapters and
+    controls never share a seed (for i < 100), while every design sees the same draws."""
     if kind not in ADAPTER_KINDS:
         raise ValueError(f"unknown adapter kind {kind!r}; expected one of {list(ADAPTER_KINDS)}")
     return int(seed) * 1000 + ADAPTER_KINDS[kind] + int(i)

@@ -40,11 +40,16 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .config import section
+from .schedule import ADAPTER_KINDS
 
 log = logging.getLogger(__name__)
 
-METHODS = ("base", "source_lora", "soup", "nearest", "dnd", "control_other", "control_random")
-GENERATED_KINDS = ("dnd", "control_other", "control_random")
+# generated kinds (dnd.schedule.ADAPTER_KINDS): dnd (the default generator), dnd_<design> (a
+# variant design side by side), the controls; `dnd evaluate` requires dnd, the others are optional
+GENERATED_KINDS = tuple(ADAPTER_KINDS)
+CONTROL_KINDS = tuple(k for k in GENERATED_KINDS if k.startswith("control_"))
+VARIANT_KINDS = tuple(k for k in GENERATED_KINDS if k.startswith("dnd_"))
+METHODS = ("base", "source_lora", "soup", "nearest", *GENERATED_KINDS)
 SCORE_COLUMNS = ["target", "method", "adapter", "n", "acc", "ci_low", "ci_high", "gold_logprob"]
 MAIN_COLUMNS = ["target", "base", "train_avg", "best_train", "soup", "nearest", "dnd_mean", "dnd_sd",
                 "dnd_ci_low", "dnd_ci_high", "oracle", "gap_closed"]
