@@ -81,3 +81,57 @@ def test_bad_shapes() -> None:
         dec(torch.randn(2, 4, 5, 15))
     with pytest.raises(ValueError, match="three positive integers"):
         HyperConvDecoder((4, 5, 16), [[6, 0, 2]], (12, 6, 10), kernel=3)
+
+
+def test_local_head_is_position_wise_mixing_and_zero_init_gives_the_offset() -> None:
+    """head=local: out[t, h, w] = sum_c U[t, c, h, w] z[c, h, w] + b (checked against an explicit
+    einsum); output_init zero: the untrained decoder outputs exactly its offset."""
+    from dnd.decoder import LocalMix
+
+    torch.manual_seed(0)
+    mix = LocalMix(3, 5, 4, 6)
+    with torch.no_grad():
+        mix.bias.normal_()
+    z = torch.randn(2, 3, 4, 6)
+    u = mix.weight.detach().reshape(4, 6, 3, 5)  # (h, w, c, t)
+    torch.testing.assert_close(mix(z), torch.einsum("bchw,hwct->bthw", z, u) + mix.bias)
+
+    dec = HyperConvDecoder((4, 5, 16), [[6, 8, 12]], (12, 6, 10), kernel=3, output_offset=True, head="local",
+                           zero_init_output=True)
+    with torch.no_grad():
+        dec.output_offset.normal_()
+    torch.testing.assert_close(dec(torch.randn(2, 4, 5, 16)), dec.output_offset.expand(2, 12, 6, 10))
+    assert dec.layers[-1].channel.weight.shape == (6 * 10, 6, 12)
+    rebuilt = HyperConvDecoder(**dec.hparams())
+    assert rebuilt.hparams() == dec.hparams() and dec.hparams()["head"] == "local"
+    with pytest.raises(ValueError, match="head must be"):
+        HyperConvDecoder((4, 5, 16), [], (12, 6, 10), kernel=3, head="dense")
+
+
+def test_source_basis_generator_is_exact_order_free_and_starts_at_the_mean() -> None:
+    from dnd.decoder import SourceBasisGenerator, build_decoder, pooled_condition
+
+    torch.manual_seed(0)
+    gen = SourceBasisGenerator((4, 5, 16), 3, (12, 6, 10), hidden=8)
+    gen.basis.normal_()
+    cond = torch.randn(2, 4, 5, 16)
+    cond[:, :, 3:] = 0  # padding (the encoder zeroes it) does not count in the pooled condition
+    torch.testing.assert_close(pooled_condition(cond), cond[:, :, :3].mean(dim=(1, 2)))
+    # zero-initialized output layer: uniform weights, i.e. the mean of the basis
+    torch.testing.assert_close(gen(cond), gen.basis.mean(0).expand(2, 12, 6, 10))
+    with torch.no_grad():
+        gen.mlp[-1].weight.normal_()
+        gen.mlp[-1].bias.copy_(torch.tensor([0.0, 50.0, 0.0]))
+    out = gen(cond)
+    torch.testing.assert_close(gen(cond[:, torch.randperm(4)]), out)  # the order of the prompts is irrelevant
+    one_hot = gen.coefficients(cond)
+    torch.testing.assert_close(one_hot.sum(-1), torch.ones(2))
+    assert bool((one_hot[:, 1] > 0.99).all())
+    torch.testing.assert_close(out[0], gen.basis[1], atol=1e-3 * float(gen.basis.abs().max()), rtol=0)
+    rebuilt = build_decoder({"design": "basis", **gen.hparams()})
+    rebuilt.load_state_dict(gen.state_dict())
+    torch.testing.assert_close(rebuilt(cond), out)
+    # checkpoints written before there were designs have none: the hyper-convolutional decoder
+    assert build_decoder(HyperConvDecoder((4, 5, 16), [], (12, 6, 10), 3).hparams()).design == "hyperconv"
+    with pytest.raises(ValueError, match="unknown generator design"):
+        build_decoder({"design": "mlp"})

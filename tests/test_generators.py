@@ -24,6 +24,7 @@ from dnd.tokenization import MODULE_ORDER, LoraLayout, detokenize
 from conftest import TINY_LLAMA
 
 SOURCES = ("alpha", "beta")
+TARGET = "gamma"
 N_PROMPTS, MAX_LEN, W = 4, 16, 32
 ENCODER = {"max_length": MAX_LEN, "batch_size": 8}
 GENERATOR = {
@@ -73,8 +74,9 @@ def items(name: str, n: int) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
-    """A results tree: base model, LoRA zoo (4 checkpoints x 2 datasets), prepared prompts,
-    encoded prompts and zoo tokens (the last two made through the CLI)."""
+    """A results tree: base model, LoRA zoo (4 checkpoints x 3 datasets: the two sources and the
+    held-out target), prepared prompts, encoded prompts and zoo tokens (the last two made through
+    the CLI)."""
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
     root = tmp_path_factory.mktemp("dnd")
@@ -84,7 +86,7 @@ def work(tmp_path_factory) -> Path:
     )
     template = get_peft_model_state_dict(peft_model)
     g = torch.Generator().manual_seed(1)
-    for d, name in enumerate(SOURCES):
+    for d, name in enumerate((*SOURCES, TARGET)):
         center = {k: torch.randn(v.shape, generator=g) * 0.05 for k, v in template.items()}
         for s in range(4):
             sd = {k: v + 0.002 * s * torch.randn(v.shape, generator=g) for k, v in center.items()}
@@ -119,7 +121,7 @@ def params(**generator) -> dict:
 def train(work: Path, out: Path, timings: Path | None = None, **generator) -> dict:
     return training.train_generator(
         params(**generator),
-        "gamma",
+        TARGET,
         SOURCES,
         [work / f"results/zoo/{d}/tokens.pt" for d in SOURCES],
         [work / f"results/encoded/{d}/train.pt" for d in SOURCES],
@@ -373,6 +375,13 @@ def test_prompt_sources(tmp_path: Path) -> None:
     drawn = draw_prompts(pool, 6, seed=1)
     assert len(set(drawn)) == 6 and drawn == draw_prompts(pool, 6, seed=1) != draw_prompts(pool, 6, seed=2)
     assert len(draw_prompts(pool[:2], 5, seed=1)) == 5  # with replacement
+    # the shuffled-words control: each prompt's own words in a seeded order
+    (tmp_path / "q.txt").write_text("one two three four five six\nalpha beta  gamma\n")
+    shuffled = read_prompts(f"shuffled:{tmp_path / 'q.txt'}", seed=4)
+    assert [sorted(p.split()) for p in shuffled] == [sorted("one two three four five six".split()),
+                                                     ["alpha", "beta", "gamma"]]
+    assert shuffled == read_prompts(f"shuffled:{tmp_path / 'q.txt'}", seed=4)
+    assert shuffled[0] != "one two three four five six" or shuffled != read_prompts(f"shuffled:{tmp_path / 'q.txt'}", 5)
 
 
 def test_generate_cli_end_to_end(work: Path) -> None:
@@ -435,3 +444,44 @@ def test_generate_cli_end_to_end(work: Path) -> None:
     rows = list(csv.DictReader((work / "results/efficiency.csv").open()))
     assert [r["adapter"] for r in rows] == ["control_random_0", "dnd_0", "dnd_1", "dnd_2"]
     assert {r["target"] for r in rows} == {"gamma"} and float(rows[1]["total_s"]) > 0
+
+
+def test_designs_side_by_side_and_their_diagnostics(work: Path, tmp_path: Path) -> None:
+    """The basis design reproduces each source's mean LoRA from that source's prompts (fit ratio
+    near 0, every source retrieved); the hyper-convolutional decoder with a zero-initialized local
+    head starts at the mean token; both go through diagnose-fold and generate."""
+    import csv
+
+    basis = train(work, tmp_path / "basis.pt", design="basis", basis_steps=150, lr=1e-2, basis_hidden=16)
+    assert basis["decoder"]["design"] == "basis" and basis["step"] == 150
+    tokens = [training.load_zoo_tokens(work / f"results/zoo/{d}/tokens.pt")["tokens"] for d in SOURCES]
+    torch.testing.assert_close(basis["model"]["basis"], torch.stack([t.mean(0) for t in tokens]))
+    local = train(work, tmp_path / "local.pt", head="local", output_init="zero", output_offset="mean", steps=2)
+    assert local["decoder"] | {"head": "local", "zero_init_output": True, "design": "hyperconv"} == local["decoder"]
+
+    out = tmp_path / "diag.csv"
+    rc = main(["diagnose-fold", "--target", TARGET, "--sources", *SOURCES,
+               "--generators", str(tmp_path / "local.pt"), str(tmp_path / "basis.pt"),
+               "--variants", "dnd", "dnd_basis", "--tokens-dir", str(tmp_path / "tok"),
+               "--encoded-dir", str(work / "results/encoded"), "--out", str(out)])  # fmt: skip
+    assert rc == 1  # tokens dir does not exist: one error naming the file
+    (tmp_path / "tok").mkdir()
+    for d in (*SOURCES, TARGET):
+        (tmp_path / "tok" / f"{d}.pt").symlink_to(work / f"results/zoo/{d}/tokens.pt")
+    rc = main(["diagnose-fold", "--target", TARGET, "--sources", *SOURCES,
+               "--generators", str(tmp_path / "local.pt"), str(tmp_path / "basis.pt"),
+               "--variants", "dnd", "dnd_basis", "--tokens-dir", str(tmp_path / "tok"),
+               "--encoded-dir", str(work / "results/encoded"), "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    rows = {(r["variant"], r["metric"]): float(r["value"]) for r in csv.DictReader(out.open())}
+    assert rows[("dnd_basis", "fit_ratio")] < 0.05 and rows[("dnd_basis", "retrieval_acc")] == 1.0
+    assert rows[("dnd_basis", "fit_ratio_dw")] < 0.1
+    # two training steps from a zero-initialized head: still (almost) the mean token
+    assert rows[("dnd", "fit_ratio")] == pytest.approx(1.0, abs=0.05)
+    assert 0.0 <= rows[("zoo", "reachability")] <= 1.0 + 1e-9
+    assert rows[("dnd_basis", "sensitivity_ratio")] > rows[("dnd", "sensitivity_ratio")]
+
+    adapter = tmp_path / "adapter"
+    rc = main(["generate", "--generator", str(tmp_path / "basis.pt"),
+               "--prompts", f"shuffled:{work / 'results/data/alpha/cond.jsonl'}", "--out", str(adapter)])
+    assert rc == 0 and (adapter / "adapter_model.safetensors").exists()

@@ -44,7 +44,8 @@ def _eval_rows(seed: int = 0) -> dict[str, list[dict]]:
         add("soup", "soup", 0.45)
         near = DATASETS[(ti + 1) % len(DATASETS)]
         rows.append(dict(next(r for r in rows if r["adapter"] == near), method="nearest"))
-        for kind, p, k in (("dnd", 0.6, 2), ("control_other", 0.4, 1), ("control_random", 0.35, 1)):
+        for kind, p, k in (("dnd", 0.6, 2), ("dnd_basis", 0.55, 2), ("control_other", 0.4, 1),
+                           ("control_random", 0.35, 1), ("control_shuffled", 0.4, 1)):
             for i in range(k):
                 add(kind, str(i), p)
         out[t] = rows
@@ -135,7 +136,7 @@ def test_summarize_is_deterministic_and_complete(tmp_path):
     _summarize(tmp_path, files, params)
     assert ((tmp_path / "scores.csv").read_bytes(), (tmp_path / "metrics.json").read_bytes()) == first
     assert list(df.columns) == summary.SCORE_COLUMNS
-    assert len(df) == sum(map(len, rows.values())) + 3 * len(DATASETS)  # + an adapter 'mean' row per kind
+    assert len(df) == sum(map(len, rows.values())) + 5 * len(DATASETS)  # + an adapter 'mean' row per kind
     assert m["mean/n_targets"] == len(DATASETS)
     for t in DATASETS:  # no folds given: every other dataset is a training LoRA
         src = {r["adapter"]: r["acc"] for r in rows[t] if r["method"] == "source_lora"}
@@ -149,22 +150,24 @@ def test_paired_comparisons_per_target_and_pooled(tmp_path):
     each inside its own bootstrap CI; the random control is clearly worse in the synthetic rows, so its pooled CI excludes 0."""
     rows = _eval_rows()
     _, m = _summarize(tmp_path, _write_eval(tmp_path, rows), {"evaluation": {"bootstrap": 800}, "seed": 0})
+    pairs = [("dnd", b) for b in summary.COMPARED] + [("dnd_basis", b) for b in summary.VARIANT_COMPARED]
+    assert summary.comparison_pairs(["dnd", "dnd_basis", "control_other"]) == pairs
     for metric, key in (("acc", "correct"), ("gold_logprob", "gold_logprob")):
-        for b in summary.COMPARED:
+        for subject, b in pairs:
             per_target = []
             for t in DATASETS:
                 by = {(r["method"], r["adapter"]): np.asarray(r[key], dtype=float) for r in rows[t]}
-                dnd = np.mean([v for (mm, _), v in by.items() if mm == "dnd"], axis=0)
+                dnd = np.mean([v for (mm, _), v in by.items() if mm == subject], axis=0)
                 if b == "train_avg":
                     ref = np.mean([v for (mm, a), v in by.items() if mm == "source_lora" and a != t], axis=0)
                 else:
                     ref = np.mean([v for (mm, _), v in by.items() if mm == b], axis=0)
                 diff = float((dnd - ref).mean())
-                name = f"{t}/dnd_minus_{b}/{metric}"
+                name = f"{t}/{subject}_minus_{b}/{metric}"
                 assert m[name] == pytest.approx(diff)
                 assert m[name + "_ci_low"] <= diff <= m[name + "_ci_high"]
                 per_target.append(diff)
-            pooled = f"mean/dnd_minus_{b}/{metric}"
+            pooled = f"mean/{subject}_minus_{b}/{metric}"
             assert m[pooled] == pytest.approx(np.mean(per_target))
             assert m[pooled + "_ci_low"] < m[pooled] < m[pooled + "_ci_high"]
     # the synthetic DnD (p=0.6) beats the random control (p=0.35) on both metrics, decisively

@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("dnd.evaluate", "score base, source LoRAs, soup, nearest, DnD and controls on one target"),
     "eval-speed": ("dnd.eval_speed", "time and compare the dnd-prefix and plain hf lm-eval backends on one target"),
     "eval-speed-summary": ("dnd.eval_speed", "merge the backend comparisons into eval_speed.csv and eval_agreement.csv"),
+    "diagnose-fold": ("dnd.diagnostics", "weight-space diagnostics of one fold's generators (fit, retrieval, sensitivity)"),
+    "diagnostics": ("dnd.diagnostics", "merge the fold diagnostics with the function-space comparisons"),
     "summarize": ("dnd.summary", "merge per-target scores into scores.csv with bootstrap CIs"),
     "report": ("dnd.report", "render results/report.md and the figures"),
 }

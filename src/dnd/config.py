@@ -113,6 +113,8 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(gen.get(key, [])) - set(cfg["data"]["datasets"]))
         if unknown:
             raise ConfigError(f"generator.{key} names datasets not in data.datasets: {unknown}")
+    if gen.get("design", "hyperconv") in gen.get("variants", []):
+        raise ConfigError(f"generator.variants repeats the default design {gen['design']!r} (it is method dnd)")
     unknown = sorted(set(cfg["base_model"].get("tiny", {}).get("tokenizer_datasets", [])) - set(cfg["data"]["datasets"]))
     if unknown:
         raise ConfigError(f"base_model.tiny.tokenizer_datasets names datasets not in data.datasets: {unknown}")

@@ -5,8 +5,24 @@ position and W the encoder feature (N, L, D); at the output C is the parameter-t
 and (H, W) a token (T, r+2, w+2). The decoder is a chain of `HyperConvLayer`s through the
 hidden stage shapes of `generator.stages`.
 
-This module holds the model only: its training criterion is in dnd.generators, its checkpoint
-format in dnd.generator_checkpoint.
+Two heads for the last layer (`generator.head`):
+  conv   the paper's: a k x k convolution from the last hidden channels to the T token channels
+         over one shared (H, W) plane; every token then reads the same C*k*k-dimensional
+         neighbourhood, so the prompt-dependent part of all T tokens lives in one small subspace
+         (at C = 16, k = 3: 144 weights per token), too small to reproduce six different LoRAs.
+  local  a position-wise mixing: out[t, h, w] = sum_c U[t, c, h, w] * z[c, h, w] + b[t, h, w]
+         (a locally connected 1 x 1 layer): each token entry gets its own C weights, so C >= the
+         number of training datasets can fit each of them exactly. T*C*H*W weights (49M for
+         SmolLM2 at C = 16), but one batched matrix product: far cheaper than the 3 x 3
+         convolution to T channels.
+`output_init: zero` starts the last layer at zero, so the untrained decoder outputs exactly its
+offset (the mean training token) and no initial noise has to be unlearned.
+
+`SourceBasisGenerator` is the design beyond the paper (`generator.design: basis`): a
+permutation-invariant pooled condition and a softmax over the training datasets' mean tokens.
+
+This module holds the models only: their training criterion is in dnd.generators, their
+checkpoint format in dnd.generator_checkpoint.
 """
 
 from __future__ import annotations
@@ -74,6 +90,26 @@ class HyperConvLayer(nn.Module):
         return out + x if self.residual else out
 
 
+class LocalMix(nn.Module):
+    """(B, C, H, W) -> (B, T, H, W): out[b, t, h, w] = sum_c weight[h*W + w, c, t] * z[b, c, h, w]
+    + bias[t, h, w], one (C, T) matrix per position, applied as one batched matrix product."""
+
+    def __init__(self, channels: int, tokens: int, height: int, width: int):
+        super().__init__()
+        self.shape = (int(channels), int(tokens), int(height), int(width))
+        positions = int(height) * int(width)
+        self.weight = nn.Parameter(torch.empty(positions, int(channels), int(tokens)))
+        self.bias = nn.Parameter(torch.zeros(int(tokens), int(height), int(width)))
+        nn.init.normal_(self.weight, std=channels**-0.5)
+
+    def forward(self, z: Tensor) -> Tensor:
+        b = z.shape[0]
+        c, t, h, w = self.shape
+        zp = z.reshape(b, c, h * w).permute(2, 0, 1)  # (P, B, C)
+        out = torch.bmm(zp, self.weight)  # (P, B, T)
+        return out.permute(1, 2, 0).reshape(b, t, h, w) + self.bias
+
+
 class HyperConvDecoder(nn.Module):
     """Condition (B, N, L, D) -> parameter tokens (B, T, r+2, w+2).
 
@@ -85,7 +121,11 @@ class HyperConvDecoder(nn.Module):
         output_offset: add a fixed (T, r+2, w+2) buffer `output_offset` to the output
             (`generator.output_offset: mean`; set by training, saved in the state dict).
             False (default) is the paper's decoder.
+        head: "conv" (paper) or "local" for the last layer (see the module doc).
+        zero_init_output: start the last layer's weights and bias at zero.
     """
+
+    design = "hyperconv"
 
     def __init__(
         self,
@@ -94,6 +134,8 @@ class HyperConvDecoder(nn.Module):
         output_shape: Sequence[int],
         kernel: int,
         output_offset: bool = False,
+        head: str = "conv",
+        zero_init_output: bool = False,
     ):
         super().__init__()
         shapes = [tuple(int(v) for v in s) for s in [input_shape, *stages, output_shape]]
@@ -102,7 +144,17 @@ class HyperConvDecoder(nn.Module):
                 raise ValueError(f"stage shapes must be three positive integers [C, H, W], got {list(s)}")
         self.shapes: list[Shape3] = shapes  # type: ignore[assignment]
         self.kernel = int(kernel)
+        if head not in ("conv", "local"):
+            raise ValueError(f"head must be 'conv' or 'local', got {head!r}")
+        self.head, self.zero_init_output = head, bool(zero_init_output)
         self.layers = nn.ModuleList(HyperConvLayer(a, b, self.kernel) for a, b in zip(shapes[:-1], shapes[1:]))
+        last = self.layers[-1]
+        if head == "local":
+            c_in, (c_out, h_out, w_out) = last.in_shape[0], last.out_shape
+            last.channel = LocalMix(c_in, c_out, h_out, w_out)
+        if self.zero_init_output:
+            nn.init.zeros_(last.channel.weight)
+            nn.init.zeros_(last.channel.bias)
         self.has_offset = bool(output_offset)
         if self.has_offset:
             self.register_buffer("output_offset", torch.zeros(shapes[-1]))
@@ -123,6 +175,8 @@ class HyperConvDecoder(nn.Module):
             "output_shape": list(self.shapes[-1]),
             "kernel": self.kernel,
             "output_offset": self.has_offset,
+            "head": self.head,
+            "zero_init_output": self.zero_init_output,
         }
 
     def forward(self, condition: Tensor) -> Tensor:
@@ -133,6 +187,71 @@ class HyperConvDecoder(nn.Module):
         for layer in self.layers:
             x = layer(x)
         return x + self.output_offset if self.has_offset else x
+
+
+def pooled_condition(condition: Tensor) -> Tensor:
+    """(B, N, L, D) -> (B, D): each prompt's mean over its real tokens (the encoder zeroes
+    padding), then the mean over prompts: invariant to the order of the N prompts."""
+    real = (condition != 0).any(dim=-1, keepdim=True).to(condition.dtype)  # (B, N, L, 1)
+    per_prompt = (condition * real).sum(dim=2) / real.sum(dim=2).clamp(min=1.0)  # (B, N, D)
+    return per_prompt.mean(dim=1)
+
+
+class SourceBasisGenerator(nn.Module):
+    """Condition (B, N, L, D) -> tokens (B, T, r+2, w+2) as a convex combination of the training
+    datasets' mean tokens (`generator.design: basis`, beyond the paper).
+
+    p = softmax(MLP(pooled_condition(condition))) over the S training datasets;
+    tokens = sum_s p_s * basis[s]   (basis: (S, T, r+2, w+2), each dataset's mean checkpoint token,
+                                     set by training and saved in the state dict)
+
+    Exact on the training datasets by construction (a one-hot p gives a dataset's mean LoRA), never
+    outside their convex hull, and independent of the order of the prompts. The last linear layer
+    starts at zero: the untrained generator outputs the mean of the datasets (the soup in token space).
+    """
+
+    design = "basis"
+
+    def __init__(self, input_shape: Sequence[int], n_sources: int, output_shape: Sequence[int], hidden: int = 256):
+        super().__init__()
+        self.input_shape: Shape3 = tuple(int(v) for v in input_shape)  # type: ignore[assignment]
+        self.output_shape: Shape3 = tuple(int(v) for v in output_shape)  # type: ignore[assignment]
+        self.n_sources, self.hidden = int(n_sources), int(hidden)
+        if len(self.input_shape) != 3 or len(self.output_shape) != 3 or self.n_sources < 1:
+            raise ValueError(f"bad shapes {input_shape} -> {output_shape} or n_sources {n_sources}")
+        dim = self.input_shape[2]
+        self.mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, self.hidden), nn.GELU(),
+                                 nn.Linear(self.hidden, self.n_sources))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+        self.register_buffer("basis", torch.zeros(self.n_sources, *self.output_shape))
+
+    def hparams(self) -> dict:
+        """Constructor arguments (stored in generator checkpoints, with the design)."""
+        return {"input_shape": list(self.input_shape), "n_sources": self.n_sources,
+                "output_shape": list(self.output_shape), "hidden": self.hidden}
+
+    def coefficients(self, condition: Tensor) -> Tensor:
+        """(B, N, L, D) -> (B, S): the weight of each training dataset."""
+        if tuple(condition.shape[1:]) != self.input_shape:
+            raise ValueError(f"condition has shape {tuple(condition.shape)}, generator expects (B, *{self.input_shape})")
+        return torch.softmax(self.mlp(pooled_condition(condition)), dim=-1)
+
+    def forward(self, condition: Tensor) -> Tensor:
+        p = self.coefficients(condition)
+        return torch.tensordot(p, self.basis, dims=([1], [0]))
+
+
+def build_decoder(hparams: dict) -> nn.Module:
+    """The generator model of a checkpoint's `decoder` entry: {"design": ..., **hparams} (design
+    hyperconv when absent: checkpoints written before there were designs)."""
+    kw = dict(hparams)
+    design = kw.pop("design", "hyperconv")
+    if design == "hyperconv":
+        return HyperConvDecoder(**kw)
+    if design == "basis":
+        return SourceBasisGenerator(**kw)
+    raise ValueError(f"unknown generator design {design!r}")
 
 
 def count_parameters(model: nn.Module) -> int:

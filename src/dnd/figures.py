@@ -10,6 +10,8 @@
   controls.png    DnD vs its controls (other dataset's prompts, random text)
   comparisons.png DnD minus each zero-shot baseline with paired 95% CIs, per target and pooled,
                   on accuracy and on the gold answer's log-probability (metrics.json)
+  diagnostics.png per fold, each generator's fit ratio, retrieval accuracy, prompt sensitivity
+                  and redraw spread, and the zoo's reachability (results/diagnostics.csv)
 A figure whose input the run lacks is still written, as a placeholder naming what is missing,
 so the set of outputs is the same for every run. Captions for the Snakemake report are in
 workflow/report/fig_{name}.rst; `CAPTIONS` are the report's one-line index entries.
@@ -25,7 +27,7 @@ import pandas as pd
 
 from .datasets import title
 from .io import atomic_path
-from .summary import COMPARED, MEAN_TARGET
+from .summary import MEAN_TARGET, comparison_pairs
 from .tables import METHOD_LABELS, dataset_order, pct_factor
 
 CAPTIONS: dict[str, str] = {
@@ -36,13 +38,15 @@ CAPTIONS: dict[str, str] = {
     "curves": "training curves of the LoRA zoo and the generators",
     "controls": "DnD vs control adapters",
     "comparisons": "DnD minus each zero-shot baseline, paired 95% CIs (accuracy, gold log-prob)",
+    "diagnostics": "generator diagnostics per fold: fit, retrieval, prompt sensitivity, reachability",
 }
 FIGURES: dict[str, str] = {key: f"{key}.png" for key in CAPTIONS}  # name -> file under --figures-dir
 
 # One fixed order (bars, legends) and colour per method, shared by every figure.
 MAIN_METHODS = ["base", "train_avg", "best_train", "soup", "nearest", "dnd", "oracle"]
 _PALETTE_INDEX = {"base": 7, "train_avg": 0, "best_train": 9, "soup": 4, "nearest": 8, "dnd": 3,
-                  "oracle": 2, "control_other": 5, "control_random": 6}
+                  "oracle": 2, "control_other": 5, "control_random": 6, "control_shuffled": 1,
+                  "dnd_basis": 3, "dnd_hyperconv": 3}
 
 
 def apply_style() -> None:
@@ -349,12 +353,15 @@ def fig_comparisons(metrics: dict | None, targets: list[str], path: Path, factor
         return False
     names = [*targets, MEAN_TARGET]
     colors = {**dataset_palette(targets), title(MEAN_TARGET): (0, 0, 0)}
-    fig, axes = plt.subplots(1, 2, figsize=(9, 0.5 + 0.9 * len(COMPARED)), sharey=True)
+    kinds = {k.split("/")[1].split("_minus_")[0] for k in metrics if "_minus_" in k}
+    pairs = [(s, b) for s, b in comparison_pairs(kinds)
+             if isinstance(metrics.get(f"{MEAN_TARGET}/{s}_minus_{b}/acc"), (int, float))]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 0.5 + 0.9 * len(pairs)), sharey=True)
     for ax, (metric, scale, unit) in zip(axes, (("acc", factor, "accuracy (points)"),
                                                 ("gold_logprob", 1.0, "gold log-prob (nats)"))):
-        for bi, b in enumerate(COMPARED):
+        for bi, (subject, b) in enumerate(pairs):
             for ti, t in enumerate(names):
-                key = f"{t}/dnd_minus_{b}/{metric}"
+                key = f"{t}/{subject}_minus_{b}/{metric}"
                 d, lo, hi = (metrics.get(key + sfx) for sfx in ("", "_ci_low", "_ci_high"))
                 if not all(isinstance(v, (int, float)) for v in (d, lo, hi)):
                     continue
@@ -364,9 +371,47 @@ def fig_comparisons(metrics: dict | None, targets: list[str], path: Path, factor
                             ms=5 if pooled else 3, color=colors[title(t)], lw=1.6 if pooled else 0.8,
                             label=("pooled over targets" if pooled else title(t)) if bi == 0 else None)
         ax.axvline(0, color="grey", lw=0.8, ls="--")
-        ax.set_xlabel(f"DnD − baseline, {unit}")
-    axes[0].set_yticks(range(len(COMPARED)), [METHOD_LABELS[b] for b in COMPARED])
+        ax.set_xlabel(f"method − baseline, {unit}")
+    axes[0].set_yticks(range(len(pairs)), [f"{METHOD_LABELS[s]} − {METHOD_LABELS[b]}" for s, b in pairs],
+                       fontsize=7)
     axes[0].invert_yaxis()
     axes[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False, fontsize=7)
+    _save(fig, path)
+    return True
+
+
+DIAGNOSTIC_PANELS = (("fit_ratio", "fit ratio (token space; goal ≤ 0.3)", 0.3),
+                     ("retrieval_acc", "retrieval accuracy (goal ≥ 0.9)", 0.9),
+                     ("sensitivity_ratio", "prompt sensitivity (1 = as far apart as the real LoRAs)", None),
+                     ("reachability", "reachability of the held-out LoRA (zoo)", None))
+
+
+def fig_diagnostics(diag: pd.DataFrame | None, targets: list[str], path: Path) -> bool:
+    """Four panels of grouped bars, one group per fold: fit_ratio, retrieval_acc,
+    sensitivity_ratio (per generator: dnd and each variant) and the zoo's reachability, with the
+    goals as dashed lines. False (a placeholder) without diagnostics."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if diag is None or diag.empty:
+        placeholder(path, "no generator diagnostics (results/diagnostics.csv)")
+        return False
+    folds = [t for t in targets if t in set(diag["fold"])]
+    fig, axes = plt.subplots(1, len(DIAGNOSTIC_PANELS), figsize=(4.2 * len(DIAGNOSTIC_PANELS), 3.6))
+    for ax, (metric, label, goal) in zip(axes, DIAGNOSTIC_PANELS):
+        sub = diag[(diag["metric"] == metric) & diag["fold"].isin(folds)].copy()
+        if sub.empty:
+            ax.set_axis_off()
+            continue
+        sub["fold"] = sub["fold"].map(title)
+        sub["variant"] = sub["variant"].map(lambda v: METHOD_LABELS.get(v, v))
+        sns.barplot(data=sub, x="fold", y="value", hue="variant", order=[title(t) for t in folds], ax=ax)
+        if goal is not None:
+            ax.axhline(goal, color="grey", lw=0.8, ls="--")
+        ax.set_title(label, fontsize=8)
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+        ax.tick_params(axis="x", rotation=45, labelsize=7)
+        ax.legend(fontsize=6, frameon=False)
     _save(fig, path)
     return True

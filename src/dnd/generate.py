@@ -18,7 +18,10 @@ Prompt sources for `--prompts`:
   *.jsonl      prepared items (question + choices -> `dnd.prompts.condition_text`), or records
                with a "text" or "prompt" field;
   other files  one prompt per non-empty line (.txt);
-  random:<n>   n random word sequences (`random_text_prompts`), the random-text control.
+  random:<n>   n random word sequences (`random_text_prompts`), the random-text control;
+  shuffled:<file>  the prompts of <file> (any form above) with the words of each one shuffled
+               (`shuffle_words`), the shuffled-words control: the target's own vocabulary
+               without its task structure.
 N prompts are drawn from the source with a seeded generator: distinct when the source has
 at least N, otherwise with replacement (as in training).
 """
@@ -85,8 +88,22 @@ def random_text_prompts(n: int, seed: int) -> list[str]:
     return out
 
 
+def shuffle_words(prompts: list[str], seed: int) -> list[str]:
+    """Each prompt with its whitespace-separated words in a seeded random order (line breaks
+    and spacing collapse to single spaces)."""
+    rng = random.Random(derive_seed(seed, "shuffled-words"))
+    out = []
+    for text in prompts:
+        words = text.split()
+        rng.shuffle(words)
+        out.append(" ".join(words))
+    return out
+
+
 def read_prompts(spec: str, seed: int = 0) -> list[str]:
     """All prompts of a source (see module doc for the accepted forms)."""
+    if spec.startswith("shuffled:"):
+        return shuffle_words(read_prompts(spec[len("shuffled:"):], seed), seed)
     m = re.fullmatch(r"random:(\d+)", spec)
     if m:
         if int(m.group(1)) < 1:
@@ -251,7 +268,8 @@ def efficiency_rows(timing_paths: list[str | Path]) -> list[dict[str, Any]]:
 
 def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generator", required=True, help="generator checkpoint (.pt) from train-generator")
-    p.add_argument("--prompts", required=True, help="prompts: .jsonl, .txt (one per line) or random:<n>")
+    p.add_argument("--prompts", required=True,
+                   help="prompts: .jsonl, .txt (one per line), random:<n> or shuffled:<file>")
     p.add_argument("--out", required=True, help="output PEFT adapter directory")
     p.add_argument("--n-prompts", type=int, default=None, help="N (must match the generator; default: its N)")
     p.add_argument("--seed", type=int, default=0, help="seed of the prompt draw")

@@ -2,7 +2,8 @@
 (reads it). One self-contained torch file (loadable with weights_only=True):
 
   format             CHECKPOINT_FORMAT
-  model, decoder     the HyperConvDecoder's state dict and constructor arguments (hparams)
+  model, decoder     the generator model's state dict and constructor arguments (hparams,
+                     with its `design`; dnd.decoder.build_decoder)
   layout             the LoRA layout of the parameter tokens (dnd.tokenization.LoraLayout)
   lora_config        r, alpha, modules, ... of the template adapter (checked at training)
   adapter_config     the template's adapter_config.json as PEFT wrote it: generated adapters
@@ -19,7 +20,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .decoder import HyperConvDecoder
+from torch import nn
+
+from .decoder import build_decoder
 from .io import ArtifactError, load_torch, save_torch
 
 CHECKPOINT_FORMAT = "dnd-generator-v1"
@@ -27,15 +30,16 @@ CHECKPOINT_FORMAT = "dnd-generator-v1"
 GENERATION_KEYS = ("layout", "adapter_config", "encoder", "n_params")
 
 
-def save_generator(path: str | Path, model: HyperConvDecoder, **fields: Any) -> dict[str, Any]:
+def save_generator(path: str | Path, model: nn.Module, **fields: Any) -> dict[str, Any]:
     """Write the checkpoint of `model` atomically: format, model, decoder, then `fields` in the
     order given (see the module docstring). Returns the saved dict."""
-    checkpoint = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "decoder": model.hparams(), **fields}
+    checkpoint = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(),
+                  "decoder": {"design": model.design, **model.hparams()}, **fields}
     save_torch(path, checkpoint)
     return checkpoint
 
 
-def load_generator(path: str | Path) -> tuple[HyperConvDecoder, dict[str, Any]]:
+def load_generator(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """A trained decoder (eval mode) and its checkpoint dict; a missing, corrupt, foreign or
     incomplete file (one lacking a GENERATION_KEYS entry) is one error naming it."""
     ckpt = load_torch(path, "generator checkpoint")
@@ -46,7 +50,7 @@ def load_generator(path: str | Path) -> tuple[HyperConvDecoder, dict[str, Any]]:
         raise ArtifactError(f"generator checkpoint {path} lacks {missing} (written by an older version?): "
                             "retrain it with `dnd train-generator`")
     try:
-        model = HyperConvDecoder(**ckpt["decoder"])
+        model = build_decoder(ckpt["decoder"])
         model.load_state_dict(ckpt["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         first = (str(exc).strip().splitlines() or [""])[0][:200]

@@ -52,7 +52,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from .config import command_params, parse_params, section
-from .decoder import HyperConvDecoder, count_parameters
+from .decoder import HyperConvDecoder, SourceBasisGenerator, count_parameters
 from .encoder import encoding_signature, load_encoded
 from .generator_checkpoint import save_generator
 from .io import load_torch, save_torch, write_csv
@@ -256,6 +256,23 @@ def _load_sources(
     return zoo, layout, states
 
 
+def build_generator(gen: Mapping[str, Any], input_shape: Sequence[int], output_shape: Sequence[int],
+                    token_sets: Sequence[Tensor]) -> torch.nn.Module:
+    """The untrained generator of `generator.design` (dnd.decoder), with its data-derived buffers
+    set from the training datasets' zoo tokens: the mean-token offset of the hyper-convolutional
+    decoder (`output_offset: mean`), the per-dataset mean tokens of the source basis."""
+    if gen["design"] == "basis":
+        model = SourceBasisGenerator(input_shape, len(token_sets), output_shape, hidden=gen["basis_hidden"])
+        model.basis.copy_(torch.stack([t.float().mean(dim=0) for t in token_sets]))
+        return model
+    model = HyperConvDecoder(input_shape, gen["stages"], output_shape, gen["kernel"],
+                             output_offset=gen["output_offset"] != "none", head=gen["head"],
+                             zero_init_output=gen["output_init"] == "zero")
+    if gen["output_offset"] == "mean":
+        model.output_offset.copy_(mean_token(token_sets))
+    return model
+
+
 def resume_path(out: str | Path) -> Path:
     """Where the resume checkpoint of a generator output lives (next to it)."""
     out = Path(out)
@@ -340,17 +357,11 @@ def train_generator(
     _, seq_len, dim = states[0].shape
 
     torch.manual_seed(derive_seed(run_seed, "init"))
-    model = HyperConvDecoder(
-        (gen["n_prompts"], seq_len, dim),
-        gen["stages"],
-        (layout.n_tokens, *layout.token_shape),
-        gen["kernel"],
-        output_offset=gen["output_offset"] != "none",
-    )
-    if gen["output_offset"] == "mean":
-        model.output_offset.copy_(mean_token(token_sets))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=gen["lr"], weight_decay=gen["weight_decay"])
-    total = int(gen["steps"])
+    model = build_generator(gen, (gen["n_prompts"], seq_len, dim), (layout.n_tokens, *layout.token_shape), token_sets)
+    # fused: one kernel per parameter tensor, 8x faster than the default on this CPU for the 49M
+    # weights of the local head (0.05 s vs 0.4 s per step)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=gen["lr"], weight_decay=gen["weight_decay"], fused=True)
+    total = int(gen["basis_steps"] if gen["design"] == "basis" else gen["steps"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, gen["warmup_steps"], total))
     fingerprint = derive_seed(gen, enc, lora, seed, target, list(sources), [z["steps"] for z in zoo], layout.to_dict())
 

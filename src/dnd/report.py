@@ -23,12 +23,12 @@ import yaml
 
 from .config import config_hash
 from .datasets import title
-from .figures import (CAPTIONS, FIGURES, MAIN_METHODS, apply_style, fig_comparisons, fig_curves, fig_efficiency,
-                      fig_pca, fig_transfer, method_bars, placeholder)
+from .figures import (CAPTIONS, FIGURES, MAIN_METHODS, apply_style, fig_comparisons, fig_curves, fig_diagnostics,
+                      fig_efficiency, fig_pca, fig_transfer, method_bars, placeholder)
 from .io import atomic_path, write_text
 from .summary import MEAN_ADAPTER, MEAN_TARGET
-from .tables import (CONTROL_METHODS, DELTA_COLUMN, TABLES, comparisons_table, compute_table, controls_table,
-                     dataset_order, efficiency_table, eval_backend_table, fmt, get_main_table, load_scores, lookup,
+from .tables import (CONTROL_METHODS, DELTA_COLUMN, METHOD_LABELS, TABLES, comparisons_table, compute_table,
+                     controls_table, dataset_order, diagnostics_table, efficiency_table, eval_backend_table, fmt, get_main_table, load_scores, lookup,
                      paper_table, pct_factor, render_main_table, tidy_scores, versions)
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ SECTIONS: list[str] = [
     "## Main results",
     "## Paper's reported numbers beside ours",
     "## Controls",
+    "## Generator diagnostics",
     "## Evaluation backend",
     "## Efficiency",
     "## Parameter space and training dynamics",
@@ -58,6 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-speed", default="results/eval_speed.csv",
                    help="backend,target,adapter,items,seconds of dnd eval-speed (optional)")
     p.add_argument("--eval-agreement", default="results/eval_agreement.csv", help="dnd eval-speed's agreement (optional)")
+    p.add_argument("--diagnostics", default="results/diagnostics.csv",
+                   help="fold,variant,metric,value of dnd diagnostics (optional)")
     p.add_argument("--data-summary", default="results/data_summary.csv")
     p.add_argument("--zoo-dir", default="results/zoo")
     p.add_argument("--generators-dir", default="results/generators")
@@ -81,7 +84,7 @@ def run(args: argparse.Namespace) -> None:
     if params:  # without a config the report is rendered from the run's files alone
         validate_config(params)
     paths = {k: Path(getattr(args, k)) for k in ("scores", "metrics", "efficiency", "eval_speed", "eval_agreement",
-                                                 "data_summary", "zoo_dir",
+                                                 "diagnostics", "data_summary", "zoo_dir",
                                                  "generators_dir", "generated_dir", "benchmarks_dir", "timings_dir",
                                                  "paper_numbers", "out", "figures_dir")}
     build_report(params=params, **paths, tables_dir=Path(args.tables_dir) if args.tables_dir else None,
@@ -291,6 +294,63 @@ def _controls_section(tidy: pd.DataFrame, targets: list[str], fig: dict[str, Pat
                 _md(ctab), "", f"![Controls]({link['controls']})", ""]
 
 
+def _pooled(metrics_obj: dict | None, key: str) -> str:
+    """'+x [lo, hi]' of a pooled metrics.json comparison (gold log-prob, nats), or 'n/a'."""
+    m = metrics_obj or {}
+    vals = [m.get(f"{MEAN_TARGET}/{key}{sfx}") for sfx in ("", "_ci_low", "_ci_high")]
+    if not all(isinstance(v, (int, float)) for v in vals):
+        return "n/a"
+    return f"{vals[0]:+.3f} [{vals[1]:+.3f}, {vals[2]:+.3f}]"
+
+
+def _diagnostics_section(diagnostics: Path | None, metrics_obj: dict | None, targets: list[str], params: dict,
+                         fig: dict[str, Path], link: dict[str, str], tables: dict[str, pd.DataFrame]) -> list[str]:
+    from .diagnostics import FIT_GOAL, RETRIEVAL_GOAL, STRAY_LIMIT, read_rows, select_design
+
+    L = ["## Generator diagnostics", ""]
+    if diagnostics is None or not diagnostics.exists():
+        fig_diagnostics(None, targets, fig["diagnostics"])
+        return L + ["No generator diagnostics in this run (results/diagnostics.csv).", ""]
+    diag = pd.read_csv(diagnostics)
+    fig_diagnostics(diag, targets, fig["diagnostics"])
+    tables["diagnostics"] = dtab = diagnostics_table(diag, targets)
+    chosen, reason = select_design(read_rows(diagnostics))
+    design = lookup(params, "generator.design", "hyperconv")
+    label = {"dnd": f"DnD (the configured default, design `{design}`)"}.get(chosen, METHOD_LABELS.get(chosen, chosen))
+    reach = diag[(diag.metric == "reachability") & (diag.variant == "zoo")]["value"]
+    L += ["Does each fold's generator reproduce the LoRAs it was trained on, from their prompts, and does it answer "
+          "to its prompts? Weight-space figures (dnd.diagnostics; ΔW = B·A over every LoRA module), each "
+          "generator conditioned on 128 cond prompts of every dataset of its fold:", "",
+          "- *Fit ratio*: error of the adapter generated from a source's prompts against that source's checkpoints, "
+          "over the error of the mean training token (tokens, as the loss weighs them; ΔW: against the final "
+          "LoRA, over the sources' mean). 0 = exact, 1 = no better than the mean.",
+          f"- *Retrieval*: share of sources whose generated adapter is closest (ΔW cosine) to their own LoRA "
+          f"(chance 1/{max(len(targets) - 1, 1)}).",
+          "- *Sensitivity*: mean ΔW distance between adapters generated from different datasets' prompts, over the "
+          "mean distance between their real LoRAs; *redraw spread*: the same for two draws of one dataset's prompts.",
+          "- *Held-out stray*: distance of the held-out adapter from the sources' mean, in units of the sources' "
+          "mean distance from it.",
+          "- *Reachability (zoo)*: share of the held-out LoRA's deviation from the sources' mean that lies in the "
+          "span of the sources' deviations: what any combination of the sources could reach.", "",
+          _md(dtab), "",
+          f"**Which design is the default** is decided by a rule fixed before any test item was scored, on these "
+          f"weight-space figures only: a generator qualifies if on every fold its fit ratio is ≤ {FIT_GOAL}, its "
+          f"retrieval ≥ {RETRIEVAL_GOAL} and its held-out stray ≤ {STRAY_LIMIT}; the configured default is kept if "
+          f"it qualifies, else the first qualifying variant, else the lowest mean fit ratio. "
+          f"This run: **{label}** ({reason}).", ""]
+    if len(reach):
+        L += [f"Reachability averages {reach.mean():.3f} over folds (range {reach.min():.3f}–{reach.max():.3f}): "
+              f"even an exact combination of the sources recovers at most that share of a held-out LoRA's "
+              "deviation from their mean, so weight-space generation from these sources is bounded by it.", ""]
+    if metrics_obj:
+        L += ["In function space, on the held-out test items (gold-answer log-probability, nats, pooled over "
+              "targets, paired 95% CI): DnD minus other prompts "
+              f"{_pooled(metrics_obj, 'dnd_minus_control_other/gold_logprob')}, minus random text "
+              f"{_pooled(metrics_obj, 'dnd_minus_control_random/gold_logprob')}, minus shuffled words "
+              f"{_pooled(metrics_obj, 'dnd_minus_control_shuffled/gold_logprob')}.", ""]
+    return L + [f"![Generator diagnostics]({link['diagnostics']})", ""]
+
+
 def _eval_backend_section(eval_speed: Path, eval_agreement: Path, benchmarks_dir: Path,
                           tables: dict[str, pd.DataFrame]) -> list[str]:
     L = ["## Evaluation backend", ""]
@@ -406,7 +466,7 @@ def _write_tables(tables_dir: Path, tables: dict[str, pd.DataFrame], out: Path) 
 
 
 def build_report(*, params: dict, scores: Path, metrics: Path, efficiency: Path, eval_speed: Path,
-                 eval_agreement: Path, data_summary: Path,
+                 eval_agreement: Path, data_summary: Path, diagnostics: Path | None = None,
                  zoo_dir: Path, generators_dir: Path, generated_dir: Path, benchmarks_dir: Path,
                  timings_dir: Path, paper_numbers: Path, out: Path, figures_dir: Path, tables_dir: Path | None = None,
                  pca_checkpoints: int = 10, pca_coords: int = 100_000) -> str:
@@ -445,6 +505,7 @@ def build_report(*, params: dict, scores: Path, metrics: Path, efficiency: Path,
     L += _main_section(sc, tidy, mt, metrics_obj, targets, link, tables)
     L += _paper_section(mt, paper, paper_numbers, tables)
     L += _controls_section(tidy, targets, fig, link, tables)
+    L += _diagnostics_section(diagnostics, metrics_obj, targets, params, fig, link, tables)
     L += _eval_backend_section(eval_speed, eval_agreement, benchmarks_dir, tables)
     L += _efficiency_section(eff_disp, eff_num, efficiency, paper, link, tables)
     L += _dynamics_section(pca_note, has_curves, link)

@@ -12,9 +12,10 @@ all rows share one matrix of resampled item indices (seeded by `seed` and the ta
 the CIs are paired and do not depend on which other targets or rows exist.
 
 metrics.json also holds DnD (per item: the mean over its adapters) minus each zero-shot baseline
-(`COMPARED`: training-LoRA average, soup, nearest, each control) on accuracy and on gold
-log-probability (`ITEM_METRICS`), `{target}/dnd_minus_{baseline}/{metric}` with the paired
-bootstrap CI (`_ci_low`, `_ci_high`), and pooled over targets as `mean/...`: the mean of the
+(`COMPARED`: training-LoRA average, soup, nearest, each control) and each variant design
+(dnd_<design>) minus `VARIANT_COMPARED` (training-LoRA average, soup, nearest, dnd) on accuracy
+and on gold log-probability (`ITEM_METRICS`), `{target}/{subject}_minus_{baseline}/{metric}` with
+the paired bootstrap CI (`_ci_low`, `_ci_high`), and pooled over targets as `mean/...`: the mean of the
 per-target differences, its CI from the same per-target resamples averaged (every target weighs
 the same; items are resampled within their target).
 
@@ -57,7 +58,9 @@ MEAN_ADAPTER = "mean"  # adapter name of the per-target aggregate row of a multi
 MEAN_TARGET = "mean"  # row / key name of the average over targets
 BOOT_FIGURES = ("dnd_mean", "dnd_minus_train_avg", "train_avg")  # over-target means with a bootstrap CI
 # zero-shot baselines DnD is compared with, item by item (paired bootstrap), per target and pooled
-COMPARED = ("train_avg", "soup", "nearest", "control_other", "control_random")
+COMPARED = ("train_avg", "soup", "nearest", *CONTROL_KINDS)
+# what each variant design (dnd_<design>) is compared with: the zero-shot baselines and dnd
+VARIANT_COMPARED = ("train_avg", "soup", "nearest", "dnd")
 ITEM_METRICS = ("acc", "gold_logprob")  # per item: correct (0/1); log P(gold answer), summed over its tokens
 
 
@@ -259,23 +262,34 @@ def _item_vectors(rows: list[dict], train: list[str], metric: str = "acc"):
     return vec
 
 
-def _comparisons(t: str, rows: list[dict], train: list[str], idx) -> tuple[dict[str, Any], dict[str, Any]]:
-    """DnD minus each COMPARED baseline, per ITEM_METRICS: ('{t}/dnd_minus_{b}/{m}' with its
-    paired 95% CI, {(b, m): bootstrap means or None})."""
+def comparison_pairs(kinds: Iterable[str]) -> list[tuple[str, str]]:
+    """(subject, baseline) pairs compared item by item: dnd against COMPARED, each variant kind
+    present (dnd_<design>) against VARIANT_COMPARED."""
+    present = set(kinds)
+    pairs = [("dnd", b) for b in COMPARED]
+    pairs += [(v, b) for v in VARIANT_KINDS if v in present for b in VARIANT_COMPARED]
+    return pairs
+
+
+def _comparisons(t: str, rows: list[dict], train: list[str], idx,
+                 pairs: list[tuple[str, str]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each subject minus each baseline of `comparison_pairs`, per ITEM_METRICS:
+    ('{t}/{subject}_minus_{b}/{m}' with its paired 95% CI, {(subject, b, m): bootstrap means or None})."""
     out: dict[str, Any] = {}
-    boots: dict[tuple[str, str], Any] = {}
+    boots: dict[tuple[str, str, str], Any] = {}
     for m in ITEM_METRICS:
         vec = _item_vectors(rows, train, m)
-        for b in COMPARED:
-            diff = vec["dnd"] - vec[b] if "dnd" in vec and b in vec else None
-            boots[(b, m)] = boot_means(diff, idx)
-            out[f"{t}/dnd_minus_{b}/{m}"] = float(diff.mean()) if diff is not None else math.nan
-            lo, hi = percentile_ci(boots[(b, m)])
-            out[f"{t}/dnd_minus_{b}/{m}_ci_low"], out[f"{t}/dnd_minus_{b}/{m}_ci_high"] = lo, hi
+        for subject, b in pairs:
+            diff = vec[subject] - vec[b] if subject in vec and b in vec else None
+            boots[(subject, b, m)] = boot_means(diff, idx)
+            key = f"{t}/{subject}_minus_{b}/{m}"
+            out[key] = float(diff.mean()) if diff is not None else math.nan
+            out[f"{key}_ci_low"], out[f"{key}_ci_high"] = percentile_ci(boots[(subject, b, m)])
     return out, boots
 
 
-def _target_metrics(t: str, rows: list[dict], train: list[str], idx) -> tuple[dict[str, Any], dict[str, Any]]:
+def _target_metrics(t: str, rows: list[dict], train: list[str], idx,
+                    pairs: list[tuple[str, str]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """('{t}/...' figures beyond the main table, {BOOT_FIGURES name: bootstrap means or None})."""
     vec = _item_vectors(rows, train)
     diff = vec["dnd"] - vec["train_avg"] if "dnd" in vec and "train_avg" in vec else None
@@ -288,12 +302,12 @@ def _target_metrics(t: str, rows: list[dict], train: list[str], idx) -> tuple[di
         f"{t}/best_train_adapter": max(train, key=lambda d: src[d]) if train else "",
         f"{t}/dnd_minus_train_avg": float(diff.mean()) if diff is not None else math.nan,
     }
-    for kind in ("control_other", "control_random"):
+    for kind in (*VARIANT_KINDS, *CONTROL_KINDS):
         out[f"{t}/{kind}_mean"] = float(vec[kind].mean()) if kind in vec else math.nan
     boots = dict(zip(BOOT_FIGURES, (boot_means(v, idx) for v in (vec.get("dnd"), diff, vec.get("train_avg")))))
     lo, hi = percentile_ci(boots["dnd_minus_train_avg"])
     out[f"{t}/dnd_minus_train_avg_ci_low"], out[f"{t}/dnd_minus_train_avg_ci_high"] = lo, hi
-    comp, comp_boots = _comparisons(t, rows, train, idx)
+    comp, comp_boots = _comparisons(t, rows, train, idx, pairs)
     out.update(comp)
     boots.update(comp_boots)
     return out, boots
@@ -305,17 +319,17 @@ def _mean_metrics(out: dict[str, Any], targets: list[str], boots: dict[str, list
     import numpy as np
 
     m = {f"{MEAN_TARGET}/n_targets": len(targets)}
-    for key in ("control_other_mean", "control_random_mean", "dnd_minus_train_avg"):
+    for key in (*(f"{k}_mean" for k in (*VARIANT_KINDS, *CONTROL_KINDS)), "dnd_minus_train_avg"):
         m[f"{MEAN_TARGET}/{key}"] = float(np.mean([out[f"{t}/{key}"] for t in targets]))
     for name in BOOT_FIGURES:
         lo, hi = _pooled_ci(boots[name])
         key = "dnd" if name == "dnd_mean" else name
         m[f"{MEAN_TARGET}/{key}_ci_low"], m[f"{MEAN_TARGET}/{key}_ci_high"] = lo, hi
-    for b in COMPARED:  # pooled: every target weighs the same, items resampled within each target
-        for metric in ITEM_METRICS:
-            key = f"dnd_minus_{b}/{metric}"
-            m[f"{MEAN_TARGET}/{key}"] = float(np.mean([out[f"{t}/{key}"] for t in targets]))
-            m[f"{MEAN_TARGET}/{key}_ci_low"], m[f"{MEAN_TARGET}/{key}_ci_high"] = _pooled_ci(boots[(b, metric)])
+    for subject, b, metric in (k for k in boots if isinstance(k, tuple)):
+        # pooled: every target weighs the same, items resampled within each target
+        key = f"{subject}_minus_{b}/{metric}"
+        m[f"{MEAN_TARGET}/{key}"] = float(np.mean([out[f"{t}/{key}"] for t in targets]))
+        m[f"{MEAN_TARGET}/{key}_ci_low"], m[f"{MEAN_TARGET}/{key}_ci_high"] = _pooled_ci(boots[(subject, b, metric)])
     return m
 
 
@@ -340,12 +354,14 @@ def headline_metrics(rows: list[dict[str, Any]], scores, resamples: int, seed: i
     targets = list(dict.fromkeys(r["target"] for r in rows))
     out: dict[str, Any] = {}
     boots: dict[Any, list] = {name: [] for name in BOOT_FIGURES}
-    boots.update({(b, m): [] for b in COMPARED for m in ITEM_METRICS})
+    pairs = comparison_pairs(r["method"] for r in rows)
+    boots.update({(subject, b, m): [] for subject, b in pairs for m in ITEM_METRICS})
     for t in [*targets, MEAN_TARGET] if targets else []:
         out.update({f"{t}/{c}": table.loc[t, c] for c in MAIN_COLUMNS[1:]})
     for t in targets:
         trows = [r for r in rows if r["target"] == t]
-        figures, tboots = _target_metrics(t, trows, train[t], bootstrap_indices(trows[0]["n"], resamples, seed, t))
+        figures, tboots = _target_metrics(t, trows, train[t], bootstrap_indices(trows[0]["n"], resamples, seed, t),
+                                          pairs)
         out.update(figures)
         for name in boots:
             boots[name].append(tboots[name])

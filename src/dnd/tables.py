@@ -18,12 +18,14 @@ import numpy as np
 import pandas as pd
 
 from .datasets import title
-from .summary import COMPARED, MEAN_ADAPTER, MEAN_TARGET, main_table, training_loras
+from .summary import (CONTROL_KINDS, GENERATED_KINDS, MEAN_ADAPTER, MEAN_TARGET, comparison_pairs, main_table,
+                      training_loras)
 
 log = logging.getLogger(__name__)
 
 # With --tables-dir, the report's tables as displayed (strings, accuracies in %), as CSV.
-TABLES = ["main_table", "comparisons", "paper_comparison", "controls", "eval_backend", "efficiency", "compute"]
+TABLES = ["main_table", "comparisons", "paper_comparison", "controls", "diagnostics", "eval_backend", "efficiency",
+          "compute"]
 
 METHOD_LABELS = {
     "base": "Base",
@@ -35,11 +37,14 @@ METHOD_LABELS = {
     "oracle": "Oracle",
     "control_other": "Control: other prompts",
     "control_random": "Control: random text",
+    "control_shuffled": "Control: shuffled words",
+    "dnd_hyperconv": "DnD (hyper-conv design)",
+    "dnd_basis": "DnD (source-basis design)",
 }
 # Zero-shot methods compete for the bold mark. best_train is picked with the target's test
 # labels and oracle is trained on the target's labeled data: both are references only.
 ZERO_SHOT = ["base", "train_avg", "soup", "nearest", "dnd"]
-CONTROL_METHODS = ["dnd", "control_other", "control_random"]
+CONTROL_METHODS = ["dnd", *CONTROL_KINDS]
 MAIN_HEADERS = ["Target", "Base", "Training LoRAs (avg)", "Best training LoRA †", "Soup", "Nearest",
                 "DnD (mean ± sd)", "DnD 95% CI", "Oracle ‡", "Gap closed (%)"]
 DELTA_COLUMN = "DnD − training avg (95% CI)"
@@ -120,7 +125,7 @@ def tidy_scores(scores: pd.DataFrame, folds: dict | None = None) -> pd.DataFrame
     out = []
     for t in scores.target.unique():
         s = scores[scores.target == t]
-        for m in ("base", "soup", "nearest", "dnd", "control_other", "control_random"):
+        for m in ("base", "soup", "nearest", *GENERATED_KINDS):
             for _, r in s[(s.method == m) & (s.adapter != MEAN_ADAPTER)].iterrows():
                 out.append((t, m, r.adapter, f * r.acc))
         src = s[s.method == "source_lora"]
@@ -205,24 +210,55 @@ def render_main_table(mt: pd.DataFrame, metrics: dict | None = None, factor: flo
 
 
 def comparisons_table(metrics: dict, targets: list[str], factor: float = 100.0) -> pd.DataFrame | None:
-    """DnD minus each zero-shot baseline (dnd.summary.COMPARED), pooled over targets, on
-    accuracy (points) and on the gold answer's log-probability (nats), each with its paired
-    bootstrap 95% CI, and on how many targets DnD is ahead on accuracy (None without
-    metrics.json's comparisons)."""
+    """DnD minus each zero-shot baseline and control (dnd.summary.COMPARED), and each variant
+    design minus the baselines and DnD (VARIANT_COMPARED), pooled over targets, on accuracy
+    (points) and on the gold answer's log-probability (nats), each with its paired bootstrap
+    95% CI, and on how many targets the first is ahead on accuracy (None without metrics.json's
+    comparisons). Pairs whose figures are absent (e.g. a control that was not run) are left out."""
     if not any("/dnd_minus_" in k and k.endswith("/acc") for k in metrics):
         return None
+    kinds = {k.split("/")[1].split("_minus_")[0] for k in metrics if "_minus_" in k}
     rows = []
-    for b in COMPARED:
+    for subject, b in comparison_pairs(kinds):
         def cell(metric: str, scale: float, nd: int) -> str:
-            key = f"{MEAN_TARGET}/dnd_minus_{b}/{metric}"
+            key = f"{MEAN_TARGET}/{subject}_minus_{b}/{metric}"
             d, lo, hi = (scale * _metric(metrics, key + sfx) for sfx in ("", "_ci_low", "_ci_high"))
             return f"{d:+.{nd}f} [{lo:+.{nd}f}, {hi:+.{nd}f}]" if np.isfinite(d) else "n/a"
 
-        per = [_metric(metrics, f"{t}/dnd_minus_{b}/acc") for t in targets]
+        if not np.isfinite(_metric(metrics, f"{MEAN_TARGET}/{subject}_minus_{b}/acc")):
+            continue
+        per = [_metric(metrics, f"{t}/{subject}_minus_{b}/acc") for t in targets]
         per = [x for x in per if np.isfinite(x)]
-        rows.append({"DnD minus": METHOD_LABELS[b], "Accuracy (points, 95% CI)": cell("acc", factor, 1),
+        rows.append({"Method": METHOD_LABELS[subject], "minus": METHOD_LABELS[b],
+                     "Accuracy (points, 95% CI)": cell("acc", factor, 1),
                      "Gold log-prob (nats, 95% CI)": cell("gold_logprob", 1.0, 3),
-                     "Targets DnD ahead (acc)": f"{sum(x > 0 for x in per)}/{len(per)}"})
+                     "Targets ahead (acc)": f"{sum(x > 0 for x in per)}/{len(per)}"})
+    return pd.DataFrame(rows)
+
+
+DIAGNOSTIC_COLUMNS = {"fit_ratio": "Fit ratio (tokens)", "fit_ratio_dw": "Fit ratio (ΔW)",
+                      "retrieval_acc": "Retrieval", "sensitivity_ratio": "Sensitivity",
+                      "redraw_ratio": "Redraw spread", "heldout_norm_ratio": "Held-out stray"}
+
+
+def diagnostics_table(diag: pd.DataFrame, targets: list[str]) -> pd.DataFrame:
+    """One row per fold and generator (+ a mean row per generator): the weight-space diagnostics
+    of results/diagnostics.csv (dnd.diagnostics) and the zoo's reachability of that fold."""
+    folds = [t for t in targets if t in set(diag["fold"])]
+    val = {(r.fold, r.variant, r.metric): float(r.value) for r in diag.itertuples()}
+    variants = [v for v in dict.fromkeys(diag["variant"]) if v != "zoo" and
+                any((t, v, "fit_ratio") in val for t in folds)]
+    rows = []
+    for v in variants:
+        for t in [*folds, None]:
+            def get(metric: str, variant: str = v) -> float:
+                got = [val[(f, variant, metric)] for f in ([t] if t else folds) if (f, variant, metric) in val]
+                return float(np.mean(got)) if got else float("nan")
+
+            row = {"Fold": title(t) if t else "Mean", "Generator": METHOD_LABELS.get(v, v)}
+            row.update({label: f"{get(m):.3f}" for m, label in DIAGNOSTIC_COLUMNS.items()})
+            row["Reachability (zoo)"] = f"{get('reachability', 'zoo'):.3f}"
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -286,7 +322,7 @@ def controls_table(tidy: pd.DataFrame, targets: list[str]) -> pd.DataFrame | Non
                 means[m].append(st["mean"])
             else:
                 row[METHOD_LABELS[m]] = "n/a"
-        for m in ("control_other", "control_random"):
+        for m in CONTROL_KINDS:
             d = (stats.loc[(t, "dnd"), "mean"] - stats.loc[(t, m), "mean"]
                  if (t, "dnd") in stats.index and (t, m) in stats.index else float("nan"))
             row[f"DnD − {METHOD_LABELS[m].split(': ')[1]}"] = fmt(d)
@@ -294,7 +330,7 @@ def controls_table(tidy: pd.DataFrame, targets: list[str]) -> pd.DataFrame | Non
     mean_row = {"Target": "Mean"}
     for m in CONTROL_METHODS:
         mean_row[METHOD_LABELS[m]] = fmt(np.mean(means[m])) if means[m] else "n/a"
-    for m in ("control_other", "control_random"):
+    for m in CONTROL_KINDS:
         ok = [t for t in targets if (t, "dnd") in stats.index and (t, m) in stats.index]
         d = np.mean([stats.loc[(t, "dnd"), "mean"] - stats.loc[(t, m), "mean"] for t in ok]) if ok else float("nan")
         mean_row[f"DnD − {METHOD_LABELS[m].split(': ')[1]}"] = fmt(d)

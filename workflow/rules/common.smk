@@ -14,6 +14,7 @@ REPO = Path(workflow.basedir).parent
 sys.path.insert(0, str(REPO / "src"))
 from dnd.config import check_inputs, folds, validate_config  # noqa: E402
 from dnd.datasets import dataset_settings  # noqa: E402
+from dnd.schedule import ADAPTER_KINDS, adapter_seed  # noqa: E402
 
 validate_config(config)
 check_inputs(config)
@@ -29,6 +30,9 @@ FOLDS = folds(config)  # held-out target -> its training datasets
 TARGETS = list(FOLDS)
 N_ADAPTERS = config["generate"]["n_adapters"]
 N_CONTROLS = config["generate"]["n_controls"]
+# generated kinds besides dnd: variant designs side by side (dnd_<design>) and the controls
+VARIANTS = list(config["generator"]["variants"])
+CONTROL_KINDS = ["control_other", "control_random", "control_shuffled"]
 
 # Every rule runs the package's CLI (`python -m dnd.cli ...`). PYTHONPATH is exported by the
 # shell prefix, inside the job, so it also works in `--use-conda` environments (which block an
@@ -69,6 +73,19 @@ def base_model_inputs(wildcards):
     return []
 
 
+def generator_path(target, design=None):
+    """The default generator of a fold, or the generator of variant `design`."""
+    return f"results/generators/{target}/generator_{design}.pt" if design else f"results/generators/{target}/generator.pt"
+
+
+def generated_adapters(target):
+    """Every generated adapter directory of a target: dnd and each variant (N_ADAPTERS draws),
+    each control (N_CONTROLS)."""
+    kinds = [("dnd", N_ADAPTERS)] + [(f"dnd_{v}", N_ADAPTERS) for v in VARIANTS]
+    kinds += [(k, N_CONTROLS) for k in CONTROL_KINDS]
+    return [f"results/generated/{target}/{kind}_{i}" for kind, n in kinds for i in range(n)]
+
+
 def fold_inputs(wildcards):
     sources = FOLDS[wildcards.target]
     return {
@@ -86,10 +103,56 @@ def target_adapters(wildcards):
         "zoo": expand(f"{ZOO}/{{ds}}/final", ds=DATASETS),
         "encoded": expand("results/encoded/{ds}/train.pt", ds=DATASETS)
         + [f"results/encoded/{t}/cond.pt"],
-        "dnd": expand(f"results/generated/{t}/dnd_{{i}}", i=range(N_ADAPTERS)),
-        "controls": expand(
-            f"results/generated/{t}/control_{{kind}}_{{i}}",
-            kind=["other", "random"],
-            i=range(N_CONTROLS),
-        ),
+        "generated": generated_adapters(t),
     }
+
+
+def generator_params(design=None):
+    """The train-generator params of the default design, or of variant `design` (the same
+    generator section with its design replaced); `variants` says which other generators exist,
+    not how one is trained, so it is left out."""
+    gen = {k: v for k, v in config["generator"].items() if k != "variants"}
+    if design:
+        gen["design"] = design
+    return as_json({"generator": gen, "encoder": config["encoder"], "lora": config["lora"], "seed": config["seed"]})
+
+
+def diagnose_inputs(wildcards):
+    t = wildcards.target
+    fold = [*FOLDS[t], t]
+    return {
+        "generators": [generator_path(t)] + [generator_path(t, v) for v in VARIANTS],
+        "tokens": expand("results/tokens/{d}.pt", d=fold),
+        "encoded": expand("results/encoded/{d}/cond.pt", d=fold),
+    }
+
+
+# The prompts of each adapter kind: the target's unlabeled cond prompts (dnd and every
+# dnd_<design>, the same draws), another dataset's (control_other), random text
+# (control_random) or the target's cond prompts with their words shuffled (control_shuffled).
+def _cond(dataset):
+    return f"results/data/{dataset}/cond.jsonl"
+
+
+PROMPTS_FILE = {
+    **{kind: (lambda wildcards: _cond(wildcards.target)) for kind in ADAPTER_KINDS if kind.startswith("dnd")},
+    "control_other": lambda wildcards: _cond(other_dataset(wildcards.target)),
+    "control_random": lambda wildcards: [],
+    "control_shuffled": lambda wildcards: _cond(wildcards.target),
+}
+assert set(PROMPTS_FILE) == set(ADAPTER_KINDS)
+
+
+def prompts_spec(wildcards, input):
+    """The `dnd generate --prompts` argument of an adapter kind."""
+    if wildcards.kind == "control_random":
+        return f"random:{config['generator']['n_prompts']}"
+    if wildcards.kind == "control_shuffled":
+        return f"shuffled:{input.prompts}"
+    return input.prompts
+
+
+def generator_of(wildcards):
+    """dnd_<design> adapters come from that design's generator, every other kind from the default one."""
+    design = wildcards.kind[len("dnd_"):] if wildcards.kind.startswith("dnd_") else None
+    return generator_path(wildcards.target, design)

@@ -1,24 +1,16 @@
 # Every generation job: one adapter directory (only the adapter files, identical on every run)
 # and its timing JSON under results/timings/generate/{target}/ (wall times stay out of the
 # hashed adapter directories). The prompt-draw seed of each adapter comes from the package
-# (dnd.schedule.adapter_seed), the one place that defines it.
-from dnd.schedule import ADAPTER_KINDS, adapter_seed  # noqa: E402
-
-# The prompts file of each adapter kind: the target's unlabeled cond prompts (dnd), another
-# dataset's (control_other); none for control_random, which draws random text.
-PROMPTS_FILE = {
-    "dnd": lambda wildcards: f"results/data/{wildcards.target}/cond.jsonl",
-    "control_other": lambda wildcards: f"results/data/{other_dataset(wildcards.target)}/cond.jsonl",
-    "control_random": lambda wildcards: [],
-}
-assert set(PROMPTS_FILE) == set(ADAPTER_KINDS)
+# (dnd.schedule.adapter_seed), the one place that defines it; the prompts and generator of each
+# kind come from common.smk (PROMPTS_FILE, prompts_spec, generator_of).
 
 
 rule generate_adapter:
     """Adapter i of kind dnd (the target's generator on an independent draw of its cond
-    prompts) or a control (the same generator on another dataset's prompts or random text)."""
+    prompts), dnd_<design> (a variant generator on the same draw) or a control (the default
+    generator on another dataset's prompts, random text or the target's shuffled words)."""
     input:
-        generator="results/generators/{target}/generator.pt",
+        generator=generator_of,
         prompts=lambda wildcards: PROMPTS_FILE[wildcards.kind](wildcards),
     output:
         adapter=directory("results/generated/{target}/{kind}_{i}"),
@@ -26,7 +18,7 @@ rule generate_adapter:
     wildcard_constraints:
         kind="|".join(ADAPTER_KINDS),
     params:
-        prompts=lambda wildcards, input: input.prompts or f"random:{config['generator']['n_prompts']}",
+        prompts=prompts_spec,
         n=config["generator"]["n_prompts"],
         seed=lambda wildcards: adapter_seed(config["seed"], wildcards.kind, int(wildcards.i)),
     log:
@@ -74,12 +66,7 @@ rule efficiency:
 
 
 rule generate:
-    """Aggregate target: every generated adapter and control."""
+    """Aggregate target: every generated adapter, variant and control."""
     input:
         rules.efficiency.output,
-        expand(
-            "results/generated/{target}/control_{kind}_{i}",
-            target=TARGETS,
-            kind=["other", "random"],
-            i=range(N_CONTROLS),
-        ),
+        [adapter for target in TARGETS for adapter in generated_adapters(target)],

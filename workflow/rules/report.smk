@@ -11,6 +11,7 @@ rule report:
         eval_speed=lambda wildcards: (
             rules.eval_speed.output if config["evaluation"]["compare_items"] > 0 else []
         ),
+        diagnostics=rules.diagnostics.output,
         data_summary="results/data_summary.csv",
         zoo=expand(f"{ZOO}/{{ds}}/train_log.csv", ds=DATASETS),
         lora_timings=expand("results/timings/train_lora/{ds}.json", ds=DATASETS),
@@ -43,7 +44,8 @@ rule report:
     shell:
         "python -m dnd.cli report --params {params.p:q} --scores {input.scores:q} --metrics {input.metrics:q} "
         "--efficiency {input.efficiency:q} --eval-speed results/eval_speed.csv "
-        "--eval-agreement results/eval_agreement.csv --data-summary {input.data_summary:q} --zoo-dir {params.zoo:q} "
+        "--eval-agreement results/eval_agreement.csv --diagnostics {input.diagnostics:q} "
+        "--data-summary {input.data_summary:q} --zoo-dir {params.zoo:q} "
         "--generators-dir results/generators --generated-dir results/generated "
         "--benchmarks-dir benchmarks --timings-dir results/timings --paper-numbers {input.paper:q} --out {output.md:q} "
         "--figures-dir results/figures > {log:q} 2>&1"
