@@ -35,6 +35,9 @@ left out):
                       held-out adapter strays from the sources' centre, in units of their spread.
   reachability (zoo)  share of ||ΔW_target - mean ΔW_s||^2 in the span of the sources' deviations
                       from their mean: the most any combination of the sources can reach.
+  checkpoint_spread (zoo)  mean ΔW distance of a source's checkpoints from their mean, over the
+                      mean distance between the sources' final LoRAs: how many distinct training
+                      targets the zoo really offers (near 0: one per dataset).
 
 Function-space rows (from metrics.json, pooled `mean` fold and per target): for each generated
 kind, its mean over items of the gold-answer log-probability minus that of each control and
@@ -127,6 +130,23 @@ def reachability(g: Tensor, sources: Sequence[int], target: int) -> float:
     return float(gy @ coef) / total if total > 0 else math.nan
 
 
+def checkpoint_spread(token_sets: Sequence[Tensor], layout: LoraLayout) -> float:
+    """Mean ΔW distance of a dataset's checkpoints from their own mean (averaged over datasets),
+    over the mean ΔW distance between the datasets' final LoRAs: how different the training
+    targets of one dataset are, in units of how different the datasets are."""
+    within, finals = [], []
+    for tokens in token_sets:
+        g = gram([factors(t, layout) for t in tokens])
+        k = g.shape[0]
+        centred = torch.eye(k, dtype=torch.float64) - 1.0 / k  # rows: checkpoint minus the mean
+        within.append(sum(math.sqrt(max(sq_norm(g, c), 0.0)) for c in centred) / k)
+        finals.append(factors(tokens[-1], layout))
+    g = gram(finals)
+    n = g.shape[0]
+    between = [math.sqrt(max(float(g[i, i] + g[j, j] - 2 * g[i, j]), 0.0)) for i in range(n) for j in range(i + 1, n)]
+    return (sum(within) / len(within)) / (sum(between) / len(between)) if between else math.nan
+
+
 # ----------------------------------------------------------------------------- one fold
 
 
@@ -163,7 +183,9 @@ def diagnose_fold(
     s_idx, t_idx = list(range(ns)), ns
 
     g_real = gram(real)
-    rows = [{"fold": target, "variant": ZOO, "metric": "reachability", "value": reachability(g_real, s_idx, t_idx)}]
+    rows = [{"fold": target, "variant": ZOO, "metric": "reachability", "value": reachability(g_real, s_idx, t_idx)},
+            {"fold": target, "variant": ZOO, "metric": "checkpoint_spread",
+             "value": checkpoint_spread([tok[s] for s in sources], layout)}]
     for variant, path in generators.items():
         model, ckpt = load_generator(path)
         if list(ckpt["sources"]) != list(sources):
