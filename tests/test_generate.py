@@ -179,9 +179,12 @@ def test_checkpoint_without_adapter_config_is_named(tmp_path: Path, caplog) -> N
 
 
 def test_adapter_seeds_are_the_workflow_seeds() -> None:
-    """seed * 1000 + 0 / 100 / 200 (dnd / control_other / control_random) + i, as the rule passes them."""
-    assert list(ADAPTER_KINDS) == ["dnd", "control_other", "control_random"]
-    assert [adapter_seed(7, k, i) for k in ADAPTER_KINDS for i in (0, 3)] == [7000, 7003, 7100, 7103, 7200, 7203]
+    """seed * 1000 + 0 / 100 / 200 / 300 (dnd and every dnd_<design> / control_other / control_random /
+    control_shuffled) + i, as the rule passes them: the designs share their prompt draws."""
+    assert list(ADAPTER_KINDS) == ["dnd", "dnd_hyperconv", "dnd_basis", "control_other", "control_random",
+                                   "control_shuffled"]
+    assert [adapter_seed(7, k, i) for k in ADAPTER_KINDS for i in (0, 3)] == [
+        7000, 7003, 7000, 7003, 7000, 7003, 7100, 7103, 7200, 7203, 7300, 7303]
     assert adapter_seed(0, "dnd", 0) == 0
     with pytest.raises(ValueError, match="unknown adapter kind"):
         adapter_seed(0, "control", 0)

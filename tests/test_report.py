@@ -134,18 +134,40 @@ def run_dir(tmp_path_factory) -> Path:
         for n in names:
             (b / f"{n}.tsv").write_text(header + f"{sec}\t0:00:{int(sec):02d}\t812.5\t900\t700\t710\t1\t2\t95\t{sec}\n")
 
+    diag = []
+    for ti, t in enumerate(DATASETS):  # dnd meets the goals on every fold, dnd_basis misses retrieval on one
+        diag.append((t, "zoo", "reachability", 0.1 * (ti + 1)))
+        for v, fit, ret in (("dnd", 0.05, 1.0), ("dnd_basis", 0.01, 0.5 if ti == 0 else 1.0)):
+            diag += [(t, v, "fit_ratio", fit), (t, v, "fit_ratio_dw", fit), (t, v, "retrieval_acc", ret),
+                     (t, v, "sensitivity_ratio", 0.9), (t, v, "redraw_ratio", 0.01), (t, v, "heldout_norm_ratio", 1.0)]
+    pd.DataFrame(diag, columns=["fold", "variant", "metric", "value"]).to_csv(res / "diagnostics.csv", index=False)
     cfg = validate_config({"name": "unit", "data": {"datasets": DATASETS}, "base_model": {"source": "smollm2_wheel"}})
     paper = Path(__file__).resolve().parents[1] / "config" / "paper_numbers.yaml"
     rc = main(["report", "--params", json.dumps(cfg),
                "--scores", str(res / "scores.csv"), "--metrics", str(res / "metrics.json"),
                "--efficiency", str(res / "efficiency.csv"), "--data-summary", str(res / "data_summary.csv"),
                "--eval-speed", str(res / "eval_speed.csv"), "--eval-agreement", str(res / "eval_agreement.csv"),
+               "--diagnostics", str(res / "diagnostics.csv"),
                "--zoo-dir", str(res / "zoo"), "--generators-dir", str(res / "generators"),
                "--generated-dir", str(res / "generated"), "--benchmarks-dir", str(root / "benchmarks"),
                "--timings-dir", str(res / "timings"), "--paper-numbers", str(paper), "--out", str(res / "report.md"),
                "--figures-dir", str(res / "figures"), "--tables-dir", str(res / "tables")])
     assert rc == 0
     return root
+
+
+def test_diagnostics_section(run_dir):
+    """The diagnostics table per fold and generator with the zoo's reachability, and the selection
+    rule's verdict read from diagnostics.csv (dnd qualifies, so the configured default stays)."""
+    text = (run_dir / "results" / "report.md").read_text()
+    table = _table_after(text, "## Generator diagnostics")
+    dnd = table[table["Generator"] == "DnD"].set_index("Fold")
+    assert dnd.loc["Mean", "Fit ratio (tokens)"] == "0.050" and dnd.loc["Mean", "Retrieval"] == "1.000"
+    basis = table[table["Generator"] == tables.METHOD_LABELS["dnd_basis"]].set_index("Fold")
+    assert basis.loc["Mean", "Retrieval"] == f"{(0.5 + 1.0 * (len(DATASETS) - 1)) / len(DATASETS):.3f}"
+    assert basis.iloc[0]["Reachability (zoo)"] == "0.100"
+    assert "This run: **DnD (the configured default, design `hyperconv`)** (meets the fit" in text
+    assert "Reachability averages 0.200 over folds (range 0.100–0.300)" in text
 
 
 def _table_after(text: str, heading: str) -> pd.DataFrame:
