@@ -168,6 +168,11 @@ def test_diagnostics_section(run_dir):
     assert basis.iloc[0]["Reachability (zoo)"] == "0.100"
     assert "This run: **DnD (the configured default, design `hyperconv`)** (meets the fit" in text
     assert "Reachability averages 0.200 over folds (range 0.100–0.300)" in text
+    assert ("The default generator reproduces the LoRAs it was trained on from their prompts (fit ratio 0.050 on "
+            "average, worst fold 0.050; retrieval 1.00, lowest 1.00); adapters generated from different datasets' "
+            "prompts lie 0.90 times as far apart") in text
+    assert ("On the held-out targets DnD is not distinguishable from the training-LoRA average in accuracy "
+            "(+0.0 points, 95% CI [-3.0, +3.0])") in text
 
 
 def _table_after(text: str, heading: str) -> pd.DataFrame:

@@ -303,6 +303,33 @@ def _pooled(metrics_obj: dict | None, key: str) -> str:
     return f"{vals[0]:+.3f} [{vals[1]:+.3f}, {vals[2]:+.3f}]"
 
 
+def _diagnosis_words(diag: pd.DataFrame, metrics_obj: dict | None) -> list[str]:
+    """Plain-words reading of the default generator's diagnostics and of its held-out result,
+    every number read from diagnostics.csv and metrics.json."""
+    from .diagnostics import FIT_GOAL, RETRIEVAL_GOAL
+
+    d = diag[diag.variant == "dnd"]
+    fit, ret, sens = (d[d.metric == m]["value"] for m in ("fit_ratio", "retrieval_acc", "sensitivity_ratio"))
+    if not len(fit):
+        return []
+    fits = fit.max() <= FIT_GOAL and ret.min() >= RETRIEVAL_GOAL
+    words = [f"The default generator {'reproduces' if fits else 'does not reproduce'} the LoRAs it was trained on "
+             f"from their prompts (fit ratio {fit.mean():.3f} on average, worst fold {fit.max():.3f}; retrieval "
+             f"{ret.mean():.2f}, lowest {ret.min():.2f})"]
+    if len(sens):
+        words.append(f"adapters generated from different datasets' prompts lie {sens.mean():.2f} times as far apart "
+                     "as those datasets' real LoRAs")
+    m = metrics_obj or {}
+    gain = [m.get(f"{MEAN_TARGET}/dnd_minus_train_avg/acc{sfx}") for sfx in ("", "_ci_low", "_ci_high")]
+    text = "; ".join(words) + "."
+    if all(isinstance(v, (int, float)) for v in gain):
+        lo, hi = 100 * gain[1], 100 * gain[2]
+        verdict = ("above" if lo > 0 else "below" if hi < 0 else "not distinguishable from")
+        text += (f" On the held-out targets DnD is {verdict} the training-LoRA average in accuracy "
+                 f"({100 * gain[0]:+.1f} points, 95% CI [{lo:+.1f}, {hi:+.1f}]).")
+    return [text, ""]
+
+
 def _diagnostics_section(diagnostics: Path | None, metrics_obj: dict | None, targets: list[str], params: dict,
                          fig: dict[str, Path], link: dict[str, str], tables: dict[str, pd.DataFrame]) -> list[str]:
     from .diagnostics import FIT_GOAL, RETRIEVAL_GOAL, STRAY_LIMIT, read_rows, select_design
@@ -338,6 +365,7 @@ def _diagnostics_section(diagnostics: Path | None, metrics_obj: dict | None, tar
           f"retrieval ≥ {RETRIEVAL_GOAL} and its held-out stray ≤ {STRAY_LIMIT}; the configured default is kept if "
           f"it qualifies, else the first qualifying variant, else the lowest mean fit ratio. "
           f"This run: **{label}** ({reason}).", ""]
+    L += _diagnosis_words(diag, metrics_obj)
     if len(reach):
         L += [f"Reachability averages {reach.mean():.3f} over folds (range {reach.min():.3f}–{reach.max():.3f}): "
               f"even an exact combination of the sources recovers at most that share of a held-out LoRA's "
