@@ -291,11 +291,14 @@ def _smooth(y: pd.Series) -> pd.Series:
     return y.rolling(w, center=True, min_periods=1).mean()
 
 
-def fig_curves(zoo_dir: Path, generators_dir: Path, datasets: list[str], path: Path) -> bool:
+def fig_curves(zoo_dir: Path, generators_dir: Path, datasets: list[str], path: Path, design: str = "hyperconv") -> bool:
+    """Loss curves of the zoo's LoRAs and of the default design's generators
+    (generators_dir/{target}/train_log_{design}.csv)."""
     import matplotlib.pyplot as plt
 
     zoo = {p.parent.name: p for p in sorted(zoo_dir.glob("*/train_log.csv"))} if zoo_dir.exists() else {}
-    gen = {p.parent.name: p for p in sorted(generators_dir.glob("*/train_log.csv"))} if generators_dir.exists() else {}
+    logs = sorted(generators_dir.glob(f"*/train_log_{design}.csv")) if generators_dir.exists() else []
+    gen = {p.parent.name: p for p in logs}
     if not zoo and not gen:
         placeholder(path, "No training logs (zoo or generators) for this run.")
         return False

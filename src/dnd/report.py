@@ -524,7 +524,8 @@ def build_report(*, params: dict, scores: Path, metrics: Path, efficiency: Path,
     fig_efficiency(eff_num, fig["efficiency"])
     pca_note = fig_pca(zoo_dir, generated_dir, datasets, fig["pca"], pca_checkpoints, pca_coords,
                        int(params.get("seed", 0) or 0))
-    has_curves = fig_curves(zoo_dir, generators_dir, datasets, fig["curves"])
+    has_curves = fig_curves(zoo_dir, generators_dir, datasets, fig["curves"],
+                            lookup(params, "generator.design", "hyperconv"))
 
     L = [f"# Drag-and-Drop LLMs reproduction: report (profile `{params.get('name', 'n/a')}`)", "",
          f"Config hash `{config_hash(params)}`. Written by `dnd report` from this run's files; every number "

@@ -73,9 +73,14 @@ def base_model_inputs(wildcards):
     return []
 
 
+DESIGN = config["generator"]["design"]  # the design of method dnd
+DESIGNS = [DESIGN, *VARIANTS]  # every design trained: generators are stored by design, so which one
+# is the default (method dnd) is a label: switching it retrains nothing
+
+
 def generator_path(target, design=None):
-    """The default generator of a fold, or the generator of variant `design`."""
-    return f"results/generators/{target}/generator_{design}.pt" if design else f"results/generators/{target}/generator.pt"
+    """The generator of `design` for a fold (default: the default design, method dnd)."""
+    return f"results/generators/{target}/generator_{design or DESIGN}.pt"
 
 
 def generated_adapters(target):
@@ -107,13 +112,11 @@ def target_adapters(wildcards):
     }
 
 
-def generator_params(design=None):
-    """The train-generator params of the default design, or of variant `design` (the same
-    generator section with its design replaced); `variants` says which other generators exist,
-    not how one is trained, so it is left out."""
+def generator_params(design):
+    """The train-generator params of `design`: the generator section with its design set to it;
+    `variants` says which other generators exist, not how one is trained, so it is left out."""
     gen = {k: v for k, v in config["generator"].items() if k != "variants"}
-    if design:
-        gen["design"] = design
+    gen["design"] = design
     return as_json({"generator": gen, "encoder": config["encoder"], "lora": config["lora"], "seed": config["seed"]})
 
 
@@ -121,7 +124,7 @@ def diagnose_inputs(wildcards):
     t = wildcards.target
     fold = [*FOLDS[t], t]
     return {
-        "generators": [generator_path(t)] + [generator_path(t, v) for v in VARIANTS],
+        "generators": [generator_path(t, d) for d in DESIGNS],
         "tokens": expand("results/tokens/{d}.pt", d=fold),
         "encoded": expand("results/encoded/{d}/cond.pt", d=fold),
     }

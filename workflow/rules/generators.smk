@@ -46,40 +46,12 @@ rule tokenize_zoo:
 
 
 rule train_generator:
-    """One DnD generator per held-out target, trained on the other datasets' pairs."""
-    input:
-        unpack(fold_inputs),
-    output:
-        generator="results/generators/{target}/generator.pt",
-        log_csv="results/generators/{target}/train_log.csv",
-        timings="results/timings/train_generator/{target}.json",
-    params:
-        p=generator_params(),
-        sources=lambda wildcards: FOLDS[wildcards.target],
-    log:
-        "logs/train_generator/{target}.log",
-    benchmark:
-        "benchmarks/train_generator/{target}.tsv"
-    threads: 2
-    resources:
-        mem_mb=12000,
-        runtime=120,
-        gpu=0,
-    conda:
-        "../envs/dnd.yaml"
-    shell:
-        "python -m dnd.cli train-generator --threads {threads} --params {params.p:q} --target {wildcards.target:q} "
-        "--sources {params.sources:q} --tokens {input.tokens:q} --encoded {input.encoded:q} "
-        "--template-adapter {input.template:q} --out {output.generator:q} --log {output.log_csv:q} "
-        "--timings {output.timings:q} > {log:q} 2>&1"
-
-
-rule train_generator_variant:
-    """A variant design's generator per held-out target (generator.variants), on the same pairs."""
+    """One DnD generator per held-out target and design (the default and each variant), trained
+    on the other datasets' pairs."""
     input:
         unpack(fold_inputs),
     wildcard_constraints:
-        design="|".join(VARIANTS) or "no-variant",
+        design="|".join(DESIGNS),
     output:
         generator="results/generators/{target}/generator_{design}.pt",
         log_csv="results/generators/{target}/train_log_{design}.csv",
@@ -110,6 +82,5 @@ rule generators:
     cond splits too, which evaluation reads for `nearest`), so that the DVC stage of the same
     name produces all of results/encoded."""
     input:
-        expand("results/generators/{target}/generator.pt", target=TARGETS),
-        [generator_path(t, v) for t in TARGETS for v in VARIANTS],
+        [generator_path(t, d) for t in TARGETS for d in DESIGNS],
         expand("results/encoded/{target}/cond.pt", target=TARGETS),

@@ -15,7 +15,7 @@ rule report:
         data_summary="results/data_summary.csv",
         zoo=expand(f"{ZOO}/{{ds}}/train_log.csv", ds=DATASETS),
         lora_timings=expand("results/timings/train_lora/{ds}.json", ds=DATASETS),
-        generators=expand("results/generators/{target}/train_log.csv", target=TARGETS),
+        generators=expand("results/generators/{target}/train_log_{design}.csv", target=TARGETS, design=DESIGN),
         paper=workflow.source_path("../../config/paper_numbers.yaml"),
     output:
         md=report("results/report.md", caption="../report/report_md.rst", category="Main results"),
