@@ -60,7 +60,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from .config import command_params, section
+from .config import command_params
 from .encoder import load_encoded
 from .generator_checkpoint import load_generator
 from .io import load_torch, write_csv
