@@ -211,7 +211,8 @@ def collect_pca_inputs(zoo_dir: Path, generated_dir: Path, per_dataset: int) -> 
     if generated_dir.exists():
         for t in sorted(p for p in generated_dir.iterdir() if p.is_dir()):
             for a in sorted(t.glob("dnd_*/adapter_model.safetensors")):
-                items.append((t.name, "DnD adapter", a))
+                if a.parent.name.removeprefix("dnd_").isdigit():  # the default design's adapters, not dnd_<design>_i
+                    items.append((t.name, "DnD adapter", a))
     return items
 
 
