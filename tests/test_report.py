@@ -337,3 +337,12 @@ def test_pooled_comparisons_and_backend_section(run_dir):
     assert backend.loc["Pooled", "dnd-prefix = float32 ref (%, n)"] == "95.0 (120)"
     assert backend.loc["ARC-Easy", "Same answer (%, n)"] == "99.5 (200)"
     assert "**4.00×**" in text and "The evaluate stage (every item, every method, 3 target jobs) took 0:01:30" in text
+
+
+def test_pca_takes_only_the_default_designs_adapters(tmp_path):
+    """dnd_<i> adapters are the default design's; dnd_<design>_<i> (a variant) stay out of the PCA."""
+    for name in ("dnd_0", "dnd_1", "dnd_basis_0", "control_other_0"):
+        (tmp_path / "gen" / "t" / name).mkdir(parents=True)
+        (tmp_path / "gen" / "t" / name / "adapter_model.safetensors").write_bytes(b"")
+    items = figures.collect_pca_inputs(tmp_path / "nozoo", tmp_path / "gen", 3)
+    assert [p.parent.name for _, _, p in items] == ["dnd_0", "dnd_1"]
