@@ -290,7 +290,9 @@ def _controls_section(tidy: pd.DataFrame, targets: list[str], fig: dict[str, Pat
     tables["controls"] = ctab
     method_bars(tidy, CONTROL_METHODS, targets, fig["controls"])
     return L + ["Does DnD use the target's prompts? Same generator, conditioned on another dataset's prompts "
-                "(*other prompts*) or on random text (*random text*). Accuracy (%), mean ± sd over adapters.", "",
+                "(*other prompts*), on random text (*random text*) or on the target's own prompts with the words "
+                "of each prompt shuffled (*shuffled words*: not one of the fold's sources, the target's vocabulary "
+                "without its structure). Accuracy (%), mean ± sd over adapters.", "",
                 _md(ctab), "", f"![Controls]({link['controls']})", ""]
 
 
