@@ -63,7 +63,8 @@ from torch import Tensor
 from .config import command_params
 from .encoder import load_encoded
 from .generator_checkpoint import load_generator
-from .io import load_torch, write_csv
+from .generators import load_zoo_tokens, mean_token, weighted_mse
+from .io import write_csv
 from .schedule import derive_seed, draw_indices
 from .tokenization import LoraLayout, detokenize
 
@@ -110,6 +111,11 @@ def sq_norm(g: Tensor, c: Tensor) -> float:
     return float(c @ g @ c)
 
 
+def distance(g: Tensor, i: int, j: int) -> float:
+    """||x_i - x_j|| from the Gram matrix g."""
+    return math.sqrt(max(float(g[i, i] + g[j, j] - 2 * g[i, j]), 0.0))
+
+
 def unit(n: int, i: int) -> Tensor:
     e = torch.zeros(n, dtype=torch.float64)
     e[i] = 1.0
@@ -143,7 +149,7 @@ def checkpoint_spread(token_sets: Sequence[Tensor], layout: LoraLayout) -> float
         finals.append(factors(tokens[-1], layout))
     g = gram(finals)
     n = g.shape[0]
-    between = [math.sqrt(max(float(g[i, i] + g[j, j] - 2 * g[i, j]), 0.0)) for i in range(n) for j in range(i + 1, n)]
+    between = [distance(g, i, j) for i in range(n) for j in range(i + 1, n)]
     return (sum(within) / len(within)) / (sum(between) / len(between)) if between else math.nan
 
 
@@ -156,9 +162,9 @@ def draw_condition(states: Tensor, n: int, seed: int, dataset: str, draw: int) -
     return states[draw_indices(states.shape[0], n, g)].float().unsqueeze(0)
 
 
-def weighted_mse(a: Tensor, b: Tensor, weights: Tensor) -> float:
-    """Mean over entries of weights[t] * (a - b)^2 for tokens (T, h, w)."""
-    return float(((a - b).pow(2).mean(dim=(1, 2)) * weights).mean())
+def token_error(a: Tensor, b: Tensor, weights: Tensor) -> float:
+    """The training loss (dnd.generators.weighted_mse) between two token tensors (T, h, w)."""
+    return float(weighted_mse(a.unsqueeze(0), b.unsqueeze(0), weights))
 
 
 def diagnose_fold(
@@ -173,10 +179,10 @@ def diagnose_fold(
     if target in sources or not sources:
         raise ValueError(f"fold {target}: the sources {list(sources)} must be non-empty and exclude the target")
     datasets = [*sources, target]
-    zoo = {d: load_torch(Path(tokens_dir) / f"{d}.pt", "zoo tokens", mmap=True) for d in datasets}
+    zoo = {d: load_zoo_tokens(Path(tokens_dir) / f"{d}.pt") for d in datasets}
     layout = LoraLayout.from_dict(zoo[sources[0]]["layout"])
     tok = {d: zoo[d]["tokens"] for d in datasets}
-    offset = torch.stack([tok[s].float().mean(dim=0) for s in sources]).mean(dim=0)
+    offset = mean_token([tok[s] for s in sources])
     cond = {d: load_encoded(Path(encoded_dir) / d / "cond.pt")["states"] for d in datasets}
     real = [factors(tok[d][-1], layout) for d in datasets]  # final LoRA of each dataset
     ns, n_real = len(sources), len(datasets)
@@ -195,8 +201,8 @@ def diagnose_fold(
         with torch.inference_mode():
             gen = {(d, k): model(draw_condition(cond[d], n_prompts, seed, d, k))[0] for d in datasets for k in (0, 1)}
         fit = [
-            sum(weighted_mse(gen[(s, 0)], tok[s][k].float(), weights) for k in range(tok[s].shape[0]))
-            / sum(weighted_mse(offset, tok[s][k].float(), weights) for k in range(tok[s].shape[0]))
+            sum(token_error(gen[(s, 0)], tok[s][k].float(), weights) for k in range(tok[s].shape[0]))
+            / sum(token_error(offset, tok[s][k].float(), weights) for k in range(tok[s].shape[0]))
             for s in sources
         ]
         vecs = real + [factors(gen[(d, k)], layout) for k in (0, 1) for d in datasets]
@@ -207,18 +213,15 @@ def diagnose_fold(
         mean = torch.zeros(n, dtype=torch.float64)
         mean[s_idx] = 1.0 / ns
 
-        def dist(i: int, j: int) -> float:
-            return math.sqrt(max(float(g[i, i] + g[j, j] - 2 * g[i, j]), 0.0))
-
         def cos(i: int, j: int) -> float:
             return float(g[i, j] / math.sqrt(float(g[i, i] * g[j, j]) or 1e-300))
 
         fit_dw = [sq_norm(g, unit(n, gen0[s]) - unit(n, s)) / sq_norm(g, mean - unit(n, s)) for s in s_idx]
         retrieved = [max(s_idx, key=lambda j: cos(gen0[s], j)) == s for s in s_idx]
         pairs = [(i, j) for i in range(n_real) for j in range(i + 1, n_real)]
-        real_d = sum(dist(i, j) for i, j in pairs) / len(pairs)
-        gen_d = sum(dist(gen0[i], gen0[j]) for i, j in pairs) / len(pairs)
-        redraw = sum(dist(gen0[i], gen1[i]) for i in range(n_real)) / n_real
+        real_d = sum(distance(g, i, j) for i, j in pairs) / len(pairs)
+        gen_d = sum(distance(g, gen0[i], gen0[j]) for i, j in pairs) / len(pairs)
+        redraw = sum(distance(g, gen0[i], gen1[i]) for i in range(n_real)) / n_real
         spread = sum(math.sqrt(sq_norm(g, unit(n, s) - mean)) for s in s_idx) / ns
         figures = {
             "fit_ratio": sum(fit) / ns,

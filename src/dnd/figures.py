@@ -27,7 +27,7 @@ import pandas as pd
 
 from .datasets import title
 from .io import atomic_path
-from .summary import MEAN_TARGET, comparison_pairs
+from .summary import MEAN_TARGET, compared_kinds, comparison_pairs
 from .tables import METHOD_LABELS, dataset_order, pct_factor
 
 CAPTIONS: dict[str, str] = {
@@ -357,8 +357,7 @@ def fig_comparisons(metrics: dict | None, targets: list[str], path: Path, factor
         return False
     names = [*targets, MEAN_TARGET]
     colors = {**dataset_palette(targets), title(MEAN_TARGET): (0, 0, 0)}
-    kinds = {k.split("/")[1].split("_minus_")[0] for k in metrics if "_minus_" in k}
-    pairs = [(s, b) for s, b in comparison_pairs(kinds)
+    pairs = [(s, b) for s, b in comparison_pairs(compared_kinds(metrics))
              if isinstance(metrics.get(f"{MEAN_TARGET}/{s}_minus_{b}/acc"), (int, float))]
     fig, axes = plt.subplots(1, 2, figsize=(9, 0.5 + 0.9 * len(pairs)), sharey=True)
     for ax, (metric, scale, unit) in zip(axes, (("acc", factor, "accuracy (points)"),

@@ -271,6 +271,11 @@ def comparison_pairs(kinds: Iterable[str]) -> list[tuple[str, str]]:
     return pairs
 
 
+def compared_kinds(metrics: Iterable[str]) -> set[str]:
+    """The subjects of the `{target}/{subject}_minus_{baseline}/{metric}` keys of metrics.json."""
+    return {k.split("/")[1].split("_minus_")[0] for k in metrics if "_minus_" in k}
+
+
 def _comparisons(t: str, rows: list[dict], train: list[str], idx,
                  pairs: list[tuple[str, str]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Each subject minus each baseline of `comparison_pairs`, per ITEM_METRICS:

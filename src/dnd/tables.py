@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from .datasets import title
-from .summary import (CONTROL_KINDS, GENERATED_KINDS, MEAN_ADAPTER, MEAN_TARGET, comparison_pairs, main_table,
-                      training_loras)
+from .summary import (CONTROL_KINDS, GENERATED_KINDS, MEAN_ADAPTER, MEAN_TARGET, compared_kinds, comparison_pairs,
+                      main_table, training_loras)
 
 log = logging.getLogger(__name__)
 
@@ -217,9 +217,8 @@ def comparisons_table(metrics: dict, targets: list[str], factor: float = 100.0) 
     comparisons). Pairs whose figures are absent (e.g. a control that was not run) are left out."""
     if not any("/dnd_minus_" in k and k.endswith("/acc") for k in metrics):
         return None
-    kinds = {k.split("/")[1].split("_minus_")[0] for k in metrics if "_minus_" in k}
     rows = []
-    for subject, b in comparison_pairs(kinds):
+    for subject, b in comparison_pairs(compared_kinds(metrics)):
         def cell(metric: str, scale: float, nd: int) -> str:
             key = f"{MEAN_TARGET}/{subject}_minus_{b}/{metric}"
             d, lo, hi = (scale * _metric(metrics, key + sfx) for sfx in ("", "_ci_low", "_ci_high"))
