@@ -4,6 +4,7 @@ downloaded."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,56 @@ def tiny_model_dir(tmp_path_factory, smoke_items) -> Path:
     cfg = {"source": "tiny", "tiny": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
                                       "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 400}}
     return prepare_base_model(cfg, out, seed=0, texts=texts)
+
+
+# ------------------------------------------------------------------ helpers for scoring tests
+LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def word_tokenizer(texts: list[str]):
+    """A word-level tokenizer over the words and punctuation of `texts`, padded to vocab 512."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<pad>", "<s>", "</s>"]
+    words = sorted({w for t in texts for w in re.findall(r"\w+|[^\w\s]", t)})
+    vocab = {w: i for i, w in enumerate(specials + words)}
+    for i in range(len(vocab), 512):  # pad to the model's vocab_size (lm-eval resizes otherwise)
+        vocab[f"<extra_{i}>"] = i
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>")
+
+
+def save_random_lora(base_dir: Path, out: Path, seed: int, b_std: float = 1.0) -> None:
+    """A rank-4 PEFT LoRA on every projection with random A and N(0, b_std) B (B = 0: the base model)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    pm = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=LORA_MODULES,
+                                          task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for name, p in pm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, b_std) if b_std > 0 else p.zero_()
+    pm.save_pretrained(str(out))
+
+
+def save_encoded(path: Path, center, decoy, n: int = 6, seq: int = 5, dim: int = 8) -> None:
+    """Unmasked tokens near `center`; masked (padding) tokens hold a large `decoy` that would
+    win if the mask were ignored."""
+    import torch
+
+    g = torch.Generator().manual_seed(len(str(path)))
+    states = center + 0.05 * torch.randn(n, seq, dim, generator=g)
+    mask = torch.zeros(n, seq, dtype=torch.bool)
+    for i in range(n):
+        mask[i, : 2 + i % 3] = True
+    states[~mask] = 50.0 * decoy
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"ids": [f"p{i}" for i in range(n)], "states": states.half(), "mask": mask,
+                "encoder": {"name": "test", "pooling": "none"}}, path)

@@ -27,12 +27,13 @@ from dnd.cli import main as cli_main
 from dnd.config import section
 from dnd.prompts import lm_eval_task_yaml, to_eval_record
 
+from conftest import LORA_MODULES, save_encoded as _save_encoded, save_random_lora as _save_lora, word_tokenizer as _tokenizer
+
 DATASETS = ["alpha", "beta", "gamma"]
 TARGET, SOURCES = "alpha", ["beta", "gamma"]
 N_ITEMS, LIMIT = 10, 8
 WORDS = ("cat dog sun moon red blue green big small fast slow tree rock river bird fish cold hot "
          "day night yes no old new").split()
-LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 ENC_DIM = 8
 
 
@@ -47,50 +48,6 @@ def _items(ds: str, seed: int) -> list[dict]:
                     "choices": list(rng.choice(WORDS, size=n_choices, replace=False)),
                     "answer": int(rng.integers(n_choices))})
     return out
-
-
-def _tokenizer(texts: list[str]):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<unk>", "<pad>", "<s>", "</s>"]
-    words = sorted({w for t in texts for w in re.findall(r"\w+|[^\w\s]", t)})
-    vocab = {w: i for i, w in enumerate(specials + words)}
-    for i in range(len(vocab), 512):  # pad to the model's vocab_size (lm-eval resizes otherwise)
-        vocab[f"<extra_{i}>"] = i
-    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                   unk_token="<unk>")
-
-
-def _save_lora(base_dir: Path, out: Path, seed: int, b_std: float = 1.0) -> None:
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
-    pm = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=LORA_MODULES,
-                                          task_type="CAUSAL_LM"))
-    with torch.no_grad():
-        for name, p in pm.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0.0, b_std) if b_std > 0 else p.zero_()
-    pm.save_pretrained(str(out))
-
-
-def _save_encoded(path: Path, center: torch.Tensor, decoy: torch.Tensor, n: int = 6, seq: int = 5) -> None:
-    """Unmasked tokens near `center`; masked (padding) tokens hold a large `decoy` that would
-    win if the mask were ignored."""
-    g = torch.Generator().manual_seed(len(str(path)))
-    states = center + 0.05 * torch.randn(n, seq, ENC_DIM, generator=g)
-    mask = torch.zeros(n, seq, dtype=torch.bool)
-    for i in range(n):
-        mask[i, : 2 + i % 3] = True
-    states[~mask] = 50.0 * decoy
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"ids": [f"p{i}" for i in range(n)], "states": states.half(), "mask": mask,
-                "encoder": {"name": "test", "pooling": "none"}}, path)
 
 
 @pytest.fixture(scope="module")

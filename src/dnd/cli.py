@@ -30,6 +30,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval-speed-summary": ("dnd.eval_speed", "merge the backend comparisons into eval_speed.csv and eval_agreement.csv"),
     "diagnose-fold": ("dnd.diagnostics", "weight-space diagnostics of one fold's generators (fit, retrieval, sensitivity)"),
     "diagnostics": ("dnd.diagnostics", "merge the fold diagnostics with the function-space comparisons"),
+    "protocol-tasks": ("dnd.protocol", "the paper-format test items and lm-eval tasks of the protocol experiment"),
+    "evaluate-protocol": ("dnd.protocol", "score every method on one target by log-likelihood, greedy and sampled generation"),
+    "protocol-summary": ("dnd.protocol_report", "merge the protocol scores into results/protocol/scores.csv and metrics.json"),
+    "protocol-report": ("dnd.protocol_report", "render results/protocol/report.md and its figure"),
     "summarize": ("dnd.summary", "merge per-target scores into scores.csv with bootstrap CIs"),
     "report": ("dnd.report", "render results/report.md and the figures"),
 }

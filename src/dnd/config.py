@@ -108,6 +108,9 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
         check_dataset_names(cfg["data"]["datasets"], cfg["data"].get("custom", {}))
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    if cfg.get("prompt", {}).get("format") == "paper":
+        raise ConfigError("prompt.format 'paper' is the protocol experiment's LoRA format (target `protocol`); "
+                          "a run's scoring format must be 'cloze' or 'letter'")
     gen = cfg.get("generator", {})
     for key in ("heldout", "sources"):
         unknown = sorted(set(gen.get(key, [])) - set(cfg["data"]["datasets"]))

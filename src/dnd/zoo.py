@@ -48,12 +48,14 @@ LOG_FIELDS = ["phase", "step", "loss", "lr", "tokens"]
 def encode_examples(items: list[dict], tok, fmt: str, max_length: int) -> list[tuple[list[int], int]]:
     """(token ids, index of the first answer token) per item, tokenized the way lm-eval does:
     whole = enc(context + continuation), answer = whole[len(enc(context)):]. Long prompts are
-    cut from the left so the answer survives."""
-    from .prompts import training_example
+    cut from the left so the answer survives. Format `paper`: the paper's bracketed answers in
+    the model's chat template (dnd.paper_format, the protocol experiment's zoo)."""
+    from . import paper_format, prompts
 
     out = []
     for it in items:
-        ctx, cont = training_example(it, fmt)
+        ctx, cont = (paper_format.training_example(it, "chatml") if fmt == paper_format.FORMAT
+                     else prompts.training_example(it, fmt))
         ctx_ids = tok(ctx, add_special_tokens=False)["input_ids"]
         whole = tok(ctx + cont, add_special_tokens=False)["input_ids"]
         start = len(ctx_ids)

@@ -1,0 +1,428 @@
+"""The paper's own protocol, side by side with ours (the `protocol` Snakemake target).
+
+The default run scores by log-likelihood over answer texts, so every answer is valid. The paper
+trained its source LoRAs on a bracketed answer format and scored *generated* answers with a
+string parser that counts anything unreadable as wrong (dnd.paper_format). This experiment
+trains its own zoo on that format (results/protocol/zoo), makes generators and adapters exactly
+as the default pipeline does, and scores every method three ways on the same items, with
+lm-evaluation-harness tasks (one lm-eval run per adapter; `dnd-generate` computes each prompt
+once for all decodings, dnd.lm_generate):
+
+  protocol  task                          what is scored
+  loglik    dnd_paper_{ds}_loglik         multiple choice over the bracketed answers ([A], [True]...)
+  greedy    dnd_paper_{ds}_greedy         generate_until, greedy; the authors' parser (filter
+                                          `dnd_paper_parser`), invalid = wrong
+  sampled   dnd_paper_{ds}_sampled_{s}    generate_until with the authors' sampling (temperature,
+                                          top_p, top_k from `protocol.sampling`), one task per seed s
+
+Commands:
+  protocol-tasks     dnd protocol-tasks --params JSON --data-dir results/data --out-dir results/protocol
+                     the first `protocol.n_test` test items of each dataset in the paper format
+                     (results/protocol/data/{ds}/test.jsonl) and the lm-eval task YAMLs
+                     (results/protocol/tasks/*.yaml)
+  evaluate-protocol  dnd evaluate-protocol --params JSON --target T --model DIR --tasks-dir DIR
+                     --zoo-dir DIR --generated-dir DIR --encoded-dir DIR --out FILE [--cache-dir DIR]
+                     every method on one target, every protocol (rows below); adapters whose
+                     results are in the cache (by content, as dnd.evaluate's score cache) are
+                     not scored again
+
+Methods (as dnd.evaluate): base, source_lora (every dataset; the target's own = oracle), soup,
+nearest (the training LoRA whose prompts are closest to the target's cond prompts), and the
+generated kinds of PROTOCOL_KINDS found in --generated-dir: dnd (conditioned on the target's
+unlabeled cond pool, as in the default run), dnd_testcond (conditioned on the target's test
+prompts, as the authors' code does) and the controls.
+
+Output rows (JSONL): {target, method, adapter, protocol, seed, n, acc, invalid_rate, ids,
+correct: [0/1], valid: [0/1], outputs: [the first 20 characters generated] (generation only),
+gold_logprob: [...] (loglik only)}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+from .config import section  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("loglik", "greedy", "sampled")
+#: generated kinds scored under the protocol (dnd_testcond: conditioned on the test prompts)
+PROTOCOL_KINDS = ("dnd", "dnd_testcond", "control_other", "control_random", "control_shuffled")
+FILTER = "dnd_paper_parser"
+FILTER_NAME = "authors"  # the filter pipeline's name in the task YAMLs (metric key "exact_match,authors")
+
+
+# ============================================================================ tasks
+def task_name(dataset: str, protocol: str, seed: int | None = None) -> str:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
+    return f"dnd_paper_{dataset}_{protocol}" + (f"_{seed}" if protocol == "sampled" else "")
+
+
+def task_names(dataset: str, seeds: list[int]) -> list[tuple[str, int | None, str]]:
+    """(protocol, seed, task name) of every task of a dataset."""
+    out = [("loglik", None, task_name(dataset, "loglik")), ("greedy", None, task_name(dataset, "greedy"))]
+    out += [("sampled", s, task_name(dataset, "sampled", s)) for s in seeds]
+    return out
+
+
+def task_configs(dataset: str, data_file: str | Path, pcfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{task name: lm-eval task config} of a dataset (see the module doc)."""
+    from .paper_format import answer_delimiter
+    from .prompts import portable_path
+
+    common = {"dataset_path": "json", "dataset_name": None,
+              "dataset_kwargs": {"data_files": {"test": portable_path(data_file)}}, "test_split": "test",
+              "doc_to_text": "{{context}}", "metadata": {"version": 1.0}}
+    gen_common = {"max_gen_toks": int(pcfg["max_new_tokens"]), "until": [], "stop_chars": 20}
+    out = {}
+    for protocol, seed, name in task_names(dataset, list(pcfg["seeds"])):
+        if protocol == "loglik":
+            out[name] = {"task": name, **common, "output_type": "multiple_choice", "doc_to_choice": "{{choices}}",
+                         "doc_to_target": "answer", "target_delimiter": answer_delimiter(pcfg["template"]),
+                         "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}]}
+            continue
+        if protocol == "greedy":
+            kw = {**gen_common, "do_sample": False}
+        else:
+            s = pcfg["sampling"]
+            kw = {**gen_common, "do_sample": True, "temperature": float(s["temperature"]), "top_p": float(s["top_p"]),
+                  "top_k": int(s["top_k"]), "seed": int(seed)}
+        out[name] = {"task": name, **common, "output_type": "generate_until", "doc_to_target": "{{gold}}",
+                     "generation_kwargs": kw,
+                     "filter_list": [{"name": FILTER_NAME, "filter": [{"function": FILTER}, {"function": "take_first"}]}],
+                     "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True,
+                                      "ignore_case": True}]}
+    return out
+
+
+def write_tasks(datasets: list[str], data_dir: Path, out_dir: Path, pcfg: dict[str, Any]) -> list[Path]:
+    """The paper-format test items (the first n_test of each test split) and every task YAML."""
+    import yaml
+
+    from .io import atomic_path, read_jsonl, write_jsonl
+    from .paper_format import eval_record
+
+    written = []
+    for ds in datasets:
+        items = read_jsonl(Path(data_dir) / ds / "test.jsonl")
+        n = int(pcfg["n_test"])
+        if len(items) < n:
+            raise ValueError(f"{ds}: protocol.n_test is {n} but the test split has {len(items)} items")
+        data_file = Path(out_dir) / "data" / ds / "test.jsonl"
+        write_jsonl(data_file, [eval_record(it, pcfg["template"]) for it in items[:n]])
+        for name, cfg in task_configs(ds, data_file, pcfg).items():
+            path = Path(out_dir) / "tasks" / f"{name}.yaml"
+            with atomic_path(path) as tmp:
+                Path(tmp).write_text(yaml.safe_dump(cfg, sort_keys=False))
+            written.append(path)
+    return written
+
+
+# ============================================================================ the parser filter
+def _register_filter() -> None:
+    """Register `dnd_paper_parser` (dnd.paper_format.parse_answer on each output, by the doc's
+    answer kind) in lm-eval's filter registry, once."""
+    from lm_eval.api.filter import Filter
+    from lm_eval.api.registry import FILTER_REGISTRY, register_filter
+
+    if FILTER in FILTER_REGISTRY:
+        return
+
+    from .paper_format import parse_answer
+
+    @register_filter(FILTER)
+    class PaperParserFilter(Filter):
+        """The authors' answer parser as an lm-eval filter: each output -> its label, "" (valid,
+        unreadable) or dnd.paper_format.INVALID."""
+
+        def apply(self, resps, docs):
+            return [[parse_answer(r, doc["kind"]) for r in rs] for rs, doc in zip(resps, docs)]
+
+
+# ============================================================================ scoring
+def load_tasks(tasks_dir: Path, names: list[str]) -> dict:
+    """lm-eval's task dict of several tasks of `tasks_dir` (dnd.evaluate.load_task for each)."""
+    from .evaluate import load_task
+
+    tasks: dict = {}
+    for name in names:
+        tasks.update(load_task(tasks_dir, name)["tasks"])
+    return {"tasks": tasks, "groups": {}, "group_map": {}}
+
+
+def _sorted_samples(res: dict, task: str) -> list[dict]:
+    return sorted(res["samples"][task], key=lambda s: s["doc_id"])
+
+
+def generation_result(res: dict, task: str) -> dict[str, Any]:
+    """Per item: correct, valid and the first 20 characters of the output, from lm-eval's
+    logged samples of a generation task; checked against lm-eval's own exact_match."""
+    from .paper_format import INVALID, PARSED_CHARS
+
+    samples = _sorted_samples(res, task)
+    parsed = [s["filtered_resps"][0] if isinstance(s["filtered_resps"], list) else s["filtered_resps"]
+              for s in samples]
+    gold = [str(s["target"]) for s in samples]
+    correct = [int(p != INVALID and p.lower() == g.lower()) for p, g in zip(parsed, gold)]
+    agg = res["results"][task][f"exact_match,{FILTER_NAME}"]
+    acc = sum(correct) / len(correct)
+    if abs(acc - agg) > 1e-9:
+        raise RuntimeError(f"{task}: per-item accuracy {acc} != lm-eval's exact_match {agg}")
+    valid = [int(p != INVALID) for p in parsed]
+    return {"ids": [str(s["doc"]["id"]) for s in samples], "correct": correct, "valid": valid,
+            "outputs": [str(s["resps"][0][0])[:PARSED_CHARS] for s in samples]}
+
+
+class ProtocolScorer:
+    """dnd.evaluate.InPlaceScorer's loaded model and LoRA modules, scored on every task of a
+    target at once by the `dnd-generate` backend."""
+
+    def __init__(self, model_dir: Path, lora_config_dir: Path, tasks_dir: Path, target: str, seeds: list[int],
+                 batch_size: int, dtype: str):
+        from . import lm_generate
+        from .evaluate import SOFTMAX_DTYPE, InPlaceScorer
+
+        _register_filter()
+        self.tasks = task_names(target, seeds)
+        loglik = self.tasks[0][2]
+        self.inner = InPlaceScorer(model_dir, lora_config_dir, tasks_dir, loglik, limit=None, batch_size=batch_size,
+                                   dtype=dtype, metric="acc")
+        self.lm = lm_generate.SharedPrefillLM(pretrained=self.inner.model, tokenizer=self.inner.lm.tokenizer,
+                                              batch_size=batch_size, softmax_dtype=SOFTMAX_DTYPE)
+        self.task_dict = load_tasks(tasks_dir, [name for _, _, name in self.tasks])
+
+    def score(self, sd: dict | None, where: str) -> list[dict[str, Any]]:
+        """One result per task: {protocol, seed, ids, correct, valid, ...} (sd None = base model)."""
+        import random
+
+        import numpy as np
+        import torch
+        from lm_eval import evaluator
+
+        from .evaluate import LMEVAL_OTHER_SEED, LMEVAL_RANDOM_SEED
+        from .score_cache import require_finite, samples_to_scored
+
+        if sd is not None:
+            self.inner.load_adapter(sd, where)
+        ctx = self.inner.model.disable_adapter() if sd is None else contextlib.nullcontext()
+        t0 = time.perf_counter()
+        with ctx:
+            random.seed(LMEVAL_RANDOM_SEED)
+            np.random.seed(LMEVAL_OTHER_SEED)
+            torch.manual_seed(LMEVAL_OTHER_SEED)
+            res = evaluator.evaluate(lm=self.lm, task_dict=self.task_dict, limit=None, bootstrap_iters=0,
+                                     log_samples=True)
+        seconds = time.perf_counter() - t0
+        out = []
+        for protocol, seed, name in self.tasks:
+            if protocol == "loglik":
+                s = require_finite(samples_to_scored(res, name, "acc"), where)
+                r = {"ids": s.ids, "correct": s.correct, "valid": [1] * s.n,
+                     "gold_logprob": [round(float(v), 6) for v in s.gold_logprob()]}
+            else:
+                r = generation_result(res, name)
+            out.append({"protocol": protocol, "seed": seed, **r})
+        log.info("%s: %s in %.1f s", where, ", ".join(
+            f"{r['protocol']}{'' if r['seed'] is None else r['seed']}={sum(r['correct']) / len(r['correct']):.3f}"
+            for r in out), seconds)
+        return out
+
+
+class ResultCache:
+    """Per-adapter protocol results kept by content: dnd.score_cache.ScoreCache's keys (the
+    adapter's tensors and a context), one JSON file per key."""
+
+    def __init__(self, directory: Path, files: list[Path], context: dict[str, Any]):
+        from .score_cache import ScoreCache
+
+        self.keys = ScoreCache(directory, files, {"protocol": True, **context})
+        self.directory = Path(directory)
+
+    def key(self, sd: dict | None) -> str:
+        return self.keys.key(sd)
+
+    def get(self, key: str) -> list[dict[str, Any]] | None:
+        import json
+
+        path = self.directory / f"{key}.json"
+        if not path.exists():
+            return None
+        try:
+            obj = json.loads(path.read_text())
+            return obj["results"] if obj.get("key") == key else None
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring unreadable protocol cache entry %s", path)
+            return None
+
+    def put(self, key: str, results: list[dict[str, Any]]) -> None:
+        from .io import write_json
+
+        write_json(self.directory / f"{key}.json", {"key": key, "results": results})
+
+
+def open_cache(directory: Path, model_dir: Path, tasks_dir: Path, names: list[str], lora_cfg: dict[str, Any],
+               settings: dict[str, Any]) -> ResultCache:
+    """Keys cover the base model's files, every task's test file and config, the LoRA shape, the
+    scoring settings, versions and the scoring code (this module, dnd.paper_format,
+    dnd.lm_generate, dnd.lm_backend, dnd.evaluate, dnd.score_cache)."""
+    from importlib.metadata import version
+
+    import torch
+
+    from . import evaluate, lm_backend, lm_generate, paper_format, score_cache
+
+    files = sorted(p for p in Path(model_dir).iterdir() if p.is_file())
+    tasks = {}
+    for name in names:
+        cfg = evaluate.task_config(tasks_dir / f"{name}.yaml")
+        files.append(evaluate.task_data_file(tasks_dir / f"{name}.yaml"))
+        del cfg["dataset_kwargs"]["data_files"]["test"]
+        tasks[name] = cfg
+    files += [Path(m.__file__) for m in (evaluate, lm_backend, lm_generate, paper_format, score_cache)]
+    files.append(Path(__file__))
+    context = {"tasks": tasks, "lora": evaluate.lora_shape(lora_cfg), "settings": settings,
+               "threads": torch.get_num_threads(),
+               "versions": {m: version(m) for m in ("torch", "transformers", "peft", "lm_eval")}}
+    return ResultCache(directory, files, context)
+
+
+def discover_kinds(gen_dir: Path) -> dict[str, list[tuple[str, Path]]]:
+    """{kind: [(index, dir), ...]} of the PROTOCOL_KINDS adapters in `gen_dir`; dnd is required."""
+    from .evaluate import require_adapter_dir
+
+    pat = re.compile(rf"({'|'.join(PROTOCOL_KINDS)})_(\d+)")
+    found: dict[str, list[tuple[int, Path]]] = {k: [] for k in PROTOCOL_KINDS}
+    for p in sorted(Path(gen_dir).iterdir()) if Path(gen_dir).is_dir() else []:
+        m = pat.fullmatch(p.name)
+        if m and p.is_dir():
+            found[m.group(1)].append((int(m.group(2)), require_adapter_dir(p, f"generated adapter {p.name}")))
+    if not found["dnd"]:
+        raise FileNotFoundError(f"no dnd_<i>/ adapter directories in {gen_dir}")
+    return {k: [(str(i), p) for i, p in sorted(v)] for k, v in found.items() if v}
+
+
+def evaluate_protocol(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: Path, zoo_dir: Path,
+                      generated_dir: Path, encoded_dir: Path, cache_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Every method on `target` under every protocol (see the module doc)."""
+    from tqdm.auto import tqdm
+
+    from . import evaluate as ev_mod
+
+    pcfg = section("protocol", params.get("protocol"))
+    ev = section("evaluation", params.get("evaluation"))
+    datasets = list(params.get("datasets") or [])
+    if not datasets:
+        raise ValueError("--params must list 'datasets'")
+    sources = list(params.get("sources") or [d for d in datasets if d != target])
+    seeds = [int(s) for s in pcfg["seeds"]]
+    names = [n for _, _, n in task_names(target, seeds)]
+    for n in names:
+        ev_mod._require(tasks_dir / f"{n}.yaml", f"lm-eval task {n}")
+    ev_mod._require(model_dir / "config.json", "base model")
+    if target not in datasets or target in sources or not sources or set(sources) - set(datasets):
+        raise ValueError(f"target {target!r} / sources {sources} do not fit datasets {datasets}")
+    finals = {d: ev_mod.require_adapter_dir(zoo_dir / d / "final", f"final LoRA of {d}") for d in datasets}
+    generated = discover_kinds(generated_dir)
+    plan = {"cond": ev_mod._require(encoded_dir / target / "cond.pt", f"encoded cond prompts of {target}"),
+            "encoded": {d: ev_mod._require(encoded_dir / d / "train.pt", f"encoded train prompts of {d}")
+                        for d in sources}}
+    nearest, sims = ev_mod._nearest_training_lora(plan, target)
+    ref_dir = finals[sources[0]]
+    ref_cfg = ev_mod.read_adapter_config(ref_dir)
+    for d in [*finals.values(), *[p for lst in generated.values() for _, p in lst]]:
+        ev_mod.check_same_lora_shape(ref_cfg, ev_mod.read_adapter_config(d), d)
+    if log.getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("lm_eval").setLevel(logging.WARNING)
+
+    settings = {"batch_size": int(ev["batch_size"]), "dtype": ev["dtype"],
+                **{k: pcfg[k] for k in ("template", "max_new_tokens", "sampling", "seeds")}}
+    cache = open_cache(cache_dir, model_dir, tasks_dir, names, ref_cfg, settings) if cache_dir else None
+    jobs: list[tuple[str, str, str, Any]] = [("base", "base", f"base ({model_dir})", None)]
+    jobs += [ev_mod._adapter_job("source_lora", d, p) for d, p in finals.items()]
+    jobs.append(("soup", "soup", f"soup (mean of {', '.join(sources)})",
+                 lambda: ev_mod.average_state_dicts([ev_mod.load_state_dict(finals[d]) for d in sources])))
+    for kind, adapters in generated.items():
+        jobs += [ev_mod._adapter_job(kind, i, p) for i, p in adapters]
+
+    scorer: ProtocolScorer | None = None
+    rows: list[dict[str, Any]] = []
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for method, adapter, where, loader in tqdm(jobs, desc=f"protocol {target}", unit="adapter"):
+        sd = None if loader is None else loader()
+        key = cache.key(sd) if cache else ""
+        got = cache.get(key) if cache else None
+        if got is None:
+            if scorer is None:
+                scorer = ProtocolScorer(model_dir, ref_dir, tasks_dir, target, seeds, settings["batch_size"],
+                                        settings["dtype"])
+            got = scorer.score(sd, where)
+            if cache:
+                cache.put(key, got)
+        else:
+            log.info("%s %s/%s (cached)", target, method, adapter)
+        results[(method, adapter)] = got
+    for method, adapter, _, _ in jobs:
+        rows += [_row(target, method, adapter, r) for r in results[(method, adapter)]]
+        if (method, adapter) == ("soup", "soup"):  # nearest right after the soup, as in dnd.evaluate
+            rows += [_row(target, "nearest", nearest, r, info={"cosine": sims})
+                     for r in results[("source_lora", nearest)]]
+    return rows
+
+
+def _row(target: str, method: str, adapter: str, r: dict[str, Any], **extra) -> dict[str, Any]:
+    n = len(r["correct"])
+    return {"target": target, "method": method, "adapter": adapter, "protocol": r["protocol"], "seed": r["seed"],
+            "n": n, "acc": sum(r["correct"]) / n, "invalid_rate": 1 - sum(r["valid"]) / n, **r, **extra}
+
+
+# ============================================================================ CLI
+def _add_tasks(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", required=True, help='JSON: {"protocol": {...}, "datasets": [...]}')
+    p.add_argument("--data-dir", required=True, type=Path, help="results/data (reads {ds}/test.jsonl)")
+    p.add_argument("--out-dir", required=True, type=Path, help="results/protocol (writes data/ and tasks/)")
+
+
+def _run_tasks(args: argparse.Namespace) -> None:
+    from .config import parse_params
+
+    params = parse_params(args.params)
+    paths = write_tasks(list(params["datasets"]), args.data_dir, args.out_dir,
+                        section("protocol", params.get("protocol")))
+    log.info("wrote %d task files under %s", len(paths), args.out_dir)
+
+
+def _add_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", required=True,
+                   help='JSON: {"protocol": {...}, "evaluation": {...}, "datasets": [...], "sources": [...]}')
+    p.add_argument("--target", required=True)
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--tasks-dir", required=True, type=Path, help="results/protocol/tasks")
+    p.add_argument("--zoo-dir", required=True, type=Path, help="results/protocol/zoo")
+    p.add_argument("--generated-dir", required=True, type=Path, help="results/protocol/generated/{target}")
+    p.add_argument("--encoded-dir", required=True, type=Path, help="results/encoded (nearest)")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--cache-dir", type=Path, default=None)
+
+
+def _run_evaluate(args: argparse.Namespace) -> None:
+    from .config import parse_params
+    from .io import write_jsonl
+
+    rows = evaluate_protocol(args.target, parse_params(args.params), args.model, args.tasks_dir, args.zoo_dir,
+                             args.generated_dir, args.encoded_dir, args.cache_dir)
+    write_jsonl(args.out, rows)
+    log.info("wrote %d rows to %s", len(rows), args.out)
+
+
+COMMANDS = {"protocol-tasks": (_add_tasks, _run_tasks), "evaluate-protocol": (_add_evaluate, _run_evaluate)}

@@ -1,0 +1,371 @@
+"""The paper-protocol experiment: the paper's answer format and parser (dnd.paper_format), the
+generating backend (dnd.lm_generate), scoring every method under three protocols
+(dnd.protocol) and its summary (dnd.protocol_report).
+
+Everything is built in a temporary directory: a tiny random Llama with a word-level tokenizer,
+hand-written items, random PEFT LoRA adapters. No download.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from dnd import protocol  # first: sets HF_*_OFFLINE before transformers/lm_eval load
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import save_encoded, save_random_lora, word_tokenizer
+from dnd import paper_format as pf
+from dnd import protocol_report as pr
+from dnd.cli import main as cli_main
+from dnd.config import ConfigError, section, validate_config
+
+MC = {"id": "m-1", "question": "Which is a bird?", "choices": ["cat", "crow", "fish", "tree"], "answer": 1,
+      "passage": None, "style": "qa"}
+YN = {"id": "y-1", "question": "is the sky blue?", "choices": ["no", "yes"], "answer": 1,
+      "passage": "The sky is blue on clear days.", "style": "qa"}
+END = {"id": "e-1", "question": "He opened the door and", "choices": ["walked in.", "ate it."], "answer": 0,
+       "passage": None, "style": "completion"}
+
+
+# ------------------------------------------------------------------------------ the format
+def test_answer_kinds_labels_and_gold():
+    assert pf.answer_kind(MC) == "letter" and pf.labels(MC) == ["A", "B", "C", "D"] and pf.gold_label(MC) == "B"
+    assert pf.answer_kind(YN) == "truefalse" and pf.labels(YN) == ["False", "True"] and pf.gold_label(YN) == "True"
+    assert pf.answer_texts(YN) == ["[False]", "[True]"]
+    assert pf.labels({**MC, "choices": list("abcde")})[-1] == "E"
+    with pytest.raises(ValueError, match="2-5 options"):
+        pf.answer_kind({**MC, "choices": list("abcdef")})
+
+
+def test_render_templates():
+    chat = pf.render_context(MC, "chatml")
+    assert chat.startswith("<|im_start|>system\n") and chat.endswith("<|im_start|>assistant\n")
+    assert "Which is a bird?\nA: cat\nB: crow\nC: fish\nD: tree<|im_end|>" in chat
+    default = pf.render_context(YN, "default")
+    assert default.startswith("System: ") and default.endswith("\nAssistant:")
+    assert "Human: The sky is blue on clear days.\nis the sky blue?\nAssistant:" in default  # no options listed
+    assert "[True] or [False]" in default
+    assert "Sentence: He opened the door and\nA: walked in.\nB: ate it." in pf.render_context(END, "default")
+    ctx, cont = pf.training_example(MC, "chatml")
+    assert ctx == chat and cont == "[B]<|im_end|>"
+    rec = pf.eval_record(YN, "default")
+    assert rec["choices"] == ["[False]", "[True]"] and rec["gold"] == "True" and rec["kind"] == "truefalse"
+    with pytest.raises(ValueError, match="unknown template"):
+        pf.render_context(MC, "alpaca")
+
+
+@pytest.mark.parametrize("output, kind, parsed", [
+    # letters: the second character decides (the authors' calculate_acc.py, commit 60e2192)
+    ("[C]", "letter", "C"), (" [C]", "letter", "C"), (" C: fish", "letter", "C"), ("(B)", "letter", "B"),
+    (" 3", "letter", "C"), ("[1]", "letter", "A"), (" [", "letter", ""), ("C", "letter", pf.INVALID),
+    ("", "letter", pf.INVALID), (" The answer is C", "letter", pf.INVALID), ("C.", "letter", pf.INVALID),
+    ("  [C]", "letter", pf.INVALID), (" [E]", "letter", "E"),
+    # true/false: after the last "ns: ", the first line; long text -> first of True, False, false, true
+    ("[True]", "truefalse", "True"), (" [false]", "truefalse", "False"), ("True", "truefalse", "True"),
+    (" True", "truefalse", pf.INVALID), ("Answers: False", "truefalse", "False"),
+    ("The answer is no.", "truefalse", pf.INVALID), ("false, not True", "truefalse", "True"),
+    ("xxxxxxxxxxxxxxxxxxxx True", "truefalse", pf.INVALID),  # beyond the 20 characters read
+])
+def test_parser(output, kind, parsed):
+    assert pf.parse_answer(output, kind) == parsed
+
+
+# ------------------------------------------------------------------------------ the backend
+def _tiny_model(root: Path, texts: list[str]):
+    """(model directory, tokenizer): a random 2-layer Llama with a word-level tokenizer over `texts`."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = word_tokenizer(texts)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=512, max_position_embeddings=512,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model_dir = root / "model"
+    LlamaForCausalLM(cfg).save_pretrained(str(model_dir))
+    tok.save_pretrained(str(model_dir))
+    return model_dir, tok
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+    """A random Llama whose vocabulary covers the protocol items, in float32, and its backend."""
+    from transformers import AutoModelForCausalLM
+
+    from dnd.lm_generate import SharedPrefillLM
+
+    texts = [pf.render_context(it, t) + " " + " ".join(pf.answer_texts(it)) for it in (MC, YN, END)
+             for t in pf.TEMPLATES]
+    model_dir, tok = _tiny_model(tmp_path_factory.mktemp("protolm"), texts)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    lm = SharedPrefillLM(pretrained=model, tokenizer=tok, batch_size=4, softmax_dtype="float32")
+    return {"dir": model_dir, "model": model, "tok": tok, "lm": lm, "texts": texts}
+
+
+class _Req:
+    def __init__(self, context, kwargs):
+        self.args = (context, kwargs)
+
+
+GREEDY = {"do_sample": False, "max_gen_toks": 6, "until": []}
+
+
+def _sampled(seed):
+    return {"do_sample": True, "temperature": 0.95, "top_p": 0.7, "top_k": 50, "seed": seed, "max_gen_toks": 6,
+            "until": []}
+
+
+@pytest.mark.parametrize("templates", [("default",) * 3, ("default", "default", "chatml")])
+def test_greedy_equals_transformers_generate(tiny_lm, templates):
+    """Contexts of different lengths, batched together, decode exactly what `generate` decodes
+    for each alone: with a shared token prefix computed once (one template) or without one."""
+    lm, tok, model = tiny_lm["lm"], tiny_lm["tok"], tiny_lm["model"]
+    contexts = [pf.render_context(it, t) for it, t in zip((MC, YN, END), templates)]
+    encs = [tok(c, add_special_tokens=False)["input_ids"] for c in contexts]
+    shared = next(k for k in range(min(map(len, encs))) if len({e[k] for e in encs}) > 1)
+    assert (shared >= lm.min_shared_prefix) == (len(set(templates)) == 1)
+    got = lm.generate_until([_Req(c, GREEDY) for c in contexts], disable_tqdm=True)
+    for c, g in zip(contexts, got):
+        ids = torch.tensor([tok(c, add_special_tokens=False)["input_ids"]])
+        ref = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False,
+                             pad_token_id=tok.pad_token_id)
+        text = tok.decode(ref[0, ids.shape[1]:].tolist(), skip_special_tokens=False)
+        assert g == text.split(tok.eos_token)[0]
+
+
+def test_sampling_is_seeded_per_request_and_independent_of_the_batch(tiny_lm):
+    lm = tiny_lm["lm"]
+    contexts = [pf.render_context(it, "default") for it in (MC, YN, END)]
+    reqs = [_Req(c, kw) for c in contexts for kw in (GREEDY, _sampled(0), _sampled(1), _sampled(2))]
+    a = lm.generate_until(reqs, disable_tqdm=True)
+    assert lm.generate_until(reqs, disable_tqdm=True) == a  # deterministic
+    alone = lm.generate_until(reqs[5:8], disable_tqdm=True)  # YN's three samples, without the rest
+    assert alone == a[5:8]
+    assert len({tuple(a[i::4]) for i in range(1, 4)}) > 1  # the seeds give different samples
+
+
+def test_sample_token_respects_top_k_and_top_p():
+    from dnd.lm_generate import sample_token
+
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    g = torch.Generator().manual_seed(0)
+    draws = {sample_token(logits, 1.0, None, 0.7, g) for _ in range(300)}
+    assert draws == {0, 1}  # 0.5 < 0.7 <= 0.5 + 0.3: the nucleus is the first two tokens
+    draws = {sample_token(logits, 1.0, 1, None, g) for _ in range(50)}
+    assert draws == {0}
+    draws = {sample_token(logits, 1.0, None, None, g) for _ in range(2000)}
+    assert draws == {0, 1, 2, 3}
+
+
+def test_stop_chars_and_max_tokens(tiny_lm):
+    """A stream stops after its own max_gen_toks, or once its text has stop_chars characters,
+    whatever the other streams of its batch do."""
+    lm = tiny_lm["lm"]
+    c = pf.render_context(MC, "default")
+    full, short, chars = lm.generate_until([_Req(c, {**GREEDY, "max_gen_toks": 30}),
+                                            _Req(c, {**GREEDY, "max_gen_toks": 3}),
+                                            _Req(c, {**GREEDY, "max_gen_toks": 30, "stop_chars": 5})],
+                                           disable_tqdm=True)
+    assert len(full) > len(short) > 0 and full.startswith(short)
+    assert full.startswith(chars) and 5 <= len(chars) < len(full)
+
+
+# ------------------------------------------------------------------------------ scoring
+DATASETS = ["alpha", "beta", "gamma"]
+TARGET, SOURCES = "alpha", ["beta", "gamma"]
+WORDS = "cat dog sun moon red blue green big small fast slow tree rock river bird fish".split()
+
+
+def _items(ds: str, seed: int, n: int = 6) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        yn = ds == "gamma"
+        choices = ["no", "yes"] if yn else list(rng.choice(WORDS, size=3 + i % 2, replace=False))
+        out.append({"id": f"{ds}-{i}", "question": "what is " + " ".join(rng.choice(WORDS, size=3)) + "?",
+                    "choices": choices, "answer": int(rng.integers(len(choices))), "passage": None, "style": "qa"})
+    return out
+
+
+@pytest.fixture(scope="module")
+def pworld(tmp_path_factory):
+    root = tmp_path_factory.mktemp("protoworld")
+    items = {ds: _items(ds, k) for k, ds in enumerate(DATASETS)}
+    pcfg = section("protocol", {"n_test": 5, "seeds": [0, 1], "max_new_tokens": 4})
+    texts = [pf.render_context(it, t) + " " + " ".join(pf.answer_texts(it)) for its in items.values() for it in its
+             for t in pf.TEMPLATES]
+    model_dir, _ = _tiny_model(root, texts)
+    data = root / "data"
+    for ds, its in items.items():
+        (data / ds).mkdir(parents=True)
+        (data / ds / "test.jsonl").write_text("".join(json.dumps(it) + "\n" for it in its))
+    out = root / "protocol"
+    assert cli_main(["protocol-tasks", "--params", json.dumps({"protocol": pcfg, "datasets": DATASETS}),
+                     "--data-dir", str(data), "--out-dir", str(out)]) == 0
+    zoo = root / "zoo"
+    for k, ds in enumerate(DATASETS):
+        save_random_lora(model_dir, zoo / ds / "final", seed=10 + k)
+    gen = root / "generated" / TARGET
+    save_random_lora(model_dir, gen / "dnd_0", seed=20)
+    save_random_lora(model_dir, gen / "dnd_testcond_0", seed=21)
+    save_random_lora(model_dir, gen / "control_random_0", seed=22, b_std=0.0)  # B = 0: the base model
+    save_random_lora(model_dir, gen / "dnd_hyperconv_0", seed=23)  # not a protocol kind: ignored
+    enc = root / "encoded"
+    e = torch.eye(8)
+    save_encoded(enc / "beta" / "train.pt", e[0], decoy=e[1])
+    save_encoded(enc / "gamma" / "train.pt", e[1], decoy=e[0])
+    save_encoded(enc / TARGET / "cond.pt", 0.9 * e[1] + 0.2 * e[2], decoy=e[0])
+    params = {"protocol": pcfg, "evaluation": {"batch_size": 4, "dtype": "float32"}, "datasets": DATASETS,
+              "sources": SOURCES}
+    return {"root": root, "model": model_dir, "tasks": out / "tasks", "data": out / "data", "zoo": zoo, "gen": gen,
+            "enc": enc, "params": params, "items": items, "pcfg": pcfg}
+
+
+def _eval_argv(w, out: Path, cache: Path | None = None) -> list[str]:
+    argv = ["evaluate-protocol", "--params", json.dumps(w["params"]), "--target", TARGET, "--model", str(w["model"]),
+            "--tasks-dir", str(w["tasks"]), "--zoo-dir", str(w["zoo"]), "--generated-dir", str(w["gen"]),
+            "--encoded-dir", str(w["enc"]), "--out", str(out), "--threads", "1"]
+    return argv + (["--cache-dir", str(cache)] if cache else [])
+
+
+@pytest.fixture(scope="module")
+def prows(pworld):
+    out = pworld["root"] / "eval" / f"{TARGET}.jsonl"
+    assert cli_main(_eval_argv(pworld, out, pworld["root"] / "cache")) == 0
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_tasks_written(pworld):
+    names = sorted(p.stem for p in pworld["tasks"].glob("*.yaml"))
+    assert names == sorted(n for ds in DATASETS for _, _, n in protocol.task_names(ds, [0, 1]))
+    recs = [json.loads(x) for x in (pworld["data"] / "gamma" / "test.jsonl").read_text().splitlines()]
+    assert len(recs) == 5 and all(r["kind"] == "truefalse" and r["gold"] in ("True", "False") for r in recs)
+
+
+def test_every_method_under_every_protocol(pworld, prows):
+    keys = {(r["method"], r["adapter"], r["protocol"], r["seed"]) for r in prows}
+    adapters = [("base", "base"), ("source_lora", "alpha"), ("source_lora", "beta"), ("source_lora", "gamma"),
+                ("soup", "soup"), ("dnd", "0"), ("dnd_testcond", "0"), ("control_random", "0")]
+    for method, adapter in adapters:
+        for protocol_, seed in (("loglik", None), ("greedy", None), ("sampled", 0), ("sampled", 1)):
+            assert (method, adapter, protocol_, seed) in keys
+    assert not any(r["method"] == "dnd_hyperconv" for r in prows)
+    nearest = {r["adapter"] for r in prows if r["method"] == "nearest"}
+    assert nearest == {"gamma"}  # the cond prompts sit next to gamma's train prompts
+    ids = [it["id"] for it in pworld["items"][TARGET][:5]]
+    for r in prows:
+        assert r["ids"] == ids and r["n"] == 5 and len(r["correct"]) == len(r["valid"]) == 5
+        assert r["acc"] == pytest.approx(sum(r["correct"]) / 5)
+        assert r["invalid_rate"] == pytest.approx(1 - sum(r["valid"]) / 5)
+        assert all(c <= v for c, v in zip(r["correct"], r["valid"]))  # an invalid answer is never right
+        if r["protocol"] == "loglik":
+            assert r["invalid_rate"] == 0 and len(r["gold_logprob"]) == 5
+        else:
+            parsed = [pf.parse_answer(o, "letter") for o in r["outputs"]]
+            assert r["valid"] == [int(p != pf.INVALID) for p in parsed]
+
+
+def test_zero_lora_scores_like_the_base_model(prows):
+    def rows(method):
+        return {(r["protocol"], r["seed"]): (r["correct"], r.get("outputs")) for r in prows if r["method"] == method}
+
+    assert rows("control_random") == rows("base")
+
+
+def test_loglik_protocol_is_lm_evals_multiple_choice(pworld, prows):
+    """The loglik rows are what dnd.evaluate's lm-eval multiple-choice scoring gives on the same
+    records (the paper-format context, the bracketed answers)."""
+    from dnd import evaluate as ev
+
+    scorer = ev.InPlaceScorer(pworld["model"], pworld["zoo"] / "beta" / "final", pworld["tasks"],
+                              protocol.task_name(TARGET, "loglik"), limit=None, batch_size=4, metric="acc")
+    s = scorer.score(ev.load_state_dict(pworld["zoo"] / "beta" / "final"), "beta")
+    row = next(r for r in prows if (r["method"], r["adapter"], r["protocol"]) == ("source_lora", "beta", "loglik"))
+    assert row["correct"] == s.correct
+    assert row["gold_logprob"] == pytest.approx(s.gold_logprob(), abs=1e-4)
+
+
+def test_cache_reuses_every_adapter(pworld, prows, monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("the model was loaded although every adapter is cached")
+
+    monkeypatch.setattr(protocol, "ProtocolScorer", boom)
+    out = pworld["root"] / "eval2.jsonl"
+    assert cli_main(_eval_argv(pworld, out, pworld["root"] / "cache")) == 0
+    again = [json.loads(line) for line in out.read_text().splitlines()]
+    assert again == prows
+
+
+def test_missing_dnd_adapters_are_named(pworld, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no dnd_<i>/ adapter directories"):
+        protocol.evaluate_protocol(TARGET, pworld["params"], pworld["model"], pworld["tasks"], pworld["zoo"],
+                                   tmp_path, pworld["enc"])
+
+
+def test_paper_format_is_no_run_format():
+    from dnd.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "config" / "smoke.yaml")
+    cfg["prompt"]["format"] = "paper"
+    with pytest.raises(ConfigError, match="protocol experiment"):
+        validate_config(cfg)
+
+
+# ------------------------------------------------------------------------------ summary
+def _row(target, method, adapter, protocol_, seed, correct, valid):
+    n = len(correct)
+    return {"target": target, "method": method, "adapter": adapter, "protocol": protocol_, "seed": seed, "n": n,
+            "acc": sum(correct) / n, "invalid_rate": 1 - sum(valid) / n, "correct": correct, "valid": valid}
+
+
+def test_metrics_decompose_the_gain():
+    """DnD valid on every item, right on all valid ones; the training LoRAs valid on half, right
+    on half of those: the gain splits into validity and accuracy-among-valid exactly."""
+    n = 8
+    rows = []
+    for t, sources in {"t1": ["s1", "s2"]}.items():
+        for p, seed in (("greedy", None),):
+            rows.append(_row(t, "dnd", "0", p, seed, [1] * n, [1] * n))
+            for s in sources:
+                rows.append(_row(t, "source_lora", s, p, seed, [1, 0, 1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0, 0, 0]))
+            rows.append(_row(t, "source_lora", t, p, seed, [1] * n, [1] * n))
+    m = pr.metrics(rows, {"t1": ["s1", "s2"]}, resamples=200, seed=0)
+    assert m["greedy/dnd/acc"] == 100 and m["greedy/train_avg/acc"] == 25
+    assert m["greedy/train_avg/invalid_rate"] == 50 and m["greedy/dnd/invalid_rate"] == 0
+    d = m["greedy/dnd_minus_train_avg/acc"]
+    assert d == pytest.approx(75)
+    # validity: (1 - 0.5) * 0.5 = 25 points; accuracy among valid: 1 * (1 - 0.5) = 50 points
+    assert m["greedy/dnd_minus_train_avg/validity"] == pytest.approx(25)
+    assert m["greedy/dnd_minus_train_avg/accuracy_valid"] == pytest.approx(50)
+    assert m["greedy/dnd_minus_train_avg/acc_ci_low"] <= d <= m["greedy/dnd_minus_train_avg/acc_ci_high"]
+    assert m["greedy/oracle/acc"] == 100
+
+
+def test_summary_and_report_from_scored_rows(pworld, prows, tmp_path):
+    ev_file = tmp_path / "alpha.jsonl"
+    ev_file.write_text("".join(json.dumps(r) + "\n" for r in prows))
+    scores, metrics = tmp_path / "scores.csv", tmp_path / "metrics.json"
+    assert cli_main(["protocol-summary", "--params", json.dumps({"folds": {TARGET: SOURCES}, "bootstrap": 100}),
+                     "--eval", str(ev_file), "--scores", str(scores), "--metrics", str(metrics)]) == 0
+    import pandas as pd
+
+    df = pd.read_csv(scores)
+    assert list(df.columns) == pr.SCORE_COLUMNS
+    assert set(df.protocol) == {"loglik", "greedy", "sampled"} and len(df) == len(prows)
+    m = json.loads(metrics.read_text())
+    for p in ("loglik", "greedy", "sampled"):
+        assert math.isfinite(m[f"{p}/dnd_minus_train_avg/acc"])
+        assert m[f"{p}/train_avg/acc"] == pytest.approx(np.mean([
+            np.mean(r["correct"]) * 100 for r in prows if r["method"] == "source_lora" and r["adapter"] in SOURCES
+            and r["protocol"] == p]))
+    out, fig = tmp_path / "report.md", tmp_path / "figures" / "protocol.png"
+    paper = Path(__file__).resolve().parents[1] / "config" / "paper_numbers.yaml"
+    assert cli_main(["protocol-report", "--params", json.dumps({"protocol": pworld["pcfg"]}), "--metrics",
+                     str(metrics), "--paper-numbers", str(paper), "--out", str(out), "--figure", str(fig)]) == 0
+    text = out.read_text()
+    assert "## Protocol" in text and "Training LoRAs (avg)" in text and "(figures/protocol.png)" in text
+    assert "+21.0 points" in text and fig.stat().st_size > 0
