@@ -65,7 +65,7 @@ def test_malformed_config_is_one_clear_message(tmp_path):
 def test_dvc_stages_match_snakemake_targets():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     targets = {line.split()[0] for line in snakemake("--list-target-rules").stdout.splitlines() if line.strip()}
-    summary = snakemake("-n", "--summary").stdout.splitlines()
+    summary = snakemake("-n", "--summary", "all", "protocol").stdout.splitlines()  # protocol: outside `all`
     planned = [line.split("\t")[0] for line in summary[1:] if "\t" in line]
     for name, stage in stages.items():
         assert stage["cmd"] == f"snakemake --cores all {name}", name
@@ -73,7 +73,7 @@ def test_dvc_stages_match_snakemake_targets():
         outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", [])]
         for out in outs:
             assert any(p == out or p.startswith(out.rstrip("/") + "/") for p in planned), f"{name}: {out} not produced by the DAG"
-    for agg in ("zoo", "generators", "generate", "evaluate", "summary", "report"):
+    for agg in ("zoo", "generators", "generate", "evaluate", "summary", "report", "protocol"):
         assert agg in stages
     # DVC fails on a params key that config/config.yaml does not spell out
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -174,9 +174,17 @@ def test_smoke_dag_end_to_end_deterministic_and_through_dvc(tmp_path):
     # every stage's outputs come from its own Snakemake target, not from a later stage
     assert "Data and pipelines are up to date" in dvc(b, "status").stdout
     assert (a / "results" / "scores.csv").read_text() == (b / "results" / "scores.csv").read_text()
+    # the protocol experiment (a DVC stage, outside Snakemake's `all`) ran under dvc repro
+    pscores = list(csv.DictReader(open(b / "results" / "protocol" / "scores.csv")))
+    assert {r["protocol"] for r in pscores} == {"loglik", "greedy", "sampled"}
+    assert {"dnd", "dnd_testcond", "source_lora", "control_random"} <= {r["method"] for r in pscores}
+    assert "## Protocol" in (b / "results" / "protocol" / "report.md").read_text()
     # bit-reproducible: every file DVC hashes is byte-identical between the two runs, made in
-    # different directories (no machine path, no wall-clock time inside any of them)
+    # different directories (no machine path, no wall-clock time inside any of them); the
+    # protocol ran only in b
     for out in _dvc_outs(yaml.safe_load((REPO / "dvc.yaml").read_text())):
+        if out.startswith("results/protocol"):
+            continue
         files = sorted(p.relative_to(a) for p in (a / out).rglob("*") if p.is_file()) if (a / out).is_dir() else [Path(out)]
         assert files, out
         for f in files:
@@ -193,10 +201,12 @@ def test_smoke_dag_end_to_end_deterministic_and_through_dvc(tmp_path):
     assert "dnd_mean" in json.dumps(metrics)
 
     # a generator setting changes: only generators -> generate -> evaluate -> report rerun
-    res = dvc(b, "exp", "run", "-S", "config/config.yaml:generator.steps=4")
+    res = dvc(b, "exp", "run", "-S", "config/config.yaml:generator.steps=4", "report")
     out = res.stdout + res.stderr
-    for stage in ("data", "base_model", "zoo", "eval_speed"):
+    for stage in ("data", "base_model", "zoo"):
         assert f"Stage '{stage}' didn't change, skipping" in out, stage
+    for stage in ("eval_speed", "protocol"):  # not upstream of the report
+        assert f"Running stage '{stage}'" not in out, stage
     for stage in ("generators", "generate", "evaluate", "report"):
         assert f"Running stage '{stage}'" in out, stage
     assert "rule train_generator:" in out

@@ -1,0 +1,193 @@
+# The paper's own protocol side by side (target `protocol`, outside `all`; dnd.protocol).
+# Everything it makes lives under results/protocol/ (logs/protocol/, benchmarks/protocol/), so it
+# never touches the default run's artifacts; it reuses the default run's data splits, encoded
+# prompts and base model. Its zoo is trained on the paper's bracketed answer format; its
+# generators and adapters are made by the default run's rules (`use rule ... with:`), on its own
+# paths.
+
+rule protocol_tasks:
+    """The first protocol.n_test test items of each dataset in the paper's format, and the lm-eval
+    tasks that score them (log-likelihood, greedy, one per sampling seed)."""
+    input:
+        expand("results/data/{ds}/test.jsonl", ds=DATASETS),
+    output:
+        tasks=[f"{PROTO}/tasks/{name}.yaml" for name in P_TASKS],
+        data=expand(f"{PROTO}/data/{{ds}}/test.jsonl", ds=DATASETS),
+    params:
+        p=as_json({"protocol": PCFG, "datasets": DATASETS}),
+        out_dir=lambda wildcards, output: str(Path(output.data[0]).parents[2]),
+    log:
+        "logs/protocol/tasks.log",
+    benchmark:
+        "benchmarks/protocol/tasks.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../envs/dnd.yaml"
+    shell:
+        "python -m dnd.cli protocol-tasks --params {params.p:q} --data-dir results/data --out-dir {params.out_dir:q} "
+        "> {log:q} 2>&1"
+
+
+use rule train_lora as protocol_train_lora with:
+    output:
+        checkpoints=directory(f"{PROTO}/zoo/{{ds}}/checkpoints"),
+        final=directory(f"{PROTO}/zoo/{{ds}}/final"),
+        log_csv=f"{PROTO}/zoo/{{ds}}/train_log.csv",
+        summary=f"{PROTO}/zoo/{{ds}}/summary.json",
+        timings=f"{PROTO}/timings/train_lora/{{ds}}.json",
+    params:
+        p=as_json({"lora": config["lora"], "prompt": {"format": "paper"}, "seed": config["seed"]}),
+        out_dir=f"{PROTO}/zoo/{{ds}}",
+    log:
+        "logs/protocol/train_lora/{ds}.log",
+    benchmark:
+        "benchmarks/protocol/train_lora/{ds}.tsv"
+
+
+use rule tokenize_zoo as protocol_tokenize_zoo with:
+    input:
+        f"{PROTO}/zoo/{{ds}}/checkpoints",
+    output:
+        f"{PROTO}/tokens/{{ds}}.pt",
+    log:
+        "logs/protocol/tokenize_zoo/{ds}.log",
+    benchmark:
+        "benchmarks/protocol/tokenize_zoo/{ds}.tsv"
+
+
+use rule train_generator as protocol_train_generator with:
+    input:
+        unpack(protocol_fold_inputs),
+    output:
+        generator=f"{PROTO}/generators/{{target}}/generator_{{design}}.pt",
+        log_csv=f"{PROTO}/generators/{{target}}/train_log_{{design}}.csv",
+        timings=f"{PROTO}/timings/train_generator/{{target}}_{{design}}.json",
+    log:
+        "logs/protocol/train_generator/{target}_{design}.log",
+    benchmark:
+        "benchmarks/protocol/train_generator/{target}_{design}.tsv"
+
+
+use rule generate_adapter as protocol_generate_adapter with:
+    input:
+        generator=f"{PROTO}/generators/{{target}}/generator_{P_DESIGN}.pt",
+        prompts=protocol_prompts,
+    output:
+        adapter=directory(f"{PROTO}/generated/{{target}}/{{kind}}_{{i}}"),
+        timing=f"{PROTO}/timings/generate/{{target}}/{{kind}}_{{i}}.json",
+    wildcard_constraints:
+        kind="|".join(P_KINDS),
+    params:
+        prompts=prompts_spec,
+        n=config["generator"]["n_prompts"],
+        # dnd_testcond draws with dnd's seeds (the same draw indices, from another split)
+        seed=lambda wildcards: adapter_seed(
+            config["seed"], "dnd" if wildcards.kind == "dnd_testcond" else wildcards.kind, int(wildcards.i)
+        ),
+    log:
+        "logs/protocol/generate/{target}_{kind}_{i}.log",
+    benchmark:
+        "benchmarks/protocol/generate/{target}_{kind}_{i}.tsv"
+
+
+rule evaluate_protocol:
+    """Every method on one target under the three protocols (dnd.protocol)."""
+    input:
+        tasks=rules.protocol_tasks.output.tasks,
+        model=BASE_MODEL,
+        zoo=expand(f"{PROTO}/zoo/{{ds}}/final", ds=DATASETS),
+        encoded=lambda wildcards: expand("results/encoded/{ds}/train.pt", ds=FOLDS[wildcards.target])
+        + [f"results/encoded/{wildcards.target}/cond.pt"],
+        generated=lambda wildcards: protocol_adapters(wildcards.target),
+    output:
+        f"{PROTO}/eval/{{target}}.jsonl",
+    params:
+        p=lambda wildcards: as_json(
+            {
+                "protocol": PCFG,
+                "evaluation": {k: config["evaluation"][k] for k in ("batch_size", "dtype")},
+                "datasets": DATASETS,
+                "sources": FOLDS[wildcards.target],
+            }
+        ),
+        generated=lambda wildcards: f"{PROTO}/generated/{wildcards.target}",
+        tasks_dir=lambda wildcards, input: str(Path(input.tasks[0]).parent),
+        zoo=lambda wildcards, input: str(Path(input.zoo[0]).parent.parent),
+        cache=lambda wildcards: (
+            ["--cache-dir", f"{PROTO}/eval_cache/{wildcards.target}"] if config["evaluation"]["cache"] else []
+        ),
+    log:
+        "logs/protocol/evaluate/{target}.log",
+    benchmark:
+        "benchmarks/protocol/evaluate/{target}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=0,
+    conda:
+        "../envs/dnd.yaml"
+    shell:
+        "python -m dnd.cli evaluate-protocol --threads {threads:q} --params {params.p:q} "
+        "--target {wildcards.target:q} --model {input.model:q} --tasks-dir {params.tasks_dir:q} --zoo-dir {params.zoo:q} "
+        "--generated-dir {params.generated:q} --encoded-dir results/encoded {params.cache:q} --out {output:q} "
+        "> {log:q} 2>&1"
+
+
+rule protocol_summary:
+    """results/protocol/scores.csv (every adapter, protocol and seed) and metrics.json."""
+    input:
+        expand(f"{PROTO}/eval/{{target}}.jsonl", target=TARGETS),
+    output:
+        scores=report(f"{PROTO}/scores.csv", caption="../report/protocol_scores.rst", category="Protocol"),
+        metrics=f"{PROTO}/metrics.json",
+    params:
+        p=as_json({"folds": FOLDS, "bootstrap": config["evaluation"]["bootstrap"], "seed": config["seed"]}),
+    log:
+        "logs/protocol/summary.log",
+    benchmark:
+        "benchmarks/protocol/summary.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/dnd.yaml"
+    shell:
+        "python -m dnd.cli protocol-summary --params {params.p:q} --eval {input:q} --scores {output.scores:q} "
+        "--metrics {output.metrics:q} > {log:q} 2>&1"
+
+
+rule protocol_report:
+    """results/protocol/report.md (section "Protocol") and its figure."""
+    input:
+        metrics=rules.protocol_summary.output.metrics,
+        paper=workflow.source_path("../../config/paper_numbers.yaml"),
+    output:
+        md=report(f"{PROTO}/report.md", caption="../report/protocol_report.rst", category="Protocol"),
+        figure=report(f"{PROTO}/figures/protocol.png", caption="../report/fig_protocol.rst", category="Protocol"),
+    params:
+        p=as_json(config),
+    log:
+        "logs/protocol/report.log",
+    benchmark:
+        "benchmarks/protocol/report.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/dnd.yaml"
+    shell:
+        "python -m dnd.cli protocol-report --params {params.p:q} --metrics {input.metrics:q} "
+        "--paper-numbers {input.paper:q} --benchmarks-dir benchmarks/protocol --out {output.md:q} "
+        "--figure {output.figure:q} > {log:q} 2>&1"
+
+
+rule protocol:
+    """The paper-protocol experiment (outside `all`): snakemake --cores all protocol."""
+    input:
+        rules.protocol_report.output,
