@@ -208,7 +208,7 @@ def test_letter_format():
 
 
 @needs_shared
-def test_real_benchmarks_seven_by_three_disjoint(tmp_path):
+def test_real_benchmarks_every_builtin_by_three_disjoint(tmp_path):
     cfg = validate_config({"data": {"datasets": list(REGISTRY), "dir": str(SHARED_DATA)}, "base_model": {"source": "tiny"}})
     dirs = []
     for name in REGISTRY:
@@ -225,9 +225,26 @@ def test_real_benchmarks_seven_by_three_disjoint(tmp_path):
             assert 0 <= it["answer"] < len(it["choices"]) and len(it["choices"]) >= 2
         dirs.append(tmp_path / name)
     table = summary_csv(dirs).strip().split("\n")
-    assert table[0] == "dataset,split,n" and len(table) == 1 + 7 * 3
+    assert table[0] == "dataset,split,n" and len(table) == 1 + len(REGISTRY) * 3
 
 
 def test_unknown_dataset_in_loader():
     with pytest.raises(ValueError, match="unknown dataset"):
         load_pools("nope", {"datasets": []})
+
+
+def test_science_set_parses_inline_choices():
+    from dnd.datasets import parse_science_item
+
+    rec = {"prompt": "What is used in cheese?choices: A: protozoa, B: gymnosperms, C: mesophilic organisms, "
+                     "D: viruses", "response": "[C]", "system": ""}
+    it = parse_science_item(rec, 3, "science")
+    assert it == {"id": "science-3", "question": "What is used in cheese?",
+                  "choices": ["protozoa", "gymnosperms", "mesophilic organisms", "viruses"], "answer": 2}
+    with pytest.raises(ValueError, match="science-4: no 'choices"):
+        parse_science_item({"prompt": "no choices here", "response": "[A]"}, 4, "science")
+    with pytest.raises(ValueError, match="gold label 'E'"):
+        parse_science_item({**rec, "response": "[E]"}, 5, "science")
+    pools = load_pools("science", {"datasets": ["science"], "dir": str(SHARED_DATA)})
+    assert pools[0] is None and len(pools[1]) == 2001
+    assert [sum(it["answer"] == k for it in pools[1]) for k in range(4)] == [487, 504, 472, 538]

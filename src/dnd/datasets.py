@@ -51,8 +51,11 @@ REGISTRY: dict[str, DatasetSpec] = {
         DatasetSpec("openbookqa", "OpenBookQA", "OpenBookQA", "allenai/openbookqa:main"),
         DatasetSpec("piqa", "PIQA", "PIQA", "ybisk/piqa"),
         DatasetSpec("winogrande", "WinoGrande", "WinoGrande", "allenai/winogrande:winogrande_{size}"),
+        # the paper's cross-domain target: the authors' science set (<data dir>/math_code), no train set
+        DatasetSpec("science", "Science (cross-domain)", "", "none (the authors' science-dataset.json)"),
     ]
 }
+
 
 
 def check_dataset_names(names: list[str], custom: dict[str, Any] | None = None) -> None:
@@ -123,6 +126,22 @@ def parse_dnd_item(rec: dict, idx: int, prefix: str) -> dict:
     if gold not in labels:
         raise ValueError(f"{prefix}-{idx}: gold label {gold!r} not among {labels}")
     return {"id": f"{prefix}-{idx}", "question": question, "choices": choices, "answer": labels.index(gold)}
+
+
+_SCIENCE_RE = re.compile(r"^(.*?)\s*choices:\s*A:\s*(.*), B:\s*(.*), C:\s*(.*), D:\s*(.*)$", re.S)
+
+
+def parse_science_item(rec: dict, idx: int, prefix: str) -> dict:
+    """The authors' science set: prompt = question immediately followed by
+    'choices: A: x, B: y, C: z, D: w'; response = '[C]'."""
+    m = _SCIENCE_RE.match(rec["prompt"].strip())
+    if not m:
+        raise ValueError(f"{prefix}-{idx}: no 'choices: A: ..., B: ..., C: ..., D: ...' in {rec['prompt'][:80]!r}")
+    gold = rec["response"].strip().strip("[]").strip()
+    if gold not in "ABCD" or len(gold) != 1:
+        raise ValueError(f"{prefix}-{idx}: gold label {gold!r} is not one of A-D")
+    return {"id": f"{prefix}-{idx}", "question": m.group(1).strip(),
+            "choices": [c.strip() for c in m.groups()[1:]], "answer": "ABCD".index(gold)}
 
 
 def norm_boolq(rec: dict, idx: int, prefix: str, max_passage_chars: int) -> dict:
@@ -270,6 +289,9 @@ Pools = tuple[list[dict] | None, list[dict]]
 
 
 def load_local(name: str, root: Path, dcfg: dict) -> Pools:
+    if name == "science":
+        path = _need(root / "math_code" / "science-dataset.json.gz")
+        return None, [parse_science_item(r, i, "science") for i, r in enumerate(_read_json(path))]
     base = root / "commonsense" / REGISTRY[name].local_dir
     if not base.is_dir():
         raise FileNotFoundError(f"dataset directory for '{name}' not found: {base}")
@@ -348,6 +370,8 @@ def load_hub(name: str, dcfg: dict) -> Pools:  # pragma: no cover - needs intern
 
         return ([conv(r, i, "winogrande-train") for i, r in enumerate(rows("allenai/winogrande", f"winogrande_{size}", "train"))],
                 [conv(r, i, "winogrande-val") for i, r in enumerate(rows("allenai/winogrande", f"winogrande_{size}", "validation"))])
+    if name == "science":
+        raise ValueError("the science set has no Hub copy: use data.source local with the shared data directory")
     raise ValueError(f"no Hub loader for dataset '{name}'")
 
 
