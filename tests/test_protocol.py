@@ -148,6 +148,35 @@ def test_sampling_is_seeded_per_request_and_independent_of_the_batch(tiny_lm):
     assert len({tuple(a[i::4]) for i in range(1, 4)}) > 1  # the seeds give different samples
 
 
+def test_loglikelihood_pass_feeds_generation(tiny_lm, monkeypatch):
+    """The log-likelihood pass scores like the plain forward pass and keeps every context's
+    state; generate_until then decodes from it (no second prefill), with the same answers."""
+    import torch.nn.functional as F
+
+    lm, tok, model = tiny_lm["lm"], tiny_lm["tok"], tiny_lm["model"]
+    items = (MC, YN, END)
+    contexts = [pf.render_context(it, "default") for it in items]
+    reqs = [_Req(c, kw) for c in contexts for kw in (GREEDY, _sampled(0))]
+    fresh = lm.generate_until(reqs, disable_tqdm=True)
+    ll_reqs = []
+    for it, c in zip(items, contexts):
+        ctx = tok(c, add_special_tokens=False)["input_ids"]
+        for a in pf.answer_texts(it):
+            ll_reqs.append(((c, " " + a), ctx, tok(c + " " + a, add_special_tokens=False)["input_ids"][len(ctx):]))
+    got = lm._loglikelihood_tokens(ll_reqs, disable_tqdm=True)
+    for (_, ctx, cont), (lp, _) in zip(ll_reqs, got):
+        with torch.no_grad():
+            logits = model(torch.tensor([ctx + cont[:-1]])).logits[0, len(ctx) - 1:]
+        ref = F.log_softmax(logits.float(), -1).gather(1, torch.tensor(cont).unsqueeze(1)).sum()
+        assert lp == pytest.approx(float(ref), abs=1e-4)
+    assert len(lm._kept) == len(contexts)
+    calls = []
+    real = lm._prefill_tokens
+    monkeypatch.setattr(lm, "_prefill_tokens", lambda encs: calls.append(len(encs)) or real(encs))
+    assert lm.generate_until(reqs, disable_tqdm=True) == fresh
+    assert calls == [] and lm._kept == {}  # decoded from the kept states, which are then dropped
+
+
 def test_sample_token_respects_top_k_and_top_p():
     from dnd.lm_generate import sample_token
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 
 import pytest
 import torch
@@ -79,15 +78,6 @@ def test_smollm2_round_trip(w: int, n_tokens: int) -> None:
     assert tokens.shape == (n_tokens, 10, w + 2) and tokens.dtype == torch.float32
     assert torch.isfinite(tokens).all()
     assert max_err(detokenize(tokens, layout), sd) < 1e-5
-
-
-def test_smollm2_speed() -> None:
-    sd = smollm2_lora()
-    layout = LoraLayout.from_state_dict(sd, 192)
-    tokenize(sd, layout)
-    t = time.perf_counter()
-    detokenize(tokenize(sd, layout), layout)
-    assert time.perf_counter() - t < 0.5  # ~0.03 s on 2 cores; loose bound for shared machines
 
 
 def test_tiny_llama_round_trip_and_order() -> None:

@@ -11,12 +11,13 @@ scores.csv: one row per (target, method, adapter, protocol, seed): n, acc, inval
 
 metrics.json, per protocol p (loglik, greedy, sampled) and method m, averaged over targets (each
 target weighs the same): `{p}/{m}/acc`, `{p}/{m}/invalid_rate`, and for sampled the spread over
-seeds `{p}/{m}/acc_sd_seeds`. Methods besides the scored ones: train_avg (mean over the fold's
-training LoRAs), best_train (the best of them on the target's labels: not zero-shot), oracle (the
-target's own LoRA). `{p}/dnd_minus_train_avg/acc` with a paired bootstrap 95% CI over items
-(`_ci_low`, `_ci_high`), and its split into the part the invalid-output rate explains and the part
+seeds `{p}/{m}/acc_sd_seeds`; per target the same under `{target}/`. Methods besides the scored
+ones: train_avg (mean over the fold's training LoRAs), best_train (the best of them on the
+target's labels: not zero-shot), oracle (the target's own LoRA). For each pair of COMPARISONS,
+e.g. `{p}/dnd_minus_train_avg/acc`: the difference, a paired bootstrap 95% CI over items
+(`_ci_low`, `_ci_high`) and its split into what the invalid-output rate explains and what
 accuracy among valid answers explains: with v = valid share and c = accuracy among valid answers,
-DnD - train_avg = (v_dnd - v_train) * c_train [`validity`] + v_dnd * (c_dnd - c_train) [`accuracy_valid`].
+subject - baseline = (v_s - v_b) * c_b [`validity`] + v_s * (c_s - c_b) [`accuracy_valid`].
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 SCORE_COLUMNS = ["target", "method", "adapter", "protocol", "seed", "n", "acc", "invalid_rate"]
+#: (subject, baseline) pairs with a paired bootstrap CI in metrics.json, under every protocol
+COMPARISONS = (("dnd", "train_avg"), ("dnd_testcond", "train_avg"), ("dnd_testcond", "dnd"), ("dnd", "soup"),
+               ("dnd", "nearest"), ("dnd", "control_other"), ("dnd", "control_random"), ("dnd", "control_shuffled"))
 PROTOCOL_ORDER = ("loglik", "greedy", "sampled")
 PROTOCOL_TITLES = {"loglik": "Log-likelihood", "greedy": "Greedy + parser", "sampled": "Sampled + parser"}
 #: Rows of the report's table, in order: (method key, title, zero-shot?)
@@ -118,8 +122,8 @@ def metrics(rows: list[dict], folds: dict[str, list[str]], resamples: int, seed:
                     xs = [method_items(sub, t, m, p, folds[t]) for t in targets]
                     per_seed.append(np.mean([100 * c.mean() for c, _ in xs]))
                 out[f"{p}/{m}/acc_sd_seeds"] = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0
-        for subject in ("dnd", "dnd_testcond"):
-            pairs = [(method_items(rows, t, subject, p, folds[t]), method_items(rows, t, "train_avg", p, folds[t]))
+        for subject, base in COMPARISONS:
+            pairs = [(method_items(rows, t, subject, p, folds[t]), method_items(rows, t, base, p, folds[t]))
                      for t in targets]
             if not pairs or any(a is None or b is None for a, b in pairs):
                 continue
@@ -129,7 +133,7 @@ def metrics(rows: list[dict], folds: dict[str, list[str]], resamples: int, seed:
                 idx = bootstrap_indices(len(diff), resamples, seed, t)
                 boots.append(diff[idx].mean(1) if resamples else np.array([diff.mean()]))
             pooled = np.mean(boots, 0)
-            key = f"{p}/{subject}_minus_train_avg"
+            key = f"{p}/{subject}_minus_{base}"
             out[f"{key}/acc"] = float(np.mean([100 * (a[0] - b[0]).mean() for a, b in pairs]))
             lo, hi = percentile_ci(pooled) if resamples else (float("nan"), float("nan"))
             out[f"{key}/acc_ci_low"], out[f"{key}/acc_ci_high"] = float(lo), float(hi)
@@ -179,12 +183,22 @@ def conclusion(m: dict[str, Any], paper: dict[str, Any]) -> list[str]:
                   f"of the difference {m[f'{key}/validity']:+.1f} points come from the invalid-output rate, "
                   f"{m[f'{key}/accuracy_valid']:+.1f} from accuracy among valid answers")
         lines.append(s + ".")
-    t_key = "dnd_testcond_minus_train_avg"
     for p in PROTOCOL_ORDER:
-        if f"{p}/{t_key}/acc" in m and f"{p}/dnd/acc" in m:
+        key = f"{p}/dnd_testcond_minus_dnd"
+        if f"{key}/acc" in m:
             lines.append(f"- Conditioning on the test prompts (the authors' code) instead of the unlabeled pool, "
-                         f"{PROTOCOL_TITLES[p].lower()}: {m[f'{p}/dnd_testcond/acc'] - m[f'{p}/dnd/acc']:+.1f} "
-                         f"points ({_fmt(m[f'{p}/dnd_testcond/acc'])} vs {_fmt(m[f'{p}/dnd/acc'])}).")
+                         f"{PROTOCOL_TITLES[p].lower()}: {m[f'{key}/acc']:+.1f} points (95% CI "
+                         f"[{m[f'{key}/acc_ci_low']:+.1f}, {m[f'{key}/acc_ci_high']:+.1f}]; "
+                         f"{_fmt(m[f'{p}/dnd_testcond/acc'])} vs {_fmt(m[f'{p}/dnd/acc'])}).")
+    for p in PROTOCOL_ORDER:
+        parts = [f"{name} {m[f'{p}/dnd_minus_{b}/acc']:+.1f} [{m[f'{p}/dnd_minus_{b}/acc_ci_low']:+.1f}, "
+                 f"{m[f'{p}/dnd_minus_{b}/acc_ci_high']:+.1f}]"
+                 for b, name in (("soup", "soup"), ("nearest", "nearest"), ("control_other", "other prompts"),
+                                 ("control_random", "random text"), ("control_shuffled", "shuffled words"))
+                 if f"{p}/dnd_minus_{b}/acc" in m]
+        if parts:
+            lines.append(f"- DnD minus the other baselines and controls, {PROTOCOL_TITLES[p].lower()} (points, "
+                         f"95% CI): {'; '.join(parts)}.")
     gain = (paper or {}).get("common_sense", {}).get("average_gain")
     if gain is not None:
         lines.append(f"- The paper reports +{gain} points over the training-LoRA average (Qwen2.5-0.5B, sampled "
