@@ -285,6 +285,19 @@ def test_relative_task_path_resolves_against_the_run_directory(world, tmp_path, 
     assert key(tasks) == key(world["tasks"])
 
 
+def test_new_domain_target_has_no_oracle(world, tmp_path):
+    """A target outside the LoRA datasets (the paper's cross-domain test) gets every method but
+    the oracle; its cond prompts may live elsewhere (--cond)."""
+    cond = tmp_path / "science_cond.pt"
+    shutil.copy(world["enc"] / TARGET / "cond.pt", cond)
+    params = {**world["params"], "datasets": SOURCES, "sources": SOURCES}
+    out = tmp_path / "alpha.jsonl"
+    assert cli_main(_evaluate_argv(world, out, params) + ["--cond", str(cond)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["adapter"] for r in rows if r["method"] == "source_lora"} == set(SOURCES)
+    assert {"base", "soup", "nearest", "dnd"} <= {r["method"] for r in rows}
+
+
 def test_missing_inputs_are_named(world, tmp_path):
     with pytest.raises(FileNotFoundError, match="final LoRA of alpha not found"):
         ev.plan_target(TARGET, DATASETS, SOURCES, tmp_path / "nozoo", world["gen"], world["enc"])

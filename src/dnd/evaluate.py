@@ -10,7 +10,8 @@ scores every method on one held-out target with the same harness, the same items
 
   method          adapter                   what is scored
   base            "base"                    the base model (LoRA modules disabled)
-  source_lora     d, for every dataset d    results/zoo/{d}/final; d == T is the oracle
+  source_lora     d, for every dataset d    results/zoo/{d}/final; d == T is the oracle (a target
+                                            outside `datasets`, a new domain, has none)
   soup            "soup"                    element-wise mean of the fold's training LoRAs
                                             (lora_A and lora_B averaged separately)
   nearest         the chosen dataset        the training LoRA whose dataset's mean train-prompt
@@ -113,12 +114,12 @@ def require_adapter_dir(path: Path, what: str) -> Path:
     return path
 
 
-def discover_generated(gen_dir: Path) -> dict[str, list[tuple[str, Path]]]:
+def discover_generated(gen_dir: Path, kinds: tuple[str, ...] = GENERATED_KINDS) -> dict[str, list[tuple[str, Path]]]:
     """{kind: [(index, dir), ...]} for results/generated/{T}/{kind}_{i}/, sorted by i, for every
-    kind of GENERATED_KINDS that has adapters; dnd is required, the variants and controls are not."""
+    kind of `kinds` that has adapters; dnd is required, the variants and controls are not."""
     _require(gen_dir, "generated adapters directory")
-    pat = re.compile(rf"({'|'.join(GENERATED_KINDS)})_(\d+)")
-    found: dict[str, list[tuple[int, Path]]] = {k: [] for k in GENERATED_KINDS}
+    pat = re.compile(rf"({'|'.join(kinds)})_(\d+)")
+    found: dict[str, list[tuple[int, Path]]] = {k: [] for k in kinds}
     for p in gen_dir.iterdir():
         m = pat.fullmatch(p.name)
         if m and p.is_dir():
@@ -386,10 +387,10 @@ def open_score_cache(directory: Path, model_dir: Path, task_yaml: Path, test_fil
 
 # ======================================================================== evaluate
 def plan_target(target: str, datasets: list[str], sources: list[str], zoo_dir: Path, generated_dir: Path,
-                encoded_dir: Path) -> dict[str, Any]:
-    """Check every input exists before the model is loaded; return what to score."""
-    if target not in datasets:
-        raise ValueError(f"target {target!r} is not among datasets {datasets}")
+                encoded_dir: Path, cond: Path | None = None) -> dict[str, Any]:
+    """Check every input exists before the model is loaded; return what to score. `datasets`
+    are the datasets whose LoRAs are scored; a target outside them (a new domain) has no oracle.
+    `cond`: the target's encoded cond prompts (default: encoded_dir/target/cond.pt)."""
     bad = sorted(set(sources) - set(datasets))
     if bad:
         raise ValueError(f"sources {bad} are not among datasets {datasets}")
@@ -400,7 +401,7 @@ def plan_target(target: str, datasets: list[str], sources: list[str], zoo_dir: P
     finals = {d: require_adapter_dir(zoo_dir / d / "final", f"final LoRA of {d}") for d in datasets}
     generated = discover_generated(generated_dir)
     encoded = {d: _require(encoded_dir / d / "train.pt", f"encoded train prompts of {d}") for d in sources}
-    cond = _require(encoded_dir / target / "cond.pt", f"encoded cond prompts of {target}")
+    cond = _require(cond or encoded_dir / target / "cond.pt", f"encoded cond prompts of {target}")
     return {"finals": finals, "generated": generated, "encoded": encoded, "cond": cond}
 
 
@@ -483,7 +484,8 @@ def _score_jobs(target: str, jobs: list[tuple[str, str, str, Any]], new_scorer, 
 
 
 def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: Path, zoo_dir: Path,
-                    generated_dir: Path, encoded_dir: Path, cache_dir: Path | None = None) -> list[dict[str, Any]]:
+                    generated_dir: Path, encoded_dir: Path, cache_dir: Path | None = None,
+                    cond: Path | None = None) -> list[dict[str, Any]]:
     """Score every method on `target` (see the module doc). With `cache_dir`, adapters whose
     results are in the score cache are not scored again (the model is loaded only if one is
     missing)."""
@@ -500,7 +502,7 @@ def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks_
     test_file = task_data_file(task_yaml)
     test_ids = read_ids(test_file)
     _require(model_dir / "config.json", "base model")
-    plan = plan_target(target, datasets, sources, zoo_dir, generated_dir, encoded_dir)
+    plan = plan_target(target, datasets, sources, zoo_dir, generated_dir, encoded_dir, cond)
     nearest, sims = _nearest_training_lora(plan, target)
 
     # every adapter must have the shape of the LoRA modules the model gets
@@ -544,6 +546,8 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="results/eval/{target}.jsonl")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="score cache directory (results/eval_cache/{target}); omit to score everything")
+    p.add_argument("--cond", type=Path, default=None,
+                   help="the target's encoded cond prompts (default: <encoded-dir>/<target>/cond.pt)")
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
@@ -552,7 +556,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
 
     params = parse_params(args.params)
     rows = evaluate_target(args.target, params, args.model, args.tasks_dir, args.zoo_dir, args.generated_dir,
-                           args.encoded_dir, args.cache_dir)
+                           args.encoded_dir, args.cache_dir, args.cond)
     write_jsonl(args.out, rows)
     log.info("wrote %d rows to %s", len(rows), args.out)
 

@@ -43,7 +43,6 @@ import argparse
 import contextlib
 import logging
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -297,21 +296,6 @@ def open_cache(directory: Path, model_dir: Path, tasks_dir: Path, names: list[st
     return ResultCache(directory, files, context)
 
 
-def discover_kinds(gen_dir: Path) -> dict[str, list[tuple[str, Path]]]:
-    """{kind: [(index, dir), ...]} of the PROTOCOL_KINDS adapters in `gen_dir`; dnd is required."""
-    from .evaluate import require_adapter_dir
-
-    pat = re.compile(rf"({'|'.join(PROTOCOL_KINDS)})_(\d+)")
-    found: dict[str, list[tuple[int, Path]]] = {k: [] for k in PROTOCOL_KINDS}
-    for p in sorted(Path(gen_dir).iterdir()) if Path(gen_dir).is_dir() else []:
-        m = pat.fullmatch(p.name)
-        if m and p.is_dir():
-            found[m.group(1)].append((int(m.group(2)), require_adapter_dir(p, f"generated adapter {p.name}")))
-    if not found["dnd"]:
-        raise FileNotFoundError(f"no dnd_<i>/ adapter directories in {gen_dir}")
-    return {k: [(str(i), p) for i, p in sorted(v)] for k, v in found.items() if v}
-
-
 def evaluate_protocol(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: Path, zoo_dir: Path,
                       generated_dir: Path, encoded_dir: Path, cache_dir: Path | None = None) -> list[dict[str, Any]]:
     """Every method on `target` under every protocol (see the module doc)."""
@@ -333,7 +317,7 @@ def evaluate_protocol(target: str, params: dict[str, Any], model_dir: Path, task
     if target not in datasets or target in sources or not sources or set(sources) - set(datasets):
         raise ValueError(f"target {target!r} / sources {sources} do not fit datasets {datasets}")
     finals = {d: ev_mod.require_adapter_dir(zoo_dir / d / "final", f"final LoRA of {d}") for d in datasets}
-    generated = discover_kinds(generated_dir)
+    generated = ev_mod.discover_generated(generated_dir, PROTOCOL_KINDS)
     plan = {"cond": ev_mod._require(encoded_dir / target / "cond.pt", f"encoded cond prompts of {target}"),
             "encoded": {d: ev_mod._require(encoded_dir / d / "train.pt", f"encoded train prompts of {d}")
                         for d in sources}}
