@@ -111,6 +111,15 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     if cfg.get("prompt", {}).get("format") == "paper":
         raise ConfigError("prompt.format 'paper' is the protocol experiment's LoRA format (target `protocol`); "
                           "a run's scoring format must be 'cloze' or 'letter'")
+    cd = cfg.get("crossdomain", {}).get("target")
+    if cd is not None:
+        if cd in cfg["data"]["datasets"]:
+            raise ConfigError(f"crossdomain.target {cd!r} is one of data.datasets: the cross-domain target must be a "
+                              "dataset the generator never trains on")
+        try:
+            check_dataset_names([cd], cfg["data"].get("custom", {}))
+        except ValueError as exc:
+            raise ConfigError(f"crossdomain.target: {exc}") from exc
     gen = cfg.get("generator", {})
     for key in ("heldout", "sources"):
         unknown = sorted(set(gen.get(key, [])) - set(cfg["data"]["datasets"]))

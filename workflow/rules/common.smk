@@ -195,3 +195,27 @@ def protocol_prompts(wildcards):
     if wildcards.kind == "dnd_testcond":
         return f"results/data/{wildcards.target}/test.jsonl"
     return PROMPTS_FILE[wildcards.kind](wildcards)
+
+
+# ------------------------------------------------------------- the cross-domain experiment
+CD = "results/crossdomain"
+CCFG = config["crossdomain"]
+CD_TARGET = CCFG["target"]
+CD_DESIGN = CCFG["design"] or DESIGN
+CD_KINDS = ["dnd", *CONTROL_KINDS]
+
+
+def crossdomain_adapters(target):
+    return [f"{CD}/generated/{target}/{k}_{i}" for k in CD_KINDS
+            for i in range(N_ADAPTERS if k == "dnd" else N_CONTROLS)]
+
+
+def crossdomain_prompts(wildcards):
+    """dnd and control_shuffled: the new domain's unlabeled prompts; control_other: the first
+    training dataset's; control_random: none."""
+    if wildcards.kind == "control_other":
+        return _cond(DATASETS[0])
+    if wildcards.kind == "control_random":
+        return []
+    return f"{CD}/data/{wildcards.target}/cond.jsonl"
+
