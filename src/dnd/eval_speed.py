@@ -187,8 +187,9 @@ def _run_eval_speed(args: argparse.Namespace) -> None:
     from .config import parse_params
     from .io import write_json
 
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    from .evaluate import quiet_lm_eval
+
+    quiet_lm_eval()
     res = compare_target(args.target, parse_params(args.params), args.model, args.tasks_dir, args.zoo_dir)
     write_json(args.out, res)
 

@@ -387,10 +387,12 @@ def open_score_cache(directory: Path, model_dir: Path, task_yaml: Path, test_fil
 
 # ======================================================================== evaluate
 def plan_target(target: str, datasets: list[str], sources: list[str], zoo_dir: Path, generated_dir: Path,
-                encoded_dir: Path, cond: Path | None = None) -> dict[str, Any]:
+                encoded_dir: Path, cond: Path | None = None,
+                kinds: tuple[str, ...] = GENERATED_KINDS) -> dict[str, Any]:
     """Check every input exists before the model is loaded; return what to score. `datasets`
     are the datasets whose LoRAs are scored; a target outside them (a new domain) has no oracle.
-    `cond`: the target's encoded cond prompts (default: encoded_dir/target/cond.pt)."""
+    `cond`: the target's encoded cond prompts (default: encoded_dir/target/cond.pt); `kinds`:
+    the generated kinds to look for."""
     bad = sorted(set(sources) - set(datasets))
     if bad:
         raise ValueError(f"sources {bad} are not among datasets {datasets}")
@@ -399,10 +401,26 @@ def plan_target(target: str, datasets: list[str], sources: list[str], zoo_dir: P
     if not sources:
         raise ValueError(f"fold {target!r} has no training datasets")
     finals = {d: require_adapter_dir(zoo_dir / d / "final", f"final LoRA of {d}") for d in datasets}
-    generated = discover_generated(generated_dir)
+    generated = discover_generated(generated_dir, kinds)
     encoded = {d: _require(encoded_dir / d / "train.pt", f"encoded train prompts of {d}") for d in sources}
     cond = _require(cond or encoded_dir / target / "cond.pt", f"encoded cond prompts of {target}")
     return {"finals": finals, "generated": generated, "encoded": encoded, "cond": cond}
+
+
+def reference_lora(plan: dict[str, Any], sources: list[str]) -> tuple[Path, dict[str, Any]]:
+    """(directory, adapter config) of the first training LoRA, after checking that every adapter
+    of `plan` has its LoRA shape (the shape of the LoRA modules the model gets)."""
+    ref_dir = plan["finals"][sources[0]]
+    ref_cfg = read_adapter_config(ref_dir)
+    for d in list(plan["finals"].values()) + [p for lst in plan["generated"].values() for _, p in lst]:
+        check_same_lora_shape(ref_cfg, read_adapter_config(d), d)
+    return ref_dir, ref_cfg
+
+
+def quiet_lm_eval() -> None:
+    """lm-eval logs warnings only, unless dnd runs with --debug."""
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("lm_eval").setLevel(logging.WARNING)
 
 
 def _row(target: str, method: str, adapter: str, s: Scored, metric: str, **extra) -> dict[str, Any]:
@@ -505,14 +523,8 @@ def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks_
     plan = plan_target(target, datasets, sources, zoo_dir, generated_dir, encoded_dir, cond)
     nearest, sims = _nearest_training_lora(plan, target)
 
-    # every adapter must have the shape of the LoRA modules the model gets
-    ref_dir = plan["finals"][sources[0]]
-    ref_cfg = read_adapter_config(ref_dir)
-    for d in list(plan["finals"].values()) + [p for lst in plan["generated"].values() for _, p in lst]:
-        check_same_lora_shape(ref_cfg, read_adapter_config(d), d)
-
-    if log.getEffectiveLevel() > logging.DEBUG:
-        logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    ref_dir, ref_cfg = reference_lora(plan, sources)
+    quiet_lm_eval()
     cache = open_score_cache(cache_dir, model_dir, task_yaml, test_file, ref_cfg, ev) if cache_dir is not None else None
     overhead = time.perf_counter() - t_start
     jobs = _scoring_jobs(plan, sources, model_dir)

@@ -314,30 +314,17 @@ def evaluate_protocol(target: str, params: dict[str, Any], model_dir: Path, task
     for n in names:
         ev_mod._require(tasks_dir / f"{n}.yaml", f"lm-eval task {n}")
     ev_mod._require(model_dir / "config.json", "base model")
-    if target not in datasets or target in sources or not sources or set(sources) - set(datasets):
+    if target not in datasets:
         raise ValueError(f"target {target!r} / sources {sources} do not fit datasets {datasets}")
-    finals = {d: ev_mod.require_adapter_dir(zoo_dir / d / "final", f"final LoRA of {d}") for d in datasets}
-    generated = ev_mod.discover_generated(generated_dir, PROTOCOL_KINDS)
-    plan = {"cond": ev_mod._require(encoded_dir / target / "cond.pt", f"encoded cond prompts of {target}"),
-            "encoded": {d: ev_mod._require(encoded_dir / d / "train.pt", f"encoded train prompts of {d}")
-                        for d in sources}}
+    plan = ev_mod.plan_target(target, datasets, sources, zoo_dir, generated_dir, encoded_dir, kinds=PROTOCOL_KINDS)
     nearest, sims = ev_mod._nearest_training_lora(plan, target)
-    ref_dir = finals[sources[0]]
-    ref_cfg = ev_mod.read_adapter_config(ref_dir)
-    for d in [*finals.values(), *[p for lst in generated.values() for _, p in lst]]:
-        ev_mod.check_same_lora_shape(ref_cfg, ev_mod.read_adapter_config(d), d)
-    if log.getEffectiveLevel() > logging.DEBUG:
-        logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    ref_dir, ref_cfg = ev_mod.reference_lora(plan, sources)
+    ev_mod.quiet_lm_eval()
 
     settings = {"batch_size": int(ev["batch_size"]), "dtype": ev["dtype"],
                 **{k: pcfg[k] for k in ("template", "max_new_tokens", "sampling", "seeds")}}
     cache = open_cache(cache_dir, model_dir, tasks_dir, names, ref_cfg, settings) if cache_dir else None
-    jobs: list[tuple[str, str, str, Any]] = [("base", "base", f"base ({model_dir})", None)]
-    jobs += [ev_mod._adapter_job("source_lora", d, p) for d, p in finals.items()]
-    jobs.append(("soup", "soup", f"soup (mean of {', '.join(sources)})",
-                 lambda: ev_mod.average_state_dicts([ev_mod.load_state_dict(finals[d]) for d in sources])))
-    for kind, adapters in generated.items():
-        jobs += [ev_mod._adapter_job(kind, i, p) for i, p in adapters]
+    jobs = ev_mod._scoring_jobs(plan, sources, model_dir)
 
     scorer: ProtocolScorer | None = None
     rows: list[dict[str, Any]] = []
