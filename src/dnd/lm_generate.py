@@ -105,18 +105,13 @@ class SharedPrefillLM(PrefixSharingLM):
                 "max_new": int(kw["max_gen_toks"]), "stop_chars": kw.get("stop_chars"),
                 "until": [*until, eos]}
 
-    def _prefill(self, contexts: list[str], max_new: int):
-        """(cache, last-position logits (B, V), attention mask, next position ids) of a batch of
-        contexts; each is cut from the left to leave room for max_new tokens. The token prefix the
-        contexts share (a system message, say) is computed once and its keys/values copied to
-        every row; the rest of each context follows it, left-padded (padding between the shared
-        prefix and a row's own tokens is masked, positions continue from the prefix). Only the
-        last position goes through the output layer (logits_to_keep=1)."""
-        room = self.max_length - max_new
-        return self._prefill_tokens([self.tok_encode(c)[-room:] for c in contexts])
-
     def _prefill_tokens(self, encs: list[list[int]]):
-        """`_prefill` on token lists."""
+        """(cache, last-position logits (B, V), attention mask, next position ids) of a batch of
+        tokenized contexts. The token prefix the contexts share (a system message, say) is
+        computed once and its keys/values copied to every row; the rest of each context follows
+        it, left-padded (padding between the shared prefix and a row's own tokens is masked,
+        positions continue from the prefix). Only the last position goes through the output
+        layer (logits_to_keep=1)."""
         import torch
 
         shared = min(len(e) for e in encs) - 1  # every row keeps at least one token of its own
@@ -145,14 +140,16 @@ class SharedPrefillLM(PrefixSharingLM):
                          position_ids=pos.to(self.device), past_key_values=cache, use_cache=True, logits_to_keep=1)
         return out.past_key_values, out.logits[:, -1, : self.vocab_size], mask, pos[:, -1] + 1
 
-    def _decode_batch(self, contexts: list[str], streams: list[tuple[int, dict]]) -> list[str]:
-        """Decode every stream (context row, settings) of a batch of contexts; its text."""
+    def _decode_batch(self, contexts: list[str], encoded: list[list[int]],
+                      streams: list[tuple[int, dict]]) -> list[str]:
+        """Decode every stream (context row, settings) of a batch of contexts (and their tokens;
+        each is cut from the left to leave room for the new tokens); its text."""
         import torch
 
         max_new = max(s["max_new"] for _, s in streams)
         with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
                                              enabled=self.mixed_precision_dtype is not None):
-            encs = [self.tok_encode(c)[-(self.max_length - max_new):] for c in contexts]
+            encs = [e[-(self.max_length - max_new):] for e in encoded]
             if self._kept and all(tuple(e) in self._kept for e in encs):
                 cache, logits, mask, next_pos = self._restore([self._kept[tuple(e)] for e in encs])
             else:
@@ -195,7 +192,8 @@ class SharedPrefillLM(PrefixSharingLM):
         from tqdm.auto import tqdm
 
         groups = self._streams_of(requests)
-        contexts = sorted(groups, key=lambda c: (-len(self.tok_encode(c)), c))
+        encoded = {c: self.tok_encode(c) for c in groups}
+        contexts = sorted(groups, key=lambda c: (-len(encoded[c]), c))
         settings = [self._settings(r.args[1]) for r in requests]
         res: list[str | None] = [None] * len(requests)
         bar = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0,
@@ -204,7 +202,7 @@ class SharedPrefillLM(PrefixSharingLM):
         for start in range(0, len(contexts), per_batch):
             batch = contexts[start:start + per_batch]
             streams = [(row, i) for row, c in enumerate(batch) for i in groups[c]]
-            texts = self._decode_batch(batch, [(row, settings[i]) for row, i in streams])
+            texts = self._decode_batch(batch, [encoded[c] for c in batch], [(row, settings[i]) for row, i in streams])
             for (_, i), text in zip(streams, texts):
                 res[i] = text
                 self.cache_hook.add_partial("generate_until", requests[i].args, text)
