@@ -360,3 +360,15 @@ def test_compute_table_leaves_out_other_experiments(tmp_path):
     own = tables.compute_table(tmp_path, exclude=("protocol",))
     assert set(own["Stage (rule)"]) == {"train_lora", "report", "**all stages**"}
     assert own.set_index("Stage (rule)").loc["train_lora", "Jobs"] == 2
+
+
+def test_report_hash_is_the_default_runs(run_dir):
+    """The report states the hash of the default run's config: the protocol section (an extra
+    experiment, filled in by the schema) is not part of it."""
+    from dnd.config import config_hash, run_config
+
+    cfg = validate_config({"name": "unit", "data": {"datasets": DATASETS}, "base_model": {"source": "smollm2_wheel"}})
+    assert "protocol" in cfg
+    text = (run_dir / "results" / "report.md").read_text()
+    assert f"Config hash `{config_hash(run_config(cfg))}`" in text
+    assert config_hash(cfg) not in text

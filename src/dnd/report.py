@@ -78,11 +78,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from .config import parse_params, validate_config
+    from .config import parse_params, run_config, validate_config
 
     params = parse_params(args.params)
     if params:  # without a config the report is rendered from the run's files alone
-        validate_config(params)
+        params = run_config(validate_config(params))  # the default run's config, as it is hashed
     paths = {k: Path(getattr(args, k)) for k in ("scores", "metrics", "efficiency", "eval_speed", "eval_agreement",
                                                  "diagnostics", "data_summary", "zoo_dir",
                                                  "generators_dir", "generated_dir", "benchmarks_dir", "timings_dir",
