@@ -171,3 +171,16 @@ def test_section_resolves_schema_refs(tmp_path):
     assert out["custom"]["mine"]["style"] == "qa" and out["n_test"] == 5
     with pytest.raises(ConfigError, match="does not match"):
         section("data", {"custom": {"it's": {"path": "x.jsonl"}}})
+
+
+def test_extra_experiments_stay_out_of_the_default_runs_hash():
+    """Editing an extra experiment's section (run outside `all`) must not re-hash, and so not
+    rerun, the default reproduction's report."""
+    from dnd.config import EXPERIMENTS, config_hash, run_config
+
+    cfg = load_config(REPO_ROOT / "config" / "config.yaml")
+    assert "protocol" in cfg and "protocol" in EXPERIMENTS
+    edited = {**cfg, "protocol": {**cfg["protocol"], "n_test": cfg["protocol"]["n_test"] + 1}}
+    assert config_hash(run_config(edited)) == config_hash(run_config(cfg))
+    assert not set(run_config(cfg)) & set(EXPERIMENTS)
+    assert config_hash(run_config({**cfg, "seed": cfg["seed"] + 1})) != config_hash(run_config(cfg))

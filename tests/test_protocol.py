@@ -398,3 +398,17 @@ def test_summary_and_report_from_scored_rows(pworld, prows, tmp_path):
     text = out.read_text()
     assert "## Protocol" in text and "Training LoRAs (avg)" in text and "(figures/protocol.png)" in text
     assert "+21.0 points" in text and fig.stat().st_size > 0
+
+
+def test_empty_share_of_invalid_outputs():
+    """Of the invalid generations, the share that are empty, for the base model and for adapters
+    with a LoRA apart; loglik rows (no outputs) are not counted."""
+    rows = [{**_row("t1", "base", "base", "greedy", None, [0, 0, 1, 0], [0, 0, 1, 0]), "outputs": ["", "zz", "[A]", " "]},
+            {**_row("t1", "dnd", "0", "greedy", None, [0, 1, 0, 0], [0, 1, 0, 1]), "outputs": ["", "[B]", "\n", "[C]"]},
+            _row("t1", "dnd", "0", "loglik", None, [1, 1, 0, 0], [1, 1, 1, 1])]
+    shares = pr.empty_shares(rows)
+    assert shares == {"greedy/base/empty_share_of_invalid": pytest.approx(200 / 3),
+                      "greedy/lora/empty_share_of_invalid": 100.0}
+    lines = pr.conclusion({**shares}, {})
+    assert any("100% of those of the adapters with a LoRA are empty" in x and "67% of the base model's" in x
+               for x in lines)

@@ -346,3 +346,29 @@ def test_pca_takes_only_the_default_designs_adapters(tmp_path):
         (tmp_path / "gen" / "t" / name / "adapter_model.safetensors").write_bytes(b"")
     items = figures.collect_pca_inputs(tmp_path / "nozoo", tmp_path / "gen", 3)
     assert [p.parent.name for _, _, p in items] == ["dnd_0", "dnd_1"]
+
+
+def test_compute_table_leaves_out_other_experiments(tmp_path):
+    """The default report's compute table counts the default run's jobs, not the protocol's."""
+    row = "s\th:m:s\tmax_rss\tcpu_time\n{s}\t0:00:00\t100\t{s}\n"
+    for rel, s in {"train_lora/a.tsv": 10, "train_lora/b.tsv": 20, "report.tsv": 1,
+                   "protocol/evaluate/a.tsv": 500}.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(row.format(s=s))
+    every = tables.compute_table(tmp_path)
+    assert set(every["Stage (rule)"]) == {"train_lora", "report", "protocol", "**all stages**"}
+    own = tables.compute_table(tmp_path, exclude=("protocol",))
+    assert set(own["Stage (rule)"]) == {"train_lora", "report", "**all stages**"}
+    assert own.set_index("Stage (rule)").loc["train_lora", "Jobs"] == 2
+
+
+def test_report_hash_is_the_default_runs(run_dir):
+    """The report states the hash of the default run's config: the protocol section (an extra
+    experiment, filled in by the schema) is not part of it."""
+    from dnd.config import config_hash, run_config
+
+    cfg = validate_config({"name": "unit", "data": {"datasets": DATASETS}, "base_model": {"source": "smollm2_wheel"}})
+    assert "protocol" in cfg
+    text = (run_dir / "results" / "report.md").read_text()
+    assert f"Config hash `{config_hash(run_config(cfg))}`" in text
+    assert config_hash(cfg) not in text

@@ -241,6 +241,17 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return validate_config(cfg)
 
 
+# Config sections (and benchmarks/ subfolders) that belong to the extra experiments, which run
+# outside `all`: the default run neither reads nor reports them, so editing one never reruns
+# or re-hashes the default reproduction.
+EXPERIMENTS = ("protocol", "crossdomain", "fewshot", "ablations", "math", "code")
+
+
+def run_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The config of the default run: `cfg` without the extra experiments' sections."""
+    return {k: v for k, v in cfg.items() if k not in EXPERIMENTS}
+
+
 def config_hash(cfg: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -18,6 +18,8 @@ e.g. `{p}/dnd_minus_train_avg/acc`: the difference, a paired bootstrap 95% CI ov
 (`_ci_low`, `_ci_high`) and its split into what the invalid-output rate explains and what
 accuracy among valid answers explains: with v = valid share and c = accuracy among valid answers,
 subject - baseline = (v_s - v_b) * c_b [`validity`] + v_s * (c_s - c_b) [`accuracy_valid`].
+`{p}/base/empty_share_of_invalid`, `{p}/lora/empty_share_of_invalid`: of the invalid generations
+of the base model / of the adapters with a LoRA, the share (%) that are empty.
 """
 
 from __future__ import annotations
@@ -140,6 +142,26 @@ def metrics(rows: list[dict], folds: dict[str, list[str]], resamples: int, seed:
             parts = [_decompose(a, b) for a, b in pairs]
             for part in ("validity", "accuracy_valid"):
                 out[f"{key}/{part}"] = float(np.mean([x[part] for x in parts]))
+    out.update(empty_shares(rows))
+    return out
+
+
+def empty_shares(rows: list[dict]) -> dict[str, float]:
+    """Of the invalid generations, the share (%) that are empty or whitespace: the model ended its
+    turn before answering. Separately for the base model and for every adapter with a LoRA."""
+    out = {}
+    for p in PROTOCOL_ORDER:
+        for who, keep in (("base", lambda m: m == "base"), ("lora", lambda m: m != "base")):
+            invalid = empty = 0
+            for r in rows:
+                if r["protocol"] != p or not keep(r["method"]) or "outputs" not in r:
+                    continue
+                for text, valid in zip(r["outputs"], r["valid"]):
+                    if not valid:
+                        invalid += 1
+                        empty += not str(text).strip()
+            if invalid:
+                out[f"{p}/{who}/empty_share_of_invalid"] = 100 * empty / invalid
     return out
 
 
@@ -183,6 +205,12 @@ def conclusion(m: dict[str, Any], paper: dict[str, Any]) -> list[str]:
                   f"of the difference {m[f'{key}/validity']:+.1f} points come from the invalid-output rate, "
                   f"{m[f'{key}/accuracy_valid']:+.1f} from accuracy among valid answers")
         lines.append(s + ".")
+    for p in PROTOCOL_ORDER:
+        lora, base = m.get(f"{p}/lora/empty_share_of_invalid"), m.get(f"{p}/base/empty_share_of_invalid")
+        if lora is not None:
+            lines.append(f"- Invalid outputs, {PROTOCOL_TITLES[p].lower()}: {lora:.0f}% of those of the adapters with a "
+                         "LoRA are empty (the model ends its turn before answering)"
+                         + (f", {base:.0f}% of the base model's." if base is not None else "."))
     for p in PROTOCOL_ORDER:
         key = f"{p}/dnd_testcond_minus_dnd"
         if f"{key}/acc" in m:
@@ -270,7 +298,8 @@ def figure(m: dict[str, Any], out: Path) -> None:
     for ax, col in zip(axes, ("accuracy (%)", "invalid outputs (%)")):
         sns.barplot(data=df, y="method", x=col, hue="protocol", ax=ax, orient="h")
         ax.set_ylabel("")
-    axes[1].get_legend().remove()
+    axes[0].get_legend().remove()  # one legend, where the invalid-rate bars leave room
+    sns.move_legend(axes[1], "lower right", title="protocol")
     fig.suptitle("The paper's protocol: accuracy and invalid outputs per method (mean over targets)")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)

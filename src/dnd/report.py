@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .config import config_hash
+from .config import EXPERIMENTS, config_hash
 from .datasets import title
 from .figures import (CAPTIONS, FIGURES, MAIN_METHODS, apply_style, fig_comparisons, fig_curves, fig_diagnostics,
                       fig_efficiency, fig_pca, fig_transfer, method_bars, placeholder)
@@ -78,11 +78,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from .config import parse_params, validate_config
+    from .config import parse_params, run_config, validate_config
 
     params = parse_params(args.params)
     if params:  # without a config the report is rendered from the run's files alone
-        validate_config(params)
+        params = run_config(validate_config(params))  # the default run's config, as it is hashed
     paths = {k: Path(getattr(args, k)) for k in ("scores", "metrics", "efficiency", "eval_speed", "eval_agreement",
                                                  "diagnostics", "data_summary", "zoo_dir",
                                                  "generators_dir", "generated_dir", "benchmarks_dir", "timings_dir",
@@ -488,7 +488,7 @@ def _metadata_section(params: dict, benchmarks_dir: Path, metrics: Path, metrics
          f"- Profile: `{params.get('name', 'n/a')}`.", "",
          "### Package versions", "", _md(versions()), "",
          "### Compute (Snakemake benchmarks)", ""]
-    comp = compute_table(benchmarks_dir)
+    comp = compute_table(benchmarks_dir, exclude=EXPERIMENTS)  # the default run's jobs only
     if comp is None:
         L += [f"No benchmark files under `{_shown(benchmarks_dir)}`.", ""]
     else:

@@ -441,11 +441,15 @@ def efficiency_table(eff: pd.DataFrame, targets: list[str], timings_dir: Path,
     return disp, num_df
 
 
-def compute_table(benchmarks_dir: Path) -> pd.DataFrame | None:
+def compute_table(benchmarks_dir: Path, exclude: tuple[str, ...] = ()) -> pd.DataFrame | None:
+    """Wall time, CPU time and peak memory per stage (= benchmarks/ subfolder or file stem);
+    the subfolders named in `exclude` (other experiments' jobs) are left out."""
     files = sorted(benchmarks_dir.rglob("*.tsv")) if benchmarks_dir.exists() else []
     rows = []
     for f in files:
         rel = f.relative_to(benchmarks_dir)
+        if rel.parts[0] in exclude:
+            continue
         stage = rel.parts[0] if len(rel.parts) > 1 else rel.stem
         try:
             df = read_bench(f)

@@ -12,7 +12,7 @@ validate(config, schema="../schemas/config.schema.yaml")
 # The package is the single source of truth for cross-field checks and the fold layout.
 REPO = Path(workflow.basedir).parent
 sys.path.insert(0, str(REPO / "src"))
-from dnd.config import check_inputs, folds, validate_config  # noqa: E402
+from dnd.config import check_inputs, folds, run_config, validate_config  # noqa: E402
 from dnd.datasets import dataset_settings  # noqa: E402
 from dnd.schedule import ADAPTER_KINDS, adapter_seed  # noqa: E402
 

@@ -29,7 +29,7 @@ rule report:
             for name, file in FIGURES.items()
         ],
     params:
-        p=as_json(config),
+        p=as_json(run_config(config)),  # without the extra experiments' sections
         zoo=lambda wildcards, input: str(Path(input.zoo[0]).parents[1]),
     log:
         "logs/report.log",
