@@ -65,7 +65,8 @@ def test_malformed_config_is_one_clear_message(tmp_path):
 def test_dvc_stages_match_snakemake_targets():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     targets = {line.split()[0] for line in snakemake("--list-target-rules").stdout.splitlines() if line.strip()}
-    summary = snakemake("-n", "--summary", "all", "protocol").stdout.splitlines()  # protocol: outside `all`
+    # the extra experiments are outside `all`
+    summary = snakemake("-n", "--summary", "all", "protocol", "crossdomain").stdout.splitlines()
     planned = [line.split("\t")[0] for line in summary[1:] if "\t" in line]
     for name, stage in stages.items():
         assert stage["cmd"] == f"snakemake --cores all {name}", name
@@ -73,7 +74,7 @@ def test_dvc_stages_match_snakemake_targets():
         outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", [])]
         for out in outs:
             assert any(p == out or p.startswith(out.rstrip("/") + "/") for p in planned), f"{name}: {out} not produced by the DAG"
-    for agg in ("zoo", "generators", "generate", "evaluate", "summary", "report", "protocol"):
+    for agg in ("zoo", "generators", "generate", "evaluate", "summary", "report", "protocol", "crossdomain"):
         assert agg in stages
     # DVC fails on a params key that config/config.yaml does not spell out
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -179,11 +180,17 @@ def test_smoke_dag_end_to_end_deterministic_and_through_dvc(tmp_path):
     assert {r["protocol"] for r in pscores} == {"loglik", "greedy", "sampled"}
     assert {"dnd", "dnd_testcond", "source_lora", "control_random"} <= {r["method"] for r in pscores}
     assert "## Protocol" in (b / "results" / "protocol" / "report.md").read_text()
+    # so did the cross-domain experiment: every method but the oracle on the new domain
+    cscores = list(csv.DictReader(open(b / "results" / "crossdomain" / "scores.csv")))
+    assert {r["target"] for r in cscores} == {"colors"}
+    assert {"base", "source_lora", "soup", "nearest", "dnd", "control_other"} <= {r["method"] for r in cscores}
+    assert {r["adapter"] for r in cscores if r["method"] == "source_lora"} == {"capitals", "sounds", "opposites"}
+    assert "## Cross-domain" in (b / "results" / "crossdomain" / "report.md").read_text()
     # bit-reproducible: every file DVC hashes is byte-identical between the two runs, made in
     # different directories (no machine path, no wall-clock time inside any of them); the
-    # protocol ran only in b
+    # extra experiments ran only in b
     for out in _dvc_outs(yaml.safe_load((REPO / "dvc.yaml").read_text())):
-        if out.startswith("results/protocol"):
+        if out.startswith(("results/protocol", "results/crossdomain")):
             continue
         files = sorted(p.relative_to(a) for p in (a / out).rglob("*") if p.is_file()) if (a / out).is_dir() else [Path(out)]
         assert files, out
@@ -205,7 +212,7 @@ def test_smoke_dag_end_to_end_deterministic_and_through_dvc(tmp_path):
     out = res.stdout + res.stderr
     for stage in ("data", "base_model", "zoo"):
         assert f"Stage '{stage}' didn't change, skipping" in out, stage
-    for stage in ("eval_speed", "protocol"):  # not upstream of the report
+    for stage in ("eval_speed", "protocol", "crossdomain"):  # not upstream of the report
         assert f"Running stage '{stage}'" not in out, stage
     for stage in ("generators", "generate", "evaluate", "report"):
         assert f"Running stage '{stage}'" in out, stage

@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate-protocol": ("dnd.protocol", "score every method on one target by log-likelihood, greedy and sampled generation"),
     "protocol-summary": ("dnd.protocol_report", "merge the protocol scores into results/protocol/scores.csv and metrics.json"),
     "protocol-report": ("dnd.protocol_report", "render results/protocol/report.md and its figure"),
+    "crossdomain-report": ("dnd.crossdomain", "render results/crossdomain/report.md and its figure"),
     "summarize": ("dnd.summary", "merge per-target scores into scores.csv with bootstrap CIs"),
     "report": ("dnd.report", "render results/report.md and the figures"),
 }

@@ -208,7 +208,9 @@ def check_inputs(cfg: dict[str, Any]) -> None:
 
     data = cfg["data"]
     custom = data.get("custom", {})
-    builtin = [d for d in data["datasets"] if d in REGISTRY and d not in custom]
+    cross = (cfg.get("crossdomain") or {}).get("target")
+    read = [*data["datasets"], *([cross] if cross else [])]  # the cross-domain target is read too
+    builtin = [d for d in read if d in REGISTRY and d not in custom]
     if builtin and data.get("source", "local") == "local":
         root = resolve_input_path(data.get("dir", "../shared/data"))
         if not root.is_dir():
@@ -216,7 +218,7 @@ def check_inputs(cfg: dict[str, Any]) -> None:
                 f"data directory not found: {root} (data.dir = {data.get('dir')!r}; point it at the benchmark "
                 "files, or set data.source: hub to download them)"
             )
-    for name in data["datasets"]:
+    for name in read:
         if name in custom:
             path = resolve_input_path(custom[name]["path"])
             if not path.is_file():

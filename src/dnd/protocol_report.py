@@ -251,20 +251,6 @@ def per_target_table(m: dict[str, Any]):
     return pd.DataFrame(recs)
 
 
-def benchmark_minutes(directory: Path | None) -> tuple[float, float, int] | None:
-    """(total wall minutes, total CPU minutes, jobs) of the Snakemake benchmark files under
-    `directory` (the last run of each job)."""
-    import pandas as pd
-
-    if directory is None or not Path(directory).is_dir():
-        return None
-    rows = [pd.read_csv(f, sep="\t").iloc[-1] for f in sorted(Path(directory).rglob("*.tsv"))]
-    if not rows:
-        return None
-    return (sum(float(r["s"]) for r in rows) / 60, sum(float(r.get("cpu_time", float("nan"))) for r in rows) / 60,
-            len(rows))
-
-
 def paper_rows(paper: dict[str, Any], targets: list[str]):
     import pandas as pd
 
@@ -389,6 +375,7 @@ def _run_report(args: argparse.Namespace) -> None:
 
     from .config import parse_params
     from .io import atomic_path
+    from .tables import benchmark_minutes
 
     params = parse_params(args.params)
     m = json.loads(args.metrics.read_text())

@@ -138,6 +138,26 @@ def percentile_ci(boot) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def verdict(lo: float, hi: float, paper: float | None = None) -> str:
+    """Plain words on one of the paper's claims, "subject minus baseline is `paper`", from our
+    95% CI [lo, hi] of the same difference (same units; the paper's sign gives the direction
+    claimed, + when it states no size): "reproduced" when the CI lies on the paper's side of 0,
+    "not reproduced" when it lies on the other side or excludes the paper's size, else "too noisy
+    to tell"."""
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        return "too noisy to tell (no CI)"
+    sign = -1.0 if paper is not None and paper < 0 else 1.0
+    low, high = sorted((sign * lo, sign * hi))
+    size = abs(paper) if paper is not None else None
+    if low > 0:
+        return "reproduced" + (f" in direction, smaller than the paper's {paper:+.1f}" if size and high < size else "")
+    if high < 0:
+        return "not reproduced: the opposite direction"
+    if size and high < size:
+        return f"not reproduced: the CI excludes the paper's {paper:+.1f}"
+    return "too noisy to tell: the CI holds both 0 and the paper's size" if size else "too noisy to tell"
+
+
 def boot_means(values, idx):
     """Bootstrap means of per-item `values` for index matrix idx (None when either is None)."""
     import numpy as np

@@ -441,6 +441,18 @@ def efficiency_table(eff: pd.DataFrame, targets: list[str], timings_dir: Path,
     return disp, num_df
 
 
+def benchmark_minutes(directory: Path | None) -> tuple[float, float, int] | None:
+    """(total wall minutes, total CPU minutes, jobs) of the Snakemake benchmark files under
+    `directory` (the last run of each job)."""
+    if directory is None or not Path(directory).is_dir():
+        return None
+    rows = [pd.read_csv(f, sep="\t").iloc[-1] for f in sorted(Path(directory).rglob("*.tsv"))]
+    if not rows:
+        return None
+    return (sum(float(r["s"]) for r in rows) / 60, sum(float(r.get("cpu_time", float("nan"))) for r in rows) / 60,
+            len(rows))
+
+
 def compute_table(benchmarks_dir: Path, exclude: tuple[str, ...] = ()) -> pd.DataFrame | None:
     """Wall time, CPU time and peak memory per stage (= benchmarks/ subfolder or file stem);
     the subfolders named in `exclude` (other experiments' jobs) are left out."""

@@ -159,7 +159,36 @@ use rule summarize as crossdomain_summarize with:
         "benchmarks/crossdomain/summarize.tsv"
 
 
+rule crossdomain_report:
+    """results/crossdomain/report.md (section "Cross-domain") and its figure."""
+    input:
+        scores=rules.crossdomain_summarize.output.scores,
+        metrics=rules.crossdomain_summarize.output.metrics,
+        paper=workflow.source_path("../../config/paper_numbers.yaml"),
+    output:
+        md=report(f"{CD}/report.md", caption="../report/crossdomain_report.rst", category="Cross-domain"),
+        figure=report(f"{CD}/figures/crossdomain.png", caption="../report/fig_crossdomain.rst", category="Cross-domain"),
+    params:
+        p=as_json(
+            {"target": CD_TARGET, "sources": DATASETS, "design": CD_DESIGN, "n_cond": CCFG["n_cond"]}
+        ),
+    log:
+        "logs/crossdomain/report.log",
+    benchmark:
+        "benchmarks/crossdomain/report.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/dnd.yaml"
+    shell:
+        "python -m dnd.cli crossdomain-report --params {params.p:q} --scores {input.scores:q} "
+        "--metrics {input.metrics:q} --paper-numbers {input.paper:q} --benchmarks-dir benchmarks/crossdomain "
+        "--out {output.md:q} --figure {output.figure:q} > {log:q} 2>&1"
+
+
 rule crossdomain:
     """The cross-domain experiment (outside `all`): snakemake --cores all crossdomain."""
     input:
-        rules.crossdomain_summarize.output,
+        rules.crossdomain_report.output,

@@ -1,0 +1,230 @@
+"""Report of the cross-domain experiment (target `crossdomain`, outside `all`).
+
+  dnd crossdomain-report --params JSON --scores results/crossdomain/scores.csv
+      --metrics results/crossdomain/metrics.json --paper-numbers config/paper_numbers.yaml
+      --benchmarks-dir benchmarks/crossdomain --out results/crossdomain/report.md
+      --figure results/crossdomain/figures/crossdomain.png
+
+The experiment itself is made of the default run's stages (workflow/rules/crossdomain.smk): a
+generator trained on every dataset of the run, conditioned on the unlabeled prompts of a new
+domain (`crossdomain.target`, the paper's science set), its adapters and the main table's
+zero-shot baselines (base, every training LoRA, soup, nearest) and controls scored by
+`dnd evaluate` on the new domain's test items, merged by `dnd summarize` into scores.csv and
+metrics.json (the default run's schemas; the new domain has no oracle). This module reads those
+two files and writes the section "Cross-domain": the table of methods with their 95% CIs, DnD
+minus every baseline and control (paired CIs over items), the paper's numbers beside ours and a
+verdict in plain words (dnd.summary.verdict), and a figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SECTION = "## Cross-domain"
+PAPER_TASK = "science (cross-domain, common-sense generator)"  # its row in paper_numbers.yaml
+# (method key in metrics.json / scores.csv, label)
+ROWS = [("base", "Base"), ("train_avg", "Training LoRAs (avg)"), ("best_train", "Best training LoRA †"),
+        ("soup", "Soup"), ("nearest", "Nearest"), ("dnd", "DnD"), ("control_other", "Control: other prompts"),
+        ("control_random", "Control: random text"), ("control_shuffled", "Control: shuffled words")]
+COMPARED = [("train_avg", "training LoRAs (avg)"), ("soup", "soup"), ("nearest", "nearest"),
+            ("control_other", "other prompts"), ("control_random", "random text"),
+            ("control_shuffled", "shuffled words")]
+
+
+def paper_numbers(paper: dict[str, Any]) -> dict[str, float] | None:
+    """{train_avg, dnd} of the paper's cross-domain row, or None."""
+    rows = ((paper or {}).get("other_domains") or {}).get("rows") or []
+    for row in rows:
+        if row.get("task") == PAPER_TASK:
+            return {"train_avg": float(row["train_avg"]), "dnd": float(row["dnd"])}
+    return None
+
+
+def _pct(x: Any) -> float:
+    return math.nan if x is None else 100 * float(x)
+
+
+def _fmt(x: float, digits: int = 1, sign: bool = False) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else (f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}")
+
+
+def method_rows(scores, metrics: dict[str, Any], target: str) -> list[dict[str, Any]]:
+    """Accuracy (%) and its 95% CI for every method of ROWS that was scored (mean over the
+    training LoRAs, and over the adapters of a generated kind: the `mean` rows of scores.csv)."""
+    from .summary import MEAN_ADAPTER
+
+    st = scores[scores.target == target]
+    out = []
+    for key, label in ROWS:
+        if key == "train_avg":
+            acc, lo, hi = (_pct(metrics.get(f"{target}/train_avg")), math.nan, math.nan)
+        elif key == "best_train":
+            acc, lo, hi = _pct(metrics.get(f"{target}/best_train")), math.nan, math.nan
+        else:
+            rows = st[(st.method == key) & (st.adapter.astype(str) == MEAN_ADAPTER)]
+            if rows.empty:
+                rows = st[st.method == key]
+            if rows.empty:
+                continue
+            r = rows.iloc[0]
+            acc, lo, hi = _pct(r.acc), _pct(r.ci_low), _pct(r.ci_high)
+        if math.isfinite(acc):
+            out.append({"key": key, "Method": label, "acc": acc, "ci_low": lo, "ci_high": hi})
+    return out
+
+
+def comparisons(metrics: dict[str, Any], target: str) -> list[dict[str, Any]]:
+    """DnD minus each compared method: accuracy points and gold log-prob, paired 95% CIs."""
+    out = []
+    for b, label in COMPARED:
+        key = f"{target}/dnd_minus_{b}"
+        if metrics.get(f"{key}/acc") is None:
+            continue
+        out.append({"baseline": b, "label": label, "acc": _pct(metrics[f"{key}/acc"]),
+                    "acc_ci_low": _pct(metrics.get(f"{key}/acc_ci_low")),
+                    "acc_ci_high": _pct(metrics.get(f"{key}/acc_ci_high")),
+                    "gold_logprob": float(metrics.get(f"{key}/gold_logprob") or math.nan),
+                    "gold_logprob_ci_low": float(metrics.get(f"{key}/gold_logprob_ci_low") or math.nan),
+                    "gold_logprob_ci_high": float(metrics.get(f"{key}/gold_logprob_ci_high") or math.nan)})
+    return out
+
+
+def render(scores, metrics: dict[str, Any], params: dict[str, Any], paper: dict[str, Any], figure_rel: str,
+           timing: tuple[float, float, int] | None) -> str:
+    import pandas as pd
+
+    from .datasets import title
+    from .summary import verdict
+
+    target = params["target"]
+    name = title(target) if _known(target) else target
+    rows = method_rows(scores, metrics, target)
+    comp = comparisons(metrics, target)
+    n = metrics.get(f"{target}/n")
+    sources = params.get("sources", [])
+    L = [SECTION, "",
+         f"A generator (design `{params.get('design', 'n/a')}`) trained on all {len(sources)} datasets of the default "
+         f"run ({', '.join(title(s) for s in sources)}), conditioned on unlabeled prompts of a new domain, {name} "
+         f"({params.get('n_cond', 'n/a')} prompts drawn apart from the scored items), and scored on {n} of its test "
+         "items against the main table's zero-shot baselines and controls, with the same scorer (log-likelihood "
+         f"over the answers). {metrics.get(f'{target}/n_dnd_adapters', 'n/a')} DnD adapters, each from its own draw "
+         "of prompts; the new domain has no LoRA, so no oracle. Accuracy in % with 95% bootstrap CIs over items.", ""]
+    table = pd.DataFrame([{"Method": r["Method"], "Accuracy": _fmt(r["acc"]),
+                           "95% CI": (f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
+                                      if math.isfinite(r["ci_low"]) else "")} for r in rows])
+    L += [table.to_markdown(index=False, disable_numparse=True), "",
+          "† chosen with the new domain's test labels (not zero-shot).", ""]
+    if comp:
+        L += ["DnD minus each baseline and control (paired 95% CIs over items):", "",
+              pd.DataFrame([{"DnD minus": c["label"],
+                             "Accuracy (points)": f"{_fmt(c['acc'], sign=True)} [{_fmt(c['acc_ci_low'], sign=True)}, "
+                                                  f"{_fmt(c['acc_ci_high'], sign=True)}]",
+                             "Gold log-prob (nats)": f"{_fmt(c['gold_logprob'], 3, True)} "
+                                                     f"[{_fmt(c['gold_logprob_ci_low'], 3, True)}, "
+                                                     f"{_fmt(c['gold_logprob_ci_high'], 3, True)}]"}
+                            for c in comp]).to_markdown(index=False, disable_numparse=True), ""]
+    pn = paper_numbers(paper)
+    main = next((c for c in comp if c["baseline"] == "train_avg"), None)
+    if pn and main:
+        claim = pn["dnd"] - pn["train_avg"]
+        L += [f"**The paper** (Qwen2.5-0.5B, its protocol): training LoRAs {pn['train_avg']:.1f} → DnD {pn['dnd']:.1f} "
+              f"({claim:+.1f} points). **Here**: {_fmt(_pct(metrics.get(f'{target}/train_avg')))} → "
+              f"{_fmt(_pct(metrics.get(f'{target}/dnd_mean')))} ({_fmt(main['acc'], sign=True)} points, 95% CI "
+              f"[{_fmt(main['acc_ci_low'], sign=True)}, {_fmt(main['acc_ci_high'], sign=True)}]). "
+              f"**Verdict: {verdict(main['acc_ci_low'], main['acc_ci_high'], claim)}.**", ""]
+        ctrl = [c for c in comp if c["baseline"].startswith("control_")]
+        if ctrl:
+            L += ["Against its controls (the same generator given other prompts), DnD is " + "; ".join(
+                f"{_fmt(c['acc'], sign=True)} [{_fmt(c['acc_ci_low'], sign=True)}, {_fmt(c['acc_ci_high'], sign=True)}] "
+                f"vs {c['label']}" for c in ctrl) + " points: " + (
+                "the new domain's prompts matter" if all(c["acc_ci_low"] > 0 for c in ctrl) else
+                "the new domain's prompts make no measurable difference against at least one control") + ".", ""]
+    L += ["Budget: " + (f"the experiment's {timing[2]} jobs took {timing[0]:.0f} min of wall time in total and "
+                        f"{timing[1]:.0f} min of CPU time (Snakemake benchmarks; the zoo, tokens and encoded prompts "
+                        "of the default run are reused)." if timing else "no benchmark files were found for its jobs."),
+          "", f"![Cross-domain]({figure_rel})", ""]
+    return "\n".join(L)
+
+
+def _known(name: str) -> bool:
+    from .datasets import REGISTRY
+
+    return name in REGISTRY
+
+
+def figure(rows: list[dict[str, Any]], paper: dict[str, float] | None, target: str, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io import atomic_path
+
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.6))
+    ys = list(range(len(rows)))[::-1]
+    for y, r in zip(ys, rows):
+        err = ([[r["acc"] - r["ci_low"]], [r["ci_high"] - r["acc"]]] if math.isfinite(r["ci_low"]) else None)
+        ax.barh(y, r["acc"], color="tab:orange" if r["key"] == "dnd" else "tab:blue", xerr=err, capsize=3)
+    ax.set_yticks(ys, [r["Method"] for r in rows])
+    if paper:
+        for key, style in (("train_avg", ":"), ("dnd", "--")):
+            ax.axvline(paper[key], color="grey", ls=style,
+                       label=f"paper: {'training LoRAs' if key == 'train_avg' else 'DnD'} ({paper[key]:.1f})")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlabel("accuracy (%), 95% CI")
+    ax.set_title(f"Cross-domain: a common-sense generator on {target}")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def _add_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", required=True, help="JSON: {target, sources, design, n_cond}")
+    p.add_argument("--scores", required=True, type=Path)
+    p.add_argument("--metrics", required=True, type=Path)
+    p.add_argument("--paper-numbers", type=Path, default=None)
+    p.add_argument("--benchmarks-dir", type=Path, default=None, help="benchmarks/crossdomain (job times)")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--figure", required=True, type=Path)
+
+
+def _run_report(args: argparse.Namespace) -> None:
+    import os
+
+    import pandas as pd
+    import yaml
+
+    from .config import parse_params
+    from .io import write_text
+    from .tables import benchmark_minutes
+
+    params = parse_params(args.params)
+    for key in ("target", "sources"):
+        if key not in params:
+            raise ValueError(f"--params needs {key!r}")
+    for path in (args.scores, args.metrics):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: run `snakemake --cores all crossdomain` first")
+    scores = pd.read_csv(args.scores)
+    metrics = json.loads(args.metrics.read_text())
+    if f"{params['target']}/n" not in metrics:
+        raise ValueError(f"{args.metrics} has no scores for {params['target']!r}")
+    paper = (yaml.safe_load(args.paper_numbers.read_text())
+             if args.paper_numbers and args.paper_numbers.is_file() else {})
+    rows = method_rows(scores, metrics, params["target"])
+    figure(rows, paper_numbers(paper), params["target"], args.figure)
+    rel = os.path.relpath(args.figure, args.out.parent)
+    write_text(args.out, render(scores, metrics, params, paper, rel, benchmark_minutes(args.benchmarks_dir)))
+    log.info("wrote %s and %s", args.out, args.figure)
+
+
+COMMANDS = {"crossdomain-report": (_add_report, _run_report)}

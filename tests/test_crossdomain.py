@@ -1,0 +1,79 @@
+"""The cross-domain experiment's report (dnd.crossdomain) and the verdict rule it shares
+(dnd.summary.verdict), on synthetic scores in the default run's schemas."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dnd.cli import main
+from dnd.summary import verdict
+
+PAPER = Path(__file__).resolve().parents[1] / "config" / "paper_numbers.yaml"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("lo,hi,paper,word", [
+    (1.0, 5.0, 9.7, "reproduced in direction, smaller than the paper's +9.7"),
+    (1.0, 12.0, 9.7, "reproduced"),
+    (-6.0, -1.0, 9.7, "not reproduced: the opposite direction"),
+    (-2.0, 3.0, 9.7, "not reproduced: the CI excludes the paper's +9.7"),
+    (-2.0, 11.0, 9.7, "too noisy to tell: the CI holds both 0 and the paper's size"),
+    (-8.0, -2.0, -5.0, "reproduced"),  # the paper claims a drop, and we see one
+    (-1.0, 1.0, None, "too noisy to tell"),
+    (float("nan"), 1.0, 9.7, "too noisy to tell (no CI)"),
+])
+def test_verdict(lo, hi, paper, word):
+    assert verdict(lo, hi, paper) == word
+
+
+def _files(tmp_path: Path) -> tuple[Path, Path]:
+    rows = [("base", "base", 0.30), ("source_lora", "a", 0.32), ("source_lora", "b", 0.36), ("soup", "soup", 0.33),
+            ("nearest", "b", 0.36), ("dnd", "0", 0.40), ("dnd", "1", 0.42), ("dnd", "mean", 0.41),
+            ("control_other", "0", 0.35), ("control_other", "mean", 0.35)]
+    scores = pd.DataFrame([{"target": "science", "method": m, "adapter": a, "n": 300, "acc": acc,
+                            "ci_low": acc - 0.05, "ci_high": acc + 0.05, "gold_logprob": -2.0} for m, a, acc in rows])
+    metrics = {"science/n": 300, "science/n_dnd_adapters": 2, "science/train_avg": 0.34, "science/best_train": 0.36,
+               "science/dnd_mean": 0.41}
+    for b, d, lo, hi in (("train_avg", 0.07, 0.03, 0.09), ("soup", 0.08, 0.04, 0.12), ("nearest", 0.05, 0.0, 0.1),
+                         ("control_other", 0.06, 0.02, 0.10)):
+        metrics.update({f"science/dnd_minus_{b}/acc": d, f"science/dnd_minus_{b}/acc_ci_low": lo,
+                        f"science/dnd_minus_{b}/acc_ci_high": hi, f"science/dnd_minus_{b}/gold_logprob": 0.1,
+                        f"science/dnd_minus_{b}/gold_logprob_ci_low": 0.05,
+                        f"science/dnd_minus_{b}/gold_logprob_ci_high": 0.15})
+    s, m = tmp_path / "scores.csv", tmp_path / "metrics.json"
+    scores.to_csv(s, index=False)
+    m.write_text(json.dumps(metrics))
+    return s, m
+
+
+def test_report_states_table_comparisons_paper_and_verdict(tmp_path):
+    scores, metrics = _files(tmp_path)
+    out, fig = tmp_path / "cd" / "report.md", tmp_path / "cd" / "figures" / "crossdomain.png"
+    params = {"target": "science", "sources": ["arc_easy", "boolq"], "design": "basis", "n_cond": 200}
+    assert main(["crossdomain-report", "--params", json.dumps(params), "--scores", str(scores), "--metrics",
+                 str(metrics), "--paper-numbers", str(PAPER), "--out", str(out), "--figure", str(fig)]) == 0
+    text = out.read_text()
+    assert text.startswith("## Cross-domain")
+    assert "| DnD " in text and "41.0" in text and "[36.0, 46.0]" in text  # the mean row of the DnD adapters
+    assert re.search(r"\| Training LoRAs \(avg\) +\| 34.0 ", text)
+    assert "+7.0 [+3.0, +9.0]" in text  # DnD minus the training LoRAs, points
+    assert "35.6 → DnD 45.3 (+9.7 points)" in text
+    assert "**Verdict: reproduced in direction, smaller than the paper's +9.7.**" in text
+    assert "the new domain's prompts matter" in text
+    assert "(figures/crossdomain.png)" in text and fig.read_bytes()[:8] == PNG_MAGIC
+    assert "no benchmark files were found" in text
+
+
+def test_report_errors_are_clear(tmp_path, caplog):
+    scores, metrics = _files(tmp_path)
+    base = ["crossdomain-report", "--scores", str(scores), "--metrics", str(metrics), "--out",
+            str(tmp_path / "r.md"), "--figure", str(tmp_path / "f.png")]
+    assert main([*base, "--params", json.dumps({"target": "physics", "sources": []})]) != 0
+    assert "has no scores for 'physics'" in caplog.text
+    assert main([*base, "--params", json.dumps({"sources": []})]) != 0
+    assert "needs 'target'" in caplog.text
