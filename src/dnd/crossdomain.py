@@ -139,18 +139,36 @@ def render(scores, metrics: dict[str, Any], params: dict[str, Any], paper: dict[
               f"{_fmt(_pct(metrics.get(f'{target}/dnd_mean')))} ({_fmt(main['acc'], sign=True)} points, 95% CI "
               f"[{_fmt(main['acc_ci_low'], sign=True)}, {_fmt(main['acc_ci_high'], sign=True)}]). "
               f"**Verdict: {verdict(main['acc_ci_low'], main['acc_ci_high'], claim)}.**", ""]
+        noprompt = [c for c in comp if c["baseline"] in ("soup", "nearest")]
+        if noprompt:
+            L += ["Where the gain comes from: against the simpler zero-shot baselines, the soup (the sources' mean, "
+                  "no prompts) and nearest (the training LoRA whose prompts are closest to the new domain's), "
+                  + "; ".join(f"{_relation(c)} ({_ci(c)})" for c in noprompt) + ".", ""]
         ctrl = [c for c in comp if c["baseline"].startswith("control_")]
         if ctrl:
-            L += ["Against its controls (the same generator given other prompts), DnD is " + "; ".join(
-                f"{_fmt(c['acc'], sign=True)} [{_fmt(c['acc_ci_low'], sign=True)}, {_fmt(c['acc_ci_high'], sign=True)}] "
-                f"vs {c['label']}" for c in ctrl) + " points: " + (
+            L += ["Against its controls (the same generator given other prompts), " + "; ".join(
+                f"{_relation(c)} ({_ci(c)})" for c in ctrl) + ": " + (
                 "the new domain's prompts matter" if all(c["acc_ci_low"] > 0 for c in ctrl) else
-                "the new domain's prompts make no measurable difference against at least one control") + ".", ""]
+                "the new domain's prompts make no measurable difference against at least one control") + "."]
+        L += [""]
     L += ["Budget: " + (f"the experiment's {timing[2]} jobs took {timing[0]:.0f} min of wall time in total and "
                         f"{timing[1]:.0f} min of CPU time (Snakemake benchmarks; the zoo, tokens and encoded prompts "
                         "of the default run are reused)." if timing else "no benchmark files were found for its jobs."),
           "", f"![Cross-domain]({figure_rel})", ""]
     return "\n".join(L)
+
+
+def _ci(c: dict[str, Any]) -> str:
+    return f"{_fmt(c['acc'], sign=True)} points, [{_fmt(c['acc_ci_low'], sign=True)}, {_fmt(c['acc_ci_high'], sign=True)}]"
+
+
+def _relation(c: dict[str, Any]) -> str:
+    """DnD against one baseline, in words, from the paired 95% CI of DnD minus it."""
+    if c["acc_ci_low"] > 0:
+        return f"DnD is ahead of {c['label']}"
+    if c["acc_ci_high"] < 0:
+        return f"{c['label']} is ahead of DnD"
+    return f"DnD is level with {c['label']}"
 
 
 def _known(name: str) -> bool:
@@ -167,7 +185,7 @@ def figure(rows: list[dict[str, Any]], paper: dict[str, float] | None, target: s
 
     from .io import atomic_path
 
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.6))
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 2.0))
     ys = list(range(len(rows)))[::-1]
     for y, r in zip(ys, rows):
         err = ([[r["acc"] - r["ci_low"]], [r["ci_high"] - r["acc"]]] if math.isfinite(r["ci_low"]) else None)
@@ -177,7 +195,7 @@ def figure(rows: list[dict[str, Any]], paper: dict[str, float] | None, target: s
         for key, style in (("train_avg", ":"), ("dnd", "--")):
             ax.axvline(paper[key], color="grey", ls=style,
                        label=f"paper: {'training LoRAs' if key == 'train_avg' else 'DnD'} ({paper[key]:.1f})")
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, fontsize=8, frameon=False)
     ax.set_xlabel("accuracy (%), 95% CI")
     ax.set_title(f"Cross-domain: a common-sense generator on {target}")
     fig.tight_layout()
