@@ -170,7 +170,7 @@ rule protocol_report:
         md=report(f"{PROTO}/report.md", caption="../report/protocol_report.rst", category="Protocol"),
         figure=report(f"{PROTO}/figures/protocol.png", caption="../report/fig_protocol.rst", category="Protocol"),
     params:
-        p=as_json(config),
+        p=as_json({"protocol": PCFG, "generator": {"design": config["generator"]["design"]}}),
     log:
         "logs/protocol/report.log",
     benchmark:
