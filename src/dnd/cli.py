@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "protocol-summary": ("dnd.protocol_report", "merge the protocol scores into results/protocol/scores.csv and metrics.json"),
     "protocol-report": ("dnd.protocol_report", "render results/protocol/report.md and its figure"),
     "crossdomain-report": ("dnd.crossdomain", "render results/crossdomain/report.md and its figure"),
+    "ablation-summary": ("dnd.ablations", "merge one ablation family's scores into results/ablations/{family}.csv and .json"),
+    "ablation-report": ("dnd.ablations", "render results/ablations/report.md and its figure"),
     "summarize": ("dnd.summary", "merge per-target scores into scores.csv with bootstrap CIs"),
     "report": ("dnd.report", "render results/report.md and the figures"),
 }

@@ -120,6 +120,25 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
             check_dataset_names([cd], cfg["data"].get("custom", {}))
         except ValueError as exc:
             raise ConfigError(f"crossdomain.target: {exc}") from exc
+    ab = cfg.get("ablations", {})
+    if ab:
+        if not ab.get("targets"):
+            ab["targets"] = list(cfg["data"]["datasets"][:3])
+        unknown = sorted(set(ab["targets"]) - set(cfg["data"]["datasets"]))
+        if unknown:
+            raise ConfigError(f"ablations.targets names datasets not in data.datasets: {unknown}")
+        n_gen = cfg.get("generate", {}).get("n_adapters", 5)
+        if ab.get("n_adapters") is None:
+            ab["n_adapters"] = min(3, n_gen)
+        if not ab.get("sources"):
+            ab["sources"] = list(range(2, len(cfg["data"]["datasets"])))
+        if ab["n_adapters"] > n_gen:
+            raise ConfigError("ablations.n_adapters exceeds generate.n_adapters: a family's default setting reuses the "
+                              "default run's adapters")
+        too_many = [n for n in ab.get("sources", []) if n > len(cfg["data"]["datasets"]) - 1]
+        if too_many:
+            raise ConfigError(f"ablations.sources {too_many}: a target has only {len(cfg['data']['datasets']) - 1} "
+                              "other datasets")
     gen = cfg.get("generator", {})
     for key in ("heldout", "sources"):
         unknown = sorted(set(gen.get(key, [])) - set(cfg["data"]["datasets"]))
@@ -247,6 +266,17 @@ def load_config(path: str | Path) -> dict[str, Any]:
 # outside `all`: the default run neither reads nor reports them, so editing one never reruns
 # or re-hashes the default reproduction.
 EXPERIMENTS = ("protocol", "crossdomain", "fewshot", "ablations", "math", "code")
+
+
+# Keys added for the ablations: a rule's params leave them out while they hold their defaults,
+# so a run made before they existed stays up to date (its params are unchanged).
+ABLATION_KEYS = {"encoder": ("kind", "form"), "generator": ("pool_size", "pairing")}
+
+
+def rule_section(name: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Config section `name` as a rule passes it: without the ABLATION_KEYS at their defaults."""
+    defaults = section(name, {})
+    return {k: v for k, v in values.items() if not (k in ABLATION_KEYS.get(name, ()) and v == defaults.get(k))}
 
 
 def run_config(cfg: dict[str, Any]) -> dict[str, Any]:

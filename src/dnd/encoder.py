@@ -35,7 +35,8 @@ from .prompts import condition_text
 log = logging.getLogger(__name__)
 
 #: Encoder config keys that change the encoded states (the rest only change speed).
-ENCODING_KEYS = ("path", "max_length", "pooling", "dtype")
+ENCODING_KEYS = ("path", "max_length", "pooling", "dtype", "kind", "form")
+HASH_DIM = 384  # the hashing extractor's dimension (MiniLM's)
 
 
 def encoder_path(cfg: Mapping[str, Any]) -> Path:
@@ -66,6 +67,9 @@ class ConditionEncoder:
         self.cfg = dict(cfg)
         path = encoder_path(self.cfg)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
+        if self.tokenizer.pad_token is None:  # a causal LM's tokenizer (kind llm) may have none
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "right"
         self.dtype = getattr(torch, self.cfg.get("dtype", "float32"))
         self.model = AutoModel.from_pretrained(path, dtype=self.dtype).eval().requires_grad_(False)
         self.max_length = int(self.cfg["max_length"])
@@ -112,6 +116,57 @@ class ConditionEncoder:
         return states, masks
 
 
+class HashingEncoder:
+    """The model-free extractor (`encoder.kind: hashing`, an ablation): each of a prompt's first
+    `max_length` words (lower-cased runs of letters and digits) becomes a signed one-hot vector of
+    HASH_DIM dimensions at the index given by a stable hash (blake2b) of the word; padding as in
+    ConditionEncoder. With mean pooling it is a hashed bag of words."""
+
+    def __init__(self, cfg: Mapping[str, Any]):
+        self.cfg = dict(cfg)
+        self.max_length = int(self.cfg["max_length"])
+        self.pooling = self.cfg["pooling"]
+        self.dim = HASH_DIM
+
+    @property
+    def length(self) -> int:
+        return 1 if self.pooling == "mean" else self.max_length
+
+    @staticmethod
+    def _slot(word: str) -> tuple[int, float]:
+        import hashlib
+
+        h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
+        return h % HASH_DIM, (1.0 if (h >> 32) & 1 else -1.0)
+
+    def encode(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        import re
+
+        n = len(texts)
+        states = torch.zeros(n, self.max_length, self.dim)
+        masks = torch.zeros(n, self.max_length, dtype=torch.bool)
+        for i, text in enumerate(texts):
+            for j, word in enumerate(re.findall(r"[a-z0-9]+", text.lower())[: self.max_length]):
+                k, sign = self._slot(word)
+                states[i, j, k] = sign
+                masks[i, j] = True
+        if self.pooling == "mean":
+            pooled = states.sum(1, keepdim=True) / masks.sum(1).clamp(min=1).view(-1, 1, 1)
+            return pooled, torch.ones(n, 1, dtype=torch.bool)
+        return states, masks
+
+
+def make_encoder(cfg: Mapping[str, Any]):
+    """The extractor of an `encoder` config (defaults filled): ConditionEncoder for minilm and
+    llm (a model directory: `path`, for llm the causal LM's), HashingEncoder for hashing."""
+    cfg = section("encoder", dict(cfg))
+    if cfg["kind"] == "hashing":
+        return HashingEncoder(cfg)
+    if cfg["kind"] == "llm" and not cfg["path"]:
+        raise ValueError("encoder.kind llm needs encoder.path: the causal LM's directory (e.g. resources/models/base)")
+    return ConditionEncoder(cfg)
+
+
 def encoding_signature(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The part of an encoder config that determines the states (for consistency checks)."""
     full = section("encoder", cfg)  # older caches lack later keys: take their defaults
@@ -140,8 +195,8 @@ def run_encode(args: argparse.Namespace) -> None:
     items = read_jsonl(args.data)
     if not items:
         raise ValueError(f"no items in {args.data}")
-    encoder = ConditionEncoder(cfg)
-    states, mask = encoder.encode([condition_text(it) for it in items])
+    encoder = make_encoder(cfg)
+    states, mask = encoder.encode([condition_text(it, cfg["form"]) for it in items])
     with atomic_path(args.out) as tmp:
         torch.save(
             {"ids": [str(it["id"]) for it in items], "states": states.half(), "mask": mask, "encoder": cfg}, tmp

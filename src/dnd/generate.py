@@ -42,7 +42,8 @@ from typing import Any, Callable
 import torch
 from safetensors.torch import save_file
 
-from .encoder import ConditionEncoder
+from .config import section
+from .encoder import make_encoder
 from .generator_checkpoint import load_generator
 from .io import atomic_path, check_replaceable_dir, read_jsonl, write_csv, write_json
 from .prompts import condition_text
@@ -100,10 +101,11 @@ def shuffle_words(prompts: list[str], seed: int) -> list[str]:
     return out
 
 
-def read_prompts(spec: str, seed: int = 0) -> list[str]:
-    """All prompts of a source (see module doc for the accepted forms)."""
+def read_prompts(spec: str, seed: int = 0, form: str = "prompt") -> list[str]:
+    """All prompts of a source (see module doc for the accepted forms); items of a .jsonl file
+    are shown in the condition `form` of the generator's encoder (dnd.prompts.condition_text)."""
     if spec.startswith("shuffled:"):
-        return shuffle_words(read_prompts(spec[len("shuffled:"):], seed), seed)
+        return shuffle_words(read_prompts(spec[len("shuffled:"):], seed, form), seed)
     m = re.fullmatch(r"random:(\d+)", spec)
     if m:
         if int(m.group(1)) < 1:
@@ -116,7 +118,7 @@ def read_prompts(spec: str, seed: int = 0) -> list[str]:
         prompts = []
         for i, rec in enumerate(read_jsonl(path)):
             if "question" in rec and "choices" in rec:
-                prompts.append(condition_text(rec))
+                prompts.append(condition_text(rec, form))
             elif isinstance(rec.get("text"), str) or isinstance(rec.get("prompt"), str):
                 prompts.append(rec["text"] if isinstance(rec.get("text"), str) else rec["prompt"])
             else:
@@ -212,10 +214,10 @@ def generate_adapter(
         raise ValueError(f"this generator takes N={n_model} prompts, --n-prompts is {n_prompts}")
     layout = LoraLayout.from_dict(ckpt["layout"])
     adapter_config = ckpt["adapter_config"]
-    encoder = ConditionEncoder(ckpt["encoder"])
+    encoder = make_encoder(ckpt["encoder"])
     if (encoder.length, encoder.dim) != (seq_len, dim):
         raise ValueError(f"encoder gives (L, D) = {(encoder.length, encoder.dim)}, decoder expects {(seq_len, dim)}")
-    texts = draw_prompts(read_prompts(prompts, seed), n_model, seed)
+    texts = draw_prompts(read_prompts(prompts, seed, form=section("encoder", ckpt["encoder"])["form"]), n_model, seed)
     load_s = time.perf_counter() - t
 
     with torch.inference_mode():  # warm-up, untimed

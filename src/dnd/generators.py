@@ -165,17 +165,23 @@ class PairSampler:
         n_prompts: N, prompts per condition.
         batch_size: B, pairs per step.
         seed: seed of this run (already specific to the fold).
+        pairing: "random" (the paper): a pair's N prompts are drawn afresh at every step;
+            "fixed": each checkpoint keeps one draw, seeded by (seed, dataset, checkpoint).
+        pool_size: draw only from the first pool_size prompts of each source (None: all).
     """
 
     def __init__(
-        self, tokens: Sequence[Tensor], conditions: Sequence[Tensor], n_prompts: int, batch_size: int, seed: int
+        self, tokens: Sequence[Tensor], conditions: Sequence[Tensor], n_prompts: int, batch_size: int, seed: int,
+        pairing: str = "random", pool_size: int | None = None,
     ):
         if len(tokens) != len(conditions) or not tokens:
             raise ValueError("need one token set and one condition set per source dataset")
+        if pairing not in ("random", "fixed"):
+            raise ValueError(f"pairing must be 'random' or 'fixed', got {pairing!r}")
         self.tokens = list(tokens)
-        self.conditions = [c.float() for c in conditions]
+        self.conditions = [(c if pool_size is None else c[:pool_size]).float() for c in conditions]
         self.items = [(d, k) for d, t in enumerate(self.tokens) for k in range(t.shape[0])]
-        self.n_prompts, self.batch_size, self.seed = n_prompts, batch_size, seed
+        self.n_prompts, self.batch_size, self.seed, self.pairing = n_prompts, batch_size, seed, pairing
         self.order = EpochOrder(len(self.items), seed, rng="torch")
 
     def batch(self, step: int, noise_condition: float = 0.0, noise_target: float = 0.0) -> tuple[Tensor, Tensor]:
@@ -186,7 +192,8 @@ class PairSampler:
         for j, item in enumerate(self.order.batch(step, self.batch_size)):
             d, k = self.items[item]
             pool = self.conditions[d]
-            torch.index_select(pool, 0, draw_indices(pool.shape[0], self.n_prompts, g), out=cond[j])
+            draw = g if self.pairing == "random" else torch.Generator().manual_seed(derive_seed(self.seed, "pair", d, k))
+            torch.index_select(pool, 0, draw_indices(pool.shape[0], self.n_prompts, draw), out=cond[j])
             target[j].copy_(self.tokens[d][k])
         if noise_condition > 0:
             cond.add_(torch.randn(cond.shape, generator=g), alpha=noise_condition)
@@ -353,7 +360,8 @@ def train_generator(
     token_sets = [z["tokens"] for z in zoo]
     weights = criterion_weights(token_sets)
     run_seed = derive_seed(seed, target)
-    sampler = PairSampler(token_sets, states, gen["n_prompts"], gen["batch_size"], run_seed)
+    sampler = PairSampler(token_sets, states, gen["n_prompts"], gen["batch_size"], run_seed, gen["pairing"],
+                          gen["pool_size"])
     _, seq_len, dim = states[0].shape
 
     torch.manual_seed(derive_seed(run_seed, "init"))

@@ -12,6 +12,8 @@ scoring compares log P(continuation | context) over all choices with the same de
 
 from __future__ import annotations
 
+import zlib
+
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +58,30 @@ def training_example(item: dict[str, Any], fmt: str = "cloze") -> tuple[str, str
     return render_context(item, fmt), TARGET_DELIMITER + render_choices(item, fmt)[item["answer"]]
 
 
-def condition_text(item: dict[str, Any]) -> str:
-    """Unlabeled prompt fed to the condition encoder: the question and its options, never the
-    answer. Independent of the scoring format (the paper's prompts list the choices)."""
+CONDITION_FORMS = ("prompt", "answer", "prompt_answer", "mixed")
+
+
+def condition_text(item: dict[str, Any], form: str = "prompt") -> str:
+    """Text fed to the condition encoder. `prompt` (the default, the paper's): the question and
+    its options, never the answer; independent of the scoring format (the paper's prompts list
+    the choices). The ablation forms read the label: `answer` is the gold choice's text alone,
+    `prompt_answer` the prompt followed by "Answer: <gold>", `mixed` one of the two by the item's
+    id (crc32 parity), so the same item always shows the same form."""
+    if form not in CONDITION_FORMS:
+        raise ValueError(f"unknown condition form {form!r} (one of {', '.join(CONDITION_FORMS)})")
     lines = [item["question"].strip()]
     lines.extend(f"{LETTERS[i]}: {c.strip()}" for i, c in enumerate(item["choices"]))
     if item.get("passage"):
         lines.append(item["passage"].strip())
-    return "\n".join(lines)
+    prompt = "\n".join(lines)
+    if form == "prompt":
+        return prompt
+    if "answer" not in item or item["answer"] is None:
+        raise ValueError(f"condition form {form!r} needs labeled items; {item.get('id', '?')} has no answer")
+    gold = str(item["choices"][int(item["answer"])]).strip()
+    if form == "mixed":
+        form = "prompt_answer" if zlib.crc32(str(item["id"]).encode()) % 2 else "prompt"
+    return {"answer": gold, "prompt_answer": f"{prompt}\nAnswer: {gold}", "prompt": prompt}[form]
 
 
 def to_eval_record(item: dict[str, Any], fmt: str = "cloze") -> dict[str, Any]:

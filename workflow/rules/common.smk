@@ -12,9 +12,11 @@ validate(config, schema="../schemas/config.schema.yaml")
 # The package is the single source of truth for cross-field checks and the fold layout.
 REPO = Path(workflow.basedir).parent
 sys.path.insert(0, str(REPO / "src"))
-from dnd.config import check_inputs, folds, run_config, validate_config  # noqa: E402
+from dnd.config import check_inputs, folds, rule_section, run_config, validate_config  # noqa: E402
 from dnd.datasets import dataset_settings  # noqa: E402
 from dnd.schedule import ADAPTER_KINDS, adapter_seed  # noqa: E402
+from dnd.ablations import FAMILIES as AB_FAMILY_NAMES, encoding_variant, setting_overrides  # noqa: E402
+from dnd.ablations import is_default as ablation_is_default  # noqa: E402
 
 validate_config(config)
 check_inputs(config)
@@ -115,9 +117,12 @@ def target_adapters(wildcards):
 def generator_params(design):
     """The train-generator params of `design`: the generator section with its design set to it;
     `variants` says which other generators exist, not how one is trained, so it is left out."""
-    gen = {k: v for k, v in config["generator"].items() if k != "variants"}
+    gen = {k: v for k, v in rule_section("generator", config["generator"]).items() if k != "variants"}
     gen["design"] = design
-    return as_json({"generator": gen, "encoder": config["encoder"], "lora": config["lora"], "seed": config["seed"]})
+    return as_json(
+        {"generator": gen, "encoder": rule_section("encoder", config["encoder"]), "lora": config["lora"],
+         "seed": config["seed"]}
+    )
 
 
 def diagnose_inputs(wildcards):
@@ -219,3 +224,89 @@ def crossdomain_prompts(wildcards):
         return []
     return f"{CD}/data/{wildcards.target}/cond.jsonl"
 
+
+# ----------------------------------------------------------------------------- ablations
+# (workflow/rules/ablations.smk; the settings of each family: dnd.ablations)
+AB = "results/ablations"
+ACFG = config["ablations"]
+AB_TARGETS = list(ACFG["targets"])
+AB_FAMILIES = {f: [str(s) for s in ACFG[f]] for f in AB_FAMILY_NAMES if ACFG.get(f)}
+AB_CELLS = [
+    (f, s, t)
+    for f, settings in AB_FAMILIES.items()
+    for s in settings
+    for t in AB_TARGETS
+    if not ablation_is_default(f, s, len(DATASETS))
+]
+AB_VARIANTS = sorted({v for f, s, _ in AB_CELLS if (v := encoding_variant(f, s))})
+
+
+wildcard_constraints:
+    family="|".join(AB_FAMILY_NAMES),
+    setting=r"[A-Za-z0-9_]+",
+    split="train|cond",
+
+
+def ablation_overrides(family, setting, target):
+    return setting_overrides(family, setting, target, DATASETS, config["seed"], BASE_MODEL)
+
+
+def ablation_encoder(family, setting, target):
+    over = ablation_overrides(family, setting, target)["encoder"]
+    return rule_section("encoder", {**config["encoder"], **over})
+
+
+def ablation_encoded(family, setting, target, ds, split):
+    v = encoding_variant(family, setting)
+    return f"{AB}/encoded/{v}/{ds}/{split}.pt" if v else f"results/encoded/{ds}/{split}.pt"
+
+
+def ablation_sources(wildcards):
+    return ablation_overrides(wildcards.family, wildcards.setting, wildcards.target)["sources"]
+
+
+def ablation_generator_inputs(wildcards):
+    w = wildcards
+    sources = ablation_sources(w)
+    return {
+        "tokens": expand("results/tokens/{d}.pt", d=sources),
+        "encoded": [ablation_encoded(w.family, w.setting, w.target, d, "train") for d in sources],
+        "template": f"{ZOO}/{sources[0]}/final",
+    }
+
+
+def ablation_generator_params(wildcards):
+    over = ablation_overrides(wildcards.family, wildcards.setting, wildcards.target)
+    gen = {k: v for k, v in config["generator"].items() if k != "variants"}
+    gen.update(over["generator"])
+    return as_json(
+        {
+            "generator": rule_section("generator", gen),
+            "encoder": ablation_encoder(wildcards.family, wildcards.setting, wildcards.target),
+            "lora": config["lora"],
+            "seed": config["seed"],
+        }
+    )
+
+
+def ablation_adapters(family, setting, target):
+    return [f"{AB}/{family}/{setting}/{target}/generated/dnd_{i}" for i in range(ACFG["n_adapters"])]
+
+
+def ablation_summary_params(family):
+    cells = []
+    for s in AB_FAMILIES[family]:
+        for t in AB_TARGETS:
+            default = ablation_is_default(family, s, len(DATASETS))
+            cells.append(
+                [s, t, None if default else f"{AB}/{family}/{s}/{t}/eval.jsonl", ablation_overrides(family, s, t)["sources"]]
+            )
+    return as_json(
+        {
+            "family": family,
+            "cells": cells,
+            "n_adapters": ACFG["n_adapters"],
+            "bootstrap": config["evaluation"]["bootstrap"],
+            "seed": config["seed"],
+        }
+    )

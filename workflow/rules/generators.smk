@@ -5,7 +5,7 @@ rule encode_prompts:
     output:
         "results/encoded/{ds}/{split}.pt",
     params:
-        p=as_json(config["encoder"]),
+        p=as_json(rule_section("encoder", config["encoder"])),
     log:
         "logs/encode_prompts/{ds}_{split}.log",
     benchmark:

@@ -1,0 +1,145 @@
+"""The ablations' building blocks: condition forms, the hashing extractor, pool size and fixed
+pairing in the pair sampler, the settings of each family, the summary's paired comparisons and
+the verdicts; rule params that stay those of the default run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dnd import ablations as ab
+from dnd.config import ConfigError, rule_section, section, validate_config
+from dnd.encoder import HASH_DIM, HashingEncoder, encoding_signature, make_encoder
+from dnd.generators import PairSampler
+from dnd.prompts import condition_text
+
+ITEM = {"id": "x-1", "question": "Which is a fruit?", "choices": ["apple", "stone"], "answer": 0}
+
+
+def test_condition_forms():
+    assert condition_text(ITEM) == "Which is a fruit?\nA: apple\nB: stone"
+    assert condition_text(ITEM, "answer") == "apple"
+    assert condition_text(ITEM, "prompt_answer") == "Which is a fruit?\nA: apple\nB: stone\nAnswer: apple"
+    mixed = {condition_text({**ITEM, "id": f"x-{i}"}, "mixed") for i in range(20)}
+    assert mixed == {condition_text(ITEM), condition_text(ITEM, "prompt_answer")}  # both forms occur
+    assert condition_text(ITEM, "mixed") == condition_text(ITEM, "mixed")  # stable per item
+    with pytest.raises(ValueError, match="needs labeled items"):
+        condition_text({**ITEM, "answer": None}, "answer")
+    with pytest.raises(ValueError, match="unknown condition form"):
+        condition_text(ITEM, "label")
+
+
+def test_hashing_encoder_is_a_signed_bag_of_words():
+    enc = HashingEncoder(section("encoder", {"kind": "hashing", "max_length": 6}))
+    states, mask = enc.encode(["The cat, the CAT!", ""])
+    assert states.shape == (2, 6, HASH_DIM) and mask.tolist()[0] == [True] * 4 + [False] * 2 and not mask[1].any()
+    assert torch.equal(states[0, 1], states[0, 3]) and torch.equal(states[0, 0], states[0, 2])  # case-free words
+    assert (states[0, :4].abs().sum(-1) == 1).all() and states[0, 4:].abs().sum() == 0
+    pooled, pmask = HashingEncoder(section("encoder", {"kind": "hashing", "pooling": "mean"})).encode(["a b a"])
+    assert pooled.shape == (1, 1, HASH_DIM) and pmask.all()
+    assert isinstance(make_encoder({"kind": "hashing"}), HashingEncoder)
+    with pytest.raises(ValueError, match="needs encoder.path"):
+        make_encoder({"kind": "llm"})
+
+
+def test_pair_sampler_pool_and_fixed_pairing():
+    tokens = [torch.arange(3 * 2, dtype=torch.float32).view(3, 1, 2, 1), torch.zeros(2, 1, 2, 1)]
+    pools = [torch.arange(50, dtype=torch.float32).view(50, 1, 1), 100 + torch.arange(40, dtype=torch.float32).view(40, 1, 1)]
+    small = PairSampler(tokens, pools, n_prompts=4, batch_size=5, seed=1, pool_size=6)
+    for step in range(6):
+        cond, _ = small.batch(step)
+        drawn = cond.flatten()
+        assert ((drawn < 6) | ((drawn >= 100) & (drawn < 106))).all()  # only the first 6 of each pool
+    fixed = PairSampler(tokens, pools, n_prompts=4, batch_size=5, seed=1, pairing="fixed")
+    seen: dict[tuple, tuple] = {}
+    for step in range(8):
+        cond, target = fixed.batch(step)
+        for c, t in zip(cond, target):
+            key = tuple(t.flatten().tolist())
+            seen.setdefault(key, set()).add(tuple(c.flatten().tolist()))
+    # the two nonzero checkpoints each keep one draw; dataset 1's (all-zero) checkpoints share a
+    # target but each keeps its own draw
+    assert all(len(v) == 1 for k, v in seen.items() if any(k))
+    rand = PairSampler(tokens, pools, n_prompts=4, batch_size=5, seed=1)
+    draws = {tuple(rand.batch(s)[0][0].flatten().tolist()) for s in range(8)}
+    assert len(draws) > 1
+    with pytest.raises(ValueError, match="pairing"):
+        PairSampler(tokens, pools, 4, 5, 1, pairing="sometimes")
+
+
+def test_rule_params_leave_out_ablation_keys_at_their_defaults():
+    enc = section("encoder", {"max_length": 32})
+    assert "kind" in enc and "kind" not in rule_section("encoder", enc) and "form" not in rule_section("encoder", enc)
+    assert rule_section("encoder", {**enc, "kind": "hashing"})["kind"] == "hashing"
+    gen = section("generator", {})
+    assert not {"pool_size", "pairing"} & set(rule_section("generator", gen))
+    assert rule_section("generator", {**gen, "pool_size": 32})["pool_size"] == 32
+    # a cache written before the keys existed has the default signature
+    assert encoding_signature({"max_length": 32}) == encoding_signature({**enc, "kind": "minilm", "form": "prompt"})
+
+
+def test_settings_of_each_family():
+    ds = ["a", "b", "c", "d"]
+    assert ab.setting_overrides("condition", "answer", "a", ds, 0, "base")["encoder"] == {"form": "answer"}
+    assert ab.setting_overrides("extractor", "llm", "a", ds, 0, "base")["encoder"] == {"kind": "llm", "path": "base"}
+    assert ab.setting_overrides("pool", "all", "a", ds, 0, "base")["generator"] == {"pool_size": None}
+    assert ab.setting_overrides("pool", "32", "a", ds, 0, "base")["generator"] == {"pool_size": 32}
+    two = ab.setting_overrides("sources", "2", "a", ds, 0, "base")["sources"]
+    three = ab.setting_overrides("sources", "3", "a", ds, 0, "base")["sources"]
+    assert len(two) == 2 and three[:2] == two and "a" not in three and sorted(three) == ["b", "c", "d"]
+    assert ab.is_default("sources", "3", len(ds)) and not ab.is_default("sources", "2", len(ds))
+    assert ab.is_default("pool", "all", len(ds)) and ab.encoding_variant("pool", "32") is None
+    assert ab.encoding_variant("extractor", "hashing") == "extractor-hashing"
+    with pytest.raises(ValueError, match="outside 1..3"):
+        ab.setting_overrides("sources", "4", "a", ds, 0, "base")
+    with pytest.raises(ValueError, match="unknown ablation family"):
+        ab.setting_overrides("depth", "2", "a", ds, 0, "base")
+
+
+def test_config_checks_and_defaults():
+    cfg = validate_config({"data": {"datasets": ["arc_easy", "boolq", "piqa", "hellaswag"]},
+                           "base_model": {"source": "smollm2_wheel"}})
+    assert cfg["ablations"]["targets"] == ["arc_easy", "boolq", "piqa"] and cfg["ablations"]["sources"] == [2, 3]
+    assert cfg["ablations"]["n_adapters"] == 3
+    with pytest.raises(ConfigError, match="ablations.targets"):
+        validate_config({"data": {"datasets": ["arc_easy", "boolq"]}, "base_model": {"source": "smollm2_wheel"},
+                         "ablations": {"targets": ["piqa"]}})
+    with pytest.raises(ConfigError, match="exceeds generate.n_adapters"):
+        validate_config({"data": {"datasets": ["arc_easy", "boolq"]}, "base_model": {"source": "smollm2_wheel"},
+                         "generate": {"n_adapters": 2}, "ablations": {"n_adapters": 3}})
+
+
+def _rows(target, dnd, train, ids=None):
+    ids = ids or [f"{target}-{i}" for i in range(len(dnd[0]))]
+    rows = [{"target": target, "method": "dnd", "adapter": f"dnd_{i}", "ids": ids, "correct": c,
+             "gold_logprob": [-1.0] * len(c)} for i, c in enumerate(dnd)]
+    rows += [{"target": target, "method": "source_lora", "adapter": name, "ids": ids, "correct": c,
+              "gold_logprob": [-2.0] * len(c)} for name, c in train.items()]
+    return rows
+
+
+def test_summary_pairs_settings_and_states_the_verdict():
+    n = 40
+    good, bad = [1] * n, [0] * n
+    half = [i % 2 for i in range(n)]
+    cells = {("prompt", "t"): _rows("t", [good, good], {"s1": half, "s2": half}),
+             ("answer", "t"): _rows("t", [bad, bad], {"s1": half, "s2": half}),
+             ("mixed", "t"): _rows("t", [half, half], {"s1": half, "s2": half})}
+    sources = {k: ["s1", "s2"] for k in cells}
+    rows, m = ab.summarize(cells, "condition", sources, n_adapters=2, resamples=200, seed=0)
+    assert {(r["setting"], r["method"]) for r in rows} >= {("prompt", "dnd"), ("prompt", "train_avg")}
+    assert m["prompt/t/dnd_minus_train_avg/acc"] == pytest.approx(50)
+    assert m["answer/mean/dnd_minus_train_avg/acc"] == pytest.approx(-50)
+    assert m["reference"] == "prompt" and m["prompt_minus_answer/mean/dnd/acc"] == pytest.approx(100)
+    assert m["prompt_minus_mixed/mean/dnd/acc_ci_low"] > 0
+    m["defaults"] = ["prompt"]
+    text = ab.family_verdict(m)
+    assert "prompt ahead of answer (+100.0 points" in text and "**reproduced**" in text
+    assert "prompt (default)" in ab.family_table(m).to_markdown()
+    # the sources family compares the most datasets with the fewest
+    cells = {("1", "t"): _rows("t", [good], {"s1": half}), ("2", "t"): _rows("t", [half], {"s1": half, "s2": half})}
+    _, m = ab.summarize(cells, "sources", {("1", "t"): ["s1"], ("2", "t"): ["s1", "s2"]}, 1, 200, 0)
+    assert m["reference"] == "2" and "**not reproduced**" in ab.family_verdict(m)
+    with pytest.raises(ValueError, match="1 of the 2 training LoRAs"):
+        ab.summarize({("p", "t"): _rows("t", [good], {"s1": half})}, "pool", {("p", "t"): ["s1", "s2"]}, 1, 10, 0)

@@ -1,0 +1,178 @@
+# The paper's ablations (target `ablations`, outside `all`): one generator per (family, setting,
+# target) with one setting of the default pipeline changed (dnd.ablations), its DnD adapters
+# scored on the default run's test items. Everything it makes lives under results/ablations/;
+# it reuses the default run's data, zoo tokens, encoded prompts, base model and, for each
+# family's default setting, the default run's own adapters and scores.
+
+rule ablation_encode:
+    """A split's prompts encoded with an ablation's encoder (another condition form or extractor)."""
+    input:
+        data="results/data/{ds}/{split}.jsonl",
+        model=BASE_MODEL,
+    output:
+        f"{AB}/encoded/{{variant}}/{{ds}}/{{split}}.pt",
+    wildcard_constraints:
+        variant="|".join(AB_VARIANTS) if AB_VARIANTS else "none",
+    params:
+        p=lambda wildcards: as_json(ablation_encoder(*wildcards.variant.split("-", 1), None)),
+    log:
+        "logs/ablations/encode/{variant}_{ds}_{split}.log",
+    benchmark:
+        "benchmarks/ablations/encode/{variant}_{ds}_{split}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/dnd.yaml"
+    shell:
+        "python -m dnd.cli encode --params {params.p:q} --data {input.data:q} --out {output:q} > {log:q} 2>&1"
+
+
+use rule train_generator as ablation_train_generator with:
+    input:
+        unpack(ablation_generator_inputs),
+    output:
+        generator=f"{AB}/{{family}}/{{setting}}/{{target}}/generator.pt",
+        log_csv=f"{AB}/{{family}}/{{setting}}/{{target}}/train_log.csv",
+        timings=f"{AB}/timings/train_generator/{{family}}_{{setting}}_{{target}}.json",
+    wildcard_constraints:
+        target="|".join(AB_TARGETS),
+    params:
+        p=ablation_generator_params,
+        sources=ablation_sources,
+    log:
+        "logs/ablations/train_generator/{family}_{setting}_{target}.log",
+    benchmark:
+        "benchmarks/ablations/{family}/train_generator_{setting}_{target}.tsv"
+
+
+use rule generate_adapter as ablation_generate_adapter with:
+    input:
+        generator=f"{AB}/{{family}}/{{setting}}/{{target}}/generator.pt",
+        prompts="results/data/{target}/cond.jsonl",
+    output:
+        adapter=directory(f"{AB}/{{family}}/{{setting}}/{{target}}/generated/dnd_{{i}}"),
+        timing=f"{AB}/timings/generate/{{family}}_{{setting}}_{{target}}_dnd_{{i}}.json",
+    wildcard_constraints:
+        target="|".join(AB_TARGETS),
+    params:
+        prompts=lambda wildcards, input: input.prompts,
+        n=config["generator"]["n_prompts"],
+        seed=lambda wildcards: adapter_seed(config["seed"], "dnd", int(wildcards.i)),
+    log:
+        "logs/ablations/generate/{family}_{setting}_{target}_{i}.log",
+    benchmark:
+        "benchmarks/ablations/{family}/generate_{setting}_{target}_{i}.tsv"
+
+
+rule ablation_evaluate:
+    """One (family, setting, target): its DnD adapters, the base model and the training LoRAs
+    (shared with the other settings through the per-item cache) on the target's test items."""
+    input:
+        model=BASE_MODEL,
+        tasks="results/tasks/dnd_{target}.yaml",
+        zoo=expand(f"{ZOO}/{{ds}}/final", ds=DATASETS),
+        encoded=expand("results/encoded/{ds}/train.pt", ds=DATASETS),
+        cond="results/encoded/{target}/cond.pt",
+        generated=lambda wildcards: ablation_adapters(wildcards.family, wildcards.setting, wildcards.target),
+    output:
+        f"{AB}/{{family}}/{{setting}}/{{target}}/eval.jsonl",
+    wildcard_constraints:
+        target="|".join(AB_TARGETS),
+    params:
+        p=lambda wildcards: as_json(
+            {
+                "evaluation": {
+                    k: v
+                    for k, v in config["evaluation"].items()
+                    if k not in ("cache", "compare_items", "compare_float32_items")
+                },
+                "datasets": DATASETS,
+                "sources": ablation_sources(wildcards),
+                "seed": config["seed"],
+            }
+        ),
+        zoo=lambda wildcards, input: str(Path(input.zoo[0]).parent.parent),
+        generated=lambda wildcards, input: str(Path(input.generated[0]).parent),
+        cache=lambda wildcards: (
+            ["--cache-dir", f"{AB}/eval_cache/{wildcards.target}"] if config["evaluation"]["cache"] else []
+        ),
+    log:
+        "logs/ablations/evaluate/{family}_{setting}_{target}.log",
+    benchmark:
+        "benchmarks/ablations/{family}/evaluate_{setting}_{target}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=0,
+    conda:
+        "../envs/dnd.yaml"
+    shell:
+        "python -m dnd.cli evaluate --threads {threads:q} --params {params.p:q} --target {wildcards.target:q} "
+        "--model {input.model:q} --tasks-dir results/tasks --zoo-dir {params.zoo:q} "
+        "--generated-dir {params.generated:q} --encoded-dir results/encoded {params.cache:q} --out {output:q} "
+        "> {log:q} 2>&1"
+
+
+rule ablation_summary:
+    """results/ablations/{family}.csv (DnD, training-LoRA average, base per setting and target)
+    and {family}.json (DnD minus the training-LoRA average with paired CIs)."""
+    input:
+        lambda wildcards: [
+            f"{AB}/{wildcards.family}/{s}/{t}/eval.jsonl"
+            for s in AB_FAMILIES[wildcards.family]
+            for t in AB_TARGETS
+            if not ablation_is_default(wildcards.family, s, len(DATASETS))
+        ],
+        default=expand("results/eval/{target}.jsonl", target=AB_TARGETS),
+    output:
+        csv=f"{AB}/{{family}}.csv",
+        metrics=f"{AB}/{{family}}.json",
+    params:
+        p=lambda wildcards: ablation_summary_params(wildcards.family),
+    log:
+        "logs/ablations/summary_{family}.log",
+    benchmark:
+        "benchmarks/ablations/{family}/summary.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/dnd.yaml"
+    shell:
+        "python -m dnd.cli ablation-summary --params {params.p:q} --default-eval-dir results/eval "
+        "--out {output.csv:q} --metrics {output.metrics:q} > {log:q} 2>&1"
+
+
+rule ablation_report:
+    """results/ablations/report.md (section "Ablations") and its figure."""
+    input:
+        expand(f"{AB}/{{family}}.json", family=list(AB_FAMILIES)),
+    output:
+        md=report(f"{AB}/report.md", caption="../report/ablations_report.rst", category="Ablations"),
+        figure=report(f"{AB}/figures/ablations.png", caption="../report/fig_ablations.rst", category="Ablations"),
+    params:
+        p=as_json({"n_adapters": ACFG["n_adapters"]}),
+    log:
+        "logs/ablations/report.log",
+    benchmark:
+        "benchmarks/ablations/report.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/dnd.yaml"
+    shell:
+        "python -m dnd.cli ablation-report --params {params.p:q} --metrics {input:q} "
+        "--benchmarks-dir benchmarks/ablations --out {output.md:q} --figure {output.figure:q} > {log:q} 2>&1"
+
+
+rule ablations:
+    """The ablations (outside `all`): snakemake --cores all ablations."""
+    input:
+        rules.ablation_report.output,
+        expand(f"{AB}/{{family}}.csv", family=list(AB_FAMILIES)),
