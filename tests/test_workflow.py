@@ -66,7 +66,7 @@ def test_dvc_stages_match_snakemake_targets():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     targets = {line.split()[0] for line in snakemake("--list-target-rules").stdout.splitlines() if line.strip()}
     # the extra experiments are outside `all`
-    summary = snakemake("-n", "--summary", "all", "protocol", "crossdomain").stdout.splitlines()
+    summary = snakemake("-n", "--summary", "all", "protocol", "crossdomain", "ablations").stdout.splitlines()
     planned = [line.split("\t")[0] for line in summary[1:] if "\t" in line]
     for name, stage in stages.items():
         assert stage["cmd"] == f"snakemake --cores all {name}", name
@@ -74,7 +74,8 @@ def test_dvc_stages_match_snakemake_targets():
         outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", [])]
         for out in outs:
             assert any(p == out or p.startswith(out.rstrip("/") + "/") for p in planned), f"{name}: {out} not produced by the DAG"
-    for agg in ("zoo", "generators", "generate", "evaluate", "summary", "report", "protocol", "crossdomain"):
+    for agg in ("zoo", "generators", "generate", "evaluate", "summary", "report", "protocol", "crossdomain",
+                "ablations"):
         assert agg in stages
     # DVC fails on a params key that config/config.yaml does not spell out
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -186,11 +187,18 @@ def test_smoke_dag_end_to_end_deterministic_and_through_dvc(tmp_path):
     assert {"base", "source_lora", "soup", "nearest", "dnd", "control_other"} <= {r["method"] for r in cscores}
     assert {r["adapter"] for r in cscores if r["method"] == "source_lora"} == {"capitals", "sounds", "opposites"}
     assert "## Cross-domain" in (b / "results" / "crossdomain" / "report.md").read_text()
+    # and the ablations: every family, its default setting from the default run, the others scored
+    for family in ("condition", "sources"):
+        arows = list(csv.DictReader(open(b / "results" / "ablations" / f"{family}.csv")))
+        assert {r["method"] for r in arows} == {"dnd", "train_avg", "base"}
+    assert {r["setting"] for r in csv.DictReader(open(b / "results" / "ablations" / "condition.csv"))} == {
+        "prompt", "answer"}
+    assert "## Ablations" in (b / "results" / "ablations" / "report.md").read_text()
     # bit-reproducible: every file DVC hashes is byte-identical between the two runs, made in
     # different directories (no machine path, no wall-clock time inside any of them); the
     # extra experiments ran only in b
     for out in _dvc_outs(yaml.safe_load((REPO / "dvc.yaml").read_text())):
-        if out.startswith(("results/protocol", "results/crossdomain")):
+        if out.startswith(("results/protocol", "results/crossdomain", "results/ablations")):
             continue
         files = sorted(p.relative_to(a) for p in (a / out).rglob("*") if p.is_file()) if (a / out).is_dir() else [Path(out)]
         assert files, out
@@ -212,7 +220,7 @@ def test_smoke_dag_end_to_end_deterministic_and_through_dvc(tmp_path):
     out = res.stdout + res.stderr
     for stage in ("data", "base_model", "zoo"):
         assert f"Stage '{stage}' didn't change, skipping" in out, stage
-    for stage in ("eval_speed", "protocol", "crossdomain"):  # not upstream of the report
+    for stage in ("eval_speed", "protocol", "crossdomain", "ablations"):  # not upstream of the report
         assert f"Running stage '{stage}'" not in out, stage
     for stage in ("generators", "generate", "evaluate", "report"):
         assert f"Running stage '{stage}'" in out, stage
