@@ -34,6 +34,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate-protocol": ("dnd.protocol", "score every method on one target by log-likelihood, greedy and sampled generation"),
     "protocol-summary": ("dnd.protocol_report", "merge the protocol scores into results/protocol/scores.csv and metrics.json"),
     "protocol-report": ("dnd.protocol_report", "render results/protocol/report.md and its figure"),
+    "fewshot-train": ("dnd.fewshot", "train a LoRA on the first k labeled train items of a target (few-shot tuning)"),
+    "fewshot-score": ("dnd.fewshot", "score every few-shot LoRA of a target on the default run's test items"),
+    "fewshot-icl": ("dnd.fewshot", "score in-context learning with k demonstrations (shared prefix computed once)"),
+    "fewshot-summary": ("dnd.fewshot_report", "merge few-shot, ICL and DnD scores and costs into results/fewshot.csv"),
+    "fewshot-report": ("dnd.fewshot_report", "render results/fewshot/report.md and its figure"),
     "summarize": ("dnd.summary", "merge per-target scores into scores.csv with bootstrap CIs"),
     "report": ("dnd.report", "render results/report.md and the figures"),
 }
