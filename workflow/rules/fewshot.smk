@@ -147,7 +147,8 @@ rule fewshot_report:
         md=report(f"{FEW}/report.md", caption="../report/fewshot_report.rst", category="Few-shot"),
         figure=report(f"{FEW}/figures/fewshot.png", caption="../report/fig_fewshot.rst", category="Few-shot"),
     params:
-        p=as_json(config),
+        # what the report names (not the whole config: editing another experiment reruns nothing here)
+        p=as_json({k: config[k] for k in ("fewshot", "lora", "evaluation", "generate", "generator")}),
     log:
         "logs/fewshot/report.log",
     benchmark:
