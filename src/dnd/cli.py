@@ -37,6 +37,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "crossdomain-report": ("dnd.crossdomain", "render results/crossdomain/report.md and its figure"),
     "ablation-summary": ("dnd.ablations", "merge one ablation family's scores into results/ablations/{family}.csv and .json"),
     "ablation-report": ("dnd.ablations", "render results/ablations/report.md and its figure"),
+    "fewshot-train": ("dnd.fewshot", "train a LoRA on the first k labeled train items of a target (few-shot tuning)"),
+    "fewshot-score": ("dnd.fewshot", "score every few-shot LoRA of a target on the default run's test items"),
+    "fewshot-icl": ("dnd.fewshot", "score in-context learning with k demonstrations (shared prefix computed once)"),
+    "fewshot-summary": ("dnd.fewshot_report", "merge few-shot, ICL and DnD scores and costs into results/fewshot.csv"),
+    "fewshot-report": ("dnd.fewshot_report", "render results/fewshot/report.md and its figure"),
     "summarize": ("dnd.summary", "merge per-target scores into scores.csv with bootstrap CIs"),
     "report": ("dnd.report", "render results/report.md and the figures"),
 }

@@ -151,7 +151,21 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"base_model.tiny.tokenizer_datasets names datasets not in data.datasets: {unknown}")
     if cfg["base_model"]["source"] == "hf" and not cfg["base_model"].get("name_or_path"):
         raise ConfigError("base_model.source is 'hf' but base_model.name_or_path is empty")
+    check_fewshot(cfg)
     return cfg
+
+
+def check_fewshot(cfg: dict[str, Any]) -> None:
+    """fewshot.targets must be held-out targets of the run: DnD's scores come from its evaluation."""
+    targets = cfg.get("fewshot", {}).get("targets") or []
+    unknown = sorted(set(targets) - set(cfg["data"]["datasets"]))
+    if unknown:
+        raise ConfigError(f"fewshot.targets names datasets not in data.datasets: {unknown}")
+    heldout = folds(cfg)
+    missing = [t for t in targets if t not in heldout]
+    if missing:
+        raise ConfigError(f"fewshot.targets {missing} are not held-out targets of the run (generator.heldout: "
+                          f"{list(heldout)}): DnD has no scores on them to compare with")
 
 
 # Projection shapes of the base models whose config is not on disk before the run starts
