@@ -184,3 +184,16 @@ def test_extra_experiments_stay_out_of_the_default_runs_hash():
     assert config_hash(run_config(edited)) == config_hash(run_config(cfg))
     assert not set(run_config(cfg)) & set(EXPERIMENTS)
     assert config_hash(run_config({**cfg, "seed": cfg["seed"] + 1})) != config_hash(run_config(cfg))
+
+
+def test_ablation_keys_at_their_defaults_leave_the_default_runs_hash():
+    """encoder.kind/form and generator.pool_size/pairing came with the ablations: at their
+    defaults the default run's config (and its report's hash) is what it was without them."""
+    from dnd.config import config_hash, run_config
+
+    cfg = load_config(REPO_ROOT / "config" / "config.yaml")
+    before = run_config(cfg)
+    assert not {"kind", "form"} & set(before["encoder"]) and not {"pool_size", "pairing"} & set(before["generator"])
+    changed = {**cfg, "encoder": {**cfg["encoder"], "kind": "hashing"}}
+    assert run_config(changed)["encoder"]["kind"] == "hashing"
+    assert config_hash(run_config(changed)) != config_hash(before)

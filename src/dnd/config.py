@@ -294,8 +294,10 @@ def rule_section(name: str, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The config of the default run: `cfg` without the extra experiments' sections."""
-    return {k: v for k, v in cfg.items() if k not in EXPERIMENTS}
+    """The config of the default run: `cfg` without the extra experiments' sections and without
+    the ablation keys at their defaults (so its hash is that of a run made before they existed)."""
+    return {k: (rule_section(k, v) if k in ABLATION_KEYS and isinstance(v, dict) else v)
+            for k, v in cfg.items() if k not in EXPERIMENTS}
 
 
 def config_hash(cfg: dict[str, Any]) -> str:
