@@ -143,3 +143,17 @@ def test_summary_pairs_settings_and_states_the_verdict():
     assert m["reference"] == "2" and "**not reproduced**" in ab.family_verdict(m)
     with pytest.raises(ValueError, match="1 of the 2 training LoRAs"):
         ab.summarize({("p", "t"): _rows("t", [good], {"s1": half})}, "pool", {("p", "t"): ["s1", "s2"]}, 1, 10, 0)
+
+
+def test_report_and_figure(tmp_path):
+    n = 40
+    good, half = [1] * n, [i % 2 for i in range(n)]
+    cells = {("prompt", "t"): _rows("t", [good], {"s1": half}), ("answer", "t"): _rows("t", [half], {"s1": half})}
+    _, m = ab.summarize(cells, "condition", {k: ["s1"] for k in cells}, 1, 100, 0)
+    m["defaults"] = ["prompt"]
+    fig = tmp_path / "figures" / "ablations.png"
+    ab.figure([m], fig)
+    assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = ab.render([m], "figures/ablations.png", {"condition": (1.5, 2.0, 4)}, 1)
+    assert text.startswith("## Ablations") and "### Condition form" in text and "mean of 1 adapter per" in text
+    assert "Budget: 4 jobs, 1.5 min" in text and "(figures/ablations.png)" in text

@@ -286,7 +286,7 @@ def figure(families: list[dict[str, Any]], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .io import atomic_path
+    from .figures import save_png
 
     fig, axes = plt.subplots(1, max(len(families), 1), figsize=(4.2 * max(len(families), 1), 3.8), squeeze=False)
     for ax, m in zip(axes[0], families):
@@ -305,11 +305,7 @@ def figure(families: list[dict[str, Any]], out: Path) -> None:
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_title(FAMILY_TITLES.get(m["family"], m["family"]), fontsize=10)
     axes[0][0].set_ylabel("DnD − training LoRAs (points, 95% CI)")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, out)
 
 
 # ============================================================================ CLI

@@ -183,7 +183,7 @@ def figure(rows: list[dict[str, Any]], paper: dict[str, float] | None, target: s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .io import atomic_path
+    from .figures import save_png
 
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 2.0))
     ys = list(range(len(rows)))[::-1]
@@ -198,11 +198,7 @@ def figure(rows: list[dict[str, Any]], paper: dict[str, float] | None, target: s
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, fontsize=8, frameon=False)
     ax.set_xlabel("accuracy (%), 95% CI")
     ax.set_title(f"Cross-domain: a common-sense generator on {target}")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, out)
 
 
 def _add_report(p: argparse.ArgumentParser) -> None:

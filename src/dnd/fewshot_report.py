@@ -281,7 +281,7 @@ def figure(df, m: dict[str, Any], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     from .datasets import title
-    from .io import atomic_path
+    from .figures import save_png
 
     targets = m["targets"]
     fig, axes = plt.subplots(2, len(targets), figsize=(4.6 * len(targets), 8.2), squeeze=False)
@@ -317,11 +317,7 @@ def figure(df, m: dict[str, Any], out: Path) -> None:
     axes[1, 0].set_ylabel("accuracy (%)")
     axes[0, -1].legend(fontsize=8, loc="best")
     fig.suptitle("Few-shot tuning and in-context learning against DnD: accuracy by k (top) and by cost (bottom)")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, out)
 
 
 def render(df, m: dict[str, Any], params: dict[str, Any], figure_rel: str, dnd_range: dict[str, tuple[float, float]],

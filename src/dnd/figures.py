@@ -81,6 +81,18 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
+def save_png(fig, out: Path, dpi: int = 110) -> None:
+    """Lay out, write atomically as PNG (creating the folder) and close a figure of an extra
+    experiment's report."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    plt.close(fig)
+
+
 def placeholder(path: Path, message: str) -> None:
     import matplotlib.pyplot as plt
 

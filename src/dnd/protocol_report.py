@@ -269,7 +269,7 @@ def figure(m: dict[str, Any], out: Path) -> None:
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from .io import atomic_path
+    from .figures import save_png
 
     recs = []
     for key, title_, _ in TABLE_METHODS:
@@ -287,11 +287,7 @@ def figure(m: dict[str, Any], out: Path) -> None:
     axes[0].get_legend().remove()  # one legend, where the invalid-rate bars leave room
     sns.move_legend(axes[1], "lower right", title="protocol")
     fig.suptitle("The paper's protocol: accuracy and invalid outputs per method (mean over targets)")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, out)
 
 
 def render(m: dict[str, Any], params: dict[str, Any], paper: dict[str, Any], figure_rel: str,
