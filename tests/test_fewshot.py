@@ -351,3 +351,16 @@ def test_summary_refuses_other_items(summary_world):
                                           (-1.0, 2.0, "too noisy to tell"), (math.nan, 1.0, "too noisy to tell")])
 def test_verdict(lo, hi, word):
     assert fr.verdict(lo, hi) == word
+
+
+def test_an_icl_cost_at_or_below_zero_is_timing_noise():
+    """ICL's cost is the k-shot minus the zero-shot scoring time: a non-positive difference is
+    within the timing noise, never 'cheaper than DnD'."""
+    import pandas as pd
+
+    df = pd.DataFrame([{"target": "t", "method": "dnd", "k": 0, "seconds": 0.6},
+                       {"target": "t", "method": "icl", "k": 1, "seconds": -3.9},
+                       {"target": "t", "method": "icl", "k": 64, "seconds": 65.0}])
+    line = fr.cost_lines(df, {"targets": ["t"]}, {"t": (0.4, 0.7)})[0]
+    assert "k=1 -3.90 s (n/a; too noisy to tell, below the timing noise)" in line
+    assert "k=64 65 s (108x DnD; reproduced)" in line
