@@ -44,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fewshot-report": ("dnd.fewshot_report", "render results/fewshot/report.md and its figure"),
     "summarize": ("dnd.summary", "merge per-target scores into scores.csv with bootstrap CIs"),
     "report": ("dnd.report", "render results/report.md and the figures"),
+    "check-profile": ("dnd.check_profile", "a profile at its real scale on the CPU: shapes, LoRA tokenizer, decoder size, GPU memory per stage, SLURM runtimes"),
 }
 
 

