@@ -120,12 +120,7 @@ rule ablation_summary:
     """results/ablations/{family}.csv (DnD, training-LoRA average, base per setting and target)
     and {family}.json (DnD minus the training-LoRA average with paired CIs)."""
     input:
-        lambda wildcards: [
-            f"{AB}/{wildcards.family}/{s}/{t}/eval.jsonl"
-            for s in AB_FAMILIES[wildcards.family]
-            for t in AB_TARGETS
-            if not ablation_is_default(wildcards.family, s, len(DATASETS))
-        ],
+        ablation_evals,
         default=expand("results/eval/{target}.jsonl", target=AB_TARGETS),
     output:
         csv=f"{AB}/{{family}}.csv",

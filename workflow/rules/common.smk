@@ -293,14 +293,24 @@ def ablation_adapters(family, setting, target):
     return [f"{AB}/{family}/{setting}/{target}/generated/dnd_{i}" for i in range(ACFG["n_adapters"])]
 
 
+def ablation_eval(family, setting, target):
+    """A cell's evaluation rows; None for a family's default setting (the default run's rows)."""
+    if ablation_is_default(family, setting, len(DATASETS)):
+        return None
+    return f"{AB}/{family}/{setting}/{target}/eval.jsonl"
+
+
+def ablation_evals(wildcards):
+    """The evaluation files a family's summary reads (its non-default cells)."""
+    return [e for s in AB_FAMILIES[wildcards.family] for t in AB_TARGETS if (e := ablation_eval(wildcards.family, s, t))]
+
+
 def ablation_summary_params(family):
-    cells = []
-    for s in AB_FAMILIES[family]:
-        for t in AB_TARGETS:
-            default = ablation_is_default(family, s, len(DATASETS))
-            cells.append(
-                [s, t, None if default else f"{AB}/{family}/{s}/{t}/eval.jsonl", ablation_overrides(family, s, t)["sources"]]
-            )
+    cells = [
+        [s, t, ablation_eval(family, s, t), ablation_overrides(family, s, t)["sources"]]
+        for s in AB_FAMILIES[family]
+        for t in AB_TARGETS
+    ]
     return as_json(
         {
             "family": family,
