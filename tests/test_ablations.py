@@ -97,6 +97,27 @@ def test_settings_of_each_family():
         ab.setting_overrides("depth", "2", "a", ds, 0, "base")
 
 
+def test_extra_sources_extend_the_curve_after_the_target_s_other_datasets():
+    """Extra source tasks come after the other datasets, in one seeded order for every target;
+    the settings up to len(datasets) - 1 are the same as without them (their results stay valid)."""
+    ds, extra = ["a", "b", "c", "d"], ["x", "y", "z"]
+    for target in ds:
+        plain = ab.source_order(target, ds, 0)
+        order = ab.source_order(target, ds, 0, extra)
+        assert order[:3] == plain and sorted(order[3:]) == extra
+        assert order[3:] == ab.source_order("a", ds, 0, extra)[3:]  # the same extras order for every target
+        for n in (1, 2, 3):
+            assert ab.setting_overrides("sources", str(n), target, ds, 0, "base", extra)["sources"] == plain[:n]
+    assert ab.source_order("a", ds, 0, list(reversed(extra))) == ab.source_order("a", ds, 0, extra)  # by name
+    five = ab.setting_overrides("sources", "5", "b", ds, 0, "base", extra)["sources"]
+    assert five[:3] == ab.source_order("b", ds, 0) and len(set(five[3:]) & set(extra)) == 2
+    assert ab.is_default("sources", "3", len(ds)) and not ab.is_default("sources", "5", len(ds))
+    with pytest.raises(ValueError, match=r"outside 1..6 .*3 other datasets, 3 extra"):
+        ab.setting_overrides("sources", "7", "a", ds, 0, "base", extra)
+    with pytest.raises(ValueError, match=r"\['b'\] are also in data.datasets"):
+        ab.source_order("a", ds, 0, ["b", "x"])
+
+
 def test_config_checks_and_defaults():
     cfg = validate_config({"data": {"datasets": ["arc_easy", "boolq", "piqa", "hellaswag"]},
                            "base_model": {"source": "smollm2_wheel"}})
@@ -105,6 +126,18 @@ def test_config_checks_and_defaults():
     with pytest.raises(ConfigError, match="ablations.targets"):
         validate_config({"data": {"datasets": ["arc_easy", "boolq"]}, "base_model": {"source": "smollm2_wheel"},
                          "ablations": {"targets": ["piqa"]}})
+    # extra source tasks: custom datasets (defaults filled in), never one of data.datasets
+    base = {"data": {"datasets": ["arc_easy", "boolq", "piqa"]}, "base_model": {"source": "smollm2_wheel"}}
+    cfg = validate_config({**base, "ablations": {"sources": [2, 4], "extra_sources": {"x": {"path": "x.jsonl"},
+                                                                                     "y": {"path": "y.jsonl"}}}})
+    assert cfg["ablations"]["extra_sources"]["x"] == {"path": "x.jsonl", "style": "qa", "has_train": False}
+    with pytest.raises(ConfigError, match=r"ablations.sources \[5\]: .* 2 other datasets and 2 extra"):
+        validate_config({**base, "ablations": {"sources": [5], "extra_sources": {"x": {"path": "x.jsonl"},
+                                                                                "y": {"path": "y.jsonl"}}}})
+    with pytest.raises(ConfigError, match=r"extra_sources \['boolq'\] are in data.datasets"):
+        validate_config({**base, "ablations": {"extra_sources": {"boolq": {"path": "b.jsonl"}}}})
+    with pytest.raises(ConfigError, match="extra_sources"):
+        validate_config({**base, "ablations": {"extra_sources": {"x": {"file": "x.jsonl"}}}})
     with pytest.raises(ConfigError, match="exceeds generate.n_adapters"):
         validate_config({"data": {"datasets": ["arc_easy", "boolq"]}, "base_model": {"source": "smollm2_wheel"},
                          "generate": {"n_adapters": 2}, "ablations": {"n_adapters": 3}})
@@ -157,3 +190,21 @@ def test_report_and_figure(tmp_path):
     text = ab.render([m], "figures/ablations.png", {"condition": (1.5, 2.0, 4)}, 1)
     assert text.startswith("## Ablations") and "### Condition form" in text and "mean of 1 adapter per" in text
     assert "Budget: 4 jobs, 1.5 min" in text and "(figures/ablations.png)" in text
+    # the source-count curve beyond the run's datasets: extras named in order, accuracy by setting
+    cells = {("1", "t"): _rows("t", [half], {"s1": half}), ("2", "t"): _rows("t", [good], {"s1": half, "x": good}),
+             ("3", "t"): _rows("t", [good], {"s1": half, "x": good, "y": half})}
+    srcs = {("1", "t"): ["s1"], ("2", "t"): ["s1", "x"], ("3", "t"): ["s1", "x", "y"]}
+    _, c = ab.summarize(cells, "sources", srcs, 1, 100, 0, extra=["y", "x"])
+    assert c["extra_sources"] == ["x", "y"] and c["3/t/n_extra_sources"] == 2 and c["1/t/n_extra_sources"] == 0
+    assert c["2/mean/train_avg/acc"] == pytest.approx(75) and c["2/mean/dnd/acc"] == pytest.approx(100)
+    assert ab._n_without_extra(c) == 1
+    text = ab.render([m, c], "f.png", {"sources": (9.0, 9.5, 20), "sources/extra": (4.0, 4.2, 8)}, 1)
+    assert "settings above 1 add extra source tasks" in text and "in this order: x, y" in text
+    acc = ab.accuracy_table(c).set_index("Setting")
+    assert acc.loc["2", "DnD"] == "100.0" and acc.loc["2", "Training LoRAs (avg)"] == "75.0"
+    assert "of which the extra tasks' data, LoRAs, tokens and encodings 4.0 min (8 jobs)" in text
+    import matplotlib.image
+
+    one = matplotlib.image.imread(fig).shape[1]
+    ab.figure([m, c], fig)  # two families and one more panel: accuracy against the number of sources
+    assert matplotlib.image.imread(fig).shape[1] == pytest.approx(3 * one, rel=0.05)

@@ -298,6 +298,41 @@ def test_new_domain_target_has_no_oracle(world, tmp_path):
     assert {"base", "soup", "nearest", "dnd"} <= {r["method"] for r in rows}
 
 
+def test_zoo_and_encodings_as_a_search_path(world, tmp_path):
+    """--zoo-dir / --encoded-dir take several folders (the ablations' extra source tasks live
+    apart from the default run's): each dataset is found in the one that has it, a missing one
+    names every folder looked in, one in two folders is an error, not a guess."""
+    zoo2, enc2 = tmp_path / "zoo2", tmp_path / "enc2"
+    zoo2.mkdir(), enc2.mkdir()
+    shutil.move(str(world["zoo"] / "beta"), zoo2 / "beta")
+    shutil.move(str(world["enc"] / "beta"), enc2 / "beta")
+    try:
+        with pytest.raises(FileNotFoundError, match=r"final LoRA of beta not found: \S*zoo/beta/final$"):
+            ev.plan_target(TARGET, DATASETS, SOURCES, world["zoo"], world["gen"], world["enc"])
+        with pytest.raises(FileNotFoundError, match=r"final LoRA of delta not found: \S*zoo/delta/final nor \S*zoo2"):
+            ev.plan_target(TARGET, DATASETS + ["delta"], SOURCES, [world["zoo"], zoo2], world["gen"], world["enc"])
+        plan = ev.plan_target(TARGET, DATASETS, SOURCES, [world["zoo"], zoo2], world["gen"], [world["enc"], enc2])
+        assert plan["finals"]["beta"] == zoo2 / "beta" / "final" and plan["encoded"]["beta"] == enc2 / "beta" / "train.pt"
+        assert plan["finals"]["alpha"] == world["zoo"] / "alpha" / "final"
+        assert plan["cond"] == world["enc"] / TARGET / "cond.pt"
+        shutil.copytree(world["zoo"] / "alpha", zoo2 / "alpha")
+        with pytest.raises(ValueError, match="final LoRA of alpha is in more than one directory"):
+            ev.plan_target(TARGET, DATASETS, SOURCES, [world["zoo"], zoo2], world["gen"], [world["enc"], enc2])
+        shutil.rmtree(zoo2 / "alpha")
+        # the CLI: the folders after one flag, or the flag repeated
+        out = tmp_path / "x.jsonl"
+        argv = _evaluate_argv(world, out)
+        i = argv.index("--zoo-dir")
+        argv[i + 2:i + 2] = [str(zoo2)]
+        argv += ["--encoded-dir", str(enc2)]
+        assert cli_main(argv) == 0
+        assert {r["adapter"] for r in map(json.loads, out.read_text().splitlines()) if r["method"] == "source_lora"} \
+            == set(DATASETS)
+    finally:  # the module-scoped world is shared by the other tests
+        shutil.move(str(zoo2 / "beta"), world["zoo"] / "beta")
+        shutil.move(str(enc2 / "beta"), world["enc"] / "beta")
+
+
 def test_missing_inputs_are_named(world, tmp_path):
     with pytest.raises(FileNotFoundError, match="final LoRA of alpha not found"):
         ev.plan_target(TARGET, DATASETS, SOURCES, tmp_path / "nozoo", world["gen"], world["enc"])

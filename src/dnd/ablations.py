@@ -18,7 +18,9 @@ not recomputed: its DnD adapters and scores are the default run's):
   pairing    random (default: a pair's prompts are redrawn at every step) or fixed (one draw per
              checkpoint for the whole training)
   sources    number of training datasets: the first n of a fixed, seeded order of the target's
-             other datasets (all of them = the default fold)
+             other datasets (all of them = the default fold), then of the extra source tasks
+             (`ablations.extra_sources`: datasets that only train, e.g. ../shared/data/extra;
+             their data, LoRAs, tokens and encodings live under results/ablations/extra/)
 
 `setting_overrides` turns (family, setting) into the encoder/generator settings and sources that
 change; the workflow (workflow/rules/ablations.smk) trains one generator per (family, setting,
@@ -60,15 +62,23 @@ PAPER = {
 }
 
 
-def source_order(target: str, datasets: list[str], seed: int) -> list[str]:
-    """The target's other datasets in a fixed, seeded order (the `sources` family takes a prefix)."""
+def source_order(target: str, datasets: list[str], seed: int, extra: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The order the `sources` family takes a prefix of: the target's other datasets in a fixed,
+    seeded order, then the extra source tasks (`ablations.extra_sources`, never targets) in one
+    seeded order shared by every target. A prefix of at most len(datasets) - 1 never holds an
+    extra task, so adding extras leaves the smaller settings as they were."""
     import random
 
     from .schedule import derive_seed
 
     others = [d for d in datasets if d != target]
     random.Random(derive_seed(seed, "ablation-sources", target)).shuffle(others)
-    return others
+    clash = sorted(set(extra) & set(datasets))
+    if clash:
+        raise ValueError(f"extra source tasks {clash} are also in data.datasets")
+    more = sorted(extra)
+    random.Random(derive_seed(seed, "ablation-extra-sources")).shuffle(more)
+    return others + more
 
 
 def is_default(family: str, setting: str, n_datasets: int) -> bool:
@@ -79,9 +89,10 @@ def is_default(family: str, setting: str, n_datasets: int) -> bool:
 
 
 def setting_overrides(family: str, setting: str, target: str, datasets: list[str], seed: int,
-                      base_model: str) -> dict[str, Any]:
+                      base_model: str, extra: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """{"encoder": {...}, "generator": {...}, "sources": [...]} that (family, setting) changes
-    (the sources are always given)."""
+    (the sources are always given). `extra`: the extra source tasks the `sources` family adds
+    after the target's other datasets (settings above len(datasets) - 1)."""
     sources = [d for d in datasets if d != target]
     out: dict[str, Any] = {"encoder": {}, "generator": {}, "sources": sources}
     if family == "condition":
@@ -96,9 +107,11 @@ def setting_overrides(family: str, setting: str, target: str, datasets: list[str
         out["generator"]["pairing"] = setting
     elif family == "sources":
         n = int(setting)
-        if not 1 <= n <= len(sources):
-            raise ValueError(f"sources setting {n} is outside 1..{len(sources)} for target {target}")
-        out["sources"] = source_order(target, datasets, seed)[:n]
+        order = source_order(target, datasets, seed, extra)
+        if not 1 <= n <= len(order):
+            raise ValueError(f"sources setting {n} is outside 1..{len(order)} for target {target} "
+                             f"({len(sources)} other datasets, {len(extra)} extra source tasks)")
+        out["sources"] = order[:n]
     else:
         raise ValueError(f"unknown ablation family {family!r} (one of {', '.join(FAMILIES)})")
     return out
@@ -145,8 +158,10 @@ def _vectors(rows: list[dict], sources: list[str], n_adapters: int) -> dict[str,
 
 
 def summarize(cells: dict[tuple[str, str], list[dict]], family: str, sources: dict[tuple[str, str], list[str]],
-              n_adapters: int, resamples: int, seed: int) -> tuple[list[dict], dict[str, Any]]:
-    """cells: (setting, target) -> eval rows. Returns the csv rows and the metrics."""
+              n_adapters: int, resamples: int, seed: int,
+              extra: list[str] | tuple[str, ...] = ()) -> tuple[list[dict], dict[str, Any]]:
+    """cells: (setting, target) -> eval rows; `extra`: the extra source tasks (beyond the run's
+    datasets). Returns the csv rows and the metrics."""
     from .summary import bootstrap_indices, percentile_ci
 
     rows, metrics = [], {"family": family}
@@ -170,9 +185,19 @@ def summarize(cells: dict[tuple[str, str], list[dict]], family: str, sources: di
             metrics[f"{key}_ci_low"], metrics[f"{key}_ci_high"] = percentile_ci(b)
             boots.setdefault(f"{setting}/{metric}", []).append(b)
         metrics[f"{setting}/{target}/n_sources"] = len(sources[(setting, target)])
+        metrics[f"{setting}/{target}/n_extra_sources"] = sum(d in extra for d in sources[(setting, target)])
+        for method, vec in v.items():
+            metrics[f"{setting}/{target}/{method}/acc"] = 100 * float(vec["acc"].mean())
     settings = list(dict.fromkeys(s for s, _ in cells))
     targets = list(dict.fromkeys(t for _, t in cells))
     metrics["settings"], metrics["targets"] = settings, targets
+    # the extra source tasks in the order the settings add them
+    metrics["extra_sources"] = list(dict.fromkeys(d for k in cells for d in sources[k] if d in extra))
+    for setting in settings:  # accuracy of each method, pooled over targets (every target weighing the same)
+        for method in ("dnd", "train_avg", "base"):
+            vals = [metrics.get(f"{setting}/{t}/{method}/acc") for t in targets]
+            if all(x is not None for x in vals):
+                metrics[f"{setting}/mean/{method}/acc"] = float(np.mean(vals))
     # the paper's preferred setting (sources: the most) minus each other one, paired over items
     ref = reference_setting(family, settings)
     metrics["reference"] = ref
@@ -209,6 +234,10 @@ def _fmt(x: Any, digits: int = 1) -> str:
     return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:+.{digits}f}"
 
 
+def _sources(n: str) -> str:
+    return f"{n} source" + ("" if str(n) == "1" else "s")
+
+
 def family_verdict(m: dict[str, Any]) -> str:
     """The paper's direction for the family and ours, in words: DnD of the paper's preferred
     setting (sources: the most datasets) minus DnD of each other setting, paired over items and
@@ -223,8 +252,8 @@ def family_verdict(m: dict[str, Any]) -> str:
     for s in others:
         key = f"{ref}_minus_{s}/mean/dnd/acc"
         d, lo, hi = m[key], m[f"{key}_ci_low"], m[f"{key}_ci_high"]
-        name = f"{ref} sources" if family == "sources" else ref
-        other = f"{s} sources" if family == "sources" else s
+        name = _sources(ref) if family == "sources" else ref
+        other = _sources(s) if family == "sources" else s
         rel = "ahead of" if lo > 0 else "behind" if hi < 0 else "level with"
         ahead, behind = ahead + (lo > 0), behind + (hi < 0)
         words.append(f"{name} {rel} {other} ({_fmt(d)} points [{_fmt(lo)}, {_fmt(hi)}])")
@@ -256,6 +285,25 @@ def family_table(m: dict[str, Any]):
     return pd.DataFrame(recs)
 
 
+def _n_without_extra(m: dict[str, Any]) -> int:
+    """The largest setting of the sources family that trains on none of the extra tasks."""
+    return max((int(s) for s in m["settings"]
+                if not any(m.get(f"{s}/{t}/n_extra_sources", 0) for t in m["targets"])), default=0)
+
+
+def accuracy_table(m: dict[str, Any]):
+    """Accuracy (%) of DnD, the training-LoRA average and the base model per setting, pooled over
+    targets."""
+    import pandas as pd
+
+    recs = []
+    for s in m["settings"]:
+        recs.append({"Setting": s, **{label: (f"{m[f'{s}/mean/{k}/acc']:.1f}" if f"{s}/mean/{k}/acc" in m else "n/a")
+                                      for k, label in (("dnd", "DnD"), ("train_avg", "Training LoRAs (avg)"),
+                                                       ("base", "Base"))}})
+    return pd.DataFrame(recs)
+
+
 def render(families: list[dict[str, Any]], figure_rel: str, timing: dict[str, tuple[float, float, int]],
            n_adapters: int) -> str:
     L = ["## Ablations", "",
@@ -269,10 +317,18 @@ def render(families: list[dict[str, Any]], figure_rel: str, timing: dict[str, tu
         fam = m["family"]
         L += [f"### {FAMILY_TITLES.get(fam, fam)}", "", family_table(m).to_markdown(index=False, disable_numparse=True),
               "", family_verdict(m), ""]
+        if m.get("extra_sources"):
+            L += [f"Beyond the paper's range, settings above {_n_without_extra(m)} add extra source tasks that only "
+                  "train (ablations.extra_sources; never targets), after each target's other datasets, in this "
+                  f"order: {', '.join(m['extra_sources'])}. The training-LoRA average of a setting is over its own "
+                  "sources. Accuracy (%) by setting, mean over targets:", "", accuracy_table(m).to_markdown(
+                      index=False, disable_numparse=True), ""]
         if fam in timing:
             w, c, j = timing[fam]
             L += [f"Budget: {j} jobs, {w:.1f} min of wall time in total, {c:.1f} min of CPU time (Snakemake "
-                  "benchmarks).", ""]
+                  "benchmarks)" + (", of which the extra tasks' data, LoRAs, tokens and encodings {:.1f} min ({} "
+                                   "jobs)".format(timing[f"{fam}/extra"][0], timing[f"{fam}/extra"][2])
+                                   if f"{fam}/extra" in timing else "") + ".", ""]
     if "encode" in timing:
         w, c, j = timing["encode"]
         L += [f"The encodings the condition and extractor families share: {j} jobs, {w:.1f} min of wall time.", ""]
@@ -288,7 +344,23 @@ def figure(families: list[dict[str, Any]], out: Path) -> None:
 
     from .figures import save_png
 
-    fig, axes = plt.subplots(1, max(len(families), 1), figsize=(4.2 * max(len(families), 1), 3.8), squeeze=False)
+    curve = next((m for m in families if m["family"] == "sources" and m.get("extra_sources")), None)
+    n_panels = max(len(families), 1) + (curve is not None)
+    ncols = min(n_panels, 3)
+    nrows = math.ceil(n_panels / ncols)
+    fig, grid = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.8 * nrows), squeeze=False)
+    axes = [list(grid.flat)]
+    for ax in axes[0][n_panels:]:
+        ax.axis("off")
+    if curve is not None:  # the source-count curve in accuracy: DnD and the average of its sources' LoRAs
+        ax = axes[0][n_panels - 1]
+        xs = [int(s) for s in curve["settings"] if f"{s}/mean/dnd/acc" in curve]
+        for k, label in (("dnd", "DnD"), ("train_avg", "training LoRAs (avg)")):
+            ax.plot(xs, [curve[f"{x}/mean/{k}/acc"] for x in xs], marker="o", label=label)
+        ax.axvline(_n_without_extra(curve) + 0.5, color="grey", ls="--", lw=0.8)
+        ax.set_xlabel("training datasets")
+        ax.set_title("Number of training datasets: accuracy", fontsize=10)
+        ax.legend(fontsize=8)
     for ax, m in zip(axes[0], families):
         key = "mean/dnd_minus_train_avg/acc"
         settings = [s for s in m["settings"] if f"{s}/{key}" in m]
@@ -299,12 +371,18 @@ def figure(families: list[dict[str, Any]], out: Path) -> None:
             xs = [int(s) for s in settings]
             ax.errorbar(xs, y, yerr=err, marker="o", capsize=3)
             ax.set_xlabel("training datasets")
+            if m.get("extra_sources"):
+                ax.axvline(_n_without_extra(m) + 0.5, color="grey", ls="--", lw=0.8)
+                ax.text(_n_without_extra(m) + 0.7, ax.get_ylim()[1], "+ extra tasks", va="top", fontsize=8)
         else:
             ax.errorbar(range(len(settings)), y, yerr=err, fmt="o", capsize=3)
             ax.set_xticks(range(len(settings)), settings, rotation=20)
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_title(FAMILY_TITLES.get(m["family"], m["family"]), fontsize=10)
-    axes[0][0].set_ylabel("DnD − training LoRAs (points, 95% CI)")
+    for row in range(nrows):
+        axes[0][row * ncols].set_ylabel("DnD − training LoRAs (points, 95% CI)")
+    if curve is not None:
+        axes[0][n_panels - 1].set_ylabel("accuracy (%), mean over targets")
     save_png(fig, out)
 
 
@@ -312,7 +390,7 @@ def figure(families: list[dict[str, Any]], out: Path) -> None:
 def _add_summary(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", required=True,
                    help="JSON: {family, cells: [[setting, target, eval file or null = the default run's, "
-                        "[sources]]], n_adapters, bootstrap, seed}")
+                        "[sources]]], n_adapters, bootstrap, seed, extra_sources: [names]}")
     p.add_argument("--out", required=True, type=Path, help="results/ablations/{family}.csv")
     p.add_argument("--metrics", required=True, type=Path, help="results/ablations/{family}.json")
     p.add_argument("--default-eval-dir", type=Path, default=Path("results/eval"),
@@ -335,7 +413,7 @@ def _run_summary(args: argparse.Namespace) -> None:
         cells[(str(setting), target)] = [r for r in read_jsonl(file) if r.get("target") == target]
         sources[(str(setting), target)] = list(srcs)
     rows, metrics = summarize(cells, family, sources, int(params["n_adapters"]), int(params.get("bootstrap", 2000)),
-                              int(params.get("seed", 0)))
+                              int(params.get("seed", 0)), list(params.get("extra_sources") or []))
     metrics["defaults"] = sorted({str(s) for s, _, path, _ in params["cells"] if not path})
     with atomic_path(args.out) as tmp:
         pd.DataFrame(rows, columns=["family", "setting", "target", "method", "n", "acc", "gold_logprob"]).to_csv(
@@ -362,7 +440,7 @@ def _run_report(args: argparse.Namespace) -> None:
     params = parse_params(args.params)
     families = [json.loads(p.read_text()) for p in args.metrics]
     timing = {}
-    for name in [m["family"] for m in families] + ["encode"]:
+    for name in [m["family"] for m in families] + ["encode", "sources/extra"]:
         t = benchmark_minutes(args.benchmarks_dir / name) if args.benchmarks_dir else None
         if t:
             timing[name] = t

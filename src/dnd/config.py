@@ -135,10 +135,16 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
         if ab["n_adapters"] > n_gen:
             raise ConfigError("ablations.n_adapters exceeds generate.n_adapters: a family's default setting reuses the "
                               "default run's adapters")
-        too_many = [n for n in ab.get("sources", []) if n > len(cfg["data"]["datasets"]) - 1]
+        extra = ab.get("extra_sources") or {}
+        clash = sorted(set(extra) & set(cfg["data"]["datasets"]))
+        if clash:
+            raise ConfigError(f"ablations.extra_sources {clash} are in data.datasets: extra source tasks only train, "
+                              "they are never targets")
+        n_max = len(cfg["data"]["datasets"]) - 1 + len(extra)
+        too_many = [n for n in ab.get("sources", []) if n > n_max]
         if too_many:
             raise ConfigError(f"ablations.sources {too_many}: a target has only {len(cfg['data']['datasets']) - 1} "
-                              "other datasets")
+                              f"other datasets and {len(extra)} extra source tasks (ablations.extra_sources)")
     gen = cfg.get("generator", {})
     for key in ("heldout", "sources"):
         unknown = sorted(set(gen.get(key, [])) - set(cfg["data"]["datasets"]))

@@ -1,7 +1,7 @@
 """Evaluation with lm-evaluation-harness: DnD against every baseline and control.
 
-  dnd evaluate --params JSON --target T --model DIR --tasks-dir DIR --zoo-dir DIR
-               --generated-dir DIR --encoded-dir DIR --out FILE [--cache-dir DIR]
+  dnd evaluate --params JSON --target T --model DIR --tasks-dir DIR --zoo-dir DIR [DIR ...]
+               --generated-dir DIR --encoded-dir DIR [DIR ...] --out FILE [--cache-dir DIR]
                [--threads N (dnd's global flag)]
 
 scores every method on one held-out target with the same harness, the same items (every row of
@@ -73,7 +73,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 # Never reach the Hugging Face Hub from an evaluation job (must precede datasets/lm_eval imports).
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -105,6 +105,22 @@ def _require(path: Path, what: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{what} not found: {path}")
     return path
+
+
+def _dirs(dirs: Path | str | Sequence[Path | str]) -> list[Path]:
+    return [Path(dirs)] if isinstance(dirs, (str, Path)) else [Path(d) for d in dirs]
+
+
+def locate(dirs: Path | Sequence[Path], rel: str | Path, what: str) -> Path:
+    """`rel` under the one directory of `dirs` that has it (a search path: e.g. the default zoo and
+    the ablations' extra zoo); FileNotFoundError naming every place looked, ValueError if two
+    directories both have it (which one is meant would be a guess)."""
+    found = [d / rel for d in _dirs(dirs) if (d / rel).exists()]
+    if not found:
+        raise FileNotFoundError(f"{what} not found: " + " nor ".join(str(d / rel) for d in _dirs(dirs)))
+    if len(found) > 1:
+        raise ValueError(f"{what} is in more than one directory: {', '.join(map(str, found))}")
+    return found[0]
 
 
 def require_adapter_dir(path: Path, what: str) -> Path:
@@ -386,13 +402,14 @@ def open_score_cache(directory: Path, model_dir: Path, task_yaml: Path, test_fil
 
 
 # ======================================================================== evaluate
-def plan_target(target: str, datasets: list[str], sources: list[str], zoo_dir: Path, generated_dir: Path,
-                encoded_dir: Path, cond: Path | None = None,
+def plan_target(target: str, datasets: list[str], sources: list[str], zoo_dir: Path | Sequence[Path],
+                generated_dir: Path, encoded_dir: Path | Sequence[Path], cond: Path | None = None,
                 kinds: tuple[str, ...] = GENERATED_KINDS) -> dict[str, Any]:
     """Check every input exists before the model is loaded; return what to score. `datasets`
     are the datasets whose LoRAs are scored; a target outside them (a new domain) has no oracle.
-    `cond`: the target's encoded cond prompts (default: encoded_dir/target/cond.pt); `kinds`:
-    the generated kinds to look for."""
+    `zoo_dir`, `encoded_dir`: a directory or a search path of them (each dataset's files in
+    exactly one). `cond`: the target's encoded cond prompts (default: <encoded dir>/target/cond.pt);
+    `kinds`: the generated kinds to look for."""
     bad = sorted(set(sources) - set(datasets))
     if bad:
         raise ValueError(f"sources {bad} are not among datasets {datasets}")
@@ -400,10 +417,12 @@ def plan_target(target: str, datasets: list[str], sources: list[str], zoo_dir: P
         raise ValueError(f"the target {target!r} is among its own training datasets")
     if not sources:
         raise ValueError(f"fold {target!r} has no training datasets")
-    finals = {d: require_adapter_dir(zoo_dir / d / "final", f"final LoRA of {d}") for d in datasets}
+    finals = {d: require_adapter_dir(locate(zoo_dir, Path(d) / "final", f"final LoRA of {d}"), f"final LoRA of {d}")
+              for d in datasets}
     generated = discover_generated(generated_dir, kinds)
-    encoded = {d: _require(encoded_dir / d / "train.pt", f"encoded train prompts of {d}") for d in sources}
-    cond = _require(cond or encoded_dir / target / "cond.pt", f"encoded cond prompts of {target}")
+    encoded = {d: locate(encoded_dir, Path(d) / "train.pt", f"encoded train prompts of {d}") for d in sources}
+    cond = _require(cond, f"encoded cond prompts of {target}") if cond else \
+        locate(encoded_dir, Path(target) / "cond.pt", f"encoded cond prompts of {target}")
     return {"finals": finals, "generated": generated, "encoded": encoded, "cond": cond}
 
 
@@ -501,8 +520,9 @@ def _score_jobs(target: str, jobs: list[tuple[str, str, str, Any]], new_scorer, 
     return scored, stats
 
 
-def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: Path, zoo_dir: Path,
-                    generated_dir: Path, encoded_dir: Path, cache_dir: Path | None = None,
+def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: Path,
+                    zoo_dir: Path | Sequence[Path], generated_dir: Path, encoded_dir: Path | Sequence[Path],
+                    cache_dir: Path | None = None,
                     cond: Path | None = None) -> list[dict[str, Any]]:
     """Score every method on `target` (see the module doc). With `cache_dir`, adapters whose
     results are in the score cache are not scored again (the model is loaded only if one is
@@ -552,9 +572,12 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", required=True, help="held-out dataset")
     p.add_argument("--model", required=True, type=Path, help="base model directory")
     p.add_argument("--tasks-dir", required=True, type=Path, help="directory of dnd_{ds}.yaml lm-eval tasks")
-    p.add_argument("--zoo-dir", required=True, type=Path, help="results/zoo (uses {ds}/final/)")
+    p.add_argument("--zoo-dir", required=True, type=Path, nargs="+", action="extend",
+                   help="results/zoo (uses {ds}/final/); several (or repeated): a search path, each dataset in "
+                        "exactly one")
     p.add_argument("--generated-dir", required=True, type=Path, help="results/generated/{target}")
-    p.add_argument("--encoded-dir", required=True, type=Path, help="results/encoded (train.pt, cond.pt)")
+    p.add_argument("--encoded-dir", required=True, type=Path, nargs="+", action="extend",
+                   help="results/encoded (train.pt, cond.pt); several (or repeated): a search path, like --zoo-dir")
     p.add_argument("--out", required=True, type=Path, help="results/eval/{target}.jsonl")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="score cache directory (results/eval_cache/{target}); omit to score everything")

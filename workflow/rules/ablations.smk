@@ -4,6 +4,88 @@
 # it reuses the default run's data, zoo tokens, encoded prompts, base model and, for each
 # family's default setting, the default run's own adapters and scores.
 
+EXTRA_DS = "|".join(map(re.escape, AB_EXTRA)) if AB_EXTRA else "(?!)"  # (?!) matches nothing
+
+
+rule ablation_extra_data:
+    """An extra source task's train/cond/test splits (ablations.extra_sources, the `sources` curve)."""
+    output:
+        splits=multiext(f"{ABX}/data/{{ds}}/", "train.jsonl", "cond.jsonl", "test.jsonl"),
+        lmeval=f"{ABX}/data/{{ds}}/test.lmeval.jsonl",
+        task=f"{ABX}/tasks/dnd_{{ds}}.yaml",
+    wildcard_constraints:
+        ds=EXTRA_DS,
+    params:
+        p=lambda wildcards: as_json(
+            {
+                "data": dataset_settings({**config["data"], "custom": AB_EXTRA}, wildcards.ds),
+                "prompt": config["prompt"],
+                "seed": config["seed"],
+            }
+        ),
+    log:
+        "logs/ablations/extra/prepare_data/{ds}.log",
+    benchmark:
+        "benchmarks/ablations/sources/extra/prepare_data_{ds}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/dnd.yaml"
+    shell:
+        "python -m dnd.cli prepare-data --dataset {wildcards.ds:q} --params {params.p:q} "
+        f"--out-dir {ABX}/data/{{wildcards.ds:q}} --tasks-dir {ABX}/tasks > {{log:q}} 2>&1"
+
+
+use rule train_lora as ablation_extra_train_lora with:
+    input:
+        model=BASE_MODEL,
+        train=f"{ABX}/data/{{ds}}/train.jsonl",
+    output:
+        checkpoints=directory(f"{ABX}/zoo/{{ds}}/checkpoints"),
+        final=directory(f"{ABX}/zoo/{{ds}}/final"),
+        log_csv=f"{ABX}/zoo/{{ds}}/train_log.csv",
+        summary=f"{ABX}/zoo/{{ds}}/summary.json",
+        timings=f"{ABX}/timings/train_lora/{{ds}}.json",
+    wildcard_constraints:
+        ds=EXTRA_DS,
+    params:
+        p=as_json({"lora": config["lora"], "prompt": config["prompt"], "seed": config["seed"]}),
+        out_dir=f"{ABX}/zoo/{{ds}}",
+    log:
+        "logs/ablations/extra/train_lora/{ds}.log",
+    benchmark:
+        "benchmarks/ablations/sources/extra/train_lora_{ds}.tsv"
+
+
+use rule tokenize_zoo as ablation_extra_tokenize_zoo with:
+    input:
+        f"{ABX}/zoo/{{ds}}/checkpoints",
+    output:
+        f"{ABX}/tokens/{{ds}}.pt",
+    wildcard_constraints:
+        ds=EXTRA_DS,
+    log:
+        "logs/ablations/extra/tokenize_zoo/{ds}.log",
+    benchmark:
+        "benchmarks/ablations/sources/extra/tokenize_zoo_{ds}.tsv"
+
+
+use rule encode_prompts as ablation_extra_encode_prompts with:
+    input:
+        f"{ABX}/data/{{ds}}/{{split}}.jsonl",
+    output:
+        f"{ABX}/encoded/{{ds}}/{{split}}.pt",
+    wildcard_constraints:
+        ds=EXTRA_DS,
+        split="train",
+    log:
+        "logs/ablations/extra/encode_prompts/{ds}_{split}.log",
+    benchmark:
+        "benchmarks/ablations/sources/extra/encode_prompts_{ds}_{split}.tsv"
+
+
 rule ablation_encode:
     """A split's prompts encoded with an ablation's encoder (another condition form or extractor)."""
     input:
@@ -72,8 +154,13 @@ rule ablation_evaluate:
     input:
         model=BASE_MODEL,
         tasks="results/tasks/dnd_{target}.yaml",
-        zoo=expand(f"{ZOO}/{{ds}}/final", ds=DATASETS),
-        encoded=expand("results/encoded/{ds}/train.pt", ds=DATASETS),
+        zoo=lambda wildcards: [f"{ablation_zoo(d)}/final" for d in ablation_scored(ablation_sources(wildcards))],
+        encoded=lambda wildcards: [
+            ablation_encoded(wildcards.family, wildcards.setting, wildcards.target, d, "train")
+            if d in AB_EXTRA
+            else f"results/encoded/{d}/train.pt"
+            for d in ablation_scored(ablation_sources(wildcards))
+        ],
         cond="results/encoded/{target}/cond.pt",
         generated=lambda wildcards: ablation_adapters(wildcards.family, wildcards.setting, wildcards.target),
     output:
@@ -88,16 +175,22 @@ rule ablation_evaluate:
                     for k, v in config["evaluation"].items()
                     if k not in ("cache", "compare_items", "compare_float32_items")
                 },
-                "datasets": DATASETS,
+                "datasets": ablation_scored(ablation_sources(wildcards)),
                 "sources": ablation_sources(wildcards),
                 "seed": config["seed"],
             }
         ),
-        zoo=lambda wildcards, input: str(Path(input.zoo[0]).parent.parent),
+        # the zoo folder(s) of the scored LoRAs: the default run's, and the extra tasks' if any
+        zoo=lambda wildcards, input: list(dict.fromkeys(str(Path(z).parent.parent) for z in input.zoo)),
         generated=lambda wildcards, input: str(Path(input.generated[0]).parent),
+        # the options after --encoded-dir results/encoded: the score cache and, for a cell that
+        # trains on extra tasks, their encodings' folder (a second --encoded-dir). Kept in this one
+        # param so that the shell text, and the params of the cells made before the extra tasks
+        # existed, are unchanged: Snakemake reruns a job whose command or params changed.
         cache=lambda wildcards: (
             ["--cache-dir", f"{AB}/eval_cache/{wildcards.target}"] if config["evaluation"]["cache"] else []
-        ),
+        )
+        + (["--encoded-dir", f"{ABX}/encoded"] if any(d in AB_EXTRA for d in ablation_sources(wildcards)) else []),
     log:
         "logs/ablations/evaluate/{family}_{setting}_{target}.log",
     benchmark:

@@ -239,6 +239,10 @@ AB_CELLS = [
     if not ablation_is_default(f, s, len(DATASETS))
 ]
 AB_VARIANTS = sorted({v for f, s, _ in AB_CELLS if (v := encoding_variant(f, s))})
+# extra source tasks of the `sources` curve (ablations.extra_sources): their data, LoRAs, tokens
+# and encodings live under results/ablations/extra/, apart from the default run's
+AB_EXTRA = dict(ACFG.get("extra_sources") or {})
+ABX = f"{AB}/extra"
 
 
 wildcard_constraints:
@@ -248,7 +252,17 @@ wildcard_constraints:
 
 
 def ablation_overrides(family, setting, target):
-    return setting_overrides(family, setting, target, DATASETS, config["seed"], BASE_MODEL)
+    return setting_overrides(family, setting, target, DATASETS, config["seed"], BASE_MODEL, list(AB_EXTRA))
+
+
+def ablation_zoo(ds):
+    """A source's LoRA zoo folder: the default run's, or the extra tasks' (results/ablations/extra)."""
+    return f"{ABX}/zoo/{ds}" if ds in AB_EXTRA else f"{ZOO}/{ds}"
+
+
+def ablation_scored(sources):
+    """The datasets whose LoRAs a cell scores: every dataset of the run, then its extra sources."""
+    return DATASETS + [d for d in sources if d in AB_EXTRA]
 
 
 def ablation_encoder(family, setting, target):
@@ -258,6 +272,10 @@ def ablation_encoder(family, setting, target):
 
 def ablation_encoded(family, setting, target, ds, split):
     v = encoding_variant(family, setting)
+    if ds in AB_EXTRA:
+        if v:
+            raise ValueError(f"extra source task {ds} is encoded with the default encoder only (family {family})")
+        return f"{ABX}/encoded/{ds}/{split}.pt"
     return f"{AB}/encoded/{v}/{ds}/{split}.pt" if v else f"results/encoded/{ds}/{split}.pt"
 
 
@@ -269,9 +287,9 @@ def ablation_generator_inputs(wildcards):
     w = wildcards
     sources = ablation_sources(w)
     return {
-        "tokens": expand("results/tokens/{d}.pt", d=sources),
+        "tokens": [f"{ABX}/tokens/{d}.pt" if d in AB_EXTRA else f"results/tokens/{d}.pt" for d in sources],
         "encoded": [ablation_encoded(w.family, w.setting, w.target, d, "train") for d in sources],
-        "template": f"{ZOO}/{sources[0]}/final",
+        "template": f"{ablation_zoo(sources[0])}/final",
     }
 
 
@@ -316,6 +334,7 @@ def ablation_summary_params(family):
             "family": family,
             "cells": cells,
             "n_adapters": ACFG["n_adapters"],
+            "extra_sources": list(AB_EXTRA),
             "bootstrap": config["evaluation"]["bootstrap"],
             "seed": config["seed"],
         }
