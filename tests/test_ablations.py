@@ -174,6 +174,17 @@ def test_summary_pairs_settings_and_states_the_verdict():
     cells = {("1", "t"): _rows("t", [good], {"s1": half}), ("2", "t"): _rows("t", [half], {"s1": half, "s2": half})}
     _, m = ab.summarize(cells, "sources", {("1", "t"): ["s1"], ("2", "t"): ["s1", "s2"]}, 1, 200, 0)
     assert m["reference"] == "2" and "**not reproduced**" in ab.family_verdict(m)
+    # verdict words from the CIs: level inside ±1 point is no difference (not reproduced); a wide
+    # CI that holds 0 cannot tell
+    v = {"family": "pool", "settings": ["all", "32"], "reference": "all"}
+    for (d, lo, hi), words in [((0.1, -0.6, 0.7), ("level with 32", "**not reproduced**", "inside ±1 point")),
+                               ((0.5, -1.5, 2.5), ("not told apart from 32", "**too noisy to tell**")),
+                               ((2.0, 0.5, 3.5), ("ahead of 32", "**reproduced**")),
+                               ((-2.0, -3.5, -0.5), ("behind 32", "**not reproduced**"))]:
+        v.update({"all_minus_32/mean/dnd/acc": d, "all_minus_32/mean/dnd/acc_ci_low": lo,
+                  "all_minus_32/mean/dnd/acc_ci_high": hi})
+        text = ab.family_verdict(v)
+        assert all(w in text for w in words), (text, words)
     with pytest.raises(ValueError, match="1 of the 2 training LoRAs"):
         ab.summarize({("p", "t"): _rows("t", [good], {"s1": half})}, "pool", {("p", "t"): ["s1", "s2"]}, 1, 10, 0)
 

@@ -238,29 +238,44 @@ def _sources(n: str) -> str:
     return f"{n} source" + ("" if str(n) == "1" else "s")
 
 
+# A difference whose 95% CI lies inside ±EQUIVALENT points is called no difference: the CI rules
+# out any gain or loss larger than that (the paper states directions, not sizes, for its ablations).
+EQUIVALENT = 1.0
+
+
 def family_verdict(m: dict[str, Any]) -> str:
     """The paper's direction for the family and ours, in words: DnD of the paper's preferred
     setting (sources: the most datasets) minus DnD of each other setting, paired over items and
-    pooled over targets; each 95% CI says ahead, behind or not told apart."""
+    pooled over targets; each 95% CI says ahead, behind, level (inside ±EQUIVALENT points: no
+    difference of that size) or not told apart."""
     family = m["family"]
     _, claim = PAPER[family]
     ref = m.get("reference")
     others = [s for s in m["settings"] if s != ref and f"{ref}_minus_{s}/mean/dnd/acc" in m]
     if ref is None or not others:
         return f"The paper: {claim}. Its preferred setting and another were not both run, so no verdict."
-    words, ahead, behind = [], 0, 0
+    words, ahead, behind, same = [], 0, 0, 0
     for s in others:
         key = f"{ref}_minus_{s}/mean/dnd/acc"
         d, lo, hi = m[key], m[f"{key}_ci_low"], m[f"{key}_ci_high"]
         name = _sources(ref) if family == "sources" else ref
         other = _sources(s) if family == "sources" else s
-        rel = "ahead of" if lo > 0 else "behind" if hi < 0 else "level with"
-        ahead, behind = ahead + (lo > 0), behind + (hi < 0)
+        equal = lo > -EQUIVALENT and hi < EQUIVALENT and not (lo > 0 or hi < 0)
+        rel = "ahead of" if lo > 0 else "behind" if hi < 0 else "level with" if equal else "not told apart from"
+        ahead, behind, same = ahead + (lo > 0), behind + (hi < 0), same + equal
         words.append(f"{name} {rel} {other} ({_fmt(d)} points [{_fmt(lo)}, {_fmt(hi)}])")
-    verdict = ("reproduced" if ahead == len(others) else "not reproduced" if behind else
-               "too noisy to tell" if ahead == 0 else "partly reproduced")
+    if ahead == len(others):
+        verdict = "reproduced"
+    elif behind or same == len(others):
+        verdict = "not reproduced"
+    elif ahead:
+        verdict = "partly reproduced"
+    else:
+        verdict = "too noisy to tell"
+    tail = (f" Every CI lies inside ±{EQUIVALENT:g} point: the settings make no difference of that size."
+            if same == len(others) else "")
     return (f"The paper: {claim}. Here, DnD with {words[0]}" + "".join(f"; {w}" for w in words[1:])
-            + " (paired 95% CIs over items, pooled over targets): **" + verdict + "**.")
+            + " (paired 95% CIs over items, pooled over targets): **" + verdict + "**." + tail)
 
 
 def family_table(m: dict[str, Any]):
