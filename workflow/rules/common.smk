@@ -17,6 +17,7 @@ from dnd.datasets import dataset_settings  # noqa: E402
 from dnd.schedule import ADAPTER_KINDS, adapter_seed  # noqa: E402
 from dnd.ablations import FAMILIES as AB_FAMILY_NAMES, encoding_variant, setting_overrides  # noqa: E402
 from dnd.ablations import is_default as ablation_is_default  # noqa: E402
+from dnd.mathcode_data import sources as mathcode_sources  # noqa: E402
 
 validate_config(config)
 check_inputs(config)
