@@ -46,9 +46,13 @@ def test_code_splits_deterministic_and_disjoint_on_fixtures():
 
 @pytest.mark.skipif(not (SHARED_DATA / "math_code" / "Human_Eval.json.gz").exists(), reason="shared data not present")
 def test_code_splits_on_the_shared_data():
-    cfg = section("code", {})
+    cfg = section("code", {"n_test": 0})
     splits = md.prepare_code(cfg, SHARED_DATA)
     _check_code_splits(splits, cfg["shards"], cfg["n_cond"], 164)  # the authors' file holds all 164 prompts
+    default = md.prepare_code(section("code", {}), SHARED_DATA)["humaneval"]
+    assert len(default["test"]) == section("code", {})["n_test"]
+    assert default["cond"] == splits["humaneval"]["cond"]  # the cond prompts do not depend on n_test
+    assert {it["task_id"] for it in default["test"]} < {it["task_id"] for it in splits["humaneval"]["test"]}
 
 
 def test_a_prompt_the_package_does_not_have_is_an_error(tmp_path):
@@ -61,14 +65,31 @@ def test_a_prompt_the_package_does_not_have_is_an_error(tmp_path):
 
 
 def test_completion_context_and_stops():
-    item = {"id": "HumanEval/0", "task_id": "HumanEval/0", "prompt": "def f(x):\n    \"\"\"doc\"\"\"\n"}
+    item = {"id": "HumanEval/0", "task_id": "HumanEval/0", "prompt": "def f(x):\n    \"\"\"doc\"\"\"\n",
+            "response": "    return x\n"}
     ctx = md.eval_context(item, "code")
-    assert ctx.endswith("<|im_start|>assistant\n" + item["prompt"])  # the model continues the function
-    assert md.CODE_INSTRUCTION + item["prompt"].strip() in ctx
-    # generation stops where dnd.code_exec truncates (and at the end of the turn)
-    assert md.STOP["code"][2:] == list(code_exec.HUMANEVAL_STOP_SEQUENCES)
+    assert ctx.endswith("<|im_start|>assistant\n") and md.CODE_INSTRUCTION + item["prompt"].strip() in ctx
+    # the reference scored by log-likelihood is the whole function, as a code answer is written
+    assert md.eval_record(item, "code")["reference"] == item["prompt"] + "    return x<|im_end|>"
+    from dnd.mathcode import CODE_TAIL
+
+    assert set(CODE_TAIL) <= set(md.STOP["code"])  # generation stops where extract_code would cut anyway
     cfg = md.task_configs("code", "humaneval", "t.jsonl", 64)["dnd_code_humaneval_gen"]
     assert cfg["generation_kwargs"]["until"] == md.STOP["code"] and cfg["metric_list"] == [{"metric": "bypass"}]
+
+
+@pytest.mark.parametrize("answer, code", [
+    ("def f(x):\n    return x\n```\n\nThis function", "def f(x):\n    return x\n"),  # bare, then a fence
+    ("Sure:\n```python\nfrom typing import List\n\ndef f(x):\n    return g(x)\n\ndef g(x):\n    return x\n\n"
+     "print(f(1))\n```", "from typing import List\n\ndef f(x):\n    return g(x)\n\ndef g(x):\n    return x\n"),
+    ("    return x + 1\n", "    return x + 1\n"),  # a bare body continues the stub
+    ("```py\ndef helper():\n    pass\n```\n```python\ndef f(x):\n    return 1\n```", "def f(x):\n    return 1\n"),
+    ("print(f(3))", ""),
+])
+def test_extract_code_takes_the_function_and_drops_the_models_own_tests(answer, code):
+    from dnd.mathcode import extract_code
+
+    assert extract_code(answer, "f") == code
 
 
 def _fake_result(task: str, completions: list[tuple[str, str]]) -> dict:
@@ -77,8 +98,8 @@ def _fake_result(task: str, completions: list[tuple[str, str]]) -> dict:
 
 
 def test_pass_at_1_runs_every_completion_through_code_exec(monkeypatch):
-    """The canonical solution passes, a wrong one fails, a hang times out and a crash crashes; the
-    completion is cut at the stop sequences first; everything runs through code_exec.run_many."""
+    """The canonical function passes (fenced, with the model's own demo after it), a wrong one
+    fails, a hang times out and a crash crashes; everything runs through code_exec.run_many."""
     from dnd import mathcode
 
     problems = {p["task_id"]: p for p in code_exec.load_humaneval()}
@@ -91,8 +112,9 @@ def test_pass_at_1_runs_every_completion_through_code_exec(monkeypatch):
         return real(programs, **kw)
 
     monkeypatch.setattr(code_exec, "run_many", spy)
+    full = p0["prompt"] + p0["canonical_solution"]
     completions = [
-        ("HumanEval/0", p0["canonical_solution"] + "\ndef unused():\n    raise SystemExit(1)\n"),
+        ("HumanEval/0", "Here it is:\n```python\n" + full + "\nprint(has_close_elements([1.0], 0.5))\n```\n"),
         ("HumanEval/0", "    return False\n"),
         ("HumanEval/0", "    while True:\n        pass\n"),
         ("HumanEval/0", "    import os\n    os.abort()\n"),
@@ -101,7 +123,7 @@ def test_pass_at_1_runs_every_completion_through_code_exec(monkeypatch):
     assert out["extra"]["status"][:2] == ["passed", "failed"]
     assert out["extra"]["status"][2] == "timeout" and out["extra"]["status"][3] in ("crashed", "failed")
     assert out["correct"] == [1, 0, 0, 0] and out["ids"] == ["HumanEval/0"] * 4
-    assert "unused" not in out["outputs"][0]  # cut at "\ndef " before running
+    assert out["outputs"][0] == full[:mathcode.OUTPUT_CHARS] and "print(" not in out["outputs"][0]
     (programs, kw), = calls
-    assert programs[0] == code_exec.build_program(p0, code_exec.truncate_completion(completions[0][1]))
+    assert programs[0] == code_exec.build_program(p0, "\n" + full)
     assert kw["timeout_s"] == 2.0 and kw["memory_mb"] == 512

@@ -11,17 +11,19 @@ table (base, every source LoRA, soup, nearest, the DnD adapters and the controls
 
   dnd_<domain>_<T>_gen     greedy generation (the `dnd-generate` backend, dnd.lm_generate) after
                            the experiment's chat context, stopped at the end of the turn (code: also
-                           at the human-eval stop sequences), `max_new_tokens` at most, scored by
+                           after a closed code block and a blank line), `max_new_tokens` at most,
+                           scored by
                              gsm8k      lm-eval's gsm8k filters and exact_match settings, verbatim:
                                         `flexible-extract` (the last number of the output; the
                                         metric of the table, as OpenCompass's gsm8k postprocessing
                                         reads the last number) and `strict-match` (`#### n`)
                              math       the last \\boxed{} of the output, normalized and compared as
                                         lm-eval's hendrycks_math (filter `dnd_math_boxed`)
-                             humaneval  pass@1: the completion (dnd.code_exec.truncate_completion)
-                                        run against the problem's tests by dnd.code_exec only
-                                        (a sandboxed subprocess with a time and memory limit; a
-                                        crash or hang is a failure)
+                             humaneval  pass@1: the code of the answer (`extract_code`: its
+                                        fenced block, without its own tests) run after the
+                                        problem's stub against the problem's tests by
+                                        dnd.code_exec only (a sandboxed subprocess with a time
+                                        and memory limit; a crash or hang is a failure)
   dnd_<domain>_<T>_loglik  log P(reference solution + <|im_end|> | context), summed over its tokens
                            (the `dnd-prefix` backend): a continuous measure of the same adapters,
                            informative where a small model solves almost nothing
@@ -91,16 +93,50 @@ def generation_result(res: dict, task: str, target: str) -> dict[str, Any]:
     return out
 
 
+#: top-level lines that start the model's own tests or demo after its function: not run
+CODE_TAIL = ("\nif __name__", "\nprint(", "\nassert ")
+
+
+def extract_code(text: str, entry_point: str | None = None) -> str:
+    """The program of a chat answer. The answer is split at its ``` fences (a block's language
+    line dropped) and the first piece that defines `entry_point` is taken (else the first that
+    returns something, else the first fenced block, else the whole answer): a model may open a
+    block, or write the function bare and then close one. The piece is cut at the model's own
+    top-level tests or demo (CODE_TAIL). The program run is the problem's stub, then this code
+    (a full function redefines the stub; a bare body continues it), then the tests
+    (dnd.code_exec.build_program). Unlike dnd.code_exec.truncate_completion, a top-level `def`
+    is kept: a chat answer writes the whole function, often after its imports, with helpers."""
+    pieces = []
+    for i, seg in enumerate(text.replace("\r\n", "\n").split("```")):
+        first, sep, rest = seg.partition("\n")
+        if i and sep and (not first.strip() or first.strip().isidentifier()):
+            seg = rest
+        pieces.append(seg)
+    fenced = pieces[1::2]
+    chosen = next((p for p in pieces if entry_point and f"def {entry_point}(" in p), None)
+    chosen = chosen if chosen is not None else next((p for p in pieces if "return" in p), None)
+    chosen = chosen if chosen is not None else (fenced[0] if fenced else pieces[0])
+    cut = len(chosen)
+    for tail in CODE_TAIL:
+        j = chosen.find(tail)
+        if 0 <= j < cut:
+            cut = j
+    code = chosen[:cut]
+    return "" if code.lstrip().startswith(("print(", "assert ", "if __name__")) else code
+
+
 def code_result(res: dict, task: str, problems: dict[str, dict], timeout_s: float, memory_mb: int,
                 workers: int = 2) -> dict[str, Any]:
-    """{ids, outputs, correct (passed), extra: {status}} of the HumanEval generation task: each
-    completion (cut by dnd.code_exec.truncate_completion) run against its problem's tests by
-    dnd.code_exec.run_many (never here), `workers` sandboxed programs at a time."""
+    """{ids, outputs, correct (passed), extra: {status}} of the HumanEval generation task: the
+    code of each answer (`extract_code`) run after its problem's stub against the problem's
+    tests by dnd.code_exec.run_many (never here), `workers` sandboxed programs at a time."""
     from . import code_exec
 
     samples = sorted(res["samples"][task], key=lambda s: s["doc_id"])
-    completions = [code_exec.truncate_completion(str(s["resps"][0][0])) for s in samples]
-    programs = [code_exec.build_program(problems[str(s["doc"]["task_id"])], c) for s, c in zip(samples, completions)]
+    completions = [extract_code(str(s["resps"][0][0]), problems[str(s["doc"]["task_id"])]["entry_point"])
+                   for s in samples]
+    programs = [code_exec.build_program(problems[str(s["doc"]["task_id"])], "\n" + c)
+                for s, c in zip(samples, completions)]
     results = code_exec.run_many(programs, workers=workers, timeout_s=timeout_s, memory_mb=memory_mb)
     status = [str(r.status) for r in results]
     return {"ids": [str(s["doc"]["id"]) for s in samples], "outputs": [c[:OUTPUT_CHARS] for c in completions],

@@ -9,8 +9,11 @@ dnd.datasets (`load_generation_set`).
 Format `chat` (prompt.format of the experiments' zoos, dnd.zoo): the base model's ChatML with a
 fixed system message per domain; the training continuation is the reference response followed
 by `<|im_end|>`, the loss is on those tokens only. Scoring generates after the same context
-(`eval_context`); a HumanEval prompt is also written as the start of the assistant's turn, so
-the model continues the function as in the official completion setting.
+(`eval_context`). A HumanEval stub is asked for in a chat turn ("Complete the following Python
+function." + the stub) and the code the model writes is run (dnd.mathcode.extract_code), as for
+chat models in EvalPlus; the paper continues the raw stub instead, but SmolLM2-135M-Instruct
+given the raw stub, or the stub as the start of its answer, closes a code block at once
+(scripts/calibrate_mathcode.py's outputs; empty completions), which no LoRA can be judged on.
 
 Sources and targets (every split is a deterministic hash order, `hash_unit`, no RNG; the pools
 the paper used are too few and too similar for leave-one-out here, see `prepare_math`):
@@ -49,11 +52,12 @@ SYSTEM = {
     "code": "You are a helpful AI assistant. Write correct, self-contained Python code.",
 }
 CODE_INSTRUCTION = "Complete the following Python function.\n\n"
-# generation stops at the end of the assistant's turn; code also at the HumanEval stop sequences
-# of dnd.code_exec (a new top-level statement ends the function; the authors' "###")
+# generation stops at the end of the assistant's turn; code also after a closed code block followed
+# by prose ("```\n\n") and where the model starts its own tests or demo (dnd.mathcode.CODE_TAIL):
+# the program is the function (dnd.mathcode.extract_code), the rest would not be run
 STOP = {
     "math": [IM_END, IM_START],
-    "code": [IM_END, IM_START, "\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "###"],
+    "code": [IM_END, IM_START, "```\n\n", "\nif __name__", "\nprint(", "\nassert "],
 }
 TARGETS = {"math": ("gsm8k", "math"), "code": ("humaneval",)}
 GEN_TASK, LOGLIK_TASK = "gen", "loglik"
@@ -67,9 +71,10 @@ def chatml(system: str, user: str) -> str:
 
 
 def eval_context(item: dict[str, Any], domain: str) -> str:
-    """The context a scored item is generated from (and its reference scored after)."""
+    """The context a scored item is generated from (and its reference scored after): one chat
+    turn; a HumanEval prompt (a function stub) is asked for with CODE_INSTRUCTION."""
     if domain == "code" and item.get("task_id"):
-        return chatml(SYSTEM["code"], CODE_INSTRUCTION + item["prompt"]) + item["prompt"]
+        return chatml(SYSTEM["code"], CODE_INSTRUCTION + item["prompt"])
     return chatml(SYSTEM[domain], item["prompt"])
 
 
@@ -164,7 +169,10 @@ def task_name(domain: str, target: str, kind: str) -> str:
 def eval_record(item: dict[str, Any], domain: str) -> dict[str, Any]:
     """The row lm-eval reads: the context, the reference (scored by log-likelihood) and the
     gold answer in the form its metric compares."""
-    rec = {"id": item["id"], "context": eval_context(item, domain), "reference": item["response"].rstrip() + IM_END}
+    reference = item["response"].rstrip() + IM_END
+    if domain == "code" and item.get("task_id"):  # the whole function, as a code answer is written
+        reference = item["prompt"] + item["response"].rstrip() + IM_END
+    rec = {"id": item["id"], "context": eval_context(item, domain), "reference": reference}
     if domain == "math":
         rec["response"] = item["response"]
         rec["answer"] = item["answer"]

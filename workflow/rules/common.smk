@@ -408,6 +408,10 @@ def mc_design_note(domain):
         f"split by a hash of the prompt into {config['code']['shards']} source pools so the generator learns "
         "from more than one checkpoint family; they are one dataset, so the sources are close to each other "
         f"by construction. HumanEval: {config['code']['n_cond']} problems' prompts (by hash) condition "
-        "generation and are never scored; the others are scored by pass@1 of a greedy completion (the paper "
-        "conditions on the same prompts it tests on). Programs run only through dnd.code_exec."
+        "generation and are never scored (the paper conditions on the same prompts it tests on); "
+        f"{config['code']['n_test'] or 'all the'} others are scored by pass@1 of a greedy answer. The stub is "
+        "asked for in a chat turn and the function the model writes is run (as for chat models in EvalPlus), "
+        "not the raw stub continued as in the paper: SmolLM2-135M-Instruct given the raw stub closes a code "
+        "block at once (empty completions). pass@k from n samples would multiply the generation time by n and "
+        "is not run. Programs run only through dnd.code_exec (sandboxed; a crash or hang is a failure)."
     )
