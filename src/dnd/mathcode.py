@@ -73,8 +73,7 @@ def generation_result(res: dict, task: str, target: str) -> dict[str, Any]:
     """{ids, outputs, correct (the target's METRIC), extra} of a math generation task, from
     lm-eval's logged samples, checked against lm-eval's aggregate."""
     groups = _by_filter(res["samples"][task])
-    metric, filt = METRIC[target].split(",")
-    first = next(iter(groups.values()))
+    first = groups[METRIC[target].split(",")[1]]
     out = {"ids": [str(s["doc"]["id"]) for s in first],
            "outputs": [str(s["resps"][0][0])[:OUTPUT_CHARS] for s in first], "extra": {}}
     for key in (METRIC[target], SECONDARY.get(target)):
@@ -85,11 +84,12 @@ def generation_result(res: dict, task: str, target: str) -> dict[str, Any]:
         agg = res["results"][task][key]
         if abs(sum(correct) / len(correct) - agg) > 1e-9:
             raise RuntimeError(f"{task}: per-item {key} {sum(correct) / len(correct)} != lm-eval's {agg}")
+        if [str(x["doc"]["id"]) for x in groups[f]] != out["ids"]:
+            raise RuntimeError(f"{task}: filters {f} and {METRIC[target]} logged different items")
         if key == METRIC[target]:
             out["correct"] = correct
         else:
             out["extra"][f] = correct
-    assert metric and filt
     return out
 
 

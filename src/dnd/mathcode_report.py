@@ -89,7 +89,7 @@ def paper_row(paper: dict[str, Any], target: str) -> dict[str, Any] | None:
     return None
 
 
-def _lp(metrics: dict[str, Any], scores, target: str, method: str) -> str:
+def _lp(scores, target: str, method: str) -> str:
     from .summary import MEAN_ADAPTER
 
     st = scores[(scores.target == target) & (scores.method == method)]
@@ -119,10 +119,12 @@ def target_section(domain: str, target: str, scores, metrics: dict[str, Any], pa
     table = pd.DataFrame([{"Method": r["Method"], f"{metric} (%)": _fmt(r["acc"]),
                            "95% CI": (f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]" if math.isfinite(r["ci_low"])
                                       else ""),
-                           "Reference log-prob (nats)": (_lp(metrics, scores, target, lp_key[r["key"]])
+                           "Reference log-prob (nats)": (_lp(scores, target, lp_key[r["key"]])
                                                          if r["key"] in lp_key else "")} for r in rows])
     L = [f"### {TITLES.get(target, target)} (n = {metrics.get(f'{target}/n')}, metric `{metric}`)", "",
-         table.to_markdown(index=False, disable_numparse=True), ""]
+         table.to_markdown(index=False, disable_numparse=True), "",
+         "† chosen with the target's test labels (not zero-shot). Training LoRAs (avg): the reference log-prob is the "
+         "mean over the sources.", ""]
     if comp:
         L += ["DnD minus each baseline and control (paired 95% CIs over items):", "",
               pd.DataFrame([{"DnD minus": c["label"],
