@@ -81,6 +81,32 @@ def test_math_extraction_agrees_with_lm_evals_hendrycks_math(output, gold):
     assert ours == theirs
 
 
+def test_reference_loglikelihood_of_a_poor_model_is_a_number(tmp_path):
+    """A long reference under a poor model has a log-likelihood far below -709: the loglik task
+    must still aggregate (lm-eval's perplexity would overflow) and hand the values through."""
+    from lm_eval import evaluator
+    from lm_eval.api.model import LM
+
+    from dnd.evaluate import load_task
+    from dnd.mathcode import loglik_result
+
+    class Poor(LM):
+        def loglikelihood(self, requests, disable_tqdm=False):
+            return [(-5000.0 - i, False) for i, _ in enumerate(requests)]
+
+        def loglikelihood_rolling(self, requests, disable_tqdm=False):
+            raise NotImplementedError
+
+        def generate_until(self, requests, disable_tqdm=False):
+            raise NotImplementedError
+
+    md.write_domain("math", section("math", SMOKE_MATH), FIXTURES, tmp_path)
+    name = md.task_name("math", "gsm8k", md.LOGLIK_TASK)
+    res = evaluator.evaluate(lm=Poor(), task_dict=load_task(tmp_path / "tasks", name), bootstrap_iters=0,
+                             log_samples=True)
+    assert sorted(loglik_result(res, name)) == [-5001.0, -5000.0]
+
+
 def test_math_gold_answers_are_the_last_boxed_and_after_hashes():
     assert md.math_answer("so $x = \\boxed{\\frac{1}{2}}$.", "math") == "\\frac{1}{2}"
     assert md.math_answer("a\n#### 1,234", "gsm8k") == "1,234"

@@ -224,9 +224,11 @@ def task_configs(domain: str, target: str, data_file: str | Path, max_new_tokens
         gen.update(doc_to_target="{{answer_norm}}",
                    filter_list=[{"name": MATH_FILTER_NAME, "filter": [{"function": MATH_FILTER}, {"function": "take_first"}]}],
                    metric_list=[{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}])
+    # metric `acc` (is the reference the greedy continuation): lm-eval's `perplexity` aggregation is
+    # exp(-mean log-likelihood), which overflows for a long reference under a poor model
     loglik = {"task": task_name(domain, target, LOGLIK_TASK), **common, "output_type": "loglikelihood",
               "doc_to_target": "{{reference}}", "target_delimiter": "",
-              "metric_list": [{"metric": "perplexity", "aggregation": "perplexity", "higher_is_better": False}]}
+              "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}]}
     return {gen["task"]: gen, loglik["task"]: loglik}
 
 
