@@ -355,3 +355,4 @@ def test_summary_and_report(mworld, mrows, tmp_path):
                      "--out", str(md_out), "--figure", str(fig)]) == 0
     text = md_out.read_text()
     assert text.startswith("## Math") and "42.9 → DnD 66.3" in text and fig.stat().st_size > 0
+    assert "**Here** (this run's base model)" in text

@@ -106,7 +106,8 @@ def _name(key: str) -> str:
     return adapter if method in ("source_lora", "nearest") else (method if method == adapter else key)
 
 
-def target_section(domain: str, target: str, scores, metrics: dict[str, Any], paper: dict[str, Any]) -> list[str]:
+def target_section(domain: str, target: str, scores, metrics: dict[str, Any], paper: dict[str, Any],
+                   model: str = "this run's base model") -> list[str]:
     import pandas as pd
 
     from .summary import verdict
@@ -150,7 +151,7 @@ def target_section(domain: str, target: str, scores, metrics: dict[str, Any], pa
     if pn and main:
         claim = pn["dnd"] - pn["train_avg"]
         L += [f"**The paper** ({PAPER_MODEL}, its protocol, {pn['metric']}): training LoRAs {pn['train_avg']:.1f} → "
-              f"DnD {pn['dnd']:.1f} ({claim:+.1f} points). **Here** (SmolLM2-135M): "
+              f"DnD {pn['dnd']:.1f} ({claim:+.1f} points). **Here** ({model}): "
               f"{_fmt(_pct(metrics.get(f'{target}/train_avg')))} → {_fmt(_pct(metrics.get(f'{target}/dnd_mean')))} "
               f"({_ci(main)}). **Verdict: {verdict(main['acc_ci_low'], main['acc_ci_high'], claim)}.**", ""]
     elif main:
@@ -175,7 +176,7 @@ def render(domain: str, params: dict[str, Any], scores, metrics: dict[str, Any],
          "prompt), summed over its tokens, mean over items (higher is better): it moves where the metric is "
          "near zero.", ""]
     for t in targets:
-        L += target_section(domain, t, scores, metrics, paper)
+        L += target_section(domain, t, scores, metrics, paper, params.get("model") or "this run's base model")
     L += ["Budget: " + (f"the experiment's {timing[2]} jobs took {timing[0]:.0f} min of wall time in total and "
                         f"{timing[1]:.0f} min of CPU time (Snakemake benchmarks)." if timing
                         else "no benchmark files were found for its jobs."),
@@ -215,7 +216,7 @@ def figure(domain: str, scores, metrics: dict[str, Any], paper: dict[str, Any], 
 
 def _add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--domain", required=True, choices=("math", "code"))
-    p.add_argument("--params", required=True, help='JSON: {"sources": [...], "design_note": str}')
+    p.add_argument("--params", required=True, help='JSON: {"sources": [...], "design_note": str, "model": str}')
     p.add_argument("--scores", required=True, type=Path)
     p.add_argument("--metrics", required=True, type=Path)
     p.add_argument("--paper-numbers", type=Path, default=None)

@@ -391,6 +391,14 @@ def mc_data_outputs(domain):
     }
 
 
+def mc_model_name():
+    """The base model as the math/code reports name it."""
+    bm = config["base_model"]
+    return {"smollm2_wheel": "SmolLM2-135M-Instruct", "tiny": "the tiny random test model"}.get(
+        bm["source"], bm.get("name_or_path") or bm["source"]
+    )
+
+
 def mc_design_note(domain):
     if domain == "math":
         return (

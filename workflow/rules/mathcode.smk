@@ -211,7 +211,13 @@ rule mathcode_report:
         md="results/{domain}/report.md",
         figure="results/{domain}/figures/{domain}.png",
     params:
-        p=lambda wildcards: as_json({"sources": MC_SOURCES[wildcards.domain], "design_note": mc_design_note(wildcards.domain)}),
+        p=lambda wildcards: as_json(
+            {
+                "sources": MC_SOURCES[wildcards.domain],
+                "design_note": mc_design_note(wildcards.domain),
+                "model": mc_model_name(),
+            }
+        ),
     log:
         "logs/{domain}/report.log",
     benchmark:
