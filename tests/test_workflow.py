@@ -66,7 +66,8 @@ def test_dvc_stages_match_snakemake_targets():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     targets = {line.split()[0] for line in snakemake("--list-target-rules").stdout.splitlines() if line.strip()}
     # the extra experiments are outside `all`
-    summary = snakemake("-n", "--summary", "all", "protocol", "crossdomain", "ablations", "fewshot").stdout.splitlines()
+    summary = snakemake("-n", "--summary", "all", "protocol", "crossdomain", "ablations", "fewshot", "math",
+                        "code").stdout.splitlines()
     planned = [line.split("\t")[0] for line in summary[1:] if "\t" in line]
     for name, stage in stages.items():
         assert stage["cmd"] == f"snakemake --cores all {name}", name
@@ -75,7 +76,7 @@ def test_dvc_stages_match_snakemake_targets():
         for out in outs:
             assert any(p == out or p.startswith(out.rstrip("/") + "/") for p in planned), f"{name}: {out} not produced by the DAG"
     for agg in ("zoo", "generators", "generate", "evaluate", "summary", "report", "protocol", "crossdomain",
-                "ablations", "fewshot"):
+                "ablations", "fewshot", "math", "code"):
         assert agg in stages
     # DVC fails on a params key that config/config.yaml does not spell out
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -200,11 +201,22 @@ def test_smoke_dag_end_to_end_deterministic_and_through_dvc(tmp_path):
     assert {(r["method"], r["k"]) for r in few if r["target"] == "capitals"} == {
         ("dnd", "0"), ("fewshot_ft", "1"), ("fewshot_ft", "4"), ("icl", "0"), ("icl", "2"), ("icl", "8")}
     assert "## The paper's direction against ours" in (b / "results" / "fewshot" / "report.md").read_text()
+    # and the math and code experiments (hand-written items in the authors' format, tests/data/smoke/math_code;
+    # HumanEval's tests run by dnd.code_exec): every method on every target, the metric named
+    for domain, targets, metric in (("math", {"gsm8k", "math"}, {"exact_match,flexible-extract", "exact_match,boxed"}),
+                                    ("code", {"humaneval"}, {"pass@1"})):
+        mrows = list(csv.DictReader(open(b / "results" / domain / "scores.csv")))
+        assert list(mrows[0]) == ["target", "method", "adapter", "n", "acc", "ci_low", "ci_high", "gold_logprob",
+                                  "metric"]
+        assert {r["target"] for r in mrows} == targets and {r["metric"] for r in mrows} == metric
+        assert {"base", "source_lora", "soup", "nearest", "dnd"} <= {r["method"] for r in mrows}
+        assert f"## {domain.capitalize()}" in (b / "results" / domain / "report.md").read_text()
     # bit-reproducible: every file DVC hashes is byte-identical between the two runs, made in
     # different directories (no machine path, no wall-clock time inside any of them); the
     # extra experiments ran only in b
     for out in _dvc_outs(yaml.safe_load((REPO / "dvc.yaml").read_text())):
-        if out.startswith(("results/protocol", "results/crossdomain", "results/ablations", "results/fewshot")):
+        if out.startswith(("results/protocol", "results/crossdomain", "results/ablations", "results/fewshot",
+                           "results/math", "results/code")):
             continue
         files = sorted(p.relative_to(a) for p in (a / out).rglob("*") if p.is_file()) if (a / out).is_dir() else [Path(out)]
         assert files, out
@@ -226,7 +238,7 @@ def test_smoke_dag_end_to_end_deterministic_and_through_dvc(tmp_path):
     out = res.stdout + res.stderr
     for stage in ("data", "base_model", "zoo"):
         assert f"Stage '{stage}' didn't change, skipping" in out, stage
-    for stage in ("eval_speed", "protocol", "crossdomain", "ablations", "fewshot"):  # not upstream of the report
+    for stage in ("eval_speed", "protocol", "crossdomain", "ablations", "fewshot", "math", "code"):  # not upstream
         assert f"Running stage '{stage}'" not in out, stage
     for stage in ("generators", "generate", "evaluate", "report"):
         assert f"Running stage '{stage}'" in out, stage

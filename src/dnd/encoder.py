@@ -182,6 +182,17 @@ def load_encoded(path: str | Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- command
 
 
+def item_text(item: Mapping[str, Any], form: str) -> str:
+    """The condition text of a prepared item: dnd.prompts.condition_text for a multiple-choice
+    item; a generation item's prompt (dnd.mathcode_data: no question/choices) for form `prompt`."""
+    if "question" not in item and isinstance(item.get("prompt"), str):
+        if form != "prompt":
+            raise ValueError(f"condition form {form!r} needs multiple-choice items; {item.get('id', '?')} is a "
+                             "generation item (form 'prompt' only)")
+        return item["prompt"].strip()
+    return condition_text(dict(item), form)
+
+
 def add_encode_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="{}", help="JSON: the `encoder` config section")
     p.add_argument("--data", required=True, help="prepared split (.jsonl of normalized items)")
@@ -196,7 +207,7 @@ def run_encode(args: argparse.Namespace) -> None:
     if not items:
         raise ValueError(f"no items in {args.data}")
     encoder = make_encoder(cfg)
-    states, mask = encoder.encode([condition_text(it, cfg["form"]) for it in items])
+    states, mask = encoder.encode([item_text(it, cfg["form"]) for it in items])
     with atomic_path(args.out) as tmp:
         torch.save(
             {"ids": [str(it["id"]) for it in items], "states": states.half(), "mask": mask, "encoder": cfg}, tmp

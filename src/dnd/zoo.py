@@ -49,18 +49,29 @@ def encode_examples(items: list[dict], tok, fmt: str, max_length: int) -> list[t
     """(token ids, index of the first answer token) per item, tokenized the way lm-eval does:
     whole = enc(context + continuation), answer = whole[len(enc(context)):]. Long prompts are
     cut from the left so the answer survives. Format `paper`: the paper's bracketed answers in
-    the model's chat template (dnd.paper_format, the protocol experiment's zoo)."""
-    from . import paper_format, prompts
+    the model's chat template (dnd.paper_format, the protocol experiment's zoo). Format `chat`:
+    a prompt -> response generation item in ChatML (dnd.mathcode_data, the math and code
+    experiments' zoos); a long example keeps its prompt and the start of its response (cut from
+    the right) while the prompt leaves at least a quarter of `max_length` to the response,
+    otherwise it is cut from the left like the others."""
+    from . import mathcode_data, paper_format, prompts
 
     out = []
     for it in items:
-        ctx, cont = (paper_format.training_example(it, "chatml") if fmt == paper_format.FORMAT
-                     else prompts.training_example(it, fmt))
+        if fmt == paper_format.FORMAT:
+            ctx, cont = paper_format.training_example(it, "chatml")
+        elif fmt == mathcode_data.FORMAT:
+            ctx, cont = mathcode_data.training_example(it)
+        else:
+            ctx, cont = prompts.training_example(it, fmt)
         ctx_ids = tok(ctx, add_special_tokens=False)["input_ids"]
         whole = tok(ctx + cont, add_special_tokens=False)["input_ids"]
         start = len(ctx_ids)
         if start >= len(whole):  # tokenizer merged across the boundary; fall back to separate encoding
             whole = ctx_ids + tok(cont, add_special_tokens=False)["input_ids"]
+        if fmt == mathcode_data.FORMAT and len(whole) > max_length and start <= max_length - max_length // 4:
+            out.append((whole[:max_length], start))
+            continue
         cut = max(0, len(whole) - max_length)
         out.append((whole[cut:], max(1, start - cut)))
     return out

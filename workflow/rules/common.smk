@@ -17,6 +17,7 @@ from dnd.datasets import dataset_settings  # noqa: E402
 from dnd.schedule import ADAPTER_KINDS, adapter_seed  # noqa: E402
 from dnd.ablations import FAMILIES as AB_FAMILY_NAMES, encoding_variant, setting_overrides  # noqa: E402
 from dnd.ablations import is_default as ablation_is_default  # noqa: E402
+from dnd.mathcode_data import sources as mathcode_sources  # noqa: E402
 
 validate_config(config)
 check_inputs(config)
@@ -358,3 +359,86 @@ def fewshot_loras(wildcards):
 def dnd_generation_timings(wildcards):
     """The default run's generation timings of every target's dnd adapters (DnD's cost)."""
     return [f"results/timings/generate/{t}/dnd_{i}.json" for t in FEW_TARGETS for i in range(N_ADAPTERS)]
+
+
+# ------------------------------------------------------------- the math and code experiments
+# (workflow/rules/mathcode.smk; dnd.mathcode_data)
+MC_DOMAINS = ["math", "code"]
+MC_TARGETS = {"math": ["gsm8k", "math"], "code": ["humaneval"]}
+MC_SOURCES = {d: mathcode_sources(d, config[d]) for d in MC_DOMAINS}
+MC_NAMES = {d: MC_SOURCES[d] + MC_TARGETS[d] for d in MC_DOMAINS}
+
+
+wildcard_constraints:
+    domain="math|code",
+    src="|".join(sorted({s for d in MC_DOMAINS for s in MC_SOURCES[d]})),
+
+
+def mc_lora(domain):
+    """The zoo's lora section with the experiment's overrides (max_length, steps, batch size)."""
+    return {**config["lora"], **config[domain]["lora"]}
+
+
+def mc_design(domain):
+    return config[domain]["design"] or DESIGN
+
+
+def mc_kinds(domain):
+    return [("dnd", config[domain]["n_adapters"])] + [(k, 1) for k in config[domain]["controls"]]
+
+
+def mc_adapters(domain, target):
+    return [f"results/{domain}/generated/{target}/{k}_{i}" for k, n in mc_kinds(domain) for i in range(n)]
+
+
+def mc_prompts(wildcards):
+    """dnd and control_shuffled: the target's unlabeled cond prompts; control_random: none."""
+    if wildcards.kind == "control_random":
+        return []
+    return f"results/{wildcards.domain}/data/{wildcards.target}/cond.jsonl"
+
+
+def mc_data_outputs(domain):
+    names = MC_NAMES[domain]
+    return {
+        "splits": [f"results/{domain}/data/{n}/{s}.jsonl" for n in names for s in ("train", "cond", "test")],
+        "lmeval": [f"results/{domain}/data/{t}/test.lmeval.jsonl" for t in MC_TARGETS[domain]],
+        "tasks": [
+            f"results/{domain}/tasks/dnd_{domain}_{t}_{k}.yaml" for t in MC_TARGETS[domain] for k in ("gen", "loglik")
+        ],
+        "summary": f"results/{domain}/data/splits.csv",
+    }
+
+
+def mc_model_name():
+    """The base model as the math/code reports name it."""
+    bm = config["base_model"]
+    return {"smollm2_wheel": "SmolLM2-135M-Instruct", "tiny": "the tiny random test model"}.get(
+        bm["source"], bm.get("name_or_path") or bm["source"]
+    )
+
+
+def mc_design_note(domain):
+    if domain == "math":
+        return (
+            "Design. The paper's six math pools cannot be held out one at a time here: Math-Plus is "
+            "byte-identical to Math-IIO (one pool, used once), Mu-Math has 271 distinct items, and the "
+            "others are not in the shared data. The sources are Math-IIO (arithmetic), Mu-Math and "
+            f"{config['math']['shards']} shards of MATH split by a hash of the prompt; "
+            f"{100 * config['math']['target_share']:.0f}% of MATH (by the same hash) is kept apart, and the MATH target's unlabeled prompts and scored items come only from it. "
+            "GSM8K is never seen by any LoRA or the generator (its prompts condition generation, other GSM8K "
+            "items are scored): the honest zero-shot target. MATH is an in-domain target (the generator has "
+            "seen other MATH items, not these). One generator is trained on all sources and serves both targets."
+        )
+    return (
+        "Design. The paper's seven code pools are not in the shared data; CodeAlpaca-20K (10,000 items) is "
+        f"split by a hash of the prompt into {config['code']['shards']} source pools so the generator learns "
+        "from more than one checkpoint family; they are one dataset, so the sources are close to each other "
+        f"by construction. HumanEval: {config['code']['n_cond']} problems' prompts (by hash) condition "
+        "generation and are never scored (the paper conditions on the same prompts it tests on); "
+        f"{config['code']['n_test'] or 'all the'} others are scored by pass@1 of a greedy answer. The stub is "
+        "asked for in a chat turn and the function the model writes is run (as for chat models in EvalPlus), "
+        "not the raw stub continued as in the paper: SmolLM2-135M-Instruct given the raw stub closes a code "
+        "block at once (empty completions). pass@k from n samples would multiply the generation time by n and "
+        "is not run. Programs run only through dnd.code_exec (sandboxed; a crash or hang is a failure)."
+    )

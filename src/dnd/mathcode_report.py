@@ -1,0 +1,249 @@
+"""Summary and report of the math and code experiments (dnd.mathcode).
+
+  dnd mathcode-summary --domain D --params JSON --eval FILE... --scores CSV --metrics JSON
+      results/<domain>/scores.csv: the main table's schema (dnd.summary.SCORE_COLUMNS:
+      target,method,adapter,n,acc,ci_low,ci_high,gold_logprob; `acc` is the target's metric, and
+      gold_logprob the reference solution's log-probability) plus a `metric` column naming it
+      (dnd.mathcode.METRIC); results/<domain>/metrics.json: dnd.summary.headline_metrics (paired
+      bootstrap CIs of DnD minus each baseline and control, on the metric and on gold_logprob)
+      plus `{target}/secondary/{method}` (GSM8K strict-match) and `{target}/status/{method}`
+      (HumanEval outcome counts).
+  dnd mathcode-report --domain D --params JSON --scores CSV --metrics JSON --paper-numbers YAML
+                      --benchmarks-dir DIR --out results/<domain>/report.md --figure PNG
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from .crossdomain import _ci, _fmt, _pct, _relation, comparisons, method_rows
+
+log = logging.getLogger(__name__)
+
+TITLES = {"gsm8k": "GSM8K", "math": "MATH", "humaneval": "HumanEval"}
+# the paper's row of each target in config/paper_numbers.yaml (other_domains.rows), Qwen2.5-0.5B
+PAPER_TASK = {"gsm8k": "GSM8K", "humaneval": "HumanEval"}
+PAPER_MODEL = "Qwen2.5-0.5B"
+
+
+# ============================================================================ summary
+def summarize(rows: list[dict[str, Any]], sources: list[str], resamples: int, seed: int):
+    """(scores DataFrame with a `metric` column, metrics dict)."""
+    from .summary import headline_metrics, scores_frame
+
+    scores = scores_frame(rows, resamples, seed)
+    metric = {r["target"]: r["metric"] for r in rows}
+    scores.insert(len(scores.columns), "metric", scores["target"].map(metric))
+    targets = list(dict.fromkeys(r["target"] for r in rows))
+    folds = {t: list(sources) for t in targets}
+    metrics = headline_metrics(rows, scores.drop(columns="metric"), resamples, seed, folds)
+    for t in targets:
+        metrics[f"{t}/metric"] = metric[t]
+        for r in (r for r in rows if r["target"] == t):
+            name = f"{r['method']}/{r['adapter']}"
+            for key, vals in (r.get("extra") or {}).items():
+                if key == "status":
+                    metrics[f"{t}/status/{name}"] = dict(sorted(Counter(vals).items()))
+                else:
+                    metrics[f"{t}/secondary/{key}/{name}"] = sum(vals) / len(vals)
+    return scores, metrics
+
+
+def _add_summary(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--domain", required=True, choices=("math", "code"))
+    p.add_argument("--params", required=True, help='JSON: {"sources": [...], "bootstrap": int, "seed": int}')
+    p.add_argument("--eval", required=True, nargs="+", type=Path)
+    p.add_argument("--scores", required=True, type=Path)
+    p.add_argument("--metrics", required=True, type=Path)
+
+
+def _run_summary(args: argparse.Namespace) -> None:
+    from .config import parse_params
+    from .io import write_json, write_text
+    from .summary import load_eval_rows
+
+    params = parse_params(args.params)
+    rows = load_eval_rows(args.eval)
+    if not rows:
+        raise ValueError("no evaluation rows in " + ", ".join(map(str, args.eval)))
+    scores, metrics = summarize(rows, list(params["sources"]), int(params.get("bootstrap", 2000)),
+                                int(params.get("seed", 0)))
+    write_text(args.scores, scores.to_csv(index=False))
+    write_json(args.metrics, metrics, sort_keys=True)
+    log.info("wrote %s (%d rows) and %s", args.scores, len(scores), args.metrics)
+
+
+# ============================================================================ report
+def paper_row(paper: dict[str, Any], target: str) -> dict[str, Any] | None:
+    """The paper's {train_avg, dnd, metric} for a target (config/paper_numbers.yaml), or None."""
+    task = PAPER_TASK.get(target)
+    for row in ((paper or {}).get("other_domains") or {}).get("rows") or []:
+        if task and row.get("task") == task and row.get("model") == PAPER_MODEL:
+            return {"train_avg": float(row["train_avg"]), "dnd": float(row["dnd"]), "metric": row.get("metric", "")}
+    return None
+
+
+def _lp(scores, target: str, method: str) -> str:
+    from .summary import MEAN_ADAPTER
+
+    st = scores[(scores.target == target) & (scores.method == method)]
+    if method == "source_lora":
+        return f"{st.gold_logprob.mean():.1f}" if len(st) else "n/a"
+    mean = st[st.adapter.astype(str) == MEAN_ADAPTER]
+    st = mean if len(mean) else st
+    return f"{float(st.gold_logprob.iloc[0]):.1f}" if len(st) else "n/a"
+
+
+def _name(key: str) -> str:
+    """'source_lora/mu_math' -> 'mu_math', 'soup/soup' -> 'soup', 'dnd/0' -> 'dnd/0'."""
+    method, adapter = key.split("/", 1)
+    return adapter if method in ("source_lora", "nearest") else (method if method == adapter else key)
+
+
+def target_section(domain: str, target: str, scores, metrics: dict[str, Any], paper: dict[str, Any],
+                   model: str = "this run's base model") -> list[str]:
+    import pandas as pd
+
+    from .summary import verdict
+
+    rows = method_rows(scores, metrics, target)
+    comp = comparisons(metrics, target)
+    metric = metrics.get(f"{target}/metric", "")
+    lp_key = {"base": "base", "train_avg": "source_lora", "soup": "soup", "nearest": "nearest", "dnd": "dnd",
+              "control_random": "control_random", "control_shuffled": "control_shuffled"}
+    table = pd.DataFrame([{"Method": r["Method"], f"{metric} (%)": _fmt(r["acc"]),
+                           "95% CI": (f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]" if math.isfinite(r["ci_low"])
+                                      else ""),
+                           "Reference log-prob (nats)": (_lp(scores, target, lp_key[r["key"]])
+                                                         if r["key"] in lp_key else "")} for r in rows])
+    L = [f"### {TITLES.get(target, target)} (n = {metrics.get(f'{target}/n')}, metric `{metric}`)", "",
+         table.to_markdown(index=False, disable_numparse=True), "",
+         "† chosen with the target's test labels (not zero-shot). Training LoRAs (avg): the reference log-prob is the "
+         "mean over the sources.", ""]
+    if comp:
+        L += ["DnD minus each baseline and control (paired 95% CIs over items):", "",
+              pd.DataFrame([{"DnD minus": c["label"],
+                             "Metric (points)": f"{_fmt(c['acc'], sign=True)} [{_fmt(c['acc_ci_low'], sign=True)}, "
+                                                f"{_fmt(c['acc_ci_high'], sign=True)}]",
+                             "Reference log-prob (nats)": f"{_fmt(c['gold_logprob'], 2, True)} "
+                                                          f"[{_fmt(c['gold_logprob_ci_low'], 2, True)}, "
+                                                          f"{_fmt(c['gold_logprob_ci_high'], 2, True)}]"}
+                            for c in comp]).to_markdown(index=False, disable_numparse=True), ""]
+    sec = {k.split("/", 3)[3]: v for k, v in metrics.items() if k.startswith(f"{target}/secondary/")}
+    if sec:
+        L += ["GSM8K `exact_match,strict-match` (the answer after `#### `, the format of the reference solutions), "
+              "per method/adapter: " + ", ".join(f"{_name(k)} {_fmt(100 * v)}" for k, v in sec.items()) + ".", ""]
+    status = {k.split("/", 2)[2]: v for k, v in metrics.items() if k.startswith(f"{target}/status/")}
+    if status:
+        total = Counter()
+        for v in status.values():
+            total.update(v)
+        L += ["Outcomes of every completion run (all methods): " + ", ".join(f"{k} {v}" for k, v in sorted(total.items()))
+              + " (dnd.code_exec: a timeout or crash is a failure).", ""]
+    pn = paper_row(paper, target)
+    main = next((c for c in comp if c["baseline"] == "train_avg"), None)
+    if pn and main:
+        claim = pn["dnd"] - pn["train_avg"]
+        L += [f"**The paper** ({PAPER_MODEL}, its protocol, {pn['metric']}): training LoRAs {pn['train_avg']:.1f} → "
+              f"DnD {pn['dnd']:.1f} ({claim:+.1f} points). **Here** ({model}): "
+              f"{_fmt(_pct(metrics.get(f'{target}/train_avg')))} → {_fmt(_pct(metrics.get(f'{target}/dnd_mean')))} "
+              f"({_ci(main)}). **Verdict: {verdict(main['acc_ci_low'], main['acc_ci_high'], claim)}.**", ""]
+    elif main:
+        L += [f"The paper reports no {TITLES.get(target, target)} number for {PAPER_MODEL}. Here: training LoRAs "
+              f"{_fmt(_pct(metrics.get(f'{target}/train_avg')))} → DnD {_fmt(_pct(metrics.get(f'{target}/dnd_mean')))}"
+              f" ({_ci(main)}).", ""]
+    if comp:
+        L += ["In words: " + "; ".join(f"{_relation(c)} ({_ci(c)})" for c in comp) + ".", ""]
+    return L
+
+
+def render(domain: str, params: dict[str, Any], scores, metrics: dict[str, Any], paper: dict[str, Any],
+           figure_rel: str, timing: tuple[float, float, int] | None) -> str:
+    targets = list(dict.fromkeys(scores.target))
+    sources = params.get("sources", [])
+    head = {"math": "## Math", "code": "## Code"}[domain]
+    L = [head, "", params.get("design_note", ""), "",
+         f"Sources ({len(sources)} LoRAs): {', '.join(f'`{s}`' for s in sources)}. Every method is scored on the same "
+         "items with the same greedy decoding; the training-LoRA average is the mean over the sources, the soup their "
+         "element-wise mean, nearest the source whose prompts are closest to the target's unlabeled prompts. No "
+         "target has a LoRA of its own, so there is no oracle. Reference log-prob: log P(reference solution | "
+         "prompt), summed over its tokens, mean over items (higher is better): it moves where the metric is "
+         "near zero.", ""]
+    for t in targets:
+        L += target_section(domain, t, scores, metrics, paper, params.get("model") or "this run's base model")
+    L += ["Budget: " + (f"the experiment's {timing[2]} jobs took {timing[0]:.0f} min of wall time in total and "
+                        f"{timing[1]:.0f} min of CPU time (Snakemake benchmarks)." if timing
+                        else "no benchmark files were found for its jobs."),
+          "", f"![{domain}]({figure_rel})", ""]
+    return "\n".join(L)
+
+
+def figure(domain: str, scores, metrics: dict[str, Any], paper: dict[str, Any], out: Path) -> None:
+    """One panel per target: each method's metric with its 95% CI (the paper's two numbers as lines)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .figures import save_png
+
+    targets = list(dict.fromkeys(scores.target))
+    fig, axes = plt.subplots(1, len(targets), figsize=(6 * len(targets), 4), squeeze=False)
+    for ax, t in zip(axes[0], targets):
+        rows = method_rows(scores, metrics, t)
+        ys = list(range(len(rows)))[::-1]
+        for y, r in zip(ys, rows):
+            err = [[r["acc"] - r["ci_low"]], [r["ci_high"] - r["acc"]]] if math.isfinite(r["ci_low"]) else None
+            ax.barh(y, r["acc"], color="tab:orange" if r["key"] == "dnd" else "tab:blue", xerr=err, capsize=3)
+        ax.set_yticks(ys, [r["Method"] for r in rows])
+        pn = paper_row(paper, t)
+        if pn:
+            for key, style in (("train_avg", ":"), ("dnd", "--")):
+                ax.axvline(pn[key], color="grey", ls=style,
+                           label=f"paper ({PAPER_MODEL}): {'training LoRAs' if key == 'train_avg' else 'DnD'} "
+                                 f"{pn[key]:.1f}")
+            ax.legend(loc="lower right", fontsize=7)
+        ax.set_xlabel(f"{metrics.get(f'{t}/metric', '')} (%), 95% CI")
+        ax.set_title(f"{TITLES.get(t, t)} (n = {metrics.get(f'{t}/n')})")
+    save_png(fig, out)
+
+
+def _add_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--domain", required=True, choices=("math", "code"))
+    p.add_argument("--params", required=True, help='JSON: {"sources": [...], "design_note": str, "model": str}')
+    p.add_argument("--scores", required=True, type=Path)
+    p.add_argument("--metrics", required=True, type=Path)
+    p.add_argument("--paper-numbers", type=Path, default=None)
+    p.add_argument("--benchmarks-dir", type=Path, default=None)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--figure", required=True, type=Path)
+
+
+def _run_report(args: argparse.Namespace) -> None:
+    import os
+
+    import pandas as pd
+    import yaml
+
+    from .config import parse_params
+    from .io import write_text
+    from .tables import benchmark_minutes
+
+    params = parse_params(args.params)
+    scores = pd.read_csv(args.scores)
+    metrics = json.loads(args.metrics.read_text())
+    paper = yaml.safe_load(args.paper_numbers.read_text()) if args.paper_numbers and args.paper_numbers.is_file() else {}
+    figure(args.domain, scores, metrics, paper, args.figure)
+    rel = os.path.relpath(args.figure, args.out.parent)
+    write_text(args.out, render(args.domain, params, scores, metrics, paper, rel,
+                                benchmark_minutes(args.benchmarks_dir)))
+    log.info("wrote %s and %s", args.out, args.figure)
+
+
+COMMANDS = {"mathcode-summary": (_add_summary, _run_summary), "mathcode-report": (_add_report, _run_report)}
