@@ -219,3 +219,28 @@ def test_report_and_figure(tmp_path):
     one = matplotlib.image.imread(fig).shape[1]
     ab.figure([m, c], fig)  # two families and one more panel: accuracy against the number of sources
     assert matplotlib.image.imread(fig).shape[1] == pytest.approx(3 * one, rel=0.05)
+
+
+def test_family_budget_counts_the_jobs_of_its_configured_settings_only(tmp_path):
+    """The report's budget per family: its cells, summary, own encodings and (the curve) its extra
+    tasks' jobs, not the files left by settings no longer configured or by another family."""
+    from dnd.tables import benchmark_minutes
+
+    def bench(rel, s):
+        f = tmp_path / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(f"s\th:m:s\tmax_rss\tcpu_time\n{s}\t0:00:00\t1\t{s / 2}\n")
+
+    for rel, s in {"condition/evaluate_answer_t.tsv": 60, "condition/evaluate_prompt_answer_t.tsv": 120,
+                   "condition/generate_answer_t_0.tsv": 6, "condition/train_generator_mixed_t.tsv": 600,
+                   "condition/summary.tsv": 6, "encode/condition-answer_ds_train.tsv": 30,
+                   "encode/extractor-llm_ds_train.tsv": 900, "sources/evaluate_2_t.tsv": 60,
+                   "sources/evaluate_12_t.tsv": 600, "sources/extra/train_lora_x.tsv": 120,
+                   "sources/extra/encode_prompts_x_train.tsv": 6, "sources/extra/train_lora_z.tsv": 900}.items():
+        bench(rel, s)
+    cond = {"family": "condition", "settings": ["prompt", "answer", "prompt_answer"], "targets": ["t"]}
+    assert benchmark_minutes(tmp_path, ab.family_jobs(cond)) == pytest.approx((3.7, 1.85, 5))  # not `mixed`
+    assert benchmark_minutes(tmp_path, ab.family_jobs(cond, extra_only=True)) is None
+    curve = {"family": "sources", "settings": ["2", "14"], "targets": ["t"], "extra_sources": ["x"]}
+    assert benchmark_minutes(tmp_path, ab.family_jobs(curve)) == pytest.approx((3.1, 1.55, 3))  # not 12, not z
+    assert benchmark_minutes(tmp_path, ab.family_jobs(curve, extra_only=True)) == pytest.approx((2.1, 1.05, 2))

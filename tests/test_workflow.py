@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dnd.ablations import FAMILIES as ABLATION_FAMILIES
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -76,14 +78,17 @@ def test_dvc_stages_match_snakemake_targets():
         for out in outs:
             assert any(p == out or p.startswith(out.rstrip("/") + "/") for p in planned), f"{name}: {out} not produced by the DAG"
     for agg in ("zoo", "generators", "generate", "evaluate", "summary", "report", "protocol", "crossdomain",
-                "ablations", "fewshot", "math", "code"):
+                "ablations", *(f"ablations_{f}" for f in ABLATION_FAMILIES), "fewshot", "math", "code"):
         assert agg in stages
     # DVC fails on a params key that config/config.yaml does not spell out
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     for name, stage in stages.items():
         for entry in stage.get("params", []):
             for key in (k for keys in entry.values() for k in keys) if isinstance(entry, dict) else [entry]:
-                assert key in config, f"dvc stage {name}: param {key} is missing from config/config.yaml"
+                node = config
+                for part in key.split("."):  # DVC reads a dotted key as a nested one
+                    assert isinstance(node, dict) and part in node, f"dvc stage {name}: param {key} is missing from config/config.yaml"
+                    node = node[part]
 
 
 def _run_smoke(workdir: Path) -> None:
@@ -238,7 +243,8 @@ def test_smoke_dag_end_to_end_deterministic_and_through_dvc(tmp_path):
     out = res.stdout + res.stderr
     for stage in ("data", "base_model", "zoo"):
         assert f"Stage '{stage}' didn't change, skipping" in out, stage
-    for stage in ("eval_speed", "protocol", "crossdomain", "ablations", "fewshot", "math", "code"):  # not upstream
+    for stage in ("eval_speed", "protocol", "crossdomain", "ablations", *(f"ablations_{f}" for f in ABLATION_FAMILIES),
+                  "fewshot", "math", "code"):  # not upstream
         assert f"Running stage '{stage}'" not in out, stage
     for stage in ("generators", "generate", "evaluate", "report"):
         assert f"Running stage '{stage}'" in out, stage

@@ -40,6 +40,7 @@ import argparse
 import json
 import logging
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -344,9 +345,6 @@ def render(families: list[dict[str, Any]], figure_rel: str, timing: dict[str, tu
                   "benchmarks)" + (", of which the extra tasks' data, LoRAs, tokens and encodings {:.1f} min ({} "
                                    "jobs)".format(timing[f"{fam}/extra"][0], timing[f"{fam}/extra"][2])
                                    if f"{fam}/extra" in timing else "") + ".", ""]
-    if "encode" in timing:
-        w, c, j = timing["encode"]
-        L += [f"The encodings the condition and extractor families share: {j} jobs, {w:.1f} min of wall time.", ""]
     L += [f"![Ablations]({figure_rel})", ""]
     return "\n".join(L)
 
@@ -445,6 +443,31 @@ def _add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--figure", required=True, type=Path)
 
 
+def family_jobs(m: dict[str, Any], extra_only: bool = False):
+    """The benchmark files (relative to benchmarks/ablations) of the jobs the family's target runs
+    with its settings now: its cells' generator, adapters and scoring, its summary, its own
+    encodings and, for the sources curve, the extra tasks it trains on. Files of settings no longer
+    configured are left out."""
+    fam = m["family"]
+    alt = "|".join(map(re.escape, sorted(m["settings"], key=len, reverse=True)))
+    targets = "|".join(map(re.escape, m["targets"]))
+    cell = re.compile(rf"^(train_generator|generate|evaluate)_({alt})_({targets})(_\d+)?$")
+    extra = re.compile(rf"^\w+?_({'|'.join(map(re.escape, m.get('extra_sources') or [])) or '(?!)'})(_train)?$")
+    encode = re.compile(rf"^{re.escape(fam)}-({alt})_")
+
+    def keep(rel: Path) -> bool:
+        parts, stem = rel.parts, rel.stem
+        if len(parts) == 3 and parts[:2] == (fam, "extra"):
+            return bool(extra.match(stem))
+        if extra_only:
+            return False
+        if len(parts) == 2 and parts[0] == fam:
+            return stem == "summary" or bool(cell.match(stem))
+        return len(parts) == 2 and parts[0] == "encode" and bool(encode.match(stem))
+
+    return keep
+
+
 def _run_report(args: argparse.Namespace) -> None:
     import os
 
@@ -455,10 +478,10 @@ def _run_report(args: argparse.Namespace) -> None:
     params = parse_params(args.params)
     families = [json.loads(p.read_text()) for p in args.metrics]
     timing = {}
-    for name in [m["family"] for m in families] + ["encode", "sources/extra"]:
-        t = benchmark_minutes(args.benchmarks_dir / name) if args.benchmarks_dir else None
-        if t:
-            timing[name] = t
+    for m in families if args.benchmarks_dir else []:
+        for name, keep in ((m["family"], family_jobs(m)), (f"{m['family']}/extra", family_jobs(m, extra_only=True))):
+            if t := benchmark_minutes(args.benchmarks_dir, keep):
+                timing[name] = t
     figure(families, args.figure)
     write_text(args.out, render(families, os.path.relpath(args.figure, args.out.parent), timing,
                                 int(params.get("n_adapters", 0))))

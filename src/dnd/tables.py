@@ -441,12 +441,14 @@ def efficiency_table(eff: pd.DataFrame, targets: list[str], timings_dir: Path,
     return disp, num_df
 
 
-def benchmark_minutes(directory: Path | None) -> tuple[float, float, int] | None:
+def benchmark_minutes(directory: Path | None, keep=None) -> tuple[float, float, int] | None:
     """(total wall minutes, total CPU minutes, jobs) of the Snakemake benchmark files under
-    `directory` (the last run of each job)."""
+    `directory` (the last run of each job); `keep(path relative to directory) -> bool` picks the
+    files to count (default: all)."""
     if directory is None or not Path(directory).is_dir():
         return None
-    rows = [pd.read_csv(f, sep="\t").iloc[-1] for f in sorted(Path(directory).rglob("*.tsv"))]
+    files = [f for f in sorted(Path(directory).rglob("*.tsv")) if keep is None or keep(f.relative_to(directory))]
+    rows = [pd.read_csv(f, sep="\t").iloc[-1] for f in files]
     if not rows:
         return None
     return (sum(float(r["s"]) for r in rows) / 60, sum(float(r.get("cpu_time", float("nan"))) for r in rows) / 60,

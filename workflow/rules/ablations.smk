@@ -1,4 +1,4 @@
-# The paper's ablations (target `ablations`, outside `all`): one generator per (family, setting,
+# The paper's ablations (target `ablations`, or `ablations_<family>` for one family; outside `all`): one generator per (family, setting,
 # target) with one setting of the default pipeline changed (dnd.ablations), its DnD adapters
 # scored on the default run's test items. Everything it makes lives under results/ablations/;
 # it reuses the default run's data, zoo tokens, encoded prompts, base model and, for each
@@ -260,7 +260,17 @@ rule ablation_report:
 
 
 rule ablations:
-    """The ablations (outside `all`): snakemake --cores all ablations."""
+    """The ablations (outside `all`): snakemake --cores all ablations (every family and the report)."""
     input:
         rules.ablation_report.output,
         expand(f"{AB}/{{family}}.csv", family=list(AB_FAMILIES)),
+
+
+# One target per family, each within its own budget (README): snakemake --cores all ablations_<family>
+for _family in AB_FAMILY_NAMES:
+
+    rule:
+        name:
+            f"ablations_{_family}"
+        input:
+            multiext(f"{AB}/{_family}", ".csv", ".json") if _family in AB_FAMILIES else [],
