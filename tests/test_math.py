@@ -350,9 +350,11 @@ def test_summary_and_report(mworld, mrows, tmp_path):
     assert "gsm8k/dnd_minus_train_avg/gold_logprob" in m and m["gsm8k/metric"] == "exact_match,flexible-extract"
     md_out, fig = tmp_path / "report.md", tmp_path / "figures" / "math.png"
     paper = Path(__file__).resolve().parents[1] / "config" / "paper_numbers.yaml"
-    assert cli_main(["mathcode-report", "--domain", "math", "--params", json.dumps({"sources": SOURCES}),
+    params = {"sources": SOURCES, "settings": {"shards": 3, "target_share": 0.25}, "base_model": {"source": "tiny"}}
+    assert cli_main(["mathcode-report", "--domain", "math", "--params", json.dumps(params),
                      "--scores", str(scores), "--metrics", str(metrics), "--paper-numbers", str(paper),
                      "--out", str(md_out), "--figure", str(fig)]) == 0
     text = md_out.read_text()
     assert text.startswith("## Math") and "42.9 → DnD 66.3" in text and fig.stat().st_size > 0
-    assert "**Here** (this run's base model)" in text
+    assert "**Here** (the tiny random test model)" in text
+    assert "3 shards of MATH split by a hash" in text and "25% of MATH (by the same hash) is kept apart" in text

@@ -163,12 +163,47 @@ def target_section(domain: str, target: str, scores, metrics: dict[str, Any], pa
     return L
 
 
+def model_name(base_model: dict[str, Any]) -> str:
+    """The base model as the reports name it (config `base_model`)."""
+    return {"smollm2_wheel": "SmolLM2-135M-Instruct", "tiny": "the tiny random test model"}.get(
+        base_model.get("source"), base_model.get("name_or_path") or base_model.get("source") or "this run's base model")
+
+
+def design_note(domain: str, cfg: dict[str, Any]) -> str:
+    """The report's paragraph on how the domain's sources and targets were built (cfg: the config's
+    `math` or `code` section)."""
+    if domain == "math":
+        return (
+            "Design. The paper's six math pools cannot be held out one at a time here: Math-Plus is "
+            "byte-identical to Math-IIO (one pool, used once), Mu-Math has 271 distinct items, and the "
+            "others are not in the shared data. The sources are Math-IIO (arithmetic), Mu-Math and "
+            f"{cfg['shards']} shards of MATH split by a hash of the prompt; "
+            f"{100 * cfg['target_share']:.0f}% of MATH (by the same hash) is kept apart, and the MATH target's "
+            "unlabeled prompts and scored items come only from it. "
+            "GSM8K is never seen by any LoRA or the generator (its prompts condition generation, other GSM8K "
+            "items are scored): the honest zero-shot target. MATH is an in-domain target (the generator has "
+            "seen other MATH items, not these). One generator is trained on all sources and serves both targets."
+        )
+    return (
+        "Design. The paper's seven code pools are not in the shared data; CodeAlpaca-20K (10,000 items) is "
+        f"split by a hash of the prompt into {cfg['shards']} source pools so the generator learns "
+        "from more than one checkpoint family; they are one dataset, so the sources are close to each other "
+        f"by construction. HumanEval: {cfg['n_cond']} problems' prompts (by hash) condition "
+        "generation and are never scored (the paper conditions on the same prompts it tests on); "
+        f"{cfg['n_test'] or 'all the'} others are scored by pass@1 of a greedy answer. The stub is "
+        "asked for in a chat turn and the function the model writes is run (as for chat models in EvalPlus), "
+        "not the raw stub continued as in the paper: SmolLM2-135M-Instruct given the raw stub closes a code "
+        "block at once (empty completions). pass@k from n samples would multiply the generation time by n and "
+        "is not run. Programs run only through dnd.code_exec (sandboxed; a crash or hang is a failure)."
+    )
+
+
 def render(domain: str, params: dict[str, Any], scores, metrics: dict[str, Any], paper: dict[str, Any],
            figure_rel: str, timing: tuple[float, float, int] | None) -> str:
     targets = list(dict.fromkeys(scores.target))
     sources = params.get("sources", [])
     head = {"math": "## Math", "code": "## Code"}[domain]
-    L = [head, "", params.get("design_note", ""), "",
+    L = [head, "", design_note(domain, params["settings"]), "",
          f"Sources ({len(sources)} LoRAs): {', '.join(f'`{s}`' for s in sources)}. Every method is scored on the same "
          "items with the same greedy decoding; the training-LoRA average is the mean over the sources, the soup their "
          "element-wise mean, nearest the source whose prompts are closest to the target's unlabeled prompts. No "
@@ -176,7 +211,7 @@ def render(domain: str, params: dict[str, Any], scores, metrics: dict[str, Any],
          "prompt), summed over its tokens, mean over items (higher is better): it moves where the metric is "
          "near zero.", ""]
     for t in targets:
-        L += target_section(domain, t, scores, metrics, paper, params.get("model") or "this run's base model")
+        L += target_section(domain, t, scores, metrics, paper, model_name(params.get("base_model") or {}))
     L += ["Budget: " + (f"the experiment's {timing[2]} jobs took {timing[0]:.0f} min of wall time in total and "
                         f"{timing[1]:.0f} min of CPU time (Snakemake benchmarks)." if timing
                         else "no benchmark files were found for its jobs."),
@@ -216,7 +251,7 @@ def figure(domain: str, scores, metrics: dict[str, Any], paper: dict[str, Any], 
 
 def _add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--domain", required=True, choices=("math", "code"))
-    p.add_argument("--params", required=True, help='JSON: {"sources": [...], "design_note": str, "model": str}')
+    p.add_argument("--params", required=True, help='JSON: {"sources": [...], "settings": the config\'s math/code section, "base_model": {...}}')
     p.add_argument("--scores", required=True, type=Path)
     p.add_argument("--metrics", required=True, type=Path)
     p.add_argument("--paper-numbers", type=Path, default=None)

@@ -408,37 +408,3 @@ def mc_data_outputs(domain):
         ],
         "summary": f"results/{domain}/data/splits.csv",
     }
-
-
-def mc_model_name():
-    """The base model as the math/code reports name it."""
-    bm = config["base_model"]
-    return {"smollm2_wheel": "SmolLM2-135M-Instruct", "tiny": "the tiny random test model"}.get(
-        bm["source"], bm.get("name_or_path") or bm["source"]
-    )
-
-
-def mc_design_note(domain):
-    if domain == "math":
-        return (
-            "Design. The paper's six math pools cannot be held out one at a time here: Math-Plus is "
-            "byte-identical to Math-IIO (one pool, used once), Mu-Math has 271 distinct items, and the "
-            "others are not in the shared data. The sources are Math-IIO (arithmetic), Mu-Math and "
-            f"{config['math']['shards']} shards of MATH split by a hash of the prompt; "
-            f"{100 * config['math']['target_share']:.0f}% of MATH (by the same hash) is kept apart, and the MATH target's unlabeled prompts and scored items come only from it. "
-            "GSM8K is never seen by any LoRA or the generator (its prompts condition generation, other GSM8K "
-            "items are scored): the honest zero-shot target. MATH is an in-domain target (the generator has "
-            "seen other MATH items, not these). One generator is trained on all sources and serves both targets."
-        )
-    return (
-        "Design. The paper's seven code pools are not in the shared data; CodeAlpaca-20K (10,000 items) is "
-        f"split by a hash of the prompt into {config['code']['shards']} source pools so the generator learns "
-        "from more than one checkpoint family; they are one dataset, so the sources are close to each other "
-        f"by construction. HumanEval: {config['code']['n_cond']} problems' prompts (by hash) condition "
-        "generation and are never scored (the paper conditions on the same prompts it tests on); "
-        f"{config['code']['n_test'] or 'all the'} others are scored by pass@1 of a greedy answer. The stub is "
-        "asked for in a chat turn and the function the model writes is run (as for chat models in EvalPlus), "
-        "not the raw stub continued as in the paper: SmolLM2-135M-Instruct given the raw stub closes a code "
-        "block at once (empty completions). pass@k from n samples would multiply the generation time by n and "
-        "is not run. Programs run only through dnd.code_exec (sandboxed; a crash or hang is a failure)."
-    )

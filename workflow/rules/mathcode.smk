@@ -214,8 +214,8 @@ rule mathcode_report:
         p=lambda wildcards: as_json(
             {
                 "sources": MC_SOURCES[wildcards.domain],
-                "design_note": mc_design_note(wildcards.domain),
-                "model": mc_model_name(),
+                "settings": config[wildcards.domain],
+                "base_model": config["base_model"],
             }
         ),
     log:
