@@ -55,6 +55,21 @@ def _fmt(x: float, digits: int = 1, sign: bool = False) -> str:
     return "n/a" if x is None or not math.isfinite(x) else (f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}")
 
 
+def dnd_minus_table(comp: list[dict[str, Any]], metric_col: str, lp_col: str, lp_digits: int) -> list[str]:
+    """Report lines: DnD minus each baseline and control (`comparisons`), the metric in points and
+    the gold/reference log-probability in nats, each with its paired 95% CI."""
+    import pandas as pd
+
+    def cell(c: dict[str, Any], key: str, digits: int) -> str:
+        return (f"{_fmt(c[key], digits, True)} [{_fmt(c[f'{key}_ci_low'], digits, True)}, "
+                f"{_fmt(c[f'{key}_ci_high'], digits, True)}]")
+
+    table = pd.DataFrame([{"DnD minus": c["label"], metric_col: cell(c, "acc", 1),
+                           lp_col: cell(c, "gold_logprob", lp_digits)} for c in comp])
+    return ["DnD minus each baseline and control (paired 95% CIs over items):", "",
+            table.to_markdown(index=False, disable_numparse=True), ""]
+
+
 def method_rows(scores, metrics: dict[str, Any], target: str) -> list[dict[str, Any]]:
     """Accuracy (%) and its 95% CI for every method of ROWS that was scored (mean over the
     training LoRAs, and over the adapters of a generated kind: the `mean` rows of scores.csv)."""
@@ -122,14 +137,7 @@ def render(scores, metrics: dict[str, Any], params: dict[str, Any], paper: dict[
     L += [table.to_markdown(index=False, disable_numparse=True), "",
           "† chosen with the new domain's test labels (not zero-shot).", ""]
     if comp:
-        L += ["DnD minus each baseline and control (paired 95% CIs over items):", "",
-              pd.DataFrame([{"DnD minus": c["label"],
-                             "Accuracy (points)": f"{_fmt(c['acc'], sign=True)} [{_fmt(c['acc_ci_low'], sign=True)}, "
-                                                  f"{_fmt(c['acc_ci_high'], sign=True)}]",
-                             "Gold log-prob (nats)": f"{_fmt(c['gold_logprob'], 3, True)} "
-                                                     f"[{_fmt(c['gold_logprob_ci_low'], 3, True)}, "
-                                                     f"{_fmt(c['gold_logprob_ci_high'], 3, True)}]"}
-                            for c in comp]).to_markdown(index=False, disable_numparse=True), ""]
+        L += dnd_minus_table(comp, "Accuracy (points)", "Gold log-prob (nats)", 3)
     pn = paper_numbers(paper)
     main = next((c for c in comp if c["baseline"] == "train_avg"), None)
     if pn and main:

@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .crossdomain import _ci, _fmt, _pct, _relation, comparisons, method_rows
+from .crossdomain import _ci, _fmt, _pct, _relation, comparisons, dnd_minus_table, method_rows
 
 log = logging.getLogger(__name__)
 
@@ -127,14 +127,7 @@ def target_section(domain: str, target: str, scores, metrics: dict[str, Any], pa
          "† chosen with the target's test labels (not zero-shot). Training LoRAs (avg): the reference log-prob is the "
          "mean over the sources.", ""]
     if comp:
-        L += ["DnD minus each baseline and control (paired 95% CIs over items):", "",
-              pd.DataFrame([{"DnD minus": c["label"],
-                             "Metric (points)": f"{_fmt(c['acc'], sign=True)} [{_fmt(c['acc_ci_low'], sign=True)}, "
-                                                f"{_fmt(c['acc_ci_high'], sign=True)}]",
-                             "Reference log-prob (nats)": f"{_fmt(c['gold_logprob'], 2, True)} "
-                                                          f"[{_fmt(c['gold_logprob_ci_low'], 2, True)}, "
-                                                          f"{_fmt(c['gold_logprob_ci_high'], 2, True)}]"}
-                            for c in comp]).to_markdown(index=False, disable_numparse=True), ""]
+        L += dnd_minus_table(comp, "Metric (points)", "Reference log-prob (nats)", 2)
     sec = {k.split("/", 3)[3]: v for k, v in metrics.items() if k.startswith(f"{target}/secondary/")}
     if sec:
         L += ["GSM8K `exact_match,strict-match` (the answer after `#### `, the format of the reference solutions), "
