@@ -65,7 +65,7 @@ def test_report_states_table_comparisons_paper_and_verdict(tmp_path):
     assert "35.6 → DnD 45.3 (+9.7 points)" in text
     assert "**Verdict: reproduced in direction, smaller than the paper's +9.7.**" in text
     assert "the new domain's prompts matter" in text
-    assert "DnD is ahead of soup (+8.0 points, [+4.0, +12.0])" in text and "DnD is level with nearest" in text
+    assert "DnD is ahead of soup (+8.0 points, [+4.0, +12.0])" in text and "DnD and nearest are not told apart (+5.0 points, [+0.0, +10.0])" in text
     assert "(figures/crossdomain.png)" in text and fig.read_bytes()[:8] == PNG_MAGIC
     assert "no benchmark files were found" in text
 
@@ -78,3 +78,17 @@ def test_report_errors_are_clear(tmp_path, caplog):
     assert "has no scores for 'physics'" in caplog.text
     assert main([*base, "--params", json.dumps({"sources": []})]) != 0
     assert "needs 'target'" in caplog.text
+
+
+def test_relation_words_follow_the_ci():
+    """Ahead/behind when the CI excludes 0; level only when it lies inside ±1 point (it rules out a
+    difference of that size); a wider CI that holds 0 does not tell the two apart."""
+    from dnd.summary import EQUIVALENT, relation
+
+    assert EQUIVALENT == 1.0
+    assert relation(0.2, 3.0, "DnD", "soup") == "DnD is ahead of soup"
+    assert relation(-3.0, -0.2, "DnD", "soup") == "soup is ahead of DnD"
+    assert relation(-0.6, 0.7, "DnD", "soup") == "DnD is level with soup"
+    assert relation(0.0, 0.0, "DnD", "soup") == "DnD is level with soup"
+    assert relation(-10.0, 5.0, "DnD", "soup") == "DnD and soup are not told apart"
+    assert relation(-1.0, 0.5, "DnD", "soup") == "DnD and soup are not told apart"  # -1 itself is not ruled out

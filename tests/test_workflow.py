@@ -37,7 +37,7 @@ def snakemake(*args, cwd=REPO, check=True, timeout=900):
 
 def dvc(cwd, *args):
     cmd = [str(Path(sys.executable).parent / "dvc"), *args]
-    res = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=900)
+    res = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=1200)
     if res.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
     return res

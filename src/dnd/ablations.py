@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from .summary import EQUIVALENT  # ±points inside which a CI is no difference (the paper states directions only)
+
 log = logging.getLogger(__name__)
 
 FAMILIES = ("condition", "extractor", "pool", "pairing", "sources")
@@ -239,9 +241,6 @@ def _sources(n: str) -> str:
     return f"{n} source" + ("" if str(n) == "1" else "s")
 
 
-# A difference whose 95% CI lies inside ±EQUIVALENT points is called no difference: the CI rules
-# out any gain or loss larger than that (the paper states directions, not sizes, for its ablations).
-EQUIVALENT = 1.0
 
 
 def family_verdict(m: dict[str, Any]) -> str:

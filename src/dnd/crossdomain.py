@@ -172,11 +172,9 @@ def _ci(c: dict[str, Any]) -> str:
 
 def _relation(c: dict[str, Any]) -> str:
     """DnD against one baseline, in words, from the paired 95% CI of DnD minus it."""
-    if c["acc_ci_low"] > 0:
-        return f"DnD is ahead of {c['label']}"
-    if c["acc_ci_high"] < 0:
-        return f"{c['label']} is ahead of DnD"
-    return f"DnD is level with {c['label']}"
+    from .summary import relation
+
+    return relation(c["acc_ci_low"], c["acc_ci_high"], "DnD", c["label"])
 
 
 def _known(name: str) -> bool:

@@ -101,9 +101,12 @@ def _lp(scores, target: str, method: str) -> str:
 
 
 def _name(key: str) -> str:
-    """'source_lora/mu_math' -> 'mu_math', 'soup/soup' -> 'soup', 'dnd/0' -> 'dnd/0'."""
+    """'source_lora/mu_math' -> 'mu_math', 'nearest/mu_math' -> 'nearest (mu_math)', 'soup/soup' -> 'soup',
+    'dnd/0' -> 'dnd/0'."""
     method, adapter = key.split("/", 1)
-    return adapter if method in ("source_lora", "nearest") else (method if method == adapter else key)
+    if method == "nearest":
+        return f"nearest ({adapter})"
+    return adapter if method == "source_lora" else (method if method == adapter else key)
 
 
 def target_section(domain: str, target: str, scores, metrics: dict[str, Any], paper: dict[str, Any],
@@ -126,6 +129,9 @@ def target_section(domain: str, target: str, scores, metrics: dict[str, Any], pa
          table.to_markdown(index=False, disable_numparse=True), "",
          "† chosen with the target's test labels (not zero-shot). Training LoRAs (avg): the reference log-prob is the "
          "mean over the sources.", ""]
+    if rows and all(r["acc"] == 0 for r in rows):
+        L += [f"Every method scores 0 on every item: `{metric}` is at its floor here and cannot compare them; only "
+              "the reference log-probability does.", ""]
     if comp:
         L += dnd_minus_table(comp, "Metric (points)", "Reference log-prob (nats)", 2)
     sec = {k.split("/", 3)[3]: v for k, v in metrics.items() if k.startswith(f"{target}/secondary/")}

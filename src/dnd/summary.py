@@ -138,6 +138,23 @@ def percentile_ci(boot) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+# A difference whose 95% CI lies inside ±EQUIVALENT points is called no difference ("level"): the
+# CI rules out any gain or loss larger than that. A wider CI that holds 0 cannot tell the two apart.
+EQUIVALENT = 1.0
+
+
+def relation(lo: float, hi: float, subject: str, other: str) -> str:
+    """`subject` against `other` in words, from the paired 95% CI [lo, hi] of subject minus other
+    (points): ahead, behind, level (inside ±EQUIVALENT) or not told apart (wider, holding 0)."""
+    if lo > 0:
+        return f"{subject} is ahead of {other}"
+    if hi < 0:
+        return f"{other} is ahead of {subject}"
+    if lo > -EQUIVALENT and hi < EQUIVALENT:
+        return f"{subject} is level with {other}"
+    return f"{subject} and {other} are not told apart"
+
+
 def verdict(lo: float, hi: float, paper: float | None = None) -> str:
     """Plain words on one of the paper's claims, "subject minus baseline is `paper`", from our
     95% CI [lo, hi] of the same difference (same units; the paper's sign gives the direction
