@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from .summary import EQUIVALENT
+
 log = logging.getLogger(__name__)
 
 SCORE_COLUMNS = ["target", "method", "adapter", "protocol", "seed", "n", "acc", "invalid_rate"]
@@ -196,7 +198,8 @@ def conclusion(m: dict[str, Any], paper: dict[str, Any]) -> list[str]:
         if f"{key}/acc" not in m:
             continue
         d, lo, hi = m[f"{key}/acc"], m[f"{key}/acc_ci_low"], m[f"{key}/acc_ci_high"]
-        verdict = ("beats" if lo > 0 else "falls below" if hi < 0 else "is level with")
+        verdict = ("beats" if lo > 0 else "falls below" if hi < 0 else
+                   "is level with" if -EQUIVALENT < lo and hi < EQUIVALENT else "is not told apart from")
         inv_d, inv_t = m.get(f"{p}/dnd/invalid_rate"), m.get(f"{p}/train_avg/invalid_rate")
         s = (f"- **{PROTOCOL_TITLES[p]}**: DnD {verdict} the training-LoRA average: {d:+.1f} points "
              f"(95% CI [{lo:+.1f}, {hi:+.1f}])")
