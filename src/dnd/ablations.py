@@ -241,8 +241,6 @@ def _sources(n: str) -> str:
     return f"{n} source" + ("" if str(n) == "1" else "s")
 
 
-
-
 def family_verdict(m: dict[str, Any]) -> str:
     """The paper's direction for the family and ours, in words: DnD of the paper's preferred
     setting (sources: the most datasets) minus DnD of each other setting, paired over items and
