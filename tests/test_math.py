@@ -360,13 +360,13 @@ def test_summary_and_report(mworld, mrows, tmp_path):
     assert "**Here** (the tiny random test model)" in text
     assert "3 shards of MATH split by a hash" in text and "25% of MATH (by the same hash) is kept apart" in text
     assert mcr._name("nearest/mu_math") == "nearest (mu_math)" and mcr._name("source_lora/mu_math") == "mu_math"
-    assert "is at its floor here" not in text or df.acc.eq(0).all()
-    # every method at 0 on every item: the report says the metric cannot compare them
-    df[["acc", "ci_low", "ci_high"]] = 0.0
+    # the tiny model solves nothing: every method at 0 on every item, and the report says the
+    # metric cannot compare them; once one method scores, the note goes
+    assert df.acc.eq(0).all()
+    assert "`exact_match,flexible-extract` is at its floor here and cannot compare them" in text
+    df.loc[df.method == "base", ["acc", "ci_high"]] = 0.5
     df.to_csv(scores, index=False)
-    m.update({k: 0.0 for k in m if k.endswith(("/train_avg", "/best_train", "/dnd_mean"))})
-    metrics.write_text(json.dumps(m))
     assert cli_main(["mathcode-report", "--domain", "math", "--params", json.dumps(params),
                      "--scores", str(scores), "--metrics", str(metrics), "--paper-numbers", str(paper),
                      "--out", str(md_out), "--figure", str(fig)]) == 0
-    assert "`exact_match,flexible-extract` is at its floor here and cannot compare them" in md_out.read_text()
+    assert "is at its floor here" not in md_out.read_text()

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from .summary import EQUIVALENT  # ±points inside which a CI is no difference (the paper states directions only)
+from .summary import EQUIVALENT, ci_class  # ±EQUIVALENT points: no difference (the paper states directions only)
 
 log = logging.getLogger(__name__)
 
@@ -258,9 +258,9 @@ def family_verdict(m: dict[str, Any]) -> str:
         d, lo, hi = m[key], m[f"{key}_ci_low"], m[f"{key}_ci_high"]
         name = _sources(ref) if family == "sources" else ref
         other = _sources(s) if family == "sources" else s
-        equal = lo > -EQUIVALENT and hi < EQUIVALENT and not (lo > 0 or hi < 0)
-        rel = "ahead of" if lo > 0 else "behind" if hi < 0 else "level with" if equal else "not told apart from"
-        ahead, behind, same = ahead + (lo > 0), behind + (hi < 0), same + equal
+        cls = ci_class(lo, hi)
+        rel = {"ahead": "ahead of", "behind": "behind", "level": "level with", "apart": "not told apart from"}[cls]
+        ahead, behind, same = ahead + (cls == "ahead"), behind + (cls == "behind"), same + (cls == "level")
         words.append(f"{name} {rel} {other} ({_fmt(d)} points [{_fmt(lo)}, {_fmt(hi)}])")
     if ahead == len(others):
         verdict = "reproduced"

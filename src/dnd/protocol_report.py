@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .summary import EQUIVALENT
+from .summary import ci_class
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +198,8 @@ def conclusion(m: dict[str, Any], paper: dict[str, Any]) -> list[str]:
         if f"{key}/acc" not in m:
             continue
         d, lo, hi = m[f"{key}/acc"], m[f"{key}/acc_ci_low"], m[f"{key}/acc_ci_high"]
-        verdict = ("beats" if lo > 0 else "falls below" if hi < 0 else
-                   "is level with" if -EQUIVALENT < lo and hi < EQUIVALENT else "is not told apart from")
+        verdict = {"ahead": "beats", "behind": "falls below", "level": "is level with",
+                   "apart": "is not told apart from"}[ci_class(lo, hi)]
         inv_d, inv_t = m.get(f"{p}/dnd/invalid_rate"), m.get(f"{p}/train_avg/invalid_rate")
         s = (f"- **{PROTOCOL_TITLES[p]}**: DnD {verdict} the training-LoRA average: {d:+.1f} points "
              f"(95% CI [{lo:+.1f}, {hi:+.1f}])")

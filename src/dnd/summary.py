@@ -143,16 +143,22 @@ def percentile_ci(boot) -> tuple[float, float]:
 EQUIVALENT = 1.0
 
 
+def ci_class(lo: float, hi: float) -> str:
+    """The paired 95% CI [lo, hi] of a difference (points), classified: "ahead" (above 0),
+    "behind" (below 0), "level" (inside ±EQUIVALENT) or "apart" (wider, holding 0: not told apart)."""
+    if lo > 0:
+        return "ahead"
+    if hi < 0:
+        return "behind"
+    return "level" if lo > -EQUIVALENT and hi < EQUIVALENT else "apart"
+
+
 def relation(lo: float, hi: float, subject: str, other: str) -> str:
     """`subject` against `other` in words, from the paired 95% CI [lo, hi] of subject minus other
-    (points): ahead, behind, level (inside ±EQUIVALENT) or not told apart (wider, holding 0)."""
-    if lo > 0:
-        return f"{subject} is ahead of {other}"
-    if hi < 0:
-        return f"{other} is ahead of {subject}"
-    if lo > -EQUIVALENT and hi < EQUIVALENT:
-        return f"{subject} is level with {other}"
-    return f"{subject} and {other} are not told apart"
+    (points), as `ci_class` reads it."""
+    return {"ahead": f"{subject} is ahead of {other}", "behind": f"{other} is ahead of {subject}",
+            "level": f"{subject} is level with {other}",
+            "apart": f"{subject} and {other} are not told apart"}[ci_class(lo, hi)]
 
 
 def verdict(lo: float, hi: float, paper: float | None = None) -> str:
