@@ -91,6 +91,99 @@ def test_dvc_stages_match_snakemake_targets():
                     node = node[part]
 
 
+ALL_TARGETS = ("all", "protocol", "crossdomain", "ablations", "fewshot", "math", "code")  # the extra experiments are outside `all`
+# committed results written by scripts outside the DAG (scripts/, `dnd check-profile`)
+OFF_DAG_RESULTS = {"results/check_profile_paper.json", "results/mathcode_calibration.json", "results/zoo_probe.json",
+                   "results/.profile"}
+
+
+def _summary(res) -> list[str]:
+    """The output files of a `snakemake -n --summary` listing."""
+    return [line.split("\t")[0] for line in res.stdout.splitlines() if "\t" in line and not line.startswith("output_file\t")]
+
+
+def _planned_files(dry_run: str) -> set[str]:
+    """Every output, log and benchmark file of the jobs in a `snakemake -n` listing."""
+    return {f for line in dry_run.splitlines() if (m := re.match(r"^    (?:output|log|benchmark): (.*)$", line))
+            for f in m.group(1).split(", ")}
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_default_profile_keeps_the_top_level():
+    """The default profile (config/config.yaml, given or not) still writes at the top level:
+    every committed result of the DAG is a planned output at its committed path."""
+    for args in ((), ("--configfile", str(REPO / "config" / "config.yaml"))):
+        res = snakemake("-n", "--summary", *ALL_TARGETS, *args)
+        assert f"outputs in {REPO}\n" in res.stdout + res.stderr
+        planned = _summary(res)
+        tracked = subprocess.run(["git", "ls-files", "results"], cwd=REPO, capture_output=True, text=True).stdout.split()
+        if not tracked:
+            pytest.skip("the project is not a git checkout")
+        assert set(tracked) - OFF_DAG_RESULTS <= set(planned)
+        assert "resources/models/base" in planned and not any(p.startswith("runs/") for p in planned)
+
+
+def test_smoke_profile_in_a_checkout_writes_only_under_runs_smoke(tmp_path):
+    """`snakemake --configfile config/smoke.yaml` where the default run's outputs are (no -d):
+    its outputs, logs, benchmarks, exported base model and Snakemake metadata all lie in
+    runs/smoke/; the default profile's results/, logs/, benchmarks/, resources/ are untouched."""
+    co = tmp_path / "checkout"
+    (co / "results").mkdir(parents=True)
+    shutil.copy2(REPO / "results" / ".profile", co / "results" / ".profile")  # the committed marker
+    (co / "results" / "scores.csv").write_text("the default run's scores\n")
+    before = _files(co)
+    smoke = str(REPO / "config" / "smoke.yaml")
+    res = snakemake("-n", "--cores", "1", *ALL_TARGETS, "--configfile", smoke, cwd=co)
+    assert f"outputs in {co / 'runs' / 'smoke'}\n" in res.stdout + res.stderr
+    planned = _planned_files(res.stdout)
+    for f in ("resources/models/base", "results/report.md", "logs/report.log", "benchmarks/report.tsv",
+              "results/protocol/report.md", "results/code/report.md"):
+        assert f in planned, f
+    # every output, log and benchmark is relative to the run directory (runs/smoke), none leaves it
+    assert all(not Path(p).is_absolute() and ".." not in Path(p).parts for p in planned)
+    # a real tiny job: the data and the base model export
+    snakemake("base_model", "data", "--cores", "1", "--configfile", smoke, cwd=co)
+    after = _files(co)
+    assert {f: after[f] for f in before} == before
+    new = set(after) - set(before)
+    # Snakemake opens its own run log before it reads the Snakefile: in the directory it started in
+    assert all(f.startswith("runs/smoke/") or f.startswith(".snakemake/log/") for f in new), sorted(new)
+    for f in ("resources/models/base/model.safetensors", "results/data/capitals/test.jsonl", "logs/base_model.log",
+              "benchmarks/base_model.tsv"):
+        assert f"runs/smoke/{f}" in new, f
+    assert after["runs/smoke/results/.profile"] == b"smoke\n"
+    assert not any((co / d).exists() for d in ("logs", "benchmarks", "resources"))
+    # started inside runs/smoke (as a job Snakemake spawns there), the run stays there
+    res = snakemake("-n", "base_model", "data", "--configfile", smoke, cwd=co / "runs" / "smoke")
+    assert "Nothing to be done" in res.stdout + res.stderr
+    assert not (co / "runs" / "smoke" / "runs").exists()
+
+
+def test_a_run_refuses_another_profiles_directory(tmp_path):
+    """results/.profile names the profile whose outputs a run directory holds: a run of another
+    profile there (-d, or --config name=...) stops before planning anything, in one line."""
+    smoke = str(REPO / "config" / "smoke.yaml")
+    cases = [
+        ((REPO / "results" / ".profile").read_text().strip(), ()),  # smoke run in the default's directory
+        ("smoke", ("--config", "name=other")),  # another name in smoke's directory
+    ]
+    for owner, extra in cases:
+        d = tmp_path / owner
+        (d / "results").mkdir(parents=True)
+        (d / "results" / ".profile").write_text(owner + "\n")
+        res = snakemake("-n", "-d", str(d), "--configfile", smoke, *extra, check=False)
+        out = res.stdout + res.stderr
+        assert res.returncode != 0
+        name = "other" if extra else "smoke"
+        lines = [line for line in out.splitlines() if "holds the outputs of profile" in line]
+        assert len(lines) == 1 and f"profile {owner!r}, not {name!r}" in lines[0] and f"runs/{name}/" in lines[0], out
+        assert (d / "results" / ".profile").read_text() == owner + "\n"
+        assert not (d / "results" / "data").exists()
+
+
 def _run_smoke(workdir: Path) -> None:
     snakemake("--cores", "2", "--configfile", str(REPO / "config" / "smoke.yaml"), "-d", str(workdir), timeout=1200)
 

@@ -1,15 +1,77 @@
-"""Where the project lives: the repository root, the config schema, and how input paths from a
-config are resolved (relative to the repository root). Imports nothing of the package."""
+"""Where the project lives: the repository root, the config schema, how input paths from a
+config are resolved (relative to the repository root), and where a profile's outputs go.
+Imports nothing of the package."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
+RUNS_DIR = "runs"  # a non-default profile's outputs: runs/<name>/, laid out like the top level
+PROFILE_NAME = r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}"  # it names the directory runs/<name>
+PROFILE_MARKER = "results/.profile"  # the name of the profile whose outputs a run directory holds
 
 
 def resolve_input_path(p: str | Path) -> Path:
     """Input paths in the config are relative to the repository root."""
     p = Path(p).expanduser()
     return p if p.is_absolute() else (REPO_ROOT / p).resolve()
+
+
+class RunDirError(ValueError):
+    """A run would write into another profile's outputs."""
+
+
+def default_profile_name(default_config: Path = DEFAULT_CONFIG) -> str | None:
+    """The `name` of config/config.yaml (the schema's default when it names none); None without the file."""
+    import yaml
+
+    if not default_config.is_file():
+        return None
+    name = (yaml.safe_load(default_config.read_text()) or {}).get("name")
+    if name is None:
+        name = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]["name"]["default"]
+    return str(name)
+
+
+def run_dir(name: str, configfiles: list[str | Path], default_config: Path = DEFAULT_CONFIG,
+            cwd: str | Path | None = None) -> str:
+    """Where a profile's outputs (results/, logs/, benchmarks/, resources/models/base, .snakemake/)
+    live, relative to the directory Snakemake starts in (`cwd`): "." for the default profile, i.e.
+    the config read from config/config.yaml alone and still under that file's name (the committed
+    results, what `dvc repro` runs); runs/<name> for every other profile, so no profile writes
+    over another's; "." again when Snakemake starts in runs/<name> already (a job Snakemake spawns
+    there, or a user who changed into it). `configfiles` are the files the config was read from."""
+    if not re.fullmatch(PROFILE_NAME, name):
+        raise RunDirError(f"profile name {name!r} is not a directory name (letters, digits, '.', '_', '-'; not starting with '.')")
+    files = [Path(f).resolve() for f in configfiles]
+    if files == [default_config.resolve()] and name == default_profile_name(default_config):
+        return "."
+    if cwd is not None and Path(cwd).resolve().parts[-2:] == (RUNS_DIR, name):
+        return "."
+    return f"{RUNS_DIR}/{name}"
+
+
+def check_run_dir(root: Path, name: str) -> None:
+    """Refuse to run profile `name` in a run directory whose marker names another profile."""
+    marker = Path(root) / PROFILE_MARKER
+    if marker.is_file():
+        owner = marker.read_text().strip()
+        if owner != name:
+            raise RunDirError(
+                f"{marker.resolve()} says this directory holds the outputs of profile {owner!r}, not {name!r}: "
+                f"run {name!r} in its own directory ({RUNS_DIR}/{name}/, the default without -d), or delete that "
+                f"file to let {name!r} replace them"
+            )
+
+
+def claim_run_dir(root: Path, name: str) -> None:
+    """Mark a run directory as profile `name`'s (before its first job runs); refuses another's."""
+    check_run_dir(root, name)
+    marker = Path(root) / PROFILE_MARKER
+    if not marker.is_file():
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(name + "\n")

@@ -18,15 +18,34 @@ from dnd.schedule import ADAPTER_KINDS, adapter_seed  # noqa: E402
 from dnd.ablations import FAMILIES as AB_FAMILY_NAMES, encoding_variant, setting_overrides  # noqa: E402
 from dnd.ablations import is_default as ablation_is_default  # noqa: E402
 from dnd.mathcode_data import sources as mathcode_sources  # noqa: E402
+from dnd.paths import check_run_dir, claim_run_dir, run_dir  # noqa: E402
 
 validate_config(config)
 check_inputs(config)
+
+# Each profile owns its outputs (dnd.paths.run_dir): the default profile (config/config.yaml)
+# writes at the top level, every other profile under runs/<name>/ with the same layout
+# (results/, logs/, benchmarks/, resources/models/base, .snakemake/); `-d DIR` runs in DIR
+# instead. Every output path in the rules is relative to it; what they read from the
+# repository is absolute (REPO, workflow.source_path, dnd.paths.resolve_input_path).
+RUN_DIR = run_dir(config["name"], workflow.configfiles, REPO / "config" / "config.yaml", Path.cwd())
+if RUN_DIR != ".":
+
+    workdir: RUN_DIR
+
+
+RUN_ROOT = Path.cwd()  # this run's directory
+check_run_dir(RUN_ROOT, config["name"])  # its results/.profile, if any, must name this profile
 logger.info(
     "config: "
     + (", ".join(map(str, workflow.overwrite_configfiles)) or "config/config.yaml")
     + (" + --config overrides" if workflow.config_settings.config else "")
-    + "; keys not given take the schema defaults"
+    + f"; keys not given take the schema defaults; profile {config['name']}, outputs in {RUN_ROOT}"
 )
+
+
+onstart:
+    claim_run_dir(RUN_ROOT, config["name"])  # before the first job: results/.profile
 
 DATASETS = config["data"]["datasets"]
 FOLDS = folds(config)  # held-out target -> its training datasets

@@ -1,0 +1,83 @@
+"""Where a profile's outputs go (dnd.paths.run_dir) and the run directory's owner marker
+(results/.profile): no profile writes over another's outputs."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from dnd.paths import (
+    DEFAULT_CONFIG,
+    PROFILE_MARKER,
+    REPO_ROOT,
+    RunDirError,
+    check_run_dir,
+    claim_run_dir,
+    default_profile_name,
+    run_dir,
+)
+
+SMOKE = REPO_ROOT / "config" / "smoke.yaml"
+PAPER = REPO_ROOT / "config" / "paper.yaml"
+
+
+def test_default_profile_runs_at_the_top_level_every_other_under_runs():
+    default = default_profile_name()
+    assert default == yaml.safe_load(DEFAULT_CONFIG.read_text())["name"]
+    assert run_dir(default, [DEFAULT_CONFIG]) == "."
+    assert run_dir("smoke", [SMOKE]) == "runs/smoke"
+    assert run_dir("paper", [PAPER]) == "runs/paper"
+    # config/config.yaml under another name (--config name=x) is another profile
+    assert run_dir("x", [DEFAULT_CONFIG]) == "runs/x"
+    # a copy of the default profile that keeps its name is not the default profile either
+    assert run_dir(default, [SMOKE]) == f"runs/{default}"
+    assert run_dir(default, [DEFAULT_CONFIG, SMOKE]) == f"runs/{default}"
+    # the profile names of the shipped configs are distinct: no two share a directory
+    names = [yaml.safe_load(p.read_text())["name"] for p in (DEFAULT_CONFIG, SMOKE, PAPER)]
+    assert len(set(names)) == 3
+
+
+def test_run_dir_is_relative_to_the_working_directory_and_idempotent(tmp_path):
+    # Snakemake started in runs/<name> already (a job it spawns there, or a user who changed
+    # into it) stays there instead of nesting runs/<name>/runs/<name>
+    assert run_dir("smoke", [SMOKE], cwd=tmp_path / "runs" / "smoke") == "."
+    assert run_dir("smoke", [SMOKE], cwd=tmp_path / "runs" / "other") == "runs/smoke"
+    assert run_dir("smoke", [SMOKE], cwd=tmp_path) == "runs/smoke"
+
+
+def test_default_name_comes_from_config_yaml_or_the_schema(tmp_path):
+    named, unnamed = tmp_path / "named.yaml", tmp_path / "unnamed.yaml"
+    named.write_text("name: mine\nseed: 1\n")
+    unnamed.write_text("seed: 1\n")
+    assert default_profile_name(named) == "mine"
+    assert default_profile_name(unnamed) == "default"  # the schema's default
+    assert default_profile_name(tmp_path / "missing.yaml") is None
+    assert run_dir("mine", [named], default_config=named) == "."
+    assert run_dir("default", [unnamed], default_config=unnamed) == "."
+
+
+@pytest.mark.parametrize("name", ["..", "../x", "a/b", ".hidden", "", "x" * 65, "a b"])
+def test_a_profile_name_that_is_no_directory_name_is_refused(name):
+    with pytest.raises(RunDirError, match="not a directory name"):
+        run_dir(name, [SMOKE])
+
+
+def test_marker_claims_a_run_directory_for_one_profile(tmp_path):
+    check_run_dir(tmp_path, "smoke")  # nothing there yet: any profile may start
+    claim_run_dir(tmp_path, "smoke")
+    assert (tmp_path / PROFILE_MARKER).read_text() == "smoke\n"
+    claim_run_dir(tmp_path, "smoke")  # its own directory: fine, unchanged
+    assert (tmp_path / PROFILE_MARKER).read_text() == "smoke\n"
+    with pytest.raises(RunDirError) as err:
+        check_run_dir(tmp_path, "default-cpu")
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert "profile 'smoke', not 'default-cpu'" in msg and "runs/default-cpu/" in msg
+    with pytest.raises(RunDirError):
+        claim_run_dir(tmp_path, "default-cpu")
+    assert (tmp_path / PROFILE_MARKER).read_text() == "smoke\n"
+
+
+def test_committed_results_are_marked_as_the_default_profiles():
+    marker = REPO_ROOT / PROFILE_MARKER
+    assert marker.read_text() == default_profile_name() + "\n"
