@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up the environment and run the default reproduction end to end (config/config.yaml),
-# then render the Snakemake HTML report. Extra arguments go to snakemake.
+# then render the Snakemake HTML report. Extra arguments go to snakemake; with
+# `--configfile config/<profile>.yaml` (another profile) everything, the report included, goes to
+# runs/<name>/ (config/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh

@@ -184,8 +184,10 @@ def test_a_run_refuses_another_profiles_directory(tmp_path):
         assert not (d / "results" / "data").exists()
 
 
-def _run_smoke(workdir: Path) -> None:
-    snakemake("--cores", "2", "--configfile", str(REPO / "config" / "smoke.yaml"), "-d", str(workdir), timeout=1200)
+def _run_smoke(checkout: Path) -> Path:
+    """The smoke profile started in `checkout` as in a checkout (no -d): it runs in runs/smoke/."""
+    snakemake("--cores", "2", "--configfile", str(REPO / "config" / "smoke.yaml"), cwd=checkout, timeout=1200)
+    return checkout / "runs" / "smoke"
 
 
 def _smoke_repo(dest: Path) -> None:
@@ -232,10 +234,11 @@ def _dvc_outs(dvc_yaml: dict) -> list[str]:
 
 @pytest.mark.slow
 def test_smoke_dag_end_to_end_deterministic_and_through_dvc(tmp_path):
-    """The smoke DAG twice: once with Snakemake, once with `dvc repro` in a git copy of the
-    project; then a DVC experiment that changes a generator setting reruns only the stages
-    (and Snakemake jobs) downstream of it."""
+    """The smoke DAG twice: once with Snakemake (started as in a checkout, so in runs/smoke/),
+    once with `dvc repro` in a git copy of the project; then a DVC experiment that changes a
+    generator setting reruns only the stages (and Snakemake jobs) downstream of it."""
     a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
     # the DVC copy (b) runs beside the Snakemake run (a): the two DAGs are independent until
     # their outputs are compared, and their many short jobs leave the cores idle in between
     b.mkdir()
@@ -243,11 +246,14 @@ def test_smoke_dag_end_to_end_deterministic_and_through_dvc(tmp_path):
     repro = subprocess.Popen([str(Path(sys.executable).parent / "dvc"), "repro"], cwd=b, env=_env(),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        _run_smoke(a)
+        ra = _run_smoke(a)  # the smoke profile's run directory
     except BaseException:
         repro.kill()
         raise
-    scores = list(csv.DictReader(open(a / "results" / "scores.csv")))
+    # the smoke profile wrote nothing outside runs/smoke/ but Snakemake's own run log
+    assert {p.name for p in a.iterdir()} == {"runs", ".snakemake"} and os.listdir(a / ".snakemake") == ["log"]
+    assert (ra / "results" / ".profile").read_text() == "smoke\n"
+    scores = list(csv.DictReader(open(ra / "results" / "scores.csv")))
     assert scores and list(scores[0]) == ["target", "method", "adapter", "n", "acc", "ci_low", "ci_high", "gold_logprob"]
     methods = {r["method"] for r in scores}
     assert {"base", "source_lora", "soup", "nearest", "dnd", "control_other", "control_random"} <= methods
@@ -255,14 +261,14 @@ def test_smoke_dag_end_to_end_deterministic_and_through_dvc(tmp_path):
         assert len({r["n"] for r in scores if r["target"] == t}) == 1  # same items for every method
     for name in ("report.md", "metrics.json", "efficiency.csv", "data_summary.csv", "eval_speed.csv",
                  "eval_agreement.csv"):
-        assert (a / "results" / name).stat().st_size > 0
-    agree = list(csv.DictReader(open(a / "results" / "eval_agreement.csv")))
+        assert (ra / "results" / name).stat().st_size > 0
+    agree = list(csv.DictReader(open(ra / "results" / "eval_agreement.csv")))
     # float32 smoke model: both backends give the same answers and log-likelihoods to rounding
     assert agree and all(float(r["same_choice"]) == 1.0 and float(r["max_abs_ll_diff"]) < 1e-3 for r in agree)
-    assert "## Evaluation backend" in (a / "results" / "report.md").read_text()
-    assert len(list((a / "results" / "figures").glob("*.png"))) >= 7
+    assert "## Evaluation backend" in (ra / "results" / "report.md").read_text()
+    assert len(list((ra / "results" / "figures").glob("*.png"))) >= 7
     # nothing to do on a second invocation
-    res = snakemake("-n", "--cores", "1", "--configfile", str(REPO / "config" / "smoke.yaml"), "-d", str(a))
+    res = snakemake("-n", "--cores", "1", "--configfile", str(REPO / "config" / "smoke.yaml"), cwd=a)
     assert "Nothing to be done" in res.stdout + res.stderr
     # incremental by dataset: adding one plans only its own per-dataset jobs (and the folds,
     # generators and evaluations that now include it), never another dataset's data or LoRA
@@ -270,13 +276,14 @@ def test_smoke_dag_end_to_end_deterministic_and_through_dvc(tmp_path):
     grown["data"]["custom"]["capitals2"] = dict(grown["data"]["custom"]["capitals"])
     grown["data"]["datasets"].append("capitals2")
     (a / "grown.yaml").write_text(yaml.safe_dump(grown))
-    planned = _planned_jobs(snakemake("-n", "--cores", "1", "--configfile", str(a / "grown.yaml"), "-d", str(a)).stdout)
+    planned = _planned_jobs(snakemake("-n", "--cores", "1", "--configfile", str(a / "grown.yaml"), cwd=a).stdout)
     for rule in ("prepare_data", "train_lora", "tokenize_zoo", "encode_prompts"):
         assert {w for r, w in planned if r == rule} == {"capitals2"}, (rule, planned)
     assert "base_model" not in {r for r, _ in planned}
-    # the HTML report renders
-    snakemake("--configfile", str(REPO / "config" / "smoke.yaml"), "-d", str(a), "--report", str(a / "report.html"))
-    assert (a / "report.html").stat().st_size > 10_000
+    # the HTML report renders; a relative --report path is relative to the run directory
+    # (scripts/reproduce.sh's `--report results/report.html` lands in the profile's own results/)
+    snakemake("--configfile", str(REPO / "config" / "smoke.yaml"), "--report", "results/report.html", cwd=a)
+    assert (ra / "results" / "report.html").stat().st_size > 10_000
 
     # the same DAG through DVC in a git copy: same config + seed -> identical scores
     try:
@@ -287,7 +294,7 @@ def test_smoke_dag_end_to_end_deterministic_and_through_dvc(tmp_path):
     assert repro.returncode == 0, f"dvc repro failed:\n{out[-6000:]}"
     # every stage's outputs come from its own Snakemake target, not from a later stage
     assert "Data and pipelines are up to date" in dvc(b, "status").stdout
-    assert (a / "results" / "scores.csv").read_text() == (b / "results" / "scores.csv").read_text()
+    assert (ra / "results" / "scores.csv").read_text() == (b / "results" / "scores.csv").read_text()
     # the protocol experiment (a DVC stage, outside Snakemake's `all`) ran under dvc repro
     pscores = list(csv.DictReader(open(b / "results" / "protocol" / "scores.csv")))
     assert {r["protocol"] for r in pscores} == {"loglik", "greedy", "sampled"}
@@ -329,12 +336,12 @@ def test_smoke_dag_end_to_end_deterministic_and_through_dvc(tmp_path):
         if out.startswith(("results/protocol", "results/crossdomain", "results/ablations", "results/fewshot",
                            "results/math", "results/code")):
             continue
-        files = sorted(p.relative_to(a) for p in (a / out).rglob("*") if p.is_file()) if (a / out).is_dir() else [Path(out)]
+        files = sorted(p.relative_to(ra) for p in (ra / out).rglob("*") if p.is_file()) if (ra / out).is_dir() else [Path(out)]
         assert files, out
         for f in files:
             if f.name == ".snakemake_timestamp":
                 continue
-            assert (a / f).read_bytes() == (b / f).read_bytes(), f"{f} differs between two runs of the same config"
+            assert (ra / f).read_bytes() == (b / f).read_bytes(), f"{f} differs between two runs of the same config"
     linked = next((b / "results" / "generators").rglob("generator_*.pt"))
     assert os.stat(linked).st_nlink == 2  # in the DVC cache as a hardlink: nothing copied
     # DVC linking its cached outputs (.dvcignore) must not make Snakemake think they are new
