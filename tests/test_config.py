@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import yaml
 
@@ -197,3 +199,36 @@ def test_ablation_keys_at_their_defaults_leave_the_default_runs_hash():
     changed = {**cfg, "encoder": {**cfg["encoder"], "kind": "hashing"}}
     assert run_config(changed)["encoder"]["kind"] == "hashing"
     assert config_hash(run_config(changed)) != config_hash(before)
+
+
+# --------------------------------------------------------------- reliability: bad input refused early
+@pytest.mark.parametrize("section, key, value, where", [
+    ("lora", "lr", float("nan"), "lora.lr: nan"),
+    ("lora", "lr", float("inf"), "lora.lr: inf"),
+    ("lora", "alpha", float("-inf"), "lora.alpha: -inf"),
+    ("generator", "stages", [[4, 8, 24], [8, float("nan"), 32]], "generator.stages[1][1]: nan"),
+])
+def test_non_finite_numbers_refused_with_their_key(section, key, value, where):
+    with pytest.raises(ConfigError, match="^" + re.escape(f"{where} is not a finite number") + "$"):
+        validate_config(_minimal(**{section: {key: value}}))
+
+
+def test_non_finite_numbers_refused_from_yaml_and_params(tmp_path):
+    from dnd.config import command_params
+
+    p = tmp_path / "c.yaml"
+    p.write_text("data: {datasets: [arc_easy, boolq]}\nbase_model: {source: tiny}\nlora: {lr: .nan}\n")
+    with pytest.raises(ConfigError, match=r"^lora\.lr: nan is not a finite number$"):
+        load_config(p)
+    with pytest.raises(ConfigError, match=r"^lora\.lr: inf is not a finite number$"):
+        command_params('{"lora": {"lr": Infinity}}', "lora")
+
+
+@pytest.mark.parametrize("name", ["boolq", "science"])
+def test_custom_dataset_may_not_shadow_a_builtin(name, tmp_path):
+    custom = {name: {"path": str(tmp_path / "x.jsonl")}}
+    with pytest.raises(ConfigError, match=rf"^data\.custom\.{name}: a custom dataset may not take the name of the "
+                                          rf"built-in dataset '{name}'"):
+        validate_config(_minimal(data={"datasets": ["arc_easy", name], "custom": custom}))
+    with pytest.raises(ConfigError, match=rf"^ablations\.extra_sources\.{name}: a custom dataset may not take"):
+        validate_config(_minimal(ablations={"extra_sources": custom}))

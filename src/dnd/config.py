@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,23 @@ from .paths import REPO_ROOT, SCHEMA_PATH, resolve_input_path  # noqa: F401 (re-
 
 class ConfigError(ValueError):
     """A config that does not satisfy the schema or names something unknown."""
+
+
+def _key(prefix: str, key: Any) -> str:
+    return f"{prefix}[{key}]" if isinstance(key, int) else (f"{prefix}.{key}" if prefix else str(key))
+
+
+def check_finite(obj: Any, where: str = "") -> None:
+    """ConfigError naming the dotted key of the first NaN or infinite number in `obj` (YAML's
+    .nan/.inf): JSON Schema cannot say "finite", and NaN passes every comparison it makes."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise ConfigError(f"{where or '(value)'}: {obj} is not a finite number")
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            check_finite(v, _key(where, k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            check_finite(v, _key(where, i))
 
 
 def _validator():
@@ -65,6 +83,7 @@ def section(name: str, params: dict[str, Any] | None) -> dict[str, Any]:
     works; unknown keys and wrong types are errors naming the key)."""
     full = load_schema()
     schema = {**full["properties"][name], "$defs": full.get("$defs", {})}  # its $refs point into $defs
+    check_finite(params, name)
     out = json.loads(json.dumps(dict(params or {}) if schema.get("type") == "object" else params))
     errors = list(_validator()(schema).iter_errors(out))
     if errors:
@@ -94,17 +113,20 @@ def command_params(text: str | None, *names: str) -> dict[str, Any]:
 
 def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """Validate in place (filling defaults) and check cross-field rules; return cfg."""
+    check_finite(cfg)
     schema = load_schema()
     errors = sorted(_validator()(schema).iter_errors(cfg), key=lambda e: list(e.path))
     if errors:
         e = errors[0]
         where = "/".join(str(p) for p in e.path) or "(top level)"
         raise ConfigError(f"invalid config at '{where}': {e.message}")
-    from .datasets import check_dataset_names
+    from .datasets import check_custom_names, check_dataset_names
 
     if not cfg["data"].get("datasets"):
         raise ConfigError("invalid config at 'data': 'datasets' is a required property")
     try:
+        check_custom_names(cfg["data"].get("custom", {}), "data.custom")
+        check_custom_names(cfg.get("ablations", {}).get("extra_sources", {}), "ablations.extra_sources")
         check_dataset_names(cfg["data"]["datasets"], cfg["data"].get("custom", {}))
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc

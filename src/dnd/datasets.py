@@ -69,6 +69,16 @@ def check_dataset_names(names: list[str], custom: dict[str, Any] | None = None) 
         )
 
 
+def check_custom_names(custom: dict[str, Any] | None, where: str = "data.custom") -> None:
+    """ValueError if a bring-your-own dataset takes the name of a built-in one: it would replace
+    the benchmark silently (in the data, the tables and the reports)."""
+    clash = sorted(set(custom or {}) & set(REGISTRY))
+    if clash:
+        name = clash[0]
+        raise ValueError(f"{where}.{name}: a custom dataset may not take the name of the built-in dataset "
+                         f"{name!r} ({REGISTRY[name].title}); give it a name of its own")
+
+
 def title(name: str) -> str:
     return REGISTRY[name].title if name in REGISTRY else name
 
@@ -223,6 +233,11 @@ def _custom_row_error(rec: Any) -> str | None:
     bad = [i for i, c in enumerate(choices) if not _text(c)]
     if bad:
         return f"field 'choices': item {bad[0]} must be a non-empty string, got {_show(choices[bad[0]])}"
+    first: dict[str, int] = {}
+    for i, c in enumerate(choices):  # the same text twice: two answers scored identically, one of them "wrong"
+        j = first.setdefault(" ".join(c.split()), i)
+        if j != i:
+            return f"field 'choices': items {j} and {i} are the same text {_show(c)}"
     if not _is_int(answer):
         return f"field 'answer': must be an integer index into 'choices', got {_show(answer)}"
     if not 0 <= answer < len(choices):
