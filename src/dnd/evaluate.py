@@ -211,9 +211,9 @@ def check_same_lora_shape(ref: dict[str, Any], cfg: dict[str, Any], where: Path)
 
 
 def load_state_dict(adapter_dir: Path) -> dict:
-    from safetensors.torch import load_file
+    from .io import load_safetensors
 
-    return load_file(str(adapter_dir / "adapter_model.safetensors"))
+    return load_safetensors(Path(adapter_dir) / "adapter_model.safetensors", "LoRA adapter weights")
 
 
 def average_state_dicts(sds: list[dict]) -> dict:
@@ -323,6 +323,9 @@ class InPlaceScorer:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.task, self.limit, self.metric = task, limit, metric
+        from .io import check_safetensors
+
+        check_safetensors(model_dir, "base model weights")
         tok = AutoTokenizer.from_pretrained(str(model_dir))
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype))
         vocab = model.config.vocab_size

@@ -41,12 +41,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from safetensors.torch import save_file
 
 from .config import section
 from .encoder import make_encoder
 from .generator_checkpoint import load_generator
-from .io import atomic_path, check_replaceable_dir, read_jsonl, write_csv, write_json
+from .io import atomic_path, check_replaceable_dir, read_jsonl, save_safetensors, write_csv, write_json
 from .prompts import condition_text
 from .schedule import derive_seed, draw_indices
 from .tokenization import LoraLayout, detokenize
@@ -188,7 +187,8 @@ def write_adapter(
     `adapter_config` (the checkpoint's adapter_config.json dict) and the LoRA weights."""
     with atomic_path(out, is_dir=True, replaceable=replaceable_output(force)) as tmp:
         (tmp / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2, sort_keys=True))
-        save_file(state_dict, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+        save_safetensors(state_dict, tmp / "adapter_model.safetensors", Path(out) / "adapter_model.safetensors",
+                         metadata={"format": "pt"})
         (tmp / MARKER).write_text(json.dumps({"format": MARKER_FORMAT}) + "\n")
 
 
