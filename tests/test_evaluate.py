@@ -384,7 +384,7 @@ def test_evaluation_settings():
 
     s = section("evaluation", {"limit": 5})
     assert s["limit"] == 5 and s["metric"] == "acc" and s["bootstrap"] >= 0
-    with pytest.raises(ValueError, match="Additional properties.*limt"):
+    with pytest.raises(ValueError, match=r"evaluation\.limt: additional property not allowed"):
         section("evaluation", {"limt": 5})
 
 

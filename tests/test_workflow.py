@@ -64,6 +64,24 @@ def test_malformed_config_is_one_clear_message(tmp_path):
     assert "unknown dataset name(s) ['nope']" in res.stdout + res.stderr
 
 
+@pytest.mark.parametrize("edit, line", [
+    ({"data": {"bogus": 1}}, "config: data.bogus: additional property not allowed (schema: data)"),
+    ({"lora": {"lr": float("nan")}}, "config: lora.lr: nan is not a finite number"),
+    ({"lora": {"r": "eight"}}, "config: lora.r: 'eight' is not of type 'integer' (schema: lora.r, type: \"integer\")"),
+])
+def test_schema_error_is_one_line_naming_the_key(tmp_path, edit, line):
+    """Snakemake's own validation error prints the whole schema (2,826 lines): cut to the key."""
+    cfg = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    for section, values in edit.items():
+        cfg[section].update(values)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    res = snakemake("-n", "--configfile", str(bad), "-d", str(tmp_path), check=False)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0 and line in out.splitlines(), out
+    assert len(out.splitlines()) < 10 and "$schema" not in out
+
+
 def test_dvc_stages_match_snakemake_targets():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     targets = {line.split()[0] for line in snakemake("--list-target-rules").stdout.splitlines() if line.strip()}

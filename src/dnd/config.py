@@ -57,6 +57,46 @@ def _validator():
     return validators.extend(base, {"properties": set_defaults}, type_checker=checker)
 
 
+def _dotted(parts, prefix: str = "") -> str:
+    out = prefix
+    for p in parts:
+        out = _key(out, p)
+    return out
+
+
+def schema_error_line(error, prefix: str = "") -> str:
+    """One line for a jsonschema ValidationError: the dotted key, the offending value and the rule
+    that refused it, e.g. `data.bogus: additional property not allowed (schema: data)` or
+    `lora.r: 'eight' is not of type 'integer' (schema: lora.r, type: "integer")`; never the schema
+    itself (jsonschema's str() of an error prints all of it). `prefix` names the section a
+    command validated on its own."""
+    where = _dotted(error.absolute_path, prefix)
+    rule_at = _dotted([p for p in list(error.absolute_schema_path)[:-1] if p not in ("properties", "$defs")],
+                      prefix) or "top level"
+    if error.validator == "additionalProperties" and error.validator_value is False and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        extra = sorted(str(k) for k in error.instance if k not in allowed)
+        keys = ", ".join(_key(where, k) for k in extra) or where
+        return f"{keys}: additional propert{'ies' if len(extra) > 1 else 'y'} not allowed (schema: {rule_at})"
+    message = " ".join(error.message.split())
+    if len(message) > 200:
+        message = message[:200] + "..."
+    rule = json.dumps(error.validator_value, default=str)
+    rule = rule if len(rule) <= 80 else rule[:80] + "..."
+    return f"{where or '(top level)'}: {message} (schema: {rule_at}, {error.validator}: {rule})"
+
+
+def check_schema(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Validate `cfg` against the config schema in place, filling defaults, and refuse NaN and
+    infinite numbers: ConfigError with one line naming the key (`schema_error_line`). The
+    workflow calls this before Snakemake's own `validate`, whose error prints the whole schema."""
+    check_finite(cfg)
+    errors = sorted(_validator()(load_schema()).iter_errors(cfg), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        raise ConfigError(schema_error_line(errors[0]))
+    return cfg
+
+
 @functools.lru_cache(maxsize=1)
 def load_schema() -> dict[str, Any]:
     """The config schema, parsed once per process (command_params validates several sections
@@ -87,9 +127,7 @@ def section(name: str, params: dict[str, Any] | None) -> dict[str, Any]:
     out = json.loads(json.dumps(dict(params or {}) if schema.get("type") == "object" else params))
     errors = list(_validator()(schema).iter_errors(out))
     if errors:
-        e = errors[0]
-        where = "/".join(str(p) for p in e.path) or "(section)"
-        raise ConfigError(f"invalid {name} params at '{where}': {e.message}")
+        raise ConfigError(f"--params: {schema_error_line(errors[0], name)}")
     return out
 
 
@@ -113,13 +151,7 @@ def command_params(text: str | None, *names: str) -> dict[str, Any]:
 
 def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """Validate in place (filling defaults) and check cross-field rules; return cfg."""
-    check_finite(cfg)
-    schema = load_schema()
-    errors = sorted(_validator()(schema).iter_errors(cfg), key=lambda e: list(e.path))
-    if errors:
-        e = errors[0]
-        where = "/".join(str(p) for p in e.path) or "(top level)"
-        raise ConfigError(f"invalid config at '{where}': {e.message}")
+    check_schema(cfg)
     from .datasets import check_custom_names, check_dataset_names
 
     if not cfg["data"].get("datasets"):

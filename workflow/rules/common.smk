@@ -4,23 +4,30 @@ import shlex
 import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-
-validate(config, schema="../schemas/config.schema.yaml")
 
 # The package is the single source of truth for cross-field checks and the fold layout.
 REPO = Path(workflow.basedir).parent
 sys.path.insert(0, str(REPO / "src"))
-from dnd.config import check_inputs, folds, rule_section, run_config, validate_config  # noqa: E402
+from dnd.config import ConfigError, check_inputs, check_schema, folds, rule_section, run_config, validate_config  # noqa: E402
 from dnd.datasets import dataset_settings  # noqa: E402
 from dnd.schedule import ADAPTER_KINDS, adapter_seed  # noqa: E402
 from dnd.ablations import FAMILIES as AB_FAMILY_NAMES, encoding_variant, setting_overrides  # noqa: E402
 from dnd.ablations import is_default as ablation_is_default  # noqa: E402
 from dnd.mathcode_data import sources as mathcode_sources  # noqa: E402
 
-validate_config(config)
-check_inputs(config)
+# A bad config stops here with one line naming the key, its value and the rule: dnd.config checks
+# the schema first (Snakemake's own message would print the whole schema), then Snakemake
+# validates with the same file (filling defaults), then the cross-field and input checks.
+try:
+    check_schema(config)
+    validate(config, schema="../schemas/config.schema.yaml")
+    validate_config(config)
+    check_inputs(config)
+except ConfigError as exc:
+    raise WorkflowError(f"config: {exc}") from None
 logger.info(
     "config: "
     + (", ".join(map(str, workflow.overwrite_configfiles)) or "config/config.yaml")
