@@ -68,9 +68,14 @@ def test_malformed_config_is_one_clear_message(tmp_path):
     ({"data": {"bogus": 1}}, "config: data.bogus: additional property not allowed (schema: data)"),
     ({"lora": {"lr": float("nan")}}, "config: lora.lr: nan is not a finite number"),
     ({"lora": {"r": "eight"}}, "config: lora.r: 'eight' is not of type 'integer' (schema: lora.r, type: \"integer\")"),
+    ({"data": {"n_test": 25}},
+     "config: dataset 'capitals' has 30 items; its splits need 34 (data.n_test 25 + data.n_cond 8 + 1 train item)"),
+    ({"encoder": {"path": "no/such/model"}},
+     f"config: encoder.path 'no/such/model': model directory not found: {REPO / 'no/such/model'} (encoder.kind minilm)"),
 ])
 def test_schema_error_is_one_line_naming_the_key(tmp_path, edit, line):
-    """Snakemake's own validation error prints the whole schema (2,826 lines): cut to the key."""
+    """Snakemake's own validation error printed the whole schema (2,826 lines): one line naming the
+    key; the start-up checks (split sizes, model paths) fail the dry run the same way."""
     cfg = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
     for section, values in edit.items():
         cfg[section].update(values)

