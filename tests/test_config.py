@@ -322,3 +322,22 @@ def test_model_paths_checked_at_start_up(tmp_path):
     check_inputs(_custom_cfg(tmp_path, encoder={"kind": "hashing", "path": str(tmp_path / "nothing")}))
     with pytest.raises(ConfigError, match=rf"^base_model\.name_or_path '{tmp_path}/qwen': model directory not found"):
         check_inputs(_custom_cfg(tmp_path, base_model={"source": "hf", "name_or_path": f"{tmp_path}/qwen"}))
+
+
+@pytest.mark.parametrize("text, line", [
+    ("lora: {lr: .nan}\n", "lora.lr: nan is not a finite number"),
+    ("lora: {lr: .inf}\n", "lora.lr: inf is not a finite number"),
+    ("data: {datasets: [arc_easy, boolq], bogus: 1}\n", "data.bogus: additional property not allowed (schema: data)"),
+])
+def test_cli_config_errors_are_one_line_with_exit_status_1(tmp_path, caplog, text, line):
+    import logging
+
+    from dnd.cli import main
+
+    p = tmp_path / "bad.yaml"
+    p.write_text("data: {datasets: [arc_easy, boolq]}\nbase_model: {source: tiny}\n" + text)
+    with caplog.at_level(logging.ERROR):
+        assert main(["check-profile", "--config", str(p), "--out", str(tmp_path / "out.json")]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and f"ConfigError: {line} (rerun with --debug" in errors[0], errors
+    assert not (tmp_path / "out.json").exists()

@@ -125,3 +125,23 @@ def test_failed_writes_name_the_output_not_the_temporary_file(tmp_path):
         assert str(tmp_path / name) in line and ".tmp" not in line, line
     assert "File too large" in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing half-written, no temporary left
+
+
+def test_corrupt_local_hf_base_model_is_named(tiny_model_dir, tmp_path):
+    from dnd.base_model import prepare_base_model
+
+    model = tmp_path / "local-model"
+    shutil.copytree(tiny_model_dir, model)
+    bad = _truncate(model / "model.safetensors", 1000)
+    with pytest.raises(ArtifactError, match=rf"^base model weights {bad} cannot be read"):
+        prepare_base_model({"source": "hf", "name_or_path": str(model)}, tmp_path / "base", seed=0)
+    assert not (tmp_path / "base").exists()
+
+
+def test_corrupt_file_in_the_weight_space_figure_is_named(tmp_path):
+    from dnd.figures import pca_coordinates
+
+    good = _lora_file(tmp_path / "a" / "step-00001.safetensors")
+    bad = _truncate(_lora_file(tmp_path / "b" / "step-00001.safetensors"))
+    with pytest.raises(ArtifactError, match=rf"^LoRA checkpoint {bad} cannot be read"):
+        pca_coordinates([("a", "LoRA checkpoint", good), ("b", "LoRA checkpoint", bad)], n_coords=2)

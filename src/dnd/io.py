@@ -195,13 +195,15 @@ def load_safetensors(path: str | Path, what: str) -> dict[str, Any]:
         raise ArtifactError(_unreadable(what, path, exc)) from exc
 
 
-def check_safetensors(directory: str | Path, what: str) -> None:
-    """Read the header of every *.safetensors file of a model directory (cheap: no tensor data is
-    loaded) so that a corrupt or truncated one is named before a loader (transformers, PEFT)
-    fails on it without a file name."""
+def check_safetensors(location: str | Path, what: str) -> None:
+    """Read the header of a .safetensors file, or of every *.safetensors file of a model
+    directory (cheap: no tensor data is loaded), so that a corrupt or truncated one is named
+    before a loader (transformers, PEFT, safe_open) fails on it without a file name."""
     from safetensors import safe_open
 
-    for path in sorted(Path(directory).glob("*.safetensors")):
+    location = Path(location)
+    files = sorted(location.glob("*.safetensors")) if location.is_dir() else [location]
+    for path in files:
         try:
             with safe_open(str(path), framework="pt") as f:
                 f.keys()
