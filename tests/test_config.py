@@ -223,7 +223,7 @@ def test_non_finite_numbers_refused_from_yaml_and_params(tmp_path):
     p.write_text("data: {datasets: [arc_easy, boolq]}\nbase_model: {source: tiny}\nlora: {lr: .nan}\n")
     with pytest.raises(ConfigError, match=r"^lora\.lr: nan is not a finite number$"):
         load_config(p)
-    with pytest.raises(ConfigError, match=r"^lora\.lr: inf is not a finite number$"):
+    with pytest.raises(ConfigError, match=r"^--params: lora\.lr: inf is not a finite number$"):
         command_params('{"lora": {"lr": Infinity}}', "lora")
 
 

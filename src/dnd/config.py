@@ -123,7 +123,10 @@ def section(name: str, params: dict[str, Any] | None) -> dict[str, Any]:
     works; unknown keys and wrong types are errors naming the key)."""
     full = load_schema()
     schema = {**full["properties"][name], "$defs": full.get("$defs", {})}  # its $refs point into $defs
-    check_finite(params, name)
+    try:
+        check_finite(params, name)
+    except ConfigError as exc:
+        raise ConfigError(f"--params: {exc}") from None
     out = json.loads(json.dumps(dict(params or {}) if schema.get("type") == "object" else params))
     errors = list(_validator()(schema).iter_errors(out))
     if errors:
