@@ -134,7 +134,11 @@ def test_config_checks_and_defaults():
     with pytest.raises(ConfigError, match=r"ablations.sources \[5\]: .* 2 other datasets and 2 extra"):
         validate_config({**base, "ablations": {"sources": [5], "extra_sources": {"x": {"path": "x.jsonl"},
                                                                                 "y": {"path": "y.jsonl"}}}})
-    with pytest.raises(ConfigError, match=r"extra_sources \['boolq'\] are in data.datasets"):
+    mine = {"data": {"datasets": ["arc_easy", "mine"], "custom": {"mine": {"path": "m.jsonl"}}},
+            "base_model": {"source": "smollm2_wheel"}}
+    with pytest.raises(ConfigError, match=r"extra_sources \['mine'\] are in data.datasets"):
+        validate_config({**mine, "ablations": {"extra_sources": {"mine": {"path": "b.jsonl"}}}})
+    with pytest.raises(ConfigError, match=r"^ablations\.extra_sources\.boolq: a custom dataset may not take the name"):
         validate_config({**base, "ablations": {"extra_sources": {"boolq": {"path": "b.jsonl"}}}})
     with pytest.raises(ConfigError, match="extra_sources"):
         validate_config({**base, "ablations": {"extra_sources": {"x": {"file": "x.jsonl"}}}})
