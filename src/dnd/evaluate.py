@@ -379,7 +379,8 @@ def open_score_cache(directory: Path, model_dir: Path, task_yaml: Path, test_fil
     file: the same key wherever the repository lives, relative or absolute path), the LoRA
     shape the adapters are loaded with, the scoring settings (limit, batch_size, dtype, metric),
     the torch thread count, the versions of torch/transformers/peft/lm-eval and the source of
-    the scoring code (this module, dnd.score_cache, dnd.prompts)."""
+    the scoring code (this module, dnd.score_cache, dnd.prompts). Its entries are checked before
+    use against `settings["metric"]` (dnd.score_cache.ScoreCache.get)."""
     from importlib.metadata import version
 
     import torch
@@ -398,7 +399,7 @@ def open_score_cache(directory: Path, model_dir: Path, task_yaml: Path, test_fil
         "threads": torch.get_num_threads(),
         "versions": {m: version(m) for m in ("torch", "transformers", "peft", "lm_eval")},
     }
-    return ScoreCache(directory, files, context)
+    return ScoreCache(directory, files, context, metric=settings["metric"])
 
 
 # ======================================================================== evaluate
