@@ -269,7 +269,7 @@ def test_summarize_refuses_a_missing_adapter_or_optional_kind(tmp_path, caplog):
     rows["piqa"] = [r for r in rows["piqa"] if r["method"] != "control_random"]
     rows["arc_easy"] = [r for r in rows["arc_easy"] if (r["method"], r["adapter"]) != ("source_lora", "arc_easy")]
     msg = _refused(tmp_path, _write_eval(tmp_path, rows), caplog)
-    assert "target boolq: no dnd/1 (scored on other targets)" in msg
+    assert "target boolq: no dnd/1" in msg
     assert "target piqa: no control_random/0" in msg
     assert "target arc_easy: no source_lora/arc_easy" in msg  # its oracle
 
@@ -298,3 +298,14 @@ def test_require_complete_counts_and_expected_items():
         summary.require_complete(rows, DATASETS, items={"piqa": 50})
     with pytest.raises(summary.IncompleteInputError, match="rows of target piqa, which is not among"):
         summary.require_complete(rows, DATASETS[:2])
+
+
+def test_require_complete_expected_and_excused_cells():
+    rows = [r for rs in _eval_rows().values() for r in rs
+            if (r["target"], r["method"]) != ("boolq", "control_other")]
+    with pytest.raises(summary.IncompleteInputError, match="target boolq: no control_other/0$"):
+        summary.require_complete(rows, DATASETS)
+    summary.require_complete(rows, DATASETS, excused={"boolq": [("control_other", "0")]})  # recorded as left out
+    with pytest.raises(summary.IncompleteInputError, match="target piqa: no dnd/7"):
+        summary.require_complete(rows, DATASETS, excused={"boolq": [("control_other", "0")]},
+                                 cells_of={"piqa": [("dnd", "7")]})

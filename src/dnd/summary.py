@@ -127,16 +127,22 @@ def _label(cell: tuple) -> str:
 def require_complete(rows: list[dict[str, Any]], targets: Iterable[str] | None = None, *,
                      required: Iterable[str] = REQUIRED_METHODS, sources: dict[str, list[str]] | None = None,
                      adapters: dict[str, int] | None = None, items: dict[str, int] | None = None,
-                     cell=eval_cell, group=None) -> None:
+                     cells_of: dict[str, Iterable[tuple]] | None = None,
+                     excused: dict[str, Iterable[tuple]] | None = None,
+                     cell=eval_cell, group=None, axes=None, where: str = "") -> None:
     """Refuse incomplete summary inputs: IncompleteInputError, one line naming every gap, unless
     - every target of `targets` (default: the targets of `rows`) has rows, and no other target does;
     - every target has rows of each `required` method, a source_lora row for each of its
-      `sources` (target -> datasets), `adapters[method]` adapters of each such method, and the
-      same cells (`cell(row)`: (method, adapter) by default) as every other target, so that a
-      mean over targets is a mean over the same targets for every method;
+      `sources` (target -> datasets), at least `adapters[method]` adapters of `method`, the
+      cells `cells_of[target]` (`cell(row)`: (method, adapter) by default) and the same cells as
+      every other target but its `excused` ones (cells its run records as left out, e.g. an ICL
+      k that does not fit its context), so that a mean over targets is a mean over the same
+      targets for every method; with `axes(row)` =
+      (a, b) (e.g. (method/adapter, protocol/seed)), every a of a target with every b of it;
     - within a target (or `group(row)`: a finer grouping) every row has the same items (ids, in
       order), n of them (`items[target]` when given, else the count most rows have), with one
-      `correct` value per item."""
+      `correct` value per item.
+    `where` names the inputs in the message (e.g. the ablation cell)."""
     from collections import Counter
 
     present = list(dict.fromkeys(r["target"] for r in rows))
@@ -154,11 +160,18 @@ def require_complete(rows: list[dict[str, Any]], targets: Iterable[str] | None =
         problems += [f"target {t}: no source_lora/{d} row" for d in (sources or {}).get(t, []) if d not in have]
         for m, k in (adapters or {}).items():
             found = sorted({str(r["adapter"]) for r in trows if r["method"] == m})
-            if m in methods and len(found) != k:
+            if m in methods and len(found) < k:
                 problems.append(f"target {t}: {len(found)} {m} adapters {found}, expected {k}")
-        missing = sorted(every - cells[t], key=str)
+        missing = sorted((every | set((cells_of or {}).get(t, ()))) - cells[t] - set((excused or {}).get(t, ())),
+                         key=str)
         if missing:
-            problems.append(f"target {t}: no {', '.join(_label(c) for c in missing)} (scored on other targets)")
+            problems.append(f"target {t}: no {', '.join(_label(c) for c in missing)}")
+        if axes:
+            pairs = {axes(r) for r in trows}
+            firsts, seconds = dict.fromkeys(a for a, _ in pairs), dict.fromkeys(b for _, b in pairs)
+            gaps = [f"{_label(a)} under {_label(b)}" for a in firsts for b in seconds if (a, b) not in pairs]
+            if gaps:
+                problems.append(f"target {t}: no {', '.join(gaps)}")
     groups: dict[Any, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(group(r) if group else r["target"], []).append(r)
@@ -177,7 +190,7 @@ def require_complete(rows: list[dict[str, Any]], targets: Iterable[str] | None =
                 problems.append(f"{name} scored other items than the other rows of its target")
     if problems:
         shown = problems[:12] + ([f"... and {len(problems) - 12} more"] if len(problems) > 12 else [])
-        raise IncompleteInputError("incomplete evaluation rows: " + "; ".join(shown))
+        raise IncompleteInputError(f"incomplete evaluation rows{' in ' + where if where else ''}: " + "; ".join(shown))
 
 
 def training_loras(scores, folds: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
