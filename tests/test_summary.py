@@ -309,3 +309,10 @@ def test_require_complete_expected_and_excused_cells():
     with pytest.raises(summary.IncompleteInputError, match="target piqa: no dnd/7"):
         summary.require_complete(rows, DATASETS, excused={"boolq": [("control_other", "0")]},
                                  cells_of={"piqa": [("dnd", "7")]})
+
+
+def test_a_missing_method_is_named_once():
+    rows = [r for rs in _eval_rows().values() for r in rs if (r["target"], r["method"]) != ("piqa", "dnd")]
+    with pytest.raises(summary.IncompleteInputError) as e:
+        summary.require_complete(rows, DATASETS)
+    assert str(e.value) == "incomplete evaluation rows: target piqa: no dnd rows"

@@ -137,8 +137,8 @@ def require_complete(rows: list[dict[str, Any]], targets: Iterable[str] | None =
       cells `cells_of[target]` (`cell(row)`: (method, adapter) by default) and the same cells as
       every other target but its `excused` ones (cells its run records as left out, e.g. an ICL
       k that does not fit its context), so that a mean over targets is a mean over the same
-      targets for every method; with `axes(row)` =
-      (a, b) (e.g. (method/adapter, protocol/seed)), every a of a target with every b of it;
+      targets for every method; and, with `axes(row)` = (a, b) (e.g. (method/adapter,
+      protocol/seed)), every a of a target with every b of it;
     - within a target (or `group(row)`: a finer grouping) every row has the same items (ids, in
       order), n of them (`items[target]` when given, else the count most rows have), with one
       `correct` value per item.
@@ -155,15 +155,16 @@ def require_complete(rows: list[dict[str, Any]], targets: Iterable[str] | None =
     every = set().union(*cells.values()) if cells else set()
     for t, trows in by_target.items():
         methods = {r["method"] for r in trows}
-        problems += [f"target {t}: no {m} rows" for m in required if m not in methods]
+        absent = [m for m in required if m not in methods]
+        problems += [f"target {t}: no {m} rows" for m in absent]
         have = {str(r["adapter"]) for r in trows if r["method"] == "source_lora"}
         problems += [f"target {t}: no source_lora/{d} row" for d in (sources or {}).get(t, []) if d not in have]
         for m, k in (adapters or {}).items():
             found = sorted({str(r["adapter"]) for r in trows if r["method"] == m})
             if m in methods and len(found) < k:
                 problems.append(f"target {t}: {len(found)} {m} adapters {found}, expected {k}")
-        missing = sorted((every | set((cells_of or {}).get(t, ()))) - cells[t] - set((excused or {}).get(t, ())),
-                         key=str)
+        missing = sorted((c for c in (every | set((cells_of or {}).get(t, ()))) - cells[t]
+                          - set((excused or {}).get(t, ())) if c[0] not in absent), key=str)
         if missing:
             problems.append(f"target {t}: no {', '.join(_label(c) for c in missing)}")
         if axes:
