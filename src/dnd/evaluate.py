@@ -38,6 +38,8 @@ dnd.eval_speed measures both on the real model.
 With --cache-dir (the workflow passes results/eval_cache/{T} unless `evaluation.cache` is
 false) per-item results are kept by content (`open_score_cache`, dnd.score_cache): a rerun
 after, say, a generator change scores only the new adapters and reuses base, source LoRAs and soup.
+A cached entry is used only after checking it (its content hash, and its per-item results
+recomputed from its log-likelihoods under `evaluation.metric`); an edited entry is scored again.
 Every adapter must share the LoRA shape (rank, alpha, target modules, ...) of the first one,
 otherwise it is rejected (its scaling would be wrong). An adapter whose log-likelihoods are
 NaN/inf is an error naming it, never a score (lm-eval would pick choice 0), and never cached.
