@@ -136,7 +136,8 @@ def test_check_completion_passes_and_fails(problems, sandbox):
 
 
 def test_check_completion_keeps_the_types_the_tests_compare(problems, sandbox):
-    p = {"prompt": "def f(x):\n    \"\"\"A stub with its docstring, as every HumanEval prompt.\"\"\"\n", "entry_point": "f",
+    p = {"prompt": "def f(x):\n    \"\"\"A stub with its docstring, as every HumanEval prompt.\"\"\"\n",
+         "entry_point": "f",
          "test": "def check(candidate):\n"
                  "    assert candidate((1, 2.5)) == ((1, 2.5), [1], {'a': {1}}, None, True, b'x', float('inf'))\n"
                  "    assert type(candidate((0, 0.0))[0]) is tuple and candidate((0, -0.0))[0][1] == 0.0\n"

@@ -28,7 +28,8 @@ process by starting a trial sandbox). Which one ran is recorded in ExecResult.sa
 code experiment's rows (`sandbox`). Both run the same runner, guard and checker; results of a
 correct program do not depend on the choice (the 164 canonical solutions pass under both).
 
-bubblewrap: each interpreter is started as `bwrap ... -- python -I -B -X utf8 -c <runner>` with
+bubblewrap (bwrap >= 0.8, for --disable-userns; Debian 12 ships 0.8.0): each interpreter is
+started as `bwrap ... -- python -I -B -X utf8 -c <runner>` with
   * every namespace new (--unshare-all): no network at all (a network namespace with a loopback
     that is down), its own PID namespace (the program sees only itself and bwrap's init as
     pid 1, which ignores its signals), IPC, UTS and cgroup namespaces; --new-session (no
