@@ -4,6 +4,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+# dnd.code_exec runs model-generated programs inside bubblewrap; without bwrap the code experiment
+# refuses to run (unless config `code.sandbox: unsafe-python-guard`) and its sandbox tests are
+# skipped (they fail under CI=true). Install it where we can: as root with apt-get.
+if ! command -v bwrap >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing bubblewrap (bwrap) for the code sandbox"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; }; then
+      echo "setup_env.sh: apt-get could not install bubblewrap; install it by hand (the code sandbox needs bwrap)" >&2
+    fi
+  else
+    echo "setup_env.sh: bwrap (bubblewrap) is missing and cannot be installed here (needs root and apt-get);" \
+         "install it, or opt out with code.sandbox: unsafe-python-guard" >&2
+  fi
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi

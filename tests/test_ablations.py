@@ -134,7 +134,11 @@ def test_config_checks_and_defaults():
     with pytest.raises(ConfigError, match=r"ablations.sources \[5\]: .* 2 other datasets and 2 extra"):
         validate_config({**base, "ablations": {"sources": [5], "extra_sources": {"x": {"path": "x.jsonl"},
                                                                                 "y": {"path": "y.jsonl"}}}})
-    with pytest.raises(ConfigError, match=r"extra_sources \['boolq'\] are in data.datasets"):
+    mine = {"data": {"datasets": ["arc_easy", "mine"], "custom": {"mine": {"path": "m.jsonl"}}},
+            "base_model": {"source": "smollm2_wheel"}}
+    with pytest.raises(ConfigError, match=r"extra_sources \['mine'\] are in data.datasets"):
+        validate_config({**mine, "ablations": {"extra_sources": {"mine": {"path": "b.jsonl"}}}})
+    with pytest.raises(ConfigError, match=r"^ablations\.extra_sources\.boolq: a custom dataset may not take the name"):
         validate_config({**base, "ablations": {"extra_sources": {"boolq": {"path": "b.jsonl"}}}})
     with pytest.raises(ConfigError, match="extra_sources"):
         validate_config({**base, "ablations": {"extra_sources": {"x": {"file": "x.jsonl"}}}})
@@ -244,3 +248,29 @@ def test_family_budget_counts_the_jobs_of_its_configured_settings_only(tmp_path)
     curve = {"family": "sources", "settings": ["2", "14"], "targets": ["t"], "extra_sources": ["x"]}
     assert benchmark_minutes(tmp_path, ab.family_jobs(curve)) == pytest.approx((3.1, 1.55, 3))  # not 12, not z
     assert benchmark_minutes(tmp_path, ab.family_jobs(curve, extra_only=True)) == pytest.approx((2.1, 1.05, 2))
+
+
+def test_summary_command_refuses_incomplete_cells(tmp_path, caplog):
+    """An ablation cell's eval file with fewer DnD adapters than n_adapters, or without a training
+    LoRA of the cell: `dnd ablation-summary` names the cell and what is missing."""
+    import json
+
+    from dnd.cli import main as cli_main
+
+    n = 20
+    rows = _rows("t", [[1] * n, [0] * n], {"s1": [1, 0] * 10, "s2": [0, 1] * 10})
+    rows.append({**rows[-1], "method": "base", "adapter": "base"})
+    f = tmp_path / "cell.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    argv = ["ablation-summary", "--params", json.dumps({"family": "condition", "n_adapters": 3, "bootstrap": 10,
+                                                        "cells": [["prompt", "t", str(f), ["s1", "s2"]]]}),
+            "--out", str(tmp_path / "c.csv"), "--metrics", str(tmp_path / "c.json")]
+    assert cli_main(argv) == 1 and not (tmp_path / "c.csv").exists()
+    assert f"in condition/prompt/t ({f}): target t: 2 dnd adapters ['dnd_0', 'dnd_1'], expected 3" in caplog.text
+    caplog.clear()
+    argv[2] = json.dumps({"family": "condition", "n_adapters": 2, "bootstrap": 10,
+                          "cells": [["prompt", "t", str(f), ["s1", "s3"]]]})
+    assert cli_main(argv) == 1 and "target t: no source_lora/s3 row" in caplog.text
+    argv[2] = json.dumps({"family": "condition", "n_adapters": 2, "bootstrap": 10,
+                          "cells": [["prompt", "t", str(f), ["s1", "s2"]]]})
+    assert cli_main(argv) == 0

@@ -99,19 +99,26 @@ def _fake_result(task: str, completions: list[tuple[str, str]]) -> dict:
 
 def test_pass_at_1_runs_every_completion_through_code_exec(monkeypatch):
     """The canonical function passes (fenced, with the model's own demo after it), a wrong one
-    fails, a hang times out and a crash crashes; everything runs through code_exec.run_many."""
+    fails, a hang times out and a crash crashes; everything runs through code_exec.check_many,
+    in the sandbox the config names (bubblewrap where it runs; CI must have it)."""
+    import os
+
     from dnd import mathcode
 
+    problem = code_exec.bubblewrap_problem()
+    if problem is not None and os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but the bubblewrap sandbox cannot run here: {problem}")
+    sandbox = "bubblewrap" if problem is None else "unsafe-python-guard"
     problems = {p["task_id"]: p for p in code_exec.load_humaneval()}
     p0 = problems["HumanEval/0"]
     calls = []
-    real = code_exec.run_many
+    real = code_exec.check_many
 
-    def spy(programs, **kw):
-        calls.append((list(programs), kw))
-        return real(programs, **kw)
+    def spy(items, **kw):
+        calls.append((list(items), kw))
+        return real(calls[-1][0], **kw)
 
-    monkeypatch.setattr(code_exec, "run_many", spy)
+    monkeypatch.setattr(code_exec, "check_many", spy)
     full = p0["prompt"] + p0["canonical_solution"]
     completions = [
         ("HumanEval/0", "Here it is:\n```python\n" + full + "\nprint(has_close_elements([1.0], 0.5))\n```\n"),
@@ -119,11 +126,12 @@ def test_pass_at_1_runs_every_completion_through_code_exec(monkeypatch):
         ("HumanEval/0", "    while True:\n        pass\n"),
         ("HumanEval/0", "    import os\n    os.abort()\n"),
     ]
-    out = mathcode.code_result(_fake_result("t", completions), "t", problems, timeout_s=2.0, memory_mb=512)
-    assert out["extra"]["status"][:2] == ["passed", "failed"]
-    assert out["extra"]["status"][2] == "timeout" and out["extra"]["status"][3] in ("crashed", "failed")
-    assert out["correct"] == [1, 0, 0, 0] and out["ids"] == ["HumanEval/0"] * 4
+    out = mathcode.code_result(_fake_result("t", completions), "t", problems, timeout_s=2.0, memory_mb=512,
+                               sandbox=sandbox)
+    assert out["extra"]["status"] == ["passed", "failed", "timeout", "crashed"]
+    assert out["correct"] == [1, 0, 0, 0] and out["ids"] == ["HumanEval/0"] * 4 and out["sandbox"] == sandbox
     assert out["outputs"][0] == full[:mathcode.OUTPUT_CHARS] and "print(" not in out["outputs"][0]
-    (programs, kw), = calls
-    assert programs[0] == code_exec.build_program(p0, "\n" + full)
-    assert kw["timeout_s"] == 2.0 and kw["memory_mb"] == 512
+    (items, kw), = calls
+    assert items[0] == (p0, "\n" + full)
+    assert kw["timeout_s"] == 2.0 and kw["memory_mb"] == 512 and kw["sandbox"] == sandbox
+    assert mathcode._row("humaneval", "dnd", "a", {**out, "gold_logprob": [0.0] * 4})["sandbox"] == sandbox

@@ -1,3 +1,6 @@
+import json
+import re
+
 import pytest
 import yaml
 
@@ -28,13 +31,15 @@ def test_unknown_dataset_is_named():
 
 
 def test_wrong_type_names_the_key():
-    with pytest.raises(ConfigError, match="lora/r"):
+    with pytest.raises(ConfigError, match=r"^lora\.r: 'eight' is not of type 'integer' \(schema: lora\.r, type: \"integer\"\)$"):
         validate_config(_minimal(lora={"r": "eight"}))
 
 
 def test_unknown_key_rejected():
-    with pytest.raises(ConfigError, match="Additional properties"):
+    with pytest.raises(ConfigError, match=r"^lroa: additional property not allowed \(schema: top level\)$"):
         validate_config(_minimal(lroa={}))
+    with pytest.raises(ConfigError, match=r"^data\.bogus, data\.other: additional properties not allowed \(schema: data\)$"):
+        validate_config(_minimal(data={"datasets": ["arc_easy", "boolq"], "other": 1, "bogus": 2}))
 
 
 def test_malformed_yaml(tmp_path):
@@ -84,15 +89,15 @@ def test_unsafe_dataset_names_rejected(name, tmp_path):
 
 
 def test_integers_are_ints_not_floats_or_bools():
-    with pytest.raises(ConfigError, match="lora/r.*4.0 is not of type 'integer'"):
+    with pytest.raises(ConfigError, match=r"lora\.r: 4\.0 is not of type 'integer'"):
         validate_config(_minimal(lora={"r": 4.0}))
-    with pytest.raises(ConfigError, match="generator/steps"):
+    with pytest.raises(ConfigError, match=r"generator\.steps: True is not of type"):
         validate_config(_minimal(generator={"steps": True}))
 
 
 def test_prompt_count_has_one_home():
     """generate.n_prompts is gone: a generator takes exactly generator.n_prompts prompts."""
-    with pytest.raises(ConfigError, match="Additional properties.*n_prompts"):
+    with pytest.raises(ConfigError, match=r"generate\.n_prompts: additional property not allowed"):
         validate_config(_minimal(generate={"n_prompts": 64}))
 
 
@@ -197,3 +202,142 @@ def test_ablation_keys_at_their_defaults_leave_the_default_runs_hash():
     changed = {**cfg, "encoder": {**cfg["encoder"], "kind": "hashing"}}
     assert run_config(changed)["encoder"]["kind"] == "hashing"
     assert config_hash(run_config(changed)) != config_hash(before)
+
+
+# --------------------------------------------------------------- reliability: bad input refused early
+@pytest.mark.parametrize("section, key, value, where", [
+    ("lora", "lr", float("nan"), "lora.lr: nan"),
+    ("lora", "lr", float("inf"), "lora.lr: inf"),
+    ("lora", "alpha", float("-inf"), "lora.alpha: -inf"),
+    ("generator", "stages", [[4, 8, 24], [8, float("nan"), 32]], "generator.stages[1][1]: nan"),
+])
+def test_non_finite_numbers_refused_with_their_key(section, key, value, where):
+    with pytest.raises(ConfigError, match="^" + re.escape(f"{where} is not a finite number") + "$"):
+        validate_config(_minimal(**{section: {key: value}}))
+
+
+def test_non_finite_numbers_refused_from_yaml_and_params(tmp_path):
+    from dnd.config import command_params
+
+    p = tmp_path / "c.yaml"
+    p.write_text("data: {datasets: [arc_easy, boolq]}\nbase_model: {source: tiny}\nlora: {lr: .nan}\n")
+    with pytest.raises(ConfigError, match=r"^lora\.lr: nan is not a finite number$"):
+        load_config(p)
+    with pytest.raises(ConfigError, match=r"^--params: lora\.lr: inf is not a finite number$"):
+        command_params('{"lora": {"lr": Infinity}}', "lora")
+
+
+@pytest.mark.parametrize("name", ["boolq", "science"])
+def test_custom_dataset_may_not_shadow_a_builtin(name, tmp_path):
+    custom = {name: {"path": str(tmp_path / "x.jsonl")}}
+    with pytest.raises(ConfigError, match=rf"^data\.custom\.{name}: a custom dataset may not take the name of the "
+                                          rf"built-in dataset '{name}'"):
+        validate_config(_minimal(data={"datasets": ["arc_easy", name], "custom": custom}))
+    with pytest.raises(ConfigError, match=rf"^ablations\.extra_sources\.{name}: a custom dataset may not take"):
+        validate_config(_minimal(ablations={"extra_sources": custom}))
+
+
+def _items(path, n, extra=lambda i: {}):
+    rows = [{"question": f"q{i}?", "choices": [f"a{i}", f"b{i}"], "answer": i % 2, **extra(i)} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def _custom_cfg(tmp_path, n_a=30, n_b=30, **over):
+    data = {"datasets": ["aa", "bb"], "n_train": 10, "n_cond": 2, "n_test": 2,
+            "custom": {"aa": {"path": _items(tmp_path / "aa.jsonl", n_a, extra=lambda i: {})},
+                       "bb": {"path": _items(tmp_path / "bb.jsonl", n_b, extra=lambda i: {})}}}
+    cfg = {"data": data, "base_model": {"source": "tiny"}, "generator": {"chunk_width": 32},
+           "crossdomain": {"target": None}}
+    return validate_config({**cfg, **over})
+
+
+def test_split_sizes_checked_at_start_up(tmp_path):
+    from dnd.config import check_inputs
+
+    check_inputs(_custom_cfg(tmp_path, n_b=5))  # 2 test + 2 cond + 1 train
+    with pytest.raises(ConfigError, match=r"^dataset 'bb' has 4 items; its splits need 5 \(data\.n_test 2 \+ "
+                                          r"data\.n_cond 2 \+ 1 train item\)$"):
+        check_inputs(_custom_cfg(tmp_path, n_b=4))
+
+
+def test_split_sizes_with_a_train_pool(tmp_path):
+    from dnd.config import check_inputs
+
+    cfg = _custom_cfg(tmp_path)
+    cfg["data"]["custom"]["bb"] = {"path": _items(tmp_path / "t.jsonl", 7, extra=lambda i: {"split": "train"} if i < 4 else {}),
+                                   "has_train": True}
+    with pytest.raises(ConfigError, match=r"^dataset 'bb' has 3 evaluation items \(besides its train pool\); its "
+                                          r"splits need 4 \(data\.n_test 2 \+ data\.n_cond 2\)$"):
+        check_inputs(cfg)
+    cfg["data"]["custom"]["bb"]["path"] = _items(tmp_path / "t.jsonl", 7, extra=lambda i: {})
+    with pytest.raises(ConfigError, match=r"^dataset 'bb' has no train items"):
+        check_inputs(cfg)
+
+
+def test_split_sizes_of_the_crossdomain_target_use_its_settings(tmp_path):
+    from dnd.config import check_inputs
+
+    cfg = _custom_cfg(tmp_path)
+    cfg["data"]["custom"]["cc"] = {"path": _items(tmp_path / "cc.jsonl", 9, extra=lambda i: {})}
+    cfg["crossdomain"].update(target="cc", n_cond=4, n_test=5)
+    with pytest.raises(ConfigError, match=r"^dataset 'cc' has 9 items; its splits need 10 \(crossdomain\.n_test 5 \+ "
+                                          r"crossdomain\.n_cond 4 \+ 1 train item\)$"):
+        check_inputs(cfg)
+
+
+def test_split_sizes_of_a_local_benchmark_are_counted(tmp_path):
+    """A local benchmark tree (PIQA's layout) too small for n_test + n_cond + 1."""
+    import gzip
+
+    from dnd.config import check_inputs
+
+    piqa = tmp_path / "data" / "commonsense" / "PIQA"
+    piqa.mkdir(parents=True)
+    with gzip.open(piqa / "validation.jsonl.gz", "wt") as f:
+        f.writelines(json.dumps({"goal": f"g{i}", "sol1": "a", "sol2": "b"}) + "\n" for i in range(4))
+    (piqa / "validation-labels.lst").write_text("0\n1\n0\n1\n")
+    cfg = _custom_cfg(tmp_path)
+    cfg["data"].update(datasets=["aa", "piqa"], dir=str(tmp_path / "data"))
+    with pytest.raises(ConfigError, match=r"^dataset 'piqa' has 4 items; its splits need 5"):
+        check_inputs(cfg)
+    cfg["data"]["n_cond"] = 1
+    check_inputs(cfg)
+
+
+def test_model_paths_checked_at_start_up(tmp_path):
+    from dnd.config import check_inputs
+
+    missing = tmp_path / "minilm"
+    with pytest.raises(ConfigError, match=rf"^encoder\.path '{missing}': model directory not found: {missing} "
+                                          r"\(encoder\.kind minilm\)$"):
+        check_inputs(_custom_cfg(tmp_path, encoder={"path": str(missing)}))
+    missing.mkdir()
+    with pytest.raises(ConfigError, match=r"^encoder\.path .*: model directory has no config\.json"):
+        check_inputs(_custom_cfg(tmp_path, encoder={"path": str(missing)}))
+    with pytest.raises(ConfigError, match=r"^encoder\.kind llm needs encoder\.path"):
+        check_inputs(_custom_cfg(tmp_path, encoder={"kind": "llm"}))
+    # the workflow's own base model may be named before it is made; hashing reads no model
+    check_inputs(_custom_cfg(tmp_path, encoder={"kind": "llm", "path": "resources/models/base"}))
+    check_inputs(_custom_cfg(tmp_path, encoder={"kind": "hashing", "path": str(tmp_path / "nothing")}))
+    with pytest.raises(ConfigError, match=rf"^base_model\.name_or_path '{tmp_path}/qwen': model directory not found"):
+        check_inputs(_custom_cfg(tmp_path, base_model={"source": "hf", "name_or_path": f"{tmp_path}/qwen"}))
+
+
+@pytest.mark.parametrize("text, line", [
+    ("lora: {lr: .nan}\n", "lora.lr: nan is not a finite number"),
+    ("lora: {lr: .inf}\n", "lora.lr: inf is not a finite number"),
+    ("data: {datasets: [arc_easy, boolq], bogus: 1}\n", "data.bogus: additional property not allowed (schema: data)"),
+])
+def test_cli_config_errors_are_one_line_with_exit_status_1(tmp_path, caplog, text, line):
+    import logging
+
+    from dnd.cli import main
+
+    p = tmp_path / "bad.yaml"
+    p.write_text("data: {datasets: [arc_easy, boolq]}\nbase_model: {source: tiny}\n" + text)
+    with caplog.at_level(logging.ERROR):
+        assert main(["check-profile", "--config", str(p), "--out", str(tmp_path / "out.json")]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and f"ConfigError: {line} (rerun with --debug" in errors[0], errors
+    assert not (tmp_path / "out.json").exists()

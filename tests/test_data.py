@@ -109,6 +109,8 @@ def test_custom_good_file_reads_rows(tmp_path):
     ("choices", [f"c{i}" for i in range(12)], "field 'choices': must be a list of 2 to 10 strings, got a list of 12"),
     ("choices", ["a", ""], "field 'choices': item 1 must be a non-empty string"),
     ("choices", ["a", 2], "field 'choices': item 1 must be a non-empty string, got integer 2"),
+    ("choices", ["Paris", "Rome", "Paris"], "field 'choices': items 0 and 2 are the same text string \"Paris\""),
+    ("choices", ["a  b", "a b "], "field 'choices': items 0 and 1 are the same text"),
     ("answer", 1.9, "field 'answer': must be an integer index into 'choices', got number 1.9"),
     ("answer", True, "field 'answer': must be an integer index into 'choices', got boolean true"),
     ("answer", "1", "field 'answer': must be an integer index into 'choices', got string \"1\""),

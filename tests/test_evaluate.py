@@ -172,6 +172,46 @@ def test_score_cache_reuses_unchanged_adapters(world, eval_rows, tmp_path, monke
     assert run("third") == second
 
 
+def test_edited_score_cache_entries_are_rescored(world, eval_rows, tmp_path, caplog):
+    """The issue's reproduction: every cached `correct` set to 1 (acc 1.0) must not make every
+    method score 1.0; the edited entries are discarded by name and scored again."""
+    _, fresh = eval_rows
+    cache = tmp_path / "cache"
+    out = tmp_path / "eval.jsonl"
+    argv = _evaluate_argv(world, out) + ["--cache-dir", str(cache)]
+    assert cli_main(argv) == 0
+    entries = sorted(cache.glob("*.json"))
+    for path in entries:
+        e = json.loads(path.read_text())
+        e.update(correct=[1] * len(e["correct"]), acc=1.0)
+        path.write_text(json.dumps(e))
+    caplog.clear()
+    assert cli_main(argv) == 0
+    assert [json.loads(line) for line in out.read_text().splitlines()] == fresh
+    assert all(f"{p} not trusted" in caplog.text for p in entries)
+    assert all(sc.unseal(json.loads(p.read_text()), p.stem) for p in entries)  # rewritten, sealed
+
+
+def test_score_cache_recomputes_lm_eval_acc_norm(world, tmp_path):
+    """Under acc_norm, lm-eval's per-item results are what dnd.score_cache.recompute_correct gives
+    from their log-likelihoods and choice lengths: every adapter's entry is stored (one that did
+    not verify would not be) and read back as trusted."""
+    params = {**world["params"], "evaluation": {**world["params"]["evaluation"], "metric": "acc_norm"}}
+    cache = tmp_path / "cache"
+    argv = _evaluate_argv(world, tmp_path / "a.jsonl", params) + ["--cache-dir", str(cache)]
+    assert cli_main(argv) == 0
+    assert len(list(cache.glob("*.json"))) == 8
+    entries = [json.loads(p.read_text()) for p in cache.glob("*.json")]
+    assert {e["metric"] for e in entries} == {"acc_norm"}
+    scored = [sc.Scored(ids=e["ids"], correct=e["correct"], acc=e["acc"], seconds=0, loglikelihoods=e["loglikelihoods"],
+                        gold=e["gold"], choice_chars=e["choice_chars"]) for e in entries]
+    # acc and acc_norm pick differently on some item here, so the check does depend on the metric
+    assert any(sc.recompute_correct(s, "acc") != s.correct for s in scored)
+    argv[argv.index("--out") + 1] = str(tmp_path / "b.jsonl")
+    assert cli_main(argv) == 0
+    assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
+
+
 @pytest.mark.parametrize("backend", ev.BACKENDS)
 def test_inplace_swap_equals_fresh_lm_eval(world, backend):
     """Swapping weights into one wrapped model, scored by either backend (the packed dnd-prefix
@@ -251,7 +291,8 @@ def test_score_cache_refuses_non_finite(world, tmp_path):
     (tmp_path / "c" / "k.json").write_text(json.dumps({"key": "k", "ids": ["a"], "correct": [1], "acc": 1.0,
                                                        "loglikelihoods": [[-1.0, math.nan]]}))
     assert cache.get("k") is None
-    cache.put("k", sc.Scored(ids=["a"], correct=[1], acc=1.0, seconds=0.0, loglikelihoods=[[-1.0, -2.0]]))
+    cache.put("k", sc.Scored(ids=["a"], correct=[1], acc=1.0, seconds=0.0, loglikelihoods=[[-1.0, -2.0]],
+                             gold=[0], choice_chars=[[3, 3]]))
     assert cache.get("k").loglikelihoods == [[-1.0, -2.0]]
 
 
@@ -384,7 +425,7 @@ def test_evaluation_settings():
 
     s = section("evaluation", {"limit": 5})
     assert s["limit"] == 5 and s["metric"] == "acc" and s["bootstrap"] >= 0
-    with pytest.raises(ValueError, match="Additional properties.*limt"):
+    with pytest.raises(ValueError, match=r"evaluation\.limt: additional property not allowed"):
         section("evaluation", {"limt": 5})
 
 

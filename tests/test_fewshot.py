@@ -101,7 +101,7 @@ def test_config_checks_targets():
     bad["generator"] = {"heldout": ["arc_easy"]}
     with pytest.raises(ConfigError, match=r"\['boolq'\] are not held-out targets"):
         validate_config(bad)
-    with pytest.raises(ConfigError, match="fewshot/ks/0"):
+    with pytest.raises(ConfigError, match=r"^fewshot\.ks\[0\]: 0 is less than the minimum of 1"):
         validate_config(cfg(ks=[0, 16]))
 
 
@@ -364,3 +364,29 @@ def test_an_icl_cost_at_or_below_zero_is_timing_noise():
     line = fr.cost_lines(df, {"targets": ["t"]}, {"t": (0.4, 0.7)})[0]
     assert "k=1 -3.90 s (n/a; too noisy to tell, below the timing noise)" in line
     assert "k=64 65 s (108x DnD; reproduced)" in line
+
+
+def test_summary_refuses_a_missing_method(summary_world, caplog):
+    """No ICL rows for the target (an emptied icl.jsonl): refused, naming target and method."""
+    w = summary_world
+    (w / "fewshot" / "eval" / TARGET / "icl.jsonl").write_text("")
+    assert cli_main(["fewshot-summary", "--params", json.dumps({"targets": [TARGET], "bootstrap": 10}),
+                     "--fewshot-eval", str(w / "fewshot" / "eval"), "--dnd-eval", str(w / "eval"),
+                     "--timings-dir", str(w / "fewshot" / "timings"),
+                     "--generate-timings-dir", str(w / "timings" / "generate"), "--csv", str(w / "fewshot.csv"),
+                     "--metrics", str(w / "metrics.json")]) == 1
+    assert f"target {TARGET}: no icl rows" in caplog.text and not (w / "fewshot.csv").exists()
+
+
+def test_summary_refuses_an_icl_k_that_fit_but_has_no_row(summary_world, caplog):
+    """k=2 fit the context (icl_context.json: not skipped) but has no row: refused; k=64 did
+    not fit and is excused."""
+    w = summary_world
+    icl = w / "fewshot" / "eval" / TARGET / "icl.jsonl"
+    icl.write_text(icl.read_text().splitlines()[0] + "\n")  # k=0 only
+    assert cli_main(["fewshot-summary", "--params", json.dumps({"targets": [TARGET], "bootstrap": 10}),
+                     "--fewshot-eval", str(w / "fewshot" / "eval"), "--dnd-eval", str(w / "eval"),
+                     "--timings-dir", str(w / "fewshot" / "timings"),
+                     "--generate-timings-dir", str(w / "timings" / "generate"), "--csv", str(w / "fewshot.csv"),
+                     "--metrics", str(w / "metrics.json")]) == 1
+    assert f"target {TARGET}: no icl/2" in caplog.text and "icl/64" not in caplog.text

@@ -11,6 +11,7 @@ import csv
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -218,3 +219,40 @@ def test_timing_goes_to_its_own_file(generator: Path, tmp_path: Path) -> None:
     assert main(["efficiency", "--timings", *map(str, timings.glob("*.json")), "--out", str(eff)]) == 0
     rows = list(csv.DictReader(eff.open()))
     assert [(r["target"], r["adapter"]) for r in rows] == [("gamma", "dnd_0"), ("gamma", "dnd_1")]
+
+
+@pytest.mark.parametrize("spec, expect", [
+    ("random:abc", "--prompts 'random:abc': random:<n> needs a whole number n >= 1"),
+    ("random:0", "--prompts 'random:0': random:<n> needs a whole number n >= 1"),
+    ("random:", "--prompts 'random:': random:<n> needs a whole number n >= 1"),
+    ("random:1", "--prompts random:1: 1 prompt, but this generator takes N=2"),
+])
+def test_bad_random_spec_is_named_not_a_missing_file(generator: Path, tmp_path: Path, caplog, spec, expect) -> None:
+    with caplog.at_level(logging.ERROR):
+        assert main(["generate", "--generator", str(generator), "--prompts", spec, "--out", str(tmp_path / "out")]) == 1
+    assert expect in caplog.text and "not found" not in caplog.text
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name, text", [("one.txt", "the only prompt\n\n"), ("one.jsonl", '{"text": "only"}\n')])
+def test_too_few_prompts_refused(generator: Path, tmp_path: Path, caplog, name, text) -> None:
+    src = tmp_path / name
+    src.write_text(text)
+    with caplog.at_level(logging.ERROR):
+        assert main(["generate", "--generator", str(generator), "--prompts", str(src), "--out", str(tmp_path / "out")]) == 1
+    assert f"--prompts {src}: 1 prompt, but this generator takes N=2" in caplog.text
+    assert not (tmp_path / "out").exists()
+    with caplog.at_level(logging.ERROR):
+        assert main(["generate", "--generator", str(generator), "--prompts", f"shuffled:{src}", "--out",
+                     str(tmp_path / "out")]) == 1
+    assert f"--prompts shuffled:{src}: 1 prompt" in caplog.text
+
+
+def test_prompt_count_rule() -> None:
+    from dnd.generate import check_prompt_count
+
+    check_prompt_count("random:4", 4, 4)
+    check_prompt_count("cond.jsonl", 2, 128)  # prepared items: drawn with replacement (math, code: n_cond < N)
+    for spec, n in [("p.txt", 3), ("random:3", 3), ("shuffled:p.txt", 3), ("cond.jsonl", 1)]:
+        with pytest.raises(ValueError, match=f"--prompts {re.escape(spec)}: {n} prompt"):
+            check_prompt_count(spec, n, 4)

@@ -370,3 +370,29 @@ def test_summary_and_report(mworld, mrows, tmp_path):
                      "--scores", str(scores), "--metrics", str(metrics), "--paper-numbers", str(paper),
                      "--out", str(md_out), "--figure", str(fig)]) == 0
     assert "is at its floor here" not in md_out.read_text()
+
+
+def test_summary_refuses_incomplete_rows(mworld, mrows, tmp_path, caplog):
+    """An empty file, a target without its dnd rows, a short row: one error naming target and method."""
+    rows = [json.loads(line) for line in (mworld["root"] / "eval" / "gsm8k.jsonl").read_text().splitlines()]
+
+    def refused(files: list[Path]) -> str:
+        caplog.clear()
+        assert cli_main(["mathcode-summary", "--domain", "math", "--params",
+                         json.dumps({"sources": SOURCES, "bootstrap": 10, "seed": 0}), "--eval", *map(str, files),
+                         "--scores", str(tmp_path / "s.csv"), "--metrics", str(tmp_path / "m.json")]) == 1
+        assert not (tmp_path / "s.csv").exists()
+        return caplog.text
+
+    ev = tmp_path / "gsm8k.jsonl"
+    ev.write_text("")
+    assert f"target gsm8k: evaluation file {ev} is empty" in refused([ev])
+    ev.write_text("".join(json.dumps(r) + "\n" for r in rows if r["method"] != "dnd"))
+    assert "target gsm8k: no dnd rows" in refused([ev])
+    short = [dict(r) for r in rows]
+    s = next(r for r in short if r["method"] == "soup")
+    for key in ("ids", "correct", "gold_logprob", "outputs"):
+        s[key] = s[key][:-1]
+    s["n"] -= 1
+    ev.write_text("".join(json.dumps(r) + "\n" for r in short))
+    assert f"target gsm8k: soup/soup has {len(rows[0]['ids']) - 1} items" in refused([ev])

@@ -412,3 +412,19 @@ def test_empty_share_of_invalid_outputs():
     lines = pr.conclusion({**shares}, {})
     assert any("100% of those of the adapters with a LoRA are empty" in x and "67% of the base model's" in x
                for x in lines)
+
+
+def test_summary_refuses_a_missing_protocol_row_or_target(pworld, prows, tmp_path, caplog):
+    """One dnd adapter's sampled row (one seed) missing, or no file for a fold's target: one error naming it."""
+    gone = next(r for r in prows if r["method"] == "dnd" and r["protocol"] == "sampled")
+    rows = [r for r in prows if r is not gone]
+    ev_file = tmp_path / "alpha.jsonl"
+    ev_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    argv = ["protocol-summary", "--params", json.dumps({"folds": {TARGET: SOURCES}, "bootstrap": 10}),
+            "--eval", str(ev_file), "--scores", str(tmp_path / "s.csv"), "--metrics", str(tmp_path / "m.json")]
+    assert cli_main(argv) == 1 and not (tmp_path / "s.csv").exists()
+    assert f"target {TARGET}: no dnd/{gone['adapter']} under sampled/{gone['seed']}" in caplog.text
+    caplog.clear()
+    ev_file.write_text("".join(json.dumps(r) + "\n" for r in prows))
+    argv[2] = json.dumps({"folds": {TARGET: SOURCES, "beta": ["alpha", "gamma"]}, "bootstrap": 10})
+    assert cli_main(argv) == 1 and "target beta: no evaluation rows" in caplog.text

@@ -181,7 +181,7 @@ def test_summarize_rejects_a_fold_without_scores(tmp_path, caplog):
     argv = ["summarize", "--params", json.dumps(params), "--eval", *files,
             "--scores", str(tmp_path / "s.csv"), "--metrics", str(tmp_path / "m.json")]
     assert cli_main(argv) == 1 and not (tmp_path / "s.csv").exists()
-    assert "no source_lora rows for ['nope']" in caplog.text
+    assert "target arc_easy: no source_lora/nope row" in caplog.text
 
 
 def test_metrics_and_report_agree_on_the_config_folds(tmp_path):
@@ -224,3 +224,95 @@ def test_report_does_not_import_the_scorer():
             "print(bad); sys.exit(bool(bad))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+# ----------------------------------------------------------------------------- incomplete inputs
+def _refused(tmp_path: Path, files: list[str], caplog, params: dict | None = None) -> str:
+    """The one-line error of `dnd summarize` on `files` (which must fail, writing nothing)."""
+    params = params or {"evaluation": {"bootstrap": 10}, "seed": 0,
+                        "folds": config_folds({"data": {"datasets": DATASETS}})}
+    scores, metrics = tmp_path / "refused.csv", tmp_path / "refused.json"
+    caplog.clear()
+    assert cli_main(["summarize", "--params", json.dumps(params), "--eval", *files,
+                     "--scores", str(scores), "--metrics", str(metrics)]) == 1
+    assert not scores.exists() and not metrics.exists()
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "\n" not in errors[0]
+    return errors[0]
+
+
+def test_summarize_refuses_an_empty_eval_file(tmp_path, caplog):
+    files = _write_eval(tmp_path, _eval_rows())
+    Path(files[1]).write_text("")  # boolq's evaluation left nothing behind
+    msg = _refused(tmp_path, files, caplog)
+    assert "target boolq" in msg and "empty" in msg
+    # without folds too: the two others alone are not summarized as "the mean over 2 targets"
+    assert "target boolq" in _refused(tmp_path, files, caplog, {"evaluation": {"bootstrap": 10}})
+
+
+def test_summarize_refuses_a_missing_target(tmp_path, caplog):
+    files = _write_eval(tmp_path, _eval_rows())
+    msg = _refused(tmp_path, files[:2], caplog)  # the folds name piqa, no file is given for it
+    assert "target piqa: no evaluation rows" in msg
+
+
+def test_summarize_refuses_missing_dnd_rows(tmp_path, caplog):
+    rows = _eval_rows()
+    rows["piqa"] = [r for r in rows["piqa"] if r["method"] != "dnd"]
+    msg = _refused(tmp_path, _write_eval(tmp_path, rows), caplog)
+    assert "target piqa: no dnd rows" in msg and "arc_easy" not in msg and "boolq" not in msg
+
+
+def test_summarize_refuses_a_missing_adapter_or_optional_kind(tmp_path, caplog):
+    rows = _eval_rows()
+    rows["boolq"] = [r for r in rows["boolq"] if (r["method"], r["adapter"]) != ("dnd", "1")]
+    rows["piqa"] = [r for r in rows["piqa"] if r["method"] != "control_random"]
+    rows["arc_easy"] = [r for r in rows["arc_easy"] if (r["method"], r["adapter"]) != ("source_lora", "arc_easy")]
+    msg = _refused(tmp_path, _write_eval(tmp_path, rows), caplog)
+    assert "target boolq: no dnd/1" in msg
+    assert "target piqa: no control_random/0" in msg
+    assert "target arc_easy: no source_lora/arc_easy" in msg  # its oracle
+
+
+def test_summarize_refuses_short_item_counts(tmp_path, caplog):
+    rows = _eval_rows()
+    r = next(r for r in rows["arc_easy"] if (r["method"], r["adapter"]) == ("dnd", "0"))
+    for key in ("ids", "correct", "gold_logprob"):
+        r[key] = r[key][:-3]
+    r["n"] = N_ITEMS - 3
+    msg = _refused(tmp_path, _write_eval(tmp_path, rows), caplog)
+    assert f"target arc_easy: dnd/0 has {N_ITEMS - 3} items" in msg and f"expected {N_ITEMS}" in msg
+    # the same count but other items
+    rows = _eval_rows()
+    r = next(r for r in rows["piqa"] if r["method"] == "soup")
+    r["ids"] = [*r["ids"][1:], "piqa-x"]
+    assert "target piqa: soup/soup scored other items" in _refused(tmp_path, _write_eval(tmp_path, rows), caplog)
+
+
+def test_require_complete_counts_and_expected_items():
+    rows = [r for rs in _eval_rows().values() for r in rs]
+    summary.require_complete(rows, DATASETS, adapters={"dnd": 2}, items={t: N_ITEMS for t in DATASETS})
+    with pytest.raises(summary.IncompleteInputError, match=r"target boolq: 2 dnd adapters \['0', '1'\], expected 3"):
+        summary.require_complete(rows, DATASETS, adapters={"dnd": 3})
+    with pytest.raises(summary.IncompleteInputError, match=f"target piqa: base/base has {N_ITEMS} items.*expected 50"):
+        summary.require_complete(rows, DATASETS, items={"piqa": 50})
+    with pytest.raises(summary.IncompleteInputError, match="rows of target piqa, which is not among"):
+        summary.require_complete(rows, DATASETS[:2])
+
+
+def test_require_complete_expected_and_excused_cells():
+    rows = [r for rs in _eval_rows().values() for r in rs
+            if (r["target"], r["method"]) != ("boolq", "control_other")]
+    with pytest.raises(summary.IncompleteInputError, match="target boolq: no control_other/0$"):
+        summary.require_complete(rows, DATASETS)
+    summary.require_complete(rows, DATASETS, excused={"boolq": [("control_other", "0")]})  # recorded as left out
+    with pytest.raises(summary.IncompleteInputError, match="target piqa: no dnd/7"):
+        summary.require_complete(rows, DATASETS, excused={"boolq": [("control_other", "0")]},
+                                 cells_of={"piqa": [("dnd", "7")]})
+
+
+def test_a_missing_method_is_named_once():
+    rows = [r for rs in _eval_rows().values() for r in rs if (r["target"], r["method"]) != ("piqa", "dnd")]
+    with pytest.raises(summary.IncompleteInputError) as e:
+        summary.require_complete(rows, DATASETS)
+    assert str(e.value) == "incomplete evaluation rows: target piqa: no dnd rows"

@@ -64,6 +64,29 @@ def test_malformed_config_is_one_clear_message(tmp_path):
     assert "unknown dataset name(s) ['nope']" in res.stdout + res.stderr
 
 
+@pytest.mark.parametrize("edit, line", [
+    ({"data": {"bogus": 1}}, "config: data.bogus: additional property not allowed (schema: data)"),
+    ({"lora": {"lr": float("nan")}}, "config: lora.lr: nan is not a finite number"),
+    ({"lora": {"r": "eight"}}, "config: lora.r: 'eight' is not of type 'integer' (schema: lora.r, type: \"integer\")"),
+    ({"data": {"n_test": 25}},
+     "config: dataset 'capitals' has 30 items; its splits need 34 (data.n_test 25 + data.n_cond 8 + 1 train item)"),
+    ({"encoder": {"path": "no/such/model"}},
+     f"config: encoder.path 'no/such/model': model directory not found: {REPO / 'no/such/model'} (encoder.kind minilm)"),
+])
+def test_schema_error_is_one_line_naming_the_key(tmp_path, edit, line):
+    """Snakemake's own validation error printed the whole schema (2,826 lines): one line naming the
+    key; the start-up checks (split sizes, model paths) fail the dry run the same way."""
+    cfg = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    for section, values in edit.items():
+        cfg[section].update(values)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    res = snakemake("-n", "--configfile", str(bad), "-d", str(tmp_path), check=False)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0 and line in out.splitlines(), out
+    assert len(out.splitlines()) < 10 and "$schema" not in out
+
+
 def test_dvc_stages_match_snakemake_targets():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     targets = {line.split()[0] for line in snakemake("--list-target-rules").stdout.splitlines() if line.strip()}
@@ -180,6 +203,7 @@ def test_a_run_refuses_another_profiles_directory(tmp_path):
         name = "other" if extra else "smoke"
         lines = [line for line in out.splitlines() if "holds the outputs of profile" in line]
         assert len(lines) == 1 and f"profile {owner!r}, not {name!r}" in lines[0] and f"runs/{name}/" in lines[0], out
+        assert lines[0].startswith("profile: ") and len(out.splitlines()) < 10, out
         assert (d / "results" / ".profile").read_text() == owner + "\n"
         assert not (d / "results" / "data").exists()
 

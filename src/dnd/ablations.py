@@ -412,6 +412,7 @@ def _run_summary(args: argparse.Namespace) -> None:
 
     from .config import parse_params
     from .io import atomic_path, read_jsonl, write_json
+    from .summary import require_complete
 
     params = parse_params(args.params)
     family = params["family"]
@@ -422,6 +423,10 @@ def _run_summary(args: argparse.Namespace) -> None:
             raise FileNotFoundError(f"{family}/{setting}/{target}: {file} not found")
         cells[(str(setting), target)] = [r for r in read_jsonl(file) if r.get("target") == target]
         sources[(str(setting), target)] = list(srcs)
+        # the rows the cell's figures use: base, its training LoRAs, n_adapters DnD adapters, same items
+        require_complete(cells[(str(setting), target)], [target], required=("base", "source_lora", "dnd"),
+                         sources={target: list(srcs)}, adapters={"dnd": int(params["n_adapters"])},
+                         where=f"{family}/{setting}/{target} ({file})")
     rows, metrics = summarize(cells, family, sources, int(params["n_adapters"]), int(params.get("bootstrap", 2000)),
                               int(params.get("seed", 0)), list(params.get("extra_sources") or []))
     metrics["defaults"] = sorted({str(s) for s, _, path, _ in params["cells"] if not path})

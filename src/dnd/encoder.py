@@ -29,7 +29,7 @@ from torch import Tensor
 
 from .config import section
 from .paths import resolve_input_path
-from .io import atomic_path, load_torch, read_jsonl
+from .io import atomic_path, check_safetensors, load_torch, read_jsonl
 from .prompts import condition_text
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,8 @@ class ConditionEncoder:
 
         self.cfg = dict(cfg)
         path = encoder_path(self.cfg)
+        if Path(path).is_dir():
+            check_safetensors(path, "encoder model weights")
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         if self.tokenizer.pad_token is None:  # a causal LM's tokenizer (kind llm) may have none
             self.tokenizer.pad_token = self.tokenizer.eos_token

@@ -38,6 +38,8 @@ dnd.eval_speed measures both on the real model.
 With --cache-dir (the workflow passes results/eval_cache/{T} unless `evaluation.cache` is
 false) per-item results are kept by content (`open_score_cache`, dnd.score_cache): a rerun
 after, say, a generator change scores only the new adapters and reuses base, source LoRAs and soup.
+A cached entry is used only after checking it (its content hash, and its per-item results
+recomputed from its log-likelihoods under `evaluation.metric`); an edited entry is scored again.
 Every adapter must share the LoRA shape (rank, alpha, target modules, ...) of the first one,
 otherwise it is rejected (its scaling would be wrong). An adapter whose log-likelihoods are
 NaN/inf is an error naming it, never a score (lm-eval would pick choice 0), and never cached.
@@ -211,9 +213,9 @@ def check_same_lora_shape(ref: dict[str, Any], cfg: dict[str, Any], where: Path)
 
 
 def load_state_dict(adapter_dir: Path) -> dict:
-    from safetensors.torch import load_file
+    from .io import load_safetensors
 
-    return load_file(str(adapter_dir / "adapter_model.safetensors"))
+    return load_safetensors(Path(adapter_dir) / "adapter_model.safetensors", "LoRA adapter weights")
 
 
 def average_state_dicts(sds: list[dict]) -> dict:
@@ -323,6 +325,9 @@ class InPlaceScorer:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.task, self.limit, self.metric = task, limit, metric
+        from .io import check_safetensors
+
+        check_safetensors(model_dir, "base model weights")
         tok = AutoTokenizer.from_pretrained(str(model_dir))
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype))
         vocab = model.config.vocab_size
@@ -379,7 +384,8 @@ def open_score_cache(directory: Path, model_dir: Path, task_yaml: Path, test_fil
     file: the same key wherever the repository lives, relative or absolute path), the LoRA
     shape the adapters are loaded with, the scoring settings (limit, batch_size, dtype, metric),
     the torch thread count, the versions of torch/transformers/peft/lm-eval and the source of
-    the scoring code (this module, dnd.score_cache, dnd.prompts)."""
+    the scoring code (this module, dnd.score_cache, dnd.prompts). Its entries are checked before
+    use against `settings["metric"]` (dnd.score_cache.ScoreCache.get)."""
     from importlib.metadata import version
 
     import torch
@@ -398,7 +404,7 @@ def open_score_cache(directory: Path, model_dir: Path, task_yaml: Path, test_fil
         "threads": torch.get_num_threads(),
         "versions": {m: version(m) for m in ("torch", "transformers", "peft", "lm_eval")},
     }
-    return ScoreCache(directory, files, context)
+    return ScoreCache(directory, files, context, metric=settings["metric"])
 
 
 # ======================================================================== evaluate

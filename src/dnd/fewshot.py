@@ -212,7 +212,7 @@ def score_icl(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: P
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from . import evaluate as ev_mod
-    from .io import read_jsonl
+    from .io import check_safetensors, read_jsonl
     from .lm_prefix_cache import PrefixCacheLM
     from .prompts import task_name
 
@@ -231,6 +231,7 @@ def score_icl(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: P
     if log.getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("lm_eval").setLevel(logging.WARNING)
 
+    check_safetensors(model_dir, "base model weights")
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, ev["dtype"])).eval()
     lm = PrefixCacheLM(pretrained=model, tokenizer=tok, batch_size=int(ev["batch_size"]),

@@ -402,10 +402,18 @@ def _add_summary(p: argparse.ArgumentParser) -> None:
 def _run_summary(args: argparse.Namespace) -> None:
     from .config import parse_params
     from .io import write_csv, write_json
+    from .summary import require_complete
 
     params = parse_params(args.params)
     inputs = load_inputs(list(params["targets"]), args.fewshot_eval, args.dnd_eval, args.timings_dir,
                          args.generate_timings_dir)
+    # every target with few-shot LoRAs, ICL and DnD, the same k and adapters on each (but an ICL k
+    # that does not fit the target's context), on the same items
+    require_complete([r for x in inputs.values() for r in (*x["rows"], *x["dnd"])], list(params["targets"]),
+                     required=(FT, ICL, DND),
+                     cells_of={t: [(ICL, str(k)) for k in x["context"].get("positions", {})
+                                   if int(k) not in x["context"].get("skipped", [])] for t, x in inputs.items()},
+                     excused={t: [(ICL, str(k)) for k in x["context"].get("skipped", [])] for t, x in inputs.items()})
     rows, m = summarize(inputs, int(params.get("bootstrap", 2000)), int(params.get("seed", 0)))
     write_csv(args.csv, CSV_COLUMNS, rows)
     write_json(args.metrics, m)

@@ -234,7 +234,11 @@ def pca_coordinates(items: list[tuple[str, str, Path]], n_coords: int,
     random subset of coordinates when the vectors are long. Returns (coords, explained ratio)."""
     from safetensors import safe_open
 
+    from .io import check_safetensors
+
     key_sets, sizes = [], {}
+    for _, kind, p in items:
+        check_safetensors(p, kind)
     for _, _, p in items:
         with safe_open(str(p), framework="pt") as f:
             ks = set()

@@ -23,7 +23,8 @@ Prompt sources for `--prompts`:
                (`shuffle_words`), the shuffled-words control: the target's own vocabulary
                without its task structure.
 N prompts are drawn from the source with a seeded generator: distinct when the source has
-at least N, otherwise with replacement (as in training).
+at least N, otherwise with replacement (as in training). random:<n> and text files must hold at
+least N prompts, any source at least 2 (`check_prompt_count`).
 """
 
 from __future__ import annotations
@@ -40,12 +41,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from safetensors.torch import save_file
 
 from .config import section
 from .encoder import make_encoder
 from .generator_checkpoint import load_generator
-from .io import atomic_path, check_replaceable_dir, read_jsonl, write_csv, write_json
+from .io import atomic_path, check_replaceable_dir, read_jsonl, save_safetensors, write_csv, write_json
 from .prompts import condition_text
 from .schedule import derive_seed, draw_indices
 from .tokenization import LoraLayout, detokenize
@@ -106,10 +106,10 @@ def read_prompts(spec: str, seed: int = 0, form: str = "prompt") -> list[str]:
     are shown in the condition `form` of the generator's encoder (dnd.prompts.condition_text)."""
     if spec.startswith("shuffled:"):
         return shuffle_words(read_prompts(spec[len("shuffled:"):], seed, form), seed)
-    m = re.fullmatch(r"random:(\d+)", spec)
-    if m:
-        if int(m.group(1)) < 1:
-            raise ValueError("random:<n> needs n >= 1")
+    if spec.startswith("random:"):
+        m = re.fullmatch(r"random:(\d+)", spec)
+        if not m or int(m.group(1)) < 1:
+            raise ValueError(f"--prompts {spec!r}: random:<n> needs a whole number n >= 1")
         return random_text_prompts(int(m.group(1)), seed)
     path = Path(spec)
     if not path.exists():
@@ -128,6 +128,20 @@ def read_prompts(spec: str, seed: int = 0, form: str = "prompt") -> list[str]:
     if not prompts:
         raise ValueError(f"no prompts in {path}")
     return prompts
+
+
+def check_prompt_count(spec: str, n_found: int, n_model: int) -> None:
+    """ValueError when a prompt source is too small for a generator that takes N=`n_model`:
+    random:<n> and plain text files (one prompt per line, also shuffled) need at least N prompts;
+    any source needs two when N > 1 (one prompt repeated N times conditions on nothing else).
+    A .jsonl source with fewer than N records is drawn with replacement, as in training: the math
+    and code experiments condition on fewer prompts than N by design (math.n_cond, code.n_cond)."""
+    base = spec[len("shuffled:"):] if spec.startswith("shuffled:") else spec
+    plain = spec.startswith("random:") or Path(base).suffix != ".jsonl"
+    if n_found < n_model and (plain or n_found < 2):
+        raise ValueError(f"--prompts {spec}: {n_found} prompt{'s' if n_found != 1 else ''}, but this generator takes "
+                         f"N={n_model}" + ("" if plain else " (a .jsonl source needs at least 2; fewer than N are "
+                                                             "drawn with replacement)"))
 
 
 def draw_prompts(prompts: list[str], n: int, seed: int) -> list[str]:
@@ -173,7 +187,8 @@ def write_adapter(
     `adapter_config` (the checkpoint's adapter_config.json dict) and the LoRA weights."""
     with atomic_path(out, is_dir=True, replaceable=replaceable_output(force)) as tmp:
         (tmp / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2, sort_keys=True))
-        save_file(state_dict, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+        save_safetensors(state_dict, tmp / "adapter_model.safetensors", Path(out) / "adapter_model.safetensors",
+                         metadata={"format": "pt"})
         (tmp / MARKER).write_text(json.dumps({"format": MARKER_FORMAT}) + "\n")
 
 
@@ -217,7 +232,9 @@ def generate_adapter(
     encoder = make_encoder(ckpt["encoder"])
     if (encoder.length, encoder.dim) != (seq_len, dim):
         raise ValueError(f"encoder gives (L, D) = {(encoder.length, encoder.dim)}, decoder expects {(seq_len, dim)}")
-    texts = draw_prompts(read_prompts(prompts, seed, form=section("encoder", ckpt["encoder"])["form"]), n_model, seed)
+    pool = read_prompts(prompts, seed, form=section("encoder", ckpt["encoder"])["form"])
+    check_prompt_count(prompts, len(pool), n_model)
+    texts = draw_prompts(pool, n_model, seed)
     load_s = time.perf_counter() - t
 
     with torch.inference_mode():  # warm-up, untimed

@@ -47,7 +47,6 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor
 from tqdm import tqdm
 
@@ -55,7 +54,7 @@ from .config import command_params, parse_params, section
 from .decoder import HyperConvDecoder, SourceBasisGenerator, count_parameters
 from .encoder import encoding_signature, load_encoded
 from .generator_checkpoint import save_generator
-from .io import load_torch, save_torch, write_csv
+from .io import load_safetensors, load_torch, save_torch, write_csv
 from .schedule import EpochOrder, derive_seed, draw_indices, warmup_cosine
 from .tokenization import LoraLayout, tokenize
 from .zoo import check_finite, write_timings
@@ -78,11 +77,11 @@ def tokenize_checkpoints(checkpoint_dir: str | Path, chunk_width: int) -> dict[s
     files = sorted((int(m.group(1)), p) for p in paths if (m := _STEP_RE.search(p.name)))
     if not files:
         raise FileNotFoundError(f"no step-*.safetensors checkpoints in {checkpoint_dir}")
-    first = load_file(files[0][1])
+    first = load_safetensors(files[0][1], "LoRA checkpoint")
     layout = LoraLayout.from_state_dict(first, chunk_width)
     tokens = torch.empty(len(files), layout.n_tokens, *layout.token_shape)
     for i, (_, path) in enumerate(files):
-        sd = first if i == 0 else load_file(path)
+        sd = first if i == 0 else load_safetensors(path, "LoRA checkpoint")
         if LoraLayout.from_state_dict(sd, chunk_width) != layout:
             raise ValueError(f"{path} has a different LoRA layout than {files[0][1]}")
         tokens[i] = tokenize(sd, layout)

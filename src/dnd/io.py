@@ -84,15 +84,45 @@ def atomic_path(
     os.chmod(tmp, 0o755)  # mkdtemp creates 0700; published directories should be readable
     target = tmp if is_dir else tmp / path.name
     try:
-        yield target
-        if is_dir:
-            check_replaceable_dir(path, replaceable)
-            _swap_dir(tmp, path)
-        else:
-            os.replace(target, path)
+        try:
+            yield target
+            if is_dir:
+                check_replaceable_dir(path, replaceable)
+                _swap_dir(tmp, path)
+            else:
+                os.replace(target, path)
+        except Exception as exc:
+            named = _name_the_output(exc, target, path)
+            if named is not exc:
+                raise named from exc
+            raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _name_the_output(exc: Exception, tmp: Path, path: Path) -> Exception:
+    """`exc` as the user should see it: naming the output `path`, never its temporary sibling
+    `tmp` (an error that names no file at all, such as a full disk or a file-size limit hit by
+    write(), is given the output's name); any other exception is returned unchanged."""
+    def swap(text: str) -> str:
+        return text.replace(str(tmp), str(path))
+
+    if isinstance(exc, OSError) and exc.errno is not None:
+        name = exc.filename
+        if name is None or str(name).startswith(str(tmp)):
+            name = swap(str(name)) if name is not None else str(path)
+            try:
+                return type(exc)(exc.errno, exc.strerror or os.strerror(exc.errno), name)
+            except TypeError:
+                return exc
+        return exc
+    if str(tmp) in str(exc) and not isinstance(exc, UnsafeOutputError):
+        try:
+            return type(exc)(swap(str(exc)))
+        except TypeError:
+            return exc
+    return exc
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -124,7 +154,69 @@ def save_torch(path: str | Path, obj: Any) -> None:
     import torch
 
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as exc:  # torch's writer names no file ("unexpected pos 576 vs 534")
+            raise _write_error(path, exc) from exc
+
+
+def _write_error(path: str | Path, exc: BaseException) -> OSError:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return OSError(f"cannot write {os.path.abspath(path)} ({type(exc).__name__}: {first[:200]})")
+
+
+def save_safetensors(tensors: dict[str, Any], tmp: str | Path, output: str | Path,
+                     metadata: dict[str, str] | None = None) -> None:
+    """safetensors' `save_file(tensors, tmp)` inside an `atomic_path(output)`; a failure (full
+    disk, size limit) names `output`, not the temporary file."""
+    from safetensors.torch import save_file
+
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+    except Exception as exc:
+        if isinstance(exc, OSError) or type(exc).__name__ == "SafetensorError":
+            raise _write_error(output, exc) from exc
+        raise
+
+
+def load_safetensors(path: str | Path, what: str) -> dict[str, Any]:
+    """safetensors' `load_file(path)` (CPU tensors), every failure (missing, truncated, corrupt
+    header) turned into one error that names the file and what it should have been."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        return load_file(str(path))
+    except Exception as exc:
+        if type(exc).__name__ != "SafetensorError" and not isinstance(exc, (OSError, ValueError, RuntimeError)):
+            raise
+        raise ArtifactError(_unreadable(what, path, exc)) from exc
+
+
+def check_safetensors(location: str | Path, what: str) -> None:
+    """Read the header of a .safetensors file, or of every *.safetensors file of a model
+    directory (cheap: no tensor data is loaded), so that a corrupt or truncated one is named
+    before a loader (transformers, PEFT, safe_open) fails on it without a file name."""
+    from safetensors import safe_open
+
+    location = Path(location)
+    files = sorted(location.glob("*.safetensors")) if location.is_dir() else [location]
+    for path in files:
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                f.keys()
+        except Exception as exc:
+            if type(exc).__name__ != "SafetensorError" and not isinstance(exc, (OSError, ValueError, RuntimeError)):
+                raise
+            raise ArtifactError(_unreadable(what, path, exc)) from exc
+
+
+def _unreadable(what: str, path: Path, exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return (f"{what} {path} cannot be read ({type(exc).__name__}: {first[:200]}); it is corrupt, "
+            "truncated or not a file this pipeline wrote: delete it and rerun the step that makes it")
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -155,11 +247,24 @@ def load_torch(path: str | Path, what: str, **kw) -> Any:
     try:
         return torch.load(path, weights_only=True, **kw)
     except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ArtifactError(
-            f"{what} {path} cannot be read ({type(exc).__name__}: {first[:200]}); it is corrupt, "
+            f"{what} {path} cannot be read ({type(exc).__name__}: {_torch_reason(exc)}); it is corrupt, "
             "truncated or not a file this pipeline wrote: delete it and rerun the step that makes it"
         ) from exc
+
+
+def _torch_reason(exc: BaseException) -> str:
+    """Why torch.load failed, in at most 200 characters and without torch's advice to retry with
+    `weights_only=False` (loading a file that fails the safe unpickler can run arbitrary code):
+    for the weights-only unpickler, only its own reason ("Unsupported operand 149")."""
+    import re
+
+    text = str(exc).strip()
+    if "weights_only" in text or "Weights only load failed" in text:
+        m = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\s*\n|$)", text, re.S)
+        reason = " ".join(m.group(1).split()) if m else "the file holds something other than tensors and plain data"
+        return f"the safe (weights-only) unpickler refused it: {reason}"[:200]
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
 def parse_jsonl_lines(lines: Iterable[bytes], path: str | Path) -> Iterator[tuple[int, Any]]:

@@ -22,16 +22,17 @@ table (base, every source LoRA, soup, nearest, the DnD adapters and the controls
                              humaneval  pass@1: the code of the answer (`extract_code`: its
                                         fenced block, without its own tests) run after the
                                         problem's stub against the problem's tests by
-                                        dnd.code_exec only (a sandboxed subprocess with a time
-                                        and memory limit; a crash or hang is a failure)
+                                        dnd.code_exec only (bubblewrap, or the explicit opt-out
+                                        `code.sandbox: unsafe-python-guard`; a time and memory
+                                        limit; a crash or hang is a failure)
   dnd_<domain>_<T>_loglik  log P(reference solution + <|im_end|> | context), summed over its tokens
                            (the `dnd-prefix` backend): a continuous measure of the same adapters,
                            informative where a small model solves almost nothing
 
 Output rows (JSONL, the schema dnd.summary reads): {target, method, adapter, n, acc, metric, ids,
 correct, gold_logprob, outputs (first 300 characters of each generation), extra: {per-item
-secondary figures: gsm8k `strict-match` correctness, humaneval `status`}}, and for nearest
-`info: {"cosine": {...}}`.
+secondary figures: gsm8k `strict-match` correctness, humaneval `status`}}, for code `sandbox`
+(which sandbox ran the programs), and for nearest `info: {"cosine": {...}}`.
 """
 
 from __future__ import annotations
@@ -126,21 +127,21 @@ def extract_code(text: str, entry_point: str | None = None) -> str:
 
 
 def code_result(res: dict, task: str, problems: dict[str, dict], timeout_s: float, memory_mb: int,
-                workers: int = 2) -> dict[str, Any]:
-    """{ids, outputs, correct (passed), extra: {status}} of the HumanEval generation task: the
-    code of each answer (`extract_code`) run after its problem's stub against the problem's
-    tests by dnd.code_exec.run_many (never here), `workers` sandboxed programs at a time."""
+                workers: int = 2, sandbox: str = "bubblewrap") -> dict[str, Any]:
+    """{ids, outputs, correct (passed), extra: {status}, sandbox} of the HumanEval generation task:
+    the code of each answer (`extract_code`) run after its problem's stub against the problem's
+    tests by dnd.code_exec.check_many (never here), `workers` checks at a time, in `sandbox`
+    (config `code.sandbox`: bubblewrap, or the explicit opt-out unsafe-python-guard)."""
     from . import code_exec
 
     samples = sorted(res["samples"][task], key=lambda s: s["doc_id"])
     completions = [extract_code(str(s["resps"][0][0]), problems[str(s["doc"]["task_id"])]["entry_point"])
                    for s in samples]
-    programs = [code_exec.build_program(problems[str(s["doc"]["task_id"])], "\n" + c)
-                for s, c in zip(samples, completions)]
-    results = code_exec.run_many(programs, workers=workers, timeout_s=timeout_s, memory_mb=memory_mb)
+    items = [(problems[str(s["doc"]["task_id"])], "\n" + c) for s, c in zip(samples, completions)]
+    results = code_exec.check_many(items, workers=workers, timeout_s=timeout_s, memory_mb=memory_mb, sandbox=sandbox)
     status = [str(r.status) for r in results]
     return {"ids": [str(s["doc"]["id"]) for s in samples], "outputs": [c[:OUTPUT_CHARS] for c in completions],
-            "correct": [int(st == "passed") for st in status], "extra": {"status": status}}
+            "correct": [int(st == "passed") for st in status], "extra": {"status": status}, "sandbox": sandbox}
 
 
 def loglik_result(res: dict, task: str) -> list[float]:
@@ -211,7 +212,8 @@ class GenerationScorer:
             import torch
 
             out = code_result(gen, self.gen_task, self.problems, float(self.cfg["timeout_s"]),
-                              int(self.cfg["memory_mb"]), workers=max(1, torch.get_num_threads()))
+                              int(self.cfg["memory_mb"]), workers=max(1, torch.get_num_threads()),
+                              sandbox=str(self.cfg["sandbox"]))
         else:
             out = generation_result(gen, self.gen_task, self.target)
         out["gold_logprob"] = loglik_result(ll, self.ll_task)
@@ -276,7 +278,11 @@ def evaluate_mathcode(domain: str, target: str, params: dict[str, Any], model_di
     ref_dir, ref_cfg = ev_mod.reference_lora(plan, sources)
     ev_mod.quiet_lm_eval()
     settings = {"batch_size": int(ev["batch_size"]), "dtype": ev["dtype"],
-                **{k: cfg[k] for k in ("max_new_tokens", "timeout_s", "memory_mb") if k in cfg}}
+                **{k: cfg[k] for k in ("max_new_tokens", "timeout_s", "memory_mb", "sandbox") if k in cfg}}
+    if domain == "code":
+        from .code_exec import require_sandbox
+
+        require_sandbox(str(cfg["sandbox"]))  # refuse before loading a model, not after generating
     cache = open_cache(cache_dir, domain, target, model_dir, tasks_dir, ref_cfg, settings) if cache_dir else None
     jobs = ev_mod._scoring_jobs(plan, sources, model_dir)
     scorer: GenerationScorer | None = None
@@ -305,9 +311,12 @@ def evaluate_mathcode(domain: str, target: str, params: dict[str, Any], model_di
 
 def _row(target: str, method: str, adapter: str, r: dict[str, Any], **extra) -> dict[str, Any]:
     n = len(r["correct"])
-    return {"target": target, "method": method, "adapter": adapter, "n": n, "acc": sum(r["correct"]) / n,
-            "metric": METRIC[target], "ids": r["ids"], "correct": r["correct"], "gold_logprob": r["gold_logprob"],
-            "outputs": r["outputs"], "extra": r.get("extra", {}), **extra}
+    row = {"target": target, "method": method, "adapter": adapter, "n": n, "acc": sum(r["correct"]) / n,
+           "metric": METRIC[target], "ids": r["ids"], "correct": r["correct"], "gold_logprob": r["gold_logprob"],
+           "outputs": r["outputs"], "extra": r.get("extra", {}), **extra}
+    if "sandbox" in r:  # code: which sandbox ran the programs (dnd.code_exec.SANDBOXES)
+        row["sandbox"] = r["sandbox"]
+    return row
 
 
 # ============================================================================ CLI

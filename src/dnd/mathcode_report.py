@@ -66,12 +66,13 @@ def _add_summary(p: argparse.ArgumentParser) -> None:
 def _run_summary(args: argparse.Namespace) -> None:
     from .config import parse_params
     from .io import write_json, write_text
-    from .summary import load_eval_rows
+    from .summary import load_eval_rows, require_complete
 
     params = parse_params(args.params)
     rows = load_eval_rows(args.eval)
-    if not rows:
-        raise ValueError("no evaluation rows in " + ", ".join(map(str, args.eval)))
+    # every file's target with every method, every source LoRA and the same items (dnd.summary)
+    require_complete(rows, [Path(f).stem for f in args.eval], sources={Path(f).stem: list(params["sources"])
+                                                                       for f in args.eval})
     scores, metrics = summarize(rows, list(params["sources"]), int(params.get("bootstrap", 2000)),
                                 int(params.get("seed", 0)))
     write_text(args.scores, scores.to_csv(index=False))

@@ -240,7 +240,10 @@ class ProtocolScorer:
 
 class ResultCache:
     """Per-adapter protocol results kept by content: dnd.score_cache.ScoreCache's keys (the
-    adapter's tensors and a context), one JSON file per key."""
+    adapter's tensors and a context), one JSON file per key, sealed with its content hash
+    (dnd.score_cache.seal). These results (generations, parsed answers, executed code) keep no
+    log-likelihoods to recompute them from, so the hash is their check: an edited, corrupt,
+    foreign or unhashed (older) entry is a miss with a warning naming it, and is scored again."""
 
     def __init__(self, directory: Path, files: list[Path], context: dict[str, Any]):
         from .score_cache import ScoreCache
@@ -254,20 +257,26 @@ class ResultCache:
     def get(self, key: str) -> list[dict[str, Any]] | None:
         import json
 
+        from .score_cache import unseal
+
         path = self.directory / f"{key}.json"
         if not path.exists():
             return None
         try:
-            obj = json.loads(path.read_text())
-            return obj["results"] if obj.get("key") == key else None
-        except (ValueError, KeyError, TypeError):
-            log.warning("ignoring unreadable protocol cache entry %s", path)
+            results = unseal(json.loads(path.read_text()), key)["results"]
+            if not isinstance(results, list) or not results or any(
+                    len(r["correct"]) != len(r["ids"]) for r in results):
+                raise ValueError("no results, or items and correct values that disagree")
+            return results
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("protocol cache entry %s not trusted (%s): discarded, the adapter is scored again", path, exc)
             return None
 
     def put(self, key: str, results: list[dict[str, Any]]) -> None:
         from .io import write_json
+        from .score_cache import seal
 
-        write_json(self.directory / f"{key}.json", {"key": key, "results": results})
+        write_json(self.directory / f"{key}.json", seal({"key": key, "results": results}))
 
 
 def open_cache(directory: Path, model_dir: Path, tasks_dir: Path, names: list[str], lora_cfg: dict[str, Any],

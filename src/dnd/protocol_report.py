@@ -345,10 +345,16 @@ def _add_summary(p: argparse.ArgumentParser) -> None:
 
 def _run_summary(args: argparse.Namespace) -> None:
     from .config import parse_params
-    from .io import atomic_path, read_jsonl, write_json
+    from .io import atomic_path, write_json
+    from .summary import eval_cell, read_eval_files, require_complete
 
     params = parse_params(args.params)
-    rows = [r for f in args.eval for r in read_jsonl(f)]
+    rows = read_eval_files(args.eval)
+    # every fold's target with every method under every protocol (and seed), and per protocol the same items
+    require_complete(rows, params["folds"], sources=params["folds"], cell=lambda r: (*eval_cell(r), r["protocol"],
+                                                                                     r["seed"]),
+                     group=lambda r: (r["target"], r["protocol"]),
+                     axes=lambda r: (eval_cell(r), (r["protocol"], r["seed"])))
     df = scores_frame(rows)
     with atomic_path(args.scores) as tmp:
         df.to_csv(tmp, index=False)

@@ -5,6 +5,15 @@ log-likelihoods are NaN/inf is a `NonFiniteScoreError` naming it, never a score 
 pick choice 0), and never cached. `ScoreCache` keeps scored adapters by the content of
 everything that determines their results, so a rerun (e.g. after a generator change) scores
 only what changed; `dnd.evaluate.open_score_cache` says what that is for one target.
+
+A cached entry is checked before it is used, never trusted as written: it carries a content hash
+(`entry_hash`: sha256 of everything else in the entry, so an edit of any field is caught) and its
+per-item `correct` and `acc` are recomputed from its log-likelihoods, gold indices and choice
+lengths under the cache's metric (`recompute_correct`: lm-eval's acc / acc_norm). An entry that
+fails either check (or has no hash: an older format) is discarded with a warning naming it, and
+the adapter is scored again. The hash guards against edits and corruption, not against someone
+who recomputes it. `entry_hash` also seals dnd.protocol.ResultCache's entries (protocol, math and
+code results, which keep no log-likelihoods to recompute from).
 """
 
 from __future__ import annotations
@@ -72,6 +81,73 @@ def require_finite(s: Scored, where: str) -> Scored:
     return s
 
 
+METRICS = ("acc", "acc_norm")  # lm-eval's per-item multiple-choice metrics (evaluation.metric)
+HASH_FIELD = "sha256"  # the entry's content hash (`entry_hash`)
+
+
+def entry_hash(entry: dict[str, Any]) -> str:
+    """sha256 of a cache entry's content: every field but HASH_FIELD, as canonical JSON (sorted
+    keys; floats as Python writes them, which reads back exactly), of the entry as it reads back
+    from JSON (tuples as lists, keys as strings): the same before writing and after reading."""
+    body = json.loads(json.dumps({k: v for k, v in entry.items() if k != HASH_FIELD}))
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def seal(entry: dict[str, Any]) -> dict[str, Any]:
+    """`entry` with its content hash (HASH_FIELD) added."""
+    return {**entry, HASH_FIELD: entry_hash(entry)}
+
+
+def unseal(obj: Any, key: str) -> dict[str, Any]:
+    """A cache entry read from JSON, checked: a dict for `key` whose content hash matches
+    (ValueError saying why not: no hash, e.g. an older format; an edited or corrupt entry; another key)."""
+    if not isinstance(obj, dict):
+        raise ValueError("not a cache entry")
+    if obj.get("key") != key:
+        raise ValueError(f"holds key {obj.get('key')!r}, not its own")
+    if HASH_FIELD not in obj:
+        raise ValueError("has no content hash (an older format?)")
+    if obj[HASH_FIELD] != entry_hash(obj):
+        raise ValueError("content hash mismatch (edited or corrupt)")
+    return obj
+
+
+def recompute_correct(s: "Scored", metric: str) -> list[int]:
+    """Per-item correctness as lm-eval computes it from the log-likelihoods: 1 where the gold
+    choice has the highest log-likelihood (acc) or the highest per character of the choice
+    (acc_norm), first choice on ties (np.argmax). ValueError if the item fields disagree in
+    length or a gold index is out of range."""
+    import numpy as np
+
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r} (one of {METRICS})")
+    n = len(s.ids)
+    if not (len(s.correct) == len(s.loglikelihoods) == len(s.gold) == len(s.choice_chars) == n):
+        raise ValueError(f"{n} ids but {len(s.correct)} correct, {len(s.loglikelihoods)} log-likelihoods, "
+                         f"{len(s.gold)} gold, {len(s.choice_chars)} choice lengths")
+    out = []
+    for i, (ll, g, ch) in enumerate(zip(s.loglikelihoods, s.gold, s.choice_chars)):
+        if len(ll) != len(ch) or not 0 <= int(g) < len(ll):
+            raise ValueError(f"item {i}: {len(ll)} log-likelihoods, {len(ch)} choice lengths, gold {g}")
+        lls = np.asarray(ll, dtype=np.float64)
+        pred = np.argmax(lls / np.asarray(ch, dtype=np.float64)) if metric == "acc_norm" else np.argmax(lls)
+        out.append(int(pred == int(g)))
+    return out
+
+
+def verify_scored(s: "Scored", metric: str) -> None:
+    """ValueError unless `s` is what its log-likelihoods give: finite, `correct` equal to
+    `recompute_correct` and `acc` their mean."""
+    require_finite(s, "entry")
+    want = recompute_correct(s, metric)
+    if list(s.correct) != want:
+        bad = [i for i, (a, b) in enumerate(zip(s.correct, want)) if a != b]
+        raise ValueError(f"`correct` disagrees with its log-likelihoods under {metric} on {len(bad)} of {len(want)} "
+                         f"items (first: item {bad[0]})")
+    if not want or s.acc != sum(want) / len(want):
+        raise ValueError(f"acc {s.acc} is not the mean of its {len(want)} correct values")
+
+
 def samples_to_scored(res: dict, task: str, metric: str, seconds: float = 0.0) -> Scored:
     """Per-item correctness from lm-eval's logged samples, ordered by doc_id; checked against
     the aggregate lm-eval reports."""
@@ -98,22 +174,29 @@ class ScoreCache:
     """Scored adapters addressed by content.
 
     Key = sha256 over a context (the names and bytes of `files`, then `context` as sorted JSON:
-    what the caller says determines a score besides the adapter) and the adapter's tensors
-    (names, dtypes, shapes, bytes; "base" for the base model). One JSON file per key in
-    `directory`, written atomically; a corrupt or foreign file, or one holding a non-finite
-    log-likelihood, is a miss, and a non-finite result is never stored."""
+    what the caller says determines a score besides the adapter, and `metric`) and the adapter's
+    tensors (names, dtypes, shapes, bytes; "base" for the base model). One JSON file per key in
+    `directory`, written atomically and sealed with its content hash (`seal`). `get` checks an
+    entry before returning it (`unseal`, `verify_scored` under `metric`): a corrupt, foreign,
+    edited, unhashed or non-finite entry, or one whose `correct` its log-likelihoods do not give,
+    is a miss with a warning naming it (the adapter is scored again and the entry rewritten). A
+    result that does not verify is never stored."""
 
-    FORMAT = "dnd-score-cache-2"  # 2: gold index and choice lengths per item
+    FORMAT = "dnd-score-cache-3"  # 2: gold index and choice lengths per item; 3: content hash, metric
 
-    def __init__(self, directory: Path, files: list[Path], context: dict[str, Any]):
+    def __init__(self, directory: Path, files: list[Path], context: dict[str, Any], metric: str = "acc"):
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r} (one of {METRICS})")
         self.directory = Path(directory)
+        self.metric = metric
         h = hashlib.sha256()
         for f in files:
             h.update(Path(f).name.encode())
             with open(f, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 24), b""):
                     h.update(block)
-        h.update(json.dumps({"format": self.FORMAT, **context}, sort_keys=True, default=str).encode())
+        h.update(json.dumps({"format": self.FORMAT, "metric": metric, **context}, sort_keys=True,
+                            default=str).encode())
         self.context = h.hexdigest()
 
     def key(self, sd: dict | None) -> str:
@@ -132,25 +215,33 @@ class ScoreCache:
         return self.directory / f"{key}.json"
 
     def get(self, key: str) -> Scored | None:
+        """The verified entry of `key`, or None (absent; or untrusted: warned about by name)."""
         path = self._path(key)
         if not path.exists():
             return None
         try:
-            obj = json.loads(path.read_text())
-            if obj.get("key") != key:
-                return None
+            obj = unseal(json.loads(path.read_text()), key)
+            if obj.get("metric") != self.metric:
+                raise ValueError(f"scored under {obj.get('metric')!r}, not {self.metric!r}")
             s = Scored(ids=obj["ids"], correct=obj["correct"], acc=obj["acc"], seconds=0.0,
                        loglikelihoods=obj["loglikelihoods"], gold=obj["gold"], choice_chars=obj["choice_chars"])
-            return require_finite(s, str(path))
-        except (ValueError, KeyError, TypeError):  # NonFiniteScoreError included
-            log.warning("ignoring unreadable or non-finite score cache entry %s", path)
+            verify_scored(s, self.metric)
+            return s
+        except (ValueError, KeyError, TypeError, IndexError) as exc:  # NonFiniteScoreError included
+            log.warning("score cache entry %s not trusted (%s): discarded, the adapter is scored again", path, exc)
             return None
 
     def put(self, key: str, s: Scored) -> None:
-        """Store `s` under `key`; a non-finite result is refused (NonFiniteScoreError)."""
+        """Store `s` under `key`, sealed; a non-finite result is refused (NonFiniteScoreError), and
+        one whose `correct` its log-likelihoods do not give is not stored (a warning)."""
         from .io import write_json
 
         require_finite(s, f"score cache entry {key}")
-        write_json(self._path(key), {"key": key, "ids": s.ids, "correct": s.correct, "acc": s.acc,
-                                     "loglikelihoods": s.loglikelihoods, "gold": s.gold,
-                                     "choice_chars": s.choice_chars, "seconds": round(s.seconds, 3)})
+        try:
+            verify_scored(s, self.metric)
+        except ValueError as exc:
+            log.warning("score cache entry %s not stored: %s", self._path(key), exc)
+            return
+        write_json(self._path(key), seal({"key": key, "metric": self.metric, "ids": s.ids, "correct": s.correct,
+                                          "acc": s.acc, "loglikelihoods": s.loglikelihoods, "gold": s.gold,
+                                          "choice_chars": s.choice_chars, "seconds": round(s.seconds, 3)}))

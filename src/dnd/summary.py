@@ -11,6 +11,11 @@ target: means over adapters, CI = bootstrap of the per-item mean over adapters. 
 all rows share one matrix of resampled item indices (seeded by `seed` and the target name), so
 the CIs are paired and do not depend on which other targets or rows exist.
 
+Incomplete inputs are refused, never summarized (`require_complete`, shared by every summary
+command that reads per-item evaluation rows): one line naming each target without rows (an empty
+file included), each missing method/adapter, and each row whose items differ from its target's
+(expected vs found count), instead of a mean over whichever targets and rows happen to be there.
+
 metrics.json also holds DnD (per item: the mean over its adapters) minus each zero-shot baseline
 (`COMPARED`: training-LoRA average, soup, nearest, each control) and each variant design
 (dnd_<design>) minus `VARIANT_COMPARED` (training-LoRA average, soup, nearest, dnd) on accuracy
@@ -65,17 +70,37 @@ ITEM_METRICS = ("acc", "gold_logprob")  # per item: correct (0/1); log P(gold an
 
 
 # ============================================================================ inputs
-def load_eval_rows(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """Read per-target JSONL files and check they can be compared item by item."""
+# methods every per-target evaluation file holds (`dnd evaluate` always scores them); the other
+# kinds (variants, controls) are optional, but then on every target alike
+REQUIRED_METHODS = ("base", "source_lora", "soup", "nearest", "dnd")
+
+
+class IncompleteInputError(ValueError):
+    """Summary inputs that lack a target, a method/adapter or items: an error naming what is
+    missing, never a summary over whatever is there."""
+
+
+def read_eval_files(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """The rows of per-target evaluation files ({target}.jsonl); a missing file, or one without
+    rows (an interrupted or emptied evaluation), is an error naming it and its target."""
     from .io import read_jsonl
 
     rows: list[dict[str, Any]] = []
     for p in paths:
-        if not Path(p).exists():
+        if not Path(p).is_file():
             raise FileNotFoundError(f"evaluation file not found: {p}")
-        rows.extend(read_jsonl(p))
+        got = read_jsonl(p)
+        if not got:
+            raise IncompleteInputError(f"target {Path(p).stem}: evaluation file {p} is empty (no rows)")
+        rows.extend(got)
+    return rows
+
+
+def load_eval_rows(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """Read per-target JSONL files (`read_eval_files`) and check each row's format; whether
+    they are complete and comparable item by item is `require_complete`'s check."""
+    rows = read_eval_files(paths)
     seen: set[tuple[str, str, str]] = set()
-    ids_of: dict[str, list[str]] = {}
     for r in rows:
         key = (r["target"], r["method"], str(r["adapter"]))
         if r["method"] not in METHODS:
@@ -83,15 +108,90 @@ def load_eval_rows(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
         if key in seen:
             raise ValueError(f"duplicate evaluation row {key}")
         seen.add(key)
-        if len(r["correct"]) != r["n"] or len(r["ids"]) != r["n"]:
-            raise ValueError(f"row {key}: n does not match correct/ids")
-        if len(r.get("gold_logprob") or []) != r["n"]:
+        if len(r.get("gold_logprob") or []) != len(r["correct"]):
             raise ValueError(f"row {key}: no per-item gold_logprob (an evaluation file from an older version? "
                              "rerun the evaluate stage)")
-        ref = ids_of.setdefault(r["target"], r["ids"])
-        if r["ids"] != ref:
-            raise ValueError(f"row {key} scored different items from the other rows of {r['target']}")
     return rows
+
+
+def eval_cell(r: dict[str, Any]) -> tuple:
+    """What a row is within its target: (method, adapter); nearest's adapter is the training LoRA
+    chosen for that target, so it is "*" (one nearest row, whichever it is)."""
+    return r["method"], "*" if r["method"] == "nearest" else str(r["adapter"])
+
+
+def _label(cell: tuple) -> str:
+    return "/".join(str(x) for x in cell if x is not None)
+
+
+def require_complete(rows: list[dict[str, Any]], targets: Iterable[str] | None = None, *,
+                     required: Iterable[str] = REQUIRED_METHODS, sources: dict[str, list[str]] | None = None,
+                     adapters: dict[str, int] | None = None, items: dict[str, int] | None = None,
+                     cells_of: dict[str, Iterable[tuple]] | None = None,
+                     excused: dict[str, Iterable[tuple]] | None = None,
+                     cell=eval_cell, group=None, axes=None, where: str = "") -> None:
+    """Refuse incomplete summary inputs: IncompleteInputError, one line naming every gap, unless
+    - every target of `targets` (default: the targets of `rows`) has rows, and no other target does;
+    - every target has rows of each `required` method, a source_lora row for each of its
+      `sources` (target -> datasets), at least `adapters[method]` adapters of `method`, the
+      cells `cells_of[target]` (`cell(row)`: (method, adapter) by default) and the same cells as
+      every other target but its `excused` ones (cells its run records as left out, e.g. an ICL
+      k that does not fit its context), so that a mean over targets is a mean over the same
+      targets for every method; and, with `axes(row)` = (a, b) (e.g. (method/adapter,
+      protocol/seed)), every a of a target with every b of it;
+    - within a target (or `group(row)`: a finer grouping) every row has the same items (ids, in
+      order), n of them (`items[target]` when given, else the count most rows have), with one
+      `correct` value per item.
+    `where` names the inputs in the message (e.g. the ablation cell)."""
+    from collections import Counter
+
+    present = list(dict.fromkeys(r["target"] for r in rows))
+    expected = list(dict.fromkeys(targets)) if targets is not None else present
+    problems = [f"rows of target {t}, which is not among the expected targets {expected}"
+                for t in present if t not in expected]
+    problems += [f"target {t}: no evaluation rows" for t in expected if t not in present]
+    by_target = {t: [r for r in rows if r["target"] == t] for t in expected if t in present}
+    cells = {t: {cell(r) for r in trows} for t, trows in by_target.items()}
+    every = set().union(*cells.values()) if cells else set()
+    for t, trows in by_target.items():
+        methods = {r["method"] for r in trows}
+        absent = [m for m in required if m not in methods]
+        problems += [f"target {t}: no {m} rows" for m in absent]
+        have = {str(r["adapter"]) for r in trows if r["method"] == "source_lora"}
+        problems += [f"target {t}: no source_lora/{d} row" for d in (sources or {}).get(t, []) if d not in have]
+        for m, k in (adapters or {}).items():
+            found = sorted({str(r["adapter"]) for r in trows if r["method"] == m})
+            if m in methods and len(found) < k:
+                problems.append(f"target {t}: {len(found)} {m} adapters {found}, expected {k}")
+        missing = sorted((c for c in (every | set((cells_of or {}).get(t, ()))) - cells[t]
+                          - set((excused or {}).get(t, ())) if c[0] not in absent), key=str)
+        if missing:
+            problems.append(f"target {t}: no {', '.join(_label(c) for c in missing)}")
+        if axes:
+            pairs = {axes(r) for r in trows}
+            firsts, seconds = dict.fromkeys(a for a, _ in pairs), dict.fromkeys(b for _, b in pairs)
+            gaps = [f"{_label(a)} under {_label(b)}" for a in firsts for b in seconds if (a, b) not in pairs]
+            if gaps:
+                problems.append(f"target {t}: no {', '.join(gaps)}")
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(group(r) if group else r["target"], []).append(r)
+    for g, grows in groups.items():
+        t = grows[0]["target"]
+        ref, _ = Counter(tuple(map(str, r["ids"])) for r in grows).most_common(1)[0]
+        n = (items or {}).get(t, len(ref))
+        for r in grows:
+            name = f"target {t}: {_label(cell(r))}"
+            if g != t:
+                name += f" ({_label(g[1:]) if isinstance(g, tuple) else g})"
+            ids = tuple(map(str, r["ids"]))
+            if len(ids) != n or len(r["correct"]) != n or int(r.get("n", n)) != n:
+                problems.append(f"{name} has {len(r['correct'])} items ({len(ids)} ids, n={r.get('n')}), expected {n}")
+            elif ids != ref:
+                problems.append(f"{name} scored other items than the other rows of its target")
+    if problems:
+        shown = problems[:12] + ([f"... and {len(problems) - 12} more"] if len(problems) > 12 else [])
+        raise IncompleteInputError(f"incomplete evaluation rows{' in ' + where if where else ''}: " + "; ".join(shown))
 
 
 def training_loras(scores, folds: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
@@ -437,8 +537,8 @@ def _run_summarize(args: argparse.Namespace) -> None:
     seed = int(params.get("seed", 0))
     folds = params.get("folds") or None
     rows = load_eval_rows(args.eval)
-    if not rows:
-        raise ValueError("no evaluation rows in " + ", ".join(map(str, args.eval)))
+    # every fold's target (default: every file's), each with every method and the same items
+    require_complete(rows, folds, sources=folds)
     scores = scores_frame(rows, resamples, seed)
     metrics = headline_metrics(rows, scores, resamples, seed, folds)
     write_text(args.scores, scores.to_csv(index=False))

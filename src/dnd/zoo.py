@@ -37,7 +37,8 @@ from pathlib import Path
 
 from .base_model import sha256_file
 from .config import command_params
-from .io import atomic_path, load_torch, read_jsonl, save_torch, write_csv, write_json
+from .io import (atomic_path, check_safetensors, load_safetensors, load_torch, read_jsonl, save_safetensors, save_torch,
+                 write_csv, write_json)
 from .schedule import EpochOrder, warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -202,13 +203,12 @@ def _publish(pm, out_dir: Path, work: Path, summary: dict, rows: list[dict]) -> 
     """Move a finished run into place: final/ (the last checkpoint as a standard PEFT
     directory), summary.json, train_log.csv and checkpoints/; then drop .work/."""
     from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
 
     ckpts = sorted((work / "checkpoints").glob("step-*.safetensors"))
     if len(ckpts) != summary["checkpoints"]:
         raise RuntimeError(f"expected {summary['checkpoints']} checkpoints in {work / 'checkpoints'}, "
                            f"found {len(ckpts)}")
-    set_peft_model_state_dict(pm, load_file(str(ckpts[-1])))
+    set_peft_model_state_dict(pm, load_safetensors(ckpts[-1], "LoRA checkpoint"))
     with atomic_path(out_dir / "final", is_dir=True) as tmp:
         pm.save_pretrained(tmp)
         canonicalize_adapter_config(tmp / "adapter_config.json")
@@ -227,7 +227,6 @@ def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt
     optional path of the timings JSON (see `write_timings`)."""
     import torch
     from peft import get_peft_model, get_peft_model_state_dict
-    from safetensors.torch import save_file
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -240,6 +239,7 @@ def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt
     items = read_jsonl(train_file)
     if not items:
         raise ValueError(f"no training items in {train_file}")
+    check_safetensors(model_dir, "base model weights")
     tok = AutoTokenizer.from_pretrained(model_dir)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     examples = encode_examples(items, tok, fmt, lcfg["max_length"])
@@ -291,8 +291,9 @@ def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt
         bar.set_postfix(loss=f"{loss_value:.4f}")
         if done > P:  # phase 2: one checkpoint per step
             sd = {k: v.detach().float().cpu().contiguous() for k, v in get_peft_model_state_dict(pm).items()}
-            with atomic_path(work / "checkpoints" / f"step-{done:05d}.safetensors") as tmp:
-                save_file(sd, str(tmp))
+            step_file = work / "checkpoints" / f"step-{done:05d}.safetensors"
+            with atomic_path(step_file) as tmp:
+                save_safetensors(sd, tmp, step_file)
         if done % resume_every == 0 or done == P or done == total:
             _save_resume(state_file, fingerprint, pm, opt, done, rows, time.perf_counter() - t0)
             saved = done

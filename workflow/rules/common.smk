@@ -4,38 +4,52 @@ import shlex
 import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-
-validate(config, schema="../schemas/config.schema.yaml")
 
 # The package is the single source of truth for cross-field checks and the fold layout.
 REPO = Path(workflow.basedir).parent
 sys.path.insert(0, str(REPO / "src"))
-from dnd.config import check_inputs, folds, rule_section, run_config, validate_config  # noqa: E402
+from dnd.config import ConfigError, check_inputs, check_schema, folds, rule_section, run_config, validate_config  # noqa: E402
 from dnd.datasets import dataset_settings  # noqa: E402
 from dnd.schedule import ADAPTER_KINDS, adapter_seed  # noqa: E402
 from dnd.ablations import FAMILIES as AB_FAMILY_NAMES, encoding_variant, setting_overrides  # noqa: E402
 from dnd.ablations import is_default as ablation_is_default  # noqa: E402
 from dnd.mathcode_data import sources as mathcode_sources  # noqa: E402
-from dnd.paths import check_run_dir, claim_run_dir, run_dir  # noqa: E402
+from dnd.paths import RunDirError, check_run_dir, claim_run_dir, run_dir  # noqa: E402
 
-validate_config(config)
-check_inputs(config)
+# A bad config stops here with one line naming the key, its value and the rule: dnd.config checks
+# the schema first (Snakemake's own message would print the whole schema), then Snakemake
+# validates with the same file (filling defaults), then the cross-field and input checks.
+try:
+    check_schema(config)
+    validate(config, schema="../schemas/config.schema.yaml")
+    validate_config(config)
+    check_inputs(config)
+except ConfigError as exc:
+    raise WorkflowError(f"config: {exc}") from None
 
 # Each profile owns its outputs (dnd.paths.run_dir): the default profile (config/config.yaml)
 # writes at the top level, every other profile under runs/<name>/ with the same layout
 # (results/, logs/, benchmarks/, resources/models/base, .snakemake/); `-d DIR` runs in DIR
 # instead. Every output path in the rules is relative to it; what they read from the
-# repository is absolute (REPO, workflow.source_path, dnd.paths.resolve_input_path).
-RUN_DIR = run_dir(config["name"], workflow.configfiles, REPO / "config" / "config.yaml", Path.cwd())
+# repository is absolute (REPO, workflow.source_path, dnd.paths.resolve_input_path). A run
+# directory's results/.profile, if any, must name this profile (one line otherwise).
+try:
+    RUN_DIR = run_dir(config["name"], workflow.configfiles, REPO / "config" / "config.yaml", Path.cwd())
+except RunDirError as exc:
+    raise WorkflowError(f"profile: {exc}") from None
 if RUN_DIR != ".":
 
     workdir: RUN_DIR
 
 
 RUN_ROOT = Path.cwd()  # this run's directory
-check_run_dir(RUN_ROOT, config["name"])  # its results/.profile, if any, must name this profile
+try:
+    check_run_dir(RUN_ROOT, config["name"])
+except RunDirError as exc:
+    raise WorkflowError(f"profile: {exc}") from None
 logger.info(
     "config: "
     + (", ".join(map(str, workflow.overwrite_configfiles)) or "config/config.yaml")
