@@ -9,7 +9,9 @@ import yaml
 from dnd.paths import (
     DEFAULT_CONFIG,
     PROFILE_MARKER,
+    PROFILE_NAME,
     REPO_ROOT,
+    SCHEMA_PATH,
     RunDirError,
     check_run_dir,
     claim_run_dir,
@@ -54,6 +56,10 @@ def test_default_name_comes_from_config_yaml_or_the_schema(tmp_path):
     assert default_profile_name(tmp_path / "missing.yaml") is None
     assert run_dir("mine", [named], default_config=named) == "."
     assert run_dir("default", [unnamed], default_config=unnamed) == "."
+
+
+def test_the_schema_allows_exactly_the_names_run_dir_allows():
+    assert yaml.safe_load(SCHEMA_PATH.read_text())["properties"]["name"]["pattern"] == f"^{PROFILE_NAME}$"
 
 
 @pytest.mark.parametrize("name", ["..", "../x", "a/b", ".hidden", "", "x" * 65, "a b"])
