@@ -1,4 +1,4 @@
-"""dnd.evaluate (in-place adapter scoring with lm-eval, baselines) and dnd.score_cache, and
+"""dnd.evaluate (in-place adapter scoring with lm-eval, baselines) and dnd.scoring.cache, and
 `dnd summarize` on real evaluation rows (dnd.summary itself: tests/test_summary.py).
 
 Everything is built in a temporary directory: a tiny random Llama with a word-level tokenizer,
@@ -21,11 +21,11 @@ import pandas as pd
 import pytest
 import torch
 
-from dnd import score_cache as sc
+from dnd.scoring import cache as sc
 from dnd import summary
 from dnd.cli import main as cli_main
 from dnd.config import section
-from dnd.prompts import lm_eval_task_yaml, to_eval_record
+from dnd.formats.prompts import lm_eval_task_yaml, to_eval_record
 
 from conftest import LORA_MODULES, save_encoded as _save_encoded, save_random_lora as _save_lora, word_tokenizer as _tokenizer
 
@@ -193,7 +193,7 @@ def test_edited_score_cache_entries_are_rescored(world, eval_rows, tmp_path, cap
 
 
 def test_score_cache_recomputes_lm_eval_acc_norm(world, tmp_path):
-    """Under acc_norm, lm-eval's per-item results are what dnd.score_cache.recompute_correct gives
+    """Under acc_norm, lm-eval's per-item results are what dnd.scoring.cache.recompute_correct gives
     from their log-likelihoods and choice lengths: every adapter's entry is stored (one that did
     not verify would not be) and read back as trusted."""
     params = {**world["params"], "evaluation": {**world["params"]["evaluation"], "metric": "acc_norm"}}

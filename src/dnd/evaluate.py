@@ -6,7 +6,7 @@
 
 scores every method on one held-out target with the same harness, the same items (every row of
 `results/data/{T}/test.lmeval.jsonl`, or the first `evaluation.limit`) and the same prompt (the task
-`dnd_{T}` rendered by dnd.prompts):
+`dnd_{T}` rendered by dnd.formats.prompts):
 
   method          adapter                   what is scored
   base            "base"                    the base model (LoRA modules disabled)
@@ -30,13 +30,13 @@ from the first training LoRA; the LoRA modules take the model's dtype); each ada
 are then copied in place (`set_peft_model_state_dict`, every LoRA key required, no unexpected
 key) and scored by one lm-eval model built on the loaded model, with one task object (lm-eval
 rebuilds the requests on every call), through the harness's own `lm_eval.evaluator.evaluate`
-loop. The model is `evaluation.backend`: `dnd-prefix` (dnd.lm_backend: each item's context is
+loop. The model is `evaluation.backend`: `dnd-prefix` (dnd.scoring.lm_backend: each item's context is
 computed once for all its choices) or lm-eval's plain `hf` (HFLM); the log-softmax is float32
 for both. tests/test_evaluate.py checks that either gives the log-likelihoods of
 `lm_eval.simple_evaluate(model="hf", model_args={"pretrained": base, "peft": adapter})`;
 dnd.eval_speed measures both on the real model.
 With --cache-dir (the workflow passes results/eval_cache/{T} unless `evaluation.cache` is
-false) per-item results are kept by content (`open_score_cache`, dnd.score_cache): a rerun
+false) per-item results are kept by content (`open_score_cache`, dnd.scoring.cache): a rerun
 after, say, a generator change scores only the new adapters and reuses base, source LoRAs and soup.
 A cached entry is used only after checking it (its content hash, and its per-item results
 recomputed from its log-likelihoods under `evaluation.metric`); an edited entry is scored again.
@@ -70,19 +70,15 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import re
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-# Never reach the Hugging Face Hub from an evaluation job (must precede datasets/lm_eval imports).
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["HF_DATASETS_OFFLINE"] = "1"
-
+import dnd.scoring  # noqa: F401  (makes Hugging Face offline before datasets/lm_eval load)
 from .config import section
-from .score_cache import Scored, ScoreCache, require_finite, samples_to_scored
+from .scoring.cache import Scored, ScoreCache, require_finite, samples_to_scored
 from .summary import GENERATED_KINDS
 
 log = logging.getLogger(__name__)
@@ -91,7 +87,7 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 # lm-eval's own defaults (lm_eval.defaults), applied before every scoring call as simple_evaluate does
 LMEVAL_RANDOM_SEED = 0
 LMEVAL_OTHER_SEED = 1234
-BACKENDS = ("dnd-prefix", "hf")  # dnd.lm_backend's packed scorer; lm-eval's plain HFLM
+BACKENDS = ("dnd-prefix", "hf")  # dnd.scoring.lm_backend's packed scorer; lm-eval's plain HFLM
 BACKEND = BACKENDS[0]
 # log-softmax in float32 whatever the model dtype (HFLM's softmax_dtype; its default is the
 # model's dtype, which in bfloat16 rounds every token log-probability to ~3 digits)
@@ -163,7 +159,7 @@ def task_config(task_yaml: Path) -> dict[str, Any]:
 
 def task_data_file(task_yaml: Path) -> Path:
     """The test file a task YAML reads: dataset_kwargs.data_files.test, relative to the run's
-    working directory (where dnd.prompts.portable_path wrote it from, and where lm-eval looks)
+    working directory (where dnd.formats.prompts.portable_path wrote it from, and where lm-eval looks)
     unless it is absolute."""
     data = Path(task_config(task_yaml)["dataset_kwargs"]["data_files"]["test"])
     return _require(data.resolve(), f"test items of task {task_yaml.name}")
@@ -238,7 +234,7 @@ def mean_prompt_embedding(path: Path, chunk: int = 256):
     prompts (each prompt weighs the same; with mean pooling L = 1 this is the plain mean)."""
     import torch
 
-    from .encoder import load_encoded
+    from .method.encoder import load_encoded
 
     obj = load_encoded(path)
     states, mask = obj["states"], obj["mask"]
@@ -271,10 +267,10 @@ def nearest_source(target_vec, source_vecs: dict[str, Any]) -> tuple[str, dict[s
 
 # ================================================================== in-place scoring
 def lm_class(backend: str):
-    """The lm-eval model class registered under `backend` ("dnd-prefix": dnd.lm_backend; "hf")."""
+    """The lm-eval model class registered under `backend` ("dnd-prefix": dnd.scoring.lm_backend; "hf")."""
     from lm_eval.api.registry import get_model
 
-    from . import lm_backend  # noqa: F401  (registers dnd-prefix)
+    from .scoring import lm_backend  # noqa: F401  (registers dnd-prefix)
 
     if backend not in BACKENDS:
         raise ValueError(f"unknown evaluation backend {backend!r}; expected one of {BACKENDS}")
@@ -384,13 +380,15 @@ def open_score_cache(directory: Path, model_dir: Path, task_yaml: Path, test_fil
     file: the same key wherever the repository lives, relative or absolute path), the LoRA
     shape the adapters are loaded with, the scoring settings (limit, batch_size, dtype, metric),
     the torch thread count, the versions of torch/transformers/peft/lm-eval and the source of
-    the scoring code (this module, dnd.score_cache, dnd.prompts). Its entries are checked before
-    use against `settings["metric"]` (dnd.score_cache.ScoreCache.get)."""
+    the scoring code (this module, dnd.scoring.cache, dnd.formats.prompts). Its entries are checked before
+    use against `settings["metric"]` (dnd.scoring.cache.ScoreCache.get)."""
     from importlib.metadata import version
 
     import torch
 
-    from . import lm_backend, prompts, score_cache
+    from .scoring import lm_backend
+    from .formats import prompts
+    from .scoring import cache as score_cache
 
     files = sorted(p for p in Path(model_dir).iterdir() if p.is_file())
     files += [test_file, Path(__file__), Path(score_cache.__file__), Path(prompts.__file__), Path(lm_backend.__file__)]
@@ -533,7 +531,7 @@ def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks_
     """Score every method on `target` (see the module doc). With `cache_dir`, adapters whose
     results are in the score cache are not scored again (the model is loaded only if one is
     missing)."""
-    from .prompts import task_name
+    from .formats.prompts import task_name
 
     t_start = time.perf_counter()
     ev = section("evaluation", params.get("evaluation"))

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import torch
 
 #: Generator designs (`generator.design`, `generator.variants`): the paper's hyper-convolutional
-#: decoder and the source-basis generator (dnd.decoder).
+#: decoder and the source-basis generator (dnd.method.generator_model).
 GENERATOR_DESIGNS = ("hyperconv", "basis")
 #: Kinds of generated adapters and the offset of each one's prompt-draw seeds (adapter_seed):
 #: the default generator (dnd), a variant design side by side (dnd_<design>: the same prompt

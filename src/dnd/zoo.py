@@ -4,7 +4,7 @@ Phase 1 trains `phase1_steps` steps towards convergence; phase 2 continues for K
 `checkpoint_steps` steps and saves the adapter after every one of them. The last checkpoint
 is "the dataset's LoRA" (a standard PEFT directory).
 
-Training text comes from dnd.prompts.training_example (the same text lm-eval scores); the
+Training text comes from dnd.formats.prompts.training_example (the same text lm-eval scores); the
 loss covers the answer tokens only, and the LM head is applied only at those positions.
 
 Resumability: work in progress lives in `<out>/.work/` (resume state every few steps plus
@@ -50,12 +50,14 @@ def encode_examples(items: list[dict], tok, fmt: str, max_length: int) -> list[t
     """(token ids, index of the first answer token) per item, tokenized the way lm-eval does:
     whole = enc(context + continuation), answer = whole[len(enc(context)):]. Long prompts are
     cut from the left so the answer survives. Format `paper`: the paper's bracketed answers in
-    the model's chat template (dnd.paper_format, the protocol experiment's zoo). Format `chat`:
-    a prompt -> response generation item in ChatML (dnd.mathcode_data, the math and code
+    the model's chat template (dnd.formats.paper, the protocol experiment's zoo). Format `chat`:
+    a prompt -> response generation item in ChatML (dnd.experiments.mathcode.data, the math and code
     experiments' zoos); a long example keeps its prompt and the start of its response (cut from
     the right) while the prompt leaves at least a quarter of `max_length` to the response,
     otherwise it is cut from the left like the others."""
-    from . import mathcode_data, paper_format, prompts
+    from .experiments.mathcode import data as mathcode_data
+    from .formats import paper as paper_format
+    from .formats import prompts
 
     out = []
     for it in items:

@@ -1,6 +1,6 @@
 # The paper's ablations (outside `all`): target `ablations` for all five families and the report,
 # `ablations_<family>` for one. One generator per (family, setting, target) with one setting of
-# the default pipeline changed (dnd.ablations), its DnD adapters scored on the default run's test
+# the default pipeline changed (dnd.experiments.ablations.report), its DnD adapters scored on the default run's test
 # items. Everything it makes lives under results/ablations/; it reuses the default run's data,
 # zoo tokens, encoded prompts, base model and, for each family's default setting, the default
 # run's own adapters and scores.

@@ -1,4 +1,4 @@
-# Few-shot tuning and in-context learning against DnD (target `fewshot`, outside `all`; dnd.fewshot).
+# Few-shot tuning and in-context learning against DnD (target `fewshot`, outside `all`; dnd.experiments.fewshot.tuning).
 # Everything it makes lives under results/fewshot/ (logs/fewshot/, benchmarks/fewshot/{target}/) and
 # results/fewshot.csv; it reads the default run's prepared data, lm-eval tasks, base model, per-item
 # scores (results/eval) and generation timings, and trains nothing of the default run again.

@@ -13,7 +13,7 @@ This module provides
   build_program()           the check program above
   check_completion()        score one completion: program and tests in separate sandboxes
   check_many()              check_completion over many, a bounded number at a time (scoring
-                            uses this: dnd.mathcode)
+                            uses this: dnd.experiments.mathcode.score)
   run_program()             run one whole program in a sandbox -> ExecResult
   run_many()                run_program over many programs
   require_sandbox()         refuse early, in one line, when the chosen sandbox cannot run
@@ -166,7 +166,7 @@ STATUSES = ("passed", "failed", "timeout", "crashed")
 # or the Python-level guard alone, an explicit opt-out for machines without bubblewrap.
 SANDBOXES = ("bubblewrap", "unsafe-python-guard")
 DEFAULT_SANDBOX = "bubblewrap"
-OPT_OUT = "code.sandbox: unsafe-python-guard in the config (sandbox=\"unsafe-python-guard\" in dnd.code_exec)"
+OPT_OUT = "code.sandbox: unsafe-python-guard in the config (sandbox=\"unsafe-python-guard\" in dnd.benchmarks.code_exec)"
 SANDBOX_UID = 65534  # nobody/nogroup inside the sandbox's user namespace
 SANDBOX_DIR = "/tmp/dnd-exec"  # the working directory (HOME, TMPDIR) inside bubblewrap: a private tmpfs
 TMPFS_BYTES = 256 * 2**20  # size cap of that tmpfs (it is memory)

@@ -7,9 +7,9 @@
 scores every method on one target with lm-evaluation-harness, as dnd.evaluate does for the main
 table (base, every source LoRA, soup, nearest, the DnD adapters and the controls found in
 --generated-dir; no oracle: no target has a LoRA of its own), with two tasks per target
-(dnd.mathcode_data):
+(dnd.experiments.mathcode.data):
 
-  dnd_<domain>_<T>_gen     greedy generation (the `dnd-generate` backend, dnd.lm_generate) after
+  dnd_<domain>_<T>_gen     greedy generation (the `dnd-generate` backend, dnd.scoring.lm_generate) after
                            the experiment's chat context, stopped at the end of the turn (code: also
                            after a closed code block and a blank line), `max_new_tokens` at most,
                            scored by
@@ -22,7 +22,7 @@ table (base, every source LoRA, soup, nearest, the DnD adapters and the controls
                              humaneval  pass@1: the code of the answer (`extract_code`: its
                                         fenced block, without its own tests) run after the
                                         problem's stub against the problem's tests by
-                                        dnd.code_exec only (bubblewrap, or the explicit opt-out
+                                        dnd.benchmarks.code_exec only (bubblewrap, or the explicit opt-out
                                         `code.sandbox: unsafe-python-guard`; a time and memory
                                         limit; a crash or hang is a failure)
   dnd_<domain>_<T>_loglik  log P(reference solution + <|im_end|> | context), summed over its tokens
@@ -40,16 +40,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["HF_DATASETS_OFFLINE"] = "1"
-
-from .config import section  # noqa: E402
-from .mathcode_data import GEN_TASK, LOGLIK_TASK, task_name  # noqa: E402
+import dnd.scoring  # noqa: F401  (makes Hugging Face offline before datasets/lm_eval load)
+from dnd.config import section
+from dnd.experiments.mathcode.data import GEN_TASK, LOGLIK_TASK, task_name
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +102,7 @@ def extract_code(text: str, entry_point: str | None = None) -> str:
     block, or write the function bare and then close one. The piece is cut at the model's own
     top-level tests or demo (CODE_TAIL). The program run is the problem's stub, then this code
     (a full function redefines the stub; a bare body continues it), then the tests
-    (dnd.code_exec.build_program). Unlike dnd.code_exec.truncate_completion, a top-level `def`
+    (dnd.benchmarks.code_exec.build_program). Unlike dnd.benchmarks.code_exec.truncate_completion, a top-level `def`
     is kept: a chat answer writes the whole function, often after its imports, with helpers."""
     pieces = []
     for i, seg in enumerate(text.replace("\r\n", "\n").split("```")):
@@ -130,9 +127,9 @@ def code_result(res: dict, task: str, problems: dict[str, dict], timeout_s: floa
                 workers: int = 2, sandbox: str = "bubblewrap") -> dict[str, Any]:
     """{ids, outputs, correct (passed), extra: {status}, sandbox} of the HumanEval generation task:
     the code of each answer (`extract_code`) run after its problem's stub against the problem's
-    tests by dnd.code_exec.check_many (never here), `workers` checks at a time, in `sandbox`
+    tests by dnd.benchmarks.code_exec.check_many (never here), `workers` checks at a time, in `sandbox`
     (config `code.sandbox`: bubblewrap, or the explicit opt-out unsafe-python-guard)."""
-    from . import code_exec
+    from dnd.benchmarks import code_exec
 
     samples = sorted(res["samples"][task], key=lambda s: s["doc_id"])
     completions = [extract_code(str(s["resps"][0][0]), problems[str(s["doc"]["task_id"])]["entry_point"])
@@ -167,9 +164,9 @@ class GenerationScorer:
 
     def __init__(self, domain: str, target: str, model_dir: Path, lora_config_dir: Path, tasks_dir: Path,
                  cfg: dict[str, Any], batch_size: int, dtype: str):
-        from . import lm_generate
-        from .evaluate import SOFTMAX_DTYPE, InPlaceScorer, load_task
-        from .mathcode_data import register_math_filter
+        from dnd.scoring import lm_generate
+        from dnd.evaluate import SOFTMAX_DTYPE, InPlaceScorer, load_task
+        from dnd.experiments.mathcode.data import register_math_filter
 
         register_math_filter()
         self.domain, self.target, self.cfg = domain, target, cfg
@@ -181,7 +178,7 @@ class GenerationScorer:
         self.gen_dict = load_task(tasks_dir, self.gen_task)
         self.problems: dict[str, dict] = {}
         if domain == "code":
-            from .code_exec import load_humaneval
+            from dnd.benchmarks.code_exec import load_humaneval
 
             self.problems = {p["task_id"]: p for p in load_humaneval()}
 
@@ -192,7 +189,7 @@ class GenerationScorer:
         import torch
         from lm_eval import evaluator
 
-        from .evaluate import LMEVAL_OTHER_SEED, LMEVAL_RANDOM_SEED
+        from dnd.evaluate import LMEVAL_OTHER_SEED, LMEVAL_RANDOM_SEED
 
         random.seed(LMEVAL_RANDOM_SEED)
         np.random.seed(LMEVAL_OTHER_SEED)
@@ -226,16 +223,20 @@ class GenerationScorer:
 
 def open_cache(directory: Path, domain: str, target: str, model_dir: Path, tasks_dir: Path,
                lora_cfg: dict[str, Any], settings: dict[str, Any]):
-    """Per-adapter results kept by content (dnd.protocol.ResultCache): keys cover the base model's
+    """Per-adapter results kept by content (dnd.experiments.protocol.score.ResultCache): keys cover the base model's
     files, both tasks' test file and configs, the LoRA shape, the settings, versions and the
-    scoring code (this module, dnd.mathcode_data, dnd.lm_generate, dnd.lm_backend, dnd.evaluate,
-    dnd.score_cache, and dnd.code_exec for code)."""
+    scoring code (this module, dnd.experiments.mathcode.data, dnd.scoring.lm_generate, dnd.scoring.lm_backend, dnd.evaluate,
+    dnd.scoring.cache, and dnd.benchmarks.code_exec for code)."""
     from importlib.metadata import version
 
     import torch
 
-    from . import evaluate, lm_backend, lm_generate, mathcode_data, score_cache
-    from .protocol import ResultCache
+    from dnd import evaluate
+    from dnd.scoring import lm_backend
+    from dnd.scoring import lm_generate
+    from dnd.experiments.mathcode import data as mathcode_data
+    from dnd.scoring import cache as score_cache
+    from dnd.experiments.protocol.score import ResultCache
 
     files = sorted(p for p in Path(model_dir).iterdir() if p.is_file())
     tasks = {}
@@ -247,7 +248,7 @@ def open_cache(directory: Path, domain: str, target: str, model_dir: Path, tasks
         tasks[kind] = cfg
     modules = [evaluate, lm_backend, lm_generate, mathcode_data, score_cache]
     if domain == "code":
-        from . import code_exec
+        from dnd.benchmarks import code_exec
 
         modules.append(code_exec)
     files += [Path(m.__file__) for m in modules] + [Path(__file__)]
@@ -263,7 +264,7 @@ def evaluate_mathcode(domain: str, target: str, params: dict[str, Any], model_di
     """Every method on `target` (see the module doc)."""
     from tqdm.auto import tqdm
 
-    from . import evaluate as ev_mod
+    from dnd import evaluate as ev_mod
 
     cfg = section(domain, params.get(domain))
     ev = section("evaluation", params.get("evaluation"))
@@ -280,7 +281,7 @@ def evaluate_mathcode(domain: str, target: str, params: dict[str, Any], model_di
     settings = {"batch_size": int(ev["batch_size"]), "dtype": ev["dtype"],
                 **{k: cfg[k] for k in ("max_new_tokens", "timeout_s", "memory_mb", "sandbox") if k in cfg}}
     if domain == "code":
-        from .code_exec import require_sandbox
+        from dnd.benchmarks.code_exec import require_sandbox
 
         require_sandbox(str(cfg["sandbox"]))  # refuse before loading a model, not after generating
     cache = open_cache(cache_dir, domain, target, model_dir, tasks_dir, ref_cfg, settings) if cache_dir else None
@@ -314,7 +315,7 @@ def _row(target: str, method: str, adapter: str, r: dict[str, Any], **extra) -> 
     row = {"target": target, "method": method, "adapter": adapter, "n": n, "acc": sum(r["correct"]) / n,
            "metric": METRIC[target], "ids": r["ids"], "correct": r["correct"], "gold_logprob": r["gold_logprob"],
            "outputs": r["outputs"], "extra": r.get("extra", {}), **extra}
-    if "sandbox" in r:  # code: which sandbox ran the programs (dnd.code_exec.SANDBOXES)
+    if "sandbox" in r:  # code: which sandbox ran the programs (dnd.benchmarks.code_exec.SANDBOXES)
         row["sandbox"] = r["sandbox"]
     return row
 
@@ -336,8 +337,8 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from .config import parse_params
-    from .io import write_jsonl
+    from dnd.config import parse_params
+    from dnd.io import write_jsonl
 
     params = parse_params(args.params)
     unknown = sorted(set(params) - {args.domain, "evaluation", "sources"})

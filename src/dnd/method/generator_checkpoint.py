@@ -3,15 +3,15 @@
 
   format             CHECKPOINT_FORMAT
   model, decoder     the generator model's state dict and constructor arguments (hparams,
-                     with its `design`; dnd.decoder.build_decoder)
-  layout             the LoRA layout of the parameter tokens (dnd.tokenization.LoraLayout)
+                     with its `design`; dnd.method.generator_model.build_decoder)
+  layout             the LoRA layout of the parameter tokens (dnd.method.tokenization.LoraLayout)
   lora_config        r, alpha, modules, ... of the template adapter (checked at training)
   adapter_config     the template's adapter_config.json as PEFT wrote it: generated adapters
                      get exactly this file (so generation needs no peft import)
   encoder            the encoder config the condition must be encoded with
   generator, seed, target, sources, step, n_params, criterion_weights   provenance
 
-It lives apart from dnd.decoder (the model only) because it holds more than the decoder,
+It lives apart from dnd.method.generator_model (the model only) because it holds more than the decoder,
 and apart from dnd.generators so that generation never imports the training code.
 """
 
@@ -22,8 +22,8 @@ from typing import Any
 
 from torch import nn
 
-from .decoder import build_decoder
-from .io import ArtifactError, load_torch, save_torch
+from dnd.method.generator_model import build_decoder
+from dnd.io import ArtifactError, load_torch, save_torch
 
 CHECKPOINT_FORMAT = "dnd-generator-v1"
 #: What generation reads besides the model (a checkpoint without them cannot make an adapter).

@@ -1,10 +1,10 @@
-"""`dnd-prefix-cache`: the `dnd-prefix` lm-eval backend (dnd.lm_backend) with a token prefix
+"""`dnd-prefix-cache`: the `dnd-prefix` lm-eval backend (dnd.scoring.lm_backend) with a token prefix
 shared by every request computed once.
 
 In-context learning puts the same k demonstrations before every test item, so the contexts of
 all log-likelihood requests of a run begin with the same few thousand tokens. `dnd-prefix`
 computes each item's context once for all its choices, but the demonstrations again for every
-item; `dnd.lm_generate.SharedPrefillLM` computes a shared prefix once per batch, then scores
+item; `dnd.scoring.lm_generate.SharedPrefillLM` computes a shared prefix once per batch, then scores
 each continuation token by token on a copy of the batch's keys/values (a copy per choice of
 every item, which for a 5,000-token prefix is gigabytes per batch).
 
@@ -28,7 +28,7 @@ import logging
 
 from lm_eval.api.registry import register_model
 
-from .lm_backend import PrefixSharingLM
+from dnd.scoring.lm_backend import PrefixSharingLM
 
 log = logging.getLogger(__name__)
 

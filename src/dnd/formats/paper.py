@@ -1,4 +1,4 @@
-"""The paper's answer format and its answer parser (the paper-protocol experiment, dnd.protocol).
+"""The paper's answer format and its answer parser (the paper-protocol experiment, dnd.experiments.protocol.score).
 
 The paper trains and tests every common-sense LoRA on one answer format (see
 docs of the authors' code, summarized in shared/docs/paper-protocol.md): a system message that
@@ -16,7 +16,7 @@ Templates:
            --template given): "System: {system}\\nHuman: {prompt}\\nAssistant:"; the answer
            follows after a space.
 
-An item is the normalized item of dnd.datasets ({question, choices, answer, passage?, style}).
+An item is the normalized item of dnd.benchmarks.datasets ({question, choices, answer, passage?, style}).
 Its answer kind is `truefalse` when its choices are no/yes (BoolQ), else `letter`.
 """
 

@@ -21,7 +21,7 @@ back to the plain method. What a request returns is what `hf` returns: (sum of t
 continuation's token log-probabilities, whether greedy decoding reproduces it).
 
 Use it like `hf`: `lm_eval.simple_evaluate(model="dnd-prefix", model_args={...})` after
-`import dnd.lm_backend`, or build `PrefixSharingLM(pretrained=model, tokenizer=tok, ...)` on a
+`import dnd.scoring.lm_backend`, or build `PrefixSharingLM(pretrained=model, tokenizer=tok, ...)` on a
 loaded (peft-wrapped) model as dnd.evaluate does. The backend checks once, on a short
 synthetic request, that packed scoring reproduces the plain forward pass of the model it was
 given (models whose logits are not `output_layer(last hidden state)` are refused, not

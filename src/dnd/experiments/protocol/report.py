@@ -1,4 +1,4 @@
-"""Summary, figure and report of the paper-protocol experiment (dnd.protocol).
+"""Summary, figure and report of the paper-protocol experiment (dnd.experiments.protocol.score).
 
 Commands:
   protocol-summary  dnd protocol-summary --params JSON --eval results/protocol/eval/*.jsonl
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .summary import ci_class
+from dnd.summary import ci_class
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def _decompose(dnd: tuple, base: tuple) -> dict[str, float]:
 
 
 def metrics(rows: list[dict], folds: dict[str, list[str]], resamples: int, seed: int) -> dict[str, Any]:
-    from .summary import bootstrap_indices, percentile_ci
+    from dnd.summary import bootstrap_indices, percentile_ci
 
     targets = [t for t in folds if any(r["target"] == t for r in rows)]
     methods = [m for m, _, _ in TABLE_METHODS]
@@ -241,7 +241,7 @@ def per_target_table(m: dict[str, Any]):
     """Accuracy / invalid outputs (%) of the training LoRAs (avg) and DnD per target and protocol."""
     import pandas as pd
 
-    from .datasets import title
+    from dnd.benchmarks.datasets import title
 
     recs = []
     for t in m.get("targets", []):
@@ -257,7 +257,7 @@ def per_target_table(m: dict[str, Any]):
 def paper_rows(paper: dict[str, Any], targets: list[str]):
     import pandas as pd
 
-    from .datasets import title
+    from dnd.benchmarks.datasets import title
 
     per = (paper or {}).get("common_sense", {}).get("per_dataset", {}) or {}
     recs = [{"Target": title(t), "Paper: training LoRAs": _fmt(v.get("train_avg")), "Paper: DnD": _fmt(v.get("dnd"))}
@@ -272,7 +272,7 @@ def figure(m: dict[str, Any], out: Path) -> None:
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from .figures import save_png
+    from dnd.reporting.figures import save_png
 
     recs = []
     for key, title_, _ in TABLE_METHODS:
@@ -295,7 +295,7 @@ def figure(m: dict[str, Any], out: Path) -> None:
 
 def render(m: dict[str, Any], params: dict[str, Any], paper: dict[str, Any], figure_rel: str,
            timing: tuple[float, float, int] | None = None) -> str:
-    from .datasets import title
+    from dnd.benchmarks.datasets import title
 
     pc = params.get("protocol", {})
     s = pc.get("sampling", {})
@@ -318,7 +318,7 @@ def render(m: dict[str, Any], params: dict[str, Any], paper: dict[str, Any], fig
           "", per_target_table(m).to_markdown(index=False, disable_numparse=True), ""]
     L += [f"Budget: {n_items} test items per target; every method is sampled with every seed "
           f"({len(pc.get('seeds') or [])}), each prompt computed once for its greedy answer and all samples "
-          "(dnd.lm_generate); "
+          "(dnd.scoring.lm_generate); "
           + (f"the protocol's {timing[2]} jobs (its own zoo included) took {timing[0]:.0f} min of wall time in "
              f"total and {timing[1]:.0f} min of CPU time (Snakemake benchmarks; on 2 cores, wall time is "
              "inflated when other work shares them)." if timing else "no benchmark files were found for its jobs."),
@@ -344,9 +344,9 @@ def _add_summary(p: argparse.ArgumentParser) -> None:
 
 
 def _run_summary(args: argparse.Namespace) -> None:
-    from .config import parse_params
-    from .io import atomic_path, write_json
-    from .summary import eval_cell, read_eval_files, require_complete
+    from dnd.config import parse_params
+    from dnd.io import atomic_path, write_json
+    from dnd.summary import eval_cell, read_eval_files, require_complete
 
     params = parse_params(args.params)
     rows = read_eval_files(args.eval)
@@ -378,9 +378,9 @@ def _run_report(args: argparse.Namespace) -> None:
 
     import yaml
 
-    from .config import parse_params
-    from .io import atomic_path
-    from .tables import benchmark_minutes
+    from dnd.config import parse_params
+    from dnd.io import atomic_path
+    from dnd.reporting.tables import benchmark_minutes
 
     params = parse_params(args.params)
     m = json.loads(args.metrics.read_text())

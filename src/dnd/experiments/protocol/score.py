@@ -2,11 +2,11 @@
 
 The default run scores by log-likelihood over answer texts, so every answer is valid. The paper
 trained its source LoRAs on a bracketed answer format and scored *generated* answers with a
-string parser that counts anything unreadable as wrong (dnd.paper_format). This experiment
+string parser that counts anything unreadable as wrong (dnd.formats.paper). This experiment
 trains its own zoo on that format (results/protocol/zoo), makes generators and adapters exactly
 as the default pipeline does, and scores every method three ways on the same items, with
 lm-evaluation-harness tasks (one lm-eval run per adapter; `dnd-generate` computes each prompt
-once for all decodings, dnd.lm_generate):
+once for all decodings, dnd.scoring.lm_generate):
 
   protocol  task                          what is scored
   loglik    dnd_paper_{ds}_loglik         multiple choice over the bracketed answers ([A], [True]...)
@@ -42,15 +42,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["HF_DATASETS_OFFLINE"] = "1"
-
-from .config import section  # noqa: E402
+import dnd.scoring  # noqa: F401  (makes Hugging Face offline before datasets/lm_eval load)
+from dnd.config import section
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +74,8 @@ def task_names(dataset: str, seeds: list[int]) -> list[tuple[str, int | None, st
 
 def task_configs(dataset: str, data_file: str | Path, pcfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """{task name: lm-eval task config} of a dataset (see the module doc)."""
-    from .paper_format import answer_delimiter
-    from .prompts import portable_path
+    from dnd.formats.paper import answer_delimiter
+    from dnd.formats.prompts import portable_path
 
     common = {"dataset_path": "json", "dataset_name": None,
               "dataset_kwargs": {"data_files": {"test": portable_path(data_file)}}, "test_split": "test",
@@ -109,8 +106,8 @@ def write_tasks(datasets: list[str], data_dir: Path, out_dir: Path, pcfg: dict[s
     """The paper-format test items (the first n_test of each test split) and every task YAML."""
     import yaml
 
-    from .io import atomic_path, read_jsonl, write_jsonl
-    from .paper_format import eval_record
+    from dnd.io import atomic_path, read_jsonl, write_jsonl
+    from dnd.formats.paper import eval_record
 
     written = []
     for ds in datasets:
@@ -130,7 +127,7 @@ def write_tasks(datasets: list[str], data_dir: Path, out_dir: Path, pcfg: dict[s
 
 # ============================================================================ the parser filter
 def _register_filter() -> None:
-    """Register `dnd_paper_parser` (dnd.paper_format.parse_answer on each output, by the doc's
+    """Register `dnd_paper_parser` (dnd.formats.paper.parse_answer on each output, by the doc's
     answer kind) in lm-eval's filter registry, once."""
     from lm_eval.api.filter import Filter
     from lm_eval.api.registry import FILTER_REGISTRY, register_filter
@@ -138,12 +135,12 @@ def _register_filter() -> None:
     if FILTER in FILTER_REGISTRY:
         return
 
-    from .paper_format import parse_answer
+    from dnd.formats.paper import parse_answer
 
     @register_filter(FILTER)
     class PaperParserFilter(Filter):
         """The authors' answer parser as an lm-eval filter: each output -> its label, "" (valid,
-        unreadable) or dnd.paper_format.INVALID."""
+        unreadable) or dnd.formats.paper.INVALID."""
 
         def apply(self, resps, docs):
             return [[parse_answer(r, doc["kind"]) for r in rs] for rs, doc in zip(resps, docs)]
@@ -152,7 +149,7 @@ def _register_filter() -> None:
 # ============================================================================ scoring
 def load_tasks(tasks_dir: Path, names: list[str]) -> dict:
     """lm-eval's task dict of several tasks of `tasks_dir` (dnd.evaluate.load_task for each)."""
-    from .evaluate import load_task
+    from dnd.evaluate import load_task
 
     tasks: dict = {}
     for name in names:
@@ -167,7 +164,7 @@ def _sorted_samples(res: dict, task: str) -> list[dict]:
 def generation_result(res: dict, task: str) -> dict[str, Any]:
     """Per item: correct, valid and the first 20 characters of the output, from lm-eval's
     logged samples of a generation task; checked against lm-eval's own exact_match."""
-    from .paper_format import INVALID, PARSED_CHARS
+    from dnd.formats.paper import INVALID, PARSED_CHARS
 
     samples = _sorted_samples(res, task)
     parsed = [s["filtered_resps"][0] if isinstance(s["filtered_resps"], list) else s["filtered_resps"]
@@ -189,8 +186,8 @@ class ProtocolScorer:
 
     def __init__(self, model_dir: Path, lora_config_dir: Path, tasks_dir: Path, target: str, seeds: list[int],
                  batch_size: int, dtype: str):
-        from . import lm_generate
-        from .evaluate import SOFTMAX_DTYPE, InPlaceScorer
+        from dnd.scoring import lm_generate
+        from dnd.evaluate import SOFTMAX_DTYPE, InPlaceScorer
 
         _register_filter()
         self.tasks = task_names(target, seeds)
@@ -209,8 +206,8 @@ class ProtocolScorer:
         import torch
         from lm_eval import evaluator
 
-        from .evaluate import LMEVAL_OTHER_SEED, LMEVAL_RANDOM_SEED
-        from .score_cache import require_finite, samples_to_scored
+        from dnd.evaluate import LMEVAL_OTHER_SEED, LMEVAL_RANDOM_SEED
+        from dnd.scoring.cache import require_finite, samples_to_scored
 
         if sd is not None:
             self.inner.load_adapter(sd, where)
@@ -239,14 +236,14 @@ class ProtocolScorer:
 
 
 class ResultCache:
-    """Per-adapter protocol results kept by content: dnd.score_cache.ScoreCache's keys (the
+    """Per-adapter protocol results kept by content: dnd.scoring.cache.ScoreCache's keys (the
     adapter's tensors and a context), one JSON file per key, sealed with its content hash
-    (dnd.score_cache.seal). These results (generations, parsed answers, executed code) keep no
+    (dnd.scoring.cache.seal). These results (generations, parsed answers, executed code) keep no
     log-likelihoods to recompute them from, so the hash is their check: an edited, corrupt,
     foreign or unhashed (older) entry is a miss with a warning naming it, and is scored again."""
 
     def __init__(self, directory: Path, files: list[Path], context: dict[str, Any]):
-        from .score_cache import ScoreCache
+        from dnd.scoring.cache import ScoreCache
 
         self.keys = ScoreCache(directory, files, {"protocol": True, **context})
         self.directory = Path(directory)
@@ -257,7 +254,7 @@ class ResultCache:
     def get(self, key: str) -> list[dict[str, Any]] | None:
         import json
 
-        from .score_cache import unseal
+        from dnd.scoring.cache import unseal
 
         path = self.directory / f"{key}.json"
         if not path.exists():
@@ -273,8 +270,8 @@ class ResultCache:
             return None
 
     def put(self, key: str, results: list[dict[str, Any]]) -> None:
-        from .io import write_json
-        from .score_cache import seal
+        from dnd.io import write_json
+        from dnd.scoring.cache import seal
 
         write_json(self.directory / f"{key}.json", seal({"key": key, "results": results}))
 
@@ -282,13 +279,17 @@ class ResultCache:
 def open_cache(directory: Path, model_dir: Path, tasks_dir: Path, names: list[str], lora_cfg: dict[str, Any],
                settings: dict[str, Any]) -> ResultCache:
     """Keys cover the base model's files, every task's test file and config, the LoRA shape, the
-    scoring settings, versions and the scoring code (this module, dnd.paper_format,
-    dnd.lm_generate, dnd.lm_backend, dnd.evaluate, dnd.score_cache)."""
+    scoring settings, versions and the scoring code (this module, dnd.formats.paper,
+    dnd.scoring.lm_generate, dnd.scoring.lm_backend, dnd.evaluate, dnd.scoring.cache)."""
     from importlib.metadata import version
 
     import torch
 
-    from . import evaluate, lm_backend, lm_generate, paper_format, score_cache
+    from dnd import evaluate
+    from dnd.scoring import lm_backend
+    from dnd.scoring import lm_generate
+    from dnd.formats import paper as paper_format
+    from dnd.scoring import cache as score_cache
 
     files = sorted(p for p in Path(model_dir).iterdir() if p.is_file())
     tasks = {}
@@ -310,7 +311,7 @@ def evaluate_protocol(target: str, params: dict[str, Any], model_dir: Path, task
     """Every method on `target` under every protocol (see the module doc)."""
     from tqdm.auto import tqdm
 
-    from . import evaluate as ev_mod
+    from dnd import evaluate as ev_mod
 
     pcfg = section("protocol", params.get("protocol"))
     ev = section("evaluation", params.get("evaluation"))
@@ -374,7 +375,7 @@ def _add_tasks(p: argparse.ArgumentParser) -> None:
 
 
 def _run_tasks(args: argparse.Namespace) -> None:
-    from .config import parse_params
+    from dnd.config import parse_params
 
     params = parse_params(args.params)
     paths = write_tasks(list(params["datasets"]), args.data_dir, args.out_dir,
@@ -396,8 +397,8 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
-    from .config import parse_params
-    from .io import write_jsonl
+    from dnd.config import parse_params
+    from dnd.io import write_jsonl
 
     rows = evaluate_protocol(args.target, parse_params(args.params), args.model, args.tasks_dir, args.zoo_dir,
                              args.generated_dir, args.encoded_dir, args.cache_dir)

@@ -22,7 +22,7 @@ offset (the mean training token) and no initial noise has to be unlearned.
 permutation-invariant pooled condition and a softmax over the training datasets' mean tokens.
 
 This module holds the models only: their training criterion is in dnd.generators, their
-checkpoint format in dnd.generator_checkpoint.
+checkpoint format in dnd.method.generator_checkpoint.
 """
 
 from __future__ import annotations

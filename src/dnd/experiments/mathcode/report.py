@@ -1,10 +1,10 @@
-"""Summary and report of the math and code experiments (dnd.mathcode).
+"""Summary and report of the math and code experiments (dnd.experiments.mathcode.score).
 
   dnd mathcode-summary --domain D --params JSON --eval FILE... --scores CSV --metrics JSON
       results/<domain>/scores.csv: the main table's schema (dnd.summary.SCORE_COLUMNS:
       target,method,adapter,n,acc,ci_low,ci_high,gold_logprob; `acc` is the target's metric, and
       gold_logprob the reference solution's log-probability) plus a `metric` column naming it
-      (dnd.mathcode.METRIC); results/<domain>/metrics.json: dnd.summary.headline_metrics (paired
+      (dnd.experiments.mathcode.score.METRIC); results/<domain>/metrics.json: dnd.summary.headline_metrics (paired
       bootstrap CIs of DnD minus each baseline and control, on the metric and on gold_logprob)
       plus `{target}/secondary/{method}` (GSM8K strict-match) and `{target}/status/{method}`
       (HumanEval outcome counts).
@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .crossdomain import _ci, _fmt, _pct, _relation, comparisons, dnd_minus_table, method_rows
+from dnd.experiments.crossdomain.report import _ci, _fmt, _pct, _relation, comparisons, dnd_minus_table, method_rows
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ PAPER_MODEL = "Qwen2.5-0.5B"
 # ============================================================================ summary
 def summarize(rows: list[dict[str, Any]], sources: list[str], resamples: int, seed: int):
     """(scores DataFrame with a `metric` column, metrics dict)."""
-    from .summary import headline_metrics, scores_frame
+    from dnd.summary import headline_metrics, scores_frame
 
     scores = scores_frame(rows, resamples, seed)
     metric = {r["target"]: r["metric"] for r in rows}
@@ -64,9 +64,9 @@ def _add_summary(p: argparse.ArgumentParser) -> None:
 
 
 def _run_summary(args: argparse.Namespace) -> None:
-    from .config import parse_params
-    from .io import write_json, write_text
-    from .summary import load_eval_rows, require_complete
+    from dnd.config import parse_params
+    from dnd.io import write_json, write_text
+    from dnd.summary import load_eval_rows, require_complete
 
     params = parse_params(args.params)
     rows = load_eval_rows(args.eval)
@@ -91,7 +91,7 @@ def paper_row(paper: dict[str, Any], target: str) -> dict[str, Any] | None:
 
 
 def _lp(scores, target: str, method: str) -> str:
-    from .summary import MEAN_ADAPTER
+    from dnd.summary import MEAN_ADAPTER
 
     st = scores[(scores.target == target) & (scores.method == method)]
     if method == "source_lora":
@@ -114,7 +114,7 @@ def target_section(domain: str, target: str, scores, metrics: dict[str, Any], pa
                    model: str = "this run's base model") -> list[str]:
     import pandas as pd
 
-    from .summary import verdict
+    from dnd.summary import verdict
 
     rows = method_rows(scores, metrics, target)
     comp = comparisons(metrics, target)
@@ -145,7 +145,7 @@ def target_section(domain: str, target: str, scores, metrics: dict[str, Any], pa
         for v in status.values():
             total.update(v)
         L += ["Outcomes of every completion run (all methods): " + ", ".join(f"{k} {v}" for k, v in sorted(total.items()))
-              + " (dnd.code_exec: a timeout or crash is a failure).", ""]
+              + " (dnd.benchmarks.code_exec: a timeout or crash is a failure).", ""]
     pn = paper_row(paper, target)
     main = next((c for c in comp if c["baseline"] == "train_avg"), None)
     if pn and main:
@@ -194,7 +194,7 @@ def design_note(domain: str, cfg: dict[str, Any]) -> str:
         "asked for in a chat turn and the function the model writes is run (as for chat models in EvalPlus), "
         "not the raw stub continued as in the paper: SmolLM2-135M-Instruct given the raw stub closes a code "
         "block at once (empty completions). pass@k from n samples would multiply the generation time by n and "
-        "is not run. Programs run only through dnd.code_exec (sandboxed; a crash or hang is a failure)."
+        "is not run. Programs run only through dnd.benchmarks.code_exec (sandboxed; a crash or hang is a failure)."
     )
 
 
@@ -226,7 +226,7 @@ def figure(domain: str, scores, metrics: dict[str, Any], paper: dict[str, Any], 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .figures import save_png
+    from dnd.reporting.figures import save_png
 
     targets = list(dict.fromkeys(scores.target))
     fig, axes = plt.subplots(1, len(targets), figsize=(6 * len(targets), 4), squeeze=False)
@@ -266,9 +266,9 @@ def _run_report(args: argparse.Namespace) -> None:
     import pandas as pd
     import yaml
 
-    from .config import parse_params
-    from .io import write_text
-    from .tables import benchmark_minutes
+    from dnd.config import parse_params
+    from dnd.io import write_text
+    from dnd.reporting.tables import benchmark_minutes
 
     params = parse_params(args.params)
     scores = pd.read_csv(args.scores)
