@@ -79,7 +79,7 @@ from typing import Any, Iterator, Sequence
 import dnd.scoring  # noqa: F401  (makes Hugging Face offline before datasets/lm_eval load)
 from .config import section
 from .scoring.cache import Scored, ScoreCache, require_finite, samples_to_scored
-from .summary import GENERATED_KINDS
+from .schedule import GENERATED_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ LORA_SHAPE_FIELDS = ("peft_type", "r", "lora_alpha", "target_modules", "use_rslo
 
 
 # ============================================================================ input files
-def _require(path: Path, what: str) -> Path:
+def require_file(path: Path, what: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{what} not found: {path}")
     return path
@@ -122,16 +122,16 @@ def locate(dirs: Path | Sequence[Path], rel: str | Path, what: str) -> Path:
 
 
 def require_adapter_dir(path: Path, what: str) -> Path:
-    _require(path, what)
+    require_file(path, what)
     for name in ADAPTER_FILES:
-        _require(path / name, f"{what} ({name})")
+        require_file(path / name, f"{what} ({name})")
     return path
 
 
 def discover_generated(gen_dir: Path, kinds: tuple[str, ...] = GENERATED_KINDS) -> dict[str, list[tuple[str, Path]]]:
     """{kind: [(index, dir), ...]} for results/generated/{T}/{kind}_{i}/, sorted by i, for every
     kind of `kinds` that has adapters; dnd is required, the variants and controls are not."""
-    _require(gen_dir, "generated adapters directory")
+    require_file(gen_dir, "generated adapters directory")
     pat = re.compile(rf"({'|'.join(kinds)})_(\d+)")
     found: dict[str, list[tuple[int, Path]]] = {k: [] for k in kinds}
     for p in gen_dir.iterdir():
@@ -147,7 +147,7 @@ def task_config(task_yaml: Path) -> dict[str, Any]:
     """The parsed lm-eval task YAML; it must name its test file (dataset_kwargs.data_files.test)."""
     import yaml
 
-    cfg = yaml.safe_load(_require(task_yaml, "lm-eval task").read_text())
+    cfg = yaml.safe_load(require_file(task_yaml, "lm-eval task").read_text())
     try:
         test = cfg["dataset_kwargs"]["data_files"]["test"]
     except (KeyError, TypeError) as exc:
@@ -162,7 +162,7 @@ def task_data_file(task_yaml: Path) -> Path:
     working directory (where dnd.formats.prompts.portable_path wrote it from, and where lm-eval looks)
     unless it is absolute."""
     data = Path(task_config(task_yaml)["dataset_kwargs"]["data_files"]["test"])
-    return _require(data.resolve(), f"test items of task {task_yaml.name}")
+    return require_file(data.resolve(), f"test items of task {task_yaml.name}")
 
 
 @contextlib.contextmanager
@@ -425,7 +425,7 @@ def plan_target(target: str, datasets: list[str], sources: list[str], zoo_dir: P
               for d in datasets}
     generated = discover_generated(generated_dir, kinds)
     encoded = {d: locate(encoded_dir, Path(d) / "train.pt", f"encoded train prompts of {d}") for d in sources}
-    cond = _require(cond, f"encoded cond prompts of {target}") if cond else \
+    cond = require_file(cond, f"encoded cond prompts of {target}") if cond else \
         locate(encoded_dir, Path(target) / "cond.pt", f"encoded cond prompts of {target}")
     return {"finals": finals, "generated": generated, "encoded": encoded, "cond": cond}
 
@@ -446,7 +446,7 @@ def quiet_lm_eval() -> None:
         logging.getLogger("lm_eval").setLevel(logging.WARNING)
 
 
-def _row(target: str, method: str, adapter: str, s: Scored, metric: str, **extra) -> dict[str, Any]:
+def result_row(target: str, method: str, adapter: str, s: Scored, metric: str, **extra) -> dict[str, Any]:
     return {"target": target, "method": method, "adapter": adapter, "n": s.n, "acc": s.acc,
             "correct": s.correct, "ids": s.ids, "metric": metric,
             "gold_logprob": _rounded(s.gold_logprob()), "gold_logprob_norm": _rounded(s.gold_logprob_norm()),
@@ -458,12 +458,12 @@ def _rounded(values: list[float]) -> list[float]:
     return [round(float(v), 6) for v in values]
 
 
-def _adapter_job(method: str, adapter: str, path: Path) -> tuple[str, str, str, Any]:
+def adapter_job(method: str, adapter: str, path: Path) -> tuple[str, str, str, Any]:
     """(method, adapter, where, loader) of an adapter directory; `where` names it in messages."""
     return method, adapter, f"{method}/{adapter} ({path})", lambda: load_state_dict(path)
 
 
-def _nearest_training_lora(plan: dict[str, Any], target: str) -> tuple[str, dict[str, float]]:
+def nearest_training_lora(plan: dict[str, Any], target: str) -> tuple[str, dict[str, float]]:
     """(nearest training dataset, {dataset: cosine}) from the encoded prompts (no model needed)."""
     cond_vec = mean_prompt_embedding(plan["cond"])
     src_vecs = {d: mean_prompt_embedding(p) for d, p in plan["encoded"].items()}
@@ -477,18 +477,18 @@ def _nearest_training_lora(plan: dict[str, Any], target: str) -> tuple[str, dict
     return nearest, sims
 
 
-def _scoring_jobs(plan: dict[str, Any], sources: list[str], model_dir: Path) -> list[tuple[str, str, str, Any]]:
+def scoring_jobs(plan: dict[str, Any], sources: list[str], model_dir: Path) -> list[tuple[str, str, str, Any]]:
     """(method, adapter, where, loader) in output order; nearest is filled from source_lora."""
     jobs: list[tuple[str, str, str, Any]] = [("base", "base", f"base ({model_dir})", None)]
-    jobs += [_adapter_job("source_lora", d, p) for d, p in plan["finals"].items()]
+    jobs += [adapter_job("source_lora", d, p) for d, p in plan["finals"].items()]
     jobs.append(("soup", "soup", f"soup (mean of {', '.join(sources)})",
                  lambda: average_state_dicts([load_state_dict(plan["finals"][d]) for d in sources])))
     for kind, adapters in plan["generated"].items():
-        jobs += [_adapter_job(kind, i, p) for i, p in adapters]
+        jobs += [adapter_job(kind, i, p) for i, p in adapters]
     return jobs
 
 
-def _score_jobs(target: str, jobs: list[tuple[str, str, str, Any]], new_scorer, cache: ScoreCache | None,
+def score_jobs(target: str, jobs: list[tuple[str, str, str, Any]], new_scorer, cache: ScoreCache | None,
                 test_ids: list[str], limit: int | None) -> tuple[dict[tuple[str, str], Scored], dict[str, float]]:
     """Score every job (from the cache when it has the result; `new_scorer()` loads the model the
     first time one is missing). Returns ({(method, adapter): Scored}, counters for the log)."""
@@ -540,20 +540,20 @@ def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks_
         raise ValueError("--params must list 'datasets'")
     sources = list(params.get("sources") or [d for d in datasets if d != target])
     task = task_name(target)
-    task_yaml = _require(tasks_dir / f"{task}.yaml", f"lm-eval task {task}")
+    task_yaml = require_file(tasks_dir / f"{task}.yaml", f"lm-eval task {task}")
     test_file = task_data_file(task_yaml)
     test_ids = read_ids(test_file)
-    _require(model_dir / "config.json", "base model")
+    require_file(model_dir / "config.json", "base model")
     plan = plan_target(target, datasets, sources, zoo_dir, generated_dir, encoded_dir, cond)
-    nearest, sims = _nearest_training_lora(plan, target)
+    nearest, sims = nearest_training_lora(plan, target)
 
     ref_dir, ref_cfg = reference_lora(plan, sources)
     quiet_lm_eval()
     cache = open_score_cache(cache_dir, model_dir, task_yaml, test_file, ref_cfg, ev) if cache_dir is not None else None
     overhead = time.perf_counter() - t_start
-    jobs = _scoring_jobs(plan, sources, model_dir)
+    jobs = scoring_jobs(plan, sources, model_dir)
     limit = None if ev["limit"] is None else int(ev["limit"])
-    scored, stats = _score_jobs(
+    scored, stats = score_jobs(
         target, jobs, lambda: InPlaceScorer(model_dir, ref_dir, tasks_dir, task, limit=limit,
                                             batch_size=int(ev["batch_size"]), dtype=ev["dtype"], metric=ev["metric"],
                                             backend=ev["backend"]),
@@ -565,8 +565,8 @@ def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks_
              stats["items"] / max(total - overhead, 1e-9), overhead)
 
     m = ev["metric"]
-    rows = [_row(target, method, adapter, scored[(method, adapter)], m) for method, adapter, _, _ in jobs]
-    near = _row(target, "nearest", nearest, scored[("source_lora", nearest)], m, info={"cosine": sims})
+    rows = [result_row(target, method, adapter, scored[(method, adapter)], m) for method, adapter, _, _ in jobs]
+    near = result_row(target, "nearest", nearest, scored[("source_lora", nearest)], m, info={"cosine": sims})
     rows.insert(next(i for i, r in enumerate(rows) if r["method"] == "soup") + 1, near)  # METHODS order
     return rows
 

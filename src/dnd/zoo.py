@@ -55,7 +55,7 @@ def encode_examples(items: list[dict], tok, fmt: str, max_length: int) -> list[t
     experiments' zoos); a long example keeps its prompt and the start of its response (cut from
     the right) while the prompt leaves at least a quarter of `max_length` to the response,
     otherwise it is cut from the left like the others."""
-    from .experiments.mathcode import data as mathcode_data
+    from .formats import chat
     from .formats import paper as paper_format
     from .formats import prompts
 
@@ -63,8 +63,8 @@ def encode_examples(items: list[dict], tok, fmt: str, max_length: int) -> list[t
     for it in items:
         if fmt == paper_format.FORMAT:
             ctx, cont = paper_format.training_example(it, "chatml")
-        elif fmt == mathcode_data.FORMAT:
-            ctx, cont = mathcode_data.training_example(it)
+        elif fmt == chat.FORMAT:
+            ctx, cont = chat.training_example(it)
         else:
             ctx, cont = prompts.training_example(it, fmt)
         ctx_ids = tok(ctx, add_special_tokens=False)["input_ids"]
@@ -72,7 +72,7 @@ def encode_examples(items: list[dict], tok, fmt: str, max_length: int) -> list[t
         start = len(ctx_ids)
         if start >= len(whole):  # tokenizer merged across the boundary; fall back to separate encoding
             whole = ctx_ids + tok(cont, add_special_tokens=False)["input_ids"]
-        if fmt == mathcode_data.FORMAT and len(whole) > max_length and start <= max_length - max_length // 4:
+        if fmt == chat.FORMAT and len(whole) > max_length and start <= max_length - max_length // 4:
             out.append((whole[:max_length], start))
             continue
         cut = max(0, len(whole) - max_length)

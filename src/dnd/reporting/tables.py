@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from dnd.benchmarks.datasets import title
+from dnd.reporting.format import number as fmt
 from dnd.summary import (CONTROL_KINDS, GENERATED_KINDS, MEAN_ADAPTER, MEAN_TARGET, compared_kinds, comparison_pairs,
                       main_table, training_loras)
 
@@ -70,11 +71,6 @@ def _float(x: Any) -> float:
         return float(x)
     except (TypeError, ValueError):
         return float("nan")
-
-
-def fmt(x: Any, nd: int = 1) -> str:
-    v = _float(x)
-    return f"{v:.{nd}f}" if math.isfinite(v) else "n/a"
 
 
 def _fmt_s(x: Any) -> str:

@@ -46,7 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from dnd.summary import EQUIVALENT, ci_class  # ±EQUIVALENT points: no difference (the paper states directions only)
+from dnd.reporting.format import signed
+from dnd.stats import EQUIVALENT, ci_class  # ±EQUIVALENT points: no difference (the paper states directions only)
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ def summarize(cells: dict[tuple[str, str], list[dict]], family: str, sources: di
               extra: list[str] | tuple[str, ...] = ()) -> tuple[list[dict], dict[str, Any]]:
     """cells: (setting, target) -> eval rows; `extra`: the extra source tasks (beyond the run's
     datasets). Returns the csv rows and the metrics."""
-    from dnd.summary import bootstrap_indices, percentile_ci
+    from dnd.stats import paired_boot_means, percentile_ci, pooled_ci
 
     rows, metrics = [], {"family": family}
     boots: dict[str, dict[str, list]] = {}
@@ -179,12 +180,11 @@ def summarize(cells: dict[tuple[str, str], list[dict]], family: str, sources: di
         for method, vec in v.items():
             rows.append({"family": family, "setting": setting, "target": target, "method": method, "n": n,
                          "acc": float(vec["acc"].mean()), "gold_logprob": float(vec["gold_logprob"].mean())})
-        idx = bootstrap_indices(n, resamples, seed, target)
         for metric, factor in (("acc", 100.0), ("gold_logprob", 1.0)):
             diff = factor * (v["dnd"][metric] - v["train_avg"][metric])
             key = f"{setting}/{target}/dnd_minus_train_avg/{metric}"
             metrics[key] = float(diff.mean())
-            b = diff[idx].mean(1) if resamples else np.array([diff.mean()])
+            b = paired_boot_means(diff, resamples, seed, target)
             metrics[f"{key}_ci_low"], metrics[f"{key}_ci_high"] = percentile_ci(b)
             boots.setdefault(f"{setting}/{metric}", []).append(b)
         metrics[f"{setting}/{target}/n_sources"] = len(sources[(setting, target)])
@@ -214,13 +214,12 @@ def summarize(cells: dict[tuple[str, str], list[dict]], family: str, sources: di
                 if a["ids"] != b["ids"]:
                     raise ValueError(f"{family}: {ref} and {other} were scored on other items of {t}")
                 diff = factor * (a[metric] - b[metric])
-                idx = bootstrap_indices(len(diff), resamples, seed, t)
-                bs.append(diff[idx].mean(1) if resamples else np.array([diff.mean()]))
+                bs.append(paired_boot_means(diff, resamples, seed, t))
                 means.append(float(diff.mean()))
             else:
                 key = f"{ref}_minus_{other}/mean/dnd/{metric}"
                 metrics[key] = float(np.mean(means))
-                metrics[f"{key}_ci_low"], metrics[f"{key}_ci_high"] = percentile_ci(np.mean(bs, 0))
+                metrics[f"{key}_ci_low"], metrics[f"{key}_ci_high"] = pooled_ci(bs)
     for setting in settings:
         for metric in ("acc", "gold_logprob"):
             bs = boots.get(f"{setting}/{metric}", [])
@@ -228,15 +227,11 @@ def summarize(cells: dict[tuple[str, str], list[dict]], family: str, sources: di
                 continue
             key = f"{setting}/mean/dnd_minus_train_avg/{metric}"
             metrics[key] = float(np.mean([metrics[f"{setting}/{t}/dnd_minus_train_avg/{metric}"] for t in targets]))
-            metrics[f"{key}_ci_low"], metrics[f"{key}_ci_high"] = percentile_ci(np.mean(bs, 0))
+            metrics[f"{key}_ci_low"], metrics[f"{key}_ci_high"] = pooled_ci(bs)
     return rows, metrics
 
 
 # ============================================================================ report
-def _fmt(x: Any, digits: int = 1) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:+.{digits}f}"
-
-
 def _sources(n: str) -> str:
     return f"{n} source" + ("" if str(n) == "1" else "s")
 
@@ -261,7 +256,7 @@ def family_verdict(m: dict[str, Any]) -> str:
         cls = ci_class(lo, hi)
         rel = {"ahead": "ahead of", "behind": "behind", "level": "level with", "apart": "not told apart from"}[cls]
         ahead, behind, same = ahead + (cls == "ahead"), behind + (cls == "behind"), same + (cls == "level")
-        words.append(f"{name} {rel} {other} ({_fmt(d)} points [{_fmt(lo)}, {_fmt(hi)}])")
+        words.append(f"{name} {rel} {other} ({signed(d)} points [{signed(lo)}, {signed(hi)}])")
     if ahead == len(others):
         verdict = "reproduced"
     elif behind or same == len(others):
@@ -286,14 +281,14 @@ def family_table(m: dict[str, Any]):
         rec = {"Setting": s + (" (default)" if s in m.get("defaults", []) else "")}
         for t in m["targets"]:
             k = f"{s}/{t}/dnd_minus_train_avg/acc"
-            rec[title(t)] = (f"{_fmt(m.get(k))} [{_fmt(m.get(k + '_ci_low'))}, {_fmt(m.get(k + '_ci_high'))}]"
+            rec[title(t)] = (f"{signed(m.get(k))} [{signed(m.get(k + '_ci_low'))}, {signed(m.get(k + '_ci_high'))}]"
                              if k in m else "n/a")
         k = f"{s}/mean/dnd_minus_train_avg/acc"
-        rec["Mean over targets"] = (f"{_fmt(m.get(k))} [{_fmt(m.get(k + '_ci_low'))}, {_fmt(m.get(k + '_ci_high'))}]"
+        rec["Mean over targets"] = (f"{signed(m.get(k))} [{signed(m.get(k + '_ci_low'))}, {signed(m.get(k + '_ci_high'))}]"
                                     if k in m else "n/a")
         k = f"{s}/mean/dnd_minus_train_avg/gold_logprob"
-        rec["Gold log-prob (nats)"] = (f"{_fmt(m.get(k), 3)} [{_fmt(m.get(k + '_ci_low'), 3)}, "
-                                       f"{_fmt(m.get(k + '_ci_high'), 3)}]" if k in m else "n/a")
+        rec["Gold log-prob (nats)"] = (f"{signed(m.get(k), 3)} [{signed(m.get(k + '_ci_low'), 3)}, "
+                                       f"{signed(m.get(k + '_ci_high'), 3)}]" if k in m else "n/a")
         recs.append(rec)
     return pd.DataFrame(recs)
 

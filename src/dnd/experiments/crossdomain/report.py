@@ -25,6 +25,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from dnd.reporting.format import ci_text, dnd_relation, number, pct
+
 log = logging.getLogger(__name__)
 
 SECTION = "## Cross-domain"
@@ -47,22 +49,14 @@ def paper_numbers(paper: dict[str, Any]) -> dict[str, float] | None:
     return None
 
 
-def _pct(x: Any) -> float:
-    return math.nan if x is None else 100 * float(x)
-
-
-def _fmt(x: float, digits: int = 1, sign: bool = False) -> str:
-    return "n/a" if x is None or not math.isfinite(x) else (f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}")
-
-
 def dnd_minus_table(comp: list[dict[str, Any]], metric_col: str, lp_col: str, lp_digits: int) -> list[str]:
     """Report lines: DnD minus each baseline and control (`comparisons`), the metric in points and
     the gold/reference log-probability in nats, each with its paired 95% CI."""
     import pandas as pd
 
     def cell(c: dict[str, Any], key: str, digits: int) -> str:
-        return (f"{_fmt(c[key], digits, True)} [{_fmt(c[f'{key}_ci_low'], digits, True)}, "
-                f"{_fmt(c[f'{key}_ci_high'], digits, True)}]")
+        return (f"{number(c[key], digits, True)} [{number(c[f'{key}_ci_low'], digits, True)}, "
+                f"{number(c[f'{key}_ci_high'], digits, True)}]")
 
     table = pd.DataFrame([{"DnD minus": c["label"], metric_col: cell(c, "acc", 1),
                            lp_col: cell(c, "gold_logprob", lp_digits)} for c in comp])
@@ -79,9 +73,9 @@ def method_rows(scores, metrics: dict[str, Any], target: str) -> list[dict[str, 
     out = []
     for key, label in ROWS:
         if key == "train_avg":
-            acc, lo, hi = (_pct(metrics.get(f"{target}/train_avg")), math.nan, math.nan)
+            acc, lo, hi = (pct(metrics.get(f"{target}/train_avg")), math.nan, math.nan)
         elif key == "best_train":
-            acc, lo, hi = _pct(metrics.get(f"{target}/best_train")), math.nan, math.nan
+            acc, lo, hi = pct(metrics.get(f"{target}/best_train")), math.nan, math.nan
         else:
             rows = st[(st.method == key) & (st.adapter.astype(str) == MEAN_ADAPTER)]
             if rows.empty:
@@ -89,7 +83,7 @@ def method_rows(scores, metrics: dict[str, Any], target: str) -> list[dict[str, 
             if rows.empty:
                 continue
             r = rows.iloc[0]
-            acc, lo, hi = _pct(r.acc), _pct(r.ci_low), _pct(r.ci_high)
+            acc, lo, hi = pct(r.acc), pct(r.ci_low), pct(r.ci_high)
         if math.isfinite(acc):
             out.append({"key": key, "Method": label, "acc": acc, "ci_low": lo, "ci_high": hi})
     return out
@@ -102,9 +96,9 @@ def comparisons(metrics: dict[str, Any], target: str) -> list[dict[str, Any]]:
         key = f"{target}/dnd_minus_{b}"
         if metrics.get(f"{key}/acc") is None:
             continue
-        out.append({"baseline": b, "label": label, "acc": _pct(metrics[f"{key}/acc"]),
-                    "acc_ci_low": _pct(metrics.get(f"{key}/acc_ci_low")),
-                    "acc_ci_high": _pct(metrics.get(f"{key}/acc_ci_high")),
+        out.append({"baseline": b, "label": label, "acc": pct(metrics[f"{key}/acc"]),
+                    "acc_ci_low": pct(metrics.get(f"{key}/acc_ci_low")),
+                    "acc_ci_high": pct(metrics.get(f"{key}/acc_ci_high")),
                     "gold_logprob": float(metrics.get(f"{key}/gold_logprob") or math.nan),
                     "gold_logprob_ci_low": float(metrics.get(f"{key}/gold_logprob_ci_low") or math.nan),
                     "gold_logprob_ci_high": float(metrics.get(f"{key}/gold_logprob_ci_high") or math.nan)})
@@ -116,7 +110,7 @@ def render(scores, metrics: dict[str, Any], params: dict[str, Any], paper: dict[
     import pandas as pd
 
     from dnd.benchmarks.datasets import title
-    from dnd.summary import verdict
+    from dnd.stats import verdict
 
     target = params["target"]
     name = title(target) if _known(target) else target
@@ -131,8 +125,8 @@ def render(scores, metrics: dict[str, Any], params: dict[str, Any], paper: dict[
          "items against the main table's zero-shot baselines and controls, with the same scorer (log-likelihood "
          f"over the answers). {metrics.get(f'{target}/n_dnd_adapters', 'n/a')} DnD adapters, each from its own draw "
          "of prompts; the new domain has no LoRA, so no oracle. Accuracy in % with 95% bootstrap CIs over items.", ""]
-    table = pd.DataFrame([{"Method": r["Method"], "Accuracy": _fmt(r["acc"]),
-                           "95% CI": (f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
+    table = pd.DataFrame([{"Method": r["Method"], "Accuracy": number(r["acc"]),
+                           "95% CI": (f"[{number(r['ci_low'])}, {number(r['ci_high'])}]"
                                       if math.isfinite(r["ci_low"]) else "")} for r in rows])
     L += [table.to_markdown(index=False, disable_numparse=True), "",
           "† chosen with the new domain's test labels (not zero-shot).", ""]
@@ -143,19 +137,19 @@ def render(scores, metrics: dict[str, Any], params: dict[str, Any], paper: dict[
     if pn and main:
         claim = pn["dnd"] - pn["train_avg"]
         L += [f"**The paper** (Qwen2.5-0.5B, its protocol): training LoRAs {pn['train_avg']:.1f} → DnD {pn['dnd']:.1f} "
-              f"({claim:+.1f} points). **Here**: {_fmt(_pct(metrics.get(f'{target}/train_avg')))} → "
-              f"{_fmt(_pct(metrics.get(f'{target}/dnd_mean')))} ({_fmt(main['acc'], sign=True)} points, 95% CI "
-              f"[{_fmt(main['acc_ci_low'], sign=True)}, {_fmt(main['acc_ci_high'], sign=True)}]). "
+              f"({claim:+.1f} points). **Here**: {number(pct(metrics.get(f'{target}/train_avg')))} → "
+              f"{number(pct(metrics.get(f'{target}/dnd_mean')))} ({number(main['acc'], sign=True)} points, 95% CI "
+              f"[{number(main['acc_ci_low'], sign=True)}, {number(main['acc_ci_high'], sign=True)}]). "
               f"**Verdict: {verdict(main['acc_ci_low'], main['acc_ci_high'], claim)}.**", ""]
         noprompt = [c for c in comp if c["baseline"] in ("soup", "nearest")]
         if noprompt:
             L += ["Where the gain comes from: against the simpler zero-shot baselines, the soup (the sources' mean, "
                   "no prompts) and nearest (the training LoRA whose prompts are closest to the new domain's), "
-                  + "; ".join(f"{_relation(c)} ({_ci(c)})" for c in noprompt) + ".", ""]
+                  + "; ".join(f"{dnd_relation(c)} ({ci_text(c)})" for c in noprompt) + ".", ""]
         ctrl = [c for c in comp if c["baseline"].startswith("control_")]
         if ctrl:
             L += ["Against its controls (the same generator given other prompts), " + "; ".join(
-                f"{_relation(c)} ({_ci(c)})" for c in ctrl) + ": " + (
+                f"{dnd_relation(c)} ({ci_text(c)})" for c in ctrl) + ": " + (
                 "the new domain's prompts matter" if all(c["acc_ci_low"] > 0 for c in ctrl) else
                 "the new domain's prompts make no measurable difference against at least one control") + "."]
         L += [""]
@@ -164,17 +158,6 @@ def render(scores, metrics: dict[str, Any], params: dict[str, Any], paper: dict[
                         "of the default run are reused)." if timing else "no benchmark files were found for its jobs."),
           "", f"![Cross-domain]({figure_rel})", ""]
     return "\n".join(L)
-
-
-def _ci(c: dict[str, Any]) -> str:
-    return f"{_fmt(c['acc'], sign=True)} points, [{_fmt(c['acc_ci_low'], sign=True)}, {_fmt(c['acc_ci_high'], sign=True)}]"
-
-
-def _relation(c: dict[str, Any]) -> str:
-    """DnD against one baseline, in words, from the paired 95% CI of DnD minus it."""
-    from dnd.summary import relation
-
-    return relation(c["acc_ci_low"], c["acc_ci_high"], "DnD", c["label"])
 
 
 def _known(name: str) -> bool:

@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from dnd.reporting.format import number
+
 from dnd.experiments.fewshot.tuning import DND, FT, ICL
 
 log = logging.getLogger(__name__)
@@ -120,7 +122,7 @@ def _items(rows: list[dict], what: str, ids: list[str]) -> np.ndarray:
 
 def summarize(inputs: dict[str, dict[str, Any]], resamples: int, seed: int) -> tuple[list[dict], dict[str, Any]]:
     """(results/fewshot.csv rows, metrics.json) from `load_inputs` (see the module doc)."""
-    from dnd.summary import boot_means, bootstrap_indices, percentile_ci
+    from dnd.stats import paired_boot_means, percentile_ci, pooled_ci
 
     csv_rows: list[dict] = []
     m: dict[str, Any] = {"targets": list(inputs)}
@@ -129,7 +131,6 @@ def summarize(inputs: dict[str, dict[str, Any]], resamples: int, seed: int) -> t
         ids = [str(i) for i in x["dnd"][0]["ids"]]
         n = len(ids)
         dnd = _items(x["dnd"], f"{t} dnd", ids)
-        idx = bootstrap_indices(n, resamples, seed, t)
         m[f"{t}/n"] = n
         m[f"{t}/dnd/acc"] = 100 * float(dnd.mean())
         m[f"{t}/dnd/adapters"] = len(x["dnd"])
@@ -151,7 +152,7 @@ def summarize(inputs: dict[str, dict[str, Any]], resamples: int, seed: int) -> t
                 diff = 100 * (dnd - items)
                 key = f"{t}/dnd_minus_{method}_k{k}"
                 m[f"{key}/acc"] = float(diff.mean())
-                boot = boot_means(diff, idx)
+                boot = paired_boot_means(diff, resamples, seed, t)
                 m[f"{key}/acc_ci_low"], m[f"{key}/acc_ci_high"] = percentile_ci(boot)
                 pooled.setdefault((method, k), []).append((float(diff.mean()), boot))
         for k, need in x["context"]["positions"].items():
@@ -163,26 +164,20 @@ def summarize(inputs: dict[str, dict[str, Any]], resamples: int, seed: int) -> t
         m[f"{key}/acc"] = float(np.mean([d for d, _ in per]))
         m[f"{key}/targets"] = len(per)
         boots = [b for _, b in per]
-        lo, hi = percentile_ci(np.mean(boots, axis=0)) if all(b is not None for b in boots) else (math.nan, math.nan)
+        lo, hi = pooled_ci(boots)
         m[f"{key}/acc_ci_low"], m[f"{key}/acc_ci_high"] = lo, hi
     return csv_rows, m
 
 
 # ============================================================================ report
-def _f(x: float | None, nd: int = 1, sign: bool = False) -> str:
-    if x is None or not math.isfinite(float(x)):
-        return "n/a"
-    return f"{float(x):+.{nd}f}" if sign else f"{float(x):.{nd}f}"
-
-
 def _secs(x: float) -> str:
     x = float(x)
     return f"{x:.2f}" if abs(x) < 10 else f"{x:.0f}"
 
 
 def _ci(m: dict, key: str) -> str:
-    return (f"{_f(m.get(f'{key}/acc'), sign=True)} [{_f(m.get(f'{key}/acc_ci_low'), sign=True)}, "
-            f"{_f(m.get(f'{key}/acc_ci_high'), sign=True)}]")
+    return (f"{number(m.get(f'{key}/acc'), sign=True)} [{number(m.get(f'{key}/acc_ci_low'), sign=True)}, "
+            f"{number(m.get(f'{key}/acc_ci_high'), sign=True)}]")
 
 
 def _verdict(m: dict, key: str) -> str:
@@ -199,7 +194,7 @@ def results_table(df, m: dict[str, Any]):
     for t in m["targets"]:
         sub = df[df["target"] == t]
         for _, r in sub.iterrows():
-            rec = {"Target": title(t), "Method": TITLES[r["method"]], "k": int(r["k"]), "Acc (%)": _f(100 * r["acc"]),
+            rec = {"Target": title(t), "Method": TITLES[r["method"]], "k": int(r["k"]), "Acc (%)": number(100 * r["acc"]),
                    "Seconds": _secs(r["seconds"]), "DnD − it (points, 95% CI)": "", "Paper: DnD above": "",
                    "Verdict": ""}
             if r["method"] == ICL and int(r["k"]) == 0:

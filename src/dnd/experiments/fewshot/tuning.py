@@ -127,9 +127,9 @@ def score_fewshot_loras(target: str, params: dict[str, Any], model_dir: Path, ta
     ev = section("evaluation", params.get("evaluation"))
     ks = [int(k) for k in section("fewshot", params.get("fewshot"))["ks"]]
     task = task_name(target)
-    task_yaml = ev_mod._require(Path(tasks_dir) / f"{task}.yaml", f"lm-eval task {task}")
+    task_yaml = ev_mod.require_file(Path(tasks_dir) / f"{task}.yaml", f"lm-eval task {task}")
     test_file = ev_mod.task_data_file(task_yaml)
-    ev_mod._require(Path(model_dir) / "config.json", "base model")
+    ev_mod.require_file(Path(model_dir) / "config.json", "base model")
     loras = {k: ev_mod.require_adapter_dir(Path(lora_dir) / f"k{k}" / "final", f"few-shot LoRA k={k}") for k in ks}
     ref_dir = loras[ks[0]]
     ref_cfg = ev_mod.read_adapter_config(ref_dir)
@@ -140,13 +140,13 @@ def score_fewshot_loras(target: str, params: dict[str, Any], model_dir: Path, ta
     cache = (ev_mod.open_score_cache(cache_dir, model_dir, task_yaml, test_file, ref_cfg, ev)
              if cache_dir is not None else None)
     limit = None if ev["limit"] is None else int(ev["limit"])
-    jobs = [ev_mod._adapter_job(FT, str(k), p) for k, p in loras.items()]
-    scored, _ = ev_mod._score_jobs(
+    jobs = [ev_mod.adapter_job(FT, str(k), p) for k, p in loras.items()]
+    scored, _ = ev_mod.score_jobs(
         target, jobs, lambda: ev_mod.InPlaceScorer(model_dir, ref_dir, tasks_dir, task, limit=limit,
                                                    batch_size=int(ev["batch_size"]), dtype=ev["dtype"],
                                                    metric=ev["metric"], backend=ev["backend"]),
         cache, ev_mod.read_ids(test_file), limit)
-    return [ev_mod._row(target, FT, str(k), scored[(FT, str(k))], ev["metric"], k=k) for k in ks]
+    return [ev_mod.result_row(target, FT, str(k), scored[(FT, str(k))], ev["metric"], k=k) for k in ks]
 
 
 # ============================================================================ in-context learning
@@ -216,7 +216,7 @@ def score_icl(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: P
     ev = section("evaluation", params.get("evaluation"))
     fcfg = section("fewshot", params.get("fewshot"))
     fmt = section("prompt", params.get("prompt"))["format"]
-    task_yaml = ev_mod._require(Path(tasks_dir) / f"{task_name(target)}.yaml", f"lm-eval task {task_name(target)}")
+    task_yaml = ev_mod.require_file(Path(tasks_dir) / f"{task_name(target)}.yaml", f"lm-eval task {task_name(target)}")
     records = read_jsonl(ev_mod.task_data_file(task_yaml))
     limit = None if ev["limit"] is None else int(ev["limit"])
     scored_records = records if limit is None else records[:limit]
@@ -224,7 +224,7 @@ def score_icl(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: P
     ks = sorted({0, *(int(k) for k in fcfg["icl_ks"])})
     if max(ks) > 0:
         first_k(train, max(ks), str(train_file))  # every k must have its demonstrations
-    ev_mod._require(Path(model_dir) / "config.json", "base model")
+    ev_mod.require_file(Path(model_dir) / "config.json", "base model")
     if log.getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("lm_eval").setLevel(logging.WARNING)
 
@@ -254,7 +254,7 @@ def score_icl(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: P
                 raise RuntimeError(f"{target} icl k={k}: scored items are not the task's test items")
             log.info("%s icl k=%d: acc=%.4f n=%d (%.1f s, prefix %d positions)", target, k, s.acc, s.n, s.seconds,
                      need)
-            rows.append(ev_mod._row(target, ICL, str(k), s, ev["metric"], k=k))
+            rows.append(ev_mod.result_row(target, ICL, str(k), s, ev["metric"], k=k))
             seconds[str(k)] = round(s.seconds, 3)
     return rows, info, seconds
 

@@ -22,7 +22,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from dnd.experiments.crossdomain.report import _ci, _fmt, _pct, _relation, comparisons, dnd_minus_table, method_rows
+from dnd.experiments.crossdomain.report import comparisons, dnd_minus_table, method_rows
+from dnd.reporting.format import ci_text, dnd_relation, number, pct
 
 log = logging.getLogger(__name__)
 
@@ -114,15 +115,15 @@ def target_section(domain: str, target: str, scores, metrics: dict[str, Any], pa
                    model: str = "this run's base model") -> list[str]:
     import pandas as pd
 
-    from dnd.summary import verdict
+    from dnd.stats import verdict
 
     rows = method_rows(scores, metrics, target)
     comp = comparisons(metrics, target)
     metric = metrics.get(f"{target}/metric", "")
     lp_key = {"base": "base", "train_avg": "source_lora", "soup": "soup", "nearest": "nearest", "dnd": "dnd",
               "control_random": "control_random", "control_shuffled": "control_shuffled"}
-    table = pd.DataFrame([{"Method": r["Method"], f"{metric} (%)": _fmt(r["acc"]),
-                           "95% CI": (f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]" if math.isfinite(r["ci_low"])
+    table = pd.DataFrame([{"Method": r["Method"], f"{metric} (%)": number(r["acc"]),
+                           "95% CI": (f"[{number(r['ci_low'])}, {number(r['ci_high'])}]" if math.isfinite(r["ci_low"])
                                       else ""),
                            "Reference log-prob (nats)": (_lp(scores, target, lp_key[r["key"]])
                                                          if r["key"] in lp_key else "")} for r in rows])
@@ -138,7 +139,7 @@ def target_section(domain: str, target: str, scores, metrics: dict[str, Any], pa
     sec = {k.split("/", 3)[3]: v for k, v in metrics.items() if k.startswith(f"{target}/secondary/")}
     if sec:
         L += ["GSM8K `exact_match,strict-match` (the answer after `#### `, the format of the reference solutions), "
-              "per method/adapter: " + ", ".join(f"{_name(k)} {_fmt(100 * v)}" for k, v in sec.items()) + ".", ""]
+              "per method/adapter: " + ", ".join(f"{_name(k)} {number(100 * v)}" for k, v in sec.items()) + ".", ""]
     status = {k.split("/", 2)[2]: v for k, v in metrics.items() if k.startswith(f"{target}/status/")}
     if status:
         total = Counter()
@@ -152,14 +153,14 @@ def target_section(domain: str, target: str, scores, metrics: dict[str, Any], pa
         claim = pn["dnd"] - pn["train_avg"]
         L += [f"**The paper** ({PAPER_MODEL}, its protocol, {pn['metric']}): training LoRAs {pn['train_avg']:.1f} → "
               f"DnD {pn['dnd']:.1f} ({claim:+.1f} points). **Here** ({model}): "
-              f"{_fmt(_pct(metrics.get(f'{target}/train_avg')))} → {_fmt(_pct(metrics.get(f'{target}/dnd_mean')))} "
-              f"({_ci(main)}). **Verdict: {verdict(main['acc_ci_low'], main['acc_ci_high'], claim)}.**", ""]
+              f"{number(pct(metrics.get(f'{target}/train_avg')))} → {number(pct(metrics.get(f'{target}/dnd_mean')))} "
+              f"({ci_text(main)}). **Verdict: {verdict(main['acc_ci_low'], main['acc_ci_high'], claim)}.**", ""]
     elif main:
         L += [f"The paper reports no {TITLES.get(target, target)} number for {PAPER_MODEL}. Here: training LoRAs "
-              f"{_fmt(_pct(metrics.get(f'{target}/train_avg')))} → DnD {_fmt(_pct(metrics.get(f'{target}/dnd_mean')))}"
-              f" ({_ci(main)}).", ""]
+              f"{number(pct(metrics.get(f'{target}/train_avg')))} → DnD {number(pct(metrics.get(f'{target}/dnd_mean')))}"
+              f" ({ci_text(main)}).", ""]
     if comp:
-        L += ["In words: " + "; ".join(f"{_relation(c)} ({_ci(c)})" for c in comp) + ".", ""]
+        L += ["In words: " + "; ".join(f"{dnd_relation(c)} ({ci_text(c)})" for c in comp) + ".", ""]
     return L
 
 

@@ -272,10 +272,10 @@ def evaluate_mathcode(domain: str, target: str, params: dict[str, Any], model_di
     if not sources:
         raise ValueError("--params must list 'sources'")
     for kind in (GEN_TASK, LOGLIK_TASK):
-        ev_mod._require(tasks_dir / f"{task_name(domain, target, kind)}.yaml", f"lm-eval task {kind} of {target}")
-    ev_mod._require(model_dir / "config.json", "base model")
+        ev_mod.require_file(tasks_dir / f"{task_name(domain, target, kind)}.yaml", f"lm-eval task {kind} of {target}")
+    ev_mod.require_file(model_dir / "config.json", "base model")
     plan = ev_mod.plan_target(target, sources, sources, zoo_dir, generated_dir, encoded_dir, cond=cond, kinds=KINDS)
-    nearest, sims = ev_mod._nearest_training_lora(plan, target)
+    nearest, sims = ev_mod.nearest_training_lora(plan, target)
     ref_dir, ref_cfg = ev_mod.reference_lora(plan, sources)
     ev_mod.quiet_lm_eval()
     settings = {"batch_size": int(ev["batch_size"]), "dtype": ev["dtype"],
@@ -285,7 +285,7 @@ def evaluate_mathcode(domain: str, target: str, params: dict[str, Any], model_di
 
         require_sandbox(str(cfg["sandbox"]))  # refuse before loading a model, not after generating
     cache = open_cache(cache_dir, domain, target, model_dir, tasks_dir, ref_cfg, settings) if cache_dir else None
-    jobs = ev_mod._scoring_jobs(plan, sources, model_dir)
+    jobs = ev_mod.scoring_jobs(plan, sources, model_dir)
     scorer: GenerationScorer | None = None
     results: dict[tuple[str, str], dict[str, Any]] = {}
     for method, adapter, where, loader in tqdm(jobs, desc=f"{domain} {target}", unit="adapter"):

@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from dnd.summary import ci_class
+from dnd.reporting.format import number
+from dnd.stats import ci_class
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def _decompose(dnd: tuple, base: tuple) -> dict[str, float]:
 
 
 def metrics(rows: list[dict], folds: dict[str, list[str]], resamples: int, seed: int) -> dict[str, Any]:
-    from dnd.summary import bootstrap_indices, percentile_ci
+    from dnd.stats import paired_boot_means, pooled_ci
 
     targets = [t for t in folds if any(r["target"] == t for r in rows)]
     methods = [m for m, _, _ in TABLE_METHODS]
@@ -134,12 +135,10 @@ def metrics(rows: list[dict], folds: dict[str, list[str]], resamples: int, seed:
             boots = []
             for t, (a, b) in zip(targets, pairs):
                 diff = 100 * (a[0] - b[0])
-                idx = bootstrap_indices(len(diff), resamples, seed, t)
-                boots.append(diff[idx].mean(1) if resamples else np.array([diff.mean()]))
-            pooled = np.mean(boots, 0)
+                boots.append(paired_boot_means(diff, resamples, seed, t))
             key = f"{p}/{subject}_minus_{base}"
             out[f"{key}/acc"] = float(np.mean([100 * (a[0] - b[0]).mean() for a, b in pairs]))
-            lo, hi = percentile_ci(pooled) if resamples else (float("nan"), float("nan"))
+            lo, hi = pooled_ci(boots)
             out[f"{key}/acc_ci_low"], out[f"{key}/acc_ci_high"] = float(lo), float(hi)
             parts = [_decompose(a, b) for a, b in pairs]
             for part in ("validity", "accuracy_valid"):
@@ -168,10 +167,6 @@ def empty_shares(rows: list[dict]) -> dict[str, float]:
 
 
 # ============================================================================ report
-def _fmt(x, digits: int = 1) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{digits}f}"
-
-
 def protocol_table(m: dict[str, Any]):
     import pandas as pd
 
@@ -183,9 +178,9 @@ def protocol_table(m: dict[str, Any]):
         for p in PROTOCOL_ORDER:
             acc, inv = m.get(f"{p}/{key}/acc"), m.get(f"{p}/{key}/invalid_rate")
             sd = m.get(f"{p}/{key}/acc_sd_seeds")
-            rec[f"{PROTOCOL_TITLES[p]}: acc"] = _fmt(acc) + (f" ± {sd:.1f}" if sd is not None else "")
+            rec[f"{PROTOCOL_TITLES[p]}: acc"] = number(acc) + (f" ± {sd:.1f}" if sd is not None else "")
             if p != "loglik":
-                rec[f"{PROTOCOL_TITLES[p]}: invalid %"] = _fmt(inv)
+                rec[f"{PROTOCOL_TITLES[p]}: invalid %"] = number(inv)
         recs.append(rec)
     return pd.DataFrame(recs)
 
@@ -204,7 +199,7 @@ def conclusion(m: dict[str, Any], paper: dict[str, Any]) -> list[str]:
         s = (f"- **{PROTOCOL_TITLES[p]}**: DnD {verdict} the training-LoRA average: {d:+.1f} points "
              f"(95% CI [{lo:+.1f}, {hi:+.1f}])")
         if p != "loglik":
-            s += (f"; invalid outputs {_fmt(inv_d)}% for DnD against {_fmt(inv_t)}% for the training LoRAs, and "
+            s += (f"; invalid outputs {number(inv_d)}% for DnD against {number(inv_t)}% for the training LoRAs, and "
                   f"of the difference {m[f'{key}/validity']:+.1f} points come from the invalid-output rate, "
                   f"{m[f'{key}/accuracy_valid']:+.1f} from accuracy among valid answers")
         lines.append(s + ".")
@@ -220,7 +215,7 @@ def conclusion(m: dict[str, Any], paper: dict[str, Any]) -> list[str]:
             lines.append(f"- Conditioning on the test prompts (the authors' code) instead of the unlabeled pool, "
                          f"{PROTOCOL_TITLES[p].lower()}: {m[f'{key}/acc']:+.1f} points (95% CI "
                          f"[{m[f'{key}/acc_ci_low']:+.1f}, {m[f'{key}/acc_ci_high']:+.1f}]; "
-                         f"{_fmt(m[f'{p}/dnd_testcond/acc'])} vs {_fmt(m[f'{p}/dnd/acc'])}).")
+                         f"{number(m[f'{p}/dnd_testcond/acc'])} vs {number(m[f'{p}/dnd/acc'])}).")
     for p in PROTOCOL_ORDER:
         parts = [f"{name} {m[f'{p}/dnd_minus_{b}/acc']:+.1f} [{m[f'{p}/dnd_minus_{b}/acc_ci_low']:+.1f}, "
                  f"{m[f'{p}/dnd_minus_{b}/acc_ci_high']:+.1f}]"
@@ -249,7 +244,7 @@ def per_target_table(m: dict[str, Any]):
         for p in PROTOCOL_ORDER:
             for key, name in (("train_avg", "train avg"), ("dnd", "DnD")):
                 acc, inv = m.get(f"{t}/{p}/{key}/acc"), m.get(f"{t}/{p}/{key}/invalid_rate")
-                rec[f"{PROTOCOL_TITLES[p]}: {name}"] = _fmt(acc) + ("" if p == "loglik" else f" / {_fmt(inv)}")
+                rec[f"{PROTOCOL_TITLES[p]}: {name}"] = number(acc) + ("" if p == "loglik" else f" / {number(inv)}")
         recs.append(rec)
     return pd.DataFrame(recs)
 
@@ -260,7 +255,7 @@ def paper_rows(paper: dict[str, Any], targets: list[str]):
     from dnd.benchmarks.datasets import title
 
     per = (paper or {}).get("common_sense", {}).get("per_dataset", {}) or {}
-    recs = [{"Target": title(t), "Paper: training LoRAs": _fmt(v.get("train_avg")), "Paper: DnD": _fmt(v.get("dnd"))}
+    recs = [{"Target": title(t), "Paper: training LoRAs": number(v.get("train_avg")), "Paper: DnD": number(v.get("dnd"))}
             for t, v in per.items() if t in targets]
     return pd.DataFrame(recs)
 

@@ -322,19 +322,19 @@ def evaluate_protocol(target: str, params: dict[str, Any], model_dir: Path, task
     seeds = [int(s) for s in pcfg["seeds"]]
     names = [n for _, _, n in task_names(target, seeds)]
     for n in names:
-        ev_mod._require(tasks_dir / f"{n}.yaml", f"lm-eval task {n}")
-    ev_mod._require(model_dir / "config.json", "base model")
+        ev_mod.require_file(tasks_dir / f"{n}.yaml", f"lm-eval task {n}")
+    ev_mod.require_file(model_dir / "config.json", "base model")
     if target not in datasets:
         raise ValueError(f"target {target!r} / sources {sources} do not fit datasets {datasets}")
     plan = ev_mod.plan_target(target, datasets, sources, zoo_dir, generated_dir, encoded_dir, kinds=PROTOCOL_KINDS)
-    nearest, sims = ev_mod._nearest_training_lora(plan, target)
+    nearest, sims = ev_mod.nearest_training_lora(plan, target)
     ref_dir, ref_cfg = ev_mod.reference_lora(plan, sources)
     ev_mod.quiet_lm_eval()
 
     settings = {"batch_size": int(ev["batch_size"]), "dtype": ev["dtype"],
                 **{k: pcfg[k] for k in ("template", "max_new_tokens", "sampling", "seeds")}}
     cache = open_cache(cache_dir, model_dir, tasks_dir, names, ref_cfg, settings) if cache_dir else None
-    jobs = ev_mod._scoring_jobs(plan, sources, model_dir)
+    jobs = ev_mod.scoring_jobs(plan, sources, model_dir)
 
     scorer: ProtocolScorer | None = None
     rows: list[dict[str, Any]] = []
