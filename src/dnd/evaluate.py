@@ -92,6 +92,7 @@ BACKEND = BACKENDS[0]
 # log-softmax in float32 whatever the model dtype (HFLM's softmax_dtype; its default is the
 # model's dtype, which in bfloat16 rounds every token log-probability to ~3 digits)
 SOFTMAX_DTYPE = "float32"
+SCORING_SETTINGS = ("limit", "batch_size", "dtype", "metric", "backend")  # the evaluation settings a score depends on
 # LoraConfig fields that must agree between the wrapped model and an adapter loaded into it
 LORA_SHAPE_FIELDS = ("peft_type", "r", "lora_alpha", "target_modules", "use_rslora", "use_dora", "bias",
                      "fan_in_fan_out", "rank_pattern", "alpha_pattern", "layers_to_transform",
@@ -374,35 +375,23 @@ class InPlaceScorer:
 
 
 def open_score_cache(directory: Path, model_dir: Path, task_yaml: Path, test_file: Path,
-                     lora_cfg: dict[str, Any], settings: dict[str, Any]) -> ScoreCache:
+                     lora_cfg: dict[str, Any], settings: dict[str, Any],
+                     recipe: dict[str, Any] | None = None) -> ScoreCache:
     """The ScoreCache of one target. Besides the adapter's tensors its keys cover: the base
     model's files, the content of the test file, the task config (without the path of its test
     file: the same key wherever the repository lives, relative or absolute path), the LoRA
     shape the adapters are loaded with, the scoring settings (limit, batch_size, dtype, metric),
-    the torch thread count, the versions of torch/transformers/peft/lm-eval and the source of
-    the scoring code (this module, dnd.scoring.cache, dnd.formats.prompts). Its entries are checked before
-    use against `settings["metric"]` (dnd.scoring.cache.ScoreCache.get)."""
-    from importlib.metadata import version
+    the torch thread count, the versions of torch/transformers/peft/lm-eval and
+    dnd.scoring.SCORER_VERSION (dnd.scoring.cache.content_context); never the code's files. Its
+    entries are checked before use against `settings["metric"]` (dnd.scoring.cache.ScoreCache.get).
+    `recipe` is stored with the entries for `dnd verify-cache`."""
+    from .scoring.cache import content_context
 
-    import torch
-
-    from .scoring import lm_backend
-    from .formats import prompts
-    from .scoring import cache as score_cache
-
-    files = sorted(p for p in Path(model_dir).iterdir() if p.is_file())
-    files += [test_file, Path(__file__), Path(score_cache.__file__), Path(prompts.__file__), Path(lm_backend.__file__)]
-    task = task_config(task_yaml)
-    del task["dataset_kwargs"]["data_files"]["test"]  # its content is hashed above
-    context = {
-        "task": task,
-        "lora": lora_shape(lora_cfg),
-        "settings": {k: settings[k] for k in ("limit", "batch_size", "dtype", "metric", "backend")},
-        "softmax_dtype": SOFTMAX_DTYPE,
-        "threads": torch.get_num_threads(),
-        "versions": {m: version(m) for m in ("torch", "transformers", "peft", "lm_eval")},
-    }
-    return ScoreCache(directory, files, context, metric=settings["metric"])
+    files, context = content_context(
+        model_dir, {"task": (task_config(task_yaml), test_file)}, lora_shape(lora_cfg),
+        {k: settings[k] for k in SCORING_SETTINGS},
+        softmax_dtype=SOFTMAX_DTYPE)
+    return ScoreCache(directory, files, context, metric=settings["metric"], recipe=recipe)
 
 
 # ======================================================================== evaluate
@@ -458,9 +447,25 @@ def _rounded(values: list[float]) -> list[float]:
     return [round(float(v), 6) for v in values]
 
 
+class AdapterLoader:
+    """Loads an adapter: the state dict of one adapter directory, or the mean of several (a soup).
+    `dirs` is its source, stored with its score cache entry (`dnd verify-cache` loads it again)."""
+
+    def __init__(self, dirs: Sequence[Path | str]):
+        self.dirs = [Path(d) for d in dirs]
+
+    def __call__(self) -> dict:
+        if len(self.dirs) == 1:
+            return load_state_dict(self.dirs[0])
+        return average_state_dicts([load_state_dict(d) for d in self.dirs])
+
+    def source(self) -> list[str]:
+        return [str(d) for d in self.dirs]
+
+
 def adapter_job(method: str, adapter: str, path: Path) -> tuple[str, str, str, Any]:
     """(method, adapter, where, loader) of an adapter directory; `where` names it in messages."""
-    return method, adapter, f"{method}/{adapter} ({path})", lambda: load_state_dict(path)
+    return method, adapter, f"{method}/{adapter} ({path})", AdapterLoader([path])
 
 
 def nearest_training_lora(plan: dict[str, Any], target: str) -> tuple[str, dict[str, float]]:
@@ -482,7 +487,7 @@ def scoring_jobs(plan: dict[str, Any], sources: list[str], model_dir: Path) -> l
     jobs: list[tuple[str, str, str, Any]] = [("base", "base", f"base ({model_dir})", None)]
     jobs += [adapter_job("source_lora", d, p) for d, p in plan["finals"].items()]
     jobs.append(("soup", "soup", f"soup (mean of {', '.join(sources)})",
-                 lambda: average_state_dicts([load_state_dict(plan["finals"][d]) for d in sources])))
+                 AdapterLoader([plan["finals"][d] for d in sources])))
     for kind, adapters in plan["generated"].items():
         jobs += [adapter_job(kind, i, p) for i, p in adapters]
     return jobs
@@ -510,7 +515,7 @@ def score_jobs(target: str, jobs: list[tuple[str, str, str, Any]], new_scorer, c
                 stats["load_s"] += time.perf_counter() - t
             s = scorer.score(sd, where=where)
             if cache is not None:
-                cache.put(key, s)
+                cache.put(key, s, source=loader.source() if isinstance(loader, AdapterLoader) else None)
             stats["items"] += s.n
             bar.set_postfix(acc=f"{s.acc:.3f}", q_per_s=f"{s.n / s.seconds:.1f}")
             log.info("%s %-22s acc=%.4f n=%d (%.1f s, %.1f questions/s)", target, name, s.acc, s.n, s.seconds,
@@ -549,7 +554,10 @@ def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks_
 
     ref_dir, ref_cfg = reference_lora(plan, sources)
     quiet_lm_eval()
-    cache = open_score_cache(cache_dir, model_dir, task_yaml, test_file, ref_cfg, ev) if cache_dir is not None else None
+    recipe = {"scorer": "evaluate", "model": str(model_dir), "tasks_dir": str(tasks_dir), "task": task,
+              "lora_config_dir": str(ref_dir), "evaluation": {k: ev[k] for k in SCORING_SETTINGS}}
+    cache = (open_score_cache(cache_dir, model_dir, task_yaml, test_file, ref_cfg, ev, recipe)
+             if cache_dir is not None else None)
     overhead = time.perf_counter() - t_start
     jobs = scoring_jobs(plan, sources, model_dir)
     limit = None if ev["limit"] is None else int(ev["limit"])

@@ -173,29 +173,39 @@ def samples_to_scored(res: dict, task: str, metric: str, seconds: float = 0.0) -
 class ScoreCache:
     """Scored adapters addressed by content.
 
-    Key = sha256 over a context (the names and bytes of `files`, then `context` as sorted JSON:
-    what the caller says determines a score besides the adapter, and `metric`) and the adapter's
-    tensors (names, dtypes, shapes, bytes; "base" for the base model). One JSON file per key in
+    Key = sha256 over a context (the names and bytes of the input `files`: the base model's files
+    and the scored items, never the scoring code; then `context` as sorted JSON: what the caller
+    says determines a score besides the adapter, `metric` and dnd.scoring.SCORER_VERSION) and the
+    adapter's tensors (names, dtypes, shapes, bytes; "base" for the base model). An optional
+    `recipe` (how to score again: JSON, not part of the key) and each entry's adapter `source`
+    are stored with the entries so that `dnd verify-cache` can recompute them. One JSON file per key in
     `directory`, written atomically and sealed with its content hash (`seal`). `get` checks an
     entry before returning it (`unseal`, `verify_scored` under `metric`): a corrupt, foreign,
     edited, unhashed or non-finite entry, or one whose `correct` its log-likelihoods do not give,
     is a miss with a warning naming it (the adapter is scored again and the entry rewritten). A
     result that does not verify is never stored."""
 
-    FORMAT = "dnd-score-cache-3"  # 2: gold index and choice lengths per item; 3: content hash, metric
+    # 2: gold index and choice lengths per item; 3: content hash, metric; 4: keyed by the scorer
+    # version instead of the scoring modules' names and bytes, recipe and source stored
+    FORMAT = "dnd-score-cache-4"
 
-    def __init__(self, directory: Path, files: list[Path], context: dict[str, Any], metric: str = "acc"):
+    def __init__(self, directory: Path, files: list[Path], context: dict[str, Any], metric: str = "acc",
+                 recipe: dict[str, Any] | None = None):
+        from . import SCORER_VERSION
+
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r} (one of {METRICS})")
         self.directory = Path(directory)
         self.metric = metric
+        self.recipe = recipe
         h = hashlib.sha256()
         for f in files:
             h.update(Path(f).name.encode())
             with open(f, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 24), b""):
                     h.update(block)
-        h.update(json.dumps({"format": self.FORMAT, "metric": metric, **context}, sort_keys=True,
+        h.update(json.dumps({"format": self.FORMAT, "scorer_version": SCORER_VERSION, "metric": metric, **context},
+                            sort_keys=True,
                             default=str).encode())
         self.context = h.hexdigest()
 
@@ -231,8 +241,9 @@ class ScoreCache:
             log.warning("score cache entry %s not trusted (%s): discarded, the adapter is scored again", path, exc)
             return None
 
-    def put(self, key: str, s: Scored) -> None:
-        """Store `s` under `key`, sealed; a non-finite result is refused (NonFiniteScoreError), and
+    def put(self, key: str, s: Scored, source: Any = None) -> None:
+        """Store `s` under `key`, sealed, with the cache's recipe and the adapter's `source` (what
+        `dnd verify-cache` loads again); a non-finite result is refused (NonFiniteScoreError), and
         one whose `correct` its log-likelihoods do not give is not stored (a warning)."""
         from dnd.io import write_json
 
@@ -244,4 +255,34 @@ class ScoreCache:
             return
         write_json(self._path(key), seal({"key": key, "metric": self.metric, "ids": s.ids, "correct": s.correct,
                                           "acc": s.acc, "loglikelihoods": s.loglikelihoods, "gold": s.gold,
-                                          "choice_chars": s.choice_chars, "seconds": round(s.seconds, 3)}))
+                                          "choice_chars": s.choice_chars, "seconds": round(s.seconds, 3),
+                                          "recipe": self.recipe, "source": source}))
+
+
+def content_context(model_dir: Path, tasks: dict[str, tuple[dict[str, Any], Path]], lora_shape: dict[str, Any],
+                    settings: dict[str, Any], **extra: Any) -> tuple[list[Path], dict[str, Any]]:
+    """(files, context) of a cache key, the one builder every scorer uses: the base model's files
+    and each task's test file (their names and bytes), each task's config without its test file's
+    path (`tasks`: name -> (config, test file); the same key wherever the repository lives), the
+    LoRA shape, the scoring settings, the torch thread count, the versions of
+    torch/transformers/peft/lm-eval, and `extra` (what else a scorer's results depend on)."""
+    import copy
+    from importlib.metadata import version
+
+    import torch
+
+    files = sorted(p for p in Path(model_dir).iterdir() if p.is_file())
+    configs = {}
+    for name, (cfg, test_file) in tasks.items():
+        cfg = copy.deepcopy(cfg)
+        del cfg["dataset_kwargs"]["data_files"]["test"]  # its content is hashed (files)
+        configs[name] = cfg
+        files.append(Path(test_file))
+    context = {"tasks": configs, "lora": lora_shape, "settings": settings, "threads": torch.get_num_threads(),
+               "versions": {m: version(m) for m in ("torch", "transformers", "peft", "lm_eval")}, **extra}
+    return files, context
+
+
+def cache_entries(directory: Path) -> list[Path]:
+    """The entry files of a cache directory, sorted."""
+    return sorted(Path(directory).glob("*.json"))

@@ -50,6 +50,9 @@ from dnd.experiments.mathcode.data import GEN_TASK, LOGLIK_TASK, task_name
 
 log = logging.getLogger(__name__)
 
+# part of the cache keys: bump when this scorer's results can change (extraction, code checks, stops)
+MATHCODE_SCORER_VERSION = 1
+
 #: generated kinds scored (dnd required; the controls when present)
 KINDS = ("dnd", "control_random", "control_shuffled")
 #: the metric of each target's table (lm-eval metric key, or pass@1)
@@ -224,37 +227,16 @@ class GenerationScorer:
 def open_cache(directory: Path, domain: str, target: str, model_dir: Path, tasks_dir: Path,
                lora_cfg: dict[str, Any], settings: dict[str, Any]):
     """Per-adapter results kept by content (dnd.experiments.protocol.score.ResultCache): keys cover the base model's
-    files, both tasks' test file and configs, the LoRA shape, the settings, versions and the
-    scoring code (this module, dnd.experiments.mathcode.data, dnd.scoring.lm_generate, dnd.scoring.lm_backend, dnd.evaluate,
-    dnd.scoring.cache, and dnd.benchmarks.code_exec for code)."""
-    from importlib.metadata import version
-
-    import torch
-
+    files, both tasks' test file and configs, the LoRA shape, the settings, versions
+    (dnd.scoring.cache.content_context), dnd.scoring.SCORER_VERSION and MATHCODE_SCORER_VERSION."""
     from dnd import evaluate
-    from dnd.scoring import lm_backend
-    from dnd.scoring import lm_generate
-    from dnd.experiments.mathcode import data as mathcode_data
-    from dnd.scoring import cache as score_cache
     from dnd.experiments.protocol.score import ResultCache
+    from dnd.scoring.cache import content_context
 
-    files = sorted(p for p in Path(model_dir).iterdir() if p.is_file())
-    tasks = {}
-    for kind in (GEN_TASK, LOGLIK_TASK):
-        yaml_file = tasks_dir / f"{task_name(domain, target, kind)}.yaml"
-        cfg = evaluate.task_config(yaml_file)
-        files.append(evaluate.task_data_file(yaml_file))
-        del cfg["dataset_kwargs"]["data_files"]["test"]
-        tasks[kind] = cfg
-    modules = [evaluate, lm_backend, lm_generate, mathcode_data, score_cache]
-    if domain == "code":
-        from dnd.benchmarks import code_exec
-
-        modules.append(code_exec)
-    files += [Path(m.__file__) for m in modules] + [Path(__file__)]
-    context = {"mathcode": domain, "tasks": tasks, "lora": evaluate.lora_shape(lora_cfg), "settings": settings,
-               "threads": torch.get_num_threads(),
-               "versions": {m: version(m) for m in ("torch", "transformers", "peft", "lm_eval")}}
+    yamls = {kind: tasks_dir / f"{task_name(domain, target, kind)}.yaml" for kind in (GEN_TASK, LOGLIK_TASK)}
+    tasks = {kind: (evaluate.task_config(y), evaluate.task_data_file(y)) for kind, y in yamls.items()}
+    files, context = content_context(model_dir, tasks, evaluate.lora_shape(lora_cfg), settings, mathcode=domain,
+                                     mathcode_scorer_version=MATHCODE_SCORER_VERSION)
     return ResultCache(directory, files, context)
 
 

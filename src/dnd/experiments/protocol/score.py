@@ -235,6 +235,9 @@ class ProtocolScorer:
         return out
 
 
+PROTOCOL_SCORER_VERSION = 1  # part of the cache keys: bump when this scorer's results can change
+
+
 class ResultCache:
     """Per-adapter protocol results kept by content: dnd.scoring.cache.ScoreCache's keys (the
     adapter's tensors and a context), one JSON file per key, sealed with its content hash
@@ -279,30 +282,15 @@ class ResultCache:
 def open_cache(directory: Path, model_dir: Path, tasks_dir: Path, names: list[str], lora_cfg: dict[str, Any],
                settings: dict[str, Any]) -> ResultCache:
     """Keys cover the base model's files, every task's test file and config, the LoRA shape, the
-    scoring settings, versions and the scoring code (this module, dnd.formats.paper,
-    dnd.scoring.lm_generate, dnd.scoring.lm_backend, dnd.evaluate, dnd.scoring.cache)."""
-    from importlib.metadata import version
-
-    import torch
-
+    scoring settings, versions (dnd.scoring.cache.content_context), dnd.scoring.SCORER_VERSION and
+    this scorer's PROTOCOL_SCORER_VERSION (bump it when the parser or the protocols change)."""
     from dnd import evaluate
-    from dnd.scoring import lm_backend
-    from dnd.scoring import lm_generate
-    from dnd.formats import paper as paper_format
-    from dnd.scoring import cache as score_cache
+    from dnd.scoring.cache import content_context
 
-    files = sorted(p for p in Path(model_dir).iterdir() if p.is_file())
-    tasks = {}
-    for name in names:
-        cfg = evaluate.task_config(tasks_dir / f"{name}.yaml")
-        files.append(evaluate.task_data_file(tasks_dir / f"{name}.yaml"))
-        del cfg["dataset_kwargs"]["data_files"]["test"]
-        tasks[name] = cfg
-    files += [Path(m.__file__) for m in (evaluate, lm_backend, lm_generate, paper_format, score_cache)]
-    files.append(Path(__file__))
-    context = {"tasks": tasks, "lora": evaluate.lora_shape(lora_cfg), "settings": settings,
-               "threads": torch.get_num_threads(),
-               "versions": {m: version(m) for m in ("torch", "transformers", "peft", "lm_eval")}}
+    tasks = {n: (evaluate.task_config(tasks_dir / f"{n}.yaml"), evaluate.task_data_file(tasks_dir / f"{n}.yaml"))
+             for n in names}
+    files, context = content_context(model_dir, tasks, evaluate.lora_shape(lora_cfg), settings,
+                                     protocol_scorer_version=PROTOCOL_SCORER_VERSION)
     return ResultCache(directory, files, context)
 
 
