@@ -80,13 +80,11 @@ import dnd.scoring  # noqa: F401  (makes Hugging Face offline before datasets/lm
 from .config import section
 from .scoring.cache import Scored, ScoreCache, require_finite, samples_to_scored
 from .schedule import GENERATED_KINDS
+from .scoring.harness import LMEVAL_OTHER_SEED, LMEVAL_RANDOM_SEED, seeded_evaluate  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-# lm-eval's own defaults (lm_eval.defaults), applied before every scoring call as simple_evaluate does
-LMEVAL_RANDOM_SEED = 0
-LMEVAL_OTHER_SEED = 1234
 BACKENDS = ("dnd-prefix", "hf")  # dnd.scoring.lm_backend's packed scorer; lm-eval's plain HFLM
 BACKEND = BACKENDS[0]
 # log-softmax in float32 whatever the model dtype (HFLM's softmax_dtype; its default is the
@@ -296,27 +294,20 @@ def load_task(tasks_dir: Path, task: str) -> dict:
 def run_lm_eval(lm, task_dict: dict, task: str, limit: int | None, metric: str, where: str) -> Scored:
     """lm-eval's own evaluation loop on a built model, seeded as simple_evaluate seeds it; the
     per-item result (NaN/inf log-likelihoods are an error naming `where`)."""
-    import random
-
-    import numpy as np
-    import torch
-    from lm_eval import evaluator
-
     t0 = time.perf_counter()
-    random.seed(LMEVAL_RANDOM_SEED)
-    np.random.seed(LMEVAL_OTHER_SEED)
-    torch.manual_seed(LMEVAL_OTHER_SEED)
-    res = evaluator.evaluate(lm=lm, task_dict=task_dict, limit=limit, bootstrap_iters=0, log_samples=True)
+    res = seeded_evaluate(lm, task_dict, limit)
     return require_finite(samples_to_scored(res, task, metric, time.perf_counter() - t0), where)
 
 
 class InPlaceScorer:
     """One base model, one set of LoRA modules, one HFLM and one task: adapters are swapped by
-    copying their weights into the LoRA modules."""
+    copying their weights into the LoRA modules. The loaded model every scorer composes: another
+    lm-eval model class over the same model (`lm_cls`, e.g. dnd.scoring.lm_generate's) replaces
+    the backend's, and `task=None` loads no task (the caller loads its own)."""
 
-    def __init__(self, model_dir: Path, lora_config_dir: Path, tasks_dir: Path, task: str, *,
+    def __init__(self, model_dir: Path, lora_config_dir: Path, tasks_dir: Path, task: str | None, *,
                  limit: int | None, batch_size: int, dtype: str = "float32", metric: str = "acc",
-                 backend: str = BACKEND):
+                 backend: str = BACKEND, lm_cls: Any = None):
         import torch
         from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -346,9 +337,9 @@ class InPlaceScorer:
             if "lora_" in name:
                 p.data = p.data.to(model.dtype)
         self.lora_keys = set(get_peft_model_state_dict(self.model))
-        self.lm = lm_class(backend)(pretrained=self.model, tokenizer=tok, batch_size=batch_size,
-                                    softmax_dtype=SOFTMAX_DTYPE)
-        self.task_dict = load_task(tasks_dir, task)
+        self.lm = (lm_cls or lm_class(backend))(pretrained=self.model, tokenizer=tok, batch_size=batch_size,
+                                                softmax_dtype=SOFTMAX_DTYPE)
+        self.task_dict = load_task(tasks_dir, task) if task is not None else None
 
     def load_adapter(self, sd: dict, where: str = "adapter") -> None:
         """Copy a PEFT state dict (keys as on disk) into the LoRA modules; every LoRA key must be
@@ -496,36 +487,20 @@ def scoring_jobs(plan: dict[str, Any], sources: list[str], model_dir: Path) -> l
 def score_jobs(target: str, jobs: list[tuple[str, str, str, Any]], new_scorer, cache: ScoreCache | None,
                 test_ids: list[str], limit: int | None) -> tuple[dict[tuple[str, str], Scored], dict[str, float]]:
     """Score every job (from the cache when it has the result; `new_scorer()` loads the model the
-    first time one is missing). Returns ({(method, adapter): Scored}, counters for the log)."""
-    from tqdm.auto import tqdm
+    first time one is missing: dnd.scoring.loop.score_or_cache). Returns ({(method, adapter):
+    Scored}, counters for the log)."""
+    from .scoring.loop import score_or_cache
 
-    scored: dict[tuple[str, str], Scored] = {}
-    scorer: InPlaceScorer | None = None
-    stats = {"items": 0, "cached": 0, "load_s": 0.0}
-    bar = tqdm(jobs, desc=f"evaluate {target}", unit="adapter")
-    for method, adapter, where, loader in bar:
-        name = f"{method}/{adapter}"
-        sd = None if loader is None else loader()
-        key = cache.key(sd) if cache is not None else ""
-        s = cache.get(key) if cache is not None else None
-        if s is None:
-            if scorer is None:
-                t = time.perf_counter()
-                scorer = new_scorer()
-                stats["load_s"] += time.perf_counter() - t
-            s = scorer.score(sd, where=where)
-            if cache is not None:
-                cache.put(key, s, source=loader.source() if isinstance(loader, AdapterLoader) else None)
-            stats["items"] += s.n
-            bar.set_postfix(acc=f"{s.acc:.3f}", q_per_s=f"{s.n / s.seconds:.1f}")
-            log.info("%s %-22s acc=%.4f n=%d (%.1f s, %.1f questions/s)", target, name, s.acc, s.n, s.seconds,
-                     s.n / s.seconds)
-        else:
-            stats["cached"] += 1
-            log.info("%s %-22s acc=%.4f n=%d (cached)", target, name, s.acc, s.n)
+    def describe(s: Scored) -> str:
+        rate = f" ({s.seconds:.1f} s, {s.n / s.seconds:.1f} questions/s)" if s.seconds else ""
+        return f"acc={s.acc:.4f} n={s.n}{rate}"
+
+    scored, counts = score_or_cache(f"evaluate {target}", jobs, new_scorer, cache, describe=describe)
+    for (method, adapter), s in scored.items():
         if s.ids != test_ids[: s.n] or s.n != (len(test_ids) if limit is None else min(len(test_ids), limit)):
-            raise RuntimeError(f"{name}: scored items are not the first {s.n} of the test file")
-        scored[(method, adapter)] = s
+            raise RuntimeError(f"{method}/{adapter}: scored items are not the first {s.n} of the test file")
+    stats = {"items": sum(scored[k].n for k in counts["fresh"]), "cached": counts["cached"],
+             "load_s": counts["load_s"]}
     return scored, stats
 
 

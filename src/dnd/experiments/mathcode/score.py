@@ -186,18 +186,9 @@ class GenerationScorer:
             self.problems = {p["task_id"]: p for p in load_humaneval()}
 
     def _evaluate(self, lm, task_dict):
-        import random
+        from dnd.scoring.harness import seeded_evaluate
 
-        import numpy as np
-        import torch
-        from lm_eval import evaluator
-
-        from dnd.evaluate import LMEVAL_OTHER_SEED, LMEVAL_RANDOM_SEED
-
-        random.seed(LMEVAL_RANDOM_SEED)
-        np.random.seed(LMEVAL_OTHER_SEED)
-        torch.manual_seed(LMEVAL_OTHER_SEED)
-        return evaluator.evaluate(lm=lm, task_dict=task_dict, limit=None, bootstrap_iters=0, log_samples=True)
+        return seeded_evaluate(lm, task_dict)
 
     def score(self, sd: dict | None, where: str) -> dict[str, Any]:
         """{ids, correct, outputs, extra, gold_logprob, seconds} of one adapter (None: the base model)."""
@@ -244,9 +235,8 @@ def evaluate_mathcode(domain: str, target: str, params: dict[str, Any], model_di
                       zoo_dir: Path, generated_dir: Path, encoded_dir: Path, cond: Path,
                       cache_dir: Path | None = None) -> list[dict[str, Any]]:
     """Every method on `target` (see the module doc)."""
-    from tqdm.auto import tqdm
-
     from dnd import evaluate as ev_mod
+    from dnd.scoring.loop import score_or_cache
 
     cfg = section(domain, params.get(domain))
     ev = section("evaluation", params.get("evaluation"))
@@ -268,22 +258,11 @@ def evaluate_mathcode(domain: str, target: str, params: dict[str, Any], model_di
         require_sandbox(str(cfg["sandbox"]))  # refuse before loading a model, not after generating
     cache = open_cache(cache_dir, domain, target, model_dir, tasks_dir, ref_cfg, settings) if cache_dir else None
     jobs = ev_mod.scoring_jobs(plan, sources, model_dir)
-    scorer: GenerationScorer | None = None
-    results: dict[tuple[str, str], dict[str, Any]] = {}
-    for method, adapter, where, loader in tqdm(jobs, desc=f"{domain} {target}", unit="adapter"):
-        sd = None if loader is None else loader()
-        key = cache.key(sd) if cache else ""
-        got = cache.get(key) if cache else None
-        if got is None:
-            if scorer is None:
-                scorer = GenerationScorer(domain, target, model_dir, ref_dir, tasks_dir, cfg, settings["batch_size"],
-                                          settings["dtype"])
-            got = [scorer.score(sd, where)]
-            if cache:
-                cache.put(key, got)
-        else:
-            log.info("%s %s/%s (cached)", target, method, adapter)
-        results[(method, adapter)] = got[0]
+    listed, _ = score_or_cache(f"{domain} {target}", jobs,
+                               lambda: GenerationScorer(domain, target, model_dir, ref_dir, tasks_dir, cfg,
+                                                        settings["batch_size"], settings["dtype"]),
+                               cache, score=lambda scorer, sd, where: [scorer.score(sd, where)])
+    results = {k: v[0] for k, v in listed.items()}  # the cache keeps a list (protocol.score.ResultCache)
     rows = []
     for method, adapter, _, _ in jobs:
         rows.append(_row(target, method, adapter, results[(method, adapter)]))

@@ -186,39 +186,27 @@ class ProtocolScorer:
 
     def __init__(self, model_dir: Path, lora_config_dir: Path, tasks_dir: Path, target: str, seeds: list[int],
                  batch_size: int, dtype: str):
+        from dnd.evaluate import InPlaceScorer
         from dnd.scoring import lm_generate
-        from dnd.evaluate import SOFTMAX_DTYPE, InPlaceScorer
 
         _register_filter()
         self.tasks = task_names(target, seeds)
-        loglik = self.tasks[0][2]
-        self.inner = InPlaceScorer(model_dir, lora_config_dir, tasks_dir, loglik, limit=None, batch_size=batch_size,
-                                   dtype=dtype, metric="acc")
-        self.lm = lm_generate.SharedPrefillLM(pretrained=self.inner.model, tokenizer=self.inner.lm.tokenizer,
-                                              batch_size=batch_size, softmax_dtype=SOFTMAX_DTYPE)
+        self.inner = InPlaceScorer(model_dir, lora_config_dir, tasks_dir, None, limit=None, batch_size=batch_size,
+                                   dtype=dtype, metric="acc", lm_cls=lm_generate.SharedPrefillLM)
+        self.lm = self.inner.lm
         self.task_dict = load_tasks(tasks_dir, [name for _, _, name in self.tasks])
 
     def score(self, sd: dict | None, where: str) -> list[dict[str, Any]]:
         """One result per task: {protocol, seed, ids, correct, valid, ...} (sd None = base model)."""
-        import random
-
-        import numpy as np
-        import torch
-        from lm_eval import evaluator
-
-        from dnd.evaluate import LMEVAL_OTHER_SEED, LMEVAL_RANDOM_SEED
         from dnd.scoring.cache import require_finite, samples_to_scored
+        from dnd.scoring.harness import seeded_evaluate
 
         if sd is not None:
             self.inner.load_adapter(sd, where)
         ctx = self.inner.model.disable_adapter() if sd is None else contextlib.nullcontext()
         t0 = time.perf_counter()
         with ctx:
-            random.seed(LMEVAL_RANDOM_SEED)
-            np.random.seed(LMEVAL_OTHER_SEED)
-            torch.manual_seed(LMEVAL_OTHER_SEED)
-            res = evaluator.evaluate(lm=self.lm, task_dict=self.task_dict, limit=None, bootstrap_iters=0,
-                                     log_samples=True)
+            res = seeded_evaluate(self.lm, self.task_dict)
         seconds = time.perf_counter() - t0
         out = []
         for protocol, seed, name in self.tasks:
@@ -272,11 +260,11 @@ class ResultCache:
             log.warning("protocol cache entry %s not trusted (%s): discarded, the adapter is scored again", path, exc)
             return None
 
-    def put(self, key: str, results: list[dict[str, Any]]) -> None:
+    def put(self, key: str, results: list[dict[str, Any]], source: Any = None) -> None:
         from dnd.io import write_json
         from dnd.scoring.cache import seal
 
-        write_json(self.directory / f"{key}.json", seal({"key": key, "results": results}))
+        write_json(self.directory / f"{key}.json", seal({"key": key, "results": results, "source": source}))
 
 
 def open_cache(directory: Path, model_dir: Path, tasks_dir: Path, names: list[str], lora_cfg: dict[str, Any],
@@ -297,9 +285,8 @@ def open_cache(directory: Path, model_dir: Path, tasks_dir: Path, names: list[st
 def evaluate_protocol(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: Path, zoo_dir: Path,
                       generated_dir: Path, encoded_dir: Path, cache_dir: Path | None = None) -> list[dict[str, Any]]:
     """Every method on `target` under every protocol (see the module doc)."""
-    from tqdm.auto import tqdm
-
     from dnd import evaluate as ev_mod
+    from dnd.scoring.loop import score_or_cache
 
     pcfg = section("protocol", params.get("protocol"))
     ev = section("evaluation", params.get("evaluation"))
@@ -324,23 +311,10 @@ def evaluate_protocol(target: str, params: dict[str, Any], model_dir: Path, task
     cache = open_cache(cache_dir, model_dir, tasks_dir, names, ref_cfg, settings) if cache_dir else None
     jobs = ev_mod.scoring_jobs(plan, sources, model_dir)
 
-    scorer: ProtocolScorer | None = None
+    results, _ = score_or_cache(f"protocol {target}", jobs,
+                                lambda: ProtocolScorer(model_dir, ref_dir, tasks_dir, target, seeds,
+                                                       settings["batch_size"], settings["dtype"]), cache)
     rows: list[dict[str, Any]] = []
-    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for method, adapter, where, loader in tqdm(jobs, desc=f"protocol {target}", unit="adapter"):
-        sd = None if loader is None else loader()
-        key = cache.key(sd) if cache else ""
-        got = cache.get(key) if cache else None
-        if got is None:
-            if scorer is None:
-                scorer = ProtocolScorer(model_dir, ref_dir, tasks_dir, target, seeds, settings["batch_size"],
-                                        settings["dtype"])
-            got = scorer.score(sd, where)
-            if cache:
-                cache.put(key, got)
-        else:
-            log.info("%s %s/%s (cached)", target, method, adapter)
-        results[(method, adapter)] = got
     for method, adapter, _, _ in jobs:
         rows += [_row(target, method, adapter, r) for r in results[(method, adapter)]]
         if (method, adapter) == ("soup", "soup"):  # nearest right after the soup, as in dnd.evaluate
