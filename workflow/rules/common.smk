@@ -94,6 +94,26 @@ def as_json(obj):
     return json.dumps(obj, sort_keys=True)
 
 
+# The evaluation settings a score depends on, as `dnd evaluate` reads them: `cache` only decides
+# whether to reuse results and compare_* are eval_speed's, neither is a reason to rerun.
+SCORING_EVALUATION = {
+    k: v for k, v in config["evaluation"].items() if k not in ("cache", "compare_items", "compare_float32_items")
+}
+
+
+def cache_dir_arg(root, target=None):
+    """The `--cache-dir` option of a scoring rule, as a params function: a list (`:q` quotes each
+    word) naming {root}/eval_cache/{target}, `root` formatted with the job's wildcards (`target`:
+    the wildcard's unless given); empty when evaluation.cache is off."""
+
+    def arg(wildcards):
+        if not config["evaluation"]["cache"]:
+            return []
+        return ["--cache-dir", f"{root.format(**dict(wildcards.items()))}/eval_cache/{target or wildcards.target}"]
+
+    return arg
+
+
 def other_dataset(target):
     """Control condition: the next dataset in config order that is not the target."""
     i = DATASETS.index(target)

@@ -50,9 +50,7 @@ rule fewshot_score:
         p=as_json({"evaluation": FEW_EVALUATION, "fewshot": {"ks": FEW_KS}}),
         lora_dir=f"{FEW}/lora/{{target}}",
         tasks_dir=lambda wildcards, input: str(Path(input.task).parent),
-        cache=lambda wildcards: (
-            ["--cache-dir", f"{FEW}/eval_cache/{wildcards.target}"] if config["evaluation"]["cache"] else []
-        ),
+        cache=cache_dir_arg(FEW),
     log:
         "logs/fewshot/score/{target}.log",
     benchmark:

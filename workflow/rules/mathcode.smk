@@ -151,11 +151,7 @@ rule mathcode_evaluate:
             }
         ),
         generated=lambda wildcards: f"results/{wildcards.domain}/generated/{wildcards.target}",
-        cache=lambda wildcards: (
-            ["--cache-dir", f"results/{wildcards.domain}/eval_cache/{wildcards.target}"]
-            if config["evaluation"]["cache"]
-            else []
-        ),
+        cache=cache_dir_arg("results/{domain}"),
     log:
         "logs/{domain}/evaluate/{target}.log",
     benchmark:

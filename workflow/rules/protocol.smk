@@ -116,9 +116,7 @@ rule evaluate_protocol:
         generated=lambda wildcards: f"{PROTO}/generated/{wildcards.target}",
         tasks_dir=lambda wildcards, input: str(Path(input.tasks[0]).parent),
         zoo=lambda wildcards, input: str(Path(input.zoo[0]).parent.parent),
-        cache=lambda wildcards: (
-            ["--cache-dir", f"{PROTO}/eval_cache/{wildcards.target}"] if config["evaluation"]["cache"] else []
-        ),
+        cache=cache_dir_arg(PROTO),
     log:
         "logs/protocol/evaluate/{target}.log",
     benchmark:
