@@ -466,10 +466,8 @@ def family_jobs(m: dict[str, Any], extra_only: bool = False):
 
 
 def _run_report(args: argparse.Namespace) -> None:
-    import os
-
     from dnd.config import parse_params
-    from dnd.io import write_text
+    from dnd.reporting.output import figure_link, write_report
     from dnd.reporting.tables import benchmark_minutes
 
     params = parse_params(args.params)
@@ -480,9 +478,8 @@ def _run_report(args: argparse.Namespace) -> None:
             if t := benchmark_minutes(args.benchmarks_dir, keep):
                 timing[name] = t
     figure(families, args.figure)
-    write_text(args.out, render(families, os.path.relpath(args.figure, args.out.parent), timing,
-                                int(params.get("n_adapters", 0))))
-    log.info("wrote %s and %s", args.out, args.figure)
+    write_report(args.out, render(families, figure_link(args.figure, args.out), timing, int(params.get("n_adapters", 0))),
+                 args.figure)
 
 
 COMMANDS = {"ablation-summary": (_add_summary, _run_summary), "ablation-report": (_add_report, _run_report)}

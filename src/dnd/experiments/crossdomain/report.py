@@ -13,7 +13,7 @@ zero-shot baselines (base, every training LoRA, soup, nearest) and controls scor
 metrics.json (the default run's schemas; the new domain has no oracle). This module reads those
 two files and writes the section "Cross-domain": the table of methods with their 95% CIs, DnD
 minus every baseline and control (paired CIs over items), the paper's numbers beside ours and a
-verdict in plain words (dnd.summary.verdict), and a figure.
+verdict in plain words (dnd.stats.verdict), and a figure.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from dnd.reporting.format import ci_text, dnd_relation, number, pct
+from dnd.reporting.format import ci_text, dnd_relation, number, paper_claim, pct
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,6 @@ def render(scores, metrics: dict[str, Any], params: dict[str, Any], paper: dict[
     import pandas as pd
 
     from dnd.benchmarks.datasets import title
-    from dnd.stats import verdict
 
     target = params["target"]
     name = title(target) if _known(target) else target
@@ -135,12 +134,8 @@ def render(scores, metrics: dict[str, Any], params: dict[str, Any], paper: dict[
     pn = paper_numbers(paper)
     main = next((c for c in comp if c["baseline"] == "train_avg"), None)
     if pn and main:
-        claim = pn["dnd"] - pn["train_avg"]
-        L += [f"**The paper** (Qwen2.5-0.5B, its protocol): training LoRAs {pn['train_avg']:.1f} → DnD {pn['dnd']:.1f} "
-              f"({claim:+.1f} points). **Here**: {number(pct(metrics.get(f'{target}/train_avg')))} → "
-              f"{number(pct(metrics.get(f'{target}/dnd_mean')))} ({number(main['acc'], sign=True)} points, 95% CI "
-              f"[{number(main['acc_ci_low'], sign=True)}, {number(main['acc_ci_high'], sign=True)}]). "
-              f"**Verdict: {verdict(main['acc_ci_low'], main['acc_ci_high'], claim)}.**", ""]
+        L += [paper_claim("Qwen2.5-0.5B, its protocol", pn, "", metrics.get(f"{target}/train_avg"),
+                          metrics.get(f"{target}/dnd_mean"), main), ""]
         noprompt = [c for c in comp if c["baseline"] in ("soup", "nearest")]
         if noprompt:
             L += ["Where the gain comes from: against the simpler zero-shot baselines, the soup (the sources' mean, "
@@ -201,13 +196,10 @@ def _add_report(p: argparse.ArgumentParser) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> None:
-    import os
-
     import pandas as pd
-    import yaml
 
     from dnd.config import parse_params
-    from dnd.io import write_text
+    from dnd.reporting.output import figure_link, read_paper_numbers, write_report
     from dnd.reporting.tables import benchmark_minutes
 
     params = parse_params(args.params)
@@ -221,13 +213,11 @@ def _run_report(args: argparse.Namespace) -> None:
     metrics = json.loads(args.metrics.read_text())
     if f"{params['target']}/n" not in metrics:
         raise ValueError(f"{args.metrics} has no scores for {params['target']!r}")
-    paper = (yaml.safe_load(args.paper_numbers.read_text())
-             if args.paper_numbers and args.paper_numbers.is_file() else {})
+    paper = read_paper_numbers(args.paper_numbers)
     rows = method_rows(scores, metrics, params["target"])
     figure(rows, paper_numbers(paper), params["target"], args.figure)
-    rel = os.path.relpath(args.figure, args.out.parent)
-    write_text(args.out, render(scores, metrics, params, paper, rel, benchmark_minutes(args.benchmarks_dir)))
-    log.info("wrote %s and %s", args.out, args.figure)
+    write_report(args.out, render(scores, metrics, params, paper, figure_link(args.figure, args.out),
+                                  benchmark_minutes(args.benchmarks_dir)), args.figure)
 
 
 COMMANDS = {"crossdomain-report": (_add_report, _run_report)}

@@ -427,12 +427,10 @@ def _add_report(p: argparse.ArgumentParser) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> None:
-    import os
-
     import pandas as pd
 
     from dnd.config import parse_params
-    from dnd.io import atomic_path
+    from dnd.reporting.output import figure_link, write_report
     from dnd.reporting.tables import benchmark_minutes
 
     params = parse_params(args.params)
@@ -452,10 +450,8 @@ def _run_report(args: argparse.Namespace) -> None:
     budget = {t: benchmark_minutes(Path(args.benchmarks_dir) / t) if args.benchmarks_dir else None
               for t in m["targets"]}
     figure(df, m, args.figure)
-    rel = Path(os.path.relpath(args.figure.resolve(), args.out.resolve().parent)).as_posix()
-    with atomic_path(args.out) as tmp:
-        Path(tmp).write_text(render(df, m, params, rel, dnd_range, budget, generator_s))
-    log.info("wrote %s and %s", args.out, args.figure)
+    write_report(args.out, render(df, m, params, figure_link(args.figure, args.out), dnd_range, budget, generator_s),
+                 args.figure)
 
 
 COMMANDS = {"fewshot-summary": (_add_summary, _run_summary), "fewshot-report": (_add_report, _run_report)}

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from dnd.experiments.crossdomain.report import comparisons, dnd_minus_table, method_rows
-from dnd.reporting.format import ci_text, dnd_relation, number, pct
+from dnd.reporting.format import ci_text, dnd_relation, number, paper_claim, pct
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +115,6 @@ def target_section(domain: str, target: str, scores, metrics: dict[str, Any], pa
                    model: str = "this run's base model") -> list[str]:
     import pandas as pd
 
-    from dnd.stats import verdict
-
     rows = method_rows(scores, metrics, target)
     comp = comparisons(metrics, target)
     metric = metrics.get(f"{target}/metric", "")
@@ -150,11 +148,8 @@ def target_section(domain: str, target: str, scores, metrics: dict[str, Any], pa
     pn = paper_row(paper, target)
     main = next((c for c in comp if c["baseline"] == "train_avg"), None)
     if pn and main:
-        claim = pn["dnd"] - pn["train_avg"]
-        L += [f"**The paper** ({PAPER_MODEL}, its protocol, {pn['metric']}): training LoRAs {pn['train_avg']:.1f} → "
-              f"DnD {pn['dnd']:.1f} ({claim:+.1f} points). **Here** ({model}): "
-              f"{number(pct(metrics.get(f'{target}/train_avg')))} → {number(pct(metrics.get(f'{target}/dnd_mean')))} "
-              f"({ci_text(main)}). **Verdict: {verdict(main['acc_ci_low'], main['acc_ci_high'], claim)}.**", ""]
+        L += [paper_claim(f"{PAPER_MODEL}, its protocol, {pn['metric']}", pn, model, metrics.get(f"{target}/train_avg"),
+                          metrics.get(f"{target}/dnd_mean"), main), ""]
     elif main:
         L += [f"The paper reports no {TITLES.get(target, target)} number for {PAPER_MODEL}. Here: training LoRAs "
               f"{number(pct(metrics.get(f'{target}/train_avg')))} → DnD {number(pct(metrics.get(f'{target}/dnd_mean')))}"
@@ -262,24 +257,19 @@ def _add_report(p: argparse.ArgumentParser) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> None:
-    import os
-
     import pandas as pd
-    import yaml
 
     from dnd.config import parse_params
-    from dnd.io import write_text
+    from dnd.reporting.output import figure_link, read_paper_numbers, write_report
     from dnd.reporting.tables import benchmark_minutes
 
     params = parse_params(args.params)
     scores = pd.read_csv(args.scores)
     metrics = json.loads(args.metrics.read_text())
-    paper = yaml.safe_load(args.paper_numbers.read_text()) if args.paper_numbers and args.paper_numbers.is_file() else {}
+    paper = read_paper_numbers(args.paper_numbers)
     figure(args.domain, scores, metrics, paper, args.figure)
-    rel = os.path.relpath(args.figure, args.out.parent)
-    write_text(args.out, render(args.domain, params, scores, metrics, paper, rel,
-                                benchmark_minutes(args.benchmarks_dir)))
-    log.info("wrote %s and %s", args.out, args.figure)
+    write_report(args.out, render(args.domain, params, scores, metrics, paper, figure_link(args.figure, args.out),
+                                  benchmark_minutes(args.benchmarks_dir)), args.figure)
 
 
 COMMANDS = {"mathcode-summary": (_add_summary, _run_summary), "mathcode-report": (_add_report, _run_report)}

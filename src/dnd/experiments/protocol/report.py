@@ -369,22 +369,17 @@ def _add_report(p: argparse.ArgumentParser) -> None:
 
 def _run_report(args: argparse.Namespace) -> None:
     import json
-    import os
-
-    import yaml
 
     from dnd.config import parse_params
-    from dnd.io import atomic_path
+    from dnd.reporting.output import figure_link, read_paper_numbers, write_report
     from dnd.reporting.tables import benchmark_minutes
 
     params = parse_params(args.params)
     m = json.loads(args.metrics.read_text())
-    paper = yaml.safe_load(args.paper_numbers.read_text()) if args.paper_numbers else {}
+    paper = read_paper_numbers(args.paper_numbers)  # no file: no paper rows (it used to crash)
     figure(m, args.figure)
-    rel = Path(os.path.relpath(args.figure.resolve(), args.out.resolve().parent)).as_posix()
-    with atomic_path(args.out) as tmp:
-        Path(tmp).write_text(render(m, params, paper, rel, benchmark_minutes(args.benchmarks_dir)))
-    log.info("wrote %s and %s", args.out, args.figure)
+    write_report(args.out, render(m, params, paper, figure_link(args.figure, args.out),
+                                  benchmark_minutes(args.benchmarks_dir)), args.figure)
 
 
 COMMANDS = {"protocol-summary": (_add_summary, _run_summary), "protocol-report": (_add_report, _run_report)}
