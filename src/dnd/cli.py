@@ -46,7 +46,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate-mathcode": ("dnd.experiments.mathcode.score", "score every method on one math/code target by greedy generation"),
     "mathcode-summary": ("dnd.experiments.mathcode.report", "merge the math/code scores into results/<domain>/scores.csv and metrics.json"),
     "mathcode-report": ("dnd.experiments.mathcode.report", "render results/<domain>/report.md and its figure"),
-    "verify-cache": ("dnd.scoring.verify", "score a sample of score cache entries again; fail on any difference"),
+    "verify-cache": ("dnd.verify_cache", "score a sample of score cache entries again; fail on any difference"),
     "summarize": ("dnd.summary", "merge per-target scores into scores.csv with bootstrap CIs"),
     "report": ("dnd.report", "render results/report.md and the figures"),
     "check-profile": ("dnd.check_profile", "a profile at its real scale on the CPU: shapes, LoRA tokenizer, decoder size, GPU memory per stage, SLURM runtimes"),

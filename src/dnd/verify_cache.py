@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 def sample_entries(dirs: list[Path], n: int, seed: int) -> list[tuple[Path, dict[str, Any]]]:
     """Up to `n` entries (path, parsed JSON) of the caches in `dirs`, drawn with `seed`."""
-    from .cache import cache_entries
+    from .scoring.cache import cache_entries
 
     paths = [p for d in dirs for p in cache_entries(d)]
     random.Random(seed).shuffle(paths)
@@ -46,7 +46,7 @@ def verify(dirs: list[Path], n: int, seed: int = 0) -> dict[str, int]:
     every entry that differs."""
     from dnd import evaluate as ev
 
-    from .cache import unseal
+    from .scoring.cache import unseal
 
     counts = {"same": 0, "stale": 0, "unverifiable": 0}
     failures: list[str] = []
