@@ -1,5 +1,5 @@
 """Size the `math` and `code` experiments: measure, on the real base model, (1) the greedy
-generation speed of the `dnd-generate` backend (dnd.lm_generate) on GSM8K, MATH and HumanEval
+generation speed of the `dnd-generate` backend (dnd.scoring.lm_generate) on GSM8K, MATH and HumanEval
 prompts in the experiments' chat format, and (2) the time of one LoRA training step on their
 training examples (prompt -> response, ChatML, loss on the response).
 
@@ -40,7 +40,8 @@ def main() -> None:
     from lm_eval.api.instance import Instance
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from dnd import lm_generate, mathcode_data
+    from dnd.scoring import lm_generate
+    from dnd.experiments.mathcode import data as mathcode_data
     from dnd.zoo import answer_loss, collate, encode_examples
 
     torch.set_num_threads(args.threads)

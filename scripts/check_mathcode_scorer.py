@@ -1,4 +1,4 @@
-"""The base model through the math and code experiments' own scorer (dnd.mathcode.GenerationScorer)
+"""The base model through the math and code experiments' own scorer (dnd.experiments.mathcode.score.GenerationScorer)
 on a few test items per target: a check that the chat format, the answer extraction and the
 program runs give sensible results on the real model, and a measure of the time per item.
 
@@ -30,9 +30,9 @@ def main() -> None:
     import torch
 
     from conftest import save_random_lora  # tests/conftest.py: a LoRA with B = 0 (the base model's shapes)
-    from dnd import mathcode_data as md
+    from dnd.experiments.mathcode import data as md
     from dnd.config import section
-    from dnd.mathcode import GenerationScorer
+    from dnd.experiments.mathcode.score import GenerationScorer
 
     torch.set_num_threads(args.threads)
     save_random_lora(args.model, args.work / "zero", seed=0, b_std=0.0)

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-# dnd.code_exec runs model-generated programs inside bubblewrap; without bwrap the code experiment
+# dnd.benchmarks.code_exec runs model-generated programs inside bubblewrap; without bwrap the code experiment
 # refuses to run (unless config `code.sandbox: unsafe-python-guard`) and its sandbox tests are
 # skipped (they fail under CI=true). Install it where we can: as root with apt-get.
 if ! command -v bwrap >/dev/null 2>&1; then

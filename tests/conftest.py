@@ -32,7 +32,7 @@ def smoke_items() -> dict[str, list[dict]]:
 def tiny_model_dir(tmp_path_factory, smoke_items) -> Path:
     """A random 2-layer Llama + BPE tokenizer trained on the smoke questions."""
     from dnd.base_model import prepare_base_model
-    from dnd.prompts import render_choices, render_context
+    from dnd.formats.prompts import render_choices, render_context
 
     texts = [render_context(it) + " " + " ".join(render_choices(it)) for items in smoke_items.values() for it in items]
     out = tmp_path_factory.mktemp("tiny") / "base"

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from dnd import ablations as ab
+from dnd.experiments.ablations import report as ab
 from dnd.config import ConfigError, rule_section, section, validate_config
-from dnd.encoder import HASH_DIM, HashingEncoder, encoding_signature, make_encoder
+from dnd.method.encoder import HASH_DIM, HashingEncoder, encoding_signature, make_encoder
 from dnd.generators import PairSampler
-from dnd.prompts import condition_text
+from dnd.formats.prompts import condition_text
 
 ITEM = {"id": "x-1", "question": "Which is a fruit?", "choices": ["apple", "stone"], "answer": 0}
 
@@ -228,7 +228,7 @@ def test_report_and_figure(tmp_path):
 def test_family_budget_counts_the_jobs_of_its_configured_settings_only(tmp_path):
     """The report's budget per family: its cells, summary, own encodings and (the curve) its extra
     tasks' jobs, not the files left by settings no longer configured or by another family."""
-    from dnd.tables import benchmark_minutes
+    from dnd.reporting.tables import benchmark_minutes
 
     def bench(rel, s):
         f = tmp_path / rel

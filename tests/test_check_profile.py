@@ -14,7 +14,7 @@ from dnd.check_profile import (LiveBytes, build_meta_generator, check_profile, p
                                reduced_generator_settings, slurm_resources)
 from dnd.cli import main
 from dnd.config import ConfigError, section
-from dnd.decoder import count_parameters
+from dnd.method.generator_model import count_parameters
 from dnd.generators import build_generator
 
 GIB = 2**30

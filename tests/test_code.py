@@ -1,6 +1,6 @@
-"""The code experiment (dnd.mathcode_data, dnd.mathcode): CodeAlpaca shards and the HumanEval
+"""The code experiment (dnd.experiments.mathcode.data, dnd.experiments.mathcode.score): CodeAlpaca shards and the HumanEval
 cond/test split, the completion context and stop sequences, and pass@1 of completions run only
-through dnd.code_exec (a crash or a hang is a failure, never a stop)."""
+through dnd.benchmarks.code_exec (a crash or a hang is a failure, never a stop)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import json
 import pytest
 
 from conftest import SHARED_DATA, SMOKE_DATA
-from dnd import code_exec
-from dnd import mathcode_data as md
+from dnd.benchmarks import code_exec
+from dnd.experiments.mathcode import data as md
 from dnd.config import section
 
 SMOKE_CODE = {"shards": 2, "n_train": 4, "n_cond": 2, "n_test": 0}
@@ -56,7 +56,7 @@ def test_code_splits_on_the_shared_data():
 
 
 def test_a_prompt_the_package_does_not_have_is_an_error(tmp_path):
-    from dnd.datasets import load_generation_set
+    from dnd.benchmarks.datasets import load_generation_set
 
     (tmp_path / "math_code").mkdir()
     (tmp_path / "math_code" / "Human_Eval.json").write_text(json.dumps([{"prompt": "def f():\n"}]))
@@ -71,7 +71,7 @@ def test_completion_context_and_stops():
     assert ctx.endswith("<|im_start|>assistant\n") and md.CODE_INSTRUCTION + item["prompt"].strip() in ctx
     # the reference scored by log-likelihood is the whole function, as a code answer is written
     assert md.eval_record(item, "code")["reference"] == item["prompt"] + "    return x<|im_end|>"
-    from dnd.mathcode import CODE_TAIL
+    from dnd.experiments.mathcode.score import CODE_TAIL
 
     assert set(CODE_TAIL) <= set(md.STOP["code"])  # generation stops where extract_code would cut anyway
     cfg = md.task_configs("code", "humaneval", "t.jsonl", 64)["dnd_code_humaneval_gen"]
@@ -87,7 +87,7 @@ def test_completion_context_and_stops():
     ("print(f(3))", ""),
 ])
 def test_extract_code_takes_the_function_and_drops_the_models_own_tests(answer, code):
-    from dnd.mathcode import extract_code
+    from dnd.experiments.mathcode.score import extract_code
 
     assert extract_code(answer, "f") == code
 
@@ -103,7 +103,7 @@ def test_pass_at_1_runs_every_completion_through_code_exec(monkeypatch):
     in the sandbox the config names (bubblewrap where it runs; CI must have it)."""
     import os
 
-    from dnd import mathcode
+    from dnd.experiments.mathcode import score as mathcode
 
     problem = code_exec.bubblewrap_problem()
     if problem is not None and os.environ.get("CI") == "true":

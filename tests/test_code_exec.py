@@ -1,4 +1,4 @@
-"""dnd.code_exec: HumanEval loading, the execution sandbox, truncation and pass@k.
+"""dnd.benchmarks.code_exec: HumanEval loading, the execution sandbox, truncation and pass@k.
 
 Every run here starts a real sandboxed Python child (about 0.05 s each, twice that for a check);
 the slowest tests wait for a short timeout on purpose. Tests that take the `sandbox` fixture run
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from dnd import code_exec
-from dnd.code_exec import (SANDBOXES, ExecResult, SandboxError, build_program, check_completion, check_many,
+from dnd.benchmarks import code_exec
+from dnd.benchmarks.code_exec import (SANDBOXES, ExecResult, SandboxError, build_program, check_completion, check_many,
                            load_humaneval, pass_at_k, require_sandbox, run_many, run_program, truncate_completion)
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -438,7 +438,7 @@ def test_the_caller_survives_kill_of_its_parent(tmp_path, monkeypatch, bwrap):
 def test_the_caller_survives_being_killed_and_leaves_nothing(tmp_path, bwrap):
     # A scorer killed with SIGKILL mid-run: its sandboxed child dies with it, nothing is left.
     comm = "dnd" + uuid.uuid4().hex[:10]
-    script = ("import sys\nfrom dnd.code_exec import run_program\n"
+    script = ("import sys\nfrom dnd.benchmarks.code_exec import run_program\n"
               f"run_program({_named(comm) + 'import time; time.sleep(30)'!r}, timeout_s=60)\n")
     env = {**os.environ, "PYTHONPATH": str(SRC), "TMPDIR": str(tmp_path)}
     scorer = subprocess.Popen([sys.executable, "-c", script], env=env)
@@ -490,7 +490,7 @@ def test_the_callers_environment_is_not_readable(tmp_path, sandbox):
             "    try: found += open(f'/proc/{pid}/environ', 'rb').read()\n"
             "    except OSError: pass\n"
             "print('SECRET' if b'dnd-s3cret-value' in found else 'clean')\n")
-    script = (f"from dnd.code_exec import run_program\nr = run_program({prog!r}, timeout_s=10, sandbox={sandbox!r})\n"
+    script = (f"from dnd.benchmarks.code_exec import run_program\nr = run_program({prog!r}, timeout_s=10, sandbox={sandbox!r})\n"
               "print(r.status, r.stdout_tail.strip())\n")
     env = {**os.environ, "PYTHONPATH": str(SRC), "DND_TEST_SECRET": "dnd-s3cret-value"}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
@@ -538,7 +538,7 @@ def test_bad_arguments_are_rejected():
 
 def test_without_bubblewrap_the_run_refuses_unless_opted_out(tmp_path):
     # A machine without bwrap on PATH: one clear line naming the opt-out; the opt-out runs.
-    script = ("from dnd.code_exec import SandboxError, run_program, require_sandbox\n"
+    script = ("from dnd.benchmarks.code_exec import SandboxError, run_program, require_sandbox\n"
               "try:\n    run_program('pass')\nexcept SandboxError as e:\n    print('REFUSED', e)\n"
               "print(run_program('pass', sandbox='unsafe-python-guard').status)\n")
     env = {**os.environ, "PYTHONPATH": str(SRC), "PATH": str(tmp_path)}

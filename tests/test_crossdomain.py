@@ -1,4 +1,4 @@
-"""The cross-domain experiment's report (dnd.crossdomain) and the verdict rule it shares
+"""The cross-domain experiment's report (dnd.experiments.crossdomain.report) and the verdict rule it shares
 (dnd.summary.verdict), on synthetic scores in the default run's schemas."""
 
 from __future__ import annotations

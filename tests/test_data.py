@@ -4,11 +4,11 @@ import re
 import pytest
 
 from dnd.config import ConfigError, validate_config
-from dnd.datasets import (REGISTRY, SPLITS, item_key, load_pools, make_splits, parse_dnd_item, prepare_dataset,
+from dnd.benchmarks.datasets import (REGISTRY, SPLITS, item_key, load_pools, make_splits, parse_dnd_item, prepare_dataset,
                       read_custom_file, validate_custom_file)
 from dnd.data import prepare, summary_csv
 from dnd.io import read_jsonl
-from dnd.prompts import lm_eval_task, render_context, task_name, to_eval_record, training_example
+from dnd.formats.prompts import lm_eval_task, render_context, task_name, to_eval_record, training_example
 
 from conftest import SHARED_DATA, SMOKE_DATA
 
@@ -237,7 +237,7 @@ def test_unknown_dataset_in_loader():
 
 
 def test_science_set_parses_inline_choices():
-    from dnd.datasets import parse_science_item
+    from dnd.benchmarks.datasets import parse_science_item
 
     rec = {"prompt": "What is used in cheese?choices: A: protozoa, B: gymnosperms, C: mesophilic organisms, "
                      "D: viruses", "response": "[C]", "system": ""}

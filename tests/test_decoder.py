@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dnd.decoder import HyperConvDecoder, HyperConvLayer, count_parameters
+from dnd.method.generator_model import HyperConvDecoder, HyperConvLayer, count_parameters
 
 
 @pytest.mark.parametrize(
@@ -86,7 +86,7 @@ def test_bad_shapes() -> None:
 def test_local_head_is_position_wise_mixing_and_zero_init_gives_the_offset() -> None:
     """head=local: out[t, h, w] = sum_c U[t, c, h, w] z[c, h, w] + b (checked against an explicit
     einsum); output_init zero: the untrained decoder outputs exactly its offset."""
-    from dnd.decoder import LocalMix
+    from dnd.method.generator_model import LocalMix
 
     torch.manual_seed(0)
     mix = LocalMix(3, 5, 4, 6)
@@ -109,7 +109,7 @@ def test_local_head_is_position_wise_mixing_and_zero_init_gives_the_offset() -> 
 
 
 def test_source_basis_generator_is_exact_order_free_and_starts_at_the_mean() -> None:
-    from dnd.decoder import SourceBasisGenerator, build_decoder, pooled_condition
+    from dnd.method.generator_model import SourceBasisGenerator, build_decoder, pooled_condition
 
     torch.manual_seed(0)
     gen = SourceBasisGenerator((4, 5, 16), 3, (12, 6, 10), hidden=8)

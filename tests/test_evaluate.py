@@ -1,4 +1,4 @@
-"""dnd.evaluate (in-place adapter scoring with lm-eval, baselines) and dnd.score_cache, and
+"""dnd.evaluate (in-place adapter scoring with lm-eval, baselines) and dnd.scoring.cache, and
 `dnd summarize` on real evaluation rows (dnd.summary itself: tests/test_summary.py).
 
 Everything is built in a temporary directory: a tiny random Llama with a word-level tokenizer,
@@ -21,11 +21,11 @@ import pandas as pd
 import pytest
 import torch
 
-from dnd import score_cache as sc
+from dnd.scoring import cache as sc
 from dnd import summary
 from dnd.cli import main as cli_main
 from dnd.config import section
-from dnd.prompts import lm_eval_task_yaml, to_eval_record
+from dnd.formats.prompts import lm_eval_task_yaml, to_eval_record
 
 from conftest import LORA_MODULES, save_encoded as _save_encoded, save_random_lora as _save_lora, word_tokenizer as _tokenizer
 
@@ -193,7 +193,7 @@ def test_edited_score_cache_entries_are_rescored(world, eval_rows, tmp_path, cap
 
 
 def test_score_cache_recomputes_lm_eval_acc_norm(world, tmp_path):
-    """Under acc_norm, lm-eval's per-item results are what dnd.score_cache.recompute_correct gives
+    """Under acc_norm, lm-eval's per-item results are what dnd.scoring.cache.recompute_correct gives
     from their log-likelihoods and choice lengths: every adapter's entry is stored (one that did
     not verify would not be) and read back as trusted."""
     params = {**world["params"], "evaluation": {**world["params"]["evaluation"], "metric": "acc_norm"}}
@@ -519,3 +519,37 @@ def test_backend_comparison_needs_items(world, tmp_path):
             "--tasks-dir", str(world["tasks"]), "--zoo-dir", str(world["zoo"]), "--out", str(tmp_path / "x.json")]
     assert cli_main(argv) != 0
     assert not (tmp_path / "x.json").exists()
+
+
+def test_verify_cache_recomputes_a_sample(world, tmp_path, caplog):
+    """`dnd verify-cache` scores sampled entries again from the recipe and source stored with
+    them: the same scores pass; a cached score the current code does not give (what a scoring
+    change without a SCORER_VERSION bump would leave behind), sealed and self-consistent, fails."""
+    cache, out = tmp_path / "cache", tmp_path / "eval.jsonl"
+    assert cli_main(_evaluate_argv(world, out) + ["--cache-dir", str(cache)]) == 0
+    assert cli_main(["verify-cache", "--cache-dir", str(cache), "--sample", "3"]) == 0
+    for p in sorted(cache.glob("*.json")):
+        e = json.loads(p.read_text())
+        e["loglikelihoods"][0] = [x - 0.5 for x in e["loglikelihoods"][0]]  # argmax (acc) unchanged
+        p.write_text(json.dumps(sc.seal({k: v for k, v in e.items() if k != sc.HASH_FIELD})))
+    caplog.clear()
+    assert cli_main(["verify-cache", "--cache-dir", str(cache), "--sample", "2"]) == 1
+    assert "differ from a fresh score" in caplog.text
+
+
+def test_score_cache_key_is_the_scorer_version_not_the_code(world, tmp_path, monkeypatch):
+    """Keys hash what determines a score and dnd.scoring.SCORER_VERSION, not the scoring
+    modules' files: a bump of the version changes every key."""
+    import dnd.scoring
+
+    task_yaml = world["tasks"] / f"dnd_{TARGET}.yaml"
+
+    def key() -> str:
+        return ev.open_score_cache(tmp_path / "c", world["model"], task_yaml, ev.task_data_file(task_yaml),
+                                   ev.read_adapter_config(world["zoo"] / "beta" / "final"),
+                                   section("evaluation", {})).key(None)
+
+    before = key()
+    assert key() == before
+    monkeypatch.setattr(dnd.scoring, "SCORER_VERSION", dnd.scoring.SCORER_VERSION + 1)
+    assert key() != before

@@ -1,6 +1,6 @@
-"""The few-shot experiment: first-k selection and the LoRA step count (dnd.fewshot), ICL prompts,
-the `dnd-prefix-cache` backend (dnd.lm_prefix_cache), scoring on the default run's task, the
-summary's columns and cost definitions and the report (dnd.fewshot_report), config checks.
+"""The few-shot experiment: first-k selection and the LoRA step count (dnd.experiments.fewshot.tuning), ICL prompts,
+the `dnd-prefix-cache` backend (dnd.scoring.lm_prefix_cache), scoring on the default run's task, the
+summary's columns and cost definitions and the report (dnd.experiments.fewshot.report), config checks.
 
 Everything is built in a temporary directory: a tiny random Llama with a word-level tokenizer
 (so token counts are word counts), hand-written items. No download.
@@ -13,17 +13,17 @@ import json
 import math
 from pathlib import Path
 
-from dnd import fewshot as fs  # first: sets HF_*_OFFLINE before transformers/lm_eval load
+from dnd.experiments.fewshot import tuning as fs  # first: sets HF_*_OFFLINE before transformers/lm_eval load
 
 import numpy as np
 import pytest
 import torch
 
 from conftest import word_tokenizer
-from dnd import fewshot_report as fr
+from dnd.experiments.fewshot import report as fr
 from dnd.cli import main as cli_main
 from dnd.config import ConfigError, validate_config
-from dnd.prompts import lm_eval_task_yaml, to_eval_record
+from dnd.formats.prompts import lm_eval_task_yaml, to_eval_record
 
 TARGET = "alpha"
 WORDS = "cat dog sun moon red blue green big small fast slow tree rock river bird fish cold hot".split()
@@ -120,7 +120,7 @@ def test_icl_prompt_puts_k_answered_demonstrations_before_the_item(world):
 
 # ------------------------------------------------------------------------------ the backend
 def test_shared_prefix_length():
-    from dnd.lm_prefix_cache import shared_prefix_length
+    from dnd.scoring.lm_prefix_cache import shared_prefix_length
 
     assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
     assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # each keeps a token of its own
@@ -153,7 +153,7 @@ def test_prefix_cache_equals_the_plain_forward_pass(world, fp32, batch_size, chu
     the plain forward pass over the whole sequence; several batches share the one prefix."""
     import torch.nn.functional as F
 
-    from dnd.lm_prefix_cache import PrefixCacheLM
+    from dnd.scoring.lm_prefix_cache import PrefixCacheLM
 
     tok, records = world["tok"], world["records"]
     prefix = fs.icl_prefix(world["train"][:8], "cloze")
@@ -177,8 +177,8 @@ def test_prefix_cache_equals_the_plain_forward_pass(world, fp32, batch_size, chu
 
 
 def test_without_a_shared_prefix_it_is_dnd_prefix(world, fp32):
-    from dnd.lm_backend import PrefixSharingLM
-    from dnd.lm_prefix_cache import PrefixCacheLM
+    from dnd.scoring.lm_backend import PrefixSharingLM
+    from dnd.scoring.lm_prefix_cache import PrefixCacheLM
 
     tok, records = world["tok"], world["records"]
     reqs = _requests(tok, [r["context"] for r in records], records)  # zero-shot: "Question : what is" shared
@@ -189,7 +189,7 @@ def test_without_a_shared_prefix_it_is_dnd_prefix(world, fp32):
 
 
 def test_a_prompt_beyond_the_context_is_an_error_not_truncated(world, fp32):
-    from dnd.lm_prefix_cache import PrefixCacheLM
+    from dnd.scoring.lm_prefix_cache import PrefixCacheLM
 
     tok, records = world["tok"], world["records"]
     prefix = fs.icl_prefix(world["train"][:24], "cloze")  # 24 demonstrations: more than 256 positions

@@ -23,11 +23,11 @@ from safetensors.torch import load_file
 from dnd import io as dio
 from dnd.cli import main
 from dnd.config import section
-from dnd.decoder import HyperConvDecoder
+from dnd.method.generator_model import HyperConvDecoder
 from dnd.generate import MARKER, generate_adapter
-from dnd.generator_checkpoint import CHECKPOINT_FORMAT
+from dnd.method.generator_checkpoint import CHECKPOINT_FORMAT
 from dnd.schedule import ADAPTER_KINDS, adapter_seed
-from dnd.tokenization import LoraLayout
+from dnd.method.tokenization import LoraLayout
 
 N, R, W = 2, 2, 4
 PREFIX = "base_model.model.model.layers.0.self_attn.q_proj"

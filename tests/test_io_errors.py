@@ -139,7 +139,7 @@ def test_corrupt_local_hf_base_model_is_named(tiny_model_dir, tmp_path):
 
 
 def test_corrupt_file_in_the_weight_space_figure_is_named(tmp_path):
-    from dnd.figures import pca_coordinates
+    from dnd.reporting.figures import pca_coordinates
 
     good = _lora_file(tmp_path / "a" / "step-00001.safetensors")
     bad = _truncate(_lora_file(tmp_path / "b" / "step-00001.safetensors"))

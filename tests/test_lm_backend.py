@@ -1,4 +1,4 @@
-"""dnd.lm_backend: the packed lm-eval backend against lm-eval's own HFLM on a tiny random Llama
+"""dnd.scoring.lm_backend: the packed lm-eval backend against lm-eval's own HFLM on a tiny random Llama
 (no download): packing, the block mask, request-level equality, the long-context fallback."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dnd import lm_backend as lb
+from dnd.scoring import lm_backend as lb
 
 
 def test_pack_layout():

@@ -1,4 +1,4 @@
-"""The math experiment (dnd.mathcode_data, dnd.mathcode, dnd.mathcode_report): answer extraction
+"""The math experiment (dnd.experiments.mathcode.data, dnd.experiments.mathcode.score, dnd.experiments.mathcode.report): answer extraction
 against lm-eval's own filters, deterministic disjoint splits, the chat training examples, and
 the scoring of every method end to end on a tiny random model."""
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from conftest import SHARED_DATA, SMOKE_DATA, save_encoded, save_random_lora, word_tokenizer
-from dnd import mathcode_data as md
-from dnd import mathcode_report as mcr
+from dnd.experiments.mathcode import data as md
+from dnd.experiments.mathcode import report as mcr
 from dnd.cli import main as cli_main
 from dnd.config import ConfigError, section
 
@@ -89,7 +89,7 @@ def test_reference_loglikelihood_of_a_poor_model_is_a_number(tmp_path):
     from lm_eval.api.model import LM
 
     from dnd.evaluate import load_task
-    from dnd.mathcode import loglik_result
+    from dnd.experiments.mathcode.score import loglik_result
 
     class Poor(LM):
         def loglikelihood(self, requests, disable_tqdm=False):
@@ -159,7 +159,7 @@ def test_math_splits_deterministic_and_disjoint_on_fixtures():
 def test_math_splits_on_the_shared_data():
     import hashlib
 
-    from dnd.datasets import load_generation_set
+    from dnd.benchmarks.datasets import load_generation_set
 
     cfg = section("math", {})
     splits = md.prepare_math(cfg, SHARED_DATA)
@@ -176,7 +176,7 @@ def test_math_splits_on_the_shared_data():
 
 
 def test_unknown_generation_set_is_named():
-    from dnd.datasets import load_generation_set
+    from dnd.benchmarks.datasets import load_generation_set
 
     with pytest.raises(ValueError, match="unknown generation set 'nope'"):
         load_generation_set("nope", FIXTURES)
@@ -325,7 +325,7 @@ def test_a_zero_lora_scores_like_the_base_model(mrows):
 
 
 def test_cache_reuses_every_adapter(mworld, mrows, monkeypatch):
-    from dnd import mathcode
+    from dnd.experiments.mathcode import score as mathcode
 
     def boom(*a, **k):
         raise AssertionError("scored again")

@@ -1,6 +1,6 @@
-"""The paper-protocol experiment: the paper's answer format and parser (dnd.paper_format), the
-generating backend (dnd.lm_generate), scoring every method under three protocols
-(dnd.protocol) and its summary (dnd.protocol_report).
+"""The paper-protocol experiment: the paper's answer format and parser (dnd.formats.paper), the
+generating backend (dnd.scoring.lm_generate), scoring every method under three protocols
+(dnd.experiments.protocol.score) and its summary (dnd.experiments.protocol.report).
 
 Everything is built in a temporary directory: a tiny random Llama with a word-level tokenizer,
 hand-written items, random PEFT LoRA adapters. No download.
@@ -12,15 +12,15 @@ import json
 import math
 from pathlib import Path
 
-from dnd import protocol  # first: sets HF_*_OFFLINE before transformers/lm_eval load
+from dnd.experiments.protocol import score as protocol  # first: sets HF_*_OFFLINE before transformers/lm_eval load
 
 import numpy as np
 import pytest
 import torch
 
 from conftest import save_encoded, save_random_lora, word_tokenizer
-from dnd import paper_format as pf
-from dnd import protocol_report as pr
+from dnd.formats import paper as pf
+from dnd.experiments.protocol import report as pr
 from dnd.cli import main as cli_main
 from dnd.config import ConfigError, section, validate_config
 
@@ -96,7 +96,7 @@ def tiny_lm(tmp_path_factory):
     """A random Llama whose vocabulary covers the protocol items, in float32, and its backend."""
     from transformers import AutoModelForCausalLM
 
-    from dnd.lm_generate import SharedPrefillLM
+    from dnd.scoring.lm_generate import SharedPrefillLM
 
     texts = [pf.render_context(it, t) + " " + " ".join(pf.answer_texts(it)) for it in (MC, YN, END)
              for t in pf.TEMPLATES]
@@ -178,7 +178,7 @@ def test_loglikelihood_pass_feeds_generation(tiny_lm, monkeypatch):
 
 
 def test_sample_token_respects_top_k_and_top_p():
-    from dnd.lm_generate import sample_token
+    from dnd.scoring.lm_generate import sample_token
 
     logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
     g = torch.Generator().manual_seed(0)

@@ -1,4 +1,4 @@
-"""`dnd report` (dnd.report, dnd.tables, dnd.figures) on synthetic but realistic run files: every
+"""`dnd report` (dnd.report, dnd.reporting.tables, dnd.reporting.figures) on synthetic but realistic run files: every
 section, every figure, and the main table's numbers checked against scores.csv."""
 
 from __future__ import annotations
@@ -11,10 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dnd import figures, report, summary, tables
+from dnd.reporting import figures
+from dnd import report
+from dnd import summary
+from dnd.reporting import tables
 from dnd.cli import main
 from dnd.config import validate_config
-from dnd.datasets import title
+from dnd.benchmarks.datasets import title
 
 DATASETS = ["arc_easy", "boolq", "piqa"]
 N_DND, N_CTRL, N_ITEMS = 4, 2, 200

@@ -1,6 +1,6 @@
-"""dnd.score_cache: a cached score is checked against what it was computed from before it is
+"""dnd.scoring.cache: a cached score is checked against what it was computed from before it is
 used (content hash; `correct` and `acc` recomputed from the log-likelihoods under the metric),
-and dnd.protocol.ResultCache's entries (protocol, math, code) by their content hash. No model:
+and dnd.experiments.protocol.score.ResultCache's entries (protocol, math, code) by their content hash. No model:
 the scored adapters are written by hand (tests/test_evaluate.py runs the cache with lm-eval)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dnd import score_cache as sc
-from dnd.protocol import ResultCache
+from dnd.scoring import cache as sc
+from dnd.experiments.protocol.score import ResultCache
 
 # three items, three choices; item 1's gold wins by log-likelihood but not per character (acc_norm)
 LL = [[-1.0, -3.0, -2.5], [-4.0, -6.0, -5.0], [-2.0, -1.5, -3.0]]
@@ -80,7 +80,7 @@ def test_an_edited_entry_is_not_trusted_and_is_rescored(tmp_path, caplog, edit, 
     cache.put("k", _scored())
     path = tmp_path / "cache" / "k.json"
     _edit(path, edit, reseal)
-    with caplog.at_level(logging.WARNING, logger="dnd.score_cache"):
+    with caplog.at_level(logging.WARNING, logger="dnd.scoring.cache"):
         assert cache.get("k") is None
     assert str(path) in caplog.text and why in caplog.text and "scored again" in caplog.text
     cache.put("k", _scored())  # what the rescoring writes back is trusted again
@@ -117,7 +117,7 @@ def test_a_result_its_loglikelihoods_do_not_give_is_not_stored(tmp_path, caplog)
 
 
 def _results() -> list[dict]:
-    """What dnd.mathcode / dnd.protocol cache per adapter: generation-scored, no log-likelihoods."""
+    """What dnd.experiments.mathcode.score / dnd.experiments.protocol.score cache per adapter: generation-scored, no log-likelihoods."""
     return [{"ids": ["a", "b"], "correct": [0, 1], "gold_logprob": [-3.5, -1.25], "outputs": ["x", "42"],
              "extra": {"status": ["fail", "pass"]}, "seconds": 2.0}]
 

@@ -17,7 +17,7 @@ from dnd import summary
 from dnd.cli import main as cli_main
 from dnd.config import folds as config_folds
 from dnd.config import validate_config
-from dnd.datasets import title
+from dnd.benchmarks.datasets import title
 
 DATASETS = ["arc_easy", "boolq", "piqa"]
 N_ITEMS = 40

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from dnd.tokenization import MODULE_ORDER, LoraLayout, detokenize, tokenize
+from dnd.method.tokenization import MODULE_ORDER, LoraLayout, detokenize, tokenize
 from conftest import TINY_LLAMA
 
 # SmolLM2-135M: hidden 576, kv dim 192, ffn 1536, 30 layers

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dnd.ablations import FAMILIES as ABLATION_FAMILIES
+from dnd.experiments.ablations.report import FAMILIES as ABLATION_FAMILIES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -344,7 +344,7 @@ def test_smoke_dag_end_to_end_deterministic_and_through_dvc(tmp_path):
         ("dnd", "0"), ("fewshot_ft", "1"), ("fewshot_ft", "4"), ("icl", "0"), ("icl", "2"), ("icl", "8")}
     assert "## The paper's direction against ours" in (b / "results" / "fewshot" / "report.md").read_text()
     # and the math and code experiments (hand-written items in the authors' format, tests/data/smoke/math_code;
-    # HumanEval's tests run by dnd.code_exec): every method on every target, the metric named
+    # HumanEval's tests run by dnd.benchmarks.code_exec): every method on every target, the metric named
     for domain, targets, metric in (("math", {"gsm8k", "math"}, {"exact_match,flexible-extract", "exact_match,boxed"}),
                                     ("code", {"humaneval"}, {"pass@1"})):
         mrows = list(csv.DictReader(open(b / "results" / domain / "scores.csv")))

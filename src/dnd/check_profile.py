@@ -58,7 +58,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from .config import EXPERIMENTS, REPO_ROOT, ConfigError, check_chunk_width, folds, load_config, model_config
-from .decoder import count_parameters
+from .method.generator_model import count_parameters
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ def encoder_config(cfg: Mapping[str, Any], base_cfg: Mapping[str, Any]) -> tuple
     """(the condition encoder's HF config or None for the model-free hashing extractor, its source)."""
     import json
 
-    from .encoder import encoder_path
+    from .method.encoder import encoder_path
 
     enc = cfg["encoder"]
     if enc["kind"] == "hashing":
@@ -255,7 +255,7 @@ def encoder_config(cfg: Mapping[str, Any], base_cfg: Mapping[str, Any]) -> tuple
 
 
 def encoder_dim(enc_cfg: Mapping[str, Any] | None) -> int:
-    from .encoder import HASH_DIM
+    from .method.encoder import HASH_DIM
 
     return HASH_DIM if enc_cfg is None else int(enc_cfg["hidden_size"])
 
@@ -298,7 +298,7 @@ def parameter_rows(model: nn.Module) -> list[dict[str, Any]]:
 def check_lora_layout(cfg: Mapping[str, Any], peft_model, seed: int = 0) -> tuple[Any, Tensor, dict[str, Any]]:
     """The LoRA layout of the PEFT model at generator.chunk_width, and the round trip of random
     weights of its shapes: (layout, tokens of those weights, report)."""
-    from .tokenization import LoraLayout, detokenize, tokenize
+    from .method.tokenization import LoraLayout, detokenize, tokenize
 
     sd = lora_state_dict(peft_model)
     w = cfg["generator"]["chunk_width"]
@@ -448,7 +448,7 @@ def memory_evaluate(cfg: Mapping[str, Any], base_cfg: Mapping[str, Any]) -> dict
     to_fake(pm, mode)
     causal = pm.get_base_model()
 
-    def forward(m, ids, mask, pos):  # dnd.lm_backend.PrefixSharingLM._forward
+    def forward(m, ids, mask, pos):  # dnd.scoring.lm_backend.PrefixSharingLM._forward
         hidden = causal.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state
         logits = causal.lm_head(hidden[:, -k:].reshape(-1, hidden.shape[-1]))
         return F.log_softmax(logits, dim=-1, dtype=torch.float32)

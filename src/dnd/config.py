@@ -155,7 +155,7 @@ def command_params(text: str | None, *names: str) -> dict[str, Any]:
 def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """Validate in place (filling defaults) and check cross-field rules; return cfg."""
     check_schema(cfg)
-    from .datasets import check_custom_names, check_dataset_names
+    from .benchmarks.datasets import check_custom_names, check_dataset_names
 
     if not cfg["data"].get("datasets"):
         raise ConfigError("invalid config at 'data': 'datasets' is a required property")
@@ -313,7 +313,7 @@ def check_chunk_width(cfg: dict[str, Any]) -> None:
 def check_inputs(cfg: dict[str, Any]) -> None:
     """Inputs the run reads must exist and fit together: fail at start-up with one message,
     not hours later."""
-    from .datasets import REGISTRY, check_split_sizes, validate_custom_file
+    from .benchmarks.datasets import REGISTRY, check_split_sizes, validate_custom_file
 
     check_chunk_width(cfg)
 

@@ -1,5 +1,5 @@
 """`dnd prepare-data`: write one dataset's splits, its lm-eval rows and task YAML; and
-`dnd data-summary`: the split-size table. The logic lives in dnd.data and dnd.prompts."""
+`dnd data-summary`: the split-size table. The logic lives in dnd.data and dnd.formats.prompts."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import io
 import logging
 from pathlib import Path
 
-from .datasets import SPLITS, prepare_dataset
+from .benchmarks.datasets import SPLITS, prepare_dataset
 from .io import read_jsonl, write_jsonl, write_text
-from .prompts import lm_eval_task_yaml, task_name, to_eval_record
+from .formats.prompts import lm_eval_task_yaml, task_name, to_eval_record
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ model and two LoRAs (T's own, and the first training LoRA of T's fold) with
   hf          lm-eval's HFLM as `lm_eval.simple_evaluate(model="hf", model_args={"pretrained":
               base, "peft": adapter, "dtype": ..., "softmax_dtype": "float32"})` builds it:
               a fresh model per adapter (its load is timed apart, not counted as scoring);
-  dnd-prefix  the evaluate stage's scorer (dnd.evaluate.InPlaceScorer over dnd.lm_backend):
+  dnd-prefix  the evaluate stage's scorer (dnd.evaluate.InPlaceScorer over dnd.scoring.lm_backend):
               one model, adapters copied into its LoRA modules (the copy is counted).
 
 Both run lm-eval's own evaluation loop on the same task, items, batch size and dtype
@@ -76,7 +76,7 @@ def agreement(a, b) -> dict[str, Any]:
 
 def first_items(s, k: int):
     """The first `k` items of a `Scored` (lm-eval's `limit` takes the first docs too)."""
-    from .score_cache import Scored
+    from .scoring.cache import Scored
 
     return Scored(ids=s.ids[:k], correct=s.correct[:k], acc=sum(s.correct[:k]) / max(len(s.correct[:k]), 1),
                   seconds=0.0, loglikelihoods=s.loglikelihoods[:k], gold=s.gold[:k], choice_chars=s.choice_chars[:k])
@@ -89,7 +89,7 @@ def compare_target(target: str, params: dict[str, Any], model_dir: Path, tasks_d
 
     from .evaluate import (SOFTMAX_DTYPE, InPlaceScorer, load_state_dict, load_task, require_adapter_dir,
                            run_lm_eval)
-    from .prompts import task_name
+    from .formats.prompts import task_name
 
     ev = section("evaluation", params.get("evaluation"))
     items = int(ev["compare_items"])

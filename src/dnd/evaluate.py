@@ -6,7 +6,7 @@
 
 scores every method on one held-out target with the same harness, the same items (every row of
 `results/data/{T}/test.lmeval.jsonl`, or the first `evaluation.limit`) and the same prompt (the task
-`dnd_{T}` rendered by dnd.prompts):
+`dnd_{T}` rendered by dnd.formats.prompts):
 
   method          adapter                   what is scored
   base            "base"                    the base model (LoRA modules disabled)
@@ -30,13 +30,13 @@ from the first training LoRA; the LoRA modules take the model's dtype); each ada
 are then copied in place (`set_peft_model_state_dict`, every LoRA key required, no unexpected
 key) and scored by one lm-eval model built on the loaded model, with one task object (lm-eval
 rebuilds the requests on every call), through the harness's own `lm_eval.evaluator.evaluate`
-loop. The model is `evaluation.backend`: `dnd-prefix` (dnd.lm_backend: each item's context is
+loop. The model is `evaluation.backend`: `dnd-prefix` (dnd.scoring.lm_backend: each item's context is
 computed once for all its choices) or lm-eval's plain `hf` (HFLM); the log-softmax is float32
 for both. tests/test_evaluate.py checks that either gives the log-likelihoods of
 `lm_eval.simple_evaluate(model="hf", model_args={"pretrained": base, "peft": adapter})`;
 dnd.eval_speed measures both on the real model.
 With --cache-dir (the workflow passes results/eval_cache/{T} unless `evaluation.cache` is
-false) per-item results are kept by content (`open_score_cache`, dnd.score_cache): a rerun
+false) per-item results are kept by content (`open_score_cache`, dnd.scoring.cache): a rerun
 after, say, a generator change scores only the new adapters and reuses base, source LoRAs and soup.
 A cached entry is used only after checking it (its content hash, and its per-item results
 recomputed from its log-likelihoods under `evaluation.metric`); an edited entry is scored again.
@@ -70,32 +70,27 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import re
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-# Never reach the Hugging Face Hub from an evaluation job (must precede datasets/lm_eval imports).
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["HF_DATASETS_OFFLINE"] = "1"
-
+import dnd.scoring  # noqa: F401  (makes Hugging Face offline before datasets/lm_eval load)
 from .config import section
-from .score_cache import Scored, ScoreCache, require_finite, samples_to_scored
-from .summary import GENERATED_KINDS
+from .scoring.cache import Scored, ScoreCache, require_finite, samples_to_scored
+from .schedule import GENERATED_KINDS
+from .scoring.harness import LMEVAL_OTHER_SEED, LMEVAL_RANDOM_SEED, seeded_evaluate  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-# lm-eval's own defaults (lm_eval.defaults), applied before every scoring call as simple_evaluate does
-LMEVAL_RANDOM_SEED = 0
-LMEVAL_OTHER_SEED = 1234
-BACKENDS = ("dnd-prefix", "hf")  # dnd.lm_backend's packed scorer; lm-eval's plain HFLM
+BACKENDS = ("dnd-prefix", "hf")  # dnd.scoring.lm_backend's packed scorer; lm-eval's plain HFLM
 BACKEND = BACKENDS[0]
 # log-softmax in float32 whatever the model dtype (HFLM's softmax_dtype; its default is the
 # model's dtype, which in bfloat16 rounds every token log-probability to ~3 digits)
 SOFTMAX_DTYPE = "float32"
+SCORING_SETTINGS = ("limit", "batch_size", "dtype", "metric", "backend")  # the evaluation settings a score depends on
 # LoraConfig fields that must agree between the wrapped model and an adapter loaded into it
 LORA_SHAPE_FIELDS = ("peft_type", "r", "lora_alpha", "target_modules", "use_rslora", "use_dora", "bias",
                      "fan_in_fan_out", "rank_pattern", "alpha_pattern", "layers_to_transform",
@@ -103,7 +98,7 @@ LORA_SHAPE_FIELDS = ("peft_type", "r", "lora_alpha", "target_modules", "use_rslo
 
 
 # ============================================================================ input files
-def _require(path: Path, what: str) -> Path:
+def require_file(path: Path, what: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{what} not found: {path}")
     return path
@@ -126,16 +121,16 @@ def locate(dirs: Path | Sequence[Path], rel: str | Path, what: str) -> Path:
 
 
 def require_adapter_dir(path: Path, what: str) -> Path:
-    _require(path, what)
+    require_file(path, what)
     for name in ADAPTER_FILES:
-        _require(path / name, f"{what} ({name})")
+        require_file(path / name, f"{what} ({name})")
     return path
 
 
 def discover_generated(gen_dir: Path, kinds: tuple[str, ...] = GENERATED_KINDS) -> dict[str, list[tuple[str, Path]]]:
     """{kind: [(index, dir), ...]} for results/generated/{T}/{kind}_{i}/, sorted by i, for every
     kind of `kinds` that has adapters; dnd is required, the variants and controls are not."""
-    _require(gen_dir, "generated adapters directory")
+    require_file(gen_dir, "generated adapters directory")
     pat = re.compile(rf"({'|'.join(kinds)})_(\d+)")
     found: dict[str, list[tuple[int, Path]]] = {k: [] for k in kinds}
     for p in gen_dir.iterdir():
@@ -151,7 +146,7 @@ def task_config(task_yaml: Path) -> dict[str, Any]:
     """The parsed lm-eval task YAML; it must name its test file (dataset_kwargs.data_files.test)."""
     import yaml
 
-    cfg = yaml.safe_load(_require(task_yaml, "lm-eval task").read_text())
+    cfg = yaml.safe_load(require_file(task_yaml, "lm-eval task").read_text())
     try:
         test = cfg["dataset_kwargs"]["data_files"]["test"]
     except (KeyError, TypeError) as exc:
@@ -163,10 +158,10 @@ def task_config(task_yaml: Path) -> dict[str, Any]:
 
 def task_data_file(task_yaml: Path) -> Path:
     """The test file a task YAML reads: dataset_kwargs.data_files.test, relative to the run's
-    working directory (where dnd.prompts.portable_path wrote it from, and where lm-eval looks)
+    working directory (where dnd.formats.prompts.portable_path wrote it from, and where lm-eval looks)
     unless it is absolute."""
     data = Path(task_config(task_yaml)["dataset_kwargs"]["data_files"]["test"])
-    return _require(data.resolve(), f"test items of task {task_yaml.name}")
+    return require_file(data.resolve(), f"test items of task {task_yaml.name}")
 
 
 @contextlib.contextmanager
@@ -238,7 +233,7 @@ def mean_prompt_embedding(path: Path, chunk: int = 256):
     prompts (each prompt weighs the same; with mean pooling L = 1 this is the plain mean)."""
     import torch
 
-    from .encoder import load_encoded
+    from .method.encoder import load_encoded
 
     obj = load_encoded(path)
     states, mask = obj["states"], obj["mask"]
@@ -271,10 +266,10 @@ def nearest_source(target_vec, source_vecs: dict[str, Any]) -> tuple[str, dict[s
 
 # ================================================================== in-place scoring
 def lm_class(backend: str):
-    """The lm-eval model class registered under `backend` ("dnd-prefix": dnd.lm_backend; "hf")."""
+    """The lm-eval model class registered under `backend` ("dnd-prefix": dnd.scoring.lm_backend; "hf")."""
     from lm_eval.api.registry import get_model
 
-    from . import lm_backend  # noqa: F401  (registers dnd-prefix)
+    from .scoring import lm_backend  # noqa: F401  (registers dnd-prefix)
 
     if backend not in BACKENDS:
         raise ValueError(f"unknown evaluation backend {backend!r}; expected one of {BACKENDS}")
@@ -299,27 +294,20 @@ def load_task(tasks_dir: Path, task: str) -> dict:
 def run_lm_eval(lm, task_dict: dict, task: str, limit: int | None, metric: str, where: str) -> Scored:
     """lm-eval's own evaluation loop on a built model, seeded as simple_evaluate seeds it; the
     per-item result (NaN/inf log-likelihoods are an error naming `where`)."""
-    import random
-
-    import numpy as np
-    import torch
-    from lm_eval import evaluator
-
     t0 = time.perf_counter()
-    random.seed(LMEVAL_RANDOM_SEED)
-    np.random.seed(LMEVAL_OTHER_SEED)
-    torch.manual_seed(LMEVAL_OTHER_SEED)
-    res = evaluator.evaluate(lm=lm, task_dict=task_dict, limit=limit, bootstrap_iters=0, log_samples=True)
+    res = seeded_evaluate(lm, task_dict, limit)
     return require_finite(samples_to_scored(res, task, metric, time.perf_counter() - t0), where)
 
 
 class InPlaceScorer:
     """One base model, one set of LoRA modules, one HFLM and one task: adapters are swapped by
-    copying their weights into the LoRA modules."""
+    copying their weights into the LoRA modules. The loaded model every scorer composes: another
+    lm-eval model class over the same model (`lm_cls`, e.g. dnd.scoring.lm_generate's) replaces
+    the backend's, and `task=None` loads no task (the caller loads its own)."""
 
-    def __init__(self, model_dir: Path, lora_config_dir: Path, tasks_dir: Path, task: str, *,
+    def __init__(self, model_dir: Path, lora_config_dir: Path, tasks_dir: Path, task: str | None, *,
                  limit: int | None, batch_size: int, dtype: str = "float32", metric: str = "acc",
-                 backend: str = BACKEND):
+                 backend: str = BACKEND, lm_cls: Any = None):
         import torch
         from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -349,9 +337,9 @@ class InPlaceScorer:
             if "lora_" in name:
                 p.data = p.data.to(model.dtype)
         self.lora_keys = set(get_peft_model_state_dict(self.model))
-        self.lm = lm_class(backend)(pretrained=self.model, tokenizer=tok, batch_size=batch_size,
-                                    softmax_dtype=SOFTMAX_DTYPE)
-        self.task_dict = load_task(tasks_dir, task)
+        self.lm = (lm_cls or lm_class(backend))(pretrained=self.model, tokenizer=tok, batch_size=batch_size,
+                                                softmax_dtype=SOFTMAX_DTYPE)
+        self.task_dict = load_task(tasks_dir, task) if task is not None else None
 
     def load_adapter(self, sd: dict, where: str = "adapter") -> None:
         """Copy a PEFT state dict (keys as on disk) into the LoRA modules; every LoRA key must be
@@ -378,33 +366,23 @@ class InPlaceScorer:
 
 
 def open_score_cache(directory: Path, model_dir: Path, task_yaml: Path, test_file: Path,
-                     lora_cfg: dict[str, Any], settings: dict[str, Any]) -> ScoreCache:
+                     lora_cfg: dict[str, Any], settings: dict[str, Any],
+                     recipe: dict[str, Any] | None = None) -> ScoreCache:
     """The ScoreCache of one target. Besides the adapter's tensors its keys cover: the base
     model's files, the content of the test file, the task config (without the path of its test
     file: the same key wherever the repository lives, relative or absolute path), the LoRA
     shape the adapters are loaded with, the scoring settings (limit, batch_size, dtype, metric),
-    the torch thread count, the versions of torch/transformers/peft/lm-eval and the source of
-    the scoring code (this module, dnd.score_cache, dnd.prompts). Its entries are checked before
-    use against `settings["metric"]` (dnd.score_cache.ScoreCache.get)."""
-    from importlib.metadata import version
+    the torch thread count, the versions of torch/transformers/peft/lm-eval and
+    dnd.scoring.SCORER_VERSION (dnd.scoring.cache.content_context); never the code's files. Its
+    entries are checked before use against `settings["metric"]` (dnd.scoring.cache.ScoreCache.get).
+    `recipe` is stored with the entries for `dnd verify-cache`."""
+    from .scoring.cache import content_context
 
-    import torch
-
-    from . import lm_backend, prompts, score_cache
-
-    files = sorted(p for p in Path(model_dir).iterdir() if p.is_file())
-    files += [test_file, Path(__file__), Path(score_cache.__file__), Path(prompts.__file__), Path(lm_backend.__file__)]
-    task = task_config(task_yaml)
-    del task["dataset_kwargs"]["data_files"]["test"]  # its content is hashed above
-    context = {
-        "task": task,
-        "lora": lora_shape(lora_cfg),
-        "settings": {k: settings[k] for k in ("limit", "batch_size", "dtype", "metric", "backend")},
-        "softmax_dtype": SOFTMAX_DTYPE,
-        "threads": torch.get_num_threads(),
-        "versions": {m: version(m) for m in ("torch", "transformers", "peft", "lm_eval")},
-    }
-    return ScoreCache(directory, files, context, metric=settings["metric"])
+    files, context = content_context(
+        model_dir, {"task": (task_config(task_yaml), test_file)}, lora_shape(lora_cfg),
+        {k: settings[k] for k in SCORING_SETTINGS},
+        softmax_dtype=SOFTMAX_DTYPE)
+    return ScoreCache(directory, files, context, metric=settings["metric"], recipe=recipe)
 
 
 # ======================================================================== evaluate
@@ -427,7 +405,7 @@ def plan_target(target: str, datasets: list[str], sources: list[str], zoo_dir: P
               for d in datasets}
     generated = discover_generated(generated_dir, kinds)
     encoded = {d: locate(encoded_dir, Path(d) / "train.pt", f"encoded train prompts of {d}") for d in sources}
-    cond = _require(cond, f"encoded cond prompts of {target}") if cond else \
+    cond = require_file(cond, f"encoded cond prompts of {target}") if cond else \
         locate(encoded_dir, Path(target) / "cond.pt", f"encoded cond prompts of {target}")
     return {"finals": finals, "generated": generated, "encoded": encoded, "cond": cond}
 
@@ -448,7 +426,7 @@ def quiet_lm_eval() -> None:
         logging.getLogger("lm_eval").setLevel(logging.WARNING)
 
 
-def _row(target: str, method: str, adapter: str, s: Scored, metric: str, **extra) -> dict[str, Any]:
+def result_row(target: str, method: str, adapter: str, s: Scored, metric: str, **extra) -> dict[str, Any]:
     return {"target": target, "method": method, "adapter": adapter, "n": s.n, "acc": s.acc,
             "correct": s.correct, "ids": s.ids, "metric": metric,
             "gold_logprob": _rounded(s.gold_logprob()), "gold_logprob_norm": _rounded(s.gold_logprob_norm()),
@@ -460,12 +438,28 @@ def _rounded(values: list[float]) -> list[float]:
     return [round(float(v), 6) for v in values]
 
 
-def _adapter_job(method: str, adapter: str, path: Path) -> tuple[str, str, str, Any]:
+class AdapterLoader:
+    """Loads an adapter: the state dict of one adapter directory, or the mean of several (a soup).
+    `dirs` is its source, stored with its score cache entry (`dnd verify-cache` loads it again)."""
+
+    def __init__(self, dirs: Sequence[Path | str]):
+        self.dirs = [Path(d) for d in dirs]
+
+    def __call__(self) -> dict:
+        if len(self.dirs) == 1:
+            return load_state_dict(self.dirs[0])
+        return average_state_dicts([load_state_dict(d) for d in self.dirs])
+
+    def source(self) -> list[str]:
+        return [str(d) for d in self.dirs]
+
+
+def adapter_job(method: str, adapter: str, path: Path) -> tuple[str, str, str, Any]:
     """(method, adapter, where, loader) of an adapter directory; `where` names it in messages."""
-    return method, adapter, f"{method}/{adapter} ({path})", lambda: load_state_dict(path)
+    return method, adapter, f"{method}/{adapter} ({path})", AdapterLoader([path])
 
 
-def _nearest_training_lora(plan: dict[str, Any], target: str) -> tuple[str, dict[str, float]]:
+def nearest_training_lora(plan: dict[str, Any], target: str) -> tuple[str, dict[str, float]]:
     """(nearest training dataset, {dataset: cosine}) from the encoded prompts (no model needed)."""
     cond_vec = mean_prompt_embedding(plan["cond"])
     src_vecs = {d: mean_prompt_embedding(p) for d, p in plan["encoded"].items()}
@@ -479,50 +473,34 @@ def _nearest_training_lora(plan: dict[str, Any], target: str) -> tuple[str, dict
     return nearest, sims
 
 
-def _scoring_jobs(plan: dict[str, Any], sources: list[str], model_dir: Path) -> list[tuple[str, str, str, Any]]:
+def scoring_jobs(plan: dict[str, Any], sources: list[str], model_dir: Path) -> list[tuple[str, str, str, Any]]:
     """(method, adapter, where, loader) in output order; nearest is filled from source_lora."""
     jobs: list[tuple[str, str, str, Any]] = [("base", "base", f"base ({model_dir})", None)]
-    jobs += [_adapter_job("source_lora", d, p) for d, p in plan["finals"].items()]
+    jobs += [adapter_job("source_lora", d, p) for d, p in plan["finals"].items()]
     jobs.append(("soup", "soup", f"soup (mean of {', '.join(sources)})",
-                 lambda: average_state_dicts([load_state_dict(plan["finals"][d]) for d in sources])))
+                 AdapterLoader([plan["finals"][d] for d in sources])))
     for kind, adapters in plan["generated"].items():
-        jobs += [_adapter_job(kind, i, p) for i, p in adapters]
+        jobs += [adapter_job(kind, i, p) for i, p in adapters]
     return jobs
 
 
-def _score_jobs(target: str, jobs: list[tuple[str, str, str, Any]], new_scorer, cache: ScoreCache | None,
+def score_jobs(target: str, jobs: list[tuple[str, str, str, Any]], new_scorer, cache: ScoreCache | None,
                 test_ids: list[str], limit: int | None) -> tuple[dict[tuple[str, str], Scored], dict[str, float]]:
     """Score every job (from the cache when it has the result; `new_scorer()` loads the model the
-    first time one is missing). Returns ({(method, adapter): Scored}, counters for the log)."""
-    from tqdm.auto import tqdm
+    first time one is missing: dnd.scoring.loop.score_or_cache). Returns ({(method, adapter):
+    Scored}, counters for the log)."""
+    from .scoring.loop import score_or_cache
 
-    scored: dict[tuple[str, str], Scored] = {}
-    scorer: InPlaceScorer | None = None
-    stats = {"items": 0, "cached": 0, "load_s": 0.0}
-    bar = tqdm(jobs, desc=f"evaluate {target}", unit="adapter")
-    for method, adapter, where, loader in bar:
-        name = f"{method}/{adapter}"
-        sd = None if loader is None else loader()
-        key = cache.key(sd) if cache is not None else ""
-        s = cache.get(key) if cache is not None else None
-        if s is None:
-            if scorer is None:
-                t = time.perf_counter()
-                scorer = new_scorer()
-                stats["load_s"] += time.perf_counter() - t
-            s = scorer.score(sd, where=where)
-            if cache is not None:
-                cache.put(key, s)
-            stats["items"] += s.n
-            bar.set_postfix(acc=f"{s.acc:.3f}", q_per_s=f"{s.n / s.seconds:.1f}")
-            log.info("%s %-22s acc=%.4f n=%d (%.1f s, %.1f questions/s)", target, name, s.acc, s.n, s.seconds,
-                     s.n / s.seconds)
-        else:
-            stats["cached"] += 1
-            log.info("%s %-22s acc=%.4f n=%d (cached)", target, name, s.acc, s.n)
+    def describe(s: Scored) -> str:
+        rate = f" ({s.seconds:.1f} s, {s.n / s.seconds:.1f} questions/s)" if s.seconds else ""
+        return f"acc={s.acc:.4f} n={s.n}{rate}"
+
+    scored, counts = score_or_cache(f"evaluate {target}", jobs, new_scorer, cache, describe=describe)
+    for (method, adapter), s in scored.items():
         if s.ids != test_ids[: s.n] or s.n != (len(test_ids) if limit is None else min(len(test_ids), limit)):
-            raise RuntimeError(f"{name}: scored items are not the first {s.n} of the test file")
-        scored[(method, adapter)] = s
+            raise RuntimeError(f"{method}/{adapter}: scored items are not the first {s.n} of the test file")
+    stats = {"items": sum(scored[k].n for k in counts["fresh"]), "cached": counts["cached"],
+             "load_s": counts["load_s"]}
     return scored, stats
 
 
@@ -533,7 +511,7 @@ def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks_
     """Score every method on `target` (see the module doc). With `cache_dir`, adapters whose
     results are in the score cache are not scored again (the model is loaded only if one is
     missing)."""
-    from .prompts import task_name
+    from .formats.prompts import task_name
 
     t_start = time.perf_counter()
     ev = section("evaluation", params.get("evaluation"))
@@ -542,20 +520,23 @@ def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks_
         raise ValueError("--params must list 'datasets'")
     sources = list(params.get("sources") or [d for d in datasets if d != target])
     task = task_name(target)
-    task_yaml = _require(tasks_dir / f"{task}.yaml", f"lm-eval task {task}")
+    task_yaml = require_file(tasks_dir / f"{task}.yaml", f"lm-eval task {task}")
     test_file = task_data_file(task_yaml)
     test_ids = read_ids(test_file)
-    _require(model_dir / "config.json", "base model")
+    require_file(model_dir / "config.json", "base model")
     plan = plan_target(target, datasets, sources, zoo_dir, generated_dir, encoded_dir, cond)
-    nearest, sims = _nearest_training_lora(plan, target)
+    nearest, sims = nearest_training_lora(plan, target)
 
     ref_dir, ref_cfg = reference_lora(plan, sources)
     quiet_lm_eval()
-    cache = open_score_cache(cache_dir, model_dir, task_yaml, test_file, ref_cfg, ev) if cache_dir is not None else None
+    recipe = {"scorer": "evaluate", "model": str(model_dir), "tasks_dir": str(tasks_dir), "task": task,
+              "lora_config_dir": str(ref_dir), "evaluation": {k: ev[k] for k in SCORING_SETTINGS}}
+    cache = (open_score_cache(cache_dir, model_dir, task_yaml, test_file, ref_cfg, ev, recipe)
+             if cache_dir is not None else None)
     overhead = time.perf_counter() - t_start
-    jobs = _scoring_jobs(plan, sources, model_dir)
+    jobs = scoring_jobs(plan, sources, model_dir)
     limit = None if ev["limit"] is None else int(ev["limit"])
-    scored, stats = _score_jobs(
+    scored, stats = score_jobs(
         target, jobs, lambda: InPlaceScorer(model_dir, ref_dir, tasks_dir, task, limit=limit,
                                             batch_size=int(ev["batch_size"]), dtype=ev["dtype"], metric=ev["metric"],
                                             backend=ev["backend"]),
@@ -567,8 +548,8 @@ def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks_
              stats["items"] / max(total - overhead, 1e-9), overhead)
 
     m = ev["metric"]
-    rows = [_row(target, method, adapter, scored[(method, adapter)], m) for method, adapter, _, _ in jobs]
-    near = _row(target, "nearest", nearest, scored[("source_lora", nearest)], m, info={"cosine": sims})
+    rows = [result_row(target, method, adapter, scored[(method, adapter)], m) for method, adapter, _, _ in jobs]
+    near = result_row(target, "nearest", nearest, scored[("source_lora", nearest)], m, info={"cosine": sims})
     rows.insert(next(i for i, r in enumerate(rows) if r["method"] == "soup") + 1, near)  # METHODS order
     return rows
 

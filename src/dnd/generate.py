@@ -15,7 +15,7 @@ is replaced only if it is empty or a previous generated adapter (`--force`: any 
 never `.`, the working directory, the repository or one of their parents.
 
 Prompt sources for `--prompts`:
-  *.jsonl      prepared items (question + choices -> `dnd.prompts.condition_text`), or records
+  *.jsonl      prepared items (question + choices -> `dnd.formats.prompts.condition_text`), or records
                with a "text" or "prompt" field;
   other files  one prompt per non-empty line (.txt);
   random:<n>   n random word sequences (`random_text_prompts`), the random-text control;
@@ -43,12 +43,12 @@ from typing import Any, Callable
 import torch
 
 from .config import section
-from .encoder import make_encoder
-from .generator_checkpoint import load_generator
+from .method.encoder import make_encoder
+from .method.generator_checkpoint import load_generator
 from .io import atomic_path, check_replaceable_dir, read_jsonl, save_safetensors, write_csv, write_json
-from .prompts import condition_text
+from .formats.prompts import condition_text
 from .schedule import derive_seed, draw_indices
-from .tokenization import LoraLayout, detokenize
+from .method.tokenization import LoraLayout, detokenize
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def shuffle_words(prompts: list[str], seed: int) -> list[str]:
 
 def read_prompts(spec: str, seed: int = 0, form: str = "prompt") -> list[str]:
     """All prompts of a source (see module doc for the accepted forms); items of a .jsonl file
-    are shown in the condition `form` of the generator's encoder (dnd.prompts.condition_text)."""
+    are shown in the condition `form` of the generator's encoder (dnd.formats.prompts.condition_text)."""
     if spec.startswith("shuffled:"):
         return shuffle_words(read_prompts(spec[len("shuffled:"):], seed, form), seed)
     if spec.startswith("random:"):

@@ -12,7 +12,7 @@ Commands:
                     config the prompts were encoded with, `lora` (r, alpha, target_modules) the
                     zoo and the template adapter; both are checked.
 
-Outputs of train-generator: the checkpoint (dnd.generator_checkpoint) and the loss log
+Outputs of train-generator: the checkpoint (dnd.method.generator_checkpoint) and the loss log
 (step, loss, lr), both written only when training completes; while training runs,
 `<out stem>.resume.pt` next to the checkpoint (model, optimizer, scheduler, step, log, loop
 seconds; written atomically every `generator.save_every` steps, picked up by a rerun with the
@@ -51,12 +51,12 @@ from torch import Tensor
 from tqdm import tqdm
 
 from .config import command_params, parse_params, section
-from .decoder import HyperConvDecoder, SourceBasisGenerator, count_parameters
-from .encoder import encoding_signature, load_encoded
-from .generator_checkpoint import save_generator
+from .method.generator_model import HyperConvDecoder, SourceBasisGenerator, count_parameters
+from .method.encoder import encoding_signature, load_encoded
+from .method.generator_checkpoint import save_generator
 from .io import load_safetensors, load_torch, save_torch, write_csv
 from .schedule import EpochOrder, derive_seed, draw_indices, warmup_cosine
-from .tokenization import LoraLayout, tokenize
+from .method.tokenization import LoraLayout, tokenize
 from .zoo import check_finite, write_timings
 
 log = logging.getLogger(__name__)
@@ -264,7 +264,7 @@ def _load_sources(
 
 def build_generator(gen: Mapping[str, Any], input_shape: Sequence[int], output_shape: Sequence[int],
                     token_sets: Sequence[Tensor]) -> torch.nn.Module:
-    """The untrained generator of `generator.design` (dnd.decoder), with its data-derived buffers
+    """The untrained generator of `generator.design` (dnd.method.generator_model), with its data-derived buffers
     set from the training datasets' zoo tokens: the mean-token offset of the hyper-convolutional
     decoder (`output_offset: mean`), the per-dataset mean tokens of the source basis."""
     if gen["design"] == "basis":

@@ -4,8 +4,8 @@
 summary, LoRA checkpoints, generated adapters, training logs, Snakemake benchmark TSVs) plus the
 committed `config/paper_numbers.yaml`; no result is typed in here. Inputs that a run may lack
 (benchmarks, efficiency timings, checkpoints) make their section say so. The scores file is
-required. The tables come from dnd.tables (the main table from dnd.summary.main_table with the
-config's folds, the ones `dnd summarize` got), the figures from dnd.figures (`FIGURES`, under
+required. The tables come from dnd.reporting.tables (the main table from dnd.summary.main_table with the
+config's folds, the ones `dnd summarize` got), the figures from dnd.reporting.figures (`FIGURES`, under
 --figures-dir); this module renders them into Markdown, section by section (`SECTIONS`).
 """
 
@@ -22,12 +22,12 @@ import pandas as pd
 import yaml
 
 from .config import EXPERIMENTS, config_hash
-from .datasets import title
-from .figures import (CAPTIONS, FIGURES, MAIN_METHODS, apply_style, fig_comparisons, fig_curves, fig_diagnostics,
+from .benchmarks.datasets import title
+from .reporting.figures import (CAPTIONS, FIGURES, MAIN_METHODS, apply_style, fig_comparisons, fig_curves, fig_diagnostics,
                       fig_efficiency, fig_pca, fig_transfer, method_bars, placeholder)
 from .io import atomic_path, write_text
 from .summary import MEAN_ADAPTER, MEAN_TARGET
-from .tables import (CONTROL_METHODS, DELTA_COLUMN, METHOD_LABELS, TABLES, comparisons_table, compute_table,
+from .reporting.tables import (CONTROL_METHODS, DELTA_COLUMN, METHOD_LABELS, TABLES, comparisons_table, compute_table,
                      controls_table, dataset_order, diagnostics_table, efficiency_table, eval_backend_table, fmt, get_main_table, load_scores, lookup,
                      paper_table, pct_factor, render_main_table, tidy_scores, versions)
 
@@ -408,7 +408,7 @@ def _eval_backend_section(eval_speed: Path, eval_agreement: Path, benchmarks_dir
     p = disp.iloc[-1]
     main = agree["comparison"].iloc[0]
     L += ["Every score in this report comes from lm-evaluation-harness with the project's model backend "
-          "`dnd-prefix` (`dnd.lm_backend`, registered in lm-eval's model registry): the same tasks, requests and "
+          "`dnd-prefix` (`dnd.scoring.lm_backend`, registered in lm-eval's model registry): the same tasks, requests and "
           "metrics as lm-eval's plain `hf` backend, but each item's context is computed once and all its answer "
           "choices are scored on top of it in one packed sequence (block attention mask, positions as in their "
           "own sequences), only continuation positions go through the output layer, and adapters are swapped "

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import torch
 
 #: Generator designs (`generator.design`, `generator.variants`): the paper's hyper-convolutional
-#: decoder and the source-basis generator (dnd.decoder).
+#: decoder and the source-basis generator (dnd.method.generator_model).
 GENERATOR_DESIGNS = ("hyperconv", "basis")
 #: Kinds of generated adapters and the offset of each one's prompt-draw seeds (adapter_seed):
 #: the default generator (dnd), a variant design side by side (dnd_<design>: the same prompt
@@ -133,3 +133,7 @@ def warmup_cosine(step: int, warmup: int, total: int, peak: float = 1.0, min_rat
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+# the adapter kinds `dnd generate` writes and `dnd evaluate` scores, in order (the method names of their rows)
+GENERATED_KINDS = tuple(ADAPTER_KINDS)

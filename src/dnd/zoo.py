@@ -4,7 +4,7 @@ Phase 1 trains `phase1_steps` steps towards convergence; phase 2 continues for K
 `checkpoint_steps` steps and saves the adapter after every one of them. The last checkpoint
 is "the dataset's LoRA" (a standard PEFT directory).
 
-Training text comes from dnd.prompts.training_example (the same text lm-eval scores); the
+Training text comes from dnd.formats.prompts.training_example (the same text lm-eval scores); the
 loss covers the answer tokens only, and the LM head is applied only at those positions.
 
 Resumability: work in progress lives in `<out>/.work/` (resume state every few steps plus
@@ -50,19 +50,21 @@ def encode_examples(items: list[dict], tok, fmt: str, max_length: int) -> list[t
     """(token ids, index of the first answer token) per item, tokenized the way lm-eval does:
     whole = enc(context + continuation), answer = whole[len(enc(context)):]. Long prompts are
     cut from the left so the answer survives. Format `paper`: the paper's bracketed answers in
-    the model's chat template (dnd.paper_format, the protocol experiment's zoo). Format `chat`:
-    a prompt -> response generation item in ChatML (dnd.mathcode_data, the math and code
+    the model's chat template (dnd.formats.paper, the protocol experiment's zoo). Format `chat`:
+    a prompt -> response generation item in ChatML (dnd.experiments.mathcode.data, the math and code
     experiments' zoos); a long example keeps its prompt and the start of its response (cut from
     the right) while the prompt leaves at least a quarter of `max_length` to the response,
     otherwise it is cut from the left like the others."""
-    from . import mathcode_data, paper_format, prompts
+    from .formats import chat
+    from .formats import paper as paper_format
+    from .formats import prompts
 
     out = []
     for it in items:
         if fmt == paper_format.FORMAT:
             ctx, cont = paper_format.training_example(it, "chatml")
-        elif fmt == mathcode_data.FORMAT:
-            ctx, cont = mathcode_data.training_example(it)
+        elif fmt == chat.FORMAT:
+            ctx, cont = chat.training_example(it)
         else:
             ctx, cont = prompts.training_example(it, fmt)
         ctx_ids = tok(ctx, add_special_tokens=False)["input_ids"]
@@ -70,7 +72,7 @@ def encode_examples(items: list[dict], tok, fmt: str, max_length: int) -> list[t
         start = len(ctx_ids)
         if start >= len(whole):  # tokenizer merged across the boundary; fall back to separate encoding
             whole = ctx_ids + tok(cont, add_special_tokens=False)["input_ids"]
-        if fmt == mathcode_data.FORMAT and len(whole) > max_length and start <= max_length - max_length // 4:
+        if fmt == chat.FORMAT and len(whole) > max_length and start <= max_length - max_length // 4:
             out.append((whole[:max_length], start))
             continue
         cut = max(0, len(whole) - max_length)

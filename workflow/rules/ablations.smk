@@ -1,6 +1,6 @@
 # The paper's ablations (outside `all`): target `ablations` for all five families and the report,
 # `ablations_<family>` for one. One generator per (family, setting, target) with one setting of
-# the default pipeline changed (dnd.ablations), its DnD adapters scored on the default run's test
+# the default pipeline changed (dnd.experiments.ablations.report), its DnD adapters scored on the default run's test
 # items. Everything it makes lives under results/ablations/; it reuses the default run's data,
 # zoo tokens, encoded prompts, base model and, for each family's default setting, the default
 # run's own adapters and scores.
@@ -171,11 +171,7 @@ rule ablation_evaluate:
     params:
         p=lambda wildcards: as_json(
             {
-                "evaluation": {
-                    k: v
-                    for k, v in config["evaluation"].items()
-                    if k not in ("cache", "compare_items", "compare_float32_items")
-                },
+                "evaluation": SCORING_EVALUATION,
                 "datasets": ablation_scored(ablation_sources(wildcards)),
                 "sources": ablation_sources(wildcards),
                 "seed": config["seed"],
@@ -188,9 +184,7 @@ rule ablation_evaluate:
         # trains on extra tasks, their encodings' folder (a second --encoded-dir). Kept in this one
         # param so that the shell text, and the params of the cells made before the extra tasks
         # existed, are unchanged: Snakemake reruns a job whose command or params changed.
-        cache=lambda wildcards: (
-            ["--cache-dir", f"{AB}/eval_cache/{wildcards.target}"] if config["evaluation"]["cache"] else []
-        )
+        cache=lambda wildcards: cache_dir_arg(AB)(wildcards)
         + (["--encoded-dir", f"{ABX}/encoded"] if any(d in AB_EXTRA for d in ablation_sources(wildcards)) else []),
     log:
         "logs/ablations/evaluate/{family}_{setting}_{target}.log",

@@ -12,11 +12,11 @@ from snakemake.utils import validate
 REPO = Path(workflow.basedir).parent
 sys.path.insert(0, str(REPO / "src"))
 from dnd.config import ConfigError, check_inputs, check_schema, folds, rule_section, run_config, validate_config  # noqa: E402
-from dnd.datasets import dataset_settings  # noqa: E402
+from dnd.benchmarks.datasets import dataset_settings  # noqa: E402
 from dnd.schedule import ADAPTER_KINDS, adapter_seed  # noqa: E402
-from dnd.ablations import FAMILIES as AB_FAMILY_NAMES, encoding_variant, setting_overrides  # noqa: E402
-from dnd.ablations import is_default as ablation_is_default  # noqa: E402
-from dnd.mathcode_data import sources as mathcode_sources  # noqa: E402
+from dnd.experiments.ablations.report import FAMILIES as AB_FAMILY_NAMES, encoding_variant, setting_overrides  # noqa: E402
+from dnd.experiments.ablations.report import is_default as ablation_is_default  # noqa: E402
+from dnd.experiments.mathcode.data import sources as mathcode_sources  # noqa: E402
 from dnd.paths import RunDirError, check_run_dir, claim_run_dir, run_dir  # noqa: E402
 
 # A bad config stops here with one line naming the key, its value and the rule: dnd.config checks
@@ -92,6 +92,26 @@ wildcard_constraints:
 def as_json(obj):
     """Config sections travel to the CLI as one JSON argument (tracked by Snakemake params)."""
     return json.dumps(obj, sort_keys=True)
+
+
+# The evaluation settings a score depends on, as `dnd evaluate` reads them: `cache` only decides
+# whether to reuse results and compare_* are eval_speed's, neither is a reason to rerun.
+SCORING_EVALUATION = {
+    k: v for k, v in config["evaluation"].items() if k not in ("cache", "compare_items", "compare_float32_items")
+}
+
+
+def cache_dir_arg(root, target=None):
+    """The `--cache-dir` option of a scoring rule, as a params function: a list (`:q` quotes each
+    word) naming {root}/eval_cache/{target}, `root` formatted with the job's wildcards (`target`:
+    the wildcard's unless given); empty when evaluation.cache is off."""
+
+    def arg(wildcards):
+        if not config["evaluation"]["cache"]:
+            return []
+        return ["--cache-dir", f"{root.format(**dict(wildcards.items()))}/eval_cache/{target or wildcards.target}"]
+
+    return arg
 
 
 def other_dataset(target):
@@ -201,7 +221,7 @@ def generator_of(wildcards):
 
 
 # ------------------------------------------------------------- the protocol experiment
-from dnd.protocol import task_names  # noqa: E402
+from dnd.experiments.protocol.score import task_names  # noqa: E402
 
 PROTO = "results/protocol"
 PCFG = config["protocol"]
@@ -260,7 +280,7 @@ def crossdomain_prompts(wildcards):
 
 
 # ----------------------------------------------------------------------------- ablations
-# (workflow/rules/ablations.smk; the settings of each family: dnd.ablations)
+# (workflow/rules/ablations.smk; the settings of each family: dnd.experiments.ablations.report)
 AB = "results/ablations"
 ACFG = config["ablations"]
 AB_TARGETS = list(ACFG["targets"])
@@ -374,7 +394,7 @@ def ablation_summary_params(family):
         }
     )
 # ------------------------------------------------------------- the few-shot experiment
-from dnd.fewshot import fewshot_targets  # noqa: E402
+from dnd.experiments.fewshot.tuning import fewshot_targets  # noqa: E402
 
 FEW = "results/fewshot"
 FCFG = config["fewshot"]
@@ -395,7 +415,7 @@ def dnd_generation_timings(wildcards):
 
 
 # ------------------------------------------------------------- the math and code experiments
-# (workflow/rules/mathcode.smk; dnd.mathcode_data)
+# (workflow/rules/mathcode.smk; dnd.experiments.mathcode.data)
 MC_DOMAINS = ["math", "code"]
 MC_TARGETS = {"math": ["gsm8k", "math"], "code": ["humaneval"]}
 MC_SOURCES = {d: mathcode_sources(d, config[d]) for d in MC_DOMAINS}

@@ -105,11 +105,7 @@ rule crossdomain_evaluate:
     params:
         p=as_json(
             {
-                "evaluation": {
-                    k: v
-                    for k, v in config["evaluation"].items()
-                    if k not in ("cache", "compare_items", "compare_float32_items")
-                },
+                "evaluation": SCORING_EVALUATION,
                 "datasets": DATASETS,
                 "sources": DATASETS,
                 "seed": config["seed"],
@@ -120,7 +116,7 @@ rule crossdomain_evaluate:
         zoo=lambda wildcards, input: str(Path(input.zoo[0]).parent.parent),
         encoded=lambda wildcards, input: str(Path(input.encoded[0]).parent.parent),
         generated=lambda wildcards, input: str(Path(input.generated[0]).parent),
-        cache=(["--cache-dir", f"{CD}/eval_cache/{CD_TARGET}"] if config["evaluation"]["cache"] else []),
+        cache=cache_dir_arg(CD, CD_TARGET),
     log:
         "logs/crossdomain/evaluate.log",
     benchmark:

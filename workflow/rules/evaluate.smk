@@ -9,11 +9,7 @@ rule evaluate_target:
             {
                 # `cache` only decides whether to reuse results, compare_* are eval_speed's:
                 # neither is a reason to rerun
-                "evaluation": {
-                    k: v
-                    for k, v in config["evaluation"].items()
-                    if k not in ("cache", "compare_items", "compare_float32_items")
-                },
+                "evaluation": SCORING_EVALUATION,
                 "datasets": DATASETS,
                 "sources": FOLDS[wildcards.target],
                 "seed": config["seed"],
@@ -22,9 +18,7 @@ rule evaluate_target:
         zoo=lambda wildcards, input: str(Path(input.zoo[0]).parent.parent),
         generated=lambda wildcards: f"results/generated/{wildcards.target}",
         # a list, so that `:q` quotes each word (and an empty list gives no argument)
-        cache=lambda wildcards: (
-            ["--cache-dir", f"results/eval_cache/{wildcards.target}"] if config["evaluation"]["cache"] else []
-        ),
+        cache=cache_dir_arg("results"),
     log:
         "logs/evaluate/{target}.log",
     benchmark:

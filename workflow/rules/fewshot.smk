@@ -1,4 +1,4 @@
-# Few-shot tuning and in-context learning against DnD (target `fewshot`, outside `all`; dnd.fewshot).
+# Few-shot tuning and in-context learning against DnD (target `fewshot`, outside `all`; dnd.experiments.fewshot.tuning).
 # Everything it makes lives under results/fewshot/ (logs/fewshot/, benchmarks/fewshot/{target}/) and
 # results/fewshot.csv; it reads the default run's prepared data, lm-eval tasks, base model, per-item
 # scores (results/eval) and generation timings, and trains nothing of the default run again.
@@ -50,9 +50,7 @@ rule fewshot_score:
         p=as_json({"evaluation": FEW_EVALUATION, "fewshot": {"ks": FEW_KS}}),
         lora_dir=f"{FEW}/lora/{{target}}",
         tasks_dir=lambda wildcards, input: str(Path(input.task).parent),
-        cache=lambda wildcards: (
-            ["--cache-dir", f"{FEW}/eval_cache/{wildcards.target}"] if config["evaluation"]["cache"] else []
-        ),
+        cache=cache_dir_arg(FEW),
     log:
         "logs/fewshot/score/{target}.log",
     benchmark:

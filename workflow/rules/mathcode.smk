@@ -1,12 +1,12 @@
-# The paper's math and code domains (targets `math` and `code`, outside `all`; dnd.mathcode_data,
-# dnd.mathcode, dnd.mathcode_report). Everything lives under results/{domain}/ (logs/{domain}/,
+# The paper's math and code domains (targets `math` and `code`, outside `all`; dnd.experiments.mathcode.data,
+# dnd.experiments.mathcode.score, dnd.experiments.mathcode.report). Everything lives under results/{domain}/ (logs/{domain}/,
 # benchmarks/{domain}/): its own data, a zoo of prompt -> response LoRAs (prompt.format `chat`),
 # their tokens and encoded prompts, one generator per domain trained on all its sources, adapters
 # for each target from its unlabeled prompts, and generation-based scores. The default run's base
 # model and encoder are reused; its rules are reused through `use rule ... with:`.
 
 rule math_data:
-    """Splits, lm-eval rows and tasks of the math experiment (dnd.mathcode_data)."""
+    """Splits, lm-eval rows and tasks of the math experiment (dnd.experiments.mathcode.data)."""
     output:
         **mc_data_outputs("math"),
     params:
@@ -125,7 +125,7 @@ use rule generate_adapter as mathcode_generate_adapter with:
 
 rule mathcode_evaluate:
     """Every method on one target: greedy generation scored by lm-eval's answer extraction (math)
-    or dnd.code_exec (code), and the reference solution's log-likelihood (dnd.mathcode)."""
+    or dnd.benchmarks.code_exec (code), and the reference solution's log-likelihood (dnd.experiments.mathcode.score)."""
     input:
         tasks=lambda wildcards: [
             f"results/{wildcards.domain}/tasks/dnd_{wildcards.domain}_{wildcards.target}_{k}.yaml"
@@ -151,11 +151,7 @@ rule mathcode_evaluate:
             }
         ),
         generated=lambda wildcards: f"results/{wildcards.domain}/generated/{wildcards.target}",
-        cache=lambda wildcards: (
-            ["--cache-dir", f"results/{wildcards.domain}/eval_cache/{wildcards.target}"]
-            if config["evaluation"]["cache"]
-            else []
-        ),
+        cache=cache_dir_arg("results/{domain}"),
     log:
         "logs/{domain}/evaluate/{target}.log",
     benchmark:

@@ -1,4 +1,4 @@
-# The paper's own protocol side by side (target `protocol`, outside `all`; dnd.protocol).
+# The paper's own protocol side by side (target `protocol`, outside `all`; dnd.experiments.protocol.score).
 # Everything it makes lives under results/protocol/ (logs/protocol/, benchmarks/protocol/), so it
 # never touches the default run's artifacts; it reuses the default run's data splits, encoded
 # prompts and base model. Its zoo is trained on the paper's bracketed answer format; its
@@ -94,7 +94,7 @@ use rule generate_adapter as protocol_generate_adapter with:
 
 
 rule evaluate_protocol:
-    """Every method on one target under the three protocols (dnd.protocol)."""
+    """Every method on one target under the three protocols (dnd.experiments.protocol.score)."""
     input:
         tasks=rules.protocol_tasks.output.tasks,
         model=BASE_MODEL,
@@ -116,9 +116,7 @@ rule evaluate_protocol:
         generated=lambda wildcards: f"{PROTO}/generated/{wildcards.target}",
         tasks_dir=lambda wildcards, input: str(Path(input.tasks[0]).parent),
         zoo=lambda wildcards, input: str(Path(input.zoo[0]).parent.parent),
-        cache=lambda wildcards: (
-            ["--cache-dir", f"{PROTO}/eval_cache/{wildcards.target}"] if config["evaluation"]["cache"] else []
-        ),
+        cache=cache_dir_arg(PROTO),
     log:
         "logs/protocol/evaluate/{target}.log",
     benchmark:

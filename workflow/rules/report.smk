@@ -1,4 +1,4 @@
-from dnd.figures import FIGURES  # noqa: E402  (the package's list; common.smk put src on sys.path)
+from dnd.reporting.figures import FIGURES  # noqa: E402  (the package's list; common.smk put src on sys.path)
 
 
 rule report:

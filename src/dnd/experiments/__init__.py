@@ -1,0 +1,1 @@
+"""Experiments beyond the default pipeline; each one a package. The core stages never import them."""

@@ -1,0 +1,1 @@
+"""The ablations experiment (docs/architecture.md)."""

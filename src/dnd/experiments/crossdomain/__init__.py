@@ -1,0 +1,1 @@
+"""The crossdomain experiment (docs/architecture.md)."""

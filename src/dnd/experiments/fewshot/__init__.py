@@ -1,0 +1,1 @@
+"""The fewshot experiment (docs/architecture.md)."""

@@ -1,0 +1,457 @@
+"""Summary, figure and report of the few-shot experiment (dnd.experiments.fewshot.tuning).
+
+Commands:
+  fewshot-summary  dnd fewshot-summary --params JSON --fewshot-eval results/fewshot/eval
+                       --dnd-eval results/eval --timings-dir results/fewshot/timings
+                       --generate-timings-dir results/timings/generate
+                       --csv results/fewshot.csv --metrics results/fewshot/metrics.json
+  fewshot-report   dnd fewshot-report --params JSON --csv ... --metrics ... --benchmarks-dir benchmarks/fewshot
+                       [--generator-timings-dir results/timings/train_generator]
+                       --out results/fewshot/report.md --figure results/fewshot/figures/fewshot.png
+
+results/fewshot.csv: `target,method,k,n,acc,seconds`, one row per target and (method, k): dnd
+(k = 0 labeled items; acc = mean over its adapters), fewshot_ft (each k of fewshot.ks) and icl
+(k = 0, the zero-shot base model, and each k of fewshot.icl_ks that fits the context). acc is a
+fraction, as in results/scores.csv; `seconds` is defined in dnd.experiments.fewshot.tuning's module doc (training
+loop; extra scoring time over zero-shot; generation, median over adapters). Wall-clock times, so
+git keeps the file, not DVC.
+
+results/fewshot/metrics.json (no timings; a DVC metric): per target `{T}/n`, `{T}/dnd/acc`,
+`{T}/{method}/k{k}/acc` (%), `{T}/icl/k{k}/positions` and `/fits` (the context the k-shot prompts
+need), and for each method and k > 0 `{T}/dnd_minus_{method}_k{k}/acc` with its paired bootstrap 95% CI
+over the test items (`_ci_low`, `_ci_high`; DnD per item = the mean of its adapters), pooled over
+the targets that have it as `mean/...` (every target weighs the same, items resampled within
+their target, as dnd.summary pools), with `/targets` counting them.
+
+The verdict of a comparison against the paper's direction (DnD, with no labels, above the few-shot
+method): `reproduced` when the CI lies above 0, `not reproduced` when it lies below 0, `too noisy
+to tell` when it covers 0 (`verdict`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dnd.reporting.format import number
+
+from dnd.experiments.fewshot.tuning import DND, FT, ICL
+
+log = logging.getLogger(__name__)
+
+CSV_COLUMNS = ["target", "method", "k", "n", "acc", "seconds"]
+TITLES = {DND: "DnD (unlabeled prompts)", FT: "Few-shot tuning", ICL: "In-context learning"}
+#: What the paper reports, in its own words where it has numbers (config/paper_numbers.yaml has
+#: no few-shot numbers: the paper shows them in a figure only)
+PAPER_ACCURACY = ("DnD, conditioned on unlabeled prompts, outperforms LoRA tuning on k labeled examples and "
+                  "in-context learning with k demonstrations for k up to 256 (ARC-Challenge, Qwen2.5-0.5B, "
+                  "sampled answers)")
+PAPER_COST = ("DnD generates an adapter in 0.11-0.73 s (one A100), \"up to 12,000x\" less overhead than tuning "
+              "on the full target set; few-shot tuning and ICL cost more than generation")
+VERDICTS = ("reproduced", "not reproduced", "too noisy to tell")
+
+
+def verdict(lo: float, hi: float) -> str:
+    """The paper's direction is DnD minus the method > 0: decided by the 95% CI."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "too noisy to tell"
+    return VERDICTS[0] if lo > 0 else VERDICTS[1] if hi < 0 else VERDICTS[2]
+
+
+# ============================================================================ inputs
+def _read_json(path: Path, what: str) -> Any:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return json.loads(Path(path).read_text())
+
+
+def load_inputs(targets: list[str], fewshot_eval: Path, dnd_eval: Path, timings_dir: Path,
+                generate_timings_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per target: {"rows": few-shot and ICL rows, "dnd": the default run's dnd rows, "ft_s": {k: training
+    loop seconds}, "icl_s": {k: scoring seconds}, "context": ICL context info, "dnd_s": [generation seconds]}."""
+    from dnd.io import read_jsonl
+
+    out = {}
+    for t in targets:
+        rows = [r for name in (FT, ICL) for r in read_jsonl(_existing(Path(fewshot_eval) / t / f"{name}.jsonl"))]
+        dnd = [r for r in read_jsonl(_existing(Path(dnd_eval) / f"{t}.jsonl")) if r["method"] == DND]
+        if not dnd:
+            raise ValueError(f"{dnd_eval}/{t}.jsonl has no dnd rows")
+        ft_s = {}
+        for r in rows:
+            if r["method"] == FT:
+                k = int(r["k"])
+                ft_s[k] = float(_read_json(Path(timings_dir) / "train" / f"{t}_k{k}.json", "few-shot LoRA timings")
+                                ["loop_s"])
+        icl_s = {int(k): float(v) for k, v in
+                 _read_json(Path(timings_dir) / "icl" / f"{t}.json", "ICL timings")["scoring_s"].items()}
+        context = _read_json(Path(fewshot_eval) / t / "icl_context.json", "ICL context info")
+        gen = sorted(Path(generate_timings_dir, t).glob("dnd_[0-9]*.json"))
+        adapters = {str(r["adapter"]) for r in dnd}
+        dnd_s = [float(_read_json(p, "generation timings")["total_s"]) for p in gen
+                 if p.stem.removeprefix("dnd_") in adapters]
+        if len(dnd_s) != len(adapters):
+            raise FileNotFoundError(f"generation timings of {t}'s dnd adapters {sorted(adapters)} not all found in "
+                                    f"{Path(generate_timings_dir, t)}")
+        out[t] = {"rows": rows, "dnd": dnd, "ft_s": ft_s, "icl_s": icl_s, "context": context, "dnd_s": dnd_s}
+    return out
+
+
+def _existing(path: Path) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(f"evaluation file not found: {path}")
+    return path
+
+
+# ============================================================================ summary
+def _items(rows: list[dict], what: str, ids: list[str]) -> np.ndarray:
+    """Per-item correctness averaged over `rows` (one row, or a method's adapters), checked to
+    be scored on `ids`."""
+    for r in rows:
+        if [str(i) for i in r["ids"]] != ids:
+            raise ValueError(f"{what} was scored on other test items than the default run's DnD rows "
+                             "(a different evaluation.limit or test split?)")
+    return np.mean([np.asarray(r["correct"], dtype=float) for r in rows], axis=0)
+
+
+def summarize(inputs: dict[str, dict[str, Any]], resamples: int, seed: int) -> tuple[list[dict], dict[str, Any]]:
+    """(results/fewshot.csv rows, metrics.json) from `load_inputs` (see the module doc)."""
+    from dnd.stats import paired_boot_means, percentile_ci, pooled_ci
+
+    csv_rows: list[dict] = []
+    m: dict[str, Any] = {"targets": list(inputs)}
+    pooled: dict[tuple[str, int], list] = {}
+    for t, x in inputs.items():
+        ids = [str(i) for i in x["dnd"][0]["ids"]]
+        n = len(ids)
+        dnd = _items(x["dnd"], f"{t} dnd", ids)
+        m[f"{t}/n"] = n
+        m[f"{t}/dnd/acc"] = 100 * float(dnd.mean())
+        m[f"{t}/dnd/adapters"] = len(x["dnd"])
+        m[f"{t}/dnd/acc_sd"] = 100 * float(np.std([np.mean(r["correct"]) for r in x["dnd"]],
+                                                   ddof=1)) if len(x["dnd"]) > 1 else 0.0
+        csv_rows.append({"target": t, "method": DND, "k": 0, "n": n, "acc": float(dnd.mean()),
+                         "seconds": round(float(np.median(x["dnd_s"])), 4)})
+        zero = x["icl_s"].get(0)
+        for method in (FT, ICL):
+            for r in sorted((r for r in x["rows"] if r["method"] == method), key=lambda r: int(r["k"])):
+                k = int(r["k"])
+                items = _items([r], f"{t} {method} k={k}", ids)
+                seconds = x["ft_s"][k] if method == FT else x["icl_s"][k] - zero
+                csv_rows.append({"target": t, "method": method, "k": k, "n": n, "acc": float(items.mean()),
+                                 "seconds": round(float(seconds), 3)})
+                m[f"{t}/{method}/k{k}/acc"] = 100 * float(items.mean())
+                if k == 0:  # the zero-shot base model: a reference, not a few-shot method
+                    continue
+                diff = 100 * (dnd - items)
+                key = f"{t}/dnd_minus_{method}_k{k}"
+                m[f"{key}/acc"] = float(diff.mean())
+                boot = paired_boot_means(diff, resamples, seed, t)
+                m[f"{key}/acc_ci_low"], m[f"{key}/acc_ci_high"] = percentile_ci(boot)
+                pooled.setdefault((method, k), []).append((float(diff.mean()), boot))
+        for k, need in x["context"]["positions"].items():
+            m[f"{t}/icl/k{k}/positions"] = int(need)
+            m[f"{t}/icl/k{k}/fits"] = int(k) not in x["context"]["skipped"]
+        m[f"{t}/icl/max_length"] = int(x["context"]["max_length"])
+    for (method, k), per in sorted(pooled.items()):
+        key = f"mean/dnd_minus_{method}_k{k}"
+        m[f"{key}/acc"] = float(np.mean([d for d, _ in per]))
+        m[f"{key}/targets"] = len(per)
+        boots = [b for _, b in per]
+        lo, hi = pooled_ci(boots)
+        m[f"{key}/acc_ci_low"], m[f"{key}/acc_ci_high"] = lo, hi
+    return csv_rows, m
+
+
+# ============================================================================ report
+def _secs(x: float) -> str:
+    x = float(x)
+    return f"{x:.2f}" if abs(x) < 10 else f"{x:.0f}"
+
+
+def _ci(m: dict, key: str) -> str:
+    return (f"{number(m.get(f'{key}/acc'), sign=True)} [{number(m.get(f'{key}/acc_ci_low'), sign=True)}, "
+            f"{number(m.get(f'{key}/acc_ci_high'), sign=True)}]")
+
+
+def _verdict(m: dict, key: str) -> str:
+    return verdict(m.get(f"{key}/acc_ci_low", math.nan), m.get(f"{key}/acc_ci_high", math.nan))
+
+
+def results_table(df, m: dict[str, Any]):
+    """Per target: every method and k with accuracy, seconds, DnD minus it and the verdict."""
+    import pandas as pd
+
+    from dnd.benchmarks.datasets import title
+
+    recs = []
+    for t in m["targets"]:
+        sub = df[df["target"] == t]
+        for _, r in sub.iterrows():
+            rec = {"Target": title(t), "Method": TITLES[r["method"]], "k": int(r["k"]), "Acc (%)": number(100 * r["acc"]),
+                   "Seconds": _secs(r["seconds"]), "DnD − it (points, 95% CI)": "", "Paper: DnD above": "",
+                   "Verdict": ""}
+            if r["method"] == ICL and int(r["k"]) == 0:
+                rec["Method"] = "Base model (ICL with k = 0)"
+            elif r["method"] != DND:
+                key = f"{t}/dnd_minus_{r['method']}_k{int(r['k'])}"
+                rec["DnD − it (points, 95% CI)"] = _ci(m, key)
+                rec["Paper: DnD above"] = "yes"
+                rec["Verdict"] = _verdict(m, key)
+            recs.append(rec)
+    return pd.DataFrame(recs)
+
+
+def pooled_table(m: dict[str, Any]):
+    import pandas as pd
+
+    recs = []
+    for key in sorted(k[: -len("/acc")] for k in m if k.startswith("mean/dnd_minus_") and k.endswith("/acc")):
+        method, k = key[len("mean/dnd_minus_"):].rsplit("_k", 1)
+        recs.append({"Method": TITLES[method], "k": int(k), "Targets": m[f"{key}/targets"],
+                     "DnD − it (points, 95% CI)": _ci(m, key), "Verdict": _verdict(m, key)})
+    df = pd.DataFrame(recs)
+    return df.sort_values(["Method", "k"]) if not df.empty else df
+
+
+def accuracy_lines(m: dict[str, Any]) -> list[str]:
+    """Plain words: per method, which k reproduce the paper's direction, target by target."""
+    from dnd.benchmarks.datasets import title
+
+    lines = []
+    for method in (FT, ICL):
+        per: dict[str, list[str]] = {v: [] for v in VERDICTS}
+        for t in m["targets"]:
+            for key in sorted((k for k in m if k.startswith(f"{t}/dnd_minus_{method}_k") and k.endswith("/acc")),
+                              key=lambda s: int(s.rsplit("_k", 1)[1].split("/")[0])):
+                base = key[: -len("/acc")]
+                k = base.rsplit("_k", 1)[1]
+                per[_verdict(m, base)].append(f"{title(t)} k={k} ({_ci(m, base)})")
+        n = sum(len(v) for v in per.values())
+        parts = [f"{v} in {len(per[v])} of {n}" + (f": {'; '.join(per[v])}" if per[v] else "") for v in VERDICTS]
+        lines.append(f"- **{TITLES[method]}** (DnD minus it, points, paired 95% CI): " + "; ".join(parts) + ".")
+    return lines
+
+
+def cost_lines(df, m: dict[str, Any], dnd_range: dict[str, tuple[float, float]]) -> list[str]:
+    """DnD's generation time against each method's cost, with the verdict of the direction:
+    decided by the range of DnD's per-adapter times (no CI for single timings)."""
+    from dnd.benchmarks.datasets import title
+
+    lines = []
+    for t in m["targets"]:
+        sub = df[df["target"] == t]
+        dnd_s = float(sub[sub["method"] == DND]["seconds"].iloc[0])
+        lo, hi = dnd_range[t]
+        parts = []
+        for method in (FT, ICL):
+            rows = sub[(sub["method"] == method) & (sub["k"] > 0)]
+            if rows.empty:
+                continue
+            desc = []
+            for _, r in rows.iterrows():
+                s = float(r["seconds"])
+                # ICL's cost is a difference of two timings: at or below 0 it is lost in the noise
+                v = (VERDICTS[2] + ", below the timing noise" if s <= 0 else
+                     VERDICTS[0] if s > hi else VERDICTS[1] if s < lo else VERDICTS[2])
+                ratio = "n/a" if dnd_s <= 0 or s <= 0 else f"{s / dnd_s:.2g}x DnD" if s < 10 * dnd_s else \
+                    f"{s / dnd_s:,.0f}x DnD"
+                desc.append(f"k={int(r['k'])} {_secs(s)} s ({ratio}; {v})")
+            parts.append(f"{TITLES[method].lower()} " + ", ".join(desc))
+        lines.append(f"- {title(t)}: DnD {_secs(dnd_s)} s per adapter (median; {_secs(lo)}-{_secs(hi)} s over its "
+                     f"adapters); " + "; ".join(parts) + ".")
+    return lines
+
+
+def figure(df, m: dict[str, Any], out: Path) -> None:
+    """Top: accuracy against k (log scale) per target, DnD and the zero-shot base model as
+    horizontal lines. Bottom: accuracy against seconds (log scale; costs at or below 0, timing
+    noise, are not drawn)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dnd.benchmarks.datasets import title
+    from dnd.reporting.figures import save_png
+
+    targets = m["targets"]
+    fig, axes = plt.subplots(2, len(targets), figsize=(4.6 * len(targets), 8.2), squeeze=False)
+    colors = {DND: "tab:red", FT: "tab:blue", ICL: "tab:green"}
+    for j, t in enumerate(targets):
+        sub = df[df["target"] == t]
+        dnd = sub[sub["method"] == DND].iloc[0]
+        ax = axes[0, j]
+        for method in (FT, ICL):
+            rows = sub[(sub["method"] == method) & (sub["k"] > 0)].sort_values("k")
+            ax.plot(rows["k"], 100 * rows["acc"], "o-", color=colors[method], label=TITLES[method])
+        ax.axhline(100 * dnd["acc"], color=colors[DND], label=TITLES[DND])
+        base = sub[(sub["method"] == ICL) & (sub["k"] == 0)]
+        if not base.empty:
+            ax.axhline(100 * base["acc"].iloc[0], color="grey", ls=":", label="Base model (zero-shot)")
+        ax.set_xscale("log")
+        ks = sorted(int(k) for k in sub["k"] if k > 0)
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.minorticks_off()
+        ax.set_xlabel("labeled examples k")
+        ax.set_title(title(t))
+        ax = axes[1, j]
+        for method in (DND, FT, ICL):
+            rows = sub[(sub["method"] == method) & ((sub["k"] > 0) | (sub["method"] == DND))]
+            rows = rows[rows["seconds"] > 0]  # an ICL cost at or below 0 is timing noise: no point on a log axis
+            secs = rows["seconds"]
+            ax.scatter(secs, 100 * rows["acc"], color=colors[method], label=TITLES[method], zorder=3)
+            for s, a, k in zip(secs, 100 * rows["acc"], rows["k"]):
+                if method != DND:
+                    ax.annotate(f"k={int(k)}", (s, a), textcoords="offset points", xytext=(4, 3), fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("cost (seconds, log scale)")
+    axes[0, 0].set_ylabel("accuracy (%)")
+    axes[1, 0].set_ylabel("accuracy (%)")
+    axes[0, -1].legend(fontsize=8, loc="best")
+    fig.suptitle("Few-shot tuning and in-context learning against DnD: accuracy by k (top) and by cost (bottom)")
+    save_png(fig, out)
+
+
+def render(df, m: dict[str, Any], params: dict[str, Any], figure_rel: str, dnd_range: dict[str, tuple[float, float]],
+           budget: dict[str, tuple[float, float, int] | None], generator_s: dict[str, float]) -> str:
+    from dnd.benchmarks.datasets import title
+
+    fc = params.get("fewshot", {})
+    lc = params.get("lora", {})
+    ev = params.get("evaluation", {})
+    names = ", ".join(title(t) for t in m["targets"])
+    n = m[f"{m['targets'][0]}/n"]
+    L = ["# Few-shot tuning and in-context learning against DnD", "",
+         "## Protocol", "",
+         f"Targets: {names}; each scored on the default run's {n} test items with the default "
+         f"run's scorer (lm-eval log-likelihood multiple choice, {ev.get('dtype', 'float32')}), so every number below "
+         "is comparable with results/report.md.", "",
+         f"- **Few-shot tuning** (`fewshot_ft`): a LoRA trained on the first k labeled train items (k = "
+         f"{', '.join(map(str, fc.get('ks', [])))}) with the zoo's settings (rank {lc.get('r')}, alpha "
+         f"{lc.get('alpha')}, lr {lc.get('lr')}, cosine schedule), {fc.get('epochs')} epoch(s): batch min("
+         f"{lc.get('batch_size')}, k), steps = ceil({fc.get('epochs')} k / batch). The authors: the first k ARC-c train "
+         "items, rank 8, 3 epochs, lr 1e-4, batch 1.",
+         f"- **In-context learning** (`icl`): the first k train items with their answers, each rendered as the test items "
+         f"are, before every test item (k = {', '.join(map(str, fc.get('icl_ks', [])))}; k = 0 is the zero-shot base "
+         "model). The demonstrations are computed once per k and shared by all items (`dnd-prefix-cache`). A k whose "
+         "prompts do not fit the base model's context is not scored.",
+         f"- **DnD** (`dnd`): the default run's {(params.get('generate') or {}).get('n_adapters', 'n')} adapters per "
+         "target (mean over them), each generated from "
+         f"{(params.get('generator') or {}).get('n_prompts', 'N')} unlabeled prompts; no label is used.", "",
+         "Cost (`seconds`, wall clock on the run's 2 CPU cores, model loading excluded): few-shot tuning = the LoRA's "
+         "training loop; in-context learning = the extra scoring time of the k-shot prompts over the zero-shot ones "
+         "on all n test items (recurring with every batch of queries); DnD = generating one adapter (encoding the "
+         "prompts, the generator's forward pass, writing; median over its adapters; training the zoo and the "
+         "generator is a one-off cost not counted).", ""]
+    skipped = []
+    for t in m["targets"]:
+        for k in sorted(int(x.split("/")[2][1:]) for x in m if x.startswith(f"{t}/icl/k") and x.endswith("/fits")):
+            if not m[f"{t}/icl/k{k}/fits"]:
+                skipped.append(f"{title(t)} k={k} ({m[f'{t}/icl/k{k}/positions']} positions > "
+                               f"{m[f'{t}/icl/max_length']})")
+    if skipped:
+        L += [f"Not scored, the prompts exceed the model's context: {'; '.join(skipped)}.", ""]
+    L += ["## Results", "", results_table(df, m).to_markdown(index=False, disable_numparse=True), "",
+          "Pooled over targets (every target weighs the same; items resampled within their target):", "",
+          pooled_table(m).to_markdown(index=False, disable_numparse=True), "",
+          "## The paper's direction against ours", "",
+          f"- **Paper (accuracy)**: {PAPER_ACCURACY}. Verdict per comparison: *reproduced* when the 95% CI of DnD minus "
+          "the method lies above 0, *not reproduced* when it lies below 0, *too noisy to tell* when it covers 0.",
+          *accuracy_lines(m), "",
+          f"- **Paper (cost)**: {PAPER_COST}. Verdict per comparison: *reproduced* when the method costs more than "
+          "DnD's slowest adapter, *not reproduced* when it costs less than DnD's fastest, otherwise too noisy to "
+          "tell (single timings on a shared machine, no CI; an ICL cost at or below 0, the k-shot scoring no slower "
+          "than the zero-shot one, is within the timing noise).", *cost_lines(df, m, dnd_range)]
+    if generator_s:
+        L += ["- DnD's one-off costs (not in `seconds`): training the generator of the fold took "
+              + ", ".join(f"{title(t)} {_secs(s)} s" for t, s in generator_s.items())
+              + " (results/timings/train_generator/), on top of training the zoo."]
+    L += ["", "## Budget", ""]
+    for t in m["targets"]:
+        b = budget.get(t)
+        L.append(f"- {title(t)}: " + (f"{b[0]:.1f} min of wall time over {b[2]} jobs ({b[1]:.1f} min of CPU time; "
+                                      "Snakemake benchmarks, benchmarks/fewshot/" + t + "/)" if b else
+                                      "no benchmark files (run through Snakemake to measure)") + ".")
+    L += ["", f"![Few-shot against DnD]({figure_rel})", ""]
+    return "\n".join(L)
+
+
+# ============================================================================ CLI
+def _add_summary(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", required=True, help='JSON: {"targets": [...], "bootstrap": int, "seed": int}')
+    p.add_argument("--fewshot-eval", required=True, type=Path, help="results/fewshot/eval ({T}/fewshot_ft.jsonl, ...)")
+    p.add_argument("--dnd-eval", required=True, type=Path, help="results/eval (the default run's {T}.jsonl)")
+    p.add_argument("--timings-dir", required=True, type=Path, help="results/fewshot/timings")
+    p.add_argument("--generate-timings-dir", required=True, type=Path, help="results/timings/generate")
+    p.add_argument("--csv", required=True, type=Path, help="results/fewshot.csv")
+    p.add_argument("--metrics", required=True, type=Path, help="results/fewshot/metrics.json")
+
+
+def _run_summary(args: argparse.Namespace) -> None:
+    from dnd.config import parse_params
+    from dnd.io import write_csv, write_json
+    from dnd.summary import require_complete
+
+    params = parse_params(args.params)
+    inputs = load_inputs(list(params["targets"]), args.fewshot_eval, args.dnd_eval, args.timings_dir,
+                         args.generate_timings_dir)
+    # every target with few-shot LoRAs, ICL and DnD, the same k and adapters on each (but an ICL k
+    # that does not fit the target's context), on the same items
+    require_complete([r for x in inputs.values() for r in (*x["rows"], *x["dnd"])], list(params["targets"]),
+                     required=(FT, ICL, DND),
+                     cells_of={t: [(ICL, str(k)) for k in x["context"].get("positions", {})
+                                   if int(k) not in x["context"].get("skipped", [])] for t, x in inputs.items()},
+                     excused={t: [(ICL, str(k)) for k in x["context"].get("skipped", [])] for t, x in inputs.items()})
+    rows, m = summarize(inputs, int(params.get("bootstrap", 2000)), int(params.get("seed", 0)))
+    write_csv(args.csv, CSV_COLUMNS, rows)
+    write_json(args.metrics, m)
+    log.info("wrote %s (%d rows) and %s", args.csv, len(rows), args.metrics)
+
+
+def _add_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", required=True, help="JSON: the run's config")
+    p.add_argument("--csv", required=True, type=Path)
+    p.add_argument("--metrics", required=True, type=Path)
+    p.add_argument("--generate-timings-dir", required=True, type=Path, help="results/timings/generate (DnD's range)")
+    p.add_argument("--generator-timings-dir", type=Path, default=None, help="results/timings/train_generator")
+    p.add_argument("--benchmarks-dir", type=Path, default=None, help="benchmarks/fewshot ({T}/*.tsv: job times)")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--figure", required=True, type=Path)
+
+
+def _run_report(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from dnd.config import parse_params
+    from dnd.reporting.output import figure_link, write_report
+    from dnd.reporting.tables import benchmark_minutes
+
+    params = parse_params(args.params)
+    m = json.loads(args.metrics.read_text())
+    df = pd.read_csv(args.csv)
+    dnd_range = {}
+    for t in m["targets"]:
+        secs = [float(json.loads(p.read_text())["total_s"])
+                for p in sorted(Path(args.generate_timings_dir, t).glob("dnd_[0-9]*.json"))]
+        dnd_range[t] = (min(secs), max(secs)) if secs else (math.nan, math.nan)
+    design = (params.get("generator") or {}).get("design", "")
+    generator_s = {}
+    for t in m["targets"]:
+        p = Path(args.generator_timings_dir or "", f"{t}_{design}.json")
+        if args.generator_timings_dir is not None and p.is_file():
+            generator_s[t] = float(json.loads(p.read_text())["wall_s"])
+    budget = {t: benchmark_minutes(Path(args.benchmarks_dir) / t) if args.benchmarks_dir else None
+              for t in m["targets"]}
+    figure(df, m, args.figure)
+    write_report(args.out, render(df, m, params, figure_link(args.figure, args.out), dnd_range, budget, generator_s),
+                 args.figure)
+
+
+COMMANDS = {"fewshot-summary": (_add_summary, _run_summary), "fewshot-report": (_add_report, _run_report)}

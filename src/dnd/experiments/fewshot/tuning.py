@@ -1,0 +1,324 @@
+"""Few-shot baselines against DnD (the `fewshot` Snakemake target, outside `all`).
+
+DnD reads unlabeled prompts of a new task and writes a LoRA in one forward pass. The paper
+compares it with what labels buy: LoRA tuning on k labeled examples and in-context learning (ICL)
+with k demonstrations (k = 1, 16, 64, 256; first k ARC-Challenge train items, 3 epochs). Here,
+on the targets of `fewshot.targets`:
+
+  method      k                     what is scored
+  fewshot_ft  fewshot.ks            a LoRA trained on the FIRST k items of results/data/{T}/train.jsonl
+                                    by the zoo's trainer (dnd.zoo.train_lora) with the zoo's LoRA settings
+                                    (`lora`: rank, alpha, modules, lr, schedule, batch), for
+                                    `fewshot.epochs` epochs: batch = min(lora.batch_size, k),
+                                    steps = ceil(epochs * k / batch) (`lora_settings`)
+  icl         0 and fewshot.icl_ks  the base model with the first k train items before each test
+                                    item, each rendered exactly as LoRAs are trained and items
+                                    scored (dnd.formats.prompts.training_example: context, the delimiter,
+                                    the gold answer), joined by a blank line (`icl_prefix`);
+                                    k = 0 is the zero-shot base model. A k whose prompts do not fit
+                                    the model's context is skipped and reported, never truncated.
+  dnd         0 (labeled items)     the default run's DnD adapters (results/eval/{T}.jsonl, method
+                                    dnd, mean over its adapters): nothing is scored again here
+
+Every method is scored on the default run's test items with its scorer: the lm-eval task
+results/tasks/dnd_{T}.yaml (or, for ICL, the same rows with the demonstrations before each
+context), log-likelihood multiple choice, `evaluation.limit`/`batch_size`/`dtype`/`metric`.
+LoRAs go through dnd.evaluate (InPlaceScorer with `evaluation.backend`, the score cache); ICL
+goes through `dnd-prefix-cache` (dnd.scoring.lm_prefix_cache), which computes the demonstrations once
+per k for all items (it is `dnd-prefix` when there is no shared prefix: k = 0 reproduces the
+default run's base score).
+
+Cost, `seconds` in results/fewshot.csv (wall-clock, on the machine of the run, model loading
+excluded everywhere):
+  fewshot_ft  the LoRA's training loop (`loop_s` of results/fewshot/timings/train/{T}_k{k}.json)
+  icl         the extra scoring time the demonstrations cost on the n test items: lm-eval's scoring
+              time of the k-shot run minus that of the zero-shot run, measured in the same process after
+              an untimed warm-up (results/fewshot/timings/icl/{T}.json); it recurs with every batch of
+              queries
+  dnd         generating one adapter (`total_s` of results/timings/generate/{T}/dnd_{i}.json:
+              encoding the prompts, the generator's forward pass, writing; median over adapters);
+              training the zoo and the generator is a one-off cost not counted here
+
+Commands:
+  fewshot-train  dnd fewshot-train --params JSON --k K --model DIR --train FILE --out-dir DIR
+                 [--timings FILE]: one few-shot LoRA (out-dir: train.jsonl = the k items,
+                 final/, train_log.csv, summary.json)
+  fewshot-score  dnd fewshot-score --params JSON --target T --model DIR --tasks-dir DIR --lora-dir DIR
+                 --out FILE [--cache-dir DIR]: every k's LoRA (lora-dir/k{k}/final) on T's test items
+  fewshot-icl    dnd fewshot-icl --params JSON --target T --model DIR --tasks-dir DIR --train FILE
+                 --out FILE --context-out FILE --timings FILE: ICL for k = 0 and every icl k
+Rows (JSONL) are dnd.evaluate's rows (target, method, adapter = str(k), n, acc, ids, correct,
+gold_logprob, ...) plus `k`. The summary and report: dnd.experiments.fewshot.report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import dnd.scoring  # noqa: F401  (makes Hugging Face offline before datasets/lm_eval load)
+from dnd.config import command_params, section
+
+log = logging.getLogger(__name__)
+
+FT, ICL, DND = "fewshot_ft", "icl", "dnd"
+METHODS = (FT, ICL, DND)
+#: between two demonstrations and between the last one and the test item (lm-eval's default
+#: fewshot_delimiter)
+DEMO_DELIMITER = "\n\n"
+
+
+# ============================================================================ settings
+def fewshot_targets(cfg: dict[str, Any]) -> list[str]:
+    """The targets of the experiment: `fewshot.targets`, or every held-out target of the run."""
+    from dnd.config import folds
+
+    return list(cfg.get("fewshot", {}).get("targets") or folds(cfg))
+
+
+def first_k(items: list[dict], k: int, where: str) -> list[dict]:
+    """The first k items (the paper's selection: no sampling); an error if there are fewer."""
+    if k < 1 or k > len(items):
+        raise ValueError(f"{where}: k = {k} needs {k} labeled train items, there are {len(items)}")
+    return items[:k]
+
+
+def lora_settings(lcfg: dict[str, Any], k: int, epochs: float) -> dict[str, Any]:
+    """The zoo's LoRA settings for k items and `epochs` epochs: batch min(batch_size, k) (a
+    batch never holds an item twice), steps ceil(epochs * k / batch), trained as one run whose
+    last step is the LoRA (phase1_steps = steps - 1, one checkpoint)."""
+    batch = min(int(lcfg["batch_size"]), k)
+    steps = math.ceil(epochs * k / batch)
+    return {**lcfg, "batch_size": batch, "phase1_steps": steps - 1, "checkpoint_steps": 1}
+
+
+# ============================================================================ few-shot tuning
+def train_fewshot_lora(model_dir: Path, train_file: Path, out_dir: Path, k: int, params: dict[str, Any],
+                       timings: Path | None = None) -> dict[str, Any]:
+    """Train the LoRA of the first k items of `train_file` (see the module doc) into `out_dir`:
+    train.jsonl (the k items), final/, train_log.csv, summary.json (dnd.zoo's layout without the
+    one-step checkpoint trajectory, which equals final/)."""
+    from dnd.io import read_jsonl, write_jsonl
+    from dnd.zoo import train_lora
+
+    out_dir = Path(out_dir)
+    items = first_k(read_jsonl(train_file), k, str(train_file))
+    write_jsonl(out_dir / "train.jsonl", items)
+    lcfg = lora_settings(params["lora"], k, float(params["fewshot"]["epochs"]))
+    log.info("few-shot LoRA: k=%d, batch %d, %d steps", k, lcfg["batch_size"], lcfg["phase1_steps"] + 1)
+    summary = train_lora(model_dir, out_dir / "train.jsonl", out_dir, lcfg, params["prompt"]["format"],
+                         params["seed"], timings=timings)
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    return summary
+
+
+def score_fewshot_loras(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: Path, lora_dir: Path,
+                        cache_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Every k's few-shot LoRA on the target's test items, scored as dnd.evaluate scores the zoo."""
+    from dnd import evaluate as ev_mod
+    from dnd.formats.prompts import task_name
+
+    ev = section("evaluation", params.get("evaluation"))
+    ks = [int(k) for k in section("fewshot", params.get("fewshot"))["ks"]]
+    task = task_name(target)
+    task_yaml = ev_mod.require_file(Path(tasks_dir) / f"{task}.yaml", f"lm-eval task {task}")
+    test_file = ev_mod.task_data_file(task_yaml)
+    ev_mod.require_file(Path(model_dir) / "config.json", "base model")
+    loras = {k: ev_mod.require_adapter_dir(Path(lora_dir) / f"k{k}" / "final", f"few-shot LoRA k={k}") for k in ks}
+    ref_dir = loras[ks[0]]
+    ref_cfg = ev_mod.read_adapter_config(ref_dir)
+    for d in loras.values():
+        ev_mod.check_same_lora_shape(ref_cfg, ev_mod.read_adapter_config(d), d)
+    if log.getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    cache = (ev_mod.open_score_cache(cache_dir, model_dir, task_yaml, test_file, ref_cfg, ev)
+             if cache_dir is not None else None)
+    limit = None if ev["limit"] is None else int(ev["limit"])
+    jobs = [ev_mod.adapter_job(FT, str(k), p) for k, p in loras.items()]
+    scored, _ = ev_mod.score_jobs(
+        target, jobs, lambda: ev_mod.InPlaceScorer(model_dir, ref_dir, tasks_dir, task, limit=limit,
+                                                   batch_size=int(ev["batch_size"]), dtype=ev["dtype"],
+                                                   metric=ev["metric"], backend=ev["backend"]),
+        cache, ev_mod.read_ids(test_file), limit)
+    return [ev_mod.result_row(target, FT, str(k), scored[(FT, str(k))], ev["metric"], k=k) for k in ks]
+
+
+# ============================================================================ in-context learning
+def demonstration(item: dict[str, Any], fmt: str) -> str:
+    """A labeled item as a demonstration: its context, the delimiter and its gold answer, the
+    text a LoRA is trained on (dnd.formats.prompts.training_example)."""
+    from dnd.formats.prompts import training_example
+
+    ctx, cont = training_example(item, fmt)
+    return ctx + cont
+
+
+def icl_prefix(demos: list[dict[str, Any]], fmt: str) -> str:
+    """The text before every test item: each demonstration followed by DEMO_DELIMITER ("" for none)."""
+    return "".join(demonstration(d, fmt) + DEMO_DELIMITER for d in demos)
+
+
+def icl_records(records: list[dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
+    """The task's test rows (dnd.formats.prompts.to_eval_record) with `prefix` before each context."""
+    return [{**r, "context": prefix + r["context"]} for r in records]
+
+
+def icl_task_name(target: str, k: int) -> str:
+    from dnd.formats.prompts import task_name
+
+    return f"{task_name(target)}_icl{k}"
+
+
+def write_icl_task(directory: Path, target: str, k: int, records: list[dict[str, Any]]) -> str:
+    """The k-shot rows and their lm-eval task (the target's task, on those rows) in `directory`;
+    returns the task name."""
+    import yaml
+
+    from dnd.io import write_jsonl
+    from dnd.formats.prompts import lm_eval_task
+
+    name = icl_task_name(target, k)
+    data = Path(directory) / f"{name}.jsonl"
+    write_jsonl(data, records)
+    cfg = {**lm_eval_task(target, data), "task": name}
+    (Path(directory) / f"{name}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return name
+
+
+def prompt_positions(encode, prefix: str, records: list[dict[str, Any]]) -> int:
+    """Positions the longest request needs with `prefix` before every context: the prefix's
+    tokens plus the longest context + answer (an upper bound up to the merge at the seam)."""
+    from dnd.formats.prompts import TARGET_DELIMITER
+
+    item = max(len(encode(r["context"] + TARGET_DELIMITER + c)) for r in records for c in r["choices"])
+    return (len(encode(prefix)) if prefix else 0) + item
+
+
+def score_icl(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: Path,
+              train_file: Path) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, float]]:
+    """ICL with k = 0 and every `fewshot.icl_ks` (see the module doc). Returns (rows, context
+    info: {max_length, positions: {k: positions needed}, skipped: [k that do not fit]},
+    {k: lm-eval scoring seconds})."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from dnd import evaluate as ev_mod
+    from dnd.io import check_safetensors, read_jsonl
+    from dnd.scoring.lm_prefix_cache import PrefixCacheLM
+    from dnd.formats.prompts import task_name
+
+    ev = section("evaluation", params.get("evaluation"))
+    fcfg = section("fewshot", params.get("fewshot"))
+    fmt = section("prompt", params.get("prompt"))["format"]
+    task_yaml = ev_mod.require_file(Path(tasks_dir) / f"{task_name(target)}.yaml", f"lm-eval task {task_name(target)}")
+    records = read_jsonl(ev_mod.task_data_file(task_yaml))
+    limit = None if ev["limit"] is None else int(ev["limit"])
+    scored_records = records if limit is None else records[:limit]
+    train = read_jsonl(train_file)
+    ks = sorted({0, *(int(k) for k in fcfg["icl_ks"])})
+    if max(ks) > 0:
+        first_k(train, max(ks), str(train_file))  # every k must have its demonstrations
+    ev_mod.require_file(Path(model_dir) / "config.json", "base model")
+    if log.getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("lm_eval").setLevel(logging.WARNING)
+
+    check_safetensors(model_dir, "base model weights")
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, ev["dtype"])).eval()
+    lm = PrefixCacheLM(pretrained=model, tokenizer=tok, batch_size=int(ev["batch_size"]),
+                       softmax_dtype=ev_mod.SOFTMAX_DTYPE)
+    info: dict[str, Any] = {"max_length": int(lm.max_length), "positions": {}, "skipped": []}
+    rows, seconds = [], {}
+    test_ids = [str(r["id"]) for r in scored_records]
+    with tempfile.TemporaryDirectory(prefix="dnd-icl-") as tmp:
+        for k in ks:
+            prefix = icl_prefix(train[:k], fmt)
+            need = prompt_positions(lm.tok_encode, prefix, scored_records)
+            info["positions"][str(k)] = need
+            if need > lm.max_length:
+                log.warning("%s: k=%d needs %d positions, the model holds %d: skipped", target, k, need, lm.max_length)
+                info["skipped"].append(k)
+                continue
+            name = write_icl_task(Path(tmp), target, k, icl_records(scored_records, prefix))
+            task_dict = ev_mod.load_task(Path(tmp), name)
+            if k == 0:  # untimed warm-up on a few items (first-call costs would flatter every k > 0)
+                ev_mod.run_lm_eval(lm, task_dict, name, min(4, len(scored_records)), ev["metric"], "warm-up")
+            s = ev_mod.run_lm_eval(lm, task_dict, name, limit, ev["metric"], f"{target} icl k={k}")
+            if s.ids != test_ids:
+                raise RuntimeError(f"{target} icl k={k}: scored items are not the task's test items")
+            log.info("%s icl k=%d: acc=%.4f n=%d (%.1f s, prefix %d positions)", target, k, s.acc, s.n, s.seconds,
+                     need)
+            rows.append(ev_mod.result_row(target, ICL, str(k), s, ev["metric"], k=k))
+            seconds[str(k)] = round(s.seconds, 3)
+    return rows, info, seconds
+
+
+# ============================================================================ CLI
+def _add_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", required=True,
+                   help='JSON: {"lora": {...}, "prompt": {...}, "seed": int, "fewshot": {"epochs": ...}}')
+    p.add_argument("--k", required=True, type=int, help="labeled train items (the first k)")
+    p.add_argument("--model", required=True, type=Path, help="base model directory")
+    p.add_argument("--train", required=True, type=Path, help="results/data/<T>/train.jsonl")
+    p.add_argument("--out-dir", required=True, type=Path, help="results/fewshot/lora/<T>/k<k>")
+    p.add_argument("--timings", type=Path, default=None, help="JSON of run times (wall_s, loop_s, steps)")
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    params = command_params(args.params, "lora", "prompt", "seed", "fewshot")
+    train_fewshot_lora(args.model, args.train, args.out_dir, args.k, params, args.timings)
+
+
+def _add_score(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", required=True, help='JSON: {"evaluation": {...}, "fewshot": {"ks": [...]}}')
+    p.add_argument("--target", required=True)
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--tasks-dir", required=True, type=Path, help="results/tasks (the default run's tasks)")
+    p.add_argument("--lora-dir", required=True, type=Path, help="results/fewshot/lora/<T> (k<k>/final/)")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--cache-dir", type=Path, default=None, help="score cache (results/fewshot/eval_cache/<T>)")
+
+
+def _run_score(args: argparse.Namespace) -> None:
+    from dnd.config import parse_params
+    from dnd.io import write_jsonl
+
+    rows = score_fewshot_loras(args.target, parse_params(args.params), args.model, args.tasks_dir, args.lora_dir,
+                               args.cache_dir)
+    write_jsonl(args.out, rows)
+    log.info("wrote %d rows to %s", len(rows), args.out)
+
+
+def _add_icl(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", required=True,
+                   help='JSON: {"fewshot": {"icl_ks": [...]}, "evaluation": {...}, "prompt": {...}}')
+    p.add_argument("--target", required=True)
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--tasks-dir", required=True, type=Path, help="results/tasks (the default run's tasks)")
+    p.add_argument("--train", required=True, type=Path, help="results/data/<T>/train.jsonl (the demonstrations)")
+    p.add_argument("--out", required=True, type=Path, help="per-item rows (JSONL)")
+    p.add_argument("--context-out", required=True, type=Path,
+                   help="JSON: the model's context, positions each k needs, the k skipped")
+    p.add_argument("--timings", required=True, type=Path, help="JSON: lm-eval scoring seconds per k")
+
+
+def _run_icl(args: argparse.Namespace) -> None:
+    from dnd.config import parse_params
+    from dnd.io import write_json, write_jsonl
+
+    t0 = time.perf_counter()
+    rows, info, seconds = score_icl(args.target, parse_params(args.params), args.model, args.tasks_dir, args.train)
+    write_jsonl(args.out, rows)
+    write_json(args.context_out, info)
+    write_json(args.timings, {"scoring_s": seconds, "wall_s": round(time.perf_counter() - t0, 3)})
+    log.info("wrote %d rows to %s", len(rows), args.out)
+
+
+COMMANDS = {"fewshot-train": (_add_train, _run_train), "fewshot-score": (_add_score, _run_score),
+            "fewshot-icl": (_add_icl, _run_icl)}

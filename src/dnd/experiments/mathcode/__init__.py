@@ -1,0 +1,1 @@
+"""The mathcode experiment (docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""The protocol experiment (docs/architecture.md)."""

@@ -1,0 +1,385 @@
+"""Summary, figure and report of the paper-protocol experiment (dnd.experiments.protocol.score).
+
+Commands:
+  protocol-summary  dnd protocol-summary --params JSON --eval results/protocol/eval/*.jsonl
+                        --scores results/protocol/scores.csv --metrics results/protocol/metrics.json
+  protocol-report   dnd protocol-report --params JSON --scores ... --metrics ... --paper-numbers FILE
+                        --out results/protocol/report.md --figure results/protocol/figures/protocol.png
+
+scores.csv: one row per (target, method, adapter, protocol, seed): n, acc, invalid_rate
+(`seed` empty for loglik and greedy; `nearest` repeats the chosen training LoRA's rows).
+
+metrics.json, per protocol p (loglik, greedy, sampled) and method m, averaged over targets (each
+target weighs the same): `{p}/{m}/acc`, `{p}/{m}/invalid_rate`, and for sampled the spread over
+seeds `{p}/{m}/acc_sd_seeds`; per target the same under `{target}/`. Methods besides the scored
+ones: train_avg (mean over the fold's training LoRAs), best_train (the best of them on the
+target's labels: not zero-shot), oracle (the target's own LoRA). For each pair of COMPARISONS,
+e.g. `{p}/dnd_minus_train_avg/acc`: the difference, a paired bootstrap 95% CI over items
+(`_ci_low`, `_ci_high`) and its split into what the invalid-output rate explains and what
+accuracy among valid answers explains: with v = valid share and c = accuracy among valid answers,
+subject - baseline = (v_s - v_b) * c_b [`validity`] + v_s * (c_s - c_b) [`accuracy_valid`].
+`{p}/base/empty_share_of_invalid`, `{p}/lora/empty_share_of_invalid`: of the invalid generations
+of the base model / of the adapters with a LoRA, the share (%) that are empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dnd.reporting.format import number
+from dnd.stats import ci_class
+
+log = logging.getLogger(__name__)
+
+SCORE_COLUMNS = ["target", "method", "adapter", "protocol", "seed", "n", "acc", "invalid_rate"]
+#: (subject, baseline) pairs with a paired bootstrap CI in metrics.json, under every protocol
+COMPARISONS = (("dnd", "train_avg"), ("dnd_testcond", "train_avg"), ("dnd_testcond", "dnd"), ("dnd", "soup"),
+               ("dnd", "nearest"), ("dnd", "control_other"), ("dnd", "control_random"), ("dnd", "control_shuffled"))
+PROTOCOL_ORDER = ("loglik", "greedy", "sampled")
+PROTOCOL_TITLES = {"loglik": "Log-likelihood", "greedy": "Greedy + parser", "sampled": "Sampled + parser"}
+#: Rows of the report's table, in order: (method key, title, zero-shot?)
+TABLE_METHODS = (
+    ("base", "Base", True), ("train_avg", "Training LoRAs (avg)", True), ("best_train", "Best training LoRA †", False),
+    ("soup", "Soup", True), ("nearest", "Nearest", True), ("dnd", "DnD (unlabeled pool)", True),
+    ("dnd_testcond", "DnD (test prompts, as the authors)", True), ("control_other", "Control: other prompts", True),
+    ("control_random", "Control: random text", True), ("control_shuffled", "Control: shuffled words", True),
+    ("oracle", "Oracle ‡", False),
+)
+
+
+# ============================================================================ per-item matrices
+def _by_key(rows: list[dict]) -> dict[tuple, dict]:
+    return {(r["target"], r["method"], r["adapter"], r["protocol"], r["seed"]): r for r in rows}
+
+
+def item_matrix(rows: list[dict], target: str, method: str, protocol: str, adapters: list[str] | None = None):
+    """(correct, valid): arrays (draws, items) of a method on a target under a protocol; draws =
+    adapters x seeds (the rows present)."""
+    sel = [r for r in rows if r["target"] == target and r["method"] == method and r["protocol"] == protocol
+           and (adapters is None or r["adapter"] in adapters)]
+    if not sel:
+        return None
+    sel.sort(key=lambda r: (str(r["adapter"]), -1 if r["seed"] is None else int(r["seed"])))
+    return (np.array([r["correct"] for r in sel], dtype=float), np.array([r["valid"] for r in sel], dtype=float))
+
+
+def method_items(rows: list[dict], target: str, method: str, protocol: str, sources: list[str]):
+    """(correct, valid) per item, averaged over a method's draws; train_avg and best_train come
+    from the fold's source LoRAs, oracle from the target's own."""
+    if method in ("train_avg", "best_train"):
+        per = [item_matrix(rows, target, "source_lora", protocol, [s]) for s in sources]
+        per = [p for p in per if p is not None]
+        if not per:
+            return None
+        means = [(c.mean(0), v.mean(0)) for c, v in per]
+        if method == "train_avg":
+            return np.mean([m[0] for m in means], 0), np.mean([m[1] for m in means], 0)
+        return max(means, key=lambda m: m[0].mean())
+    if method == "oracle":
+        m = item_matrix(rows, target, "source_lora", protocol, [target])
+    else:
+        m = item_matrix(rows, target, method, protocol)
+    return None if m is None else (m[0].mean(0), m[1].mean(0))
+
+
+# ============================================================================ summary
+def scores_frame(rows: list[dict]):
+    import pandas as pd
+
+    return pd.DataFrame([{k: r[k] for k in SCORE_COLUMNS} for r in rows], columns=SCORE_COLUMNS)
+
+
+def _decompose(dnd: tuple, base: tuple) -> dict[str, float]:
+    """DnD - train_avg = validity part + accuracy-among-valid part (module doc), in points."""
+    (cd, vd), (ct, vt) = dnd, base
+    v_d, v_t = float(vd.mean()), float(vt.mean())
+    c_d = float(cd.mean()) / v_d if v_d > 0 else 0.0
+    c_t = float(ct.mean()) / v_t if v_t > 0 else 0.0
+    return {"validity": 100 * (v_d - v_t) * c_t, "accuracy_valid": 100 * v_d * (c_d - c_t)}
+
+
+def metrics(rows: list[dict], folds: dict[str, list[str]], resamples: int, seed: int) -> dict[str, Any]:
+    from dnd.stats import paired_boot_means, pooled_ci
+
+    targets = [t for t in folds if any(r["target"] == t for r in rows)]
+    methods = [m for m, _, _ in TABLE_METHODS]
+    out: dict[str, Any] = {"targets": targets}
+    for p in PROTOCOL_ORDER:
+        for m in methods:
+            per_t = [method_items(rows, t, m, p, folds[t]) for t in targets]
+            if any(x is None for x in per_t) or not per_t:
+                continue
+            out[f"{p}/{m}/acc"] = float(np.mean([100 * c.mean() for c, _ in per_t]))
+            out[f"{p}/{m}/invalid_rate"] = float(np.mean([100 * (1 - v.mean()) for _, v in per_t]))
+            for t, (c, v) in zip(targets, per_t):
+                out[f"{t}/{p}/{m}/acc"] = float(100 * c.mean())
+                out[f"{t}/{p}/{m}/invalid_rate"] = float(100 * (1 - v.mean()))
+            if p == "sampled":
+                seeds = sorted({r["seed"] for r in rows if r["protocol"] == p})
+                per_seed = []
+                for s in seeds:
+                    sub = [r for r in rows if r["seed"] == s or r["protocol"] != p]
+                    xs = [method_items(sub, t, m, p, folds[t]) for t in targets]
+                    per_seed.append(np.mean([100 * c.mean() for c, _ in xs]))
+                out[f"{p}/{m}/acc_sd_seeds"] = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0
+        for subject, base in COMPARISONS:
+            pairs = [(method_items(rows, t, subject, p, folds[t]), method_items(rows, t, base, p, folds[t]))
+                     for t in targets]
+            if not pairs or any(a is None or b is None for a, b in pairs):
+                continue
+            boots = []
+            for t, (a, b) in zip(targets, pairs):
+                diff = 100 * (a[0] - b[0])
+                boots.append(paired_boot_means(diff, resamples, seed, t))
+            key = f"{p}/{subject}_minus_{base}"
+            out[f"{key}/acc"] = float(np.mean([100 * (a[0] - b[0]).mean() for a, b in pairs]))
+            lo, hi = pooled_ci(boots)
+            out[f"{key}/acc_ci_low"], out[f"{key}/acc_ci_high"] = float(lo), float(hi)
+            parts = [_decompose(a, b) for a, b in pairs]
+            for part in ("validity", "accuracy_valid"):
+                out[f"{key}/{part}"] = float(np.mean([x[part] for x in parts]))
+    out.update(empty_shares(rows))
+    return out
+
+
+def empty_shares(rows: list[dict]) -> dict[str, float]:
+    """Of the invalid generations, the share (%) that are empty or whitespace: the model ended its
+    turn before answering. Separately for the base model and for every adapter with a LoRA."""
+    out = {}
+    for p in PROTOCOL_ORDER:
+        for who, keep in (("base", lambda m: m == "base"), ("lora", lambda m: m != "base")):
+            invalid = empty = 0
+            for r in rows:
+                if r["protocol"] != p or not keep(r["method"]) or "outputs" not in r:
+                    continue
+                for text, valid in zip(r["outputs"], r["valid"]):
+                    if not valid:
+                        invalid += 1
+                        empty += not str(text).strip()
+            if invalid:
+                out[f"{p}/{who}/empty_share_of_invalid"] = 100 * empty / invalid
+    return out
+
+
+# ============================================================================ report
+def protocol_table(m: dict[str, Any]):
+    import pandas as pd
+
+    recs = []
+    for key, title_, _ in TABLE_METHODS:
+        if not any(f"{p}/{key}/acc" in m for p in PROTOCOL_ORDER):
+            continue
+        rec = {"Method": title_}
+        for p in PROTOCOL_ORDER:
+            acc, inv = m.get(f"{p}/{key}/acc"), m.get(f"{p}/{key}/invalid_rate")
+            sd = m.get(f"{p}/{key}/acc_sd_seeds")
+            rec[f"{PROTOCOL_TITLES[p]}: acc"] = number(acc) + (f" ± {sd:.1f}" if sd is not None else "")
+            if p != "loglik":
+                rec[f"{PROTOCOL_TITLES[p]}: invalid %"] = number(inv)
+        recs.append(rec)
+    return pd.DataFrame(recs)
+
+
+def conclusion(m: dict[str, Any], paper: dict[str, Any]) -> list[str]:
+    """Plain words, every number read from `m`."""
+    lines = []
+    for p in PROTOCOL_ORDER:
+        key = f"{p}/dnd_minus_train_avg"
+        if f"{key}/acc" not in m:
+            continue
+        d, lo, hi = m[f"{key}/acc"], m[f"{key}/acc_ci_low"], m[f"{key}/acc_ci_high"]
+        verdict = {"ahead": "beats", "behind": "falls below", "level": "is level with",
+                   "apart": "is not told apart from"}[ci_class(lo, hi)]
+        inv_d, inv_t = m.get(f"{p}/dnd/invalid_rate"), m.get(f"{p}/train_avg/invalid_rate")
+        s = (f"- **{PROTOCOL_TITLES[p]}**: DnD {verdict} the training-LoRA average: {d:+.1f} points "
+             f"(95% CI [{lo:+.1f}, {hi:+.1f}])")
+        if p != "loglik":
+            s += (f"; invalid outputs {number(inv_d)}% for DnD against {number(inv_t)}% for the training LoRAs, and "
+                  f"of the difference {m[f'{key}/validity']:+.1f} points come from the invalid-output rate, "
+                  f"{m[f'{key}/accuracy_valid']:+.1f} from accuracy among valid answers")
+        lines.append(s + ".")
+    for p in PROTOCOL_ORDER:
+        lora, base = m.get(f"{p}/lora/empty_share_of_invalid"), m.get(f"{p}/base/empty_share_of_invalid")
+        if lora is not None:
+            lines.append(f"- Invalid outputs, {PROTOCOL_TITLES[p].lower()}: {lora:.0f}% of those of the adapters with a "
+                         "LoRA are empty (the model ends its turn before answering)"
+                         + (f", {base:.0f}% of the base model's." if base is not None else "."))
+    for p in PROTOCOL_ORDER:
+        key = f"{p}/dnd_testcond_minus_dnd"
+        if f"{key}/acc" in m:
+            lines.append(f"- Conditioning on the test prompts (the authors' code) instead of the unlabeled pool, "
+                         f"{PROTOCOL_TITLES[p].lower()}: {m[f'{key}/acc']:+.1f} points (95% CI "
+                         f"[{m[f'{key}/acc_ci_low']:+.1f}, {m[f'{key}/acc_ci_high']:+.1f}]; "
+                         f"{number(m[f'{p}/dnd_testcond/acc'])} vs {number(m[f'{p}/dnd/acc'])}).")
+    for p in PROTOCOL_ORDER:
+        parts = [f"{name} {m[f'{p}/dnd_minus_{b}/acc']:+.1f} [{m[f'{p}/dnd_minus_{b}/acc_ci_low']:+.1f}, "
+                 f"{m[f'{p}/dnd_minus_{b}/acc_ci_high']:+.1f}]"
+                 for b, name in (("soup", "soup"), ("nearest", "nearest"), ("control_other", "other prompts"),
+                                 ("control_random", "random text"), ("control_shuffled", "shuffled words"))
+                 if f"{p}/dnd_minus_{b}/acc" in m]
+        if parts:
+            lines.append(f"- DnD minus the other baselines and controls, {PROTOCOL_TITLES[p].lower()} (points, "
+                         f"95% CI): {'; '.join(parts)}.")
+    gain = (paper or {}).get("common_sense", {}).get("average_gain")
+    if gain is not None:
+        lines.append(f"- The paper reports +{gain} points over the training-LoRA average (Qwen2.5-0.5B, sampled "
+                     "answers, their parser).")
+    return lines
+
+
+def per_target_table(m: dict[str, Any]):
+    """Accuracy / invalid outputs (%) of the training LoRAs (avg) and DnD per target and protocol."""
+    import pandas as pd
+
+    from dnd.benchmarks.datasets import title
+
+    recs = []
+    for t in m.get("targets", []):
+        rec = {"Target": title(t)}
+        for p in PROTOCOL_ORDER:
+            for key, name in (("train_avg", "train avg"), ("dnd", "DnD")):
+                acc, inv = m.get(f"{t}/{p}/{key}/acc"), m.get(f"{t}/{p}/{key}/invalid_rate")
+                rec[f"{PROTOCOL_TITLES[p]}: {name}"] = number(acc) + ("" if p == "loglik" else f" / {number(inv)}")
+        recs.append(rec)
+    return pd.DataFrame(recs)
+
+
+def paper_rows(paper: dict[str, Any], targets: list[str]):
+    import pandas as pd
+
+    from dnd.benchmarks.datasets import title
+
+    per = (paper or {}).get("common_sense", {}).get("per_dataset", {}) or {}
+    recs = [{"Target": title(t), "Paper: training LoRAs": number(v.get("train_avg")), "Paper: DnD": number(v.get("dnd"))}
+            for t, v in per.items() if t in targets]
+    return pd.DataFrame(recs)
+
+
+def figure(m: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    from dnd.reporting.figures import save_png
+
+    recs = []
+    for key, title_, _ in TABLE_METHODS:
+        for p in PROTOCOL_ORDER:
+            if f"{p}/{key}/acc" in m:
+                recs.append({"method": title_, "protocol": PROTOCOL_TITLES[p], "accuracy (%)": m[f"{p}/{key}/acc"],
+                             "invalid outputs (%)": m[f"{p}/{key}/invalid_rate"]})
+    import pandas as pd
+
+    df = pd.DataFrame(recs)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), sharey=True)
+    for ax, col in zip(axes, ("accuracy (%)", "invalid outputs (%)")):
+        sns.barplot(data=df, y="method", x=col, hue="protocol", ax=ax, orient="h")
+        ax.set_ylabel("")
+    axes[0].get_legend().remove()  # one legend, where the invalid-rate bars leave room
+    sns.move_legend(axes[1], "lower right", title="protocol")
+    fig.suptitle("The paper's protocol: accuracy and invalid outputs per method (mean over targets)")
+    save_png(fig, out)
+
+
+def render(m: dict[str, Any], params: dict[str, Any], paper: dict[str, Any], figure_rel: str,
+           timing: tuple[float, float, int] | None = None) -> str:
+    from dnd.benchmarks.datasets import title
+
+    pc = params.get("protocol", {})
+    s = pc.get("sampling", {})
+    n_items = pc.get("n_test")
+    L = ["# The paper's protocol, side by side", "",
+         "## Protocol", "",
+         f"Every method scored three ways on the same first {n_items} test items of each target "
+         f"({', '.join(title(t) for t in m.get('targets', []))}), with a zoo trained on the paper's answer format "
+         "(bracketed letters or [True]/[False] after a system message, ChatML), generators and adapters made as in "
+         f"the default run (design `{pc.get('design') or lookup_design(params)}`): *log-likelihood* over the "
+         "bracketed answers (every answer valid), *greedy* generation and the authors' *sampling* (temperature "
+         f"{s.get('temperature')}, top-p {s.get('top_p')}, top-k {s.get('top_k')}; seeds {pc.get('seeds')}, "
+         "mean ± sd over seeds), generations parsed by a reimplementation of the authors' parser (first 20 "
+         "characters; anything it rejects is invalid and wrong). Test-time template: "
+         f"`{pc.get('template')}`. Accuracy and invalid outputs in %, mean over targets.", "",
+         protocol_table(m).to_markdown(index=False, disable_numparse=True), "",
+         "† chosen with the target's test labels (not zero-shot). ‡ the target's own LoRA.", "",
+         "**Where the difference comes from.**", "", *conclusion(m, paper), ""]
+    L += ["Per target: accuracy / invalid outputs (%) of the training LoRAs (avg) and of DnD (unlabeled pool):",
+          "", per_target_table(m).to_markdown(index=False, disable_numparse=True), ""]
+    L += [f"Budget: {n_items} test items per target; every method is sampled with every seed "
+          f"({len(pc.get('seeds') or [])}), each prompt computed once for its greedy answer and all samples "
+          "(dnd.scoring.lm_generate); "
+          + (f"the protocol's {timing[2]} jobs (its own zoo included) took {timing[0]:.0f} min of wall time in "
+             f"total and {timing[1]:.0f} min of CPU time (Snakemake benchmarks; on 2 cores, wall time is "
+             "inflated when other work shares them)." if timing else "no benchmark files were found for its jobs."),
+          ""]
+    pr = paper_rows(paper, m.get("targets", []))
+    if not pr.empty:
+        L += ["The paper's numbers (Qwen2.5-0.5B, sampled + parser) for the targets it states:", "",
+              pr.to_markdown(index=False, disable_numparse=True), ""]
+    L += [f"![Protocol]({figure_rel})", ""]
+    return "\n".join(L)
+
+
+def lookup_design(params: dict[str, Any]) -> str:
+    return (params.get("generator") or {}).get("design", "n/a")
+
+
+# ============================================================================ CLI
+def _add_summary(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", required=True, help='JSON: {"folds": {target: [sources]}, "bootstrap": int, "seed": int}')
+    p.add_argument("--eval", nargs="+", required=True, type=Path)
+    p.add_argument("--scores", required=True, type=Path)
+    p.add_argument("--metrics", required=True, type=Path)
+
+
+def _run_summary(args: argparse.Namespace) -> None:
+    from dnd.config import parse_params
+    from dnd.io import atomic_path, write_json
+    from dnd.summary import eval_cell, read_eval_files, require_complete
+
+    params = parse_params(args.params)
+    rows = read_eval_files(args.eval)
+    # every fold's target with every method under every protocol (and seed), and per protocol the same items
+    require_complete(rows, params["folds"], sources=params["folds"], cell=lambda r: (*eval_cell(r), r["protocol"],
+                                                                                     r["seed"]),
+                     group=lambda r: (r["target"], r["protocol"]),
+                     axes=lambda r: (eval_cell(r), (r["protocol"], r["seed"])))
+    df = scores_frame(rows)
+    with atomic_path(args.scores) as tmp:
+        df.to_csv(tmp, index=False)
+    m = metrics(rows, params["folds"], int(params.get("bootstrap", 2000)), int(params.get("seed", 0)))
+    write_json(args.metrics, m)
+    log.info("wrote %s (%d rows) and %s", args.scores, len(df), args.metrics)
+
+
+def _add_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", required=True, help="JSON: the run's config")
+    p.add_argument("--metrics", required=True, type=Path)
+    p.add_argument("--paper-numbers", type=Path, default=None)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--figure", required=True, type=Path)
+    p.add_argument("--benchmarks-dir", type=Path, default=None, help="benchmarks/protocol (job times)")
+
+
+def _run_report(args: argparse.Namespace) -> None:
+    import json
+
+    from dnd.config import parse_params
+    from dnd.reporting.output import figure_link, read_paper_numbers, write_report
+    from dnd.reporting.tables import benchmark_minutes
+
+    params = parse_params(args.params)
+    m = json.loads(args.metrics.read_text())
+    paper = read_paper_numbers(args.paper_numbers)  # no file: no paper rows (it used to crash)
+    figure(m, args.figure)
+    write_report(args.out, render(m, params, paper, figure_link(args.figure, args.out),
+                                  benchmark_minutes(args.benchmarks_dir)), args.figure)
+
+
+COMMANDS = {"protocol-summary": (_add_summary, _run_summary), "protocol-report": (_add_report, _run_report)}

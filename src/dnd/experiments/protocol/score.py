@@ -1,0 +1,371 @@
+"""The paper's own protocol, side by side with ours (the `protocol` Snakemake target).
+
+The default run scores by log-likelihood over answer texts, so every answer is valid. The paper
+trained its source LoRAs on a bracketed answer format and scored *generated* answers with a
+string parser that counts anything unreadable as wrong (dnd.formats.paper). This experiment
+trains its own zoo on that format (results/protocol/zoo), makes generators and adapters exactly
+as the default pipeline does, and scores every method three ways on the same items, with
+lm-evaluation-harness tasks (one lm-eval run per adapter; `dnd-generate` computes each prompt
+once for all decodings, dnd.scoring.lm_generate):
+
+  protocol  task                          what is scored
+  loglik    dnd_paper_{ds}_loglik         multiple choice over the bracketed answers ([A], [True]...)
+  greedy    dnd_paper_{ds}_greedy         generate_until, greedy; the authors' parser (filter
+                                          `dnd_paper_parser`), invalid = wrong
+  sampled   dnd_paper_{ds}_sampled_{s}    generate_until with the authors' sampling (temperature,
+                                          top_p, top_k from `protocol.sampling`), one task per seed s
+
+Commands:
+  protocol-tasks     dnd protocol-tasks --params JSON --data-dir results/data --out-dir results/protocol
+                     the first `protocol.n_test` test items of each dataset in the paper format
+                     (results/protocol/data/{ds}/test.jsonl) and the lm-eval task YAMLs
+                     (results/protocol/tasks/*.yaml)
+  evaluate-protocol  dnd evaluate-protocol --params JSON --target T --model DIR --tasks-dir DIR
+                     --zoo-dir DIR --generated-dir DIR --encoded-dir DIR --out FILE [--cache-dir DIR]
+                     every method on one target, every protocol (rows below); adapters whose
+                     results are in the cache (by content, as dnd.evaluate's score cache) are
+                     not scored again
+
+Methods (as dnd.evaluate): base, source_lora (every dataset; the target's own = oracle), soup,
+nearest (the training LoRA whose prompts are closest to the target's cond prompts), and the
+generated kinds of PROTOCOL_KINDS found in --generated-dir: dnd (conditioned on the target's
+unlabeled cond pool, as in the default run), dnd_testcond (conditioned on the target's test
+prompts, as the authors' code does) and the controls.
+
+Output rows (JSONL): {target, method, adapter, protocol, seed, n, acc, invalid_rate, ids,
+correct: [0/1], valid: [0/1], outputs: [the first 20 characters generated] (generation only),
+gold_logprob: [...] (loglik only)}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import dnd.scoring  # noqa: F401  (makes Hugging Face offline before datasets/lm_eval load)
+from dnd.config import section
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("loglik", "greedy", "sampled")
+#: generated kinds scored under the protocol (dnd_testcond: conditioned on the test prompts)
+PROTOCOL_KINDS = ("dnd", "dnd_testcond", "control_other", "control_random", "control_shuffled")
+FILTER = "dnd_paper_parser"
+FILTER_NAME = "authors"  # the filter pipeline's name in the task YAMLs (metric key "exact_match,authors")
+
+
+# ============================================================================ tasks
+def task_name(dataset: str, protocol: str, seed: int | None = None) -> str:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
+    return f"dnd_paper_{dataset}_{protocol}" + (f"_{seed}" if protocol == "sampled" else "")
+
+
+def task_names(dataset: str, seeds: list[int]) -> list[tuple[str, int | None, str]]:
+    """(protocol, seed, task name) of every task of a dataset."""
+    out = [("loglik", None, task_name(dataset, "loglik")), ("greedy", None, task_name(dataset, "greedy"))]
+    out += [("sampled", s, task_name(dataset, "sampled", s)) for s in seeds]
+    return out
+
+
+def task_configs(dataset: str, data_file: str | Path, pcfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{task name: lm-eval task config} of a dataset (see the module doc)."""
+    from dnd.formats.paper import answer_delimiter
+    from dnd.formats.prompts import portable_path
+
+    common = {"dataset_path": "json", "dataset_name": None,
+              "dataset_kwargs": {"data_files": {"test": portable_path(data_file)}}, "test_split": "test",
+              "doc_to_text": "{{context}}", "metadata": {"version": 1.0}}
+    gen_common = {"max_gen_toks": int(pcfg["max_new_tokens"]), "until": [], "stop_chars": 20}
+    out = {}
+    for protocol, seed, name in task_names(dataset, list(pcfg["seeds"])):
+        if protocol == "loglik":
+            out[name] = {"task": name, **common, "output_type": "multiple_choice", "doc_to_choice": "{{choices}}",
+                         "doc_to_target": "answer", "target_delimiter": answer_delimiter(pcfg["template"]),
+                         "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}]}
+            continue
+        if protocol == "greedy":
+            kw = {**gen_common, "do_sample": False}
+        else:
+            s = pcfg["sampling"]
+            kw = {**gen_common, "do_sample": True, "temperature": float(s["temperature"]), "top_p": float(s["top_p"]),
+                  "top_k": int(s["top_k"]), "seed": int(seed)}
+        out[name] = {"task": name, **common, "output_type": "generate_until", "doc_to_target": "{{gold}}",
+                     "generation_kwargs": kw,
+                     "filter_list": [{"name": FILTER_NAME, "filter": [{"function": FILTER}, {"function": "take_first"}]}],
+                     "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True,
+                                      "ignore_case": True}]}
+    return out
+
+
+def write_tasks(datasets: list[str], data_dir: Path, out_dir: Path, pcfg: dict[str, Any]) -> list[Path]:
+    """The paper-format test items (the first n_test of each test split) and every task YAML."""
+    import yaml
+
+    from dnd.io import atomic_path, read_jsonl, write_jsonl
+    from dnd.formats.paper import eval_record
+
+    written = []
+    for ds in datasets:
+        items = read_jsonl(Path(data_dir) / ds / "test.jsonl")
+        n = int(pcfg["n_test"])
+        if len(items) < n:
+            raise ValueError(f"{ds}: protocol.n_test is {n} but the test split has {len(items)} items")
+        data_file = Path(out_dir) / "data" / ds / "test.jsonl"
+        write_jsonl(data_file, [eval_record(it, pcfg["template"]) for it in items[:n]])
+        for name, cfg in task_configs(ds, data_file, pcfg).items():
+            path = Path(out_dir) / "tasks" / f"{name}.yaml"
+            with atomic_path(path) as tmp:
+                Path(tmp).write_text(yaml.safe_dump(cfg, sort_keys=False))
+            written.append(path)
+    return written
+
+
+# ============================================================================ the parser filter
+def _register_filter() -> None:
+    """Register `dnd_paper_parser` (dnd.formats.paper.parse_answer on each output, by the doc's
+    answer kind) in lm-eval's filter registry, once."""
+    from lm_eval.api.filter import Filter
+    from lm_eval.api.registry import FILTER_REGISTRY, register_filter
+
+    if FILTER in FILTER_REGISTRY:
+        return
+
+    from dnd.formats.paper import parse_answer
+
+    @register_filter(FILTER)
+    class PaperParserFilter(Filter):
+        """The authors' answer parser as an lm-eval filter: each output -> its label, "" (valid,
+        unreadable) or dnd.formats.paper.INVALID."""
+
+        def apply(self, resps, docs):
+            return [[parse_answer(r, doc["kind"]) for r in rs] for rs, doc in zip(resps, docs)]
+
+
+# ============================================================================ scoring
+def load_tasks(tasks_dir: Path, names: list[str]) -> dict:
+    """lm-eval's task dict of several tasks of `tasks_dir` (dnd.evaluate.load_task for each)."""
+    from dnd.evaluate import load_task
+
+    tasks: dict = {}
+    for name in names:
+        tasks.update(load_task(tasks_dir, name)["tasks"])
+    return {"tasks": tasks, "groups": {}, "group_map": {}}
+
+
+def _sorted_samples(res: dict, task: str) -> list[dict]:
+    return sorted(res["samples"][task], key=lambda s: s["doc_id"])
+
+
+def generation_result(res: dict, task: str) -> dict[str, Any]:
+    """Per item: correct, valid and the first 20 characters of the output, from lm-eval's
+    logged samples of a generation task; checked against lm-eval's own exact_match."""
+    from dnd.formats.paper import INVALID, PARSED_CHARS
+
+    samples = _sorted_samples(res, task)
+    parsed = [s["filtered_resps"][0] if isinstance(s["filtered_resps"], list) else s["filtered_resps"]
+              for s in samples]
+    gold = [str(s["target"]) for s in samples]
+    correct = [int(p != INVALID and p.lower() == g.lower()) for p, g in zip(parsed, gold)]
+    agg = res["results"][task][f"exact_match,{FILTER_NAME}"]
+    acc = sum(correct) / len(correct)
+    if abs(acc - agg) > 1e-9:
+        raise RuntimeError(f"{task}: per-item accuracy {acc} != lm-eval's exact_match {agg}")
+    valid = [int(p != INVALID) for p in parsed]
+    return {"ids": [str(s["doc"]["id"]) for s in samples], "correct": correct, "valid": valid,
+            "outputs": [str(s["resps"][0][0])[:PARSED_CHARS] for s in samples]}
+
+
+class ProtocolScorer:
+    """dnd.evaluate.InPlaceScorer's loaded model and LoRA modules, scored on every task of a
+    target at once by the `dnd-generate` backend."""
+
+    def __init__(self, model_dir: Path, lora_config_dir: Path, tasks_dir: Path, target: str, seeds: list[int],
+                 batch_size: int, dtype: str):
+        from dnd.evaluate import InPlaceScorer
+        from dnd.scoring import lm_generate
+
+        _register_filter()
+        self.tasks = task_names(target, seeds)
+        self.inner = InPlaceScorer(model_dir, lora_config_dir, tasks_dir, None, limit=None, batch_size=batch_size,
+                                   dtype=dtype, metric="acc", lm_cls=lm_generate.SharedPrefillLM)
+        self.lm = self.inner.lm
+        self.task_dict = load_tasks(tasks_dir, [name for _, _, name in self.tasks])
+
+    def score(self, sd: dict | None, where: str) -> list[dict[str, Any]]:
+        """One result per task: {protocol, seed, ids, correct, valid, ...} (sd None = base model)."""
+        from dnd.scoring.cache import require_finite, samples_to_scored
+        from dnd.scoring.harness import seeded_evaluate
+
+        if sd is not None:
+            self.inner.load_adapter(sd, where)
+        ctx = self.inner.model.disable_adapter() if sd is None else contextlib.nullcontext()
+        t0 = time.perf_counter()
+        with ctx:
+            res = seeded_evaluate(self.lm, self.task_dict)
+        seconds = time.perf_counter() - t0
+        out = []
+        for protocol, seed, name in self.tasks:
+            if protocol == "loglik":
+                s = require_finite(samples_to_scored(res, name, "acc"), where)
+                r = {"ids": s.ids, "correct": s.correct, "valid": [1] * s.n,
+                     "gold_logprob": [round(float(v), 6) for v in s.gold_logprob()]}
+            else:
+                r = generation_result(res, name)
+            out.append({"protocol": protocol, "seed": seed, **r})
+        log.info("%s: %s in %.1f s", where, ", ".join(
+            f"{r['protocol']}{'' if r['seed'] is None else r['seed']}={sum(r['correct']) / len(r['correct']):.3f}"
+            for r in out), seconds)
+        return out
+
+
+PROTOCOL_SCORER_VERSION = 1  # part of the cache keys: bump when this scorer's results can change
+
+
+class ResultCache:
+    """Per-adapter protocol results kept by content: dnd.scoring.cache.ScoreCache's keys (the
+    adapter's tensors and a context), one JSON file per key, sealed with its content hash
+    (dnd.scoring.cache.seal). These results (generations, parsed answers, executed code) keep no
+    log-likelihoods to recompute them from, so the hash is their check: an edited, corrupt,
+    foreign or unhashed (older) entry is a miss with a warning naming it, and is scored again."""
+
+    def __init__(self, directory: Path, files: list[Path], context: dict[str, Any]):
+        from dnd.scoring.cache import ScoreCache
+
+        self.keys = ScoreCache(directory, files, {"protocol": True, **context})
+        self.directory = Path(directory)
+
+    def key(self, sd: dict | None) -> str:
+        return self.keys.key(sd)
+
+    def get(self, key: str) -> list[dict[str, Any]] | None:
+        import json
+
+        from dnd.scoring.cache import unseal
+
+        path = self.directory / f"{key}.json"
+        if not path.exists():
+            return None
+        try:
+            results = unseal(json.loads(path.read_text()), key)["results"]
+            if not isinstance(results, list) or not results or any(
+                    len(r["correct"]) != len(r["ids"]) for r in results):
+                raise ValueError("no results, or items and correct values that disagree")
+            return results
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("protocol cache entry %s not trusted (%s): discarded, the adapter is scored again", path, exc)
+            return None
+
+    def put(self, key: str, results: list[dict[str, Any]], source: Any = None) -> None:
+        from dnd.io import write_json
+        from dnd.scoring.cache import seal
+
+        write_json(self.directory / f"{key}.json", seal({"key": key, "results": results, "source": source}))
+
+
+def open_cache(directory: Path, model_dir: Path, tasks_dir: Path, names: list[str], lora_cfg: dict[str, Any],
+               settings: dict[str, Any]) -> ResultCache:
+    """Keys cover the base model's files, every task's test file and config, the LoRA shape, the
+    scoring settings, versions (dnd.scoring.cache.content_context), dnd.scoring.SCORER_VERSION and
+    this scorer's PROTOCOL_SCORER_VERSION (bump it when the parser or the protocols change)."""
+    from dnd import evaluate
+    from dnd.scoring.cache import content_context
+
+    tasks = {n: (evaluate.task_config(tasks_dir / f"{n}.yaml"), evaluate.task_data_file(tasks_dir / f"{n}.yaml"))
+             for n in names}
+    files, context = content_context(model_dir, tasks, evaluate.lora_shape(lora_cfg), settings,
+                                     protocol_scorer_version=PROTOCOL_SCORER_VERSION)
+    return ResultCache(directory, files, context)
+
+
+def evaluate_protocol(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: Path, zoo_dir: Path,
+                      generated_dir: Path, encoded_dir: Path, cache_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Every method on `target` under every protocol (see the module doc)."""
+    from dnd import evaluate as ev_mod
+    from dnd.scoring.loop import score_or_cache
+
+    pcfg = section("protocol", params.get("protocol"))
+    ev = section("evaluation", params.get("evaluation"))
+    datasets = list(params.get("datasets") or [])
+    if not datasets:
+        raise ValueError("--params must list 'datasets'")
+    sources = list(params.get("sources") or [d for d in datasets if d != target])
+    seeds = [int(s) for s in pcfg["seeds"]]
+    names = [n for _, _, n in task_names(target, seeds)]
+    for n in names:
+        ev_mod.require_file(tasks_dir / f"{n}.yaml", f"lm-eval task {n}")
+    ev_mod.require_file(model_dir / "config.json", "base model")
+    if target not in datasets:
+        raise ValueError(f"target {target!r} / sources {sources} do not fit datasets {datasets}")
+    plan = ev_mod.plan_target(target, datasets, sources, zoo_dir, generated_dir, encoded_dir, kinds=PROTOCOL_KINDS)
+    nearest, sims = ev_mod.nearest_training_lora(plan, target)
+    ref_dir, ref_cfg = ev_mod.reference_lora(plan, sources)
+    ev_mod.quiet_lm_eval()
+
+    settings = {"batch_size": int(ev["batch_size"]), "dtype": ev["dtype"],
+                **{k: pcfg[k] for k in ("template", "max_new_tokens", "sampling", "seeds")}}
+    cache = open_cache(cache_dir, model_dir, tasks_dir, names, ref_cfg, settings) if cache_dir else None
+    jobs = ev_mod.scoring_jobs(plan, sources, model_dir)
+
+    results, _ = score_or_cache(f"protocol {target}", jobs,
+                                lambda: ProtocolScorer(model_dir, ref_dir, tasks_dir, target, seeds,
+                                                       settings["batch_size"], settings["dtype"]), cache)
+    rows: list[dict[str, Any]] = []
+    for method, adapter, _, _ in jobs:
+        rows += [_row(target, method, adapter, r) for r in results[(method, adapter)]]
+        if (method, adapter) == ("soup", "soup"):  # nearest right after the soup, as in dnd.evaluate
+            rows += [_row(target, "nearest", nearest, r, info={"cosine": sims})
+                     for r in results[("source_lora", nearest)]]
+    return rows
+
+
+def _row(target: str, method: str, adapter: str, r: dict[str, Any], **extra) -> dict[str, Any]:
+    n = len(r["correct"])
+    return {"target": target, "method": method, "adapter": adapter, "protocol": r["protocol"], "seed": r["seed"],
+            "n": n, "acc": sum(r["correct"]) / n, "invalid_rate": 1 - sum(r["valid"]) / n, **r, **extra}
+
+
+# ============================================================================ CLI
+def _add_tasks(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", required=True, help='JSON: {"protocol": {...}, "datasets": [...]}')
+    p.add_argument("--data-dir", required=True, type=Path, help="results/data (reads {ds}/test.jsonl)")
+    p.add_argument("--out-dir", required=True, type=Path, help="results/protocol (writes data/ and tasks/)")
+
+
+def _run_tasks(args: argparse.Namespace) -> None:
+    from dnd.config import parse_params
+
+    params = parse_params(args.params)
+    paths = write_tasks(list(params["datasets"]), args.data_dir, args.out_dir,
+                        section("protocol", params.get("protocol")))
+    log.info("wrote %d task files under %s", len(paths), args.out_dir)
+
+
+def _add_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", required=True,
+                   help='JSON: {"protocol": {...}, "evaluation": {...}, "datasets": [...], "sources": [...]}')
+    p.add_argument("--target", required=True)
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--tasks-dir", required=True, type=Path, help="results/protocol/tasks")
+    p.add_argument("--zoo-dir", required=True, type=Path, help="results/protocol/zoo")
+    p.add_argument("--generated-dir", required=True, type=Path, help="results/protocol/generated/{target}")
+    p.add_argument("--encoded-dir", required=True, type=Path, help="results/encoded (nearest)")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--cache-dir", type=Path, default=None)
+
+
+def _run_evaluate(args: argparse.Namespace) -> None:
+    from dnd.config import parse_params
+    from dnd.io import write_jsonl
+
+    rows = evaluate_protocol(args.target, parse_params(args.params), args.model, args.tasks_dir, args.zoo_dir,
+                             args.generated_dir, args.encoded_dir, args.cache_dir)
+    write_jsonl(args.out, rows)
+    log.info("wrote %d rows to %s", len(rows), args.out)
+
+
+COMMANDS = {"protocol-tasks": (_add_tasks, _run_tasks), "evaluate-protocol": (_add_evaluate, _run_evaluate)}

@@ -1,0 +1,1 @@
+"""Report building blocks: number formatting, tables and figures."""

@@ -1,0 +1,53 @@
+"""Numbers in report text: one formatter for every report."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def number(x: Any, digits: int = 1, sign: bool = False) -> str:
+    """`x` with `digits` decimals (and a leading + or - when `sign`); "n/a" for None, NaN, inf or
+    anything that is not a number."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return "n/a"
+    if not math.isfinite(v):
+        return "n/a"
+    return f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
+
+
+def signed(x: Any, digits: int = 1) -> str:
+    """`number(x, digits)` with its sign: a difference."""
+    return number(x, digits, sign=True)
+
+
+def pct(x: Any) -> float:
+    """A fraction in percent (NaN for None)."""
+    return math.nan if x is None else 100 * float(x)
+
+
+def ci_text(c: dict[str, Any]) -> str:
+    """A paired difference `c` (acc, acc_ci_low, acc_ci_high in points) with its 95% CI, in words."""
+    return f"{signed(c['acc'])} points, [{signed(c['acc_ci_low'])}, {signed(c['acc_ci_high'])}]"
+
+
+def dnd_relation(c: dict[str, Any]) -> str:
+    """DnD against one baseline (`c["label"]`), in words, from the paired 95% CI of DnD minus it."""
+    from dnd.stats import relation
+
+    return relation(c["acc_ci_low"], c["acc_ci_high"], "DnD", c["label"])
+
+
+def paper_claim(paper: str, row: dict[str, Any], here: str, train_avg: Any, dnd: Any, c: dict[str, Any]) -> str:
+    """The paper's DnD-minus-training-LoRAs claim next to ours and the verdict of our CI on it:
+    `paper`/`here` describe the two set-ups ("Qwen2.5-0.5B, its protocol"; "" for none), `row` has
+    the paper's train_avg and dnd (points), `train_avg`/`dnd` are our fractions and `c` our paired
+    difference (acc, acc_ci_low, acc_ci_high, points)."""
+    from dnd.stats import verdict
+
+    claim = row["dnd"] - row["train_avg"]
+    return (f"**The paper** ({paper}): training LoRAs {row['train_avg']:.1f} → DnD {row['dnd']:.1f} "
+            f"({claim:+.1f} points). **Here**{f' ({here})' if here else ''}: {number(pct(train_avg))} → "
+            f"{number(pct(dnd))} ({ci_text(c)}). **Verdict: {verdict(c['acc_ci_low'], c['acc_ci_high'], claim)}.**")

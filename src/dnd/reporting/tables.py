@@ -1,0 +1,510 @@
+"""The report's tables, as DataFrames: numbers from the run's files (scores.csv through
+dnd.summary.main_table, metrics.json, efficiency timings, Snakemake benchmarks, the paper's
+numbers), formatted for display. dnd.report renders them into Markdown (and, with
+--tables-dir, CSV). Imports nothing that scores a model.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import math
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dnd.benchmarks.datasets import title
+from dnd.reporting.format import number as fmt
+from dnd.summary import (CONTROL_KINDS, GENERATED_KINDS, MEAN_ADAPTER, MEAN_TARGET, compared_kinds, comparison_pairs,
+                      main_table, training_loras)
+
+log = logging.getLogger(__name__)
+
+# With --tables-dir, the report's tables as displayed (strings, accuracies in %), as CSV.
+TABLES = ["main_table", "comparisons", "paper_comparison", "controls", "diagnostics", "eval_backend", "efficiency",
+          "compute"]
+
+METHOD_LABELS = {
+    "base": "Base",
+    "train_avg": "Training LoRAs (avg)",
+    "best_train": "Best training LoRA",
+    "soup": "Soup",
+    "nearest": "Nearest",
+    "dnd": "DnD",
+    "oracle": "Oracle",
+    "control_other": "Control: other prompts",
+    "control_random": "Control: random text",
+    "control_shuffled": "Control: shuffled words",
+    "dnd_hyperconv": "DnD (hyper-conv design)",
+    "dnd_basis": "DnD (source-basis design)",
+}
+# Zero-shot methods compete for the bold mark. best_train is picked with the target's test
+# labels and oracle is trained on the target's labeled data: both are references only.
+ZERO_SHOT = ["base", "train_avg", "soup", "nearest", "dnd"]
+CONTROL_METHODS = ["dnd", *CONTROL_KINDS]
+MAIN_HEADERS = ["Target", "Base", "Training LoRAs (avg)", "Best training LoRA †", "Soup", "Nearest",
+                "DnD (mean ± sd)", "DnD 95% CI", "Oracle ‡", "Gap closed (%)"]
+DELTA_COLUMN = "DnD − training avg (95% CI)"
+
+VERSION_PACKAGES = ["dnd-repro", "torch", "transformers", "peft", "lm-eval", "snakemake", "dvc",
+                    "pandas", "seaborn", "matplotlib", "numpy", "safetensors"]
+LORA_BENCH_STAGE = "train_lora"  # benchmarks/{stage}/{ds}.tsv of the source LoRA jobs
+
+
+# ------------------------------------------------------------------------------ formatting
+def lookup(d: dict, dotted: str, default: Any = None) -> Any:
+    """d["a"]["b"] for dotted "a.b", or `default` where a level is missing."""
+    cur: Any = d
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return default
+        cur = cur[part]
+    return cur
+
+
+def _float(x: Any) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _fmt_s(x: Any) -> str:
+    """Seconds with a precision that suits their size."""
+    v = _float(x)
+    if not math.isfinite(v):
+        return "n/a"
+    if v >= 100:
+        return f"{v:.0f}"
+    if v >= 1:
+        return f"{v:.2f}"
+    return f"{v:.3f}"
+
+
+def dataset_order(datasets: list[str], *names: Any) -> list[str]:
+    """`datasets` (config order) first, then any other names seen, sorted."""
+    order = list(datasets)
+    extra = sorted({str(n) for group in names for n in group} - set(order))
+    return order + extra
+
+
+# ------------------------------------------------------------------------------ scores
+def load_scores(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        raise FileNotFoundError(f"scores file not found: {path} (run `dnd summarize` first)")
+    scores = pd.read_csv(path)
+    missing = {"target", "method", "adapter", "acc"} - set(scores.columns)
+    if missing:
+        raise ValueError(f"{path} lacks column(s) {sorted(missing)}; expected target,method,adapter,n,acc,...")
+    if scores.empty:
+        raise ValueError(f"{path} has no rows")
+    scores["adapter"] = scores["adapter"].fillna("").astype(str)
+    return scores
+
+
+def pct_factor(scores: pd.DataFrame) -> float:
+    """Accuracies are fractions in scores.csv; tolerate a file already in percent."""
+    return 1.0 if float(scores["acc"].max()) > 1.0 + 1e-9 else 100.0
+
+
+def tidy_scores(scores: pd.DataFrame, folds: dict | None = None) -> pd.DataFrame:
+    """Long table (target, method, adapter, acc%) with the derived methods of the main table:
+    train_avg = every training LoRA's accuracy on the target (the figure averages them),
+    best_train = the best of them, oracle = the target's own LoRA. The per-target aggregate
+    rows of the generated kinds (adapter 'mean') are left out: one row per adapter."""
+    f = pct_factor(scores)
+    train_of = training_loras(scores, folds)
+    out = []
+    for t in scores.target.unique():
+        s = scores[scores.target == t]
+        for m in ("base", "soup", "nearest", *GENERATED_KINDS):
+            for _, r in s[(s.method == m) & (s.adapter != MEAN_ADAPTER)].iterrows():
+                out.append((t, m, r.adapter, f * r.acc))
+        src = s[s.method == "source_lora"]
+        train = src[src.adapter.isin(train_of[t])]
+        for _, r in train.iterrows():
+            out.append((t, "train_avg", r.adapter, f * r.acc))
+        if not train.empty:
+            best = train.loc[train.acc.idxmax()]
+            out.append((t, "best_train", best.adapter, f * best.acc))
+        for _, r in src[src.adapter == t].iterrows():  # the oracle: the target's own LoRA
+            out.append((t, "oracle", r.adapter, f * r.acc))
+    return pd.DataFrame(out, columns=["target", "method", "adapter", "acc"])
+
+
+# ------------------------------------------------------------------------------ tables
+def get_main_table(scores: pd.DataFrame, folds: dict | None = None) -> pd.DataFrame:
+    """dnd.summary.main_table(scores, folds), indexed by target (+ 'mean'), accuracies in %."""
+    mt = main_table(scores, folds).set_index("target")
+    f = pct_factor(scores)
+    for c in mt.columns:
+        if c != "gap_closed":
+            mt[c] = pd.to_numeric(mt[c], errors="coerce") * f
+    return mt
+
+
+def _is_mean_row(idx: Any) -> bool:
+    """The main table's over-target mean row (dnd.summary.MEAN_TARGET)."""
+    return str(idx).lower() == MEAN_TARGET
+
+
+def _row_label(idx: Any) -> str:
+    return "Mean" if _is_mean_row(idx) else title(str(idx))
+
+
+def _metric(metrics: dict, key: str) -> float:
+    v = metrics.get(key)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan")
+
+
+def render_main_table(mt: pd.DataFrame, metrics: dict | None = None, factor: float = 100.0) -> pd.DataFrame:
+    """Display table: accuracies in % with one decimal; best zero-shot method in bold.
+    With metrics.json, the over-target mean row gets its DnD CI from there (the bootstrap of
+    the mean needs the items), and a column gives DnD − training average with its paired CI."""
+    metrics = metrics or {}
+    has_delta = any(k.endswith("/dnd_minus_train_avg") for k in metrics)
+    rows = []
+    for idx, r in mt.iterrows():
+        vals = {m: r.get("dnd_mean" if m == "dnd" else m) for m in ZERO_SHOT}
+        rounded = {k: round(_float(v), 1) for k, v in vals.items() if np.isfinite(_float(v))}
+        best = max(rounded.values()) if rounded else None
+
+        def cell(key: str, text: str) -> str:
+            return f"**{text}**" if best is not None and rounded.get(key) == best else text
+
+        sd = _float(r.get("dnd_sd"))
+        dnd_txt = fmt(r.get("dnd_mean")) + (f" ± {fmt(sd)}" if np.isfinite(sd) else "")
+        lo, hi = _float(r.get("dnd_ci_low")), _float(r.get("dnd_ci_high"))
+        if _is_mean_row(idx) and not (np.isfinite(lo) and np.isfinite(hi)):
+            lo = factor * _metric(metrics, f"{MEAN_TARGET}/dnd_ci_low")
+            hi = factor * _metric(metrics, f"{MEAN_TARGET}/dnd_ci_high")
+        ci = f"[{fmt(lo)}, {fmt(hi)}]"
+        gap = r.get("gap_closed")
+        rows.append({
+            "Target": _row_label(idx),
+            "Base": cell("base", fmt(r.get("base"))),
+            "Training LoRAs (avg)": cell("train_avg", fmt(r.get("train_avg"))),
+            "Best training LoRA †": fmt(r.get("best_train")),
+            "Soup": cell("soup", fmt(r.get("soup"))),
+            "Nearest": cell("nearest", fmt(r.get("nearest"))),
+            "DnD (mean ± sd)": cell("dnd", dnd_txt),
+            "DnD 95% CI": ci,
+            "Oracle ‡": fmt(r.get("oracle")),
+            "Gap closed (%)": fmt(100 * _float(gap)),
+        })
+        if has_delta:
+            d = factor * _metric(metrics, f"{idx}/dnd_minus_train_avg")
+            dl = factor * _metric(metrics, f"{idx}/dnd_minus_train_avg_ci_low")
+            dh = factor * _metric(metrics, f"{idx}/dnd_minus_train_avg_ci_high")
+            rows[-1][DELTA_COLUMN] = (f"{d:+.1f} [{fmt(dl)}, {fmt(dh)}]" if np.isfinite(d) else "n/a")
+    cols = MAIN_HEADERS + ([DELTA_COLUMN] if has_delta else [])
+    return pd.DataFrame(rows, columns=cols)
+
+
+def comparisons_table(metrics: dict, targets: list[str], factor: float = 100.0) -> pd.DataFrame | None:
+    """DnD minus each zero-shot baseline and control (dnd.summary.COMPARED), and each variant
+    design minus the baselines and DnD (VARIANT_COMPARED), pooled over targets, on accuracy
+    (points) and on the gold answer's log-probability (nats), each with its paired bootstrap
+    95% CI, and on how many targets the first is ahead on accuracy (None without metrics.json's
+    comparisons). Pairs whose figures are absent (e.g. a control that was not run) are left out."""
+    if not any("/dnd_minus_" in k and k.endswith("/acc") for k in metrics):
+        return None
+    rows = []
+    for subject, b in comparison_pairs(compared_kinds(metrics)):
+        def cell(metric: str, scale: float, nd: int) -> str:
+            key = f"{MEAN_TARGET}/{subject}_minus_{b}/{metric}"
+            d, lo, hi = (scale * _metric(metrics, key + sfx) for sfx in ("", "_ci_low", "_ci_high"))
+            return f"{d:+.{nd}f} [{lo:+.{nd}f}, {hi:+.{nd}f}]" if np.isfinite(d) else "n/a"
+
+        if not np.isfinite(_metric(metrics, f"{MEAN_TARGET}/{subject}_minus_{b}/acc")):
+            continue
+        per = [_metric(metrics, f"{t}/{subject}_minus_{b}/acc") for t in targets]
+        per = [x for x in per if np.isfinite(x)]
+        rows.append({"Method": METHOD_LABELS[subject], "minus": METHOD_LABELS[b],
+                     "Accuracy (points, 95% CI)": cell("acc", factor, 1),
+                     "Gold log-prob (nats, 95% CI)": cell("gold_logprob", 1.0, 3),
+                     "Targets ahead (acc)": f"{sum(x > 0 for x in per)}/{len(per)}"})
+    return pd.DataFrame(rows)
+
+
+DIAGNOSTIC_COLUMNS = {"fit_ratio": "Fit ratio (tokens)", "fit_ratio_dw": "Fit ratio (ΔW)",
+                      "retrieval_acc": "Retrieval", "sensitivity_ratio": "Sensitivity",
+                      "redraw_ratio": "Redraw spread", "heldout_norm_ratio": "Held-out stray"}
+
+
+def diagnostics_table(diag: pd.DataFrame, targets: list[str]) -> pd.DataFrame:
+    """One row per fold and generator (+ a mean row per generator): the weight-space diagnostics
+    of results/diagnostics.csv (dnd.diagnostics) and the zoo's reachability of that fold."""
+    folds = [t for t in targets if t in set(diag["fold"])]
+    val = {(r.fold, r.variant, r.metric): float(r.value) for r in diag.itertuples()}
+    variants = [v for v in dict.fromkeys(diag["variant"]) if v != "zoo" and
+                any((t, v, "fit_ratio") in val for t in folds)]
+    rows = []
+    for v in variants:
+        for t in [*folds, None]:
+            def get(metric: str, variant: str = v) -> float:
+                got = [val[(f, variant, metric)] for f in ([t] if t else folds) if (f, variant, metric) in val]
+                return float(np.mean(got)) if got else float("nan")
+
+            row = {"Fold": title(t) if t else "Mean", "Generator": METHOD_LABELS.get(v, v)}
+            row.update({label: f"{get(m):.3f}" for m, label in DIAGNOSTIC_COLUMNS.items()})
+            row["Reachability (zoo)"] = f"{get('reachability', 'zoo'):.3f}"
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _agreement_kinds(labels) -> dict[str, str]:
+    """Which comparison label of eval_agreement.csv is which: main (the evaluation dtype),
+    exact (float32), hf_ref / ours_ref (each backend's evaluation-dtype answers against hf's
+    float32 ones; absent when the dtype is float32)."""
+    labels = list(dict.fromkeys(labels))
+    same = [c for c in labels if c.startswith("dnd-prefix vs hf, ")]
+    out = {"exact": next((c for c in same if c.endswith("float32")), "")}
+    out["main"] = next((c for c in same if not c.endswith("float32")), out["exact"])
+    out["hf_ref"] = next((c for c in labels if c.startswith("hf ") and c.endswith(" vs hf float32")), "")
+    out["ours_ref"] = next((c for c in labels if c.startswith("dnd-prefix ") and c.endswith(" vs hf float32")), "")
+    return out
+
+
+def eval_backend_table(speed: pd.DataFrame, agreement: pd.DataFrame) -> pd.DataFrame:
+    """Per target and pooled: items/s of each backend and the speed-up; how often the two
+    backends chose the same answer (acc) in the evaluation dtype and in float32, the largest
+    float32 log-likelihood difference, and how often each backend's evaluation-dtype answer is
+    the float32 reference's (hf in float32)."""
+    kinds = _agreement_kinds(agreement["comparison"])
+    rows = []
+    for t in [*dict.fromkeys(speed["target"]), None]:
+        sp = speed if t is None else speed[speed["target"] == t]
+        ag = agreement if t is None else agreement[agreement["target"] == t]
+        rate = {b: sp.loc[sp.backend == b, "items"].sum() / sp.loc[sp.backend == b, "seconds"].sum()
+                for b in ("hf", "dnd-prefix")}
+
+        def same(kind: str) -> str:
+            g = ag[ag["comparison"] == kinds[kind]]
+            n = int(g["items"].sum())
+            return f"{100 * float((g['same_choice'] * g['items']).sum()) / n:.1f} ({n})" if n else "n/a"
+
+        exact = ag[ag["comparison"] == kinds["exact"]]
+        rows.append({"Target": "Pooled" if t is None else title(str(t)),
+                     "hf (items/s)": f"{rate['hf']:.2f}", "dnd-prefix (items/s)": f"{rate['dnd-prefix']:.2f}",
+                     "Speed-up": f"{rate['dnd-prefix'] / rate['hf']:.2f}×",
+                     "Same answer (%, n)": same("main"),
+                     "Same answer, float32 (%, n)": same("exact"),
+                     "Largest Δ log-lik, float32 (nats)": (f"{float(exact['max_abs_ll_diff'].max()):.1e}"
+                                                           if len(exact) else "n/a"),
+                     "hf = float32 ref (%, n)": same("hf_ref"),
+                     "dnd-prefix = float32 ref (%, n)": same("ours_ref")})
+    return pd.DataFrame(rows)
+
+
+def controls_table(tidy: pd.DataFrame, targets: list[str]) -> pd.DataFrame | None:
+    sub = tidy[tidy.method.isin(CONTROL_METHODS)]
+    if sub.empty or not (sub.method != "dnd").any():
+        return None
+    stats = sub.groupby(["target", "method"]).acc.agg(["mean", "std", "count"])
+    rows, means = [], {m: [] for m in CONTROL_METHODS}
+    for t in targets:
+        row = {"Target": title(t)}
+        for m in CONTROL_METHODS:
+            if (t, m) in stats.index:
+                st = stats.loc[(t, m)]
+                sd = f" ± {fmt(st['std'])}" if st["count"] > 1 else ""
+                row[METHOD_LABELS[m]] = f"{fmt(st['mean'])}{sd} (n={int(st['count'])})"
+                means[m].append(st["mean"])
+            else:
+                row[METHOD_LABELS[m]] = "n/a"
+        for m in CONTROL_KINDS:
+            d = (stats.loc[(t, "dnd"), "mean"] - stats.loc[(t, m), "mean"]
+                 if (t, "dnd") in stats.index and (t, m) in stats.index else float("nan"))
+            row[f"DnD − {METHOD_LABELS[m].split(': ')[1]}"] = fmt(d)
+        rows.append(row)
+    mean_row = {"Target": "Mean"}
+    for m in CONTROL_METHODS:
+        mean_row[METHOD_LABELS[m]] = fmt(np.mean(means[m])) if means[m] else "n/a"
+    for m in CONTROL_KINDS:
+        ok = [t for t in targets if (t, "dnd") in stats.index and (t, m) in stats.index]
+        d = np.mean([stats.loc[(t, "dnd"), "mean"] - stats.loc[(t, m), "mean"] for t in ok]) if ok else float("nan")
+        mean_row[f"DnD − {METHOD_LABELS[m].split(': ')[1]}"] = fmt(d)
+    rows.append(mean_row)
+    return pd.DataFrame(rows)
+
+
+def paper_table(mt: pd.DataFrame, paper: dict) -> pd.DataFrame | None:
+    cs = lookup(paper, "common_sense", {}) or {}
+    per = cs.get("per_dataset") or {}
+    if not per and cs.get("average_gain") is None:
+        return None
+    rows = []
+    for ds, v in per.items():
+        p_base, p_dnd = v.get("train_avg"), v.get("dnd")
+        ours = mt.loc[ds] if ds in mt.index else None
+        o_base = ours["train_avg"] if ours is not None else None
+        o_dnd = ours["dnd_mean"] if ours is not None else None
+        rows.append({
+            "Dataset": title(ds),
+            "Paper: training LoRAs": fmt(p_base), "Paper: DnD": fmt(p_dnd),
+            "Paper: Δ": f"{p_dnd - p_base:+.1f}" if p_base is not None and p_dnd is not None else "n/a",
+            "Ours: training LoRAs": fmt(o_base) if ours is not None else "not in this run",
+            "Ours: DnD": fmt(o_dnd) if ours is not None else "not in this run",
+            "Ours: Δ": f"{o_dnd - o_base:+.1f}" if ours is not None and np.isfinite(o_dnd - o_base) else (
+                "n/a" if ours is not None else "not in this run"),
+        })
+    if cs.get("average_gain") is not None:
+        mean = next((i for i in mt.index if _is_mean_row(i)), None)
+        gain = mt.loc[mean, "dnd_mean"] - mt.loc[mean, "train_avg"] if mean is not None else None
+        rows.append({
+            "Dataset": "Average gain (held-out datasets)",
+            "Paper: training LoRAs": "", "Paper: DnD": "", "Paper: Δ": f"{float(cs['average_gain']):+.1f}",
+            "Ours: training LoRAs": "", "Ours: DnD": "",
+            "Ours: Δ": (f"{gain:+.1f}" if gain is not None and np.isfinite(gain) else "n/a"),
+        })
+    return pd.DataFrame(rows)
+
+
+def read_lora_loop_seconds(timings_dir: Path, ds: str) -> float | None:
+    """Train-loop seconds of a source LoRA (both phases, resumed time included), from the
+    timings file `dnd train-lora --timings` wrote (kept apart from the hashed zoo)."""
+    p = timings_dir / "train_lora" / f"{ds}.json"
+    if not p.exists():
+        return None
+    loop = json.loads(p.read_text()).get("loop_s")
+    return float(loop) if isinstance(loop, (int, float)) else None
+
+
+def read_bench(path: Path) -> pd.DataFrame:
+    df = pd.read_csv(path, sep="\t", na_values=["-", "NA", "nan", ""])
+    for c in df.columns:
+        if c != "h:m:s":
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+    return df
+
+
+def lora_bench_seconds(benchmarks_dir: Path, ds: str) -> float | None:
+    """Mean wall seconds of the Snakemake benchmark of a source LoRA's job, if there is one."""
+    p = benchmarks_dir / LORA_BENCH_STAGE / f"{ds}.tsv"
+    if not p.exists():
+        return None
+    s = read_bench(p)["s"].dropna()
+    return float(s.mean()) if not s.empty else None
+
+
+def efficiency_table(eff: pd.DataFrame, targets: list[str], timings_dir: Path,
+                     benchmarks_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per target: median timings over DnD adapters, tuning time of the oracle, ratio.
+    Returns (display table, numeric table)."""
+    if "kind" in eff.columns:
+        e = eff[eff["kind"].astype(str) == "dnd"]
+    elif "adapter" in eff.columns and eff["adapter"].astype(str).str.startswith("dnd").any():
+        e = eff[eff["adapter"].astype(str).str.startswith("dnd")]
+    else:
+        e = eff
+    eff_targets = [t for t in targets if t in set(e.target)] + sorted(set(e.target) - set(targets))
+    num = []
+    for t in eff_targets:
+        g = e[e.target == t]
+        row: dict[str, Any] = {"target": t, "n_adapters": len(g)}
+        for c in ("encode_s", "decode_s", "write_s", "total_s", "load_s"):
+            row[c] = float(g[c].median()) if c in g.columns else float("nan")
+        row["generator_params"] = (float(g["generator_params"].max()) if "generator_params" in g.columns
+                                   else float("nan"))
+        row["peak_rss_mb"] = float(g["peak_rss_mb"].max()) if "peak_rss_mb" in g.columns else float("nan")
+        loop = read_lora_loop_seconds(timings_dir, t)
+        job = lora_bench_seconds(benchmarks_dir, t)
+        row["tuning_loop_s"] = loop if loop is not None else float("nan")
+        row["tuning_job_s"] = job if job is not None else float("nan")
+        tuning = loop if loop is not None else job
+        row["tuning_s"] = tuning if tuning is not None else float("nan")
+        row["ratio"] = (tuning / row["total_s"]) if tuning is not None and row["total_s"] > 0 else float("nan")
+        num.append(row)
+    num_df = pd.DataFrame(num)
+    disp = pd.DataFrame({
+        "Target": [title(t) for t in num_df.target],
+        "Adapters": num_df.n_adapters.astype(int),
+        "Encode (s)": num_df.encode_s.map(_fmt_s),
+        "Decode (s)": num_df.decode_s.map(_fmt_s),
+        "Write (s)": num_df.write_s.map(_fmt_s),
+        "Total (s)": num_df.total_s.map(_fmt_s),
+        "Generator params (M)": num_df.generator_params.map(lambda v: fmt(v / 1e6, 2)),
+        "Peak RSS (MB)": num_df.peak_rss_mb.map(lambda v: fmt(v, 0)),
+        "LoRA tuning, train loop (s)": num_df.tuning_loop_s.map(_fmt_s),
+        "LoRA tuning, whole job (s)": num_df.tuning_job_s.map(_fmt_s),
+        "Tuning / generation": num_df.ratio.map(lambda v: f"{v:,.0f}×" if np.isfinite(v) else "n/a"),
+    })
+    return disp, num_df
+
+
+def benchmark_minutes(directory: Path | None, keep=None) -> tuple[float, float, int] | None:
+    """(total wall minutes, total CPU minutes, jobs) of the Snakemake benchmark files under
+    `directory` (the last run of each job); `keep(path relative to directory) -> bool` picks the
+    files to count (default: all)."""
+    if directory is None or not Path(directory).is_dir():
+        return None
+    files = [f for f in sorted(Path(directory).rglob("*.tsv")) if keep is None or keep(f.relative_to(directory))]
+    rows = [pd.read_csv(f, sep="\t").iloc[-1] for f in files]
+    if not rows:
+        return None
+    return (sum(float(r["s"]) for r in rows) / 60, sum(float(r.get("cpu_time", float("nan"))) for r in rows) / 60,
+            len(rows))
+
+
+def compute_table(benchmarks_dir: Path, exclude: tuple[str, ...] = ()) -> pd.DataFrame | None:
+    """Wall time, CPU time and peak memory per stage (= benchmarks/ subfolder or file stem);
+    the subfolders named in `exclude` (other experiments' jobs) are left out."""
+    files = sorted(benchmarks_dir.rglob("*.tsv")) if benchmarks_dir.exists() else []
+    rows = []
+    for f in files:
+        rel = f.relative_to(benchmarks_dir)
+        if rel.parts[0] in exclude:
+            continue
+        stage = rel.parts[0] if len(rel.parts) > 1 else rel.stem
+        try:
+            df = read_bench(f)
+        except Exception as exc:  # a malformed benchmark must not sink the report
+            log.warning("skipping benchmark %s: %s", f, exc)
+            continue
+        if "s" not in df.columns or df.empty:
+            continue
+        rows.append({"stage": stage, "s": float(df["s"].mean()),
+                     "max_rss": float(df["max_rss"].max()) if "max_rss" in df.columns else float("nan"),
+                     "cpu_time": float(df["cpu_time"].mean()) if "cpu_time" in df.columns else float("nan")})
+    if not rows:
+        return None
+    b = pd.DataFrame(rows)
+    agg = b.groupby("stage", sort=True).agg(jobs=("s", "size"), total_s=("s", "sum"), max_s=("s", "max"),
+                                             max_rss=("max_rss", "max"), cpu_s=("cpu_time", "sum"))
+    agg = agg.sort_values("total_s", ascending=False)
+    out = pd.DataFrame({
+        "Stage (rule)": agg.index,
+        "Jobs": agg.jobs.astype(int).values,
+        "Wall, total (s)": agg.total_s.map(_fmt_s).values,
+        "Wall, total (h:m:s)": agg.total_s.map(_hms).values,
+        "Wall, slowest job (s)": agg.max_s.map(_fmt_s).values,
+        "Peak RSS (MB)": agg.max_rss.map(lambda v: fmt(v, 0)).values,
+        "CPU time (s)": agg.cpu_s.map(_fmt_s).values,
+    })
+    total = {"Stage (rule)": "**all stages**", "Jobs": int(agg.jobs.sum()),
+             "Wall, total (s)": _fmt_s(agg.total_s.sum()), "Wall, total (h:m:s)": _hms(agg.total_s.sum()),
+             "Wall, slowest job (s)": _fmt_s(agg.max_s.max()), "Peak RSS (MB)": fmt(agg.max_rss.max(), 0),
+             "CPU time (s)": _fmt_s(agg.cpu_s.sum())}
+    return pd.concat([out, pd.DataFrame([total])], ignore_index=True)
+
+
+def _hms(s: float) -> str:
+    if not np.isfinite(s):
+        return "n/a"
+    s = int(round(s))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def versions() -> pd.DataFrame:
+    rows = [("python", platform.python_version())]
+    for name in VERSION_PACKAGES:
+        try:
+            rows.append((name, importlib.metadata.version(name)))
+        except importlib.metadata.PackageNotFoundError:
+            rows.append((name, "not installed"))
+    return pd.DataFrame(rows, columns=["Package", "Version"])
