@@ -4,7 +4,6 @@ the verdicts; rule params that stay those of the default run."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -45,7 +44,8 @@ def test_hashing_encoder_is_a_signed_bag_of_words():
 
 def test_pair_sampler_pool_and_fixed_pairing():
     tokens = [torch.arange(3 * 2, dtype=torch.float32).view(3, 1, 2, 1), torch.zeros(2, 1, 2, 1)]
-    pools = [torch.arange(50, dtype=torch.float32).view(50, 1, 1), 100 + torch.arange(40, dtype=torch.float32).view(40, 1, 1)]
+    pools = [torch.arange(50, dtype=torch.float32).view(50, 1, 1),
+             100 + torch.arange(40, dtype=torch.float32).view(40, 1, 1)]
     small = PairSampler(tokens, pools, n_prompts=4, batch_size=5, seed=1, pool_size=6)
     for step in range(6):
         cond, _ = small.batch(step)

@@ -10,8 +10,14 @@ import torch
 import yaml
 
 from conftest import REPO
-from dnd.check_profile import (LiveBytes, build_meta_generator, check_profile, parameter_rows,
-                               reduced_generator_settings, slurm_resources)
+from dnd.check_profile import (
+    LiveBytes,
+    build_meta_generator,
+    check_profile,
+    parameter_rows,
+    reduced_generator_settings,
+    slurm_resources,
+)
 from dnd.cli import main
 from dnd.config import ConfigError, section
 from dnd.decoder import count_parameters

@@ -9,8 +9,7 @@ import json
 import pytest
 
 from conftest import SHARED_DATA, SMOKE_DATA
-from dnd import code_exec
-from dnd import mathcode_data as md
+from dnd import code_exec, mathcode_data as md
 from dnd.config import section
 
 SMOKE_CODE = {"shards": 2, "n_train": 4, "n_cond": 2, "n_test": 0}

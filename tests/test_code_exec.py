@@ -25,8 +25,20 @@ from pathlib import Path
 import pytest
 
 from dnd import code_exec
-from dnd.code_exec import (SANDBOXES, ExecResult, SandboxError, build_program, check_completion, check_many,
-                           load_humaneval, pass_at_k, require_sandbox, run_many, run_program, truncate_completion)
+from dnd.code_exec import (
+    SANDBOXES,
+    ExecResult,
+    SandboxError,
+    build_program,
+    check_completion,
+    check_many,
+    load_humaneval,
+    pass_at_k,
+    require_sandbox,
+    run_many,
+    run_program,
+    truncate_completion,
+)
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 BWRAP_PROBLEM = code_exec.bubblewrap_problem()

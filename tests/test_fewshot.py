@@ -15,6 +15,7 @@ from pathlib import Path
 
 from dnd import fewshot as fs  # first: sets HF_*_OFFLINE before transformers/lm_eval load
 
+# isort: split
 import numpy as np
 import pytest
 import torch

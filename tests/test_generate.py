@@ -239,7 +239,8 @@ def test_too_few_prompts_refused(generator: Path, tmp_path: Path, caplog, name, 
     src = tmp_path / name
     src.write_text(text)
     with caplog.at_level(logging.ERROR):
-        assert main(["generate", "--generator", str(generator), "--prompts", str(src), "--out", str(tmp_path / "out")]) == 1
+        assert main(["generate", "--generator", str(generator), "--prompts", str(src),
+                     "--out", str(tmp_path / "out")]) == 1
     assert f"--prompts {src}: 1 prompt, but this generator takes N=2" in caplog.text
     assert not (tmp_path / "out").exists()
     with caplog.at_level(logging.ERROR):

@@ -120,7 +120,8 @@ def run_dir(tmp_path_factory) -> Path:
         g = res / "generators" / d
         g.mkdir(parents=True)
         st = np.arange(1, 41)
-        pd.DataFrame({"step": st, "loss": 1.0 / st + rng.uniform(0, 0.01, 40), "lr": 1e-3}).to_csv(g / "train_log_hyperconv.csv", index=False)
+        pd.DataFrame({"step": st, "loss": 1.0 / st + rng.uniform(0, 0.01, 40), "lr": 1e-3}).to_csv(
+            g / "train_log_hyperconv.csv", index=False)
         for i in range(N_DND):
             a = res / "generated" / d / f"dnd_{i}"
             a.mkdir(parents=True)

@@ -52,6 +52,23 @@ def test_lint_is_clean():
     assert "Congratulations, your workflow is in a good condition!" in res.stdout + res.stderr
 
 
+# src/ joins the clean set once `ruff check --fix src` and the hand-wrapping of its long lines land
+# (issue 27: the package is being restructured meanwhile); -ra reports it as XFAIL until then.
+RUFF_SRC_PENDING = pytest.mark.xfail(reason="ruff: src/ is not clean yet (`ruff check --fix src`, then wrap "
+                                            "the lines over 120 characters)")
+
+
+@pytest.mark.parametrize("path", ["tests", "scripts", pytest.param("src", marks=RUFF_SRC_PENDING)])
+def test_ruff_is_clean(path):
+    """The linter ([tool.ruff] in pyproject.toml, pinned in requirements.txt) finds nothing."""
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed (requirements.txt pins it)")
+    res = subprocess.run([ruff, "check", "--no-cache", "--output-format", "concise", path], cwd=REPO,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+
+
 @pytest.mark.parametrize("profile", ["config.yaml", "smoke.yaml", "paper.yaml"])
 def test_dry_run_plans_whole_dag(profile, tmp_path):
     res = snakemake("-n", "--cores", "1", "--configfile", str(REPO / "config" / profile), "-d", str(tmp_path))
@@ -75,7 +92,8 @@ def test_malformed_config_is_one_clear_message(tmp_path):
     ({"data": {"n_test": 25}},
      "config: dataset 'capitals' has 30 items; its splits need 34 (data.n_test 25 + data.n_cond 8 + 1 train item)"),
     ({"encoder": {"path": "no/such/model"}},
-     f"config: encoder.path 'no/such/model': model directory not found: {REPO / 'no/such/model'} (encoder.kind minilm)"),
+     f"config: encoder.path 'no/such/model': model directory not found: {REPO / 'no/such/model'} "
+     "(encoder.kind minilm)"),
 ])
 def test_schema_error_is_one_line_naming_the_key(tmp_path, edit, line):
     """Snakemake's own validation error printed the whole schema (2,826 lines): one line naming the
@@ -101,9 +119,11 @@ def test_dvc_stages_match_snakemake_targets():
     for name, stage in stages.items():
         assert stage["cmd"] == f"snakemake --cores all {name}", name
         assert name in targets, f"dvc stage {name} has no Snakemake target rule"
-        outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", [])]
+        outs = [next(iter(o)) if isinstance(o, dict) else o
+                for o in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", [])]
         for out in outs:
-            assert any(p == out or p.startswith(out.rstrip("/") + "/") for p in planned), f"{name}: {out} not produced by the DAG"
+            assert any(p == out or p.startswith(out.rstrip("/") + "/") for p in planned), \
+                f"{name}: {out} not produced by the DAG"
     for agg in ("zoo", "generators", "generate", "evaluate", "summary", "report", "protocol", "crossdomain",
                 "ablations", *(f"ablations_{f}" for f in ABLATION_FAMILIES), "fewshot", "math", "code"):
         assert agg in stages
@@ -114,11 +134,13 @@ def test_dvc_stages_match_snakemake_targets():
             for key in (k for keys in entry.values() for k in keys) if isinstance(entry, dict) else [entry]:
                 node = config
                 for part in key.split("."):  # DVC reads a dotted key as a nested one
-                    assert isinstance(node, dict) and part in node, f"dvc stage {name}: param {key} is missing from config/config.yaml"
+                    assert isinstance(node, dict) and part in node, \
+                        f"dvc stage {name}: param {key} is missing from config/config.yaml"
                     node = node[part]
 
 
-ALL_TARGETS = ("all", "protocol", "crossdomain", "ablations", "fewshot", "math", "code")  # the extra experiments are outside `all`
+# the extra experiments are outside `all`
+ALL_TARGETS = ("all", "protocol", "crossdomain", "ablations", "fewshot", "math", "code")
 # committed results written by scripts outside the DAG (scripts/, `dnd check-profile`)
 OFF_DAG_RESULTS = {"results/check_profile_paper.json", "results/mathcode_calibration.json", "results/zoo_probe.json",
                    "results/.profile"}
@@ -126,7 +148,8 @@ OFF_DAG_RESULTS = {"results/check_profile_paper.json", "results/mathcode_calibra
 
 def _summary(res) -> list[str]:
     """The output files of a `snakemake -n --summary` listing."""
-    return [line.split("\t")[0] for line in res.stdout.splitlines() if "\t" in line and not line.startswith("output_file\t")]
+    return [line.split("\t")[0] for line in res.stdout.splitlines()
+            if "\t" in line and not line.startswith("output_file\t")]
 
 
 def _planned_files(dry_run: str) -> set[str]:
@@ -146,7 +169,8 @@ def test_default_profile_keeps_the_top_level():
         res = snakemake("-n", "--summary", *ALL_TARGETS, *args)
         assert f"outputs in {REPO}\n" in res.stdout + res.stderr
         planned = _summary(res)
-        tracked = subprocess.run(["git", "ls-files", "results"], cwd=REPO, capture_output=True, text=True).stdout.split()
+        tracked = subprocess.run(["git", "ls-files", "results"], cwd=REPO, capture_output=True,
+                                 text=True).stdout.split()
         if not tracked:
             pytest.skip("the project is not a git checkout")
         assert set(tracked) - OFF_DAG_RESULTS <= set(planned)
@@ -562,7 +586,8 @@ def test_configfile_profile_is_not_layered_over_the_default(tmp_path):
     config/config.yaml's deviations (output_offset mean, bf16 encoder), like load_config."""
     from dnd.config import load_config
 
-    res = snakemake("-n", "-p", "--cores", "1", "--configfile", str(REPO / "config" / "smoke.yaml"), "-d", str(tmp_path))
+    res = snakemake("-n", "-p", "--cores", "1", "--configfile", str(REPO / "config" / "smoke.yaml"),
+                    "-d", str(tmp_path))
     out = res.stdout + res.stderr
     smoke = load_config(REPO / "config" / "smoke.yaml")
     assert smoke["generator"]["output_offset"] == "none" and smoke["encoder"]["dtype"] == "float32"
