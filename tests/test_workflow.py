@@ -293,9 +293,21 @@ class SmokeDirs:
     root: Path  # the fixture's directory: the logs, the grown config
     a: Path  # where Snakemake is started (as in a checkout); the run lies in a/runs/smoke
     b: Path  # the git copy of the project that `dvc repro` runs in
-    repro: subprocess.Popen
     repro_log: Path
-    started: float
+    repro: subprocess.Popen | None = None
+    started: float = 0.0
+
+    def start_repro(self) -> None:
+        with open(self.repro_log, "w") as fh:
+            self.repro = subprocess.Popen([str(Path(sys.executable).parent / "dvc"), "repro"], cwd=self.b,
+                                          env=_env(), stdout=fh, stderr=subprocess.STDOUT, text=True,
+                                          start_new_session=True)  # its own process group: stopped as one
+        self.started = time.monotonic()
+
+    def stop_repro(self) -> None:
+        if self.repro is not None and self.repro.poll() is None:
+            os.killpg(self.repro.pid, signal.SIGKILL)
+            self.repro.wait()
 
 
 def _tail(log: Path, n: int = 6000) -> str:
@@ -319,24 +331,19 @@ def _run_logged(step: str, cmd: list[str], cwd: Path, log: Path, timeout: float)
 
 
 @pytest.fixture(scope="module")
-def smoke_dirs(tmp_path_factory):
-    """The two run directories, with `dvc repro` started in the background in b: the two DAGs are
-    independent until their outputs are compared, and their many short jobs leave the cores idle
-    in between, so running them side by side saves wall time."""
+def smoke_dirs(request, tmp_path_factory):
+    """The two run directories. When a selected test needs the DVC copy, `dvc repro` starts here, in
+    the background: the two DAGs are independent until their outputs are compared, and their many
+    short jobs leave the cores idle in between, so running them side by side saves wall time."""
     root = tmp_path_factory.mktemp("smoke")
-    a, b = root / "a", root / "b"
-    a.mkdir()
-    b.mkdir()
-    _smoke_repo(b)
-    log = root / "dvc_repro.log"
-    with open(log, "w") as fh:
-        repro = subprocess.Popen([str(Path(sys.executable).parent / "dvc"), "repro"], cwd=b, env=_env(),
-                                 stdout=fh, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    dirs = SmokeDirs(root, a, b, repro, log, time.monotonic())
+    dirs = SmokeDirs(root, root / "a", root / "b", root / "dvc_repro.log")
+    dirs.a.mkdir()
+    dirs.b.mkdir()
+    _smoke_repo(dirs.b)
+    if any("smoke_dvc" in item.fixturenames for item in request.session.items):
+        dirs.start_repro()
     yield dirs
-    if repro.poll() is None:  # a test stopped early: stop dvc and the Snakemake it started
-        os.killpg(repro.pid, signal.SIGKILL)
-        repro.wait()
+    dirs.stop_repro()  # a test stopped early: stop dvc and the Snakemake jobs it started
 
 
 @pytest.fixture(scope="module")
@@ -352,17 +359,16 @@ def smoke_run(smoke_dirs) -> Path:
 @pytest.fixture(scope="module")
 def smoke_dvc(smoke_dirs) -> Path:
     """The DVC copy once `dvc repro` is done: b."""
-    repro, timeout = smoke_dirs.repro, 1800
+    step, timeout, log = "dvc repro (git copy, smoke config)", 1800, smoke_dirs.repro_log
+    if smoke_dirs.repro is None:
+        smoke_dirs.start_repro()
     try:
-        repro.wait(timeout=max(1.0, timeout - (time.monotonic() - smoke_dirs.started)))
+        smoke_dirs.repro.wait(timeout=max(1.0, timeout - (time.monotonic() - smoke_dirs.started)))
     except subprocess.TimeoutExpired:
-        os.killpg(repro.pid, signal.SIGKILL)
-        repro.wait()
-        _step_failed("dvc repro (git copy, smoke config)",
-                     f"timed out after {timeout} s; {smoke_dirs.repro_log} ends:\n{_tail(smoke_dirs.repro_log)}")
-    if repro.returncode != 0:
-        _step_failed("dvc repro (git copy, smoke config)",
-                     f"exit status {repro.returncode}; {smoke_dirs.repro_log} ends:\n{_tail(smoke_dirs.repro_log)}")
+        smoke_dirs.stop_repro()
+        _step_failed(step, f"timed out after {timeout} s; {log} ends:\n{_tail(log)}")
+    if smoke_dirs.repro.returncode != 0:
+        _step_failed(step, f"exit status {smoke_dirs.repro.returncode}; {log} ends:\n{_tail(log)}")
     return smoke_dirs.b
 
 
