@@ -40,8 +40,8 @@ def main() -> None:
     from lm_eval.api.instance import Instance
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from dnd.scoring import lm_generate
     from dnd.experiments.mathcode import data as mathcode_data
+    from dnd.scoring import lm_generate
     from dnd.zoo import answer_loss, collate, encode_examples
 
     torch.set_num_threads(args.threads)

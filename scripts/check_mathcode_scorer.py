@@ -30,8 +30,8 @@ def main() -> None:
     import torch
 
     from conftest import save_random_lora  # tests/conftest.py: a LoRA with B = 0 (the base model's shapes)
-    from dnd.experiments.mathcode import data as md
     from dnd.config import section
+    from dnd.experiments.mathcode import data as md
     from dnd.experiments.mathcode.score import GenerationScorer
 
     torch.set_num_threads(args.threads)

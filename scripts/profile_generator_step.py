@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from dnd.method.generator_model import HyperConvDecoder, count_parameters  # noqa: E402
 from dnd.generators import weighted_mse  # noqa: E402
+from dnd.method.generator_model import HyperConvDecoder, count_parameters  # noqa: E402
 
 STAGES = [[32, 8, 16], [64, 10, 64], [16, 10, 128]]
 INPUT, OUTPUT = (128, 32, 384), (1590, 10, 194)

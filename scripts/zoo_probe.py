@@ -73,7 +73,8 @@ def main() -> None:
     between = sum(distance(g0, i, j) for i in range(n) for j in range(i + 1, n)) / (n * (n - 1) / 2)
     out = {"dataset": args.dataset, "mean_distance_between_datasets": between,
            "run": {"reachability": reachability(g0, sources, t),
-                   "checkpoint_spread": checkpoint_spread(run / "results/zoo" / args.dataset / "checkpoints") / between},
+                   "checkpoint_spread":
+                       checkpoint_spread(run / "results/zoo" / args.dataset / "checkpoints") / between},
            "cosine_between_datasets_mean": float(sum(g0[i, j] / math.sqrt(g0[i, i] * g0[j, j])
                                                       for i in range(n) for j in range(i + 1, n)) / (n * (n - 1) / 2))}
     for name in args.variants:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,17 @@ SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
 # Shape of the random Llama the unit tests build (the smoke profile's shape, vocab 512).
 TINY_LLAMA = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, vocab_size=512)
+
+
+def pytest_configure(config):
+    """The `-m 'not slow'` in pyproject.toml's addopts keeps a bare `pytest` fast; a test named by
+    its node id (`pytest tests/test_workflow.py::test_smoke_rerun_plans_nothing`) runs even if it
+    is slow, unless -m is given too."""
+    args = [str(a) for a in config.invocation_params.args] + shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))
+    named = any("::" in a for a in args)
+    marked = any(a.startswith("-m") for a in args)
+    if named and not marked and config.option.markexpr == "not slow":
+        config.option.markexpr = ""
 
 
 @pytest.fixture(scope="session")

@@ -4,15 +4,14 @@ the verdicts; rule params that stay those of the default run."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
-from dnd.experiments.ablations import report as ab
 from dnd.config import ConfigError, rule_section, section, validate_config
-from dnd.method.encoder import HASH_DIM, HashingEncoder, encoding_signature, make_encoder
-from dnd.generators import PairSampler
+from dnd.experiments.ablations import report as ab
 from dnd.formats.prompts import condition_text
+from dnd.generators import PairSampler
+from dnd.method.encoder import HASH_DIM, HashingEncoder, encoding_signature, make_encoder
 
 ITEM = {"id": "x-1", "question": "Which is a fruit?", "choices": ["apple", "stone"], "answer": 0}
 
@@ -45,7 +44,8 @@ def test_hashing_encoder_is_a_signed_bag_of_words():
 
 def test_pair_sampler_pool_and_fixed_pairing():
     tokens = [torch.arange(3 * 2, dtype=torch.float32).view(3, 1, 2, 1), torch.zeros(2, 1, 2, 1)]
-    pools = [torch.arange(50, dtype=torch.float32).view(50, 1, 1), 100 + torch.arange(40, dtype=torch.float32).view(40, 1, 1)]
+    pools = [torch.arange(50, dtype=torch.float32).view(50, 1, 1),
+             100 + torch.arange(40, dtype=torch.float32).view(40, 1, 1)]
     small = PairSampler(tokens, pools, n_prompts=4, batch_size=5, seed=1, pool_size=6)
     for step in range(6):
         cond, _ = small.batch(step)

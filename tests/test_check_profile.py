@@ -10,12 +10,18 @@ import torch
 import yaml
 
 from conftest import REPO
-from dnd.check_profile import (LiveBytes, build_meta_generator, check_profile, parameter_rows,
-                               reduced_generator_settings, slurm_resources)
+from dnd.check_profile import (
+    LiveBytes,
+    build_meta_generator,
+    check_profile,
+    parameter_rows,
+    reduced_generator_settings,
+    slurm_resources,
+)
 from dnd.cli import main
 from dnd.config import ConfigError, section
-from dnd.method.generator_model import count_parameters
 from dnd.generators import build_generator
+from dnd.method.generator_model import count_parameters
 
 GIB = 2**30
 SMALL = [  # generator sections: the paper's head, the default run's local head with offset, the basis design

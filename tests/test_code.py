@@ -1,4 +1,5 @@
-"""The code experiment (dnd.experiments.mathcode.data, dnd.experiments.mathcode.score): CodeAlpaca shards and the HumanEval
+"""The code experiment (dnd.experiments.mathcode.data, dnd.experiments.mathcode.score): CodeAlpaca shards
+and the HumanEval
 cond/test split, the completion context and stop sequences, and pass@1 of completions run only
 through dnd.benchmarks.code_exec (a crash or a hang is a failure, never a stop)."""
 
@@ -10,8 +11,8 @@ import pytest
 
 from conftest import SHARED_DATA, SMOKE_DATA
 from dnd.benchmarks import code_exec
-from dnd.experiments.mathcode import data as md
 from dnd.config import section
+from dnd.experiments.mathcode import data as md
 
 SMOKE_CODE = {"shards": 2, "n_train": 4, "n_cond": 2, "n_test": 0}
 

@@ -25,8 +25,20 @@ from pathlib import Path
 import pytest
 
 from dnd.benchmarks import code_exec
-from dnd.benchmarks.code_exec import (SANDBOXES, ExecResult, SandboxError, build_program, check_completion, check_many,
-                           load_humaneval, pass_at_k, require_sandbox, run_many, run_program, truncate_completion)
+from dnd.benchmarks.code_exec import (
+    SANDBOXES,
+    ExecResult,
+    SandboxError,
+    build_program,
+    check_completion,
+    check_many,
+    load_humaneval,
+    pass_at_k,
+    require_sandbox,
+    run_many,
+    run_program,
+    truncate_completion,
+)
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 BWRAP_PROBLEM = code_exec.bubblewrap_problem()
@@ -490,7 +502,8 @@ def test_the_callers_environment_is_not_readable(tmp_path, sandbox):
             "    try: found += open(f'/proc/{pid}/environ', 'rb').read()\n"
             "    except OSError: pass\n"
             "print('SECRET' if b'dnd-s3cret-value' in found else 'clean')\n")
-    script = (f"from dnd.benchmarks.code_exec import run_program\nr = run_program({prog!r}, timeout_s=10, sandbox={sandbox!r})\n"
+    script = (f"from dnd.benchmarks.code_exec import run_program\n"
+              f"r = run_program({prog!r}, timeout_s=10, sandbox={sandbox!r})\n"
               "print(r.status, r.stdout_tail.strip())\n")
     env = {**os.environ, "PYTHONPATH": str(SRC), "DND_TEST_SECRET": "dnd-s3cret-value"}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)

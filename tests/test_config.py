@@ -31,14 +31,16 @@ def test_unknown_dataset_is_named():
 
 
 def test_wrong_type_names_the_key():
-    with pytest.raises(ConfigError, match=r"^lora\.r: 'eight' is not of type 'integer' \(schema: lora\.r, type: \"integer\"\)$"):
+    with pytest.raises(ConfigError,
+                       match=r"^lora\.r: 'eight' is not of type 'integer' \(schema: lora\.r, type: \"integer\"\)$"):
         validate_config(_minimal(lora={"r": "eight"}))
 
 
 def test_unknown_key_rejected():
     with pytest.raises(ConfigError, match=r"^lroa: additional property not allowed \(schema: top level\)$"):
         validate_config(_minimal(lroa={}))
-    with pytest.raises(ConfigError, match=r"^data\.bogus, data\.other: additional properties not allowed \(schema: data\)$"):
+    with pytest.raises(ConfigError,
+                       match=r"^data\.bogus, data\.other: additional properties not allowed \(schema: data\)$"):
         validate_config(_minimal(data={"datasets": ["arc_easy", "boolq"], "other": 1, "bogus": 2}))
 
 
@@ -128,7 +130,8 @@ def test_paper_profile_dims_are_known_and_fit():
 def test_custom_dataset_path_must_be_a_file(tmp_path):
     from dnd.config import check_inputs
 
-    cfg = validate_config(_minimal(data={"datasets": ["arc_easy", "mine"], "custom": {"mine": {"path": str(tmp_path)}}}))
+    cfg = validate_config(_minimal(data={"datasets": ["arc_easy", "mine"],
+                                         "custom": {"mine": {"path": str(tmp_path)}}}))
     with pytest.raises(ConfigError, match="custom dataset 'mine': is a directory"):
         check_inputs(cfg)
     bad = tmp_path / "mine.jsonl"
@@ -264,9 +267,11 @@ def test_split_sizes_checked_at_start_up(tmp_path):
 def test_split_sizes_with_a_train_pool(tmp_path):
     from dnd.config import check_inputs
 
+    def train_first(i):
+        return {"split": "train"} if i < 4 else {}
+
     cfg = _custom_cfg(tmp_path)
-    cfg["data"]["custom"]["bb"] = {"path": _items(tmp_path / "t.jsonl", 7, extra=lambda i: {"split": "train"} if i < 4 else {}),
-                                   "has_train": True}
+    cfg["data"]["custom"]["bb"] = {"path": _items(tmp_path / "t.jsonl", 7, extra=train_first), "has_train": True}
     with pytest.raises(ConfigError, match=r"^dataset 'bb' has 3 evaluation items \(besides its train pool\); its "
                                           r"splits need 4 \(data\.n_test 2 \+ data\.n_cond 2\)$"):
         check_inputs(cfg)

@@ -3,14 +3,22 @@ import re
 
 import pytest
 
-from dnd.config import ConfigError, validate_config
-from dnd.benchmarks.datasets import (REGISTRY, SPLITS, item_key, load_pools, make_splits, parse_dnd_item, prepare_dataset,
-                      read_custom_file, validate_custom_file)
-from dnd.data import prepare, summary_csv
-from dnd.io import read_jsonl
-from dnd.formats.prompts import lm_eval_task, render_context, task_name, to_eval_record, training_example
-
 from conftest import SHARED_DATA, SMOKE_DATA
+from dnd.benchmarks.datasets import (
+    REGISTRY,
+    SPLITS,
+    item_key,
+    load_pools,
+    make_splits,
+    parse_dnd_item,
+    prepare_dataset,
+    read_custom_file,
+    validate_custom_file,
+)
+from dnd.config import validate_config
+from dnd.data import prepare, summary_csv
+from dnd.formats.prompts import lm_eval_task, render_context, task_name, to_eval_record, training_example
+from dnd.io import read_jsonl
 
 needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="shared benchmark data not present")
 
@@ -55,8 +63,10 @@ def test_smoke_splits_disjoint_and_seeded():
 
 def test_duplicates_across_pools_are_dropped():
     item = {"id": "a", "question": "Same?", "choices": ["x", "y"], "answer": 0}
-    train = [dict(item, id=f"t{i}") for i in range(3)] + [{"id": "u", "question": "Other?", "choices": ["x", "y"], "answer": 1}]
-    evals = [dict(item, id="e0")] + [{"id": f"e{i}", "question": f"Q{i}?", "choices": ["x", "y"], "answer": 0} for i in range(1, 6)]
+    train = [dict(item, id=f"t{i}") for i in range(3)]
+    train += [{"id": "u", "question": "Other?", "choices": ["x", "y"], "answer": 1}]
+    evals = [dict(item, id="e0")]
+    evals += [{"id": f"e{i}", "question": f"Q{i}?", "choices": ["x", "y"], "answer": 0} for i in range(1, 6)]
     s = make_splits("toy", (train, evals), {"n_train": 10, "n_cond": 2, "n_test": 4}, seed=0)
     all_keys = [item_key(x) for sp in SPLITS for x in s[sp]]
     assert len(all_keys) == len(set(all_keys))
@@ -72,7 +82,8 @@ def test_missing_data_dir_is_clear(tmp_path):
 def test_custom_dataset_validation(tmp_path):
     p = tmp_path / "bad.jsonl"
     p.write_text(json.dumps({"question": "q", "choices": ["a", "b"], "answer": 3}) + "\n")
-    cfg = validate_config({"data": {"datasets": ["bad", "bad2"], "custom": {"bad": {"path": str(p)}, "bad2": {"path": str(p)}}},
+    cfg = validate_config({"data": {"datasets": ["bad", "bad2"],
+                                    "custom": {"bad": {"path": str(p)}, "bad2": {"path": str(p)}}},
                            "base_model": {"source": "tiny"}})
     with pytest.raises(ValueError, match="out of range"):
         load_pools("bad", cfg["data"])
@@ -167,7 +178,8 @@ def test_custom_non_utf8_byte(tmp_path):
 
 def test_custom_errors_fail_preparation_with_dataset_name(tmp_path):
     p = _custom(tmp_path, GOOD_ROW, dict(GOOD_ROW, choices="Paris"))
-    cfg = validate_config({"data": {"datasets": ["mine", "other"], "custom": {"mine": {"path": str(p)}, "other": {"path": str(p)}}},
+    cfg = validate_config({"data": {"datasets": ["mine", "other"],
+                                    "custom": {"mine": {"path": str(p)}, "other": {"path": str(p)}}},
                            "base_model": {"source": "tiny"}})
     with pytest.raises(ValueError, match="^" + re.escape(f"custom dataset 'mine': {p}, line 2: field 'choices'")):
         prepare("mine", cfg["data"], {"format": "cloze"}, 0, tmp_path / "out", tmp_path / "tasks")
@@ -182,7 +194,8 @@ def test_read_jsonl_names_file_and_line(tmp_path):
     with pytest.raises(ValueError, match="^" + re.escape(f"{p}, line 3: invalid JSON: Expecting value")):
         read_jsonl(p)
     p.write_bytes(b'{"a": 1}\n\n{"a": "\xff"}\n')
-    with pytest.raises(ValueError, match="^" + re.escape(f"{p}, line 3: not UTF-8: byte 0xff at byte offset 17 of the file")):
+    msg = f"{p}, line 3: not UTF-8: byte 0xff at byte offset 17 of the file"
+    with pytest.raises(ValueError, match="^" + re.escape(msg)):
         read_jsonl(p)
 
 
@@ -211,7 +224,8 @@ def test_letter_format():
 
 @needs_shared
 def test_real_benchmarks_every_builtin_by_three_disjoint(tmp_path):
-    cfg = validate_config({"data": {"datasets": list(REGISTRY), "dir": str(SHARED_DATA)}, "base_model": {"source": "tiny"},
+    cfg = validate_config({"data": {"datasets": list(REGISTRY), "dir": str(SHARED_DATA)},
+                           "base_model": {"source": "tiny"},
                            "crossdomain": {"target": None}})  # every built-in trains: no new domain left
     dirs = []
     for name in REGISTRY:

@@ -59,7 +59,8 @@ def test_selection_rule() -> None:
 
 
 def test_function_space_rows_come_from_metrics_json() -> None:
-    metrics = {"mean/dnd_minus_control_other/gold_logprob": 0.2, "mean/dnd_minus_control_other/gold_logprob_ci_low": 0.1,
+    metrics = {"mean/dnd_minus_control_other/gold_logprob": 0.2,
+               "mean/dnd_minus_control_other/gold_logprob_ci_low": 0.1,
                "arc/dnd_basis_minus_soup/acc": -0.01, "mean/dnd_mean": 0.4, "mean/dnd_minus_train_avg": 0.0,
                "arc/dnd_minus_nearest/acc": None}
     rows = function_space_rows(metrics)

@@ -10,24 +10,27 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import shutil
 from pathlib import Path
-
-from dnd import evaluate as ev  # first: sets HF_*_OFFLINE before transformers/lm_eval load
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from dnd.scoring import cache as sc
-from dnd import summary
+from conftest import (
+    save_encoded as _save_encoded,
+    save_random_lora as _save_lora,
+    word_tokenizer as _tokenizer,
+)
+from dnd import (
+    evaluate as ev,  # first: sets HF_*_OFFLINE before transformers/lm_eval load
+    summary,
+)
 from dnd.cli import main as cli_main
 from dnd.config import section
 from dnd.formats.prompts import lm_eval_task_yaml, to_eval_record
-
-from conftest import LORA_MODULES, save_encoded as _save_encoded, save_random_lora as _save_lora, word_tokenizer as _tokenizer
+from dnd.scoring import cache as sc
 
 DATASETS = ["alpha", "beta", "gamma"]
 TARGET, SOURCES = "alpha", ["beta", "gamma"]
@@ -259,7 +262,8 @@ def _nan_adapter(src: Path, out: Path) -> None:
 
     shutil.copytree(src, out)
     sd = ev.load_state_dict(out)
-    save_file({k: v.fill_(math.nan) if "lora_B" in k else v for k, v in sd.items()}, str(out / "adapter_model.safetensors"))
+    save_file({k: v.fill_(math.nan) if "lora_B" in k else v for k, v in sd.items()},
+              str(out / "adapter_model.safetensors"))
 
 
 def test_non_finite_adapter_is_an_error_never_a_score(world, tmp_path, caplog):
@@ -353,7 +357,8 @@ def test_zoo_and_encodings_as_a_search_path(world, tmp_path):
         with pytest.raises(FileNotFoundError, match=r"final LoRA of delta not found: \S*zoo/delta/final nor \S*zoo2"):
             ev.plan_target(TARGET, DATASETS + ["delta"], SOURCES, [world["zoo"], zoo2], world["gen"], world["enc"])
         plan = ev.plan_target(TARGET, DATASETS, SOURCES, [world["zoo"], zoo2], world["gen"], [world["enc"], enc2])
-        assert plan["finals"]["beta"] == zoo2 / "beta" / "final" and plan["encoded"]["beta"] == enc2 / "beta" / "train.pt"
+        assert plan["finals"]["beta"] == zoo2 / "beta" / "final"
+        assert plan["encoded"]["beta"] == enc2 / "beta" / "train.pt"
         assert plan["finals"]["alpha"] == world["zoo"] / "alpha" / "final"
         assert plan["cond"] == world["enc"] / TARGET / "cond.pt"
         shutil.copytree(world["zoo"] / "alpha", zoo2 / "alpha")

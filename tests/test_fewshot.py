@@ -15,14 +15,15 @@ from pathlib import Path
 
 from dnd.experiments.fewshot import tuning as fs  # first: sets HF_*_OFFLINE before transformers/lm_eval load
 
+# isort: split
 import numpy as np
 import pytest
 import torch
 
 from conftest import word_tokenizer
-from dnd.experiments.fewshot import report as fr
 from dnd.cli import main as cli_main
 from dnd.config import ConfigError, validate_config
+from dnd.experiments.fewshot import report as fr
 from dnd.formats.prompts import lm_eval_task_yaml, to_eval_record
 
 TARGET = "alpha"

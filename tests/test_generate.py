@@ -23,11 +23,11 @@ from safetensors.torch import load_file
 from dnd import io as dio
 from dnd.cli import main
 from dnd.config import section
-from dnd.method.generator_model import HyperConvDecoder
 from dnd.generate import MARKER, generate_adapter
 from dnd.method.generator_checkpoint import CHECKPOINT_FORMAT
-from dnd.schedule import ADAPTER_KINDS, adapter_seed
+from dnd.method.generator_model import HyperConvDecoder
 from dnd.method.tokenization import LoraLayout
+from dnd.schedule import ADAPTER_KINDS, adapter_seed
 
 N, R, W = 2, 2, 4
 PREFIX = "base_model.model.model.layers.0.self_attn.q_proj"
@@ -239,7 +239,8 @@ def test_too_few_prompts_refused(generator: Path, tmp_path: Path, caplog, name, 
     src = tmp_path / name
     src.write_text(text)
     with caplog.at_level(logging.ERROR):
-        assert main(["generate", "--generator", str(generator), "--prompts", str(src), "--out", str(tmp_path / "out")]) == 1
+        assert main(["generate", "--generator", str(generator), "--prompts", str(src),
+                     "--out", str(tmp_path / "out")]) == 1
     assert f"--prompts {src}: 1 prompt, but this generator takes N=2" in caplog.text
     assert not (tmp_path / "out").exists()
     with caplog.at_level(logging.ERROR):

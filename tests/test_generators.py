@@ -12,16 +12,16 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import dnd.generators as training
+from conftest import TINY_LLAMA
 from dnd.cli import main
 from dnd.config import section
-from dnd.method.encoder import ConditionEncoder, encoding_signature
-from dnd.method.generator_model import HyperConvDecoder
 from dnd.generate import draw_prompts, random_text_prompts, read_prompts
-from dnd.method.generator_checkpoint import load_generator
 from dnd.generators import weighted_mse
-from dnd.schedule import EpochOrder, derive_seed, warmup_cosine
+from dnd.method.encoder import ConditionEncoder, encoding_signature
+from dnd.method.generator_checkpoint import load_generator
+from dnd.method.generator_model import HyperConvDecoder
 from dnd.method.tokenization import MODULE_ORDER, LoraLayout, detokenize
-from conftest import TINY_LLAMA
+from dnd.schedule import EpochOrder, derive_seed, warmup_cosine
 
 SOURCES = ("alpha", "beta")
 TARGET = "gamma"

@@ -1,4 +1,5 @@
-"""The math experiment (dnd.experiments.mathcode.data, dnd.experiments.mathcode.score, dnd.experiments.mathcode.report): answer extraction
+"""The math experiment (dnd.experiments.mathcode.data, dnd.experiments.mathcode.score,
+dnd.experiments.mathcode.report): answer extraction
 against lm-eval's own filters, deterministic disjoint splits, the chat training examples, and
 the scoring of every method end to end on a tiny random model."""
 
@@ -11,10 +12,9 @@ import pytest
 import torch
 
 from conftest import SHARED_DATA, SMOKE_DATA, save_encoded, save_random_lora, word_tokenizer
-from dnd.experiments.mathcode import data as md
-from dnd.experiments.mathcode import report as mcr
 from dnd.cli import main as cli_main
 from dnd.config import ConfigError, section
+from dnd.experiments.mathcode import data as md, report as mcr
 
 FIXTURES = SMOKE_DATA  # tests/data/smoke/math_code: hand-written items in the authors' file format
 
@@ -166,7 +166,8 @@ def test_math_splits_on_the_shared_data():
     _check_math_splits(splits, cfg["n_cond"], cfg["n_test"], cfg["shards"])
     # the facts the design rests on (shared/data/README.md)
     mc = SHARED_DATA / "math_code"
-    digest = [hashlib.sha256((mc / f).read_bytes()).hexdigest() for f in ("Math-Plus.json.gz", "Math-IIO-68K-Mini.json.gz")]
+    digest = [hashlib.sha256((mc / f).read_bytes()).hexdigest()
+              for f in ("Math-Plus.json.gz", "Math-IIO-68K-Mini.json.gz")]
     assert digest[0] == digest[1]
     assert len(load_generation_set("mu_math", SHARED_DATA)) == 271
     # GSM8K never trains anything: none of its prompts is in a source
@@ -345,7 +346,8 @@ def test_summary_and_report(mworld, mrows, tmp_path):
                      json.dumps({"sources": SOURCES, "bootstrap": 50, "seed": 0}), "--eval", str(ev),
                      "--scores", str(scores), "--metrics", str(metrics)]) == 0
     df = pd.read_csv(scores)
-    assert list(df.columns) == ["target", "method", "adapter", "n", "acc", "ci_low", "ci_high", "gold_logprob", "metric"]
+    assert list(df.columns) == ["target", "method", "adapter", "n", "acc", "ci_low", "ci_high", "gold_logprob",
+                                "metric"]
     assert set(df.metric) == {"exact_match,flexible-extract"}
     m = json.loads(metrics.read_text())
     assert "gsm8k/dnd_minus_train_avg/gold_logprob" in m and m["gsm8k/metric"] == "exact_match,flexible-extract"

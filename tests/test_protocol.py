@@ -12,17 +12,18 @@ import json
 import math
 from pathlib import Path
 
-from dnd.experiments.protocol import score as protocol  # first: sets HF_*_OFFLINE before transformers/lm_eval load
-
 import numpy as np
 import pytest
 import torch
 
 from conftest import save_encoded, save_random_lora, word_tokenizer
-from dnd.formats import paper as pf
-from dnd.experiments.protocol import report as pr
 from dnd.cli import main as cli_main
 from dnd.config import ConfigError, section, validate_config
+from dnd.experiments.protocol import (
+    report as pr,
+    score as protocol,  # first: sets HF_*_OFFLINE before transformers/lm_eval load
+)
+from dnd.formats import paper as pf
 
 MC = {"id": "m-1", "question": "Which is a bird?", "choices": ["cat", "crow", "fish", "tree"], "answer": 1,
       "passage": None, "style": "qa"}
@@ -403,7 +404,8 @@ def test_summary_and_report_from_scored_rows(pworld, prows, tmp_path):
 def test_empty_share_of_invalid_outputs():
     """Of the invalid generations, the share that are empty, for the base model and for adapters
     with a LoRA apart; loglik rows (no outputs) are not counted."""
-    rows = [{**_row("t1", "base", "base", "greedy", None, [0, 0, 1, 0], [0, 0, 1, 0]), "outputs": ["", "zz", "[A]", " "]},
+    rows = [{**_row("t1", "base", "base", "greedy", None, [0, 0, 1, 0], [0, 0, 1, 0]),
+             "outputs": ["", "zz", "[A]", " "]},
             {**_row("t1", "dnd", "0", "greedy", None, [0, 1, 0, 0], [0, 1, 0, 1]), "outputs": ["", "[B]", "\n", "[C]"]},
             _row("t1", "dnd", "0", "loglik", None, [1, 1, 0, 0], [1, 1, 1, 1])]
     shares = pr.empty_shares(rows)

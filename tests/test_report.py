@@ -11,13 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dnd.reporting import figures
-from dnd import report
-from dnd import summary
-from dnd.reporting import tables
+from dnd import report, summary
+from dnd.benchmarks.datasets import title
 from dnd.cli import main
 from dnd.config import validate_config
-from dnd.benchmarks.datasets import title
+from dnd.reporting import figures, tables
 
 DATASETS = ["arc_easy", "boolq", "piqa"]
 N_DND, N_CTRL, N_ITEMS = 4, 2, 200
@@ -123,7 +121,8 @@ def run_dir(tmp_path_factory) -> Path:
         g = res / "generators" / d
         g.mkdir(parents=True)
         st = np.arange(1, 41)
-        pd.DataFrame({"step": st, "loss": 1.0 / st + rng.uniform(0, 0.01, 40), "lr": 1e-3}).to_csv(g / "train_log_hyperconv.csv", index=False)
+        pd.DataFrame({"step": st, "loss": 1.0 / st + rng.uniform(0, 0.01, 40), "lr": 1e-3}).to_csv(
+            g / "train_log_hyperconv.csv", index=False)
         for i in range(N_DND):
             a = res / "generated" / d / f"dnd_{i}"
             a.mkdir(parents=True)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dnd.scoring import cache as sc
 from dnd.experiments.protocol.score import ResultCache
+from dnd.scoring import cache as sc
 
 # three items, three choices; item 1's gold wins by log-likelihood but not per character (acc_norm)
 LL = [[-1.0, -3.0, -2.5], [-4.0, -6.0, -5.0], [-2.0, -1.5, -3.0]]
@@ -117,7 +117,8 @@ def test_a_result_its_loglikelihoods_do_not_give_is_not_stored(tmp_path, caplog)
 
 
 def _results() -> list[dict]:
-    """What dnd.experiments.mathcode.score / dnd.experiments.protocol.score cache per adapter: generation-scored, no log-likelihoods."""
+    """What dnd.experiments.mathcode.score / dnd.experiments.protocol.score cache per adapter:
+    generation-scored, no log-likelihoods."""
     return [{"ids": ["a", "b"], "correct": [0, 1], "gold_logprob": [-3.5, -1.25], "outputs": ["x", "42"],
              "extra": {"status": ["fail", "pass"]}, "seconds": 2.0}]
 

@@ -14,10 +14,9 @@ import pandas as pd
 import pytest
 
 from dnd import summary
-from dnd.cli import main as cli_main
-from dnd.config import folds as config_folds
-from dnd.config import validate_config
 from dnd.benchmarks.datasets import title
+from dnd.cli import main as cli_main
+from dnd.config import folds as config_folds, validate_config
 
 DATASETS = ["arc_easy", "boolq", "piqa"]
 N_ITEMS = 40
@@ -147,7 +146,8 @@ def test_summarize_is_deterministic_and_complete(tmp_path):
 def test_paired_comparisons_per_target_and_pooled(tmp_path):
     """DnD minus each zero-shot baseline on accuracy and gold log-probability: the per-target
     figure is the mean of the paired per-item differences, the pooled one the mean over targets,
-    each inside its own bootstrap CI; the random control is clearly worse in the synthetic rows, so its pooled CI excludes 0."""
+    each inside its own bootstrap CI; the random control is clearly worse in the synthetic rows, so its
+    pooled CI excludes 0."""
     rows = _eval_rows()
     _, m = _summarize(tmp_path, _write_eval(tmp_path, rows), {"evaluation": {"bootstrap": 800}, "seed": 0})
     pairs = [("dnd", b) for b in summary.COMPARED] + [("dnd_basis", b) for b in summary.VARIANT_COMPARED]

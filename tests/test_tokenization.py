@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from dnd.method.tokenization import MODULE_ORDER, LoraLayout, detokenize, tokenize
 from conftest import TINY_LLAMA
+from dnd.method.tokenization import MODULE_ORDER, LoraLayout, detokenize, tokenize
 
 # SmolLM2-135M: hidden 576, kv dim 192, ffn 1536, 30 layers
 SMOL_DIMS = {  # module path -> (in, out)

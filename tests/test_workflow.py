@@ -1,5 +1,6 @@
-"""The workflow itself: lint, dry-runs of both profiles, DVC <-> Snakemake sync, and the whole
-smoke DAG end to end (real tiny model, real encoder, real lm-eval), twice, for determinism."""
+"""The workflow itself: lint, dry-runs of every profile, DVC <-> Snakemake sync, and (marked slow)
+the whole smoke DAG end to end (real tiny model, real encoder, real lm-eval), with Snakemake and
+through `dvc repro`, compared byte for byte for determinism."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -48,6 +52,23 @@ def test_lint_is_clean():
     assert "Congratulations, your workflow is in a good condition!" in res.stdout + res.stderr
 
 
+# src/ joins the clean set once `ruff check --fix src` and the hand-wrapping of its long lines land
+# (issue 27: the package is being restructured meanwhile); -ra reports it as XFAIL until then.
+RUFF_SRC_PENDING = pytest.mark.xfail(reason="ruff: src/ is not clean yet (`ruff check --fix src`, then wrap "
+                                            "the lines over 120 characters)")
+
+
+@pytest.mark.parametrize("path", ["tests", "scripts", pytest.param("src", marks=RUFF_SRC_PENDING)])
+def test_ruff_is_clean(path):
+    """The linter ([tool.ruff] in pyproject.toml, pinned in requirements.txt) finds nothing."""
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed (requirements.txt pins it)")
+    res = subprocess.run([ruff, "check", "--no-cache", "--output-format", "concise", path], cwd=REPO,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+
+
 @pytest.mark.parametrize("profile", ["config.yaml", "smoke.yaml", "paper.yaml"])
 def test_dry_run_plans_whole_dag(profile, tmp_path):
     res = snakemake("-n", "--cores", "1", "--configfile", str(REPO / "config" / profile), "-d", str(tmp_path))
@@ -71,7 +92,8 @@ def test_malformed_config_is_one_clear_message(tmp_path):
     ({"data": {"n_test": 25}},
      "config: dataset 'capitals' has 30 items; its splits need 34 (data.n_test 25 + data.n_cond 8 + 1 train item)"),
     ({"encoder": {"path": "no/such/model"}},
-     f"config: encoder.path 'no/such/model': model directory not found: {REPO / 'no/such/model'} (encoder.kind minilm)"),
+     f"config: encoder.path 'no/such/model': model directory not found: {REPO / 'no/such/model'} "
+     "(encoder.kind minilm)"),
 ])
 def test_schema_error_is_one_line_naming_the_key(tmp_path, edit, line):
     """Snakemake's own validation error printed the whole schema (2,826 lines): one line naming the
@@ -97,9 +119,11 @@ def test_dvc_stages_match_snakemake_targets():
     for name, stage in stages.items():
         assert stage["cmd"] == f"snakemake --cores all {name}", name
         assert name in targets, f"dvc stage {name} has no Snakemake target rule"
-        outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", [])]
+        outs = [next(iter(o)) if isinstance(o, dict) else o
+                for o in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", [])]
         for out in outs:
-            assert any(p == out or p.startswith(out.rstrip("/") + "/") for p in planned), f"{name}: {out} not produced by the DAG"
+            assert any(p == out or p.startswith(out.rstrip("/") + "/") for p in planned), \
+                f"{name}: {out} not produced by the DAG"
     for agg in ("zoo", "generators", "generate", "evaluate", "summary", "report", "protocol", "crossdomain",
                 "ablations", *(f"ablations_{f}" for f in ABLATION_FAMILIES), "fewshot", "math", "code"):
         assert agg in stages
@@ -110,11 +134,13 @@ def test_dvc_stages_match_snakemake_targets():
             for key in (k for keys in entry.values() for k in keys) if isinstance(entry, dict) else [entry]:
                 node = config
                 for part in key.split("."):  # DVC reads a dotted key as a nested one
-                    assert isinstance(node, dict) and part in node, f"dvc stage {name}: param {key} is missing from config/config.yaml"
+                    assert isinstance(node, dict) and part in node, \
+                        f"dvc stage {name}: param {key} is missing from config/config.yaml"
                     node = node[part]
 
 
-ALL_TARGETS = ("all", "protocol", "crossdomain", "ablations", "fewshot", "math", "code")  # the extra experiments are outside `all`
+# the extra experiments are outside `all`
+ALL_TARGETS = ("all", "protocol", "crossdomain", "ablations", "fewshot", "math", "code")
 # committed results written by scripts outside the DAG (scripts/, `dnd check-profile`)
 OFF_DAG_RESULTS = {"results/check_profile_paper.json", "results/mathcode_calibration.json", "results/zoo_probe.json",
                    "results/.profile"}
@@ -122,7 +148,8 @@ OFF_DAG_RESULTS = {"results/check_profile_paper.json", "results/mathcode_calibra
 
 def _summary(res) -> list[str]:
     """The output files of a `snakemake -n --summary` listing."""
-    return [line.split("\t")[0] for line in res.stdout.splitlines() if "\t" in line and not line.startswith("output_file\t")]
+    return [line.split("\t")[0] for line in res.stdout.splitlines()
+            if "\t" in line and not line.startswith("output_file\t")]
 
 
 def _planned_files(dry_run: str) -> set[str]:
@@ -142,7 +169,8 @@ def test_default_profile_keeps_the_top_level():
         res = snakemake("-n", "--summary", *ALL_TARGETS, *args)
         assert f"outputs in {REPO}\n" in res.stdout + res.stderr
         planned = _summary(res)
-        tracked = subprocess.run(["git", "ls-files", "results"], cwd=REPO, capture_output=True, text=True).stdout.split()
+        tracked = subprocess.run(["git", "ls-files", "results"], cwd=REPO, capture_output=True,
+                                 text=True).stdout.split()
         if not tracked:
             pytest.skip("the project is not a git checkout")
         assert set(tracked) - OFF_DAG_RESULTS <= set(planned)
@@ -208,12 +236,6 @@ def test_a_run_refuses_another_profiles_directory(tmp_path):
         assert not (d / "results" / "data").exists()
 
 
-def _run_smoke(checkout: Path) -> Path:
-    """The smoke profile started in `checkout` as in a checkout (no -d): it runs in runs/smoke/."""
-    snakemake("--cores", "2", "--configfile", str(REPO / "config" / "smoke.yaml"), cwd=checkout, timeout=1200)
-    return checkout / "runs" / "smoke"
-
-
 def _smoke_repo(dest: Path) -> None:
     """The working tree (tracked and not-ignored files, no results) as a fresh git repository
     whose config/config.yaml is the smoke config: what `dvc repro` runs on."""
@@ -256,127 +278,277 @@ def _dvc_outs(dvc_yaml: dict) -> list[str]:
             for st in dvc_yaml["stages"].values() for kind in ("outs", "metrics", "plots") for o in st.get(kind, [])]
 
 
-@pytest.mark.slow
-def test_smoke_dag_end_to_end_deterministic_and_through_dvc(tmp_path):
-    """The smoke DAG twice: once with Snakemake (started as in a checkout, so in runs/smoke/),
-    once with `dvc repro` in a git copy of the project; then a DVC experiment that changes a
-    generator setting reruns only the stages (and Snakemake jobs) downstream of it."""
-    a, b = tmp_path / "a", tmp_path / "b"
-    a.mkdir()
-    # the DVC copy (b) runs beside the Snakemake run (a): the two DAGs are independent until
-    # their outputs are compared, and their many short jobs leave the cores idle in between
-    b.mkdir()
-    _smoke_repo(b)
-    repro = subprocess.Popen([str(Path(sys.executable).parent / "dvc"), "repro"], cwd=b, env=_env(),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+# ------------------------------------------------------------------ the smoke DAG end to end (slow)
+# One smoke run feeds every slow test below: a module-scoped fixture runs the smoke profile with
+# Snakemake (started as in a checkout, so in runs/smoke/) and, beside it, `dvc repro` in a git copy
+# of the project; each test then asserts one property of those runs. A step that fails errors every
+# test that needs it with the step's name and its log's tail (the whole log is under the fixture's
+# directory). The tests run in file order: the last one changes the DVC copy (`dvc exp run`).
+
+SMOKE = REPO / "config" / "smoke.yaml"
+
+
+@dataclass
+class SmokeDirs:
+    root: Path  # the fixture's directory: the logs, the grown config
+    a: Path  # where Snakemake is started (as in a checkout); the run lies in a/runs/smoke
+    b: Path  # the git copy of the project that `dvc repro` runs in
+    repro_log: Path
+    repro: subprocess.Popen | None = None
+    started: float = 0.0
+
+    def start_repro(self) -> None:
+        with open(self.repro_log, "w") as fh:
+            self.repro = subprocess.Popen([str(Path(sys.executable).parent / "dvc"), "repro"], cwd=self.b,
+                                          env=_env(), stdout=fh, stderr=subprocess.STDOUT, text=True,
+                                          start_new_session=True)  # its own process group: stopped as one
+        self.started = time.monotonic()
+
+    def stop_repro(self) -> None:
+        if self.repro is not None and self.repro.poll() is None:
+            os.killpg(self.repro.pid, signal.SIGKILL)
+            self.repro.wait()
+
+
+def _tail(log: Path, n: int = 6000) -> str:
+    return log.read_text(errors="replace")[-n:] if log.exists() else "(no log)"
+
+
+def _step_failed(step: str, detail: str) -> None:
+    pytest.fail(f"smoke fixture: step {step!r} failed\n{detail}", pytrace=False)
+
+
+def _run_logged(step: str, cmd: list[str], cwd: Path, log: Path, timeout: float) -> None:
+    """Runs `cmd` with its output in `log`; a failure names the step and keeps the log's tail."""
+    with open(log, "w") as fh:
+        try:
+            res = subprocess.run(cmd, cwd=cwd, env=_env(), stdout=fh, stderr=subprocess.STDOUT, text=True,
+                                 timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _step_failed(step, f"timed out after {timeout:.0f} s; {log} ends:\n{_tail(log)}")
+    if res.returncode != 0:
+        _step_failed(step, f"exit status {res.returncode}; {log} ends:\n{_tail(log)}")
+
+
+@pytest.fixture(scope="module")
+def smoke_dirs(request, tmp_path_factory):
+    """The two run directories. When a selected test needs the DVC copy, `dvc repro` starts here, in
+    the background: the two DAGs are independent until their outputs are compared, and their many
+    short jobs leave the cores idle in between, so running them side by side saves wall time."""
+    root = tmp_path_factory.mktemp("smoke")
+    dirs = SmokeDirs(root, root / "a", root / "b", root / "dvc_repro.log")
+    dirs.a.mkdir()
+    dirs.b.mkdir()
+    _smoke_repo(dirs.b)
+    if any("smoke_dvc" in item.fixturenames for item in request.session.items):
+        dirs.start_repro()
+    yield dirs
+    dirs.stop_repro()  # a test stopped early: stop dvc and the Snakemake jobs it started
+
+
+@pytest.fixture(scope="module")
+def smoke_run(smoke_dirs) -> Path:
+    """The smoke profile run with Snakemake in a (no -d): its run directory, a/runs/smoke."""
+    _run_logged("snakemake --configfile config/smoke.yaml (run in a checkout)",
+                [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--cores", "2",
+                 "--configfile", str(SMOKE)],
+                smoke_dirs.a, smoke_dirs.root / "snakemake_smoke.log", timeout=1200)
+    return smoke_dirs.a / "runs" / "smoke"
+
+
+@pytest.fixture(scope="module")
+def smoke_dvc(smoke_dirs) -> Path:
+    """The DVC copy once `dvc repro` is done: b."""
+    step, timeout, log = "dvc repro (git copy, smoke config)", 1800, smoke_dirs.repro_log
+    if smoke_dirs.repro is None:
+        smoke_dirs.start_repro()
     try:
-        ra = _run_smoke(a)  # the smoke profile's run directory
-    except BaseException:
-        repro.kill()
-        raise
-    # the smoke profile wrote nothing outside runs/smoke/ but Snakemake's own run log
+        smoke_dirs.repro.wait(timeout=max(1.0, timeout - (time.monotonic() - smoke_dirs.started)))
+    except subprocess.TimeoutExpired:
+        smoke_dirs.stop_repro()
+        _step_failed(step, f"timed out after {timeout} s; {log} ends:\n{_tail(log)}")
+    if smoke_dirs.repro.returncode != 0:
+        _step_failed(step, f"exit status {smoke_dirs.repro.returncode}; {log} ends:\n{_tail(log)}")
+    return smoke_dirs.b
+
+
+def _csv(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_only_under_runs_smoke(smoke_dirs, smoke_run):
+    """The smoke profile wrote nothing outside runs/smoke/ but Snakemake's own run log."""
+    a = smoke_dirs.a
     assert {p.name for p in a.iterdir()} == {"runs", ".snakemake"} and os.listdir(a / ".snakemake") == ["log"]
-    assert (ra / "results" / ".profile").read_text() == "smoke\n"
-    scores = list(csv.DictReader(open(ra / "results" / "scores.csv")))
-    assert scores and list(scores[0]) == ["target", "method", "adapter", "n", "acc", "ci_low", "ci_high", "gold_logprob"]
+    assert (smoke_run / "results" / ".profile").read_text() == "smoke\n"
+
+
+@pytest.mark.slow
+def test_smoke_scores_cover_every_method_on_the_same_items(smoke_run):
+    scores = _csv(smoke_run / "results" / "scores.csv")
+    assert scores and list(scores[0]) == ["target", "method", "adapter", "n", "acc", "ci_low", "ci_high",
+                                          "gold_logprob"]
     methods = {r["method"] for r in scores}
     assert {"base", "source_lora", "soup", "nearest", "dnd", "control_other", "control_random"} <= methods
     for t in {r["target"] for r in scores}:
-        assert len({r["n"] for r in scores if r["target"] == t}) == 1  # same items for every method
+        assert len({r["n"] for r in scores if r["target"] == t}) == 1, t  # same items for every method
+
+
+@pytest.mark.slow
+def test_smoke_outputs_are_complete(smoke_run):
+    results = smoke_run / "results"
     for name in ("report.md", "metrics.json", "efficiency.csv", "data_summary.csv", "eval_speed.csv",
                  "eval_agreement.csv"):
-        assert (ra / "results" / name).stat().st_size > 0
-    agree = list(csv.DictReader(open(ra / "results" / "eval_agreement.csv")))
-    # float32 smoke model: both backends give the same answers and log-likelihoods to rounding
-    assert agree and all(float(r["same_choice"]) == 1.0 and float(r["max_abs_ll_diff"]) < 1e-3 for r in agree)
-    assert "## Evaluation backend" in (ra / "results" / "report.md").read_text()
-    assert len(list((ra / "results" / "figures").glob("*.png"))) >= 7
-    # nothing to do on a second invocation
-    res = snakemake("-n", "--cores", "1", "--configfile", str(REPO / "config" / "smoke.yaml"), cwd=a)
-    assert "Nothing to be done" in res.stdout + res.stderr
-    # incremental by dataset: adding one plans only its own per-dataset jobs (and the folds,
-    # generators and evaluations that now include it), never another dataset's data or LoRA
-    grown = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+        assert (results / name).stat().st_size > 0, name
+    assert "## Evaluation backend" in (results / "report.md").read_text()
+    assert len(list((results / "figures").glob("*.png"))) >= 7
+
+
+@pytest.mark.slow
+def test_smoke_eval_backends_agree(smoke_run):
+    """float32 smoke model: both backends give the same answers and log-likelihoods to rounding."""
+    agree = _csv(smoke_run / "results" / "eval_agreement.csv")
+    assert agree and all(float(r["same_choice"]) == 1.0 and float(r["max_abs_ll_diff"]) < 1e-3 for r in agree), agree
+
+
+@pytest.mark.slow
+def test_smoke_rerun_plans_nothing(smoke_dirs, smoke_run):
+    res = snakemake("-n", "--cores", "1", "--configfile", str(SMOKE), cwd=smoke_dirs.a)
+    assert "Nothing to be done" in res.stdout + res.stderr, res.stdout[-3000:]
+
+
+@pytest.mark.slow
+def test_smoke_growth_plans_only_the_new_datasets_jobs(smoke_dirs, smoke_run):
+    """Incremental by dataset: adding one plans only its own per-dataset jobs (and the folds,
+    generators and evaluations that now include it), never another dataset's data or LoRA."""
+    grown = yaml.safe_load(SMOKE.read_text())
     grown["data"]["custom"]["capitals2"] = dict(grown["data"]["custom"]["capitals"])
     grown["data"]["datasets"].append("capitals2")
-    (a / "grown.yaml").write_text(yaml.safe_dump(grown))
-    planned = _planned_jobs(snakemake("-n", "--cores", "1", "--configfile", str(a / "grown.yaml"), cwd=a).stdout)
+    (smoke_dirs.root / "grown.yaml").write_text(yaml.safe_dump(grown))
+    res = snakemake("-n", "--cores", "1", "--configfile", str(smoke_dirs.root / "grown.yaml"), cwd=smoke_dirs.a)
+    planned = _planned_jobs(res.stdout)
     for rule in ("prepare_data", "train_lora", "tokenize_zoo", "encode_prompts"):
         assert {w for r, w in planned if r == rule} == {"capitals2"}, (rule, planned)
     assert "base_model" not in {r for r, _ in planned}
-    # the HTML report renders; a relative --report path is relative to the run directory
-    # (scripts/reproduce.sh's `--report results/report.html` lands in the profile's own results/)
-    snakemake("--configfile", str(REPO / "config" / "smoke.yaml"), "--report", "results/report.html", cwd=a)
-    assert (ra / "results" / "report.html").stat().st_size > 10_000
 
-    # the same DAG through DVC in a git copy: same config + seed -> identical scores
-    try:
-        out, _ = repro.communicate(timeout=1500)
-    except subprocess.TimeoutExpired:
-        repro.kill()
-        raise
-    assert repro.returncode == 0, f"dvc repro failed:\n{out[-6000:]}"
-    # every stage's outputs come from its own Snakemake target, not from a later stage
-    assert "Data and pipelines are up to date" in dvc(b, "status").stdout
+
+@pytest.mark.slow
+def test_smoke_html_report_renders(smoke_dirs, smoke_run):
+    """A relative --report path is relative to the run directory (scripts/reproduce.sh's
+    `--report results/report.html` lands in the profile's own results/)."""
+    snakemake("--configfile", str(SMOKE), "--report", "results/report.html", cwd=smoke_dirs.a)
+    assert (smoke_run / "results" / "report.html").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_smoke_dvc_repro_leaves_every_stage_up_to_date(smoke_dvc):
+    """Every stage's outputs come from its own Snakemake target, not from a later stage."""
+    assert "Data and pipelines are up to date" in dvc(smoke_dvc, "status").stdout
+
+
+@pytest.mark.slow
+def test_smoke_dvc_and_snakemake_outputs_are_byte_identical(smoke_run, smoke_dvc):
+    """Bit-reproducible: every file DVC hashes is byte-identical between the two runs, made in
+    different directories (no machine path, no wall-clock time inside any of them); the extra
+    experiments ran only under DVC."""
+    ra, b = smoke_run, smoke_dvc
     assert (ra / "results" / "scores.csv").read_text() == (b / "results" / "scores.csv").read_text()
-    # the protocol experiment (a DVC stage, outside Snakemake's `all`) ran under dvc repro
-    pscores = list(csv.DictReader(open(b / "results" / "protocol" / "scores.csv")))
-    assert {r["protocol"] for r in pscores} == {"loglik", "greedy", "sampled"}
-    assert {"dnd", "dnd_testcond", "source_lora", "control_random"} <= {r["method"] for r in pscores}
-    assert "## Protocol" in (b / "results" / "protocol" / "report.md").read_text()
-    # so did the cross-domain experiment: every method but the oracle on the new domain
-    cscores = list(csv.DictReader(open(b / "results" / "crossdomain" / "scores.csv")))
-    assert {r["target"] for r in cscores} == {"colors"}
-    assert {"base", "source_lora", "soup", "nearest", "dnd", "control_other"} <= {r["method"] for r in cscores}
-    assert {r["adapter"] for r in cscores if r["method"] == "source_lora"} == {"capitals", "sounds", "opposites"}
-    assert "## Cross-domain" in (b / "results" / "crossdomain" / "report.md").read_text()
-    # and the ablations: every family, its default setting from the default run, the others scored
-    for family in ("condition", "sources"):
-        arows = list(csv.DictReader(open(b / "results" / "ablations" / f"{family}.csv")))
-        assert {r["method"] for r in arows} == {"dnd", "train_avg", "base"}
-    assert {r["setting"] for r in csv.DictReader(open(b / "results" / "ablations" / "condition.csv"))} == {
-        "prompt", "answer"}
-    assert "## Ablations" in (b / "results" / "ablations" / "report.md").read_text()
-    # so did the few-shot experiment, on the smoke config's fewshot targets and k
-    few = list(csv.DictReader(open(b / "results" / "fewshot.csv")))
-    assert few and list(few[0]) == ["target", "method", "k", "n", "acc", "seconds"]
-    assert {(r["method"], r["k"]) for r in few if r["target"] == "capitals"} == {
-        ("dnd", "0"), ("fewshot_ft", "1"), ("fewshot_ft", "4"), ("icl", "0"), ("icl", "2"), ("icl", "8")}
-    assert "## The paper's direction against ours" in (b / "results" / "fewshot" / "report.md").read_text()
-    # and the math and code experiments (hand-written items in the authors' format, tests/data/smoke/math_code;
-    # HumanEval's tests run by dnd.benchmarks.code_exec): every method on every target, the metric named
-    for domain, targets, metric in (("math", {"gsm8k", "math"}, {"exact_match,flexible-extract", "exact_match,boxed"}),
-                                    ("code", {"humaneval"}, {"pass@1"})):
-        mrows = list(csv.DictReader(open(b / "results" / domain / "scores.csv")))
-        assert list(mrows[0]) == ["target", "method", "adapter", "n", "acc", "ci_low", "ci_high", "gold_logprob",
-                                  "metric"]
-        assert {r["target"] for r in mrows} == targets and {r["metric"] for r in mrows} == metric
-        assert {"base", "source_lora", "soup", "nearest", "dnd"} <= {r["method"] for r in mrows}
-        assert f"## {domain.capitalize()}" in (b / "results" / domain / "report.md").read_text()
-    # bit-reproducible: every file DVC hashes is byte-identical between the two runs, made in
-    # different directories (no machine path, no wall-clock time inside any of them); the
-    # extra experiments ran only in b
     for out in _dvc_outs(yaml.safe_load((REPO / "dvc.yaml").read_text())):
         if out.startswith(("results/protocol", "results/crossdomain", "results/ablations", "results/fewshot",
                            "results/math", "results/code")):
             continue
-        files = sorted(p.relative_to(ra) for p in (ra / out).rglob("*") if p.is_file()) if (ra / out).is_dir() else [Path(out)]
+        is_dir = (ra / out).is_dir()
+        files = sorted(p.relative_to(ra) for p in (ra / out).rglob("*") if p.is_file()) if is_dir else [Path(out)]
         assert files, out
         for f in files:
             if f.name == ".snakemake_timestamp":
                 continue
             assert (ra / f).read_bytes() == (b / f).read_bytes(), f"{f} differs between two runs of the same config"
-    linked = next((b / "results" / "generators").rglob("generator_*.pt"))
-    assert os.stat(linked).st_nlink == 2  # in the DVC cache as a hardlink: nothing copied
-    # DVC linking its cached outputs (.dvcignore) must not make Snakemake think they are new
-    res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1"], cwd=b, env=_env(),
+
+
+@pytest.mark.slow
+def test_smoke_protocol_experiment(smoke_dvc):
+    """The protocol experiment (a DVC stage, outside Snakemake's `all`) ran under dvc repro."""
+    pscores = _csv(smoke_dvc / "results" / "protocol" / "scores.csv")
+    assert {r["protocol"] for r in pscores} == {"loglik", "greedy", "sampled"}
+    assert {"dnd", "dnd_testcond", "source_lora", "control_random"} <= {r["method"] for r in pscores}
+    assert "## Protocol" in (smoke_dvc / "results" / "protocol" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_smoke_crossdomain_experiment(smoke_dvc):
+    """Every method but the oracle on the new domain."""
+    cscores = _csv(smoke_dvc / "results" / "crossdomain" / "scores.csv")
+    assert {r["target"] for r in cscores} == {"colors"}
+    assert {"base", "source_lora", "soup", "nearest", "dnd", "control_other"} <= {r["method"] for r in cscores}
+    assert {r["adapter"] for r in cscores if r["method"] == "source_lora"} == {"capitals", "sounds", "opposites"}
+    assert "## Cross-domain" in (smoke_dvc / "results" / "crossdomain" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_smoke_ablations_experiment(smoke_dvc):
+    """Every family: its default setting from the default run, the others scored."""
+    ablations = smoke_dvc / "results" / "ablations"
+    for family in ("condition", "sources"):
+        assert {r["method"] for r in _csv(ablations / f"{family}.csv")} == {"dnd", "train_avg", "base"}, family
+    assert {r["setting"] for r in _csv(ablations / "condition.csv")} == {"prompt", "answer"}
+    assert "## Ablations" in (ablations / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_smoke_fewshot_experiment(smoke_dvc):
+    """On the smoke config's fewshot targets and k."""
+    few = _csv(smoke_dvc / "results" / "fewshot.csv")
+    assert few and list(few[0]) == ["target", "method", "k", "n", "acc", "seconds"]
+    assert {(r["method"], r["k"]) for r in few if r["target"] == "capitals"} == {
+        ("dnd", "0"), ("fewshot_ft", "1"), ("fewshot_ft", "4"), ("icl", "0"), ("icl", "2"), ("icl", "8")}
+    assert "## The paper's direction against ours" in (smoke_dvc / "results" / "fewshot" / "report.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("domain, targets, metrics", [
+    ("math", {"gsm8k", "math"}, {"exact_match,flexible-extract", "exact_match,boxed"}),
+    ("code", {"humaneval"}, {"pass@1"}),
+], ids=["math", "code"])
+def test_smoke_mathcode_experiment(smoke_dvc, domain, targets, metrics):
+    """Hand-written items in the authors' format (tests/data/smoke/math_code; HumanEval's tests run
+    by dnd.code_exec): every method on every target, the metric named."""
+    rows = _csv(smoke_dvc / "results" / domain / "scores.csv")
+    assert rows and list(rows[0]) == ["target", "method", "adapter", "n", "acc", "ci_low", "ci_high", "gold_logprob",
+                                      "metric"]
+    assert {r["target"] for r in rows} == targets and {r["metric"] for r in rows} == metrics
+    assert {"base", "source_lora", "soup", "nearest", "dnd"} <= {r["method"] for r in rows}
+    assert f"## {domain.capitalize()}" in (smoke_dvc / "results" / domain / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_smoke_dvc_caches_outputs_as_hardlinks(smoke_dvc):
+    """In the DVC cache as a hardlink: nothing copied."""
+    linked = next((smoke_dvc / "results" / "generators").rglob("generator_*.pt"))
+    assert os.stat(linked).st_nlink == 2
+
+
+@pytest.mark.slow
+def test_smoke_snakemake_sees_nothing_to_do_after_dvc_repro(smoke_dvc):
+    """DVC linking its cached outputs (.dvcignore) must not make Snakemake think they are new."""
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1"], cwd=smoke_dvc, env=_env(),
                          capture_output=True, text=True)  # fmt: skip
     assert "Nothing to be done" in res.stdout + res.stderr, res.stdout[-3000:] + res.stderr[-3000:]
-    metrics = json.loads(dvc(b, "metrics", "show", "--json").stdout)
+
+
+@pytest.mark.slow
+def test_smoke_dvc_metrics_show(smoke_dvc):
+    metrics = json.loads(dvc(smoke_dvc, "metrics", "show", "--json").stdout)
     assert "dnd_mean" in json.dumps(metrics)
 
-    # a generator setting changes: only generators -> generate -> evaluate -> report rerun
-    res = dvc(b, "exp", "run", "-S", "config/config.yaml:generator.steps=4", "report")
+
+@pytest.mark.slow
+def test_smoke_dvc_experiment_reruns_only_what_is_downstream(smoke_dvc):
+    """A generator setting changes: only generators -> generate -> evaluate -> report rerun. Last
+    of the smoke tests: the experiment changes the DVC copy's outputs."""
+    res = dvc(smoke_dvc, "exp", "run", "-S", "config/config.yaml:generator.steps=4", "report")
     out = res.stdout + res.stderr
     for stage in ("data", "base_model", "zoo"):
         assert f"Stage '{stage}' didn't change, skipping" in out, stage
@@ -388,7 +560,7 @@ def test_smoke_dag_end_to_end_deterministic_and_through_dvc(tmp_path):
     assert "rule train_generator:" in out
     for rule in ("prepare_data", "train_lora", "tokenize_zoo", "encode_prompts"):
         assert f"rule {rule}:" not in out, f"{rule} reran after a generator change"
-    shutil.rmtree(b)
+    shutil.rmtree(smoke_dvc)
 
 
 def test_missing_data_dir_stops_at_start(tmp_path):
@@ -420,7 +592,8 @@ def test_configfile_profile_is_not_layered_over_the_default(tmp_path):
     config/config.yaml's deviations (output_offset mean, bf16 encoder), like load_config."""
     from dnd.config import load_config
 
-    res = snakemake("-n", "-p", "--cores", "1", "--configfile", str(REPO / "config" / "smoke.yaml"), "-d", str(tmp_path))
+    res = snakemake("-n", "-p", "--cores", "1", "--configfile", str(REPO / "config" / "smoke.yaml"),
+                    "-d", str(tmp_path))
     out = res.stdout + res.stderr
     smoke = load_config(REPO / "config" / "smoke.yaml")
     assert smoke["generator"]["output_offset"] == "none" and smoke["encoder"]["dtype"] == "float32"

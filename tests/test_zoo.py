@@ -7,12 +7,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import SMOKE_DATA
 from dnd import zoo as lora_mod
 from dnd.config import validate_config
 from dnd.io import write_jsonl
 from dnd.schedule import EpochOrder, warmup_cosine
-
-from conftest import SMOKE_DATA
 
 LCFG = validate_config({"data": {"datasets": ["capitals", "sounds"], "custom": {
     "capitals": {"path": str(SMOKE_DATA / "capitals.jsonl")}, "sounds": {"path": str(SMOKE_DATA / "sounds.jsonl")}}},
@@ -102,7 +101,8 @@ def test_resume_after_interruption_gives_identical_trajectory(tmp_path, tiny_mod
     for g, e in zip(got, exp):
         a, b = load_file(g), load_file(e)
         assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
-    assert [r["loss"] for r in _read_log(out / "train_log.csv")] == [r["loss"] for r in _read_log(ref / "train_log.csv")]
+    losses = [r["loss"] for r in _read_log(out / "train_log.csv")]
+    assert losses == [r["loss"] for r in _read_log(ref / "train_log.csv")]
 
 
 def test_batches_are_deterministic_and_cover_epochs():
