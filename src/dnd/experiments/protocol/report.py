@@ -295,35 +295,35 @@ def render(m: dict[str, Any], params: dict[str, Any], paper: dict[str, Any], fig
     pc = params.get("protocol", {})
     s = pc.get("sampling", {})
     n_items = pc.get("n_test")
-    L = ["# The paper's protocol, side by side", "",
-         "## Protocol", "",
-         f"Every method scored three ways on the same first {n_items} test items of each target "
-         f"({', '.join(title(t) for t in m.get('targets', []))}), with a zoo trained on the paper's answer format "
-         "(bracketed letters or [True]/[False] after a system message, ChatML), generators and adapters made as in "
-         f"the default run (design `{pc.get('design') or lookup_design(params)}`): *log-likelihood* over the "
-         "bracketed answers (every answer valid), *greedy* generation and the authors' *sampling* (temperature "
-         f"{s.get('temperature')}, top-p {s.get('top_p')}, top-k {s.get('top_k')}; seeds {pc.get('seeds')}, "
-         "mean ± sd over seeds), generations parsed by a reimplementation of the authors' parser (first 20 "
-         "characters; anything it rejects is invalid and wrong). Test-time template: "
-         f"`{pc.get('template')}`. Accuracy and invalid outputs in %, mean over targets.", "",
-         protocol_table(m).to_markdown(index=False, disable_numparse=True), "",
-         "† chosen with the target's test labels (not zero-shot). ‡ the target's own LoRA.", "",
-         "**Where the difference comes from.**", "", *conclusion(m, paper), ""]
-    L += ["Per target: accuracy / invalid outputs (%) of the training LoRAs (avg) and of DnD (unlabeled pool):",
-          "", per_target_table(m).to_markdown(index=False, disable_numparse=True), ""]
-    L += [f"Budget: {n_items} test items per target; every method is sampled with every seed "
-          f"({len(pc.get('seeds') or [])}), each prompt computed once for its greedy answer and all samples "
-          "(dnd.scoring.lm_generate); "
-          + (f"the protocol's {timing[2]} jobs (its own zoo included) took {timing[0]:.0f} min of wall time in "
-             f"total and {timing[1]:.0f} min of CPU time (Snakemake benchmarks; on 2 cores, wall time is "
-             "inflated when other work shares them)." if timing else "no benchmark files were found for its jobs."),
-          ""]
+    md_lines = ["# The paper's protocol, side by side", "",
+                "## Protocol", "",
+                f"Every method scored three ways on the same first {n_items} test items of each target "
+                f"({', '.join(title(t) for t in m.get('targets', []))}), with a zoo trained on the paper's answer format "
+                "(bracketed letters or [True]/[False] after a system message, ChatML), generators and adapters made as in "
+                f"the default run (design `{pc.get('design') or lookup_design(params)}`): *log-likelihood* over the "
+                "bracketed answers (every answer valid), *greedy* generation and the authors' *sampling* (temperature "
+                f"{s.get('temperature')}, top-p {s.get('top_p')}, top-k {s.get('top_k')}; seeds {pc.get('seeds')}, "
+                "mean ± sd over seeds), generations parsed by a reimplementation of the authors' parser (first 20 "
+                "characters; anything it rejects is invalid and wrong). Test-time template: "
+                f"`{pc.get('template')}`. Accuracy and invalid outputs in %, mean over targets.", "",
+                protocol_table(m).to_markdown(index=False, disable_numparse=True), "",
+                "† chosen with the target's test labels (not zero-shot). ‡ the target's own LoRA.", "",
+                "**Where the difference comes from.**", "", *conclusion(m, paper), ""]
+    md_lines += ["Per target: accuracy / invalid outputs (%) of the training LoRAs (avg) and of DnD (unlabeled pool):",
+                 "", per_target_table(m).to_markdown(index=False, disable_numparse=True), ""]
+    md_lines += [f"Budget: {n_items} test items per target; every method is sampled with every seed "
+                 f"({len(pc.get('seeds') or [])}), each prompt computed once for its greedy answer and all samples "
+                 "(dnd.scoring.lm_generate); "
+                 + (f"the protocol's {timing[2]} jobs (its own zoo included) took {timing[0]:.0f} min of wall time in "
+                    f"total and {timing[1]:.0f} min of CPU time (Snakemake benchmarks; on 2 cores, wall time is "
+                    "inflated when other work shares them)." if timing else "no benchmark files were found for its jobs."),
+                 ""]
     pr = paper_rows(paper, m.get("targets", []))
     if not pr.empty:
-        L += ["The paper's numbers (Qwen2.5-0.5B, sampled + parser) for the targets it states:", "",
-              pr.to_markdown(index=False, disable_numparse=True), ""]
-    L += [f"![Protocol]({figure_rel})", ""]
-    return "\n".join(L)
+        md_lines += ["The paper's numbers (Qwen2.5-0.5B, sampled + parser) for the targets it states:", "",
+                     pr.to_markdown(index=False, disable_numparse=True), ""]
+    md_lines += [f"![Protocol]({figure_rel})", ""]
+    return "\n".join(md_lines)
 
 
 def lookup_design(params: dict[str, Any]) -> str:

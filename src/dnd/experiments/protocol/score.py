@@ -285,7 +285,8 @@ def open_cache(directory: Path, model_dir: Path, tasks_dir: Path, names: list[st
 def evaluate_protocol(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: Path, zoo_dir: Path,
                       generated_dir: Path, encoded_dir: Path, cache_dir: Path | None = None) -> list[dict[str, Any]]:
     """Every method on `target` under every protocol (see the module doc)."""
-    from dnd import evaluate as ev_mod
+    from dnd.evaluate import (nearest_training_lora, plan_target, quiet_lm_eval,
+                              reference_lora, require_file, scoring_jobs)
     from dnd.scoring.loop import score_or_cache
 
     pcfg = section("protocol", params.get("protocol"))
@@ -297,19 +298,19 @@ def evaluate_protocol(target: str, params: dict[str, Any], model_dir: Path, task
     seeds = [int(s) for s in pcfg["seeds"]]
     names = [n for _, _, n in task_names(target, seeds)]
     for n in names:
-        ev_mod.require_file(tasks_dir / f"{n}.yaml", f"lm-eval task {n}")
-    ev_mod.require_file(model_dir / "config.json", "base model")
+        require_file(tasks_dir / f"{n}.yaml", f"lm-eval task {n}")
+    require_file(model_dir / "config.json", "base model")
     if target not in datasets:
         raise ValueError(f"target {target!r} / sources {sources} do not fit datasets {datasets}")
-    plan = ev_mod.plan_target(target, datasets, sources, zoo_dir, generated_dir, encoded_dir, kinds=PROTOCOL_KINDS)
-    nearest, sims = ev_mod.nearest_training_lora(plan, target)
-    ref_dir, ref_cfg = ev_mod.reference_lora(plan, sources)
-    ev_mod.quiet_lm_eval()
+    plan = plan_target(target, datasets, sources, zoo_dir, generated_dir, encoded_dir, kinds=PROTOCOL_KINDS)
+    nearest, sims = nearest_training_lora(plan, target)
+    ref_dir, ref_cfg = reference_lora(plan, sources)
+    quiet_lm_eval()
 
     settings = {"batch_size": int(ev["batch_size"]), "dtype": ev["dtype"],
                 **{k: pcfg[k] for k in ("template", "max_new_tokens", "sampling", "seeds")}}
     cache = open_cache(cache_dir, model_dir, tasks_dir, names, ref_cfg, settings) if cache_dir else None
-    jobs = ev_mod.scoring_jobs(plan, sources, model_dir)
+    jobs = scoring_jobs(plan, sources, model_dir)
 
     results, _ = score_or_cache(f"protocol {target}", jobs,
                                 lambda: ProtocolScorer(model_dir, ref_dir, tasks_dir, target, seeds,
