@@ -48,6 +48,7 @@ import numpy as np
 
 from dnd.reporting.format import signed
 from dnd.stats import EQUIVALENT, ci_class  # ±EQUIVALENT points: no difference (the paper states directions only)
+from dnd.io import atomic_path, read_jsonl, write_json
 
 log = logging.getLogger(__name__)
 
@@ -312,8 +313,8 @@ def accuracy_table(m: dict[str, Any]):
     return pd.DataFrame(recs)
 
 
-def render(families: list[dict[str, Any]], figure_rel: str, timing: dict[str, tuple[float, float, int]],
-           n_adapters: int) -> str:
+def ablations_markdown(families: list[dict[str, Any]], figure_rel: str, timing: dict[str, tuple[float, float, int]],
+                       n_adapters: int) -> str:
     md_lines = ["## Ablations", "",
                 "Each family changes one setting of the default pipeline (everything else as in the default run, design "
                 "`basis`), on the same fixed held-out targets, test items and scorer as the main table. Cells: DnD minus "
@@ -341,7 +342,7 @@ def render(families: list[dict[str, Any]], figure_rel: str, timing: dict[str, tu
     return "\n".join(md_lines)
 
 
-def figure(families: list[dict[str, Any]], out: Path) -> None:
+def ablations_figure(families: list[dict[str, Any]], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -406,7 +407,6 @@ def _run_summary(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from dnd.config import parse_params
-    from dnd.io import atomic_path, read_jsonl, write_json
     from dnd.summary import require_complete
 
     params = parse_params(args.params)
@@ -477,8 +477,8 @@ def _run_report(args: argparse.Namespace) -> None:
         for name, keep in ((m["family"], family_jobs(m)), (f"{m['family']}/extra", family_jobs(m, extra_only=True))):
             if t := benchmark_minutes(args.benchmarks_dir, keep):
                 timing[name] = t
-    figure(families, args.figure)
-    write_report(args.out, render(families, figure_link(args.figure, args.out), timing, int(params.get("n_adapters", 0))),
+    ablations_figure(families, args.figure)
+    write_report(args.out, ablations_markdown(families, figure_link(args.figure, args.out), timing, int(params.get("n_adapters", 0))),
                  args.figure)
 
 

@@ -105,8 +105,8 @@ def comparisons(metrics: dict[str, Any], target: str) -> list[dict[str, Any]]:
     return out
 
 
-def render(scores, metrics: dict[str, Any], params: dict[str, Any], paper: dict[str, Any], figure_rel: str,
-           timing: tuple[float, float, int] | None) -> str:
+def crossdomain_markdown(scores, metrics: dict[str, Any], params: dict[str, Any], paper: dict[str, Any], figure_rel: str,
+                         timing: tuple[float, float, int] | None) -> str:
     import pandas as pd
 
     from dnd.benchmarks.datasets import title
@@ -161,7 +161,7 @@ def _known(name: str) -> bool:
     return name in REGISTRY
 
 
-def figure(rows: list[dict[str, Any]], paper: dict[str, float] | None, target: str, out: Path) -> None:
+def crossdomain_figure(rows: list[dict[str, Any]], paper: dict[str, float] | None, target: str, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -215,9 +215,9 @@ def _run_report(args: argparse.Namespace) -> None:
         raise ValueError(f"{args.metrics} has no scores for {params['target']!r}")
     paper = read_paper_numbers(args.paper_numbers)
     rows = method_rows(scores, metrics, params["target"])
-    figure(rows, paper_numbers(paper), params["target"], args.figure)
-    write_report(args.out, render(scores, metrics, params, paper, figure_link(args.figure, args.out),
-                                  benchmark_minutes(args.benchmarks_dir)), args.figure)
+    crossdomain_figure(rows, paper_numbers(paper), params["target"], args.figure)
+    write_report(args.out, crossdomain_markdown(scores, metrics, params, paper, figure_link(args.figure, args.out),
+                                                benchmark_minutes(args.benchmarks_dir)), args.figure)
 
 
 COMMANDS = {"crossdomain-report": (_add_report, _run_report)}

@@ -42,6 +42,7 @@ import numpy as np
 from dnd.reporting.format import number
 
 from dnd.experiments.fewshot.tuning import DND, FT, ICL
+from dnd.io import read_jsonl, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,6 @@ def load_inputs(targets: list[str], fewshot_eval: Path, dnd_eval: Path, timings_
                 generate_timings_dir: Path) -> dict[str, dict[str, Any]]:
     """Per target: {"rows": few-shot and ICL rows, "dnd": the default run's dnd rows, "ft_s": {k: training
     loop seconds}, "icl_s": {k: scoring seconds}, "context": ICL context info, "dnd_s": [generation seconds]}."""
-    from dnd.io import read_jsonl
 
     out = {}
     for t in targets:
@@ -269,7 +269,7 @@ def cost_lines(df, m: dict[str, Any], dnd_range: dict[str, tuple[float, float]])
     return lines
 
 
-def figure(df, m: dict[str, Any], out: Path) -> None:
+def fewshot_figure(df, m: dict[str, Any], out: Path) -> None:
     """Top: accuracy against k (log scale) per target, DnD and the zero-shot base model as
     horizontal lines. Bottom: accuracy against seconds (log scale; costs at or below 0, timing
     noise, are not drawn)."""
@@ -319,8 +319,8 @@ def figure(df, m: dict[str, Any], out: Path) -> None:
     save_png(fig, out)
 
 
-def render(df, m: dict[str, Any], params: dict[str, Any], figure_rel: str, dnd_range: dict[str, tuple[float, float]],
-           budget: dict[str, tuple[float, float, int] | None], generator_s: dict[str, float]) -> str:
+def fewshot_markdown(df, m: dict[str, Any], params: dict[str, Any], figure_rel: str, dnd_range: dict[str, tuple[float, float]],
+                     budget: dict[str, tuple[float, float, int] | None], generator_s: dict[str, float]) -> str:
     from dnd.benchmarks.datasets import title
 
     fc = params.get("fewshot", {})
@@ -396,7 +396,6 @@ def _add_summary(p: argparse.ArgumentParser) -> None:
 
 def _run_summary(args: argparse.Namespace) -> None:
     from dnd.config import parse_params
-    from dnd.io import write_csv, write_json
     from dnd.summary import require_complete
 
     params = parse_params(args.params)
@@ -449,8 +448,8 @@ def _run_report(args: argparse.Namespace) -> None:
             generator_s[t] = float(json.loads(p.read_text())["wall_s"])
     budget = {t: benchmark_minutes(Path(args.benchmarks_dir) / t) if args.benchmarks_dir else None
               for t in m["targets"]}
-    figure(df, m, args.figure)
-    write_report(args.out, render(df, m, params, figure_link(args.figure, args.out), dnd_range, budget, generator_s),
+    fewshot_figure(df, m, args.figure)
+    write_report(args.out, fewshot_markdown(df, m, params, figure_link(args.figure, args.out), dnd_range, budget, generator_s),
                  args.figure)
 
 

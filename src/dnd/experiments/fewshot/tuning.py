@@ -64,6 +64,7 @@ from typing import Any
 
 import dnd.scoring  # noqa: F401  (makes Hugging Face offline before datasets/lm_eval load)
 from dnd.config import command_params, section
+from dnd.io import check_safetensors, read_jsonl, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,6 @@ def train_fewshot_lora(model_dir: Path, train_file: Path, out_dir: Path, k: int,
     """Train the LoRA of the first k items of `train_file` (see the module doc) into `out_dir`:
     train.jsonl (the k items), final/, train_log.csv, summary.json (dnd.zoo's layout without the
     one-step checkpoint trajectory, which equals final/)."""
-    from dnd.io import read_jsonl, write_jsonl
     from dnd.zoo import train_lora
 
     out_dir = Path(out_dir)
@@ -181,7 +181,6 @@ def write_icl_task(directory: Path, target: str, k: int, records: list[dict[str,
     returns the task name."""
     import yaml
 
-    from dnd.io import write_jsonl
     from dnd.formats.prompts import lm_eval_task
 
     name = icl_task_name(target, k)
@@ -210,7 +209,6 @@ def score_icl(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: P
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from dnd.evaluate import SOFTMAX_DTYPE, load_task, require_file, result_row, run_lm_eval, task_data_file
-    from dnd.io import check_safetensors, read_jsonl
     from dnd.scoring.lm_prefix_cache import PrefixCacheLM
     from dnd.formats.prompts import task_name
 
@@ -288,7 +286,6 @@ def _add_score(p: argparse.ArgumentParser) -> None:
 
 def _run_score(args: argparse.Namespace) -> None:
     from dnd.config import parse_params
-    from dnd.io import write_jsonl
 
     rows = score_fewshot_loras(args.target, parse_params(args.params), args.model, args.tasks_dir, args.lora_dir,
                                args.cache_dir)
@@ -311,7 +308,6 @@ def _add_icl(p: argparse.ArgumentParser) -> None:
 
 def _run_icl(args: argparse.Namespace) -> None:
     from dnd.config import parse_params
-    from dnd.io import write_json, write_jsonl
 
     t0 = time.perf_counter()
     rows, info, seconds = score_icl(args.target, parse_params(args.params), args.model, args.tasks_dir, args.train)

@@ -24,6 +24,7 @@ from typing import Any
 
 from dnd.experiments.crossdomain.report import comparisons, dnd_minus_table, method_rows
 from dnd.reporting.format import ci_text, dnd_relation, number, paper_claim, pct
+from dnd.io import write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,6 @@ def _add_summary(p: argparse.ArgumentParser) -> None:
 
 def _run_summary(args: argparse.Namespace) -> None:
     from dnd.config import parse_params
-    from dnd.io import write_json, write_text
     from dnd.summary import load_eval_rows, require_complete
 
     params = parse_params(args.params)
@@ -194,8 +194,8 @@ def design_note(domain: str, cfg: dict[str, Any]) -> str:
     )
 
 
-def render(domain: str, params: dict[str, Any], scores, metrics: dict[str, Any], paper: dict[str, Any],
-           figure_rel: str, timing: tuple[float, float, int] | None) -> str:
+def mathcode_markdown(domain: str, params: dict[str, Any], scores, metrics: dict[str, Any], paper: dict[str, Any],
+                      figure_rel: str, timing: tuple[float, float, int] | None) -> str:
     targets = list(dict.fromkeys(scores.target))
     sources = params.get("sources", [])
     head = {"math": "## Math", "code": "## Code"}[domain]
@@ -215,7 +215,7 @@ def render(domain: str, params: dict[str, Any], scores, metrics: dict[str, Any],
     return "\n".join(md_lines)
 
 
-def figure(domain: str, scores, metrics: dict[str, Any], paper: dict[str, Any], out: Path) -> None:
+def mathcode_figure(domain: str, scores, metrics: dict[str, Any], paper: dict[str, Any], out: Path) -> None:
     """One panel per target: each method's metric with its 95% CI (the paper's two numbers as lines)."""
     import matplotlib
 
@@ -267,9 +267,9 @@ def _run_report(args: argparse.Namespace) -> None:
     scores = pd.read_csv(args.scores)
     metrics = json.loads(args.metrics.read_text())
     paper = read_paper_numbers(args.paper_numbers)
-    figure(args.domain, scores, metrics, paper, args.figure)
-    write_report(args.out, render(args.domain, params, scores, metrics, paper, figure_link(args.figure, args.out),
-                                  benchmark_minutes(args.benchmarks_dir)), args.figure)
+    mathcode_figure(args.domain, scores, metrics, paper, args.figure)
+    write_report(args.out, mathcode_markdown(args.domain, params, scores, metrics, paper, figure_link(args.figure, args.out),
+                                             benchmark_minutes(args.benchmarks_dir)), args.figure)
 
 
 COMMANDS = {"mathcode-summary": (_add_summary, _run_summary), "mathcode-report": (_add_report, _run_report)}

@@ -47,6 +47,7 @@ from typing import Any
 import dnd.scoring  # noqa: F401  (makes Hugging Face offline before datasets/lm_eval load)
 from dnd.config import section
 from dnd.experiments.mathcode.data import GEN_TASK, LOGLIK_TASK, task_name
+from dnd.io import write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +301,6 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> None:
     from dnd.config import parse_params
-    from dnd.io import write_jsonl
 
     params = parse_params(args.params)
     unknown = sorted(set(params) - {args.domain, "evaluation", "sources"})

@@ -33,6 +33,7 @@ import numpy as np
 
 from dnd.reporting.format import number
 from dnd.stats import ci_class
+from dnd.io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +261,7 @@ def paper_rows(paper: dict[str, Any], targets: list[str]):
     return pd.DataFrame(recs)
 
 
-def figure(m: dict[str, Any], out: Path) -> None:
+def protocol_figure(m: dict[str, Any], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -288,8 +289,8 @@ def figure(m: dict[str, Any], out: Path) -> None:
     save_png(fig, out)
 
 
-def render(m: dict[str, Any], params: dict[str, Any], paper: dict[str, Any], figure_rel: str,
-           timing: tuple[float, float, int] | None = None) -> str:
+def protocol_markdown(m: dict[str, Any], params: dict[str, Any], paper: dict[str, Any], figure_rel: str,
+                      timing: tuple[float, float, int] | None = None) -> str:
     from dnd.benchmarks.datasets import title
 
     pc = params.get("protocol", {})
@@ -340,7 +341,6 @@ def _add_summary(p: argparse.ArgumentParser) -> None:
 
 def _run_summary(args: argparse.Namespace) -> None:
     from dnd.config import parse_params
-    from dnd.io import atomic_path, write_json
     from dnd.summary import eval_cell, read_eval_files, require_complete
 
     params = parse_params(args.params)
@@ -377,9 +377,9 @@ def _run_report(args: argparse.Namespace) -> None:
     params = parse_params(args.params)
     m = json.loads(args.metrics.read_text())
     paper = read_paper_numbers(args.paper_numbers)  # no file: no paper rows (it used to crash)
-    figure(m, args.figure)
-    write_report(args.out, render(m, params, paper, figure_link(args.figure, args.out),
-                                  benchmark_minutes(args.benchmarks_dir)), args.figure)
+    protocol_figure(m, args.figure)
+    write_report(args.out, protocol_markdown(m, params, paper, figure_link(args.figure, args.out),
+                                             benchmark_minutes(args.benchmarks_dir)), args.figure)
 
 
 COMMANDS = {"protocol-summary": (_add_summary, _run_summary), "protocol-report": (_add_report, _run_report)}

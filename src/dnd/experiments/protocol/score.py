@@ -48,6 +48,7 @@ from typing import Any
 
 import dnd.scoring  # noqa: F401  (makes Hugging Face offline before datasets/lm_eval load)
 from dnd.config import section
+from dnd.io import atomic_path, read_jsonl, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,6 @@ def write_tasks(datasets: list[str], data_dir: Path, out_dir: Path, pcfg: dict[s
     """The paper-format test items (the first n_test of each test split) and every task YAML."""
     import yaml
 
-    from dnd.io import atomic_path, read_jsonl, write_jsonl
     from dnd.formats.paper import eval_record
 
     written = []
@@ -261,7 +261,6 @@ class ResultCache:
             return None
 
     def put(self, key: str, results: list[dict[str, Any]], source: Any = None) -> None:
-        from dnd.io import write_json
         from dnd.scoring.cache import seal
 
         write_json(self.directory / f"{key}.json", seal({"key": key, "results": results, "source": source}))
@@ -361,7 +360,6 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
 
 def _run_evaluate(args: argparse.Namespace) -> None:
     from dnd.config import parse_params
-    from dnd.io import write_jsonl
 
     rows = evaluate_protocol(args.target, parse_params(args.params), args.model, args.tasks_dir, args.zoo_dir,
                              args.generated_dir, args.encoded_dir, args.cache_dir)
