@@ -200,9 +200,9 @@ def test_report_and_figure(tmp_path):
     _, m = ab.summarize(cells, "condition", {k: ["s1"] for k in cells}, 1, 100, 0)
     m["defaults"] = ["prompt"]
     fig = tmp_path / "figures" / "ablations.png"
-    ab.figure([m], fig)
+    ab.ablations_figure([m], fig)
     assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    text = ab.render([m], "figures/ablations.png", {"condition": (1.5, 2.0, 4)}, 1)
+    text = ab.ablations_markdown([m], "figures/ablations.png", {"condition": (1.5, 2.0, 4)}, 1)
     assert text.startswith("## Ablations") and "### Condition form" in text and "mean of 1 adapter per" in text
     assert "Budget: 4 jobs, 1.5 min" in text and "(figures/ablations.png)" in text
     # the source-count curve beyond the run's datasets: extras named in order, accuracy by setting
@@ -213,7 +213,7 @@ def test_report_and_figure(tmp_path):
     assert c["extra_sources"] == ["x", "y"] and c["3/t/n_extra_sources"] == 2 and c["1/t/n_extra_sources"] == 0
     assert c["2/mean/train_avg/acc"] == pytest.approx(75) and c["2/mean/dnd/acc"] == pytest.approx(100)
     assert ab._n_without_extra(c) == 1
-    text = ab.render([m, c], "f.png", {"sources": (9.0, 9.5, 20), "sources/extra": (4.0, 4.2, 8)}, 1)
+    text = ab.ablations_markdown([m, c], "f.png", {"sources": (9.0, 9.5, 20), "sources/extra": (4.0, 4.2, 8)}, 1)
     assert "settings above 1 add extra source tasks" in text and "in this order: x, y" in text
     acc = ab.accuracy_table(c).set_index("Setting")
     assert acc.loc["2", "DnD"] == "100.0" and acc.loc["2", "Training LoRAs (avg)"] == "75.0"
@@ -221,7 +221,7 @@ def test_report_and_figure(tmp_path):
     import matplotlib.image
 
     one = matplotlib.image.imread(fig).shape[1]
-    ab.figure([m, c], fig)  # two families and one more panel: accuracy against the number of sources
+    ab.ablations_figure([m, c], fig)  # two families and one more panel: accuracy against the number of sources
     assert matplotlib.image.imread(fig).shape[1] == pytest.approx(3 * one, rel=0.05)
 
 

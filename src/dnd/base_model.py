@@ -22,7 +22,7 @@ import zipfile
 from pathlib import Path
 from typing import Iterable
 
-from .io import atomic_path, check_safetensors
+from .io import atomic_path, check_safetensors, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,6 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> None:
     from .config import command_params
-    from .io import read_jsonl
     from .formats.prompts import render_context, render_choices
 
     params = command_params(args.params, "base_model", "seed")

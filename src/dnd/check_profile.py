@@ -59,6 +59,7 @@ from torch.utils._pytree import tree_flatten
 
 from .config import EXPERIMENTS, REPO_ROOT, ConfigError, check_chunk_width, folds, load_config, model_config
 from .method.generator_model import count_parameters
+from .io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -763,7 +764,6 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from .io import write_json
 
     if args.reduced_width_divisor < 1 or args.reduced_batch < 1 or (args.reduced_prompts is not None
                                                                     and args.reduced_prompts < 1):

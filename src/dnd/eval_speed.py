@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import section
+from .io import write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,6 @@ def _add_eval_speed(p: argparse.ArgumentParser) -> None:
 
 def _run_eval_speed(args: argparse.Namespace) -> None:
     from .config import parse_params
-    from .io import write_json
 
     from .evaluate import quiet_lm_eval
 
@@ -202,8 +202,6 @@ def _add_summary(p: argparse.ArgumentParser) -> None:
 
 def _run_summary(args: argparse.Namespace) -> None:
     import json
-
-    from .io import write_text
 
     results = []
     for p in args.inputs:

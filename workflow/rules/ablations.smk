@@ -5,6 +5,10 @@
 # zoo tokens, encoded prompts, base model and, for each family's default setting, the default
 # run's own adapters and scores.
 
+
+include: "helpers/ablations.smk"
+
+
 EXTRA_DS = "|".join(map(re.escape, AB_EXTRA)) if AB_EXTRA else "(?!)"  # (?!) matches nothing
 
 
@@ -238,7 +242,7 @@ rule ablation_report:
         md=report(f"{AB}/report.md", caption="../report/ablations_report.rst", category="Ablations"),
         figure=report(f"{AB}/figures/ablations.png", caption="../report/fig_ablations.rst", category="Ablations"),
     params:
-        p=as_json({"n_adapters": ACFG["n_adapters"]}),
+        p=as_json({"n_adapters": ABLATION_CONFIG["n_adapters"]}),
     log:
         "logs/ablations/report.log",
     benchmark:

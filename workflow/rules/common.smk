@@ -14,9 +14,7 @@ sys.path.insert(0, str(REPO / "src"))
 from dnd.config import ConfigError, check_inputs, check_schema, folds, rule_section, run_config, validate_config  # noqa: E402
 from dnd.benchmarks.datasets import dataset_settings  # noqa: E402
 from dnd.schedule import ADAPTER_KINDS, adapter_seed  # noqa: E402
-from dnd.experiments.ablations.report import FAMILIES as AB_FAMILY_NAMES, encoding_variant, setting_overrides  # noqa: E402
-from dnd.experiments.ablations.report import is_default as ablation_is_default  # noqa: E402
-from dnd.experiments.mathcode.data import sources as mathcode_sources  # noqa: E402
+from dnd.summary import CONTROL_KINDS as _CONTROL_KINDS  # noqa: E402
 from dnd.paths import RunDirError, check_run_dir, claim_run_dir, run_dir  # noqa: E402
 
 # A bad config stops here with one line naming the key, its value and the rule: dnd.config checks
@@ -68,7 +66,7 @@ N_ADAPTERS = config["generate"]["n_adapters"]
 N_CONTROLS = config["generate"]["n_controls"]
 # generated kinds besides dnd: variant designs side by side (dnd_<design>) and the controls
 VARIANTS = list(config["generator"]["variants"])
-CONTROL_KINDS = ["control_other", "control_random", "control_shuffled"]
+CONTROL_KINDS = list(_CONTROL_KINDS)  # control_other, control_random, control_shuffled
 
 # Every rule runs the package's CLI (`python -m dnd.cli ...`). PYTHONPATH is exported by the
 # shell prefix, inside the job, so it also works in `--use-conda` environments (which block an
@@ -168,13 +166,16 @@ def target_adapters(wildcards):
     }
 
 
-def generator_params(design):
-    """The train-generator params of `design`: the generator section with its design set to it;
-    `variants` says which other generators exist, not how one is trained, so it is left out."""
-    gen = {k: v for k, v in rule_section("generator", config["generator"]).items() if k != "variants"}
-    gen["design"] = design
+def generator_params(design=None, overrides=None, encoder=None):
+    """The train-generator params: the generator section with `overrides` (an ablation's) applied
+    and, if given, its design set to `design`; the encoder section (default: config's). `variants`
+    says which other generators exist, not how one is trained, so it is left out."""
+    gen = {k: v for k, v in config["generator"].items() if k != "variants"}
+    gen = rule_section("generator", {**gen, **(overrides or {})})
+    if design is not None:
+        gen["design"] = design
     return as_json(
-        {"generator": gen, "encoder": rule_section("encoder", config["encoder"]), "lora": config["lora"],
+        {"generator": gen, "encoder": encoder or rule_section("encoder", config["encoder"]), "lora": config["lora"],
          "seed": config["seed"]}
     )
 
@@ -220,244 +221,19 @@ def generator_of(wildcards):
     return generator_path(wildcards.target, design)
 
 
-# ------------------------------------------------------------- the protocol experiment
-from dnd.experiments.protocol.score import task_names  # noqa: E402
-
-PROTO = "results/protocol"
-PCFG = config["protocol"]
-P_DESIGN = PCFG["design"] or DESIGN
-P_KINDS = [f"dnd{'' if c == 'pool' else '_testcond'}" for c in PCFG["conditions"]] + CONTROL_KINDS
-P_TASKS = [
-    name
-    for ds in DATASETS
-    for _, _, name in task_names(ds, PCFG["seeds"])
-]
-
-
-def protocol_adapters(target):
-    n = {k: (PCFG["n_adapters"] if k.startswith("dnd") else N_CONTROLS) for k in P_KINDS}
-    return [f"{PROTO}/generated/{target}/{k}_{i}" for k in P_KINDS for i in range(n[k])]
-
-
-def protocol_fold_inputs(wildcards):
-    sources = FOLDS[wildcards.target]
-    return {
-        "tokens": expand(f"{PROTO}/tokens/{{d}}.pt", d=sources),
-        "encoded": expand("results/encoded/{d}/train.pt", d=sources),
-        "template": f"{PROTO}/zoo/{sources[0]}/final",
-    }
-
-
-def protocol_prompts(wildcards):
-    """dnd_testcond: the target's test split (the authors' conditioning); every other kind as
-    in the default run."""
-    if wildcards.kind == "dnd_testcond":
-        return f"results/data/{wildcards.target}/test.jsonl"
-    return PROMPTS_FILE[wildcards.kind](wildcards)
-
-
-# ------------------------------------------------------------- the cross-domain experiment
-CD = "results/crossdomain"
-CCFG = config["crossdomain"]
-CD_TARGET = CCFG["target"]
-CD_DESIGN = CCFG["design"] or DESIGN
-CD_KINDS = ["dnd", *CONTROL_KINDS]
-
-
-def crossdomain_adapters(target):
-    return [f"{CD}/generated/{target}/{k}_{i}" for k in CD_KINDS
-            for i in range(N_ADAPTERS if k == "dnd" else N_CONTROLS)]
-
-
-def crossdomain_prompts(wildcards):
-    """dnd and control_shuffled: the new domain's unlabeled prompts; control_other: the first
-    training dataset's; control_random: none."""
-    if wildcards.kind == "control_other":
-        return _cond(DATASETS[0])
-    if wildcards.kind == "control_random":
-        return []
-    return f"{CD}/data/{wildcards.target}/cond.jsonl"
-
-
-# ----------------------------------------------------------------------------- ablations
-# (workflow/rules/ablations.smk; the settings of each family: dnd.experiments.ablations.report)
-AB = "results/ablations"
-ACFG = config["ablations"]
-AB_TARGETS = list(ACFG["targets"])
-AB_FAMILIES = {f: [str(s) for s in ACFG[f]] for f in AB_FAMILY_NAMES if ACFG.get(f)}
-AB_CELLS = [
-    (f, s, t)
-    for f, settings in AB_FAMILIES.items()
-    for s in settings
-    for t in AB_TARGETS
-    if not ablation_is_default(f, s, len(DATASETS))
-]
-AB_VARIANTS = sorted({v for f, s, _ in AB_CELLS if (v := encoding_variant(f, s))})
-# extra source tasks of the `sources` curve (ablations.extra_sources): their data, LoRAs, tokens
-# and encodings live under results/ablations/extra/, apart from the default run's
-AB_EXTRA = dict(ACFG.get("extra_sources") or {})
-ABX = f"{AB}/extra"
-
-
-wildcard_constraints:
-    family="|".join(AB_FAMILY_NAMES),
-    setting=r"[A-Za-z0-9_]+",
-    split="train|cond",
-
-
-def ablation_overrides(family, setting, target):
-    return setting_overrides(family, setting, target, DATASETS, config["seed"], BASE_MODEL, list(AB_EXTRA))
-
-
-def ablation_zoo(ds):
-    """A source's LoRA zoo folder: the default run's, or the extra tasks' (results/ablations/extra)."""
-    return f"{ABX}/zoo/{ds}" if ds in AB_EXTRA else f"{ZOO}/{ds}"
-
-
-def ablation_scored(sources):
-    """The datasets whose LoRAs a cell scores: every dataset of the run, then its extra sources."""
-    return DATASETS + [d for d in sources if d in AB_EXTRA]
-
-
-def ablation_encoder(family, setting, target):
-    over = ablation_overrides(family, setting, target)["encoder"]
-    return rule_section("encoder", {**config["encoder"], **over})
-
-
-def ablation_encoded(family, setting, target, ds, split):
-    v = encoding_variant(family, setting)
-    if ds in AB_EXTRA:
-        if v:
-            raise ValueError(f"extra source task {ds} is encoded with the default encoder only (family {family})")
-        return f"{ABX}/encoded/{ds}/{split}.pt"
-    return f"{AB}/encoded/{v}/{ds}/{split}.pt" if v else f"results/encoded/{ds}/{split}.pt"
-
-
-def ablation_sources(wildcards):
-    return ablation_overrides(wildcards.family, wildcards.setting, wildcards.target)["sources"]
-
-
-def ablation_generator_inputs(wildcards):
-    w = wildcards
-    sources = ablation_sources(w)
-    return {
-        "tokens": [f"{ABX}/tokens/{d}.pt" if d in AB_EXTRA else f"results/tokens/{d}.pt" for d in sources],
-        "encoded": [ablation_encoded(w.family, w.setting, w.target, d, "train") for d in sources],
-        "template": f"{ablation_zoo(sources[0])}/final",
-    }
-
-
-def ablation_generator_params(wildcards):
-    over = ablation_overrides(wildcards.family, wildcards.setting, wildcards.target)
-    gen = {k: v for k, v in config["generator"].items() if k != "variants"}
-    gen.update(over["generator"])
-    return as_json(
-        {
-            "generator": rule_section("generator", gen),
-            "encoder": ablation_encoder(wildcards.family, wildcards.setting, wildcards.target),
-            "lora": config["lora"],
-            "seed": config["seed"],
-        }
-    )
-
-
-def ablation_adapters(family, setting, target):
-    return [f"{AB}/{family}/{setting}/{target}/generated/dnd_{i}" for i in range(ACFG["n_adapters"])]
-
-
-def ablation_eval(family, setting, target):
-    """A cell's evaluation rows; None for a family's default setting (the default run's rows)."""
-    if ablation_is_default(family, setting, len(DATASETS)):
-        return None
-    return f"{AB}/{family}/{setting}/{target}/eval.jsonl"
-
-
-def ablation_evals(wildcards):
-    """The evaluation files a family's summary reads (its non-default cells)."""
-    return [e for s in AB_FAMILIES[wildcards.family] for t in AB_TARGETS if (e := ablation_eval(wildcards.family, s, t))]
-
-
-def ablation_summary_params(family):
-    cells = [
-        [s, t, ablation_eval(family, s, t), ablation_overrides(family, s, t)["sources"]]
-        for s in AB_FAMILIES[family]
-        for t in AB_TARGETS
-    ]
-    return as_json(
-        {
-            "family": family,
-            "cells": cells,
-            "n_adapters": ACFG["n_adapters"],
-            "extra_sources": list(AB_EXTRA),
-            "bootstrap": config["evaluation"]["bootstrap"],
-            "seed": config["seed"],
-        }
-    )
-# ------------------------------------------------------------- the few-shot experiment
-from dnd.experiments.fewshot.tuning import fewshot_targets  # noqa: E402
-
-FEW = "results/fewshot"
-FCFG = config["fewshot"]
-FEW_TARGETS = fewshot_targets(config)
-FEW_KS = sorted(FCFG["ks"])
-# the default run's scoring settings, as evaluate_target reads them (the cache flag and
-# eval_speed's keys are no reason to rerun)
-FEW_EVALUATION = {k: config["evaluation"][k] for k in ("limit", "backend", "batch_size", "dtype", "metric")}
-
-
-def fewshot_loras(wildcards):
-    return expand(f"{FEW}/lora/{wildcards.target}/k{{k}}/final", k=FEW_KS)
-
-
-def dnd_generation_timings(wildcards):
-    """The default run's generation timings of every target's dnd adapters (DnD's cost)."""
-    return [f"results/timings/generate/{t}/dnd_{i}.json" for t in FEW_TARGETS for i in range(N_ADAPTERS)]
-
-
-# ------------------------------------------------------------- the math and code experiments
-# (workflow/rules/mathcode.smk; dnd.experiments.mathcode.data)
-MC_DOMAINS = ["math", "code"]
-MC_TARGETS = {"math": ["gsm8k", "math"], "code": ["humaneval"]}
-MC_SOURCES = {d: mathcode_sources(d, config[d]) for d in MC_DOMAINS}
-MC_NAMES = {d: MC_SOURCES[d] + MC_TARGETS[d] for d in MC_DOMAINS}
-
-
-wildcard_constraints:
-    domain="math|code",
-    src="|".join(sorted({s for d in MC_DOMAINS for s in MC_SOURCES[d]})),
-
-
-def mc_lora(domain):
-    """The zoo's lora section with the experiment's overrides (max_length, steps, batch size)."""
-    return {**config["lora"], **config[domain]["lora"]}
-
-
-def mc_design(domain):
-    return config[domain]["design"] or DESIGN
-
-
-def mc_kinds(domain):
-    return [("dnd", config[domain]["n_adapters"])] + [(k, 1) for k in config[domain]["controls"]]
-
-
-def mc_adapters(domain, target):
-    return [f"results/{domain}/generated/{target}/{k}_{i}" for k, n in mc_kinds(domain) for i in range(n)]
-
-
-def mc_prompts(wildcards):
-    """dnd and control_shuffled: the target's unlabeled cond prompts; control_random: none."""
-    if wildcards.kind == "control_random":
-        return []
-    return f"results/{wildcards.domain}/data/{wildcards.target}/cond.jsonl"
-
-
-def mc_data_outputs(domain):
-    names = MC_NAMES[domain]
-    return {
-        "splits": [f"results/{domain}/data/{n}/{s}.jsonl" for n in names for s in ("train", "cond", "test")],
-        "lmeval": [f"results/{domain}/data/{t}/test.lmeval.jsonl" for t in MC_TARGETS[domain]],
-        "tasks": [
-            f"results/{domain}/tasks/dnd_{domain}_{t}_{k}.yaml" for t in MC_TARGETS[domain] for k in ("gen", "loglik")
-        ],
-        "summary": f"results/{domain}/data/splits.csv",
-    }
+def report_benchmarks(wildcards):
+    """The default run's benchmark files, which the report's compute tables read (`--benchmarks-dir
+    benchmarks`, every *.tsv outside the extra experiments' folders), one per job of `all` but
+    the report's own."""
+    encoded_cond = sorted({d for t in TARGETS for d in [*FOLDS[t], t]})  # diagnose_inputs, target_adapters
+    files = ["benchmarks/base_model.tsv", "benchmarks/data_summary.tsv", "benchmarks/efficiency.tsv",
+             "benchmarks/summarize.tsv", "benchmarks/diagnostics.tsv"]
+    files += expand("benchmarks/{rule}/{ds}.tsv", rule=["prepare_data", "train_lora", "tokenize_zoo"], ds=DATASETS)
+    files += expand("benchmarks/encode_prompts/{ds}_train.tsv", ds=DATASETS)
+    files += expand("benchmarks/encode_prompts/{ds}_cond.tsv", ds=encoded_cond)
+    files += [f"benchmarks/train_generator/{t}_{d}.tsv" for t in TARGETS for d in DESIGNS]
+    files += [f"benchmarks/generate/{t}_{Path(a).name}.tsv" for t in TARGETS for a in generated_adapters(t)]
+    files += expand("benchmarks/{rule}/{target}.tsv", rule=["evaluate", "diagnose_fold"], target=TARGETS)
+    if config["evaluation"]["compare_items"] > 0:
+        files += expand("benchmarks/eval_speed/{target}.tsv", target=TARGETS) + ["benchmarks/eval_speed/summary.tsv"]
+    return files

@@ -5,6 +5,9 @@
 # encoded prompts and base model (nothing is trained twice but the generator).
 
 
+include: "helpers/crossdomain.smk"
+
+
 rule crossdomain_data:
     """The new domain's cond (unlabeled, conditions generation) and test (scored) splits and its
     lm-eval task."""
@@ -17,8 +20,8 @@ rule crossdomain_data:
             {
                 "data": {
                     **dataset_settings(config["data"], CD_TARGET),
-                    "n_cond": CCFG["n_cond"],
-                    "n_test": CCFG["n_test"],
+                    "n_cond": CROSSDOMAIN_CONFIG["n_cond"],
+                    "n_test": CROSSDOMAIN_CONFIG["n_test"],
                 },
                 "prompt": config["prompt"],
                 "seed": config["seed"],
@@ -166,7 +169,7 @@ rule crossdomain_report:
         figure=report(f"{CD}/figures/crossdomain.png", caption="../report/fig_crossdomain.rst", category="Cross-domain"),
     params:
         p=as_json(
-            {"target": CD_TARGET, "sources": DATASETS, "design": CD_DESIGN, "n_cond": CCFG["n_cond"]}
+            {"target": CD_TARGET, "sources": DATASETS, "design": CD_DESIGN, "n_cond": CROSSDOMAIN_CONFIG["n_cond"]}
         ),
     log:
         "logs/crossdomain/report.log",

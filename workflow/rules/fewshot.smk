@@ -3,6 +3,10 @@
 # results/fewshot.csv; it reads the default run's prepared data, lm-eval tasks, base model, per-item
 # scores (results/eval) and generation timings, and trains nothing of the default run again.
 
+
+include: "helpers/fewshot.smk"
+
+
 rule fewshot_train:
     """A LoRA on the first k labeled train items of a target (the zoo's trainer and settings)."""
     input:
@@ -18,7 +22,7 @@ rule fewshot_train:
         k=r"\d+",
     params:
         p=as_json({"lora": config["lora"], "prompt": config["prompt"], "seed": config["seed"],
-                   "fewshot": {"epochs": FCFG["epochs"]}}),
+                   "fewshot": {"epochs": FEWSHOT_CONFIG["epochs"]}}),
         out_dir=f"{FEW}/lora/{{target}}/k{{k}}",
     log:
         "logs/fewshot/train/{target}_k{k}.log",
@@ -80,7 +84,7 @@ rule fewshot_icl:
         context=f"{FEW}/eval/{{target}}/icl_context.json",
         timings=f"{FEW}/timings/icl/{{target}}.json",
     params:
-        p=as_json({"evaluation": FEW_EVALUATION, "fewshot": {"icl_ks": sorted(FCFG["icl_ks"])},
+        p=as_json({"evaluation": FEW_EVALUATION, "fewshot": {"icl_ks": sorted(FEWSHOT_CONFIG["icl_ks"])},
                    "prompt": config["prompt"]}),
         tasks_dir=lambda wildcards, input: str(Path(input.task).parent),
     log:

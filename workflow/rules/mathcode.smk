@@ -5,6 +5,10 @@
 # for each target from its unlabeled prompts, and generation-based scores. The default run's base
 # model and encoder are reused; its rules are reused through `use rule ... with:`.
 
+
+include: "helpers/mathcode.smk"
+
+
 rule math_data:
     """Splits, lm-eval rows and tasks of the math experiment (dnd.experiments.mathcode.data)."""
     output:

@@ -5,6 +5,10 @@
 # generators and adapters are made by the default run's rules (`use rule ... with:`), on its own
 # paths.
 
+
+include: "helpers/protocol.smk"
+
+
 rule protocol_tasks:
     """The first protocol.n_test test items of each dataset in the paper's format, and the lm-eval
     tasks that score them (log-likelihood, greedy, one per sampling seed)."""
@@ -14,7 +18,7 @@ rule protocol_tasks:
         tasks=[f"{PROTO}/tasks/{name}.yaml" for name in P_TASKS],
         data=expand(f"{PROTO}/data/{{ds}}/test.jsonl", ds=DATASETS),
     params:
-        p=as_json({"protocol": PCFG, "datasets": DATASETS}),
+        p=as_json({"protocol": PROTOCOL_CONFIG, "datasets": DATASETS}),
         out_dir=lambda wildcards, output: str(Path(output.data[0]).parents[2]),
     log:
         "logs/protocol/tasks.log",
@@ -107,7 +111,7 @@ rule evaluate_protocol:
     params:
         p=lambda wildcards: as_json(
             {
-                "protocol": PCFG,
+                "protocol": PROTOCOL_CONFIG,
                 "evaluation": {k: config["evaluation"][k] for k in ("batch_size", "dtype")},
                 "datasets": DATASETS,
                 "sources": FOLDS[wildcards.target],
@@ -168,7 +172,7 @@ rule protocol_report:
         md=report(f"{PROTO}/report.md", caption="../report/protocol_report.rst", category="Protocol"),
         figure=report(f"{PROTO}/figures/protocol.png", caption="../report/fig_protocol.rst", category="Protocol"),
     params:
-        p=as_json({"protocol": PCFG, "generator": {"design": config["generator"]["design"]}}),
+        p=as_json({"protocol": PROTOCOL_CONFIG, "generator": {"design": config["generator"]["design"]}}),
     log:
         "logs/protocol/report.log",
     benchmark:

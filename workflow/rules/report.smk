@@ -17,6 +17,11 @@ rule report:
         lora_timings=expand("results/timings/train_lora/{ds}.json", ds=DATASETS),
         generators=expand("results/generators/{target}/train_log_{design}.csv", target=TARGETS, design=DESIGN),
         paper=workflow.source_path("../../config/paper_numbers.yaml"),
+        # read through the directories the command names (--zoo-dir, --generated-dir,
+        # --benchmarks-dir): the PCA figure's LoRA checkpoints and DnD adapters, the compute tables
+        checkpoints=expand(f"{ZOO}/{{ds}}/checkpoints", ds=DATASETS),
+        generated=[f"results/generated/{t}/dnd_{i}" for t in TARGETS for i in range(N_ADAPTERS)],
+        benchmarks=report_benchmarks,
     output:
         md=report("results/report.md", caption="../report/report_md.rst", category="Main results"),
         figures=[

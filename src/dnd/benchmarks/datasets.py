@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from dnd.paths import resolve_input_path
-from dnd.io import parse_jsonl_lines
+from dnd.io import parse_jsonl_lines, read_jsonl
 from dnd.formats.prompts import LETTERS
 
 SPLITS = ("train", "cond", "test")
@@ -519,7 +519,6 @@ def prepare_dataset(name: str, dcfg: dict, seed: int) -> dict[str, list[dict]]:
 
 
 def load_split(path: str | Path) -> list[dict]:
-    from dnd.io import read_jsonl
 
     return read_jsonl(path)
 

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from dnd.benchmarks.datasets import title
-from dnd.io import atomic_path
+from dnd.io import atomic_path, check_safetensors
 from dnd.summary import MEAN_TARGET, compared_kinds, comparison_pairs
 from dnd.reporting.tables import METHOD_LABELS, dataset_order, pct_factor
 
@@ -233,8 +233,6 @@ def pca_coordinates(items: list[tuple[str, str, Path]], n_coords: int,
     """PCA (numpy SVD) of the flattened LoRA vectors over the keys all files share, on a fixed
     random subset of coordinates when the vectors are long. Returns (coords, explained ratio)."""
     from safetensors import safe_open
-
-    from dnd.io import check_safetensors
 
     key_sets, sizes = [], {}
     for _, kind, p in items:

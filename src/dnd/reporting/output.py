@@ -6,6 +6,7 @@ import logging
 import os
 from pathlib import Path
 from typing import Any
+from dnd.io import write_text
 
 log = logging.getLogger("dnd.report")
 
@@ -28,7 +29,6 @@ def figure_link(figure: Path | str, out: Path | str) -> str:
 
 def write_report(out: Path | str, text: str, figure: Path | str | None = None) -> None:
     """Write the report atomically and say so (and which figure goes with it)."""
-    from dnd.io import write_text
 
     write_text(Path(out), text)
     log.info("wrote %s", f"{out} and {figure}" if figure is not None else out)

@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from dnd.io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +246,6 @@ class ScoreCache:
         """Store `s` under `key`, sealed, with the cache's recipe and the adapter's `source` (what
         `dnd verify-cache` loads again); a non-finite result is refused (NonFiniteScoreError), and
         one whose `correct` its log-likelihoods do not give is not stored (a warning)."""
-        from dnd.io import write_json
 
         require_finite(s, f"score cache entry {key}")
         try:

@@ -48,6 +48,7 @@ import numpy as np
 
 from dnd.reporting.format import signed
 from dnd.stats import EQUIVALENT, ci_class  # ±EQUIVALENT points: no difference (the paper states directions only)
+from dnd.io import atomic_path, read_jsonl, write_json
 
 log = logging.getLogger(__name__)
 
@@ -312,36 +313,36 @@ def accuracy_table(m: dict[str, Any]):
     return pd.DataFrame(recs)
 
 
-def render(families: list[dict[str, Any]], figure_rel: str, timing: dict[str, tuple[float, float, int]],
-           n_adapters: int) -> str:
-    L = ["## Ablations", "",
-         "Each family changes one setting of the default pipeline (everything else as in the default run, design "
-         "`basis`), on the same fixed held-out targets, test items and scorer as the main table. Cells: DnD minus "
-         f"the training-LoRA average in accuracy points with its paired 95% CI over items (DnD: the mean of "
-         f"{n_adapters} adapter{'s' if n_adapters != 1 else ''} per item). Settings marked (default) are the "
-         "default run's own generator and adapters. Condition forms other than `prompt` read labels, also the "
-         "target's. Verdicts compare DnD between settings directly (paired over the same items).", ""]
+def ablations_markdown(families: list[dict[str, Any]], figure_rel: str, timing: dict[str, tuple[float, float, int]],
+                       n_adapters: int) -> str:
+    md_lines = ["## Ablations", "",
+                "Each family changes one setting of the default pipeline (everything else as in the default run, design "
+                "`basis`), on the same fixed held-out targets, test items and scorer as the main table. Cells: DnD minus "
+                f"the training-LoRA average in accuracy points with its paired 95% CI over items (DnD: the mean of "
+                f"{n_adapters} adapter{'s' if n_adapters != 1 else ''} per item). Settings marked (default) are the "
+                "default run's own generator and adapters. Condition forms other than `prompt` read labels, also the "
+                "target's. Verdicts compare DnD between settings directly (paired over the same items).", ""]
     for m in families:
         fam = m["family"]
-        L += [f"### {FAMILY_TITLES.get(fam, fam)}", "", family_table(m).to_markdown(index=False, disable_numparse=True),
-              "", family_verdict(m), ""]
+        md_lines += [f"### {FAMILY_TITLES.get(fam, fam)}", "", family_table(m).to_markdown(index=False, disable_numparse=True),
+                     "", family_verdict(m), ""]
         if m.get("extra_sources"):
-            L += [f"Beyond the paper's range, settings above {_n_without_extra(m)} add extra source tasks that only "
-                  "train (ablations.extra_sources; never targets), after each target's other datasets, in this "
-                  f"order: {', '.join(m['extra_sources'])}. The training-LoRA average of a setting is over its own "
-                  "sources. Accuracy (%) by setting, mean over targets:", "", accuracy_table(m).to_markdown(
-                      index=False, disable_numparse=True), ""]
+            md_lines += [f"Beyond the paper's range, settings above {_n_without_extra(m)} add extra source tasks that only "
+                         "train (ablations.extra_sources; never targets), after each target's other datasets, in this "
+                         f"order: {', '.join(m['extra_sources'])}. The training-LoRA average of a setting is over its own "
+                         "sources. Accuracy (%) by setting, mean over targets:", "", accuracy_table(m).to_markdown(
+                             index=False, disable_numparse=True), ""]
         if fam in timing:
             w, c, j = timing[fam]
-            L += [f"Budget: {j} jobs, {w:.1f} min of wall time in total, {c:.1f} min of CPU time (Snakemake "
-                  "benchmarks)" + (", of which the extra tasks' data, LoRAs, tokens and encodings {:.1f} min ({} "
-                                   "jobs)".format(timing[f"{fam}/extra"][0], timing[f"{fam}/extra"][2])
-                                   if f"{fam}/extra" in timing else "") + ".", ""]
-    L += [f"![Ablations]({figure_rel})", ""]
-    return "\n".join(L)
+            md_lines += [f"Budget: {j} jobs, {w:.1f} min of wall time in total, {c:.1f} min of CPU time (Snakemake "
+                         "benchmarks)" + (", of which the extra tasks' data, LoRAs, tokens and encodings {:.1f} min ({} "
+                                          "jobs)".format(timing[f"{fam}/extra"][0], timing[f"{fam}/extra"][2])
+                                          if f"{fam}/extra" in timing else "") + ".", ""]
+    md_lines += [f"![Ablations]({figure_rel})", ""]
+    return "\n".join(md_lines)
 
 
-def figure(families: list[dict[str, Any]], out: Path) -> None:
+def ablations_figure(families: list[dict[str, Any]], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -406,7 +407,6 @@ def _run_summary(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from dnd.config import parse_params
-    from dnd.io import atomic_path, read_jsonl, write_json
     from dnd.summary import require_complete
 
     params = parse_params(args.params)
@@ -477,8 +477,8 @@ def _run_report(args: argparse.Namespace) -> None:
         for name, keep in ((m["family"], family_jobs(m)), (f"{m['family']}/extra", family_jobs(m, extra_only=True))):
             if t := benchmark_minutes(args.benchmarks_dir, keep):
                 timing[name] = t
-    figure(families, args.figure)
-    write_report(args.out, render(families, figure_link(args.figure, args.out), timing, int(params.get("n_adapters", 0))),
+    ablations_figure(families, args.figure)
+    write_report(args.out, ablations_markdown(families, figure_link(args.figure, args.out), timing, int(params.get("n_adapters", 0))),
                  args.figure)
 
 

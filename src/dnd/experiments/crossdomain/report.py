@@ -105,8 +105,8 @@ def comparisons(metrics: dict[str, Any], target: str) -> list[dict[str, Any]]:
     return out
 
 
-def render(scores, metrics: dict[str, Any], params: dict[str, Any], paper: dict[str, Any], figure_rel: str,
-           timing: tuple[float, float, int] | None) -> str:
+def crossdomain_markdown(scores, metrics: dict[str, Any], params: dict[str, Any], paper: dict[str, Any], figure_rel: str,
+                         timing: tuple[float, float, int] | None) -> str:
     import pandas as pd
 
     from dnd.benchmarks.datasets import title
@@ -117,42 +117,42 @@ def render(scores, metrics: dict[str, Any], params: dict[str, Any], paper: dict[
     comp = comparisons(metrics, target)
     n = metrics.get(f"{target}/n")
     sources = params.get("sources", [])
-    L = [SECTION, "",
-         f"A generator (design `{params.get('design', 'n/a')}`) trained on all {len(sources)} datasets of the default "
-         f"run ({', '.join(title(s) for s in sources)}), conditioned on unlabeled prompts of a new domain, {name} "
-         f"({params.get('n_cond', 'n/a')} prompts drawn apart from the scored items), and scored on {n} of its test "
-         "items against the main table's zero-shot baselines and controls, with the same scorer (log-likelihood "
-         f"over the answers). {metrics.get(f'{target}/n_dnd_adapters', 'n/a')} DnD adapters, each from its own draw "
-         "of prompts; the new domain has no LoRA, so no oracle. Accuracy in % with 95% bootstrap CIs over items.", ""]
+    md_lines = [SECTION, "",
+                f"A generator (design `{params.get('design', 'n/a')}`) trained on all {len(sources)} datasets of the default "
+                f"run ({', '.join(title(s) for s in sources)}), conditioned on unlabeled prompts of a new domain, {name} "
+                f"({params.get('n_cond', 'n/a')} prompts drawn apart from the scored items), and scored on {n} of its test "
+                "items against the main table's zero-shot baselines and controls, with the same scorer (log-likelihood "
+                f"over the answers). {metrics.get(f'{target}/n_dnd_adapters', 'n/a')} DnD adapters, each from its own draw "
+                "of prompts; the new domain has no LoRA, so no oracle. Accuracy in % with 95% bootstrap CIs over items.", ""]
     table = pd.DataFrame([{"Method": r["Method"], "Accuracy": number(r["acc"]),
                            "95% CI": (f"[{number(r['ci_low'])}, {number(r['ci_high'])}]"
                                       if math.isfinite(r["ci_low"]) else "")} for r in rows])
-    L += [table.to_markdown(index=False, disable_numparse=True), "",
-          "† chosen with the new domain's test labels (not zero-shot).", ""]
+    md_lines += [table.to_markdown(index=False, disable_numparse=True), "",
+                 "† chosen with the new domain's test labels (not zero-shot).", ""]
     if comp:
-        L += dnd_minus_table(comp, "Accuracy (points)", "Gold log-prob (nats)", 3)
+        md_lines += dnd_minus_table(comp, "Accuracy (points)", "Gold log-prob (nats)", 3)
     pn = paper_numbers(paper)
     main = next((c for c in comp if c["baseline"] == "train_avg"), None)
     if pn and main:
-        L += [paper_claim("Qwen2.5-0.5B, its protocol", pn, "", metrics.get(f"{target}/train_avg"),
-                          metrics.get(f"{target}/dnd_mean"), main), ""]
+        md_lines += [paper_claim("Qwen2.5-0.5B, its protocol", pn, "", metrics.get(f"{target}/train_avg"),
+                                 metrics.get(f"{target}/dnd_mean"), main), ""]
         noprompt = [c for c in comp if c["baseline"] in ("soup", "nearest")]
         if noprompt:
-            L += ["Where the gain comes from: against the simpler zero-shot baselines, the soup (the sources' mean, "
-                  "no prompts) and nearest (the training LoRA whose prompts are closest to the new domain's), "
-                  + "; ".join(f"{dnd_relation(c)} ({ci_text(c)})" for c in noprompt) + ".", ""]
+            md_lines += ["Where the gain comes from: against the simpler zero-shot baselines, the soup (the sources' mean, "
+                         "no prompts) and nearest (the training LoRA whose prompts are closest to the new domain's), "
+                         + "; ".join(f"{dnd_relation(c)} ({ci_text(c)})" for c in noprompt) + ".", ""]
         ctrl = [c for c in comp if c["baseline"].startswith("control_")]
         if ctrl:
-            L += ["Against its controls (the same generator given other prompts), " + "; ".join(
-                f"{dnd_relation(c)} ({ci_text(c)})" for c in ctrl) + ": " + (
-                "the new domain's prompts matter" if all(c["acc_ci_low"] > 0 for c in ctrl) else
-                "the new domain's prompts make no measurable difference against at least one control") + "."]
-        L += [""]
-    L += ["Budget: " + (f"the experiment's {timing[2]} jobs took {timing[0]:.0f} min of wall time in total and "
-                        f"{timing[1]:.0f} min of CPU time (Snakemake benchmarks; the zoo, tokens and encoded prompts "
-                        "of the default run are reused)." if timing else "no benchmark files were found for its jobs."),
-          "", f"![Cross-domain]({figure_rel})", ""]
-    return "\n".join(L)
+            md_lines += ["Against its controls (the same generator given other prompts), " + "; ".join(
+                       f"{dnd_relation(c)} ({ci_text(c)})" for c in ctrl) + ": " + (
+                       "the new domain's prompts matter" if all(c["acc_ci_low"] > 0 for c in ctrl) else
+                       "the new domain's prompts make no measurable difference against at least one control") + "."]
+        md_lines += [""]
+    md_lines += ["Budget: " + (f"the experiment's {timing[2]} jobs took {timing[0]:.0f} min of wall time in total and "
+                               f"{timing[1]:.0f} min of CPU time (Snakemake benchmarks; the zoo, tokens and encoded prompts "
+                               "of the default run are reused)." if timing else "no benchmark files were found for its jobs."),
+                 "", f"![Cross-domain]({figure_rel})", ""]
+    return "\n".join(md_lines)
 
 
 def _known(name: str) -> bool:
@@ -161,7 +161,7 @@ def _known(name: str) -> bool:
     return name in REGISTRY
 
 
-def figure(rows: list[dict[str, Any]], paper: dict[str, float] | None, target: str, out: Path) -> None:
+def crossdomain_figure(rows: list[dict[str, Any]], paper: dict[str, float] | None, target: str, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -215,9 +215,9 @@ def _run_report(args: argparse.Namespace) -> None:
         raise ValueError(f"{args.metrics} has no scores for {params['target']!r}")
     paper = read_paper_numbers(args.paper_numbers)
     rows = method_rows(scores, metrics, params["target"])
-    figure(rows, paper_numbers(paper), params["target"], args.figure)
-    write_report(args.out, render(scores, metrics, params, paper, figure_link(args.figure, args.out),
-                                  benchmark_minutes(args.benchmarks_dir)), args.figure)
+    crossdomain_figure(rows, paper_numbers(paper), params["target"], args.figure)
+    write_report(args.out, crossdomain_markdown(scores, metrics, params, paper, figure_link(args.figure, args.out),
+                                                benchmark_minutes(args.benchmarks_dir)), args.figure)
 
 
 COMMANDS = {"crossdomain-report": (_add_report, _run_report)}

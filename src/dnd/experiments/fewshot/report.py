@@ -42,6 +42,7 @@ import numpy as np
 from dnd.reporting.format import number
 
 from dnd.experiments.fewshot.tuning import DND, FT, ICL
+from dnd.io import read_jsonl, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,6 @@ def load_inputs(targets: list[str], fewshot_eval: Path, dnd_eval: Path, timings_
                 generate_timings_dir: Path) -> dict[str, dict[str, Any]]:
     """Per target: {"rows": few-shot and ICL rows, "dnd": the default run's dnd rows, "ft_s": {k: training
     loop seconds}, "icl_s": {k: scoring seconds}, "context": ICL context info, "dnd_s": [generation seconds]}."""
-    from dnd.io import read_jsonl
 
     out = {}
     for t in targets:
@@ -269,7 +269,7 @@ def cost_lines(df, m: dict[str, Any], dnd_range: dict[str, tuple[float, float]])
     return lines
 
 
-def figure(df, m: dict[str, Any], out: Path) -> None:
+def fewshot_figure(df, m: dict[str, Any], out: Path) -> None:
     """Top: accuracy against k (log scale) per target, DnD and the zero-shot base model as
     horizontal lines. Bottom: accuracy against seconds (log scale; costs at or below 0, timing
     noise, are not drawn)."""
@@ -319,8 +319,8 @@ def figure(df, m: dict[str, Any], out: Path) -> None:
     save_png(fig, out)
 
 
-def render(df, m: dict[str, Any], params: dict[str, Any], figure_rel: str, dnd_range: dict[str, tuple[float, float]],
-           budget: dict[str, tuple[float, float, int] | None], generator_s: dict[str, float]) -> str:
+def fewshot_markdown(df, m: dict[str, Any], params: dict[str, Any], figure_rel: str, dnd_range: dict[str, tuple[float, float]],
+                     budget: dict[str, tuple[float, float, int] | None], generator_s: dict[str, float]) -> str:
     from dnd.benchmarks.datasets import title
 
     fc = params.get("fewshot", {})
@@ -328,28 +328,28 @@ def render(df, m: dict[str, Any], params: dict[str, Any], figure_rel: str, dnd_r
     ev = params.get("evaluation", {})
     names = ", ".join(title(t) for t in m["targets"])
     n = m[f"{m['targets'][0]}/n"]
-    L = ["# Few-shot tuning and in-context learning against DnD", "",
-         "## Protocol", "",
-         f"Targets: {names}; each scored on the default run's {n} test items with the default "
-         f"run's scorer (lm-eval log-likelihood multiple choice, {ev.get('dtype', 'float32')}), so every number below "
-         "is comparable with results/report.md.", "",
-         f"- **Few-shot tuning** (`fewshot_ft`): a LoRA trained on the first k labeled train items (k = "
-         f"{', '.join(map(str, fc.get('ks', [])))}) with the zoo's settings (rank {lc.get('r')}, alpha "
-         f"{lc.get('alpha')}, lr {lc.get('lr')}, cosine schedule), {fc.get('epochs')} epoch(s): batch min("
-         f"{lc.get('batch_size')}, k), steps = ceil({fc.get('epochs')} k / batch). The authors: the first k ARC-c train "
-         "items, rank 8, 3 epochs, lr 1e-4, batch 1.",
-         f"- **In-context learning** (`icl`): the first k train items with their answers, each rendered as the test items "
-         f"are, before every test item (k = {', '.join(map(str, fc.get('icl_ks', [])))}; k = 0 is the zero-shot base "
-         "model). The demonstrations are computed once per k and shared by all items (`dnd-prefix-cache`). A k whose "
-         "prompts do not fit the base model's context is not scored.",
-         f"- **DnD** (`dnd`): the default run's {(params.get('generate') or {}).get('n_adapters', 'n')} adapters per "
-         "target (mean over them), each generated from "
-         f"{(params.get('generator') or {}).get('n_prompts', 'N')} unlabeled prompts; no label is used.", "",
-         "Cost (`seconds`, wall clock on the run's 2 CPU cores, model loading excluded): few-shot tuning = the LoRA's "
-         "training loop; in-context learning = the extra scoring time of the k-shot prompts over the zero-shot ones "
-         "on all n test items (recurring with every batch of queries); DnD = generating one adapter (encoding the "
-         "prompts, the generator's forward pass, writing; median over its adapters; training the zoo and the "
-         "generator is a one-off cost not counted).", ""]
+    md_lines = ["# Few-shot tuning and in-context learning against DnD", "",
+                "## Protocol", "",
+                f"Targets: {names}; each scored on the default run's {n} test items with the default "
+                f"run's scorer (lm-eval log-likelihood multiple choice, {ev.get('dtype', 'float32')}), so every number below "
+                "is comparable with results/report.md.", "",
+                f"- **Few-shot tuning** (`fewshot_ft`): a LoRA trained on the first k labeled train items (k = "
+                f"{', '.join(map(str, fc.get('ks', [])))}) with the zoo's settings (rank {lc.get('r')}, alpha "
+                f"{lc.get('alpha')}, lr {lc.get('lr')}, cosine schedule), {fc.get('epochs')} epoch(s): batch min("
+                f"{lc.get('batch_size')}, k), steps = ceil({fc.get('epochs')} k / batch). The authors: the first k ARC-c train "
+                "items, rank 8, 3 epochs, lr 1e-4, batch 1.",
+                f"- **In-context learning** (`icl`): the first k train items with their answers, each rendered as the test items "
+                f"are, before every test item (k = {', '.join(map(str, fc.get('icl_ks', [])))}; k = 0 is the zero-shot base "
+                "model). The demonstrations are computed once per k and shared by all items (`dnd-prefix-cache`). A k whose "
+                "prompts do not fit the base model's context is not scored.",
+                f"- **DnD** (`dnd`): the default run's {(params.get('generate') or {}).get('n_adapters', 'n')} adapters per "
+                "target (mean over them), each generated from "
+                f"{(params.get('generator') or {}).get('n_prompts', 'N')} unlabeled prompts; no label is used.", "",
+                "Cost (`seconds`, wall clock on the run's 2 CPU cores, model loading excluded): few-shot tuning = the LoRA's "
+                "training loop; in-context learning = the extra scoring time of the k-shot prompts over the zero-shot ones "
+                "on all n test items (recurring with every batch of queries); DnD = generating one adapter (encoding the "
+                "prompts, the generator's forward pass, writing; median over its adapters; training the zoo and the "
+                "generator is a one-off cost not counted).", ""]
     skipped = []
     for t in m["targets"]:
         for k in sorted(int(x.split("/")[2][1:]) for x in m if x.startswith(f"{t}/icl/k") and x.endswith("/fits")):
@@ -357,30 +357,30 @@ def render(df, m: dict[str, Any], params: dict[str, Any], figure_rel: str, dnd_r
                 skipped.append(f"{title(t)} k={k} ({m[f'{t}/icl/k{k}/positions']} positions > "
                                f"{m[f'{t}/icl/max_length']})")
     if skipped:
-        L += [f"Not scored, the prompts exceed the model's context: {'; '.join(skipped)}.", ""]
-    L += ["## Results", "", results_table(df, m).to_markdown(index=False, disable_numparse=True), "",
-          "Pooled over targets (every target weighs the same; items resampled within their target):", "",
-          pooled_table(m).to_markdown(index=False, disable_numparse=True), "",
-          "## The paper's direction against ours", "",
-          f"- **Paper (accuracy)**: {PAPER_ACCURACY}. Verdict per comparison: *reproduced* when the 95% CI of DnD minus "
-          "the method lies above 0, *not reproduced* when it lies below 0, *too noisy to tell* when it covers 0.",
-          *accuracy_lines(m), "",
-          f"- **Paper (cost)**: {PAPER_COST}. Verdict per comparison: *reproduced* when the method costs more than "
-          "DnD's slowest adapter, *not reproduced* when it costs less than DnD's fastest, otherwise too noisy to "
-          "tell (single timings on a shared machine, no CI; an ICL cost at or below 0, the k-shot scoring no slower "
-          "than the zero-shot one, is within the timing noise).", *cost_lines(df, m, dnd_range)]
+        md_lines += [f"Not scored, the prompts exceed the model's context: {'; '.join(skipped)}.", ""]
+    md_lines += ["## Results", "", results_table(df, m).to_markdown(index=False, disable_numparse=True), "",
+                 "Pooled over targets (every target weighs the same; items resampled within their target):", "",
+                 pooled_table(m).to_markdown(index=False, disable_numparse=True), "",
+                 "## The paper's direction against ours", "",
+                 f"- **Paper (accuracy)**: {PAPER_ACCURACY}. Verdict per comparison: *reproduced* when the 95% CI of DnD minus "
+                 "the method lies above 0, *not reproduced* when it lies below 0, *too noisy to tell* when it covers 0.",
+                 *accuracy_lines(m), "",
+                 f"- **Paper (cost)**: {PAPER_COST}. Verdict per comparison: *reproduced* when the method costs more than "
+                 "DnD's slowest adapter, *not reproduced* when it costs less than DnD's fastest, otherwise too noisy to "
+                 "tell (single timings on a shared machine, no CI; an ICL cost at or below 0, the k-shot scoring no slower "
+                 "than the zero-shot one, is within the timing noise).", *cost_lines(df, m, dnd_range)]
     if generator_s:
-        L += ["- DnD's one-off costs (not in `seconds`): training the generator of the fold took "
-              + ", ".join(f"{title(t)} {_secs(s)} s" for t, s in generator_s.items())
-              + " (results/timings/train_generator/), on top of training the zoo."]
-    L += ["", "## Budget", ""]
+        md_lines += ["- DnD's one-off costs (not in `seconds`): training the generator of the fold took "
+                     + ", ".join(f"{title(t)} {_secs(s)} s" for t, s in generator_s.items())
+                     + " (results/timings/train_generator/), on top of training the zoo."]
+    md_lines += ["", "## Budget", ""]
     for t in m["targets"]:
         b = budget.get(t)
-        L.append(f"- {title(t)}: " + (f"{b[0]:.1f} min of wall time over {b[2]} jobs ({b[1]:.1f} min of CPU time; "
-                                      "Snakemake benchmarks, benchmarks/fewshot/" + t + "/)" if b else
-                                      "no benchmark files (run through Snakemake to measure)") + ".")
-    L += ["", f"![Few-shot against DnD]({figure_rel})", ""]
-    return "\n".join(L)
+        md_lines.append(f"- {title(t)}: " + (f"{b[0]:.1f} min of wall time over {b[2]} jobs ({b[1]:.1f} min of CPU time; "
+                                             "Snakemake benchmarks, benchmarks/fewshot/" + t + "/)" if b else
+                                             "no benchmark files (run through Snakemake to measure)") + ".")
+    md_lines += ["", f"![Few-shot against DnD]({figure_rel})", ""]
+    return "\n".join(md_lines)
 
 
 # ============================================================================ CLI
@@ -396,7 +396,6 @@ def _add_summary(p: argparse.ArgumentParser) -> None:
 
 def _run_summary(args: argparse.Namespace) -> None:
     from dnd.config import parse_params
-    from dnd.io import write_csv, write_json
     from dnd.summary import require_complete
 
     params = parse_params(args.params)
@@ -449,8 +448,8 @@ def _run_report(args: argparse.Namespace) -> None:
             generator_s[t] = float(json.loads(p.read_text())["wall_s"])
     budget = {t: benchmark_minutes(Path(args.benchmarks_dir) / t) if args.benchmarks_dir else None
               for t in m["targets"]}
-    figure(df, m, args.figure)
-    write_report(args.out, render(df, m, params, figure_link(args.figure, args.out), dnd_range, budget, generator_s),
+    fewshot_figure(df, m, args.figure)
+    write_report(args.out, fewshot_markdown(df, m, params, figure_link(args.figure, args.out), dnd_range, budget, generator_s),
                  args.figure)
 
 

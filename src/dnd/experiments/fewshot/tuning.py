@@ -64,6 +64,7 @@ from typing import Any
 
 import dnd.scoring  # noqa: F401  (makes Hugging Face offline before datasets/lm_eval load)
 from dnd.config import command_params, section
+from dnd.io import check_safetensors, read_jsonl, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,6 @@ def train_fewshot_lora(model_dir: Path, train_file: Path, out_dir: Path, k: int,
     """Train the LoRA of the first k items of `train_file` (see the module doc) into `out_dir`:
     train.jsonl (the k items), final/, train_log.csv, summary.json (dnd.zoo's layout without the
     one-step checkpoint trajectory, which equals final/)."""
-    from dnd.io import read_jsonl, write_jsonl
     from dnd.zoo import train_lora
 
     out_dir = Path(out_dir)
@@ -121,32 +121,33 @@ def train_fewshot_lora(model_dir: Path, train_file: Path, out_dir: Path, k: int,
 def score_fewshot_loras(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: Path, lora_dir: Path,
                         cache_dir: Path | None = None) -> list[dict[str, Any]]:
     """Every k's few-shot LoRA on the target's test items, scored as dnd.evaluate scores the zoo."""
-    from dnd import evaluate as ev_mod
+    from dnd.evaluate import (InPlaceScorer, adapter_job, check_same_lora_shape, open_score_cache, read_adapter_config,
+                              read_ids, require_adapter_dir, require_file, result_row, score_jobs, task_data_file)
     from dnd.formats.prompts import task_name
 
     ev = section("evaluation", params.get("evaluation"))
     ks = [int(k) for k in section("fewshot", params.get("fewshot"))["ks"]]
     task = task_name(target)
-    task_yaml = ev_mod.require_file(Path(tasks_dir) / f"{task}.yaml", f"lm-eval task {task}")
-    test_file = ev_mod.task_data_file(task_yaml)
-    ev_mod.require_file(Path(model_dir) / "config.json", "base model")
-    loras = {k: ev_mod.require_adapter_dir(Path(lora_dir) / f"k{k}" / "final", f"few-shot LoRA k={k}") for k in ks}
+    task_yaml = require_file(Path(tasks_dir) / f"{task}.yaml", f"lm-eval task {task}")
+    test_file = task_data_file(task_yaml)
+    require_file(Path(model_dir) / "config.json", "base model")
+    loras = {k: require_adapter_dir(Path(lora_dir) / f"k{k}" / "final", f"few-shot LoRA k={k}") for k in ks}
     ref_dir = loras[ks[0]]
-    ref_cfg = ev_mod.read_adapter_config(ref_dir)
+    ref_cfg = read_adapter_config(ref_dir)
     for d in loras.values():
-        ev_mod.check_same_lora_shape(ref_cfg, ev_mod.read_adapter_config(d), d)
+        check_same_lora_shape(ref_cfg, read_adapter_config(d), d)
     if log.getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("lm_eval").setLevel(logging.WARNING)
-    cache = (ev_mod.open_score_cache(cache_dir, model_dir, task_yaml, test_file, ref_cfg, ev)
+    cache = (open_score_cache(cache_dir, model_dir, task_yaml, test_file, ref_cfg, ev)
              if cache_dir is not None else None)
     limit = None if ev["limit"] is None else int(ev["limit"])
-    jobs = [ev_mod.adapter_job(FT, str(k), p) for k, p in loras.items()]
-    scored, _ = ev_mod.score_jobs(
-        target, jobs, lambda: ev_mod.InPlaceScorer(model_dir, ref_dir, tasks_dir, task, limit=limit,
+    jobs = [adapter_job(FT, str(k), p) for k, p in loras.items()]
+    scored, _ = score_jobs(
+        target, jobs, lambda: InPlaceScorer(model_dir, ref_dir, tasks_dir, task, limit=limit,
                                                    batch_size=int(ev["batch_size"]), dtype=ev["dtype"],
                                                    metric=ev["metric"], backend=ev["backend"]),
-        cache, ev_mod.read_ids(test_file), limit)
-    return [ev_mod.result_row(target, FT, str(k), scored[(FT, str(k))], ev["metric"], k=k) for k in ks]
+        cache, read_ids(test_file), limit)
+    return [result_row(target, FT, str(k), scored[(FT, str(k))], ev["metric"], k=k) for k in ks]
 
 
 # ============================================================================ in-context learning
@@ -180,7 +181,6 @@ def write_icl_task(directory: Path, target: str, k: int, records: list[dict[str,
     returns the task name."""
     import yaml
 
-    from dnd.io import write_jsonl
     from dnd.formats.prompts import lm_eval_task
 
     name = icl_task_name(target, k)
@@ -208,23 +208,22 @@ def score_icl(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: P
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from dnd import evaluate as ev_mod
-    from dnd.io import check_safetensors, read_jsonl
+    from dnd.evaluate import SOFTMAX_DTYPE, load_task, require_file, result_row, run_lm_eval, task_data_file
     from dnd.scoring.lm_prefix_cache import PrefixCacheLM
     from dnd.formats.prompts import task_name
 
     ev = section("evaluation", params.get("evaluation"))
     fcfg = section("fewshot", params.get("fewshot"))
     fmt = section("prompt", params.get("prompt"))["format"]
-    task_yaml = ev_mod.require_file(Path(tasks_dir) / f"{task_name(target)}.yaml", f"lm-eval task {task_name(target)}")
-    records = read_jsonl(ev_mod.task_data_file(task_yaml))
+    task_yaml = require_file(Path(tasks_dir) / f"{task_name(target)}.yaml", f"lm-eval task {task_name(target)}")
+    records = read_jsonl(task_data_file(task_yaml))
     limit = None if ev["limit"] is None else int(ev["limit"])
     scored_records = records if limit is None else records[:limit]
     train = read_jsonl(train_file)
     ks = sorted({0, *(int(k) for k in fcfg["icl_ks"])})
     if max(ks) > 0:
         first_k(train, max(ks), str(train_file))  # every k must have its demonstrations
-    ev_mod.require_file(Path(model_dir) / "config.json", "base model")
+    require_file(Path(model_dir) / "config.json", "base model")
     if log.getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("lm_eval").setLevel(logging.WARNING)
 
@@ -232,7 +231,7 @@ def score_icl(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: P
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, ev["dtype"])).eval()
     lm = PrefixCacheLM(pretrained=model, tokenizer=tok, batch_size=int(ev["batch_size"]),
-                       softmax_dtype=ev_mod.SOFTMAX_DTYPE)
+                       softmax_dtype=SOFTMAX_DTYPE)
     info: dict[str, Any] = {"max_length": int(lm.max_length), "positions": {}, "skipped": []}
     rows, seconds = [], {}
     test_ids = [str(r["id"]) for r in scored_records]
@@ -246,15 +245,15 @@ def score_icl(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: P
                 info["skipped"].append(k)
                 continue
             name = write_icl_task(Path(tmp), target, k, icl_records(scored_records, prefix))
-            task_dict = ev_mod.load_task(Path(tmp), name)
+            task_dict = load_task(Path(tmp), name)
             if k == 0:  # untimed warm-up on a few items (first-call costs would flatter every k > 0)
-                ev_mod.run_lm_eval(lm, task_dict, name, min(4, len(scored_records)), ev["metric"], "warm-up")
-            s = ev_mod.run_lm_eval(lm, task_dict, name, limit, ev["metric"], f"{target} icl k={k}")
+                run_lm_eval(lm, task_dict, name, min(4, len(scored_records)), ev["metric"], "warm-up")
+            s = run_lm_eval(lm, task_dict, name, limit, ev["metric"], f"{target} icl k={k}")
             if s.ids != test_ids:
                 raise RuntimeError(f"{target} icl k={k}: scored items are not the task's test items")
             log.info("%s icl k=%d: acc=%.4f n=%d (%.1f s, prefix %d positions)", target, k, s.acc, s.n, s.seconds,
                      need)
-            rows.append(ev_mod.result_row(target, ICL, str(k), s, ev["metric"], k=k))
+            rows.append(result_row(target, ICL, str(k), s, ev["metric"], k=k))
             seconds[str(k)] = round(s.seconds, 3)
     return rows, info, seconds
 
@@ -287,7 +286,6 @@ def _add_score(p: argparse.ArgumentParser) -> None:
 
 def _run_score(args: argparse.Namespace) -> None:
     from dnd.config import parse_params
-    from dnd.io import write_jsonl
 
     rows = score_fewshot_loras(args.target, parse_params(args.params), args.model, args.tasks_dir, args.lora_dir,
                                args.cache_dir)
@@ -310,7 +308,6 @@ def _add_icl(p: argparse.ArgumentParser) -> None:
 
 def _run_icl(args: argparse.Namespace) -> None:
     from dnd.config import parse_params
-    from dnd.io import write_json, write_jsonl
 
     t0 = time.perf_counter()
     rows, info, seconds = score_icl(args.target, parse_params(args.params), args.model, args.tasks_dir, args.train)

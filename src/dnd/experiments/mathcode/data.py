@@ -44,6 +44,7 @@ from typing import Any
 
 from dnd.formats.chat import (CODE_INSTRUCTION, DOMAINS, FORMAT, IM_END, IM_START, SYSTEM,  # noqa: F401
                                chatml, eval_context, training_example)
+from dnd.io import atomic_path, write_csv, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -244,8 +245,6 @@ def register_math_filter() -> None:
 def write_domain(domain: str, cfg: dict[str, Any], data_dir: Path, out_dir: Path) -> dict[str, dict[str, int]]:
     """Write every split, each target's lm-eval rows and tasks, and data/splits.csv."""
     import yaml
-
-    from dnd.io import atomic_path, write_csv, write_jsonl
 
     splits = (prepare_math if domain == "math" else prepare_code)(cfg, data_dir)
     sizes = {}

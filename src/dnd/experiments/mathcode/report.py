@@ -24,6 +24,7 @@ from typing import Any
 
 from dnd.experiments.crossdomain.report import comparisons, dnd_minus_table, method_rows
 from dnd.reporting.format import ci_text, dnd_relation, number, paper_claim, pct
+from dnd.io import write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,6 @@ def _add_summary(p: argparse.ArgumentParser) -> None:
 
 def _run_summary(args: argparse.Namespace) -> None:
     from dnd.config import parse_params
-    from dnd.io import write_json, write_text
     from dnd.summary import load_eval_rows, require_complete
 
     params = parse_params(args.params)
@@ -125,38 +125,38 @@ def target_section(domain: str, target: str, scores, metrics: dict[str, Any], pa
                                       else ""),
                            "Reference log-prob (nats)": (_lp(scores, target, lp_key[r["key"]])
                                                          if r["key"] in lp_key else "")} for r in rows])
-    L = [f"### {TITLES.get(target, target)} (n = {metrics.get(f'{target}/n')}, metric `{metric}`)", "",
-         table.to_markdown(index=False, disable_numparse=True), "",
-         "† chosen with the target's test labels (not zero-shot). Training LoRAs (avg): the reference log-prob is the "
-         "mean over the sources.", ""]
+    md_lines = [f"### {TITLES.get(target, target)} (n = {metrics.get(f'{target}/n')}, metric `{metric}`)", "",
+                table.to_markdown(index=False, disable_numparse=True), "",
+                "† chosen with the target's test labels (not zero-shot). Training LoRAs (avg): the reference log-prob is the "
+                "mean over the sources.", ""]
     if rows and all(r["acc"] == 0 for r in rows):
-        L += [f"Every method scores 0 on every item: `{metric}` is at its floor here and cannot compare them; only "
-              "the reference log-probability does.", ""]
+        md_lines += [f"Every method scores 0 on every item: `{metric}` is at its floor here and cannot compare them; only "
+                     "the reference log-probability does.", ""]
     if comp:
-        L += dnd_minus_table(comp, "Metric (points)", "Reference log-prob (nats)", 2)
+        md_lines += dnd_minus_table(comp, "Metric (points)", "Reference log-prob (nats)", 2)
     sec = {k.split("/", 3)[3]: v for k, v in metrics.items() if k.startswith(f"{target}/secondary/")}
     if sec:
-        L += ["GSM8K `exact_match,strict-match` (the answer after `#### `, the format of the reference solutions), "
-              "per method/adapter: " + ", ".join(f"{_name(k)} {number(100 * v)}" for k, v in sec.items()) + ".", ""]
+        md_lines += ["GSM8K `exact_match,strict-match` (the answer after `#### `, the format of the reference solutions), "
+                     "per method/adapter: " + ", ".join(f"{_name(k)} {number(100 * v)}" for k, v in sec.items()) + ".", ""]
     status = {k.split("/", 2)[2]: v for k, v in metrics.items() if k.startswith(f"{target}/status/")}
     if status:
         total = Counter()
         for v in status.values():
             total.update(v)
-        L += ["Outcomes of every completion run (all methods): " + ", ".join(f"{k} {v}" for k, v in sorted(total.items()))
-              + " (dnd.benchmarks.code_exec: a timeout or crash is a failure).", ""]
+        md_lines += ["Outcomes of every completion run (all methods): " + ", ".join(f"{k} {v}" for k, v in sorted(total.items()))
+                     + " (dnd.benchmarks.code_exec: a timeout or crash is a failure).", ""]
     pn = paper_row(paper, target)
     main = next((c for c in comp if c["baseline"] == "train_avg"), None)
     if pn and main:
-        L += [paper_claim(f"{PAPER_MODEL}, its protocol, {pn['metric']}", pn, model, metrics.get(f"{target}/train_avg"),
-                          metrics.get(f"{target}/dnd_mean"), main), ""]
+        md_lines += [paper_claim(f"{PAPER_MODEL}, its protocol, {pn['metric']}", pn, model, metrics.get(f"{target}/train_avg"),
+                                 metrics.get(f"{target}/dnd_mean"), main), ""]
     elif main:
-        L += [f"The paper reports no {TITLES.get(target, target)} number for {PAPER_MODEL}. Here: training LoRAs "
-              f"{number(pct(metrics.get(f'{target}/train_avg')))} → DnD {number(pct(metrics.get(f'{target}/dnd_mean')))}"
-              f" ({ci_text(main)}).", ""]
+        md_lines += [f"The paper reports no {TITLES.get(target, target)} number for {PAPER_MODEL}. Here: training LoRAs "
+                     f"{number(pct(metrics.get(f'{target}/train_avg')))} → DnD {number(pct(metrics.get(f'{target}/dnd_mean')))}"
+                     f" ({ci_text(main)}).", ""]
     if comp:
-        L += ["In words: " + "; ".join(f"{dnd_relation(c)} ({ci_text(c)})" for c in comp) + ".", ""]
-    return L
+        md_lines += ["In words: " + "; ".join(f"{dnd_relation(c)} ({ci_text(c)})" for c in comp) + ".", ""]
+    return md_lines
 
 
 def model_name(base_model: dict[str, Any]) -> str:
@@ -194,28 +194,28 @@ def design_note(domain: str, cfg: dict[str, Any]) -> str:
     )
 
 
-def render(domain: str, params: dict[str, Any], scores, metrics: dict[str, Any], paper: dict[str, Any],
-           figure_rel: str, timing: tuple[float, float, int] | None) -> str:
+def mathcode_markdown(domain: str, params: dict[str, Any], scores, metrics: dict[str, Any], paper: dict[str, Any],
+                      figure_rel: str, timing: tuple[float, float, int] | None) -> str:
     targets = list(dict.fromkeys(scores.target))
     sources = params.get("sources", [])
     head = {"math": "## Math", "code": "## Code"}[domain]
-    L = [head, "", design_note(domain, params["settings"]), "",
-         f"Sources ({len(sources)} LoRAs): {', '.join(f'`{s}`' for s in sources)}. Every method is scored on the same "
-         "items with the same greedy decoding; the training-LoRA average is the mean over the sources, the soup their "
-         "element-wise mean, nearest the source whose prompts are closest to the target's unlabeled prompts. No "
-         "target has a LoRA of its own, so there is no oracle. Reference log-prob: log P(reference solution | "
-         "prompt), summed over its tokens, mean over items (higher is better): it moves where the metric is "
-         "near zero.", ""]
+    md_lines = [head, "", design_note(domain, params["settings"]), "",
+                f"Sources ({len(sources)} LoRAs): {', '.join(f'`{s}`' for s in sources)}. Every method is scored on the same "
+                "items with the same greedy decoding; the training-LoRA average is the mean over the sources, the soup their "
+                "element-wise mean, nearest the source whose prompts are closest to the target's unlabeled prompts. No "
+                "target has a LoRA of its own, so there is no oracle. Reference log-prob: log P(reference solution | "
+                "prompt), summed over its tokens, mean over items (higher is better): it moves where the metric is "
+                "near zero.", ""]
     for t in targets:
-        L += target_section(domain, t, scores, metrics, paper, model_name(params.get("base_model") or {}))
-    L += ["Budget: " + (f"the experiment's {timing[2]} jobs took {timing[0]:.0f} min of wall time in total and "
-                        f"{timing[1]:.0f} min of CPU time (Snakemake benchmarks)." if timing
-                        else "no benchmark files were found for its jobs."),
-          "", f"![{domain}]({figure_rel})", ""]
-    return "\n".join(L)
+        md_lines += target_section(domain, t, scores, metrics, paper, model_name(params.get("base_model") or {}))
+    md_lines += ["Budget: " + (f"the experiment's {timing[2]} jobs took {timing[0]:.0f} min of wall time in total and "
+                               f"{timing[1]:.0f} min of CPU time (Snakemake benchmarks)." if timing
+                               else "no benchmark files were found for its jobs."),
+                 "", f"![{domain}]({figure_rel})", ""]
+    return "\n".join(md_lines)
 
 
-def figure(domain: str, scores, metrics: dict[str, Any], paper: dict[str, Any], out: Path) -> None:
+def mathcode_figure(domain: str, scores, metrics: dict[str, Any], paper: dict[str, Any], out: Path) -> None:
     """One panel per target: each method's metric with its 95% CI (the paper's two numbers as lines)."""
     import matplotlib
 
@@ -267,9 +267,9 @@ def _run_report(args: argparse.Namespace) -> None:
     scores = pd.read_csv(args.scores)
     metrics = json.loads(args.metrics.read_text())
     paper = read_paper_numbers(args.paper_numbers)
-    figure(args.domain, scores, metrics, paper, args.figure)
-    write_report(args.out, render(args.domain, params, scores, metrics, paper, figure_link(args.figure, args.out),
-                                  benchmark_minutes(args.benchmarks_dir)), args.figure)
+    mathcode_figure(args.domain, scores, metrics, paper, args.figure)
+    write_report(args.out, mathcode_markdown(args.domain, params, scores, metrics, paper, figure_link(args.figure, args.out),
+                                             benchmark_minutes(args.benchmarks_dir)), args.figure)
 
 
 COMMANDS = {"mathcode-summary": (_add_summary, _run_summary), "mathcode-report": (_add_report, _run_report)}

@@ -47,6 +47,7 @@ from typing import Any
 import dnd.scoring  # noqa: F401  (makes Hugging Face offline before datasets/lm_eval load)
 from dnd.config import section
 from dnd.experiments.mathcode.data import GEN_TASK, LOGLIK_TASK, task_name
+from dnd.io import write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +236,8 @@ def evaluate_mathcode(domain: str, target: str, params: dict[str, Any], model_di
                       zoo_dir: Path, generated_dir: Path, encoded_dir: Path, cond: Path,
                       cache_dir: Path | None = None) -> list[dict[str, Any]]:
     """Every method on `target` (see the module doc)."""
-    from dnd import evaluate as ev_mod
+    from dnd.evaluate import (nearest_training_lora, plan_target, quiet_lm_eval,
+                              reference_lora, require_file, scoring_jobs)
     from dnd.scoring.loop import score_or_cache
 
     cfg = section(domain, params.get(domain))
@@ -244,12 +246,12 @@ def evaluate_mathcode(domain: str, target: str, params: dict[str, Any], model_di
     if not sources:
         raise ValueError("--params must list 'sources'")
     for kind in (GEN_TASK, LOGLIK_TASK):
-        ev_mod.require_file(tasks_dir / f"{task_name(domain, target, kind)}.yaml", f"lm-eval task {kind} of {target}")
-    ev_mod.require_file(model_dir / "config.json", "base model")
-    plan = ev_mod.plan_target(target, sources, sources, zoo_dir, generated_dir, encoded_dir, cond=cond, kinds=KINDS)
-    nearest, sims = ev_mod.nearest_training_lora(plan, target)
-    ref_dir, ref_cfg = ev_mod.reference_lora(plan, sources)
-    ev_mod.quiet_lm_eval()
+        require_file(tasks_dir / f"{task_name(domain, target, kind)}.yaml", f"lm-eval task {kind} of {target}")
+    require_file(model_dir / "config.json", "base model")
+    plan = plan_target(target, sources, sources, zoo_dir, generated_dir, encoded_dir, cond=cond, kinds=KINDS)
+    nearest, sims = nearest_training_lora(plan, target)
+    ref_dir, ref_cfg = reference_lora(plan, sources)
+    quiet_lm_eval()
     settings = {"batch_size": int(ev["batch_size"]), "dtype": ev["dtype"],
                 **{k: cfg[k] for k in ("max_new_tokens", "timeout_s", "memory_mb", "sandbox") if k in cfg}}
     if domain == "code":
@@ -257,7 +259,7 @@ def evaluate_mathcode(domain: str, target: str, params: dict[str, Any], model_di
 
         require_sandbox(str(cfg["sandbox"]))  # refuse before loading a model, not after generating
     cache = open_cache(cache_dir, domain, target, model_dir, tasks_dir, ref_cfg, settings) if cache_dir else None
-    jobs = ev_mod.scoring_jobs(plan, sources, model_dir)
+    jobs = scoring_jobs(plan, sources, model_dir)
     listed, _ = score_or_cache(f"{domain} {target}", jobs,
                                lambda: GenerationScorer(domain, target, model_dir, ref_dir, tasks_dir, cfg,
                                                         settings["batch_size"], settings["dtype"]),
@@ -299,7 +301,6 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> None:
     from dnd.config import parse_params
-    from dnd.io import write_jsonl
 
     params = parse_params(args.params)
     unknown = sorted(set(params) - {args.domain, "evaluation", "sources"})

@@ -33,6 +33,7 @@ import numpy as np
 
 from dnd.reporting.format import number
 from dnd.stats import ci_class
+from dnd.io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +261,7 @@ def paper_rows(paper: dict[str, Any], targets: list[str]):
     return pd.DataFrame(recs)
 
 
-def figure(m: dict[str, Any], out: Path) -> None:
+def protocol_figure(m: dict[str, Any], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -288,42 +289,42 @@ def figure(m: dict[str, Any], out: Path) -> None:
     save_png(fig, out)
 
 
-def render(m: dict[str, Any], params: dict[str, Any], paper: dict[str, Any], figure_rel: str,
-           timing: tuple[float, float, int] | None = None) -> str:
+def protocol_markdown(m: dict[str, Any], params: dict[str, Any], paper: dict[str, Any], figure_rel: str,
+                      timing: tuple[float, float, int] | None = None) -> str:
     from dnd.benchmarks.datasets import title
 
     pc = params.get("protocol", {})
     s = pc.get("sampling", {})
     n_items = pc.get("n_test")
-    L = ["# The paper's protocol, side by side", "",
-         "## Protocol", "",
-         f"Every method scored three ways on the same first {n_items} test items of each target "
-         f"({', '.join(title(t) for t in m.get('targets', []))}), with a zoo trained on the paper's answer format "
-         "(bracketed letters or [True]/[False] after a system message, ChatML), generators and adapters made as in "
-         f"the default run (design `{pc.get('design') or lookup_design(params)}`): *log-likelihood* over the "
-         "bracketed answers (every answer valid), *greedy* generation and the authors' *sampling* (temperature "
-         f"{s.get('temperature')}, top-p {s.get('top_p')}, top-k {s.get('top_k')}; seeds {pc.get('seeds')}, "
-         "mean ± sd over seeds), generations parsed by a reimplementation of the authors' parser (first 20 "
-         "characters; anything it rejects is invalid and wrong). Test-time template: "
-         f"`{pc.get('template')}`. Accuracy and invalid outputs in %, mean over targets.", "",
-         protocol_table(m).to_markdown(index=False, disable_numparse=True), "",
-         "† chosen with the target's test labels (not zero-shot). ‡ the target's own LoRA.", "",
-         "**Where the difference comes from.**", "", *conclusion(m, paper), ""]
-    L += ["Per target: accuracy / invalid outputs (%) of the training LoRAs (avg) and of DnD (unlabeled pool):",
-          "", per_target_table(m).to_markdown(index=False, disable_numparse=True), ""]
-    L += [f"Budget: {n_items} test items per target; every method is sampled with every seed "
-          f"({len(pc.get('seeds') or [])}), each prompt computed once for its greedy answer and all samples "
-          "(dnd.scoring.lm_generate); "
-          + (f"the protocol's {timing[2]} jobs (its own zoo included) took {timing[0]:.0f} min of wall time in "
-             f"total and {timing[1]:.0f} min of CPU time (Snakemake benchmarks; on 2 cores, wall time is "
-             "inflated when other work shares them)." if timing else "no benchmark files were found for its jobs."),
-          ""]
+    md_lines = ["# The paper's protocol, side by side", "",
+                "## Protocol", "",
+                f"Every method scored three ways on the same first {n_items} test items of each target "
+                f"({', '.join(title(t) for t in m.get('targets', []))}), with a zoo trained on the paper's answer format "
+                "(bracketed letters or [True]/[False] after a system message, ChatML), generators and adapters made as in "
+                f"the default run (design `{pc.get('design') or lookup_design(params)}`): *log-likelihood* over the "
+                "bracketed answers (every answer valid), *greedy* generation and the authors' *sampling* (temperature "
+                f"{s.get('temperature')}, top-p {s.get('top_p')}, top-k {s.get('top_k')}; seeds {pc.get('seeds')}, "
+                "mean ± sd over seeds), generations parsed by a reimplementation of the authors' parser (first 20 "
+                "characters; anything it rejects is invalid and wrong). Test-time template: "
+                f"`{pc.get('template')}`. Accuracy and invalid outputs in %, mean over targets.", "",
+                protocol_table(m).to_markdown(index=False, disable_numparse=True), "",
+                "† chosen with the target's test labels (not zero-shot). ‡ the target's own LoRA.", "",
+                "**Where the difference comes from.**", "", *conclusion(m, paper), ""]
+    md_lines += ["Per target: accuracy / invalid outputs (%) of the training LoRAs (avg) and of DnD (unlabeled pool):",
+                 "", per_target_table(m).to_markdown(index=False, disable_numparse=True), ""]
+    md_lines += [f"Budget: {n_items} test items per target; every method is sampled with every seed "
+                 f"({len(pc.get('seeds') or [])}), each prompt computed once for its greedy answer and all samples "
+                 "(dnd.scoring.lm_generate); "
+                 + (f"the protocol's {timing[2]} jobs (its own zoo included) took {timing[0]:.0f} min of wall time in "
+                    f"total and {timing[1]:.0f} min of CPU time (Snakemake benchmarks; on 2 cores, wall time is "
+                    "inflated when other work shares them)." if timing else "no benchmark files were found for its jobs."),
+                 ""]
     pr = paper_rows(paper, m.get("targets", []))
     if not pr.empty:
-        L += ["The paper's numbers (Qwen2.5-0.5B, sampled + parser) for the targets it states:", "",
-              pr.to_markdown(index=False, disable_numparse=True), ""]
-    L += [f"![Protocol]({figure_rel})", ""]
-    return "\n".join(L)
+        md_lines += ["The paper's numbers (Qwen2.5-0.5B, sampled + parser) for the targets it states:", "",
+                     pr.to_markdown(index=False, disable_numparse=True), ""]
+    md_lines += [f"![Protocol]({figure_rel})", ""]
+    return "\n".join(md_lines)
 
 
 def lookup_design(params: dict[str, Any]) -> str:
@@ -340,7 +341,6 @@ def _add_summary(p: argparse.ArgumentParser) -> None:
 
 def _run_summary(args: argparse.Namespace) -> None:
     from dnd.config import parse_params
-    from dnd.io import atomic_path, write_json
     from dnd.summary import eval_cell, read_eval_files, require_complete
 
     params = parse_params(args.params)
@@ -377,9 +377,9 @@ def _run_report(args: argparse.Namespace) -> None:
     params = parse_params(args.params)
     m = json.loads(args.metrics.read_text())
     paper = read_paper_numbers(args.paper_numbers)  # no file: no paper rows (it used to crash)
-    figure(m, args.figure)
-    write_report(args.out, render(m, params, paper, figure_link(args.figure, args.out),
-                                  benchmark_minutes(args.benchmarks_dir)), args.figure)
+    protocol_figure(m, args.figure)
+    write_report(args.out, protocol_markdown(m, params, paper, figure_link(args.figure, args.out),
+                                             benchmark_minutes(args.benchmarks_dir)), args.figure)
 
 
 COMMANDS = {"protocol-summary": (_add_summary, _run_summary), "protocol-report": (_add_report, _run_report)}

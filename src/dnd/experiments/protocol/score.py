@@ -48,6 +48,7 @@ from typing import Any
 
 import dnd.scoring  # noqa: F401  (makes Hugging Face offline before datasets/lm_eval load)
 from dnd.config import section
+from dnd.io import atomic_path, read_jsonl, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,6 @@ def write_tasks(datasets: list[str], data_dir: Path, out_dir: Path, pcfg: dict[s
     """The paper-format test items (the first n_test of each test split) and every task YAML."""
     import yaml
 
-    from dnd.io import atomic_path, read_jsonl, write_jsonl
     from dnd.formats.paper import eval_record
 
     written = []
@@ -261,7 +261,6 @@ class ResultCache:
             return None
 
     def put(self, key: str, results: list[dict[str, Any]], source: Any = None) -> None:
-        from dnd.io import write_json
         from dnd.scoring.cache import seal
 
         write_json(self.directory / f"{key}.json", seal({"key": key, "results": results, "source": source}))
@@ -285,7 +284,8 @@ def open_cache(directory: Path, model_dir: Path, tasks_dir: Path, names: list[st
 def evaluate_protocol(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: Path, zoo_dir: Path,
                       generated_dir: Path, encoded_dir: Path, cache_dir: Path | None = None) -> list[dict[str, Any]]:
     """Every method on `target` under every protocol (see the module doc)."""
-    from dnd import evaluate as ev_mod
+    from dnd.evaluate import (nearest_training_lora, plan_target, quiet_lm_eval,
+                              reference_lora, require_file, scoring_jobs)
     from dnd.scoring.loop import score_or_cache
 
     pcfg = section("protocol", params.get("protocol"))
@@ -297,19 +297,19 @@ def evaluate_protocol(target: str, params: dict[str, Any], model_dir: Path, task
     seeds = [int(s) for s in pcfg["seeds"]]
     names = [n for _, _, n in task_names(target, seeds)]
     for n in names:
-        ev_mod.require_file(tasks_dir / f"{n}.yaml", f"lm-eval task {n}")
-    ev_mod.require_file(model_dir / "config.json", "base model")
+        require_file(tasks_dir / f"{n}.yaml", f"lm-eval task {n}")
+    require_file(model_dir / "config.json", "base model")
     if target not in datasets:
         raise ValueError(f"target {target!r} / sources {sources} do not fit datasets {datasets}")
-    plan = ev_mod.plan_target(target, datasets, sources, zoo_dir, generated_dir, encoded_dir, kinds=PROTOCOL_KINDS)
-    nearest, sims = ev_mod.nearest_training_lora(plan, target)
-    ref_dir, ref_cfg = ev_mod.reference_lora(plan, sources)
-    ev_mod.quiet_lm_eval()
+    plan = plan_target(target, datasets, sources, zoo_dir, generated_dir, encoded_dir, kinds=PROTOCOL_KINDS)
+    nearest, sims = nearest_training_lora(plan, target)
+    ref_dir, ref_cfg = reference_lora(plan, sources)
+    quiet_lm_eval()
 
     settings = {"batch_size": int(ev["batch_size"]), "dtype": ev["dtype"],
                 **{k: pcfg[k] for k in ("template", "max_new_tokens", "sampling", "seeds")}}
     cache = open_cache(cache_dir, model_dir, tasks_dir, names, ref_cfg, settings) if cache_dir else None
-    jobs = ev_mod.scoring_jobs(plan, sources, model_dir)
+    jobs = scoring_jobs(plan, sources, model_dir)
 
     results, _ = score_or_cache(f"protocol {target}", jobs,
                                 lambda: ProtocolScorer(model_dir, ref_dir, tasks_dir, target, seeds,
@@ -360,7 +360,6 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
 
 def _run_evaluate(args: argparse.Namespace) -> None:
     from dnd.config import parse_params
-    from dnd.io import write_jsonl
 
     rows = evaluate_protocol(args.target, parse_params(args.params), args.model, args.tasks_dir, args.zoo_dir,
                              args.generated_dir, args.encoded_dir, args.cache_dir)

@@ -1,0 +1,111 @@
+# The ablations' helpers and constants (its rules: workflow/rules/ablations.smk), included by
+# that file, so common.smk holds what the default run needs.
+
+from dnd.experiments.ablations.report import FAMILIES as AB_FAMILY_NAMES, encoding_variant, setting_overrides  # noqa: E402
+from dnd.experiments.ablations.report import is_default as ablation_is_default  # noqa: E402
+
+# (the settings of each family: dnd.experiments.ablations.report)
+AB = "results/ablations"
+ABLATION_CONFIG = config["ablations"]
+AB_TARGETS = list(ABLATION_CONFIG["targets"])
+AB_FAMILIES = {f: [str(s) for s in ABLATION_CONFIG[f]] for f in AB_FAMILY_NAMES if ABLATION_CONFIG.get(f)}
+AB_CELLS = [
+    (f, s, t)
+    for f, settings in AB_FAMILIES.items()
+    for s in settings
+    for t in AB_TARGETS
+    if not ablation_is_default(f, s, len(DATASETS))
+]
+AB_VARIANTS = sorted({v for f, s, _ in AB_CELLS if (v := encoding_variant(f, s))})
+# extra source tasks of the `sources` curve (ablations.extra_sources): their data, LoRAs, tokens
+# and encodings live under results/ablations/extra/, apart from the default run's
+AB_EXTRA = dict(ABLATION_CONFIG.get("extra_sources") or {})
+ABX = f"{AB}/extra"
+
+
+wildcard_constraints:
+    family="|".join(AB_FAMILY_NAMES),
+    setting=r"[A-Za-z0-9_]+",
+    split="train|cond",
+
+
+def ablation_overrides(family, setting, target):
+    return setting_overrides(family, setting, target, DATASETS, config["seed"], BASE_MODEL, list(AB_EXTRA))
+
+
+def ablation_zoo(ds):
+    """A source's LoRA zoo folder: the default run's, or the extra tasks' (results/ablations/extra)."""
+    return f"{ABX}/zoo/{ds}" if ds in AB_EXTRA else f"{ZOO}/{ds}"
+
+
+def ablation_scored(sources):
+    """The datasets whose LoRAs a cell scores: every dataset of the run, then its extra sources."""
+    return DATASETS + [d for d in sources if d in AB_EXTRA]
+
+
+def ablation_encoder(family, setting, target):
+    over = ablation_overrides(family, setting, target)["encoder"]
+    return rule_section("encoder", {**config["encoder"], **over})
+
+
+def ablation_encoded(family, setting, target, ds, split):
+    v = encoding_variant(family, setting)
+    if ds in AB_EXTRA:
+        if v:
+            raise ValueError(f"extra source task {ds} is encoded with the default encoder only (family {family})")
+        return f"{ABX}/encoded/{ds}/{split}.pt"
+    return f"{AB}/encoded/{v}/{ds}/{split}.pt" if v else f"results/encoded/{ds}/{split}.pt"
+
+
+def ablation_sources(wildcards):
+    return ablation_overrides(wildcards.family, wildcards.setting, wildcards.target)["sources"]
+
+
+def ablation_generator_inputs(wildcards):
+    w = wildcards
+    sources = ablation_sources(w)
+    return {
+        "tokens": [f"{ABX}/tokens/{d}.pt" if d in AB_EXTRA else f"results/tokens/{d}.pt" for d in sources],
+        "encoded": [ablation_encoded(w.family, w.setting, w.target, d, "train") for d in sources],
+        "template": f"{ablation_zoo(sources[0])}/final",
+    }
+
+
+def ablation_generator_params(wildcards):
+    w = wildcards
+    over = ablation_overrides(w.family, w.setting, w.target)
+    return generator_params(overrides=over["generator"], encoder=ablation_encoder(w.family, w.setting, w.target))
+
+
+def ablation_adapters(family, setting, target):
+    return [f"{AB}/{family}/{setting}/{target}/generated/dnd_{i}" for i in range(ABLATION_CONFIG["n_adapters"])]
+
+
+def ablation_eval(family, setting, target):
+    """A cell's evaluation rows; None for a family's default setting (the default run's rows)."""
+    if ablation_is_default(family, setting, len(DATASETS)):
+        return None
+    return f"{AB}/{family}/{setting}/{target}/eval.jsonl"
+
+
+def ablation_evals(wildcards):
+    """The evaluation files a family's summary reads (its non-default cells)."""
+    return [e for s in AB_FAMILIES[wildcards.family] for t in AB_TARGETS if (e := ablation_eval(wildcards.family, s, t))]
+
+
+def ablation_summary_params(family):
+    cells = [
+        [s, t, ablation_eval(family, s, t), ablation_overrides(family, s, t)["sources"]]
+        for s in AB_FAMILIES[family]
+        for t in AB_TARGETS
+    ]
+    return as_json(
+        {
+            "family": family,
+            "cells": cells,
+            "n_adapters": ABLATION_CONFIG["n_adapters"],
+            "extra_sources": list(AB_EXTRA),
+            "bootstrap": config["evaluation"]["bootstrap"],
+            "seed": config["seed"],
+        }
+    )

@@ -1,0 +1,21 @@
+# The few-shot experiment's helpers and constants (its rules: workflow/rules/fewshot.smk), included by
+# that file, so common.smk holds what the default run needs.
+
+from dnd.experiments.fewshot.tuning import fewshot_targets  # noqa: E402
+
+FEW = "results/fewshot"
+FEWSHOT_CONFIG = config["fewshot"]
+FEW_TARGETS = fewshot_targets(config)
+FEW_KS = sorted(FEWSHOT_CONFIG["ks"])
+# the default run's scoring settings, as evaluate_target reads them (the cache flag and
+# eval_speed's keys are no reason to rerun)
+FEW_EVALUATION = {k: config["evaluation"][k] for k in ("limit", "backend", "batch_size", "dtype", "metric")}
+
+
+def fewshot_loras(wildcards):
+    return expand(f"{FEW}/lora/{wildcards.target}/k{{k}}/final", k=FEW_KS)
+
+
+def dnd_generation_timings(wildcards):
+    """The default run's generation timings of every target's dnd adapters (DnD's cost)."""
+    return [f"results/timings/generate/{t}/dnd_{i}.json" for t in FEW_TARGETS for i in range(N_ADAPTERS)]

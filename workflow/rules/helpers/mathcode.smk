@@ -1,0 +1,51 @@
+# The math and code experiments' helpers and constants (its rules: workflow/rules/mathcode.smk), included by
+# that file, so common.smk holds what the default run needs.
+
+import dnd.experiments.mathcode.data as mathcode_data  # noqa: E402
+
+# (dnd.experiments.mathcode.data)
+MC_DOMAINS = list(mathcode_data.DOMAINS)
+MC_TARGETS = {d: list(mathcode_data.TARGETS[d]) for d in MC_DOMAINS}
+MC_SOURCES = {d: mathcode_data.sources(d, config[d]) for d in MC_DOMAINS}
+MC_NAMES = {d: MC_SOURCES[d] + MC_TARGETS[d] for d in MC_DOMAINS}
+
+
+wildcard_constraints:
+    domain="|".join(MC_DOMAINS),
+    src="|".join(sorted({s for d in MC_DOMAINS for s in MC_SOURCES[d]})),
+
+
+def mc_lora(domain):
+    """The zoo's lora section with the experiment's overrides (max_length, steps, batch size)."""
+    return {**config["lora"], **config[domain]["lora"]}
+
+
+def mc_design(domain):
+    return config[domain]["design"] or DESIGN
+
+
+def mc_kinds(domain):
+    return [("dnd", config[domain]["n_adapters"])] + [(k, 1) for k in config[domain]["controls"]]
+
+
+def mc_adapters(domain, target):
+    return [f"results/{domain}/generated/{target}/{k}_{i}" for k, n in mc_kinds(domain) for i in range(n)]
+
+
+def mc_prompts(wildcards):
+    """dnd and control_shuffled: the target's unlabeled cond prompts; control_random: none."""
+    if wildcards.kind == "control_random":
+        return []
+    return f"results/{wildcards.domain}/data/{wildcards.target}/cond.jsonl"
+
+
+def mc_data_outputs(domain):
+    names = MC_NAMES[domain]
+    return {
+        "splits": [f"results/{domain}/data/{n}/{s}.jsonl" for n in names for s in ("train", "cond", "test")],
+        "lmeval": [f"results/{domain}/data/{t}/test.lmeval.jsonl" for t in MC_TARGETS[domain]],
+        "tasks": [
+            f"results/{domain}/tasks/dnd_{domain}_{t}_{k}.yaml" for t in MC_TARGETS[domain] for k in ("gen", "loglik")
+        ],
+        "summary": f"results/{domain}/data/splits.csv",
+    }

@@ -1,0 +1,36 @@
+# The protocol experiment's helpers and constants (its rules: workflow/rules/protocol.smk), included by
+# that file, so common.smk holds what the default run needs.
+
+from dnd.experiments.protocol.score import task_names  # noqa: E402
+
+PROTO = "results/protocol"
+PROTOCOL_CONFIG = config["protocol"]
+P_DESIGN = PROTOCOL_CONFIG["design"] or DESIGN
+P_KINDS = [f"dnd{'' if c == 'pool' else '_testcond'}" for c in PROTOCOL_CONFIG["conditions"]] + CONTROL_KINDS
+P_TASKS = [
+    name
+    for ds in DATASETS
+    for _, _, name in task_names(ds, PROTOCOL_CONFIG["seeds"])
+]
+
+
+def protocol_adapters(target):
+    n = {k: (PROTOCOL_CONFIG["n_adapters"] if k.startswith("dnd") else N_CONTROLS) for k in P_KINDS}
+    return [f"{PROTO}/generated/{target}/{k}_{i}" for k in P_KINDS for i in range(n[k])]
+
+
+def protocol_fold_inputs(wildcards):
+    sources = FOLDS[wildcards.target]
+    return {
+        "tokens": expand(f"{PROTO}/tokens/{{d}}.pt", d=sources),
+        "encoded": expand("results/encoded/{d}/train.pt", d=sources),
+        "template": f"{PROTO}/zoo/{sources[0]}/final",
+    }
+
+
+def protocol_prompts(wildcards):
+    """dnd_testcond: the target's test split (the authors' conditioning); every other kind as
+    in the default run."""
+    if wildcards.kind == "dnd_testcond":
+        return f"results/data/{wildcards.target}/test.jsonl"
+    return PROMPTS_FILE[wildcards.kind](wildcards)
