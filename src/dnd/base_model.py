@@ -184,7 +184,7 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> None:
     from .config import command_params
-    from .formats.prompts import render_context, render_choices
+    from .formats.prompts import render_choices, render_context
 
     params = command_params(args.params, "base_model", "seed")
     texts = []

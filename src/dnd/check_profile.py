@@ -58,8 +58,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from .config import EXPERIMENTS, REPO_ROOT, ConfigError, check_chunk_width, folds, load_config, model_config
-from .method.generator_model import count_parameters
 from .io import write_json
+from .method.generator_model import count_parameters
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import logging
 from pathlib import Path
 
 from .benchmarks.datasets import SPLITS, prepare_dataset
-from .io import read_jsonl, write_jsonl, write_text
 from .formats.prompts import lm_eval_task_yaml, task_name, to_eval_record
+from .io import read_jsonl, write_jsonl, write_text
 
 log = logging.getLogger(__name__)
 

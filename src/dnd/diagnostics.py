@@ -61,12 +61,12 @@ import torch
 from torch import Tensor
 
 from .config import command_params
-from .method.encoder import load_encoded
-from .method.generator_checkpoint import load_generator
 from .generators import load_zoo_tokens, mean_token, weighted_mse
 from .io import write_csv
-from .schedule import derive_seed, draw_indices
+from .method.encoder import load_encoded
+from .method.generator_checkpoint import load_generator
 from .method.tokenization import LoraLayout, detokenize
+from .schedule import derive_seed, draw_indices
 
 log = logging.getLogger(__name__)
 

@@ -88,8 +88,7 @@ def compare_target(target: str, params: dict[str, Any], model_dir: Path, tasks_d
     """Score the compared adapters with both backends (see the module doc)."""
     from lm_eval.api.registry import get_model
 
-    from .evaluate import (SOFTMAX_DTYPE, InPlaceScorer, load_state_dict, load_task, require_adapter_dir,
-                           run_lm_eval)
+    from .evaluate import SOFTMAX_DTYPE, InPlaceScorer, load_state_dict, load_task, require_adapter_dir, run_lm_eval
     from .formats.prompts import task_name
 
     ev = section("evaluation", params.get("evaluation"))
@@ -186,7 +185,6 @@ def _add_eval_speed(p: argparse.ArgumentParser) -> None:
 
 def _run_eval_speed(args: argparse.Namespace) -> None:
     from .config import parse_params
-
     from .evaluate import quiet_lm_eval
 
     quiet_lm_eval()

@@ -77,11 +77,12 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import dnd.scoring  # noqa: F401  (makes Hugging Face offline before datasets/lm_eval load)
+
 from .config import section
-from .scoring.cache import Scored, ScoreCache, require_finite, samples_to_scored
-from .schedule import GENERATED_KINDS
-from .scoring.harness import LMEVAL_OTHER_SEED, LMEVAL_RANDOM_SEED, seeded_evaluate  # noqa: F401 (re-exported)
 from .io import check_safetensors, load_safetensors, read_jsonl, write_jsonl
+from .schedule import GENERATED_KINDS
+from .scoring.cache import ScoreCache, Scored, require_finite, samples_to_scored
+from .scoring.harness import LMEVAL_OTHER_SEED, LMEVAL_RANDOM_SEED, seeded_evaluate  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 

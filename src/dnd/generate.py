@@ -43,12 +43,12 @@ from typing import Any, Callable
 import torch
 
 from .config import section
+from .formats.prompts import condition_text
+from .io import atomic_path, check_replaceable_dir, read_jsonl, save_safetensors, write_csv, write_json
 from .method.encoder import make_encoder
 from .method.generator_checkpoint import load_generator
-from .io import atomic_path, check_replaceable_dir, read_jsonl, save_safetensors, write_csv, write_json
-from .formats.prompts import condition_text
-from .schedule import derive_seed, draw_indices
 from .method.tokenization import LoraLayout, detokenize
+from .schedule import derive_seed, draw_indices
 
 log = logging.getLogger(__name__)
 

@@ -51,12 +51,12 @@ from torch import Tensor
 from tqdm import tqdm
 
 from .config import command_params, parse_params, section
-from .method.generator_model import HyperConvDecoder, SourceBasisGenerator, count_parameters
+from .io import load_safetensors, load_torch, save_torch, write_csv
 from .method.encoder import encoding_signature, load_encoded
 from .method.generator_checkpoint import save_generator
-from .io import load_safetensors, load_torch, save_torch, write_csv
-from .schedule import EpochOrder, derive_seed, draw_indices, warmup_cosine
+from .method.generator_model import HyperConvDecoder, SourceBasisGenerator, count_parameters
 from .method.tokenization import LoraLayout, tokenize
+from .schedule import EpochOrder, derive_seed, draw_indices, warmup_cosine
 from .zoo import check_finite, write_timings
 
 log = logging.getLogger(__name__)

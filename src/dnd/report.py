@@ -21,15 +21,46 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .config import EXPERIMENTS, config_hash
 from .benchmarks.datasets import title
-from .reporting.figures import (CAPTIONS, FIGURES, MAIN_METHODS, apply_style, fig_comparisons, fig_curves, fig_diagnostics,
-                      fig_efficiency, fig_pca, fig_transfer, method_bars, placeholder)
+from .config import EXPERIMENTS, config_hash
 from .io import atomic_path, write_text
+from .reporting.figures import (
+    CAPTIONS,
+    FIGURES,
+    MAIN_METHODS,
+    apply_style,
+    fig_comparisons,
+    fig_curves,
+    fig_diagnostics,
+    fig_efficiency,
+    fig_pca,
+    fig_transfer,
+    method_bars,
+    placeholder,
+)
+from .reporting.tables import (
+    CONTROL_METHODS,
+    DELTA_COLUMN,
+    METHOD_LABELS,
+    TABLES,
+    comparisons_table,
+    compute_table,
+    controls_table,
+    dataset_order,
+    diagnostics_table,
+    efficiency_table,
+    eval_backend_table,
+    fmt,
+    get_main_table,
+    load_scores,
+    lookup,
+    paper_table,
+    pct_factor,
+    render_main_table,
+    tidy_scores,
+    versions,
+)
 from .summary import MEAN_ADAPTER, MEAN_TARGET
-from .reporting.tables import (CONTROL_METHODS, DELTA_COLUMN, METHOD_LABELS, TABLES, comparisons_table, compute_table,
-                     controls_table, dataset_order, diagnostics_table, efficiency_table, eval_backend_table, fmt, get_main_table, load_scores, lookup,
-                     paper_table, pct_factor, render_main_table, tidy_scores, versions)
 
 log = logging.getLogger(__name__)
 

@@ -45,10 +45,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .config import section
-from .schedule import GENERATED_KINDS
-from .stats import (EQUIVALENT, boot_means, bootstrap_indices, ci_class, percentile_ci,  # noqa: F401 (re-exported)
-                    pooled_ci, relation, verdict)
 from .io import read_jsonl, write_json, write_text
+from .schedule import GENERATED_KINDS
+from .stats import EQUIVALENT, boot_means, bootstrap_indices, ci_class, percentile_ci, pooled_ci, relation, verdict  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 

@@ -37,8 +37,17 @@ from pathlib import Path
 
 from .base_model import sha256_file
 from .config import command_params
-from .io import (atomic_path, check_safetensors, load_safetensors, load_torch, read_jsonl, save_safetensors, save_torch,
-                 write_csv, write_json)
+from .io import (
+    atomic_path,
+    check_safetensors,
+    load_safetensors,
+    load_torch,
+    read_jsonl,
+    save_safetensors,
+    save_torch,
+    write_csv,
+    write_json,
+)
 from .schedule import EpochOrder, warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -55,9 +64,7 @@ def encode_examples(items: list[dict], tok, fmt: str, max_length: int) -> list[t
     experiments' zoos); a long example keeps its prompt and the start of its response (cut from
     the right) while the prompt leaves at least a quarter of `max_length` to the response,
     otherwise it is cut from the left like the others."""
-    from .formats import chat
-    from .formats import paper as paper_format
-    from .formats import prompts
+    from .formats import chat, paper as paper_format, prompts
 
     out = []
     for it in items:

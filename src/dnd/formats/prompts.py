@@ -13,7 +13,6 @@ scoring compares log P(continuation | context) over all choices with the same de
 from __future__ import annotations
 
 import zlib
-
 from pathlib import Path
 from typing import Any
 

@@ -17,20 +17,18 @@ Command `encode` caches the states of a prepared split for generator training
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
-import yaml
 from torch import Tensor
 
 from dnd.config import section
-from dnd.paths import resolve_input_path
-from dnd.io import atomic_path, check_safetensors, load_torch, read_jsonl
 from dnd.formats.prompts import condition_text
+from dnd.io import atomic_path, check_safetensors, load_torch, read_jsonl
+from dnd.paths import resolve_input_path
 
 log = logging.getLogger(__name__)
 

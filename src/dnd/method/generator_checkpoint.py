@@ -22,8 +22,8 @@ from typing import Any
 
 from torch import nn
 
-from dnd.method.generator_model import build_decoder
 from dnd.io import ArtifactError, load_torch, save_torch
+from dnd.method.generator_model import build_decoder
 
 CHECKPOINT_FORMAT = "dnd-generator-v1"
 #: What generation reads besides the model (a checkpoint without them cannot make an adapter).

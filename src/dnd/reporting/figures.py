@@ -27,8 +27,8 @@ import pandas as pd
 
 from dnd.benchmarks.datasets import title
 from dnd.io import atomic_path, check_safetensors
-from dnd.summary import MEAN_TARGET, compared_kinds, comparison_pairs
 from dnd.reporting.tables import METHOD_LABELS, dataset_order, pct_factor
+from dnd.summary import MEAN_TARGET, compared_kinds, comparison_pairs
 
 CAPTIONS: dict[str, str] = {
     "bars": "accuracy per held-out dataset and method",

@@ -6,6 +6,7 @@ import logging
 import os
 from pathlib import Path
 from typing import Any
+
 from dnd.io import write_text
 
 log = logging.getLogger("dnd.report")

@@ -19,8 +19,16 @@ import pandas as pd
 
 from dnd.benchmarks.datasets import title
 from dnd.reporting.format import number as fmt
-from dnd.summary import (CONTROL_KINDS, GENERATED_KINDS, MEAN_ADAPTER, MEAN_TARGET, compared_kinds, comparison_pairs,
-                      main_table, training_loras)
+from dnd.summary import (
+    CONTROL_KINDS,
+    GENERATED_KINDS,
+    MEAN_ADAPTER,
+    MEAN_TARGET,
+    compared_kinds,
+    comparison_pairs,
+    main_table,
+    training_loras,
+)
 
 log = logging.getLogger(__name__)
 

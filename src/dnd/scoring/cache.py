@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
 from dnd.io import write_json
 
 log = logging.getLogger(__name__)

@@ -46,9 +46,9 @@ from typing import Any
 
 import numpy as np
 
+from dnd.io import atomic_path, read_jsonl, write_json
 from dnd.reporting.format import signed
 from dnd.stats import EQUIVALENT, ci_class  # ±EQUIVALENT points: no difference (the paper states directions only)
-from dnd.io import atomic_path, read_jsonl, write_json
 
 log = logging.getLogger(__name__)
 

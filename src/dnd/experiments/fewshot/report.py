@@ -39,10 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from dnd.reporting.format import number
-
 from dnd.experiments.fewshot.tuning import DND, FT, ICL
 from dnd.io import read_jsonl, write_csv, write_json
+from dnd.reporting.format import number
 
 log = logging.getLogger(__name__)
 

@@ -121,8 +121,19 @@ def train_fewshot_lora(model_dir: Path, train_file: Path, out_dir: Path, k: int,
 def score_fewshot_loras(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: Path, lora_dir: Path,
                         cache_dir: Path | None = None) -> list[dict[str, Any]]:
     """Every k's few-shot LoRA on the target's test items, scored as dnd.evaluate scores the zoo."""
-    from dnd.evaluate import (InPlaceScorer, adapter_job, check_same_lora_shape, open_score_cache, read_adapter_config,
-                              read_ids, require_adapter_dir, require_file, result_row, score_jobs, task_data_file)
+    from dnd.evaluate import (
+        InPlaceScorer,
+        adapter_job,
+        check_same_lora_shape,
+        open_score_cache,
+        read_adapter_config,
+        read_ids,
+        require_adapter_dir,
+        require_file,
+        result_row,
+        score_jobs,
+        task_data_file,
+    )
     from dnd.formats.prompts import task_name
 
     ev = section("evaluation", params.get("evaluation"))
@@ -209,8 +220,8 @@ def score_icl(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: P
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from dnd.evaluate import SOFTMAX_DTYPE, load_task, require_file, result_row, run_lm_eval, task_data_file
-    from dnd.scoring.lm_prefix_cache import PrefixCacheLM
     from dnd.formats.prompts import task_name
+    from dnd.scoring.lm_prefix_cache import PrefixCacheLM
 
     ev = section("evaluation", params.get("evaluation"))
     fcfg = section("fewshot", params.get("fewshot"))

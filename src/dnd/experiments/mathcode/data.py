@@ -42,8 +42,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from dnd.formats.chat import (CODE_INSTRUCTION, DOMAINS, FORMAT, IM_END, IM_START, SYSTEM,  # noqa: F401
-                               chatml, eval_context, training_example)
+from dnd.formats.chat import (  # noqa: F401
+    CODE_INSTRUCTION,
+    DOMAINS,
+    FORMAT,
+    IM_END,
+    IM_START,
+    SYSTEM,
+    chatml,
+    eval_context,
+    training_example,
+)
 from dnd.io import atomic_path, write_csv, write_jsonl
 
 log = logging.getLogger(__name__)

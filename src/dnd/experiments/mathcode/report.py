@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from dnd.experiments.crossdomain.report import comparisons, dnd_minus_table, method_rows
-from dnd.reporting.format import ci_text, dnd_relation, number, paper_claim, pct
 from dnd.io import write_json, write_text
+from dnd.reporting.format import ci_text, dnd_relation, number, paper_claim, pct
 
 log = logging.getLogger(__name__)
 

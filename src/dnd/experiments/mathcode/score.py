@@ -168,9 +168,9 @@ class GenerationScorer:
 
     def __init__(self, domain: str, target: str, model_dir: Path, lora_config_dir: Path, tasks_dir: Path,
                  cfg: dict[str, Any], batch_size: int, dtype: str):
-        from dnd.scoring import lm_generate
         from dnd.evaluate import SOFTMAX_DTYPE, InPlaceScorer, load_task
         from dnd.experiments.mathcode.data import register_math_filter
+        from dnd.scoring import lm_generate
 
         register_math_filter()
         self.domain, self.target, self.cfg = domain, target, cfg
@@ -236,8 +236,14 @@ def evaluate_mathcode(domain: str, target: str, params: dict[str, Any], model_di
                       zoo_dir: Path, generated_dir: Path, encoded_dir: Path, cond: Path,
                       cache_dir: Path | None = None) -> list[dict[str, Any]]:
     """Every method on `target` (see the module doc)."""
-    from dnd.evaluate import (nearest_training_lora, plan_target, quiet_lm_eval,
-                              reference_lora, require_file, scoring_jobs)
+    from dnd.evaluate import (
+        nearest_training_lora,
+        plan_target,
+        quiet_lm_eval,
+        reference_lora,
+        require_file,
+        scoring_jobs,
+    )
     from dnd.scoring.loop import score_or_cache
 
     cfg = section(domain, params.get(domain))

@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from dnd.io import atomic_path, write_json
 from dnd.reporting.format import number
 from dnd.stats import ci_class
-from dnd.io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 

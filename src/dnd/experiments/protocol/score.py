@@ -284,8 +284,14 @@ def open_cache(directory: Path, model_dir: Path, tasks_dir: Path, names: list[st
 def evaluate_protocol(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: Path, zoo_dir: Path,
                       generated_dir: Path, encoded_dir: Path, cache_dir: Path | None = None) -> list[dict[str, Any]]:
     """Every method on `target` under every protocol (see the module doc)."""
-    from dnd.evaluate import (nearest_training_lora, plan_target, quiet_lm_eval,
-                              reference_lora, require_file, scoring_jobs)
+    from dnd.evaluate import (
+        nearest_training_lora,
+        plan_target,
+        quiet_lm_eval,
+        reference_lora,
+        require_file,
+        scoring_jobs,
+    )
     from dnd.scoring.loop import score_or_cache
 
     pcfg = section("protocol", params.get("protocol"))
