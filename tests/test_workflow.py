@@ -52,13 +52,7 @@ def test_lint_is_clean():
     assert "Congratulations, your workflow is in a good condition!" in res.stdout + res.stderr
 
 
-# src/ joins the clean set once `ruff check --fix src` and the hand-wrapping of its long lines land
-# (issue 27: the package is being restructured meanwhile); -ra reports it as XFAIL until then.
-RUFF_SRC_PENDING = pytest.mark.xfail(reason="ruff: src/ is not clean yet (`ruff check --fix src`, then wrap "
-                                            "the lines over 120 characters)")
-
-
-@pytest.mark.parametrize("path", ["tests", "scripts", pytest.param("src", marks=RUFF_SRC_PENDING)])
+@pytest.mark.parametrize("path", ["tests", "scripts", "src"])
 def test_ruff_is_clean(path):
     """The linter ([tool.ruff] in pyproject.toml, pinned in requirements.txt) finds nothing."""
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")

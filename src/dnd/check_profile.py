@@ -31,8 +31,8 @@
    `reduced_prompts`) input shape, batch `reduced_batch`, against the round-trip check's tokens with
    the training criterion (`generators.weighted_mse`); the loss must be finite and every parameter
    must get a finite, non-zero gradient (with `generator.output_init: zero` only the output layer's:
-   a zero output layer passes no gradient upstream at the first step). The same step is traced on fake tensors, and the predicted
-   peak is compared with the peak `LiveBytes` measures on the real tensors (a check of the tracer).
+   a zero output layer passes no gradient upstream at the first step). The same step is traced on fake tensors, and
+   the predicted peak is compared with the peak `LiveBytes` measures on the real tensors (a check of the tracer).
 6. SLURM: each rule's runtime, memory, GPUs and threads under workflow/profiles/slurm/profile.yaml
    (its `set-resources` over the rule's own `resources:` over its `default-resources`).
 

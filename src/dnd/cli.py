@@ -27,29 +27,42 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "efficiency": ("dnd.generate", "collect generation timings into results/efficiency.csv"),
     "evaluate": ("dnd.evaluate", "score base, source LoRAs, soup, nearest, DnD and controls on one target"),
     "eval-speed": ("dnd.eval_speed", "time and compare the dnd-prefix and plain hf lm-eval backends on one target"),
-    "eval-speed-summary": ("dnd.eval_speed", "merge the backend comparisons into eval_speed.csv and eval_agreement.csv"),
-    "diagnose-fold": ("dnd.diagnostics", "weight-space diagnostics of one fold's generators (fit, retrieval, sensitivity)"),
+    "eval-speed-summary": ("dnd.eval_speed", "merge the backend comparisons into eval_speed.csv and "
+                                             "eval_agreement.csv"),
+    "diagnose-fold": ("dnd.diagnostics", "weight-space diagnostics of one fold's generators (fit, retrieval, "
+                                         "sensitivity)"),
     "diagnostics": ("dnd.diagnostics", "merge the fold diagnostics with the function-space comparisons"),
-    "protocol-tasks": ("dnd.experiments.protocol.score", "the paper-format test items and lm-eval tasks of the protocol experiment"),
-    "evaluate-protocol": ("dnd.experiments.protocol.score", "score every method on one target by log-likelihood, greedy and sampled generation"),
-    "protocol-summary": ("dnd.experiments.protocol.report", "merge the protocol scores into results/protocol/scores.csv and metrics.json"),
+    "protocol-tasks": ("dnd.experiments.protocol.score", "the paper-format test items and lm-eval tasks of the "
+                                                         "protocol experiment"),
+    "evaluate-protocol": ("dnd.experiments.protocol.score", "score every method on one target by log-likelihood, "
+                                                            "greedy and sampled generation"),
+    "protocol-summary": ("dnd.experiments.protocol.report", "merge the protocol scores into "
+                                                            "results/protocol/scores.csv and metrics.json"),
     "protocol-report": ("dnd.experiments.protocol.report", "render results/protocol/report.md and its figure"),
     "crossdomain-report": ("dnd.experiments.crossdomain.report", "render results/crossdomain/report.md and its figure"),
-    "ablation-summary": ("dnd.experiments.ablations.report", "merge one ablation family's scores into results/ablations/{family}.csv and .json"),
+    "ablation-summary": ("dnd.experiments.ablations.report", "merge one ablation family's scores into "
+                                                             "results/ablations/{family}.csv and .json"),
     "ablation-report": ("dnd.experiments.ablations.report", "render results/ablations/report.md and its figure"),
-    "fewshot-train": ("dnd.experiments.fewshot.tuning", "train a LoRA on the first k labeled train items of a target (few-shot tuning)"),
-    "fewshot-score": ("dnd.experiments.fewshot.tuning", "score every few-shot LoRA of a target on the default run's test items"),
-    "fewshot-icl": ("dnd.experiments.fewshot.tuning", "score in-context learning with k demonstrations (shared prefix computed once)"),
-    "fewshot-summary": ("dnd.experiments.fewshot.report", "merge few-shot, ICL and DnD scores and costs into results/fewshot.csv"),
+    "fewshot-train": ("dnd.experiments.fewshot.tuning", "train a LoRA on the first k labeled train items of a target "
+                                                        "(few-shot tuning)"),
+    "fewshot-score": ("dnd.experiments.fewshot.tuning", "score every few-shot LoRA of a target on the default run's "
+                                                        "test items"),
+    "fewshot-icl": ("dnd.experiments.fewshot.tuning", "score in-context learning with k demonstrations (shared prefix "
+                                                      "computed once)"),
+    "fewshot-summary": ("dnd.experiments.fewshot.report", "merge few-shot, ICL and DnD scores and costs into "
+                                                          "results/fewshot.csv"),
     "fewshot-report": ("dnd.experiments.fewshot.report", "render results/fewshot/report.md and its figure"),
     "mathcode-data": ("dnd.experiments.mathcode.data", "splits, lm-eval rows and tasks of the math or code experiment"),
-    "evaluate-mathcode": ("dnd.experiments.mathcode.score", "score every method on one math/code target by greedy generation"),
-    "mathcode-summary": ("dnd.experiments.mathcode.report", "merge the math/code scores into results/<domain>/scores.csv and metrics.json"),
+    "evaluate-mathcode": ("dnd.experiments.mathcode.score", "score every method on one math/code target by greedy "
+                                                            "generation"),
+    "mathcode-summary": ("dnd.experiments.mathcode.report", "merge the math/code scores into "
+                                                            "results/<domain>/scores.csv and metrics.json"),
     "mathcode-report": ("dnd.experiments.mathcode.report", "render results/<domain>/report.md and its figure"),
     "verify-cache": ("dnd.verify_cache", "score a sample of score cache entries again; fail on any difference"),
     "summarize": ("dnd.summary", "merge per-target scores into scores.csv with bootstrap CIs"),
     "report": ("dnd.report", "render results/report.md and the figures"),
-    "check-profile": ("dnd.check_profile", "a profile at its real scale on the CPU: shapes, LoRA tokenizer, decoder size, GPU memory per stage, SLURM runtimes"),
+    "check-profile": ("dnd.check_profile", "a profile at its real scale on the CPU: shapes, LoRA tokenizer, decoder "
+                                           "size, GPU memory per stage, SLURM runtimes"),
 }
 
 

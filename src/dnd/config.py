@@ -73,7 +73,8 @@ def schema_error_line(error, prefix: str = "") -> str:
     where = _dotted(error.absolute_path, prefix)
     rule_at = _dotted([p for p in list(error.absolute_schema_path)[:-1] if p not in ("properties", "$defs")],
                       prefix) or "top level"
-    if error.validator == "additionalProperties" and error.validator_value is False and isinstance(error.instance, dict):
+    if (error.validator == "additionalProperties" and error.validator_value is False
+            and isinstance(error.instance, dict)):
         allowed = set(error.schema.get("properties", {}))
         extra = sorted(str(k) for k in error.instance if k not in allowed)
         keys = ", ".join(_key(where, k) for k in extra) or where
@@ -212,7 +213,8 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"generator.{key} names datasets not in data.datasets: {unknown}")
     if gen.get("design", "hyperconv") in gen.get("variants", []):
         raise ConfigError(f"generator.variants repeats the default design {gen['design']!r} (it is method dnd)")
-    unknown = sorted(set(cfg["base_model"].get("tiny", {}).get("tokenizer_datasets", [])) - set(cfg["data"]["datasets"]))
+    unknown = sorted(set(cfg["base_model"].get("tiny", {}).get("tokenizer_datasets", []))
+                     - set(cfg["data"]["datasets"]))
     if unknown:
         raise ConfigError(f"base_model.tiny.tokenizer_datasets names datasets not in data.datasets: {unknown}")
     if cfg["base_model"]["source"] == "hf" and not cfg["base_model"].get("name_or_path"):

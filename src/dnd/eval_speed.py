@@ -28,8 +28,8 @@ does to each backend). `--out` (JSON) holds the timings and the comparisons.
 (comparison: "dnd-prefix vs hf, {dtype}", and with a bfloat16 dtype also "dnd-prefix vs hf,
 float32", "hf {dtype} vs hf float32", "dnd-prefix {dtype} vs hf float32"; same_choice: share
 of items whose highest-log-likelihood choice (acc) is the same in both; _norm: the same for the
-per-character choice (acc_norm); ll differences in nats, over every choice of every item). Both carry timings or CPU-dependent bfloat16 rounding, so they are
-committed with the run but are not DVC outputs.
+per-character choice (acc_norm); ll differences in nats, over every choice of every item). Both carry
+timings or CPU-dependent bfloat16 rounding, so they are committed with the run but are not DVC outputs.
 """
 
 from __future__ import annotations

@@ -219,7 +219,8 @@ def generate_adapter(
     """
     check_replaceable_dir(out, replaceable_output(force))
     if timing_path is not None and Path(os.path.abspath(timing_path)).is_relative_to(os.path.abspath(out)):
-        raise ValueError(f"--timing {timing_path} lies inside --out {out}: the adapter directory holds only the adapter")
+        raise ValueError(f"--timing {timing_path} lies inside --out {out}: the adapter directory holds only the "
+                         "adapter")
     t = time.perf_counter()
     model, ckpt = load_generator(generator)
     if threads:
@@ -307,7 +308,8 @@ def run_generate(args: argparse.Namespace) -> None:
 
 
 def add_efficiency_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--timings", nargs="+", required=True, help="timing JSON files, .../{target}/{adapter}.json (dnd generate --timing)")
+    p.add_argument("--timings", nargs="+", required=True,
+                   help="timing JSON files, .../{target}/{adapter}.json (dnd generate --timing)")
     p.add_argument("--out", required=True, help="output CSV")
 
 

@@ -191,7 +191,8 @@ class PairSampler:
         for j, item in enumerate(self.order.batch(step, self.batch_size)):
             d, k = self.items[item]
             pool = self.conditions[d]
-            draw = g if self.pairing == "random" else torch.Generator().manual_seed(derive_seed(self.seed, "pair", d, k))
+            draw = (g if self.pairing == "random"
+                    else torch.Generator().manual_seed(derive_seed(self.seed, "pair", d, k)))
             torch.index_select(pool, 0, draw_indices(pool.shape[0], self.n_prompts, draw), out=cond[j])
             target[j].copy_(self.tokens[d][k])
         if noise_condition > 0:

@@ -46,7 +46,8 @@ def run_dir(name: str, configfiles: list[str | Path], default_config: Path = DEF
     over another's; "." again when Snakemake starts in runs/<name> already (a job Snakemake spawns
     there, or a user who changed into it). `configfiles` are the files the config was read from."""
     if not re.fullmatch(PROFILE_NAME, name):
-        raise RunDirError(f"profile name {name!r} is not a directory name (letters, digits, '.', '_', '-'; not starting with '.')")
+        raise RunDirError(f"profile name {name!r} is not a directory name (letters, digits, '.', '_', '-'; not "
+                          "starting with '.')")
     files = [Path(f).resolve() for f in configfiles]
     if files == [default_config.resolve()] and name == default_profile_name(default_config):
         return "."

@@ -89,7 +89,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--efficiency", default="results/efficiency.csv")
     p.add_argument("--eval-speed", default="results/eval_speed.csv",
                    help="backend,target,adapter,items,seconds of dnd eval-speed (optional)")
-    p.add_argument("--eval-agreement", default="results/eval_agreement.csv", help="dnd eval-speed's agreement (optional)")
+    p.add_argument("--eval-agreement", default="results/eval_agreement.csv",
+                   help="dnd eval-speed's agreement (optional)")
     p.add_argument("--diagnostics", default="results/diagnostics.csv",
                    help="fold,variant,metric,value of dnd diagnostics (optional)")
     p.add_argument("--data-summary", default="results/data_summary.csv")
@@ -171,7 +172,8 @@ def _setup_section(params: dict, data_summary: Path, eff_num: pd.DataFrame | Non
     datasets = lookup(params, "data.datasets", []) or []
     prompt_format = lookup(params, "prompt.format", "cloze")
     fmt_txt = {"cloze": "cloze (`Question: q\\nAnswer:` scored over the answer texts)",
-               "letter": "letter (choices listed `A. ...`, scored over ` A`, ` B`, ...)"}.get(prompt_format, str(prompt_format))
+               "letter": "letter (choices listed `A. ...`, scored over ` A`, ` B`, ...)"}.get(prompt_format,
+                                                                                              str(prompt_format))
     heldout = lookup(params, "generator.heldout") or datasets
     lora = params.get("lora", {}) or {}
     gen = params.get("generator", {}) or {}
@@ -229,8 +231,9 @@ def _setup_section(params: dict, data_summary: Path, eff_num: pd.DataFrame | Non
                "### Protocol compared with the paper",
                "",
                f"- **Paper**: {PAPER_PROTOCOL}.",
-               f"- **Here**: log-likelihood multiple choice with lm-evaluation-harness (the choice with the highest "
-               f"log-probability wins, so every answer is valid) on {base.split(',')[0]}; prompt format `{prompt_format}`.",
+               "- **Here**: log-likelihood multiple choice with lm-evaluation-harness (the choice with the highest "
+               f"log-probability wins, so every answer is valid) on {base.split(',')[0]}; prompt format "
+               f"`{prompt_format}`.",
                "- Other deviations: "
                + ("a GGUF Q4_1 base, dequantized (not the bf16 release); " if src == "smollm2_wheel" else "")
                + ("a tiny random base model (a pipeline test, not a result); " if src == "tiny" else "")
@@ -335,9 +338,9 @@ def _controls_section(tidy: pd.DataFrame, targets: list[str], fig: dict[str, Pat
     tables["controls"] = ctab
     method_bars(tidy, CONTROL_METHODS, targets, fig["controls"])
     return md_lines + ["Does DnD use the target's prompts? Same generator, conditioned on another dataset's prompts "
-                       "(*other prompts*), on random text (*random text*) or on the target's own prompts with the words "
-                       "of each prompt shuffled (*shuffled words*: not one of the fold's sources, the target's vocabulary "
-                       "without its structure). Accuracy (%), mean ± sd over adapters.", "",
+                       "(*other prompts*), on random text (*random text*) or on the target's own prompts with the "
+                       "words of each prompt shuffled (*shuffled words*: not one of the fold's sources, the target's "
+                       "vocabulary without its structure). Accuracy (%), mean ± sd over adapters.", "",
                        _md(ctab), "", f"![Controls]({link['controls']})", ""]
 
 
@@ -392,31 +395,33 @@ def _diagnostics_section(diagnostics: Path | None, metrics_obj: dict | None, tar
     design = lookup(params, "generator.design", "hyperconv")
     label = {"dnd": f"DnD (the configured default, design `{design}`)"}.get(chosen, METHOD_LABELS.get(chosen, chosen))
     reach = diag[(diag.metric == "reachability") & (diag.variant == "zoo")]["value"]
-    md_lines += ["Does each fold's generator reproduce the LoRAs it was trained on, from their prompts, and does it answer "
-                 "to its prompts? Weight-space figures (dnd.diagnostics; ΔW = B·A over every LoRA module), each "
+    md_lines += ["Does each fold's generator reproduce the LoRAs it was trained on, from their prompts, and does it "
+                 "answer to its prompts? Weight-space figures (dnd.diagnostics; ΔW = B·A over every LoRA module), each "
                  "generator conditioned on 128 cond prompts of every dataset of its fold:", "",
-                 "- *Fit ratio*: error of the adapter generated from a source's prompts against that source's checkpoints, "
-                 "over the error of the mean training token (tokens, as the loss weighs them; ΔW: against the final "
-                 "LoRA, over the sources' mean). 0 = exact, 1 = no better than the mean.",
+                 "- *Fit ratio*: error of the adapter generated from a source's prompts against that source's "
+                 "checkpoints, over the error of the mean training token (tokens, as the loss weighs them; ΔW: against "
+                 "the final LoRA, over the sources' mean). 0 = exact, 1 = no better than the mean.",
                  f"- *Retrieval*: share of sources whose generated adapter is closest (ΔW cosine) to their own LoRA "
                  f"(chance 1/{max(len(targets) - 1, 1)}).",
-                 "- *Sensitivity*: mean ΔW distance between adapters generated from different datasets' prompts, over the "
-                 "mean distance between their real LoRAs; *redraw spread*: the same for two draws of one dataset's prompts.",
-                 "- *Held-out stray*: distance of the held-out adapter from the sources' mean, in units of the sources' "
-                 "mean distance from it.",
-                 "- *Reachability (zoo)*: share of the held-out LoRA's deviation from the sources' mean that lies in the "
-                 "span of the sources' deviations: what any combination of the sources could reach.", "",
+                 "- *Sensitivity*: mean ΔW distance between adapters generated from different datasets' prompts, over "
+                 "the mean distance between their real LoRAs; *redraw spread*: the same for two draws of one dataset's "
+                 "prompts.",
+                 "- *Held-out stray*: distance of the held-out adapter from the sources' mean, in units of the "
+                 "sources' mean distance from it.",
+                 "- *Reachability (zoo)*: share of the held-out LoRA's deviation from the sources' mean that lies in "
+                 "the span of the sources' deviations: what any combination of the sources could reach.", "",
                  _md(dtab), "",
-                 f"**Which design is the default** is decided by a rule fixed before any test item was scored, on these "
-                 f"weight-space figures only: a generator qualifies if on every fold its fit ratio is ≤ {FIT_GOAL}, its "
-                 f"retrieval ≥ {RETRIEVAL_GOAL} and its held-out stray ≤ {STRAY_LIMIT}; the configured default is kept if "
-                 f"it qualifies, else the first qualifying variant, else the lowest mean fit ratio. "
-                 f"This run: **{label}** ({reason}).", ""]
+                 "**Which design is the default** is decided by a rule fixed before any test item was scored, on these "
+                 f"weight-space figures only: a generator qualifies if on every fold its fit ratio is ≤ {FIT_GOAL}, "
+                 f"its retrieval ≥ {RETRIEVAL_GOAL} and its held-out stray ≤ {STRAY_LIMIT}; the configured default is "
+                 "kept if it qualifies, else the first qualifying variant, else the lowest mean fit ratio. This run: "
+                 f"**{label}** ({reason}).", ""]
     md_lines += _diagnosis_words(diag, metrics_obj)
     if len(reach):
-        md_lines += [f"Reachability averages {reach.mean():.3f} over folds (range {reach.min():.3f}–{reach.max():.3f}): "
-                     f"even an exact combination of the sources recovers at most that share of a held-out LoRA's "
-                     "deviation from their mean, so weight-space generation from these sources is bounded by it.", ""]
+        md_lines += [f"Reachability averages {reach.mean():.3f} over folds (range "
+                     f"{reach.min():.3f}–{reach.max():.3f}): even an exact combination of the sources recovers at most "
+                     "that share of a held-out LoRA's deviation from their mean, so weight-space generation from these "
+                     "sources is bounded by it.", ""]
     if metrics_obj:
         md_lines += ["In function space, on the held-out test items (gold-answer log-probability, nats, pooled over "
                      "targets, paired 95% CI): DnD minus other prompts "
@@ -430,7 +435,8 @@ def _eval_backend_section(eval_speed: Path, eval_agreement: Path, benchmarks_dir
                           tables: dict[str, pd.DataFrame]) -> list[str]:
     md_lines = ["## Evaluation backend", ""]
     if not (eval_speed.exists() and eval_agreement.exists()):
-        return md_lines + [f"No backend comparison in this run (`{_shown(eval_speed)}`; `evaluation.compare_items` = 0?).", ""]
+        return md_lines + [f"No backend comparison in this run (`{_shown(eval_speed)}`; "
+                           "`evaluation.compare_items` = 0?).", ""]
     speed, agree = pd.read_csv(eval_speed), pd.read_csv(eval_agreement)
     if speed.empty or agree.empty:
         return md_lines + [f"`{_shown(eval_speed)}` is empty.", ""]
@@ -439,16 +445,17 @@ def _eval_backend_section(eval_speed: Path, eval_agreement: Path, benchmarks_dir
     p = disp.iloc[-1]
     main = agree["comparison"].iloc[0]
     md_lines += ["Every score in this report comes from lm-evaluation-harness with the project's model backend "
-                 "`dnd-prefix` (`dnd.scoring.lm_backend`, registered in lm-eval's model registry): the same tasks, requests and "
-                 "metrics as lm-eval's plain `hf` backend, but each item's context is computed once and all its answer "
-                 "choices are scored on top of it in one packed sequence (block attention mask, positions as in their "
-                 "own sequences), only continuation positions go through the output layer, and adapters are swapped "
-                 "into one loaded model. Side by side in one job per target, on the same first items, the base model "
-                 "and two LoRAs (the target's own and its fold's first training LoRA) were scored with both backends "
-                 "(`hf` as `lm_eval.simple_evaluate(model=\"hf\", model_args={pretrained, peft, dtype})` builds it; its "
-                 "model load is not counted). *Same answer*: share of items on which both chose the same answer (n = "
-                 "items × adapters), in the evaluation dtype and in float32; *= float32 ref*: share of items on which a "
-                 "backend's answer in the evaluation dtype is the one hf gives in float32.", "", _md(disp), "",
+                 "`dnd-prefix` (`dnd.scoring.lm_backend`, registered in lm-eval's model registry): the same tasks, "
+                 "requests and metrics as lm-eval's plain `hf` backend, but each item's context is computed once and "
+                 "all its answer choices are scored on top of it in one packed sequence (block attention mask, "
+                 "positions as in their own sequences), only continuation positions go through the output layer, and "
+                 "adapters are swapped into one loaded model. Side by side in one job per target, on the same first "
+                 "items, the base model and two LoRAs (the target's own and its fold's first training LoRA) were "
+                 "scored with both backends (`hf` as `lm_eval.simple_evaluate(model=\"hf\", model_args={pretrained, "
+                 "peft, dtype})` builds it; its model load is not counted). *Same answer*: share of items on which "
+                 "both chose the same answer (n = items × adapters), in the evaluation dtype and in float32; *= "
+                 "float32 ref*: share of items on which a backend's answer in the evaluation dtype is the one hf gives "
+                 "in float32.", "", _md(disp), "",
                  f"Pooled: `hf` {p['hf (items/s)']} items/s, `dnd-prefix` {p['dnd-prefix (items/s)']} items/s: "
                  f"**{p['Speed-up']}**. Same answer ({main}): {p['Same answer (%, n)']}; in float32: "
                  f"{p['Same answer, float32 (%, n)']} (largest log-likelihood difference "

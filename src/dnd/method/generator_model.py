@@ -234,7 +234,8 @@ class SourceBasisGenerator(nn.Module):
     def coefficients(self, condition: Tensor) -> Tensor:
         """(B, N, L, D) -> (B, S): the weight of each training dataset."""
         if tuple(condition.shape[1:]) != self.input_shape:
-            raise ValueError(f"condition has shape {tuple(condition.shape)}, generator expects (B, *{self.input_shape})")
+            raise ValueError(f"condition has shape {tuple(condition.shape)}, generator expects (B, "
+                             f"*{self.input_shape})")
         return torch.softmax(self.mlp(pooled_condition(condition)), dim=-1)
 
     def forward(self, condition: Tensor) -> Tensor:

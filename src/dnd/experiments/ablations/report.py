@@ -285,7 +285,8 @@ def family_table(m: dict[str, Any]):
             rec[title(t)] = (f"{signed(m.get(k))} [{signed(m.get(k + '_ci_low'))}, {signed(m.get(k + '_ci_high'))}]"
                              if k in m else "n/a")
         k = f"{s}/mean/dnd_minus_train_avg/acc"
-        rec["Mean over targets"] = (f"{signed(m.get(k))} [{signed(m.get(k + '_ci_low'))}, {signed(m.get(k + '_ci_high'))}]"
+        rec["Mean over targets"] = (f"{signed(m.get(k))} [{signed(m.get(k + '_ci_low'))}, "
+                                    f"{signed(m.get(k + '_ci_high'))}]"
                                     if k in m else "n/a")
         k = f"{s}/mean/dnd_minus_train_avg/gold_logprob"
         rec["Gold log-prob (nats)"] = (f"{signed(m.get(k), 3)} [{signed(m.get(k + '_ci_low'), 3)}, "
@@ -316,27 +317,27 @@ def accuracy_table(m: dict[str, Any]):
 def ablations_markdown(families: list[dict[str, Any]], figure_rel: str, timing: dict[str, tuple[float, float, int]],
                        n_adapters: int) -> str:
     md_lines = ["## Ablations", "",
-                "Each family changes one setting of the default pipeline (everything else as in the default run, design "
-                "`basis`), on the same fixed held-out targets, test items and scorer as the main table. Cells: DnD minus "
-                f"the training-LoRA average in accuracy points with its paired 95% CI over items (DnD: the mean of "
-                f"{n_adapters} adapter{'s' if n_adapters != 1 else ''} per item). Settings marked (default) are the "
-                "default run's own generator and adapters. Condition forms other than `prompt` read labels, also the "
-                "target's. Verdicts compare DnD between settings directly (paired over the same items).", ""]
+                "Each family changes one setting of the default pipeline (everything else as in the default run, "
+                "design `basis`), on the same fixed held-out targets, test items and scorer as the main table. Cells: "
+                "DnD minus the training-LoRA average in accuracy points with its paired 95% CI over items (DnD: the "
+                f"mean of {n_adapters} adapter{'s' if n_adapters != 1 else ''} per item). Settings marked (default) "
+                "are the default run's own generator and adapters. Condition forms other than `prompt` read labels, "
+                "also the target's. Verdicts compare DnD between settings directly (paired over the same items).", ""]
     for m in families:
         fam = m["family"]
-        md_lines += [f"### {FAMILY_TITLES.get(fam, fam)}", "", family_table(m).to_markdown(index=False, disable_numparse=True),
-                     "", family_verdict(m), ""]
+        md_lines += [f"### {FAMILY_TITLES.get(fam, fam)}", "",
+                     family_table(m).to_markdown(index=False, disable_numparse=True), "", family_verdict(m), ""]
         if m.get("extra_sources"):
-            md_lines += [f"Beyond the paper's range, settings above {_n_without_extra(m)} add extra source tasks that only "
-                         "train (ablations.extra_sources; never targets), after each target's other datasets, in this "
-                         f"order: {', '.join(m['extra_sources'])}. The training-LoRA average of a setting is over its own "
-                         "sources. Accuracy (%) by setting, mean over targets:", "", accuracy_table(m).to_markdown(
-                             index=False, disable_numparse=True), ""]
+            md_lines += [f"Beyond the paper's range, settings above {_n_without_extra(m)} add extra source tasks that "
+                         "only train (ablations.extra_sources; never targets), after each target's other datasets, in "
+                         f"this order: {', '.join(m['extra_sources'])}. The training-LoRA average of a setting is over "
+                         "its own sources. Accuracy (%) by setting, mean over targets:", "",
+                         accuracy_table(m).to_markdown(index=False, disable_numparse=True), ""]
         if fam in timing:
             w, c, j = timing[fam]
             md_lines += [f"Budget: {j} jobs, {w:.1f} min of wall time in total, {c:.1f} min of CPU time (Snakemake "
-                         "benchmarks)" + (", of which the extra tasks' data, LoRAs, tokens and encodings {:.1f} min ({} "
-                                          "jobs)".format(timing[f"{fam}/extra"][0], timing[f"{fam}/extra"][2])
+                         "benchmarks)" + (", of which the extra tasks' data, LoRAs, tokens and encodings {:.1f} min "
+                                          "({} jobs)".format(timing[f"{fam}/extra"][0], timing[f"{fam}/extra"][2])
                                           if f"{fam}/extra" in timing else "") + ".", ""]
     md_lines += [f"![Ablations]({figure_rel})", ""]
     return "\n".join(md_lines)
@@ -478,7 +479,8 @@ def _run_report(args: argparse.Namespace) -> None:
             if t := benchmark_minutes(args.benchmarks_dir, keep):
                 timing[name] = t
     ablations_figure(families, args.figure)
-    write_report(args.out, ablations_markdown(families, figure_link(args.figure, args.out), timing, int(params.get("n_adapters", 0))),
+    write_report(args.out, ablations_markdown(families, figure_link(args.figure, args.out), timing,
+                                              int(params.get("n_adapters", 0))),
                  args.figure)
 
 

@@ -105,8 +105,8 @@ def comparisons(metrics: dict[str, Any], target: str) -> list[dict[str, Any]]:
     return out
 
 
-def crossdomain_markdown(scores, metrics: dict[str, Any], params: dict[str, Any], paper: dict[str, Any], figure_rel: str,
-                         timing: tuple[float, float, int] | None) -> str:
+def crossdomain_markdown(scores, metrics: dict[str, Any], params: dict[str, Any], paper: dict[str, Any],
+                         figure_rel: str, timing: tuple[float, float, int] | None) -> str:
     import pandas as pd
 
     from dnd.benchmarks.datasets import title
@@ -118,12 +118,13 @@ def crossdomain_markdown(scores, metrics: dict[str, Any], params: dict[str, Any]
     n = metrics.get(f"{target}/n")
     sources = params.get("sources", [])
     md_lines = [SECTION, "",
-                f"A generator (design `{params.get('design', 'n/a')}`) trained on all {len(sources)} datasets of the default "
-                f"run ({', '.join(title(s) for s in sources)}), conditioned on unlabeled prompts of a new domain, {name} "
-                f"({params.get('n_cond', 'n/a')} prompts drawn apart from the scored items), and scored on {n} of its test "
-                "items against the main table's zero-shot baselines and controls, with the same scorer (log-likelihood "
-                f"over the answers). {metrics.get(f'{target}/n_dnd_adapters', 'n/a')} DnD adapters, each from its own draw "
-                "of prompts; the new domain has no LoRA, so no oracle. Accuracy in % with 95% bootstrap CIs over items.", ""]
+                f"A generator (design `{params.get('design', 'n/a')}`) trained on all {len(sources)} datasets of the "
+                f"default run ({', '.join(title(s) for s in sources)}), conditioned on unlabeled prompts of a new "
+                f"domain, {name} ({params.get('n_cond', 'n/a')} prompts drawn apart from the scored items), and scored "
+                f"on {n} of its test items against the main table's zero-shot baselines and controls, with the same "
+                f"scorer (log-likelihood over the answers). {metrics.get(f'{target}/n_dnd_adapters', 'n/a')} DnD "
+                "adapters, each from its own draw of prompts; the new domain has no LoRA, so no oracle. Accuracy in % "
+                "with 95% bootstrap CIs over items.", ""]
     table = pd.DataFrame([{"Method": r["Method"], "Accuracy": number(r["acc"]),
                            "95% CI": (f"[{number(r['ci_low'])}, {number(r['ci_high'])}]"
                                       if math.isfinite(r["ci_low"]) else "")} for r in rows])
@@ -138,9 +139,9 @@ def crossdomain_markdown(scores, metrics: dict[str, Any], params: dict[str, Any]
                                  metrics.get(f"{target}/dnd_mean"), main), ""]
         noprompt = [c for c in comp if c["baseline"] in ("soup", "nearest")]
         if noprompt:
-            md_lines += ["Where the gain comes from: against the simpler zero-shot baselines, the soup (the sources' mean, "
-                         "no prompts) and nearest (the training LoRA whose prompts are closest to the new domain's), "
-                         + "; ".join(f"{dnd_relation(c)} ({ci_text(c)})" for c in noprompt) + ".", ""]
+            md_lines += ["Where the gain comes from: against the simpler zero-shot baselines, the soup (the sources' "
+                         "mean, no prompts) and nearest (the training LoRA whose prompts are closest to the new "
+                         "domain's), " + "; ".join(f"{dnd_relation(c)} ({ci_text(c)})" for c in noprompt) + ".", ""]
         ctrl = [c for c in comp if c["baseline"].startswith("control_")]
         if ctrl:
             md_lines += ["Against its controls (the same generator given other prompts), " + "; ".join(
@@ -149,8 +150,9 @@ def crossdomain_markdown(scores, metrics: dict[str, Any], params: dict[str, Any]
                        "the new domain's prompts make no measurable difference against at least one control") + "."]
         md_lines += [""]
     md_lines += ["Budget: " + (f"the experiment's {timing[2]} jobs took {timing[0]:.0f} min of wall time in total and "
-                               f"{timing[1]:.0f} min of CPU time (Snakemake benchmarks; the zoo, tokens and encoded prompts "
-                               "of the default run are reused)." if timing else "no benchmark files were found for its jobs."),
+                               f"{timing[1]:.0f} min of CPU time (Snakemake benchmarks; the zoo, tokens and encoded "
+                               "prompts of the default run are reused)." if timing
+                               else "no benchmark files were found for its jobs."),
                  "", f"![Cross-domain]({figure_rel})", ""]
     return "\n".join(md_lines)
 

@@ -193,9 +193,9 @@ def results_table(df, m: dict[str, Any]):
     for t in m["targets"]:
         sub = df[df["target"] == t]
         for _, r in sub.iterrows():
-            rec = {"Target": title(t), "Method": TITLES[r["method"]], "k": int(r["k"]), "Acc (%)": number(100 * r["acc"]),
-                   "Seconds": _secs(r["seconds"]), "DnD − it (points, 95% CI)": "", "Paper: DnD above": "",
-                   "Verdict": ""}
+            rec = {"Target": title(t), "Method": TITLES[r["method"]], "k": int(r["k"]),
+                   "Acc (%)": number(100 * r["acc"]), "Seconds": _secs(r["seconds"]), "DnD − it (points, 95% CI)": "",
+                   "Paper: DnD above": "", "Verdict": ""}
             if r["method"] == ICL and int(r["k"]) == 0:
                 rec["Method"] = "Base model (ICL with k = 0)"
             elif r["method"] != DND:
@@ -318,8 +318,9 @@ def fewshot_figure(df, m: dict[str, Any], out: Path) -> None:
     save_png(fig, out)
 
 
-def fewshot_markdown(df, m: dict[str, Any], params: dict[str, Any], figure_rel: str, dnd_range: dict[str, tuple[float, float]],
-                     budget: dict[str, tuple[float, float, int] | None], generator_s: dict[str, float]) -> str:
+def fewshot_markdown(df, m: dict[str, Any], params: dict[str, Any], figure_rel: str,
+                     dnd_range: dict[str, tuple[float, float]], budget: dict[str, tuple[float, float, int] | None],
+                     generator_s: dict[str, float]) -> str:
     from dnd.benchmarks.datasets import title
 
     fc = params.get("fewshot", {})
@@ -329,26 +330,26 @@ def fewshot_markdown(df, m: dict[str, Any], params: dict[str, Any], figure_rel: 
     n = m[f"{m['targets'][0]}/n"]
     md_lines = ["# Few-shot tuning and in-context learning against DnD", "",
                 "## Protocol", "",
-                f"Targets: {names}; each scored on the default run's {n} test items with the default "
-                f"run's scorer (lm-eval log-likelihood multiple choice, {ev.get('dtype', 'float32')}), so every number below "
-                "is comparable with results/report.md.", "",
-                f"- **Few-shot tuning** (`fewshot_ft`): a LoRA trained on the first k labeled train items (k = "
+                f"Targets: {names}; each scored on the default run's {n} test items with the default run's scorer "
+                f"(lm-eval log-likelihood multiple choice, {ev.get('dtype', 'float32')}), so every number below is "
+                "comparable with results/report.md.", "",
+                "- **Few-shot tuning** (`fewshot_ft`): a LoRA trained on the first k labeled train items (k = "
                 f"{', '.join(map(str, fc.get('ks', [])))}) with the zoo's settings (rank {lc.get('r')}, alpha "
                 f"{lc.get('alpha')}, lr {lc.get('lr')}, cosine schedule), {fc.get('epochs')} epoch(s): batch min("
-                f"{lc.get('batch_size')}, k), steps = ceil({fc.get('epochs')} k / batch). The authors: the first k ARC-c train "
-                "items, rank 8, 3 epochs, lr 1e-4, batch 1.",
-                f"- **In-context learning** (`icl`): the first k train items with their answers, each rendered as the test items "
-                f"are, before every test item (k = {', '.join(map(str, fc.get('icl_ks', [])))}; k = 0 is the zero-shot base "
-                "model). The demonstrations are computed once per k and shared by all items (`dnd-prefix-cache`). A k whose "
-                "prompts do not fit the base model's context is not scored.",
-                f"- **DnD** (`dnd`): the default run's {(params.get('generate') or {}).get('n_adapters', 'n')} adapters per "
-                "target (mean over them), each generated from "
+                f"{lc.get('batch_size')}, k), steps = ceil({fc.get('epochs')} k / batch). The authors: the first k "
+                "ARC-c train items, rank 8, 3 epochs, lr 1e-4, batch 1.",
+                "- **In-context learning** (`icl`): the first k train items with their answers, each rendered as the "
+                f"test items are, before every test item (k = {', '.join(map(str, fc.get('icl_ks', [])))}; k = 0 is "
+                "the zero-shot base model). The demonstrations are computed once per k and shared by all items "
+                "(`dnd-prefix-cache`). A k whose prompts do not fit the base model's context is not scored.",
+                f"- **DnD** (`dnd`): the default run's {(params.get('generate') or {}).get('n_adapters', 'n')} "
+                "adapters per target (mean over them), each generated from "
                 f"{(params.get('generator') or {}).get('n_prompts', 'N')} unlabeled prompts; no label is used.", "",
-                "Cost (`seconds`, wall clock on the run's 2 CPU cores, model loading excluded): few-shot tuning = the LoRA's "
-                "training loop; in-context learning = the extra scoring time of the k-shot prompts over the zero-shot ones "
-                "on all n test items (recurring with every batch of queries); DnD = generating one adapter (encoding the "
-                "prompts, the generator's forward pass, writing; median over its adapters; training the zoo and the "
-                "generator is a one-off cost not counted).", ""]
+                "Cost (`seconds`, wall clock on the run's 2 CPU cores, model loading excluded): few-shot tuning = the "
+                "LoRA's training loop; in-context learning = the extra scoring time of the k-shot prompts over the "
+                "zero-shot ones on all n test items (recurring with every batch of queries); DnD = generating one "
+                "adapter (encoding the prompts, the generator's forward pass, writing; median over its adapters; "
+                "training the zoo and the generator is a one-off cost not counted).", ""]
     skipped = []
     for t in m["targets"]:
         for k in sorted(int(x.split("/")[2][1:]) for x in m if x.startswith(f"{t}/icl/k") and x.endswith("/fits")):
@@ -361,13 +362,15 @@ def fewshot_markdown(df, m: dict[str, Any], params: dict[str, Any], figure_rel: 
                  "Pooled over targets (every target weighs the same; items resampled within their target):", "",
                  pooled_table(m).to_markdown(index=False, disable_numparse=True), "",
                  "## The paper's direction against ours", "",
-                 f"- **Paper (accuracy)**: {PAPER_ACCURACY}. Verdict per comparison: *reproduced* when the 95% CI of DnD minus "
-                 "the method lies above 0, *not reproduced* when it lies below 0, *too noisy to tell* when it covers 0.",
+                 f"- **Paper (accuracy)**: {PAPER_ACCURACY}. Verdict per comparison: *reproduced* when the 95% CI of "
+                 "DnD minus the method lies above 0, *not reproduced* when it lies below 0, *too noisy to tell* when "
+                 "it covers 0.",
                  *accuracy_lines(m), "",
-                 f"- **Paper (cost)**: {PAPER_COST}. Verdict per comparison: *reproduced* when the method costs more than "
-                 "DnD's slowest adapter, *not reproduced* when it costs less than DnD's fastest, otherwise too noisy to "
-                 "tell (single timings on a shared machine, no CI; an ICL cost at or below 0, the k-shot scoring no slower "
-                 "than the zero-shot one, is within the timing noise).", *cost_lines(df, m, dnd_range)]
+                 f"- **Paper (cost)**: {PAPER_COST}. Verdict per comparison: *reproduced* when the method costs more "
+                 "than DnD's slowest adapter, *not reproduced* when it costs less than DnD's fastest, otherwise too "
+                 "noisy to tell (single timings on a shared machine, no CI; an ICL cost at or below 0, the k-shot "
+                 "scoring no slower than the zero-shot one, is within the timing noise).",
+                 *cost_lines(df, m, dnd_range)]
     if generator_s:
         md_lines += ["- DnD's one-off costs (not in `seconds`): training the generator of the fold took "
                      + ", ".join(f"{title(t)} {_secs(s)} s" for t, s in generator_s.items())
@@ -375,8 +378,8 @@ def fewshot_markdown(df, m: dict[str, Any], params: dict[str, Any], figure_rel: 
     md_lines += ["", "## Budget", ""]
     for t in m["targets"]:
         b = budget.get(t)
-        md_lines.append(f"- {title(t)}: " + (f"{b[0]:.1f} min of wall time over {b[2]} jobs ({b[1]:.1f} min of CPU time; "
-                                             "Snakemake benchmarks, benchmarks/fewshot/" + t + "/)" if b else
+        md_lines.append(f"- {title(t)}: " + (f"{b[0]:.1f} min of wall time over {b[2]} jobs ({b[1]:.1f} min of CPU "
+                                             "time; Snakemake benchmarks, benchmarks/fewshot/" + t + "/)" if b else
                                              "no benchmark files (run through Snakemake to measure)") + ".")
     md_lines += ["", f"![Few-shot against DnD]({figure_rel})", ""]
     return "\n".join(md_lines)
@@ -448,7 +451,8 @@ def _run_report(args: argparse.Namespace) -> None:
     budget = {t: benchmark_minutes(Path(args.benchmarks_dir) / t) if args.benchmarks_dir else None
               for t in m["targets"]}
     fewshot_figure(df, m, args.figure)
-    write_report(args.out, fewshot_markdown(df, m, params, figure_link(args.figure, args.out), dnd_range, budget, generator_s),
+    write_report(args.out, fewshot_markdown(df, m, params, figure_link(args.figure, args.out), dnd_range, budget,
+                                            generator_s),
                  args.figure)
 
 

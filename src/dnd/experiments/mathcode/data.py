@@ -109,7 +109,8 @@ def prepare_math(cfg: dict[str, Any], data_dir: Path) -> dict[str, dict[str, lis
     share = float(cfg["target_share"])
     target_pool = _by_hash([it for it in math_items if shard_of(hash_unit("math", it["prompt"]), S, share) is None],
                            "math")
-    shards = {k: [it for it in math_items if shard_of(hash_unit("math", it["prompt"]), S, share) == k] for k in range(S)}
+    shards = {k: [it for it in math_items if shard_of(hash_unit("math", it["prompt"]), S, share) == k]
+              for k in range(S)}
     gsm = load_generation_set("gsm8k", data_dir)
     for it in gsm:
         it["answer"] = math_answer(it["response"], "gsm8k")
@@ -118,7 +119,8 @@ def prepare_math(cfg: dict[str, Any], data_dir: Path) -> dict[str, dict[str, lis
             raise ValueError(f"{name}: n_test + n_cond = {n_test + n_cond} exceed its {len(pool)} items")
         out[name] = {"train": [], "test": pool[:n_test], "cond": pool[n_test:n_test + n_cond]}
     held = {it["prompt"].strip() for t in out.values() for s in t.values() for it in s}
-    sources = {"math_iio": load_generation_set("math_iio", data_dir), "mu_math": load_generation_set("mu_math", data_dir),
+    sources = {"math_iio": load_generation_set("math_iio", data_dir),
+               "mu_math": load_generation_set("mu_math", data_dir),
                **{f"math_s{k}": items for k, items in shards.items()}}
     for name, items in sources.items():
         items = [it for it in items if it["prompt"].strip() not in held]
@@ -206,7 +208,8 @@ def task_configs(domain: str, target: str, data_file: str | Path, max_new_tokens
         gen.update(doc_to_target="{{response}}", filter_list=ref["filter_list"], metric_list=ref["metric_list"])
     else:
         gen.update(doc_to_target="{{answer_norm}}",
-                   filter_list=[{"name": MATH_FILTER_NAME, "filter": [{"function": MATH_FILTER}, {"function": "take_first"}]}],
+                   filter_list=[{"name": MATH_FILTER_NAME,
+                                 "filter": [{"function": MATH_FILTER}, {"function": "take_first"}]}],
                    metric_list=[{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}])
     # metric `acc` (is the reference the greedy continuation): lm-eval's `perplexity` aggregation is
     # exp(-mean log-likelihood), which overflows for a long reference under a poor model

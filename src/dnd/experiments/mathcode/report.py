@@ -127,33 +127,35 @@ def target_section(domain: str, target: str, scores, metrics: dict[str, Any], pa
                                                          if r["key"] in lp_key else "")} for r in rows])
     md_lines = [f"### {TITLES.get(target, target)} (n = {metrics.get(f'{target}/n')}, metric `{metric}`)", "",
                 table.to_markdown(index=False, disable_numparse=True), "",
-                "† chosen with the target's test labels (not zero-shot). Training LoRAs (avg): the reference log-prob is the "
-                "mean over the sources.", ""]
+                "† chosen with the target's test labels (not zero-shot). Training LoRAs (avg): the reference log-prob "
+                "is the mean over the sources.", ""]
     if rows and all(r["acc"] == 0 for r in rows):
-        md_lines += [f"Every method scores 0 on every item: `{metric}` is at its floor here and cannot compare them; only "
-                     "the reference log-probability does.", ""]
+        md_lines += [f"Every method scores 0 on every item: `{metric}` is at its floor here and cannot compare them; "
+                     "only the reference log-probability does.", ""]
     if comp:
         md_lines += dnd_minus_table(comp, "Metric (points)", "Reference log-prob (nats)", 2)
     sec = {k.split("/", 3)[3]: v for k, v in metrics.items() if k.startswith(f"{target}/secondary/")}
     if sec:
-        md_lines += ["GSM8K `exact_match,strict-match` (the answer after `#### `, the format of the reference solutions), "
-                     "per method/adapter: " + ", ".join(f"{_name(k)} {number(100 * v)}" for k, v in sec.items()) + ".", ""]
+        md_lines += ["GSM8K `exact_match,strict-match` (the answer after `#### `, the format of the reference "
+                     "solutions), per method/adapter: "
+                     + ", ".join(f"{_name(k)} {number(100 * v)}" for k, v in sec.items()) + ".", ""]
     status = {k.split("/", 2)[2]: v for k, v in metrics.items() if k.startswith(f"{target}/status/")}
     if status:
         total = Counter()
         for v in status.values():
             total.update(v)
-        md_lines += ["Outcomes of every completion run (all methods): " + ", ".join(f"{k} {v}" for k, v in sorted(total.items()))
+        md_lines += ["Outcomes of every completion run (all methods): "
+                     + ", ".join(f"{k} {v}" for k, v in sorted(total.items()))
                      + " (dnd.benchmarks.code_exec: a timeout or crash is a failure).", ""]
     pn = paper_row(paper, target)
     main = next((c for c in comp if c["baseline"] == "train_avg"), None)
     if pn and main:
-        md_lines += [paper_claim(f"{PAPER_MODEL}, its protocol, {pn['metric']}", pn, model, metrics.get(f"{target}/train_avg"),
-                                 metrics.get(f"{target}/dnd_mean"), main), ""]
+        md_lines += [paper_claim(f"{PAPER_MODEL}, its protocol, {pn['metric']}", pn, model,
+                                 metrics.get(f"{target}/train_avg"), metrics.get(f"{target}/dnd_mean"), main), ""]
     elif main:
-        md_lines += [f"The paper reports no {TITLES.get(target, target)} number for {PAPER_MODEL}. Here: training LoRAs "
-                     f"{number(pct(metrics.get(f'{target}/train_avg')))} → DnD {number(pct(metrics.get(f'{target}/dnd_mean')))}"
-                     f" ({ci_text(main)}).", ""]
+        md_lines += [f"The paper reports no {TITLES.get(target, target)} number for {PAPER_MODEL}. Here: training "
+                     f"LoRAs {number(pct(metrics.get(f'{target}/train_avg')))} → DnD "
+                     f"{number(pct(metrics.get(f'{target}/dnd_mean')))} ({ci_text(main)}).", ""]
     if comp:
         md_lines += ["In words: " + "; ".join(f"{dnd_relation(c)} ({ci_text(c)})" for c in comp) + ".", ""]
     return md_lines
@@ -200,12 +202,12 @@ def mathcode_markdown(domain: str, params: dict[str, Any], scores, metrics: dict
     sources = params.get("sources", [])
     head = {"math": "## Math", "code": "## Code"}[domain]
     md_lines = [head, "", design_note(domain, params["settings"]), "",
-                f"Sources ({len(sources)} LoRAs): {', '.join(f'`{s}`' for s in sources)}. Every method is scored on the same "
-                "items with the same greedy decoding; the training-LoRA average is the mean over the sources, the soup their "
-                "element-wise mean, nearest the source whose prompts are closest to the target's unlabeled prompts. No "
-                "target has a LoRA of its own, so there is no oracle. Reference log-prob: log P(reference solution | "
-                "prompt), summed over its tokens, mean over items (higher is better): it moves where the metric is "
-                "near zero.", ""]
+                f"Sources ({len(sources)} LoRAs): {', '.join(f'`{s}`' for s in sources)}. Every method is scored on "
+                "the same items with the same greedy decoding; the training-LoRA average is the mean over the sources, "
+                "the soup their element-wise mean, nearest the source whose prompts are closest to the target's "
+                "unlabeled prompts. No target has a LoRA of its own, so there is no oracle. Reference log-prob: log "
+                "P(reference solution | prompt), summed over its tokens, mean over items (higher is better): it moves "
+                "where the metric is near zero.", ""]
     for t in targets:
         md_lines += target_section(domain, t, scores, metrics, paper, model_name(params.get("base_model") or {}))
     md_lines += ["Budget: " + (f"the experiment's {timing[2]} jobs took {timing[0]:.0f} min of wall time in total and "
@@ -247,7 +249,8 @@ def mathcode_figure(domain: str, scores, metrics: dict[str, Any], paper: dict[st
 
 def _add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--domain", required=True, choices=("math", "code"))
-    p.add_argument("--params", required=True, help='JSON: {"sources": [...], "settings": the config\'s math/code section, "base_model": {...}}')
+    p.add_argument("--params", required=True,
+                   help='JSON: {"sources": [...], "settings": the config\'s math/code section, "base_model": {...}}')
     p.add_argument("--scores", required=True, type=Path)
     p.add_argument("--metrics", required=True, type=Path)
     p.add_argument("--paper-numbers", type=Path, default=None)
@@ -268,7 +271,8 @@ def _run_report(args: argparse.Namespace) -> None:
     metrics = json.loads(args.metrics.read_text())
     paper = read_paper_numbers(args.paper_numbers)
     mathcode_figure(args.domain, scores, metrics, paper, args.figure)
-    write_report(args.out, mathcode_markdown(args.domain, params, scores, metrics, paper, figure_link(args.figure, args.out),
+    write_report(args.out, mathcode_markdown(args.domain, params, scores, metrics, paper,
+                                             figure_link(args.figure, args.out),
                                              benchmark_minutes(args.benchmarks_dir)), args.figure)
 
 

@@ -207,8 +207,8 @@ def conclusion(m: dict[str, Any], paper: dict[str, Any]) -> list[str]:
     for p in PROTOCOL_ORDER:
         lora, base = m.get(f"{p}/lora/empty_share_of_invalid"), m.get(f"{p}/base/empty_share_of_invalid")
         if lora is not None:
-            lines.append(f"- Invalid outputs, {PROTOCOL_TITLES[p].lower()}: {lora:.0f}% of those of the adapters with a "
-                         "LoRA are empty (the model ends its turn before answering)"
+            lines.append(f"- Invalid outputs, {PROTOCOL_TITLES[p].lower()}: {lora:.0f}% of those of the adapters with "
+                         "a LoRA are empty (the model ends its turn before answering)"
                          + (f", {base:.0f}% of the base model's." if base is not None else "."))
     for p in PROTOCOL_ORDER:
         key = f"{p}/dnd_testcond_minus_dnd"
@@ -256,7 +256,8 @@ def paper_rows(paper: dict[str, Any], targets: list[str]):
     from dnd.benchmarks.datasets import title
 
     per = (paper or {}).get("common_sense", {}).get("per_dataset", {}) or {}
-    recs = [{"Target": title(t), "Paper: training LoRAs": number(v.get("train_avg")), "Paper: DnD": number(v.get("dnd"))}
+    recs = [{"Target": title(t), "Paper: training LoRAs": number(v.get("train_avg")),
+             "Paper: DnD": number(v.get("dnd"))}
             for t, v in per.items() if t in targets]
     return pd.DataFrame(recs)
 
@@ -299,13 +300,13 @@ def protocol_markdown(m: dict[str, Any], params: dict[str, Any], paper: dict[str
     md_lines = ["# The paper's protocol, side by side", "",
                 "## Protocol", "",
                 f"Every method scored three ways on the same first {n_items} test items of each target "
-                f"({', '.join(title(t) for t in m.get('targets', []))}), with a zoo trained on the paper's answer format "
-                "(bracketed letters or [True]/[False] after a system message, ChatML), generators and adapters made as in "
-                f"the default run (design `{pc.get('design') or lookup_design(params)}`): *log-likelihood* over the "
-                "bracketed answers (every answer valid), *greedy* generation and the authors' *sampling* (temperature "
-                f"{s.get('temperature')}, top-p {s.get('top_p')}, top-k {s.get('top_k')}; seeds {pc.get('seeds')}, "
-                "mean ± sd over seeds), generations parsed by a reimplementation of the authors' parser (first 20 "
-                "characters; anything it rejects is invalid and wrong). Test-time template: "
+                f"({', '.join(title(t) for t in m.get('targets', []))}), with a zoo trained on the paper's answer "
+                "format (bracketed letters or [True]/[False] after a system message, ChatML), generators and adapters "
+                f"made as in the default run (design `{pc.get('design') or lookup_design(params)}`): *log-likelihood* "
+                "over the bracketed answers (every answer valid), *greedy* generation and the authors' *sampling* "
+                f"(temperature {s.get('temperature')}, top-p {s.get('top_p')}, top-k {s.get('top_k')}; seeds "
+                f"{pc.get('seeds')}, mean ± sd over seeds), generations parsed by a reimplementation of the authors' "
+                "parser (first 20 characters; anything it rejects is invalid and wrong). Test-time template: "
                 f"`{pc.get('template')}`. Accuracy and invalid outputs in %, mean over targets.", "",
                 protocol_table(m).to_markdown(index=False, disable_numparse=True), "",
                 "† chosen with the target's test labels (not zero-shot). ‡ the target's own LoRA.", "",
@@ -317,7 +318,8 @@ def protocol_markdown(m: dict[str, Any], params: dict[str, Any], paper: dict[str
                  "(dnd.scoring.lm_generate); "
                  + (f"the protocol's {timing[2]} jobs (its own zoo included) took {timing[0]:.0f} min of wall time in "
                     f"total and {timing[1]:.0f} min of CPU time (Snakemake benchmarks; on 2 cores, wall time is "
-                    "inflated when other work shares them)." if timing else "no benchmark files were found for its jobs."),
+                    "inflated when other work shares them)." if timing
+                    else "no benchmark files were found for its jobs."),
                  ""]
     pr = paper_rows(paper, m.get("targets", []))
     if not pr.empty:
@@ -333,7 +335,8 @@ def lookup_design(params: dict[str, Any]) -> str:
 
 # ============================================================================ CLI
 def _add_summary(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--params", required=True, help='JSON: {"folds": {target: [sources]}, "bootstrap": int, "seed": int}')
+    p.add_argument("--params", required=True,
+                   help='JSON: {"folds": {target: [sources]}, "bootstrap": int, "seed": int}')
     p.add_argument("--eval", nargs="+", required=True, type=Path)
     p.add_argument("--scores", required=True, type=Path)
     p.add_argument("--metrics", required=True, type=Path)

@@ -97,7 +97,8 @@ def task_configs(dataset: str, data_file: str | Path, pcfg: dict[str, Any]) -> d
                   "top_k": int(s["top_k"]), "seed": int(seed)}
         out[name] = {"task": name, **common, "output_type": "generate_until", "doc_to_target": "{{gold}}",
                      "generation_kwargs": kw,
-                     "filter_list": [{"name": FILTER_NAME, "filter": [{"function": FILTER}, {"function": "take_first"}]}],
+                     "filter_list": [{"name": FILTER_NAME,
+                                      "filter": [{"function": FILTER}, {"function": "take_first"}]}],
                      "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True,
                                       "ignore_case": True}]}
     return out
