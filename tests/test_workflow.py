@@ -508,7 +508,7 @@ def test_smoke_fewshot_experiment(smoke_dvc):
 ], ids=["math", "code"])
 def test_smoke_mathcode_experiment(smoke_dvc, domain, targets, metrics):
     """Hand-written items in the authors' format (tests/data/smoke/math_code; HumanEval's tests run
-    by dnd.code_exec): every method on every target, the metric named."""
+    by dnd.benchmarks.code_exec): every method on every target, the metric named."""
     rows = _csv(smoke_dvc / "results" / domain / "scores.csv")
     assert rows and list(rows[0]) == ["target", "method", "adapter", "n", "acc", "ci_low", "ci_high", "gold_logprob",
                                       "metric"]
