@@ -160,9 +160,18 @@ def save_torch(path: str | Path, obj: Any) -> None:
             raise _write_error(path, exc) from exc
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none), at most 200 characters."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _is_read_error(exc: BaseException) -> bool:
+    """An exception a safetensors reader raises for a missing, truncated or corrupt file."""
+    return type(exc).__name__ == "SafetensorError" or isinstance(exc, (OSError, ValueError, RuntimeError))
+
+
 def _write_error(path: str | Path, exc: BaseException) -> OSError:
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return OSError(f"cannot write {os.path.abspath(path)} ({type(exc).__name__}: {first[:200]})")
+    return OSError(f"cannot write {os.path.abspath(path)} ({type(exc).__name__}: {_first_line(exc)})")
 
 
 def save_safetensors(tensors: dict[str, Any], tmp: str | Path, output: str | Path,
@@ -190,7 +199,7 @@ def load_safetensors(path: str | Path, what: str) -> dict[str, Any]:
     try:
         return load_file(str(path))
     except Exception as exc:
-        if type(exc).__name__ != "SafetensorError" and not isinstance(exc, (OSError, ValueError, RuntimeError)):
+        if not _is_read_error(exc):
             raise
         raise ArtifactError(_unreadable(what, path, exc)) from exc
 
@@ -208,14 +217,15 @@ def check_safetensors(location: str | Path, what: str) -> None:
             with safe_open(str(path), framework="pt") as f:
                 f.keys()
         except Exception as exc:
-            if type(exc).__name__ != "SafetensorError" and not isinstance(exc, (OSError, ValueError, RuntimeError)):
+            if not _is_read_error(exc):
                 raise
             raise ArtifactError(_unreadable(what, path, exc)) from exc
 
 
-def _unreadable(what: str, path: Path, exc: BaseException) -> str:
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return (f"{what} {path} cannot be read ({type(exc).__name__}: {first[:200]}); it is corrupt, "
+def _unreadable(what: str, path: str | Path, exc: BaseException, reason: str | None = None) -> str:
+    """One line for an artifact that cannot be read: what it is, its path and why (`reason`, else the
+    exception's first line), and what to do."""
+    return (f"{what} {path} cannot be read ({type(exc).__name__}: {reason or _first_line(exc)}); it is corrupt, "
             "truncated or not a file this pipeline wrote: delete it and rerun the step that makes it")
 
 
@@ -247,10 +257,7 @@ def load_torch(path: str | Path, what: str, **kw) -> Any:
     try:
         return torch.load(path, weights_only=True, **kw)
     except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise ArtifactError(
-            f"{what} {path} cannot be read ({type(exc).__name__}: {_torch_reason(exc)}); it is corrupt, "
-            "truncated or not a file this pipeline wrote: delete it and rerun the step that makes it"
-        ) from exc
+        raise ArtifactError(_unreadable(what, path, exc, _torch_reason(exc))) from exc
 
 
 def _torch_reason(exc: BaseException) -> str:
@@ -264,7 +271,7 @@ def _torch_reason(exc: BaseException) -> str:
         m = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\s*\n|$)", text, re.S)
         reason = " ".join(m.group(1).split()) if m else "the file holds something other than tensors and plain data"
         return f"the safe (weights-only) unpickler refused it: {reason}"[:200]
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+    return _first_line(exc)
 
 
 def parse_jsonl_lines(lines: Iterable[bytes], path: str | Path) -> Iterator[tuple[int, Any]]:
