@@ -74,5 +74,6 @@ def claim_run_dir(root: Path, name: str) -> None:
     check_run_dir(root, name)
     marker = Path(root) / PROFILE_MARKER
     if not marker.is_file():
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(name + "\n")
+        from .io import write_text  # atomic; function-local: this module imports nothing of the package at load
+
+        write_text(marker, name + "\n")

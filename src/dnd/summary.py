@@ -51,9 +51,8 @@ from .stats import EQUIVALENT, boot_means, bootstrap_indices, ci_class, percenti
 
 log = logging.getLogger(__name__)
 
-# generated kinds (dnd.schedule.ADAPTER_KINDS): dnd (the default generator), dnd_<design> (a
-# variant design side by side), the controls; `dnd evaluate` requires dnd, the others are optional
-
+# GENERATED_KINDS (dnd.schedule): dnd (the default generator), dnd_<design> (a variant design side
+# by side), the controls; `dnd evaluate` requires dnd, the others are optional
 CONTROL_KINDS = tuple(k for k in GENERATED_KINDS if k.startswith("control_"))
 VARIANT_KINDS = tuple(k for k in GENERATED_KINDS if k.startswith("dnd_"))
 METHODS = ("base", "source_lora", "soup", "nearest", *GENERATED_KINDS)
