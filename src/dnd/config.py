@@ -406,6 +406,9 @@ def load_config(path: str | Path) -> dict[str, Any]:
 # outside `all`: the default run neither reads nor reports them, so editing one never reruns
 # or re-hashes the default reproduction.
 EXPERIMENTS = ("protocol", "crossdomain", "fewshot", "ablations", "math", "code")
+#: benchmarks/ folders and files that are not jobs of the default run: the extra experiments' and the
+#: stage benchmark's own (dnd.bench)
+OUTSIDE_RUN = (*EXPERIMENTS, "bench")
 
 
 # Keys added for the ablations: a rule's params leave them out while they hold their defaults,

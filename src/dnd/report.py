@@ -22,7 +22,7 @@ import pandas as pd
 import yaml
 
 from .benchmarks.datasets import title
-from .config import EXPERIMENTS, config_hash
+from .config import OUTSIDE_RUN, config_hash
 from .io import atomic_path, write_text
 from .reporting.figures import (
     CAPTIONS,
@@ -526,7 +526,7 @@ def _metadata_section(params: dict, benchmarks_dir: Path, metrics: Path, metrics
                 f"- Profile: `{params.get('name', 'n/a')}`.", "",
                 "### Package versions", "", _md(versions()), "",
                 "### Compute (Snakemake benchmarks)", ""]
-    comp = compute_table(benchmarks_dir, exclude=EXPERIMENTS)  # the default run's jobs only
+    comp = compute_table(benchmarks_dir, exclude=OUTSIDE_RUN)  # the default run's jobs only
     if comp is None:
         md_lines += [f"No benchmark files under `{_shown(benchmarks_dir)}`.", ""]
     else:

@@ -78,6 +78,8 @@ shell.prefix(
 
 ZOO = "results/zoo"
 BASE_MODEL = "resources/models/base"
+# the default run's wall clock, set-up and HTML report included (scripts/reproduce.sh; read by `bench`)
+RUN_WALL = "results/timings/run.json"
 
 
 # Names are identifiers (schema), and escaped anyway: a wildcard must match exactly a name.

@@ -459,16 +459,16 @@ def benchmark_minutes(directory: Path | None, keep=None) -> tuple[float, float, 
             len(rows))
 
 
-def compute_table(benchmarks_dir: Path, exclude: tuple[str, ...] = ()) -> pd.DataFrame | None:
-    """Wall time, CPU time and peak memory per stage (= benchmarks/ subfolder or file stem);
-    the subfolders named in `exclude` (other experiments' jobs) are left out."""
+def read_stage_benchmarks(benchmarks_dir: Path, exclude: tuple[str, ...] = ()) -> pd.DataFrame | None:
+    """One row per Snakemake benchmark file: stage (= benchmarks/ subfolder or file stem), s,
+    max_rss, cpu_time; the stages named in `exclude` (other experiments' jobs) are left out."""
     files = sorted(benchmarks_dir.rglob("*.tsv")) if benchmarks_dir.exists() else []
     rows = []
     for f in files:
         rel = f.relative_to(benchmarks_dir)
-        if rel.parts[0] in exclude:
-            continue
         stage = rel.parts[0] if len(rel.parts) > 1 else rel.stem
+        if stage in exclude:
+            continue
         try:
             df = read_bench(f)
         except Exception as exc:  # a malformed benchmark must not sink the report
@@ -479,9 +479,14 @@ def compute_table(benchmarks_dir: Path, exclude: tuple[str, ...] = ()) -> pd.Dat
         rows.append({"stage": stage, "s": float(df["s"].mean()),
                      "max_rss": float(df["max_rss"].max()) if "max_rss" in df.columns else float("nan"),
                      "cpu_time": float(df["cpu_time"].mean()) if "cpu_time" in df.columns else float("nan")})
-    if not rows:
+    return pd.DataFrame(rows) if rows else None
+
+
+def compute_table(benchmarks_dir: Path, exclude: tuple[str, ...] = ()) -> pd.DataFrame | None:
+    """Wall time, CPU time and peak memory per stage (`read_stage_benchmarks`)."""
+    b = read_stage_benchmarks(benchmarks_dir, exclude)
+    if b is None:
         return None
-    b = pd.DataFrame(rows)
     agg = b.groupby("stage", sort=True).agg(jobs=("s", "size"), total_s=("s", "sum"), max_s=("s", "max"),
                                              max_rss=("max_rss", "max"), cpu_s=("cpu_time", "sum"))
     agg = agg.sort_values("total_s", ascending=False)
