@@ -134,7 +134,7 @@ def test_dvc_stages_match_snakemake_targets():
 
 
 # the extra experiments are outside `all`
-ALL_TARGETS = ("all", "protocol", "crossdomain", "ablations", "fewshot", "math", "code")
+ALL_TARGETS = ("all", "protocol", "crossdomain", "ablations", "fewshot", "math", "code", "bench")
 # committed results written by scripts outside the DAG (scripts/, `dnd check-profile`)
 OFF_DAG_RESULTS = {"results/check_profile_paper.json", "results/mathcode_calibration.json", "results/zoo_probe.json",
                    "results/.profile"}
