@@ -3,40 +3,13 @@
     dnd check-profile --config config/paper.yaml [--out results/check_profile_paper.json]
                       [--depth-reduced-layers 2] [--reduced-width-divisor 16] [--reduced-prompts N]
 
-1. Base model: the profile's Hugging Face config (`config.model_config`: the project's
-   config/models/ files, a local model directory, or the tiny shape; an unknown Hub id is an
-   error) built on the meta device (shapes only, nothing allocated) with the profile's PEFT LoRA.
-2. LoRA tokenizer: the chunk width must divide every adapted dimension (`config.check_chunk_width`
-   and `LoraLayout.from_state_dict`); tokenize -> detokenize of random float32 LoRA weights of the
-   real shapes must give them back (max |error| reported).
-3. Generators: every design the profile trains (`generator.design`, `generator.variants`) built
-   on the meta device by `generators.build_generator`; exact parameter counts per layer, compared
-   with the paper's ~1.1B.
-4. GPU memory per stage. Exact: weights, gradients, AdamW states (two float32 tensors per trainable
-   parameter) and the batch inputs, from counts and dtypes. Traced: the activations. The stage's
-   forward (and backward) runs on fake tensors (torch's FakeTensorMode: the real shapes, dtypes,
-   kernels' output sizes and autograd graph, no data) and `LiveBytes` records the peak of the bytes
-   of the tensors created meanwhile. Not included: the CUDA context (~0.5 GiB), the caching
-   allocator's slack, library workspaces (cuDNN, cuBLAS). The LLM stages run attention as a fused
-   kernel (what SDPA uses on a GPU; the trace takes PyTorch's CPU flash kernel, which keeps the same
-   tensors for backward: output and log-sum-exp, no L x L matrix), bf16 autocast is the CPU's
-   (it casts the same matmul and linear ops as CUDA's), every sequence is `lora.max_length` long
-   (an upper bound: batches are padded to their longest example) and ANSWER_TOKENS tokens per
-   sequence are scored. The training loops zero the gradients after the forward
-   (`optimizer.zero_grad` sits between forward and backward), so the previous step's gradients are
-   alive during the forward; the trace does the same.
-5. Depth-reduced run: one real forward/backward on the CPU of the first hyper-convolutional design
-   cut to `depth_reduced_layers` layers (its first stages, channels divided by
-   `reduced_width_divisor`), with the real kernel, head, output token shape and (unless
-   `reduced_prompts`) input shape, batch `reduced_batch`, against the round-trip check's tokens with
-   the training criterion (`generators.weighted_mse`); the loss must be finite and every parameter
-   must get a finite, non-zero gradient (with `generator.output_init: zero` only the output layer's:
-   a zero output layer passes no gradient upstream at the first step). The same step is traced on fake tensors, and
-   the predicted peak is compared with the peak `LiveBytes` measures on the real tensors (a check of the tracer).
-6. SLURM: each rule's runtime, memory, GPUs and threads under workflow/profiles/slurm/profile.yaml
-   (its `set-resources` over the rule's own `resources:` over its `default-resources`).
-
-The JSON holds every figure in bytes and parameters; stdout gets the same as Markdown tables.
+Six checks: the base model and its LoRA on the meta device; the LoRA tokenizer's chunk width and
+round trip; every generator design's parameters per layer; each stage's GPU memory (exact counts,
+activations traced on fake tensors); one real forward/backward of a depth-reduced decoder; the
+SLURM profile's resources per rule. The JSON holds every figure in bytes and parameters; stdout
+gets the same as Markdown tables. What each check does and what the memory figures leave out:
+docs/modules.md, section `src/dnd/check_profile.py`; the paper profile's figures: README.md,
+"GPU and cluster".
 """
 
 from __future__ import annotations
@@ -484,7 +457,7 @@ def reduced_generator_settings(gen: Mapping[str, Any], input_shape, layers: int,
 
 def reduced_run(gen: Mapping[str, Any], input_shape, tokens: Tensor, n_sources: int, layers: int,
                 width_divisor: int, batch: int, prompts: int | None, seed: int = 0) -> dict[str, Any]:
-    """One real forward/backward of the depth-reduced copy on the CPU (see the module doc)."""
+    """One real forward/backward of the depth-reduced copy on the CPU (docs/modules.md)."""
     from .generators import build_generator, weighted_mse
 
     rgen, shape = reduced_generator_settings(gen, input_shape, layers, width_divisor, prompts)
@@ -590,7 +563,7 @@ def slurm_resources(profile: Path = SLURM_PROFILE, rules_dir: Path = RULES_DIR) 
 def check_profile(config_path: str | Path, depth_reduced_layers: int = 2, reduced_width_divisor: int = 16,
                   reduced_batch: int = 1, reduced_prompts: int | None = None,
                   slurm_profile: Path = SLURM_PROFILE) -> dict[str, Any]:
-    """Every check and figure of the module doc for one profile, as a JSON-ready dict."""
+    """Every check and figure of docs/modules.md for one profile, as a JSON-ready dict."""
     cfg = load_config(config_path)
     base_cfg, base_source = resolve_base_model(cfg)
     started = time.perf_counter()

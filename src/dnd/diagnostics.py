@@ -11,40 +11,8 @@ Commands:
                  every fold, plus the function-space rows from metrics.json, and the design the
                  selection rule (`select_design`) picks
 
-Output rows `fold,variant,metric,value`. variant is the generated kind the generator makes
-(`dnd` = the default design, `dnd_<design>` = a variant), or `zoo` for figures of the zoo alone.
-Weight-space metrics (ΔW = B·A of every LoRA module, all modules together; inner products from
-the rank-r factors, so no d x d matrix is formed; the LoRA scaling alpha/r is common to all and
-left out):
-
-  fit_ratio           token space, as the training loss weighs it: for each source s, the
-                      weighted MSE of G(N prompts of s's cond split) against s's checkpoints,
-                      divided by that of the mean training token (the decoder's offset), averaged
-                      over the sources. 1 = no better than the mean; 0 = exact.
-  fit_ratio_dw        the same in ΔW space against s's final LoRA: ||ΔW_G(s) - ΔW_s||^2 /
-                      ||mean_s' ΔW_s' - ΔW_s||^2, averaged over the sources.
-  retrieval_acc       share of sources whose generated adapter has its highest ΔW cosine with
-                      the source's own LoRA among the fold's sources (chance 1/#sources).
-  sensitivity_ratio   mean ΔW distance between adapters generated from different datasets'
-                      prompts (the sources' and the target's), over the mean distance between
-                      those datasets' real LoRAs. 0 = the prompts change nothing; 1 = as far
-                      apart as the real LoRAs.
-  redraw_ratio        mean ΔW distance between two adapters generated from independent draws of
-                      the same dataset's prompts, over the same denominator.
-  heldout_norm_ratio  ||ΔW_G(target) - mean ΔW_s|| over the mean ||ΔW_s - mean ΔW_s||: how far the
-                      held-out adapter strays from the sources' centre, in units of their spread.
-  reachability (zoo)  share of ||ΔW_target - mean ΔW_s||^2 in the span of the sources' deviations
-                      from their mean: the most any combination of the sources can reach.
-  checkpoint_spread (zoo)  mean ΔW distance of a source's checkpoints from their mean, over the
-                      mean distance between the sources' final LoRAs: how many distinct training
-                      targets the zoo really offers (near 0: one per dataset).
-
-Function-space rows (from metrics.json, pooled `mean` fold and per target): for each generated
-kind, its mean over items of the gold-answer log-probability minus that of each control and
-baseline (`minus_<baseline>_gold_logprob`, with `_ci_low`/`_ci_high`), and the accuracy
-difference.
-
-The prompt draws are seeded by (seed, dataset, draw), so a rerun gives the same numbers.
+Output rows `fold,variant,metric,value`; the variants and each metric's definition:
+docs/modules.md, section `src/dnd/diagnostics.py`.
 """
 
 from __future__ import annotations
@@ -175,7 +143,7 @@ def diagnose_fold(
     encoded_dir: str | Path,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """The rows of one fold (see the module doc); `generators` maps variant -> checkpoint."""
+    """The rows of one fold (docs/modules.md); `generators` maps variant -> checkpoint."""
     if target in sources or not sources:
         raise ValueError(f"fold {target}: the sources {list(sources)} must be non-empty and exclude the target")
     datasets = [*sources, target]

@@ -6,33 +6,11 @@ Commands:
   train-generator   dnd train-generator --params JSON --target T --sources D1 D2 ...
                         --tokens TOK1 TOK2 ... --encoded ENC1 ENC2 ... --template-adapter DIR
                         --out generator.pt --log train_log.csv [--timings timings.json]
-                    one leave-one-dataset-out generator. --params is
-                    {"seed": int, "generator": {...}, "encoder": {...}, "lora": {...}}: the config
-                    sections (missing keys take the schema defaults). `encoder` must match the
-                    config the prompts were encoded with, `lora` (r, alpha, target_modules) the
-                    zoo and the template adapter; both are checked.
+                    one leave-one-dataset-out generator; --params holds the config sections
+                    seed, generator, encoder and lora (missing keys take the schema defaults).
 
-Outputs of train-generator: the checkpoint (dnd.method.generator_checkpoint) and the loss log
-(step, loss, lr), both written only when training completes; while training runs,
-`<out stem>.resume.pt` next to the checkpoint (model, optimizer, scheduler, step, log, loop
-seconds; written atomically every `generator.save_every` steps, picked up by a rerun with the
-same configuration, deleted at the end). The outputs hold no timings (one configuration gives
-byte-identical files on any machine); `--timings` writes them to a separate JSON (wall_s,
-loop_s, steps, resumed_from). A NaN/inf loss or gradient stops training at that step, before
-the optimizer step: no resume point or output is written after it (dnd.zoo.check_finite).
-
-Training pairs: an item is one checkpoint of a source dataset d plus a fresh draw of N
-prompts from d's encoded train prompts. Items are visited in epochs (a seeded permutation
-of all (d, checkpoint) items per epoch); the prompts of an item are redrawn at every visit:
-N distinct prompts when d has at least N, otherwise N draws with replacement (so small
-pools still give full-size conditions). All randomness of step s (prompt draws, noise)
-comes from a generator seeded by (seed, target, s), and the epoch order from
-(seed, target, epoch): a run is deterministic and a resumed run continues exactly as an
-uninterrupted one would, with no RNG state to carry.
-
-Loss: MSE weighted per parameter token (`criterion_weights`), with noise augmentation
-(condition += noise_condition * N(0, 1), target += noise_target * N(0, 1)); AdamW, linear
-warmup then cosine decay to 0, gradient clipping.
+What --params must match, the outputs and the resume file, the training pairs and their seeding,
+and the loss: docs/modules.md, section `src/dnd/generators.py`.
 """
 
 from __future__ import annotations
@@ -156,7 +134,7 @@ def weighted_mse(pred: Tensor, target: Tensor, weights: Tensor) -> Tensor:
 
 
 class PairSampler:
-    """Batches of (condition, target) pairs; stateless given the step (see module doc).
+    """Batches of (condition, target) pairs; stateless given the step (docs/modules.md).
 
     Args:
         tokens: per source dataset, zoo tokens (K_d, T, h, w).

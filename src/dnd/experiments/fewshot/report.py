@@ -9,23 +9,9 @@ Commands:
                        [--generator-timings-dir results/timings/train_generator]
                        --out results/fewshot/report.md --figure results/fewshot/figures/fewshot.png
 
-results/fewshot.csv: `target,method,k,n,acc,seconds`, one row per target and (method, k): dnd
-(k = 0 labeled items; acc = mean over its adapters), fewshot_ft (each k of fewshot.ks) and icl
-(k = 0, the zero-shot base model, and each k of fewshot.icl_ks that fits the context). acc is a
-fraction, as in results/scores.csv; `seconds` is defined in dnd.experiments.fewshot.tuning's module doc (training
-loop; extra scoring time over zero-shot; generation, median over adapters). Wall-clock times, so
-git keeps the file, not DVC.
-
-results/fewshot/metrics.json (no timings; a DVC metric): per target `{T}/n`, `{T}/dnd/acc`,
-`{T}/{method}/k{k}/acc` (%), `{T}/icl/k{k}/positions` and `/fits` (the context the k-shot prompts
-need), and for each method and k > 0 `{T}/dnd_minus_{method}_k{k}/acc` with its paired bootstrap 95% CI
-over the test items (`_ci_low`, `_ci_high`; DnD per item = the mean of its adapters), pooled over
-the targets that have it as `mean/...` (every target weighs the same, items resampled within
-their target, as dnd.summary pools), with `/targets` counting them.
-
-The verdict of a comparison against the paper's direction (DnD, with no labels, above the few-shot
-method): `reproduced` when the CI lies above 0, `not reproduced` when it lies below 0, `too noisy
-to tell` when it covers 0 (`verdict`).
+What results/fewshot.csv and results/fewshot/metrics.json hold, how the comparisons are pooled
+and the verdict (`verdict`): docs/modules.md, section `src/dnd/experiments/fewshot/report.py`;
+the formats: docs/contracts.md.
 """
 
 from __future__ import annotations
@@ -120,7 +106,7 @@ def _items(rows: list[dict], what: str, ids: list[str]) -> np.ndarray:
 
 
 def summarize(inputs: dict[str, dict[str, Any]], resamples: int, seed: int) -> tuple[list[dict], dict[str, Any]]:
-    """(results/fewshot.csv rows, metrics.json) from `load_inputs` (see the module doc)."""
+    """(results/fewshot.csv rows, metrics.json) from `load_inputs` (docs/modules.md)."""
     from dnd.stats import paired_boot_means, percentile_ci, pooled_ci
 
     csv_rows: list[dict] = []

@@ -1,43 +1,6 @@
-"""Few-shot baselines against DnD (the `fewshot` Snakemake target, outside `all`).
-
-DnD reads unlabeled prompts of a new task and writes a LoRA in one forward pass. The paper
-compares it with what labels buy: LoRA tuning on k labeled examples and in-context learning (ICL)
-with k demonstrations (k = 1, 16, 64, 256; first k ARC-Challenge train items, 3 epochs). Here,
-on the targets of `fewshot.targets`:
-
-  method      k                     what is scored
-  fewshot_ft  fewshot.ks            a LoRA trained on the FIRST k items of results/data/{T}/train.jsonl
-                                    by the zoo's trainer (dnd.zoo.train_lora) with the zoo's LoRA settings
-                                    (`lora`: rank, alpha, modules, lr, schedule, batch), for
-                                    `fewshot.epochs` epochs: batch = min(lora.batch_size, k),
-                                    steps = ceil(epochs * k / batch) (`lora_settings`)
-  icl         0 and fewshot.icl_ks  the base model with the first k train items before each test
-                                    item, each rendered exactly as LoRAs are trained and items
-                                    scored (dnd.formats.prompts.training_example: context, the delimiter,
-                                    the gold answer), joined by a blank line (`icl_prefix`);
-                                    k = 0 is the zero-shot base model. A k whose prompts do not fit
-                                    the model's context is skipped and reported, never truncated.
-  dnd         0 (labeled items)     the default run's DnD adapters (results/eval/{T}.jsonl, method
-                                    dnd, mean over its adapters): nothing is scored again here
-
-Every method is scored on the default run's test items with its scorer: the lm-eval task
-results/tasks/dnd_{T}.yaml (or, for ICL, the same rows with the demonstrations before each
-context), log-likelihood multiple choice, `evaluation.limit`/`batch_size`/`dtype`/`metric`.
-LoRAs go through dnd.evaluate (InPlaceScorer with `evaluation.backend`, the score cache); ICL
-goes through `dnd-prefix-cache` (dnd.scoring.lm_prefix_cache), which computes the demonstrations once
-per k for all items (it is `dnd-prefix` when there is no shared prefix: k = 0 reproduces the
-default run's base score).
-
-Cost, `seconds` in results/fewshot.csv (wall-clock, on the machine of the run, model loading
-excluded everywhere):
-  fewshot_ft  the LoRA's training loop (`loop_s` of results/fewshot/timings/train/{T}_k{k}.json)
-  icl         the extra scoring time the demonstrations cost on the n test items: lm-eval's scoring
-              time of the k-shot run minus that of the zero-shot run, measured in the same process after
-              an untimed warm-up (results/fewshot/timings/icl/{T}.json); it recurs with every batch of
-              queries
-  dnd         generating one adapter (`total_s` of results/timings/generate/{T}/dnd_{i}.json:
-              encoding the prompts, the generator's forward pass, writing; median over adapters);
-              training the zoo and the generator is a one-off cost not counted here
+"""Few-shot baselines against DnD (the `fewshot` Snakemake target, outside `all`): LoRA tuning on
+the first k labeled train items (`fewshot_ft`) and in-context learning with k demonstrations
+(`icl`), on the default run's test items with its scorer, beside the default run's DnD adapters.
 
 Commands:
   fewshot-train  dnd fewshot-train --params JSON --k K --model DIR --train FILE --out-dir DIR
@@ -47,8 +10,9 @@ Commands:
                  --out FILE [--cache-dir DIR]: every k's LoRA (lora-dir/k{k}/final) on T's test items
   fewshot-icl    dnd fewshot-icl --params JSON --target T --model DIR --tasks-dir DIR --train FILE
                  --out FILE --context-out FILE --timings FILE: ICL for k = 0 and every icl k
-Rows (JSONL) are dnd.evaluate's rows (target, method, adapter = str(k), n, acc, ids, correct,
-gold_logprob, ...) plus `k`. The summary and report: dnd.experiments.fewshot.report.
+Rows (JSONL) are dnd.evaluate's rows plus `k`. The methods, how each is scored and what its cost
+(`seconds`) measures: docs/modules.md, section `src/dnd/experiments/fewshot/tuning.py`. The
+summary and report: dnd.experiments.fewshot.report.
 """
 
 from __future__ import annotations
@@ -102,7 +66,7 @@ def lora_settings(lcfg: dict[str, Any], k: int, epochs: float) -> dict[str, Any]
 # ============================================================================ few-shot tuning
 def train_fewshot_lora(model_dir: Path, train_file: Path, out_dir: Path, k: int, params: dict[str, Any],
                        timings: Path | None = None) -> dict[str, Any]:
-    """Train the LoRA of the first k items of `train_file` (see the module doc) into `out_dir`:
+    """Train the LoRA of the first k items of `train_file` (docs/modules.md) into `out_dir`:
     train.jsonl (the k items), final/, train_log.csv, summary.json (dnd.zoo's layout without the
     one-step checkpoint trajectory, which equals final/)."""
     from dnd.zoo import train_lora
@@ -213,7 +177,7 @@ def prompt_positions(encode, prefix: str, records: list[dict[str, Any]]) -> int:
 
 def score_icl(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: Path,
               train_file: Path) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, float]]:
-    """ICL with k = 0 and every `fewshot.icl_ks` (see the module doc). Returns (rows, context
+    """ICL with k = 0 and every `fewshot.icl_ks` (docs/modules.md). Returns (rows, context
     info: {max_length, positions: {k: positions needed}, skipped: [k that do not fit]},
     {k: lm-eval scoring seconds})."""
     import torch

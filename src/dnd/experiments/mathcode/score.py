@@ -5,34 +5,11 @@
                         [--cache-dir DIR]
 
 scores every method on one target with lm-evaluation-harness, as dnd.evaluate does for the main
-table (base, every source LoRA, soup, nearest, the DnD adapters and the controls found in
---generated-dir; no oracle: no target has a LoRA of its own), with two tasks per target
-(dnd.experiments.mathcode.data):
-
-  dnd_<domain>_<T>_gen     greedy generation (the `dnd-generate` backend, dnd.scoring.lm_generate) after
-                           the experiment's chat context, stopped at the end of the turn (code: also
-                           after a closed code block and a blank line), `max_new_tokens` at most,
-                           scored by
-                             gsm8k      lm-eval's gsm8k filters and exact_match settings, verbatim:
-                                        `flexible-extract` (the last number of the output; the
-                                        metric of the table, as OpenCompass's gsm8k postprocessing
-                                        reads the last number) and `strict-match` (`#### n`)
-                             math       the last \\boxed{} of the output, normalized and compared as
-                                        lm-eval's hendrycks_math (filter `dnd_math_boxed`)
-                             humaneval  pass@1: the code of the answer (`extract_code`: its
-                                        fenced block, without its own tests) run after the
-                                        problem's stub against the problem's tests by
-                                        dnd.benchmarks.code_exec only (bubblewrap, or the explicit opt-out
-                                        `code.sandbox: unsafe-python-guard`; a time and memory
-                                        limit; a crash or hang is a failure)
-  dnd_<domain>_<T>_loglik  log P(reference solution + <|im_end|> | context), summed over its tokens
-                           (the `dnd-prefix` backend): a continuous measure of the same adapters,
-                           informative where a small model solves almost nothing
-
-Output rows (JSONL, the schema dnd.summary reads): {target, method, adapter, n, acc, metric, ids,
-correct, gold_logprob, outputs (first 300 characters of each generation), extra: {per-item
-secondary figures: gsm8k `strict-match` correctness, humaneval `status`}}, for code `sandbox`
-(which sandbox ran the programs), and for nearest `info: {"cosine": {...}}`.
+table (no oracle), with two tasks per target (dnd.experiments.mathcode.data): `_gen`, greedy
+generation scored by lm-eval's gsm8k filters (gsm8k), the last \\boxed{} (math) or pass@1 of the
+code run by dnd.benchmarks.code_exec (humaneval); `_loglik`, the reference solution's
+log-probability. The tasks, filters and output rows in full: docs/modules.md, section
+`src/dnd/experiments/mathcode/score.py`.
 """
 
 from __future__ import annotations
@@ -235,7 +212,7 @@ def open_cache(directory: Path, domain: str, target: str, model_dir: Path, tasks
 def evaluate_mathcode(domain: str, target: str, params: dict[str, Any], model_dir: Path, tasks_dir: Path,
                       zoo_dir: Path, generated_dir: Path, encoded_dir: Path, cond: Path,
                       cache_dir: Path | None = None) -> list[dict[str, Any]]:
-    """Every method on `target` (see the module doc)."""
+    """Every method on `target` (docs/modules.md)."""
     from dnd.evaluate import (
         nearest_training_lora,
         plan_target,

@@ -1,40 +1,17 @@
-"""The paper's own protocol, side by side with ours (the `protocol` Snakemake target).
-
-The default run scores by log-likelihood over answer texts, so every answer is valid. The paper
-trained its source LoRAs on a bracketed answer format and scored *generated* answers with a
-string parser that counts anything unreadable as wrong (dnd.formats.paper). This experiment
-trains its own zoo on that format (results/protocol/zoo), makes generators and adapters exactly
-as the default pipeline does, and scores every method three ways on the same items, with
-lm-evaluation-harness tasks (one lm-eval run per adapter; `dnd-generate` computes each prompt
-once for all decodings, dnd.scoring.lm_generate):
-
-  protocol  task                          what is scored
-  loglik    dnd_paper_{ds}_loglik         multiple choice over the bracketed answers ([A], [True]...)
-  greedy    dnd_paper_{ds}_greedy         generate_until, greedy; the authors' parser (filter
-                                          `dnd_paper_parser`), invalid = wrong
-  sampled   dnd_paper_{ds}_sampled_{s}    generate_until with the authors' sampling (temperature,
-                                          top_p, top_k from `protocol.sampling`), one task per seed s
+"""The paper's own protocol, side by side with ours (the `protocol` Snakemake target): a zoo trained
+on the paper's bracketed answer format, generators and adapters made as in the default pipeline,
+and every method scored three ways on the same items with lm-eval tasks: log-likelihood over the
+bracketed answers, and greedy and sampled generation read by the authors' parser (invalid = wrong).
 
 Commands:
   protocol-tasks     dnd protocol-tasks --params JSON --data-dir results/data --out-dir results/protocol
-                     the first `protocol.n_test` test items of each dataset in the paper format
-                     (results/protocol/data/{ds}/test.jsonl) and the lm-eval task YAMLs
-                     (results/protocol/tasks/*.yaml)
+                     the paper-format test items and the lm-eval task YAMLs (`task_configs`)
   evaluate-protocol  dnd evaluate-protocol --params JSON --target T --model DIR --tasks-dir DIR
                      --zoo-dir DIR --generated-dir DIR --encoded-dir DIR --out FILE [--cache-dir DIR]
-                     every method on one target, every protocol (rows below); adapters whose
-                     results are in the cache (by content, as dnd.evaluate's score cache) are
-                     not scored again
+                     every method on one target, every protocol; cached results are not scored again
 
-Methods (as dnd.evaluate): base, source_lora (every dataset; the target's own = oracle), soup,
-nearest (the training LoRA whose prompts are closest to the target's cond prompts), and the
-generated kinds of PROTOCOL_KINDS found in --generated-dir: dnd (conditioned on the target's
-unlabeled cond pool, as in the default run), dnd_testcond (conditioned on the target's test
-prompts, as the authors' code does) and the controls.
-
-Output rows (JSONL): {target, method, adapter, protocol, seed, n, acc, invalid_rate, ids,
-correct: [0/1], valid: [0/1], outputs: [the first 20 characters generated] (generation only),
-gold_logprob: [...] (loglik only)}.
+The tasks, the methods (PROTOCOL_KINDS) and the output rows: docs/modules.md, section
+`src/dnd/experiments/protocol/score.py`; the file formats: docs/contracts.md.
 """
 
 from __future__ import annotations
@@ -74,7 +51,7 @@ def task_names(dataset: str, seeds: list[int]) -> list[tuple[str, int | None, st
 
 
 def task_configs(dataset: str, data_file: str | Path, pcfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """{task name: lm-eval task config} of a dataset (see the module doc)."""
+    """{task name: lm-eval task config} of a dataset (docs/modules.md)."""
     from dnd.formats.paper import answer_delimiter
     from dnd.formats.prompts import portable_path
 
@@ -284,7 +261,7 @@ def open_cache(directory: Path, model_dir: Path, tasks_dir: Path, names: list[st
 
 def evaluate_protocol(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: Path, zoo_dir: Path,
                       generated_dir: Path, encoded_dir: Path, cache_dir: Path | None = None) -> list[dict[str, Any]]:
-    """Every method on `target` under every protocol (see the module doc)."""
+    """Every method on `target` under every protocol (docs/modules.md)."""
     from dnd.evaluate import (
         nearest_training_lora,
         plan_target,
