@@ -24,6 +24,7 @@ from dnd import io as dio
 from dnd.cli import main
 from dnd.config import section
 from dnd.generate import MARKER, generate_adapter
+from dnd.method.encoder import make_encoder
 from dnd.method.generator_checkpoint import CHECKPOINT_FORMAT
 from dnd.method.generator_model import HyperConvDecoder
 from dnd.method.tokenization import LoraLayout
@@ -34,9 +35,10 @@ PREFIX = "base_model.model.model.layers.0.self_attn.q_proj"
 ADAPTER = {"adapter_config.json", "adapter_model.safetensors", MARKER}
 
 
-def _checkpoint(fill: float | None = None) -> dict:
-    """A generator for one rank-2 q_proj LoRA (8 x 8); `fill` sets every decoder weight."""
-    torch.manual_seed(0)
+def _checkpoint(fill: float | None = None, seed: int = 0, max_length: int = 8) -> dict:
+    """A generator for one rank-2 q_proj LoRA (8 x 8): random decoder weights (`seed`), or `fill`
+    in every one; its encoder (mean pooled) reads the first `max_length` tokens of a prompt."""
+    torch.manual_seed(seed)
     layout = LoraLayout.from_state_dict({f"{PREFIX}.lora_A.weight": torch.zeros(R, 8),
                                          f"{PREFIX}.lora_B.weight": torch.zeros(8, R)}, W)
     decoder = HyperConvDecoder((N, 1, 384), [[2, 4, 8]], (layout.n_tokens, R + 2, W + 2), kernel=1)
@@ -50,7 +52,7 @@ def _checkpoint(fill: float | None = None) -> dict:
         "decoder": decoder.hparams(),
         "layout": layout.to_dict(),
         "adapter_config": {"peft_type": "LORA", "r": R, "lora_alpha": 2 * R, "target_modules": ["q_proj"]},
-        "encoder": section("encoder", {"max_length": 8, "pooling": "mean"}),
+        "encoder": section("encoder", {"max_length": max_length, "pooling": "mean"}),
         "n_params": sum(p.numel() for p in decoder.parameters()),
     }
 
@@ -257,3 +259,118 @@ def test_prompt_count_rule() -> None:
     for spec, n in [("p.txt", 3), ("random:3", 3), ("shuffled:p.txt", 3), ("cond.jsonl", 1)]:
         with pytest.raises(ValueError, match=f"--prompts {re.escape(spec)}: {n} prompt"):
             check_prompt_count(spec, n, 4)
+
+
+# ----------------------------------------------------------------------------- generate-batch
+
+
+@pytest.fixture(scope="module")
+def batch_inputs(tmp_path_factory, generator: Path) -> dict[str, Path]:
+    """Three generators: the module's, another design on the same encoder (other weights) and one
+    whose encoder reads fewer tokens; a text file of prompts."""
+    d = tmp_path_factory.mktemp("batch")
+    torch.save(_checkpoint(seed=1), d / "other.pt")
+    torch.save(_checkpoint(seed=2, max_length=6), d / "short.pt")
+    (d / "prompts.txt").write_text("".join(f"question {k}: which {k % 3} is the {k % 5}th one?\n" for k in range(9)))
+    return {"a": generator, "b": d / "other.pt", "short": d / "short.pt", "txt": d / "prompts.txt"}
+
+
+def _plan(inputs: dict[str, Path], root: Path) -> list[dict]:
+    """dnd_0 and its second design on the same draw, a generator whose encoder differs on that
+    draw, a random-text and a shuffled-words control, another draw of the first generator."""
+    txt = str(inputs["txt"])
+    entries = [("dnd_0", "a", txt, 0), ("dnd_other_0", "b", txt, 0), ("dnd_short_0", "short", txt, 0),
+               ("control_random_0", "a", "random:5", 200), ("control_shuffled_0", "a", f"shuffled:{txt}", 300),
+               ("dnd_1", "a", txt, 1)]
+    return [{"generator": str(inputs[g]), "prompts": prompts, "seed": seed, "n_prompts": N,
+             "out": str(root / "generated" / name), "timing": str(root / "timings" / f"{name}.json")}
+            for name, g, prompts, seed in entries]
+
+
+def test_batch_writes_the_adapters_of_single_runs_byte_for_byte(batch_inputs, tmp_path: Path) -> None:
+    plan = _plan(batch_inputs, tmp_path / "batch")
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    assert main(["generate-batch", "--threads", "1", "--plan", str(tmp_path / "plan.json")]) == 0
+    for entry in plan:
+        single = tmp_path / "single" / Path(entry["out"]).name
+        assert main(["generate", "--threads", "1", "--generator", entry["generator"], "--prompts", entry["prompts"],
+                     "--seed", str(entry["seed"]), "--n-prompts", str(N), "--out", str(single)]) == 0
+        assert listing(Path(entry["out"])) == listing(single), entry["out"]
+        assert {p.name for p in Path(entry["out"]).iterdir()} == ADAPTER
+    # the generators differ, so equal bytes are no accident of a constant output
+    first = {e["out"]: (Path(e["out"]) / "adapter_model.safetensors").read_bytes() for e in plan}
+    assert len(set(first.values())) == len(plan)
+    timings = {Path(e["out"]).name: json.loads(Path(e["timing"]).read_text()) for e in plan}
+    assert sorted(p.name for p in (tmp_path / "batch" / "timings").iterdir()) == sorted(f"{n}.json" for n in timings)
+    flags = {n: (t["generator_reused"], t["encoder_reused"], t["encode_reused"]) for n, t in timings.items()}
+    assert flags == {"dnd_0": (False, False, False), "dnd_other_0": (False, True, True),
+                     "dnd_short_0": (False, False, False), "control_random_0": (True, True, False),
+                     "control_shuffled_0": (True, True, False), "dnd_1": (True, True, False)}
+    assert timings["dnd_other_0"]["encode_s"] == 0  # the draw dnd_0 encoded
+    for t in timings.values():
+        assert t["total_s"] == pytest.approx(t["encode_s"] + t["decode_s"] + t["write_s"], abs=1e-3)
+        assert t["n_prompts"] == N
+    # loading is paid once: the adapters after the first of a generator only read their prompts
+    assert timings["dnd_1"]["load_s"] < timings["dnd_0"]["load_s"]
+    # a rerun replaces the batch's own adapters with the same bytes
+    assert main(["generate-batch", "--threads", "1", "--plan-json", json.dumps(plan)]) == 0
+    assert {e["out"]: (Path(e["out"]) / "adapter_model.safetensors").read_bytes() for e in plan} == first
+
+
+@pytest.mark.parametrize("cfg", [{"max_length": 8, "pooling": "mean"},
+                                 {"max_length": 32, "pooling": "none", "batch_size": 4}])
+def test_encoding_a_draw_again_gives_the_same_states(cfg) -> None:
+    """What lets generate-batch encode a draw once for every design: the encoder's states for the
+    same prompts (hence the same batches) do not depend on what it encoded before."""
+    encoder = make_encoder(section("encoder", cfg))
+    texts = [f"prompt {k}: " + "word " * (k % 7) for k in range(10)]
+    first, mask = encoder.encode(texts)
+    encoder.encode(["something else entirely, of another length than the rest"] * 3)
+    again, mask_again = encoder.encode(texts)
+    assert torch.equal(first, again) and torch.equal(mask, mask_again)
+
+
+@pytest.mark.parametrize("plan, expect", [
+    ("[", "--plan-json: not valid JSON (Expecting value: line 1 column 2 (char 1))"),
+    ("[]", "--plan-json: expected a non-empty JSON list of adapters, got list (empty)"),
+    ('{"generator": "g"}', "--plan-json: expected a non-empty JSON list of adapters, got dict"),
+    ('["g.pt"]', "--plan-json: entry 0 is a str, expected an object with keys"),
+    ('[{"generator": "g.pt", "prompts": "random:5"}]', "--plan-json: entry 0: missing ['out']"),
+    ('[{"generator": "g.pt", "prompts": "random:5", "out": "o", "sed": 1}]',
+     "--plan-json: entry 0: unknown key(s) ['sed']"),
+    ('[{"generator": "g.pt", "prompts": "random:5", "out": "o", "seed": "1"}]',
+     "--plan-json: entry 0: seed is '1', expected a whole number"),
+    ('[{"generator": "", "prompts": "random:5", "out": "o"}]',
+     "--plan-json: entry 0: generator is '', expected a non-empty string"),
+    ('[{"generator": "g.pt", "prompts": "random:5", "out": "o"}, {"generator": "g.pt", "prompts": "random:5", '
+     '"out": "o"}]', "--plan-json: entries 0 and 1 both write out o"),
+    ('[{"generator": "g.pt", "prompts": "random:5", "out": "o", "timing": "o/t.json"}]',
+     "--plan-json: entry 0: timing o/t.json lies inside the adapter directory o"),
+])
+def test_bad_plan_is_one_line(tmp_path: Path, monkeypatch, caplog, plan: str, expect: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.ERROR):
+        assert main(["generate-batch", "--plan-json", plan]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and expect in errors[0], errors
+    assert "\n" not in errors[0] and list(tmp_path.iterdir()) == []
+
+
+def test_batch_checks_every_output_before_any_work(generator: Path, tmp_path: Path, caplog) -> None:
+    """An output it may not replace (here the second) stops the batch before the first adapter."""
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("keep me")
+    plan = [{"generator": str(generator), "prompts": "random:5", "out": str(tmp_path / "dnd_0")},
+            {"generator": str(generator), "prompts": "random:5", "out": str(keep)}]
+    with caplog.at_level(logging.ERROR):
+        assert main(["generate-batch", "--plan-json", json.dumps(plan)]) == 1
+    assert "refusing to replace" in caplog.text and sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+    # a failing adapter is named (the ones before it stay written)
+    plan = [{"generator": str(generator), "prompts": "random:5", "out": str(tmp_path / "dnd_0")},
+            {"generator": str(tmp_path / "missing.pt"), "prompts": "random:5", "out": str(tmp_path / "dnd_1")}]
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert main(["generate-batch", "--plan-json", json.dumps(plan)]) == 1
+    assert f"adapter 2 of 2 ({tmp_path / 'dnd_1'}) failed" in caplog.text and "missing.pt" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dnd_0", "mine"]

@@ -67,7 +67,7 @@ def test_ruff_is_clean(path):
 def test_dry_run_plans_whole_dag(profile, tmp_path):
     res = snakemake("-n", "--cores", "1", "--configfile", str(REPO / "config" / profile), "-d", str(tmp_path))
     out = res.stdout + res.stderr
-    for rule in ("prepare_data", "train_lora", "train_generator", "generate_adapter", "evaluate_target", "report"):
+    for rule in ("prepare_data", "train_lora", "train_generator", "generate_target", "evaluate_target", "report"):
         assert rule in out, rule
 
 

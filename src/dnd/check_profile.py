@@ -340,7 +340,8 @@ def memory_train_generator(gen: Mapping[str, Any], input_shape, output_shape, n_
 
 def memory_generate(gen: Mapping[str, Any], input_shape, output_shape, n_sources: int,
                     encode: Mapping[str, Any] | None) -> dict[str, Any]:
-    """generate_adapter: the encoder on the N prompts, then one decoder forward (batch 1, float32)."""
+    """generate_target (and generate_adapter, one adapter per job): the encoder on the N prompts, then one
+    decoder forward (batch 1, float32). A target's job holds its generators (dnd and each variant) at once."""
     model = build_meta_generator(gen, input_shape, output_shape, n_sources)
     weights = nbytes([*model.parameters(), *model.buffers()])
     mode = fake_mode()
@@ -351,7 +352,7 @@ def memory_generate(gen: Mapping[str, Any], input_shape, output_shape, n_sources
     enc_w = encode["weights_bytes"] if encode else 0
     enc_peak = (encode["inputs_bytes"] + encode["peak_bytes"]) if encode else 0
     # the encoder's temporaries are gone when the decoder runs; the states (cond) stay
-    return _entry(f"generate ({gen['design']})", "generate_adapter",
+    return _entry(f"generate ({gen['design']})", "generate_target",
                   "encode the N prompts, then one decoder forward at batch 1 (float32; encoder as in encode_prompts)",
                   weights + enc_w, nbytes([cond]), max(peak, enc_peak))
 

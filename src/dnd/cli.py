@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tokenize-zoo": ("dnd.generators", "turn a dataset's LoRA checkpoints into parameter tokens"),
     "train-generator": ("dnd.generators", "train one DnD generator (leave-one-dataset-out fold)"),
     "generate": ("dnd.generate", "prompts -> PEFT LoRA adapter in one forward pass"),
+    "generate-batch": ("dnd.generate", "several adapters in one process (a plan; each generator and the encoder "
+                                       "loaded once)"),
     "efficiency": ("dnd.generate", "collect generation timings into results/efficiency.csv"),
     "evaluate": ("dnd.evaluate", "score base, source LoRAs, soup, nearest, DnD and controls on one target"),
     "eval-speed": ("dnd.eval_speed", "time and compare the dnd-prefix and plain hf lm-eval backends on one target"),

@@ -5,6 +5,12 @@ Commands:
   generate     dnd generate --generator CKPT --prompts FILE|random:<n> --out DIR
                [--n-prompts N] [--seed S] [--timing JSON] [--force]
                (threads: the CLI's --threads, else torch's default)
+  generate-batch  dnd generate-batch --plan PLAN.json | --plan-json '[{...}, ...]' [--force]
+               several adapters in one process, each an object with generate's arguments
+               (generator, prompts, out; n_prompts, seed, timing): each generator checkpoint and
+               the encoder are loaded once and a prompt draw shared by several generators
+               (dnd_i, dnd_<design>_i) is encoded once; every adapter is byte for byte the one
+               `dnd generate` writes (the workflow's generate_target: one job per target)
   efficiency   dnd efficiency --timings results/timings/generate/{target}/{adapter}.json ...
                --out results/efficiency.csv
 
@@ -36,7 +42,10 @@ import os
 import random
 import re
 import resource
+import sys
 import time
+from collections import OrderedDict
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -192,6 +201,141 @@ def write_adapter(
         (tmp / MARKER).write_text(json.dumps({"format": MARKER_FORMAT}) + "\n")
 
 
+@dataclass(frozen=True)
+class AdapterJob:
+    """One adapter to generate: the arguments of `dnd generate` (an entry of a `generate-batch` plan)."""
+
+    generator: str
+    prompts: str
+    out: str
+    n_prompts: int | None = None
+    seed: int = 0
+    timing: str | None = None
+
+
+#: The keys of a plan entry (AdapterJob's fields) and the ones it must have.
+PLAN_KEYS = tuple(f.name for f in fields(AdapterJob))
+PLAN_REQUIRED = ("generator", "prompts", "out")
+#: Encoded prompt draws kept for reuse (least recently used dropped): the designs of one draw
+#: (dnd_i, dnd_<design>_i) are generated one after the other.
+STATES_KEPT = 4
+
+
+class GenerationSession:
+    """Generates adapters in one process: each generator checkpoint and each encoder is loaded
+    (and warmed up) once, and a prompt draw encoded once per encoder config, however many
+    adapters use it. Every adapter is the one `generate_adapter` writes alone, byte for byte:
+    the same draw, the same encoder call on the same prompts (its states do not depend on what
+    ran before), the same decoder forward.
+
+    Timing per adapter (`run`): load_s covers what this adapter read first: its generator and
+    encoder when no earlier adapter loaded them (generator_reused / encoder_reused false), and
+    its prompts (read and drawn for every adapter). The encoder and each decoder run once,
+    untimed, as a warm-up (first-call allocations and kernel selection) when first used, so
+    encode_s (prompts -> states), decode_s (one decoder forward + detokenization) and write_s
+    (adapter_config.json + adapter_model.safetensors, atomically) are steady-state wall times.
+    encode_s is 0 when an earlier adapter encoded the same draw with the same encoder
+    (encode_reused true). total_s = encode_s + decode_s + write_s. peak_rss_mb is the process's
+    peak resident memory so far (every model loaded until then).
+    """
+
+    def __init__(self, threads: int | None = None, force: bool = False):
+        self.threads = int(threads) if threads else None
+        self.force = force
+        self._models: dict[str, tuple[Any, dict[str, Any]]] = {}  # generator path -> (decoder, checkpoint)
+        self._encoders: dict[str, Any] = {}  # encoder config (JSON) -> encoder
+        self._states: OrderedDict[tuple[str, tuple[str, ...]], torch.Tensor] = OrderedDict()
+
+    def check(self, job: AdapterJob) -> None:
+        """Refuse an output `job` must not write (before any work): see `generate_adapter`."""
+        check_replaceable_dir(job.out, replaceable_output(self.force))
+        if job.timing is not None and Path(os.path.abspath(job.timing)).is_relative_to(os.path.abspath(job.out)):
+            raise ValueError(f"--timing {job.timing} lies inside --out {job.out}: the adapter directory holds only "
+                             "the adapter")
+
+    def _generator(self, path: str) -> tuple[Any, dict[str, Any], bool]:
+        key = os.path.abspath(path)
+        if key in self._models:
+            return *self._models[key], True
+        model, ckpt = load_generator(path)
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        self._models[key] = (model, ckpt)
+        return model, ckpt, False
+
+    def _encoder(self, cfg: dict[str, Any]) -> tuple[Any, str, bool]:
+        key = json.dumps(cfg, sort_keys=True)
+        if key in self._encoders:
+            return self._encoders[key], key, True
+        self._encoders[key] = make_encoder(cfg)
+        return self._encoders[key], key, False
+
+    def run(self, job: AdapterJob) -> dict[str, Any]:
+        """Generate the adapter of `job` (+ its timing JSON when `job.timing` is set); returns the timing."""
+        self.check(job)
+        t = time.perf_counter()
+        model, ckpt, generator_reused = self._generator(job.generator)
+        n_model, seq_len, dim = model.input_shape
+        if job.n_prompts is not None and job.n_prompts != n_model:
+            raise ValueError(f"this generator takes N={n_model} prompts, --n-prompts is {job.n_prompts}")
+        layout = LoraLayout.from_dict(ckpt["layout"])
+        encoder, encoder_key, encoder_reused = self._encoder(ckpt["encoder"])
+        if (encoder.length, encoder.dim) != (seq_len, dim):
+            raise ValueError(f"encoder gives (L, D) = {(encoder.length, encoder.dim)}, decoder expects "
+                             f"{(seq_len, dim)}")
+        pool = read_prompts(job.prompts, job.seed, form=section("encoder", ckpt["encoder"])["form"])
+        check_prompt_count(job.prompts, len(pool), n_model)
+        texts = draw_prompts(pool, n_model, job.seed)
+        load_s = time.perf_counter() - t
+
+        with torch.inference_mode():  # warm-up of what was just loaded, untimed
+            if not encoder_reused:
+                encoder.encode(texts[:1])
+            if not generator_reused:
+                model(torch.zeros(1, n_model, seq_len, dim))
+
+        state_key = (encoder_key, tuple(texts))
+        encode_reused = state_key in self._states
+        t = time.perf_counter()
+        if encode_reused:
+            states = self._states[state_key]
+            self._states.move_to_end(state_key)
+        else:
+            states, _ = encoder.encode(texts)  # (N, L, D)
+            self._states[state_key] = states
+            while len(self._states) > STATES_KEPT:
+                self._states.popitem(last=False)
+        encode_s = 0.0 if encode_reused else time.perf_counter() - t
+
+        t = time.perf_counter()
+        with torch.inference_mode():
+            tokens = model(states.unsqueeze(0))[0]  # (T, r+2, w+2)
+            state_dict = detokenize(tokens, layout)
+        decode_s = time.perf_counter() - t
+        check_finite(state_dict, job.generator)
+
+        t = time.perf_counter()
+        write_adapter(job.out, state_dict, ckpt["adapter_config"], self.force)
+        write_s = time.perf_counter() - t
+
+        timing = {
+            "encode_s": round(encode_s, 4),
+            "decode_s": round(decode_s, 4),
+            "write_s": round(write_s, 4),
+            "total_s": round(encode_s + decode_s + write_s, 4),
+            "load_s": round(load_s, 4),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "n_prompts": n_model,
+            "generator_params": int(ckpt["n_params"]),
+            "generator_reused": generator_reused,
+            "encoder_reused": encoder_reused,
+            "encode_reused": encode_reused,
+        }
+        if job.timing is not None:
+            write_json(job.timing, timing)
+        return timing
+
+
 def generate_adapter(
     generator: str | Path,
     prompts: str,
@@ -209,67 +353,77 @@ def generate_adapter(
     directory with `force`; never `.`, the working directory or a parent of it); this is checked
     before any work. Non-finite decoded weights are an error and nothing is written.
 
-    Timing: load_s covers reading the generator and the encoder.
-    Then the encoder (on one prompt) and the decoder (on a zero condition) each run once,
-    untimed, as a warm-up (first-call allocations and kernel selection), so
-    encode_s (prompts -> states), decode_s (one decoder forward + detokenization) and
-    write_s (adapter_config.json + adapter_model.safetensors, atomically) are steady-state
-    wall times; total_s = encode_s + decode_s + write_s. peak_rss_mb is the process's peak
-    resident memory. Returns the timing dict.
+    Timing (see `GenerationSession`): load_s covers reading the generator, the encoder and the prompts;
+    encode_s, decode_s and write_s are steady-state wall times after an untimed warm-up;
+    total_s = encode_s + decode_s + write_s. Returns the timing dict.
     """
-    check_replaceable_dir(out, replaceable_output(force))
-    if timing_path is not None and Path(os.path.abspath(timing_path)).is_relative_to(os.path.abspath(out)):
-        raise ValueError(f"--timing {timing_path} lies inside --out {out}: the adapter directory holds only the "
-                         "adapter")
-    t = time.perf_counter()
-    model, ckpt = load_generator(generator)
-    if threads:
-        torch.set_num_threads(int(threads))
-    n_model, seq_len, dim = model.input_shape
-    if n_prompts is not None and n_prompts != n_model:
-        raise ValueError(f"this generator takes N={n_model} prompts, --n-prompts is {n_prompts}")
-    layout = LoraLayout.from_dict(ckpt["layout"])
-    adapter_config = ckpt["adapter_config"]
-    encoder = make_encoder(ckpt["encoder"])
-    if (encoder.length, encoder.dim) != (seq_len, dim):
-        raise ValueError(f"encoder gives (L, D) = {(encoder.length, encoder.dim)}, decoder expects {(seq_len, dim)}")
-    pool = read_prompts(prompts, seed, form=section("encoder", ckpt["encoder"])["form"])
-    check_prompt_count(prompts, len(pool), n_model)
-    texts = draw_prompts(pool, n_model, seed)
-    load_s = time.perf_counter() - t
+    job = AdapterJob(str(generator), prompts, str(out), n_prompts, seed,
+                     None if timing_path is None else str(timing_path))
+    return GenerationSession(threads, force).run(job)
 
-    with torch.inference_mode():  # warm-up, untimed
-        encoder.encode(texts[:1])
-        model(torch.zeros(1, n_model, seq_len, dim))
 
-    t = time.perf_counter()
-    states, _ = encoder.encode(texts)  # (N, L, D)
-    encode_s = time.perf_counter() - t
+def parse_plan(plan: Any, where: str = "--plan") -> list[AdapterJob]:
+    """The adapters of a `generate-batch` plan: a non-empty JSON list of objects with the keys
+    PLAN_KEYS (generator, prompts, out required), distinct `out` and `timing` paths. A malformed
+    plan is one ValueError naming the entry."""
+    if not isinstance(plan, list) or not plan:
+        raise ValueError(f"{where}: expected a non-empty JSON list of adapters, got {type(plan).__name__}"
+                         + ("" if plan else " (empty)"))
+    jobs = []
+    for k, entry in enumerate(plan):
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where}: entry {k} is a {type(entry).__name__}, expected an object with keys "
+                             f"{list(PLAN_KEYS)}")
+        unknown = sorted(set(entry) - set(PLAN_KEYS))
+        missing = [key for key in PLAN_REQUIRED if key not in entry]
+        if unknown or missing:
+            raise ValueError(f"{where}: entry {k}: " + "; ".join(
+                ([f"unknown key(s) {unknown}"] if unknown else []) + ([f"missing {missing}"] if missing else []))
+                + f" (keys: {list(PLAN_KEYS)})")
+        for key, value in entry.items():
+            if key in ("n_prompts", "seed"):
+                ok = (isinstance(value, int) and not isinstance(value, bool)) or (value is None and key == "n_prompts")
+            else:
+                ok = isinstance(value, str) and value != "" or (value is None and key == "timing")
+            if not ok:
+                want = "a whole number" if key in ("n_prompts", "seed") else "a non-empty string"
+                raise ValueError(f"{where}: entry {k}: {key} is {value!r}, expected {want}")
+        jobs.append(AdapterJob(**entry))
+    for key in ("out", "timing"):
+        seen: dict[str, int] = {}
+        for k, job in enumerate(jobs):
+            path = getattr(job, key)
+            if path is None:
+                continue
+            if os.path.abspath(path) in seen:
+                raise ValueError(f"{where}: entries {seen[os.path.abspath(path)]} and {k} both write {key} {path}")
+            seen[os.path.abspath(path)] = k
+    for k, job in enumerate(jobs):
+        for other in jobs:
+            if job.timing is not None and Path(os.path.abspath(job.timing)).is_relative_to(os.path.abspath(other.out)):
+                raise ValueError(f"{where}: entry {k}: timing {job.timing} lies inside the adapter directory "
+                                 f"{other.out}")
+    return jobs
 
-    t = time.perf_counter()
-    with torch.inference_mode():
-        tokens = model(states.unsqueeze(0))[0]  # (T, r+2, w+2)
-        state_dict = detokenize(tokens, layout)
-    decode_s = time.perf_counter() - t
-    check_finite(state_dict, generator)
 
-    t = time.perf_counter()
-    write_adapter(out, state_dict, adapter_config, force)
-    write_s = time.perf_counter() - t
-
-    timing = {
-        "encode_s": round(encode_s, 4),
-        "decode_s": round(decode_s, 4),
-        "write_s": round(write_s, 4),
-        "total_s": round(encode_s + decode_s + write_s, 4),
-        "load_s": round(load_s, 4),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "n_prompts": n_model,
-        "generator_params": int(ckpt["n_params"]),
-    }
-    if timing_path is not None:
-        write_json(timing_path, timing)
-    return timing
+def generate_batch(jobs: list[AdapterJob], threads: int | None = None, force: bool = False) -> list[dict[str, Any]]:
+    """Every adapter of a plan in this process (`GenerationSession`: each generator and the encoder loaded
+    once), in plan order. Every output is checked before any work; a failure stops the batch and
+    names the adapter (the adapters written before it stay)."""
+    gen = GenerationSession(threads, force)
+    for job in jobs:
+        gen.check(job)
+    timings = []
+    for k, job in enumerate(jobs):
+        try:
+            timings.append(gen.run(job))
+        except Exception:
+            log.error("adapter %d of %d (%s) failed", k + 1, len(jobs), job.out)
+            raise
+        log.info("adapter %d/%d -> %s (total %.3f s, load %.2f s%s)", k + 1, len(jobs), job.out,
+                 timings[-1]["total_s"], timings[-1]["load_s"],
+                 ", encoding reused" if timings[-1]["encode_reused"] else "")
+    return timings
 
 
 def efficiency_rows(timing_paths: list[str | Path]) -> list[dict[str, Any]]:
@@ -307,6 +461,40 @@ def run_generate(args: argparse.Namespace) -> None:
     log.info("adapter -> %s (total %.3f s, load %.2f s)", args.out, timing["total_s"], timing["load_s"])
 
 
+def add_generate_batch_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--plan", help="JSON file (- for stdin): a list of adapters, each an object with the keys "
+                                    "generator, prompts, out (required), n_prompts, seed, timing (as dnd generate's "
+                                    "flags)")
+    src.add_argument("--plan-json", help="the same list as a JSON string (the Snakemake rule passes it so)")
+    p.add_argument("--force", action="store_true",
+                   help="replace non-empty out directories that are not previous generated adapters "
+                        "(never ., the working directory or a parent of it)")
+
+
+def read_plan(args: argparse.Namespace) -> list[AdapterJob]:
+    """The plan of `generate-batch`: --plan FILE (- for stdin) or --plan-json TEXT."""
+    if args.plan_json is not None:
+        where, text = "--plan-json", args.plan_json
+    elif args.plan == "-":
+        where, text = "--plan -", sys.stdin.read()
+    else:
+        where, text = f"--plan {args.plan}", Path(args.plan).read_text()
+    try:
+        plan = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}: not valid JSON ({exc})") from None
+    return parse_plan(plan, where)
+
+
+def run_generate_batch(args: argparse.Namespace) -> None:
+    jobs = read_plan(args)
+    timings = generate_batch(jobs, getattr(args, "threads", None), force=args.force)
+    totals = sorted(t["total_s"] for t in timings)
+    log.info("%d adapters: median total %.3f s, load %.2f s in all", len(timings), totals[len(totals) // 2],
+             sum(t["load_s"] for t in timings))
+
+
 def add_efficiency_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timings", nargs="+", required=True,
                    help="timing JSON files, .../{target}/{adapter}.json (dnd generate --timing)")
@@ -319,5 +507,6 @@ def run_efficiency(args: argparse.Namespace) -> None:
 
 COMMANDS = {
     "generate": (add_generate_arguments, run_generate),
+    "generate-batch": (add_generate_batch_arguments, run_generate_batch),
     "efficiency": (add_efficiency_arguments, run_efficiency),
 }

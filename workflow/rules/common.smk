@@ -3,6 +3,7 @@ import re
 import shlex
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -139,12 +140,17 @@ def generator_path(target, design=None):
     return f"results/generators/{target}/generator_{design or DESIGN}.pt"
 
 
+_GENERATED_COUNTS = [("dnd", N_ADAPTERS)] + [(f"dnd_{v}", N_ADAPTERS) for v in VARIANTS]
+_GENERATED_COUNTS += [(k, N_CONTROLS) for k in CONTROL_KINDS]
+# Every generated adapter of a target as (kind, i): dnd and each variant (N_ADAPTERS draws), each
+# control (N_CONTROLS); draw by draw, so the designs of one draw (dnd_i, dnd_<design>_i) are
+# generated one after the other and share its encoding (dnd generate-batch).
+GENERATED = [(kind, i) for i in range(max(N_ADAPTERS, N_CONTROLS)) for kind, n in _GENERATED_COUNTS if i < n]
+
+
 def generated_adapters(target):
-    """Every generated adapter directory of a target: dnd and each variant (N_ADAPTERS draws),
-    each control (N_CONTROLS)."""
-    kinds = [("dnd", N_ADAPTERS)] + [(f"dnd_{v}", N_ADAPTERS) for v in VARIANTS]
-    kinds += [(k, N_CONTROLS) for k in CONTROL_KINDS]
-    return [f"results/generated/{target}/{kind}_{i}" for kind, n in kinds for i in range(n)]
+    """Every generated adapter directory of a target (GENERATED)."""
+    return [f"results/generated/{target}/{kind}_{i}" for kind, i in GENERATED]
 
 
 def fold_inputs(wildcards):
@@ -223,6 +229,33 @@ def generator_of(wildcards):
     return generator_path(wildcards.target, design)
 
 
+def generation_plan(target):
+    """The `dnd generate-batch` plan of a target: every adapter of GENERATED with the arguments one
+    `dnd generate` would get (generator_of, PROMPTS_FILE, prompts_spec, adapter_seed), writing
+    results/generated/{target}/{kind}_{i} and its timing results/timings/generate/{target}/{kind}_{i}.json."""
+    plan = []
+    for kind, i in GENERATED:
+        w = SimpleNamespace(target=target, kind=kind, i=str(i))
+        plan.append({
+            "generator": generator_of(w),
+            "prompts": prompts_spec(w, SimpleNamespace(prompts=PROMPTS_FILE[kind](w))),
+            "n_prompts": config["generator"]["n_prompts"],
+            "seed": adapter_seed(config["seed"], kind, i),
+            "out": f"results/generated/{target}/{kind}_{i}",
+            "timing": f"results/timings/generate/{target}/{kind}_{i}.json",
+        })
+    return plan
+
+
+def generation_inputs(wildcards):
+    """generate_target's inputs: the generators and prompt files its plan reads."""
+    files = [PROMPTS_FILE[kind](SimpleNamespace(target=wildcards.target, kind=kind)) for kind, _ in GENERATED]
+    return {
+        "generators": sorted({job["generator"] for job in generation_plan(wildcards.target)}),
+        "prompts": sorted({f for f in files if f}),
+    }
+
+
 def report_benchmarks(wildcards):
     """The default run's benchmark files, which the report's compute tables read (`--benchmarks-dir
     benchmarks`, every *.tsv outside the extra experiments' folders), one per job of `all` but
@@ -234,7 +267,7 @@ def report_benchmarks(wildcards):
     files += expand("benchmarks/encode_prompts/{ds}_train.tsv", ds=DATASETS)
     files += expand("benchmarks/encode_prompts/{ds}_cond.tsv", ds=encoded_cond)
     files += [f"benchmarks/train_generator/{t}_{d}.tsv" for t in TARGETS for d in DESIGNS]
-    files += [f"benchmarks/generate/{t}_{Path(a).name}.tsv" for t in TARGETS for a in generated_adapters(t)]
+    files += expand("benchmarks/generate/{target}.tsv", target=TARGETS)
     files += expand("benchmarks/{rule}/{target}.tsv", rule=["evaluate", "diagnose_fold"], target=TARGETS)
     if config["evaluation"]["compare_items"] > 0:
         files += expand("benchmarks/eval_speed/{target}.tsv", target=TARGETS) + ["benchmarks/eval_speed/summary.tsv"]

@@ -1,8 +1,42 @@
-# Every generation job: one adapter directory (only the adapter files, identical on every run)
-# and its timing JSON under results/timings/generate/{target}/ (wall times stay out of the
-# hashed adapter directories). The prompt-draw seed of each adapter comes from the package
+# Generation writes one adapter directory per generated adapter (only the adapter files, identical
+# on every run) and its timing JSON under results/timings/generate/{target}/ (wall times stay out
+# of the hashed adapter directories). The prompt-draw seed of each adapter comes from the package
 # (dnd.schedule.adapter_seed), the one place that defines it; the prompts and generator of each
 # kind come from common.smk (PROMPTS_FILE, prompts_spec, generator_of).
+#
+# The default run generates all of a target's adapters in one job (generate_target, `dnd
+# generate-batch`): starting Python and loading the generators and the encoder cost about 9 s, an
+# adapter well under one. generate_adapter, one adapter per job (`dnd generate`, byte for byte the
+# same adapter), is the rule the extra experiments reuse (`use rule generate_adapter as ...`);
+# for the default run's paths generate_target takes precedence.
+
+
+ruleorder: generate_target > generate_adapter
+
+
+rule generate_target:
+    """Every generated adapter of a target (GENERATED: dnd_i, dnd_<design>_i on the same draws,
+    the controls) in one process: each generator and the encoder loaded once, each draw encoded
+    once; one timing JSON per adapter."""
+    input:
+        unpack(generation_inputs),
+    output:
+        adapters=[directory(f"results/generated/{{target}}/{kind}_{i}") for kind, i in GENERATED],
+        timings=[f"results/timings/generate/{{target}}/{kind}_{i}.json" for kind, i in GENERATED],
+    params:
+        plan=lambda wildcards: as_json(generation_plan(wildcards.target)),
+    log:
+        "logs/generate/{target}.log",
+    benchmark:
+        "benchmarks/generate/{target}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=15,
+    conda:
+        "../envs/dnd.yaml"
+    shell:
+        "python -m dnd.cli generate-batch --threads {threads:q} --plan-json {params.plan:q} > {log:q} 2>&1"
 
 
 rule generate_adapter:
