@@ -204,10 +204,12 @@ def test_pack_rows_first_fit_decreasing():
     assert lora_mod.pack_rows([2, 3, 4], capacity=100) == [[2, 1, 0]]
 
 
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])  # train_lora's (TRAIN_ATTENTION) and the default
 @pytest.mark.parametrize("capacity", [None, 10**6])  # rows of the longest example / everything in one row
-def test_packed_batch_equals_padded_batch(tiny_model_dir, smoke_items, capacity):
+def test_packed_batch_equals_padded_batch(tiny_model_dir, smoke_items, capacity, attention):
     """The packed layout (block-diagonal causal mask, positions restarting at 0) computes the
-    same loss and gradients as the padded batch (float32; equal up to rounding)."""
+    same loss and gradients as the padded batch (float32; equal up to rounding), with either
+    attention implementation."""
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -218,7 +220,7 @@ def test_packed_batch_equals_padded_batch(tiny_model_dir, smoke_items, capacity)
                                                                                     else 8 + i)]
     assert len({len(ids) for ids, _ in examples}) > 3
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation=attention)
     pm = get_peft_model(model, lora_mod.make_lora_config(dict(LCFG, r=4), tiny_model_dir))
     for n, p in pm.named_parameters():  # peft starts B at 0; random B makes every LoRA gradient non-trivial
         if "lora_B" in n:

@@ -102,9 +102,13 @@ def collate(examples: list[tuple[list[int], int]], pad_id: int):
     return ids, mask, target
 
 
-# How train_lora lays a batch out (part of the resume fingerprint: a resume state written by
-# another layout is not continued, its floating-point trajectory differs in the last bits).
-BATCH_LAYOUT = "packed-ffd-longest-v1"
+# How train_lora computes a step: the batch layout (`pack`) and the attention implementation. On
+# 2 CPU threads with bf16 autocast, eager attention (two matmuls and a float32 softmax) is faster
+# than SDPA's flash kernel, whose backward dominates short sequences. Part of the resume
+# fingerprint: a resume state written by another computation is not continued (its trajectory
+# differs in the last bits).
+TRAIN_ATTENTION = "eager"
+BATCH_LAYOUT = f"packed-ffd-longest/{TRAIN_ATTENTION}-v1"
 
 
 def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
@@ -163,9 +167,14 @@ def pack(examples: list[tuple[list[int], int]], pad_id: int, capacity: int | Non
 def answer_loss(peft_model, ids, mask, target, position_ids=None):
     """Mean cross-entropy over answer tokens; the LM head runs only where the loss needs it.
     `mask`: the 2D padding mask of `collate`, or the 4D mask of `pack` with its `position_ids`."""
+    import torch
     import torch.nn.functional as F
 
     causal_lm = peft_model.get_base_model()
+    if mask.dim() == 4 and mask.dtype == torch.bool and causal_lm.config._attn_implementation == "eager":
+        # eager attention adds its mask to the scores: 0 where a token may look, the float minimum elsewhere
+        mask = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill(
+            ~mask, torch.finfo(torch.float32).min)
     hidden = causal_lm.model(input_ids=ids, attention_mask=mask, position_ids=position_ids).last_hidden_state
     sel = target != -100
     logits = causal_lm.lm_head(hidden[sel])
@@ -315,7 +324,8 @@ def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt
     examples = encode_examples(items, tok, fmt, lcfg["max_length"])
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
+                                                 attn_implementation=TRAIN_ATTENTION).to(device)
     model.config.use_cache = False
     pm = get_peft_model(model, make_lora_config(lcfg, model_dir))
     params = [p for p in pm.parameters() if p.requires_grad]
