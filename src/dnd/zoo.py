@@ -7,6 +7,14 @@ is "the dataset's LoRA" (a standard PEFT directory).
 Training text comes from dnd.formats.prompts.training_example (the same text lm-eval scores); the
 loss covers the answer tokens only, and the LM head is applied only at those positions.
 
+Computation of a step: the step's examples (the same batch, in the same epoch order) are packed
+into rows without padding (`pack`: first-fit, longest first, rows no longer than the longest
+example; a block-diagonal causal mask and positions restarting at 0 per example, so each example
+is computed as if alone), with eager attention (`TRAIN_ATTENTION`). The loss is the same mean
+cross-entropy over all answer tokens of the batch; it equals the padded batch's (`collate`) up to
+floating-point rounding, not bit for bit. Padding was a third of the default zoo's tokens, and
+SDPA's flash backward cost more than the attention it computed on 2 CPU threads.
+
 Resumability: work in progress lives in `<out>/.work/` (resume state every few steps plus
 the phase-2 checkpoints written so far). The declared outputs (`checkpoints/`, `final/`,
 `train_log.csv`, `summary.json`) appear only when the run completes, by rename, so Snakemake
