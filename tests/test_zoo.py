@@ -194,3 +194,71 @@ def test_adapter_config_is_canonical(tmp_path):
         lora_mod.canonicalize_adapter_config(p)
     assert a.read_bytes() == b.read_bytes()
     assert json.loads(a.read_text())["target_modules"] == ["down_proj", "q_proj", "v_proj"]
+
+
+def test_pack_rows_first_fit_decreasing():
+    rows = lora_mod.pack_rows([5, 9, 3, 4, 9, 1], capacity=9)
+    assert rows == [[1], [4], [0, 3], [2, 5]]  # longest first, ties by index; every row within capacity
+    assert sorted(i for r in rows for i in r) == list(range(6))
+    assert lora_mod.pack_rows([12, 3], capacity=9) == [[0], [1]]  # too long for any row: alone
+    assert lora_mod.pack_rows([2, 3, 4], capacity=100) == [[2, 1, 0]]
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])  # train_lora's (TRAIN_ATTENTION) and the default
+@pytest.mark.parametrize("capacity", [None, 10**6])  # rows of the longest example / everything in one row
+def test_packed_batch_equals_padded_batch(tiny_model_dir, smoke_items, capacity, attention):
+    """The packed layout (block-diagonal causal mask, positions restarting at 0) computes the
+    same loss and gradients as the padded batch (float32; equal up to rounding), with either
+    attention implementation."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    items = smoke_items["capitals"][:4] + smoke_items["sounds"][:4]
+    # full-length and left-cut (short) examples mixed: lengths differ, so the padded batch pads
+    examples = [ex for i, it in enumerate(items) for ex in lora_mod.encode_examples([it], tok, "cloze", 48 if i % 2
+                                                                                    else 8 + i)]
+    assert len({len(ids) for ids, _ in examples}) > 3
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation=attention)
+    pm = get_peft_model(model, lora_mod.make_lora_config(dict(LCFG, r=4), tiny_model_dir))
+    for n, p in pm.named_parameters():  # peft starts B at 0; random B makes every LoRA gradient non-trivial
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.1)
+    params = [p for p in pm.parameters() if p.requires_grad]
+
+    def loss_and_grads(*batch):
+        pm.zero_grad(set_to_none=True)
+        loss = lora_mod.answer_loss(pm, *batch)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in params]
+
+    ids, mask, target = lora_mod.collate(examples, tok.pad_token_id)
+    ref_loss, ref_grads = loss_and_grads(ids, mask, target)
+    p_ids, p_mask, position_ids, p_target = lora_mod.pack(examples, tok.pad_token_id, capacity)
+    loss, grads = loss_and_grads(p_ids, p_mask, p_target, position_ids)
+
+    lengths = [len(s) for s, _ in examples]
+    assert p_mask.dtype == torch.bool and p_mask.shape == (len(p_ids), 1, p_ids.shape[1], p_ids.shape[1])
+    assert p_ids.shape[1] <= (capacity or max(lengths)) and p_ids.numel() < ids.numel()  # less padding
+    assert (p_target != -100).sum() == (target != -100).sum()
+    assert sorted(p_target[p_target != -100].tolist()) == sorted(target[target != -100].tolist())
+    assert torch.allclose(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    assert all(g.abs().sum() > 0 for g in ref_grads)
+    for g, r in zip(grads, ref_grads):
+        assert torch.allclose(g, r, rtol=1e-4, atol=1e-6), (g - r).abs().max()
+
+
+def test_train_log_tokens_are_the_real_tokens(tmp_path, tiny_model_dir, train_file):
+    from transformers import AutoTokenizer
+
+    cfg = dict(LCFG, phase1_steps=2, checkpoint_steps=1)
+    out = tmp_path / "capitals"
+    lora_mod.train_lora(tiny_model_dir, train_file, out, cfg, "cloze", seed=0)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    from dnd.io import read_jsonl
+
+    examples = lora_mod.encode_examples(read_jsonl(train_file), tok, "cloze", cfg["max_length"])
+    order = EpochOrder(len(examples), 0, rng="python")
+    expected = [sum(len(examples[i][0]) for i in order.batch(s, cfg["batch_size"])) for s in range(3)]
+    assert [int(r["tokens"]) for r in _read_log(out / "train_log.csv")] == expected

@@ -7,6 +7,14 @@ is "the dataset's LoRA" (a standard PEFT directory).
 Training text comes from dnd.formats.prompts.training_example (the same text lm-eval scores); the
 loss covers the answer tokens only, and the LM head is applied only at those positions.
 
+Computation of a step: the step's examples (the same batch, in the same epoch order) are packed
+into rows without padding (`pack`: first-fit, longest first, rows no longer than the longest
+example; a block-diagonal causal mask and positions restarting at 0 per example, so each example
+is computed as if alone), with eager attention (`TRAIN_ATTENTION`). The loss is the same mean
+cross-entropy over all answer tokens of the batch; it equals the padded batch's (`collate`) up to
+floating-point rounding, not bit for bit. Padding was a third of the default zoo's tokens, and
+SDPA's flash backward cost more than the attention it computed on 2 CPU threads.
+
 Resumability: work in progress lives in `<out>/.work/` (resume state every few steps plus
 the phase-2 checkpoints written so far). The declared outputs (`checkpoints/`, `final/`,
 `train_log.csv`, `summary.json`) appear only when the run completes, by rename, so Snakemake
@@ -102,12 +110,80 @@ def collate(examples: list[tuple[list[int], int]], pad_id: int):
     return ids, mask, target
 
 
-def answer_loss(peft_model, ids, mask, target):
-    """Mean cross-entropy over answer tokens; the LM head runs only where the loss needs it."""
+# How train_lora computes a step: the batch layout (`pack`) and the attention implementation. On
+# 2 CPU threads with bf16 autocast, eager attention (two matmuls and a float32 softmax) is faster
+# than SDPA's flash kernel, whose backward dominates short sequences. Part of the resume
+# fingerprint: a resume state written by another computation is not continued (its trajectory
+# differs in the last bits).
+TRAIN_ATTENTION = "eager"
+BATCH_LAYOUT = f"packed-ffd-longest/{TRAIN_ATTENTION}-v1"
+
+
+def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
+    """First-fit decreasing: the indices of `lengths` in rows of at most `capacity` tokens
+    (longest first, ties in index order; deterministic). An item longer than `capacity`
+    gets a row of its own."""
+    rows: list[list[int]] = []
+    fill: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        for r in range(len(rows)):
+            if fill[r] + lengths[i] <= capacity:
+                rows[r].append(i)
+                fill[r] += lengths[i]
+                break
+        else:
+            rows.append([i])
+            fill.append(lengths[i])
+    return rows
+
+
+def pack(examples: list[tuple[list[int], int]], pad_id: int, capacity: int | None = None):
+    """The batch `collate` pads, with (almost) no padding: the examples go first-fit, longest
+    first, into rows of at most `capacity` tokens (default: the longest example, so no row is
+    longer than the padded batch and attention costs no more than there). Returns (ids, mask,
+    position_ids, target): `mask` is a boolean (rows, 1, L, L) block-diagonal causal mask (a
+    token sees only the earlier tokens of its own example) and every example's positions
+    restart at 0, so each example is computed as if alone, exactly as in the padded batch up to
+    floating-point rounding. The short tail of a row is padding that attends only to itself
+    (no fully masked query row) and has no target."""
+    import torch
+
+    lengths = [len(ids) for ids, _ in examples]
+    rows = pack_rows(lengths, capacity or max(lengths))
+    L = max(sum(lengths[i] for i in row) for row in rows)
+    ids = torch.full((len(rows), L), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((len(rows), L), dtype=torch.long)
+    segment = torch.zeros((len(rows), L), dtype=torch.long)
+    target = torch.full((len(rows), L), -100, dtype=torch.long)
+    for r, row in enumerate(rows):
+        o = 0
+        for k, i in enumerate(row):
+            seq, start = examples[i]
+            n = len(seq)
+            ids[r, o : o + n] = torch.tensor(seq)
+            position_ids[r, o : o + n] = torch.arange(n)
+            segment[r, o : o + n] = k
+            target[r, o + start - 1 : o + n - 1] = torch.tensor(seq[start:])
+            o += n
+        position_ids[r, o:] = torch.arange(L - o)
+        segment[r, o:] = len(row)
+    causal = torch.ones((L, L), dtype=torch.bool).tril()
+    mask = (segment[:, :, None] == segment[:, None, :]) & causal
+    return ids, mask[:, None], position_ids, target
+
+
+def answer_loss(peft_model, ids, mask, target, position_ids=None):
+    """Mean cross-entropy over answer tokens; the LM head runs only where the loss needs it.
+    `mask`: the 2D padding mask of `collate`, or the 4D mask of `pack` with its `position_ids`."""
+    import torch
     import torch.nn.functional as F
 
     causal_lm = peft_model.get_base_model()
-    hidden = causal_lm.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    if mask.dim() == 4 and mask.dtype == torch.bool and causal_lm.config._attn_implementation == "eager":
+        # eager attention adds its mask to the scores: 0 where a token may look, the float minimum elsewhere
+        mask = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill(
+            ~mask, torch.finfo(torch.float32).min)
+    hidden = causal_lm.model(input_ids=ids, attention_mask=mask, position_ids=position_ids).last_hidden_state
     sel = target != -100
     logits = causal_lm.lm_head(hidden[sel])
     return F.cross_entropy(logits.float(), target[sel])
@@ -153,13 +229,15 @@ def write_timings(path: str | Path | None, started: float, loop_s: float, steps:
 
 def resume_fingerprint(lcfg: dict, fmt: str, seed: int, train_file: Path, model_dir: Path) -> str:
     """sha256 of everything a LoRA trajectory depends on: the lora params, prompt format, seed,
-    the training data's content and the base model's identity (its config.json and the names
-    and sizes of its weight files; hashing the weights themselves would cost seconds)."""
+    the training data's content, the base model's identity (its config.json and the names
+    and sizes of its weight files; hashing the weights themselves would cost seconds) and the
+    batch layout (`BATCH_LAYOUT`)."""
     model_dir = Path(model_dir)
     config = model_dir / "config.json"
     parts = {"lora": lcfg, "format": fmt, "seed": seed, "train_sha256": sha256_file(Path(train_file)),
              "model_config_sha256": sha256_file(config) if config.is_file() else str(model_dir),
-             "model_weights": sorted((p.name, p.stat().st_size) for p in model_dir.glob("*.safetensors"))}
+             "model_weights": sorted((p.name, p.stat().st_size) for p in model_dir.glob("*.safetensors")),
+             "batch_layout": BATCH_LAYOUT}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -254,7 +332,8 @@ def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt
     examples = encode_examples(items, tok, fmt, lcfg["max_length"])
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
+                                                 attn_implementation=TRAIN_ATTENTION).to(device)
     model.config.use_cache = False
     pm = get_peft_model(model, make_lora_config(lcfg, model_dir))
     params = [p for p in pm.parameters() if p.requires_grad]
@@ -285,10 +364,10 @@ def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt
         lr = warmup_cosine(step, warmup, total, peak=lcfg["lr"], min_ratio=min_ratio)
         for g in opt.param_groups:
             g["lr"] = lr
-        batch = collate([examples[i] for i in order.batch(step, lcfg["batch_size"])], pad_id)
-        batch = tuple(t.to(device) for t in batch)
+        chosen = [examples[i] for i in order.batch(step, lcfg["batch_size"])]
+        ids, mask, position_ids, target = (t.to(device) for t in pack(chosen, pad_id))
         with autocast:
-            loss = answer_loss(pm, *batch)
+            loss = answer_loss(pm, ids, mask, target, position_ids)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         done, loss_value = step + 1, loss.item()
@@ -296,7 +375,7 @@ def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt
         check_finite(done, loss_value, float(grad_norm), saved, state_file)
         opt.step()
         rows.append({"phase": 1 if done <= P else 2, "step": done, "loss": round(loss_value, 6),
-                     "lr": f"{lr:.6g}", "tokens": int(batch[1].sum())})
+                     "lr": f"{lr:.6g}", "tokens": sum(len(seq) for seq, _ in chosen)})
         bar.set_postfix(loss=f"{loss_value:.4f}")
         if done > P:  # phase 2: one checkpoint per step
             sd = {k: v.detach().float().cpu().contiguous() for k, v in get_peft_model_state_dict(pm).items()}
