@@ -131,9 +131,16 @@ def token_logprobs(head, hidden, targets, vocab: int, dtype, rows: int = SCORE_R
         t = targets[s:s + rows].unsqueeze(1)
         m = x.amax(-1, keepdim=True)
         picked = x.gather(1, t)
-        # greedy: the target is argmax's pick, the first index of the maximum (argmax itself is slow on CPU)
-        earlier_tie = ((x == m) & (torch.arange(x.shape[1], device=x.device) < t)).any(-1)
-        greedy[s:s + rows] = (picked == m).squeeze(1) & ~earlier_tie
+        # greedy: the target is argmax's pick, the first index of the maximum. argmax is ~10x slower
+        # than amax on CPU, so: the target is the maximum and no other logit reaches it; argmax
+        # only where another one ties it
+        top = (picked == m).squeeze(1)
+        others = x.scatter(1, t, float("-inf")).amax(-1)
+        g = top & (others < m.squeeze(1))
+        tie = top & ~g
+        if tie.any():
+            g[tie] = x[tie].argmax(-1) == t[tie].squeeze(1)
+        greedy[s:s + rows] = g
         lp[s:s + rows] = (picked - m).squeeze(1) - x.sub_(m).exp_().sum(-1).log()
     return lp, greedy
 
