@@ -9,7 +9,7 @@ scores every method on one held-out target with the same harness, the same items
 `dnd_{T}` rendered by dnd.formats.prompts):
 
   method          adapter                   what is scored
-  base            "base"                    the base model (LoRA modules disabled)
+  base            "base"                    the base model (its pristine weights)
   source_lora     d, for every dataset d    results/zoo/{d}/final; d == T is the oracle (a target
                                             outside `datasets`, a new domain, has none)
   soup            "soup"                    element-wise mean of the fold's training LoRAs
@@ -502,7 +502,7 @@ def plan_target(target: str, datasets: list[str], sources: list[str], zoo_dir: P
 
 def reference_lora(plan: dict[str, Any], sources: list[str]) -> tuple[Path, dict[str, Any]]:
     """(directory, adapter config) of the first training LoRA, after checking that every adapter
-    of `plan` has its LoRA shape (the shape of the LoRA modules the model gets)."""
+    of `plan` has its LoRA shape (the shape of the LoRA slots the model gets)."""
     ref_dir = plan["finals"][sources[0]]
     ref_cfg = read_adapter_config(ref_dir)
     for d in list(plan["finals"].values()) + [p for lst in plan["generated"].values() for _, p in lst]:
