@@ -256,6 +256,60 @@ def test_inplace_swap_equals_fresh_lm_eval(world, backend):
                                    rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_merged_adapters_do_not_drift(world, dtype):
+    """Adapters are merged into the weights from a pristine copy, never unmerged by subtraction:
+    scoring A, B, A gives A's scores twice bit for bit, the base model after adapters is the
+    base model before (its weights restored exactly), and a merged weight is
+    (W0.float() + scaling * B.float() @ A.float()) rounded once to the model's dtype."""
+    task = f"dnd_{TARGET}"
+    scorer = ev.InPlaceScorer(world["model"], world["zoo"] / "beta" / "final", world["tasks"], task,
+                              limit=LIMIT, batch_size=4, dtype=dtype)
+    before = {k: v.clone() for k, v in scorer.model.state_dict().items()}
+    a, b = (ev.load_state_dict(world["zoo"] / d / "final") for d in ("beta", "gamma"))
+    base = scorer.score(None)
+    first = scorer.score(a)
+    other = scorer.score(b)
+    again = scorer.score(a)
+    assert first.loglikelihoods == again.loglikelihoods and first.correct == again.correct
+    assert other.loglikelihoods != first.loglikelihoods != base.loglikelihoods
+    slot = scorer.slots[0]
+    w = (slot.pristine.float() + slot.scaling * a[slot.key_b].float() @ a[slot.key_a].float()).to(slot.pristine.dtype)
+    assert torch.equal(slot.module.weight, w) and not torch.equal(w, slot.pristine)
+    assert scorer.score(None).loglikelihoods == base.loglikelihoods
+    after = scorer.model.state_dict()
+    assert set(after) == set(before) and all(torch.equal(after[k], before[k]) for k in before)
+    assert all(k.endswith((".lora_A.weight", ".lora_B.weight")) for k in scorer.lora_keys)
+    assert len(scorer.lora_keys) == 2 * len(scorer.slots) == len(a)
+
+
+def test_adapter_keys_and_shapes_are_checked(world):
+    """An adapter must have every LoRA key of the model's LoRA config with its shape, and nothing
+    else; a refused adapter leaves the weights as they were."""
+    scorer = ev.InPlaceScorer(world["model"], world["zoo"] / "beta" / "final", world["tasks"], None,
+                              limit=LIMIT, batch_size=4)
+    sd = ev.load_state_dict(world["zoo"] / "beta" / "final")
+    before = {k: v.clone() for k, v in scorer.model.state_dict().items()}
+    key = sorted(sd)[0]
+    with pytest.raises(ValueError, match="1 missing"):
+        scorer.load_adapter({k: v for k, v in sd.items() if k != key}, "x")
+    with pytest.raises(ValueError, match="1 unexpected"):
+        scorer.load_adapter({**sd, "base_model.model.lm_head.lora_A.weight": torch.zeros(4, 64)}, "x")
+    with pytest.raises(ValueError, match="shape"):
+        scorer.load_adapter({**sd, key: sd[key][:2]}, "x")
+    assert all(torch.equal(v, before[k]) for k, v in scorer.model.state_dict().items())
+    assert scorer.merged is None
+
+
+def test_unmergeable_lora_config_is_refused(world, tmp_path):
+    cfg_dir = tmp_path / "dora"
+    shutil.copytree(world["zoo"] / "beta" / "final", cfg_dir)
+    cfg = json.loads((cfg_dir / "adapter_config.json").read_text())
+    (cfg_dir / "adapter_config.json").write_text(json.dumps({**cfg, "use_dora": True}))
+    with pytest.raises(ValueError, match="use_dora"):
+        ev.InPlaceScorer(world["model"], cfg_dir, world["tasks"], None, limit=LIMIT, batch_size=4)
+
+
 def _nan_adapter(src: Path, out: Path) -> None:
     """A copy of adapter `src` whose lora_B weights are NaN."""
     from safetensors.torch import save_file

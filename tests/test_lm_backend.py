@@ -31,6 +31,30 @@ def test_block_mask_isolates_choices():
     assert m[5].tolist() == [False] * 5 + [True]  # padding sees itself only
 
 
+def test_token_logprobs_equal_log_softmax_and_argmax():
+    """The chunked output layer + logsumexp gives log_softmax's target log-probabilities (float32
+    rounding) and argmax's greedy test exactly, ties included (integer logits: many rows where
+    several logits share the maximum, the target at the first tied index or a later one)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    vocab, dim, n = 300, 16, 500
+    head = torch.nn.Linear(dim, vocab + 4, bias=False)  # padded output layer: only `vocab` columns count
+    with torch.no_grad():
+        head.weight.mul_(4).round_()
+        h = torch.randint(-2, 3, (n, dim)).float()
+        logits = head(h)[:, :vocab]
+        is_max = logits == logits.amax(-1, keepdim=True)
+        tgt = torch.randint(0, vocab, (n,))
+        tgt[::2] = logits[::2].argmax(-1)  # the first maximum
+        tgt[1::4] = vocab - 1 - is_max[1::4].flip(-1).float().argmax(-1)  # the last maximum
+        lp, greedy = lb.token_logprobs(head, h, tgt, vocab, torch.float32, rows=7)
+    ref = F.log_softmax(logits, -1)
+    assert int((is_max.sum(-1) > 1).sum()) > 50  # ties do occur
+    assert torch.equal(greedy, ref.argmax(-1) == tgt) and 0 < int(greedy.sum()) < n
+    torch.testing.assert_close(lp, ref.gather(1, tgt[:, None])[:, 0], rtol=0, atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def two_backends():
     from lm_eval.models.huggingface import HFLM

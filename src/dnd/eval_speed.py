@@ -10,7 +10,7 @@ model and two LoRAs (T's own, and the first training LoRA of T's fold) with
               base, "peft": adapter, "dtype": ..., "softmax_dtype": "float32"})` builds it:
               a fresh model per adapter (its load is timed apart, not counted as scoring);
   dnd-prefix  the evaluate stage's scorer (dnd.evaluate.InPlaceScorer over dnd.scoring.lm_backend):
-              one model, adapters copied into its LoRA modules (the copy is counted).
+              one model, each adapter merged into its weights (the merge is counted).
 
 Both run lm-eval's own evaluation loop on the same task, items, batch size and dtype
 (`evaluation.dtype`), one after the other in one process, without the score cache; their
@@ -120,7 +120,7 @@ def compare_target(target: str, params: dict[str, Any], model_dir: Path, tasks_d
         sc.limit = n
         t0 = time.perf_counter()
         got = sc.score(None if adapter == "base" else load_state_dict(dirs[adapter]), where=f"dnd-prefix {adapter}")
-        return got, time.perf_counter() - t0  # the adapter copy is counted
+        return got, time.perf_counter() - t0  # the adapter merge is counted
 
     ours = scorer(dtype)
     ours32 = scorer("float32") if ref_items else None

@@ -9,7 +9,7 @@ scores every method on one held-out target with the same harness, the same items
 `dnd_{T}` rendered by dnd.formats.prompts):
 
   method          adapter                   what is scored
-  base            "base"                    the base model (LoRA modules disabled)
+  base            "base"                    the base model (its pristine weights)
   source_lora     d, for every dataset d    results/zoo/{d}/final; d == T is the oracle (a target
                                             outside `datasets`, a new domain, has none)
   soup            "soup"                    element-wise mean of the fold's training LoRAs
@@ -25,15 +25,22 @@ scores every method on one held-out target with the same harness, the same items
   control_random  "0", ...                  results/generated/{T}/control_random_{i}/  as is
   control_shuffled "0", ...                 results/generated/{T}/control_shuffled_{i}/ every control)
 
-Speed: the base model is loaded once and wrapped once with LoRA modules (peft, LoraConfig read
-from the first training LoRA; the LoRA modules take the model's dtype); each adapter's weights
-are then copied in place (`set_peft_model_state_dict`, every LoRA key required, no unexpected
-key) and scored by one lm-eval model built on the loaded model, with one task object (lm-eval
-rebuilds the requests on every call), through the harness's own `lm_eval.evaluator.evaluate`
-loop. The model is `evaluation.backend`: `dnd-prefix` (dnd.scoring.lm_backend: each item's context is
-computed once for all its choices) or lm-eval's plain `hf` (HFLM); the log-softmax is float32
-for both. tests/test_evaluate.py checks that either gives the log-likelihoods of
-`lm_eval.simple_evaluate(model="hf", model_args={"pretrained": base, "peft": adapter})`;
+Speed: the base model is loaded once, a plain Hugging Face model without LoRA modules (no peft
+wrapper at scoring time: its LoRA layers cost ~20% of every forward pass). Each adapter is merged
+into the targeted Linear weights for the duration of its scoring (`InPlaceScorer.activate`):
+W = W0 + scaling * B @ A, computed in float32 from a kept copy of the pristine weight W0 and
+rounded once to the model's dtype; the base model is the pristine weights copied back (never a
+subtraction, so a score does not depend on the adapters scored before it). The LoRA keys an
+adapter must have (every one, nothing else, with its shape) and each module's scaling are
+peft's own for the LoraConfig of the first training LoRA. Each adapter is scored by one lm-eval
+model built on the loaded model, with one task object (lm-eval rebuilds the requests on every
+call), through the harness's own `lm_eval.evaluator.evaluate` loop. The model is
+`evaluation.backend`: `dnd-prefix` (dnd.scoring.lm_backend: each item's context is computed once
+for all its choices) or lm-eval's plain `hf` (HFLM); the log-softmax is float32 for both.
+tests/test_evaluate.py checks that either gives the log-likelihoods of
+`lm_eval.simple_evaluate(model="hf", model_args={"pretrained": base, "peft": adapter})` (float32);
+in bfloat16 a merged weight is rounded where peft would round the LoRA branch's output, which
+moves a summed log-likelihood by ~0.2 nats on average (results/eval_agreement.csv).
 dnd.eval_speed measures both on the real model.
 With --cache-dir (the workflow passes results/eval_cache/{T} unless `evaluation.cache` is
 false) per-item results are kept by content (`open_score_cache`, dnd.scoring.cache): a rerun
@@ -73,6 +80,7 @@ import logging
 import re
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -299,17 +307,84 @@ def run_lm_eval(lm, task_dict: dict, task: str, limit: int | None, metric: str, 
     return require_finite(samples_to_scored(res, task, metric, time.perf_counter() - t0), where)
 
 
+@dataclass
+class LoraSlot:
+    """One Linear an adapter modifies: its module in the plain model, a copy of its original
+    weight, the PEFT keys of its lora_A / lora_B and their shapes, and peft's scaling."""
+
+    name: str
+    module: Any
+    pristine: Any
+    scaling: float
+    key_a: str
+    key_b: str
+    shape_a: tuple[int, ...]
+    shape_b: tuple[int, ...]
+
+
+def lora_slots(model, lora_config_dir: Path) -> list[LoraSlot]:
+    """The LoRA slots of `model` under the LoraConfig of `lora_config_dir`, as peft defines them:
+    the model is wrapped once by `get_peft_model` (keys, shapes, per-module scaling, rank and
+    alpha patterns included) and unwrapped again (`unload`: the original Linear modules are put
+    back, untouched). Only plain LoRA on Linear layers can be merged: DoRA, LoRA biases,
+    fan_in_fan_out and modules_to_save are refused."""
+    import torch
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+    from peft.tuners.lora import Linear as LoraLinear
+
+    cfg = LoraConfig.from_pretrained(str(lora_config_dir))
+    bad = {k: v for k, v in (("use_dora", cfg.use_dora), ("fan_in_fan_out", cfg.fan_in_fan_out),
+                             ("modules_to_save", cfg.modules_to_save),
+                             ("lora_bias", getattr(cfg, "lora_bias", False))) if v}
+    if cfg.bias != "none":
+        bad["bias"] = cfg.bias
+    if bad:
+        raise ValueError(f"{lora_config_dir}: the scorer merges plain LoRA into Linear weights; unsupported {bad}")
+    cfg.inference_mode = True
+    torch.manual_seed(0)  # LoRA init draws random numbers; no weight of it is used
+    pm = get_peft_model(model, cfg)
+    keys = set(get_peft_model_state_dict(pm))
+    prefix = "base_model.model."
+    found = []
+    for name, mod in pm.base_model.model.named_modules():
+        if not hasattr(mod, "lora_A"):
+            continue
+        if not isinstance(mod, LoraLinear) or not isinstance(mod.get_base_layer(), torch.nn.Linear):
+            raise ValueError(f"{lora_config_dir}: LoRA on {name} ({type(mod).__name__}) cannot be merged")
+        a, b = mod.lora_A["default"].weight, mod.lora_B["default"].weight
+        found.append((name, float(mod.scaling["default"]), tuple(a.shape), tuple(b.shape)))
+    model = pm.unload()
+    slots = []
+    for name, scaling, shape_a, shape_b in found:
+        module = model.get_submodule(name)
+        slots.append(LoraSlot(name, module, module.weight.detach().clone(), scaling,
+                              f"{prefix}{name}.lora_A.weight", f"{prefix}{name}.lora_B.weight", shape_a, shape_b))
+    expected = {k for s in slots for k in (s.key_a, s.key_b)}
+    if expected != keys or not slots:
+        raise ValueError(f"{lora_config_dir}: peft's LoRA keys are not lora_A/lora_B of Linear layers: "
+                         f"{sorted(keys ^ expected)[:3]}")
+    return slots
+
+
 class InPlaceScorer:
-    """One base model, one set of LoRA modules, one HFLM and one task: adapters are swapped by
-    copying their weights into the LoRA modules. The loaded model every scorer composes: another
-    lm-eval model class over the same model (`lm_cls`, e.g. dnd.scoring.lm_generate's) replaces
-    the backend's, and `task=None` loads no task (the caller loads its own)."""
+    """One base model, one HFLM and one task; each adapter is merged into the base weights for
+    the duration of its scoring. The loaded model every scorer composes: another lm-eval model
+    class over the same model (`lm_cls`, e.g. dnd.scoring.lm_generate's) replaces the backend's,
+    and `task=None` loads no task (the caller loads its own).
+
+    The model is a plain Hugging Face causal LM (no peft wrapper: LoRA modules cost ~20% of
+    every forward pass). `activate(sd)` writes W0 + scaling * B @ A, computed in float32 from
+    the pristine base weight W0 and rounded once to the model's dtype, into every targeted
+    Linear; `activate(None)` copies the pristine weights back (a copy of the targeted modules'
+    original weights is kept: never a subtraction, so a score does not depend on which
+    adapters came before it). The LoRA keys an adapter must have, and each module's scaling,
+    are peft's own: the model is wrapped once by `get_peft_model` with the reference LoraConfig
+    to read them, then unwrapped."""
 
     def __init__(self, model_dir: Path, lora_config_dir: Path, tasks_dir: Path, task: str | None, *,
                  limit: int | None, batch_size: int, dtype: str = "float32", metric: str = "acc",
                  backend: str = BACKEND, lm_cls: Any = None):
         import torch
-        from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.task, self.limit, self.metric = task, limit, metric
@@ -322,46 +397,62 @@ class InPlaceScorer:
             # lm-eval's peft= path would resize the embeddings here; scoring base and adapters
             # on differently sized vocabularies would not be comparable, so refuse.
             raise ValueError(f"model vocab_size {vocab} != tokenizer length {len(tok)} in {model_dir}")
-        torch.manual_seed(0)  # LoRA init draws random numbers; every weight is overwritten anyway
-        cfg = LoraConfig.from_pretrained(str(lora_config_dir))
-        cfg.inference_mode = True
-        self.model = get_peft_model(model, cfg)
-        self.model.eval()
-        # LoRA modules in the model's dtype: peft keeps them in float32 under a bfloat16 model
-        # and casts every activation to float32 and back around each of the 210 LoRA modules
-        # (11% of the scoring time, measured); in bfloat16 the adapter's weights are rounded
-        # like the base weights. results/eval_agreement.csv measures the effect against the plain
-        # hf backend with peft's float32 LoRA.
-        for name, p in self.model.named_parameters():
-            if "lora_" in name:
-                p.data = p.data.to(model.dtype)
-        self.lora_keys = set(get_peft_model_state_dict(self.model))
+        self.model = model.eval().requires_grad_(False)
+        self.slots = lora_slots(self.model, lora_config_dir)
+        self.lora_keys = {k for s in self.slots for k in (s.key_a, s.key_b)}
+        self.merged: str | None = None  # `where` of the adapter merged into the weights, None: base
         self.lm = (lm_cls or lm_class(backend))(pretrained=self.model, tokenizer=tok, batch_size=batch_size,
                                                 softmax_dtype=SOFTMAX_DTYPE)
         self.task_dict = load_task(tasks_dir, task) if task is not None else None
 
-    def load_adapter(self, sd: dict, where: str = "adapter") -> None:
-        """Copy a PEFT state dict (keys as on disk) into the LoRA modules; every LoRA key must be
-        present and nothing else."""
-        from peft import set_peft_model_state_dict
-
+    def check_keys(self, sd: dict, where: str = "adapter") -> None:
+        """Every LoRA key of the model's LoRA config is in `sd`, with its shape, and nothing else."""
         keys = set(sd)
         if keys != self.lora_keys:
             missing, extra = sorted(self.lora_keys - keys), sorted(keys - self.lora_keys)
             raise ValueError(f"{where}: LoRA keys do not match the model: {len(missing)} missing "
                              f"{missing[:3]}, {len(extra)} unexpected {extra[:3]}")
-        res = set_peft_model_state_dict(self.model, sd)
-        bad = list(res.unexpected_keys) + [k for k in res.missing_keys if "lora_" in k]
-        if bad:
-            raise ValueError(f"{where}: peft did not load {bad[:3]}")
+        for s in self.slots:
+            for key, shape in ((s.key_a, s.shape_a), (s.key_b, s.shape_b)):
+                if tuple(sd[key].shape) != shape:
+                    raise ValueError(f"{where}: {key} has shape {tuple(sd[key].shape)}, the model needs {shape}")
+
+    def load_adapter(self, sd: dict, where: str = "adapter") -> None:
+        """Merge a PEFT state dict (keys as on disk) into the base weights: every LoRA key must
+        be present and nothing else; the weights of any adapter merged before are replaced."""
+        import torch
+
+        self.check_keys(sd, where)
+        self.merged = where
+        with torch.no_grad():
+            for s in self.slots:
+                a, b = sd[s.key_a].float(), sd[s.key_b].float()
+                # out of place (.float() of a float32 weight is the pristine tensor itself); copy_ rounds once
+                s.module.weight.copy_(s.pristine.float() + s.scaling * (b @ a))
+
+    def load_base(self) -> None:
+        """The base model: the pristine weights copied back (nothing to do if no adapter is merged)."""
+        import torch
+
+        if self.merged is None:
+            return
+        with torch.no_grad():
+            for s in self.slots:
+                s.module.weight.copy_(s.pristine)
+        self.merged = None
+
+    def activate(self, sd: dict | None, where: str = "adapter") -> None:
+        """Make `sd` the model's adapter (None: the base model)."""
+        if sd is None:
+            self.load_base()
+        else:
+            self.load_adapter(sd, where)
 
     def score(self, sd: dict | None, where: str = "adapter") -> Scored:
-        """Score `sd` (None = the base model, LoRA modules disabled)."""
-        if sd is not None:
-            self.load_adapter(sd, where)
-        ctx = self.model.disable_adapter() if sd is None else contextlib.nullcontext()
-        with ctx:  # HFLM runs the model under torch.no_grad itself, as in a fresh lm-eval run
-            return run_lm_eval(self.lm, self.task_dict, self.task, self.limit, self.metric, where)
+        """Score `sd` (None = the base model)."""
+        self.activate(sd, where)
+        # HFLM runs the model under torch.no_grad itself, as in a fresh lm-eval run
+        return run_lm_eval(self.lm, self.task_dict, self.task, self.limit, self.metric, where)
 
 
 def open_score_cache(directory: Path, model_dir: Path, task_yaml: Path, test_file: Path,
@@ -411,7 +502,7 @@ def plan_target(target: str, datasets: list[str], sources: list[str], zoo_dir: P
 
 def reference_lora(plan: dict[str, Any], sources: list[str]) -> tuple[Path, dict[str, Any]]:
     """(directory, adapter config) of the first training LoRA, after checking that every adapter
-    of `plan` has its LoRA shape (the shape of the LoRA modules the model gets)."""
+    of `plan` has its LoRA shape (the shape of the LoRA slots the model gets)."""
     ref_dir = plan["finals"][sources[0]]
     ref_cfg = read_adapter_config(ref_dir)
     for d in list(plan["finals"].values()) + [p for lst in plan["generated"].values() for _, p in lst]:

@@ -15,4 +15,5 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
-SCORER_VERSION = 1
+# 2: adapters merged into the base weights (bf16 rounding of W0 + s*B@A), chunked logsumexp
+SCORER_VERSION = 2

@@ -81,19 +81,19 @@ def pack(ctx: list[int], conts: list[list[int]], requests: list[int]) -> Pack:
 def block_mask(packs: list[Pack], length: int):
     """(B, 1, L, L) boolean mask, True = may attend: causal within the context, each segment
     sees the context and itself causally, never another segment; a padding position sees
-    only itself (a row with nothing to attend to would be NaN)."""
+    only itself (a row with nothing to attend to would be NaN). Built from each position's
+    segment number (0: the context, k: continuation k, -1: padding) in one vectorized step."""
     import torch
 
-    causal = torch.ones(length, length, dtype=torch.bool).tril()
-    mask = torch.zeros(len(packs), length, length, dtype=torch.bool)
+    seg = torch.full((len(packs), length), -1, dtype=torch.long)
     for b, p in enumerate(packs):
-        c = p.ctx_len
-        mask[b, :c, :c] = causal[:c, :c]
-        for s, e in p.segments:
-            mask[b, s:e, :c] = True
-            mask[b, s:e, s:e] = causal[: e - s, : e - s]
-        pad = torch.arange(len(p), length)
-        mask[b, pad, pad] = True
+        seg[b, : p.ctx_len] = 0
+        for k, (s, e) in enumerate(p.segments, 1):
+            seg[b, s:e] = k
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    q, kv = seg.unsqueeze(2), seg.unsqueeze(1)  # (B, L, 1) the attending position, (B, 1, L) the attended
+    mask = causal & (q >= 0) & ((kv == 0) | (kv == q))
+    mask |= torch.eye(length, dtype=torch.bool)
     return mask.unsqueeze(1)
 
 
@@ -112,6 +112,37 @@ def group_requests(requests, max_length: int) -> tuple[list[Pack], list[int]]:
             continue
         packs.append(pack(list(ctx), conts, idx))
     return packs, plain
+
+
+SCORE_ROWS = 64  # hidden states per output-layer chunk: its logits stay in cache, never all materialized
+
+
+def token_logprobs(head, hidden, targets, vocab: int, dtype, rows: int = SCORE_ROWS):
+    """(log P(target) per row in `dtype`, whether the target is the row's argmax) of the output
+    layer `head` on `hidden` (N, D), in chunks of `rows`: log P = logit - logsumexp(logits),
+    the logits (first `vocab` columns) cast to `dtype` first, as log_softmax in `dtype` would
+    give them (to its rounding), without writing the (N, vocab) log-probabilities."""
+    import torch
+
+    lp = torch.empty(len(targets), dtype=dtype or torch.float32, device=hidden.device)
+    greedy = torch.empty(len(targets), dtype=torch.bool, device=hidden.device)
+    for s in range(0, len(targets), rows):
+        x = head(hidden[s:s + rows])[:, :vocab].to(lp.dtype)
+        t = targets[s:s + rows].unsqueeze(1)
+        m = x.amax(-1, keepdim=True)
+        picked = x.gather(1, t)
+        # greedy: the target is argmax's pick, the first index of the maximum. argmax is ~10x slower
+        # than amax on CPU, so: the target is the maximum and no other logit reaches it; argmax
+        # only where another one ties it
+        top = (picked == m).squeeze(1)
+        others = x.scatter(1, t, float("-inf")).amax(-1)
+        g = top & (others < m.squeeze(1))
+        tie = top & ~g
+        if tie.any():
+            g[tie] = x[tie].argmax(-1) == t[tie].squeeze(1)
+        greedy[s:s + rows] = g
+        lp[s:s + rows] = (picked - m).squeeze(1) - x.sub_(m).exp_().sum(-1).log()
+    return lp, greedy
 
 
 @register_model(BACKEND)
@@ -133,7 +164,6 @@ class PrefixSharingLM(HFLM):
     def _forward(self, packs: list[Pack]):
         """Per pack, per continuation: (log-probabilities of its tokens, greedy match)."""
         import torch
-        import torch.nn.functional as F
 
         length = max(len(p) for p in packs)
         pad_id = 0
@@ -155,11 +185,9 @@ class PrefixSharingLM(HFLM):
                                              enabled=self.mixed_precision_dtype is not None):
             hidden = decoder(input_ids=ids.to(self.device), attention_mask=block_mask(packs, length).to(self.device),
                              position_ids=pos.to(self.device), use_cache=False).last_hidden_state
-            logits = head(hidden[torch.tensor(rows), torch.tensor(cols)])[:, : self.vocab_size]
-        logp = F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
-        tgt = torch.tensor(targets, device=logp.device)
-        tok_lp = logp.gather(1, tgt.unsqueeze(1)).squeeze(1)
-        greedy = logp.argmax(-1) == tgt
+            read = hidden[torch.tensor(rows), torch.tensor(cols)]
+            tok_lp, greedy = token_logprobs(head, read, torch.tensor(targets, device=read.device), self.vocab_size,
+                                            self.softmax_dtype)
         picks: dict[tuple[int, int], list[int]] = {}
         for j, key in enumerate(owner):
             picks.setdefault(key, []).append(j)

@@ -15,7 +15,6 @@ log-probability. The tasks, filters and output rows in full: docs/modules.md, se
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import time
 from pathlib import Path
@@ -140,7 +139,7 @@ def loglik_result(res: dict, task: str) -> list[float]:
 
 # ============================================================================ scorer
 class GenerationScorer:
-    """dnd.evaluate.InPlaceScorer's loaded model and LoRA modules; each adapter is scored on the
+    """dnd.evaluate.InPlaceScorer's loaded model (adapters merged into it); each adapter is scored on the
     target's generation task (dnd-generate) and its reference log-likelihood task (dnd-prefix)."""
 
     def __init__(self, domain: str, target: str, model_dir: Path, lora_config_dir: Path, tasks_dir: Path,
@@ -170,13 +169,10 @@ class GenerationScorer:
 
     def score(self, sd: dict | None, where: str) -> dict[str, Any]:
         """{ids, correct, outputs, extra, gold_logprob, seconds} of one adapter (None: the base model)."""
-        if sd is not None:
-            self.inner.load_adapter(sd, where)
-        ctx = self.inner.model.disable_adapter() if sd is None else contextlib.nullcontext()
+        self.inner.activate(sd, where)
         t0 = time.perf_counter()
-        with ctx:
-            gen = self._evaluate(self.gen_lm, self.gen_dict)
-            ll = self._evaluate(self.inner.lm, self.inner.task_dict)
+        gen = self._evaluate(self.gen_lm, self.gen_dict)
+        ll = self._evaluate(self.inner.lm, self.inner.task_dict)
         if self.domain == "code":
             import torch
 

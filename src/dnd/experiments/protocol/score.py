@@ -17,7 +17,6 @@ The tasks, the methods (PROTOCOL_KINDS) and the output rows: docs/modules.md, se
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import time
 from pathlib import Path
@@ -159,7 +158,7 @@ def generation_result(res: dict, task: str) -> dict[str, Any]:
 
 
 class ProtocolScorer:
-    """dnd.evaluate.InPlaceScorer's loaded model and LoRA modules, scored on every task of a
+    """dnd.evaluate.InPlaceScorer's loaded model (adapters merged into it), scored on every task of a
     target at once by the `dnd-generate` backend."""
 
     def __init__(self, model_dir: Path, lora_config_dir: Path, tasks_dir: Path, target: str, seeds: list[int],
@@ -179,12 +178,9 @@ class ProtocolScorer:
         from dnd.scoring.cache import require_finite, samples_to_scored
         from dnd.scoring.harness import seeded_evaluate
 
-        if sd is not None:
-            self.inner.load_adapter(sd, where)
-        ctx = self.inner.model.disable_adapter() if sd is None else contextlib.nullcontext()
+        self.inner.activate(sd, where)
         t0 = time.perf_counter()
-        with ctx:
-            res = seeded_evaluate(self.lm, self.task_dict)
+        res = seeded_evaluate(self.lm, self.task_dict)
         seconds = time.perf_counter() - t0
         out = []
         for protocol, seed, name in self.tasks:
