@@ -405,6 +405,14 @@ def load_config(path: str | Path) -> dict[str, Any]:
 # Config sections (and benchmarks/ subfolders) that belong to the extra experiments, which run
 # outside `all`: the default run neither reads nor reports them, so editing one never reruns
 # or re-hashes the default reproduction.
+# The `evaluation` settings each kind of job reads, the one list the workflow filters the section by
+# (workflow/rules/common.smk `evaluation_settings`): what a log-likelihood score depends on (`cache`
+# only decides whether to reuse scores: no reason to rerun), what the backend comparison adds, and
+# what the generation scorers (protocol, math/code) read.
+SCORING_SETTINGS = ("limit", "batch_size", "dtype", "metric", "backend")
+EVAL_SPEED_SETTINGS = (*SCORING_SETTINGS, "compare_items", "compare_float32_items")
+GENERATION_SETTINGS = ("batch_size", "dtype")
+
 EXPERIMENTS = ("protocol", "crossdomain", "fewshot", "ablations", "math", "code")
 #: benchmarks/ folders and files that are not jobs of the default run: the extra experiments' and the
 #: stage benchmark's own (dnd.bench)

@@ -86,7 +86,7 @@ from typing import Any, Iterator, Sequence
 
 import dnd.scoring  # noqa: F401  (makes Hugging Face offline before datasets/lm_eval load)
 
-from .config import section
+from .config import SCORING_SETTINGS, section
 from .io import check_safetensors, load_safetensors, read_jsonl, write_jsonl
 from .schedule import GENERATED_KINDS
 from .scoring.cache import ScoreCache, Scored, require_finite, samples_to_scored
@@ -100,7 +100,6 @@ BACKEND = BACKENDS[0]
 # log-softmax in float32 whatever the model dtype (HFLM's softmax_dtype; its default is the
 # model's dtype, which in bfloat16 rounds every token log-probability to ~3 digits)
 SOFTMAX_DTYPE = "float32"
-SCORING_SETTINGS = ("limit", "batch_size", "dtype", "metric", "backend")  # the evaluation settings a score depends on
 # LoraConfig fields that must agree between the wrapped model and an adapter loaded into it
 LORA_SHAPE_FIELDS = ("peft_type", "r", "lora_alpha", "target_modules", "use_rslora", "use_dora", "bias",
                      "fan_in_fan_out", "rank_pattern", "alpha_pattern", "layers_to_transform",

@@ -12,7 +12,18 @@ from snakemake.utils import validate
 # The package is the single source of truth for cross-field checks and the fold layout.
 REPO = Path(workflow.basedir).parent
 sys.path.insert(0, str(REPO / "src"))
-from dnd.config import ConfigError, check_inputs, check_schema, folds, rule_section, run_config, validate_config  # noqa: E402
+from dnd.config import (  # noqa: E402
+    EVAL_SPEED_SETTINGS,
+    GENERATION_SETTINGS,
+    SCORING_SETTINGS,
+    ConfigError,
+    check_inputs,
+    check_schema,
+    folds,
+    rule_section,
+    run_config,
+    validate_config,
+)
 from dnd.benchmarks.datasets import dataset_settings  # noqa: E402
 from dnd.schedule import ADAPTER_KINDS, adapter_seed  # noqa: E402
 from dnd.summary import CONTROL_KINDS as _CONTROL_KINDS  # noqa: E402
@@ -95,11 +106,14 @@ def as_json(obj):
     return json.dumps(obj, sort_keys=True)
 
 
-# The evaluation settings a score depends on, as `dnd evaluate` reads them: `cache` only decides
-# whether to reuse results and compare_* are eval_speed's, neither is a reason to rerun.
-SCORING_EVALUATION = {
-    k: v for k, v in config["evaluation"].items() if k not in ("cache", "compare_items", "compare_float32_items")
-}
+def evaluation_settings(keys):
+    """The part of the `evaluation` section a kind of job reads (dnd.config: SCORING_SETTINGS,
+    EVAL_SPEED_SETTINGS, GENERATION_SETTINGS): its rule params, so that only these rerun it."""
+    return {k: config["evaluation"][k] for k in keys}
+
+
+# what a log-likelihood score depends on (evaluate, crossdomain, ablations, fewshot)
+SCORING_EVALUATION = evaluation_settings(SCORING_SETTINGS)
 
 
 def cache_dir_arg(root, target=None):

@@ -147,7 +147,7 @@ use rule summarize as crossdomain_summarize with:
     params:
         p=as_json(
             {
-                "evaluation": {"bootstrap": config["evaluation"]["bootstrap"]},
+                "evaluation": evaluation_settings(("bootstrap",)),
                 "seed": config["seed"],
                 "folds": {CD_TARGET: DATASETS},
             }

@@ -12,7 +12,7 @@ rule compare_backends:
     params:
         p=lambda wildcards: as_json(
             {
-                "evaluation": {k: v for k, v in config["evaluation"].items() if k != "cache"},
+                "evaluation": evaluation_settings(EVAL_SPEED_SETTINGS),
                 "sources": FOLDS[wildcards.target],
             }
         ),

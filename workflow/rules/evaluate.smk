@@ -7,9 +7,7 @@ rule evaluate_target:
     params:
         p=lambda wildcards: as_json(
             {
-                # `cache` only decides whether to reuse results, compare_* are eval_speed's:
-                # neither is a reason to rerun
-                "evaluation": SCORING_EVALUATION,
+                "evaluation": SCORING_EVALUATION,  # what a score depends on (dnd.config.SCORING_SETTINGS)
                 "datasets": DATASETS,
                 "sources": FOLDS[wildcards.target],
                 "seed": config["seed"],

@@ -51,7 +51,7 @@ rule fewshot_score:
     output:
         f"{FEW}/eval/{{target}}/fewshot_ft.jsonl",
     params:
-        p=as_json({"evaluation": FEW_EVALUATION, "fewshot": {"ks": FEW_KS}}),
+        p=as_json({"evaluation": SCORING_EVALUATION, "fewshot": {"ks": FEW_KS}}),
         lora_dir=f"{FEW}/lora/{{target}}",
         tasks_dir=lambda wildcards, input: str(Path(input.task).parent),
         cache=cache_dir_arg(FEW),
@@ -84,7 +84,7 @@ rule fewshot_icl:
         context=f"{FEW}/eval/{{target}}/icl_context.json",
         timings=f"{FEW}/timings/icl/{{target}}.json",
     params:
-        p=as_json({"evaluation": FEW_EVALUATION, "fewshot": {"icl_ks": sorted(FEWSHOT_CONFIG["icl_ks"])},
+        p=as_json({"evaluation": SCORING_EVALUATION, "fewshot": {"icl_ks": sorted(FEWSHOT_CONFIG["icl_ks"])},
                    "prompt": config["prompt"]}),
         tasks_dir=lambda wildcards, input: str(Path(input.task).parent),
     log:

@@ -150,7 +150,7 @@ rule mathcode_evaluate:
         p=lambda wildcards: as_json(
             {
                 wildcards.domain: config[wildcards.domain],
-                "evaluation": {k: config["evaluation"][k] for k in ("batch_size", "dtype")},
+                "evaluation": evaluation_settings(GENERATION_SETTINGS),
                 "sources": MC_SOURCES[wildcards.domain],
             }
         ),

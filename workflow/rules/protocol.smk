@@ -112,7 +112,7 @@ rule evaluate_protocol:
         p=lambda wildcards: as_json(
             {
                 "protocol": PROTOCOL_CONFIG,
-                "evaluation": {k: config["evaluation"][k] for k in ("batch_size", "dtype")},
+                "evaluation": evaluation_settings(GENERATION_SETTINGS),
                 "datasets": DATASETS,
                 "sources": FOLDS[wildcards.target],
             }

@@ -11,7 +11,7 @@ rule summarize:
     params:
         p=as_json(
             {
-                "evaluation": {"bootstrap": config["evaluation"]["bootstrap"]},
+                "evaluation": evaluation_settings(("bootstrap",)),
                 "seed": config["seed"],
                 "folds": FOLDS,
             }

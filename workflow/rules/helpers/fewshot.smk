@@ -7,9 +7,6 @@ FEW = "results/fewshot"
 FEWSHOT_CONFIG = config["fewshot"]
 FEW_TARGETS = fewshot_targets(config)
 FEW_KS = sorted(FEWSHOT_CONFIG["ks"])
-# the default run's scoring settings, as evaluate_target reads them (the cache flag and
-# eval_speed's keys are no reason to rerun)
-FEW_EVALUATION = {k: config["evaluation"][k] for k in ("limit", "backend", "batch_size", "dtype", "metric")}
 
 
 def fewshot_loras(wildcards):
