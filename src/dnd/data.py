@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from .benchmarks.datasets import SPLITS, prepare_dataset
+from .config import command_params
 from .formats.prompts import lm_eval_task_yaml, task_name, to_eval_record
 from .io import read_jsonl, write_jsonl, write_text
 
@@ -48,8 +49,6 @@ def _add_prepare(p: argparse.ArgumentParser) -> None:
 
 
 def _run_prepare(args: argparse.Namespace) -> None:
-    from .config import command_params
-
     cfg = command_params(args.params, "data", "prompt", "seed")
     prepare(args.dataset, cfg["data"], cfg["prompt"], cfg["seed"], args.out_dir, args.tasks_dir)
 

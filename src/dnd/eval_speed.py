@@ -35,13 +35,17 @@ timings or CPU-dependent bfloat16 rounding, so they are committed with the run b
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
-from .config import section
+from .config import parse_params, section
+from .evaluate import quiet_lm_eval
+from .formats.prompts import task_name
 from .io import write_json, write_text
+from .scoring.cache import Scored
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +81,6 @@ def agreement(a, b) -> dict[str, Any]:
 
 def first_items(s, k: int):
     """The first `k` items of a `Scored` (lm-eval's `limit` takes the first docs too)."""
-    from .scoring.cache import Scored
 
     return Scored(ids=s.ids[:k], correct=s.correct[:k], acc=sum(s.correct[:k]) / max(len(s.correct[:k]), 1),
                   seconds=0.0, loglikelihoods=s.loglikelihoods[:k], gold=s.gold[:k], choice_chars=s.choice_chars[:k])
@@ -89,7 +92,6 @@ def compare_target(target: str, params: dict[str, Any], model_dir: Path, tasks_d
     from lm_eval.api.registry import get_model
 
     from .evaluate import SOFTMAX_DTYPE, InPlaceScorer, load_state_dict, load_task, require_adapter_dir, run_lm_eval
-    from .formats.prompts import task_name
 
     ev = section("evaluation", params.get("evaluation"))
     items = int(ev["compare_items"])
@@ -184,9 +186,6 @@ def _add_eval_speed(p: argparse.ArgumentParser) -> None:
 
 
 def _run_eval_speed(args: argparse.Namespace) -> None:
-    from .config import parse_params
-    from .evaluate import quiet_lm_eval
-
     quiet_lm_eval()
     res = compare_target(args.target, parse_params(args.params), args.model, args.tasks_dir, args.zoo_dir)
     write_json(args.out, res)
@@ -199,8 +198,6 @@ def _add_summary(p: argparse.ArgumentParser) -> None:
 
 
 def _run_summary(args: argparse.Namespace) -> None:
-    import json
-
     results = []
     for p in args.inputs:
         if not p.exists():

@@ -86,11 +86,13 @@ from typing import Any, Iterator, Sequence
 
 import dnd.scoring  # noqa: F401  (makes Hugging Face offline before datasets/lm_eval load)
 
-from .config import SCORING_SETTINGS, section
+from .config import SCORING_SETTINGS, parse_params, section
+from .formats.prompts import task_name
 from .io import check_safetensors, load_safetensors, read_jsonl, write_jsonl
 from .schedule import GENERATED_KINDS
-from .scoring.cache import ScoreCache, Scored, require_finite, samples_to_scored
+from .scoring.cache import ScoreCache, Scored, content_context, require_finite, samples_to_scored
 from .scoring.harness import LMEVAL_OTHER_SEED, LMEVAL_RANDOM_SEED, seeded_evaluate  # noqa: F401 (re-exported)
+from .scoring.loop import score_or_cache
 
 log = logging.getLogger(__name__)
 
@@ -465,7 +467,6 @@ def open_score_cache(directory: Path, model_dir: Path, task_yaml: Path, test_fil
     dnd.scoring.SCORER_VERSION (dnd.scoring.cache.content_context); never the code's files. Its
     entries are checked before use against `settings["metric"]` (dnd.scoring.cache.ScoreCache.get).
     `recipe` is stored with the entries for `dnd verify-cache`."""
-    from .scoring.cache import content_context
 
     files, context = content_context(
         model_dir, {"task": (task_config(task_yaml), test_file)}, lora_shape(lora_cfg),
@@ -578,7 +579,6 @@ def score_jobs(target: str, jobs: list[tuple[str, str, str, Any]], new_scorer, c
     """Score every job (from the cache when it has the result; `new_scorer()` loads the model the
     first time one is missing: dnd.scoring.loop.score_or_cache). Returns ({(method, adapter):
     Scored}, counters for the log)."""
-    from .scoring.loop import score_or_cache
 
     def describe(s: Scored) -> str:
         rate = f" ({s.seconds:.1f} s, {s.n / s.seconds:.1f} questions/s)" if s.seconds else ""
@@ -600,7 +600,6 @@ def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks_
     """Score every method on `target` (see the module doc). With `cache_dir`, adapters whose
     results are in the score cache are not scored again (the model is loaded only if one is
     missing)."""
-    from .formats.prompts import task_name
 
     t_start = time.perf_counter()
     ev = section("evaluation", params.get("evaluation"))
@@ -662,8 +661,6 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
-    from .config import parse_params
-
     params = parse_params(args.params)
     rows = evaluate_target(args.target, params, args.model, args.tasks_dir, args.zoo_dir, args.generated_dir,
                            args.encoded_dir, args.cache_dir, args.cond)

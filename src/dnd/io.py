@@ -8,10 +8,15 @@ import csv
 import io
 import json
 import os
+import pickle
+import re
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+from .paths import REPO_ROOT
 
 
 class UnsafeOutputError(ValueError):
@@ -22,7 +27,6 @@ class UnsafeOutputError(ValueError):
 
 def _protected_dirs() -> dict[str, Path]:
     """Directories no step may ever replace, nor any parent of them (`/` included)."""
-    from .paths import REPO_ROOT
 
     return {"the working directory": Path.cwd(), "the repository root": REPO_ROOT, "the home directory": Path.home()}
 
@@ -245,8 +249,6 @@ def load_torch(path: str | Path, what: str, **kw) -> Any:
     """`torch.load` with `weights_only=True` (a crafted pickle cannot run code), and every
     failure (missing, truncated, corrupt, not a torch file) turned into one ArtifactError that
     names the file and what it should have been."""
-    import pickle
-    import zipfile
 
     import torch
 
@@ -264,7 +266,6 @@ def _torch_reason(exc: BaseException) -> str:
     """Why torch.load failed, in at most 200 characters and without torch's advice to retry with
     `weights_only=False` (loading a file that fails the safe unpickler can run arbitrary code):
     for the weights-only unpickler, only its own reason ("Unsupported operand 149")."""
-    import re
 
     text = str(exc).strip()
     if "weights_only" in text or "Weights only load failed" in text:

@@ -22,7 +22,7 @@ import pandas as pd
 import yaml
 
 from .benchmarks.datasets import title
-from .config import OUTSIDE_RUN, config_hash
+from .config import OUTSIDE_RUN, config_hash, folds as config_folds, parse_params, run_config, validate_config
 from .io import atomic_path, write_text
 from .reporting.figures import (
     CAPTIONS,
@@ -110,8 +110,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from .config import parse_params, run_config, validate_config
-
     params = parse_params(args.params)
     if params:  # without a config the report is rendered from the run's files alone
         params = run_config(validate_config(params))  # the default run's config, as it is hashed
@@ -552,8 +550,6 @@ def build_report(*, params: dict, scores: Path, metrics: Path, efficiency: Path,
                  zoo_dir: Path, generators_dir: Path, generated_dir: Path, benchmarks_dir: Path,
                  timings_dir: Path, paper_numbers: Path, out: Path, figures_dir: Path, tables_dir: Path | None = None,
                  pca_checkpoints: int = 10, pca_coords: int = 100_000) -> str:
-    from .config import folds as config_folds
-
     sc = load_scores(scores)
     apply_style()
     datasets = dataset_order(lookup(params, "data.datasets", []) or [], sc.target.unique(),

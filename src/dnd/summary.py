@@ -18,10 +18,11 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
-from .config import section
+from .config import folds as config_folds, parse_params, section
 from .io import read_jsonl, write_json, write_text
 from .schedule import GENERATED_KINDS
 from .stats import EQUIVALENT, boot_means, bootstrap_indices, ci_class, percentile_ci, pooled_ci, relation, verdict  # noqa: F401 (re-exported)
@@ -119,7 +120,6 @@ def require_complete(rows: list[dict[str, Any]], targets: Iterable[str] | None =
       order), n of them (`items[target]` when given, else the count most rows have), with one
       `correct` value per item.
     `where` names the inputs in the message (e.g. the ablation cell)."""
-    from collections import Counter
 
     present = list(dict.fromkeys(r["target"] for r in rows))
     expected = list(dict.fromkeys(targets)) if targets is not None else present
@@ -176,7 +176,6 @@ def training_loras(scores, folds: dict[str, list[str]] | None = None) -> dict[st
     `folds` is `dnd.config.folds` of the run's config (summarize gets it in --params, the
     report from its config); without one, `dnd.config.folds` of a config listing the scored
     datasets (leave-one-out). Every fold dataset must have a source_lora row on its target."""
-    from .config import folds as config_folds
 
     adapters = scores["adapter"].fillna("").astype(str)
     src = scores["method"] == "source_lora"
@@ -423,8 +422,6 @@ def _add_summarize(p: argparse.ArgumentParser) -> None:
 
 
 def _run_summarize(args: argparse.Namespace) -> None:
-    from .config import parse_params
-
     params = parse_params(args.params)
     resamples = int(section("evaluation", params.get("evaluation"))["bootstrap"])
     seed = int(params.get("seed", 0))

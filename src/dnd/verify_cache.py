@@ -19,12 +19,13 @@ import random
 from pathlib import Path
 from typing import Any
 
+from .scoring.cache import cache_entries, unseal
+
 log = logging.getLogger(__name__)
 
 
 def sample_entries(dirs: list[Path], n: int, seed: int) -> list[tuple[Path, dict[str, Any]]]:
     """Up to `n` entries (path, parsed JSON) of the caches in `dirs`, drawn with `seed`."""
-    from .scoring.cache import cache_entries
 
     paths = [p for d in dirs for p in cache_entries(d)]
     random.Random(seed).shuffle(paths)
@@ -45,8 +46,6 @@ def verify(dirs: list[Path], n: int, seed: int = 0) -> dict[str, int]:
     """Recompute a sample of `n` entries; counts of same / stale / unverifiable; RuntimeError naming
     every entry that differs."""
     from dnd import evaluate as ev
-
-    from .scoring.cache import unseal
 
     counts = {"same": 0, "stale": 0, "unverifiable": 0}
     failures: list[str] = []

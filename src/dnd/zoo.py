@@ -45,6 +45,7 @@ from pathlib import Path
 
 from .base_model import sha256_file
 from .config import command_params
+from .formats import chat, paper as paper_format, prompts
 from .io import (
     atomic_path,
     check_safetensors,
@@ -72,7 +73,6 @@ def encode_examples(items: list[dict], tok, fmt: str, max_length: int) -> list[t
     experiments' zoos); a long example keeps its prompt and the start of its response (cut from
     the right) while the prompt leaves at least a quarter of `max_length` to the response,
     otherwise it is cut from the left like the others."""
-    from .formats import chat, paper as paper_format, prompts
 
     out = []
     for it in items:

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator
 from dnd.paths import resolve_input_path
 from dnd.io import parse_jsonl_lines, read_jsonl
 from dnd.formats.prompts import LETTERS
+from dnd.benchmarks.code_exec import load_humaneval
 
 SPLITS = ("train", "cond", "test")
 
@@ -555,8 +556,6 @@ def load_generation_set(name: str, root: Path) -> list[dict]:
     recs = _read_json(_need(path))
     domain = GENERATION_DOMAIN[name]
     if name == "humaneval":
-        from dnd.benchmarks.code_exec import load_humaneval
-
         problems = load_humaneval()
         ours = {r["prompt"] for r in recs}
         theirs = {p["prompt"] for p in problems}

@@ -17,15 +17,17 @@ Command `encode` caches the states of a prepared split for generator training
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
-from dnd.config import section
+from dnd.config import parse_params, section
 from dnd.formats.prompts import condition_text
 from dnd.io import atomic_path, check_safetensors, load_torch, read_jsonl
 from dnd.paths import resolve_input_path
@@ -134,14 +136,10 @@ class HashingEncoder:
 
     @staticmethod
     def _slot(word: str) -> tuple[int, float]:
-        import hashlib
-
         h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
         return h % HASH_DIM, (1.0 if (h >> 32) & 1 else -1.0)
 
     def encode(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
-        import re
-
         n = len(texts)
         states = torch.zeros(n, self.max_length, self.dim)
         masks = torch.zeros(n, self.max_length, dtype=torch.bool)
@@ -200,8 +198,6 @@ def add_encode_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_encode(args: argparse.Namespace) -> None:
-    from dnd.config import parse_params
-
     cfg = section("encoder", parse_params(args.params))
     items = read_jsonl(args.data)
     if not items:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from dnd.stats import relation, verdict
+
 
 def number(x: Any, digits: int = 1, sign: bool = False) -> str:
     """`x` with `digits` decimals (and a leading + or - when `sign`); "n/a" for None, NaN, inf or
@@ -35,7 +37,6 @@ def ci_text(c: dict[str, Any]) -> str:
 
 def dnd_relation(c: dict[str, Any]) -> str:
     """DnD against one baseline (`c["label"]`), in words, from the paired 95% CI of DnD minus it."""
-    from dnd.stats import relation
 
     return relation(c["acc_ci_low"], c["acc_ci_high"], "DnD", c["label"])
 
@@ -45,7 +46,6 @@ def paper_claim(paper: str, row: dict[str, Any], here: str, train_avg: Any, dnd:
     `paper`/`here` describe the two set-ups ("Qwen2.5-0.5B, its protocol"; "" for none), `row` has
     the paper's train_avg and dnd (points), `train_avg`/`dnd` are our fractions and `c` our paired
     difference (acc, acc_ci_low, acc_ci_high, points)."""
-    from dnd.stats import verdict
 
     claim = row["dnd"] - row["train_avg"]
     return (f"**The paper** ({paper}): training LoRAs {row['train_avg']:.1f} → DnD {row['dnd']:.1f} "

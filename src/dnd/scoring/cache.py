@@ -18,11 +18,13 @@ code results, which keep no log-likelihoods to recompute from).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
 import math
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -267,8 +269,6 @@ def content_context(model_dir: Path, tasks: dict[str, tuple[dict[str, Any], Path
     path (`tasks`: name -> (config, test file); the same key wherever the repository lives), the
     LoRA shape, the scoring settings, the torch thread count, the versions of
     torch/transformers/peft/lm-eval, and `extra` (what else a scorer's results depend on)."""
-    import copy
-    from importlib.metadata import version
 
     import torch
 

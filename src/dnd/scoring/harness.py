@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 # lm-eval's own defaults (lm_eval.defaults), applied before every scoring call as simple_evaluate does
@@ -12,7 +13,6 @@ LMEVAL_OTHER_SEED = 1234
 def seeded_evaluate(lm: Any, task_dict: dict, limit: int | None = None) -> dict:
     """lm-eval's own evaluation loop (`lm_eval.evaluator.evaluate`, per-item samples logged, no
     bootstrap) on a built model, seeded as simple_evaluate seeds it."""
-    import random
 
     import numpy as np
     import torch

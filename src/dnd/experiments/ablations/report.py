@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import math
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,15 @@ import numpy as np
 
 from dnd.io import atomic_path, read_jsonl, write_json
 from dnd.reporting.format import signed
-from dnd.stats import EQUIVALENT, ci_class  # ±EQUIVALENT points: no difference (the paper states directions only)
+from dnd.reporting.output import figure_link, write_report
+from dnd.schedule import derive_seed
+from dnd.stats import (
+    EQUIVALENT,  # ±EQUIVALENT points: no difference (the paper states directions only)
+    ci_class,
+    paired_boot_means,
+    percentile_ci,
+    pooled_ci,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +61,6 @@ def source_order(target: str, datasets: list[str], seed: int, extra: list[str] |
     seeded order, then the extra source tasks (`ablations.extra_sources`, never targets) in one
     seeded order shared by every target. A prefix of at most len(datasets) - 1 never holds an
     extra task, so adding extras leaves the smaller settings as they were."""
-    import random
-
-    from dnd.schedule import derive_seed
 
     others = [d for d in datasets if d != target]
     random.Random(derive_seed(seed, "ablation-sources", target)).shuffle(others)
@@ -147,7 +153,6 @@ def summarize(cells: dict[tuple[str, str], list[dict]], family: str, sources: di
               extra: list[str] | tuple[str, ...] = ()) -> tuple[list[dict], dict[str, Any]]:
     """cells: (setting, target) -> eval rows; `extra`: the extra source tasks (beyond the run's
     datasets). Returns the csv rows and the metrics."""
-    from dnd.stats import paired_boot_means, percentile_ci, pooled_ci
 
     rows, metrics = [], {"family": family}
     boots: dict[str, dict[str, list]] = {}
@@ -448,7 +453,6 @@ def family_jobs(m: dict[str, Any], extra_only: bool = False):
 
 def _run_report(args: argparse.Namespace) -> None:
     from dnd.config import parse_params
-    from dnd.reporting.output import figure_link, write_report
     from dnd.reporting.tables import benchmark_minutes
 
     params = parse_params(args.params)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from dnd.reporting.format import ci_text, dnd_relation, number, paper_claim, pct
+from dnd.reporting.output import figure_link, read_paper_numbers, write_report
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +202,6 @@ def _run_report(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from dnd.config import parse_params
-    from dnd.reporting.output import figure_link, read_paper_numbers, write_report
     from dnd.reporting.tables import benchmark_minutes
 
     params = parse_params(args.params)

@@ -25,9 +25,14 @@ from typing import Any
 
 import numpy as np
 
+from dnd.benchmarks.datasets import title
+from dnd.config import parse_params
 from dnd.experiments.fewshot.tuning import DND, FT, ICL
 from dnd.io import read_jsonl, write_csv, write_json
 from dnd.reporting.format import number
+from dnd.reporting.output import figure_link, write_report
+from dnd.stats import paired_boot_means, percentile_ci, pooled_ci
+from dnd.summary import require_complete
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +112,6 @@ def _items(rows: list[dict], what: str, ids: list[str]) -> np.ndarray:
 
 def summarize(inputs: dict[str, dict[str, Any]], resamples: int, seed: int) -> tuple[list[dict], dict[str, Any]]:
     """(results/fewshot.csv rows, metrics.json) from `load_inputs` (docs/modules.md)."""
-    from dnd.stats import paired_boot_means, percentile_ci, pooled_ci
 
     csv_rows: list[dict] = []
     m: dict[str, Any] = {"targets": list(inputs)}
@@ -173,8 +177,6 @@ def results_table(df, m: dict[str, Any]):
     """Per target: every method and k with accuracy, seconds, DnD minus it and the verdict."""
     import pandas as pd
 
-    from dnd.benchmarks.datasets import title
-
     recs = []
     for t in m["targets"]:
         sub = df[df["target"] == t]
@@ -207,7 +209,6 @@ def pooled_table(m: dict[str, Any]):
 
 def accuracy_lines(m: dict[str, Any]) -> list[str]:
     """Plain words: per method, which k reproduce the paper's direction, target by target."""
-    from dnd.benchmarks.datasets import title
 
     lines = []
     for method in (FT, ICL):
@@ -227,7 +228,6 @@ def accuracy_lines(m: dict[str, Any]) -> list[str]:
 def cost_lines(df, m: dict[str, Any], dnd_range: dict[str, tuple[float, float]]) -> list[str]:
     """DnD's generation time against each method's cost, with the verdict of the direction:
     decided by the range of DnD's per-adapter times (no CI for single timings)."""
-    from dnd.benchmarks.datasets import title
 
     lines = []
     for t in m["targets"]:
@@ -263,7 +263,6 @@ def fewshot_figure(df, m: dict[str, Any], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dnd.benchmarks.datasets import title
     from dnd.reporting.figures import save_png
 
     targets = m["targets"]
@@ -307,8 +306,6 @@ def fewshot_figure(df, m: dict[str, Any], out: Path) -> None:
 def fewshot_markdown(df, m: dict[str, Any], params: dict[str, Any], figure_rel: str,
                      dnd_range: dict[str, tuple[float, float]], budget: dict[str, tuple[float, float, int] | None],
                      generator_s: dict[str, float]) -> str:
-    from dnd.benchmarks.datasets import title
-
     fc = params.get("fewshot", {})
     lc = params.get("lora", {})
     ev = params.get("evaluation", {})
@@ -383,9 +380,6 @@ def _add_summary(p: argparse.ArgumentParser) -> None:
 
 
 def _run_summary(args: argparse.Namespace) -> None:
-    from dnd.config import parse_params
-    from dnd.summary import require_complete
-
     params = parse_params(args.params)
     inputs = load_inputs(list(params["targets"]), args.fewshot_eval, args.dnd_eval, args.timings_dir,
                          args.generate_timings_dir)
@@ -416,8 +410,6 @@ def _add_report(p: argparse.ArgumentParser) -> None:
 def _run_report(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from dnd.config import parse_params
-    from dnd.reporting.output import figure_link, write_report
     from dnd.reporting.tables import benchmark_minutes
 
     params = parse_params(args.params)

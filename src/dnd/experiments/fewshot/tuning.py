@@ -27,8 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import dnd.scoring  # noqa: F401  (makes Hugging Face offline before datasets/lm_eval load)
-from dnd.config import command_params, section
+from dnd.config import command_params, folds, parse_params, section
+from dnd.evaluate import SOFTMAX_DTYPE, load_task, require_file, result_row, run_lm_eval, task_data_file
+from dnd.formats.prompts import TARGET_DELIMITER, lm_eval_task, task_name, training_example
 from dnd.io import check_safetensors, read_jsonl, write_json, write_jsonl
+from dnd.zoo import train_lora
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +45,6 @@ DEMO_DELIMITER = "\n\n"
 # ============================================================================ settings
 def fewshot_targets(cfg: dict[str, Any]) -> list[str]:
     """The targets of the experiment: `fewshot.targets`, or every held-out target of the run."""
-    from dnd.config import folds
 
     return list(cfg.get("fewshot", {}).get("targets") or folds(cfg))
 
@@ -69,7 +71,6 @@ def train_fewshot_lora(model_dir: Path, train_file: Path, out_dir: Path, k: int,
     """Train the LoRA of the first k items of `train_file` (docs/modules.md) into `out_dir`:
     train.jsonl (the k items), final/, train_log.csv, summary.json (dnd.zoo's layout without the
     one-step checkpoint trajectory, which equals final/)."""
-    from dnd.zoo import train_lora
 
     out_dir = Path(out_dir)
     items = first_k(read_jsonl(train_file), k, str(train_file))
@@ -98,7 +99,6 @@ def score_fewshot_loras(target: str, params: dict[str, Any], model_dir: Path, ta
         score_jobs,
         task_data_file,
     )
-    from dnd.formats.prompts import task_name
 
     ev = section("evaluation", params.get("evaluation"))
     ks = [int(k) for k in section("fewshot", params.get("fewshot"))["ks"]]
@@ -129,7 +129,6 @@ def score_fewshot_loras(target: str, params: dict[str, Any], model_dir: Path, ta
 def demonstration(item: dict[str, Any], fmt: str) -> str:
     """A labeled item as a demonstration: its context, the delimiter and its gold answer, the
     text a LoRA is trained on (dnd.formats.prompts.training_example)."""
-    from dnd.formats.prompts import training_example
 
     ctx, cont = training_example(item, fmt)
     return ctx + cont
@@ -146,8 +145,6 @@ def icl_records(records: list[dict[str, Any]], prefix: str) -> list[dict[str, An
 
 
 def icl_task_name(target: str, k: int) -> str:
-    from dnd.formats.prompts import task_name
-
     return f"{task_name(target)}_icl{k}"
 
 
@@ -155,8 +152,6 @@ def write_icl_task(directory: Path, target: str, k: int, records: list[dict[str,
     """The k-shot rows and their lm-eval task (the target's task, on those rows) in `directory`;
     returns the task name."""
     import yaml
-
-    from dnd.formats.prompts import lm_eval_task
 
     name = icl_task_name(target, k)
     data = Path(directory) / f"{name}.jsonl"
@@ -169,7 +164,6 @@ def write_icl_task(directory: Path, target: str, k: int, records: list[dict[str,
 def prompt_positions(encode, prefix: str, records: list[dict[str, Any]]) -> int:
     """Positions the longest request needs with `prefix` before every context: the prefix's
     tokens plus the longest context + answer (an upper bound up to the merge at the seam)."""
-    from dnd.formats.prompts import TARGET_DELIMITER
 
     item = max(len(encode(r["context"] + TARGET_DELIMITER + c)) for r in records for c in r["choices"])
     return (len(encode(prefix)) if prefix else 0) + item
@@ -183,8 +177,6 @@ def score_icl(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: P
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from dnd.evaluate import SOFTMAX_DTYPE, load_task, require_file, result_row, run_lm_eval, task_data_file
-    from dnd.formats.prompts import task_name
     from dnd.scoring.lm_prefix_cache import PrefixCacheLM
 
     ev = section("evaluation", params.get("evaluation"))
@@ -260,8 +252,6 @@ def _add_score(p: argparse.ArgumentParser) -> None:
 
 
 def _run_score(args: argparse.Namespace) -> None:
-    from dnd.config import parse_params
-
     rows = score_fewshot_loras(args.target, parse_params(args.params), args.model, args.tasks_dir, args.lora_dir,
                                args.cache_dir)
     write_jsonl(args.out, rows)
@@ -282,8 +272,6 @@ def _add_icl(p: argparse.ArgumentParser) -> None:
 
 
 def _run_icl(args: argparse.Namespace) -> None:
-    from dnd.config import parse_params
-
     t0 = time.perf_counter()
     rows, info, seconds = score_icl(args.target, parse_params(args.params), args.model, args.tasks_dir, args.train)
     write_jsonl(args.out, rows)

@@ -33,6 +33,7 @@ from dnd.formats.chat import (  # noqa: F401
     training_example,
 )
 from dnd.io import atomic_path, write_csv, write_jsonl
+from dnd.paths import resolve_input_path
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +273,6 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> None:
     from dnd.config import command_params
-    from dnd.paths import resolve_input_path
 
     cfg = command_params(args.params, args.domain)[args.domain]
     write_domain(args.domain, cfg, resolve_input_path(cfg["data_dir"] or str(args.data_dir)), args.out_dir)

@@ -25,6 +25,7 @@ from typing import Any
 from dnd.experiments.crossdomain.report import comparisons, dnd_minus_table, method_rows
 from dnd.io import write_json, write_text
 from dnd.reporting.format import ci_text, dnd_relation, number, paper_claim, pct
+from dnd.reporting.output import figure_link, read_paper_numbers, write_report
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +264,6 @@ def _run_report(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from dnd.config import parse_params
-    from dnd.reporting.output import figure_link, read_paper_numbers, write_report
     from dnd.reporting.tables import benchmark_minutes
 
     params = parse_params(args.params)

@@ -16,14 +16,23 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
 
 import dnd.scoring  # noqa: F401  (makes Hugging Face offline before datasets/lm_eval load)
-from dnd.config import section
-from dnd.experiments.mathcode.data import GEN_TASK, LOGLIK_TASK, task_name
+from dnd import evaluate
+from dnd.benchmarks import code_exec
+from dnd.benchmarks.code_exec import load_humaneval, require_sandbox
+from dnd.config import parse_params, section
+from dnd.evaluate import nearest_training_lora, plan_target, quiet_lm_eval, reference_lora, require_file, scoring_jobs
+from dnd.experiments.mathcode.data import GEN_TASK, LOGLIK_TASK, register_math_filter, task_name
+from dnd.experiments.protocol.score import ResultCache
 from dnd.io import write_jsonl
+from dnd.scoring.cache import content_context
+from dnd.scoring.harness import seeded_evaluate
+from dnd.scoring.loop import score_or_cache
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +118,6 @@ def code_result(res: dict, task: str, problems: dict[str, dict], timeout_s: floa
     the code of each answer (`extract_code`) run after its problem's stub against the problem's
     tests by dnd.benchmarks.code_exec.check_many (never here), `workers` checks at a time, in `sandbox`
     (config `code.sandbox`: bubblewrap, or the explicit opt-out unsafe-python-guard)."""
-    from dnd.benchmarks import code_exec
 
     samples = sorted(res["samples"][task], key=lambda s: s["doc_id"])
     completions = [extract_code(str(s["resps"][0][0]), problems[str(s["doc"]["task_id"])]["entry_point"])
@@ -123,7 +131,6 @@ def code_result(res: dict, task: str, problems: dict[str, dict], timeout_s: floa
 
 def loglik_result(res: dict, task: str) -> list[float]:
     """log P(reference | context) per item, doc order (NaN/inf: an error)."""
-    import math
 
     samples = sorted(res["samples"][task], key=lambda s: s["doc_id"])
     out = []
@@ -145,7 +152,6 @@ class GenerationScorer:
     def __init__(self, domain: str, target: str, model_dir: Path, lora_config_dir: Path, tasks_dir: Path,
                  cfg: dict[str, Any], batch_size: int, dtype: str):
         from dnd.evaluate import SOFTMAX_DTYPE, InPlaceScorer, load_task
-        from dnd.experiments.mathcode.data import register_math_filter
         from dnd.scoring import lm_generate
 
         register_math_filter()
@@ -158,13 +164,9 @@ class GenerationScorer:
         self.gen_dict = load_task(tasks_dir, self.gen_task)
         self.problems: dict[str, dict] = {}
         if domain == "code":
-            from dnd.benchmarks.code_exec import load_humaneval
-
             self.problems = {p["task_id"]: p for p in load_humaneval()}
 
     def _evaluate(self, lm, task_dict):
-        from dnd.scoring.harness import seeded_evaluate
-
         return seeded_evaluate(lm, task_dict)
 
     def score(self, sd: dict | None, where: str) -> dict[str, Any]:
@@ -194,9 +196,6 @@ def open_cache(directory: Path, domain: str, target: str, model_dir: Path, tasks
     """Per-adapter results kept by content (dnd.experiments.protocol.score.ResultCache): keys cover the base model's
     files, both tasks' test file and configs, the LoRA shape, the settings, versions
     (dnd.scoring.cache.content_context), dnd.scoring.SCORER_VERSION and MATHCODE_SCORER_VERSION."""
-    from dnd import evaluate
-    from dnd.experiments.protocol.score import ResultCache
-    from dnd.scoring.cache import content_context
 
     yamls = {kind: tasks_dir / f"{task_name(domain, target, kind)}.yaml" for kind in (GEN_TASK, LOGLIK_TASK)}
     tasks = {kind: (evaluate.task_config(y), evaluate.task_data_file(y)) for kind, y in yamls.items()}
@@ -209,15 +208,6 @@ def evaluate_mathcode(domain: str, target: str, params: dict[str, Any], model_di
                       zoo_dir: Path, generated_dir: Path, encoded_dir: Path, cond: Path,
                       cache_dir: Path | None = None) -> list[dict[str, Any]]:
     """Every method on `target` (docs/modules.md)."""
-    from dnd.evaluate import (
-        nearest_training_lora,
-        plan_target,
-        quiet_lm_eval,
-        reference_lora,
-        require_file,
-        scoring_jobs,
-    )
-    from dnd.scoring.loop import score_or_cache
 
     cfg = section(domain, params.get(domain))
     ev = section("evaluation", params.get("evaluation"))
@@ -234,8 +224,6 @@ def evaluate_mathcode(domain: str, target: str, params: dict[str, Any], model_di
     settings = {"batch_size": int(ev["batch_size"]), "dtype": ev["dtype"],
                 **{k: cfg[k] for k in ("max_new_tokens", "timeout_s", "memory_mb", "sandbox") if k in cfg}}
     if domain == "code":
-        from dnd.benchmarks.code_exec import require_sandbox
-
         require_sandbox(str(cfg["sandbox"]))  # refuse before loading a model, not after generating
     cache = open_cache(cache_dir, domain, target, model_dir, tasks_dir, ref_cfg, settings) if cache_dir else None
     jobs = scoring_jobs(plan, sources, model_dir)
@@ -279,8 +267,6 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from dnd.config import parse_params
-
     params = parse_params(args.params)
     unknown = sorted(set(params) - {args.domain, "evaluation", "sources"})
     if unknown:

@@ -25,6 +25,7 @@ of the base model / of the adapters with a LoRA, the share (%) that are empty.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,8 @@ import numpy as np
 
 from dnd.io import atomic_path, write_json
 from dnd.reporting.format import number
-from dnd.stats import ci_class
+from dnd.reporting.output import figure_link, read_paper_numbers, write_report
+from dnd.stats import ci_class, paired_boot_means, pooled_ci
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +107,6 @@ def _decompose(dnd: tuple, base: tuple) -> dict[str, float]:
 
 
 def metrics(rows: list[dict], folds: dict[str, list[str]], resamples: int, seed: int) -> dict[str, Any]:
-    from dnd.stats import paired_boot_means, pooled_ci
-
     targets = [t for t in folds if any(r["target"] == t for r in rows)]
     methods = [m for m, _, _ in TABLE_METHODS]
     out: dict[str, Any] = {"targets": targets}
@@ -371,10 +371,7 @@ def _add_report(p: argparse.ArgumentParser) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> None:
-    import json
-
     from dnd.config import parse_params
-    from dnd.reporting.output import figure_link, read_paper_numbers, write_report
     from dnd.reporting.tables import benchmark_minutes
 
     params = parse_params(args.params)

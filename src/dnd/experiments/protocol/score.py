@@ -17,14 +17,30 @@ The tasks, the methods (PROTOCOL_KINDS) and the output rows: docs/modules.md, se
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import dnd.scoring  # noqa: F401  (makes Hugging Face offline before datasets/lm_eval load)
-from dnd.config import section
+from dnd import evaluate
+from dnd.config import parse_params, section
+from dnd.evaluate import (
+    load_task,
+    nearest_training_lora,
+    plan_target,
+    quiet_lm_eval,
+    reference_lora,
+    require_file,
+    scoring_jobs,
+)
+from dnd.formats.paper import INVALID, PARSED_CHARS, answer_delimiter, eval_record, parse_answer
+from dnd.formats.prompts import portable_path
 from dnd.io import atomic_path, read_jsonl, write_json, write_jsonl
+from dnd.scoring.cache import ScoreCache, content_context, require_finite, samples_to_scored, seal, unseal
+from dnd.scoring.harness import seeded_evaluate
+from dnd.scoring.loop import score_or_cache
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +67,6 @@ def task_names(dataset: str, seeds: list[int]) -> list[tuple[str, int | None, st
 
 def task_configs(dataset: str, data_file: str | Path, pcfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """{task name: lm-eval task config} of a dataset (docs/modules.md)."""
-    from dnd.formats.paper import answer_delimiter
-    from dnd.formats.prompts import portable_path
 
     common = {"dataset_path": "json", "dataset_name": None,
               "dataset_kwargs": {"data_files": {"test": portable_path(data_file)}}, "test_split": "test",
@@ -84,8 +98,6 @@ def write_tasks(datasets: list[str], data_dir: Path, out_dir: Path, pcfg: dict[s
     """The paper-format test items (the first n_test of each test split) and every task YAML."""
     import yaml
 
-    from dnd.formats.paper import eval_record
-
     written = []
     for ds in datasets:
         items = read_jsonl(Path(data_dir) / ds / "test.jsonl")
@@ -112,8 +124,6 @@ def _register_filter() -> None:
     if FILTER in FILTER_REGISTRY:
         return
 
-    from dnd.formats.paper import parse_answer
-
     @register_filter(FILTER)
     class PaperParserFilter(Filter):
         """The authors' answer parser as an lm-eval filter: each output -> its label, "" (valid,
@@ -126,7 +136,6 @@ def _register_filter() -> None:
 # ============================================================================ scoring
 def load_tasks(tasks_dir: Path, names: list[str]) -> dict:
     """lm-eval's task dict of several tasks of `tasks_dir` (dnd.evaluate.load_task for each)."""
-    from dnd.evaluate import load_task
 
     tasks: dict = {}
     for name in names:
@@ -141,7 +150,6 @@ def _sorted_samples(res: dict, task: str) -> list[dict]:
 def generation_result(res: dict, task: str) -> dict[str, Any]:
     """Per item: correct, valid and the first 20 characters of the output, from lm-eval's
     logged samples of a generation task; checked against lm-eval's own exact_match."""
-    from dnd.formats.paper import INVALID, PARSED_CHARS
 
     samples = _sorted_samples(res, task)
     parsed = [s["filtered_resps"][0] if isinstance(s["filtered_resps"], list) else s["filtered_resps"]
@@ -175,8 +183,6 @@ class ProtocolScorer:
 
     def score(self, sd: dict | None, where: str) -> list[dict[str, Any]]:
         """One result per task: {protocol, seed, ids, correct, valid, ...} (sd None = base model)."""
-        from dnd.scoring.cache import require_finite, samples_to_scored
-        from dnd.scoring.harness import seeded_evaluate
 
         self.inner.activate(sd, where)
         t0 = time.perf_counter()
@@ -208,8 +214,6 @@ class ResultCache:
     foreign or unhashed (older) entry is a miss with a warning naming it, and is scored again."""
 
     def __init__(self, directory: Path, files: list[Path], context: dict[str, Any]):
-        from dnd.scoring.cache import ScoreCache
-
         self.keys = ScoreCache(directory, files, {"protocol": True, **context})
         self.directory = Path(directory)
 
@@ -217,10 +221,6 @@ class ResultCache:
         return self.keys.key(sd)
 
     def get(self, key: str) -> list[dict[str, Any]] | None:
-        import json
-
-        from dnd.scoring.cache import unseal
-
         path = self.directory / f"{key}.json"
         if not path.exists():
             return None
@@ -235,8 +235,6 @@ class ResultCache:
             return None
 
     def put(self, key: str, results: list[dict[str, Any]], source: Any = None) -> None:
-        from dnd.scoring.cache import seal
-
         write_json(self.directory / f"{key}.json", seal({"key": key, "results": results, "source": source}))
 
 
@@ -245,8 +243,6 @@ def open_cache(directory: Path, model_dir: Path, tasks_dir: Path, names: list[st
     """Keys cover the base model's files, every task's test file and config, the LoRA shape, the
     scoring settings, versions (dnd.scoring.cache.content_context), dnd.scoring.SCORER_VERSION and
     this scorer's PROTOCOL_SCORER_VERSION (bump it when the parser or the protocols change)."""
-    from dnd import evaluate
-    from dnd.scoring.cache import content_context
 
     tasks = {n: (evaluate.task_config(tasks_dir / f"{n}.yaml"), evaluate.task_data_file(tasks_dir / f"{n}.yaml"))
              for n in names}
@@ -258,15 +254,6 @@ def open_cache(directory: Path, model_dir: Path, tasks_dir: Path, names: list[st
 def evaluate_protocol(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: Path, zoo_dir: Path,
                       generated_dir: Path, encoded_dir: Path, cache_dir: Path | None = None) -> list[dict[str, Any]]:
     """Every method on `target` under every protocol (docs/modules.md)."""
-    from dnd.evaluate import (
-        nearest_training_lora,
-        plan_target,
-        quiet_lm_eval,
-        reference_lora,
-        require_file,
-        scoring_jobs,
-    )
-    from dnd.scoring.loop import score_or_cache
 
     pcfg = section("protocol", params.get("protocol"))
     ev = section("evaluation", params.get("evaluation"))
@@ -317,8 +304,6 @@ def _add_tasks(p: argparse.ArgumentParser) -> None:
 
 
 def _run_tasks(args: argparse.Namespace) -> None:
-    from dnd.config import parse_params
-
     params = parse_params(args.params)
     paths = write_tasks(list(params["datasets"]), args.data_dir, args.out_dir,
                         section("protocol", params.get("protocol")))
@@ -339,8 +324,6 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
-    from dnd.config import parse_params
-
     rows = evaluate_protocol(args.target, parse_params(args.params), args.model, args.tasks_dir, args.zoo_dir,
                              args.generated_dir, args.encoded_dir, args.cache_dir)
     write_jsonl(args.out, rows)
