@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from dnd.bench import bench_rows, committed_text, read_previous
+from dnd.bench import bench_rows, committed_text, current_wall, read_previous
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 
@@ -66,6 +66,18 @@ def test_committed_figures_come_from_git(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert read_previous(committed_text("HEAD:results/bench.csv"), "HEAD") == {"train_lora": (80.0, "HEAD")}
     assert committed_text("HEAD:results/missing.csv") is None
+
+
+def test_a_stale_wall_clock_is_left_out(tmp_path):
+    import os
+
+    b = _tree(tmp_path)
+    wall = tmp_path / "run.json"
+    wall.write_text(json.dumps({"seconds": 100}))
+    assert current_wall(wall, b) == {"seconds": 100}
+    os.utime(wall, (1, 1))  # written before the jobs ran: an earlier run's
+    assert current_wall(wall, b) is None
+    assert current_wall(tmp_path / "missing.json", b) is None
 
 
 def test_command_writes_the_csv(tmp_path):

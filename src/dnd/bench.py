@@ -90,6 +90,18 @@ def bench_rows(benchmarks: Path, previous: dict[str, tuple[float, str]],
     return rows
 
 
+def current_wall(path: Path | None, benchmarks: Path) -> dict[str, Any] | None:
+    """The run's wall-clock JSON, unless it is missing or older than a job benchmark (it then
+    times an earlier run than the jobs: left out, with a warning)."""
+    if path is None or not path.is_file():
+        return None
+    newest = max((p.stat().st_mtime for p in benchmarks.rglob("*.tsv") if p.stem != "bench"), default=0.0)
+    if path.stat().st_mtime < newest:
+        log.warning("%s is older than the newest job benchmark: it times an earlier run; no `run` row", path)
+        return None
+    return json.loads(path.read_text())
+
+
 def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--benchmarks", type=Path, default=Path("benchmarks"), help="Snakemake benchmark folder")
     p.add_argument("--wall", type=Path, default=None, help="the run's wall-clock JSON (scripts/reproduce.sh)")
@@ -101,7 +113,7 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    wall = json.loads(args.wall.read_text()) if args.wall is not None and args.wall.is_file() else None
+    wall = current_wall(args.wall, args.benchmarks)
     if args.previous is not None:
         previous = read_previous(args.previous.read_text(), str(args.previous))
     elif args.previous_git:
