@@ -221,6 +221,11 @@ PLAN_REQUIRED = ("generator", "prompts", "out")
 STATES_KEPT = 4
 
 
+def timing_inside(timing: str | None, out: str) -> bool:
+    """Whether a timing file would land inside an adapter directory (which holds only the adapter)."""
+    return timing is not None and Path(os.path.abspath(timing)).is_relative_to(os.path.abspath(out))
+
+
 class GenerationSession:
     """Generates adapters in one process: each generator checkpoint and each encoder is loaded
     (and warmed up) once, and a prompt draw encoded once per encoder config, however many
@@ -240,7 +245,8 @@ class GenerationSession:
     """
 
     def __init__(self, threads: int | None = None, force: bool = False):
-        self.threads = int(threads) if threads else None
+        if threads:
+            torch.set_num_threads(int(threads))
         self.force = force
         self._models: dict[str, tuple[Any, dict[str, Any]]] = {}  # generator path -> (decoder, checkpoint)
         self._encoders: dict[str, Any] = {}  # encoder config (JSON) -> encoder
@@ -249,7 +255,7 @@ class GenerationSession:
     def check(self, job: AdapterJob) -> None:
         """Refuse an output `job` must not write (before any work): see `generate_adapter`."""
         check_replaceable_dir(job.out, replaceable_output(self.force))
-        if job.timing is not None and Path(os.path.abspath(job.timing)).is_relative_to(os.path.abspath(job.out)):
+        if timing_inside(job.timing, job.out):
             raise ValueError(f"--timing {job.timing} lies inside --out {job.out}: the adapter directory holds only "
                              "the adapter")
 
@@ -258,8 +264,6 @@ class GenerationSession:
         if key in self._models:
             return *self._models[key], True
         model, ckpt = load_generator(path)
-        if self.threads:
-            torch.set_num_threads(self.threads)
         self._models[key] = (model, ckpt)
         return model, ckpt, False
 
@@ -400,7 +404,7 @@ def parse_plan(plan: Any, where: str = "--plan") -> list[AdapterJob]:
             seen[os.path.abspath(path)] = k
     for k, job in enumerate(jobs):
         for other in jobs:
-            if job.timing is not None and Path(os.path.abspath(job.timing)).is_relative_to(os.path.abspath(other.out)):
+            if timing_inside(job.timing, other.out):
                 raise ValueError(f"{where}: entry {k}: timing {job.timing} lies inside the adapter directory "
                                  f"{other.out}")
     return jobs
