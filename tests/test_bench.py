@@ -90,3 +90,16 @@ def test_command_writes_the_csv(tmp_path):
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader(out.open()))
     assert [r["stage"] for r in rows] == ["train_lora", "report", "generate", "total", "run"]
+
+
+def test_the_baseline_stands_in_until_figures_are_committed(tmp_path):
+    b = _tree(tmp_path)
+    base = tmp_path / "baseline.csv"
+    base.write_text("stage,jobs,job_s_total,source\ntrain_lora,7,80,issue 28\n")
+    out = tmp_path / "bench.csv"
+    done = subprocess.run([sys.executable, "-m", "dnd.cli", "bench", "--benchmarks", str(b), "--previous-git",
+                           "HEAD:no/such/file.csv", "--baseline", str(base), "--out", str(out)],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rows = {r["stage"]: r for r in csv.DictReader(out.open())}
+    assert rows["train_lora"]["ratio_to_previous"] == "0.5" and rows["train_lora"]["previous_source"] == "issue 28"

@@ -8,8 +8,9 @@ Snakemake times every job of a run (the `benchmark:` file of each rule). This co
 those files and writes one row per stage (= benchmarks/ subfolder; the extra experiments' are
 left out): the number of jobs, their summed, median and slowest seconds, the largest resident
 memory, and the ratio of the summed seconds to the same stage's figure in `--previous` (the
-committed bench.csv before this run, `--previous-git HEAD:results/bench.csv`; a row's
-`source` column, where the previous file has one, names where its figure came from). With `--wall` (written by
+committed bench.csv before this run, `--previous-git HEAD:results/bench.csv`; before any is
+committed, `--baseline`: the figures of the 874f29f run as issue 28 quotes them; a row's `source`
+column, where the previous file has one, names where its figure came from). With `--wall` (written by
 scripts/reproduce.sh) a `run` row gives the wall-clock time of the whole reproduction, set-up
 and HTML report included. The figures are as good as the machine was idle during the run.
 """
@@ -109,6 +110,9 @@ def _add(p: argparse.ArgumentParser) -> None:
     prev.add_argument("--previous", type=Path, default=None, help="an earlier bench CSV to compare with")
     prev.add_argument("--previous-git", default=None, metavar="REV:PATH",
                       help="the committed figures to compare with, e.g. HEAD:results/bench.csv")
+    p.add_argument("--baseline", type=Path, default=None,
+                   help="figures to compare with where --previous-git finds none (an earlier run's, with a "
+                        "`source` column: docs/bench_baseline_874f29f.csv)")
     p.add_argument("--out", type=Path, required=True)
 
 
@@ -120,6 +124,8 @@ def _run(args: argparse.Namespace) -> None:
         previous = read_previous(committed_text(args.previous_git), args.previous_git)
     else:
         previous = {}
+    if not previous and args.baseline is not None:
+        previous = read_previous(args.baseline.read_text(), str(args.baseline))
     rows = bench_rows(args.benchmarks, previous, wall)
     write_csv(args.out, COLUMNS, rows)
 
