@@ -124,7 +124,7 @@ def test_default_profile_runs_and_writes_the_json(tmp_path):
     report = json.loads(out.read_text())
     assert report["base_model"]["parameters"] == 134_515_008  # SmolLM2-135M
     assert report["lora"]["n_tokens"] == 1590  # 53 tokens per layer, as config/config.yaml says
-    assert [g["design"] for g in report["generators"]] == ["basis", "hyperconv"]
+    assert [g["design"] for g in report["generators"]] == ["hyperconv", "basis"]  # DnD first, then the variant
     assert report["reduced_run"]["must_have_gradient"] == "the output layer (zero-initialized)"
 
 

@@ -15,6 +15,7 @@ from dnd import report, summary
 from dnd.benchmarks.datasets import title
 from dnd.cli import main
 from dnd.config import validate_config
+from dnd.paths import REPO_ROOT
 from dnd.reporting import figures, tables
 
 DATASETS = ["arc_easy", "boolq", "piqa"]
@@ -152,7 +153,8 @@ def run_dir(tmp_path_factory) -> Path:
                "--diagnostics", str(res / "diagnostics.csv"),
                "--zoo-dir", str(res / "zoo"), "--generators-dir", str(res / "generators"),
                "--generated-dir", str(res / "generated"), "--benchmarks-dir", str(root / "benchmarks"),
-               "--timings-dir", str(res / "timings"), "--paper-numbers", str(paper), "--out", str(res / "report.md"),
+               "--timings-dir", str(res / "timings"), "--paper-numbers", str(paper),
+               "--paper-config", str(REPO_ROOT / "config" / "paper.yaml"), "--out", str(res / "report.md"),
                "--figures-dir", str(res / "figures"), "--tables-dir", str(res / "tables")])
     assert rc == 0
     return root
@@ -160,7 +162,8 @@ def run_dir(tmp_path_factory) -> Path:
 
 def test_diagnostics_section(run_dir):
     """The diagnostics table per fold and generator with the zoo's reachability, and the selection
-    rule's verdict read from diagnostics.csv (dnd qualifies, so the configured default stays)."""
+    rule's verdict read from diagnostics.csv (dnd qualifies, so the rule names it); DnD is the paper's
+    decoder beside the source-basis mixer, with its settings against the paper profile's."""
     text = (run_dir / "results" / "report.md").read_text()
     table = _table_after(text, "## Generator diagnostics")
     dnd = table[table["Generator"] == "DnD"].set_index("Fold")
@@ -168,7 +171,11 @@ def test_diagnostics_section(run_dir):
     basis = table[table["Generator"] == tables.METHOD_LABELS["dnd_basis"]].set_index("Fold")
     assert basis.loc["Mean", "Retrieval"] == f"{(0.5 + 1.0 * (len(DATASETS) - 1)) / len(DATASETS):.3f}"
     assert basis.iloc[0]["Reachability (zoo)"] == "0.100"
-    assert "This run: **DnD (the configured default, design `hyperconv`)** (meets the fit" in text
+    assert "This run: **DnD (design `hyperconv`)** (meets the fit" in text
+    assert "It picks no headline" in text and "**DnD** is the paper's method" in text
+    dev = _table_after(text, "### DnD and the paper's decoder").set_index("Setting")
+    assert dev.loc["Convolution kernel", "Paper (config/paper.yaml)"] == "9"
+    assert dev.loc["Generator design", "Deviation"] != "yes"  # both the hyper-convolutional decoder
     assert "Reachability averages 0.200 over folds (range 0.100–0.300)" in text
     assert ("The default generator reproduces the LoRAs it was trained on from their prompts (fit ratio 0.050 on "
             "average, worst fold 0.050; retrieval 1.00, lowest 1.00); adapters generated from different datasets' "

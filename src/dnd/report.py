@@ -22,7 +22,15 @@ import pandas as pd
 import yaml
 
 from .benchmarks.datasets import title
-from .config import OUTSIDE_RUN, config_hash, folds as config_folds, parse_params, run_config, validate_config
+from .config import (
+    OUTSIDE_RUN,
+    check_schema,
+    config_hash,
+    folds as config_folds,
+    parse_params,
+    run_config,
+    validate_config,
+)
 from .io import atomic_path, write_text
 from .reporting.figures import (
     CAPTIONS,
@@ -47,6 +55,7 @@ from .reporting.tables import (
     compute_table,
     controls_table,
     dataset_order,
+    decoder_deviations,
     diagnostics_table,
     efficiency_table,
     eval_backend_table,
@@ -101,6 +110,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timings-dir", default="results/timings",
                    help="wall-clock timings of the training jobs (kept apart from the hashed artifacts)")
     p.add_argument("--paper-numbers", default="config/paper_numbers.yaml")
+    p.add_argument("--paper-config", default="config/paper.yaml",
+                   help="the paper's profile: DnD's settings here are listed beside its")
     p.add_argument("--out", default="results/report.md")
     p.add_argument("--figures-dir", default="results/figures")
     p.add_argument("--tables-dir", default="", help="if set, also write the tables as CSV here")
@@ -116,7 +127,7 @@ def run(args: argparse.Namespace) -> None:
     paths = {k: Path(getattr(args, k)) for k in ("scores", "metrics", "efficiency", "eval_speed", "eval_agreement",
                                                  "diagnostics", "data_summary", "zoo_dir",
                                                  "generators_dir", "generated_dir", "benchmarks_dir", "timings_dir",
-                                                 "paper_numbers", "out", "figures_dir")}
+                                                 "paper_numbers", "paper_config", "out", "figures_dir")}
     build_report(params=params, **paths, tables_dir=Path(args.tables_dir) if args.tables_dir else None,
                  pca_checkpoints=args.pca_checkpoints, pca_coords=args.pca_coords)
 
@@ -149,6 +160,31 @@ def _design_text(design: str, gen: dict) -> str:
                 f"{gen.get('basis_hidden', 'n/a')}) on the pooled condition, {gen.get('basis_steps', 'n/a')} steps")
     return (f"`{design}`: stages {gen.get('stages', 'n/a')}, kernel {gen.get('kernel', 'n/a')}, head "
             f"{gen.get('head', 'n/a')}, {gen.get('steps', 'n/a')} steps")
+
+
+def _decoder_section(params: dict, paper_config: Path | None, tables: dict[str, pd.DataFrame]) -> list[str]:
+    """What "DnD" is in this run, and its settings beside the paper profile's."""
+    design = lookup(params, "generator.design", "hyperconv")
+    variants = [v for v in lookup(params, "generator.variants", []) or [] if v != design]
+    md_lines = ["### DnD and the paper's decoder", ""]
+    if design == "hyperconv":
+        md_lines.append("**DnD** is the paper's method: a hyper-convolutional decoder from the prompts' encoder "
+                        "states to LoRA tokens, at this machine's scale (deviations below).")
+    else:
+        md_lines.append(f"**DnD** in this run is the `{design}` design, not the paper's hyper-convolutional decoder.")
+    if "basis" in variants:
+        md_lines.append(f"**{METHOD_LABELS['dnd_basis']}** (`dnd_basis`) is beyond the paper: a softmax over the "
+                        "training datasets' mean LoRA tokens, so it stays inside their hull by construction. It is "
+                        "reported beside DnD on the same prompt draws; the controls come from DnD's generator.")
+    md_lines.append("")
+    if paper_config is None or not paper_config.exists():
+        return md_lines + [f"No paper profile (`{_shown(paper_config) if paper_config else '--paper-config'}`) to "
+                           "compare DnD's settings with.", ""]
+    paper = check_schema(yaml.safe_load(paper_config.read_text()) or {})
+    tables["decoder_deviations"] = dev = decoder_deviations(params, paper)
+    n_dev = int((dev["Deviation"] == "yes").sum())
+    return md_lines + [f"DnD's settings here and in the paper's profile (`{_shown(paper_config)}`): {n_dev} of "
+                       f"{len(dev)} differ, chosen for a 2-core CPU.", "", _md(dev), ""]
 
 
 def _setup_section(params: dict, data_summary: Path, eff_num: pd.DataFrame | None) -> list[str]:
@@ -391,7 +427,7 @@ def _diagnostics_section(diagnostics: Path | None, metrics_obj: dict | None, tar
     tables["diagnostics"] = dtab = diagnostics_table(diag, targets)
     chosen, reason = select_design(read_rows(diagnostics))
     design = lookup(params, "generator.design", "hyperconv")
-    label = {"dnd": f"DnD (the configured default, design `{design}`)"}.get(chosen, METHOD_LABELS.get(chosen, chosen))
+    label = {"dnd": f"DnD (design `{design}`)"}.get(chosen, METHOD_LABELS.get(chosen, chosen))
     reach = diag[(diag.metric == "reachability") & (diag.variant == "zoo")]["value"]
     md_lines += ["Does each fold's generator reproduce the LoRAs it was trained on, from their prompts, and does it "
                  "answer to its prompts? Weight-space figures (dnd.diagnostics; ΔW = B·A over every LoRA module), each "
@@ -409,11 +445,13 @@ def _diagnostics_section(diagnostics: Path | None, metrics_obj: dict | None, tar
                  "- *Reachability (zoo)*: share of the held-out LoRA's deviation from the sources' mean that lies in "
                  "the span of the sources' deviations: what any combination of the sources could reach.", "",
                  _md(dtab), "",
-                 "**Which design is the default** is decided by a rule fixed before any test item was scored, on these "
-                 f"weight-space figures only: a generator qualifies if on every fold its fit ratio is ≤ {FIT_GOAL}, "
-                 f"its retrieval ≥ {RETRIEVAL_GOAL} and its held-out stray ≤ {STRAY_LIMIT}; the configured default is "
-                 "kept if it qualifies, else the first qualifying variant, else the lowest mean fit ratio. This run: "
-                 f"**{label}** ({reason}).", ""]
+                 "**The selection rule** (dnd.diagnostics.select_design, fixed before any test item was scored, on "
+                 "these weight-space figures only): a design qualifies if on every fold its fit ratio is "
+                 f"≤ {FIT_GOAL}, its retrieval ≥ {RETRIEVAL_GOAL} and its held-out stray ≤ {STRAY_LIMIT}; the rule "
+                 "names the configured design if it qualifies, else the first qualifying variant, else the lowest "
+                 "mean fit ratio. It picks no headline (DnD is the configured design, the paper's decoder by "
+                 "default): it says which design reproduces its sources at this scale. "
+                 f"This run: **{label}** ({reason}).", ""]
     md_lines += _diagnosis_words(diag, metrics_obj)
     if len(reach):
         md_lines += [f"Reachability averages {reach.mean():.3f} over folds (range "
@@ -549,6 +587,7 @@ def build_report(*, params: dict, scores: Path, metrics: Path, efficiency: Path,
                  eval_agreement: Path, data_summary: Path, diagnostics: Path | None = None,
                  zoo_dir: Path, generators_dir: Path, generated_dir: Path, benchmarks_dir: Path,
                  timings_dir: Path, paper_numbers: Path, out: Path, figures_dir: Path, tables_dir: Path | None = None,
+                 paper_config: Path | None = None,
                  pca_checkpoints: int = 10, pca_coords: int = 100_000) -> str:
     sc = load_scores(scores)
     apply_style()
@@ -581,6 +620,7 @@ def build_report(*, params: dict, scores: Path, metrics: Path, efficiency: Path,
                 f"Config hash `{config_hash(params)}`. Written by `dnd report` from this run's files; every number "
                 "below is read from them (the paper's numbers from `" + _shown(paper_numbers) + "`).", ""]
     md_lines += _setup_section(params, data_summary, eff_num)
+    md_lines += _decoder_section(params, paper_config, tables)
     md_lines += _main_section(sc, tidy, mt, metrics_obj, targets, link, tables)
     md_lines += _paper_section(mt, paper, paper_numbers, tables)
     md_lines += _controls_section(tidy, targets, fig, link, tables)

@@ -33,8 +33,8 @@ from dnd.summary import (
 log = logging.getLogger(__name__)
 
 # With --tables-dir, the report's tables as displayed (strings, accuracies in %), as CSV.
-TABLES = ["main_table", "comparisons", "paper_comparison", "controls", "diagnostics", "eval_backend", "efficiency",
-          "compute"]
+TABLES = ["decoder_deviations", "main_table", "comparisons", "paper_comparison", "controls", "diagnostics",
+          "eval_backend", "efficiency", "compute"]
 
 METHOD_LABELS = {
     "base": "Base",
@@ -48,7 +48,7 @@ METHOD_LABELS = {
     "control_random": "Control: random text",
     "control_shuffled": "Control: shuffled words",
     "dnd_hyperconv": "DnD (hyper-conv design)",
-    "dnd_basis": "DnD (source-basis design)",
+    "dnd_basis": "Source-basis mixer (ours)",
 }
 # Zero-shot methods compete for the bold mark. best_train is picked with the target's test
 # labels and oracle is trained on the target's labeled data: both are references only.
@@ -61,6 +61,50 @@ DELTA_COLUMN = "DnD − training avg (95% CI)"
 VERSION_PACKAGES = ["dnd-repro", "torch", "transformers", "peft", "lm-eval", "snakemake", "dvc",
                     "pandas", "seaborn", "matplotlib", "numpy", "safetensors"]
 LORA_BENCH_STAGE = "train_lora"  # benchmarks/{stage}/{ds}.tsv of the source LoRA jobs
+
+
+# DnD's settings that the paper fixes (config/paper.yaml): the report lists each beside this run's.
+DECODER_SETTINGS = {
+    "base_model.name": "Base model",
+    "generator.design": "Generator design",
+    "generator.stages": "Decoder stages (channels, length, width)",
+    "generator.kernel": "Convolution kernel",
+    "generator.head": "Last layer",
+    "generator.output_init": "Output layer init",
+    "generator.output_offset": "Output offset",
+    "generator.chunk_width": "LoRA token width",
+    "generator.n_prompts": "Prompts per condition",
+    "generator.lr": "Learning rate",
+    "generator.weight_decay": "Weight decay",
+    "generator.batch_size": "Batch",
+    "generator.steps": "Steps",
+    "generator.warmup_steps": "Warm-up steps",
+    "encoder.max_length": "Encoder tokens per prompt",
+    "encoder.dtype": "Encoder dtype",
+    "generate.n_adapters": "Adapters per target",
+}
+
+
+def decoder_deviations(run: dict, paper: dict) -> pd.DataFrame:
+    """DnD's settings in this run beside the paper profile's (both validated configs, defaults
+    filled), one row per DECODER_SETTINGS key, and whether they differ."""
+    def shown(v: Any) -> str:
+        return "n/a" if v is None else json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+
+    rows = []
+    for key, name in DECODER_SETTINGS.items():
+        here = lookup(run, key) if key != "base_model.name" else _base_model_name(run)
+        there = lookup(paper, key) if key != "base_model.name" else _base_model_name(paper)
+        rows.append({"Setting": name, "Here": shown(here), "Paper (config/paper.yaml)": shown(there),
+                     "Deviation": "yes" if here != there else ""})
+    return pd.DataFrame(rows)
+
+
+def _base_model_name(cfg: dict) -> str | None:
+    bm = cfg.get("base_model", {}) or {}
+    if bm.get("source") == "smollm2_wheel":
+        return "SmolLM2-135M-Instruct (GGUF Q4_1)"
+    return bm.get("name_or_path") or bm.get("name") or bm.get("source")
 
 
 # ------------------------------------------------------------------------------ formatting
