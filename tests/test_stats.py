@@ -1,8 +1,10 @@
 """dnd.stats: the one bootstrap and CI every report uses, pinned to the numbers of results/metrics.json's code."""
 
 import math
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from dnd import stats, summary
 
@@ -29,3 +31,47 @@ def test_no_resamples_means_no_ci():
     assert all(math.isnan(x) for x in stats.pooled_ci([None, None]))
     b = stats.paired_boot_means(diff, 50, 1, "t")
     assert stats.pooled_ci([b, b]) == stats.percentile_ci(b)
+
+
+@pytest.mark.parametrize("lo,hi,paper,untestable,text", [
+    (1.0, 5.0, 9.7, None, "reproduced in direction, smaller than the paper's +9.7"),
+    (1.0, 12.0, 9.7, None, "reproduced"),
+    (-8.0, -2.0, -5.0, None, "reproduced"),  # the paper claims a drop, and we see one
+    (-6.0, -1.0, 9.7, None, "not reproduced: the opposite direction"),
+    (-2.0, 3.0, 9.7, None, "not reproduced: the CI excludes the paper's +9.7"),
+    (-0.5, 0.9, 21.0, None, "level: the CI excludes the paper's +21.0"),  # inside ±1 comes before "excludes"
+    (-0.5, 0.9, None, None, "level"),
+    (-2.0, 11.0, 9.7, None, "not told apart: the CI holds both 0 and the paper's size"),
+    (-1.0, 1.0, None, None, "not told apart"),  # ±1 itself is not inside
+    (math.nan, 1.0, 9.7, None, "not told apart: no CI"),
+    (5.0, 9.0, 9.7, "every method at the floor", "not testable here: every method at the floor"),
+])
+def test_verdict_follows_the_rule_and_speaks_the_vocabulary(lo, hi, paper, untestable, text):
+    got = stats.verdict(lo, hi, paper, untestable)
+    assert got == text
+    assert stats.verdict_word(got) in stats.VERDICTS and stats.verdict_word(got) == text.split(":")[0].split(" in ")[0]
+
+
+def test_verdict_word_prefers_the_longest_term():
+    assert stats.verdict_word("**Not reproduced**: the opposite direction") == "not reproduced"
+    assert stats.verdict_word("reproduced in direction") == "reproduced"
+    assert stats.verdict_word("too noisy to tell") is None
+
+
+@pytest.mark.parametrize("acc,oracle_ci,reason", [
+    ([0.0, 0.0, 0.0], None, "every method at the floor"),
+    ([1.0, 1.0], (2.0, 5.0), "every method at the ceiling"),
+    ([0.3, 0.4], (-3.0, 1.0), "the oracle does not beat the training-LoRA average (CI [-3.0, +1.0])"),
+    ([0.3, 0.4], (math.nan, math.nan), "the oracle does not beat the training-LoRA average (no CI)"),
+    ([0.3, 0.0], (0.5, 4.0), None),
+    (None, None, None),
+])
+def test_untestable_reason(acc, oracle_ci, reason):
+    assert stats.untestable_reason(acc, oracle_ci) == reason
+
+
+def test_readme_glossary_states_each_verdict_as_the_code_defines_it():
+    """README "Glossary" repeats VERDICTS word for word: one definition, read in two places."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for word, rule in stats.VERDICTS.items():
+        assert f"- **{word}**: {rule}." in readme, word

@@ -1,5 +1,5 @@
 """Statistics of paired per-item scores: seeded bootstrap resamples, percentile, paired and pooled
-95% CIs, and the words a CI earns (`ci_class`, `relation`, `verdict`).
+95% CIs, and the words a CI earns (`ci_class`, `relation`; `verdict` in the vocabulary VERDICTS).
 
 Every report uses these: one bootstrap, one CI. At `resamples <= 0` there is no bootstrap and
 every CI is NaN ("no CI"), never a point interval.
@@ -54,24 +54,68 @@ def relation(lo: float, hi: float, subject: str, other: str) -> str:
             "apart": f"{subject} and {other} are not told apart"}[ci_class(lo, hi)]
 
 
-def verdict(lo: float, hi: float, paper: float | None = None) -> str:
-    """Plain words on one of the paper's claims, "subject minus baseline is `paper`", from our
-    95% CI [lo, hi] of the same difference (same units; the paper's sign gives the direction
-    claimed, + when it states no size): "reproduced" when the CI lies on the paper's side of 0,
-    "not reproduced" when it lies on the other side or excludes the paper's size, else "too noisy
-    to tell"."""
+# The verdict vocabulary, defined once: what every report says about a claim of the paper, and the
+# rule behind each word (README "Glossary" repeats it; tests/test_stats.py holds the two together).
+REPRODUCED, NOT_REPRODUCED, LEVEL, NOT_TOLD_APART, NOT_TESTABLE = (
+    "reproduced", "not reproduced", "level", "not told apart", "not testable here")
+VERDICTS = {
+    REPRODUCED: "the 95% CI of the paper's difference lies on the paper's side of 0 (its size may be smaller)",
+    NOT_REPRODUCED: "the 95% CI lies on the other side of 0, or it excludes the paper's size",
+    LEVEL: f"the 95% CI lies inside ±{EQUIVALENT:g} point: no difference of that size either way",
+    NOT_TOLD_APART: f"the 95% CI holds 0 and reaches beyond ±{EQUIVALENT:g} point (or there is no CI): the data "
+                    "cannot tell",
+    NOT_TESTABLE: "the set-up cannot show the claim: every method sits at a floor or a ceiling, or the oracle "
+                  "(the target's own LoRA) does not beat the training-LoRA average",
+}
+
+
+def verdict(lo: float, hi: float, paper: float | None = None, untestable: str | None = None) -> str:
+    """One of VERDICTS on a claim of the paper, "subject minus baseline is `paper`", from our 95% CI
+    [lo, hi] of the same difference (same units; the paper's sign gives the direction claimed, +
+    when it states no size), with the reason after a colon where there is one. In order:
+    `untestable` (a reason, from `untestable_reason`) -> "not testable here"; no CI -> "not told
+    apart"; the CI on the paper's side of 0 -> "reproduced"; inside ±EQUIVALENT -> "level"; on the
+    other side of 0 or below the paper's size -> "not reproduced"; else "not told apart"."""
+    if untestable:
+        return f"{NOT_TESTABLE}: {untestable}"
     if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
-        return "too noisy to tell (no CI)"
+        return f"{NOT_TOLD_APART}: no CI"
     sign = -1.0 if paper is not None and paper < 0 else 1.0
     low, high = sorted((sign * lo, sign * hi))
     size = abs(paper) if paper is not None else None
     if low > 0:
-        return "reproduced" + (f" in direction, smaller than the paper's {paper:+.1f}" if size and high < size else "")
+        return REPRODUCED + (f" in direction, smaller than the paper's {paper:+.1f}" if size and high < size else "")
+    if ci_class(lo, hi) == "level":
+        return LEVEL + (f": the CI excludes the paper's {paper:+.1f}" if size else "")
     if high < 0:
-        return "not reproduced: the opposite direction"
+        return f"{NOT_REPRODUCED}: the opposite direction"
     if size and high < size:
-        return f"not reproduced: the CI excludes the paper's {paper:+.1f}"
-    return "too noisy to tell: the CI holds both 0 and the paper's size" if size else "too noisy to tell"
+        return f"{NOT_REPRODUCED}: the CI excludes the paper's {paper:+.1f}"
+    return NOT_TOLD_APART + (": the CI holds both 0 and the paper's size" if size else "")
+
+
+def verdict_word(text: str) -> str | None:
+    """The VERDICTS word a verdict text starts with (the longest that fits), else None."""
+    t = text.strip().strip("*").lower()
+    return next((w for w in sorted(VERDICTS, key=len, reverse=True) if t.startswith(w)), None)
+
+
+def untestable_reason(accuracies=None, oracle_ci: tuple[float, float] | None = None,
+                      floor: float = 0.0, ceiling: float = 1.0) -> str | None:
+    """Why a DnD claim cannot be tested, or None: every accuracy in `accuracies` (fractions of every
+    method compared) at `floor` or at `ceiling`, or `oracle_ci`, the paired 95% CI of the oracle
+    minus the training-LoRA average (in points), not above 0 (no headroom for DnD to show)."""
+    acc = [float(a) for a in (accuracies or []) if a is not None and not math.isnan(float(a))]
+    if acc and all(a <= floor for a in acc):
+        return "every method at the floor"
+    if acc and all(a >= ceiling for a in acc):
+        return "every method at the ceiling"
+    if oracle_ci is not None:
+        lo, hi = oracle_ci
+        if lo is None or hi is None or math.isnan(lo) or not lo > 0:
+            ci = "no CI" if lo is None or hi is None or math.isnan(lo) else f"CI [{lo:+.1f}, {hi:+.1f}]"
+            return f"the oracle does not beat the training-LoRA average ({ci})"
+    return None
 
 
 def boot_means(values, idx):

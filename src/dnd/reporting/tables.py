@@ -19,9 +19,11 @@ import pandas as pd
 
 from dnd.benchmarks.datasets import title
 from dnd.reporting.format import number as fmt
+from dnd.stats import untestable_reason, verdict
 from dnd.summary import (
     CONTROL_KINDS,
     GENERATED_KINDS,
+    HEADROOM,
     MEAN_ADAPTER,
     MEAN_TARGET,
     compared_kinds,
@@ -385,25 +387,54 @@ def controls_table(tidy: pd.DataFrame, targets: list[str]) -> pd.DataFrame | Non
     return pd.DataFrame(rows)
 
 
-def paper_table(mt: pd.DataFrame, paper: dict) -> pd.DataFrame | None:
+def claim_verdict(metrics: dict | None, target: str, paper_gain: float | None, factor: float = 100.0) -> str:
+    """The verdict (dnd.stats.verdict) on the paper's "DnD beats the training LoRAs by `paper_gain`
+    points" for `target` (or MEAN_TARGET, pooled), from metrics.json: the paired 95% CI of DnD minus
+    the training average, "not testable here" when every method is at a floor or ceiling or the
+    oracle does not beat the training average (its paired CI, the HEADROOM pair)."""
+    m = metrics or {}
+    key = f"{target}/dnd_minus_train_avg"  # the main table's DnD − training avg column
+    lo, hi = (factor * _metric(m, key + sfx) for sfx in ("_ci_low", "_ci_high"))
+    accs = [_metric(m, f"{target}/{k}") for k in ("base", "train_avg", "dnd_mean", "oracle")]
+    head = f"{target}/{HEADROOM[0]}_minus_{HEADROOM[1]}/acc"
+    oracle_ci = tuple(factor * _metric(m, head + sfx) for sfx in ("_ci_low", "_ci_high"))
+    untestable = untestable_reason([a for a in accs if np.isfinite(a)],
+                                   oracle_ci if head in m else None)
+    return verdict(lo, hi, paper_gain, untestable)
+
+
+def paper_table(mt: pd.DataFrame, paper: dict, metrics: dict | None = None, factor: float = 100.0
+                ) -> pd.DataFrame | None:
+    """The paper's common-sense numbers beside ours, per dataset and for the average gain, with our
+    paired 95% CI of the gain and the verdict on the paper's (`claim_verdict`)."""
     cs = lookup(paper, "common_sense", {}) or {}
     per = cs.get("per_dataset") or {}
     if not per and cs.get("average_gain") is None:
         return None
+    m = metrics or {}
+
+    def ci(target: str) -> str:
+        key = f"{target}/dnd_minus_train_avg"
+        lo, hi = (factor * _metric(m, key + sfx) for sfx in ("_ci_low", "_ci_high"))
+        return f"[{lo:+.1f}, {hi:+.1f}]" if np.isfinite(lo) and np.isfinite(hi) else "n/a"
+
     rows = []
     for ds, v in per.items():
         p_base, p_dnd = v.get("train_avg"), v.get("dnd")
+        p_gain = p_dnd - p_base if p_base is not None and p_dnd is not None else None
         ours = mt.loc[ds] if ds in mt.index else None
         o_base = ours["train_avg"] if ours is not None else None
         o_dnd = ours["dnd_mean"] if ours is not None else None
         rows.append({
             "Dataset": title(ds),
             "Paper: training LoRAs": fmt(p_base), "Paper: DnD": fmt(p_dnd),
-            "Paper: Δ": f"{p_dnd - p_base:+.1f}" if p_base is not None and p_dnd is not None else "n/a",
+            "Paper: Δ": f"{p_gain:+.1f}" if p_gain is not None else "n/a",
             "Ours: training LoRAs": fmt(o_base) if ours is not None else "not in this run",
             "Ours: DnD": fmt(o_dnd) if ours is not None else "not in this run",
             "Ours: Δ": f"{o_dnd - o_base:+.1f}" if ours is not None and np.isfinite(o_dnd - o_base) else (
                 "n/a" if ours is not None else "not in this run"),
+            "Ours: Δ 95% CI": ci(ds) if ours is not None else "",
+            "Verdict": claim_verdict(m, ds, p_gain, factor) if ours is not None else "not run here",
         })
     if cs.get("average_gain") is not None:
         mean = next((i for i in mt.index if _is_mean_row(i)), None)
@@ -413,6 +444,8 @@ def paper_table(mt: pd.DataFrame, paper: dict) -> pd.DataFrame | None:
             "Paper: training LoRAs": "", "Paper: DnD": "", "Paper: Δ": f"{float(cs['average_gain']):+.1f}",
             "Ours: training LoRAs": "", "Ours: DnD": "",
             "Ours: Δ": (f"{gain:+.1f}" if gain is not None and np.isfinite(gain) else "n/a"),
+            "Ours: Δ 95% CI": ci(MEAN_TARGET),
+            "Verdict": claim_verdict(m, MEAN_TARGET, float(cs["average_gain"]), factor),
         })
     return pd.DataFrame(rows)
 
