@@ -32,6 +32,7 @@ from .config import (
     validate_config,
 )
 from .io import atomic_path, write_text
+from .paths import shown_path
 from .reporting.figures import (
     CAPTIONS,
     FIGURES,
@@ -142,13 +143,6 @@ def _md(df: pd.DataFrame) -> str:
     return df.to_markdown(index=False, colalign=align, disable_numparse=True)
 
 
-def _shown(path: Path) -> str:
-    """A path as written into the report: relative to the working directory when inside it,
-    else the bare name (so the report does not depend on where the run lives)."""
-    rel = os.path.relpath(Path(path).resolve(), Path.cwd().resolve())
-    return Path(rel).as_posix() if not rel.startswith("..") else Path(path).name
-
-
 def _rel(path: Path, start: Path) -> str:
     return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
 
@@ -179,12 +173,12 @@ def _decoder_section(params: dict, paper_config: Path | None, tables: dict[str, 
                         "reported beside DnD on the same prompt draws; the controls come from DnD's generator.")
     md_lines.append("")
     if paper_config is None or not paper_config.exists():
-        return md_lines + [f"No paper profile (`{_shown(paper_config) if paper_config else '--paper-config'}`) to "
+        return md_lines + [f"No paper profile (`{shown_path(paper_config) if paper_config else '--paper-config'}`) to "
                            "compare DnD's settings with.", ""]
     paper = check_schema(yaml.safe_load(paper_config.read_text()) or {})
     tables["decoder_deviations"] = dev = decoder_deviations(params, paper)
     n_dev = int((dev["Deviation"] == "yes").sum())
-    return md_lines + [f"DnD's settings here and in the paper's profile (`{_shown(paper_config)}`): {n_dev} of "
+    return md_lines + [f"DnD's settings here and in the paper's profile (`{shown_path(paper_config)}`): {n_dev} of "
                        f"{len(dev)} differ, chosen for a 2-core CPU.", "", _md(dev), ""]
 
 
@@ -261,7 +255,7 @@ def _setup_section(params: dict, data_summary: Path, eff_num: pd.DataFrame | Non
                      "conditions generation for a held-out target; `test`: scored). Splits are disjoint.", "",
                      _md(tab), ""]
     else:
-        md_lines += [f"No data summary (`{_shown(data_summary)}`) for this run.", ""]
+        md_lines += [f"No data summary (`{shown_path(data_summary)}`) for this run.", ""]
     md_lines += [
                "### Protocol compared with the paper",
                "",
@@ -346,7 +340,7 @@ def _paper_section(mt: pd.DataFrame, paper: dict | None, paper_numbers: Path, me
     md_lines = ["## Paper's reported numbers beside ours", ""]
     ptab = paper_table(mt, paper, metrics_obj, factor) if paper else None
     if ptab is None:
-        return md_lines + [f"No paper numbers file (`{_shown(paper_numbers)}`).", ""]
+        return md_lines + [f"No paper numbers file (`{shown_path(paper_numbers)}`).", ""]
     tables["paper_comparison"] = ptab
     cs = paper.get("common_sense", {})
     md_lines += [f"The paper's numbers ({lookup(paper, 'paper.citation', 'paper')}; {cs.get('source', '')}) were "
@@ -473,11 +467,11 @@ def _eval_backend_section(eval_speed: Path, eval_agreement: Path, benchmarks_dir
                           tables: dict[str, pd.DataFrame]) -> list[str]:
     md_lines = ["## Evaluation backend", ""]
     if not (eval_speed.exists() and eval_agreement.exists()):
-        return md_lines + [f"No backend comparison in this run (`{_shown(eval_speed)}`; "
+        return md_lines + [f"No backend comparison in this run (`{shown_path(eval_speed)}`; "
                            "`evaluation.compare_items` = 0?).", ""]
     speed, agree = pd.read_csv(eval_speed), pd.read_csv(eval_agreement)
     if speed.empty or agree.empty:
-        return md_lines + [f"`{_shown(eval_speed)}` is empty.", ""]
+        return md_lines + [f"`{shown_path(eval_speed)}` is empty.", ""]
     disp = eval_backend_table(speed, agree)
     tables["eval_backend"] = disp
     p = disp.iloc[-1]
@@ -499,7 +493,7 @@ def _eval_backend_section(eval_speed: Path, eval_agreement: Path, benchmarks_dir
                  f"{p['Same answer, float32 (%, n)']} (largest log-likelihood difference "
                  f"{p['Largest Δ log-lik, float32 (nats)']} nats). Against hf's float32 answers: hf "
                  f"{p['hf = float32 ref (%, n)']}, dnd-prefix {p['dnd-prefix = float32 ref (%, n)']}. Files: "
-                 f"`{_shown(eval_speed)}`, `{_shown(eval_agreement)}`.", ""]
+                 f"`{shown_path(eval_speed)}`, `{shown_path(eval_agreement)}`.", ""]
     ev = compute_table(benchmarks_dir / "evaluate") if (benchmarks_dir / "evaluate").exists() else None
     if ev is not None:
         total = ev.iloc[-1]
@@ -512,7 +506,7 @@ def _efficiency_section(eff_disp: pd.DataFrame | None, eff_num: pd.DataFrame | N
                         paper: dict | None, link: dict[str, str], tables: dict[str, pd.DataFrame]) -> list[str]:
     md_lines = ["## Efficiency", ""]
     if eff_disp is None:
-        return md_lines + [f"No generation timings (`{_shown(efficiency)}`) for this run.", ""]
+        return md_lines + [f"No generation timings (`{shown_path(efficiency)}`) for this run.", ""]
     tables["efficiency"] = eff_disp
     med = float(np.nanmedian(eff_num.ratio)) if np.isfinite(eff_num.ratio).any() else float("nan")
     md_lines += ["Generation latency per adapter (median over a target's DnD adapters; model loading excluded), "
@@ -545,13 +539,13 @@ def _dynamics_section(pca_note: str | None, has_curves: bool, link: dict[str, st
 
 def _headline_metrics_lines(metrics: Path, metrics_obj: dict | None) -> list[str]:
     if metrics_obj is None:
-        return [f"No metrics file (`{_shown(metrics)}`).", ""]
+        return [f"No metrics file (`{shown_path(metrics)}`).", ""]
     flat = [(k, v) for k, v in metrics_obj.items() if not isinstance(v, (dict, list))]
     over = [(k, v) for k, v in flat if k.startswith(f"{MEAN_TARGET}/")]
     shown = over or flat
     if not shown:
-        return [f"`{_shown(metrics)}` holds no flat values.", ""]
-    return [f"From `{_shown(metrics)}`" + (" (averages over targets; per-target values are in the "
+        return [f"`{shown_path(metrics)}` holds no flat values.", ""]
+    return [f"From `{shown_path(metrics)}`" + (" (averages over targets; per-target values are in the "
                                            "file)" if over else "") + "; accuracies as fractions:", "",
             _md(pd.DataFrame([(k, "n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v)))
                               for k, v in shown], columns=["Metric", "Value"])), ""]
@@ -566,7 +560,7 @@ def _metadata_section(params: dict, benchmarks_dir: Path, metrics: Path, metrics
                 "### Compute (Snakemake benchmarks)", ""]
     comp = compute_table(benchmarks_dir, exclude=OUTSIDE_RUN)  # the default run's jobs only
     if comp is None:
-        md_lines += [f"No benchmark files under `{_shown(benchmarks_dir)}`.", ""]
+        md_lines += [f"No benchmark files under `{shown_path(benchmarks_dir)}`.", ""]
     else:
         tables["compute"] = comp
         md_lines += ["Wall time and peak memory per stage, from the `benchmark:` TSV of every job "
@@ -620,7 +614,7 @@ def build_report(*, params: dict, scores: Path, metrics: Path, efficiency: Path,
 
     md_lines = [f"# Drag-and-Drop LLMs reproduction: report (profile `{params.get('name', 'n/a')}`)", "",
                 f"Config hash `{config_hash(params)}`. Written by `dnd report` from this run's files; every number "
-                "below is read from them (the paper's numbers from `" + _shown(paper_numbers) + "`).", ""]
+                "below is read from them (the paper's numbers from `" + shown_path(paper_numbers) + "`).", ""]
     md_lines += _setup_section(params, data_summary, eff_num)
     md_lines += _decoder_section(params, paper_config, tables)
     md_lines += _main_section(sc, tidy, mt, metrics_obj, targets, link, tables)
