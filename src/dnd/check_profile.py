@@ -559,8 +559,8 @@ def slurm_resources(profile: Path = SLURM_PROFILE, rules_dir: Path = RULES_DIR) 
             "gpus": int(res.get("gpu", 0)), "threads": threads.get(rule, own.get(rule, {}).get("threads")),
             "partition": res.get("slurm_partition"), "from": "profile set-resources" if rule in sets else "rule",
         })
-    return {"profile": str(profile.relative_to(REPO_ROOT)) if profile.is_relative_to(REPO_ROOT) else shown_path(profile),
-            "default_resources": default, "rules": rows}
+    shown = str(profile.relative_to(REPO_ROOT)) if profile.is_relative_to(REPO_ROOT) else shown_path(profile)
+    return {"profile": shown, "default_resources": default, "rules": rows}
 
 
 # ----------------------------------------------------------------------------- the check
