@@ -75,3 +75,44 @@ def test_readme_glossary_states_each_verdict_as_the_code_defines_it():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for word, rule in stats.VERDICTS.items():
         assert f"- **{word}**: {rule}." in readme, word
+
+
+RUNS = [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]  # 3 zoo seeds x 2 generator seeds
+
+
+def test_seed_draws_resample_zoo_seeds_then_generator_seeds():
+    w = stats.seed_draws(RUNS, 500, seed=0)
+    assert w.shape == (500, 6) and np.allclose(w.sum(axis=1), 1.0)
+    zoo_share = np.stack([w[:, [0, 1]].sum(1), w[:, [2, 3]].sum(1), w[:, [4, 5]].sum(1)], axis=1)
+    assert np.allclose(np.round(zoo_share * 3), zoo_share * 3)  # each zoo seed drawn 0-3 times of 3
+    assert (zoo_share == 0).any() and (zoo_share == 1).any()  # with replacement: some left out, some drawn thrice
+    assert np.array_equal(w, stats.seed_draws(RUNS, 500, seed=0))
+    assert not np.array_equal(w, stats.seed_draws(RUNS, 500, seed=1))
+    assert stats.seed_draws(RUNS, 0, seed=0) is None
+
+
+def test_hierarchical_bootstrap_adds_the_seed_spread_to_the_item_spread():
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 1, 200)
+    idx = stats.bootstrap_indices(200, 2000, 0, "t")
+    # no seed effect: every run has the same items -> the item-only bootstrap exactly
+    same = np.tile(noise, (6, 1))
+    h = stats.hierarchical_boot_means(same, stats.seed_draws(RUNS, 2000, 0), idx)
+    assert np.allclose(h, stats.boot_means(noise, idx))
+    # zoo seeds move the difference by -1, 0, +1: the CI widens by about that spread, items alone do not see it
+    shifted = same + np.repeat([-1.0, 0.0, 1.0], 2)[:, None]
+    h = stats.hierarchical_boot_means(shifted, stats.seed_draws(RUNS, 2000, 0), idx)
+    lo, hi = stats.percentile_ci(h)
+    ilo, ihi = stats.percentile_ci(stats.boot_means(shifted.mean(0), idx))
+    assert hi - lo > (ihi - ilo) + 1.0
+    assert lo < shifted.mean() < hi
+
+
+def test_seed_item_spread_separates_the_two_sources():
+    noise = np.random.default_rng(1).normal(0, 2.0, 400)
+    offsets = np.array([0.0, 0.2, 3.0, 3.2, 6.0, 6.2])  # zoo seeds 3 apart, generator seeds 0.2 apart
+    s = stats.seed_item_spread(noise + offsets[:, None], RUNS)
+    assert s["zoo_sd"] == pytest.approx(3.0)
+    assert s["generator_sd"] == pytest.approx(np.std([0.0, 0.2], ddof=1))
+    assert s["seed_sd"] == pytest.approx(np.std(offsets, ddof=1))
+    assert s["item_se"] == pytest.approx(np.std(noise, ddof=1) / 20)

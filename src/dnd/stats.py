@@ -140,3 +140,65 @@ def pooled_ci(bs: list) -> tuple[float, float]:
 
     ok = bs and all(b is not None for b in bs)
     return percentile_ci(np.mean(bs, axis=0)) if ok else (math.nan, math.nan)
+
+
+# ------------------------------------------------------------------ seeds: a two-level bootstrap
+def seed_draws(runs, resamples: int, seed: int):
+    """(resamples, len(runs)) weights of each run in a two-level bootstrap over training seeds:
+    `runs` are (zoo seed, generator seed) pairs; each resample draws zoo seeds with replacement,
+    then, within each drawn zoo seed, its generator seeds with replacement, and a run's weight is
+    its share of the resample's mean (rows sum to 1). One draw serves every target of a resample,
+    because one zoo seed trains the LoRAs of every dataset. None at resamples <= 0."""
+    import numpy as np
+
+    if resamples <= 0:
+        return None
+    runs = [tuple(r) for r in runs]
+    zoos = sorted({z for z, _ in runs})
+    members = {z: [i for i, r in enumerate(runs) if r[0] == z] for z in zoos}
+    rng = np.random.default_rng([int(seed), zlib.crc32(b"seeds")])
+    w = np.zeros((resamples, len(runs)))
+    for b in range(resamples):
+        for z in rng.choice(zoos, size=len(zoos)):
+            gens = members[z]
+            picked = rng.choice(gens, size=len(gens))
+            np.add.at(w[b], picked, 1.0 / (len(zoos) * len(gens)))
+    return w
+
+
+def hierarchical_boot_means(diff, weights, item_idx):
+    """Bootstrap means of one target's paired differences `diff` (runs x items: one row per
+    (zoo, generator) seed run, the same items in every row) under a two-level bootstrap: the seed
+    level from `weights` (`seed_draws`), the item level from `item_idx` (`bootstrap_indices`,
+    shared by every run, so each item stays paired across seeds). None when either is None."""
+    import numpy as np
+
+    if weights is None or item_idx is None:
+        return None
+    diff = np.asarray(diff, dtype=np.float64)
+    run_means = diff[:, item_idx].mean(axis=2)  # (runs, resamples): each run on the resample's items
+    return np.einsum("br,rb->b", weights, run_means)
+
+
+def seed_item_spread(diff, runs) -> dict[str, float]:
+    """How far training seeds and test items each move a paired difference (one target, runs x
+    items): `seed_sd`, the SD of the per-run means over every run; `zoo_sd`, the SD over zoo seeds
+    of their runs' means; `generator_sd`, the mean SD over generator seeds within a zoo seed (NaN
+    with one generator seed); `item_se`, the standard error of a run's mean from its items (the
+    mean over runs of SD / sqrt(n)). Seed SDs above the item SE mean that the seed, not the test
+    set, limits the verdict."""
+    import numpy as np
+
+    diff = np.asarray(diff, dtype=np.float64)
+    runs = [tuple(r) for r in runs]
+    means = diff.mean(axis=1)
+    zoos = sorted({z for z, _ in runs})
+    by_zoo = {z: means[[i for i, r in enumerate(runs) if r[0] == z]] for z in zoos}
+    within = [np.std(v, ddof=1) for v in by_zoo.values() if len(v) > 1]
+    return {
+        "seed_sd": float(np.std(means, ddof=1)) if len(means) > 1 else math.nan,
+        "zoo_sd": float(np.std([v.mean() for v in by_zoo.values()], ddof=1)) if len(zoos) > 1 else math.nan,
+        "generator_sd": float(np.mean(within)) if within else math.nan,
+        "item_se": (float(np.mean(diff.std(axis=1, ddof=1)) / math.sqrt(diff.shape[1])) if diff.shape[1] > 1
+                    else math.nan),
+    }
