@@ -350,8 +350,8 @@ def test_summary_refuses_other_items(summary_world):
 
 
 @pytest.mark.parametrize("lo, hi, word", [(0.5, 3.0, "reproduced"),
-                                          (-3.0, -0.1, "not reproduced: the opposite direction"), (-0.5, 0.5, "level"), (-1.0, 2.0, "not told apart"),
-                                          (math.nan, 1.0, "not told apart: no CI")])
+                                          (-3.0, -0.1, "not reproduced: the opposite direction"), (-0.5, 0.5, "level"),
+                                          (-1.0, 2.0, "not told apart"), (math.nan, 1.0, "not told apart: no CI")])
 def test_verdict_is_the_shared_vocabulary(lo, hi, word):
     """The claim DnD minus the method > 0, judged by dnd.stats.verdict (no private words)."""
     assert fr._verdict({"x/acc_ci_low": lo, "x/acc_ci_high": hi}, "x") == word

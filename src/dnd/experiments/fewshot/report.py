@@ -10,8 +10,8 @@ Commands:
                        --out results/fewshot/report.md --figure results/fewshot/figures/fewshot.png
 
 What results/fewshot.csv and results/fewshot/metrics.json hold, how the comparisons are pooled
-and the verdict (dnd.stats.verdict, the README's verdict words): docs/modules.md, section `src/dnd/experiments/fewshot/report.py`;
-the formats: docs/contracts.md.
+and the verdict (dnd.stats.verdict, the README's verdict words): docs/modules.md, section
+`src/dnd/experiments/fewshot/report.py`; the formats: docs/contracts.md.
 """
 
 from __future__ import annotations
