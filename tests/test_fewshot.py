@@ -297,13 +297,30 @@ def summary_world(tmp_path):
     return tmp_path
 
 
-def test_summary_columns_and_cost_definitions(summary_world):
-    w = summary_world
+def run_summary(w: Path) -> None:
+    """`dnd fewshot-summary` on a `summary_world`: w/fewshot.csv and w/metrics.json."""
     params = {"targets": [TARGET], "bootstrap": 300, "seed": 0}
     assert cli_main(["fewshot-summary", "--params", json.dumps(params), "--fewshot-eval", str(w / "fewshot" / "eval"),
                      "--dnd-eval", str(w / "eval"), "--timings-dir", str(w / "fewshot" / "timings"),
                      "--generate-timings-dir", str(w / "timings" / "generate"), "--csv", str(w / "fewshot.csv"),
                      "--metrics", str(w / "metrics.json")]) == 0
+
+
+def run_report(w: Path) -> str:
+    """`dnd fewshot-report` after `run_summary`: the text of w/report/report.md."""
+    assert cli_main(["fewshot-report", "--params", json.dumps({"fewshot": {"ks": [1, 4], "icl_ks": [2, 64]},
+                                                               "generator": {"design": "basis"}}),
+                     "--csv", str(w / "fewshot.csv"), "--metrics", str(w / "metrics.json"),
+                     "--generate-timings-dir", str(w / "timings" / "generate"),
+                     "--generator-timings-dir", str(w / "timings" / "train_generator"),
+                     "--benchmarks-dir", str(w / "benchmarks"), "--out", str(w / "report" / "report.md"),
+                     "--figure", str(w / "report" / "figures" / "fewshot.png")]) == 0
+    return (w / "report" / "report.md").read_text()
+
+
+def test_summary_columns_and_cost_definitions(summary_world):
+    w = summary_world
+    run_summary(w)
     rows = list(csv.DictReader(open(w / "fewshot.csv")))
     assert list(rows[0]) == ["target", "method", "k", "n", "acc", "seconds"]
     got = {(r["method"], int(r["k"])): (float(r["acc"]), float(r["seconds"])) for r in rows}
@@ -322,14 +339,7 @@ def test_summary_columns_and_cost_definitions(summary_world):
     assert m["mean/dnd_minus_icl_k2/targets"] == 1
     assert m[f"{TARGET}/icl/k64/fits"] is False and m[f"{TARGET}/icl/k2/fits"] is True
 
-    assert cli_main(["fewshot-report", "--params", json.dumps({"fewshot": {"ks": [1, 4], "icl_ks": [2, 64]},
-                                                               "generator": {"design": "basis"}}),
-                     "--csv", str(w / "fewshot.csv"), "--metrics", str(w / "metrics.json"),
-                     "--generate-timings-dir", str(w / "timings" / "generate"),
-                     "--generator-timings-dir", str(w / "timings" / "train_generator"),
-                     "--benchmarks-dir", str(w / "benchmarks"), "--out", str(w / "report" / "report.md"),
-                     "--figure", str(w / "report" / "figures" / "fewshot.png")]) == 0
-    text = (w / "report" / "report.md").read_text()
+    text = run_report(w)
     for needle in ("## Results", "## The paper's direction against ours", "## Budget", "k=64 (9000 positions > 8192)",
                    "(DnD minus it, points, paired 95% CI): **reproduced** in 1 of 2: alpha k=1",
                    "**not reproduced** in 1 of 1: alpha k=2", "**not told apart** in 1 of 2: alpha k=4",

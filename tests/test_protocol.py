@@ -377,7 +377,7 @@ def test_metrics_decompose_the_gain():
     assert m["greedy/oracle_minus_train_avg/acc"] == pytest.approx(75)
     assert m["greedy/oracle_minus_train_avg/acc_ci_low"] > 0
     line = next(x for x in pr.conclusion(m, {"common_sense": {"average_gain": 21.0}}) if "Verdict" in x)
-    assert "the oracle minus the training-LoRA average +75.0 points" in line
+    assert "(headroom: the oracle minus the training-LoRA average +75.0 points, 95% CI [" in line
     assert "**reproduced**" in line  # DnD +75 [> 21]: the paper's direction and size
 
 

@@ -219,10 +219,10 @@ def conclusion(m: dict[str, Any], paper: dict[str, Any]) -> list[str]:
                   f"of the difference {m[f'{key}/validity']:+.1f} points come from the invalid-output rate, "
                   f"{m[f'{key}/accuracy_valid']:+.1f} from accuracy among valid answers")
         head = f"{p}/oracle_minus_train_avg"
-        room = (f"; the oracle minus the training-LoRA average {m[f'{head}/acc']:+.1f} points (95% CI "
+        room = (f" (headroom: the oracle minus the training-LoRA average {m[f'{head}/acc']:+.1f} points, 95% CI "
                 f"[{m[f'{head}/acc_ci_low']:+.1f}, {m[f'{head}/acc_ci_high']:+.1f}])" if f"{head}/acc" in m else "")
         claim = f"{float(gain):+.1f} points" if gain is not None else "above 0"
-        lines += [s + ".", f"  - Verdict on the paper's claim (DnD minus the training-LoRA average {claim}){room}: "
+        lines += [s + ".", f"  - Verdict on the paper's claim, DnD minus the training-LoRA average {claim}{room}: "
                            f"**{claim_verdict(m, p, None if gain is None else float(gain))}**."]
     for p in PROTOCOL_ORDER:
         lora, base = m.get(f"{p}/lora/empty_share_of_invalid"), m.get(f"{p}/base/empty_share_of_invalid")
