@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from dnd.cli import main
 
@@ -52,6 +53,24 @@ def test_report_states_table_comparisons_paper_and_verdict(tmp_path):
     assert "DnD and nearest are not told apart (+5.0 points, [+0.0, +10.0])" in text
     assert "(figures/crossdomain.png)" in text and fig.read_bytes()[:8] == PNG_MAGIC
     assert "no benchmark files were found" in text
+
+
+@pytest.mark.parametrize("acc, where", [(0.0, "floor"), (1.0, "ceiling")])
+def test_every_method_at_a_floor_or_ceiling_is_not_testable(tmp_path, acc, where):
+    """Every method (and the training-LoRA average) at 0% or 100%: the accuracy cannot show the
+    paper's claim, whatever the CI of DnD minus the training LoRAs says."""
+    scores, metrics = _files(tmp_path)
+    df = pd.read_csv(scores)
+    df["acc"] = df["ci_low"] = df["ci_high"] = acc
+    df.to_csv(scores, index=False)
+    m = json.loads(metrics.read_text())
+    m.update({"science/train_avg": acc, "science/best_train": acc, "science/dnd_mean": acc})
+    metrics.write_text(json.dumps(m))
+    out, fig = tmp_path / "report.md", tmp_path / "figures" / "crossdomain.png"
+    params = {"target": "science", "sources": ["arc_easy", "boolq"], "design": "basis", "n_cond": 200}
+    assert main(["crossdomain-report", "--params", json.dumps(params), "--scores", str(scores), "--metrics",
+                 str(metrics), "--paper-numbers", str(PAPER), "--out", str(out), "--figure", str(fig)]) == 0
+    assert f"**Verdict: not testable here: every method at the {where}.**" in out.read_text()
 
 
 def test_report_errors_are_clear(tmp_path, caplog):

@@ -366,12 +366,14 @@ def test_summary_and_report(mworld, mrows, tmp_path):
     # metric cannot compare them; once one method scores, the note goes
     assert df.acc.eq(0).all()
     assert "`exact_match,flexible-extract` is at its floor here and cannot compare them" in text
+    assert "**Verdict: not testable here: every method at the floor.**" in text  # the paper's claim, untested
     df.loc[df.method == "base", ["acc", "ci_high"]] = 0.5
     df.to_csv(scores, index=False)
     assert cli_main(["mathcode-report", "--domain", "math", "--params", json.dumps(params),
                      "--scores", str(scores), "--metrics", str(metrics), "--paper-numbers", str(paper),
                      "--out", str(md_out), "--figure", str(fig)]) == 0
-    assert "is at its floor here" not in md_out.read_text()
+    text = md_out.read_text()
+    assert "is at its floor here" not in text and "not testable here" not in text and "**Verdict: " in text
 
 
 def test_summary_refuses_incomplete_rows(mworld, mrows, tmp_path, caplog):
