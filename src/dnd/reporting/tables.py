@@ -434,7 +434,7 @@ def paper_table(mt: pd.DataFrame, paper: dict, metrics: dict | None = None, fact
             "Ours: Δ": f"{o_dnd - o_base:+.1f}" if ours is not None and np.isfinite(o_dnd - o_base) else (
                 "n/a" if ours is not None else "not in this run"),
             "Ours: Δ 95% CI": ci(ds) if ours is not None else "",
-            "Verdict": claim_verdict(m, ds, p_gain, factor) if ours is not None else "not run here",
+            "Verdict": claim_verdict(m, ds, p_gain, factor) if ours is not None else "",
         })
     if cs.get("average_gain") is not None:
         mean = next((i for i in mt.index if _is_mean_row(i)), None)
