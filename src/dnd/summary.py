@@ -287,7 +287,7 @@ def main_table(scores, folds: dict[str, list[str]] | None = None):
 
 
 # ============================================================================ metrics.json
-def _item_vectors(rows: list[dict], train: list[str], metric: str = "acc"):
+def item_vectors(rows: list[dict], train: list[str], metric: str = "acc"):
     """Per-item vectors of a target under `metric` (ITEM_METRICS): {name: np.array} for
     train_avg (mean over the training LoRAs), the oracle (the target's own LoRA, when scored), soup,
     nearest and the mean over adapters of each generated kind."""
@@ -334,7 +334,7 @@ def _comparisons(t: str, rows: list[dict], train: list[str], idx,
     out: dict[str, Any] = {}
     boots: dict[tuple[str, str, str], Any] = {}
     for m in ITEM_METRICS:
-        vec = _item_vectors(rows, train, m)
+        vec = item_vectors(rows, train, m)
         for subject, b in pairs:
             diff = vec[subject] - vec[b] if subject in vec and b in vec else None
             boots[(subject, b, m)] = boot_means(diff, idx)
@@ -347,7 +347,7 @@ def _comparisons(t: str, rows: list[dict], train: list[str], idx,
 def _target_metrics(t: str, rows: list[dict], train: list[str], idx,
                     pairs: list[tuple[str, str]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """('{t}/...' figures beyond the main table, {BOOT_FIGURES name: bootstrap means or None})."""
-    vec = _item_vectors(rows, train)
+    vec = item_vectors(rows, train)
     diff = vec["dnd"] - vec["train_avg"] if "dnd" in vec and "train_avg" in vec else None
     near = [r for r in rows if r["method"] == "nearest"]
     src = {str(r["adapter"]): r["acc"] for r in rows if r["method"] == "source_lora"}
