@@ -173,6 +173,10 @@ def test_diagnostics_section(run_dir):
     assert basis.iloc[0]["Reachability (zoo)"] == "0.100"
     assert "This run: **DnD (design `hyperconv`)** (meets the fit" in text
     assert "It picks no headline" in text and "**DnD** is the paper's method" in text
+    zoo = _table_after(text, "### The LoRA zoo beside the authors'").set_index("Dataset")
+    # the authors' ARC-Easy: phase 1 resumed at step 70 of batch 8 on 4 devices = 2240 examples of 2251
+    assert zoo.loc["ARC-Easy", "Phase-1 examples (ours / authors)"].endswith(" / 2240")
+    assert zoo.loc["ARC-Easy", "Phase-1 epochs"].endswith(" / 1.00") and zoo.loc["BoolQ", "lr"].endswith(" / 0.0001")
     dev = _table_after(text, "### DnD and the paper's decoder").set_index("Setting")
     assert dev.loc["Convolution kernel", "Paper (config/paper.yaml)"] == "9"
     assert dev.loc["Generator design", "Deviation"] != "yes"  # both the hyper-convolutional decoder

@@ -69,6 +69,7 @@ from .reporting.tables import (
     render_main_table,
     tidy_scores,
     versions,
+    zoo_table,
 )
 from .stats import relation
 from .summary import MEAN_ADAPTER, MEAN_TARGET
@@ -180,6 +181,24 @@ def _decoder_section(params: dict, paper_config: Path | None, tables: dict[str, 
     n_dev = int((dev["Deviation"] == "yes").sum())
     return md_lines + [f"DnD's settings here and in the paper's profile (`{shown_path(paper_config)}`): {n_dev} of "
                        f"{len(dev)} differ, chosen for a 2-core CPU.", "", _md(dev), ""]
+
+
+def _zoo_section(params: dict, paper: dict | None, data_summary: Path, tables: dict[str, pd.DataFrame]) -> list[str]:
+    """The source LoRAs' training here beside the authors' (config/paper_numbers.yaml `zoo`)."""
+    n_train = {}
+    if data_summary.exists():
+        ds = pd.read_csv(data_summary)
+        n_train = {r.dataset: int(r.n) for r in ds[ds.split == "train"].itertuples()}
+    tab = zoo_table(params, paper or {}, n_train)
+    if tab is None:
+        return []
+    tables["zoo_settings"] = tab
+    zoo = paper.get("zoo", {})
+    return ["### The LoRA zoo beside the authors'", "",
+            f"Our source LoRAs against the authors' LLaMA-Factory scripts ({zoo.get('source', 'n/a')}): phase 1 trains "
+            "towards convergence, phase 2 saves the checkpoints the generator learns from. The authors' batches "
+            f"assume {zoo.get('gpus_inferred', 1)} devices (inferred from their resume steps; no script names the "
+            "count).", "", _md(tab), ""]
 
 
 def _setup_section(params: dict, data_summary: Path, eff_num: pd.DataFrame | None) -> list[str]:
@@ -617,6 +636,7 @@ def build_report(*, params: dict, scores: Path, metrics: Path, efficiency: Path,
                 "below is read from them (the paper's numbers from `" + shown_path(paper_numbers) + "`).", ""]
     md_lines += _setup_section(params, data_summary, eff_num)
     md_lines += _decoder_section(params, paper_config, tables)
+    md_lines += _zoo_section(params, paper, data_summary, tables)
     md_lines += _main_section(sc, tidy, mt, metrics_obj, targets, link, tables)
     md_lines += _paper_section(mt, paper, paper_numbers, metrics_obj, pct_factor(sc), tables)
     md_lines += _controls_section(tidy, targets, fig, link, tables)

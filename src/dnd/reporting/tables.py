@@ -35,8 +35,8 @@ from dnd.summary import (
 log = logging.getLogger(__name__)
 
 # With --tables-dir, the report's tables as displayed (strings, accuracies in %), as CSV.
-TABLES = ["decoder_deviations", "main_table", "comparisons", "paper_comparison", "controls", "diagnostics",
-          "eval_backend", "efficiency", "compute"]
+TABLES = ["decoder_deviations", "zoo_settings", "main_table", "comparisons", "paper_comparison", "controls",
+          "diagnostics", "eval_backend", "efficiency", "compute"]
 
 METHOD_LABELS = {
     "base": "Base",
@@ -99,6 +99,39 @@ def decoder_deviations(run: dict, paper: dict) -> pd.DataFrame:
         there = lookup(paper, key) if key != "base_model.name" else _base_model_name(paper)
         rows.append({"Setting": name, "Here": shown(here), "Paper (config/paper.yaml)": shown(there),
                      "Deviation": "yes" if here != there else ""})
+    return pd.DataFrame(rows)
+
+
+def zoo_table(params: dict, paper: dict, n_train: dict[str, int]) -> pd.DataFrame | None:
+    """This run's source-LoRA training beside the authors' (config/paper_numbers.yaml `zoo`), per
+    dataset: training items, phase-1 examples and epochs, checkpoint batch, checkpoints and lr.
+    The authors' batches count `gpus_inferred` devices. None without the paper's zoo settings."""
+    zoo = lookup(paper, "zoo", {}) or {}
+    per = zoo.get("per_dataset") or {}
+    if not per:
+        return None
+    lora, gpus = params.get("lora", {}) or {}, int(zoo.get("gpus_inferred", 1))
+    batch, steps, k = lora.get("batch_size"), lora.get("phase1_steps"), lora.get("checkpoint_steps")
+    rows = []
+    for ds in lookup(params, "data.datasets", []) or list(per):
+        a, n = per.get(ds), n_train.get(ds)
+        ours_ex = steps * batch if steps and batch else None
+        theirs_ex = a["resume_step"] * a["phase1_batch"] * gpus if a else None
+
+        def pair(ours: Any, theirs: Any) -> str:
+            return f"{ours if ours is not None else 'n/a'} / {theirs if theirs is not None else 'n/a'}"
+
+        rows.append({
+            "Dataset": title(ds),
+            "Train items (ours / authors)": pair(n, a and a["n_train"]),
+            "Phase-1 examples (ours / authors)": pair(ours_ex, theirs_ex),
+            "Phase-1 epochs": pair(f"{ours_ex / n:.2f}" if ours_ex and n else None,
+                                   f"{theirs_ex / a['n_train']:.2f}" if a else None),
+            "Checkpoint batch": pair(batch, a and a["phase2_batch"] * gpus),
+            "Checkpoints used, every": pair(f"{k}, 1 step" if k else None,
+                                            a and f"50, {a['phase2_save_steps']} step(s)"),
+            "lr": pair(lora.get("lr"), a and a["lr"]),
+        })
     return pd.DataFrame(rows)
 
 
