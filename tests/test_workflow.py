@@ -108,7 +108,7 @@ def test_dvc_stages_match_snakemake_targets():
     targets = {line.split()[0] for line in snakemake("--list-target-rules").stdout.splitlines() if line.strip()}
     # the extra experiments are outside `all`
     summary = snakemake("-n", "--summary", "all", "protocol", "crossdomain", "ablations", "fewshot", "math",
-                        "code").stdout.splitlines()
+                        "code", "seeds").stdout.splitlines()
     planned = [line.split("\t")[0] for line in summary[1:] if "\t" in line]
     for name, stage in stages.items():
         assert stage["cmd"] == f"snakemake --cores all {name}", name
@@ -119,7 +119,7 @@ def test_dvc_stages_match_snakemake_targets():
             assert any(p == out or p.startswith(out.rstrip("/") + "/") for p in planned), \
                 f"{name}: {out} not produced by the DAG"
     for agg in ("zoo", "generators", "generate", "evaluate", "summary", "report", "protocol", "crossdomain",
-                "ablations", *(f"ablations_{f}" for f in ABLATION_FAMILIES), "fewshot", "math", "code"):
+                "ablations", *(f"ablations_{f}" for f in ABLATION_FAMILIES), "fewshot", "math", "code", "seeds"):
         assert agg in stages
     # DVC fails on a params key that config/config.yaml does not spell out
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -134,7 +134,7 @@ def test_dvc_stages_match_snakemake_targets():
 
 
 # the extra experiments are outside `all`
-ALL_TARGETS = ("all", "protocol", "crossdomain", "ablations", "fewshot", "math", "code", "bench")
+ALL_TARGETS = ("all", "protocol", "crossdomain", "ablations", "fewshot", "math", "code", "seeds", "bench")
 # committed results written by scripts outside the DAG (scripts/, `dnd check-profile`)
 OFF_DAG_RESULTS = {"results/check_profile_paper.json", "results/mathcode_calibration.json", "results/zoo_probe.json",
                    "results/.profile"}
@@ -451,7 +451,7 @@ def test_smoke_dvc_and_snakemake_outputs_are_byte_identical(smoke_run, smoke_dvc
     assert (ra / "results" / "scores.csv").read_text() == (b / "results" / "scores.csv").read_text()
     for out in _dvc_outs(yaml.safe_load((REPO / "dvc.yaml").read_text())):
         if out.startswith(("results/protocol", "results/crossdomain", "results/ablations", "results/fewshot",
-                           "results/math", "results/code")):
+                           "results/math", "results/code", "results/seeds")):
             continue
         is_dir = (ra / out).is_dir()
         files = sorted(p.relative_to(ra) for p in (ra / out).rglob("*") if p.is_file()) if is_dir else [Path(out)]
@@ -518,6 +518,22 @@ def test_smoke_mathcode_experiment(smoke_dvc, domain, targets, metrics):
 
 
 @pytest.mark.slow
+def test_smoke_seeds_experiment(smoke_dvc):
+    """The seeds experiment ran under dvc repro: every (zoo, generator) seed run scored on the
+    default run's items, run (0, 0) being the default run's own scores."""
+    m = json.loads((smoke_dvc / "results" / "seeds" / "metrics.json").read_text())
+    assert m["runs"] == ["z0g0", "z0g1", "z1g0", "z1g1"] and m["targets"] == ["capitals"]
+    default = json.loads((smoke_dvc / "results" / "metrics.json").read_text())
+    key = "capitals/dnd_minus_train_avg/acc"
+    # z0g0 is the default run itself (smoke: seeds.n_adapters = generate.n_adapters = 2)
+    assert m[key + "_by_run"][0] == pytest.approx(default["capitals/dnd_minus_train_avg"], abs=1e-12)
+    zoo1 = smoke_dvc / "results" / "seeds" / "zoo" / "z1" / "capitals" / "final"
+    assert (zoo1 / "adapter_model.safetensors").read_bytes() != \
+        (smoke_dvc / "results" / "zoo" / "capitals" / "final" / "adapter_model.safetensors").read_bytes()
+    assert "95% CI, seeds and items" in (smoke_dvc / "results" / "seeds" / "report.md").read_text()
+
+
+@pytest.mark.slow
 def test_smoke_dvc_caches_outputs_as_hardlinks(smoke_dvc):
     """In the DVC cache as a hardlink: nothing copied."""
     linked = next((smoke_dvc / "results" / "generators").rglob("generator_*.pt"))
@@ -547,7 +563,7 @@ def test_smoke_dvc_experiment_reruns_only_what_is_downstream(smoke_dvc):
     for stage in ("data", "base_model", "zoo"):
         assert f"Stage '{stage}' didn't change, skipping" in out, stage
     for stage in ("eval_speed", "protocol", "crossdomain", "ablations", *(f"ablations_{f}" for f in ABLATION_FAMILIES),
-                  "fewshot", "math", "code"):  # not upstream
+                  "fewshot", "math", "code", "seeds"):  # not upstream
         assert f"Running stage '{stage}'" not in out, stage
     for stage in ("generators", "generate", "evaluate", "report"):
         assert f"Running stage '{stage}'" in out, stage

@@ -154,12 +154,16 @@ def generator_path(target, design=None):
     return f"results/generators/{target}/generator_{design or DESIGN}.pt"
 
 
-_GENERATED_COUNTS = [("dnd", N_ADAPTERS)] + [(f"dnd_{v}", N_ADAPTERS) for v in VARIANTS]
-_GENERATED_COUNTS += [(k, N_CONTROLS) for k in CONTROL_KINDS]
-# Every generated adapter of a target as (kind, i): dnd and each variant (N_ADAPTERS draws), each
-# control (N_CONTROLS); draw by draw, so the designs of one draw (dnd_i, dnd_<design>_i) are
-# generated one after the other and share its encoding (dnd generate-batch).
-GENERATED = [(kind, i) for i in range(max(N_ADAPTERS, N_CONTROLS)) for kind, n in _GENERATED_COUNTS if i < n]
+def generated_kinds(n_adapters, n_controls):
+    """Every generated adapter of a target as (kind, i): dnd and each variant (n_adapters draws),
+    each control (n_controls); draw by draw, so the designs of one draw (dnd_i, dnd_<design>_i) are
+    generated one after the other and share its encoding (dnd generate-batch)."""
+    counts = [("dnd", n_adapters)] + [(f"dnd_{v}", n_adapters) for v in VARIANTS]
+    counts += [(k, n_controls) for k in CONTROL_KINDS]
+    return [(kind, i) for i in range(max(n_adapters, n_controls)) for kind, n in counts if i < n]
+
+
+GENERATED = generated_kinds(N_ADAPTERS, N_CONTROLS)
 
 
 def generated_adapters(target):
@@ -188,17 +192,18 @@ def target_adapters(wildcards):
     }
 
 
-def generator_params(design=None, overrides=None, encoder=None):
+def generator_params(design=None, overrides=None, encoder=None, seed=None):
     """The train-generator params: the generator section with `overrides` (an ablation's) applied
-    and, if given, its design set to `design`; the encoder section (default: config's). `variants`
-    says which other generators exist, not how one is trained, so it is left out."""
+    and, if given, its design set to `design`; the encoder section (default: config's); the seed
+    (default: config's). `variants` says which other generators exist, not how one is trained, so
+    it is left out."""
     gen = {k: v for k, v in config["generator"].items() if k != "variants"}
     gen = rule_section("generator", {**gen, **(overrides or {})})
     if design is not None:
         gen["design"] = design
     return as_json(
         {"generator": gen, "encoder": encoder or rule_section("encoder", config["encoder"]), "lora": config["lora"],
-         "seed": config["seed"]}
+         "seed": config["seed"] if seed is None else seed}
     )
 
 
@@ -243,29 +248,32 @@ def generator_of(wildcards):
     return generator_path(wildcards.target, design)
 
 
-def generation_plan(target):
-    """The `dnd generate-batch` plan of a target: every adapter of GENERATED with the arguments one
-    `dnd generate` would get (generator_of, PROMPTS_FILE, prompts_spec, adapter_seed), writing
-    results/generated/{target}/{kind}_{i} and its timing results/timings/generate/{target}/{kind}_{i}.json."""
+def generation_plan(target, adapters=None, generator=None, out="results/generated", timings="results/timings/generate"):
+    """The `dnd generate-batch` plan of a target: each (kind, i) of `adapters` (default GENERATED)
+    with the arguments one `dnd generate` would get (`generator`(w), default generator_of;
+    PROMPTS_FILE, prompts_spec, adapter_seed), writing {out}/{target}/{kind}_{i} and its timing
+    {timings}/{target}/{kind}_{i}.json. The seeds experiment passes its own generators and folders."""
     plan = []
-    for kind, i in GENERATED:
+    for kind, i in GENERATED if adapters is None else adapters:
         w = SimpleNamespace(target=target, kind=kind, i=str(i))
         plan.append({
-            "generator": generator_of(w),
+            "generator": (generator or generator_of)(w),
             "prompts": prompts_spec(w, SimpleNamespace(prompts=PROMPTS_FILE[kind](w))),
             "n_prompts": config["generator"]["n_prompts"],
             "seed": adapter_seed(config["seed"], kind, i),
-            "out": f"results/generated/{target}/{kind}_{i}",
-            "timing": f"results/timings/generate/{target}/{kind}_{i}.json",
+            "out": f"{out}/{target}/{kind}_{i}",
+            "timing": f"{timings}/{target}/{kind}_{i}.json",
         })
     return plan
 
 
-def generation_inputs(wildcards):
-    """generate_target's inputs: the generators and prompt files its plan reads."""
-    files = [PROMPTS_FILE[kind](SimpleNamespace(target=wildcards.target, kind=kind)) for kind, _ in GENERATED]
+def generation_inputs(wildcards, adapters=None, generator=None):
+    """generate_target's inputs: the generators and prompt files its plan reads (generation_plan's
+    `adapters` and `generator`)."""
+    kinds = GENERATED if adapters is None else adapters
+    files = [PROMPTS_FILE[kind](SimpleNamespace(target=wildcards.target, kind=kind)) for kind, _ in kinds]
     return {
-        "generators": sorted({job["generator"] for job in generation_plan(wildcards.target)}),
+        "generators": sorted({job["generator"] for job in generation_plan(wildcards.target, adapters, generator)}),
         "prompts": sorted({f for f in files if f}),
     }
 
