@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import word_tokenizer
+from conftest import declared_argv, word_tokenizer
 from dnd.cli import main as cli_main
 from dnd.config import ConfigError, validate_config
 from dnd.experiments.fewshot import report as fr
@@ -226,8 +226,9 @@ def test_train_score_and_icl_commands(world, tmp_path):
 
     ft = tmp_path / "ft.jsonl"
     assert cli_main(["fewshot-score", "--params", json.dumps({"evaluation": EVALUATION, "fewshot": {"ks": [2, 5]}}),
-                     "--target", TARGET, "--model", str(world["model"]), "--tasks-dir", str(world["tasks"]),
-                     "--lora-dir", str(tmp_path / "lora" / TARGET), "--out", str(ft), "--threads", "1"]) == 0
+                     "--target", TARGET, "--model", str(world["model"]), *declared_argv(tasks=world["tasks"]),
+                     "--loras", *map(str, sorted((tmp_path / "lora" / TARGET).glob("k*/final"))), "--out", str(ft),
+                     "--threads", "1"]) == 0
     rows = [json.loads(line) for line in ft.read_text().splitlines()]
     ids = [r["id"] for r in world["records"]]
     assert [(r["method"], r["k"], r["adapter"]) for r in rows] == [("fewshot_ft", 2, "2"), ("fewshot_ft", 5, "5")]
@@ -236,7 +237,7 @@ def test_train_score_and_icl_commands(world, tmp_path):
     icl, ctx, tim = tmp_path / "icl.jsonl", tmp_path / "ctx.json", tmp_path / "icl_t.json"
     params = {"evaluation": EVALUATION, "fewshot": {"icl_ks": [4, 8, 24]}, "prompt": {"format": "cloze"}}
     assert cli_main(["fewshot-icl", "--params", json.dumps(params), "--target", TARGET, "--model", str(world["model"]),
-                     "--tasks-dir", str(world["tasks"]), "--train", str(world["data"] / "train.jsonl"),
+                     *declared_argv(tasks=world["tasks"]), "--train", str(world["data"] / "train.jsonl"),
                      "--out", str(icl), "--context-out", str(ctx), "--timings", str(tim), "--threads", "1"]) == 0
     rows = [json.loads(line) for line in icl.read_text().splitlines()]
     assert [r["k"] for r in rows] == [0, 4, 8] and all(r["method"] == "icl" and r["ids"] == ids for r in rows)
@@ -254,7 +255,7 @@ def test_train_score_and_icl_commands(world, tmp_path):
 def test_icl_needs_enough_train_items(world, tmp_path):
     params = {"evaluation": EVALUATION, "fewshot": {"icl_ks": [30]}}
     argv = ["fewshot-icl", "--params", json.dumps(params), "--target", TARGET, "--model", str(world["model"]),
-            "--tasks-dir", str(world["tasks"]), "--train", str(world["data"] / "train.jsonl"), "--out",
+            *declared_argv(tasks=world["tasks"]), "--train", str(world["data"] / "train.jsonl"), "--out",
             str(tmp_path / "a"), "--context-out", str(tmp_path / "b"), "--timings", str(tmp_path / "c"), "--debug"]
     with pytest.raises(ValueError, match="k = 30 needs 30 labeled train items, there are 24"):
         cli_main(argv)

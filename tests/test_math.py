@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import SHARED_DATA, SMOKE_DATA, save_encoded, save_random_lora, word_tokenizer
+from conftest import SHARED_DATA, SMOKE_DATA, declared_argv, save_encoded, save_random_lora, word_tokenizer
 from dnd.cli import main as cli_main
 from dnd.config import ConfigError, section
 from dnd.experiments.mathcode import data as md, report as mcr
@@ -271,9 +271,8 @@ def mworld(tmp_path_factory):
     save_encoded(enc / "gsm8k" / "cond.pt", 0.9 * e[1] + 0.2 * e[5], decoy=e[0])
     params = {"math": cfg, "evaluation": {"batch_size": 4, "dtype": "float32"}, "sources": SOURCES}
     argv = ["evaluate-mathcode", "--domain", "math", "--target", "gsm8k", "--params", json.dumps(params),
-            "--model", str(model_dir), "--tasks-dir", str(out / "tasks"), "--zoo-dir", str(zoo),
-            "--generated-dir", str(gen), "--encoded-dir", str(enc), "--cond", str(enc / "gsm8k" / "cond.pt"),
-            "--threads", "1"]
+            "--model", str(model_dir), *declared_argv(tasks=out / "tasks", zoo=zoo, generated=gen, encoded=enc),
+            "--cond", str(enc / "gsm8k" / "cond.pt"), "--threads", "1"]
     return {"root": root, "out": out, "argv": argv, "model": model_dir, "cfg": cfg}
 
 

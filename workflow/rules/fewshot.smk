@@ -52,8 +52,6 @@ rule fewshot_score:
         f"{FEW}/eval/{{target}}/fewshot_ft.jsonl",
     params:
         p=as_json({"evaluation": SCORING_EVALUATION, "fewshot": {"ks": FEW_KS}}),
-        lora_dir=f"{FEW}/lora/{{target}}",
-        tasks_dir=lambda wildcards, input: str(Path(input.task).parent),
         cache=cache_dir_arg(FEW),
     log:
         "logs/fewshot/score/{target}.log",
@@ -68,7 +66,7 @@ rule fewshot_score:
         "../envs/dnd.yaml"
     shell:
         "python -m dnd.cli fewshot-score --threads {threads} --params {params.p:q} --target {wildcards.target:q} "
-        "--model {input.model:q} --tasks-dir {params.tasks_dir:q} --lora-dir {params.lora_dir:q} {params.cache:q} "
+        "--model {input.model:q} --tasks {input.task:q} --loras {input.loras:q} {params.cache:q} "
         "--out {output:q} > {log:q} 2>&1"
 
 
@@ -86,7 +84,6 @@ rule fewshot_icl:
     params:
         p=as_json({"evaluation": SCORING_EVALUATION, "fewshot": {"icl_ks": sorted(FEWSHOT_CONFIG["icl_ks"])},
                    "prompt": config["prompt"]}),
-        tasks_dir=lambda wildcards, input: str(Path(input.task).parent),
     log:
         "logs/fewshot/icl/{target}.log",
     benchmark:
@@ -100,7 +97,7 @@ rule fewshot_icl:
         "../envs/dnd.yaml"
     shell:
         "python -m dnd.cli fewshot-icl --threads {threads} --params {params.p:q} --target {wildcards.target:q} "
-        "--model {input.model:q} --tasks-dir {params.tasks_dir:q} --train {input.train:q} --out {output.rows:q} "
+        "--model {input.model:q} --tasks {input.task:q} --train {input.train:q} --out {output.rows:q} "
         "--context-out {output.context:q} --timings {output.timings:q} > {log:q} 2>&1"
 
 

@@ -154,7 +154,6 @@ rule mathcode_evaluate:
                 "sources": MC_SOURCES[wildcards.domain],
             }
         ),
-        generated=lambda wildcards: f"results/{wildcards.domain}/generated/{wildcards.target}",
         cache=cache_dir_arg("results/{domain}"),
     log:
         "logs/{domain}/evaluate/{target}.log",
@@ -170,8 +169,8 @@ rule mathcode_evaluate:
     shell:
         "python -m dnd.cli evaluate-mathcode --threads {threads:q} --domain {wildcards.domain:q} "
         "--target {wildcards.target:q} --params {params.p:q} --model {input.model:q} "
-        "--tasks-dir results/{wildcards.domain}/tasks --zoo-dir results/{wildcards.domain}/zoo "
-        "--generated-dir {params.generated:q} --encoded-dir results/{wildcards.domain}/encoded --cond {input.cond:q} "
+        "--tasks {input.tasks:q} --zoo {input.zoo:q} "
+        "--generated {input.generated:q} --encoded {input.encoded:q} --cond {input.cond:q} "
         "{params.cache:q} --out {output:q} > {log:q} 2>&1"
 
 

@@ -117,9 +117,6 @@ rule evaluate_protocol:
                 "sources": FOLDS[wildcards.target],
             }
         ),
-        generated=lambda wildcards: f"{PROTO}/generated/{wildcards.target}",
-        tasks_dir=lambda wildcards, input: str(Path(input.tasks[0]).parent),
-        zoo=lambda wildcards, input: str(Path(input.zoo[0]).parent.parent),
         cache=cache_dir_arg(PROTO),
     log:
         "logs/protocol/evaluate/{target}.log",
@@ -134,8 +131,8 @@ rule evaluate_protocol:
         "../envs/dnd.yaml"
     shell:
         "python -m dnd.cli evaluate-protocol --threads {threads:q} --params {params.p:q} "
-        "--target {wildcards.target:q} --model {input.model:q} --tasks-dir {params.tasks_dir:q} --zoo-dir {params.zoo:q} "
-        "--generated-dir {params.generated:q} --encoded-dir results/encoded {params.cache:q} --out {output:q} "
+        "--target {wildcards.target:q} --model {input.model:q} --tasks {input.tasks:q} --zoo {input.zoo:q} "
+        "--generated {input.generated:q} --encoded {input.encoded:q} {params.cache:q} --out {output:q} "
         "> {log:q} 2>&1"
 
 

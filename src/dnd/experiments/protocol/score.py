@@ -6,8 +6,8 @@ bracketed answers, and greedy and sampled generation read by the authors' parser
 Commands:
   protocol-tasks     dnd protocol-tasks --params JSON --data-dir results/data --out-dir results/protocol
                      the paper-format test items and the lm-eval task YAMLs (`task_configs`)
-  evaluate-protocol  dnd evaluate-protocol --params JSON --target T --model DIR --tasks-dir DIR
-                     --zoo-dir DIR --generated-dir DIR --encoded-dir DIR --out FILE [--cache-dir DIR]
+  evaluate-protocol  dnd evaluate-protocol --params JSON --target T --model DIR --tasks YAML [...]
+                     --zoo DIR [...] --generated DIR [...] --encoded FILE [...] --out FILE [--cache-dir DIR]
                      every method on one target, every protocol; cached results are not scored again
 
 The tasks, the methods (PROTOCOL_KINDS) and the output rows: docs/modules.md, section
@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import dnd.scoring  # noqa: F401  (makes Hugging Face offline before datasets/lm_eval load)
 from dnd import evaluate
@@ -251,9 +251,11 @@ def open_cache(directory: Path, model_dir: Path, tasks_dir: Path, names: list[st
     return ResultCache(directory, files, context)
 
 
-def evaluate_protocol(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: Path, zoo_dir: Path,
-                      generated_dir: Path, encoded_dir: Path, cache_dir: Path | None = None) -> list[dict[str, Any]]:
-    """Every method on `target` under every protocol (docs/modules.md)."""
+def evaluate_protocol(target: str, params: dict[str, Any], model_dir: Path, tasks: Sequence[Path],
+                      zoo: Sequence[Path], generated: Sequence[Path], encoded: Sequence[Path],
+                      cache_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Every method on `target` under every protocol (docs/modules.md); the declared inputs as in
+    dnd.evaluate.plan_target (`tasks`: the protocol's task files)."""
 
     pcfg = section("protocol", params.get("protocol"))
     ev = section("evaluation", params.get("evaluation"))
@@ -263,12 +265,11 @@ def evaluate_protocol(target: str, params: dict[str, Any], model_dir: Path, task
     sources = list(params.get("sources") or [d for d in datasets if d != target])
     seeds = [int(s) for s in pcfg["seeds"]]
     names = [n for _, _, n in task_names(target, seeds)]
-    for n in names:
-        require_file(tasks_dir / f"{n}.yaml", f"lm-eval task {n}")
+    tasks_dir, _ = evaluate.task_files(tasks, names)
     require_file(model_dir / "config.json", "base model")
     if target not in datasets:
         raise ValueError(f"target {target!r} / sources {sources} do not fit datasets {datasets}")
-    plan = plan_target(target, datasets, sources, zoo_dir, generated_dir, encoded_dir, kinds=PROTOCOL_KINDS)
+    plan = plan_target(target, datasets, sources, zoo, generated, encoded, kinds=PROTOCOL_KINDS)
     nearest, sims = nearest_training_lora(plan, target)
     ref_dir, ref_cfg = reference_lora(plan, sources)
     quiet_lm_eval()
@@ -315,17 +316,14 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
                    help='JSON: {"protocol": {...}, "evaluation": {...}, "datasets": [...], "sources": [...]}')
     p.add_argument("--target", required=True)
     p.add_argument("--model", required=True, type=Path)
-    p.add_argument("--tasks-dir", required=True, type=Path, help="results/protocol/tasks")
-    p.add_argument("--zoo-dir", required=True, type=Path, help="results/protocol/zoo")
-    p.add_argument("--generated-dir", required=True, type=Path, help="results/protocol/generated/{target}")
-    p.add_argument("--encoded-dir", required=True, type=Path, help="results/encoded (nearest)")
+    evaluate.add_declared_inputs(p)  # --tasks, --zoo, --generated, --encoded
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--cache-dir", type=Path, default=None)
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
-    rows = evaluate_protocol(args.target, parse_params(args.params), args.model, args.tasks_dir, args.zoo_dir,
-                             args.generated_dir, args.encoded_dir, args.cache_dir)
+    rows = evaluate_protocol(args.target, parse_params(args.params), args.model, args.tasks, args.zoo,
+                             args.generated, args.encoded, args.cache_dir)
     write_jsonl(args.out, rows)
     log.info("wrote %d rows to %s", len(rows), args.out)
 
