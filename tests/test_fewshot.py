@@ -297,13 +297,22 @@ def summary_world(tmp_path):
     return tmp_path
 
 
+def _files(folder: Path) -> list[str]:
+    """Every file under `folder` (what the rule declares there)."""
+    return sorted(str(p) for p in folder.rglob("*") if p.is_file())
+
+
+def _summary_inputs(w: Path) -> list[str]:
+    """fewshot-summary's inputs: every file of the summary world's folders."""
+    return ["--fewshot-eval", *_files(w / "fewshot" / "eval"), "--dnd-eval", *_files(w / "eval"),
+            "--timings", *_files(w / "fewshot" / "timings"), "--generate-timings", *_files(w / "timings" / "generate")]
+
+
 def test_summary_columns_and_cost_definitions(summary_world):
     w = summary_world
     params = {"targets": [TARGET], "bootstrap": 300, "seed": 0}
-    assert cli_main(["fewshot-summary", "--params", json.dumps(params), "--fewshot-eval", str(w / "fewshot" / "eval"),
-                     "--dnd-eval", str(w / "eval"), "--timings-dir", str(w / "fewshot" / "timings"),
-                     "--generate-timings-dir", str(w / "timings" / "generate"), "--csv", str(w / "fewshot.csv"),
-                     "--metrics", str(w / "metrics.json")]) == 0
+    assert cli_main(["fewshot-summary", "--params", json.dumps(params), *_summary_inputs(w),
+                     "--csv", str(w / "fewshot.csv"), "--metrics", str(w / "metrics.json")]) == 0
     rows = list(csv.DictReader(open(w / "fewshot.csv")))
     assert list(rows[0]) == ["target", "method", "k", "n", "acc", "seconds"]
     got = {(r["method"], int(r["k"])): (float(r["acc"]), float(r["seconds"])) for r in rows}
@@ -325,8 +334,8 @@ def test_summary_columns_and_cost_definitions(summary_world):
     assert cli_main(["fewshot-report", "--params", json.dumps({"fewshot": {"ks": [1, 4], "icl_ks": [2, 64]},
                                                                "generator": {"design": "basis"}}),
                      "--csv", str(w / "fewshot.csv"), "--metrics", str(w / "metrics.json"),
-                     "--generate-timings-dir", str(w / "timings" / "generate"),
-                     "--generator-timings-dir", str(w / "timings" / "train_generator"),
+                     "--generate-timings", *_files(w / "timings" / "generate"),
+                     "--generator-timings", *_files(w / "timings" / "train_generator"),
                      "--benchmarks-dir", str(w / "benchmarks"), "--out", str(w / "report" / "report.md"),
                      "--figure", str(w / "report" / "figures" / "fewshot.png")]) == 0
     text = (w / "report" / "report.md").read_text()
@@ -343,8 +352,8 @@ def test_summary_refuses_other_items(summary_world):
     rows = [json.loads(line) for line in (w / "fewshot" / "eval" / TARGET / "icl.jsonl").read_text().splitlines()]
     rows[1]["ids"] = list(reversed(rows[1]["ids"]))
     _write(w / "fewshot" / "eval" / TARGET / "icl.jsonl", rows)
-    inputs = fr.load_inputs([TARGET], w / "fewshot" / "eval", w / "eval", w / "fewshot" / "timings",
-                            w / "timings" / "generate")
+    inputs = fr.load_inputs([TARGET], *[list(map(Path, _files(w / d))) for d in
+                                        ("fewshot/eval", "eval", "fewshot/timings", "timings/generate")])
     with pytest.raises(ValueError, match="scored on other test items"):
         fr.summarize(inputs, 100, 0)
 
@@ -373,9 +382,7 @@ def test_summary_refuses_a_missing_method(summary_world, caplog):
     w = summary_world
     (w / "fewshot" / "eval" / TARGET / "icl.jsonl").write_text("")
     assert cli_main(["fewshot-summary", "--params", json.dumps({"targets": [TARGET], "bootstrap": 10}),
-                     "--fewshot-eval", str(w / "fewshot" / "eval"), "--dnd-eval", str(w / "eval"),
-                     "--timings-dir", str(w / "fewshot" / "timings"),
-                     "--generate-timings-dir", str(w / "timings" / "generate"), "--csv", str(w / "fewshot.csv"),
+                     *_summary_inputs(w), "--csv", str(w / "fewshot.csv"),
                      "--metrics", str(w / "metrics.json")]) == 1
     assert f"target {TARGET}: no icl rows" in caplog.text and not (w / "fewshot.csv").exists()
 
@@ -387,8 +394,6 @@ def test_summary_refuses_an_icl_k_that_fit_but_has_no_row(summary_world, caplog)
     icl = w / "fewshot" / "eval" / TARGET / "icl.jsonl"
     icl.write_text(icl.read_text().splitlines()[0] + "\n")  # k=0 only
     assert cli_main(["fewshot-summary", "--params", json.dumps({"targets": [TARGET], "bootstrap": 10}),
-                     "--fewshot-eval", str(w / "fewshot" / "eval"), "--dnd-eval", str(w / "eval"),
-                     "--timings-dir", str(w / "fewshot" / "timings"),
-                     "--generate-timings-dir", str(w / "timings" / "generate"), "--csv", str(w / "fewshot.csv"),
+                     *_summary_inputs(w), "--csv", str(w / "fewshot.csv"),
                      "--metrics", str(w / "metrics.json")]) == 1
     assert f"target {TARGET}: no icl/2" in caplog.text and "icl/64" not in caplog.text
