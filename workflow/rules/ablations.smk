@@ -222,7 +222,7 @@ rule ablation_summary:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli ablation-summary --params {params.p:q} --default-eval-dir results/eval "
+        "python -m dnd.cli ablation-summary --params {params.p:q} --default-eval {input.default:q} "
         "--out {output.csv:q} --metrics {output.metrics:q} > {log:q} 2>&1"
 
 

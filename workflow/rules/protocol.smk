@@ -13,7 +13,7 @@ rule protocol_tasks:
     """The first protocol.n_test test items of each dataset in the paper's format, and the lm-eval
     tasks that score them (log-likelihood, greedy, one per sampling seed)."""
     input:
-        expand("results/data/{ds}/test.jsonl", ds=DATASETS),
+        data=expand("results/data/{ds}/test.jsonl", ds=DATASETS),
     output:
         tasks=[f"{PROTO}/tasks/{name}.yaml" for name in P_TASKS],
         data=expand(f"{PROTO}/data/{{ds}}/test.jsonl", ds=DATASETS),
@@ -31,7 +31,7 @@ rule protocol_tasks:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli protocol-tasks --params {params.p:q} --data-dir results/data --out-dir {params.out_dir:q} "
+        "python -m dnd.cli protocol-tasks --params {params.p:q} --data {input.data:q} --out-dir {params.out_dir:q} "
         "> {log:q} 2>&1"
 
 

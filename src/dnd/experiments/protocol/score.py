@@ -4,7 +4,7 @@ and every method scored three ways on the same items with lm-eval tasks: log-lik
 bracketed answers, and greedy and sampled generation read by the authors' parser (invalid = wrong).
 
 Commands:
-  protocol-tasks     dnd protocol-tasks --params JSON --data-dir results/data --out-dir results/protocol
+  protocol-tasks     dnd protocol-tasks --params JSON --data results/data/*/test.jsonl --out-dir results/protocol
                      the paper-format test items and the lm-eval task YAMLs (`task_configs`)
   evaluate-protocol  dnd evaluate-protocol --params JSON --target T --model DIR --tasks YAML [...]
                      --zoo DIR [...] --generated DIR [...] --encoded FILE [...] --out FILE [--cache-dir DIR]
@@ -38,6 +38,7 @@ from dnd.evaluate import (
 from dnd.formats.paper import INVALID, PARSED_CHARS, answer_delimiter, eval_record, parse_answer
 from dnd.formats.prompts import portable_path
 from dnd.io import atomic_path, read_jsonl, write_json, write_jsonl
+from dnd.paths import declared
 from dnd.scoring.cache import ScoreCache, content_context, require_finite, samples_to_scored, seal, unseal
 from dnd.scoring.harness import seeded_evaluate
 from dnd.scoring.loop import score_or_cache
@@ -94,13 +95,14 @@ def task_configs(dataset: str, data_file: str | Path, pcfg: dict[str, Any]) -> d
     return out
 
 
-def write_tasks(datasets: list[str], data_dir: Path, out_dir: Path, pcfg: dict[str, Any]) -> list[Path]:
-    """The paper-format test items (the first n_test of each test split) and every task YAML."""
+def write_tasks(datasets: list[str], data: Sequence[Path], out_dir: Path, pcfg: dict[str, Any]) -> list[Path]:
+    """The paper-format test items (the first n_test of each test split) and every task YAML;
+    `data`: the declared test splits (.../{ds}/test.jsonl, dnd.paths.declared finds each one's)."""
     import yaml
 
     written = []
     for ds in datasets:
-        items = read_jsonl(Path(data_dir) / ds / "test.jsonl")
+        items = read_jsonl(declared(data, Path(ds) / "test.jsonl", f"test split of {ds}", "--data"))
         n = int(pcfg["n_test"])
         if len(items) < n:
             raise ValueError(f"{ds}: protocol.n_test is {n} but the test split has {len(items)} items")
@@ -300,13 +302,14 @@ def _row(target: str, method: str, adapter: str, r: dict[str, Any], **extra) -> 
 # ============================================================================ CLI
 def _add_tasks(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", required=True, help='JSON: {"protocol": {...}, "datasets": [...]}')
-    p.add_argument("--data-dir", required=True, type=Path, help="results/data (reads {ds}/test.jsonl)")
+    p.add_argument("--data", required=True, type=Path, nargs="+", action="extend",
+                   help="the test splits (results/data/{ds}/test.jsonl)")
     p.add_argument("--out-dir", required=True, type=Path, help="results/protocol (writes data/ and tasks/)")
 
 
 def _run_tasks(args: argparse.Namespace) -> None:
     params = parse_params(args.params)
-    paths = write_tasks(list(params["datasets"]), args.data_dir, args.out_dir,
+    paths = write_tasks(list(params["datasets"]), args.data, args.out_dir,
                         section("protocol", params.get("protocol")))
     log.info("wrote %d task files under %s", len(paths), args.out_dir)
 
