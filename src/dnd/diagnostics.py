@@ -34,7 +34,7 @@ from .io import write_csv
 from .method.encoder import load_encoded
 from .method.generator_checkpoint import load_generator
 from .method.tokenization import LoraLayout, detokenize
-from .paths import declared
+from .paths import add_declared_option, declared
 from .schedule import derive_seed, draw_indices
 
 log = logging.getLogger(__name__)
@@ -267,8 +267,8 @@ def _add_fold(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sources", nargs="+", required=True)
     p.add_argument("--generators", nargs="+", required=True, help="generator checkpoints, one per --variants")
     p.add_argument("--variants", nargs="+", required=True, help="generated kind of each generator (dnd, dnd_<design>)")
-    p.add_argument("--tokens", nargs="+", required=True, help="parameter tokens (results/tokens/{d}.pt)")
-    p.add_argument("--encoded", nargs="+", required=True, help="encoded cond prompts (results/encoded/{d}/cond.pt)")
+    add_declared_option(p, "--tokens", "parameter tokens (results/tokens/{d}.pt)")
+    add_declared_option(p, "--encoded", "encoded cond prompts (results/encoded/{d}/cond.pt)")
     p.add_argument("--out", required=True)
 
 

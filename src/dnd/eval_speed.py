@@ -45,7 +45,7 @@ from .config import parse_params, section
 from .evaluate import quiet_lm_eval
 from .formats.prompts import task_name
 from .io import write_json, write_text
-from .paths import declared
+from .paths import add_declared_option, declared
 from .scoring.cache import Scored
 
 log = logging.getLogger(__name__)
@@ -192,10 +192,8 @@ def _add_eval_speed(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="{}", help="JSON: {evaluation: {...}, sources: [...]}")
     p.add_argument("--target", required=True)
     p.add_argument("--model", required=True, type=Path, help="base model directory")
-    p.add_argument("--tasks", required=True, type=Path, nargs="+", action="extend",
-                   help="lm-eval task files (.../dnd_{ds}.yaml)")
-    p.add_argument("--zoo", required=True, type=Path, nargs="+", action="extend",
-                   help="final LoRA folders (.../{ds}/final): the target's and its first source's")
+    add_declared_option(p, "--tasks", "lm-eval task files (.../dnd_{ds}.yaml)")
+    add_declared_option(p, "--zoo", "final LoRA folders (.../{ds}/final): the target's and its first source's")
     p.add_argument("--out", required=True, type=Path, help="results/eval_speed/{target}.json")
 
 

@@ -89,7 +89,7 @@ import dnd.scoring  # noqa: F401  (makes Hugging Face offline before datasets/lm
 from .config import SCORING_SETTINGS, parse_params, section
 from .formats.prompts import task_name
 from .io import check_safetensors, load_safetensors, read_jsonl, write_jsonl
-from .paths import declared
+from .paths import add_declared_option, declared
 from .schedule import GENERATED_KINDS
 from .scoring.cache import ScoreCache, Scored, content_context, require_finite, samples_to_scored
 from .scoring.harness import LMEVAL_OTHER_SEED, LMEVAL_RANDOM_SEED, seeded_evaluate  # noqa: F401 (re-exported)
@@ -645,14 +645,11 @@ def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks:
 def add_declared_inputs(p: argparse.ArgumentParser) -> None:
     """--tasks, --zoo, --generated, --encoded: the files a scoring rule declared, each a list
     (several words, or repeated); a dataset's entry is found by its name (dnd.paths.declared)."""
-    p.add_argument("--tasks", required=True, type=Path, nargs="+", action="extend",
-                   help="lm-eval task files (.../dnd_{ds}.yaml)")
-    p.add_argument("--zoo", required=True, type=Path, nargs="+", action="extend",
-                   help="final LoRA folders (.../{ds}/final), each scored dataset's")
-    p.add_argument("--generated", required=True, type=Path, nargs="+", action="extend",
-                   help="generated adapter folders (results/generated/{target}/{kind}_{i})")
-    p.add_argument("--encoded", required=True, type=Path, nargs="+", action="extend",
-                   help="encoded prompts (.../{ds}/train.pt of every source; .../{target}/cond.pt unless --cond)")
+    add_declared_option(p, "--tasks", "lm-eval task files (.../dnd_{ds}.yaml)")
+    add_declared_option(p, "--zoo", "final LoRA folders (.../{ds}/final), each scored dataset's")
+    add_declared_option(p, "--generated", "generated adapter folders (results/generated/{target}/{kind}_{i})")
+    add_declared_option(p, "--encoded",
+                        "encoded prompts (.../{ds}/train.pt of every source; .../{target}/cond.pt unless --cond)")
 
 
 def _add_evaluate(p: argparse.ArgumentParser) -> None:

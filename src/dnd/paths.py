@@ -95,3 +95,10 @@ def declared(paths: Iterable[str | Path], rel: str | Path, what: str, option: st
     if len(found) > 1:
         raise ValueError(f"{what}: {len(found)} {option} paths end in {Path(rel)}: {', '.join(map(str, found))}")
     return found[0]
+
+
+def add_declared_option(parser, flag: str, help: str, required: bool = True) -> None:
+    """A command's option that takes declared paths (found with `declared`): several words, or the
+    flag repeated; an optional one defaults to none."""
+    parser.add_argument(flag, required=required, type=Path, nargs="+", action="extend",
+                        default=None if required else [], help=help)

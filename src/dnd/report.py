@@ -25,6 +25,7 @@ import yaml
 from .benchmarks.datasets import title
 from .config import OUTSIDE_RUN, config_hash, folds as config_folds, parse_params, run_config, validate_config
 from .io import atomic_path, write_text
+from .paths import add_declared_option
 from .reporting.figures import (
     CAPTIONS,
     FIGURES,
@@ -95,14 +96,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--diagnostics", default="results/diagnostics.csv",
                    help="fold,variant,metric,value of dnd diagnostics (optional)")
     p.add_argument("--data-summary", default="results/data_summary.csv")
-    p.add_argument("--zoo-logs", type=Path, nargs="+", action="extend", default=[],
-                   help="the LoRAs' training logs (results/zoo/{ds}/train_log.csv): the curves figure")
-    p.add_argument("--zoo-checkpoints", type=Path, nargs="+", action="extend", default=[],
-                   help="the LoRAs' checkpoint folders (results/zoo/{ds}/checkpoints): the PCA figure")
-    p.add_argument("--generator-logs", type=Path, nargs="+", action="extend", default=[],
-                   help="the generators' training logs (results/generators/{T}/train_log_{design}.csv)")
-    p.add_argument("--generated", type=Path, nargs="+", action="extend", default=[],
-                   help="the DnD adapters (results/generated/{T}/dnd_{i}): the PCA figure")
+    add_declared_option(p, "--zoo-logs",
+                        "the LoRAs' training logs (results/zoo/{ds}/train_log.csv): the curves figure", required=False)
+    add_declared_option(p, "--zoo-checkpoints",
+                        "the LoRAs' checkpoint folders (results/zoo/{ds}/checkpoints): the PCA figure", required=False)
+    add_declared_option(p, "--generator-logs",
+                        "the generators' training logs (results/generators/{T}/train_log_{design}.csv)", required=False)
+    add_declared_option(p, "--generated",
+                        "the DnD adapters (results/generated/{T}/dnd_{i}): the PCA figure", required=False)
     p.add_argument("--benchmarks-dir", default="benchmarks")
     p.add_argument("--timings-dir", default="results/timings",
                    help="wall-clock timings of the training jobs (kept apart from the hashed artifacts)")

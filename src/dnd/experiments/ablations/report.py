@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from dnd.io import atomic_path, read_jsonl, write_json
-from dnd.paths import declared
+from dnd.paths import add_declared_option, declared
 from dnd.reporting.format import signed
 from dnd.reporting.output import figure_link, write_report
 from dnd.schedule import derive_seed
@@ -386,8 +386,9 @@ def _add_summary(p: argparse.ArgumentParser) -> None:
                         "[sources]]], n_adapters, bootstrap, seed, extra_sources: [names]}")
     p.add_argument("--out", required=True, type=Path, help="results/ablations/{family}.csv")
     p.add_argument("--metrics", required=True, type=Path, help="results/ablations/{family}.json")
-    p.add_argument("--default-eval", type=Path, nargs="+", action="extend", default=[],
-                   help="the default run's per-target eval files (results/eval/{target}.jsonl: the default setting)")
+    add_declared_option(p, "--default-eval",
+                        "the default run's per-target eval files (results/eval/{target}.jsonl: the default setting)",
+                        required=False)
 
 
 def _run_summary(args: argparse.Namespace) -> None:

@@ -31,7 +31,7 @@ from dnd.benchmarks.datasets import title
 from dnd.config import parse_params
 from dnd.experiments.fewshot.tuning import DND, FT, ICL
 from dnd.io import read_jsonl, write_csv, write_json
-from dnd.paths import declared
+from dnd.paths import add_declared_option, declared
 from dnd.reporting.format import number
 from dnd.reporting.output import figure_link, write_report
 from dnd.stats import paired_boot_means, percentile_ci, pooled_ci
@@ -379,14 +379,11 @@ def fewshot_markdown(df, m: dict[str, Any], params: dict[str, Any], figure_rel: 
 # ============================================================================ CLI
 def _add_summary(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", required=True, help='JSON: {"targets": [...], "bootstrap": int, "seed": int}')
-    p.add_argument("--fewshot-eval", required=True, type=Path, nargs="+", action="extend",
-                   help="results/fewshot/eval/{T}/fewshot_ft.jsonl, icl.jsonl and icl_context.json of every target")
-    p.add_argument("--dnd-eval", required=True, type=Path, nargs="+", action="extend",
-                   help="the default run's results/eval/{T}.jsonl")
-    p.add_argument("--timings", required=True, type=Path, nargs="+", action="extend",
-                   help="results/fewshot/timings/train/{T}_k{k}.json and icl/{T}.json")
-    p.add_argument("--generate-timings", required=True, type=Path, nargs="+", action="extend",
-                   help="results/timings/generate/{T}/dnd_{i}.json")
+    add_declared_option(p, "--fewshot-eval",
+                        "results/fewshot/eval/{T}/fewshot_ft.jsonl, icl.jsonl and icl_context.json of every target")
+    add_declared_option(p, "--dnd-eval", "the default run's results/eval/{T}.jsonl")
+    add_declared_option(p, "--timings", "results/fewshot/timings/train/{T}_k{k}.json and icl/{T}.json")
+    add_declared_option(p, "--generate-timings", "results/timings/generate/{T}/dnd_{i}.json")
     p.add_argument("--csv", required=True, type=Path, help="results/fewshot.csv")
     p.add_argument("--metrics", required=True, type=Path, help="results/fewshot/metrics.json")
 
@@ -412,10 +409,8 @@ def _add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", required=True, help="JSON: the run's config")
     p.add_argument("--csv", required=True, type=Path)
     p.add_argument("--metrics", required=True, type=Path)
-    p.add_argument("--generate-timings", required=True, type=Path, nargs="+", action="extend",
-                   help="results/timings/generate/{T}/dnd_{i}.json (DnD's range)")
-    p.add_argument("--generator-timings", type=Path, nargs="+", action="extend", default=[],
-                   help="results/timings/train_generator/{T}_{design}.json")
+    add_declared_option(p, "--generate-timings", "results/timings/generate/{T}/dnd_{i}.json (DnD's range)")
+    add_declared_option(p, "--generator-timings", "results/timings/train_generator/{T}_{design}.json", required=False)
     p.add_argument("--benchmarks-dir", type=Path, default=None, help="benchmarks/fewshot ({T}/*.tsv: job times)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--figure", required=True, type=Path)

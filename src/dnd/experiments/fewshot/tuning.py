@@ -31,7 +31,7 @@ from dnd.config import command_params, folds, parse_params, section
 from dnd.evaluate import SOFTMAX_DTYPE, load_task, require_file, result_row, run_lm_eval, task_data_file, task_files
 from dnd.formats.prompts import TARGET_DELIMITER, lm_eval_task, task_name, training_example
 from dnd.io import check_safetensors, read_jsonl, write_json, write_jsonl
-from dnd.paths import declared
+from dnd.paths import add_declared_option, declared
 from dnd.zoo import train_lora
 
 log = logging.getLogger(__name__)
@@ -249,10 +249,8 @@ def _add_score(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", required=True, help='JSON: {"evaluation": {...}, "fewshot": {"ks": [...]}}')
     p.add_argument("--target", required=True)
     p.add_argument("--model", required=True, type=Path)
-    p.add_argument("--tasks", required=True, type=Path, nargs="+", action="extend",
-                   help="the default run's task files (results/tasks/dnd_<T>.yaml)")
-    p.add_argument("--loras", required=True, type=Path, nargs="+", action="extend",
-                   help="the few-shot LoRAs (results/fewshot/lora/<T>/k<k>/final)")
+    add_declared_option(p, "--tasks", "the default run's task files (results/tasks/dnd_<T>.yaml)")
+    add_declared_option(p, "--loras", "the few-shot LoRAs (results/fewshot/lora/<T>/k<k>/final)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--cache-dir", type=Path, default=None, help="score cache (results/fewshot/eval_cache/<T>)")
 
@@ -269,8 +267,7 @@ def _add_icl(p: argparse.ArgumentParser) -> None:
                    help='JSON: {"fewshot": {"icl_ks": [...]}, "evaluation": {...}, "prompt": {...}}')
     p.add_argument("--target", required=True)
     p.add_argument("--model", required=True, type=Path)
-    p.add_argument("--tasks", required=True, type=Path, nargs="+", action="extend",
-                   help="the default run's task files (results/tasks/dnd_<T>.yaml)")
+    add_declared_option(p, "--tasks", "the default run's task files (results/tasks/dnd_<T>.yaml)")
     p.add_argument("--train", required=True, type=Path, help="results/data/<T>/train.jsonl (the demonstrations)")
     p.add_argument("--out", required=True, type=Path, help="per-item rows (JSONL)")
     p.add_argument("--context-out", required=True, type=Path,

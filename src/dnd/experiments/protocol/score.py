@@ -38,7 +38,7 @@ from dnd.evaluate import (
 from dnd.formats.paper import INVALID, PARSED_CHARS, answer_delimiter, eval_record, parse_answer
 from dnd.formats.prompts import portable_path
 from dnd.io import atomic_path, read_jsonl, write_json, write_jsonl
-from dnd.paths import declared
+from dnd.paths import add_declared_option, declared
 from dnd.scoring.cache import ScoreCache, content_context, require_finite, samples_to_scored, seal, unseal
 from dnd.scoring.harness import seeded_evaluate
 from dnd.scoring.loop import score_or_cache
@@ -302,8 +302,7 @@ def _row(target: str, method: str, adapter: str, r: dict[str, Any], **extra) -> 
 # ============================================================================ CLI
 def _add_tasks(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", required=True, help='JSON: {"protocol": {...}, "datasets": [...]}')
-    p.add_argument("--data", required=True, type=Path, nargs="+", action="extend",
-                   help="the test splits (results/data/{ds}/test.jsonl)")
+    add_declared_option(p, "--data", "the test splits (results/data/{ds}/test.jsonl)")
     p.add_argument("--out-dir", required=True, type=Path, help="results/protocol (writes data/ and tasks/)")
 
 
