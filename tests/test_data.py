@@ -227,7 +227,7 @@ def test_real_benchmarks_every_builtin_by_three_disjoint(tmp_path):
     cfg = validate_config({"data": {"datasets": list(REGISTRY), "dir": str(SHARED_DATA)},
                            "base_model": {"source": "tiny"},
                            "crossdomain": {"target": None}})  # every built-in trains: no new domain left
-    dirs = []
+    files = []
     for name in REGISTRY:
         sizes = prepare(name, cfg["data"], {"format": "cloze"}, 0, tmp_path / name, tmp_path / "tasks")
         assert all(sizes[s] > 0 for s in SPLITS)
@@ -240,9 +240,13 @@ def test_real_benchmarks_every_builtin_by_three_disjoint(tmp_path):
             assert not ids[a] & ids[b], (name, a, b)
         for it in splits["test"]:
             assert 0 <= it["answer"] < len(it["choices"]) and len(it["choices"]) >= 2
-        dirs.append(tmp_path / name)
-    table = summary_csv(dirs).strip().split("\n")
+        files += [tmp_path / name / f"{s}.jsonl" for s in reversed(SPLITS)]  # any order of splits
+    table = summary_csv(files).strip().split("\n")
     assert table[0] == "dataset,split,n" and len(table) == 1 + len(REGISTRY) * 3
+    assert [row.split(",")[:2] for row in table[1:]] == [[d, s] for d in REGISTRY for s in SPLITS]
+    with pytest.raises(FileNotFoundError,
+                       match=r"^cond split of \w+: no path ending in \w+/cond.jsonl among the --data"):
+        summary_csv([f for f in files if f.name != "cond.jsonl"])
 
 
 def test_unknown_dataset_in_loader():

@@ -8,11 +8,13 @@ import csv
 import io
 import logging
 from pathlib import Path
+from typing import Sequence
 
 from .benchmarks.datasets import SPLITS, prepare_dataset
 from .config import command_params
 from .formats.prompts import lm_eval_task_yaml, task_name, to_eval_record
 from .io import read_jsonl, write_jsonl, write_text
+from .paths import add_declared_option, declared
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +33,16 @@ def prepare(name: str, data_cfg: dict, prompt_cfg: dict, seed: int, out_dir: Pat
     return sizes
 
 
-def summary_csv(data_dirs: list[Path]) -> str:
+def summary_csv(files: Sequence[Path]) -> str:
+    """The dataset,split,n table of the declared split files (.../{dataset}/{split}.jsonl), the
+    datasets in the order their files come, each split found with dnd.paths.declared."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["dataset", "split", "n"])
-    for d in data_dirs:
+    for d in dict.fromkeys(Path(f).parent.name for f in files):
         for split in SPLITS:
-            w.writerow([d.name, split, len(read_jsonl(d / f"{split}.jsonl"))])
+            path = declared(files, Path(d) / f"{split}.jsonl", f"{split} split of {d}", "--data")
+            w.writerow([d, split, len(read_jsonl(path))])
     return buf.getvalue()
 
 
@@ -54,12 +59,12 @@ def _run_prepare(args: argparse.Namespace) -> None:
 
 
 def _add_summary(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dirs", nargs="+", required=True, type=Path)
+    add_declared_option(p, "--data", "every dataset's splits (results/data/{dataset}/{train,cond,test}.jsonl)")
     p.add_argument("--out", required=True, type=Path)
 
 
 def _run_summary(args: argparse.Namespace) -> None:
-    write_text(args.out, summary_csv(args.data_dirs))
+    write_text(args.out, summary_csv(args.data))
 
 
 COMMANDS = {"prepare-data": (_add_prepare, _run_prepare), "data-summary": (_add_summary, _run_summary)}

@@ -34,8 +34,6 @@ rule data_summary:
             caption="../report/data_summary.rst",
             category="Data",
         ),
-    params:
-        dirs=expand("results/data/{ds}", ds=DATASETS),
     log:
         "logs/data_summary.log",
     benchmark:
@@ -47,7 +45,7 @@ rule data_summary:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli data-summary --data-dirs {params.dirs:q} --out {output:q} > {log:q} 2>&1"
+        "python -m dnd.cli data-summary --data {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule data:
