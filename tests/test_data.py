@@ -176,13 +176,19 @@ def test_custom_non_utf8_byte(tmp_path):
                                 f"of the file (byte {len(before) + 1} of the line)")
 
 
+def _outputs(name: str, out_dir, tasks_dir) -> list:
+    """What the prepare_data rule declares: the splits, the lm-eval rows and the task file."""
+    return [out_dir / f for f in ("train.jsonl", "cond.jsonl", "test.jsonl", "test.lmeval.jsonl")] + \
+        [tasks_dir / f"{task_name(name)}.yaml"]
+
+
 def test_custom_errors_fail_preparation_with_dataset_name(tmp_path):
     p = _custom(tmp_path, GOOD_ROW, dict(GOOD_ROW, choices="Paris"))
     cfg = validate_config({"data": {"datasets": ["mine", "other"],
                                     "custom": {"mine": {"path": str(p)}, "other": {"path": str(p)}}},
                            "base_model": {"source": "tiny"}})
     with pytest.raises(ValueError, match="^" + re.escape(f"custom dataset 'mine': {p}, line 2: field 'choices'")):
-        prepare("mine", cfg["data"], {"format": "cloze"}, 0, tmp_path / "out", tmp_path / "tasks")
+        prepare("mine", cfg["data"], {"format": "cloze"}, 0, _outputs("mine", tmp_path / "out", tmp_path / "tasks"))
     assert not (tmp_path / "out").exists()
 
 
@@ -203,7 +209,7 @@ def test_prompt_template_is_shared_by_training_and_scoring(tmp_path):
     """The lm-eval row for an item carries exactly the training context, and the gold choice is
     the training continuation (after the shared delimiter)."""
     cfg = _smoke_cfg()
-    prepare("sounds", cfg["data"], {"format": "cloze"}, 0, tmp_path / "sounds", tmp_path / "tasks")
+    prepare("sounds", cfg["data"], {"format": "cloze"}, 0, _outputs("sounds", tmp_path / "sounds", tmp_path / "tasks"))
     test = read_jsonl(tmp_path / "sounds" / "test.jsonl")
     rows = read_jsonl(tmp_path / "sounds" / "test.lmeval.jsonl")
     for it, row in zip(test, rows):
@@ -229,7 +235,7 @@ def test_real_benchmarks_every_builtin_by_three_disjoint(tmp_path):
                            "crossdomain": {"target": None}})  # every built-in trains: no new domain left
     files = []
     for name in REGISTRY:
-        sizes = prepare(name, cfg["data"], {"format": "cloze"}, 0, tmp_path / name, tmp_path / "tasks")
+        sizes = prepare(name, cfg["data"], {"format": "cloze"}, 0, _outputs(name, tmp_path / name, tmp_path / "tasks"))
         assert all(sizes[s] > 0 for s in SPLITS)
 
         splits = {s: read_jsonl(tmp_path / name / f"{s}.jsonl") for s in SPLITS}

@@ -40,7 +40,7 @@ rule ablation_extra_data:
         "../envs/dnd.yaml"
     shell:
         "python -m dnd.cli prepare-data --dataset {wildcards.ds:q} --params {params.p:q} "
-        f"--out-dir {ABX}/data/{{wildcards.ds:q}} --tasks-dir {ABX}/tasks > {{log:q}} 2>&1"
+        "--out {output:q} > {log:q} 2>&1"
 
 
 use rule train_lora as ablation_extra_train_lora with:

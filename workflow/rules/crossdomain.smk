@@ -28,8 +28,6 @@ rule crossdomain_data:
             }
         ),
         target=CD_TARGET,
-        out_dir=lambda wildcards, output: str(Path(output.lmeval).parent),
-        tasks_dir=lambda wildcards, output: str(Path(output.task).parent),
     log:
         "logs/crossdomain/data.log",
     benchmark:
@@ -42,7 +40,7 @@ rule crossdomain_data:
         "../envs/dnd.yaml"
     shell:
         "python -m dnd.cli prepare-data --dataset {params.target:q} --params {params.p:q} "
-        "--out-dir {params.out_dir:q} --tasks-dir {params.tasks_dir:q} > {log:q} 2>&1"
+        "--out {output:q} > {log:q} 2>&1"
 
 
 use rule encode_prompts as crossdomain_encode_prompts with:

@@ -21,7 +21,7 @@ rule prepare_data:
         "../envs/dnd.yaml"
     shell:
         "python -m dnd.cli prepare-data --dataset {wildcards.ds:q} --params {params.p:q} "
-        "--out-dir results/data/{wildcards.ds:q} --tasks-dir results/tasks > {log:q} 2>&1"
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule data_summary:
