@@ -235,7 +235,10 @@ def pworld(tmp_path_factory):
         (data / ds / "test.jsonl").write_text("".join(json.dumps(it) + "\n" for it in its))
     out = root / "protocol"
     assert cli_main(["protocol-tasks", "--params", json.dumps({"protocol": pcfg, "datasets": DATASETS}),
-                     "--data", *[str(data / ds / "test.jsonl") for ds in DATASETS], "--out-dir", str(out)]) == 0
+                     "--data", *[str(data / ds / "test.jsonl") for ds in DATASETS], "--out",
+                     *[str(out / "data" / ds / "test.jsonl") for ds in DATASETS],
+                     *[str(out / "tasks" / f"{name}.yaml") for ds in DATASETS
+                       for _, _, name in protocol.task_names(ds, pcfg["seeds"])]]) == 0
     zoo = root / "zoo"
     for k, ds in enumerate(DATASETS):
         save_random_lora(model_dir, zoo / ds / "final", seed=10 + k)

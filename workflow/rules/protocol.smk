@@ -19,7 +19,6 @@ rule protocol_tasks:
         data=expand(f"{PROTO}/data/{{ds}}/test.jsonl", ds=DATASETS),
     params:
         p=as_json({"protocol": PROTOCOL_CONFIG, "datasets": DATASETS}),
-        out_dir=lambda wildcards, output: str(Path(output.data[0]).parents[2]),
     log:
         "logs/protocol/tasks.log",
     benchmark:
@@ -31,7 +30,7 @@ rule protocol_tasks:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli protocol-tasks --params {params.p:q} --data {input.data:q} --out-dir {params.out_dir:q} "
+        "python -m dnd.cli protocol-tasks --params {params.p:q} --data {input.data:q} --out {output:q} "
         "> {log:q} 2>&1"
 
 

@@ -4,7 +4,7 @@ and every method scored three ways on the same items with lm-eval tasks: log-lik
 bracketed answers, and greedy and sampled generation read by the authors' parser (invalid = wrong).
 
 Commands:
-  protocol-tasks     dnd protocol-tasks --params JSON --data results/data/*/test.jsonl --out-dir results/protocol
+  protocol-tasks     dnd protocol-tasks --params JSON --data results/data/*/test.jsonl --out FILE...
                      the paper-format test items and the lm-eval task YAMLs (`task_configs`)
   evaluate-protocol  dnd evaluate-protocol --params JSON --target T --model DIR --tasks YAML [...]
                      --zoo DIR [...] --generated DIR [...] --encoded FILE [...] --out FILE [--cache-dir DIR]
@@ -95,9 +95,10 @@ def task_configs(dataset: str, data_file: str | Path, pcfg: dict[str, Any]) -> d
     return out
 
 
-def write_tasks(datasets: list[str], data: Sequence[Path], out_dir: Path, pcfg: dict[str, Any]) -> list[Path]:
+def write_tasks(datasets: list[str], data: Sequence[Path], out: Sequence[Path], pcfg: dict[str, Any]) -> list[Path]:
     """The paper-format test items (the first n_test of each test split) and every task YAML;
-    `data`: the declared test splits (.../{ds}/test.jsonl, dnd.paths.declared finds each one's)."""
+    `data`: the declared test splits (.../{ds}/test.jsonl), `out`: the declared outputs
+    (.../data/{ds}/test.jsonl, .../tasks/{name}.yaml); dnd.paths.declared finds each one's."""
     import yaml
 
     written = []
@@ -106,10 +107,10 @@ def write_tasks(datasets: list[str], data: Sequence[Path], out_dir: Path, pcfg: 
         n = int(pcfg["n_test"])
         if len(items) < n:
             raise ValueError(f"{ds}: protocol.n_test is {n} but the test split has {len(items)} items")
-        data_file = Path(out_dir) / "data" / ds / "test.jsonl"
+        data_file = declared(out, Path("data") / ds / "test.jsonl", f"protocol test items of {ds}", "--out")
         write_jsonl(data_file, [eval_record(it, pcfg["template"]) for it in items[:n]])
         for name, cfg in task_configs(ds, data_file, pcfg).items():
-            path = Path(out_dir) / "tasks" / f"{name}.yaml"
+            path = declared(out, Path("tasks") / f"{name}.yaml", f"lm-eval task {name}", "--out")
             with atomic_path(path) as tmp:
                 Path(tmp).write_text(yaml.safe_dump(cfg, sort_keys=False))
             written.append(path)
@@ -303,14 +304,14 @@ def _row(target: str, method: str, adapter: str, r: dict[str, Any], **extra) -> 
 def _add_tasks(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", required=True, help='JSON: {"protocol": {...}, "datasets": [...]}')
     add_declared_option(p, "--data", "the test splits (results/data/{ds}/test.jsonl)")
-    p.add_argument("--out-dir", required=True, type=Path, help="results/protocol (writes data/ and tasks/)")
+    add_declared_option(p, "--out", "results/protocol/data/{ds}/test.jsonl and tasks/{name}.yaml of every dataset")
 
 
 def _run_tasks(args: argparse.Namespace) -> None:
     params = parse_params(args.params)
-    paths = write_tasks(list(params["datasets"]), args.data, args.out_dir,
+    paths = write_tasks(list(params["datasets"]), args.data, args.out,
                         section("protocol", params.get("protocol")))
-    log.info("wrote %d task files under %s", len(paths), args.out_dir)
+    log.info("wrote %d task files", len(paths))
 
 
 def _add_evaluate(p: argparse.ArgumentParser) -> None:
