@@ -26,6 +26,12 @@ def _lm_eval_filter(name: str, pattern: str, group_select: int = 0):
     return get_filter(name)(regex_pattern=pattern, group_select=group_select)
 
 
+def _outputs(cfg: dict, root: Path) -> list[Path]:
+    """What the mathcode-data rule declares (md.outputs), under `root`."""
+    o = md.outputs("math", cfg, root)
+    return [Path(p) for p in [*o["splits"], *o["lmeval"], *o["tasks"], o["summary"]]]
+
+
 def test_gsm8k_task_is_lm_evals_filters_and_metric_verbatim(tmp_path):
     import yaml
     from lm_eval import tasks
@@ -101,7 +107,8 @@ def test_reference_loglikelihood_of_a_poor_model_is_a_number(tmp_path):
         def generate_until(self, requests, disable_tqdm=False):
             raise NotImplementedError
 
-    md.write_domain("math", section("math", SMOKE_MATH), FIXTURES, tmp_path)
+    cfg = section("math", SMOKE_MATH)
+    md.write_domain("math", cfg, FIXTURES, _outputs(cfg, tmp_path))
     name = md.task_name("math", "gsm8k", md.LOGLIK_TASK)
     res = evaluator.evaluate(lm=Poor(), task_dict=load_task(tmp_path / "tasks", name), bootstrap_iters=0,
                              log_samples=True)
@@ -247,7 +254,7 @@ def mworld(tmp_path_factory):
     root = tmp_path_factory.mktemp("mathworld")
     cfg = section("math", {**SMOKE_MATH, "max_new_tokens": 6})
     out = root / "math"
-    md.write_domain("math", cfg, FIXTURES, out)
+    md.write_domain("math", cfg, FIXTURES, _outputs(cfg, out))
     texts = [json.loads(x)["context"] + json.loads(x)["reference"]
              for t in ("gsm8k", "math") for x in (out / "data" / t / "test.lmeval.jsonl").read_text().splitlines()]
     tok = word_tokenizer(texts + ["1 2 3 4 5 6 7 8 9 0 #### boxed"])

@@ -17,7 +17,6 @@ rule math_data:
         domain="math",
         p=as_json({"math": config["math"]}),
         data_dir=config["data"]["dir"],
-        out_dir=lambda wildcards, output: str(Path(output.summary).parents[1]),
     log:
         "logs/math/data.log",
     benchmark:
@@ -30,7 +29,7 @@ rule math_data:
         "../envs/dnd.yaml"
     shell:
         "python -m dnd.cli mathcode-data --domain {params.domain:q} --params {params.p:q} --data-dir {params.data_dir:q} "
-        "--out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "--out {output:q} > {log:q} 2>&1"
 
 
 use rule math_data as code_data with:
@@ -40,7 +39,6 @@ use rule math_data as code_data with:
         domain="code",
         p=as_json({"code": config["code"]}),
         data_dir=config["data"]["dir"],
-        out_dir=lambda wildcards, output: str(Path(output.summary).parents[1]),
     log:
         "logs/code/data.log",
     benchmark:
