@@ -2,8 +2,8 @@
 items, their chat format, deterministic hash splits and the lm-eval tasks that score them.
 
 Commands:
-  mathcode-data  dnd mathcode-data --domain math|code --params JSON --data-dir DIR --out-dir
-                 results/<domain>   writes data/{name}/{train,cond,test}.jsonl,
+  mathcode-data  dnd mathcode-data --domain math|code --params JSON --data-dir DIR --out FILE...
+                 writes the declared files (`outputs`) under results/<domain>: data/{name}/{train,cond,test}.jsonl,
                  data/{target}/test.lmeval.jsonl, tasks/dnd_<domain>_{target}_{gen,loglik}.yaml and
                  data/splits.csv
 
