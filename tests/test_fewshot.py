@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from conftest import declared_argv, word_tokenizer
+from dnd import stats
 from dnd.cli import main as cli_main
 from dnd.config import ConfigError, validate_config
 from dnd.experiments.fewshot import report as fr
@@ -308,11 +309,28 @@ def _summary_inputs(w: Path) -> list[str]:
             "--timings", *_files(w / "fewshot" / "timings"), "--generate-timings", *_files(w / "timings" / "generate")]
 
 
-def test_summary_columns_and_cost_definitions(summary_world):
-    w = summary_world
+def run_summary(w: Path) -> None:
+    """`dnd fewshot-summary` on a `summary_world`: w/fewshot.csv and w/metrics.json."""
     params = {"targets": [TARGET], "bootstrap": 300, "seed": 0}
     assert cli_main(["fewshot-summary", "--params", json.dumps(params), *_summary_inputs(w),
                      "--csv", str(w / "fewshot.csv"), "--metrics", str(w / "metrics.json")]) == 0
+
+
+def run_report(w: Path) -> str:
+    """`dnd fewshot-report` after `run_summary`: the text of w/report/report.md."""
+    assert cli_main(["fewshot-report", "--params", json.dumps({"fewshot": {"ks": [1, 4], "icl_ks": [2, 64]},
+                                                               "generator": {"design": "basis"}}),
+                     "--csv", str(w / "fewshot.csv"), "--metrics", str(w / "metrics.json"),
+                     "--generate-timings", *_files(w / "timings" / "generate"),
+                     "--generator-timings", *_files(w / "timings" / "train_generator"),
+                     "--benchmarks-dir", str(w / "benchmarks"), "--out", str(w / "report" / "report.md"),
+                     "--figure", str(w / "report" / "figures" / "fewshot.png")]) == 0
+    return (w / "report" / "report.md").read_text()
+
+
+def test_summary_columns_and_cost_definitions(summary_world):
+    w = summary_world
+    run_summary(w)
     rows = list(csv.DictReader(open(w / "fewshot.csv")))
     assert list(rows[0]) == ["target", "method", "k", "n", "acc", "seconds"]
     got = {(r["method"], int(r["k"])): (float(r["acc"]), float(r["seconds"])) for r in rows}
@@ -331,17 +349,10 @@ def test_summary_columns_and_cost_definitions(summary_world):
     assert m["mean/dnd_minus_icl_k2/targets"] == 1
     assert m[f"{TARGET}/icl/k64/fits"] is False and m[f"{TARGET}/icl/k2/fits"] is True
 
-    assert cli_main(["fewshot-report", "--params", json.dumps({"fewshot": {"ks": [1, 4], "icl_ks": [2, 64]},
-                                                               "generator": {"design": "basis"}}),
-                     "--csv", str(w / "fewshot.csv"), "--metrics", str(w / "metrics.json"),
-                     "--generate-timings", *_files(w / "timings" / "generate"),
-                     "--generator-timings", *_files(w / "timings" / "train_generator"),
-                     "--benchmarks-dir", str(w / "benchmarks"), "--out", str(w / "report" / "report.md"),
-                     "--figure", str(w / "report" / "figures" / "fewshot.png")]) == 0
-    text = (w / "report" / "report.md").read_text()
+    text = run_report(w)
     for needle in ("## Results", "## The paper's direction against ours", "## Budget", "k=64 (9000 positions > 8192)",
-                   "(DnD minus it, points, paired 95% CI): reproduced in 1 of 2: alpha k=1",
-                   "not reproduced in 1 of 1: alpha k=2", "too noisy to tell in 1 of 2: alpha k=4",
+                   "(DnD minus it, points, paired 95% CI): **reproduced** in 1 of 2: alpha k=1",
+                   "**not reproduced** in 1 of 1: alpha k=2", "**not told apart** in 1 of 2: alpha k=4",
                    "500 s", "](figures/fewshot.png)", "DnD 3.70 s per adapter (median; 0.40-7.00 s"):
         assert needle in text, needle
     assert (w / "report" / "figures" / "fewshot.png").stat().st_size > 10_000
@@ -358,10 +369,13 @@ def test_summary_refuses_other_items(summary_world):
         fr.summarize(inputs, 100, 0)
 
 
-@pytest.mark.parametrize("lo, hi, word", [(0.5, 3.0, "reproduced"), (-3.0, -0.1, "not reproduced"),
-                                          (-1.0, 2.0, "too noisy to tell"), (math.nan, 1.0, "too noisy to tell")])
-def test_verdict(lo, hi, word):
-    assert fr.verdict(lo, hi) == word
+@pytest.mark.parametrize("lo, hi, word", [(0.5, 3.0, "reproduced"),
+                                          (-3.0, -0.1, "not reproduced: the opposite direction"), (-0.5, 0.5, "level"),
+                                          (-1.0, 2.0, "not told apart"), (math.nan, 1.0, "not told apart: no CI")])
+def test_verdict_is_the_shared_vocabulary(lo, hi, word):
+    """The claim DnD minus the method > 0, judged by dnd.stats.verdict (no private words)."""
+    assert fr._verdict({"x/acc_ci_low": lo, "x/acc_ci_high": hi}, "x") == word
+    assert not hasattr(fr, "verdict") or fr.verdict is stats.verdict
 
 
 def test_an_icl_cost_at_or_below_zero_is_timing_noise():
@@ -371,10 +385,14 @@ def test_an_icl_cost_at_or_below_zero_is_timing_noise():
 
     df = pd.DataFrame([{"target": "t", "method": "dnd", "k": 0, "seconds": 0.6},
                        {"target": "t", "method": "icl", "k": 1, "seconds": -3.9},
-                       {"target": "t", "method": "icl", "k": 64, "seconds": 65.0}])
+                       {"target": "t", "method": "icl", "k": 64, "seconds": 65.0},
+                       {"target": "t", "method": "fewshot_ft", "k": 1, "seconds": 0.2},
+                       {"target": "t", "method": "fewshot_ft", "k": 2, "seconds": 0.5}])
     line = fr.cost_lines(df, {"targets": ["t"]}, {"t": (0.4, 0.7)})[0]
-    assert "k=1 -3.90 s (n/a; too noisy to tell, below the timing noise)" in line
-    assert "k=64 65 s (108x DnD; reproduced)" in line
+    assert "k=1 -3.90 s (n/a; **not told apart**: below the timing noise)" in line
+    assert "k=64 65 s (108x DnD; **reproduced**)" in line
+    assert "k=1 0.20 s (0.33x DnD; **not reproduced**: cheaper than DnD)" in line
+    assert "k=2 0.50 s (0.83x DnD; **not told apart**: within DnD's range)" in line
 
 
 def test_summary_refuses_a_missing_method(summary_world, caplog):

@@ -26,12 +26,6 @@ def _lm_eval_filter(name: str, pattern: str, group_select: int = 0):
     return get_filter(name)(regex_pattern=pattern, group_select=group_select)
 
 
-def _outputs(cfg: dict, root: Path) -> list[Path]:
-    """What the mathcode-data rule declares (md.outputs), under `root`."""
-    o = md.outputs("math", cfg, root)
-    return [Path(p) for p in [*o["splits"], *o["lmeval"], *o["tasks"], o["summary"]]]
-
-
 def test_gsm8k_task_is_lm_evals_filters_and_metric_verbatim(tmp_path):
     import yaml
     from lm_eval import tasks
@@ -108,7 +102,7 @@ def test_reference_loglikelihood_of_a_poor_model_is_a_number(tmp_path):
             raise NotImplementedError
 
     cfg = section("math", SMOKE_MATH)
-    md.write_domain("math", cfg, FIXTURES, _outputs(cfg, tmp_path))
+    md.write_domain("math", cfg, FIXTURES, md.output_paths("math", cfg, tmp_path))
     name = md.task_name("math", "gsm8k", md.LOGLIK_TASK)
     res = evaluator.evaluate(lm=Poor(), task_dict=load_task(tmp_path / "tasks", name), bootstrap_iters=0,
                              log_samples=True)
@@ -254,7 +248,7 @@ def mworld(tmp_path_factory):
     root = tmp_path_factory.mktemp("mathworld")
     cfg = section("math", {**SMOKE_MATH, "max_new_tokens": 6})
     out = root / "math"
-    md.write_domain("math", cfg, FIXTURES, _outputs(cfg, out))
+    md.write_domain("math", cfg, FIXTURES, md.output_paths("math", cfg, out))
     texts = [json.loads(x)["context"] + json.loads(x)["reference"]
              for t in ("gsm8k", "math") for x in (out / "data" / t / "test.lmeval.jsonl").read_text().splitlines()]
     tok = word_tokenizer(texts + ["1 2 3 4 5 6 7 8 9 0 #### boxed"])
@@ -372,12 +366,14 @@ def test_summary_and_report(mworld, mrows, tmp_path):
     # metric cannot compare them; once one method scores, the note goes
     assert df.acc.eq(0).all()
     assert "`exact_match,flexible-extract` is at its floor here and cannot compare them" in text
+    assert "**Verdict: not testable here: every method at the floor.**" in text  # the paper's claim, untested
     df.loc[df.method == "base", ["acc", "ci_high"]] = 0.5
     df.to_csv(scores, index=False)
     assert cli_main(["mathcode-report", "--domain", "math", "--params", json.dumps(params),
                      "--scores", str(scores), "--metrics", str(metrics), "--paper-numbers", str(paper),
                      "--out", str(md_out), "--figure", str(fig)]) == 0
-    assert "is at its floor here" not in md_out.read_text()
+    text = md_out.read_text()
+    assert "is at its floor here" not in text and "not testable here" not in text and "**Verdict: " in text
 
 
 def test_summary_refuses_incomplete_rows(mworld, mrows, tmp_path, caplog):

@@ -378,6 +378,31 @@ def test_metrics_decompose_the_gain():
     assert m["greedy/dnd_minus_train_avg/accuracy_valid"] == pytest.approx(50)
     assert m["greedy/dnd_minus_train_avg/acc_ci_low"] <= d <= m["greedy/dnd_minus_train_avg/acc_ci_high"]
     assert m["greedy/oracle/acc"] == 100
+    # the headroom: the target's own LoRA minus the training-LoRA average, paired as the others
+    assert m["greedy/oracle_minus_train_avg/acc"] == pytest.approx(75)
+    assert m["greedy/oracle_minus_train_avg/acc_ci_low"] > 0
+    line = next(x for x in pr.conclusion(m, {"common_sense": {"average_gain": 21.0}}) if "Verdict" in x)
+    assert "(headroom: the oracle minus the training-LoRA average +75.0 points, 95% CI [" in line
+    assert "**reproduced**" in line  # DnD +75 [> 21]: the paper's direction and size
+
+
+def test_no_headroom_makes_the_claim_not_testable():
+    """Under a protocol where the oracle (the target's own LoRA) does not beat the training-LoRA
+    average, the paper's claim on DnD is "not testable here", whatever DnD scores."""
+    n = 8
+    rows = [_row("t1", "dnd", "0", "greedy", None, [1] * n, [1] * n)]
+    rows += [_row("t1", "source_lora", s, "greedy", None, [1, 0] * 4, [1] * n) for s in ("s1", "s2", "t1")]
+    m = pr.metrics(rows, {"t1": ["s1", "s2"]}, resamples=200, seed=0)
+    assert m["greedy/oracle_minus_train_avg/acc"] == 0
+    assert pr.claim_verdict(m, "greedy", 21.0).startswith(
+        "not testable here: the oracle does not beat the training-LoRA average (CI [")
+    lines = pr.conclusion(m, {"common_sense": {"average_gain": 21.0}})
+    assert "- **Greedy + parser**: DnD is ahead of the training-LoRA average: +50.0 points" in lines[0]
+    assert "**not testable here: the oracle does not beat" in lines[1]
+    # at the floor (every method 0%) the reason is the floor
+    rows = [{**r, "correct": [0] * n, "acc": 0.0} for r in rows]
+    m = pr.metrics(rows, {"t1": ["s1", "s2"]}, resamples=200, seed=0)
+    assert pr.claim_verdict(m, "greedy", None) == "not testable here: every method at the floor"
 
 
 def test_summary_and_report_from_scored_rows(pworld, prows, tmp_path):

@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dnd import report, summary
+from dnd import report, stats, summary
 from dnd.benchmarks.datasets import title
 from dnd.cli import main
 from dnd.config import validate_config
+from dnd.paths import REPO_ROOT
 from dnd.reporting import figures, tables
 
 DATASETS = ["arc_easy", "boolq", "piqa"]
@@ -154,8 +155,9 @@ def run_dir(tmp_path_factory) -> Path:
                "--zoo-checkpoints", *map(str, sorted(res.glob("zoo/*/checkpoints"))),
                "--generator-logs", *map(str, sorted(res.glob("generators/*/train_log_hyperconv.csv"))),
                "--generated", *map(str, sorted(res.glob("generated/*/dnd_*"))),
-               "--benchmarks-dir", str(root / "benchmarks"),
-               "--timings-dir", str(res / "timings"), "--paper-numbers", str(paper), "--out", str(res / "report.md"),
+               "--benchmarks-dir", str(root / "benchmarks"), "--timings-dir", str(res / "timings"),
+               "--paper-numbers", str(paper), "--paper-config", str(REPO_ROOT / "config" / "paper.yaml"),
+               "--out", str(res / "report.md"),
                "--figures-dir", str(res / "figures"), "--tables-dir", str(res / "tables")])
     assert rc == 0
     return root
@@ -163,7 +165,8 @@ def run_dir(tmp_path_factory) -> Path:
 
 def test_diagnostics_section(run_dir):
     """The diagnostics table per fold and generator with the zoo's reachability, and the selection
-    rule's verdict read from diagnostics.csv (dnd qualifies, so the configured default stays)."""
+    rule's verdict read from diagnostics.csv (dnd qualifies, so the rule names it); DnD is the paper's
+    decoder beside the source-basis mixer, with its settings against the paper profile's."""
     text = (run_dir / "results" / "report.md").read_text()
     table = _table_after(text, "## Generator diagnostics")
     dnd = table[table["Generator"] == "DnD"].set_index("Fold")
@@ -171,12 +174,20 @@ def test_diagnostics_section(run_dir):
     basis = table[table["Generator"] == tables.METHOD_LABELS["dnd_basis"]].set_index("Fold")
     assert basis.loc["Mean", "Retrieval"] == f"{(0.5 + 1.0 * (len(DATASETS) - 1)) / len(DATASETS):.3f}"
     assert basis.iloc[0]["Reachability (zoo)"] == "0.100"
-    assert "This run: **DnD (the configured default, design `hyperconv`)** (meets the fit" in text
+    assert "This run: **DnD (design `hyperconv`)** (meets the fit" in text
+    assert "It picks no headline" in text and "**DnD** is the paper's method" in text
+    zoo = _table_after(text, "### The LoRA zoo beside the authors'").set_index("Dataset")
+    # the authors' ARC-Easy: phase 1 resumed at step 70 of batch 8 on 4 devices = 2240 examples of 2251
+    assert zoo.loc["ARC-Easy", "Phase-1 examples (ours / authors)"].endswith(" / 2240")
+    assert zoo.loc["ARC-Easy", "Phase-1 epochs"].endswith(" / 1.00") and zoo.loc["BoolQ", "lr"].endswith(" / 0.0001")
+    dev = _table_after(text, "### DnD and the paper's decoder").set_index("Setting")
+    assert dev.loc["Convolution kernel", "Paper (config/paper.yaml)"] == "9"
+    assert dev.loc["Generator design", "Deviation"] != "yes"  # both the hyper-convolutional decoder
     assert "Reachability averages 0.200 over folds (range 0.100–0.300)" in text
     assert ("The default generator reproduces the LoRAs it was trained on from their prompts (fit ratio 0.050 on "
             "average, worst fold 0.050; retrieval 1.00, lowest 1.00); adapters generated from different datasets' "
             "prompts lie 0.90 times as far apart") in text
-    assert ("On the held-out targets DnD is not distinguishable from the training-LoRA average in accuracy "
+    assert ("On the held-out targets, DnD and the training-LoRA average are not told apart in accuracy "
             "(+0.0 points, 95% CI [-3.0, +3.0])") in text
 
 
@@ -263,6 +274,11 @@ def test_other_tables(run_dir):
     assert paper.loc["ARC-Easy", "Paper: training LoRAs"] == "37.5" and paper.loc["ARC-Easy", "Paper: DnD"] == "68.6"
     assert paper.loc["BoolQ", "Paper: Δ"] == "+31.4"
     assert paper.loc["Average gain (held-out datasets)", "Paper: Δ"] == "+21.0"
+    # our pooled gain +7.0 [4.0, 10.0] (metrics.json) against the paper's +21.0, in the verdict words
+    assert paper.loc["Average gain (held-out datasets)", "Ours: Δ 95% CI"] == "[+4.0, +10.0]"
+    assert (paper.loc["Average gain (held-out datasets)", "Verdict"]
+            == "reproduced in direction, smaller than the paper's +21.0")
+    assert all(stats.verdict_word(v) in stats.VERDICTS for v in paper["Verdict"]), paper["Verdict"].tolist()
     main_tab = _table_after(text, "## Main results").set_index("Target")
     ours_dnd = main_tab.loc["ARC-Easy", "DnD (mean ± sd)"].replace("*", "").split(" ±")[0]
     assert paper.loc["ARC-Easy", "Ours: DnD"] == ours_dnd

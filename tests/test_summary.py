@@ -145,19 +145,22 @@ def test_summarize_is_deterministic_and_complete(tmp_path):
 
 def test_paired_comparisons_per_target_and_pooled(tmp_path):
     """DnD minus each zero-shot baseline on accuracy and gold log-probability: the per-target
-    figure is the mean of the paired per-item differences, the pooled one the mean over targets,
+    figure (and the oracle's headroom over the training average) is the mean of the paired per-item
+    differences, the pooled one the mean over targets,
     each inside its own bootstrap CI; the random control is clearly worse in the synthetic rows, so its
     pooled CI excludes 0."""
     rows = _eval_rows()
     _, m = _summarize(tmp_path, _write_eval(tmp_path, rows), {"evaluation": {"bootstrap": 800}, "seed": 0})
-    pairs = [("dnd", b) for b in summary.COMPARED] + [("dnd_basis", b) for b in summary.VARIANT_COMPARED]
+    pairs = ([("dnd", b) for b in summary.COMPARED] + [("dnd_basis", b) for b in summary.VARIANT_COMPARED]
+             + [("oracle", "train_avg")])
     assert summary.comparison_pairs(["dnd", "dnd_basis", "control_other"]) == pairs
     for metric, key in (("acc", "correct"), ("gold_logprob", "gold_logprob")):
         for subject, b in pairs:
             per_target = []
             for t in DATASETS:
                 by = {(r["method"], r["adapter"]): np.asarray(r[key], dtype=float) for r in rows[t]}
-                dnd = np.mean([v for (mm, _), v in by.items() if mm == subject], axis=0)
+                dnd = (by[("source_lora", t)] if subject == "oracle"  # the target's own LoRA
+                       else np.mean([v for (mm, _), v in by.items() if mm == subject], axis=0))
                 if b == "train_avg":
                     ref = np.mean([v for (mm, a), v in by.items() if mm == "source_lora" and a != t], axis=0)
                 else:
@@ -173,6 +176,8 @@ def test_paired_comparisons_per_target_and_pooled(tmp_path):
     # the synthetic DnD (p=0.6) beats the random control (p=0.35) on both metrics, decisively
     assert m["mean/dnd_minus_control_random/acc_ci_low"] > 0
     assert m["mean/dnd_minus_control_random/gold_logprob_ci_low"] > 0
+    # and the oracle (p=0.75) has headroom over the training average
+    assert m["mean/oracle_minus_train_avg/acc_ci_low"] > 0
 
 
 def test_summarize_rejects_a_fold_without_scores(tmp_path, caplog):

@@ -47,6 +47,7 @@ from .io import write_json
 from .method.encoder import HASH_DIM, encoder_path
 from .method.generator_model import count_parameters
 from .method.tokenization import LoraLayout, detokenize, tokenize
+from .paths import shown_path
 from .zoo import make_lora_config
 
 log = logging.getLogger(__name__)
@@ -228,12 +229,12 @@ def encoder_config(cfg: Mapping[str, Any], base_cfg: Mapping[str, Any]) -> tuple
     if enc["kind"] == "llm":
         path = Path(enc["path"]) / "config.json" if enc["path"] else None
         if path is not None and path.is_file():
-            return json.loads(path.read_text()), str(path)
+            return json.loads(path.read_text()), shown_path(path)
         return dict(base_cfg), "the base model (encoder.kind llm)"
     path = encoder_path(enc) / "config.json"
     if not path.is_file():
         raise ConfigError(f"encoder config not found: {path} (encoder.path {enc['path']!r})")
-    return json.loads(path.read_text()), str(path)
+    return json.loads(path.read_text()), shown_path(path)
 
 
 def encoder_dim(enc_cfg: Mapping[str, Any] | None) -> int:
@@ -558,8 +559,8 @@ def slurm_resources(profile: Path = SLURM_PROFILE, rules_dir: Path = RULES_DIR) 
             "gpus": int(res.get("gpu", 0)), "threads": threads.get(rule, own.get(rule, {}).get("threads")),
             "partition": res.get("slurm_partition"), "from": "profile set-resources" if rule in sets else "rule",
         })
-    return {"profile": str(profile.relative_to(REPO_ROOT)) if profile.is_relative_to(REPO_ROOT) else str(profile),
-            "default_resources": default, "rules": rows}
+    shown = str(profile.relative_to(REPO_ROOT)) if profile.is_relative_to(REPO_ROOT) else shown_path(profile)
+    return {"profile": shown, "default_resources": default, "rules": rows}
 
 
 # ----------------------------------------------------------------------------- the check
@@ -620,7 +621,7 @@ def check_profile(config_path: str | Path, depth_reduced_layers: int = 2, reduce
                           reduced_batch, reduced_prompts, seed=cfg["seed"])
 
     return {
-        "profile": str(config_path), "name": cfg.get("name"),
+        "profile": shown_path(config_path), "name": cfg.get("name"),
         "base_model": base_report,
         "encoder": {"config": enc_source, "kind": enc["kind"], "dim": input_shape[2], "max_length": enc["max_length"],
                     "pooling": enc["pooling"], "dtype": enc["dtype"]},

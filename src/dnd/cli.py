@@ -60,6 +60,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mathcode-summary": ("dnd.experiments.mathcode.report", "merge the math/code scores into "
                                                             "results/<domain>/scores.csv and metrics.json"),
     "mathcode-report": ("dnd.experiments.mathcode.report", "render results/<domain>/report.md and its figure"),
+    "seeds-summary": ("dnd.experiments.seeds.report", "the main comparison over zoo and generator seeds: "
+                                                      "results/seeds/scores.csv and metrics.json (two-level CIs)"),
+    "seeds-report": ("dnd.experiments.seeds.report", "render results/seeds/report.md and its figure"),
     "bench": ("dnd.bench", "the run's time per stage from the Snakemake benchmarks, against the committed figures"),
     "verify-cache": ("dnd.verify_cache", "score a sample of score cache entries again; fail on any difference"),
     "summarize": ("dnd.summary", "merge per-target scores into scores.csv with bootstrap CIs"),

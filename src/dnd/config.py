@@ -418,7 +418,7 @@ SCORING_SETTINGS = ("limit", "batch_size", "dtype", "metric", "backend")
 EVAL_SPEED_SETTINGS = (*SCORING_SETTINGS, "compare_items", "compare_float32_items")
 GENERATION_SETTINGS = ("batch_size", "dtype")
 
-EXPERIMENTS = ("protocol", "crossdomain", "fewshot", "ablations", "math", "code")
+EXPERIMENTS = ("protocol", "crossdomain", "fewshot", "ablations", "math", "code", "seeds")
 #: benchmarks/ folders and files that are not jobs of the default run: the extra experiments' and the
 #: stage benchmark's own (dnd.bench)
 OUTSIDE_RUN = (*EXPERIMENTS, "bench")

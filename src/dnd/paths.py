@@ -22,6 +22,19 @@ def resolve_input_path(p: str | Path) -> Path:
     return p if p.is_absolute() else (REPO_ROOT / p).resolve()
 
 
+def shown_path(path: str | Path) -> str:
+    """A path as an artifact or a report may record it, never a machine's own: from
+    `site-packages/` on for a file of an installed package (wherever the environment lives),
+    else relative to the working directory when inside it, else the bare name."""
+    p = Path(path).resolve()
+    if "site-packages" in p.parts:
+        return Path(*p.parts[p.parts.index("site-packages"):]).as_posix()
+    try:
+        return p.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return p.name
+
+
 class RunDirError(ValueError):
     """A run would write into another profile's outputs."""
 

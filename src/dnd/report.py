@@ -23,9 +23,17 @@ import pandas as pd
 import yaml
 
 from .benchmarks.datasets import title
-from .config import OUTSIDE_RUN, config_hash, folds as config_folds, parse_params, run_config, validate_config
+from .config import (
+    OUTSIDE_RUN,
+    check_schema,
+    config_hash,
+    folds as config_folds,
+    parse_params,
+    run_config,
+    validate_config,
+)
 from .io import atomic_path, write_text
-from .paths import add_declared_option
+from .paths import add_declared_option, shown_path
 from .reporting.figures import (
     CAPTIONS,
     FIGURES,
@@ -49,6 +57,7 @@ from .reporting.tables import (
     compute_table,
     controls_table,
     dataset_order,
+    decoder_deviations,
     diagnostics_table,
     efficiency_table,
     eval_backend_table,
@@ -61,7 +70,9 @@ from .reporting.tables import (
     render_main_table,
     tidy_scores,
     versions,
+    zoo_table,
 )
+from .stats import relation
 from .summary import MEAN_ADAPTER, MEAN_TARGET
 
 log = logging.getLogger(__name__)
@@ -108,6 +119,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timings-dir", default="results/timings",
                    help="wall-clock timings of the training jobs (kept apart from the hashed artifacts)")
     p.add_argument("--paper-numbers", default="config/paper_numbers.yaml")
+    p.add_argument("--paper-config", default="config/paper.yaml",
+                   help="the paper's profile: DnD's settings here are listed beside its")
     p.add_argument("--out", default="results/report.md")
     p.add_argument("--figures-dir", default="results/figures")
     p.add_argument("--tables-dir", default="", help="if set, also write the tables as CSV here")
@@ -122,7 +135,7 @@ def run(args: argparse.Namespace) -> None:
         params = run_config(validate_config(params))  # the default run's config, as it is hashed
     paths = {k: Path(getattr(args, k)) for k in ("scores", "metrics", "efficiency", "eval_speed", "eval_agreement",
                                                  "diagnostics", "data_summary", "benchmarks_dir", "timings_dir",
-                                                 "paper_numbers", "out", "figures_dir")}
+                                                 "paper_numbers", "paper_config", "out", "figures_dir")}
     lists = {k: getattr(args, k) for k in ("zoo_logs", "zoo_checkpoints", "generator_logs", "generated")}
     build_report(params=params, **paths, **lists, tables_dir=Path(args.tables_dir) if args.tables_dir else None,
                  pca_checkpoints=args.pca_checkpoints, pca_coords=args.pca_coords)
@@ -137,13 +150,6 @@ def _md(df: pd.DataFrame) -> str:
     return df.to_markdown(index=False, colalign=align, disable_numparse=True)
 
 
-def _shown(path: Path) -> str:
-    """A path as written into the report: relative to the working directory when inside it,
-    else the bare name (so the report does not depend on where the run lives)."""
-    rel = os.path.relpath(Path(path).resolve(), Path.cwd().resolve())
-    return Path(rel).as_posix() if not rel.startswith("..") else Path(path).name
-
-
 def _rel(path: Path, start: Path) -> str:
     return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
 
@@ -156,6 +162,49 @@ def _design_text(design: str, gen: dict) -> str:
                 f"{gen.get('basis_hidden', 'n/a')}) on the pooled condition, {gen.get('basis_steps', 'n/a')} steps")
     return (f"`{design}`: stages {gen.get('stages', 'n/a')}, kernel {gen.get('kernel', 'n/a')}, head "
             f"{gen.get('head', 'n/a')}, {gen.get('steps', 'n/a')} steps")
+
+
+def _decoder_section(params: dict, paper_config: Path | None, tables: dict[str, pd.DataFrame]) -> list[str]:
+    """What "DnD" is in this run, and its settings beside the paper profile's."""
+    design = lookup(params, "generator.design", "hyperconv")
+    variants = [v for v in lookup(params, "generator.variants", []) or [] if v != design]
+    md_lines = ["### DnD and the paper's decoder", ""]
+    if design == "hyperconv":
+        md_lines.append("**DnD** is the paper's method: a hyper-convolutional decoder from the prompts' encoder "
+                        "states to LoRA tokens, at this machine's scale (deviations below).")
+    else:
+        md_lines.append(f"**DnD** in this run is the `{design}` design, not the paper's hyper-convolutional decoder.")
+    if "basis" in variants:
+        md_lines.append(f"**{METHOD_LABELS['dnd_basis']}** (`dnd_basis`) is beyond the paper: a softmax over the "
+                        "training datasets' mean LoRA tokens, so it stays inside their hull by construction. It is "
+                        "reported beside DnD on the same prompt draws; the controls come from DnD's generator.")
+    md_lines.append("")
+    if paper_config is None or not paper_config.exists():
+        return md_lines + [f"No paper profile (`{shown_path(paper_config) if paper_config else '--paper-config'}`) to "
+                           "compare DnD's settings with.", ""]
+    paper = check_schema(yaml.safe_load(paper_config.read_text()) or {})
+    tables["decoder_deviations"] = dev = decoder_deviations(params, paper)
+    n_dev = int((dev["Deviation"] == "yes").sum())
+    return md_lines + [f"DnD's settings here and in the paper's profile (`{shown_path(paper_config)}`): {n_dev} of "
+                       f"{len(dev)} differ, chosen for a 2-core CPU.", "", _md(dev), ""]
+
+
+def _zoo_section(params: dict, paper: dict | None, data_summary: Path, tables: dict[str, pd.DataFrame]) -> list[str]:
+    """The source LoRAs' training here beside the authors' (config/paper_numbers.yaml `zoo`)."""
+    n_train = {}
+    if data_summary.exists():
+        ds = pd.read_csv(data_summary)
+        n_train = {r.dataset: int(r.n) for r in ds[ds.split == "train"].itertuples()}
+    tab = zoo_table(params, paper or {}, n_train)
+    if tab is None:
+        return []
+    tables["zoo_settings"] = tab
+    zoo = paper.get("zoo", {})
+    return ["### The LoRA zoo beside the authors'", "",
+            f"Our source LoRAs against the authors' LLaMA-Factory scripts ({zoo.get('source', 'n/a')}): phase 1 trains "
+            "towards convergence, phase 2 saves the checkpoints the generator learns from. The authors' batches "
+            f"assume {zoo.get('gpus_inferred', 1)} devices (inferred from their resume steps; no script names the "
+            "count).", "", _md(tab), ""]
 
 
 def _setup_section(params: dict, data_summary: Path, eff_num: pd.DataFrame | None) -> list[str]:
@@ -231,7 +280,7 @@ def _setup_section(params: dict, data_summary: Path, eff_num: pd.DataFrame | Non
                      "conditions generation for a held-out target; `test`: scored). Splits are disjoint.", "",
                      _md(tab), ""]
     else:
-        md_lines += [f"No data summary (`{_shown(data_summary)}`) for this run.", ""]
+        md_lines += [f"No data summary (`{shown_path(data_summary)}`) for this run.", ""]
     md_lines += [
                "### Protocol compared with the paper",
                "",
@@ -311,25 +360,27 @@ def _main_section(sc: pd.DataFrame, tidy: pd.DataFrame, mt: pd.DataFrame, metric
             "Transfer matrix: each source LoRA evaluated on each target (outlined diagonal = oracle).", ""]
 
 
-def _paper_section(mt: pd.DataFrame, paper: dict | None, paper_numbers: Path,
-                   tables: dict[str, pd.DataFrame]) -> list[str]:
+def _paper_section(mt: pd.DataFrame, paper: dict | None, paper_numbers: Path, metrics_obj: dict | None,
+                   factor: float, tables: dict[str, pd.DataFrame]) -> list[str]:
     md_lines = ["## Paper's reported numbers beside ours", ""]
-    ptab = paper_table(mt, paper) if paper else None
+    ptab = paper_table(mt, paper, metrics_obj, factor) if paper else None
     if ptab is None:
-        return md_lines + [f"No paper numbers file (`{_shown(paper_numbers)}`).", ""]
+        return md_lines + [f"No paper numbers file (`{shown_path(paper_numbers)}`).", ""]
     tables["paper_comparison"] = ptab
     cs = paper.get("common_sense", {})
     md_lines += [f"The paper's numbers ({lookup(paper, 'paper.citation', 'paper')}; {cs.get('source', '')}) were "
                  f"measured with {lookup(paper, 'paper.base_model', 'another base model')} and a different protocol "
                  f"({' '.join(str(lookup(paper, 'paper.protocol', '')).split())}). "
                  "Ours: this run's log-likelihood accuracies. Compare the gains (Δ = DnD − training-LoRA average), "
-                 "not the absolute values. Accuracies in %.", "", _md(ptab), ""]
+                 "not the absolute values. Accuracies in %. Each verdict reads our paired 95% CI of the gain against "
+                 "the paper's gain, in the README's verdict words, and is *not testable here* where the oracle (the "
+                 "target's own LoRA) does not beat the training average.", "", _md(ptab), ""]
     other = lookup(paper, "other_domains.rows") or []
     if other:
         ot = pd.DataFrame([{"Task": r.get("task"), "Model": r.get("model"), "Metric": r.get("metric"),
                             "Training LoRAs": fmt(r.get("train_avg")), "DnD": fmt(r.get("dnd"))}
                            for r in other])
-        md_lines += ["Other results the paper reports (not reproduced by this run):", "", _md(ot), ""]
+        md_lines += ["Other results the paper reports (not run here):", "", _md(ot), ""]
     return md_lines
 
 
@@ -379,8 +430,7 @@ def _diagnosis_words(diag: pd.DataFrame, metrics_obj: dict | None) -> list[str]:
     text = "; ".join(words) + "."
     if all(isinstance(v, (int, float)) for v in gain):
         lo, hi = 100 * gain[1], 100 * gain[2]
-        verdict = ("above" if lo > 0 else "below" if hi < 0 else "not distinguishable from")
-        text += (f" On the held-out targets DnD is {verdict} the training-LoRA average in accuracy "
+        text += (f" On the held-out targets, {relation(lo, hi, 'DnD', 'the training-LoRA average')} in accuracy "
                  f"({100 * gain[0]:+.1f} points, 95% CI [{lo:+.1f}, {hi:+.1f}]).")
     return [text, ""]
 
@@ -398,7 +448,7 @@ def _diagnostics_section(diagnostics: Path | None, metrics_obj: dict | None, tar
     tables["diagnostics"] = dtab = diagnostics_table(diag, targets)
     chosen, reason = select_design(read_rows(diagnostics))
     design = lookup(params, "generator.design", "hyperconv")
-    label = {"dnd": f"DnD (the configured default, design `{design}`)"}.get(chosen, METHOD_LABELS.get(chosen, chosen))
+    label = {"dnd": f"DnD (design `{design}`)"}.get(chosen, METHOD_LABELS.get(chosen, chosen))
     reach = diag[(diag.metric == "reachability") & (diag.variant == "zoo")]["value"]
     md_lines += ["Does each fold's generator reproduce the LoRAs it was trained on, from their prompts, and does it "
                  "answer to its prompts? Weight-space figures (dnd.diagnostics; ΔW = B·A over every LoRA module), each "
@@ -416,11 +466,13 @@ def _diagnostics_section(diagnostics: Path | None, metrics_obj: dict | None, tar
                  "- *Reachability (zoo)*: share of the held-out LoRA's deviation from the sources' mean that lies in "
                  "the span of the sources' deviations: what any combination of the sources could reach.", "",
                  _md(dtab), "",
-                 "**Which design is the default** is decided by a rule fixed before any test item was scored, on these "
-                 f"weight-space figures only: a generator qualifies if on every fold its fit ratio is ≤ {FIT_GOAL}, "
-                 f"its retrieval ≥ {RETRIEVAL_GOAL} and its held-out stray ≤ {STRAY_LIMIT}; the configured default is "
-                 "kept if it qualifies, else the first qualifying variant, else the lowest mean fit ratio. This run: "
-                 f"**{label}** ({reason}).", ""]
+                 "**The selection rule** (dnd.diagnostics.select_design, fixed before any test item was scored, on "
+                 "these weight-space figures only): a design qualifies if on every fold its fit ratio is "
+                 f"≤ {FIT_GOAL}, its retrieval ≥ {RETRIEVAL_GOAL} and its held-out stray ≤ {STRAY_LIMIT}; the rule "
+                 "names the configured design if it qualifies, else the first qualifying variant, else the lowest "
+                 "mean fit ratio. It picks no headline (DnD is the configured design, the paper's decoder by "
+                 "default): it says which design reproduces its sources at this scale. "
+                 f"This run: **{label}** ({reason}).", ""]
     md_lines += _diagnosis_words(diag, metrics_obj)
     if len(reach):
         md_lines += [f"Reachability averages {reach.mean():.3f} over folds (range "
@@ -440,11 +492,11 @@ def _eval_backend_section(eval_speed: Path, eval_agreement: Path, benchmarks_dir
                           tables: dict[str, pd.DataFrame]) -> list[str]:
     md_lines = ["## Evaluation backend", ""]
     if not (eval_speed.exists() and eval_agreement.exists()):
-        return md_lines + [f"No backend comparison in this run (`{_shown(eval_speed)}`; "
+        return md_lines + [f"No backend comparison in this run (`{shown_path(eval_speed)}`; "
                            "`evaluation.compare_items` = 0?).", ""]
     speed, agree = pd.read_csv(eval_speed), pd.read_csv(eval_agreement)
     if speed.empty or agree.empty:
-        return md_lines + [f"`{_shown(eval_speed)}` is empty.", ""]
+        return md_lines + [f"`{shown_path(eval_speed)}` is empty.", ""]
     disp = eval_backend_table(speed, agree)
     tables["eval_backend"] = disp
     p = disp.iloc[-1]
@@ -466,7 +518,7 @@ def _eval_backend_section(eval_speed: Path, eval_agreement: Path, benchmarks_dir
                  f"{p['Same answer, float32 (%, n)']} (largest log-likelihood difference "
                  f"{p['Largest Δ log-lik, float32 (nats)']} nats). Against hf's float32 answers: hf "
                  f"{p['hf = float32 ref (%, n)']}, dnd-prefix {p['dnd-prefix = float32 ref (%, n)']}. Files: "
-                 f"`{_shown(eval_speed)}`, `{_shown(eval_agreement)}`.", ""]
+                 f"`{shown_path(eval_speed)}`, `{shown_path(eval_agreement)}`.", ""]
     ev = compute_table(benchmarks_dir / "evaluate") if (benchmarks_dir / "evaluate").exists() else None
     if ev is not None:
         total = ev.iloc[-1]
@@ -479,7 +531,7 @@ def _efficiency_section(eff_disp: pd.DataFrame | None, eff_num: pd.DataFrame | N
                         paper: dict | None, link: dict[str, str], tables: dict[str, pd.DataFrame]) -> list[str]:
     md_lines = ["## Efficiency", ""]
     if eff_disp is None:
-        return md_lines + [f"No generation timings (`{_shown(efficiency)}`) for this run.", ""]
+        return md_lines + [f"No generation timings (`{shown_path(efficiency)}`) for this run.", ""]
     tables["efficiency"] = eff_disp
     med = float(np.nanmedian(eff_num.ratio)) if np.isfinite(eff_num.ratio).any() else float("nan")
     md_lines += ["Generation latency per adapter (median over a target's DnD adapters; model loading excluded), "
@@ -512,13 +564,13 @@ def _dynamics_section(pca_note: str | None, has_curves: bool, link: dict[str, st
 
 def _headline_metrics_lines(metrics: Path, metrics_obj: dict | None) -> list[str]:
     if metrics_obj is None:
-        return [f"No metrics file (`{_shown(metrics)}`).", ""]
+        return [f"No metrics file (`{shown_path(metrics)}`).", ""]
     flat = [(k, v) for k, v in metrics_obj.items() if not isinstance(v, (dict, list))]
     over = [(k, v) for k, v in flat if k.startswith(f"{MEAN_TARGET}/")]
     shown = over or flat
     if not shown:
-        return [f"`{_shown(metrics)}` holds no flat values.", ""]
-    return [f"From `{_shown(metrics)}`" + (" (averages over targets; per-target values are in the "
+        return [f"`{shown_path(metrics)}` holds no flat values.", ""]
+    return [f"From `{shown_path(metrics)}`" + (" (averages over targets; per-target values are in the "
                                            "file)" if over else "") + "; accuracies as fractions:", "",
             _md(pd.DataFrame([(k, "n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v)))
                               for k, v in shown], columns=["Metric", "Value"])), ""]
@@ -533,7 +585,7 @@ def _metadata_section(params: dict, benchmarks_dir: Path, metrics: Path, metrics
                 "### Compute (Snakemake benchmarks)", ""]
     comp = compute_table(benchmarks_dir, exclude=OUTSIDE_RUN)  # the default run's jobs only
     if comp is None:
-        md_lines += [f"No benchmark files under `{_shown(benchmarks_dir)}`.", ""]
+        md_lines += [f"No benchmark files under `{shown_path(benchmarks_dir)}`.", ""]
     else:
         tables["compute"] = comp
         md_lines += ["Wall time and peak memory per stage, from the `benchmark:` TSV of every job "
@@ -557,6 +609,7 @@ def build_report(*, params: dict, scores: Path, metrics: Path, efficiency: Path,
                  zoo_logs: Sequence[Path], zoo_checkpoints: Sequence[Path], generator_logs: Sequence[Path],
                  generated: Sequence[Path], benchmarks_dir: Path,
                  timings_dir: Path, paper_numbers: Path, out: Path, figures_dir: Path, tables_dir: Path | None = None,
+                 paper_config: Path | None = None,
                  pca_checkpoints: int = 10, pca_coords: int = 100_000) -> str:
     sc = load_scores(scores)
     apply_style()
@@ -587,10 +640,12 @@ def build_report(*, params: dict, scores: Path, metrics: Path, efficiency: Path,
 
     md_lines = [f"# Drag-and-Drop LLMs reproduction: report (profile `{params.get('name', 'n/a')}`)", "",
                 f"Config hash `{config_hash(params)}`. Written by `dnd report` from this run's files; every number "
-                "below is read from them (the paper's numbers from `" + _shown(paper_numbers) + "`).", ""]
+                "below is read from them (the paper's numbers from `" + shown_path(paper_numbers) + "`).", ""]
     md_lines += _setup_section(params, data_summary, eff_num)
+    md_lines += _decoder_section(params, paper_config, tables)
+    md_lines += _zoo_section(params, paper, data_summary, tables)
     md_lines += _main_section(sc, tidy, mt, metrics_obj, targets, link, tables)
-    md_lines += _paper_section(mt, paper, paper_numbers, tables)
+    md_lines += _paper_section(mt, paper, paper_numbers, metrics_obj, pct_factor(sc), tables)
     md_lines += _controls_section(tidy, targets, fig, link, tables)
     md_lines += _diagnostics_section(diagnostics, metrics_obj, targets, params, fig, link, tables)
     md_lines += _eval_backend_section(eval_speed, eval_agreement, benchmarks_dir, tables)

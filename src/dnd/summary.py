@@ -44,6 +44,8 @@ BOOT_FIGURES = ("dnd_mean", "dnd_minus_train_avg", "train_avg")  # over-target m
 COMPARED = ("train_avg", "soup", "nearest", *CONTROL_KINDS)
 # what each variant design (dnd_<design>) is compared with: the zero-shot baselines and dnd
 VARIANT_COMPARED = ("train_avg", "soup", "nearest", "dnd")
+# the headroom a DnD claim needs: the oracle (the target's own LoRA) minus the training-LoRA average
+HEADROOM = ("oracle", "train_avg")
 ITEM_METRICS = ("acc", "gold_logprob")  # per item: correct (0/1); log P(gold answer), summed over its tokens
 
 
@@ -285,10 +287,10 @@ def main_table(scores, folds: dict[str, list[str]] | None = None):
 
 
 # ============================================================================ metrics.json
-def _item_vectors(rows: list[dict], train: list[str], metric: str = "acc"):
+def item_vectors(rows: list[dict], train: list[str], metric: str = "acc"):
     """Per-item vectors of a target under `metric` (ITEM_METRICS): {name: np.array} for
-    train_avg (mean over the training LoRAs), soup, nearest and the mean over adapters of each
-    generated kind."""
+    train_avg (mean over the training LoRAs), the oracle (the target's own LoRA, when scored), soup,
+    nearest and the mean over adapters of each generated kind."""
     import numpy as np
 
     key = {"acc": "correct", "gold_logprob": "gold_logprob"}[metric]
@@ -296,6 +298,9 @@ def _item_vectors(rows: list[dict], train: list[str], metric: str = "acc"):
     vec = {}
     if train:
         vec["train_avg"] = np.mean([by[("source_lora", d)] for d in train], axis=0)
+    own = ("source_lora", str(rows[0]["target"])) if rows else None
+    if own in by:  # the oracle: the target's own LoRA
+        vec["oracle"] = by[own]
     for method in ("soup", "nearest"):
         got = [v for (m, _), v in by.items() if m == method]
         if got:
@@ -309,11 +314,12 @@ def _item_vectors(rows: list[dict], train: list[str], metric: str = "acc"):
 
 def comparison_pairs(kinds: Iterable[str]) -> list[tuple[str, str]]:
     """(subject, baseline) pairs compared item by item: dnd against COMPARED, each variant kind
-    present (dnd_<design>) against VARIANT_COMPARED."""
+    present (dnd_<design>) against VARIANT_COMPARED, and the HEADROOM pair (oracle minus training
+    average: whether a DnD claim is testable, dnd.stats.untestable_reason)."""
     present = set(kinds)
     pairs = [("dnd", b) for b in COMPARED]
     pairs += [(v, b) for v in VARIANT_KINDS if v in present for b in VARIANT_COMPARED]
-    return pairs
+    return pairs + [HEADROOM]
 
 
 def compared_kinds(metrics: Iterable[str]) -> set[str]:
@@ -328,7 +334,7 @@ def _comparisons(t: str, rows: list[dict], train: list[str], idx,
     out: dict[str, Any] = {}
     boots: dict[tuple[str, str, str], Any] = {}
     for m in ITEM_METRICS:
-        vec = _item_vectors(rows, train, m)
+        vec = item_vectors(rows, train, m)
         for subject, b in pairs:
             diff = vec[subject] - vec[b] if subject in vec and b in vec else None
             boots[(subject, b, m)] = boot_means(diff, idx)
@@ -341,7 +347,7 @@ def _comparisons(t: str, rows: list[dict], train: list[str], idx,
 def _target_metrics(t: str, rows: list[dict], train: list[str], idx,
                     pairs: list[tuple[str, str]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """('{t}/...' figures beyond the main table, {BOOT_FIGURES name: bootstrap means or None})."""
-    vec = _item_vectors(rows, train)
+    vec = item_vectors(rows, train)
     diff = vec["dnd"] - vec["train_avg"] if "dnd" in vec and "train_avg" in vec else None
     near = [r for r in rows if r["method"] == "nearest"]
     src = {str(r["adapter"]): r["acc"] for r in rows if r["method"] == "source_lora"}

@@ -41,13 +41,16 @@ def dnd_relation(c: dict[str, Any]) -> str:
     return relation(c["acc_ci_low"], c["acc_ci_high"], "DnD", c["label"])
 
 
-def paper_claim(paper: str, row: dict[str, Any], here: str, train_avg: Any, dnd: Any, c: dict[str, Any]) -> str:
+def paper_claim(paper: str, row: dict[str, Any], here: str, train_avg: Any, dnd: Any, c: dict[str, Any],
+                untestable: str | None = None) -> str:
     """The paper's DnD-minus-training-LoRAs claim next to ours and the verdict of our CI on it:
     `paper`/`here` describe the two set-ups ("Qwen2.5-0.5B, its protocol"; "" for none), `row` has
     the paper's train_avg and dnd (points), `train_avg`/`dnd` are our fractions and `c` our paired
-    difference (acc, acc_ci_low, acc_ci_high, points)."""
+    difference (acc, acc_ci_low, acc_ci_high, points); `untestable`: why the set-up cannot test the
+    claim (dnd.stats.untestable_reason), passed to dnd.stats.verdict."""
 
     claim = row["dnd"] - row["train_avg"]
     return (f"**The paper** ({paper}): training LoRAs {row['train_avg']:.1f} → DnD {row['dnd']:.1f} "
             f"({claim:+.1f} points). **Here**{f' ({here})' if here else ''}: {number(pct(train_avg))} → "
-            f"{number(pct(dnd))} ({ci_text(c)}). **Verdict: {verdict(c['acc_ci_low'], c['acc_ci_high'], claim)}.**")
+            f"{number(pct(dnd))} ({ci_text(c)}). "
+            f"**Verdict: {verdict(c['acc_ci_low'], c['acc_ci_high'], claim, untestable)}.**")

@@ -19,9 +19,11 @@ import pandas as pd
 
 from dnd.benchmarks.datasets import title
 from dnd.reporting.format import number as fmt
+from dnd.stats import untestable_reason, verdict
 from dnd.summary import (
     CONTROL_KINDS,
     GENERATED_KINDS,
+    HEADROOM,
     MEAN_ADAPTER,
     MEAN_TARGET,
     compared_kinds,
@@ -33,8 +35,8 @@ from dnd.summary import (
 log = logging.getLogger(__name__)
 
 # With --tables-dir, the report's tables as displayed (strings, accuracies in %), as CSV.
-TABLES = ["main_table", "comparisons", "paper_comparison", "controls", "diagnostics", "eval_backend", "efficiency",
-          "compute"]
+TABLES = ["decoder_deviations", "zoo_settings", "main_table", "comparisons", "paper_comparison", "controls",
+          "diagnostics", "eval_backend", "efficiency", "compute"]
 
 METHOD_LABELS = {
     "base": "Base",
@@ -48,7 +50,7 @@ METHOD_LABELS = {
     "control_random": "Control: random text",
     "control_shuffled": "Control: shuffled words",
     "dnd_hyperconv": "DnD (hyper-conv design)",
-    "dnd_basis": "DnD (source-basis design)",
+    "dnd_basis": "Source-basis mixer (ours)",
 }
 # Zero-shot methods compete for the bold mark. best_train is picked with the target's test
 # labels and oracle is trained on the target's labeled data: both are references only.
@@ -61,6 +63,83 @@ DELTA_COLUMN = "DnD − training avg (95% CI)"
 VERSION_PACKAGES = ["dnd-repro", "torch", "transformers", "peft", "lm-eval", "snakemake", "dvc",
                     "pandas", "seaborn", "matplotlib", "numpy", "safetensors"]
 LORA_BENCH_STAGE = "train_lora"  # benchmarks/{stage}/{ds}.tsv of the source LoRA jobs
+
+
+# DnD's settings that the paper fixes (config/paper.yaml): the report lists each beside this run's.
+DECODER_SETTINGS = {
+    "base_model.name": "Base model",
+    "generator.design": "Generator design",
+    "generator.stages": "Decoder stages (channels, length, width)",
+    "generator.kernel": "Convolution kernel",
+    "generator.head": "Last layer",
+    "generator.output_init": "Output layer init",
+    "generator.output_offset": "Output offset",
+    "generator.chunk_width": "LoRA token width",
+    "generator.n_prompts": "Prompts per condition",
+    "generator.lr": "Learning rate",
+    "generator.weight_decay": "Weight decay",
+    "generator.batch_size": "Batch",
+    "generator.steps": "Steps",
+    "generator.warmup_steps": "Warm-up steps",
+    "encoder.max_length": "Encoder tokens per prompt",
+    "encoder.dtype": "Encoder dtype",
+    "generate.n_adapters": "Adapters per target",
+}
+
+
+def decoder_deviations(run: dict, paper: dict) -> pd.DataFrame:
+    """DnD's settings in this run beside the paper profile's (both validated configs, defaults
+    filled), one row per DECODER_SETTINGS key, and whether they differ."""
+    def shown(v: Any) -> str:
+        return "n/a" if v is None else json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+
+    rows = []
+    for key, name in DECODER_SETTINGS.items():
+        here = lookup(run, key) if key != "base_model.name" else _base_model_name(run)
+        there = lookup(paper, key) if key != "base_model.name" else _base_model_name(paper)
+        rows.append({"Setting": name, "Here": shown(here), "Paper (config/paper.yaml)": shown(there),
+                     "Deviation": "yes" if here != there else ""})
+    return pd.DataFrame(rows)
+
+
+def zoo_table(params: dict, paper: dict, n_train: dict[str, int]) -> pd.DataFrame | None:
+    """This run's source-LoRA training beside the authors' (config/paper_numbers.yaml `zoo`), per
+    dataset: training items, phase-1 examples and epochs, checkpoint batch, checkpoints and lr.
+    The authors' batches count `gpus_inferred` devices. None without the paper's zoo settings."""
+    zoo = lookup(paper, "zoo", {}) or {}
+    per = zoo.get("per_dataset") or {}
+    if not per:
+        return None
+    lora, gpus = params.get("lora", {}) or {}, int(zoo.get("gpus_inferred", 1))
+    batch, steps, k = lora.get("batch_size"), lora.get("phase1_steps"), lora.get("checkpoint_steps")
+    rows = []
+    for ds in lookup(params, "data.datasets", []) or list(per):
+        a, n = per.get(ds), n_train.get(ds)
+        ours_ex = steps * batch if steps and batch else None
+        theirs_ex = a["resume_step"] * a["phase1_batch"] * gpus if a else None
+
+        def pair(ours: Any, theirs: Any) -> str:
+            return f"{ours if ours is not None else 'n/a'} / {theirs if theirs is not None else 'n/a'}"
+
+        rows.append({
+            "Dataset": title(ds),
+            "Train items (ours / authors)": pair(n, a and a["n_train"]),
+            "Phase-1 examples (ours / authors)": pair(ours_ex, theirs_ex),
+            "Phase-1 epochs": pair(f"{ours_ex / n:.2f}" if ours_ex and n else None,
+                                   f"{theirs_ex / a['n_train']:.2f}" if a else None),
+            "Checkpoint batch": pair(batch, a and a["phase2_batch"] * gpus),
+            "Checkpoints used, every": pair(f"{k}, 1 step" if k else None,
+                                            a and f"50, {a['phase2_save_steps']} step(s)"),
+            "lr": pair(lora.get("lr"), a and a["lr"]),
+        })
+    return pd.DataFrame(rows)
+
+
+def _base_model_name(cfg: dict) -> str | None:
+    bm = cfg.get("base_model", {}) or {}
+    if bm.get("source") == "smollm2_wheel":
+        return "SmolLM2-135M-Instruct (GGUF Q4_1)"
+    return bm.get("name_or_path") or bm.get("name") or bm.get("source")
 
 
 # ------------------------------------------------------------------------------ formatting
@@ -341,25 +420,54 @@ def controls_table(tidy: pd.DataFrame, targets: list[str]) -> pd.DataFrame | Non
     return pd.DataFrame(rows)
 
 
-def paper_table(mt: pd.DataFrame, paper: dict) -> pd.DataFrame | None:
+def claim_verdict(metrics: dict | None, target: str, paper_gain: float | None, factor: float = 100.0) -> str:
+    """The verdict (dnd.stats.verdict) on the paper's "DnD beats the training LoRAs by `paper_gain`
+    points" for `target` (or MEAN_TARGET, pooled), from metrics.json: the paired 95% CI of DnD minus
+    the training average, "not testable here" when every method is at a floor or ceiling or the
+    oracle does not beat the training average (its paired CI, the HEADROOM pair)."""
+    m = metrics or {}
+    key = f"{target}/dnd_minus_train_avg"  # the main table's DnD − training avg column
+    lo, hi = (factor * _metric(m, key + sfx) for sfx in ("_ci_low", "_ci_high"))
+    accs = [_metric(m, f"{target}/{k}") for k in ("base", "train_avg", "dnd_mean", "oracle")]
+    head = f"{target}/{HEADROOM[0]}_minus_{HEADROOM[1]}/acc"
+    oracle_ci = tuple(factor * _metric(m, head + sfx) for sfx in ("_ci_low", "_ci_high"))
+    untestable = untestable_reason([a for a in accs if np.isfinite(a)],
+                                   oracle_ci if head in m else None)
+    return verdict(lo, hi, paper_gain, untestable)
+
+
+def paper_table(mt: pd.DataFrame, paper: dict, metrics: dict | None = None, factor: float = 100.0
+                ) -> pd.DataFrame | None:
+    """The paper's common-sense numbers beside ours, per dataset and for the average gain, with our
+    paired 95% CI of the gain and the verdict on the paper's (`claim_verdict`)."""
     cs = lookup(paper, "common_sense", {}) or {}
     per = cs.get("per_dataset") or {}
     if not per and cs.get("average_gain") is None:
         return None
+    m = metrics or {}
+
+    def ci(target: str) -> str:
+        key = f"{target}/dnd_minus_train_avg"
+        lo, hi = (factor * _metric(m, key + sfx) for sfx in ("_ci_low", "_ci_high"))
+        return f"[{lo:+.1f}, {hi:+.1f}]" if np.isfinite(lo) and np.isfinite(hi) else "n/a"
+
     rows = []
     for ds, v in per.items():
         p_base, p_dnd = v.get("train_avg"), v.get("dnd")
+        p_gain = p_dnd - p_base if p_base is not None and p_dnd is not None else None
         ours = mt.loc[ds] if ds in mt.index else None
         o_base = ours["train_avg"] if ours is not None else None
         o_dnd = ours["dnd_mean"] if ours is not None else None
         rows.append({
             "Dataset": title(ds),
             "Paper: training LoRAs": fmt(p_base), "Paper: DnD": fmt(p_dnd),
-            "Paper: Δ": f"{p_dnd - p_base:+.1f}" if p_base is not None and p_dnd is not None else "n/a",
+            "Paper: Δ": f"{p_gain:+.1f}" if p_gain is not None else "n/a",
             "Ours: training LoRAs": fmt(o_base) if ours is not None else "not in this run",
             "Ours: DnD": fmt(o_dnd) if ours is not None else "not in this run",
             "Ours: Δ": f"{o_dnd - o_base:+.1f}" if ours is not None and np.isfinite(o_dnd - o_base) else (
                 "n/a" if ours is not None else "not in this run"),
+            "Ours: Δ 95% CI": ci(ds) if ours is not None else "",
+            "Verdict": claim_verdict(m, ds, p_gain, factor) if ours is not None else "",
         })
     if cs.get("average_gain") is not None:
         mean = next((i for i in mt.index if _is_mean_row(i)), None)
@@ -369,6 +477,8 @@ def paper_table(mt: pd.DataFrame, paper: dict) -> pd.DataFrame | None:
             "Paper: training LoRAs": "", "Paper: DnD": "", "Paper: Δ": f"{float(cs['average_gain']):+.1f}",
             "Ours: training LoRAs": "", "Ours: DnD": "",
             "Ours: Δ": (f"{gain:+.1f}" if gain is not None and np.isfinite(gain) else "n/a"),
+            "Ours: Δ 95% CI": ci(MEAN_TARGET),
+            "Verdict": claim_verdict(m, MEAN_TARGET, float(cs["average_gain"]), factor),
         })
     return pd.DataFrame(rows)
 

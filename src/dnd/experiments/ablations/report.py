@@ -34,10 +34,14 @@ from dnd.reporting.output import figure_link, write_report
 from dnd.schedule import derive_seed
 from dnd.stats import (
     EQUIVALENT,  # ±EQUIVALENT points: no difference (the paper states directions only)
-    ci_class,
+    LEVEL,
+    VERDICTS,
     paired_boot_means,
     percentile_ci,
     pooled_ci,
+    relation,
+    verdict,
+    verdict_word,
 )
 
 log = logging.getLogger(__name__)
@@ -224,38 +228,40 @@ def _sources(n: str) -> str:
 
 
 def family_verdict(m: dict[str, Any]) -> str:
-    """The paper's direction for the family and ours, in words: DnD of the paper's preferred
-    setting (sources: the most datasets) minus DnD of each other setting, paired over items and
-    pooled over targets; each 95% CI says ahead, behind, level (inside ±EQUIVALENT points: no
-    difference of that size) or not told apart."""
+    """The paper's direction for the family and ours, in words. The claim is tested against each
+    other setting: DnD of the paper's preferred setting (sources: the most datasets) minus DnD of
+    that setting, paired over items and pooled over targets; its 95% CI gives the relation
+    (dnd.stats.relation: ahead, behind, level or not told apart) and the verdict on the claim
+    (dnd.stats.verdict, the README's words: reproduced, not reproduced, level, not told apart).
+    The family's verdict: the one word when every setting earns the same; otherwise each word that
+    occurs with its count, in the order of dnd.stats.VERDICTS ("**reproduced** against 2 of 3
+    settings, **not told apart** against 1"): no word stands for a family whose settings disagree."""
     family = m["family"]
     _, claim = PAPER[family]
     ref = m.get("reference")
     others = [s for s in m["settings"] if s != ref and f"{ref}_minus_{s}/mean/dnd/acc" in m]
     if ref is None or not others:
         return f"The paper: {claim}. Its preferred setting and another were not both run, so no verdict."
-    words, ahead, behind, same = [], 0, 0, 0
+
+    def dnd(s: str) -> str:
+        return f"DnD ({_sources(s) if family == 'sources' else s})"
+
+    words, counts = [], dict.fromkeys(VERDICTS, 0)
     for s in others:
         key = f"{ref}_minus_{s}/mean/dnd/acc"
         d, lo, hi = m[key], m[f"{key}_ci_low"], m[f"{key}_ci_high"]
-        name = _sources(ref) if family == "sources" else ref
-        other = _sources(s) if family == "sources" else s
-        cls = ci_class(lo, hi)
-        rel = {"ahead": "ahead of", "behind": "behind", "level": "level with", "apart": "not told apart from"}[cls]
-        ahead, behind, same = ahead + (cls == "ahead"), behind + (cls == "behind"), same + (cls == "level")
-        words.append(f"{name} {rel} {other} ({signed(d)} points [{signed(lo)}, {signed(hi)}])")
-    if ahead == len(others):
-        verdict = "reproduced"
-    elif behind or same == len(others):
-        verdict = "not reproduced"
-    elif ahead:
-        verdict = "partly reproduced"
+        counts[verdict_word(verdict(lo, hi))] += 1
+        words.append(f"{relation(lo, hi, dnd(ref), dnd(s))} ({signed(d)} points [{signed(lo)}, {signed(hi)}])")
+    found = [(w, n) for w, n in counts.items() if n]
+    if len(found) == 1:
+        stated = f"**{found[0][0]}**"
     else:
-        verdict = "too noisy to tell"
+        stated = ", ".join(f"**{w}** against {n}" + (f" of {len(others)} settings" if i == 0 else "")
+                           for i, (w, n) in enumerate(found))
     tail = (f" Every CI lies inside ±{EQUIVALENT:g} point: the settings make no difference of that size."
-            if same == len(others) else "")
-    return (f"The paper: {claim}. Here, DnD with {words[0]}" + "".join(f"; {w}" for w in words[1:])
-            + " (paired 95% CIs over items, pooled over targets): **" + verdict + "**." + tail)
+            if counts[LEVEL] == len(others) else "")
+    return (f"The paper: {claim}. Here (paired 95% CIs over items, pooled over targets): " + "; ".join(words)
+            + ". Verdict: " + stated + "." + tail)
 
 
 def family_table(m: dict[str, Any]):

@@ -27,6 +27,7 @@ from typing import Any
 
 from dnd.reporting.format import ci_text, dnd_relation, number, paper_claim, pct
 from dnd.reporting.output import figure_link, read_paper_numbers, write_report
+from dnd.stats import untestable_reason
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,12 @@ def method_rows(scores, metrics: dict[str, Any], target: str) -> list[dict[str, 
     return out
 
 
+def floor_or_ceiling(rows: list[dict[str, Any]]) -> str | None:
+    """Why the paper's claim cannot be tested when every method of `method_rows` (accuracies in %)
+    scores 0 or 100 (dnd.stats.untestable_reason), else None."""
+    return untestable_reason([r["acc"] / 100 for r in rows])
+
+
 def comparisons(metrics: dict[str, Any], target: str) -> list[dict[str, Any]]:
     """DnD minus each compared method: accuracy points and gold log-prob, paired 95% CIs."""
     out = []
@@ -137,7 +144,7 @@ def crossdomain_markdown(scores, metrics: dict[str, Any], params: dict[str, Any]
     main = next((c for c in comp if c["baseline"] == "train_avg"), None)
     if pn and main:
         md_lines += [paper_claim("Qwen2.5-0.5B, its protocol", pn, "", metrics.get(f"{target}/train_avg"),
-                                 metrics.get(f"{target}/dnd_mean"), main), ""]
+                                 metrics.get(f"{target}/dnd_mean"), main, floor_or_ceiling(rows)), ""]
         noprompt = [c for c in comp if c["baseline"] in ("soup", "nearest")]
         if noprompt:
             md_lines += ["Where the gain comes from: against the simpler zero-shot baselines, the soup (the sources' "

@@ -11,8 +11,8 @@ Commands:
                        --out results/fewshot/report.md --figure results/fewshot/figures/fewshot.png
 
 What results/fewshot.csv and results/fewshot/metrics.json hold, how the comparisons are pooled
-and the verdict (`verdict`): docs/modules.md, section `src/dnd/experiments/fewshot/report.py`;
-the formats: docs/contracts.md.
+and the verdict (dnd.stats.verdict, the README's verdict words): docs/modules.md, section
+`src/dnd/experiments/fewshot/report.py`; the formats: docs/contracts.md.
 """
 
 from __future__ import annotations
@@ -34,7 +34,17 @@ from dnd.io import read_jsonl, write_csv, write_json
 from dnd.paths import add_declared_option, declared
 from dnd.reporting.format import number
 from dnd.reporting.output import figure_link, write_report
-from dnd.stats import paired_boot_means, percentile_ci, pooled_ci
+from dnd.stats import (
+    NOT_REPRODUCED,
+    NOT_TOLD_APART,
+    REPRODUCED,
+    VERDICTS,
+    paired_boot_means,
+    percentile_ci,
+    pooled_ci,
+    verdict,
+    verdict_word,
+)
 from dnd.summary import require_complete
 
 log = logging.getLogger(__name__)
@@ -48,14 +58,6 @@ PAPER_ACCURACY = ("DnD, conditioned on unlabeled prompts, outperforms LoRA tunin
                   "sampled answers)")
 PAPER_COST = ("DnD generates an adapter in 0.11-0.73 s (one A100), \"up to 12,000x\" less overhead than tuning "
               "on the full target set; few-shot tuning and ICL cost more than generation")
-VERDICTS = ("reproduced", "not reproduced", "too noisy to tell")
-
-
-def verdict(lo: float, hi: float) -> str:
-    """The paper's direction is DnD minus the method > 0: decided by the 95% CI."""
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return "too noisy to tell"
-    return VERDICTS[0] if lo > 0 else VERDICTS[1] if hi < 0 else VERDICTS[2]
 
 
 # ============================================================================ inputs
@@ -178,6 +180,7 @@ def _ci(m: dict, key: str) -> str:
 
 
 def _verdict(m: dict, key: str) -> str:
+    """dnd.stats.verdict on the paper's claim, DnD minus the method > 0 (no size stated)."""
     return verdict(m.get(f"{key}/acc_ci_low", math.nan), m.get(f"{key}/acc_ci_high", math.nan))
 
 
@@ -216,7 +219,8 @@ def pooled_table(m: dict[str, Any]):
 
 
 def accuracy_lines(m: dict[str, Any]) -> list[str]:
-    """Plain words: per method, which k reproduce the paper's direction, target by target."""
+    """Plain words: per method, the verdict word (dnd.stats.VERDICTS) of each k, target by target,
+    with its count (words no comparison earns are left out)."""
 
     lines = []
     for method in (FT, ICL):
@@ -226,16 +230,17 @@ def accuracy_lines(m: dict[str, Any]) -> list[str]:
                               key=lambda s: int(s.rsplit("_k", 1)[1].split("/")[0])):
                 base = key[: -len("/acc")]
                 k = base.rsplit("_k", 1)[1]
-                per[_verdict(m, base)].append(f"{title(t)} k={k} ({_ci(m, base)})")
+                per[verdict_word(_verdict(m, base))].append(f"{title(t)} k={k} ({_ci(m, base)})")
         n = sum(len(v) for v in per.values())
-        parts = [f"{v} in {len(per[v])} of {n}" + (f": {'; '.join(per[v])}" if per[v] else "") for v in VERDICTS]
+        parts = [f"**{v}** in {len(per[v])} of {n}: {'; '.join(per[v])}" for v in VERDICTS if per[v]]
         lines.append(f"- **{TITLES[method]}** (DnD minus it, points, paired 95% CI): " + "; ".join(parts) + ".")
     return lines
 
 
 def cost_lines(df, m: dict[str, Any], dnd_range: dict[str, tuple[float, float]]) -> list[str]:
-    """DnD's generation time against each method's cost, with the verdict of the direction:
-    decided by the range of DnD's per-adapter times (no CI for single timings)."""
+    """DnD's generation time against each method's cost, with the verdict (dnd.stats.VERDICTS) of
+    the paper's direction, decided by the range of DnD's per-adapter times (no CI for single
+    timings): reproduced above the slowest, not reproduced below the fastest, else not told apart."""
 
     lines = []
     for t in m["targets"]:
@@ -251,8 +256,9 @@ def cost_lines(df, m: dict[str, Any], dnd_range: dict[str, tuple[float, float]])
             for _, r in rows.iterrows():
                 s = float(r["seconds"])
                 # ICL's cost is a difference of two timings: at or below 0 it is lost in the noise
-                v = (VERDICTS[2] + ", below the timing noise" if s <= 0 else
-                     VERDICTS[0] if s > hi else VERDICTS[1] if s < lo else VERDICTS[2])
+                v = (f"**{NOT_TOLD_APART}**: below the timing noise" if s <= 0 else
+                     f"**{REPRODUCED}**" if s > hi else f"**{NOT_REPRODUCED}**: cheaper than DnD" if s < lo else
+                     f"**{NOT_TOLD_APART}**: within DnD's range")
                 ratio = "n/a" if dnd_s <= 0 or s <= 0 else f"{s / dnd_s:.2g}x DnD" if s < 10 * dnd_s else \
                     f"{s / dnd_s:,.0f}x DnD"
                 desc.append(f"k={int(r['k'])} {_secs(s)} s ({ratio}; {v})")
@@ -353,13 +359,13 @@ def fewshot_markdown(df, m: dict[str, Any], params: dict[str, Any], figure_rel: 
                  "Pooled over targets (every target weighs the same; items resampled within their target):", "",
                  pooled_table(m).to_markdown(index=False, disable_numparse=True), "",
                  "## The paper's direction against ours", "",
-                 f"- **Paper (accuracy)**: {PAPER_ACCURACY}. Verdict per comparison: *reproduced* when the 95% CI of "
-                 "DnD minus the method lies above 0, *not reproduced* when it lies below 0, *too noisy to tell* when "
-                 "it covers 0.",
+                 f"- **Paper (accuracy)**: {PAPER_ACCURACY}. Each comparison's verdict is in the README's verdict "
+                 "words, read from the paired 95% CI of DnD minus the method: *reproduced* above 0, *level* inside "
+                 "±1 point, *not reproduced* below 0, *not told apart* holding 0 and reaching beyond ±1 point.",
                  *accuracy_lines(m), "",
-                 f"- **Paper (cost)**: {PAPER_COST}. Verdict per comparison: *reproduced* when the method costs more "
-                 "than DnD's slowest adapter, *not reproduced* when it costs less than DnD's fastest, otherwise too "
-                 "noisy to tell (single timings on a shared machine, no CI; an ICL cost at or below 0, the k-shot "
+                 f"- **Paper (cost)**: {PAPER_COST}. Each comparison's verdict: *reproduced* when the method costs "
+                 "more than DnD's slowest adapter, *not reproduced* when it costs less than DnD's fastest, otherwise "
+                 "*not told apart* (single timings on a shared machine, no CI; an ICL cost at or below 0, the k-shot "
                  "scoring no slower than the zero-shot one, is within the timing noise).",
                  *cost_lines(df, m, dnd_range)]
     if generator_s:

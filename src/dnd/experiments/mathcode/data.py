@@ -247,6 +247,12 @@ def outputs(domain: str, cfg: dict[str, Any], root: str | Path) -> dict[str, Any
     }
 
 
+def output_paths(domain: str, cfg: dict[str, Any], root: str | Path) -> list[Path]:
+    """`outputs` as one list: what `write_domain` takes."""
+    o = outputs(domain, cfg, root)
+    return [Path(p) for p in [*o["splits"], *o["lmeval"], *o["tasks"], o["summary"]]]
+
+
 def write_domain(domain: str, cfg: dict[str, Any], data_dir: Path, out: Sequence[Path]) -> dict[str, dict[str, int]]:
     """Write every split, each target's lm-eval rows and tasks, and data/splits.csv: the declared
     outputs `out` (`outputs`), each found with dnd.paths.declared."""

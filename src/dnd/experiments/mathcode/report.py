@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from dnd.experiments.crossdomain.report import comparisons, dnd_minus_table, method_rows
+from dnd.experiments.crossdomain.report import comparisons, dnd_minus_table, floor_or_ceiling, method_rows
 from dnd.io import write_json, write_text
 from dnd.reporting.format import ci_text, dnd_relation, number, paper_claim, pct
 from dnd.reporting.output import figure_link, read_paper_numbers, write_report
@@ -152,7 +152,8 @@ def target_section(domain: str, target: str, scores, metrics: dict[str, Any], pa
     main = next((c for c in comp if c["baseline"] == "train_avg"), None)
     if pn and main:
         md_lines += [paper_claim(f"{PAPER_MODEL}, its protocol, {pn['metric']}", pn, model,
-                                 metrics.get(f"{target}/train_avg"), metrics.get(f"{target}/dnd_mean"), main), ""]
+                                 metrics.get(f"{target}/train_avg"), metrics.get(f"{target}/dnd_mean"), main,
+                                 floor_or_ceiling(rows)), ""]
     elif main:
         md_lines += [f"The paper reports no {TITLES.get(target, target)} number for {PAPER_MODEL}. Here: training "
                      f"LoRAs {number(pct(metrics.get(f'{target}/train_avg')))} → DnD "

@@ -18,6 +18,8 @@ e.g. `{p}/dnd_minus_train_avg/acc`: the difference, a paired bootstrap 95% CI ov
 (`_ci_low`, `_ci_high`) and its split into what the invalid-output rate explains and what
 accuracy among valid answers explains: with v = valid share and c = accuracy among valid answers,
 subject - baseline = (v_s - v_b) * c_b [`validity`] + v_s * (c_s - c_b) [`accuracy_valid`].
+`{p}/oracle_minus_train_avg/...` (the same keys) is the headroom: where its CI is not above 0 the
+paper's claim on DnD minus the training-LoRA average is "not testable here" under that protocol.
 `{p}/base/empty_share_of_invalid`, `{p}/lora/empty_share_of_invalid`: of the invalid generations
 of the base model / of the adapters with a LoRA, the share (%) that are empty.
 """
@@ -35,14 +37,16 @@ import numpy as np
 from dnd.io import atomic_path, write_json
 from dnd.reporting.format import number
 from dnd.reporting.output import figure_link, read_paper_numbers, write_report
-from dnd.stats import ci_class, paired_boot_means, pooled_ci
+from dnd.stats import paired_boot_means, pooled_ci, relation, untestable_reason, verdict
 
 log = logging.getLogger(__name__)
 
 SCORE_COLUMNS = ["target", "method", "adapter", "protocol", "seed", "n", "acc", "invalid_rate"]
 #: (subject, baseline) pairs with a paired bootstrap CI in metrics.json, under every protocol
+#: (oracle, train_avg: the headroom, whether the paper's claim is testable under the protocol)
 COMPARISONS = (("dnd", "train_avg"), ("dnd_testcond", "train_avg"), ("dnd_testcond", "dnd"), ("dnd", "soup"),
-               ("dnd", "nearest"), ("dnd", "control_other"), ("dnd", "control_random"), ("dnd", "control_shuffled"))
+               ("dnd", "nearest"), ("dnd", "control_other"), ("dnd", "control_random"), ("dnd", "control_shuffled"),
+               ("oracle", "train_avg"))
 PROTOCOL_ORDER = ("loglik", "greedy", "sampled")
 PROTOCOL_TITLES = {"loglik": "Log-likelihood", "greedy": "Greedy + parser", "sampled": "Sampled + parser"}
 #: Rows of the report's table, in order: (method key, title, zero-shot?)
@@ -186,24 +190,40 @@ def protocol_table(m: dict[str, Any]):
     return pd.DataFrame(recs)
 
 
+def claim_verdict(m: dict[str, Any], p: str, gain: float | None) -> str:
+    """dnd.stats.verdict on the paper's claim, DnD minus the training-LoRA average = `gain` points
+    (None: above 0), under protocol `p`: "not testable here" when every method compared (base,
+    training LoRAs, DnD, oracle) is at 0% or at 100%, or the oracle's paired CI over the
+    training-LoRA average (`{p}/oracle_minus_train_avg`) is not above 0."""
+    key, head = f"{p}/dnd_minus_train_avg", f"{p}/oracle_minus_train_avg"
+    accs = [m[f"{p}/{k}/acc"] / 100 for k in ("base", "train_avg", "dnd", "oracle") if f"{p}/{k}/acc" in m]
+    oracle_ci = (m[f"{head}/acc_ci_low"], m[f"{head}/acc_ci_high"]) if f"{head}/acc" in m else None
+    return verdict(m[f"{key}/acc_ci_low"], m[f"{key}/acc_ci_high"], gain, untestable_reason(accs, oracle_ci))
+
+
 def conclusion(m: dict[str, Any], paper: dict[str, Any]) -> list[str]:
-    """Plain words, every number read from `m`."""
+    """Plain words, every number read from `m`: per protocol, DnD against the training-LoRA
+    average (dnd.stats.relation) and the verdict on the paper's claim (`claim_verdict`)."""
+    gain = (paper or {}).get("common_sense", {}).get("average_gain")
     lines = []
     for p in PROTOCOL_ORDER:
         key = f"{p}/dnd_minus_train_avg"
         if f"{key}/acc" not in m:
             continue
         d, lo, hi = m[f"{key}/acc"], m[f"{key}/acc_ci_low"], m[f"{key}/acc_ci_high"]
-        verdict = {"ahead": "beats", "behind": "falls below", "level": "is level with",
-                   "apart": "is not told apart from"}[ci_class(lo, hi)]
         inv_d, inv_t = m.get(f"{p}/dnd/invalid_rate"), m.get(f"{p}/train_avg/invalid_rate")
-        s = (f"- **{PROTOCOL_TITLES[p]}**: DnD {verdict} the training-LoRA average: {d:+.1f} points "
+        s = (f"- **{PROTOCOL_TITLES[p]}**: {relation(lo, hi, 'DnD', 'the training-LoRA average')}: {d:+.1f} points "
              f"(95% CI [{lo:+.1f}, {hi:+.1f}])")
         if p != "loglik":
             s += (f"; invalid outputs {number(inv_d)}% for DnD against {number(inv_t)}% for the training LoRAs, and "
                   f"of the difference {m[f'{key}/validity']:+.1f} points come from the invalid-output rate, "
                   f"{m[f'{key}/accuracy_valid']:+.1f} from accuracy among valid answers")
-        lines.append(s + ".")
+        head = f"{p}/oracle_minus_train_avg"
+        room = (f" (headroom: the oracle minus the training-LoRA average {m[f'{head}/acc']:+.1f} points, 95% CI "
+                f"[{m[f'{head}/acc_ci_low']:+.1f}, {m[f'{head}/acc_ci_high']:+.1f}])" if f"{head}/acc" in m else "")
+        claim = f"{float(gain):+.1f} points" if gain is not None else "above 0"
+        lines += [s + ".", f"  - Verdict on the paper's claim, DnD minus the training-LoRA average {claim}{room}: "
+                           f"**{claim_verdict(m, p, None if gain is None else float(gain))}**."]
     for p in PROTOCOL_ORDER:
         lora, base = m.get(f"{p}/lora/empty_share_of_invalid"), m.get(f"{p}/base/empty_share_of_invalid")
         if lora is not None:
@@ -226,7 +246,6 @@ def conclusion(m: dict[str, Any], paper: dict[str, Any]) -> list[str]:
         if parts:
             lines.append(f"- DnD minus the other baselines and controls, {PROTOCOL_TITLES[p].lower()} (points, "
                          f"95% CI): {'; '.join(parts)}.")
-    gain = (paper or {}).get("common_sense", {}).get("average_gain")
     if gain is not None:
         lines.append(f"- The paper reports +{gain} points over the training-LoRA average (Qwen2.5-0.5B, sampled "
                      "answers, their parser).")

@@ -1,0 +1,1 @@
+"""The seeds experiment: the main comparison over LoRA-zoo and generator training seeds (docs/architecture.md)."""
