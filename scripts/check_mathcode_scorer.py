@@ -39,7 +39,7 @@ def main() -> None:
     out = {}
     for domain in args.domains:
         cfg = section(domain, {"n_test": args.items})
-        md.write_domain(domain, cfg, args.data, args.work / domain)
+        md.write_domain(domain, cfg, args.data, md.output_paths(domain, cfg, args.work / domain))
         for target in md.TARGETS[domain]:
             scorer = GenerationScorer(domain, target, args.model, args.work / "zero", args.work / domain / "tasks",
                                       cfg, 32, "bfloat16")

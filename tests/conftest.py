@@ -104,3 +104,19 @@ def save_encoded(path: Path, center, decoy, n: int = 6, seq: int = 5, dim: int =
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"ids": [f"p{i}" for i in range(n)], "states": states.half(), "mask": mask,
                 "encoder": {"name": "test", "pooling": "none"}}, path)
+
+
+# What a scoring rule declares and passes (dnd.evaluate.add_declared_inputs), from test folders laid
+# out like results/: every task file, final LoRA folder, adapter folder and encoding in them.
+DECLARED = {"--tasks": "*.yaml", "--zoo": "*/final", "--generated": "*_[0-9]*", "--encoded": "*/*.pt"}
+
+
+def declared_paths(folder: Path, option: str) -> list[Path]:
+    """The paths of `folder` that a rule passes with `option` (DECLARED), sorted."""
+    return sorted(folder.glob(DECLARED[option]))
+
+
+def declared_argv(**folders: Path) -> list[str]:
+    """`--tasks PATH... --zoo PATH... ...` for the folders given as tasks=, zoo=, generated=, encoded=."""
+    return [w for name, folder in folders.items()
+            for w in [f"--{name}", *map(str, declared_paths(folder, f"--{name}"))]]

@@ -281,3 +281,13 @@ def test_summary_command_refuses_incomplete_cells(tmp_path, caplog):
     argv[2] = json.dumps({"family": "condition", "n_adapters": 2, "bootstrap": 10,
                           "cells": [["prompt", "t", str(f), ["s1", "s2"]]]})
     assert cli_main(argv) == 0
+    # a cell without an eval file is the default run's: its target's file among --default-eval
+    default = tmp_path / "eval" / "t.jsonl"
+    default.parent.mkdir()
+    default.write_text(f.read_text())
+    argv[2] = json.dumps({"family": "condition", "n_adapters": 2, "bootstrap": 10,
+                          "cells": [["default", "t", None, ["s1", "s2"]]]})
+    assert cli_main(argv + ["--default-eval", str(f)]) == 1
+    assert (f"condition/default/t: the default run's rows: no path ending in t.jsonl among the --default-eval "
+            f"paths ({f})") in caplog.text
+    assert cli_main(argv + ["--default-eval", str(f), str(default)]) == 0

@@ -163,11 +163,11 @@ def test_cli_unexpected_error_is_one_line_and_debug_shows_it(monkeypatch, caplog
         raise RuntimeError("disk on fire\nsecond line")
 
     monkeypatch.setitem(data.COMMANDS, "data-summary", (data.COMMANDS["data-summary"][0], boom))
-    rc = cli.main(["data-summary", "--data-dirs", "x", "--out", "y"])
+    rc = cli.main(["data-summary", "--data", "x", "--out", "y"])
     err = _errors(caplog)
     assert rc == 1 and len(err) == 1 and "RuntimeError: disk on fire second line" in err[0]
     with pytest.raises(RuntimeError, match="disk on fire"):
-        cli.main(["data-summary", "--debug", "--data-dirs", "x", "--out", "y"])
+        cli.main(["data-summary", "--debug", "--data", "x", "--out", "y"])
 
 
 def test_section_resolves_schema_refs(tmp_path):

@@ -176,13 +176,19 @@ def test_custom_non_utf8_byte(tmp_path):
                                 f"of the file (byte {len(before) + 1} of the line)")
 
 
+def _outputs(name: str, out_dir, tasks_dir) -> list:
+    """What the prepare_data rule declares: the splits, the lm-eval rows and the task file."""
+    return [out_dir / f for f in ("train.jsonl", "cond.jsonl", "test.jsonl", "test.lmeval.jsonl")] + \
+        [tasks_dir / f"{task_name(name)}.yaml"]
+
+
 def test_custom_errors_fail_preparation_with_dataset_name(tmp_path):
     p = _custom(tmp_path, GOOD_ROW, dict(GOOD_ROW, choices="Paris"))
     cfg = validate_config({"data": {"datasets": ["mine", "other"],
                                     "custom": {"mine": {"path": str(p)}, "other": {"path": str(p)}}},
                            "base_model": {"source": "tiny"}})
     with pytest.raises(ValueError, match="^" + re.escape(f"custom dataset 'mine': {p}, line 2: field 'choices'")):
-        prepare("mine", cfg["data"], {"format": "cloze"}, 0, tmp_path / "out", tmp_path / "tasks")
+        prepare("mine", cfg["data"], {"format": "cloze"}, 0, _outputs("mine", tmp_path / "out", tmp_path / "tasks"))
     assert not (tmp_path / "out").exists()
 
 
@@ -203,7 +209,7 @@ def test_prompt_template_is_shared_by_training_and_scoring(tmp_path):
     """The lm-eval row for an item carries exactly the training context, and the gold choice is
     the training continuation (after the shared delimiter)."""
     cfg = _smoke_cfg()
-    prepare("sounds", cfg["data"], {"format": "cloze"}, 0, tmp_path / "sounds", tmp_path / "tasks")
+    prepare("sounds", cfg["data"], {"format": "cloze"}, 0, _outputs("sounds", tmp_path / "sounds", tmp_path / "tasks"))
     test = read_jsonl(tmp_path / "sounds" / "test.jsonl")
     rows = read_jsonl(tmp_path / "sounds" / "test.lmeval.jsonl")
     for it, row in zip(test, rows):
@@ -227,9 +233,9 @@ def test_real_benchmarks_every_builtin_by_three_disjoint(tmp_path):
     cfg = validate_config({"data": {"datasets": list(REGISTRY), "dir": str(SHARED_DATA)},
                            "base_model": {"source": "tiny"},
                            "crossdomain": {"target": None}})  # every built-in trains: no new domain left
-    dirs = []
+    files = []
     for name in REGISTRY:
-        sizes = prepare(name, cfg["data"], {"format": "cloze"}, 0, tmp_path / name, tmp_path / "tasks")
+        sizes = prepare(name, cfg["data"], {"format": "cloze"}, 0, _outputs(name, tmp_path / name, tmp_path / "tasks"))
         assert all(sizes[s] > 0 for s in SPLITS)
 
         splits = {s: read_jsonl(tmp_path / name / f"{s}.jsonl") for s in SPLITS}
@@ -240,9 +246,13 @@ def test_real_benchmarks_every_builtin_by_three_disjoint(tmp_path):
             assert not ids[a] & ids[b], (name, a, b)
         for it in splits["test"]:
             assert 0 <= it["answer"] < len(it["choices"]) and len(it["choices"]) >= 2
-        dirs.append(tmp_path / name)
-    table = summary_csv(dirs).strip().split("\n")
+        files += [tmp_path / name / f"{s}.jsonl" for s in reversed(SPLITS)]  # any order of splits
+    table = summary_csv(files).strip().split("\n")
     assert table[0] == "dataset,split,n" and len(table) == 1 + len(REGISTRY) * 3
+    assert [row.split(",")[:2] for row in table[1:]] == [[d, s] for d in REGISTRY for s in SPLITS]
+    with pytest.raises(FileNotFoundError,
+                       match=r"^cond split of \w+: no path ending in \w+/cond.jsonl among the --data"):
+        summary_csv([f for f in files if f.name != "cond.jsonl"])
 
 
 def test_unknown_dataset_in_loader():

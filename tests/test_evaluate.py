@@ -19,6 +19,8 @@ import pytest
 import torch
 
 from conftest import (
+    declared_argv,
+    declared_paths,
     save_encoded as _save_encoded,
     save_random_lora as _save_lora,
     word_tokenizer as _tokenizer,
@@ -99,10 +101,31 @@ def world(tmp_path_factory) -> dict:
             "params": params, "records": records}
 
 
-def _evaluate_argv(w: dict, out: Path, params: dict | None = None) -> list[str]:
-    return ["evaluate", "--params", json.dumps(params or w["params"]), "--target", TARGET,
-            "--model", str(w["model"]), "--tasks-dir", str(w["tasks"]), "--zoo-dir", str(w["zoo"]),
-            "--generated-dir", str(w["gen"]), "--encoded-dir", str(w["enc"]), "--out", str(out), "--threads", "1"]
+def _tasks(w: dict) -> list[Path]:
+    return declared_paths(w["tasks"], "--tasks")
+
+
+def _zoo(zoo: Path) -> list[Path]:
+    return declared_paths(zoo, "--zoo")
+
+
+def _adapters(gen: Path) -> list[Path]:
+    return declared_paths(gen, "--generated")
+
+
+def _encoded(enc: Path) -> list[Path]:
+    return declared_paths(enc, "--encoded")
+
+
+def _evaluate_argv(w: dict, out: Path, params: dict | None = None, gen: Path | None = None) -> list[str]:
+    return ["evaluate", "--params", json.dumps(params or w["params"]), "--target", TARGET, "--model", str(w["model"]),
+            *declared_argv(tasks=w["tasks"], zoo=w["zoo"], generated=gen or w["gen"], encoded=w["enc"]),
+            "--out", str(out), "--threads", "1"]
+
+
+def _plan(w: dict, datasets=DATASETS, sources=SOURCES, zoo=None, enc=None) -> dict:
+    return ev.plan_target(TARGET, datasets, sources, _zoo(w["zoo"]) if zoo is None else zoo, _adapters(w["gen"]),
+                          _encoded(w["enc"]) if enc is None else enc)
 
 
 @pytest.fixture(scope="module")
@@ -152,8 +175,7 @@ def test_score_cache_reuses_unchanged_adapters(world, eval_rows, tmp_path, monke
 
     def run(name: str) -> list[dict]:
         out = tmp_path / f"{name}.jsonl"
-        argv = _evaluate_argv(world, out) + ["--cache-dir", str(cache)]
-        argv[argv.index("--generated-dir") + 1] = str(gen)
+        argv = _evaluate_argv(world, out, gen=gen) + ["--cache-dir", str(cache)]
         assert cli_main(argv) == 0
         return [json.loads(line) for line in out.read_text().splitlines()]
 
@@ -327,8 +349,7 @@ def test_non_finite_adapter_is_an_error_never_a_score(world, tmp_path, caplog):
     shutil.copytree(world["gen"], gen, ignore=shutil.ignore_patterns("dnd_0"))
     _nan_adapter(world["gen"] / "dnd_0", gen / "dnd_0")
     out, cache = tmp_path / "out.jsonl", tmp_path / "cache"
-    argv = _evaluate_argv(world, out) + ["--cache-dir", str(cache)]
-    argv[argv.index("--generated-dir") + 1] = str(gen)
+    argv = _evaluate_argv(world, out, gen=gen) + ["--cache-dir", str(cache)]
     assert cli_main(argv) == 1 and not out.exists()
     assert f"dnd/0 ({gen / 'dnd_0'}): non-finite (NaN/inf) log-likelihoods" in caplog.text
     entries = [json.loads(p.read_text()) for p in cache.glob("*.json")]
@@ -397,60 +418,60 @@ def test_new_domain_target_has_no_oracle(world, tmp_path):
     assert {"base", "soup", "nearest", "dnd"} <= {r["method"] for r in rows}
 
 
-def test_zoo_and_encodings_as_a_search_path(world, tmp_path):
-    """--zoo-dir / --encoded-dir take several folders (the ablations' extra source tasks live
-    apart from the default run's): each dataset is found in the one that has it, a missing one
-    names every folder looked in, one in two folders is an error, not a guess."""
+def test_declared_zoo_and_encodings_from_several_folders(world, tmp_path):
+    """--zoo / --encoded take the declared paths, from any folders (the ablations' extra source
+    tasks live apart from the default run's): each dataset's is the one ending in its name
+    (dnd.paths.declared); a missing one is named with what was passed, one passed twice is an
+    error, not a guess."""
     zoo2, enc2 = tmp_path / "zoo2", tmp_path / "enc2"
-    zoo2.mkdir(), enc2.mkdir()
-    shutil.move(str(world["zoo"] / "beta"), zoo2 / "beta")
-    shutil.move(str(world["enc"] / "beta"), enc2 / "beta")
-    try:
-        with pytest.raises(FileNotFoundError, match=r"final LoRA of beta not found: \S*zoo/beta/final$"):
-            ev.plan_target(TARGET, DATASETS, SOURCES, world["zoo"], world["gen"], world["enc"])
-        with pytest.raises(FileNotFoundError, match=r"final LoRA of delta not found: \S*zoo/delta/final nor \S*zoo2"):
-            ev.plan_target(TARGET, DATASETS + ["delta"], SOURCES, [world["zoo"], zoo2], world["gen"], world["enc"])
-        plan = ev.plan_target(TARGET, DATASETS, SOURCES, [world["zoo"], zoo2], world["gen"], [world["enc"], enc2])
-        assert plan["finals"]["beta"] == zoo2 / "beta" / "final"
-        assert plan["encoded"]["beta"] == enc2 / "beta" / "train.pt"
-        assert plan["finals"]["alpha"] == world["zoo"] / "alpha" / "final"
-        assert plan["cond"] == world["enc"] / TARGET / "cond.pt"
-        shutil.copytree(world["zoo"] / "alpha", zoo2 / "alpha")
-        with pytest.raises(ValueError, match="final LoRA of alpha is in more than one directory"):
-            ev.plan_target(TARGET, DATASETS, SOURCES, [world["zoo"], zoo2], world["gen"], [world["enc"], enc2])
-        shutil.rmtree(zoo2 / "alpha")
-        # the CLI: the folders after one flag, or the flag repeated
-        out = tmp_path / "x.jsonl"
-        argv = _evaluate_argv(world, out)
-        i = argv.index("--zoo-dir")
-        argv[i + 2:i + 2] = [str(zoo2)]
-        argv += ["--encoded-dir", str(enc2)]
-        assert cli_main(argv) == 0
-        assert {r["adapter"] for r in map(json.loads, out.read_text().splitlines()) if r["method"] == "source_lora"} \
-            == set(DATASETS)
-    finally:  # the module-scoped world is shared by the other tests
-        shutil.move(str(zoo2 / "beta"), world["zoo"] / "beta")
-        shutil.move(str(enc2 / "beta"), world["enc"] / "beta")
+    shutil.copytree(world["zoo"] / "beta", zoo2 / "beta")
+    shutil.copytree(world["enc"] / "beta", enc2 / "beta")
+    zoo = [p for p in _zoo(world["zoo"]) if p.parent.name != "beta"] + _zoo(zoo2)
+    enc = [p for p in _encoded(world["enc"]) if p.parent.name != "beta"] + _encoded(enc2)
+    with pytest.raises(FileNotFoundError, match=r"^final LoRA of beta: no path ending in beta/final among the --zoo"):
+        _plan(world, zoo=zoo[:-1])
+    with pytest.raises(FileNotFoundError, match=r"^final LoRA of delta: no path ending in delta/final"):
+        _plan(world, datasets=DATASETS + ["delta"], zoo=zoo)
+    plan = _plan(world, zoo=zoo, enc=enc)
+    assert plan["finals"]["beta"] == zoo2 / "beta" / "final"
+    assert plan["encoded"]["beta"] == enc2 / "beta" / "train.pt"
+    assert plan["finals"]["alpha"] == world["zoo"] / "alpha" / "final"
+    assert plan["cond"] == world["enc"] / TARGET / "cond.pt"
+    with pytest.raises(ValueError, match="final LoRA of beta: 2 --zoo paths end in beta/final"):
+        _plan(world, zoo=_zoo(world["zoo"]) + _zoo(zoo2), enc=enc)
+    # the CLI: the paths after one flag, or the flag repeated
+    out = tmp_path / "x.jsonl"
+    argv = _evaluate_argv(world, out)
+    i = argv.index("--zoo")
+    argv[i + 1:argv.index("--generated")] = map(str, zoo[:-1])
+    i = argv.index("--encoded")
+    argv[i + 1:argv.index("--out")] = map(str, enc[:-1])
+    argv += ["--zoo", str(zoo[-1]), "--encoded", str(enc[-1])]
+    assert cli_main(argv) == 0
+    assert {r["adapter"] for r in map(json.loads, out.read_text().splitlines()) if r["method"] == "source_lora"} \
+        == set(DATASETS)
 
 
 def test_missing_inputs_are_named(world, tmp_path):
     with pytest.raises(FileNotFoundError, match="final LoRA of alpha not found"):
-        ev.plan_target(TARGET, DATASETS, SOURCES, tmp_path / "nozoo", world["gen"], world["enc"])
+        _plan(world, zoo=[tmp_path / "nozoo" / d / "final" for d in DATASETS])
     gen = tmp_path / "gen"
     shutil.copytree(world["gen"] / "control_other_0", gen / "control_other_0")
-    with pytest.raises(FileNotFoundError, match="no dnd_<i>/"):
-        ev.discover_generated(gen)
+    with pytest.raises(FileNotFoundError, match="no dnd_<i> adapter directory among the --generated paths"):
+        ev.discover_generated(_adapters(gen))
     # dnd is required; variants and controls are scored when present
     shutil.copytree(world["gen"] / "dnd_0", gen / "dnd_0")
     shutil.copytree(world["gen"] / "dnd_0", gen / "dnd_basis_0")
-    assert {k: [i for i, _ in v] for k, v in ev.discover_generated(gen).items()} == {
+    assert {k: [i for i, _ in v] for k, v in ev.discover_generated(_adapters(gen)).items()} == {
         "dnd": ["0"], "dnd_basis": ["0"], "control_other": ["0"]}
     with pytest.raises(ValueError, match="own training datasets"):
-        ev.plan_target(TARGET, DATASETS, ["alpha", "beta"], world["zoo"], world["gen"], world["enc"])
+        _plan(world, sources=["alpha", "beta"])
     # the CLI turns it into one error line and exit status 1, and writes nothing
     out = tmp_path / "x.jsonl"
     argv = _evaluate_argv(world, out)
-    argv[argv.index("--encoded-dir") + 1] = str(tmp_path / "noenc")
+    i = argv.index("--encoded") + 1
+    assert argv[i] == str(world["enc"] / TARGET / "cond.pt")
+    argv[i] = str(tmp_path / "noenc" / TARGET / "cond.pt")  # declared, but not there
     assert cli_main(argv) == 1 and not out.exists()
 
 
@@ -534,7 +555,8 @@ def test_backend_comparison_agrees_and_is_timed(world, tmp_path):
     out = tmp_path / "speed" / f"{TARGET}.json"
     params = {"evaluation": {"compare_items": LIMIT, "batch_size": 4, "dtype": "float32"}, "sources": SOURCES}
     argv = ["eval-speed", "--params", json.dumps(params), "--target", TARGET, "--model", str(world["model"]),
-            "--tasks-dir", str(world["tasks"]), "--zoo-dir", str(world["zoo"]), "--out", str(out), "--threads", "1"]
+            "--tasks", *map(str, _tasks(world)), "--zoo", *map(str, _zoo(world["zoo"])), "--out", str(out),
+            "--threads", "1"]
     assert cli_main(argv) == 0
     res = json.loads(out.read_text())
     assert [a["adapter"] for a in res["agreement"]] == ["base", TARGET, SOURCES[0]]
@@ -561,7 +583,7 @@ def test_backend_comparison_in_bfloat16_adds_the_float32_reference(world, tmp_pa
 
     params = {"evaluation": {"compare_items": LIMIT, "compare_float32_items": 3, "batch_size": 4,
                              "dtype": "bfloat16"}, "sources": SOURCES}
-    res = es.compare_target(TARGET, params, world["model"], world["tasks"], world["zoo"])
+    res = es.compare_target(TARGET, params, world["model"], _tasks(world), _zoo(world["zoo"]))
     kinds = [a["comparison"] for a in res["agreement"]]
     assert kinds[:4] == ["dnd-prefix vs hf, bfloat16", "dnd-prefix vs hf, float32", "hf bfloat16 vs hf float32",
                          "dnd-prefix bfloat16 vs hf float32"] and len(kinds) == 12
@@ -575,7 +597,8 @@ def test_backend_comparison_in_bfloat16_adds_the_float32_reference(world, tmp_pa
 def test_backend_comparison_needs_items(world, tmp_path):
     params = {"evaluation": {"compare_items": 0}, "sources": SOURCES}
     argv = ["eval-speed", "--params", json.dumps(params), "--target", TARGET, "--model", str(world["model"]),
-            "--tasks-dir", str(world["tasks"]), "--zoo-dir", str(world["zoo"]), "--out", str(tmp_path / "x.json")]
+            "--tasks", *map(str, _tasks(world)), "--zoo", *map(str, _zoo(world["zoo"])),
+            "--out", str(tmp_path / "x.json")]
     assert cli_main(argv) != 0
     assert not (tmp_path / "x.json").exists()
 

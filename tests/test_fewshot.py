@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import word_tokenizer
+from conftest import declared_argv, word_tokenizer
 from dnd import stats
 from dnd.cli import main as cli_main
 from dnd.config import ConfigError, validate_config
@@ -227,8 +227,9 @@ def test_train_score_and_icl_commands(world, tmp_path):
 
     ft = tmp_path / "ft.jsonl"
     assert cli_main(["fewshot-score", "--params", json.dumps({"evaluation": EVALUATION, "fewshot": {"ks": [2, 5]}}),
-                     "--target", TARGET, "--model", str(world["model"]), "--tasks-dir", str(world["tasks"]),
-                     "--lora-dir", str(tmp_path / "lora" / TARGET), "--out", str(ft), "--threads", "1"]) == 0
+                     "--target", TARGET, "--model", str(world["model"]), *declared_argv(tasks=world["tasks"]),
+                     "--loras", *map(str, sorted((tmp_path / "lora" / TARGET).glob("k*/final"))), "--out", str(ft),
+                     "--threads", "1"]) == 0
     rows = [json.loads(line) for line in ft.read_text().splitlines()]
     ids = [r["id"] for r in world["records"]]
     assert [(r["method"], r["k"], r["adapter"]) for r in rows] == [("fewshot_ft", 2, "2"), ("fewshot_ft", 5, "5")]
@@ -237,7 +238,7 @@ def test_train_score_and_icl_commands(world, tmp_path):
     icl, ctx, tim = tmp_path / "icl.jsonl", tmp_path / "ctx.json", tmp_path / "icl_t.json"
     params = {"evaluation": EVALUATION, "fewshot": {"icl_ks": [4, 8, 24]}, "prompt": {"format": "cloze"}}
     assert cli_main(["fewshot-icl", "--params", json.dumps(params), "--target", TARGET, "--model", str(world["model"]),
-                     "--tasks-dir", str(world["tasks"]), "--train", str(world["data"] / "train.jsonl"),
+                     *declared_argv(tasks=world["tasks"]), "--train", str(world["data"] / "train.jsonl"),
                      "--out", str(icl), "--context-out", str(ctx), "--timings", str(tim), "--threads", "1"]) == 0
     rows = [json.loads(line) for line in icl.read_text().splitlines()]
     assert [r["k"] for r in rows] == [0, 4, 8] and all(r["method"] == "icl" and r["ids"] == ids for r in rows)
@@ -255,7 +256,7 @@ def test_train_score_and_icl_commands(world, tmp_path):
 def test_icl_needs_enough_train_items(world, tmp_path):
     params = {"evaluation": EVALUATION, "fewshot": {"icl_ks": [30]}}
     argv = ["fewshot-icl", "--params", json.dumps(params), "--target", TARGET, "--model", str(world["model"]),
-            "--tasks-dir", str(world["tasks"]), "--train", str(world["data"] / "train.jsonl"), "--out",
+            *declared_argv(tasks=world["tasks"]), "--train", str(world["data"] / "train.jsonl"), "--out",
             str(tmp_path / "a"), "--context-out", str(tmp_path / "b"), "--timings", str(tmp_path / "c"), "--debug"]
     with pytest.raises(ValueError, match="k = 30 needs 30 labeled train items, there are 24"):
         cli_main(argv)
@@ -297,13 +298,22 @@ def summary_world(tmp_path):
     return tmp_path
 
 
+def _files(folder: Path) -> list[str]:
+    """Every file under `folder` (what the rule declares there)."""
+    return sorted(str(p) for p in folder.rglob("*") if p.is_file())
+
+
+def _summary_inputs(w: Path) -> list[str]:
+    """fewshot-summary's inputs: every file of the summary world's folders."""
+    return ["--fewshot-eval", *_files(w / "fewshot" / "eval"), "--dnd-eval", *_files(w / "eval"),
+            "--timings", *_files(w / "fewshot" / "timings"), "--generate-timings", *_files(w / "timings" / "generate")]
+
+
 def run_summary(w: Path) -> None:
     """`dnd fewshot-summary` on a `summary_world`: w/fewshot.csv and w/metrics.json."""
     params = {"targets": [TARGET], "bootstrap": 300, "seed": 0}
-    assert cli_main(["fewshot-summary", "--params", json.dumps(params), "--fewshot-eval", str(w / "fewshot" / "eval"),
-                     "--dnd-eval", str(w / "eval"), "--timings-dir", str(w / "fewshot" / "timings"),
-                     "--generate-timings-dir", str(w / "timings" / "generate"), "--csv", str(w / "fewshot.csv"),
-                     "--metrics", str(w / "metrics.json")]) == 0
+    assert cli_main(["fewshot-summary", "--params", json.dumps(params), *_summary_inputs(w),
+                     "--csv", str(w / "fewshot.csv"), "--metrics", str(w / "metrics.json")]) == 0
 
 
 def run_report(w: Path) -> str:
@@ -311,8 +321,8 @@ def run_report(w: Path) -> str:
     assert cli_main(["fewshot-report", "--params", json.dumps({"fewshot": {"ks": [1, 4], "icl_ks": [2, 64]},
                                                                "generator": {"design": "basis"}}),
                      "--csv", str(w / "fewshot.csv"), "--metrics", str(w / "metrics.json"),
-                     "--generate-timings-dir", str(w / "timings" / "generate"),
-                     "--generator-timings-dir", str(w / "timings" / "train_generator"),
+                     "--generate-timings", *_files(w / "timings" / "generate"),
+                     "--generator-timings", *_files(w / "timings" / "train_generator"),
                      "--benchmarks-dir", str(w / "benchmarks"), "--out", str(w / "report" / "report.md"),
                      "--figure", str(w / "report" / "figures" / "fewshot.png")]) == 0
     return (w / "report" / "report.md").read_text()
@@ -353,8 +363,8 @@ def test_summary_refuses_other_items(summary_world):
     rows = [json.loads(line) for line in (w / "fewshot" / "eval" / TARGET / "icl.jsonl").read_text().splitlines()]
     rows[1]["ids"] = list(reversed(rows[1]["ids"]))
     _write(w / "fewshot" / "eval" / TARGET / "icl.jsonl", rows)
-    inputs = fr.load_inputs([TARGET], w / "fewshot" / "eval", w / "eval", w / "fewshot" / "timings",
-                            w / "timings" / "generate")
+    inputs = fr.load_inputs([TARGET], *[list(map(Path, _files(w / d))) for d in
+                                        ("fewshot/eval", "eval", "fewshot/timings", "timings/generate")])
     with pytest.raises(ValueError, match="scored on other test items"):
         fr.summarize(inputs, 100, 0)
 
@@ -390,9 +400,7 @@ def test_summary_refuses_a_missing_method(summary_world, caplog):
     w = summary_world
     (w / "fewshot" / "eval" / TARGET / "icl.jsonl").write_text("")
     assert cli_main(["fewshot-summary", "--params", json.dumps({"targets": [TARGET], "bootstrap": 10}),
-                     "--fewshot-eval", str(w / "fewshot" / "eval"), "--dnd-eval", str(w / "eval"),
-                     "--timings-dir", str(w / "fewshot" / "timings"),
-                     "--generate-timings-dir", str(w / "timings" / "generate"), "--csv", str(w / "fewshot.csv"),
+                     *_summary_inputs(w), "--csv", str(w / "fewshot.csv"),
                      "--metrics", str(w / "metrics.json")]) == 1
     assert f"target {TARGET}: no icl rows" in caplog.text and not (w / "fewshot.csv").exists()
 
@@ -404,8 +412,6 @@ def test_summary_refuses_an_icl_k_that_fit_but_has_no_row(summary_world, caplog)
     icl = w / "fewshot" / "eval" / TARGET / "icl.jsonl"
     icl.write_text(icl.read_text().splitlines()[0] + "\n")  # k=0 only
     assert cli_main(["fewshot-summary", "--params", json.dumps({"targets": [TARGET], "bootstrap": 10}),
-                     "--fewshot-eval", str(w / "fewshot" / "eval"), "--dnd-eval", str(w / "eval"),
-                     "--timings-dir", str(w / "fewshot" / "timings"),
-                     "--generate-timings-dir", str(w / "timings" / "generate"), "--csv", str(w / "fewshot.csv"),
+                     *_summary_inputs(w), "--csv", str(w / "fewshot.csv"),
                      "--metrics", str(w / "metrics.json")]) == 1
     assert f"target {TARGET}: no icl/2" in caplog.text and "icl/64" not in caplog.text

@@ -460,18 +460,20 @@ def test_designs_side_by_side_and_their_diagnostics(work: Path, tmp_path: Path) 
     assert local["decoder"] | {"head": "local", "zero_init_output": True, "design": "hyperconv"} == local["decoder"]
 
     out = tmp_path / "diag.csv"
+    tok = [str(tmp_path / "tok" / f"{d}.pt") for d in (*SOURCES, TARGET)]
+    enc = [str(work / f"results/encoded/{d}/cond.pt") for d in (*SOURCES, TARGET)]
     rc = main(["diagnose-fold", "--target", TARGET, "--sources", *SOURCES,
                "--generators", str(tmp_path / "local.pt"), str(tmp_path / "basis.pt"),
-               "--variants", "dnd", "dnd_basis", "--tokens-dir", str(tmp_path / "tok"),
-               "--encoded-dir", str(work / "results/encoded"), "--out", str(out)])  # fmt: skip
-    assert rc == 1  # tokens dir does not exist: one error naming the file
+               "--variants", "dnd", "dnd_basis", "--tokens", *tok,
+               "--encoded", *enc, "--out", str(out)])  # fmt: skip
+    assert rc == 1  # declared tokens that do not exist: one error naming the file
     (tmp_path / "tok").mkdir()
     for d in (*SOURCES, TARGET):
         (tmp_path / "tok" / f"{d}.pt").symlink_to(work / f"results/zoo/{d}/tokens.pt")
     rc = main(["diagnose-fold", "--target", TARGET, "--sources", *SOURCES,
                "--generators", str(tmp_path / "local.pt"), str(tmp_path / "basis.pt"),
-               "--variants", "dnd", "dnd_basis", "--tokens-dir", str(tmp_path / "tok"),
-               "--encoded-dir", str(work / "results/encoded"), "--out", str(out)])  # fmt: skip
+               "--variants", "dnd", "dnd_basis", "--tokens", *tok,
+               "--encoded", *enc, "--out", str(out)])  # fmt: skip
     assert rc == 0
     rows = {(r["variant"], r["metric"]): float(r["value"]) for r in csv.DictReader(out.open())}
     assert rows[("dnd_basis", "fit_ratio")] < 0.05 and rows[("dnd_basis", "retrieval_acc")] == 1.0

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import SHARED_DATA, SMOKE_DATA, save_encoded, save_random_lora, word_tokenizer
+from conftest import SHARED_DATA, SMOKE_DATA, declared_argv, save_encoded, save_random_lora, word_tokenizer
 from dnd.cli import main as cli_main
 from dnd.config import ConfigError, section
 from dnd.experiments.mathcode import data as md, report as mcr
@@ -101,7 +101,8 @@ def test_reference_loglikelihood_of_a_poor_model_is_a_number(tmp_path):
         def generate_until(self, requests, disable_tqdm=False):
             raise NotImplementedError
 
-    md.write_domain("math", section("math", SMOKE_MATH), FIXTURES, tmp_path)
+    cfg = section("math", SMOKE_MATH)
+    md.write_domain("math", cfg, FIXTURES, md.output_paths("math", cfg, tmp_path))
     name = md.task_name("math", "gsm8k", md.LOGLIK_TASK)
     res = evaluator.evaluate(lm=Poor(), task_dict=load_task(tmp_path / "tasks", name), bootstrap_iters=0,
                              log_samples=True)
@@ -247,7 +248,7 @@ def mworld(tmp_path_factory):
     root = tmp_path_factory.mktemp("mathworld")
     cfg = section("math", {**SMOKE_MATH, "max_new_tokens": 6})
     out = root / "math"
-    md.write_domain("math", cfg, FIXTURES, out)
+    md.write_domain("math", cfg, FIXTURES, md.output_paths("math", cfg, out))
     texts = [json.loads(x)["context"] + json.loads(x)["reference"]
              for t in ("gsm8k", "math") for x in (out / "data" / t / "test.lmeval.jsonl").read_text().splitlines()]
     tok = word_tokenizer(texts + ["1 2 3 4 5 6 7 8 9 0 #### boxed"])
@@ -271,9 +272,8 @@ def mworld(tmp_path_factory):
     save_encoded(enc / "gsm8k" / "cond.pt", 0.9 * e[1] + 0.2 * e[5], decoy=e[0])
     params = {"math": cfg, "evaluation": {"batch_size": 4, "dtype": "float32"}, "sources": SOURCES}
     argv = ["evaluate-mathcode", "--domain", "math", "--target", "gsm8k", "--params", json.dumps(params),
-            "--model", str(model_dir), "--tasks-dir", str(out / "tasks"), "--zoo-dir", str(zoo),
-            "--generated-dir", str(gen), "--encoded-dir", str(enc), "--cond", str(enc / "gsm8k" / "cond.pt"),
-            "--threads", "1"]
+            "--model", str(model_dir), *declared_argv(tasks=out / "tasks", zoo=zoo, generated=gen, encoded=enc),
+            "--cond", str(enc / "gsm8k" / "cond.pt"), "--threads", "1"]
     return {"root": root, "out": out, "argv": argv, "model": model_dir, "cfg": cfg}
 
 

@@ -1,7 +1,10 @@
 """Where a profile's outputs go (dnd.paths.run_dir) and the run directory's owner marker
-(results/.profile): no profile writes over another's outputs."""
+(results/.profile): no profile writes over another's outputs. How a job finds a dataset's entry
+among the files its rule declared (dnd.paths.declared)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import yaml
@@ -15,6 +18,7 @@ from dnd.paths import (
     RunDirError,
     check_run_dir,
     claim_run_dir,
+    declared,
     default_profile_name,
     run_dir,
 )
@@ -87,3 +91,24 @@ def test_marker_claims_a_run_directory_for_one_profile(tmp_path):
 def test_committed_results_are_marked_as_the_default_profiles():
     marker = REPO_ROOT / PROFILE_MARKER
     assert marker.read_text() == default_profile_name() + "\n"
+
+
+def test_declared_finds_each_datasets_entry_by_its_name_and_names_a_missing_one():
+    """The paths a rule passes (results/zoo/<ds>/final, the ablations' extra zoo beside it, task
+    files, encodings): each dataset's is the one ending in its own name, never a prefix or a
+    suffix of another's; none, or two, is one line naming the option and what was passed."""
+    zoo = ["results/zoo/arc_easy/final", "results/zoo/arc_challenge/final", "results/ablations/extra/zoo/sciq/final"]
+    assert declared(zoo, "arc_easy/final", "final LoRA of arc_easy", "--zoo") == Path(zoo[0])
+    assert declared(zoo, Path("sciq") / "final", "final LoRA of sciq", "--zoo") == Path(zoo[2])
+    tasks = ["results/tasks/dnd_boolq.yaml", "results/tasks/dnd_boolq_x.yaml"]
+    assert declared(tasks, "dnd_boolq.yaml", "lm-eval task dnd_boolq", "--tasks") == Path(tasks[0])
+    enc = ["results/encoded/piqa/train.pt", "results/encoded/piqa/cond.pt"]
+    assert declared(enc, "piqa/cond.pt", "cond", "--encoded") == Path(enc[1])
+    with pytest.raises(FileNotFoundError) as missing:
+        declared(zoo, "arc/final", "final LoRA of arc", "--zoo")
+    assert str(missing.value) == ("final LoRA of arc: no path ending in arc/final among the --zoo paths ("
+                                  + ", ".join(zoo) + ")")
+    with pytest.raises(FileNotFoundError, match=r"among the --zoo paths \(none\)$"):
+        declared([], "arc/final", "final LoRA of arc", "--zoo")
+    with pytest.raises(ValueError, match=r"^final LoRA of sciq: 2 --zoo paths end in sciq/final: "):
+        declared([*zoo, "results/zoo/sciq/final"], "sciq/final", "final LoRA of sciq", "--zoo")

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import save_encoded, save_random_lora, word_tokenizer
+from conftest import declared_argv, declared_paths, save_encoded, save_random_lora, word_tokenizer
 from dnd.cli import main as cli_main
 from dnd.config import ConfigError, section, validate_config
 from dnd.experiments.protocol import (
@@ -235,7 +235,10 @@ def pworld(tmp_path_factory):
         (data / ds / "test.jsonl").write_text("".join(json.dumps(it) + "\n" for it in its))
     out = root / "protocol"
     assert cli_main(["protocol-tasks", "--params", json.dumps({"protocol": pcfg, "datasets": DATASETS}),
-                     "--data-dir", str(data), "--out-dir", str(out)]) == 0
+                     "--data", *[str(data / ds / "test.jsonl") for ds in DATASETS], "--out",
+                     *[str(out / "data" / ds / "test.jsonl") for ds in DATASETS],
+                     *[str(out / "tasks" / f"{name}.yaml") for ds in DATASETS
+                       for _, _, name in protocol.task_names(ds, pcfg["seeds"])]]) == 0
     zoo = root / "zoo"
     for k, ds in enumerate(DATASETS):
         save_random_lora(model_dir, zoo / ds / "final", seed=10 + k)
@@ -257,8 +260,8 @@ def pworld(tmp_path_factory):
 
 def _eval_argv(w, out: Path, cache: Path | None = None) -> list[str]:
     argv = ["evaluate-protocol", "--params", json.dumps(w["params"]), "--target", TARGET, "--model", str(w["model"]),
-            "--tasks-dir", str(w["tasks"]), "--zoo-dir", str(w["zoo"]), "--generated-dir", str(w["gen"]),
-            "--encoded-dir", str(w["enc"]), "--out", str(out), "--threads", "1"]
+            *declared_argv(tasks=w["tasks"], zoo=w["zoo"], generated=w["gen"], encoded=w["enc"]),
+            "--out", str(out), "--threads", "1"]
     return argv + (["--cache-dir", str(cache)] if cache else [])
 
 
@@ -331,9 +334,11 @@ def test_cache_reuses_every_adapter(pworld, prows, monkeypatch):
 
 
 def test_missing_dnd_adapters_are_named(pworld, tmp_path):
-    with pytest.raises(FileNotFoundError, match="no dnd_<i>/ adapter directories"):
-        protocol.evaluate_protocol(TARGET, pworld["params"], pworld["model"], pworld["tasks"], pworld["zoo"],
-                                   tmp_path, pworld["enc"])
+    with pytest.raises(FileNotFoundError, match="no dnd_<i> adapter directory among the --generated paths"):
+        protocol.evaluate_protocol(TARGET, pworld["params"], pworld["model"],
+                                   declared_paths(pworld["tasks"], "--tasks"), declared_paths(pworld["zoo"], "--zoo"),
+                                   [p for p in declared_paths(pworld["gen"], "--generated") if p.name != "dnd_0"],
+                                   declared_paths(pworld["enc"], "--encoded"))
 
 
 def test_paper_format_is_no_run_format():

@@ -151,10 +151,13 @@ def run_dir(tmp_path_factory) -> Path:
                "--efficiency", str(res / "efficiency.csv"), "--data-summary", str(res / "data_summary.csv"),
                "--eval-speed", str(res / "eval_speed.csv"), "--eval-agreement", str(res / "eval_agreement.csv"),
                "--diagnostics", str(res / "diagnostics.csv"),
-               "--zoo-dir", str(res / "zoo"), "--generators-dir", str(res / "generators"),
-               "--generated-dir", str(res / "generated"), "--benchmarks-dir", str(root / "benchmarks"),
-               "--timings-dir", str(res / "timings"), "--paper-numbers", str(paper),
-               "--paper-config", str(REPO_ROOT / "config" / "paper.yaml"), "--out", str(res / "report.md"),
+               "--zoo-logs", *map(str, sorted(res.glob("zoo/*/train_log.csv"))),
+               "--zoo-checkpoints", *map(str, sorted(res.glob("zoo/*/checkpoints"))),
+               "--generator-logs", *map(str, sorted(res.glob("generators/*/train_log_hyperconv.csv"))),
+               "--generated", *map(str, sorted(res.glob("generated/*/dnd_*"))),
+               "--benchmarks-dir", str(root / "benchmarks"), "--timings-dir", str(res / "timings"),
+               "--paper-numbers", str(paper), "--paper-config", str(REPO_ROOT / "config" / "paper.yaml"),
+               "--out", str(res / "report.md"),
                "--figures-dir", str(res / "figures"), "--tables-dir", str(res / "tables")])
     assert rc == 0
     return root
@@ -305,8 +308,9 @@ def test_optional_inputs_missing(tmp_path, run_dir):
     out = tmp_path / "r" / "report.md"
     rc = main(["report", "--scores", str(run_dir / "results" / "scores.csv"), "--metrics", str(tmp_path / "no.json"),
                "--efficiency", str(tmp_path / "no.csv"), "--data-summary", str(tmp_path / "no.csv"),
-               "--zoo-dir", str(tmp_path / "no"), "--generators-dir", str(tmp_path / "no"),
-               "--generated-dir", str(tmp_path / "no"), "--benchmarks-dir", str(tmp_path / "no"),
+               "--zoo-logs", str(tmp_path / "no" / "a" / "train_log.csv"),
+               "--zoo-checkpoints", str(tmp_path / "no" / "a" / "checkpoints"),
+               "--generated", str(tmp_path / "no" / "t" / "dnd_0"), "--benchmarks-dir", str(tmp_path / "no"),
                "--paper-numbers", str(tmp_path / "no.yaml"), "--out", str(out),
                "--figures-dir", str(tmp_path / "r" / "figures"), "--tables-dir", str(tmp_path / "r" / "tables")])
     assert rc == 0
@@ -362,7 +366,8 @@ def test_pca_takes_only_the_default_designs_adapters(tmp_path):
     for name in ("dnd_0", "dnd_1", "dnd_basis_0", "control_other_0"):
         (tmp_path / "gen" / "t" / name).mkdir(parents=True)
         (tmp_path / "gen" / "t" / name / "adapter_model.safetensors").write_bytes(b"")
-    items = figures.collect_pca_inputs(tmp_path / "nozoo", tmp_path / "gen", 3)
+    items = figures.collect_pca_inputs([tmp_path / "nozoo" / "a" / "checkpoints"],
+                                       sorted((tmp_path / "gen" / "t").iterdir()), 3)
     assert [p.parent.name for _, _, p in items] == ["dnd_0", "dnd_1"]
 
 

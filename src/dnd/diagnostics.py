@@ -3,7 +3,7 @@ prompts, does it answer to its prompts, and how much of a held-out LoRA can the 
 
 Commands:
   diagnose-fold  dnd diagnose-fold --params JSON --target T --sources D1 ... --generators G1 ...
-                     --variants V1 ... --tokens-dir results/tokens --encoded-dir results/encoded
+                     --variants V1 ... --tokens FILE... --encoded FILE...
                      --out results/diagnostics/{T}.csv
                  the weight-space diagnostics of one fold, for each of its generators
   diagnostics    dnd diagnostics --folds results/diagnostics/*.csv --metrics results/metrics.json
@@ -34,6 +34,7 @@ from .io import write_csv
 from .method.encoder import load_encoded
 from .method.generator_checkpoint import load_generator
 from .method.tokenization import LoraLayout, detokenize
+from .paths import add_declared_option, declared
 from .schedule import derive_seed, draw_indices
 
 log = logging.getLogger(__name__)
@@ -139,19 +140,22 @@ def diagnose_fold(
     target: str,
     sources: Sequence[str],
     generators: Mapping[str, str | Path],
-    tokens_dir: str | Path,
-    encoded_dir: str | Path,
+    tokens: Sequence[str | Path],
+    encoded: Sequence[str | Path],
     seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """The rows of one fold (docs/modules.md); `generators` maps variant -> checkpoint."""
+    """The rows of one fold (docs/modules.md); `generators` maps variant -> checkpoint; `tokens`,
+    `encoded`: the declared parameter tokens (.../{d}.pt) and encoded cond prompts (.../{d}/cond.pt)
+    of the fold's datasets, each found by its name (dnd.paths.declared)."""
     if target in sources or not sources:
         raise ValueError(f"fold {target}: the sources {list(sources)} must be non-empty and exclude the target")
     datasets = [*sources, target]
-    zoo = {d: load_zoo_tokens(Path(tokens_dir) / f"{d}.pt") for d in datasets}
+    zoo = {d: load_zoo_tokens(declared(tokens, f"{d}.pt", f"parameter tokens of {d}", "--tokens")) for d in datasets}
     layout = LoraLayout.from_dict(zoo[sources[0]]["layout"])
     tok = {d: zoo[d]["tokens"] for d in datasets}
     offset = mean_token([tok[s] for s in sources])
-    cond = {d: load_encoded(Path(encoded_dir) / d / "cond.pt")["states"] for d in datasets}
+    cond = {d: load_encoded(declared(encoded, Path(d) / "cond.pt", f"encoded cond prompts of {d}",
+                                     "--encoded"))["states"] for d in datasets}
     real = [factors(tok[d][-1], layout) for d in datasets]  # final LoRA of each dataset
     ns, n_real = len(sources), len(datasets)
     s_idx, t_idx = list(range(ns)), ns
@@ -263,8 +267,8 @@ def _add_fold(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sources", nargs="+", required=True)
     p.add_argument("--generators", nargs="+", required=True, help="generator checkpoints, one per --variants")
     p.add_argument("--variants", nargs="+", required=True, help="generated kind of each generator (dnd, dnd_<design>)")
-    p.add_argument("--tokens-dir", required=True)
-    p.add_argument("--encoded-dir", required=True)
+    add_declared_option(p, "--tokens", "parameter tokens (results/tokens/{d}.pt)")
+    add_declared_option(p, "--encoded", "encoded cond prompts (results/encoded/{d}/cond.pt)")
     p.add_argument("--out", required=True)
 
 
@@ -272,8 +276,8 @@ def _run_fold(args: argparse.Namespace) -> None:
     if len(args.generators) != len(args.variants):
         raise ValueError("need one --variants name per --generators checkpoint")
     params = command_params(args.params, "seed")
-    rows = diagnose_fold(args.target, args.sources, dict(zip(args.variants, args.generators)), args.tokens_dir,
-                         args.encoded_dir, int(params["seed"]))
+    rows = diagnose_fold(args.target, args.sources, dict(zip(args.variants, args.generators)), args.tokens,
+                         args.encoded, int(params["seed"]))
     write_csv(args.out, COLUMNS, [[r[c] for c in COLUMNS] for r in rows])
 
 

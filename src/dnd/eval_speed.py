@@ -1,6 +1,6 @@
 """The project's lm-eval backend against lm-eval's plain `hf` backend: speed and agreement.
 
-  dnd eval-speed --params JSON --target T --model DIR --tasks-dir DIR --zoo-dir DIR --out FILE
+  dnd eval-speed --params JSON --target T --model DIR --tasks YAML [...] --zoo DIR [...] --out FILE
   dnd eval-speed-summary --in FILE... --speed CSV --agreement CSV
 
 `eval-speed` scores, on the first `evaluation.compare_items` test items of target T, the base
@@ -39,12 +39,13 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .config import parse_params, section
 from .evaluate import quiet_lm_eval
 from .formats.prompts import task_name
 from .io import write_json, write_text
+from .paths import add_declared_option, declared
 from .scoring.cache import Scored
 
 log = logging.getLogger(__name__)
@@ -86,12 +87,21 @@ def first_items(s, k: int):
                   seconds=0.0, loglikelihoods=s.loglikelihoods[:k], gold=s.gold[:k], choice_chars=s.choice_chars[:k])
 
 
-def compare_target(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: Path,
-                   zoo_dir: Path) -> dict[str, Any]:
-    """Score the compared adapters with both backends (see the module doc)."""
+def compare_target(target: str, params: dict[str, Any], model_dir: Path, tasks: Sequence[Path],
+                   zoo: Sequence[Path]) -> dict[str, Any]:
+    """Score the compared adapters with both backends (see the module doc); `tasks`, `zoo`: the
+    declared task files and final LoRA folders (dnd.paths.declared finds each one's)."""
     from lm_eval.api.registry import get_model
 
-    from .evaluate import SOFTMAX_DTYPE, InPlaceScorer, load_state_dict, load_task, require_adapter_dir, run_lm_eval
+    from .evaluate import (
+        SOFTMAX_DTYPE,
+        InPlaceScorer,
+        load_state_dict,
+        load_task,
+        require_adapter_dir,
+        run_lm_eval,
+        task_files,
+    )
 
     ev = section("evaluation", params.get("evaluation"))
     items = int(ev["compare_items"])
@@ -102,7 +112,9 @@ def compare_target(target: str, params: dict[str, Any], model_dir: Path, tasks_d
     sources = list(params.get("sources") or [])
     task = task_name(target)
     adapters = compared_adapters(target, sources)
-    dirs = {a: require_adapter_dir(zoo_dir / a / "final", f"final LoRA of {a}") for a in adapters if a != "base"}
+    tasks_dir, _ = task_files(tasks, [task])
+    dirs = {a: require_adapter_dir(declared(zoo, Path(a) / "final", f"final LoRA of {a}", "--zoo"),
+                                   f"final LoRA of {a}") for a in adapters if a != "base"}
     bs = int(ev["batch_size"])
 
     def scorer(dt: str) -> InPlaceScorer:
@@ -180,14 +192,14 @@ def _add_eval_speed(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="{}", help="JSON: {evaluation: {...}, sources: [...]}")
     p.add_argument("--target", required=True)
     p.add_argument("--model", required=True, type=Path, help="base model directory")
-    p.add_argument("--tasks-dir", required=True, type=Path, help="directory of dnd_{ds}.yaml lm-eval tasks")
-    p.add_argument("--zoo-dir", required=True, type=Path, help="results/zoo (uses {ds}/final/)")
+    add_declared_option(p, "--tasks", "lm-eval task files (.../dnd_{ds}.yaml)")
+    add_declared_option(p, "--zoo", "final LoRA folders (.../{ds}/final): the target's and its first source's")
     p.add_argument("--out", required=True, type=Path, help="results/eval_speed/{target}.json")
 
 
 def _run_eval_speed(args: argparse.Namespace) -> None:
     quiet_lm_eval()
-    res = compare_target(args.target, parse_params(args.params), args.model, args.tasks_dir, args.zoo_dir)
+    res = compare_target(args.target, parse_params(args.params), args.model, args.tasks, args.zoo)
     write_json(args.out, res)
 
 

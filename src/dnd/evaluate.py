@@ -1,7 +1,7 @@
 """Evaluation with lm-evaluation-harness: DnD against every baseline and control.
 
-  dnd evaluate --params JSON --target T --model DIR --tasks-dir DIR --zoo-dir DIR [DIR ...]
-               --generated-dir DIR --encoded-dir DIR [DIR ...] --out FILE [--cache-dir DIR]
+  dnd evaluate --params JSON --target T --model DIR --tasks YAML [...] --zoo DIR [...]
+               --generated DIR [...] --encoded FILE [...] --out FILE [--cache-dir DIR]
                [--threads N (dnd's global flag)]
 
 scores every method on one held-out target with the same harness, the same items (every row of
@@ -89,6 +89,7 @@ import dnd.scoring  # noqa: F401  (makes Hugging Face offline before datasets/lm
 from .config import SCORING_SETTINGS, parse_params, section
 from .formats.prompts import task_name
 from .io import check_safetensors, load_safetensors, read_jsonl, write_jsonl
+from .paths import add_declared_option, declared
 from .schedule import GENERATED_KINDS
 from .scoring.cache import ScoreCache, Scored, content_context, require_finite, samples_to_scored
 from .scoring.harness import LMEVAL_OTHER_SEED, LMEVAL_RANDOM_SEED, seeded_evaluate  # noqa: F401 (re-exported)
@@ -115,20 +116,15 @@ def require_file(path: Path, what: str) -> Path:
     return path
 
 
-def _dirs(dirs: Path | str | Sequence[Path | str]) -> list[Path]:
-    return [Path(dirs)] if isinstance(dirs, (str, Path)) else [Path(d) for d in dirs]
-
-
-def locate(dirs: Path | Sequence[Path], rel: str | Path, what: str) -> Path:
-    """`rel` under the one directory of `dirs` that has it (a search path: e.g. the default zoo and
-    the ablations' extra zoo); FileNotFoundError naming every place looked, ValueError if two
-    directories both have it (which one is meant would be a guess)."""
-    found = [d / rel for d in _dirs(dirs) if (d / rel).exists()]
-    if not found:
-        raise FileNotFoundError(f"{what} not found: " + " nor ".join(str(d / rel) for d in _dirs(dirs)))
-    if len(found) > 1:
-        raise ValueError(f"{what} is in more than one directory: {', '.join(map(str, found))}")
-    return found[0]
+def task_files(tasks: Sequence[Path], names: Sequence[str]) -> tuple[Path, list[Path]]:
+    """(their folder, the YAMLs) of lm-eval tasks `names` among the declared task files `tasks`
+    (--tasks); lm-eval reads a task from its folder, so they must share one."""
+    yamls = [require_file(declared(tasks, f"{n}.yaml", f"lm-eval task {n}", "--tasks"), f"lm-eval task {n}")
+             for n in names]
+    folders = sorted({str(y.parent) for y in yamls})
+    if len(folders) > 1:
+        raise ValueError(f"the lm-eval tasks {list(names)} are in several folders: {', '.join(folders)}")
+    return yamls[0].parent, yamls
 
 
 def require_adapter_dir(path: Path, what: str) -> Path:
@@ -138,18 +134,20 @@ def require_adapter_dir(path: Path, what: str) -> Path:
     return path
 
 
-def discover_generated(gen_dir: Path, kinds: tuple[str, ...] = GENERATED_KINDS) -> dict[str, list[tuple[str, Path]]]:
-    """{kind: [(index, dir), ...]} for results/generated/{T}/{kind}_{i}/, sorted by i, for every
-    kind of `kinds` that has adapters; dnd is required, the variants and controls are not."""
-    require_file(gen_dir, "generated adapters directory")
+def discover_generated(adapters: Sequence[Path], kinds: tuple[str, ...] = GENERATED_KINDS
+                       ) -> dict[str, list[tuple[str, Path]]]:
+    """{kind: [(index, dir), ...]} of the declared adapter directories `adapters`
+    (results/generated/{T}/{kind}_{i}, --generated), sorted by i, for every kind of `kinds` that
+    has adapters; dnd is required, the variants and controls are not; other names are ignored."""
     pat = re.compile(rf"({'|'.join(kinds)})_(\d+)")
     found: dict[str, list[tuple[int, Path]]] = {k: [] for k in kinds}
-    for p in gen_dir.iterdir():
+    for p in map(Path, adapters):
         m = pat.fullmatch(p.name)
-        if m and p.is_dir():
+        if m:
             found[m.group(1)].append((int(m.group(2)), require_adapter_dir(p, f"generated adapter {p.name}")))
     if not found["dnd"]:
-        raise FileNotFoundError(f"no dnd_<i>/ adapter directories in {gen_dir}")
+        raise FileNotFoundError(f"no dnd_<i> adapter directory among the --generated paths "
+                                f"({', '.join(map(str, adapters)) or 'none'})")
     return {kind: [(str(i), p) for i, p in sorted(lst)] for kind, lst in found.items() if lst}
 
 
@@ -476,14 +474,15 @@ def open_score_cache(directory: Path, model_dir: Path, task_yaml: Path, test_fil
 
 
 # ======================================================================== evaluate
-def plan_target(target: str, datasets: list[str], sources: list[str], zoo_dir: Path | Sequence[Path],
-                generated_dir: Path, encoded_dir: Path | Sequence[Path], cond: Path | None = None,
+def plan_target(target: str, datasets: list[str], sources: list[str], zoo: Sequence[Path],
+                generated: Sequence[Path], encoded: Sequence[Path], cond: Path | None = None,
                 kinds: tuple[str, ...] = GENERATED_KINDS) -> dict[str, Any]:
     """Check every input exists before the model is loaded; return what to score. `datasets`
     are the datasets whose LoRAs are scored; a target outside them (a new domain) has no oracle.
-    `zoo_dir`, `encoded_dir`: a directory or a search path of them (each dataset's files in
-    exactly one). `cond`: the target's encoded cond prompts (default: <encoded dir>/target/cond.pt);
-    `kinds`: the generated kinds to look for."""
+    The declared inputs, each dataset's found by its name (dnd.paths.declared): `zoo` the final
+    LoRA folders (.../{d}/final), `generated` the adapter folders (.../{kind}_{i}), `encoded` the
+    encoded prompts (.../{d}/train.pt, and .../{target}/cond.pt unless `cond` is given); `kinds`:
+    the generated kinds to look for."""
     bad = sorted(set(sources) - set(datasets))
     if bad:
         raise ValueError(f"sources {bad} are not among datasets {datasets}")
@@ -491,13 +490,14 @@ def plan_target(target: str, datasets: list[str], sources: list[str], zoo_dir: P
         raise ValueError(f"the target {target!r} is among its own training datasets")
     if not sources:
         raise ValueError(f"fold {target!r} has no training datasets")
-    finals = {d: require_adapter_dir(locate(zoo_dir, Path(d) / "final", f"final LoRA of {d}"), f"final LoRA of {d}")
-              for d in datasets}
-    generated = discover_generated(generated_dir, kinds)
-    encoded = {d: locate(encoded_dir, Path(d) / "train.pt", f"encoded train prompts of {d}") for d in sources}
-    cond = require_file(cond, f"encoded cond prompts of {target}") if cond else \
-        locate(encoded_dir, Path(target) / "cond.pt", f"encoded cond prompts of {target}")
-    return {"finals": finals, "generated": generated, "encoded": encoded, "cond": cond}
+    finals = {d: require_adapter_dir(declared(zoo, Path(d) / "final", f"final LoRA of {d}", "--zoo"),
+                                     f"final LoRA of {d}") for d in datasets}
+    adapters = discover_generated(generated, kinds)
+    trains = {d: require_file(declared(encoded, Path(d) / "train.pt", f"encoded train prompts of {d}", "--encoded"),
+                              f"encoded train prompts of {d}") for d in sources}
+    what = f"encoded cond prompts of {target}"
+    cond = require_file(Path(cond) if cond else declared(encoded, Path(target) / "cond.pt", what, "--encoded"), what)
+    return {"finals": finals, "generated": adapters, "encoded": trains, "cond": cond}
 
 
 def reference_lora(plan: dict[str, Any], sources: list[str]) -> tuple[Path, dict[str, Any]]:
@@ -593,8 +593,8 @@ def score_jobs(target: str, jobs: list[tuple[str, str, str, Any]], new_scorer, c
     return scored, stats
 
 
-def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: Path,
-                    zoo_dir: Path | Sequence[Path], generated_dir: Path, encoded_dir: Path | Sequence[Path],
+def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks: Sequence[Path],
+                    zoo: Sequence[Path], generated: Sequence[Path], encoded: Sequence[Path],
                     cache_dir: Path | None = None,
                     cond: Path | None = None) -> list[dict[str, Any]]:
     """Score every method on `target` (see the module doc). With `cache_dir`, adapters whose
@@ -608,11 +608,11 @@ def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks_
         raise ValueError("--params must list 'datasets'")
     sources = list(params.get("sources") or [d for d in datasets if d != target])
     task = task_name(target)
-    task_yaml = require_file(tasks_dir / f"{task}.yaml", f"lm-eval task {task}")
+    tasks_dir, (task_yaml,) = task_files(tasks, [task])
     test_file = task_data_file(task_yaml)
     test_ids = read_ids(test_file)
     require_file(model_dir / "config.json", "base model")
-    plan = plan_target(target, datasets, sources, zoo_dir, generated_dir, encoded_dir, cond)
+    plan = plan_target(target, datasets, sources, zoo, generated, encoded, cond)
     nearest, sims = nearest_training_lora(plan, target)
 
     ref_dir, ref_cfg = reference_lora(plan, sources)
@@ -642,28 +642,32 @@ def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks_
     return rows
 
 
+def add_declared_inputs(p: argparse.ArgumentParser) -> None:
+    """--tasks, --zoo, --generated, --encoded: the files a scoring rule declared, each a list
+    (several words, or repeated); a dataset's entry is found by its name (dnd.paths.declared)."""
+    add_declared_option(p, "--tasks", "lm-eval task files (.../dnd_{ds}.yaml)")
+    add_declared_option(p, "--zoo", "final LoRA folders (.../{ds}/final), each scored dataset's")
+    add_declared_option(p, "--generated", "generated adapter folders (results/generated/{target}/{kind}_{i})")
+    add_declared_option(p, "--encoded",
+                        "encoded prompts (.../{ds}/train.pt of every source; .../{target}/cond.pt unless --cond)")
+
+
 def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="{}", help="JSON: {evaluation: {...}, datasets: [...], sources: [...], seed}")
     p.add_argument("--target", required=True, help="held-out dataset")
     p.add_argument("--model", required=True, type=Path, help="base model directory")
-    p.add_argument("--tasks-dir", required=True, type=Path, help="directory of dnd_{ds}.yaml lm-eval tasks")
-    p.add_argument("--zoo-dir", required=True, type=Path, nargs="+", action="extend",
-                   help="results/zoo (uses {ds}/final/); several (or repeated): a search path, each dataset in "
-                        "exactly one")
-    p.add_argument("--generated-dir", required=True, type=Path, help="results/generated/{target}")
-    p.add_argument("--encoded-dir", required=True, type=Path, nargs="+", action="extend",
-                   help="results/encoded (train.pt, cond.pt); several (or repeated): a search path, like --zoo-dir")
+    add_declared_inputs(p)
     p.add_argument("--out", required=True, type=Path, help="results/eval/{target}.jsonl")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="score cache directory (results/eval_cache/{target}); omit to score everything")
     p.add_argument("--cond", type=Path, default=None,
-                   help="the target's encoded cond prompts (default: <encoded-dir>/<target>/cond.pt)")
+                   help="the target's encoded cond prompts (default: the --encoded path .../<target>/cond.pt)")
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
     params = parse_params(args.params)
-    rows = evaluate_target(args.target, params, args.model, args.tasks_dir, args.zoo_dir, args.generated_dir,
-                           args.encoded_dir, args.cache_dir, args.cond)
+    rows = evaluate_target(args.target, params, args.model, args.tasks, args.zoo, args.generated, args.encoded,
+                           args.cache_dir, args.cond)
     write_jsonl(args.out, rows)
     log.info("wrote %d rows to %s", len(rows), args.out)
 

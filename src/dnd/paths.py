@@ -5,6 +5,7 @@ Imports nothing of the package."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -90,3 +91,27 @@ def claim_run_dir(root: Path, name: str) -> None:
         from .io import write_text  # atomic; function-local: this module imports nothing of the package at load
 
         write_text(marker, name + "\n")
+
+
+def declared(paths: Iterable[str | Path], rel: str | Path, what: str, option: str) -> Path:
+    """The one path of `paths` (the files or folders a rule declared and passed with `option`)
+    whose last components are `rel`: a dataset's entry is found by the declared path's own name
+    structure ("beta/final" among results/zoo/*/final, "dnd_beta.yaml" among the task files,
+    "beta/train.pt" among the encodings), never in a folder rebuilt from it. One line when none or
+    several end so."""
+    want = Path(rel).parts
+    paths = [Path(p) for p in paths]
+    found = [p for p in paths if p.parts[len(p.parts) - len(want):] == want]
+    if not found:
+        names = ", ".join(map(str, paths)) or "none"
+        raise FileNotFoundError(f"{what}: no path ending in {Path(rel)} among the {option} paths ({names})")
+    if len(found) > 1:
+        raise ValueError(f"{what}: {len(found)} {option} paths end in {Path(rel)}: {', '.join(map(str, found))}")
+    return found[0]
+
+
+def add_declared_option(parser, flag: str, help: str, required: bool = True) -> None:
+    """A command's option that takes declared paths (found with `declared`): several words, or the
+    flag repeated; an optional one defaults to none."""
+    parser.add_argument(flag, required=required, type=Path, nargs="+", action="extend",
+                        default=None if required else [], help=help)

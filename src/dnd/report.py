@@ -16,6 +16,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,7 +33,7 @@ from .config import (
     validate_config,
 )
 from .io import atomic_path, write_text
-from .paths import shown_path
+from .paths import add_declared_option, shown_path
 from .reporting.figures import (
     CAPTIONS,
     FIGURES,
@@ -106,9 +107,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--diagnostics", default="results/diagnostics.csv",
                    help="fold,variant,metric,value of dnd diagnostics (optional)")
     p.add_argument("--data-summary", default="results/data_summary.csv")
-    p.add_argument("--zoo-dir", default="results/zoo")
-    p.add_argument("--generators-dir", default="results/generators")
-    p.add_argument("--generated-dir", default="results/generated")
+    add_declared_option(p, "--zoo-logs",
+                        "the LoRAs' training logs (results/zoo/{ds}/train_log.csv): the curves figure", required=False)
+    add_declared_option(p, "--zoo-checkpoints",
+                        "the LoRAs' checkpoint folders (results/zoo/{ds}/checkpoints): the PCA figure", required=False)
+    add_declared_option(p, "--generator-logs",
+                        "the generators' training logs (results/generators/{T}/train_log_{design}.csv)", required=False)
+    add_declared_option(p, "--generated",
+                        "the DnD adapters (results/generated/{T}/dnd_{i}): the PCA figure", required=False)
     p.add_argument("--benchmarks-dir", default="benchmarks")
     p.add_argument("--timings-dir", default="results/timings",
                    help="wall-clock timings of the training jobs (kept apart from the hashed artifacts)")
@@ -128,10 +134,10 @@ def run(args: argparse.Namespace) -> None:
     if params:  # without a config the report is rendered from the run's files alone
         params = run_config(validate_config(params))  # the default run's config, as it is hashed
     paths = {k: Path(getattr(args, k)) for k in ("scores", "metrics", "efficiency", "eval_speed", "eval_agreement",
-                                                 "diagnostics", "data_summary", "zoo_dir",
-                                                 "generators_dir", "generated_dir", "benchmarks_dir", "timings_dir",
+                                                 "diagnostics", "data_summary", "benchmarks_dir", "timings_dir",
                                                  "paper_numbers", "paper_config", "out", "figures_dir")}
-    build_report(params=params, **paths, tables_dir=Path(args.tables_dir) if args.tables_dir else None,
+    lists = {k: getattr(args, k) for k in ("zoo_logs", "zoo_checkpoints", "generator_logs", "generated")}
+    build_report(params=params, **paths, **lists, tables_dir=Path(args.tables_dir) if args.tables_dir else None,
                  pca_checkpoints=args.pca_checkpoints, pca_coords=args.pca_coords)
 
 
@@ -600,7 +606,8 @@ def _write_tables(tables_dir: Path, tables: dict[str, pd.DataFrame], out: Path) 
 
 def build_report(*, params: dict, scores: Path, metrics: Path, efficiency: Path, eval_speed: Path,
                  eval_agreement: Path, data_summary: Path, diagnostics: Path | None = None,
-                 zoo_dir: Path, generators_dir: Path, generated_dir: Path, benchmarks_dir: Path,
+                 zoo_logs: Sequence[Path], zoo_checkpoints: Sequence[Path], generator_logs: Sequence[Path],
+                 generated: Sequence[Path], benchmarks_dir: Path,
                  timings_dir: Path, paper_numbers: Path, out: Path, figures_dir: Path, tables_dir: Path | None = None,
                  paper_config: Path | None = None,
                  pca_checkpoints: int = 10, pca_coords: int = 100_000) -> str:
@@ -626,9 +633,9 @@ def build_report(*, params: dict, scores: Path, metrics: Path, efficiency: Path,
     fig_comparisons(metrics_obj, targets, fig["comparisons"], pct_factor(sc))
     fig_transfer(tidy, sc, datasets, fig["transfer"])
     fig_efficiency(eff_num, fig["efficiency"])
-    pca_note = fig_pca(zoo_dir, generated_dir, datasets, fig["pca"], pca_checkpoints, pca_coords,
+    pca_note = fig_pca(zoo_checkpoints, generated, datasets, fig["pca"], pca_checkpoints, pca_coords,
                        int(params.get("seed", 0) or 0))
-    has_curves = fig_curves(zoo_dir, generators_dir, datasets, fig["curves"],
+    has_curves = fig_curves(zoo_logs, generator_logs, datasets, fig["curves"],
                             lookup(params, "generator.design", "hyperconv"))
 
     md_lines = [f"# Drag-and-Drop LLMs reproduction: report (profile `{params.get('name', 'n/a')}`)", "",

@@ -40,7 +40,7 @@ rule ablation_extra_data:
         "../envs/dnd.yaml"
     shell:
         "python -m dnd.cli prepare-data --dataset {wildcards.ds:q} --params {params.p:q} "
-        f"--out-dir {ABX}/data/{{wildcards.ds:q}} --tasks-dir {ABX}/tasks > {{log:q}} 2>&1"
+        "--out {output:q} > {log:q} 2>&1"
 
 
 use rule train_lora as ablation_extra_train_lora with:
@@ -181,15 +181,7 @@ rule ablation_evaluate:
                 "seed": config["seed"],
             }
         ),
-        # the zoo folder(s) of the scored LoRAs: the default run's, and the extra tasks' if any
-        zoo=lambda wildcards, input: list(dict.fromkeys(str(Path(z).parent.parent) for z in input.zoo)),
-        generated=lambda wildcards, input: str(Path(input.generated[0]).parent),
-        # the options after --encoded-dir results/encoded: the score cache and, for a cell that
-        # trains on extra tasks, their encodings' folder (a second --encoded-dir). Kept in this one
-        # param so that the shell text, and the params of the cells made before the extra tasks
-        # existed, are unchanged: Snakemake reruns a job whose command or params changed.
-        cache=lambda wildcards: cache_dir_arg(AB)(wildcards)
-        + (["--encoded-dir", f"{ABX}/encoded"] if any(d in AB_EXTRA for d in ablation_sources(wildcards)) else []),
+        cache=cache_dir_arg(AB),
     log:
         "logs/ablations/evaluate/{family}_{setting}_{target}.log",
     benchmark:
@@ -203,8 +195,8 @@ rule ablation_evaluate:
         "../envs/dnd.yaml"
     shell:
         "python -m dnd.cli evaluate --threads {threads:q} --params {params.p:q} --target {wildcards.target:q} "
-        "--model {input.model:q} --tasks-dir results/tasks --zoo-dir {params.zoo:q} "
-        "--generated-dir {params.generated:q} --encoded-dir results/encoded {params.cache:q} --out {output:q} "
+        "--model {input.model:q} --tasks {input.tasks:q} --zoo {input.zoo:q} --generated {input.generated:q} "
+        "--encoded {input.encoded:q} --cond {input.cond:q} {params.cache:q} --out {output:q} "
         "> {log:q} 2>&1"
 
 
@@ -230,7 +222,7 @@ rule ablation_summary:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli ablation-summary --params {params.p:q} --default-eval-dir results/eval "
+        "python -m dnd.cli ablation-summary --params {params.p:q} --default-eval {input.default:q} "
         "--out {output.csv:q} --metrics {output.metrics:q} > {log:q} 2>&1"
 
 

@@ -28,8 +28,6 @@ rule crossdomain_data:
             }
         ),
         target=CD_TARGET,
-        out_dir=lambda wildcards, output: str(Path(output.lmeval).parent),
-        tasks_dir=lambda wildcards, output: str(Path(output.task).parent),
     log:
         "logs/crossdomain/data.log",
     benchmark:
@@ -42,7 +40,7 @@ rule crossdomain_data:
         "../envs/dnd.yaml"
     shell:
         "python -m dnd.cli prepare-data --dataset {params.target:q} --params {params.p:q} "
-        "--out-dir {params.out_dir:q} --tasks-dir {params.tasks_dir:q} > {log:q} 2>&1"
+        "--out {output:q} > {log:q} 2>&1"
 
 
 use rule encode_prompts as crossdomain_encode_prompts with:
@@ -115,10 +113,6 @@ rule crossdomain_evaluate:
             }
         ),
         target=CD_TARGET,
-        tasks_dir=lambda wildcards, input: str(Path(input.task).parent),
-        zoo=lambda wildcards, input: str(Path(input.zoo[0]).parent.parent),
-        encoded=lambda wildcards, input: str(Path(input.encoded[0]).parent.parent),
-        generated=lambda wildcards, input: str(Path(input.generated[0]).parent),
         cache=cache_dir_arg(CD, CD_TARGET),
     log:
         "logs/crossdomain/evaluate.log",
@@ -133,8 +127,8 @@ rule crossdomain_evaluate:
         "../envs/dnd.yaml"
     shell:
         "python -m dnd.cli evaluate --threads {threads:q} --params {params.p:q} --target {params.target:q} "
-        "--model {input.model:q} --tasks-dir {params.tasks_dir:q} --zoo-dir {params.zoo:q} "
-        "--generated-dir {params.generated:q} --encoded-dir {params.encoded:q} --cond {input.cond:q} "
+        "--model {input.model:q} --tasks {input.task:q} --zoo {input.zoo:q} "
+        "--generated {input.generated:q} --encoded {input.encoded:q} --cond {input.cond:q} "
         "{params.cache:q} --out {output:q} > {log:q} 2>&1"
 
 

@@ -21,7 +21,7 @@ rule prepare_data:
         "../envs/dnd.yaml"
     shell:
         "python -m dnd.cli prepare-data --dataset {wildcards.ds:q} --params {params.p:q} "
-        "--out-dir results/data/{wildcards.ds:q} --tasks-dir results/tasks > {log:q} 2>&1"
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule data_summary:
@@ -34,8 +34,6 @@ rule data_summary:
             caption="../report/data_summary.rst",
             category="Data",
         ),
-    params:
-        dirs=expand("results/data/{ds}", ds=DATASETS),
     log:
         "logs/data_summary.log",
     benchmark:
@@ -47,7 +45,7 @@ rule data_summary:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli data-summary --data-dirs {params.dirs:q} --out {output:q} > {log:q} 2>&1"
+        "python -m dnd.cli data-summary --data {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule data:

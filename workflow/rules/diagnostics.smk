@@ -22,7 +22,7 @@ rule diagnose_fold:
     shell:
         "python -m dnd.cli diagnose-fold --threads {threads} --params {params.p:q} --target {wildcards.target:q} "
         "--sources {params.sources:q} --generators {input.generators:q} --variants {params.variants:q} "
-        "--tokens-dir results/tokens --encoded-dir results/encoded --out {output:q} > {log:q} 2>&1"
+        "--tokens {input.tokens:q} --encoded {input.encoded:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule diagnostics:

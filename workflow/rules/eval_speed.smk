@@ -16,7 +16,6 @@ rule compare_backends:
                 "sources": FOLDS[wildcards.target],
             }
         ),
-        zoo=lambda wildcards, input: str(Path(input.zoo[0]).parent.parent),
     log:
         "logs/eval_speed/{target}.log",
     benchmark:
@@ -30,7 +29,7 @@ rule compare_backends:
         "../envs/dnd.yaml"
     shell:
         "python -m dnd.cli eval-speed --threads {threads:q} --params {params.p:q} --target {wildcards.target:q} "
-        "--model {input.model:q} --tasks-dir results/tasks --zoo-dir {params.zoo:q} --out {output:q} > {log:q} 2>&1"
+        "--model {input.model:q} --tasks {input.tasks:q} --zoo {input.zoo:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule eval_speed:

@@ -13,8 +13,6 @@ rule evaluate_target:
                 "seed": config["seed"],
             }
         ),
-        zoo=lambda wildcards, input: str(Path(input.zoo[0]).parent.parent),
-        generated=lambda wildcards: f"results/generated/{wildcards.target}",
         # a list, so that `:q` quotes each word (and an empty list gives no argument)
         cache=cache_dir_arg("results"),
     log:
@@ -30,8 +28,8 @@ rule evaluate_target:
         "../envs/dnd.yaml"
     shell:
         "python -m dnd.cli evaluate --threads {threads:q} --params {params.p:q} --target {wildcards.target:q} "
-        "--model {input.model:q} --tasks-dir results/tasks --zoo-dir {params.zoo:q} "
-        "--generated-dir {params.generated:q} --encoded-dir results/encoded "
+        "--model {input.model:q} --tasks {input.tasks:q} --zoo {input.zoo:q} "
+        "--generated {input.generated:q} --encoded {input.encoded:q} "
         "{params.cache:q} --out {output:q} > {log:q} 2>&1"
 
 

@@ -52,8 +52,6 @@ rule fewshot_score:
         f"{FEW}/eval/{{target}}/fewshot_ft.jsonl",
     params:
         p=as_json({"evaluation": SCORING_EVALUATION, "fewshot": {"ks": FEW_KS}}),
-        lora_dir=f"{FEW}/lora/{{target}}",
-        tasks_dir=lambda wildcards, input: str(Path(input.task).parent),
         cache=cache_dir_arg(FEW),
     log:
         "logs/fewshot/score/{target}.log",
@@ -68,7 +66,7 @@ rule fewshot_score:
         "../envs/dnd.yaml"
     shell:
         "python -m dnd.cli fewshot-score --threads {threads} --params {params.p:q} --target {wildcards.target:q} "
-        "--model {input.model:q} --tasks-dir {params.tasks_dir:q} --lora-dir {params.lora_dir:q} {params.cache:q} "
+        "--model {input.model:q} --tasks {input.task:q} --loras {input.loras:q} {params.cache:q} "
         "--out {output:q} > {log:q} 2>&1"
 
 
@@ -86,7 +84,6 @@ rule fewshot_icl:
     params:
         p=as_json({"evaluation": SCORING_EVALUATION, "fewshot": {"icl_ks": sorted(FEWSHOT_CONFIG["icl_ks"])},
                    "prompt": config["prompt"]}),
-        tasks_dir=lambda wildcards, input: str(Path(input.task).parent),
     log:
         "logs/fewshot/icl/{target}.log",
     benchmark:
@@ -100,7 +97,7 @@ rule fewshot_icl:
         "../envs/dnd.yaml"
     shell:
         "python -m dnd.cli fewshot-icl --threads {threads} --params {params.p:q} --target {wildcards.target:q} "
-        "--model {input.model:q} --tasks-dir {params.tasks_dir:q} --train {input.train:q} --out {output.rows:q} "
+        "--model {input.model:q} --tasks {input.task:q} --train {input.train:q} --out {output.rows:q} "
         "--context-out {output.context:q} --timings {output.timings:q} > {log:q} 2>&1"
 
 
@@ -119,8 +116,6 @@ rule fewshot_summary:
         metrics=f"{FEW}/metrics.json",
     params:
         p=as_json({"targets": FEW_TARGETS, "bootstrap": config["evaluation"]["bootstrap"], "seed": config["seed"]}),
-        fewshot_eval=lambda wildcards, input: str(Path(input.ft[0]).parents[1]),
-        timings_dir=lambda wildcards, input: str(Path(input.icl_timings[0]).parents[1]),
     log:
         "logs/fewshot/summary.log",
     benchmark:
@@ -132,9 +127,10 @@ rule fewshot_summary:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli fewshot-summary --params {params.p:q} --fewshot-eval {params.fewshot_eval:q} "
-        "--dnd-eval results/eval --timings-dir {params.timings_dir:q} --generate-timings-dir results/timings/generate --csv {output.csv:q} "
-        "--metrics {output.metrics:q} > {log:q} 2>&1"
+        "python -m dnd.cli fewshot-summary --params {params.p:q} "
+        "--fewshot-eval {input.ft:q} {input.icl:q} {input.context:q} --dnd-eval {input.dnd:q} "
+        "--timings {input.train_timings:q} {input.icl_timings:q} --generate-timings {input.generation_timings:q} "
+        "--csv {output.csv:q} --metrics {output.metrics:q} > {log:q} 2>&1"
 
 
 rule fewshot_report:
@@ -145,6 +141,8 @@ rule fewshot_report:
         # DnD's one-off cost, named in the report
         generator_timings=expand(f"results/timings/train_generator/{{target}}_{DESIGN}.json",
                                  target=FEW_TARGETS),
+        # DnD's range of generation times
+        generation_timings=dnd_generation_timings,
     output:
         md=report(f"{FEW}/report.md", caption="../report/fewshot_report.rst", category="Few-shot"),
         figure=report(f"{FEW}/figures/fewshot.png", caption="../report/fig_fewshot.rst", category="Few-shot"),
@@ -163,7 +161,7 @@ rule fewshot_report:
         "../envs/dnd.yaml"
     shell:
         "python -m dnd.cli fewshot-report --params {params.p:q} --csv {input.csv:q} --metrics {input.metrics:q} "
-        "--generate-timings-dir results/timings/generate --generator-timings-dir results/timings/train_generator "
+        "--generate-timings {input.generation_timings:q} --generator-timings {input.generator_timings:q} "
         "--benchmarks-dir benchmarks/fewshot --out {output.md:q} --figure {output.figure:q} > {log:q} 2>&1"
 
 

@@ -17,7 +17,6 @@ rule math_data:
         domain="math",
         p=as_json({"math": config["math"]}),
         data_dir=config["data"]["dir"],
-        out_dir=lambda wildcards, output: str(Path(output.summary).parents[1]),
     log:
         "logs/math/data.log",
     benchmark:
@@ -30,7 +29,7 @@ rule math_data:
         "../envs/dnd.yaml"
     shell:
         "python -m dnd.cli mathcode-data --domain {params.domain:q} --params {params.p:q} --data-dir {params.data_dir:q} "
-        "--out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "--out {output:q} > {log:q} 2>&1"
 
 
 use rule math_data as code_data with:
@@ -40,7 +39,6 @@ use rule math_data as code_data with:
         domain="code",
         p=as_json({"code": config["code"]}),
         data_dir=config["data"]["dir"],
-        out_dir=lambda wildcards, output: str(Path(output.summary).parents[1]),
     log:
         "logs/code/data.log",
     benchmark:
@@ -154,7 +152,6 @@ rule mathcode_evaluate:
                 "sources": MC_SOURCES[wildcards.domain],
             }
         ),
-        generated=lambda wildcards: f"results/{wildcards.domain}/generated/{wildcards.target}",
         cache=cache_dir_arg("results/{domain}"),
     log:
         "logs/{domain}/evaluate/{target}.log",
@@ -170,8 +167,8 @@ rule mathcode_evaluate:
     shell:
         "python -m dnd.cli evaluate-mathcode --threads {threads:q} --domain {wildcards.domain:q} "
         "--target {wildcards.target:q} --params {params.p:q} --model {input.model:q} "
-        "--tasks-dir results/{wildcards.domain}/tasks --zoo-dir results/{wildcards.domain}/zoo "
-        "--generated-dir {params.generated:q} --encoded-dir results/{wildcards.domain}/encoded --cond {input.cond:q} "
+        "--tasks {input.tasks:q} --zoo {input.zoo:q} "
+        "--generated {input.generated:q} --encoded {input.encoded:q} --cond {input.cond:q} "
         "{params.cache:q} --out {output:q} > {log:q} 2>&1"
 
 

@@ -13,13 +13,12 @@ rule protocol_tasks:
     """The first protocol.n_test test items of each dataset in the paper's format, and the lm-eval
     tasks that score them (log-likelihood, greedy, one per sampling seed)."""
     input:
-        expand("results/data/{ds}/test.jsonl", ds=DATASETS),
+        data=expand("results/data/{ds}/test.jsonl", ds=DATASETS),
     output:
         tasks=[f"{PROTO}/tasks/{name}.yaml" for name in P_TASKS],
         data=expand(f"{PROTO}/data/{{ds}}/test.jsonl", ds=DATASETS),
     params:
         p=as_json({"protocol": PROTOCOL_CONFIG, "datasets": DATASETS}),
-        out_dir=lambda wildcards, output: str(Path(output.data[0]).parents[2]),
     log:
         "logs/protocol/tasks.log",
     benchmark:
@@ -31,7 +30,7 @@ rule protocol_tasks:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli protocol-tasks --params {params.p:q} --data-dir results/data --out-dir {params.out_dir:q} "
+        "python -m dnd.cli protocol-tasks --params {params.p:q} --data {input.data:q} --out {output:q} "
         "> {log:q} 2>&1"
 
 
@@ -117,9 +116,6 @@ rule evaluate_protocol:
                 "sources": FOLDS[wildcards.target],
             }
         ),
-        generated=lambda wildcards: f"{PROTO}/generated/{wildcards.target}",
-        tasks_dir=lambda wildcards, input: str(Path(input.tasks[0]).parent),
-        zoo=lambda wildcards, input: str(Path(input.zoo[0]).parent.parent),
         cache=cache_dir_arg(PROTO),
     log:
         "logs/protocol/evaluate/{target}.log",
@@ -134,8 +130,8 @@ rule evaluate_protocol:
         "../envs/dnd.yaml"
     shell:
         "python -m dnd.cli evaluate-protocol --threads {threads:q} --params {params.p:q} "
-        "--target {wildcards.target:q} --model {input.model:q} --tasks-dir {params.tasks_dir:q} --zoo-dir {params.zoo:q} "
-        "--generated-dir {params.generated:q} --encoded-dir results/encoded {params.cache:q} --out {output:q} "
+        "--target {wildcards.target:q} --model {input.model:q} --tasks {input.tasks:q} --zoo {input.zoo:q} "
+        "--generated {input.generated:q} --encoded {input.encoded:q} {params.cache:q} --out {output:q} "
         "> {log:q} 2>&1"
 
 

@@ -18,8 +18,8 @@ rule report:
         generators=expand("results/generators/{target}/train_log_{design}.csv", target=TARGETS, design=DESIGN),
         paper=workflow.source_path("../../config/paper_numbers.yaml"),
         paper_config=workflow.source_path("../../config/paper.yaml"),  # DnD's settings beside the paper's
-        # read through the directories the command names (--zoo-dir, --generated-dir,
-        # --benchmarks-dir): the PCA figure's LoRA checkpoints and DnD adapters, the compute tables
+        # the PCA figure's LoRA checkpoints and DnD adapters; the compute tables' benchmark files
+        # and the LoRA timings are read under --benchmarks-dir and --timings-dir
         checkpoints=expand(f"{ZOO}/{{ds}}/checkpoints", ds=DATASETS),
         generated=[f"results/generated/{t}/dnd_{i}" for t in TARGETS for i in range(N_ADAPTERS)],
         benchmarks=report_benchmarks,
@@ -36,7 +36,6 @@ rule report:
         ],
     params:
         p=as_json(run_config(config)),  # without the extra experiments' sections
-        zoo=lambda wildcards, input: str(Path(input.zoo[0]).parents[1]),
     log:
         "logs/report.log",
     benchmark:
@@ -51,8 +50,8 @@ rule report:
         "python -m dnd.cli report --params {params.p:q} --scores {input.scores:q} --metrics {input.metrics:q} "
         "--efficiency {input.efficiency:q} --eval-speed results/eval_speed.csv "
         "--eval-agreement results/eval_agreement.csv --diagnostics {input.diagnostics:q} "
-        "--data-summary {input.data_summary:q} --zoo-dir {params.zoo:q} "
-        "--generators-dir results/generators --generated-dir results/generated "
+        "--data-summary {input.data_summary:q} --zoo-logs {input.zoo:q} --zoo-checkpoints {input.checkpoints:q} "
+        "--generator-logs {input.generators:q} --generated {input.generated:q} "
         "--benchmarks-dir benchmarks --timings-dir results/timings --paper-numbers {input.paper:q} "
         "--paper-config {input.paper_config:q} --out {output.md:q} "
         "--figures-dir results/figures > {log:q} 2>&1"

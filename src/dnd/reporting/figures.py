@@ -20,7 +20,7 @@ workflow/report/fig_{name}.rst; `CAPTIONS` are the report's one-line index entri
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -210,21 +210,21 @@ def _load_flat(path: Path, keys: list[str], idx: np.ndarray | None) -> np.ndarra
     return v[idx] if idx is not None else v
 
 
-def collect_pca_inputs(zoo_dir: Path, generated_dir: Path, per_dataset: int) -> list[tuple[str, str, Path]]:
-    """(dataset, kind, file): evenly spaced real checkpoints per dataset, every DnD adapter."""
+def collect_pca_inputs(checkpoints: Sequence[Path], adapters: Sequence[Path],
+                       per_dataset: int) -> list[tuple[str, str, Path]]:
+    """(dataset, kind, file): evenly spaced real checkpoints per dataset (of the declared zoo
+    folders .../{ds}/checkpoints), every DnD adapter (of the declared .../{T}/dnd_{i} folders),
+    by dataset and target name."""
     items: list[tuple[str, str, Path]] = []
-    if zoo_dir.exists():
-        for d in sorted(p for p in zoo_dir.iterdir() if (p / "checkpoints").is_dir()):
-            ck = sorted((d / "checkpoints").glob("step-*.safetensors"))
-            if not ck:
-                continue
-            sel = sorted(set(np.linspace(0, len(ck) - 1, min(per_dataset, len(ck))).round().astype(int)))
-            items += [(d.name, "LoRA checkpoint", ck[i]) for i in sel]
-    if generated_dir.exists():
-        for t in sorted(p for p in generated_dir.iterdir() if p.is_dir()):
-            for a in sorted(t.glob("dnd_*/adapter_model.safetensors")):
-                if a.parent.name.removeprefix("dnd_").isdigit():  # the default design's adapters, not dnd_<design>_i
-                    items.append((t.name, "DnD adapter", a))
+    for d in sorted(Path(p) for p in checkpoints if Path(p).is_dir()):
+        ck = sorted(d.glob("step-*.safetensors"))
+        if not ck:
+            continue
+        sel = sorted(set(np.linspace(0, len(ck) - 1, min(per_dataset, len(ck))).round().astype(int)))
+        items += [(d.parent.name, "LoRA checkpoint", ck[i]) for i in sel]
+    for a in sorted(Path(p) / "adapter_model.safetensors" for p in adapters):
+        if a.parent.name.removeprefix("dnd_").isdigit() and a.exists():  # the default design's, not dnd_<design>_i
+            items.append((a.parent.parent.name, "DnD adapter", a))
     return items
 
 
@@ -266,12 +266,12 @@ def pca_coordinates(items: list[tuple[str, str, Path]], n_coords: int,
     return df, var[:2]
 
 
-def fig_pca(zoo_dir: Path, generated_dir: Path, datasets: list[str], path: Path, per_dataset: int,
-            n_coords: int, seed: int) -> str | None:
+def fig_pca(checkpoints: Sequence[Path], adapters: Sequence[Path], datasets: list[str], path: Path,
+            per_dataset: int, n_coords: int, seed: int) -> str | None:
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    items = collect_pca_inputs(zoo_dir, generated_dir, per_dataset)
+    items = collect_pca_inputs(checkpoints, adapters, per_dataset)
     if len(items) < 3:
         placeholder(path, "Too few LoRA checkpoints / generated adapters for a PCA.")
         return None
@@ -306,13 +306,14 @@ def _smooth(y: pd.Series) -> pd.Series:
     return y.rolling(w, center=True, min_periods=1).mean()
 
 
-def fig_curves(zoo_dir: Path, generators_dir: Path, datasets: list[str], path: Path, design: str = "hyperconv") -> bool:
-    """Loss curves of the zoo's LoRAs and of the default design's generators
-    (generators_dir/{target}/train_log_{design}.csv)."""
+def fig_curves(zoo_logs: Sequence[Path], generator_logs: Sequence[Path], datasets: list[str], path: Path,
+               design: str = "hyperconv") -> bool:
+    """Loss curves of the zoo's LoRAs (the declared .../{ds}/train_log.csv) and of the default
+    design's generators (the declared .../{target}/train_log_{design}.csv)."""
     import matplotlib.pyplot as plt
 
-    zoo = {p.parent.name: p for p in sorted(zoo_dir.glob("*/train_log.csv"))} if zoo_dir.exists() else {}
-    logs = sorted(generators_dir.glob(f"*/train_log_{design}.csv")) if generators_dir.exists() else []
+    zoo = {p.parent.name: p for p in sorted(map(Path, zoo_logs)) if p.name == "train_log.csv" and p.is_file()}
+    logs = sorted(p for p in map(Path, generator_logs) if p.name == f"train_log_{design}.csv" and p.is_file())
     gen = {p.parent.name: p for p in logs}
     if not zoo and not gen:
         placeholder(path, "No training logs (zoo or generators) for this run.")

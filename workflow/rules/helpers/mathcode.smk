@@ -7,7 +7,6 @@ import dnd.experiments.mathcode.data as mathcode_data  # noqa: E402
 MC_DOMAINS = list(mathcode_data.DOMAINS)
 MC_TARGETS = {d: list(mathcode_data.TARGETS[d]) for d in MC_DOMAINS}
 MC_SOURCES = {d: mathcode_data.sources(d, config[d]) for d in MC_DOMAINS}
-MC_NAMES = {d: MC_SOURCES[d] + MC_TARGETS[d] for d in MC_DOMAINS}
 
 
 wildcard_constraints:
@@ -40,12 +39,5 @@ def mc_prompts(wildcards):
 
 
 def mc_data_outputs(domain):
-    names = MC_NAMES[domain]
-    return {
-        "splits": [f"results/{domain}/data/{n}/{s}.jsonl" for n in names for s in ("train", "cond", "test")],
-        "lmeval": [f"results/{domain}/data/{t}/test.lmeval.jsonl" for t in MC_TARGETS[domain]],
-        "tasks": [
-            f"results/{domain}/tasks/dnd_{domain}_{t}_{k}.yaml" for t in MC_TARGETS[domain] for k in ("gen", "loglik")
-        ],
-        "summary": f"results/{domain}/data/splits.csv",
-    }
+    """The mathcode-data job's outputs (dnd.experiments.mathcode.data.outputs)."""
+    return mathcode_data.outputs(domain, config[domain], f"results/{domain}")

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from dnd.io import atomic_path, read_jsonl, write_json
+from dnd.paths import add_declared_option, declared
 from dnd.reporting.format import signed
 from dnd.reporting.output import figure_link, write_report
 from dnd.schedule import derive_seed
@@ -391,8 +392,9 @@ def _add_summary(p: argparse.ArgumentParser) -> None:
                         "[sources]]], n_adapters, bootstrap, seed, extra_sources: [names]}")
     p.add_argument("--out", required=True, type=Path, help="results/ablations/{family}.csv")
     p.add_argument("--metrics", required=True, type=Path, help="results/ablations/{family}.json")
-    p.add_argument("--default-eval-dir", type=Path, default=Path("results/eval"),
-                   help="the default run's per-target eval files (for the default setting)")
+    add_declared_option(p, "--default-eval",
+                        "the default run's per-target eval files (results/eval/{target}.jsonl: the default setting)",
+                        required=False)
 
 
 def _run_summary(args: argparse.Namespace) -> None:
@@ -405,7 +407,9 @@ def _run_summary(args: argparse.Namespace) -> None:
     family = params["family"]
     cells, sources = {}, {}
     for setting, target, path, srcs in params["cells"]:
-        file = Path(path) if path else args.default_eval_dir / f"{target}.jsonl"
+        file = Path(path) if path else declared(args.default_eval, f"{target}.jsonl",
+                                                 f"{family}/{setting}/{target}: the default run's rows",
+                                                 "--default-eval")
         if not file.is_file():
             raise FileNotFoundError(f"{family}/{setting}/{target}: {file} not found")
         cells[(str(setting), target)] = [r for r in read_jsonl(file) if r.get("target") == target]

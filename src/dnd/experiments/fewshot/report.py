@@ -1,12 +1,13 @@
 """Summary, figure and report of the few-shot experiment (dnd.experiments.fewshot.tuning).
 
 Commands:
-  fewshot-summary  dnd fewshot-summary --params JSON --fewshot-eval results/fewshot/eval
-                       --dnd-eval results/eval --timings-dir results/fewshot/timings
-                       --generate-timings-dir results/timings/generate
+  fewshot-summary  dnd fewshot-summary --params JSON --fewshot-eval results/fewshot/eval/{T}/*.json* ...
+                       --dnd-eval results/eval/{T}.jsonl ... --timings results/fewshot/timings/{train,icl}/...
+                       --generate-timings results/timings/generate/{T}/dnd_{i}.json ...
                        --csv results/fewshot.csv --metrics results/fewshot/metrics.json
   fewshot-report   dnd fewshot-report --params JSON --csv ... --metrics ... --benchmarks-dir benchmarks/fewshot
-                       [--generator-timings-dir results/timings/train_generator]
+                       --generate-timings results/timings/generate/{T}/dnd_{i}.json ...
+                       [--generator-timings results/timings/train_generator/{T}_{design}.json ...]
                        --out results/fewshot/report.md --figure results/fewshot/figures/fewshot.png
 
 What results/fewshot.csv and results/fewshot/metrics.json hold, how the comparisons are pooled
@@ -20,8 +21,9 @@ import argparse
 import json
 import logging
 import math
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -29,6 +31,7 @@ from dnd.benchmarks.datasets import title
 from dnd.config import parse_params
 from dnd.experiments.fewshot.tuning import DND, FT, ICL
 from dnd.io import read_jsonl, write_csv, write_json
+from dnd.paths import add_declared_option, declared
 from dnd.reporting.format import number
 from dnd.reporting.output import figure_link, write_report
 from dnd.stats import (
@@ -64,33 +67,38 @@ def _read_json(path: Path, what: str) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def load_inputs(targets: list[str], fewshot_eval: Path, dnd_eval: Path, timings_dir: Path,
-                generate_timings_dir: Path) -> dict[str, dict[str, Any]]:
+def load_inputs(targets: list[str], fewshot_eval: Sequence[Path], dnd_eval: Sequence[Path], timings: Sequence[Path],
+                generate_timings: Sequence[Path]) -> dict[str, dict[str, Any]]:
     """Per target: {"rows": few-shot and ICL rows, "dnd": the default run's dnd rows, "ft_s": {k: training
-    loop seconds}, "icl_s": {k: scoring seconds}, "context": ICL context info, "dnd_s": [generation seconds]}."""
+    loop seconds}, "icl_s": {k: scoring seconds}, "context": ICL context info, "dnd_s": [generation seconds]}.
+    The declared files, each found by its name (dnd.paths.declared): `fewshot_eval` {T}/fewshot_ft.jsonl,
+    {T}/icl.jsonl, {T}/icl_context.json; `dnd_eval` {T}.jsonl; `timings` train/{T}_k{k}.json,
+    icl/{T}.json; `generate_timings` {T}/dnd_{i}.json of the dnd rows' adapters."""
 
     out = {}
     for t in targets:
-        rows = [r for name in (FT, ICL) for r in read_jsonl(_existing(Path(fewshot_eval) / t / f"{name}.jsonl"))]
-        dnd = [r for r in read_jsonl(_existing(Path(dnd_eval) / f"{t}.jsonl")) if r["method"] == DND]
+        rows = [r for name in (FT, ICL)
+                for r in read_jsonl(_existing(declared(fewshot_eval, Path(t) / f"{name}.jsonl", f"{name} rows of {t}",
+                                                       "--fewshot-eval")))]
+        dnd_file = _existing(declared(dnd_eval, f"{t}.jsonl", f"the default run's rows of {t}", "--dnd-eval"))
+        dnd = [r for r in read_jsonl(dnd_file) if r["method"] == DND]
         if not dnd:
-            raise ValueError(f"{dnd_eval}/{t}.jsonl has no dnd rows")
+            raise ValueError(f"{dnd_file} has no dnd rows")
         ft_s = {}
         for r in rows:
             if r["method"] == FT:
                 k = int(r["k"])
-                ft_s[k] = float(_read_json(Path(timings_dir) / "train" / f"{t}_k{k}.json", "few-shot LoRA timings")
-                                ["loop_s"])
+                ft_s[k] = float(_read_json(declared(timings, Path("train") / f"{t}_k{k}.json",
+                                                    f"few-shot LoRA timings of {t} k={k}", "--timings"),
+                                           "few-shot LoRA timings")["loop_s"])
         icl_s = {int(k): float(v) for k, v in
-                 _read_json(Path(timings_dir) / "icl" / f"{t}.json", "ICL timings")["scoring_s"].items()}
-        context = _read_json(Path(fewshot_eval) / t / "icl_context.json", "ICL context info")
-        gen = sorted(Path(generate_timings_dir, t).glob("dnd_[0-9]*.json"))
-        adapters = {str(r["adapter"]) for r in dnd}
-        dnd_s = [float(_read_json(p, "generation timings")["total_s"]) for p in gen
-                 if p.stem.removeprefix("dnd_") in adapters]
-        if len(dnd_s) != len(adapters):
-            raise FileNotFoundError(f"generation timings of {t}'s dnd adapters {sorted(adapters)} not all found in "
-                                    f"{Path(generate_timings_dir, t)}")
+                 _read_json(declared(timings, Path("icl") / f"{t}.json", f"ICL timings of {t}", "--timings"),
+                            "ICL timings")["scoring_s"].items()}
+        context = _read_json(declared(fewshot_eval, Path(t) / "icl_context.json", f"ICL context info of {t}",
+                                      "--fewshot-eval"), "ICL context info")
+        gen = sorted(declared(generate_timings, Path(t) / f"dnd_{a}.json", f"generation timing of {t}'s dnd_{a}",
+                              "--generate-timings") for a in {str(r["adapter"]) for r in dnd})
+        dnd_s = [float(_read_json(p, "generation timings")["total_s"]) for p in gen]
         out[t] = {"rows": rows, "dnd": dnd, "ft_s": ft_s, "icl_s": icl_s, "context": context, "dnd_s": dnd_s}
     return out
 
@@ -377,18 +385,19 @@ def fewshot_markdown(df, m: dict[str, Any], params: dict[str, Any], figure_rel: 
 # ============================================================================ CLI
 def _add_summary(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", required=True, help='JSON: {"targets": [...], "bootstrap": int, "seed": int}')
-    p.add_argument("--fewshot-eval", required=True, type=Path, help="results/fewshot/eval ({T}/fewshot_ft.jsonl, ...)")
-    p.add_argument("--dnd-eval", required=True, type=Path, help="results/eval (the default run's {T}.jsonl)")
-    p.add_argument("--timings-dir", required=True, type=Path, help="results/fewshot/timings")
-    p.add_argument("--generate-timings-dir", required=True, type=Path, help="results/timings/generate")
+    add_declared_option(p, "--fewshot-eval",
+                        "results/fewshot/eval/{T}/fewshot_ft.jsonl, icl.jsonl and icl_context.json of every target")
+    add_declared_option(p, "--dnd-eval", "the default run's results/eval/{T}.jsonl")
+    add_declared_option(p, "--timings", "results/fewshot/timings/train/{T}_k{k}.json and icl/{T}.json")
+    add_declared_option(p, "--generate-timings", "results/timings/generate/{T}/dnd_{i}.json")
     p.add_argument("--csv", required=True, type=Path, help="results/fewshot.csv")
     p.add_argument("--metrics", required=True, type=Path, help="results/fewshot/metrics.json")
 
 
 def _run_summary(args: argparse.Namespace) -> None:
     params = parse_params(args.params)
-    inputs = load_inputs(list(params["targets"]), args.fewshot_eval, args.dnd_eval, args.timings_dir,
-                         args.generate_timings_dir)
+    inputs = load_inputs(list(params["targets"]), args.fewshot_eval, args.dnd_eval, args.timings,
+                         args.generate_timings)
     # every target with few-shot LoRAs, ICL and DnD, the same k and adapters on each (but an ICL k
     # that does not fit the target's context), on the same items
     require_complete([r for x in inputs.values() for r in (*x["rows"], *x["dnd"])], list(params["targets"]),
@@ -406,8 +415,8 @@ def _add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", required=True, help="JSON: the run's config")
     p.add_argument("--csv", required=True, type=Path)
     p.add_argument("--metrics", required=True, type=Path)
-    p.add_argument("--generate-timings-dir", required=True, type=Path, help="results/timings/generate (DnD's range)")
-    p.add_argument("--generator-timings-dir", type=Path, default=None, help="results/timings/train_generator")
+    add_declared_option(p, "--generate-timings", "results/timings/generate/{T}/dnd_{i}.json (DnD's range)")
+    add_declared_option(p, "--generator-timings", "results/timings/train_generator/{T}_{design}.json", required=False)
     p.add_argument("--benchmarks-dir", type=Path, default=None, help="benchmarks/fewshot ({T}/*.tsv: job times)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--figure", required=True, type=Path)
@@ -423,15 +432,14 @@ def _run_report(args: argparse.Namespace) -> None:
     df = pd.read_csv(args.csv)
     dnd_range = {}
     for t in m["targets"]:
-        secs = [float(json.loads(p.read_text())["total_s"])
-                for p in sorted(Path(args.generate_timings_dir, t).glob("dnd_[0-9]*.json"))]
+        secs = [float(json.loads(p.read_text())["total_s"]) for p in sorted(args.generate_timings)
+                if p.parent.name == t and re.fullmatch(r"dnd_[0-9]+\.json", p.name)]
         dnd_range[t] = (min(secs), max(secs)) if secs else (math.nan, math.nan)
     design = (params.get("generator") or {}).get("design", "")
     generator_s = {}
-    for t in m["targets"]:
-        p = Path(args.generator_timings_dir or "", f"{t}_{design}.json")
-        if args.generator_timings_dir is not None and p.is_file():
-            generator_s[t] = float(json.loads(p.read_text())["wall_s"])
+    for t in m["targets"] if args.generator_timings else []:
+        p = declared(args.generator_timings, f"{t}_{design}.json", f"generator timing of {t}", "--generator-timings")
+        generator_s[t] = float(json.loads(p.read_text())["wall_s"])
     budget = {t: benchmark_minutes(Path(args.benchmarks_dir) / t) if args.benchmarks_dir else None
               for t in m["targets"]}
     fewshot_figure(df, m, args.figure)

@@ -6,9 +6,9 @@ Commands:
   fewshot-train  dnd fewshot-train --params JSON --k K --model DIR --train FILE --out-dir DIR
                  [--timings FILE]: one few-shot LoRA (out-dir: train.jsonl = the k items,
                  final/, train_log.csv, summary.json)
-  fewshot-score  dnd fewshot-score --params JSON --target T --model DIR --tasks-dir DIR --lora-dir DIR
-                 --out FILE [--cache-dir DIR]: every k's LoRA (lora-dir/k{k}/final) on T's test items
-  fewshot-icl    dnd fewshot-icl --params JSON --target T --model DIR --tasks-dir DIR --train FILE
+  fewshot-score  dnd fewshot-score --params JSON --target T --model DIR --tasks YAML [...] --loras DIR [...]
+                 --out FILE [--cache-dir DIR]: every k's LoRA (the --loras path .../k{k}/final) on T's test items
+  fewshot-icl    dnd fewshot-icl --params JSON --target T --model DIR --tasks YAML [...] --train FILE
                  --out FILE --context-out FILE --timings FILE: ICL for k = 0 and every icl k
 Rows (JSONL) are dnd.evaluate's rows plus `k`. The methods, how each is scored and what its cost
 (`seconds`) measures: docs/modules.md, section `src/dnd/experiments/fewshot/tuning.py`. The
@@ -24,13 +24,14 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import dnd.scoring  # noqa: F401  (makes Hugging Face offline before datasets/lm_eval load)
 from dnd.config import command_params, folds, parse_params, section
-from dnd.evaluate import SOFTMAX_DTYPE, load_task, require_file, result_row, run_lm_eval, task_data_file
+from dnd.evaluate import SOFTMAX_DTYPE, load_task, require_file, result_row, run_lm_eval, task_data_file, task_files
 from dnd.formats.prompts import TARGET_DELIMITER, lm_eval_task, task_name, training_example
 from dnd.io import check_safetensors, read_jsonl, write_json, write_jsonl
+from dnd.paths import add_declared_option, declared
 from dnd.zoo import train_lora
 
 log = logging.getLogger(__name__)
@@ -83,9 +84,10 @@ def train_fewshot_lora(model_dir: Path, train_file: Path, out_dir: Path, k: int,
     return summary
 
 
-def score_fewshot_loras(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: Path, lora_dir: Path,
-                        cache_dir: Path | None = None) -> list[dict[str, Any]]:
-    """Every k's few-shot LoRA on the target's test items, scored as dnd.evaluate scores the zoo."""
+def score_fewshot_loras(target: str, params: dict[str, Any], model_dir: Path, tasks: Sequence[Path],
+                        loras: Sequence[Path], cache_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Every k's few-shot LoRA on the target's test items, scored as dnd.evaluate scores the zoo;
+    `tasks`, `loras`: the declared task files and LoRA folders (.../k{k}/final, dnd.paths.declared)."""
     from dnd.evaluate import (
         InPlaceScorer,
         adapter_job,
@@ -98,25 +100,27 @@ def score_fewshot_loras(target: str, params: dict[str, Any], model_dir: Path, ta
         result_row,
         score_jobs,
         task_data_file,
+        task_files,
     )
 
     ev = section("evaluation", params.get("evaluation"))
     ks = [int(k) for k in section("fewshot", params.get("fewshot"))["ks"]]
     task = task_name(target)
-    task_yaml = require_file(Path(tasks_dir) / f"{task}.yaml", f"lm-eval task {task}")
+    tasks_dir, (task_yaml,) = task_files(tasks, [task])
     test_file = task_data_file(task_yaml)
     require_file(Path(model_dir) / "config.json", "base model")
-    loras = {k: require_adapter_dir(Path(lora_dir) / f"k{k}" / "final", f"few-shot LoRA k={k}") for k in ks}
-    ref_dir = loras[ks[0]]
+    finals = {k: require_adapter_dir(declared(loras, Path(f"k{k}") / "final", f"few-shot LoRA k={k}", "--loras"),
+                                     f"few-shot LoRA k={k}") for k in ks}
+    ref_dir = finals[ks[0]]
     ref_cfg = read_adapter_config(ref_dir)
-    for d in loras.values():
+    for d in finals.values():
         check_same_lora_shape(ref_cfg, read_adapter_config(d), d)
     if log.getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("lm_eval").setLevel(logging.WARNING)
     cache = (open_score_cache(cache_dir, model_dir, task_yaml, test_file, ref_cfg, ev)
              if cache_dir is not None else None)
     limit = None if ev["limit"] is None else int(ev["limit"])
-    jobs = [adapter_job(FT, str(k), p) for k, p in loras.items()]
+    jobs = [adapter_job(FT, str(k), p) for k, p in finals.items()]
     scored, _ = score_jobs(
         target, jobs, lambda: InPlaceScorer(model_dir, ref_dir, tasks_dir, task, limit=limit,
                                                    batch_size=int(ev["batch_size"]), dtype=ev["dtype"],
@@ -169,7 +173,7 @@ def prompt_positions(encode, prefix: str, records: list[dict[str, Any]]) -> int:
     return (len(encode(prefix)) if prefix else 0) + item
 
 
-def score_icl(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: Path,
+def score_icl(target: str, params: dict[str, Any], model_dir: Path, tasks: Sequence[Path],
               train_file: Path) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, float]]:
     """ICL with k = 0 and every `fewshot.icl_ks` (docs/modules.md). Returns (rows, context
     info: {max_length, positions: {k: positions needed}, skipped: [k that do not fit]},
@@ -182,7 +186,7 @@ def score_icl(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: P
     ev = section("evaluation", params.get("evaluation"))
     fcfg = section("fewshot", params.get("fewshot"))
     fmt = section("prompt", params.get("prompt"))["format"]
-    task_yaml = require_file(Path(tasks_dir) / f"{task_name(target)}.yaml", f"lm-eval task {task_name(target)}")
+    _, (task_yaml,) = task_files(tasks, [task_name(target)])
     records = read_jsonl(task_data_file(task_yaml))
     limit = None if ev["limit"] is None else int(ev["limit"])
     scored_records = records if limit is None else records[:limit]
@@ -245,14 +249,14 @@ def _add_score(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", required=True, help='JSON: {"evaluation": {...}, "fewshot": {"ks": [...]}}')
     p.add_argument("--target", required=True)
     p.add_argument("--model", required=True, type=Path)
-    p.add_argument("--tasks-dir", required=True, type=Path, help="results/tasks (the default run's tasks)")
-    p.add_argument("--lora-dir", required=True, type=Path, help="results/fewshot/lora/<T> (k<k>/final/)")
+    add_declared_option(p, "--tasks", "the default run's task files (results/tasks/dnd_<T>.yaml)")
+    add_declared_option(p, "--loras", "the few-shot LoRAs (results/fewshot/lora/<T>/k<k>/final)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--cache-dir", type=Path, default=None, help="score cache (results/fewshot/eval_cache/<T>)")
 
 
 def _run_score(args: argparse.Namespace) -> None:
-    rows = score_fewshot_loras(args.target, parse_params(args.params), args.model, args.tasks_dir, args.lora_dir,
+    rows = score_fewshot_loras(args.target, parse_params(args.params), args.model, args.tasks, args.loras,
                                args.cache_dir)
     write_jsonl(args.out, rows)
     log.info("wrote %d rows to %s", len(rows), args.out)
@@ -263,7 +267,7 @@ def _add_icl(p: argparse.ArgumentParser) -> None:
                    help='JSON: {"fewshot": {"icl_ks": [...]}, "evaluation": {...}, "prompt": {...}}')
     p.add_argument("--target", required=True)
     p.add_argument("--model", required=True, type=Path)
-    p.add_argument("--tasks-dir", required=True, type=Path, help="results/tasks (the default run's tasks)")
+    add_declared_option(p, "--tasks", "the default run's task files (results/tasks/dnd_<T>.yaml)")
     p.add_argument("--train", required=True, type=Path, help="results/data/<T>/train.jsonl (the demonstrations)")
     p.add_argument("--out", required=True, type=Path, help="per-item rows (JSONL)")
     p.add_argument("--context-out", required=True, type=Path,
@@ -273,7 +277,7 @@ def _add_icl(p: argparse.ArgumentParser) -> None:
 
 def _run_icl(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
-    rows, info, seconds = score_icl(args.target, parse_params(args.params), args.model, args.tasks_dir, args.train)
+    rows, info, seconds = score_icl(args.target, parse_params(args.params), args.model, args.tasks, args.train)
     write_jsonl(args.out, rows)
     write_json(args.context_out, info)
     write_json(args.timings, {"scoring_s": seconds, "wall_s": round(time.perf_counter() - t0, 3)})

@@ -2,8 +2,8 @@
 items, their chat format, deterministic hash splits and the lm-eval tasks that score them.
 
 Commands:
-  mathcode-data  dnd mathcode-data --domain math|code --params JSON --data-dir DIR --out-dir
-                 results/<domain>   writes data/{name}/{train,cond,test}.jsonl,
+  mathcode-data  dnd mathcode-data --domain math|code --params JSON --data-dir DIR --out FILE...
+                 writes the declared files (`outputs`) under results/<domain>: data/{name}/{train,cond,test}.jsonl,
                  data/{target}/test.lmeval.jsonl, tasks/dnd_<domain>_{target}_{gen,loglik}.yaml and
                  data/splits.csv
 
@@ -19,7 +19,7 @@ import argparse
 import hashlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from dnd.formats.chat import (  # noqa: F401
     CODE_INSTRUCTION,
@@ -33,7 +33,7 @@ from dnd.formats.chat import (  # noqa: F401
     training_example,
 )
 from dnd.io import atomic_path, write_csv, write_jsonl
-from dnd.paths import resolve_input_path
+from dnd.paths import add_declared_option, declared, resolve_input_path
 
 log = logging.getLogger(__name__)
 
@@ -234,23 +234,46 @@ def register_math_filter() -> None:
             return [[extract_math_answer(r) for r in rs] for rs in resps]
 
 
-def write_domain(domain: str, cfg: dict[str, Any], data_dir: Path, out_dir: Path) -> dict[str, dict[str, int]]:
-    """Write every split, each target's lm-eval rows and tasks, and data/splits.csv."""
+def outputs(domain: str, cfg: dict[str, Any], root: str | Path) -> dict[str, Any]:
+    """What `write_domain` writes under `root` (results/<domain>), the mathcode-data rule's
+    outputs: every split, each target's lm-eval rows and tasks, data/splits.csv."""
+    names = [*sources(domain, cfg), *TARGETS[domain]]
+    return {
+        "splits": [f"{root}/data/{n}/{s}.jsonl" for n in names for s in ("train", "cond", "test")],
+        "lmeval": [f"{root}/data/{t}/test.lmeval.jsonl" for t in TARGETS[domain]],
+        "tasks": [f"{root}/tasks/{task_name(domain, t, k)}.yaml"
+                  for t in TARGETS[domain] for k in (GEN_TASK, LOGLIK_TASK)],
+        "summary": f"{root}/data/splits.csv",
+    }
+
+
+def output_paths(domain: str, cfg: dict[str, Any], root: str | Path) -> list[Path]:
+    """`outputs` as one list: what `write_domain` takes."""
+    o = outputs(domain, cfg, root)
+    return [Path(p) for p in [*o["splits"], *o["lmeval"], *o["tasks"], o["summary"]]]
+
+
+def write_domain(domain: str, cfg: dict[str, Any], data_dir: Path, out: Sequence[Path]) -> dict[str, dict[str, int]]:
+    """Write every split, each target's lm-eval rows and tasks, and data/splits.csv: the declared
+    outputs `out` (`outputs`), each found with dnd.paths.declared."""
     import yaml
+
+    def output(rel: Path, what: str) -> Path:
+        return declared(out, rel, what, "--out")
 
     splits = (prepare_math if domain == "math" else prepare_code)(cfg, data_dir)
     sizes = {}
     for name, parts in splits.items():
         for split, items in parts.items():
-            write_jsonl(out_dir / "data" / name / f"{split}.jsonl", items)
+            write_jsonl(output(Path("data") / name / f"{split}.jsonl", f"{split} split of {name}"), items)
         sizes[name] = {s: len(v) for s, v in parts.items()}
     for target in TARGETS[domain]:
-        data_file = out_dir / "data" / target / "test.lmeval.jsonl"
+        data_file = output(Path("data") / target / "test.lmeval.jsonl", f"lm-eval rows of {target}")
         write_jsonl(data_file, [eval_record(it, domain) for it in splits[target]["test"]])
         for name, tcfg in task_configs(domain, target, data_file, cfg["max_new_tokens"]).items():
-            with atomic_path(out_dir / "tasks" / f"{name}.yaml") as tmp:
+            with atomic_path(output(Path("tasks") / f"{name}.yaml", f"lm-eval task {name}")) as tmp:
                 Path(tmp).write_text(yaml.safe_dump(tcfg, sort_keys=False))
-    write_csv(out_dir / "data" / "splits.csv", ["dataset", "role", "train", "cond", "test"],
+    write_csv(output(Path("data") / "splits.csv", "split sizes"), ["dataset", "role", "train", "cond", "test"],
               [[n, "target" if n in TARGETS[domain] else "source", s["train"], s["cond"], s["test"]]
                for n, s in sizes.items()])
     log.info("%s: %s", domain, sizes)
@@ -268,14 +291,14 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--domain", required=True, choices=DOMAINS)
     p.add_argument("--params", required=True, help='JSON: {"math": {...}} or {"code": {...}} (config section)')
     p.add_argument("--data-dir", required=True, type=Path, help="the shared data directory (data.dir)")
-    p.add_argument("--out-dir", required=True, type=Path, help="results/<domain>")
+    add_declared_option(p, "--out", "what it writes under results/<domain> (`outputs`)")
 
 
 def _run(args: argparse.Namespace) -> None:
     from dnd.config import command_params
 
     cfg = command_params(args.params, args.domain)[args.domain]
-    write_domain(args.domain, cfg, resolve_input_path(cfg["data_dir"] or str(args.data_dir)), args.out_dir)
+    write_domain(args.domain, cfg, resolve_input_path(cfg["data_dir"] or str(args.data_dir)), args.out)
 
 
 COMMANDS = {"mathcode-data": (_add, _run)}

@@ -1,7 +1,7 @@
 """Scoring of the math and code experiments (`snakemake --cores all math` / `code`).
 
-  dnd evaluate-mathcode --domain math|code --target T --params JSON --model DIR --tasks-dir DIR
-                        --zoo-dir DIR --generated-dir DIR --encoded-dir DIR --cond FILE --out FILE
+  dnd evaluate-mathcode --domain math|code --target T --params JSON --model DIR --tasks YAML [...]
+                        --zoo DIR [...] --generated DIR [...] --encoded FILE [...] --cond FILE --out FILE
                         [--cache-dir DIR]
 
 scores every method on one target with lm-evaluation-harness, as dnd.evaluate does for the main
@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import dnd.scoring  # noqa: F401  (makes Hugging Face offline before datasets/lm_eval load)
 from dnd import evaluate
@@ -204,20 +204,19 @@ def open_cache(directory: Path, domain: str, target: str, model_dir: Path, tasks
     return ResultCache(directory, files, context)
 
 
-def evaluate_mathcode(domain: str, target: str, params: dict[str, Any], model_dir: Path, tasks_dir: Path,
-                      zoo_dir: Path, generated_dir: Path, encoded_dir: Path, cond: Path,
+def evaluate_mathcode(domain: str, target: str, params: dict[str, Any], model_dir: Path, tasks: Sequence[Path],
+                      zoo: Sequence[Path], generated: Sequence[Path], encoded: Sequence[Path], cond: Path,
                       cache_dir: Path | None = None) -> list[dict[str, Any]]:
-    """Every method on `target` (docs/modules.md)."""
+    """Every method on `target` (docs/modules.md); the declared inputs as in dnd.evaluate.plan_target."""
 
     cfg = section(domain, params.get(domain))
     ev = section("evaluation", params.get("evaluation"))
     sources = list(params.get("sources") or [])
     if not sources:
         raise ValueError("--params must list 'sources'")
-    for kind in (GEN_TASK, LOGLIK_TASK):
-        require_file(tasks_dir / f"{task_name(domain, target, kind)}.yaml", f"lm-eval task {kind} of {target}")
+    tasks_dir, _ = evaluate.task_files(tasks, [task_name(domain, target, kind) for kind in (GEN_TASK, LOGLIK_TASK)])
     require_file(model_dir / "config.json", "base model")
-    plan = plan_target(target, sources, sources, zoo_dir, generated_dir, encoded_dir, cond=cond, kinds=KINDS)
+    plan = plan_target(target, sources, sources, zoo, generated, encoded, cond=cond, kinds=KINDS)
     nearest, sims = nearest_training_lora(plan, target)
     ref_dir, ref_cfg = reference_lora(plan, sources)
     quiet_lm_eval()
@@ -257,10 +256,7 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", required=True,
                    help='JSON: {"<domain>": {...}, "evaluation": {batch_size, dtype}, "sources": [...]}')
     p.add_argument("--model", required=True, type=Path)
-    p.add_argument("--tasks-dir", required=True, type=Path)
-    p.add_argument("--zoo-dir", required=True, type=Path)
-    p.add_argument("--generated-dir", required=True, type=Path)
-    p.add_argument("--encoded-dir", required=True, type=Path)
+    evaluate.add_declared_inputs(p)  # --tasks, --zoo, --generated, --encoded
     p.add_argument("--cond", required=True, type=Path, help="the target's encoded cond prompts (nearest)")
     p.add_argument("--cache-dir", type=Path, default=None)
     p.add_argument("--out", required=True, type=Path)
@@ -271,8 +267,8 @@ def _run(args: argparse.Namespace) -> None:
     unknown = sorted(set(params) - {args.domain, "evaluation", "sources"})
     if unknown:
         raise ValueError(f"--params has key(s) {unknown} this command does not read")
-    rows = evaluate_mathcode(args.domain, args.target, params, args.model, args.tasks_dir, args.zoo_dir,
-                             args.generated_dir, args.encoded_dir, args.cond, args.cache_dir)
+    rows = evaluate_mathcode(args.domain, args.target, params, args.model, args.tasks, args.zoo,
+                             args.generated, args.encoded, args.cond, args.cache_dir)
     write_jsonl(args.out, rows)
 
 

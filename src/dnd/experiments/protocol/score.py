@@ -4,10 +4,10 @@ and every method scored three ways on the same items with lm-eval tasks: log-lik
 bracketed answers, and greedy and sampled generation read by the authors' parser (invalid = wrong).
 
 Commands:
-  protocol-tasks     dnd protocol-tasks --params JSON --data-dir results/data --out-dir results/protocol
+  protocol-tasks     dnd protocol-tasks --params JSON --data results/data/*/test.jsonl --out FILE...
                      the paper-format test items and the lm-eval task YAMLs (`task_configs`)
-  evaluate-protocol  dnd evaluate-protocol --params JSON --target T --model DIR --tasks-dir DIR
-                     --zoo-dir DIR --generated-dir DIR --encoded-dir DIR --out FILE [--cache-dir DIR]
+  evaluate-protocol  dnd evaluate-protocol --params JSON --target T --model DIR --tasks YAML [...]
+                     --zoo DIR [...] --generated DIR [...] --encoded FILE [...] --out FILE [--cache-dir DIR]
                      every method on one target, every protocol; cached results are not scored again
 
 The tasks, the methods (PROTOCOL_KINDS) and the output rows: docs/modules.md, section
@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import dnd.scoring  # noqa: F401  (makes Hugging Face offline before datasets/lm_eval load)
 from dnd import evaluate
@@ -38,6 +38,7 @@ from dnd.evaluate import (
 from dnd.formats.paper import INVALID, PARSED_CHARS, answer_delimiter, eval_record, parse_answer
 from dnd.formats.prompts import portable_path
 from dnd.io import atomic_path, read_jsonl, write_json, write_jsonl
+from dnd.paths import add_declared_option, declared
 from dnd.scoring.cache import ScoreCache, content_context, require_finite, samples_to_scored, seal, unseal
 from dnd.scoring.harness import seeded_evaluate
 from dnd.scoring.loop import score_or_cache
@@ -94,20 +95,22 @@ def task_configs(dataset: str, data_file: str | Path, pcfg: dict[str, Any]) -> d
     return out
 
 
-def write_tasks(datasets: list[str], data_dir: Path, out_dir: Path, pcfg: dict[str, Any]) -> list[Path]:
-    """The paper-format test items (the first n_test of each test split) and every task YAML."""
+def write_tasks(datasets: list[str], data: Sequence[Path], out: Sequence[Path], pcfg: dict[str, Any]) -> list[Path]:
+    """The paper-format test items (the first n_test of each test split) and every task YAML;
+    `data`: the declared test splits (.../{ds}/test.jsonl), `out`: the declared outputs
+    (.../data/{ds}/test.jsonl, .../tasks/{name}.yaml); dnd.paths.declared finds each one's."""
     import yaml
 
     written = []
     for ds in datasets:
-        items = read_jsonl(Path(data_dir) / ds / "test.jsonl")
+        items = read_jsonl(declared(data, Path(ds) / "test.jsonl", f"test split of {ds}", "--data"))
         n = int(pcfg["n_test"])
         if len(items) < n:
             raise ValueError(f"{ds}: protocol.n_test is {n} but the test split has {len(items)} items")
-        data_file = Path(out_dir) / "data" / ds / "test.jsonl"
+        data_file = declared(out, Path("data") / ds / "test.jsonl", f"protocol test items of {ds}", "--out")
         write_jsonl(data_file, [eval_record(it, pcfg["template"]) for it in items[:n]])
         for name, cfg in task_configs(ds, data_file, pcfg).items():
-            path = Path(out_dir) / "tasks" / f"{name}.yaml"
+            path = declared(out, Path("tasks") / f"{name}.yaml", f"lm-eval task {name}", "--out")
             with atomic_path(path) as tmp:
                 Path(tmp).write_text(yaml.safe_dump(cfg, sort_keys=False))
             written.append(path)
@@ -251,9 +254,11 @@ def open_cache(directory: Path, model_dir: Path, tasks_dir: Path, names: list[st
     return ResultCache(directory, files, context)
 
 
-def evaluate_protocol(target: str, params: dict[str, Any], model_dir: Path, tasks_dir: Path, zoo_dir: Path,
-                      generated_dir: Path, encoded_dir: Path, cache_dir: Path | None = None) -> list[dict[str, Any]]:
-    """Every method on `target` under every protocol (docs/modules.md)."""
+def evaluate_protocol(target: str, params: dict[str, Any], model_dir: Path, tasks: Sequence[Path],
+                      zoo: Sequence[Path], generated: Sequence[Path], encoded: Sequence[Path],
+                      cache_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Every method on `target` under every protocol (docs/modules.md); the declared inputs as in
+    dnd.evaluate.plan_target (`tasks`: the protocol's task files)."""
 
     pcfg = section("protocol", params.get("protocol"))
     ev = section("evaluation", params.get("evaluation"))
@@ -263,12 +268,11 @@ def evaluate_protocol(target: str, params: dict[str, Any], model_dir: Path, task
     sources = list(params.get("sources") or [d for d in datasets if d != target])
     seeds = [int(s) for s in pcfg["seeds"]]
     names = [n for _, _, n in task_names(target, seeds)]
-    for n in names:
-        require_file(tasks_dir / f"{n}.yaml", f"lm-eval task {n}")
+    tasks_dir, _ = evaluate.task_files(tasks, names)
     require_file(model_dir / "config.json", "base model")
     if target not in datasets:
         raise ValueError(f"target {target!r} / sources {sources} do not fit datasets {datasets}")
-    plan = plan_target(target, datasets, sources, zoo_dir, generated_dir, encoded_dir, kinds=PROTOCOL_KINDS)
+    plan = plan_target(target, datasets, sources, zoo, generated, encoded, kinds=PROTOCOL_KINDS)
     nearest, sims = nearest_training_lora(plan, target)
     ref_dir, ref_cfg = reference_lora(plan, sources)
     quiet_lm_eval()
@@ -299,15 +303,15 @@ def _row(target: str, method: str, adapter: str, r: dict[str, Any], **extra) -> 
 # ============================================================================ CLI
 def _add_tasks(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", required=True, help='JSON: {"protocol": {...}, "datasets": [...]}')
-    p.add_argument("--data-dir", required=True, type=Path, help="results/data (reads {ds}/test.jsonl)")
-    p.add_argument("--out-dir", required=True, type=Path, help="results/protocol (writes data/ and tasks/)")
+    add_declared_option(p, "--data", "the test splits (results/data/{ds}/test.jsonl)")
+    add_declared_option(p, "--out", "results/protocol/data/{ds}/test.jsonl and tasks/{name}.yaml of every dataset")
 
 
 def _run_tasks(args: argparse.Namespace) -> None:
     params = parse_params(args.params)
-    paths = write_tasks(list(params["datasets"]), args.data_dir, args.out_dir,
+    paths = write_tasks(list(params["datasets"]), args.data, args.out,
                         section("protocol", params.get("protocol")))
-    log.info("wrote %d task files under %s", len(paths), args.out_dir)
+    log.info("wrote %d task files", len(paths))
 
 
 def _add_evaluate(p: argparse.ArgumentParser) -> None:
@@ -315,17 +319,14 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
                    help='JSON: {"protocol": {...}, "evaluation": {...}, "datasets": [...], "sources": [...]}')
     p.add_argument("--target", required=True)
     p.add_argument("--model", required=True, type=Path)
-    p.add_argument("--tasks-dir", required=True, type=Path, help="results/protocol/tasks")
-    p.add_argument("--zoo-dir", required=True, type=Path, help="results/protocol/zoo")
-    p.add_argument("--generated-dir", required=True, type=Path, help="results/protocol/generated/{target}")
-    p.add_argument("--encoded-dir", required=True, type=Path, help="results/encoded (nearest)")
+    evaluate.add_declared_inputs(p)  # --tasks, --zoo, --generated, --encoded
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--cache-dir", type=Path, default=None)
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
-    rows = evaluate_protocol(args.target, parse_params(args.params), args.model, args.tasks_dir, args.zoo_dir,
-                             args.generated_dir, args.encoded_dir, args.cache_dir)
+    rows = evaluate_protocol(args.target, parse_params(args.params), args.model, args.tasks, args.zoo,
+                             args.generated, args.encoded, args.cache_dir)
     write_jsonl(args.out, rows)
     log.info("wrote %d rows to %s", len(rows), args.out)
 
