@@ -80,6 +80,8 @@ def test_report_states_the_spreads_and_speaks_the_vocabulary(tmp_path):
     assert fig.read_bytes().startswith(b"\x89PNG") and "](figures/seeds.png)" in text
     assert "95% CI, seeds and items" in text and "Seed SD" in text and "Item SE" in text
     assert "6 runs (z0g0, z0g1, z1g0, z1g1, z2g0, z2g1" in text
+    first = next(line for line in text.splitlines() if line.startswith("| DnD") or line.startswith("| Source"))
+    assert first.startswith("| DnD − Training LoRAs (avg)")  # DnD first, the training average first
     assert not any(b in text for b in BANNED)
     verdicts = stated_verdicts(text)
     assert len(verdicts) == 1 and stats.verdict_word(verdicts[0]) in stats.VERDICTS, verdicts

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dnd.benchmarks.datasets import title
 from dnd.config import parse_params
 from dnd.io import atomic_path, write_json
 from dnd.reporting.figures import save_png
@@ -175,8 +176,9 @@ def comparison_table(m: dict[str, Any], target: str = MEAN_TARGET) -> pd.DataFra
     """One row per pair: the difference over every run (points), its two-level CI, the default
     run's items-only CI, the seed SD beside the item SE, and the relation in words."""
     rows = []
-    for key in sorted({k.split("/")[1] for k in m if k.startswith(f"{target}/") and "_minus_" in k},
-                      key=lambda k: (k.split("_minus_")[0] not in SUBJECTS, k)):
+    order = [f"{a}_minus_{b}" for a, b in [(x, y) for x in SUBJECTS for y in (*BASELINES, "dnd_basis")] + [HEADROOM]]
+    present = {k.split("/")[1] for k in m if k.startswith(f"{target}/") and "_minus_" in k}
+    for key in [k for k in order if k in present]:
         subject, base = key.split("_minus_")
         k = f"{target}/{key}/acc"
         if k not in m:
@@ -202,7 +204,7 @@ def per_run_table(m: dict[str, Any], key: str = "dnd_minus_train_avg") -> pd.Dat
     rows = []
     for t in [*m.get("targets", []), MEAN_TARGET]:
         vals = m.get(f"{t}/{key}/acc_by_run") or []
-        rows.append({"Target": t, **{r: signed(100 * v) for r, v in zip(runs, vals)}})
+        rows.append({"Target": title(t), **{r: signed(100 * v) for r, v in zip(runs, vals)}})
     return pd.DataFrame(rows)
 
 
@@ -237,15 +239,17 @@ def seeds_figure(m: dict[str, Any], out: Path) -> None:
 def seeds_markdown(m: dict[str, Any], params: dict[str, Any], figure: str, paper_gain: float | None = None) -> str:
     main = f"{MEAN_TARGET}/dnd_minus_train_avg/acc"
     seed_sd, item_se = _pts(m, main + "_seed_sd"), _pts(m, main + "_item_se")
-    if math.isfinite(seed_sd) and math.isfinite(item_se):
+    if math.isfinite(seed_sd) and math.isfinite(item_se) and max(seed_sd, item_se) > 0:
         limit = ("the training seed, not the test items, limits the verdict" if seed_sd > item_se else
                  "the test items, not the training seed, limit the verdict")
+    elif math.isfinite(seed_sd) and math.isfinite(item_se):
+        limit = "neither seeds nor items move it"
     else:
         limit = "one run only: no seed spread"
     lines = [
         "## Seeds: the main comparison over training seeds", "",
         f"{m.get('n_runs')} runs ({', '.join(m.get('runs', []))}: zoo seed z, generator seed g; z0g0 is the default "
-        f"run) over {len(m.get('targets', []))} targets ({', '.join(m.get('targets', []))}); "
+        f"run) over {len(m.get('targets', []))} target(s) ({', '.join(title(t) for t in m.get('targets', []))}); "
         f"{params.get('n_adapters')} adapters per design and {params.get('n_controls')} per control kind in each "
         "run, on the same prompt draws and test items. CIs: 2-level bootstrap (zoo seeds, then generator seeds "
         f"within each; then items), {params.get('bootstrap')} resamples; items only: the default run alone.", "",
@@ -261,7 +265,7 @@ def seeds_markdown(m: dict[str, Any], params: dict[str, Any], figure: str, paper
         per_run_table(m).to_markdown(index=False, disable_numparse=True), "",
     ]
     for t in m.get("targets", []):
-        lines += [f"### {t}", "", comparison_table(m, t).to_markdown(index=False, disable_numparse=True), ""]
+        lines += [f"### {title(t)}", "", comparison_table(m, t).to_markdown(index=False, disable_numparse=True), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
