@@ -2,13 +2,19 @@
 # that file, so common.smk holds what the default run needs.
 
 from dnd.experiments.ablations.report import FAMILIES as AB_FAMILY_NAMES, encoding_variant, setting_overrides  # noqa: E402
+from dnd.experiments.ablations.report import family_settings  # noqa: E402
 from dnd.experiments.ablations.report import is_default as ablation_is_default  # noqa: E402
 
-# (the settings of each family: dnd.experiments.ablations.report)
+# (the settings of each family: dnd.experiments.ablations.report; `sources`: each count below all
+# the other datasets also in ablations.source_orders - 1 more seeded orders, "3o1", "3o2", ...)
 AB = "results/ablations"
 ABLATION_CONFIG = config["ablations"]
 AB_TARGETS = list(ABLATION_CONFIG["targets"])
-AB_FAMILIES = {f: [str(s) for s in ABLATION_CONFIG[f]] for f in AB_FAMILY_NAMES if ABLATION_CONFIG.get(f)}
+AB_FAMILIES = {
+    f: family_settings(f, ABLATION_CONFIG[f], len(DATASETS), ABLATION_CONFIG.get("source_orders", 1))
+    for f in AB_FAMILY_NAMES
+    if ABLATION_CONFIG.get(f)
+}
 AB_CELLS = [
     (f, s, t)
     for f, settings in AB_FAMILIES.items()

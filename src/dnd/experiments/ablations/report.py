@@ -61,14 +61,51 @@ PAPER = {
 }
 
 
-def source_order(target: str, datasets: list[str], seed: int, extra: list[str] | tuple[str, ...] = ()) -> list[str]:
-    """The order the `sources` family takes a prefix of: the target's other datasets in a fixed,
-    seeded order, then the extra source tasks (`ablations.extra_sources`, never targets) in one
-    seeded order shared by every target. A prefix of at most len(datasets) - 1 never holds an
-    extra task, so adding extras leaves the smaller settings as they were."""
+_SOURCE_SETTING = re.compile(r"(\d+)(?:o([1-9]\d*))?")
 
+
+def source_setting(count: int, order: int = 0) -> str:
+    """The `sources` family's setting name for `count` datasets in source order `order`: "3" for
+    order 0 (the names the curve always had), "3o1" for order 1."""
+    return str(int(count)) if int(order) == 0 else f"{int(count)}o{int(order)}"
+
+
+def parse_source_setting(setting: str | int) -> tuple[int, int]:
+    """(count, order) of a `sources` setting name ("3" -> (3, 0), "3o1" -> (3, 1))."""
+    m = _SOURCE_SETTING.fullmatch(str(setting))
+    if not m:
+        raise ValueError(f"sources setting {setting!r} is not a count (\"3\") or a count in an order (\"3o1\")")
+    return int(m[1]), int(m[2] or 0)
+
+
+def _other_orders(target: str, datasets: list[str], seed: int, order: int) -> list[list[str]]:
+    """The target's other datasets in orders 0..order: order 0 the one seeded order the curve
+    always took; order o >= 1 a shuffle seeded by (seed, target, o), drawn again (seeded) while it
+    repeats an earlier order and unused orders remain."""
     others = [d for d in datasets if d != target]
     random.Random(derive_seed(seed, "ablation-sources", target)).shuffle(others)
+    orders = [others]
+    for o in range(1, order + 1):
+        distinct = len(orders) < math.factorial(len(others))
+        for attempt in range(1000):
+            cand = sorted(others)
+            random.Random(derive_seed(seed, "ablation-sources", target, "order", o, attempt)).shuffle(cand)
+            if not distinct or cand not in orders:
+                break
+        orders.append(cand)
+    return orders
+
+
+def source_order(target: str, datasets: list[str], seed: int, extra: list[str] | tuple[str, ...] = (),
+                 order: int = 0) -> list[str]:
+    """The order the `sources` family takes a prefix of: the target's other datasets in a fixed,
+    seeded order (`order` 0) or in another seeded order (`order` >= 1, distinct from the lower
+    ones while the datasets allow), then the extra source tasks (`ablations.extra_sources`, never
+    targets) in one seeded order shared by every target and every order. A prefix of at most
+    len(datasets) - 1 never holds an extra task, so adding extras leaves the smaller settings as
+    they were."""
+
+    others = _other_orders(target, datasets, seed, int(order))[-1]
     clash = sorted(set(extra) & set(datasets))
     if clash:
         raise ValueError(f"extra source tasks {clash} are also in data.datasets")
@@ -77,10 +114,27 @@ def source_order(target: str, datasets: list[str], seed: int, extra: list[str] |
     return others + more
 
 
+def family_settings(family: str, settings: list, n_datasets: int, source_orders: int = 1) -> list[str]:
+    """A family's settings as the workflow runs them (the one place that builds the list): the
+    configured ones as strings; for `sources`, each count below n_datasets - 1 (where the order of
+    the other datasets matters) also in orders 1..source_orders - 1, next to its order 0."""
+    out = []
+    for s in settings:
+        if family != "sources":
+            out.append(str(s))
+            continue
+        count, order = parse_source_setting(s)
+        if order:
+            raise ValueError(f"ablations.sources lists counts; {s!r} names an order (set ablations.source_orders)")
+        orders = range(max(int(source_orders), 1)) if count < n_datasets - 1 else range(1)
+        out += [source_setting(count, o) for o in orders]
+    return list(dict.fromkeys(out))
+
+
 def is_default(family: str, setting: str, n_datasets: int) -> bool:
     """Whether (family, setting) is the default run's configuration."""
     if family == "sources":
-        return int(setting) == n_datasets - 1
+        return parse_source_setting(setting) == (n_datasets - 1, 0)
     return setting == DEFAULT_SETTING[family]
 
 
@@ -88,7 +142,8 @@ def setting_overrides(family: str, setting: str, target: str, datasets: list[str
                       base_model: str, extra: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """{"encoder": {...}, "generator": {...}, "sources": [...]} that (family, setting) changes
     (the sources are always given). `extra`: the extra source tasks the `sources` family adds
-    after the target's other datasets (settings above len(datasets) - 1)."""
+    after the target's other datasets (settings above len(datasets) - 1). A `sources` setting in
+    order o >= 1 ("3o1") exists only below len(datasets) - 1 datasets."""
     sources = [d for d in datasets if d != target]
     out: dict[str, Any] = {"encoder": {}, "generator": {}, "sources": sources}
     if family == "condition":
@@ -102,8 +157,11 @@ def setting_overrides(family: str, setting: str, target: str, datasets: list[str
     elif family == "pairing":
         out["generator"]["pairing"] = setting
     elif family == "sources":
-        n = int(setting)
-        order = source_order(target, datasets, seed, extra)
+        n, o = parse_source_setting(setting)
+        if o and n >= len(sources):
+            raise ValueError(f"sources setting {setting}: order {o} at {n} datasets, but every other order is the "
+                             f"same there ({len(sources)} other datasets)")
+        order = source_order(target, datasets, seed, extra, o)
         if not 1 <= n <= len(order):
             raise ValueError(f"sources setting {n} is outside 1..{len(order)} for target {target} "
                              f"({len(sources)} other datasets, {len(extra)} extra source tasks)")
@@ -122,8 +180,9 @@ def encoding_variant(family: str, setting: str) -> str | None:
 
 def reference_setting(family: str, settings: list[str]) -> str | None:
     """The setting the others are compared with: the paper's preferred one (sources: the most)."""
-    if family == "sources":
-        return max(settings, key=int) if settings else None
+    if family == "sources":  # the most datasets, in order 0
+        return max(settings, key=lambda x: (parse_source_setting(x)[0], -parse_source_setting(x)[1]),
+                   default=None)
     best = PAPER[family][0]
     return best if best in settings else None
 
