@@ -36,10 +36,15 @@ from dnd.stats import (
     EQUIVALENT,  # ±EQUIVALENT points: no difference (the paper states directions only)
     LEVEL,
     VERDICTS,
+    boot_means,
+    bootstrap_indices,
+    hierarchical_boot_means,
     paired_boot_means,
     percentile_ci,
     pooled_ci,
     relation,
+    seed_draws,
+    seed_item_spread,
     verdict,
     verdict_word,
 )
@@ -221,9 +226,11 @@ def summarize(cells: dict[tuple[str, str], list[dict]], family: str, sources: di
     rows, metrics = [], {"family": family}
     boots: dict[str, dict[str, list]] = {}
     dnd: dict[tuple[str, str], dict[str, Any]] = {}
+    vecs: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for (setting, target), erows in cells.items():
         v = _vectors(erows, sources[(setting, target)], n_adapters)
         dnd[(setting, target)] = v["dnd"]
+        vecs[(setting, target)] = v
         if len(v["dnd"]["ids"]) != len(v["train_avg"]["ids"]) or v["dnd"]["ids"] != v["train_avg"]["ids"]:
             raise ValueError(f"{family}/{setting}/{target}: DnD and the training LoRAs were scored on other items")
         n = len(v["dnd"]["ids"])
@@ -238,6 +245,7 @@ def summarize(cells: dict[tuple[str, str], list[dict]], family: str, sources: di
             metrics[f"{key}_ci_low"], metrics[f"{key}_ci_high"] = percentile_ci(b)
             boots.setdefault(f"{setting}/{metric}", []).append(b)
         metrics[f"{setting}/{target}/n_sources"] = len(sources[(setting, target)])
+        metrics[f"{setting}/{target}/sources"] = list(sources[(setting, target)])
         metrics[f"{setting}/{target}/n_extra_sources"] = sum(d in extra for d in sources[(setting, target)])
         for method, vec in v.items():
             metrics[f"{setting}/{target}/{method}/acc"] = 100 * float(vec["acc"].mean())
@@ -278,12 +286,106 @@ def summarize(cells: dict[tuple[str, str], list[dict]], family: str, sources: di
             key = f"{setting}/mean/dnd_minus_train_avg/{metric}"
             metrics[key] = float(np.mean([metrics[f"{setting}/{t}/dnd_minus_train_avg/{metric}"] for t in targets]))
             metrics[f"{key}_ci_low"], metrics[f"{key}_ci_high"] = pooled_ci(bs)
+    if family == "sources":
+        _over_orders(metrics, vecs, settings, targets, ref, resamples, seed)
     return rows, metrics
 
 
+def order_key(count: int | str, target: str, metric: str = "acc", ref: str | None = None) -> str:
+    """The metrics key of a source count's figure over its orders (`target`: a target or "mean",
+    over targets): DnD minus the training-LoRA average, or (ref given) DnD of `ref` minus DnD of
+    the count."""
+    if ref is None:
+        return f"{count}/orders/{target}/dnd_minus_train_avg/{metric}"
+    return f"{ref}_minus_{count}/orders/{target}/dnd/{metric}"
+
+
+def _over_orders(m: dict[str, Any], vecs: dict, settings: list[str], targets: list[str], ref: str | None,
+                 resamples: int, seed: int) -> None:
+    """For each source count run in >= 2 orders ("3", "3o1", ...): DnD minus the training-LoRA
+    average and `ref` (the most datasets) minus the count, as the mean over orders, with a 95% CI
+    from a two-level bootstrap, orders then items (dnd.stats.seed_draws with order o as run (o, 0),
+    one draw of orders shared by every target of a resample; hierarchical_boot_means), per target
+    and pooled over targets; beside it the items-only CI of order 0, the SD over orders and the
+    item SE (seed_item_spread). m["orders"]: count -> its settings, order 0 first."""
+    by_count: dict[int, list[tuple[int, str]]] = {}
+    for s in settings:
+        n, o = parse_source_setting(s)
+        by_count.setdefault(n, []).append((o, s))
+    m["orders"] = {}
+    for n, pairs in sorted(by_count.items()):
+        if len(pairs) < 2 or any((s, t) not in vecs for _, s in pairs for t in targets):
+            continue
+        pairs = sorted(pairs)
+        names = [s for _, s in pairs]
+        m["orders"][str(n)] = names
+        runs = [(o, 0) for o, _ in pairs]
+        weights = seed_draws(runs, resamples, seed)
+        comparisons: list[tuple[str | None, Any]] = [
+            (None, lambda s, t, k: vecs[(s, t)]["dnd"][k] - vecs[(s, t)]["train_avg"][k])]
+        if ref is not None and parse_source_setting(ref)[0] != n and all((ref, t) in vecs for t in targets):
+            comparisons.append((ref, lambda s, t, k: vecs[(ref, t)]["dnd"][k] - vecs[(s, t)]["dnd"][k]))
+        for metric, factor in (("acc", 100.0), ("gold_logprob", 1.0)):
+            for r, fn in comparisons:
+                hier, items, per_order, ses = [], [], [], []
+                for t in targets:
+                    ids = vecs[(names[0], t)]["dnd"]["ids"]
+                    if any(vecs[(s, t)]["dnd"]["ids"] != ids for s in names) or (
+                            r is not None and vecs[(r, t)]["dnd"]["ids"] != ids):
+                        raise ValueError(f"sources: the orders of {n} datasets were scored on other items of {t}")
+                    diff = factor * np.stack([fn(s, t, metric) for s in names])  # orders x items
+                    idx = bootstrap_indices(diff.shape[1], resamples, seed, t)
+                    h, i = hierarchical_boot_means(diff, weights, idx), boot_means(diff[0], idx)
+                    hier.append(h)
+                    items.append(i)
+                    per_order.append(diff.mean(axis=1))
+                    spread = seed_item_spread(diff, runs)
+                    ses.append(spread["item_se"])
+                    key = order_key(n, t, metric, r)
+                    m[key] = float(diff.mean())
+                    m[f"{key}_ci_low"], m[f"{key}_ci_high"] = percentile_ci(h)
+                    m[f"{key}_item_ci_low"], m[f"{key}_item_ci_high"] = percentile_ci(i)
+                    m[f"{key}_order_sd"], m[f"{key}_item_se"] = spread["seed_sd"], spread["item_se"]
+                    m[f"{key}_by_order"] = [float(x) for x in diff.mean(axis=1)]
+                pooled = np.mean(per_order, axis=0)  # per order, the mean over targets
+                ok = all(h is not None for h in hier)
+                key = order_key(n, "mean", metric, r)
+                m[key] = float(pooled.mean())
+                m[f"{key}_ci_low"], m[f"{key}_ci_high"] = (percentile_ci(np.mean(hier, axis=0)) if ok
+                                                           else (math.nan, math.nan))
+                m[f"{key}_item_ci_low"], m[f"{key}_item_ci_high"] = (percentile_ci(np.mean(items, axis=0)) if ok
+                                                                     else (math.nan, math.nan))
+                m[f"{key}_order_sd"] = float(np.std(pooled, ddof=1))
+                m[f"{key}_item_se"] = float(math.sqrt(sum(x * x for x in ses)) / len(targets))
+                m[f"{key}_by_order"] = [float(x) for x in pooled]
+
+
 # ============================================================================ report
-def _sources(n: str) -> str:
-    return f"{n} source" + ("" if str(n) == "1" else "s")
+def _sources(setting: str) -> str:
+    n, o = parse_source_setting(setting)
+    return f"{n} source" + ("" if n == 1 else "s") + (f", order {o}" if o else "")
+
+
+def _comparisons(m: dict[str, Any]) -> list[tuple[str, str]]:
+    """(metrics key of DnD of the reference minus DnD of the other, the other's label) for each
+    setting the family's verdict tests: for `sources`, a count run in several orders once, as the
+    mean over its orders (CI over orders and items), else each setting (CI over items)."""
+    family, ref = m["family"], m.get("reference")
+    out, done = [], set()
+    for s in m["settings"]:
+        if s == ref:
+            continue
+        if family == "sources":
+            n, _ = parse_source_setting(s)
+            key = order_key(n, "mean", ref=ref)
+            if key in m:
+                if n not in done:
+                    done.add(n)
+                    out.append((key, f"{_sources(str(n))}, mean over {len(m['orders'][str(n)])} orders"))
+                continue
+        if f"{ref}_minus_{s}/mean/dnd/acc" in m:
+            out.append((f"{ref}_minus_{s}/mean/dnd/acc", _sources(s) if family == "sources" else s))
+    return out
 
 
 def family_verdict(m: dict[str, Any]) -> str:
@@ -298,19 +400,17 @@ def family_verdict(m: dict[str, Any]) -> str:
     family = m["family"]
     _, claim = PAPER[family]
     ref = m.get("reference")
-    others = [s for s in m["settings"] if s != ref and f"{ref}_minus_{s}/mean/dnd/acc" in m]
+    others = _comparisons(m) if ref is not None else []
     if ref is None or not others:
         return f"The paper: {claim}. Its preferred setting and another were not both run, so no verdict."
-
-    def dnd(s: str) -> str:
-        return f"DnD ({_sources(s) if family == 'sources' else s})"
+    label = _sources(ref) if family == "sources" else ref
 
     words, counts = [], dict.fromkeys(VERDICTS, 0)
-    for s in others:
-        key = f"{ref}_minus_{s}/mean/dnd/acc"
+    for key, other in others:
         d, lo, hi = m[key], m[f"{key}_ci_low"], m[f"{key}_ci_high"]
         counts[verdict_word(verdict(lo, hi))] += 1
-        words.append(f"{relation(lo, hi, dnd(ref), dnd(s))} ({signed(d)} points [{signed(lo)}, {signed(hi)}])")
+        words.append(f"{relation(lo, hi, f'DnD ({label})', f'DnD ({other})')} "
+                     f"({signed(d)} points [{signed(lo)}, {signed(hi)}])")
     found = [(w, n) for w, n in counts.items() if n]
     if len(found) == 1:
         stated = f"**{found[0][0]}**"
@@ -319,7 +419,10 @@ def family_verdict(m: dict[str, Any]) -> str:
                            for i, (w, n) in enumerate(found))
     tail = (f" Every CI lies inside ±{EQUIVALENT:g} point: the settings make no difference of that size."
             if counts[LEVEL] == len(others) else "")
-    return (f"The paper: {claim}. Here (paired 95% CIs over items, pooled over targets): " + "; ".join(words)
+    how = ("paired 95% CIs over items, pooled over targets" if not any("/orders/" in k for k, _ in others) else
+           "paired 95% CIs pooled over targets: over source orders and items where a count ran in several orders, "
+           "else over items")
+    return (f"The paper: {claim}. Here ({how}): " + "; ".join(words)
             + ". Verdict: " + stated + "." + tail)
 
 
@@ -346,9 +449,74 @@ def family_table(m: dict[str, Any]):
     return pd.DataFrame(recs)
 
 
+def _ci(m: dict[str, Any], key: str) -> str:
+    if key not in m:
+        return "n/a"
+    return f"{signed(m[key])} [{signed(m.get(key + '_ci_low'))}, {signed(m.get(key + '_ci_high'))}]"
+
+
+def _counts(m: dict[str, Any]) -> dict[int, list[str]]:
+    """count -> its settings (order 0 first), every count of the `sources` family."""
+    out: dict[int, list[tuple[int, str]]] = {}
+    for s in m["settings"]:
+        n, o = parse_source_setting(s)
+        out.setdefault(n, []).append((o, s))
+    return {n: [s for _, s in sorted(v)] for n, v in sorted(out.items())}
+
+
+def curve_table(m: dict[str, Any]):
+    """The source-count curve: per count, DnD minus the training-LoRA average in accuracy points
+    (per target and over targets) and the reference (most datasets) minus the count; a count run
+    in several orders as the mean over orders with its 95% CI over orders and items (beside it
+    order 0's CI over items only, the SD over orders and the item SE), else its one setting's CI
+    over items."""
+    import pandas as pd
+
+    from dnd.benchmarks.datasets import title
+
+    ref, recs = m.get("reference"), []
+    for n, names in _counts(m).items():
+        pooled = order_key(n, "mean") in m
+        rec = {"Datasets": str(n), "Orders": str(len(names)) if pooled else "1"}
+        for t in m["targets"]:
+            rec[title(t)] = _ci(m, order_key(n, t) if pooled else f"{names[0]}/{t}/dnd_minus_train_avg/acc")
+        key = order_key(n, "mean") if pooled else f"{names[0]}/mean/dnd_minus_train_avg/acc"
+        rec["Mean over targets"] = _ci(m, key)
+        rec["Order 0, CI over items"] = (f"{signed(m[key + '_by_order'][0])} [{signed(m[key + '_item_ci_low'])}, "
+                                          f"{signed(m[key + '_item_ci_high'])}]" if pooled else "-")
+        rec["SD over orders / item SE"] = (f"{m[key + '_order_sd']:.1f} / {m[key + '_item_se']:.1f}"
+                                           if pooled else "-")
+        other = order_key(n, "mean", ref=ref) if pooled else f"{ref}_minus_{names[0]}/mean/dnd/acc"
+        rec[f"DnD ({_sources(ref) if ref else 'most'}) minus DnD (this count)"] = (
+            _ci(m, other) if names[0] != ref else "(reference)")
+        recs.append(rec)
+    return pd.DataFrame(recs)
+
+
+def added_datasets(m: dict[str, Any], target: str) -> list[str]:
+    """Per count, the datasets each order adds to the target's sources since the count before it
+    in the same order ("4 sources: order 0: +arc_easy; order 1: +piqa"); the first count, and a
+    count whose order the count before did not run, lists all its sources."""
+    lines, prev = [], {}
+    for n, names in _counts(m).items():
+        parts = []
+        for s in names:
+            o = parse_source_setting(s)[1]
+            srcs = m.get(f"{s}/{target}/sources")
+            if srcs is None:
+                continue
+            before = prev.get(o)
+            new = [d for d in srcs if d not in before] if before is not None else list(srcs)
+            parts.append(f"order {o}: " + ", ".join(f"+{d}" for d in new) if new else f"order {o}: (none)")
+            prev[o] = srcs
+        if parts:
+            lines.append(f"{_sources(str(n))}: " + "; ".join(parts))
+    return lines
+
+
 def _n_without_extra(m: dict[str, Any]) -> int:
     """The largest setting of the sources family that trains on none of the extra tasks."""
-    return max((int(s) for s in m["settings"]
+    return max((parse_source_setting(s)[0] for s in m["settings"]
                 if not any(m.get(f"{s}/{t}/n_extra_sources", 0) for t in m["targets"])), default=0)
 
 
@@ -378,6 +546,23 @@ def ablations_markdown(families: list[dict[str, Any]], figure_rel: str, timing: 
         fam = m["family"]
         md_lines += [f"### {FAMILY_TITLES.get(fam, fam)}", "",
                      family_table(m).to_markdown(index=False, disable_numparse=True), "", family_verdict(m), ""]
+        if fam == "sources" and m.get("orders"):
+            n_orders = max(len(v) for v in m["orders"].values())
+            md_lines += [f"The curve over {n_orders} seeded orders of each target's other datasets (setting n: order "
+                         "0, the one order above; n + \"o\" + k: order k, at counts below all the other datasets, "
+                         "where the order matters). DnD minus the training-LoRA average (accuracy points) by number "
+                         "of datasets: for a count run in several orders, the mean over orders with its 95% CI over "
+                         "orders, then items (a two-level bootstrap, one draw of orders for every target; "
+                         "dnd.stats.seed_draws), beside order 0's CI over items alone and the SD over orders against "
+                         "the item SE (an SD over orders well above the item SE: which datasets enter moves the "
+                         "figure, not only how many).", "",
+                         curve_table(m).to_markdown(index=False, disable_numparse=True), "",
+                         "The datasets each order adds at each count, per target:", ""]
+            from dnd.benchmarks.datasets import title
+
+            for t in m["targets"]:
+                md_lines += [f"- {title(t)}:"] + [f"  - {line}" for line in added_datasets(m, t)]
+            md_lines += [""]
         if m.get("extra_sources"):
             md_lines += [f"Beyond the paper's range, settings above {_n_without_extra(m)} add extra source tasks that "
                          "only train (ablations.extra_sources; never targets), after each target's other datasets, in "
@@ -412,9 +597,11 @@ def ablations_figure(families: list[dict[str, Any]], out: Path) -> None:
         ax.axis("off")
     if curve is not None:  # the source-count curve in accuracy: DnD and the average of its sources' LoRAs
         ax = axes[0][n_panels - 1]
-        xs = [int(s) for s in curve["settings"] if f"{s}/mean/dnd/acc" in curve]
-        for k, label in (("dnd", "DnD"), ("train_avg", "training LoRAs (avg)")):
-            ax.plot(xs, [curve[f"{x}/mean/{k}/acc"] for x in xs], marker="o", label=label)
+        counts = {n: [x for x in names if f"{x}/mean/dnd/acc" in curve] for n, names in _counts(curve).items()}
+        xs = [n for n, names in counts.items() if names]
+        for k, label in (("dnd", "DnD"), ("train_avg", "training LoRAs (avg)")):  # the mean over orders
+            ax.plot(xs, [np.mean([curve[f"{x}/mean/{k}/acc"] for x in counts[n]]) for n in xs], marker="o",
+                    label=label)
         ax.axvline(_n_without_extra(curve) + 0.5, color="grey", ls="--", lw=0.8)
         ax.set_xlabel("training datasets")
         ax.set_title("Number of training datasets: accuracy", fontsize=10)
@@ -425,8 +612,15 @@ def ablations_figure(families: list[dict[str, Any]], out: Path) -> None:
         y = [m[f"{s}/{key}"] for s in settings]
         err = [[m[f"{s}/{key}"] - m[f"{s}/{key}_ci_low"] for s in settings],
                [m[f"{s}/{key}_ci_high"] - m[f"{s}/{key}"] for s in settings]]
-        if m["family"] == "sources":
-            xs = [int(s) for s in settings]
+        if m["family"] == "sources":  # a count run in several orders: its mean over orders, CI over orders and items
+            xs, y, err = [], [], [[], []]
+            for n, names in _counts(m).items():
+                k = order_key(n, "mean") if order_key(n, "mean") in m else f"{names[0]}/{key}"
+                if k in m:
+                    xs.append(n)
+                    y.append(m[k])
+                    err[0].append(m[k] - m[f"{k}_ci_low"])
+                    err[1].append(m[f"{k}_ci_high"] - m[k])
             ax.errorbar(xs, y, yerr=err, marker="o", capsize=3)
             ax.set_xlabel("training datasets")
             if m.get("extra_sources"):
