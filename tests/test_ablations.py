@@ -122,7 +122,10 @@ def test_config_checks_and_defaults():
     cfg = validate_config({"data": {"datasets": ["arc_easy", "boolq", "piqa", "hellaswag"]},
                            "base_model": {"source": "smollm2_wheel"}})
     assert cfg["ablations"]["targets"] == ["arc_easy", "boolq", "piqa"] and cfg["ablations"]["sources"] == [2, 3]
-    assert cfg["ablations"]["n_adapters"] == 3
+    assert cfg["ablations"]["n_adapters"] == 3 and cfg["ablations"]["source_orders"] == 3
+    with pytest.raises(ConfigError, match="source_orders"):
+        validate_config({"data": {"datasets": ["arc_easy", "boolq", "piqa"]}, "base_model": {"source": "smollm2_wheel"},
+                         "ablations": {"source_orders": 0}})
     with pytest.raises(ConfigError, match="ablations.targets"):
         validate_config({"data": {"datasets": ["arc_easy", "boolq"]}, "base_model": {"source": "smollm2_wheel"},
                          "ablations": {"targets": ["piqa"]}})
@@ -291,3 +294,177 @@ def test_summary_command_refuses_incomplete_cells(tmp_path, caplog):
     assert (f"condition/default/t: the default run's rows: no path ending in t.jsonl among the --default-eval "
             f"paths ({f})") in caplog.text
     assert cli_main(argv + ["--default-eval", str(f), str(default)]) == 0
+
+
+# ------------------------------------------------------------------ the sources curve over source orders
+DS7 = ["arc_easy", "arc_challenge", "boolq", "hellaswag", "openbookqa", "piqa", "winogrande"]
+
+
+def _old_source_order(target, datasets, seed, extra=()):
+    """The one seeded order the curve took before source orders (issue 29), verbatim."""
+    import random
+
+    from dnd.schedule import derive_seed
+
+    others = [d for d in datasets if d != target]
+    random.Random(derive_seed(seed, "ablation-sources", target)).shuffle(others)
+    more = sorted(extra)
+    random.Random(derive_seed(seed, "ablation-extra-sources")).shuffle(more)
+    return others + more
+
+
+def test_order_zero_keeps_the_committed_settings_names_and_sources():
+    """Order 0 is the curve as it was: the same names ("3") and the same sources for every count,
+    so the committed runs' generators and scores stay valid; orders >= 1 only add names ("3o1")
+    below all the other datasets."""
+    extra = ["siqa", "qasc", "sciq"]
+    configured = [2, 3, 4, 5, 6, 8]
+    plain = ab.family_settings("sources", configured, len(DS7), 1)
+    assert plain == [str(n) for n in configured]
+    settings = ab.family_settings("sources", configured, len(DS7), 3)
+    assert [s for s in settings if ab.parse_source_setting(s)[1] == 0] == plain
+    assert set(settings) - set(plain) == {f"{n}o{o}" for n in (2, 3, 4, 5) for o in (1, 2)}  # 8 more per target
+    assert settings.index("3o2") == settings.index("3") + 2 < settings.index("4")  # orders next to their count
+    for target in DS7:
+        assert ab.source_order(target, DS7, 42, extra) == _old_source_order(target, DS7, 42, extra)
+        for n in configured:
+            got = ab.setting_overrides("sources", str(n), target, DS7, 42, "base", extra)["sources"]
+            assert got == _old_source_order(target, DS7, 42, extra)[:n]
+    assert [ab.parse_source_setting(s) for s in ("3", "3o1", "14", "2o12")] == [(3, 0), (3, 1), (14, 0), (2, 12)]
+    assert all(ab.source_setting(*ab.parse_source_setting(s)) == s for s in settings)
+    for bad in ("3o0", "o1", "3o", "3x1", "-3", "3o01"):
+        with pytest.raises(ValueError, match="is not a count"):
+            ab.parse_source_setting(bad)
+    assert ab.is_default("sources", "6", len(DS7)) and not ab.is_default("sources", "5o1", len(DS7))
+    with pytest.raises(ValueError, match="every other order is the same there"):  # 6 = all the others: no orders
+        ab.setting_overrides("sources", "6o1", "piqa", DS7, 42, "base", extra)
+    with pytest.raises(ValueError, match="names an order"):
+        ab.family_settings("sources", ["3o1"], len(DS7), 3)
+    assert ab.family_settings("pool", [32, "all"], len(DS7), 3) == ["32", "all"]  # other families: as configured
+    assert ab.reference_setting("sources", ["2", "2o1", "3", "3o1", "10"]) == "10"
+    assert ab.reference_setting("sources", ["2", "3o1", "3"]) == "3"  # the most datasets, order 0
+
+
+def test_source_orders_differ_from_each_other_and_are_reproducible():
+    extra = ["x", "y"]
+    for seed in (0, 42):
+        for target in DS7:
+            orders = [ab.source_order(target, DS7, seed, extra, o) for o in range(4)]
+            assert orders == [ab.source_order(target, DS7, seed, extra, o) for o in range(4)]  # reproducible
+            others = sorted(d for d in DS7 if d != target)
+            assert all(sorted(o[:6]) == others and o[6:] == orders[0][6:] for o in orders)  # extras: one order
+            assert len({tuple(o) for o in orders}) == 4  # four distinct orders
+            assert ab.source_order(target, DS7, seed, extra, 1) != ab.source_order(target, DS7, seed + 1, extra, 1)
+        # the counts' source sets differ between orders somewhere (not only the order inside a set)
+        sets = {o: {frozenset(ab.source_order(t, DS7, seed, (), o)[:3]) for t in DS7} for o in range(3)}
+        assert sets[0] != sets[1] and sets[1] != sets[2]
+    # two other datasets: order 1 is the other one of the two orders (the smoke profile's count 1)
+    small = ["capitals", "sounds", "opposites"]
+    assert ab.source_order("capitals", small, 0, (), 1) == list(reversed(ab.source_order("capitals", small, 0)))
+    assert ab.source_order("capitals", small, 0, (), 2) in (ab.source_order("capitals", small, 0, (), o)
+                                                            for o in (0, 1))  # no third order exists
+
+
+def _order_cells(effects, targets=("t", "u"), n=80, seed=0):
+    """Cells of the sources family on 5 datasets: counts 1 and 2 in the orders of `effects`
+    (count -> per order the chance that DnD is right), 4 (the reference) at 0.7; training LoRAs
+    right on every other item."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    ds = list(targets) + ["a", "b", "c", "d"][: 5 - len(targets)]
+    half = [i % 2 for i in range(n)]
+    cells, srcs = {}, {}
+    for t in targets:
+        same = list((rng.random(n) < 0.5).astype(int))
+        plan = {"4": 0.7}
+        for count, ps in effects.items():
+            plan.update({ab.source_setting(count, o): p for o, p in enumerate(ps)})
+        for s, p in plan.items():
+            srcs[(s, t)] = ab.setting_overrides("sources", s, t, ds, 0, "base")["sources"]
+            correct = same if p is None else list((rng.random(n) < p).astype(int))
+            cells[(s, t)] = _rows(t, [correct], {d: half for d in srcs[(s, t)]})
+    return cells, srcs
+
+
+def test_curve_over_orders_pools_orders_then_items():
+    import numpy as np
+
+    # no order effect: every order of count 1 scores the same items the same way (p None: one draw)
+    cells, srcs = _order_cells({1: [None, None, None], 2: [0.5]})
+    _, m = ab.summarize(cells, "sources", srcs, 1, 400, 0)
+    assert m["orders"] == {"1": ["1", "1o1", "1o2"]} and m["reference"] == "4"
+    for t in ("t", "u", "mean"):
+        k = ab.order_key(1, t)
+        assert m[k] == pytest.approx(m[f"1/{t}/dnd_minus_train_avg/acc"])  # the same centre as order 0 alone
+        assert (m[f"{k}_ci_low"], m[f"{k}_ci_high"]) == pytest.approx((m[f"{k}_item_ci_low"], m[f"{k}_item_ci_high"]))
+        assert m[f"{k}_order_sd"] == pytest.approx(0) and m[f"{k}_item_se"] > 0
+    assert (m[f"{ab.order_key(1, 'mean')}_item_ci_low"], m[f"{ab.order_key(1, 'mean')}_item_ci_high"]) == \
+        pytest.approx((m["1/mean/dnd_minus_train_avg/acc_ci_low"], m["1/mean/dnd_minus_train_avg/acc_ci_high"]))
+    assert ab.order_key(2, "mean") not in m  # one order: no pooled figure
+    # an order effect: order 1 far better, order 2 far worse than order 0; the CI over orders and
+    # items is wider than order 0's over items and holds every order's mean
+    cells, srcs = _order_cells({1: [0.5, 0.95, 0.1], 2: [0.6, 0.6, 0.6]})
+    rows, m = ab.summarize(cells, "sources", srcs, 1, 400, 0)
+    for t in ("t", "u", "mean"):
+        k = ab.order_key(1, t)
+        width, item_width = m[f"{k}_ci_high"] - m[f"{k}_ci_low"], m[f"{k}_item_ci_high"] - m[f"{k}_item_ci_low"]
+        assert width > 2 * item_width
+        assert m[f"{k}_order_sd"] > 3 * m[f"{k}_item_se"]
+        by_order = m[f"{k}_by_order"]
+        assert len(by_order) == 3 and by_order[1] > by_order[0] > by_order[2]
+        assert m[k] == pytest.approx(np.mean(by_order))
+        r = ab.order_key(1, t, ref="4")
+        assert m[r] == pytest.approx(np.mean(m[f"{r}_by_order"]))
+        assert m[f"{r}_by_order"][0] == pytest.approx(
+            m["4_minus_1/mean/dnd/acc"] if t == "mean" else
+            100 * (np.mean(cells[("4", t)][0]["correct"]) - np.mean(cells[("1", t)][0]["correct"])))
+    assert m[ab.order_key(1, "mean")] == pytest.approx(np.mean([m[ab.order_key(1, t)] for t in ("t", "u")]))
+    # one draw of orders serves both targets: their shared order effect does not average out over targets
+    widths = {t: m[f"{ab.order_key(1, t)}_ci_high"] - m[f"{ab.order_key(1, t)}_ci_low"] for t in ("t", "u", "mean")}
+    assert widths["mean"] > 0.85 * (widths["t"] + widths["u"]) / 2
+    k = ab.order_key(2, "mean")
+    assert m[f"{k}_ci_high"] - m[f"{k}_ci_low"] < m[f"{ab.order_key(1, 'mean')}_ci_high"] - m[
+        f"{ab.order_key(1, 'mean')}_ci_low"]
+    # the per-setting figures are those of the settings run alone (no key changed or lost)
+    alone = {k: v for k, v in cells.items() if ab.parse_source_setting(k[0])[1] == 0}
+    _, m0 = ab.summarize(alone, "sources", {k: srcs[k] for k in alone}, 1, 400, 0)
+    same = {k for k in m0 if k not in ("settings", "orders")}
+    assert same and all(m[k] == m0[k] for k in same), [k for k in same if m[k] != m0[k]]
+    assert {(r["setting"], r["method"]) for r in rows} >= {("1o2", "dnd"), ("1o2", "train_avg")}
+    # the verdict tests 4 against each count once, over its orders
+    text = ab.family_verdict(m)
+    assert "DnD (1 source, mean over 3 orders)" in text and "1 source, order" not in text
+    assert "DnD (2 sources, mean over 3 orders)" in text and "over source orders and items" in text
+    key = ab.order_key(1, "mean", ref="4")
+    lo, hi = m[f"{key}_ci_low"], m[f"{key}_ci_high"]
+    assert f"({m[key]:+.1f} points [{lo:+.1f}, {hi:+.1f}])" in text
+    with pytest.raises(ValueError, match="were scored on other items of t"):
+        bad = dict(cells)
+        bad[("1o1", "t")] = _rows("t", [[1] * 80], {d: [0] * 80 for d in srcs[("1o1", "t")]},
+                                  ids=[f"other-{i}" for i in range(80)])
+        ab.summarize(bad, "sources", srcs, 1, 50, 0)
+
+
+def test_report_lists_the_curve_and_the_datasets_each_order_adds(tmp_path):
+    cells, srcs = _order_cells({1: [0.5, 0.9, 0.2], 2: [0.5, 0.6, 0.4]})
+    _, m = ab.summarize(cells, "sources", srcs, 1, 200, 0)
+    m["defaults"] = ["4"]
+    ds = ["t", "u", "a", "b", "c"]
+    table = ab.curve_table(m).set_index("Datasets")
+    assert list(table.index) == ["1", "2", "4"] and list(table["Orders"]) == ["3", "3", "1"]
+    k = ab.order_key(2, "mean")
+    assert table.loc["2", "Mean over targets"] == f"{m[k]:+.1f} [{m[k + '_ci_low']:+.1f}, {m[k + '_ci_high']:+.1f}]"
+    assert table.loc["4", "DnD (4 sources) minus DnD (this count)"] == "(reference)"
+    lines = ab.added_datasets(m, "u")
+    orders = [ab.source_order("u", ds, 0, (), o) for o in range(3)]
+    assert lines[0] == "1 source: " + "; ".join(f"order {o}: +{orders[o][0]}" for o in range(3))
+    assert lines[1] == "2 sources: " + "; ".join(f"order {o}: +{orders[o][1]}" for o in range(3))
+    assert lines[2] == f"4 sources: order 0: +{orders[0][2]}, +{orders[0][3]}"
+    text = ab.ablations_markdown([m], "f.png", {}, 1)
+    from dnd.benchmarks.datasets import title
+
+    assert "The curve over 3 seeded orders" in text and f"- {title('u')}:" in text
+    assert "  - " + lines[0] in text and "  - " + lines[1] in text
+    ab.ablations_figure([m], tmp_path / "f.png")
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"

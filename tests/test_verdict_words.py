@@ -72,11 +72,14 @@ def test_ablations_report():
     pool = {("all", "t"): ablation_rows("t", [good], {"s1": half}),
             ("32", "t"): ablation_rows("t", [half], {"s1": half}),
             ("512", "t"): ablation_rows("t", [good], {"s1": half})}
+    # the sources curve, count 1 in two orders (as the mean over orders) against 2
+    sources = {(s, "t"): ablation_rows("t", [c], {"s1": half}) for s, c in (("1", bad), ("1o1", half), ("2", good))}
     families = [ab.summarize(cells, fam, {k: ["s1"] for k in cells}, 1, 100, 0)[1]
-                for fam, cells in (("condition", cond), ("pool", pool))]
+                for fam, cells in (("condition", cond), ("pool", pool), ("sources", sources))]
     words = check(ab.ablations_markdown(families, "f.png", {}, 1))
     # the settings of `pool` disagree: each word with its count
-    assert words == ["reproduced", "reproduced", "level"]
+    assert words == ["reproduced", "reproduced", "level", "reproduced"]
+    assert "DnD (2 sources) is ahead of DnD (1 source, mean over 2 orders)" in ab.family_verdict(families[2])
     assert "**reproduced** against 1 of 2 settings, **level** against 1" in ab.family_verdict(families[1])
 
 
