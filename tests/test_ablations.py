@@ -250,6 +250,7 @@ def test_family_budget_counts_the_jobs_of_its_configured_settings_only(tmp_path)
                    "condition/summary.tsv": 6, "encode/condition-answer_ds_train.tsv": 30,
                    "encode/extractor-llm_ds_train.tsv": 900, "sources/evaluate_2_t.tsv": 60,
                    "sources/evaluate_12_t.tsv": 600, "sources/extra/train_lora_x.tsv": 120,
+                   "sources/train_generator_2o1_t.tsv": 240,
                    "sources/extra/encode_prompts_x_train.tsv": 6, "sources/extra/train_lora_z.tsv": 900}.items():
         bench(rel, s)
     cond = {"family": "condition", "settings": ["prompt", "answer", "prompt_answer"], "targets": ["t"]}
@@ -257,6 +258,8 @@ def test_family_budget_counts_the_jobs_of_its_configured_settings_only(tmp_path)
     assert benchmark_minutes(tmp_path, ab.family_jobs(cond, extra_only=True)) is None
     curve = {"family": "sources", "settings": ["2", "14"], "targets": ["t"], "extra_sources": ["x"]}
     assert benchmark_minutes(tmp_path, ab.family_jobs(curve)) == pytest.approx((3.1, 1.55, 3))  # not 12, not z
+    curve["settings"] = ["2", "2o1", "14"]  # a count in another source order: its jobs count too
+    assert benchmark_minutes(tmp_path, ab.family_jobs(curve)) == pytest.approx((7.1, 3.55, 4))
     assert benchmark_minutes(tmp_path, ab.family_jobs(curve, extra_only=True)) == pytest.approx((2.1, 1.05, 2))
 
 

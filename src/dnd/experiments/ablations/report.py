@@ -8,7 +8,9 @@ average on the default run's test items and scorer.
   dnd ablation-report --params JSON --metrics results/ablations/*.json --benchmarks-dir
       benchmarks/ablations --out results/ablations/report.md --figure results/ablations/figures/ablations.png
 
-`setting_overrides` turns (family, setting) into the settings and sources that change. The
+`setting_overrides` turns (family, setting) into the settings and sources that change; the
+`sources` family names a count n in source order 0 "n" and in order k >= 1 "n" + "o" + k ("3o1",
+`parse_source_setting`), and compares counts run in several orders as the mean over orders. The
 families (condition, extractor, pool, pairing, sources), how the workflow runs them and what
 {family}.csv and {family}.json hold: docs/modules.md, section
 `src/dnd/experiments/ablations/report.py`; the results: README.md, "Ablations".
