@@ -42,6 +42,9 @@ from dnd.summary import CONTROL_KINDS, HEADROOM, MEAN_TARGET, item_vectors, load
 SUBJECTS = ("dnd", "dnd_basis")
 BASELINES = ("train_avg", "soup", "nearest", *CONTROL_KINDS)
 SPREADS = ("seed_sd", "zoo_sd", "generator_sd", "item_se")
+# the order of the pairs in every table and figure: DnD's first, the training average first
+PAIR_ORDER = [f"{a}_minus_{b}" for a in SUBJECTS for b in (*BASELINES, "dnd_basis") if a != b]
+PAIR_ORDER.append("_minus_".join(HEADROOM))
 
 
 def run_name(zoo: int, generator: int) -> str:
@@ -176,9 +179,8 @@ def comparison_table(m: dict[str, Any], target: str = MEAN_TARGET) -> pd.DataFra
     """One row per pair: the difference over every run (points), its two-level CI, the default
     run's items-only CI, the seed SD beside the item SE, and the relation in words."""
     rows = []
-    order = [f"{a}_minus_{b}" for a, b in [(x, y) for x in SUBJECTS for y in (*BASELINES, "dnd_basis")] + [HEADROOM]]
     present = {k.split("/")[1] for k in m if k.startswith(f"{target}/") and "_minus_" in k}
-    for key in [k for k in order if k in present]:
+    for key in [k for k in PAIR_ORDER if k in present]:
         subject, base = key.split("_minus_")
         k = f"{target}/{key}/acc"
         if k not in m:
@@ -216,7 +218,8 @@ def seeds_figure(m: dict[str, Any], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tab = [k.split("/")[1] for k in m if k.startswith(f"{MEAN_TARGET}/") and k.endswith("/acc")]
+    present = {k.split("/")[1] for k in m if k.startswith(f"{MEAN_TARGET}/") and k.endswith("/acc")}
+    tab = [k for k in PAIR_ORDER if k in present]
     fig, ax = plt.subplots(figsize=(7, 0.6 + 0.5 * max(len(tab), 1)))
     for y, key in enumerate(tab):
         k = f"{MEAN_TARGET}/{key}/acc"
@@ -230,6 +233,7 @@ def seeds_figure(m: dict[str, Any], out: Path) -> None:
         ax.plot([d], [y], "D", color="black", ms=5)
     subject_base = [k.split("_minus_") for k in tab]
     ax.set_yticks(range(len(tab)), [f"{_label(s)} − {_label(b)}" for s, b in subject_base], fontsize=7)
+    ax.invert_yaxis()  # the table's order, top to bottom
     ax.axvline(0, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("difference, accuracy points (pooled over targets)")
     ax.set_title("Seeds: two-level CI (dark), default run's items-only CI (light), runs (dots)", fontsize=8)
