@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import platform
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -555,14 +556,25 @@ def efficiency_table(eff: pd.DataFrame, targets: list[str], timings_dir: Path,
     return disp, num_df
 
 
-def benchmark_minutes(directory: Path | None, keep=None) -> tuple[float, float, int] | None:
-    """(total wall minutes, total CPU minutes, jobs) of the Snakemake benchmark files under
-    `directory` (the last run of each job); `keep(path relative to directory) -> bool` picks the
-    files to count (default: all)."""
-    if directory is None or not Path(directory).is_dir():
-        return None
-    files = [f for f in sorted(Path(directory).rglob("*.tsv")) if keep is None or keep(f.relative_to(directory))]
-    rows = [pd.read_csv(f, sep="\t").iloc[-1] for f in files]
+def declared_benchmarks(files: Iterable[str | Path] | None, option: str = "--benchmarks") -> list[Path]:
+    """The Snakemake benchmark files a rule declared and passed with `option`, sorted; one line
+    naming the first missing one (and how many more) when any is not there."""
+    paths = sorted(Path(f) for f in files or [])
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise FileNotFoundError(f"{option}: declared benchmark file {missing[0]} not found{more}")
+    return paths
+
+
+def benchmark_minutes(files: Iterable[str | Path] | None, keep=None,
+                      option: str = "--benchmarks") -> tuple[float, float, int] | None:
+    """(total wall minutes, total CPU minutes, jobs) of the Snakemake benchmark files `files` (the
+    ones a rule declared, passed with `option`; the last run of each job); `keep(path) -> bool`
+    picks the files to count (default: all). None when it picks none; a missing declared file is
+    one line (`declared_benchmarks`)."""
+    rows = [pd.read_csv(f, sep="\t").iloc[-1] for f in declared_benchmarks(files, option)
+            if keep is None or keep(f)]
     if not rows:
         return None
     return (sum(float(r["s"]) for r in rows) / 60, sum(float(r.get("cpu_time", float("nan"))) for r in rows) / 60,
