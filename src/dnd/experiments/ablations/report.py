@@ -704,8 +704,8 @@ def family_jobs(m: dict[str, Any], extra_only: bool = False):
     extra = re.compile(rf"^\w+?_({'|'.join(map(re.escape, m.get('extra_sources') or [])) or '(?!)'})(_train)?$")
     encode = re.compile(rf"^{re.escape(fam)}-({alt})_")
 
-    def keep(rel: Path) -> bool:
-        folders, stem = rel.parts[:-1], rel.stem
+    def keep(path: Path) -> bool:
+        folders, stem = path.parts[:-1], path.stem
         if folders[-2:] == (fam, "extra"):
             return bool(extra.match(stem))
         if extra_only:
