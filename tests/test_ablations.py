@@ -4,6 +4,8 @@ the verdicts; rule params that stay those of the default run."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -253,14 +255,19 @@ def test_family_budget_counts_the_jobs_of_its_configured_settings_only(tmp_path)
                    "sources/train_generator_2o1_t.tsv": 240,
                    "sources/extra/encode_prompts_x_train.tsv": 6, "sources/extra/train_lora_z.tsv": 900}.items():
         bench(rel, s)
+    files = sorted(tmp_path.rglob("*.tsv"))  # the files the report is passed (--benchmarks)
     cond = {"family": "condition", "settings": ["prompt", "answer", "prompt_answer"], "targets": ["t"]}
-    assert benchmark_minutes(tmp_path, ab.family_jobs(cond)) == pytest.approx((3.7, 1.85, 5))  # not `mixed`
-    assert benchmark_minutes(tmp_path, ab.family_jobs(cond, extra_only=True)) is None
+    assert benchmark_minutes(files, ab.family_jobs(cond)) == pytest.approx((3.7, 1.85, 5))  # not `mixed`
+    assert benchmark_minutes(files, ab.family_jobs(cond, extra_only=True)) is None
     curve = {"family": "sources", "settings": ["2", "14"], "targets": ["t"], "extra_sources": ["x"]}
-    assert benchmark_minutes(tmp_path, ab.family_jobs(curve)) == pytest.approx((3.1, 1.55, 3))  # not 12, not z
+    assert benchmark_minutes(files, ab.family_jobs(curve)) == pytest.approx((3.1, 1.55, 3))  # not 12, not z
     curve["settings"] = ["2", "2o1", "14"]  # a count in another source order: its jobs count too
-    assert benchmark_minutes(tmp_path, ab.family_jobs(curve)) == pytest.approx((7.1, 3.55, 4))
-    assert benchmark_minutes(tmp_path, ab.family_jobs(curve, extra_only=True)) == pytest.approx((2.1, 1.05, 2))
+    assert benchmark_minutes(files, ab.family_jobs(curve)) == pytest.approx((7.1, 3.55, 4))
+    assert benchmark_minutes(files, ab.family_jobs(curve, extra_only=True)) == pytest.approx((2.1, 1.05, 2))
+    # the workflow's paths (benchmarks/ablations/...): the files are picked by their last folders
+    rel = [f.relative_to(tmp_path) for f in files]
+    assert [f for f in rel if ab.family_jobs(cond)(Path("benchmarks/ablations") / f)] == \
+        [f for f in rel if ab.family_jobs(cond)(f)]
 
 
 def test_summary_command_refuses_incomplete_cells(tmp_path, caplog):

@@ -81,6 +81,21 @@ def test_report_errors_are_clear(tmp_path, caplog):
     assert "has no scores for 'physics'" in caplog.text
     assert main([*base, "--params", json.dumps({"sources": []})]) != 0
     assert "needs 'target'" in caplog.text
+    # the job times: the benchmark files the rule declares (--benchmarks); one of them missing is one line
+    bench = tmp_path / "benchmarks" / "crossdomain"
+    (bench / "generate").mkdir(parents=True)
+    for rel, s in (("data.tsv", 60), ("evaluate.tsv", 540), ("generate/science_dnd_0.tsv", 120)):
+        (bench / rel).write_text(f"s\th:m:s\tmax_rss\tcpu_time\n{s}\t0:00:00\t1\t{s / 2}\n")
+    params = ["--params", json.dumps({"target": "science", "sources": ["arc_easy", "boolq"]})]
+    files = [str(bench / rel) for rel in ("data.tsv", "evaluate.tsv", "generate/science_dnd_0.tsv")]
+    assert main([*base, *params, "--benchmarks", *files]) == 0
+    assert "the experiment's 3 jobs took 12 min of wall time in total and 6 min of CPU time" in \
+        (tmp_path / "r.md").read_text()
+    caplog.clear()
+    assert main([*base, *params, "--benchmarks", *files, str(bench / "summarize.tsv")]) != 0
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "\n" not in errors[0], errors
+    assert f"--benchmarks: declared benchmark file {bench / 'summarize.tsv'} not found" in errors[0]
 
 
 def test_relation_words_follow_the_ci():

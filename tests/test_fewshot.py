@@ -323,7 +323,8 @@ def run_report(w: Path) -> str:
                      "--csv", str(w / "fewshot.csv"), "--metrics", str(w / "metrics.json"),
                      "--generate-timings", *_files(w / "timings" / "generate"),
                      "--generator-timings", *_files(w / "timings" / "train_generator"),
-                     "--benchmarks-dir", str(w / "benchmarks"), "--out", str(w / "report" / "report.md"),
+                     *(["--benchmarks", *_files(w / "benchmarks")] if (w / "benchmarks").is_dir() else []),
+                     "--out", str(w / "report" / "report.md"),
                      "--figure", str(w / "report" / "figures" / "fewshot.png")]) == 0
     return (w / "report" / "report.md").read_text()
 
@@ -356,6 +357,13 @@ def test_summary_columns_and_cost_definitions(summary_world):
                    "500 s", "](figures/fewshot.png)", "DnD 3.70 s per adapter (median; 0.40-7.00 s"):
         assert needle in text, needle
     assert (w / "report" / "figures" / "fewshot.png").stat().st_size > 10_000
+    assert "no benchmark files (run through Snakemake to measure)" in text  # none passed
+    # the target's declared job benchmarks (benchmarks/fewshot/{T}/*.tsv): the last run of each job
+    for job, s in (("train_k1", 60.0), ("train_k4", 120.0), ("score", 30.0), ("icl", 90.0)):
+        bench = w / "benchmarks" / "fewshot" / TARGET / f"{job}.tsv"
+        bench.parent.mkdir(parents=True, exist_ok=True)
+        bench.write_text(f"s\th:m:s\tmax_rss\tcpu_time\n999\t0:16:39\t1\t999\n{s}\t0:00:00\t1\t{s / 2}\n")
+    assert "5.0 min of wall time over 4 jobs (2.5 min of CPU time" in run_report(w)
 
 
 def test_summary_refuses_other_items(summary_world):

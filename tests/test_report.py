@@ -155,7 +155,8 @@ def run_dir(tmp_path_factory) -> Path:
                "--zoo-checkpoints", *map(str, sorted(res.glob("zoo/*/checkpoints"))),
                "--generator-logs", *map(str, sorted(res.glob("generators/*/train_log_hyperconv.csv"))),
                "--generated", *map(str, sorted(res.glob("generated/*/dnd_*"))),
-               "--benchmarks-dir", str(root / "benchmarks"), "--timings-dir", str(res / "timings"),
+               "--benchmarks", *map(str, sorted((root / "benchmarks").rglob("*.tsv"))),  # what the rule declares
+               "--timings-dir", str(res / "timings"),
                "--paper-numbers", str(paper), "--paper-config", str(REPO_ROOT / "config" / "paper.yaml"),
                "--out", str(res / "report.md"),
                "--figures-dir", str(res / "figures"), "--tables-dir", str(res / "tables")])
@@ -310,7 +311,7 @@ def test_optional_inputs_missing(tmp_path, run_dir):
                "--efficiency", str(tmp_path / "no.csv"), "--data-summary", str(tmp_path / "no.csv"),
                "--zoo-logs", str(tmp_path / "no" / "a" / "train_log.csv"),
                "--zoo-checkpoints", str(tmp_path / "no" / "a" / "checkpoints"),
-               "--generated", str(tmp_path / "no" / "t" / "dnd_0"), "--benchmarks-dir", str(tmp_path / "no"),
+               "--generated", str(tmp_path / "no" / "t" / "dnd_0"),
                "--paper-numbers", str(tmp_path / "no.yaml"), "--out", str(out),
                "--figures-dir", str(tmp_path / "r" / "figures"), "--tables-dir", str(tmp_path / "r" / "tables")])
     assert rc == 0
@@ -376,13 +377,44 @@ def test_compute_table_leaves_out_other_experiments(tmp_path):
     row = "s\th:m:s\tmax_rss\tcpu_time\n{s}\t0:00:00\t100\t{s}\n"
     for rel, s in {"train_lora/a.tsv": 10, "train_lora/b.tsv": 20, "report.tsv": 1,
                    "protocol/evaluate/a.tsv": 500}.items():
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / rel).write_text(row.format(s=s))
-    every = tables.compute_table(tmp_path)
+        (tmp_path / "benchmarks" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "benchmarks" / rel).write_text(row.format(s=s))
+    files = sorted((tmp_path / "benchmarks").rglob("*.tsv"))
+    every = tables.compute_table(files)
     assert set(every["Stage (rule)"]) == {"train_lora", "report", "protocol", "**all stages**"}
-    own = tables.compute_table(tmp_path, exclude=("protocol",))
+    own = tables.compute_table(files, exclude=("protocol",))
     assert set(own["Stage (rule)"]) == {"train_lora", "report", "**all stages**"}
     assert own.set_index("Stage (rule)").loc["train_lora", "Jobs"] == 2
+
+
+def test_report_reads_the_benchmark_files_it_is_given(tmp_path, monkeypatch):
+    """The default report's compute table and LoRA job times come from the benchmark files the
+    rule declares (`--benchmarks`, issue 27): the same table as the whole folder gave when they are
+    all of it, stale files beside them left out; a missing declared file is one line."""
+    monkeypatch.chdir(tmp_path)  # the workflow passes paths relative to the run directory
+    row = "s\th:m:s\tmax_rss\tcpu_time\n{s}\t0:00:00\t100\t{s}\n"
+    for rel, s in {"base_model.tsv": 3, "train_lora/a.tsv": 10, "train_lora/b.tsv": 20, "evaluate/a.tsv": 40,
+                   "generate/a.tsv": 5}.items():
+        (Path("benchmarks") / rel).parent.mkdir(parents=True, exist_ok=True)
+        (Path("benchmarks") / rel).write_text(row.format(s=s))
+    declared = sorted(Path("benchmarks").rglob("*.tsv"), reverse=True)
+    # the former folder-based reading: every file under the folder, the stage relative to it
+    folder = tables.read_stage_benchmarks(sorted(Path("benchmarks").rglob("*.tsv")), root="benchmarks")
+    assert tables.read_stage_benchmarks(declared).equals(folder)
+    comp = tables.compute_table(declared).set_index("Stage (rule)")
+    assert comp.loc["train_lora", "Wall, total (s)"] == "30.00" and comp.loc["base_model", "Jobs"] == 1
+    assert comp.loc["**all stages**", "Jobs"] == 5 and comp.loc["**all stages**", "Wall, total (s)"] == "78.00"
+    assert tables.lora_bench_seconds(declared, "b") == 20.0 and tables.lora_bench_seconds(declared, "c") is None
+    (Path("benchmarks") / "report.tsv").write_text(row.format(s=1000))  # a previous report's: not declared
+    assert tables.compute_table(declared).set_index("Stage (rule)").equals(comp)
+    assert "report" in set(tables.read_stage_benchmarks(sorted(Path("benchmarks").rglob("*.tsv")), root="benchmarks")
+                           .stage)  # the folder would have counted it
+    gone = Path("benchmarks/summarize.tsv")
+    with pytest.raises(FileNotFoundError, match=f"^--benchmarks: declared benchmark file {gone} not found$"):
+        tables.compute_table([*declared, gone])
+    (tmp_path / "x.tsv").write_text(row.format(s=1))
+    with pytest.raises(ValueError, match="not under a benchmarks/ folder"):
+        tables.compute_table([tmp_path / "x.tsv"])
 
 
 def test_report_hash_is_the_default_runs(run_dir):

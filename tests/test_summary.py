@@ -205,7 +205,7 @@ def test_metrics_and_report_agree_on_the_config_folds(tmp_path):
     assert cli_main(["report", "--params", json.dumps(cfg), "--scores", str(tmp_path / "scores.csv"),
                      "--metrics", str(tmp_path / "metrics.json"), "--out", str(out),
                      "--figures-dir", str(out.parent / "figures"), "--efficiency", none, "--data-summary", none,
-                     "--benchmarks-dir", none, "--timings-dir", none, "--paper-numbers", none]) == 0
+                     "--timings-dir", none, "--paper-numbers", none]) == 0
     text = out.read_text()
     lines = text[text.index("## Main results"):].splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("|"))

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dnd.config import OUTSIDE_RUN
 from dnd.experiments.ablations.report import FAMILIES as ABLATION_FAMILIES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,6 +151,48 @@ def _planned_files(dry_run: str) -> set[str]:
     """Every output, log and benchmark file of the jobs in a `snakemake -n` listing."""
     return {f for line in dry_run.splitlines() if (m := re.match(r"^    (?:output|log|benchmark): (.*)$", line))
             for f in m.group(1).split(", ")}
+
+
+def _dry_run_jobs(dry_run: str) -> list[dict[str, list[str]]]:
+    """The jobs of a `snakemake -n` listing: rule, input and benchmark files of each."""
+    jobs: list[dict[str, list[str]]] = []
+    for line in dry_run.splitlines():
+        if m := re.match(r"^(?:local)?rule (\w+):$", line):
+            jobs.append({"rule": [m.group(1)], "input": [], "benchmark": []})
+        elif jobs and (m := re.match(r"^    (input|benchmark): (.*)$", line)):
+            jobs[-1][m.group(1)] = [f.removesuffix(" (cached)") for f in m.group(2).split(", ")]
+    return jobs
+
+
+# each extra experiment's target: its report rule and the folder of its jobs' benchmark files
+EXPERIMENT_REPORTS = {"protocol": ("protocol_report", "benchmarks/protocol/"),
+                      "crossdomain": ("crossdomain_report", "benchmarks/crossdomain/"),
+                      "fewshot": ("fewshot_report", "benchmarks/fewshot/"),
+                      "ablations": ("ablation_report", "benchmarks/ablations/"),
+                      "math": ("mathcode_report", "benchmarks/math/"),
+                      "code": ("mathcode_report", "benchmarks/code/")}
+
+
+@pytest.mark.parametrize("profile", ["config.yaml", "smoke.yaml"])
+def test_reports_declare_their_jobs_benchmark_files(profile, tmp_path):
+    """Each report reads its jobs' times from the benchmark files it declares (issue 27): exactly
+    those of its experiment's jobs in the dry run (the default report: of `all`'s, outside the extra
+    experiments' folders), not its own, none of a job the config does not run (fewshot: the
+    per-target jobs, whose times its report gives)."""
+    res = snakemake("-n", "--cores", "1", "all", *EXPERIMENT_REPORTS, "--configfile",
+                    str(REPO / "config" / profile), "-d", str(tmp_path))
+    jobs = _dry_run_jobs(res.stdout)
+    for target, (rule, folder) in {"all": ("report", "benchmarks/"), **EXPERIMENT_REPORTS}.items():
+        report = [j for j in jobs if j["rule"] == [rule] and j["benchmark"][0].startswith(folder)]
+        assert len(report) == 1, (target, report)
+        declared = [f for f in report[0]["input"] if f.startswith("benchmarks/")]
+        planned = {b for j in jobs for b in j["benchmark"] if b.startswith(folder)} - set(report[0]["benchmark"])
+        if target == "all":  # the extra experiments' jobs are outside `all`
+            planned = {b for b in planned if Path(b).parts[1] not in OUTSIDE_RUN}
+        if target == "fewshot":  # benchmarks/fewshot/{target}/*.tsv
+            planned = {b for b in planned if len(Path(b).relative_to(folder).parts) == 2}
+        assert planned and len(declared) == len(set(declared)), target
+        assert set(declared) == planned, (target, sorted(set(declared) - planned), sorted(planned - set(declared)))
 
 
 def _files(root: Path) -> dict[str, bytes]:

@@ -70,7 +70,8 @@ def bench_rows(benchmarks: Path, previous: dict[str, tuple[float, str]],
     """One row per stage of the default run (benchmarks/ subfolder or file stem, the extra
     experiments' folders left out, as in the report's compute table), slowest first, then
     `total` and, with `wall`, `run` (the reproduction's wall-clock seconds)."""
-    b = read_stage_benchmarks(benchmarks, exclude=OUTSIDE_RUN)
+    files = sorted(benchmarks.rglob("*.tsv")) if benchmarks.is_dir() else []
+    b = read_stage_benchmarks(files, exclude=OUTSIDE_RUN, root=benchmarks)
     if b is None:
         raise ValueError(f"no Snakemake benchmark files under {benchmarks}: run the workflow first")
     agg = b.groupby("stage", sort=True).agg(jobs=("s", "size"), total=("s", "sum"), med=("s", "median"),

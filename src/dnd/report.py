@@ -53,6 +53,7 @@ from .reporting.tables import (
     DELTA_COLUMN,
     METHOD_LABELS,
     TABLES,
+    benchmark_stage,
     comparisons_table,
     compute_table,
     controls_table,
@@ -115,7 +116,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the generators' training logs (results/generators/{T}/train_log_{design}.csv)", required=False)
     add_declared_option(p, "--generated",
                         "the DnD adapters (results/generated/{T}/dnd_{i}): the PCA figure", required=False)
-    p.add_argument("--benchmarks-dir", default="benchmarks")
+    add_declared_option(p, "--benchmarks",
+                        "the default run's jobs' benchmark files (benchmarks/{rule}.tsv, benchmarks/{rule}/{job}.tsv): "
+                        "the compute tables and the LoRA jobs' times", required=False)
     p.add_argument("--timings-dir", default="results/timings",
                    help="wall-clock timings of the training jobs (kept apart from the hashed artifacts)")
     p.add_argument("--paper-numbers", default="config/paper_numbers.yaml")
@@ -134,9 +137,9 @@ def run(args: argparse.Namespace) -> None:
     if params:  # without a config the report is rendered from the run's files alone
         params = run_config(validate_config(params))  # the default run's config, as it is hashed
     paths = {k: Path(getattr(args, k)) for k in ("scores", "metrics", "efficiency", "eval_speed", "eval_agreement",
-                                                 "diagnostics", "data_summary", "benchmarks_dir", "timings_dir",
+                                                 "diagnostics", "data_summary", "timings_dir",
                                                  "paper_numbers", "paper_config", "out", "figures_dir")}
-    lists = {k: getattr(args, k) for k in ("zoo_logs", "zoo_checkpoints", "generator_logs", "generated")}
+    lists = {k: getattr(args, k) for k in ("zoo_logs", "zoo_checkpoints", "generator_logs", "generated", "benchmarks")}
     build_report(params=params, **paths, **lists, tables_dir=Path(args.tables_dir) if args.tables_dir else None,
                  pca_checkpoints=args.pca_checkpoints, pca_coords=args.pca_coords)
 
@@ -488,7 +491,7 @@ def _diagnostics_section(diagnostics: Path | None, metrics_obj: dict | None, tar
     return md_lines + [f"![Generator diagnostics]({link['diagnostics']})", ""]
 
 
-def _eval_backend_section(eval_speed: Path, eval_agreement: Path, benchmarks_dir: Path,
+def _eval_backend_section(eval_speed: Path, eval_agreement: Path, benchmarks: Sequence[Path],
                           tables: dict[str, pd.DataFrame]) -> list[str]:
     md_lines = ["## Evaluation backend", ""]
     if not (eval_speed.exists() and eval_agreement.exists()):
@@ -519,7 +522,7 @@ def _eval_backend_section(eval_speed: Path, eval_agreement: Path, benchmarks_dir
                  f"{p['Largest Δ log-lik, float32 (nats)']} nats). Against hf's float32 answers: hf "
                  f"{p['hf = float32 ref (%, n)']}, dnd-prefix {p['dnd-prefix = float32 ref (%, n)']}. Files: "
                  f"`{shown_path(eval_speed)}`, `{shown_path(eval_agreement)}`.", ""]
-    ev = compute_table(benchmarks_dir / "evaluate") if (benchmarks_dir / "evaluate").exists() else None
+    ev = compute_table([f for f in benchmarks if benchmark_stage(f) == "evaluate"])
     if ev is not None:
         total = ev.iloc[-1]
         md_lines += [f"The evaluate stage (every item, every method, {int(total['Jobs'])} target jobs) took "
@@ -576,16 +579,16 @@ def _headline_metrics_lines(metrics: Path, metrics_obj: dict | None) -> list[str
                               for k, v in shown], columns=["Metric", "Value"])), ""]
 
 
-def _metadata_section(params: dict, benchmarks_dir: Path, metrics: Path, metrics_obj: dict | None,
+def _metadata_section(params: dict, benchmarks: Sequence[Path], metrics: Path, metrics_obj: dict | None,
                       tables: dict[str, pd.DataFrame]) -> list[str]:
     md_lines = ["## Run metadata", "",
                 f"- Config hash: `{config_hash(params)}` (sha256 of the validated config, first 12 hex digits).",
                 f"- Profile: `{params.get('name', 'n/a')}`.", "",
                 "### Package versions", "", _md(versions()), "",
                 "### Compute (Snakemake benchmarks)", ""]
-    comp = compute_table(benchmarks_dir, exclude=OUTSIDE_RUN)  # the default run's jobs only
+    comp = compute_table(benchmarks, exclude=OUTSIDE_RUN)  # the default run's jobs only
     if comp is None:
-        md_lines += [f"No benchmark files under `{shown_path(benchmarks_dir)}`.", ""]
+        md_lines += ["No benchmark files were given (`--benchmarks`).", ""]
     else:
         tables["compute"] = comp
         md_lines += ["Wall time and peak memory per stage, from the `benchmark:` TSV of every job "
@@ -607,7 +610,7 @@ def _write_tables(tables_dir: Path, tables: dict[str, pd.DataFrame], out: Path) 
 def build_report(*, params: dict, scores: Path, metrics: Path, efficiency: Path, eval_speed: Path,
                  eval_agreement: Path, data_summary: Path, diagnostics: Path | None = None,
                  zoo_logs: Sequence[Path], zoo_checkpoints: Sequence[Path], generator_logs: Sequence[Path],
-                 generated: Sequence[Path], benchmarks_dir: Path,
+                 generated: Sequence[Path], benchmarks: Sequence[Path],
                  timings_dir: Path, paper_numbers: Path, out: Path, figures_dir: Path, tables_dir: Path | None = None,
                  paper_config: Path | None = None,
                  pca_checkpoints: int = 10, pca_coords: int = 100_000) -> str:
@@ -627,7 +630,7 @@ def build_report(*, params: dict, scores: Path, metrics: Path, efficiency: Path,
     eff_df = pd.read_csv(efficiency) if efficiency.exists() else None
     eff_disp = eff_num = None
     if eff_df is not None and not eff_df.empty and "target" in eff_df.columns:
-        eff_disp, eff_num = efficiency_table(eff_df, targets, timings_dir, benchmarks_dir)
+        eff_disp, eff_num = efficiency_table(eff_df, targets, timings_dir, benchmarks)
 
     method_bars(tidy, MAIN_METHODS, targets, fig["bars"])
     fig_comparisons(metrics_obj, targets, fig["comparisons"], pct_factor(sc))
@@ -648,10 +651,10 @@ def build_report(*, params: dict, scores: Path, metrics: Path, efficiency: Path,
     md_lines += _paper_section(mt, paper, paper_numbers, metrics_obj, pct_factor(sc), tables)
     md_lines += _controls_section(tidy, targets, fig, link, tables)
     md_lines += _diagnostics_section(diagnostics, metrics_obj, targets, params, fig, link, tables)
-    md_lines += _eval_backend_section(eval_speed, eval_agreement, benchmarks_dir, tables)
+    md_lines += _eval_backend_section(eval_speed, eval_agreement, benchmarks, tables)
     md_lines += _efficiency_section(eff_disp, eff_num, efficiency, paper, link, tables)
     md_lines += _dynamics_section(pca_note, has_curves, link)
-    md_lines += _metadata_section(params, benchmarks_dir, metrics, metrics_obj, tables)
+    md_lines += _metadata_section(params, benchmarks, metrics, metrics_obj, tables)
     md_lines += ["## Figures", ""] + [f"- [{FIGURES[k]}]({link[k]}): {CAPTIONS[k]}" for k in FIGURES] + [""]
 
     text = "\n".join(md_lines).rstrip() + "\n"

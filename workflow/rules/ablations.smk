@@ -229,7 +229,8 @@ rule ablation_summary:
 rule ablation_report:
     """results/ablations/report.md (section "Ablations") and its figure."""
     input:
-        expand(f"{AB}/{{family}}.json", family=list(AB_FAMILIES)),
+        metrics=expand(f"{AB}/{{family}}.json", family=list(AB_FAMILIES)),
+        benchmarks=ablation_benchmarks,  # each family's job times
     output:
         md=report(f"{AB}/report.md", caption="../report/ablations_report.rst", category="Ablations"),
         figure=report(f"{AB}/figures/ablations.png", caption="../report/fig_ablations.rst", category="Ablations"),
@@ -246,8 +247,8 @@ rule ablation_report:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli ablation-report --params {params.p:q} --metrics {input:q} "
-        "--benchmarks-dir benchmarks/ablations --out {output.md:q} --figure {output.figure:q} > {log:q} 2>&1"
+        "python -m dnd.cli ablation-report --params {params.p:q} --metrics {input.metrics:q} "
+        "--benchmarks {input.benchmarks:q} --out {output.md:q} --figure {output.figure:q} > {log:q} 2>&1"
 
 
 rule ablations:

@@ -279,9 +279,8 @@ def generation_inputs(wildcards, adapters=None, generator=None):
 
 
 def report_benchmarks(wildcards):
-    """The default run's benchmark files, which the report's compute tables read (`--benchmarks-dir
-    benchmarks`, every *.tsv outside the extra experiments' folders), one per job of `all` but
-    the report's own."""
+    """The default run's benchmark files, which the report's compute tables and LoRA job times read
+    (`--benchmarks`), one per job of `all` but the report's own."""
     encoded_cond = sorted({d for t in TARGETS for d in [*FOLDS[t], t]})  # diagnose_inputs, target_adapters
     files = ["benchmarks/base_model.tsv", "benchmarks/data_summary.tsv", "benchmarks/efficiency.tsv",
              "benchmarks/summarize.tsv", "benchmarks/diagnostics.tsv"]

@@ -158,6 +158,7 @@ rule crossdomain_report:
         scores=rules.crossdomain_summarize.output.scores,
         metrics=rules.crossdomain_summarize.output.metrics,
         paper=workflow.source_path("../../config/paper_numbers.yaml"),
+        benchmarks=crossdomain_benchmarks,  # the job times
     output:
         md=report(f"{CD}/report.md", caption="../report/crossdomain_report.rst", category="Cross-domain"),
         figure=report(f"{CD}/figures/crossdomain.png", caption="../report/fig_crossdomain.rst", category="Cross-domain"),
@@ -177,7 +178,7 @@ rule crossdomain_report:
         "../envs/dnd.yaml"
     shell:
         "python -m dnd.cli crossdomain-report --params {params.p:q} --scores {input.scores:q} "
-        "--metrics {input.metrics:q} --paper-numbers {input.paper:q} --benchmarks-dir benchmarks/crossdomain "
+        "--metrics {input.metrics:q} --paper-numbers {input.paper:q} --benchmarks {input.benchmarks:q} "
         "--out {output.md:q} --figure {output.figure:q} > {log:q} 2>&1"
 
 

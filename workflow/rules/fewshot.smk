@@ -143,6 +143,8 @@ rule fewshot_report:
                                  target=FEW_TARGETS),
         # DnD's range of generation times
         generation_timings=dnd_generation_timings,
+        # each target's job times
+        benchmarks=fewshot_benchmarks,
     output:
         md=report(f"{FEW}/report.md", caption="../report/fewshot_report.rst", category="Few-shot"),
         figure=report(f"{FEW}/figures/fewshot.png", caption="../report/fig_fewshot.rst", category="Few-shot"),
@@ -162,7 +164,7 @@ rule fewshot_report:
     shell:
         "python -m dnd.cli fewshot-report --params {params.p:q} --csv {input.csv:q} --metrics {input.metrics:q} "
         "--generate-timings {input.generation_timings:q} --generator-timings {input.generator_timings:q} "
-        "--benchmarks-dir benchmarks/fewshot --out {output.md:q} --figure {output.figure:q} > {log:q} 2>&1"
+        "--benchmarks {input.benchmarks:q} --out {output.md:q} --figure {output.figure:q} > {log:q} 2>&1"
 
 
 rule fewshot:

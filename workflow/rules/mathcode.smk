@@ -204,6 +204,7 @@ rule mathcode_report:
         scores="results/{domain}/scores.csv",
         metrics="results/{domain}/metrics.json",
         paper=workflow.source_path("../../config/paper_numbers.yaml"),
+        benchmarks=mc_benchmarks,  # the job times
     output:
         md="results/{domain}/report.md",
         figure="results/{domain}/figures/{domain}.png",
@@ -228,7 +229,7 @@ rule mathcode_report:
     shell:
         "python -m dnd.cli mathcode-report --domain {wildcards.domain:q} --params {params.p:q} "
         "--scores {input.scores:q} --metrics {input.metrics:q} --paper-numbers {input.paper:q} "
-        "--benchmarks-dir benchmarks/{wildcards.domain} --out {output.md:q} --figure {output.figure:q} > {log:q} 2>&1"
+        "--benchmarks {input.benchmarks:q} --out {output.md:q} --figure {output.figure:q} > {log:q} 2>&1"
 
 
 rule math:

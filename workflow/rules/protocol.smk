@@ -164,6 +164,7 @@ rule protocol_report:
     input:
         metrics=rules.protocol_summary.output.metrics,
         paper=workflow.source_path("../../config/paper_numbers.yaml"),
+        benchmarks=protocol_benchmarks,  # the job times
     output:
         md=report(f"{PROTO}/report.md", caption="../report/protocol_report.rst", category="Protocol"),
         figure=report(f"{PROTO}/figures/protocol.png", caption="../report/fig_protocol.rst", category="Protocol"),
@@ -181,7 +182,7 @@ rule protocol_report:
         "../envs/dnd.yaml"
     shell:
         "python -m dnd.cli protocol-report --params {params.p:q} --metrics {input.metrics:q} "
-        "--paper-numbers {input.paper:q} --benchmarks-dir benchmarks/protocol --out {output.md:q} "
+        "--paper-numbers {input.paper:q} --benchmarks {input.benchmarks:q} --out {output.md:q} "
         "--figure {output.figure:q} > {log:q} 2>&1"
 
 

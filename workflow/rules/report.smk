@@ -18,8 +18,8 @@ rule report:
         generators=expand("results/generators/{target}/train_log_{design}.csv", target=TARGETS, design=DESIGN),
         paper=workflow.source_path("../../config/paper_numbers.yaml"),
         paper_config=workflow.source_path("../../config/paper.yaml"),  # DnD's settings beside the paper's
-        # the PCA figure's LoRA checkpoints and DnD adapters; the compute tables' benchmark files
-        # and the LoRA timings are read under --benchmarks-dir and --timings-dir
+        # the PCA figure's LoRA checkpoints and DnD adapters; the compute tables' and the LoRA jobs'
+        # benchmark files (--benchmarks); the LoRA timings are read under --timings-dir
         checkpoints=expand(f"{ZOO}/{{ds}}/checkpoints", ds=DATASETS),
         generated=[f"results/generated/{t}/dnd_{i}" for t in TARGETS for i in range(N_ADAPTERS)],
         benchmarks=report_benchmarks,
@@ -52,6 +52,6 @@ rule report:
         "--eval-agreement results/eval_agreement.csv --diagnostics {input.diagnostics:q} "
         "--data-summary {input.data_summary:q} --zoo-logs {input.zoo:q} --zoo-checkpoints {input.checkpoints:q} "
         "--generator-logs {input.generators:q} --generated {input.generated:q} "
-        "--benchmarks-dir benchmarks --timings-dir results/timings --paper-numbers {input.paper:q} "
+        "--benchmarks {input.benchmarks:q} --timings-dir results/timings --paper-numbers {input.paper:q} "
         "--paper-config {input.paper_config:q} --out {output.md:q} "
         "--figures-dir results/figures > {log:q} 2>&1"

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import platform
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from dnd.benchmarks.datasets import title
+from dnd.paths import declared
 from dnd.reporting.format import number as fmt
 from dnd.stats import untestable_reason, verdict
 from dnd.summary import (
@@ -501,19 +503,24 @@ def read_bench(path: Path) -> pd.DataFrame:
     return df
 
 
-def lora_bench_seconds(benchmarks_dir: Path, ds: str) -> float | None:
-    """Mean wall seconds of the Snakemake benchmark of a source LoRA's job, if there is one."""
-    p = benchmarks_dir / LORA_BENCH_STAGE / f"{ds}.tsv"
-    if not p.exists():
+def lora_bench_seconds(benchmarks: Iterable[str | Path], ds: str) -> float | None:
+    """Mean wall seconds of the Snakemake benchmark of a source LoRA's job
+    (.../{LORA_BENCH_STAGE}/{ds}.tsv among the declared `benchmarks`), if one is declared."""
+    rel = Path(LORA_BENCH_STAGE, f"{ds}.tsv")
+    benchmarks = list(benchmarks)
+    if not any(Path(f).parts[-2:] == rel.parts for f in benchmarks):
         return None
-    s = read_bench(p)["s"].dropna()
+    (path,) = declared_benchmarks([declared(benchmarks, rel, f"the benchmark of {ds}'s LoRA job", "--benchmarks")])
+    s = read_bench(path)["s"].dropna()
     return float(s.mean()) if not s.empty else None
 
 
 def efficiency_table(eff: pd.DataFrame, targets: list[str], timings_dir: Path,
-                     benchmarks_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per target: median timings over DnD adapters, tuning time of the oracle, ratio.
+                     benchmarks: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per target: median timings over DnD adapters, tuning time of the oracle, ratio (the LoRA
+    jobs' times from the declared benchmark files `benchmarks`).
     Returns (display table, numeric table)."""
+    benchmarks = list(benchmarks)
     if "kind" in eff.columns:
         e = eff[eff["kind"].astype(str) == "dnd"]
     elif "adapter" in eff.columns and eff["adapter"].astype(str).str.startswith("dnd").any():
@@ -531,7 +538,7 @@ def efficiency_table(eff: pd.DataFrame, targets: list[str], timings_dir: Path,
                                    else float("nan"))
         row["peak_rss_mb"] = float(g["peak_rss_mb"].max()) if "peak_rss_mb" in g.columns else float("nan")
         loop = read_lora_loop_seconds(timings_dir, t)
-        job = lora_bench_seconds(benchmarks_dir, t)
+        job = lora_bench_seconds(benchmarks, t)
         row["tuning_loop_s"] = loop if loop is not None else float("nan")
         row["tuning_job_s"] = job if job is not None else float("nan")
         tuning = loop if loop is not None else job
@@ -555,28 +562,53 @@ def efficiency_table(eff: pd.DataFrame, targets: list[str], timings_dir: Path,
     return disp, num_df
 
 
-def benchmark_minutes(directory: Path | None, keep=None) -> tuple[float, float, int] | None:
-    """(total wall minutes, total CPU minutes, jobs) of the Snakemake benchmark files under
-    `directory` (the last run of each job); `keep(path relative to directory) -> bool` picks the
-    files to count (default: all)."""
-    if directory is None or not Path(directory).is_dir():
-        return None
-    files = [f for f in sorted(Path(directory).rglob("*.tsv")) if keep is None or keep(f.relative_to(directory))]
-    rows = [pd.read_csv(f, sep="\t").iloc[-1] for f in files]
+def declared_benchmarks(files: Iterable[str | Path] | None, option: str = "--benchmarks") -> list[Path]:
+    """The Snakemake benchmark files a rule declared and passed with `option`, sorted; one line
+    naming the first missing one (and how many more) when any is not there."""
+    paths = sorted(Path(f) for f in files or [])
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise FileNotFoundError(f"{option}: declared benchmark file {missing[0]} not found{more}")
+    return paths
+
+
+def benchmark_minutes(files: Iterable[str | Path] | None, keep=None,
+                      option: str = "--benchmarks") -> tuple[float, float, int] | None:
+    """(total wall minutes, total CPU minutes, jobs) of the Snakemake benchmark files `files` (the
+    ones a rule declared, passed with `option`; the last run of each job); `keep(path) -> bool`
+    picks the files to count (default: all). None when it picks none; a missing declared file is
+    one line (`declared_benchmarks`)."""
+    rows = [pd.read_csv(f, sep="\t").iloc[-1] for f in declared_benchmarks(files, option)
+            if keep is None or keep(f)]
     if not rows:
         return None
     return (sum(float(r["s"]) for r in rows) / 60, sum(float(r.get("cpu_time", float("nan"))) for r in rows) / 60,
             len(rows))
 
 
-def read_stage_benchmarks(benchmarks_dir: Path, exclude: tuple[str, ...] = ()) -> pd.DataFrame | None:
-    """One row per Snakemake benchmark file: stage (= benchmarks/ subfolder or file stem), s,
-    max_rss, cpu_time; the stages named in `exclude` (other experiments' jobs) are left out."""
-    files = sorted(benchmarks_dir.rglob("*.tsv")) if benchmarks_dir.exists() else []
+def benchmark_stage(path: str | Path, root: str | Path | None = None) -> str:
+    """The stage of a Snakemake benchmark file: its folder right under `root` (default: the last
+    folder named `benchmarks` on its path, where the workflow writes them), or its stem for a file
+    directly in it (benchmarks/{rule}.tsv, benchmarks/{rule}/{job}.tsv)."""
+    path = Path(path)
+    if root is not None:
+        rel = path.relative_to(root).parts
+    elif "benchmarks" in (folders := path.parts[:-1]):
+        rel = path.parts[len(folders) - folders[::-1].index("benchmarks"):]
+    else:
+        raise ValueError(f"benchmark file {path} is not under a benchmarks/ folder: no stage")
+    return rel[0] if len(rel) > 1 else Path(rel[0]).stem
+
+
+def read_stage_benchmarks(files: Iterable[str | Path], exclude: tuple[str, ...] = (),
+                          root: str | Path | None = None) -> pd.DataFrame | None:
+    """One row per Snakemake benchmark file of `files` (declared: `declared_benchmarks`): stage
+    (`benchmark_stage`), s, max_rss, cpu_time; the stages named in `exclude` (other experiments'
+    jobs) are left out."""
     rows = []
-    for f in files:
-        rel = f.relative_to(benchmarks_dir)
-        stage = rel.parts[0] if len(rel.parts) > 1 else rel.stem
+    for f in declared_benchmarks(files):
+        stage = benchmark_stage(f, root)
         if stage in exclude:
             continue
         try:
@@ -592,9 +624,10 @@ def read_stage_benchmarks(benchmarks_dir: Path, exclude: tuple[str, ...] = ()) -
     return pd.DataFrame(rows) if rows else None
 
 
-def compute_table(benchmarks_dir: Path, exclude: tuple[str, ...] = ()) -> pd.DataFrame | None:
-    """Wall time, CPU time and peak memory per stage (`read_stage_benchmarks`)."""
-    b = read_stage_benchmarks(benchmarks_dir, exclude)
+def compute_table(files: Iterable[str | Path], exclude: tuple[str, ...] = ()) -> pd.DataFrame | None:
+    """Wall time, CPU time and peak memory per stage of the benchmark files `files`
+    (`read_stage_benchmarks`)."""
+    b = read_stage_benchmarks(files, exclude)
     if b is None:
         return None
     agg = b.groupby("stage", sort=True).agg(jobs=("s", "size"), total_s=("s", "sum"), max_s=("s", "max"),

@@ -115,3 +115,25 @@ def ablation_summary_params(family):
             "seed": config["seed"],
         }
     )
+
+
+def ablation_benchmarks(wildcards):
+    """The benchmark files of the ablations' jobs (benchmarks/ablations/), which the report reads
+    for each family's job times: every job of the `ablations` target but the report's own (each
+    non-default cell's generator, adapters and scoring, each family's summary, the encodings of
+    another encoder, the extra source tasks' data, LoRA, tokens and encoding)."""
+    b = "benchmarks/ablations"
+    files = [f"{b}/{f}/summary.tsv" for f in AB_FAMILIES]
+    encodings, extra = set(), set()
+    for f, s, t in AB_CELLS:
+        files += [f"{b}/{f}/train_generator_{s}_{t}.tsv", f"{b}/{f}/evaluate_{s}_{t}.tsv"]
+        files += [f"{b}/{f}/generate_{s}_{t}_{i}.tsv" for i in range(ABLATION_CONFIG["n_adapters"])]
+        sources = ablation_overrides(f, s, t)["sources"]
+        extra.update(d for d in sources if d in AB_EXTRA)
+        if v := encoding_variant(f, s):  # ablation_encoded: the generator's sources' train prompts
+            encodings.update(f"{b}/encode/{v}_{d}_train.tsv" for d in sources if d not in AB_EXTRA)
+    files += sorted(encodings)
+    files += [f"{b}/sources/extra/{job}_{d}.tsv" for d in sorted(extra)
+              for job in ("prepare_data", "train_lora", "tokenize_zoo")]
+    files += [f"{b}/sources/extra/encode_prompts_{d}_train.tsv" for d in sorted(extra)]
+    return files

@@ -41,3 +41,17 @@ def mc_prompts(wildcards):
 def mc_data_outputs(domain):
     """The mathcode-data job's outputs (dnd.experiments.mathcode.data.outputs)."""
     return mathcode_data.outputs(domain, config[domain], f"results/{domain}")
+
+
+def mc_benchmarks(wildcards):
+    """The benchmark files of a domain's jobs (benchmarks/{domain}/), which its report reads for
+    the job times: every job of the `math` or `code` target but the report's own."""
+    d = wildcards.domain
+    b, sources, targets = f"benchmarks/{d}", MC_SOURCES[d], MC_TARGETS[d]
+    files = [f"{b}/data.tsv", f"{b}/train_generator/{d}_{mc_design(d)}.tsv", f"{b}/summary.tsv"]
+    files += [f"{b}/{job}/{s}.tsv" for job in ("train_lora", "tokenize_zoo") for s in sources]
+    files += [f"{b}/encode_prompts/{s}_train.tsv" for s in sources]
+    files += [f"{b}/encode_prompts/{t}_cond.tsv" for t in targets]
+    files += [f"{b}/generate/{t}_{k}_{i}.tsv" for t in targets for k, n in mc_kinds(d) for i in range(n)]
+    files += [f"{b}/evaluate/{t}.tsv" for t in targets]
+    return files

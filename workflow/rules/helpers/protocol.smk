@@ -14,9 +14,13 @@ P_TASKS = [
 ]
 
 
+def protocol_kinds():
+    """(kind, number of adapters) of each method the protocol generates."""
+    return [(k, PROTOCOL_CONFIG["n_adapters"] if k.startswith("dnd") else N_CONTROLS) for k in P_KINDS]
+
+
 def protocol_adapters(target):
-    n = {k: (PROTOCOL_CONFIG["n_adapters"] if k.startswith("dnd") else N_CONTROLS) for k in P_KINDS}
-    return [f"{PROTO}/generated/{target}/{k}_{i}" for k in P_KINDS for i in range(n[k])]
+    return [f"{PROTO}/generated/{target}/{k}_{i}" for k, n in protocol_kinds() for i in range(n)]
 
 
 def protocol_fold_inputs(wildcards):
@@ -34,3 +38,17 @@ def protocol_prompts(wildcards):
     if wildcards.kind == "dnd_testcond":
         return f"results/data/{wildcards.target}/test.jsonl"
     return PROMPTS_FILE[wildcards.kind](wildcards)
+
+
+def protocol_benchmarks(wildcards):
+    """The benchmark files of the protocol's jobs (benchmarks/protocol/), which its report reads
+    for the job times: every job of the `protocol` target but the report's own."""
+    sources = sorted({d for t in TARGETS for d in FOLDS[t]})  # protocol_fold_inputs' tokens
+    files = ["benchmarks/protocol/tasks.tsv", "benchmarks/protocol/summary.tsv"]
+    files += expand("benchmarks/protocol/train_lora/{ds}.tsv", ds=DATASETS)  # evaluate_protocol's zoo
+    files += expand("benchmarks/protocol/tokenize_zoo/{ds}.tsv", ds=sources)
+    files += expand(f"benchmarks/protocol/train_generator/{{target}}_{P_DESIGN}.tsv", target=TARGETS)
+    files += [f"benchmarks/protocol/generate/{t}_{k}_{i}.tsv" for t in TARGETS for k, n in protocol_kinds()
+              for i in range(n)]
+    files += expand("benchmarks/protocol/evaluate/{target}.tsv", target=TARGETS)
+    return files

@@ -5,8 +5,8 @@ average on the default run's test items and scorer.
   dnd ablation-summary --params JSON --family F --eval results/ablations/F/*/{target}/eval.jsonl
       [--default-eval results/eval/{target}.jsonl ...] --out results/ablations/F.csv
       --metrics results/ablations/F.json
-  dnd ablation-report --params JSON --metrics results/ablations/*.json --benchmarks-dir
-      benchmarks/ablations --out results/ablations/report.md --figure results/ablations/figures/ablations.png
+  dnd ablation-report --params JSON --metrics results/ablations/*.json [--benchmarks
+      benchmarks/ablations/... ...] --out results/ablations/report.md --figure results/ablations/figures/ablations.png
 
 `setting_overrides` turns (family, setting) into the settings and sources that change; the
 `sources` family names a count n in source order 0 "n" and in order k >= 1 "n" + "o" + k ("3o1",
@@ -686,16 +686,17 @@ def _run_summary(args: argparse.Namespace) -> None:
 def _add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="{}", help="JSON: {n_adapters}")
     p.add_argument("--metrics", required=True, nargs="+", type=Path, help="results/ablations/{family}.json")
-    p.add_argument("--benchmarks-dir", type=Path, default=None, help="benchmarks/ablations (job times per family)")
+    add_declared_option(p, "--benchmarks", "the ablations' jobs' benchmark files (benchmarks/ablations/...: job "
+                        "times per family)", required=False)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--figure", required=True, type=Path)
 
 
 def family_jobs(m: dict[str, Any], extra_only: bool = False):
-    """The benchmark files (relative to benchmarks/ablations) of the jobs the family's target runs
-    with its settings now: its cells' generator, adapters and scoring, its summary, its own
-    encodings and, for the sources curve, the extra tasks it trains on. Files of settings no longer
-    configured are left out."""
+    """Picks the benchmark files (benchmarks/ablations/..., matched on their last components) of
+    the jobs the family's target runs with its settings now: its cells' generator, adapters and
+    scoring ({family}/), its summary, its own encodings (encode/) and, for the sources curve, the
+    extra tasks it trains on ({family}/extra/). Files of settings no longer configured are left out."""
     fam = m["family"]
     alt = "|".join(map(re.escape, sorted(m["settings"], key=len, reverse=True)))
     targets = "|".join(map(re.escape, m["targets"]))
@@ -703,15 +704,15 @@ def family_jobs(m: dict[str, Any], extra_only: bool = False):
     extra = re.compile(rf"^\w+?_({'|'.join(map(re.escape, m.get('extra_sources') or [])) or '(?!)'})(_train)?$")
     encode = re.compile(rf"^{re.escape(fam)}-({alt})_")
 
-    def keep(rel: Path) -> bool:
-        parts, stem = rel.parts, rel.stem
-        if len(parts) == 3 and parts[:2] == (fam, "extra"):
+    def keep(path: Path) -> bool:
+        folders, stem = path.parts[:-1], path.stem
+        if folders[-2:] == (fam, "extra"):
             return bool(extra.match(stem))
         if extra_only:
             return False
-        if len(parts) == 2 and parts[0] == fam:
+        if folders[-1:] == (fam,):
             return stem == "summary" or bool(cell.match(stem))
-        return len(parts) == 2 and parts[0] == "encode" and bool(encode.match(stem))
+        return folders[-1:] == ("encode",) and bool(encode.match(stem))
 
     return keep
 
@@ -723,9 +724,9 @@ def _run_report(args: argparse.Namespace) -> None:
     params = parse_params(args.params)
     families = [json.loads(p.read_text()) for p in args.metrics]
     timing = {}
-    for m in families if args.benchmarks_dir else []:
+    for m in families if args.benchmarks else []:
         for name, keep in ((m["family"], family_jobs(m)), (f"{m['family']}/extra", family_jobs(m, extra_only=True))):
-            if t := benchmark_minutes(args.benchmarks_dir, keep):
+            if t := benchmark_minutes(args.benchmarks, keep):
                 timing[name] = t
     ablations_figure(families, args.figure)
     write_report(args.out, ablations_markdown(families, figure_link(args.figure, args.out), timing,

@@ -2,7 +2,7 @@
 
   dnd crossdomain-report --params JSON --scores results/crossdomain/scores.csv
       --metrics results/crossdomain/metrics.json --paper-numbers config/paper_numbers.yaml
-      --benchmarks-dir benchmarks/crossdomain --out results/crossdomain/report.md
+      --benchmarks FILE... --out results/crossdomain/report.md
       --figure results/crossdomain/figures/crossdomain.png
 
 The experiment itself is made of the default run's stages (workflow/rules/crossdomain.smk): a
@@ -25,6 +25,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from dnd.paths import add_declared_option
 from dnd.reporting.format import ci_text, dnd_relation, number, paper_claim, pct
 from dnd.reporting.output import figure_link, read_paper_numbers, write_report
 from dnd.stats import untestable_reason
@@ -200,7 +201,8 @@ def _add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scores", required=True, type=Path)
     p.add_argument("--metrics", required=True, type=Path)
     p.add_argument("--paper-numbers", type=Path, default=None)
-    p.add_argument("--benchmarks-dir", type=Path, default=None, help="benchmarks/crossdomain (job times)")
+    add_declared_option(p, "--benchmarks", "the experiment's jobs' benchmark files (benchmarks/crossdomain/...: "
+                        "job times)", required=False)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--figure", required=True, type=Path)
 
@@ -226,7 +228,7 @@ def _run_report(args: argparse.Namespace) -> None:
     rows = method_rows(scores, metrics, params["target"])
     crossdomain_figure(rows, paper_numbers(paper), params["target"], args.figure)
     write_report(args.out, crossdomain_markdown(scores, metrics, params, paper, figure_link(args.figure, args.out),
-                                                benchmark_minutes(args.benchmarks_dir)), args.figure)
+                                                benchmark_minutes(args.benchmarks)), args.figure)
 
 
 COMMANDS = {"crossdomain-report": (_add_report, _run_report)}

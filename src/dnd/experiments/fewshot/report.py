@@ -5,9 +5,10 @@ Commands:
                        --dnd-eval results/eval/{T}.jsonl ... --timings results/fewshot/timings/{train,icl}/...
                        --generate-timings results/timings/generate/{T}/dnd_{i}.json ...
                        --csv results/fewshot.csv --metrics results/fewshot/metrics.json
-  fewshot-report   dnd fewshot-report --params JSON --csv ... --metrics ... --benchmarks-dir benchmarks/fewshot
+  fewshot-report   dnd fewshot-report --params JSON --csv ... --metrics ...
                        --generate-timings results/timings/generate/{T}/dnd_{i}.json ...
                        [--generator-timings results/timings/train_generator/{T}_{design}.json ...]
+                       [--benchmarks benchmarks/fewshot/{T}/*.tsv ...]
                        --out results/fewshot/report.md --figure results/fewshot/figures/fewshot.png
 
 What results/fewshot.csv and results/fewshot/metrics.json hold, how the comparisons are pooled
@@ -417,7 +418,8 @@ def _add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", required=True, type=Path)
     add_declared_option(p, "--generate-timings", "results/timings/generate/{T}/dnd_{i}.json (DnD's range)")
     add_declared_option(p, "--generator-timings", "results/timings/train_generator/{T}_{design}.json", required=False)
-    p.add_argument("--benchmarks-dir", type=Path, default=None, help="benchmarks/fewshot ({T}/*.tsv: job times)")
+    add_declared_option(p, "--benchmarks", "the targets' jobs' benchmark files (benchmarks/fewshot/{T}/*.tsv: job "
+                        "times per target)", required=False)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--figure", required=True, type=Path)
 
@@ -440,8 +442,7 @@ def _run_report(args: argparse.Namespace) -> None:
     for t in m["targets"] if args.generator_timings else []:
         p = declared(args.generator_timings, f"{t}_{design}.json", f"generator timing of {t}", "--generator-timings")
         generator_s[t] = float(json.loads(p.read_text())["wall_s"])
-    budget = {t: benchmark_minutes(Path(args.benchmarks_dir) / t) if args.benchmarks_dir else None
-              for t in m["targets"]}
+    budget = {t: benchmark_minutes(args.benchmarks, keep=lambda f, t=t: f.parent.name == t) for t in m["targets"]}
     fewshot_figure(df, m, args.figure)
     write_report(args.out, fewshot_markdown(df, m, params, figure_link(args.figure, args.out), dnd_range, budget,
                                             generator_s),

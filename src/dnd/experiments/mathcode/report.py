@@ -9,7 +9,7 @@
       plus `{target}/secondary/{method}` (GSM8K strict-match) and `{target}/status/{method}`
       (HumanEval outcome counts).
   dnd mathcode-report --domain D --params JSON --scores CSV --metrics JSON --paper-numbers YAML
-                      --benchmarks-dir DIR --out results/<domain>/report.md --figure PNG
+                      --benchmarks FILE... --out results/<domain>/report.md --figure PNG
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 
 from dnd.experiments.crossdomain.report import comparisons, dnd_minus_table, floor_or_ceiling, method_rows
 from dnd.io import write_json, write_text
+from dnd.paths import add_declared_option
 from dnd.reporting.format import ci_text, dnd_relation, number, paper_claim, pct
 from dnd.reporting.output import figure_link, read_paper_numbers, write_report
 
@@ -256,7 +257,8 @@ def _add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scores", required=True, type=Path)
     p.add_argument("--metrics", required=True, type=Path)
     p.add_argument("--paper-numbers", type=Path, default=None)
-    p.add_argument("--benchmarks-dir", type=Path, default=None)
+    add_declared_option(p, "--benchmarks", "the domain's jobs' benchmark files (benchmarks/<domain>/...: job times)",
+                        required=False)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--figure", required=True, type=Path)
 
@@ -274,7 +276,7 @@ def _run_report(args: argparse.Namespace) -> None:
     mathcode_figure(args.domain, scores, metrics, paper, args.figure)
     write_report(args.out, mathcode_markdown(args.domain, params, scores, metrics, paper,
                                              figure_link(args.figure, args.out),
-                                             benchmark_minutes(args.benchmarks_dir)), args.figure)
+                                             benchmark_minutes(args.benchmarks)), args.figure)
 
 
 COMMANDS = {"mathcode-summary": (_add_summary, _run_summary), "mathcode-report": (_add_report, _run_report)}

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from dnd.io import atomic_path, write_json
+from dnd.paths import add_declared_option
 from dnd.reporting.format import number
 from dnd.reporting.output import figure_link, read_paper_numbers, write_report
 from dnd.stats import paired_boot_means, pooled_ci, relation, untestable_reason, verdict
@@ -386,7 +387,8 @@ def _add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--paper-numbers", type=Path, default=None)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--figure", required=True, type=Path)
-    p.add_argument("--benchmarks-dir", type=Path, default=None, help="benchmarks/protocol (job times)")
+    add_declared_option(p, "--benchmarks", "the protocol's jobs' benchmark files (benchmarks/protocol/...: job times)",
+                        required=False)
 
 
 def _run_report(args: argparse.Namespace) -> None:
@@ -398,7 +400,7 @@ def _run_report(args: argparse.Namespace) -> None:
     paper = read_paper_numbers(args.paper_numbers)  # no file: no paper rows (it used to crash)
     protocol_figure(m, args.figure)
     write_report(args.out, protocol_markdown(m, params, paper, figure_link(args.figure, args.out),
-                                             benchmark_minutes(args.benchmarks_dir)), args.figure)
+                                             benchmark_minutes(args.benchmarks)), args.figure)
 
 
 COMMANDS = {"protocol-summary": (_add_summary, _run_summary), "protocol-report": (_add_report, _run_report)}
