@@ -57,6 +57,23 @@ def tiny_model_dir(tmp_path_factory, smoke_items) -> Path:
 LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
+def word_model(root: Path, texts: list[str]):
+    """(model directory, tokenizer): a random 2-layer Llama (seed 0) with a word-level tokenizer
+    over `texts`, saved under root/model."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = word_tokenizer(texts)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=512, max_position_embeddings=512,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model_dir = root / "model"
+    LlamaForCausalLM(cfg).save_pretrained(str(model_dir))
+    tok.save_pretrained(str(model_dir))
+    return model_dir, tok
+
+
 def word_tokenizer(texts: list[str]):
     """A word-level tokenizer over the words and punctuation of `texts`, padded to vocab 512."""
     from tokenizers import Tokenizer, models, pre_tokenizers

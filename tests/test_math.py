@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import SHARED_DATA, SMOKE_DATA, declared_argv, save_encoded, save_random_lora, word_tokenizer
+from conftest import SHARED_DATA, SMOKE_DATA, declared_argv, save_encoded, save_random_lora, word_model, word_tokenizer
 from dnd.cli import main as cli_main
 from dnd.config import ConfigError, section
 from dnd.experiments.mathcode import data as md, report as mcr
@@ -243,7 +243,6 @@ SOURCES = ["math_iio", "mu_math", "math_s0"]
 def mworld(tmp_path_factory):
     """Tiny random Llama (word tokenizer over the fixtures), the math tasks from the fixtures,
     three random source LoRAs, one DnD adapter and a zero LoRA (B = 0: the base model)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     root = tmp_path_factory.mktemp("mathworld")
     cfg = section("math", {**SMOKE_MATH, "max_new_tokens": 6})
@@ -251,14 +250,7 @@ def mworld(tmp_path_factory):
     md.write_domain("math", cfg, FIXTURES, md.output_paths("math", cfg, out))
     texts = [json.loads(x)["context"] + json.loads(x)["reference"]
              for t in ("gsm8k", "math") for x in (out / "data" / t / "test.lmeval.jsonl").read_text().splitlines()]
-    tok = word_tokenizer(texts + ["1 2 3 4 5 6 7 8 9 0 #### boxed"])
-    torch.manual_seed(0)
-    lcfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                       num_key_value_heads=2, vocab_size=512, max_position_embeddings=512,
-                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    model_dir = root / "model"
-    LlamaForCausalLM(lcfg).save_pretrained(str(model_dir))
-    tok.save_pretrained(str(model_dir))
+    model_dir, tok = word_model(root, texts + ["1 2 3 4 5 6 7 8 9 0 #### boxed"])
     zoo = out / "zoo"
     for k, s in enumerate(SOURCES):
         save_random_lora(model_dir, zoo / s / "final", seed=10 + k)

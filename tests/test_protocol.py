@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import declared_argv, declared_paths, save_encoded, save_random_lora, word_tokenizer
+from conftest import declared_argv, declared_paths, save_encoded, save_random_lora, word_model
 from dnd.cli import main as cli_main
 from dnd.config import ConfigError, section, validate_config
 from dnd.experiments.protocol import (
@@ -79,17 +79,7 @@ def test_parser(output, kind, parsed):
 # ------------------------------------------------------------------------------ the backend
 def _tiny_model(root: Path, texts: list[str]):
     """(model directory, tokenizer): a random 2-layer Llama with a word-level tokenizer over `texts`."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tok = word_tokenizer(texts)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=512, max_position_embeddings=512,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    model_dir = root / "model"
-    LlamaForCausalLM(cfg).save_pretrained(str(model_dir))
-    tok.save_pretrained(str(model_dir))
-    return model_dir, tok
+    return word_model(root, texts)
 
 
 @pytest.fixture(scope="module")
