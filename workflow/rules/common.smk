@@ -242,10 +242,15 @@ def prompts_spec(wildcards, input):
     return input.prompts
 
 
+def kind_design(kind):
+    """The generator design an adapter kind comes from: dnd_<design> from that design's, every
+    other kind (dnd, the controls) from the default one."""
+    return kind[len("dnd_"):] if kind.startswith("dnd_") else DESIGN
+
+
 def generator_of(wildcards):
-    """dnd_<design> adapters come from that design's generator, every other kind from the default one."""
-    design = wildcards.kind[len("dnd_"):] if wildcards.kind.startswith("dnd_") else None
-    return generator_path(wildcards.target, design)
+    """The generator of an adapter kind (kind_design)."""
+    return generator_path(wildcards.target, kind_design(wildcards.kind))
 
 
 def generation_plan(target, adapters=None, generator=None, out="results/generated", timings="results/timings/generate"):

@@ -422,14 +422,20 @@ def controls_table(tidy: pd.DataFrame, targets: list[str]) -> pd.DataFrame | Non
     return pd.DataFrame(rows)
 
 
+def _gain_ci(m: dict, target: str, factor: float) -> tuple[float, float]:
+    """The paired 95% CI of DnD minus the training average for `target` (the main table's DnD −
+    training avg column), in points."""
+    key = f"{target}/dnd_minus_train_avg"
+    return factor * _metric(m, key + "_ci_low"), factor * _metric(m, key + "_ci_high")
+
+
 def claim_verdict(metrics: dict | None, target: str, paper_gain: float | None, factor: float = 100.0) -> str:
     """The verdict (dnd.stats.verdict) on the paper's "DnD beats the training LoRAs by `paper_gain`
     points" for `target` (or MEAN_TARGET, pooled), from metrics.json: the paired 95% CI of DnD minus
     the training average, "not testable here" when every method is at a floor or ceiling or the
     oracle does not beat the training average (its paired CI, the HEADROOM pair)."""
     m = metrics or {}
-    key = f"{target}/dnd_minus_train_avg"  # the main table's DnD − training avg column
-    lo, hi = (factor * _metric(m, key + sfx) for sfx in ("_ci_low", "_ci_high"))
+    lo, hi = _gain_ci(m, target, factor)
     accs = [_metric(m, f"{target}/{k}") for k in ("base", "train_avg", "dnd_mean", "oracle")]
     head = f"{target}/{HEADROOM[0]}_minus_{HEADROOM[1]}/acc"
     oracle_ci = tuple(factor * _metric(m, head + sfx) for sfx in ("_ci_low", "_ci_high"))
@@ -449,8 +455,7 @@ def paper_table(mt: pd.DataFrame, paper: dict, metrics: dict | None = None, fact
     m = metrics or {}
 
     def ci(target: str) -> str:
-        key = f"{target}/dnd_minus_train_avg"
-        lo, hi = (factor * _metric(m, key + sfx) for sfx in ("_ci_low", "_ci_high"))
+        lo, hi = _gain_ci(m, target, factor)
         return f"[{lo:+.1f}, {hi:+.1f}]" if np.isfinite(lo) and np.isfinite(hi) else "n/a"
 
     rows = []

@@ -71,11 +71,8 @@ def seeds_fold_inputs(wildcards):
 
 
 def seeds_generator_of(zs, gs):
-    """generator_of for a run: dnd_<design> from that design's generator, every other kind from the default design's."""
-    def of(w):
-        design = w.kind[len("dnd_"):] if w.kind.startswith("dnd_") else DESIGN
-        return seeds_generator(zs, gs, w.target, design)
-    return of
+    """generator_of for a run: the run's generator of each kind's design (kind_design)."""
+    return lambda w: seeds_generator(zs, gs, w.target, kind_design(w.kind))
 
 
 def seeds_plan(wildcards):

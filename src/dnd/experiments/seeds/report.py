@@ -42,9 +42,10 @@ from dnd.summary import CONTROL_KINDS, HEADROOM, MEAN_TARGET, item_vectors, load
 SUBJECTS = ("dnd", "dnd_basis")
 BASELINES = ("train_avg", "soup", "nearest", *CONTROL_KINDS)
 SPREADS = ("seed_sd", "zoo_sd", "generator_sd", "item_se")
-# the order of the pairs in every table and figure: DnD's first, the training average first
-PAIR_ORDER = [f"{a}_minus_{b}" for a in SUBJECTS for b in (*BASELINES, "dnd_basis") if a != b]
-PAIR_ORDER.append("_minus_".join(HEADROOM))
+# every (subject, baseline) pair, in the order of every table and figure: DnD's first, the
+# training average first, the HEADROOM pair last
+PAIRS = [(a, b) for a in SUBJECTS for b in (*BASELINES, "dnd_basis") if a != b] + [HEADROOM]
+PAIR_ORDER = [f"{a}_minus_{b}" for a, b in PAIRS]
 
 
 def run_name(zoo: int, generator: int) -> str:
@@ -52,11 +53,8 @@ def run_name(zoo: int, generator: int) -> str:
 
 
 def pairs(kinds: set[str]) -> list[tuple[str, str]]:
-    """(subject, baseline) pairs present in the rows, then the HEADROOM pair."""
-    out = [(s, b) for s in SUBJECTS if s in kinds for b in BASELINES if b in kinds]
-    if {"dnd", "dnd_basis"} <= kinds:
-        out.append(("dnd", "dnd_basis"))
-    return out + [HEADROOM]
+    """The PAIRS whose two sides are both in the rows."""
+    return [p for p in PAIRS if set(p) <= kinds]
 
 
 def _kept(rows: list[dict[str, Any]], n_adapters: int, n_controls: int) -> list[dict[str, Any]]:
