@@ -346,3 +346,50 @@ def test_cli_config_errors_are_one_line_with_exit_status_1(tmp_path, caplog, tex
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and f"ConfigError: {line} (rerun with --debug" in errors[0], errors
     assert not (tmp_path / "out.json").exists()
+
+
+def test_local_base_model_is_checked_at_start_up(tmp_path, tiny_model_dir):
+    """base_model.source local: the directory is checked before any job runs (one line each), its
+    config.json gives the chunk-width check, a padded embedding is accepted, and prepare-base-model
+    exports it without a download (local_files_only)."""
+    import shutil
+
+    from dnd.base_model import prepare_base_model
+    from dnd.config import check_inputs, tokenizer_size
+
+    with pytest.raises(ConfigError, match=r"^base_model\.source is 'local' but base_model\.path is empty"):
+        _custom_cfg(tmp_path, base_model={"source": "local"})
+    model = tmp_path / "mymodel"
+    with pytest.raises(ConfigError, match=rf"^base_model\.path '{model}': model directory not found: {model}$"):
+        check_inputs(_custom_cfg(tmp_path, base_model={"source": "local", "path": str(model)}))
+    model.mkdir()
+    for present, missing in (([], "has no config.json"), (["config.json"], "has no tokenizer"),
+                             (["config.json", "tokenizer.json"], "has no \\*\\.safetensors weights")):
+        for name in present:
+            shutil.copy(tiny_model_dir / name, model / name)
+        with pytest.raises(ConfigError, match=rf"^base_model\.path '{model}': model directory {missing}"):
+            check_inputs(_custom_cfg(tmp_path, base_model={"source": "local", "path": str(model)}))
+    shutil.rmtree(model)
+    shutil.copytree(tiny_model_dir, model)
+    cfg = json.loads((model / "config.json").read_text())
+    n_tok = tokenizer_size(model)
+    assert n_tok == cfg["vocab_size"]  # the tiny model's embedding has one row per token
+    local = {"source": "local", "path": str(model)}
+    check_inputs(_custom_cfg(tmp_path, base_model=local))
+    # the chunk width is checked against the directory's own shapes (hidden 64, intermediate 128)
+    with pytest.raises(ConfigError, match=r"^generator\.chunk_width 48 does not divide"):
+        check_inputs(_custom_cfg(tmp_path, base_model=local, generator={"chunk_width": 48}))
+    (model / "config.json").write_text(json.dumps({**cfg, "vocab_size": n_tok + 64}))  # padded: accepted
+    check_inputs(_custom_cfg(tmp_path, base_model=local))
+    (model / "config.json").write_text(json.dumps({**cfg, "vocab_size": n_tok - 1}))
+    with pytest.raises(ConfigError, match=rf"the embedding has {n_tok - 1} rows but the tokenizer makes ids up to "
+                                          rf"{n_tok - 1}: not a model and tokenizer pair"):
+        check_inputs(_custom_cfg(tmp_path, base_model=local))
+    (model / "config.json").write_text(json.dumps(cfg))
+
+    out = prepare_base_model(local, tmp_path / "exported")
+    from safetensors.torch import load_file
+
+    a, b = load_file(model / "model.safetensors"), load_file(out / "model.safetensors")
+    assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
+

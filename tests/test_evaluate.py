@@ -635,3 +635,38 @@ def test_score_cache_key_is_the_scorer_version_not_the_code(world, tmp_path, mon
     assert key() == before
     monkeypatch.setattr(dnd.scoring, "SCORER_VERSION", dnd.scoring.SCORER_VERSION + 1)
     assert key() != before
+
+
+def test_padded_vocabulary_is_accepted_and_scored_as_hf_scores_it(world, tmp_path):
+    """A base model whose embedding has more rows than its tokenizer has tokens (Qwen2.5: 151,936
+    rows for 151,665 tokens) is scored, and dnd-prefix gives what lm-eval's hf gives: hf
+    normalizes over every output row, padding included, and so must the packed backend (it once
+    cut the logits at the tokenizer's vocab_size). A tokenizer with more tokens than the embedding
+    has rows is refused in one line."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(world["model"]))
+    model = AutoModelForCausalLM.from_pretrained(str(world["model"]))
+    n = model.config.vocab_size
+    torch.manual_seed(1)
+    model.resize_token_embeddings(n + 16, mean_resizing=False)
+    padded = tmp_path / "padded"
+    model.save_pretrained(str(padded))
+    tok.save_pretrained(str(padded))
+    task, adapter = f"dnd_{TARGET}", ev.load_state_dict(world["gen"] / "dnd_0")
+    scores = {}
+    for backend in ev.BACKENDS:
+        scorer = ev.InPlaceScorer(padded, world["zoo"] / "beta" / "final", world["tasks"], task,
+                                  limit=LIMIT, batch_size=4, backend=backend)
+        scores[backend] = [scorer.score(None), scorer.score(adapter)]
+    for ours, ref in zip(*scores.values()):
+        assert ours.correct == ref.correct
+        for a, b in zip(ours.loglikelihoods, ref.loglikelihoods):
+            assert np.allclose(a, b, atol=1e-4)
+
+    model.resize_token_embeddings(n - 8)
+    short = tmp_path / "short"
+    model.save_pretrained(str(short))
+    tok.save_pretrained(str(short))
+    with pytest.raises(ValueError, match=rf"vocab_size {n - 8} < tokenizer length {len(tok)}"):
+        ev.InPlaceScorer(short, world["zoo"] / "beta" / "final", world["tasks"], task, limit=LIMIT, batch_size=4)

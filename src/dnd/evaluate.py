@@ -392,10 +392,13 @@ class InPlaceScorer:
         tok = AutoTokenizer.from_pretrained(str(model_dir))
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype))
         vocab = model.config.vocab_size
-        if vocab != len(tok):
+        if vocab < len(tok):
             # lm-eval's peft= path would resize the embeddings here; scoring base and adapters
-            # on differently sized vocabularies would not be comparable, so refuse.
-            raise ValueError(f"model vocab_size {vocab} != tokenizer length {len(tok)} in {model_dir}")
+            # on differently sized vocabularies would not be comparable, so refuse. A padded
+            # embedding (vocab > len(tok), Qwen2.5) is kept: its extra rows are never an input and
+            # the backends read the logits of the tokenizer's tokens only.
+            raise ValueError(f"model vocab_size {vocab} < tokenizer length {len(tok)} in {model_dir}: "
+                             "the tokenizer makes ids the embedding does not have")
         self.model = model.eval().requires_grad_(False)
         self.slots = lora_slots(self.model, lora_config_dir)
         self.lora_keys = {k for s in self.slots for k in (s.key_a, s.key_b)}

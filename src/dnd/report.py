@@ -48,6 +48,7 @@ from .reporting.figures import (
     method_bars,
     placeholder,
 )
+from .reporting.format import model_name
 from .reporting.tables import (
     CONTROL_METHODS,
     DELTA_COLUMN,
@@ -224,6 +225,8 @@ def _setup_section(params: dict, data_summary: Path, eff_num: pd.DataFrame | Non
         base = f"`{bm.get('name_or_path')}` (Hugging Face)"
     elif src == "tiny":
         base = "tiny random Llama (test configuration, not a language model)"
+    elif src == "local":
+        base = f"`{model_name(bm)}`"
     else:
         base = "unknown"
     datasets = lookup(params, "data.datasets", []) or []

@@ -1,7 +1,7 @@
 rule base_model:
     """Export the frozen base LLM once as a plain safetensors directory."""
     input:
-        base_model_inputs,
+        unpack(base_model_inputs),
     output:
         directory(BASE_MODEL),
     params:
@@ -18,4 +18,4 @@ rule base_model:
         "../envs/dnd.yaml"
     shell:
         "python -m dnd.cli prepare-base-model --threads {threads} --params {params.p:q} --out {output:q} "
-        "--texts {input:q} > {log:q} 2>&1"
+        "--texts {input.texts:q} > {log:q} 2>&1"

@@ -137,11 +137,12 @@ def other_dataset(target):
 
 def base_model_inputs(wildcards):
     """The tiny test model trains its tokenizer on prepared text (of base_model.tiny.
-    tokenizer_datasets, else of every dataset); real models need nothing."""
-    if config["base_model"]["source"] == "tiny":
-        names = config["base_model"]["tiny"].get("tokenizer_datasets") or DATASETS
-        return expand("results/data/{ds}/train.jsonl", ds=names)
-    return []
+    tokenizer_datasets, else of every dataset); a local model is its directory; the others need nothing."""
+    bm, names = config["base_model"], []
+    if bm["source"] == "tiny":
+        names = bm["tiny"].get("tokenizer_datasets") or DATASETS
+    return {"texts": expand("results/data/{ds}/train.jsonl", ds=names),
+            "model": [bm["path"]] if bm["source"] == "local" else []}
 
 
 DESIGN = config["generator"]["design"]  # the design of method dnd

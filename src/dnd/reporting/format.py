@@ -8,6 +8,21 @@ from typing import Any
 from dnd.stats import relation, verdict
 
 
+def model_name(base_model: dict[str, Any]) -> str:
+    """The base model as the reports name it (config `base_model`): a local directory by its last
+    component, never a machine path."""
+    from pathlib import PurePath
+
+    src = base_model.get("source")
+    if src == "smollm2_wheel":
+        return "SmolLM2-135M-Instruct (GGUF Q4_1)"
+    if src == "tiny":
+        return "the tiny random test model"
+    if src == "local" and base_model.get("path"):
+        return f"{PurePath(base_model['path']).name} (a local directory)"
+    return base_model.get("name_or_path") or base_model.get("name") or src or "this run's base model"
+
+
 def number(x: Any, digits: int = 1, sign: bool = False) -> str:
     """`x` with `digits` decimals (and a leading + or - when `sign`); "n/a" for None, NaN, inf or
     anything that is not a number."""

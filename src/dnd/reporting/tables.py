@@ -20,7 +20,7 @@ import pandas as pd
 
 from dnd.benchmarks.datasets import title
 from dnd.paths import declared
-from dnd.reporting.format import number as fmt
+from dnd.reporting.format import model_name, number as fmt
 from dnd.stats import untestable_reason, verdict
 from dnd.summary import (
     CONTROL_KINDS,
@@ -137,11 +137,8 @@ def zoo_table(params: dict, paper: dict, n_train: dict[str, int]) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
-def _base_model_name(cfg: dict) -> str | None:
-    bm = cfg.get("base_model", {}) or {}
-    if bm.get("source") == "smollm2_wheel":
-        return "SmolLM2-135M-Instruct (GGUF Q4_1)"
-    return bm.get("name_or_path") or bm.get("name") or bm.get("source")
+def _base_model_name(cfg: dict) -> str:
+    return model_name(cfg.get("base_model", {}) or {})
 
 
 # ------------------------------------------------------------------------------ formatting

@@ -151,6 +151,13 @@ class PrefixSharingLM(HFLM):
 
     _checked = False
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # HFLM keeps the tokenizer's vocab_size but normalizes over every row of the model's output
+        # layer; so do these backends. They differ where the embedding is padded (Qwen2.5: 151,936
+        # rows, 151,643 base tokens): log P must be hf's there too.
+        self.vocab_size = self._layers()[1].weight.shape[0]
+
     def _layers(self):
         """(the decoder stack returning hidden states, the output layer) of the causal LM."""
         model = self.model

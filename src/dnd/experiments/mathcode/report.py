@@ -25,7 +25,7 @@ from typing import Any
 from dnd.experiments.crossdomain.report import comparisons, dnd_minus_table, floor_or_ceiling, method_rows
 from dnd.io import write_json, write_text
 from dnd.paths import add_declared_option
-from dnd.reporting.format import ci_text, dnd_relation, number, paper_claim, pct
+from dnd.reporting.format import ci_text, dnd_relation, model_name, number, paper_claim, pct
 from dnd.reporting.output import figure_link, read_paper_numbers, write_report
 
 log = logging.getLogger(__name__)
@@ -163,11 +163,6 @@ def target_section(domain: str, target: str, scores, metrics: dict[str, Any], pa
         md_lines += ["In words: " + "; ".join(f"{dnd_relation(c)} ({ci_text(c)})" for c in comp) + ".", ""]
     return md_lines
 
-
-def model_name(base_model: dict[str, Any]) -> str:
-    """The base model as the reports name it (config `base_model`)."""
-    return {"smollm2_wheel": "SmolLM2-135M-Instruct", "tiny": "the tiny random test model"}.get(
-        base_model.get("source"), base_model.get("name_or_path") or base_model.get("source") or "this run's base model")
 
 
 def design_note(domain: str, cfg: dict[str, Any]) -> str:
