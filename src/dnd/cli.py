@@ -122,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     _common_flags(parser)
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (the Snakemake rules pass their `threads`)")
+    parser.add_argument("--device", default="cpu",
+                        help="auto, cpu, cuda or cuda:N: where the command's models and batches live "
+                             "(dnd.device; the Snakemake rules pass cuda exactly when the job holds a GPU)")
     add_arguments(parser)
     idx = argv.index(cmd)
     args = parser.parse_args(argv[:idx] + argv[idx + 1 :])
@@ -129,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         set_threads(args.threads)
     try:
+        if args.device != "cpu":  # the default needs no torch import (reports, data commands)
+            from .device import resolve, set_deterministic
+
+            args.device = resolve(args.device)
+            set_deterministic(args.device)
         run(args)
     except KeyboardInterrupt:
         logging.getLogger("dnd").error("dnd %s: interrupted", cmd)

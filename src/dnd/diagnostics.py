@@ -143,8 +143,10 @@ def diagnose_fold(
     tokens: Sequence[str | Path],
     encoded: Sequence[str | Path],
     seed: int = 0,
+    device: Any = "cpu",
 ) -> list[dict[str, Any]]:
-    """The rows of one fold (docs/modules.md); `generators` maps variant -> checkpoint; `tokens`,
+    """The rows of one fold (docs/modules.md), each generator run on `device` (the ΔW algebra stays
+    on the CPU, in float64 where it was); `generators` maps variant -> checkpoint; `tokens`,
     `encoded`: the declared parameter tokens (.../{d}.pt) and encoded cond prompts (.../{d}/cond.pt)
     of the fold's datasets, each found by its name (dnd.paths.declared)."""
     if target in sources or not sources:
@@ -166,12 +168,14 @@ def diagnose_fold(
              "value": checkpoint_spread([tok[s] for s in sources], layout)}]
     for variant, path in generators.items():
         model, ckpt = load_generator(path)
+        model = model.to(device)
         if list(ckpt["sources"]) != list(sources):
             raise ValueError(f"{path} was trained on {ckpt['sources']}, fold {target} has sources {list(sources)}")
         weights = ckpt["criterion_weights"].float()
         n_prompts = model.input_shape[0]
         with torch.inference_mode():
-            gen = {(d, k): model(draw_condition(cond[d], n_prompts, seed, d, k))[0] for d in datasets for k in (0, 1)}
+            gen = {(d, k): model(draw_condition(cond[d], n_prompts, seed, d, k).to(device))[0].cpu()
+                   for d in datasets for k in (0, 1)}
         fit = [
             sum(token_error(gen[(s, 0)], tok[s][k].float(), weights) for k in range(tok[s].shape[0]))
             / sum(token_error(offset, tok[s][k].float(), weights) for k in range(tok[s].shape[0]))
@@ -277,7 +281,7 @@ def _run_fold(args: argparse.Namespace) -> None:
         raise ValueError("need one --variants name per --generators checkpoint")
     params = command_params(args.params, "seed")
     rows = diagnose_fold(args.target, args.sources, dict(zip(args.variants, args.generators)), args.tokens,
-                         args.encoded, int(params["seed"]))
+                         args.encoded, int(params["seed"]), args.device)
     write_csv(args.out, COLUMNS, [[r[c] for c in COLUMNS] for r in rows])
 
 

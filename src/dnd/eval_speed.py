@@ -88,9 +88,9 @@ def first_items(s, k: int):
 
 
 def compare_target(target: str, params: dict[str, Any], model_dir: Path, tasks: Sequence[Path],
-                   zoo: Sequence[Path]) -> dict[str, Any]:
-    """Score the compared adapters with both backends (see the module doc); `tasks`, `zoo`: the
-    declared task files and final LoRA folders (dnd.paths.declared finds each one's)."""
+                   zoo: Sequence[Path], device: Any = "cpu") -> dict[str, Any]:
+    """Score the compared adapters with both backends on `device` (see the module doc); `tasks`,
+    `zoo`: the declared task files and final LoRA folders (dnd.paths.declared finds each one's)."""
     from lm_eval.api.registry import get_model
 
     from .evaluate import (
@@ -119,14 +119,14 @@ def compare_target(target: str, params: dict[str, Any], model_dir: Path, tasks: 
 
     def scorer(dt: str) -> InPlaceScorer:
         return InPlaceScorer(model_dir, dirs[sources[0]], tasks_dir, task, limit=items, metric=ev["metric"],
-                             backend="dnd-prefix", batch_size=bs, dtype=dt)
+                             backend="dnd-prefix", batch_size=bs, dtype=dt, device=device)
 
     def plain_hf(adapter: str, dt: str, n: int):
         model_args = {"pretrained": str(model_dir), "softmax_dtype": SOFTMAX_DTYPE, "batch_size": bs, "dtype": dt}
         if adapter != "base":
             model_args["peft"] = str(dirs[adapter])
         t0 = time.perf_counter()
-        hf = get_model("hf").create_from_arg_obj(model_args, {"device": "cpu"})
+        hf = get_model("hf").create_from_arg_obj(model_args, {"device": str(device)})
         load = time.perf_counter() - t0
         return run_lm_eval(hf, task_dict, task, n, ev["metric"], f"hf {dt} {adapter}"), load
 
@@ -199,7 +199,7 @@ def _add_eval_speed(p: argparse.ArgumentParser) -> None:
 
 def _run_eval_speed(args: argparse.Namespace) -> None:
     quiet_lm_eval()
-    res = compare_target(args.target, parse_params(args.params), args.model, args.tasks, args.zoo)
+    res = compare_target(args.target, parse_params(args.params), args.model, args.tasks, args.zoo, args.device)
     write_json(args.out, res)
 
 

@@ -382,11 +382,12 @@ class InPlaceScorer:
 
     def __init__(self, model_dir: Path, lora_config_dir: Path, tasks_dir: Path, task: str | None, *,
                  limit: int | None, batch_size: int, dtype: str = "float32", metric: str = "acc",
-                 backend: str = BACKEND, lm_cls: Any = None):
+                 backend: str = BACKEND, lm_cls: Any = None, device: Any = "cpu"):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.task, self.limit, self.metric = task, limit, metric
+        self.device = torch.device(device)  # the model, its pristine weights and every batch (HFLM follows the model)
 
         check_safetensors(model_dir, "base model weights")
         tok = AutoTokenizer.from_pretrained(str(model_dir))
@@ -399,7 +400,7 @@ class InPlaceScorer:
             # the backends read the logits of the tokenizer's tokens only.
             raise ValueError(f"model vocab_size {vocab} < tokenizer length {len(tok)} in {model_dir}: "
                              "the tokenizer makes ids the embedding does not have")
-        self.model = model.eval().requires_grad_(False)
+        self.model = model.eval().requires_grad_(False).to(self.device)
         self.slots = lora_slots(self.model, lora_config_dir)
         self.lora_keys = {k for s in self.slots for k in (s.key_a, s.key_b)}
         self.merged: str | None = None  # `where` of the adapter merged into the weights, None: base
@@ -428,7 +429,7 @@ class InPlaceScorer:
         self.merged = where
         with torch.no_grad():
             for s in self.slots:
-                a, b = sd[s.key_a].float(), sd[s.key_b].float()
+                a, b = sd[s.key_a].to(self.device, torch.float32), sd[s.key_b].to(self.device, torch.float32)
                 # out of place (.float() of a float32 weight is the pristine tensor itself); copy_ rounds once
                 s.module.weight.copy_(s.pristine.float() + s.scaling * (b @ a))
 
@@ -459,19 +460,20 @@ class InPlaceScorer:
 
 def open_score_cache(directory: Path, model_dir: Path, task_yaml: Path, test_file: Path,
                      lora_cfg: dict[str, Any], settings: dict[str, Any],
-                     recipe: dict[str, Any] | None = None) -> ScoreCache:
+                     recipe: dict[str, Any] | None = None, device: Any = "cpu") -> ScoreCache:
     """The ScoreCache of one target. Besides the adapter's tensors its keys cover: the base
     model's files, the content of the test file, the task config (without the path of its test
     file: the same key wherever the repository lives, relative or absolute path), the LoRA
     shape the adapters are loaded with, the scoring settings (limit, batch_size, dtype, metric),
-    the torch thread count, the versions of torch/transformers/peft/lm-eval and
-    dnd.scoring.SCORER_VERSION (dnd.scoring.cache.content_context); never the code's files. Its
+    the torch thread count, the device where it is not the CPU, the versions of
+    torch/transformers/peft/lm-eval and dnd.scoring.SCORER_VERSION (dnd.scoring.cache.content_context);
+    never the code's files. Its
     entries are checked before use against `settings["metric"]` (dnd.scoring.cache.ScoreCache.get).
     `recipe` is stored with the entries for `dnd verify-cache`."""
 
     files, context = content_context(
         model_dir, {"task": (task_config(task_yaml), test_file)}, lora_shape(lora_cfg),
-        {k: settings[k] for k in SCORING_SETTINGS},
+        {k: settings[k] for k in SCORING_SETTINGS}, device=device,
         softmax_dtype=SOFTMAX_DTYPE)
     return ScoreCache(directory, files, context, metric=settings["metric"], recipe=recipe)
 
@@ -599,7 +601,7 @@ def score_jobs(target: str, jobs: list[tuple[str, str, str, Any]], new_scorer, c
 def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks: Sequence[Path],
                     zoo: Sequence[Path], generated: Sequence[Path], encoded: Sequence[Path],
                     cache_dir: Path | None = None,
-                    cond: Path | None = None) -> list[dict[str, Any]]:
+                    cond: Path | None = None, device: Any = "cpu") -> list[dict[str, Any]]:
     """Score every method on `target` (see the module doc). With `cache_dir`, adapters whose
     results are in the score cache are not scored again (the model is loaded only if one is
     missing)."""
@@ -622,7 +624,7 @@ def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks:
     quiet_lm_eval()
     recipe = {"scorer": "evaluate", "model": str(model_dir), "tasks_dir": str(tasks_dir), "task": task,
               "lora_config_dir": str(ref_dir), "evaluation": {k: ev[k] for k in SCORING_SETTINGS}}
-    cache = (open_score_cache(cache_dir, model_dir, task_yaml, test_file, ref_cfg, ev, recipe)
+    cache = (open_score_cache(cache_dir, model_dir, task_yaml, test_file, ref_cfg, ev, recipe, device)
              if cache_dir is not None else None)
     overhead = time.perf_counter() - t_start
     jobs = scoring_jobs(plan, sources, model_dir)
@@ -630,7 +632,7 @@ def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks:
     scored, stats = score_jobs(
         target, jobs, lambda: InPlaceScorer(model_dir, ref_dir, tasks_dir, task, limit=limit,
                                             batch_size=int(ev["batch_size"]), dtype=ev["dtype"], metric=ev["metric"],
-                                            backend=ev["backend"]),
+                                            backend=ev["backend"], device=device),
         cache, test_ids, limit)
     total = time.perf_counter() - t_start
     overhead += stats["load_s"]
@@ -670,7 +672,7 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
 def _run_evaluate(args: argparse.Namespace) -> None:
     params = parse_params(args.params)
     rows = evaluate_target(args.target, params, args.model, args.tasks, args.zoo, args.generated, args.encoded,
-                           args.cache_dir, args.cond)
+                           args.cache_dir, args.cond, args.device)
     write_jsonl(args.out, rows)
     log.info("wrote %d rows to %s", len(rows), args.out)
 

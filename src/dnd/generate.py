@@ -52,6 +52,7 @@ from typing import Any, Callable
 import torch
 
 from .config import section
+from .device import recorded
 from .formats.prompts import condition_text
 from .io import atomic_path, check_replaceable_dir, read_jsonl, save_safetensors, write_csv, write_json
 from .method.encoder import make_encoder
@@ -244,10 +245,11 @@ class GenerationSession:
     peak resident memory so far (every model loaded until then).
     """
 
-    def __init__(self, threads: int | None = None, force: bool = False):
+    def __init__(self, threads: int | None = None, force: bool = False, device: Any = "cpu"):
         if threads:
             torch.set_num_threads(int(threads))
         self.force = force
+        self.device = torch.device(device)  # the generators and encoders live here; adapters are written from the CPU
         self._models: dict[str, tuple[Any, dict[str, Any]]] = {}  # generator path -> (decoder, checkpoint)
         self._encoders: dict[str, Any] = {}  # encoder config (JSON) -> encoder
         self._states: OrderedDict[tuple[str, tuple[str, ...]], torch.Tensor] = OrderedDict()
@@ -264,6 +266,7 @@ class GenerationSession:
         if key in self._models:
             return *self._models[key], True
         model, ckpt = load_generator(path)
+        model = model.to(self.device)
         self._models[key] = (model, ckpt)
         return model, ckpt, False
 
@@ -271,7 +274,7 @@ class GenerationSession:
         key = json.dumps(cfg, sort_keys=True)
         if key in self._encoders:
             return self._encoders[key], key, True
-        self._encoders[key] = make_encoder(cfg)
+        self._encoders[key] = make_encoder(cfg, self.device)
         return self._encoders[key], key, False
 
     def run(self, job: AdapterJob) -> dict[str, Any]:
@@ -296,7 +299,7 @@ class GenerationSession:
             if not encoder_reused:
                 encoder.encode(texts[:1])
             if not generator_reused:
-                model(torch.zeros(1, n_model, seq_len, dim))
+                model(torch.zeros(1, n_model, seq_len, dim, device=self.device))
 
         state_key = (encoder_key, tuple(texts))
         encode_reused = state_key in self._states
@@ -313,7 +316,7 @@ class GenerationSession:
 
         t = time.perf_counter()
         with torch.inference_mode():
-            tokens = model(states.unsqueeze(0))[0]  # (T, r+2, w+2)
+            tokens = model(states.unsqueeze(0).to(self.device))[0].cpu()  # (T, r+2, w+2)
             state_dict = detokenize(tokens, layout)
         decode_s = time.perf_counter() - t
         check_finite(state_dict, job.generator)
@@ -334,6 +337,7 @@ class GenerationSession:
             "generator_reused": generator_reused,
             "encoder_reused": encoder_reused,
             "encode_reused": encode_reused,
+            **recorded(self.device),
         }
         if job.timing is not None:
             write_json(job.timing, timing)
@@ -349,6 +353,7 @@ def generate_adapter(
     threads: int | None = None,
     timing_path: str | Path | None = None,
     force: bool = False,
+    device: Any = "cpu",
 ) -> dict[str, Any]:
     """Generate one PEFT adapter directory `out` from prompts (+ the timing JSON at
     `timing_path` when given; never inside `out`, whose content must not change between runs).
@@ -363,7 +368,7 @@ def generate_adapter(
     """
     job = AdapterJob(str(generator), prompts, str(out), n_prompts, seed,
                      None if timing_path is None else str(timing_path))
-    return GenerationSession(threads, force).run(job)
+    return GenerationSession(threads, force, device).run(job)
 
 
 def parse_plan(plan: Any, where: str = "--plan") -> list[AdapterJob]:
@@ -410,11 +415,12 @@ def parse_plan(plan: Any, where: str = "--plan") -> list[AdapterJob]:
     return jobs
 
 
-def generate_batch(jobs: list[AdapterJob], threads: int | None = None, force: bool = False) -> list[dict[str, Any]]:
+def generate_batch(jobs: list[AdapterJob], threads: int | None = None, force: bool = False,
+                   device: Any = "cpu") -> list[dict[str, Any]]:
     """Every adapter of a plan in this process (`GenerationSession`: each generator and the encoder loaded
     once), in plan order. Every output is checked before any work; a failure stops the batch and
     names the adapter (the adapters written before it stay)."""
-    gen = GenerationSession(threads, force)
+    gen = GenerationSession(threads, force, device)
     for job in jobs:
         gen.check(job)
     timings = []
@@ -461,7 +467,7 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
 def run_generate(args: argparse.Namespace) -> None:
     threads = getattr(args, "threads", None)  # the CLI's global --threads; default: torch's
     timing = generate_adapter(args.generator, args.prompts, args.out, args.n_prompts, args.seed, threads,
-                              timing_path=args.timing, force=args.force)
+                              timing_path=args.timing, force=args.force, device=args.device)
     log.info("adapter -> %s (total %.3f s, load %.2f s)", args.out, timing["total_s"], timing["load_s"])
 
 
@@ -493,7 +499,7 @@ def read_plan(args: argparse.Namespace) -> list[AdapterJob]:
 
 def run_generate_batch(args: argparse.Namespace) -> None:
     jobs = read_plan(args)
-    timings = generate_batch(jobs, getattr(args, "threads", None), force=args.force)
+    timings = generate_batch(jobs, getattr(args, "threads", None), force=args.force, device=args.device)
     totals = sorted(t["total_s"] for t in timings)
     log.info("%d adapters: median total %.3f s, load %.2f s in all", len(timings), totals[len(totals) // 2],
              sum(t["load_s"] for t in timings))

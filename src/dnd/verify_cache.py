@@ -42,7 +42,7 @@ def differences(cached: Any, fresh: Any) -> list[str]:
     return out
 
 
-def verify(dirs: list[Path], n: int, seed: int = 0) -> dict[str, int]:
+def verify(dirs: list[Path], n: int, seed: int = 0, device: Any = "cpu") -> dict[str, int]:
     """Recompute a sample of `n` entries; counts of same / stale / unverifiable; RuntimeError naming
     every entry that differs."""
     from dnd import evaluate as ev
@@ -67,7 +67,7 @@ def verify(dirs: list[Path], n: int, seed: int = 0) -> dict[str, int]:
         lora_dir = Path(recipe["lora_config_dir"])
         try:
             cache = ev.open_score_cache(path.parent, model_dir, task_yaml, ev.task_data_file(task_yaml),
-                                        ev.read_adapter_config(lora_dir), settings, recipe)
+                                        ev.read_adapter_config(lora_dir), settings, recipe, device)
             source = obj.get("source")
             sd = None if source is None else ev.AdapterLoader(source)()
         except (OSError, ValueError, KeyError) as exc:
@@ -87,7 +87,7 @@ def verify(dirs: list[Path], n: int, seed: int = 0) -> dict[str, int]:
             limit = None if settings["limit"] is None else int(settings["limit"])
             scorers[rkey] = ev.InPlaceScorer(model_dir, lora_dir, tasks_dir, recipe["task"], limit=limit,
                                              batch_size=int(settings["batch_size"]), dtype=settings["dtype"],
-                                             metric=settings["metric"], backend=settings["backend"])
+                                             metric=settings["metric"], backend=settings["backend"], device=device)
         fresh = scorers[rkey].score(sd, where=str(path))
         diff = differences(cached, fresh)
         if diff:
@@ -109,7 +109,7 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    counts = verify(args.cache_dir, args.sample, args.seed)
+    counts = verify(args.cache_dir, args.sample, args.seed, args.device)
     log.info("verify-cache: %d the same, %d stale, %d not verifiable", counts["same"], counts["stale"],
              counts["unverifiable"])
     if counts["same"] == 0 and args.sample > 0:

@@ -42,9 +42,11 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from .base_model import sha256_file
 from .config import command_params
+from .device import recorded
 from .formats import chat, paper as paper_format, prompts
 from .io import (
     atomic_path,
@@ -227,17 +229,18 @@ def write_timings(path: str | Path | None, started: float, loop_s: float, steps:
                           "steps": steps, "resumed_from": resumed_from})
 
 
-def resume_fingerprint(lcfg: dict, fmt: str, seed: int, train_file: Path, model_dir: Path) -> str:
+def resume_fingerprint(lcfg: dict, fmt: str, seed: int, train_file: Path, model_dir: Path, device: Any = "cpu") -> str:
     """sha256 of everything a LoRA trajectory depends on: the lora params, prompt format, seed,
     the training data's content, the base model's identity (its config.json and the names
-    and sizes of its weight files; hashing the weights themselves would cost seconds) and the
-    batch layout (`BATCH_LAYOUT`)."""
+    and sizes of its weight files; hashing the weights themselves would cost seconds), the
+    batch layout (`BATCH_LAYOUT`) and the device where it is not the CPU (dnd.device.recorded):
+    a run is never resumed on another device than the one it started on."""
     model_dir = Path(model_dir)
     config = model_dir / "config.json"
     parts = {"lora": lcfg, "format": fmt, "seed": seed, "train_sha256": sha256_file(Path(train_file)),
              "model_config_sha256": sha256_file(config) if config.is_file() else str(model_dir),
              "model_weights": sorted((p.name, p.stat().st_size) for p in model_dir.glob("*.safetensors")),
-             "batch_layout": BATCH_LAYOUT}
+             "batch_layout": BATCH_LAYOUT, **recorded(device)}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -309,9 +312,10 @@ def _publish(pm, out_dir: Path, work: Path, summary: dict, rows: list[dict]) -> 
 
 
 def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt: str, seed: int,
-               resume_every: int = 10, timings: str | Path | None = None) -> dict:
-    """Train one source LoRA; see the module docstring for the layout of `out_dir`. `timings`:
-    optional path of the timings JSON (see `write_timings`)."""
+               resume_every: int = 10, timings: str | Path | None = None, device: Any = "cpu") -> dict:
+    """Train one source LoRA on `device` (dnd.device: never chosen here; the CPU unless asked); see
+    the module docstring for the layout of `out_dir`. `timings`: optional path of the timings JSON
+    (see `write_timings`)."""
     import torch
     from peft import get_peft_model, get_peft_model_state_dict
     from tqdm.auto import tqdm
@@ -331,7 +335,7 @@ def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     examples = encode_examples(items, tok, fmt, lcfg["max_length"])
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
                                                  attn_implementation=TRAIN_ATTENTION).to(device)
     model.config.use_cache = False
@@ -345,7 +349,7 @@ def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt
     min_ratio = lcfg.get("min_lr_ratio", 0.1)
     order = EpochOrder(len(examples), seed, rng="python")
 
-    fingerprint = resume_fingerprint(lcfg, fmt, seed, train_file, model_dir)
+    fingerprint = resume_fingerprint(lcfg, fmt, seed, train_file, model_dir, device)
     state_file = work / "resume.pt"
     start_step, rows, elapsed0 = _load_resume(state_file, fingerprint, pm, opt)
     if start_step:
@@ -389,7 +393,7 @@ def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt
 
     summary = {"dataset": out_dir.name, "steps": total, "phase1_steps": P, "checkpoints": K,
                "train_items": len(items), "final_loss": rows[-1]["loss"],
-               "trainable_params": sum(p.numel() for p in params)}
+               "trainable_params": sum(p.numel() for p in params), **recorded(device)}
     _publish(pm, out_dir, work, summary, rows)
     write_timings(timings, started, loop_s, total, start_step)
     log.info("LoRA %s done: %s", out_dir.name, json.dumps(summary))
@@ -409,7 +413,7 @@ def _add(p: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> None:
     params = command_params(args.params, "lora", "prompt", "seed")
     train_lora(args.model, args.train, args.out_dir, params["lora"], params["prompt"]["format"], params["seed"],
-               timings=args.timings)
+               timings=args.timings, device=args.device)
 
 
 COMMANDS = {"train-lora": (_add, _run)}

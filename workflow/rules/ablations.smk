@@ -101,6 +101,7 @@ rule ablation_encode:
     wildcard_constraints:
         variant="|".join(AB_VARIANTS) if AB_VARIANTS else "none",
     params:
+        device=job_device,
         p=lambda wildcards: as_json(ablation_encoder(*wildcards.variant.split("-", 1), None)),
     log:
         "logs/ablations/encode/{variant}_{ds}_{split}.log",
@@ -113,7 +114,7 @@ rule ablation_encode:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli encode --params {params.p:q} --data {input.data:q} --out {output:q} > {log:q} 2>&1"
+        "python -m dnd.cli encode --device {params.device:q} --params {params.p:q} --data {input.data:q} --out {output:q} > {log:q} 2>&1"
 
 
 use rule train_generator as ablation_train_generator with:
@@ -173,6 +174,7 @@ rule ablation_evaluate:
     wildcard_constraints:
         target="|".join(AB_TARGETS),
     params:
+        device=job_device,
         p=lambda wildcards: as_json(
             {
                 "evaluation": SCORING_EVALUATION,
@@ -194,7 +196,7 @@ rule ablation_evaluate:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli evaluate --threads {threads:q} --params {params.p:q} --target {wildcards.target:q} "
+        "python -m dnd.cli evaluate --device {params.device:q} --threads {threads:q} --params {params.p:q} --target {wildcards.target:q} "
         "--model {input.model:q} --tasks {input.tasks:q} --zoo {input.zoo:q} --generated {input.generated:q} "
         "--encoded {input.encoded:q} --cond {input.cond:q} {params.cache:q} --out {output:q} "
         "> {log:q} 2>&1"

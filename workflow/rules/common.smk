@@ -106,6 +106,12 @@ def as_json(obj):
     return json.dumps(obj, sort_keys=True)
 
 
+def job_device(wildcards, resources):
+    """The `--device` of a job (dnd.device): cuda when the job holds a GPU (`resources.gpu`, which a
+    cluster profile sets per rule), else cpu, so the default run is on the CPU on any machine."""
+    return "cuda" if int(getattr(resources, "gpu", 0) or 0) > 0 else "cpu"
+
+
 def evaluation_settings(keys):
     """The part of the `evaluation` section a kind of job reads (dnd.config: SCORING_SETTINGS,
     EVAL_SPEED_SETTINGS, GENERATION_SETTINGS): its rule params, so that only these rerun it."""

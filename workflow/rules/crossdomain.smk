@@ -104,6 +104,7 @@ rule crossdomain_evaluate:
     output:
         f"{CD}/eval/{CD_TARGET}.jsonl",
     params:
+        device=job_device,
         p=as_json(
             {
                 "evaluation": SCORING_EVALUATION,
@@ -126,7 +127,7 @@ rule crossdomain_evaluate:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli evaluate --threads {threads:q} --params {params.p:q} --target {params.target:q} "
+        "python -m dnd.cli evaluate --device {params.device:q} --threads {threads:q} --params {params.p:q} --target {params.target:q} "
         "--model {input.model:q} --tasks {input.task:q} --zoo {input.zoo:q} "
         "--generated {input.generated:q} --encoded {input.encoded:q} --cond {input.cond:q} "
         "{params.cache:q} --out {output:q} > {log:q} 2>&1"

@@ -6,6 +6,7 @@ rule diagnose_fold:
     output:
         "results/diagnostics/{target}.csv",
     params:
+        device=job_device,
         p=as_json({"seed": config["seed"]}),
         sources=lambda wildcards: FOLDS[wildcards.target],
         variants=["dnd", *(f"dnd_{v}" for v in VARIANTS)],
@@ -20,7 +21,7 @@ rule diagnose_fold:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli diagnose-fold --threads {threads} --params {params.p:q} --target {wildcards.target:q} "
+        "python -m dnd.cli diagnose-fold --device {params.device:q} --threads {threads} --params {params.p:q} --target {wildcards.target:q} "
         "--sources {params.sources:q} --generators {input.generators:q} --variants {params.variants:q} "
         "--tokens {input.tokens:q} --encoded {input.encoded:q} --out {output:q} > {log:q} 2>&1"
 

@@ -10,6 +10,7 @@ rule compare_backends:
     output:
         "results/eval_speed/{target}.json",
     params:
+        device=job_device,
         p=lambda wildcards: as_json(
             {
                 "evaluation": evaluation_settings(EVAL_SPEED_SETTINGS),
@@ -28,7 +29,7 @@ rule compare_backends:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli eval-speed --threads {threads:q} --params {params.p:q} --target {wildcards.target:q} "
+        "python -m dnd.cli eval-speed --device {params.device:q} --threads {threads:q} --params {params.p:q} --target {wildcards.target:q} "
         "--model {input.model:q} --tasks {input.tasks:q} --zoo {input.zoo:q} --out {output:q} > {log:q} 2>&1"
 
 

@@ -5,6 +5,7 @@ rule evaluate_target:
     output:
         "results/eval/{target}.jsonl",
     params:
+        device=job_device,
         p=lambda wildcards: as_json(
             {
                 "evaluation": SCORING_EVALUATION,  # what a score depends on (dnd.config.SCORING_SETTINGS)
@@ -27,7 +28,7 @@ rule evaluate_target:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli evaluate --threads {threads:q} --params {params.p:q} --target {wildcards.target:q} "
+        "python -m dnd.cli evaluate --device {params.device:q} --threads {threads:q} --params {params.p:q} --target {wildcards.target:q} "
         "--model {input.model:q} --tasks {input.tasks:q} --zoo {input.zoo:q} "
         "--generated {input.generated:q} --encoded {input.encoded:q} "
         "{params.cache:q} --out {output:q} > {log:q} 2>&1"

@@ -21,6 +21,7 @@ rule fewshot_train:
     wildcard_constraints:
         k=r"\d+",
     params:
+        device=job_device,
         p=as_json({"lora": config["lora"], "prompt": config["prompt"], "seed": config["seed"],
                    "fewshot": {"epochs": FEWSHOT_CONFIG["epochs"]}}),
         out_dir=f"{FEW}/lora/{{target}}/k{{k}}",
@@ -36,7 +37,7 @@ rule fewshot_train:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli fewshot-train --threads {threads} --params {params.p:q} --k {wildcards.k} "
+        "python -m dnd.cli fewshot-train --device {params.device:q} --threads {threads} --params {params.p:q} --k {wildcards.k} "
         "--model {input.model:q} --train {input.train:q} --out-dir {params.out_dir:q} --timings {output.timings:q} "
         "> {log:q} 2>&1"
 
@@ -51,6 +52,7 @@ rule fewshot_score:
     output:
         f"{FEW}/eval/{{target}}/fewshot_ft.jsonl",
     params:
+        device=job_device,
         p=as_json({"evaluation": SCORING_EVALUATION, "fewshot": {"ks": FEW_KS}}),
         cache=cache_dir_arg(FEW),
     log:
@@ -65,7 +67,7 @@ rule fewshot_score:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli fewshot-score --threads {threads} --params {params.p:q} --target {wildcards.target:q} "
+        "python -m dnd.cli fewshot-score --device {params.device:q} --threads {threads} --params {params.p:q} --target {wildcards.target:q} "
         "--model {input.model:q} --tasks {input.task:q} --loras {input.loras:q} {params.cache:q} "
         "--out {output:q} > {log:q} 2>&1"
 
@@ -82,6 +84,7 @@ rule fewshot_icl:
         context=f"{FEW}/eval/{{target}}/icl_context.json",
         timings=f"{FEW}/timings/icl/{{target}}.json",
     params:
+        device=job_device,
         p=as_json({"evaluation": SCORING_EVALUATION, "fewshot": {"icl_ks": sorted(FEWSHOT_CONFIG["icl_ks"])},
                    "prompt": config["prompt"]}),
     log:
@@ -96,7 +99,7 @@ rule fewshot_icl:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli fewshot-icl --threads {threads} --params {params.p:q} --target {wildcards.target:q} "
+        "python -m dnd.cli fewshot-icl --device {params.device:q} --threads {threads} --params {params.p:q} --target {wildcards.target:q} "
         "--model {input.model:q} --tasks {input.task:q} --train {input.train:q} --out {output.rows:q} "
         "--context-out {output.context:q} --timings {output.timings:q} > {log:q} 2>&1"
 

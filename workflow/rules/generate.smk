@@ -24,6 +24,7 @@ rule generate_target:
         adapters=[directory(f"results/generated/{{target}}/{kind}_{i}") for kind, i in GENERATED],
         timings=[f"results/timings/generate/{{target}}/{kind}_{i}.json" for kind, i in GENERATED],
     params:
+        device=job_device,
         plan=lambda wildcards: as_json(generation_plan(wildcards.target)),
     log:
         "logs/generate/{target}.log",
@@ -36,7 +37,7 @@ rule generate_target:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli generate-batch --threads {threads:q} --plan-json {params.plan:q} > {log:q} 2>&1"
+        "python -m dnd.cli generate-batch --device {params.device:q} --threads {threads:q} --plan-json {params.plan:q} > {log:q} 2>&1"
 
 
 rule generate_adapter:
@@ -52,6 +53,7 @@ rule generate_adapter:
     wildcard_constraints:
         kind="|".join(ADAPTER_KINDS),
     params:
+        device=job_device,
         prompts=prompts_spec,
         n=config["generator"]["n_prompts"],
         seed=lambda wildcards: adapter_seed(config["seed"], wildcards.kind, int(wildcards.i)),
@@ -66,7 +68,7 @@ rule generate_adapter:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli generate --threads {threads:q} --generator {input.generator:q} "
+        "python -m dnd.cli generate --device {params.device:q} --threads {threads:q} --generator {input.generator:q} "
         "--prompts {params.prompts:q} --n-prompts {params.n:q} --seed {params.seed:q} "
         "--out {output.adapter:q} --timing {output.timing:q} > {log:q} 2>&1"
 

@@ -5,6 +5,7 @@ rule encode_prompts:
     output:
         "results/encoded/{ds}/{split}.pt",
     params:
+        device=job_device,
         p=as_json(rule_section("encoder", config["encoder"])),
     log:
         "logs/encode_prompts/{ds}_{split}.log",
@@ -19,7 +20,7 @@ rule encode_prompts:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli encode --threads {threads} --params {params.p:q} --data {input:q} --out {output:q} > {log:q} 2>&1"
+        "python -m dnd.cli encode --device {params.device:q} --threads {threads} --params {params.p:q} --data {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule tokenize_zoo:
@@ -57,6 +58,7 @@ rule train_generator:
         log_csv="results/generators/{target}/train_log_{design}.csv",
         timings="results/timings/train_generator/{target}_{design}.json",
     params:
+        device=job_device,
         p=lambda wildcards: generator_params(wildcards.design),
         sources=lambda wildcards: FOLDS[wildcards.target],
     log:
@@ -71,7 +73,7 @@ rule train_generator:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli train-generator --threads {threads} --params {params.p:q} --target {wildcards.target:q} "
+        "python -m dnd.cli train-generator --device {params.device:q} --threads {threads} --params {params.p:q} --target {wildcards.target:q} "
         "--sources {params.sources:q} --tokens {input.tokens:q} --encoded {input.encoded:q} "
         "--template-adapter {input.template:q} --out {output.generator:q} --log {output.log_csv:q} "
         "--timings {output.timings:q} > {log:q} 2>&1"

@@ -145,6 +145,7 @@ rule mathcode_evaluate:
     wildcard_constraints:
         target="gsm8k|math|humaneval",
     params:
+        device=job_device,
         p=lambda wildcards: as_json(
             {
                 wildcards.domain: config[wildcards.domain],
@@ -165,7 +166,7 @@ rule mathcode_evaluate:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli evaluate-mathcode --threads {threads:q} --domain {wildcards.domain:q} "
+        "python -m dnd.cli evaluate-mathcode --device {params.device:q} --threads {threads:q} --domain {wildcards.domain:q} "
         "--target {wildcards.target:q} --params {params.p:q} --model {input.model:q} "
         "--tasks {input.tasks:q} --zoo {input.zoo:q} "
         "--generated {input.generated:q} --encoded {input.encoded:q} --cond {input.cond:q} "

@@ -11,6 +11,7 @@ rule train_lora:
         # wall-clock times live apart from the zoo, so the zoo is byte-identical across machines
         timings="results/timings/train_lora/{ds}.json",
     params:
+        device=job_device,
         p=as_json({"lora": config["lora"], "prompt": config["prompt"], "seed": config["seed"]}),
         out_dir=f"{ZOO}/{{ds}}",
     log:
@@ -25,7 +26,7 @@ rule train_lora:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli train-lora --threads {threads} --params {params.p:q} --model {input.model:q} "
+        "python -m dnd.cli train-lora --device {params.device:q} --threads {threads} --params {params.p:q} --model {input.model:q} "
         "--train {input.train:q} --out-dir {params.out_dir:q} --timings {output.timings:q} > {log:q} 2>&1"
 
 

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from dnd.config import parse_params, section
+from dnd.device import describe, recorded
 from dnd.formats.prompts import condition_text
 from dnd.io import atomic_path, check_safetensors, load_torch, read_jsonl
 from dnd.paths import resolve_input_path
@@ -60,11 +61,12 @@ class ConditionEncoder:
             batch_size.
     """
 
-    def __init__(self, cfg: Mapping[str, Any]):
+    def __init__(self, cfg: Mapping[str, Any], device: Any = "cpu"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoModel, AutoTokenizer
 
         self.cfg = dict(cfg)
+        self.device = torch.device(device)
         path = encoder_path(self.cfg)
         if Path(path).is_dir():
             check_safetensors(path, "encoder model weights")
@@ -73,7 +75,7 @@ class ConditionEncoder:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "right"
         self.dtype = getattr(torch, self.cfg.get("dtype", "float32"))
-        self.model = AutoModel.from_pretrained(path, dtype=self.dtype).eval().requires_grad_(False)
+        self.model = AutoModel.from_pretrained(path, dtype=self.dtype).eval().requires_grad_(False).to(self.device)
         self.max_length = int(self.cfg["max_length"])
         self.pooling = self.cfg["pooling"]
         self.batch_size = int(self.cfg["batch_size"])
@@ -89,32 +91,34 @@ class ConditionEncoder:
         return 1 if self.pooling == "mean" else self.max_length
 
     @torch.inference_mode()
-    def encode(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
-        """Encode prompts, `batch_size` at a time; prompts of similar length share a batch (less
-        padding), results come back in input order.
+    def encode(self, texts: Sequence[str], out_dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+        """Encode prompts, `batch_size` at a time on the encoder's device; prompts of similar length
+        share a batch (less padding), results come back in input order, on the CPU.
 
         Returns:
-            states: float32 (n, L, D) (computed in `encoder.dtype`), zero where mask is False;
+            states: (n, L, D) in `out_dtype` (computed in `encoder.dtype`, rounded to `out_dtype` per
+            batch: a float16 cache never holds a float32 copy of itself), zero where mask is False;
             mask: bool (n, L), True on real (non-padding) tokens.
             With mean pooling L = 1 and mask is all True.
         """
         n = len(texts)
-        states = torch.zeros(n, self.length, self.dim)
+        states = torch.zeros(n, self.length, self.dim, dtype=out_dtype)
         masks = torch.zeros(n, self.length, dtype=torch.bool)
         ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
         order = sorted(range(n), key=lambda i: len(ids[i]))
         for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]
             batch = self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, padding="longest", return_tensors="pt")
-            hidden = self.model(**batch).last_hidden_state  # (b, l, D), l <= max_length
+            hidden = self.model(**batch.to(self.device)).last_hidden_state  # (b, l, D), l <= max_length
             mask = batch["attention_mask"].bool()  # (b, l)
             hidden = hidden.float() * mask.unsqueeze(-1)
             if self.pooling == "mean":
-                states[idx] = hidden.sum(dim=1, keepdim=True) / mask.sum(dim=1).clamp(min=1).view(-1, 1, 1)
+                pooled = hidden.sum(dim=1, keepdim=True) / mask.sum(dim=1).clamp(min=1).view(-1, 1, 1)
+                states[idx] = pooled.cpu().to(out_dtype)
                 masks[idx] = True
             else:
-                states[idx, : hidden.shape[1]] = hidden.float()
-                masks[idx, : hidden.shape[1]] = mask
+                states[idx, : hidden.shape[1]] = hidden.cpu().to(out_dtype)
+                masks[idx, : hidden.shape[1]] = mask.cpu()
         return states, masks
 
 
@@ -139,7 +143,8 @@ class HashingEncoder:
         h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
         return h % HASH_DIM, (1.0 if (h >> 32) & 1 else -1.0)
 
-    def encode(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+    def encode(self, texts: Sequence[str], out_dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+        """As ConditionEncoder.encode; computed on the CPU (nothing to move: no model)."""
         n = len(texts)
         states = torch.zeros(n, self.max_length, self.dim)
         masks = torch.zeros(n, self.max_length, dtype=torch.bool)
@@ -150,19 +155,20 @@ class HashingEncoder:
                 masks[i, j] = True
         if self.pooling == "mean":
             pooled = states.sum(1, keepdim=True) / masks.sum(1).clamp(min=1).view(-1, 1, 1)
-            return pooled, torch.ones(n, 1, dtype=torch.bool)
-        return states, masks
+            return pooled.to(out_dtype), torch.ones(n, 1, dtype=torch.bool)
+        return states.to(out_dtype), masks
 
 
-def make_encoder(cfg: Mapping[str, Any]):
+def make_encoder(cfg: Mapping[str, Any], device: Any = "cpu"):
     """The extractor of an `encoder` config (defaults filled): ConditionEncoder for minilm and
-    llm (a model directory: `path`, for llm the causal LM's), HashingEncoder for hashing."""
+    llm (a model directory: `path`, for llm the causal LM's) on `device`, HashingEncoder for hashing
+    (no model: always the CPU)."""
     cfg = section("encoder", dict(cfg))
     if cfg["kind"] == "hashing":
         return HashingEncoder(cfg)
     if cfg["kind"] == "llm" and not cfg["path"]:
         raise ValueError("encoder.kind llm needs encoder.path: the causal LM's directory (e.g. resources/models/base)")
-    return ConditionEncoder(cfg)
+    return ConditionEncoder(cfg, device)
 
 
 def encoding_signature(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -202,13 +208,15 @@ def run_encode(args: argparse.Namespace) -> None:
     items = read_jsonl(args.data)
     if not items:
         raise ValueError(f"no items in {args.data}")
-    encoder = make_encoder(cfg)
-    states, mask = encoder.encode([item_text(it, cfg["form"]) for it in items])
+    encoder = make_encoder(cfg, args.device)
+    states, mask = encoder.encode([item_text(it, cfg["form"]) for it in items], out_dtype=torch.float16)
+    # the device is metadata beside the cache's keys (none for the CPU: dnd.device.recorded);
+    # `encoder` stays the config (encoding_signature)
     with atomic_path(args.out) as tmp:
-        torch.save(
-            {"ids": [str(it["id"]) for it in items], "states": states.half(), "mask": mask, "encoder": cfg}, tmp
-        )
-    log.info("encoded %d prompts -> %s %s", len(items), tuple(states.shape), args.out)
+        torch.save({"ids": [str(it["id"]) for it in items], "states": states, "mask": mask, "encoder": cfg,
+                    **recorded(getattr(encoder, "device", "cpu"))}, tmp)
+    log.info("encoded %d prompts -> %s %s on %s", len(items), tuple(states.shape), args.out,
+             describe(getattr(encoder, "device", "cpu")))
 
 
 COMMANDS = {"encode": (add_encode_arguments, run_encode)}

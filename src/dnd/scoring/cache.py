@@ -263,14 +263,17 @@ class ScoreCache:
 
 
 def content_context(model_dir: Path, tasks: dict[str, tuple[dict[str, Any], Path]], lora_shape: dict[str, Any],
-                    settings: dict[str, Any], **extra: Any) -> tuple[list[Path], dict[str, Any]]:
+                    settings: dict[str, Any], device: Any = "cpu", **extra: Any) -> tuple[list[Path], dict[str, Any]]:
     """(files, context) of a cache key, the one builder every scorer uses: the base model's files
     and each task's test file (their names and bytes), each task's config without its test file's
     path (`tasks`: name -> (config, test file); the same key wherever the repository lives), the
-    LoRA shape, the scoring settings, the torch thread count, the versions of
-    torch/transformers/peft/lm-eval, and `extra` (what else a scorer's results depend on)."""
+    LoRA shape, the scoring settings, the torch thread count, the device where it is not the CPU
+    (dnd.device.recorded: the CPU keys stay those every committed score was stored under), the
+    versions of torch/transformers/peft/lm-eval, and `extra` (what else a scorer's results depend on)."""
 
     import torch
+
+    from dnd.device import recorded
 
     files = sorted(p for p in Path(model_dir).iterdir() if p.is_file())
     configs = {}
@@ -280,7 +283,8 @@ def content_context(model_dir: Path, tasks: dict[str, tuple[dict[str, Any], Path
         configs[name] = cfg
         files.append(Path(test_file))
     context = {"tasks": configs, "lora": lora_shape, "settings": settings, "threads": torch.get_num_threads(),
-               "versions": {m: version(m) for m in ("torch", "transformers", "peft", "lm_eval")}, **extra}
+               "versions": {m: version(m) for m in ("torch", "transformers", "peft", "lm_eval")}, **recorded(device),
+               **extra}
     return files, context
 
 

@@ -156,7 +156,7 @@ class PrefixSharingLM(HFLM):
         # HFLM keeps the tokenizer's vocab_size but normalizes over every row of the model's output
         # layer; so do these backends. They differ where the embedding is padded (Qwen2.5: 151,936
         # rows, 151,643 base tokens): log P must be hf's there too.
-        self.vocab_size = self._layers()[1].weight.shape[0]
+        self.vocab_size = PrefixSharingLM._layers(self)[1].weight.shape[0]  # before a subclass sets its state
 
     def _layers(self):
         """(the decoder stack returning hidden states, the output layer) of the causal LM."""

@@ -68,7 +68,7 @@ def lora_settings(lcfg: dict[str, Any], k: int, epochs: float) -> dict[str, Any]
 
 # ============================================================================ few-shot tuning
 def train_fewshot_lora(model_dir: Path, train_file: Path, out_dir: Path, k: int, params: dict[str, Any],
-                       timings: Path | None = None) -> dict[str, Any]:
+                       timings: Path | None = None, device: Any = "cpu") -> dict[str, Any]:
     """Train the LoRA of the first k items of `train_file` (docs/modules.md) into `out_dir`:
     train.jsonl (the k items), final/, train_log.csv, summary.json (dnd.zoo's layout without the
     one-step checkpoint trajectory, which equals final/)."""
@@ -79,13 +79,14 @@ def train_fewshot_lora(model_dir: Path, train_file: Path, out_dir: Path, k: int,
     lcfg = lora_settings(params["lora"], k, float(params["fewshot"]["epochs"]))
     log.info("few-shot LoRA: k=%d, batch %d, %d steps", k, lcfg["batch_size"], lcfg["phase1_steps"] + 1)
     summary = train_lora(model_dir, out_dir / "train.jsonl", out_dir, lcfg, params["prompt"]["format"],
-                         params["seed"], timings=timings)
+                         params["seed"], timings=timings, device=device)
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     return summary
 
 
 def score_fewshot_loras(target: str, params: dict[str, Any], model_dir: Path, tasks: Sequence[Path],
-                        loras: Sequence[Path], cache_dir: Path | None = None) -> list[dict[str, Any]]:
+                        loras: Sequence[Path], cache_dir: Path | None = None,
+                        device: Any = "cpu") -> list[dict[str, Any]]:
     """Every k's few-shot LoRA on the target's test items, scored as dnd.evaluate scores the zoo;
     `tasks`, `loras`: the declared task files and LoRA folders (.../k{k}/final, dnd.paths.declared)."""
     from dnd.evaluate import (
@@ -117,14 +118,14 @@ def score_fewshot_loras(target: str, params: dict[str, Any], model_dir: Path, ta
         check_same_lora_shape(ref_cfg, read_adapter_config(d), d)
     if log.getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("lm_eval").setLevel(logging.WARNING)
-    cache = (open_score_cache(cache_dir, model_dir, task_yaml, test_file, ref_cfg, ev)
+    cache = (open_score_cache(cache_dir, model_dir, task_yaml, test_file, ref_cfg, ev, device=device)
              if cache_dir is not None else None)
     limit = None if ev["limit"] is None else int(ev["limit"])
     jobs = [adapter_job(FT, str(k), p) for k, p in finals.items()]
     scored, _ = score_jobs(
         target, jobs, lambda: InPlaceScorer(model_dir, ref_dir, tasks_dir, task, limit=limit,
                                                    batch_size=int(ev["batch_size"]), dtype=ev["dtype"],
-                                                   metric=ev["metric"], backend=ev["backend"]),
+                                                   metric=ev["metric"], backend=ev["backend"], device=device),
         cache, read_ids(test_file), limit)
     return [result_row(target, FT, str(k), scored[(FT, str(k))], ev["metric"], k=k) for k in ks]
 
@@ -174,7 +175,7 @@ def prompt_positions(encode, prefix: str, records: list[dict[str, Any]]) -> int:
 
 
 def score_icl(target: str, params: dict[str, Any], model_dir: Path, tasks: Sequence[Path],
-              train_file: Path) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, float]]:
+              train_file: Path, device: Any = "cpu") -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, float]]:
     """ICL with k = 0 and every `fewshot.icl_ks` (docs/modules.md). Returns (rows, context
     info: {max_length, positions: {k: positions needed}, skipped: [k that do not fit]},
     {k: lm-eval scoring seconds})."""
@@ -200,7 +201,7 @@ def score_icl(target: str, params: dict[str, Any], model_dir: Path, tasks: Seque
 
     check_safetensors(model_dir, "base model weights")
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, ev["dtype"])).eval()
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, ev["dtype"])).eval().to(device)
     lm = PrefixCacheLM(pretrained=model, tokenizer=tok, batch_size=int(ev["batch_size"]),
                        softmax_dtype=SOFTMAX_DTYPE)
     info: dict[str, Any] = {"max_length": int(lm.max_length), "positions": {}, "skipped": []}
@@ -242,7 +243,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
 
 def _run_train(args: argparse.Namespace) -> None:
     params = command_params(args.params, "lora", "prompt", "seed", "fewshot")
-    train_fewshot_lora(args.model, args.train, args.out_dir, args.k, params, args.timings)
+    train_fewshot_lora(args.model, args.train, args.out_dir, args.k, params, args.timings, args.device)
 
 
 def _add_score(p: argparse.ArgumentParser) -> None:
@@ -257,7 +258,7 @@ def _add_score(p: argparse.ArgumentParser) -> None:
 
 def _run_score(args: argparse.Namespace) -> None:
     rows = score_fewshot_loras(args.target, parse_params(args.params), args.model, args.tasks, args.loras,
-                               args.cache_dir)
+                               args.cache_dir, args.device)
     write_jsonl(args.out, rows)
     log.info("wrote %d rows to %s", len(rows), args.out)
 
@@ -277,7 +278,8 @@ def _add_icl(p: argparse.ArgumentParser) -> None:
 
 def _run_icl(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
-    rows, info, seconds = score_icl(args.target, parse_params(args.params), args.model, args.tasks, args.train)
+    rows, info, seconds = score_icl(args.target, parse_params(args.params), args.model, args.tasks, args.train,
+                                    args.device)
     write_jsonl(args.out, rows)
     write_json(args.context_out, info)
     write_json(args.timings, {"scoring_s": seconds, "wall_s": round(time.perf_counter() - t0, 3)})

@@ -150,7 +150,7 @@ class GenerationScorer:
     target's generation task (dnd-generate) and its reference log-likelihood task (dnd-prefix)."""
 
     def __init__(self, domain: str, target: str, model_dir: Path, lora_config_dir: Path, tasks_dir: Path,
-                 cfg: dict[str, Any], batch_size: int, dtype: str):
+                 cfg: dict[str, Any], batch_size: int, dtype: str, device: Any = "cpu"):
         from dnd.evaluate import SOFTMAX_DTYPE, InPlaceScorer, load_task
         from dnd.scoring import lm_generate
 
@@ -158,7 +158,7 @@ class GenerationScorer:
         self.domain, self.target, self.cfg = domain, target, cfg
         self.gen_task, self.ll_task = task_name(domain, target, GEN_TASK), task_name(domain, target, LOGLIK_TASK)
         self.inner = InPlaceScorer(model_dir, lora_config_dir, tasks_dir, self.ll_task, limit=None,
-                                   batch_size=batch_size, dtype=dtype, metric="acc")
+                                   batch_size=batch_size, dtype=dtype, metric="acc", device=device)
         self.gen_lm = lm_generate.SharedPrefillLM(pretrained=self.inner.model, tokenizer=self.inner.lm.tokenizer,
                                                   batch_size=batch_size, softmax_dtype=SOFTMAX_DTYPE)
         self.gen_dict = load_task(tasks_dir, self.gen_task)
@@ -192,21 +192,21 @@ class GenerationScorer:
 
 
 def open_cache(directory: Path, domain: str, target: str, model_dir: Path, tasks_dir: Path,
-               lora_cfg: dict[str, Any], settings: dict[str, Any]):
+               lora_cfg: dict[str, Any], settings: dict[str, Any], device: Any = "cpu"):
     """Per-adapter results kept by content (dnd.experiments.protocol.score.ResultCache): keys cover the base model's
     files, both tasks' test file and configs, the LoRA shape, the settings, versions
     (dnd.scoring.cache.content_context), dnd.scoring.SCORER_VERSION and MATHCODE_SCORER_VERSION."""
 
     yamls = {kind: tasks_dir / f"{task_name(domain, target, kind)}.yaml" for kind in (GEN_TASK, LOGLIK_TASK)}
     tasks = {kind: (evaluate.task_config(y), evaluate.task_data_file(y)) for kind, y in yamls.items()}
-    files, context = content_context(model_dir, tasks, evaluate.lora_shape(lora_cfg), settings, mathcode=domain,
+    files, context = content_context(model_dir, tasks, evaluate.lora_shape(lora_cfg), settings, device, mathcode=domain,
                                      mathcode_scorer_version=MATHCODE_SCORER_VERSION)
     return ResultCache(directory, files, context)
 
 
 def evaluate_mathcode(domain: str, target: str, params: dict[str, Any], model_dir: Path, tasks: Sequence[Path],
                       zoo: Sequence[Path], generated: Sequence[Path], encoded: Sequence[Path], cond: Path,
-                      cache_dir: Path | None = None) -> list[dict[str, Any]]:
+                      cache_dir: Path | None = None, device: Any = "cpu") -> list[dict[str, Any]]:
     """Every method on `target` (docs/modules.md); the declared inputs as in dnd.evaluate.plan_target."""
 
     cfg = section(domain, params.get(domain))
@@ -224,11 +224,12 @@ def evaluate_mathcode(domain: str, target: str, params: dict[str, Any], model_di
                 **{k: cfg[k] for k in ("max_new_tokens", "timeout_s", "memory_mb", "sandbox") if k in cfg}}
     if domain == "code":
         require_sandbox(str(cfg["sandbox"]))  # refuse before loading a model, not after generating
-    cache = open_cache(cache_dir, domain, target, model_dir, tasks_dir, ref_cfg, settings) if cache_dir else None
+    cache = (open_cache(cache_dir, domain, target, model_dir, tasks_dir, ref_cfg, settings, device)
+             if cache_dir else None)
     jobs = scoring_jobs(plan, sources, model_dir)
     listed, _ = score_or_cache(f"{domain} {target}", jobs,
                                lambda: GenerationScorer(domain, target, model_dir, ref_dir, tasks_dir, cfg,
-                                                        settings["batch_size"], settings["dtype"]),
+                                                        settings["batch_size"], settings["dtype"], device),
                                cache, score=lambda scorer, sd, where: [scorer.score(sd, where)])
     results = {k: v[0] for k, v in listed.items()}  # the cache keeps a list (protocol.score.ResultCache)
     rows = []
@@ -268,7 +269,7 @@ def _run(args: argparse.Namespace) -> None:
     if unknown:
         raise ValueError(f"--params has key(s) {unknown} this command does not read")
     rows = evaluate_mathcode(args.domain, args.target, params, args.model, args.tasks, args.zoo,
-                             args.generated, args.encoded, args.cond, args.cache_dir)
+                             args.generated, args.encoded, args.cond, args.cache_dir, args.device)
     write_jsonl(args.out, rows)
 
 
