@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dnd.config import ConfigError, rule_section, section, validate_config
+from dnd.config import ConfigError, check_experiment, rule_section, section, validate_config
 from dnd.experiments.ablations import report as ab
 from dnd.formats.prompts import condition_text
 from dnd.generators import PairSampler
@@ -129,7 +129,7 @@ def test_config_checks_and_defaults():
         validate_config({"data": {"datasets": ["arc_easy", "boolq", "piqa"]}, "base_model": {"source": "smollm2_wheel"},
                          "ablations": {"source_orders": 0}})
     with pytest.raises(ConfigError, match="ablations.targets"):
-        validate_config({"data": {"datasets": ["arc_easy", "boolq"]}, "base_model": {"source": "smollm2_wheel"},
+        _ablations_checked({"data": {"datasets": ["arc_easy", "boolq"]}, "base_model": {"source": "smollm2_wheel"},
                          "ablations": {"targets": ["piqa"]}})
     # extra source tasks: custom datasets (defaults filled in), never one of data.datasets
     base = {"data": {"datasets": ["arc_easy", "boolq", "piqa"]}, "base_model": {"source": "smollm2_wheel"}}
@@ -137,19 +137,25 @@ def test_config_checks_and_defaults():
                                                                                      "y": {"path": "y.jsonl"}}}})
     assert cfg["ablations"]["extra_sources"]["x"] == {"path": "x.jsonl", "style": "qa", "has_train": False}
     with pytest.raises(ConfigError, match=r"ablations.sources \[5\]: .* 2 other datasets and 2 extra"):
-        validate_config({**base, "ablations": {"sources": [5], "extra_sources": {"x": {"path": "x.jsonl"},
+        _ablations_checked({**base, "ablations": {"sources": [5], "extra_sources": {"x": {"path": "x.jsonl"},
                                                                                 "y": {"path": "y.jsonl"}}}})
     mine = {"data": {"datasets": ["arc_easy", "mine"], "custom": {"mine": {"path": "m.jsonl"}}},
             "base_model": {"source": "smollm2_wheel"}}
     with pytest.raises(ConfigError, match=r"extra_sources \['mine'\] are in data.datasets"):
-        validate_config({**mine, "ablations": {"extra_sources": {"mine": {"path": "b.jsonl"}}}})
+        _ablations_checked({**mine, "ablations": {"extra_sources": {"mine": {"path": "b.jsonl"}}}})
     with pytest.raises(ConfigError, match=r"^ablations\.extra_sources\.boolq: a custom dataset may not take the name"):
         validate_config({**base, "ablations": {"extra_sources": {"boolq": {"path": "b.jsonl"}}}})
     with pytest.raises(ConfigError, match="extra_sources"):
         validate_config({**base, "ablations": {"extra_sources": {"x": {"file": "x.jsonl"}}}})
     with pytest.raises(ConfigError, match="exceeds generate.n_adapters"):
-        validate_config({"data": {"datasets": ["arc_easy", "boolq"]}, "base_model": {"source": "smollm2_wheel"},
+        _ablations_checked({"data": {"datasets": ["arc_easy", "boolq"]}, "base_model": {"source": "smollm2_wheel"},
                          "generate": {"n_adapters": 2}, "ablations": {"n_adapters": 3}})
+
+
+def _ablations_checked(cfg: dict) -> None:
+    """The ablations section is checked when its target is asked for (check_experiment), after the
+    start-up validation, which passes."""
+    check_experiment(validate_config(cfg), "ablations")
 
 
 def _rows(target, dnd, train, ids=None):

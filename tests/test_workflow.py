@@ -90,6 +90,25 @@ def test_local_base_model_is_the_base_model_jobs_input(tmp_path, tiny_model_dir)
         (res.stdout + res.stderr).splitlines()
 
 
+def test_own_heldout_target_needs_no_edit_of_sections_it_does_not_run(tmp_path):
+    """Holding out another dataset leaves the few-shot and ablation targets (capitals) outside the
+    run's held-out targets: `all` plans without touching those sections; asking for `fewshot` or
+    `ablations` stops in one line naming the section."""
+    cfg = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    cfg["generator"]["heldout"] = ["sounds"]
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(yaml.safe_dump(cfg))
+    res = snakemake("-n", "--cores", "1", "--configfile", str(mine), "-d", str(tmp_path / "run"))
+    assert "evaluate_target" in res.stdout
+    for target, line in (("fewshot", "config: fewshot.targets ['capitals'] are not held-out targets of the run "
+                                     "(generator.heldout: ['sounds']): DnD has no scores on them to compare with"),
+                         ("ablations", "config: ablations.targets ['capitals'] are not held-out targets of the run "
+                                       "(generator.heldout: ['sounds']): DnD has no scores on them to compare with")):
+        res = snakemake("-n", "--configfile", str(mine), "-d", str(tmp_path / "run"), target, check=False)
+        out = res.stdout + res.stderr
+        assert res.returncode != 0 and line in [text.strip() for text in out.splitlines()], out[-3000:]
+
+
 def test_malformed_config_is_one_clear_message(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"data": {"datasets": ["arc_easy", "nope"]}, "base_model": {"source": "tiny"}}))

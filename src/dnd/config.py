@@ -189,30 +189,13 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
         except ValueError as exc:
             raise ConfigError(f"crossdomain.target: {exc}") from exc
     ab = cfg.get("ablations", {})
-    if ab:
+    if ab:  # the defaults the rules read; the section is checked when its target is asked for (check_experiment)
         if not ab.get("targets"):
             ab["targets"] = list(cfg["data"]["datasets"][:3])
-        unknown = sorted(set(ab["targets"]) - set(cfg["data"]["datasets"]))
-        if unknown:
-            raise ConfigError(f"ablations.targets names datasets not in data.datasets: {unknown}")
-        n_gen = cfg.get("generate", {}).get("n_adapters", 5)
         if ab.get("n_adapters") is None:
-            ab["n_adapters"] = min(3, n_gen)
+            ab["n_adapters"] = min(3, cfg.get("generate", {}).get("n_adapters", 5))
         if not ab.get("sources"):
             ab["sources"] = list(range(2, len(cfg["data"]["datasets"])))
-        if ab["n_adapters"] > n_gen:
-            raise ConfigError("ablations.n_adapters exceeds generate.n_adapters: a family's default setting reuses the "
-                              "default run's adapters")
-        extra = ab.get("extra_sources") or {}
-        clash = sorted(set(extra) & set(cfg["data"]["datasets"]))
-        if clash:
-            raise ConfigError(f"ablations.extra_sources {clash} are in data.datasets: extra source tasks only train, "
-                              "they are never targets")
-        n_max = len(cfg["data"]["datasets"]) - 1 + len(extra)
-        too_many = [n for n in ab.get("sources", []) if n > n_max]
-        if too_many:
-            raise ConfigError(f"ablations.sources {too_many}: a target has only {len(cfg['data']['datasets']) - 1} "
-                              f"other datasets and {len(extra)} extra source tasks (ablations.extra_sources)")
     gen = cfg.get("generator", {})
     for key in ("heldout", "sources"):
         unknown = sorted(set(gen.get(key, [])) - set(cfg["data"]["datasets"]))
@@ -228,21 +211,56 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError("base_model.source is 'hf' but base_model.name_or_path is empty")
     if cfg["base_model"]["source"] == "local" and not cfg["base_model"].get("path"):
         raise ConfigError("base_model.source is 'local' but base_model.path is empty: name the model directory")
-    check_fewshot(cfg)
     return cfg
 
 
-def check_fewshot(cfg: dict[str, Any]) -> None:
-    """fewshot.targets must be held-out targets of the run: DnD's scores come from its evaluation."""
-    targets = cfg.get("fewshot", {}).get("targets") or []
+def check_heldout_targets(cfg: dict[str, Any], key: str, targets: list[str]) -> None:
+    """An experiment's targets must be held-out targets of the run: DnD's scores come from its evaluation."""
     unknown = sorted(set(targets) - set(cfg["data"]["datasets"]))
     if unknown:
-        raise ConfigError(f"fewshot.targets names datasets not in data.datasets: {unknown}")
+        raise ConfigError(f"{key} names datasets not in data.datasets: {unknown}")
     heldout = folds(cfg)
     missing = [t for t in targets if t not in heldout]
     if missing:
-        raise ConfigError(f"fewshot.targets {missing} are not held-out targets of the run (generator.heldout: "
+        raise ConfigError(f"{key} {missing} are not held-out targets of the run (generator.heldout: "
                           f"{list(heldout)}): DnD has no scores on them to compare with")
+
+
+def check_fewshot(cfg: dict[str, Any]) -> None:
+    """fewshot.targets (when given) must be held-out targets of the run."""
+    check_heldout_targets(cfg, "fewshot.targets", cfg.get("fewshot", {}).get("targets") or [])
+
+
+def check_ablations(cfg: dict[str, Any]) -> None:
+    """The ablations section against the run: its targets held out, its adapters among the default
+    run's, its extra source tasks new and its source counts reachable."""
+    ab = cfg.get("ablations") or {}
+    check_heldout_targets(cfg, "ablations.targets", list(ab.get("targets") or []))
+    if ab.get("n_adapters", 0) > cfg.get("generate", {}).get("n_adapters", 5):
+        raise ConfigError("ablations.n_adapters exceeds generate.n_adapters: a family's default setting reuses the "
+                          "default run's adapters")
+    extra = ab.get("extra_sources") or {}
+    clash = sorted(set(extra) & set(cfg["data"]["datasets"]))
+    if clash:
+        raise ConfigError(f"ablations.extra_sources {clash} are in data.datasets: extra source tasks only train, "
+                          "they are never targets")
+    n_max = len(cfg["data"]["datasets"]) - 1 + len(extra)
+    too_many = [n for n in ab.get("sources", []) if n > n_max]
+    if too_many:
+        raise ConfigError(f"ablations.sources {too_many}: a target has only {len(cfg['data']['datasets']) - 1} "
+                          f"other datasets and {len(extra)} extra source tasks (ablations.extra_sources)")
+
+
+#: The checks of an extra experiment's section, run when its target is asked for (dnd.config
+#: check_experiment; workflow/rules/common.smk `checked_experiment`), not at start-up: a run that
+#: holds out its own dataset needs no edit of sections it never runs.
+EXPERIMENT_CHECKS = {"fewshot": check_fewshot, "ablations": check_ablations}
+
+
+def check_experiment(cfg: dict[str, Any], name: str) -> None:
+    check = EXPERIMENT_CHECKS.get(name)
+    if check is not None:
+        check(cfg)
 
 
 # Base models whose config is known before the run exports them (the GGUF wheel's SmolLM2-135M-Instruct;

@@ -206,7 +206,7 @@ rule ablation_summary:
     """results/ablations/{family}.csv (DnD, training-LoRA average, base per setting and target)
     and {family}.json (DnD minus the training-LoRA average with paired CIs)."""
     input:
-        ablation_evals,
+        checked_experiment("ablations", ablation_evals),
         default=expand("results/eval/{target}.jsonl", target=AB_TARGETS),
     output:
         csv=f"{AB}/{{family}}.csv",

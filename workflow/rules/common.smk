@@ -17,6 +17,7 @@ from dnd.config import (  # noqa: E402
     GENERATION_SETTINGS,
     SCORING_SETTINGS,
     ConfigError,
+    check_experiment,
     check_inputs,
     check_schema,
     folds,
@@ -104,6 +105,21 @@ wildcard_constraints:
 def as_json(obj):
     """Config sections travel to the CLI as one JSON argument (tracked by Snakemake params)."""
     return json.dumps(obj, sort_keys=True)
+
+
+def checked_experiment(name, files):
+    """An input function giving `files` (a list or an input function) once the config section of
+    experiment `name` passes its check (dnd.config.check_experiment): only a run that asks for the
+    experiment reads its section, so a run that holds out its own dataset edits nothing else."""
+
+    def inputs(wildcards):
+        try:
+            check_experiment(config, name)
+        except ConfigError as exc:
+            raise WorkflowError(f"config: {exc}") from None
+        return files(wildcards) if callable(files) else files
+
+    return inputs
 
 
 def job_device(wildcards, resources):

@@ -113,7 +113,7 @@ rule fewshot_summary:
         dnd=expand("results/eval/{target}.jsonl", target=FEW_TARGETS),
         train_timings=expand(f"{FEW}/timings/train/{{target}}_k{{k}}.json", target=FEW_TARGETS, k=FEW_KS),
         icl_timings=expand(f"{FEW}/timings/icl/{{target}}.json", target=FEW_TARGETS),
-        generation_timings=dnd_generation_timings,
+        generation_timings=checked_experiment("fewshot", dnd_generation_timings),
     output:
         csv=report("results/fewshot.csv", caption="../report/fewshot_csv.rst", category="Few-shot"),
         metrics=f"{FEW}/metrics.json",
@@ -145,7 +145,7 @@ rule fewshot_report:
         generator_timings=expand(f"results/timings/train_generator/{{target}}_{DESIGN}.json",
                                  target=FEW_TARGETS),
         # DnD's range of generation times
-        generation_timings=dnd_generation_timings,
+        generation_timings=checked_experiment("fewshot", dnd_generation_timings),
         # each target's job times
         benchmarks=fewshot_benchmarks,
     output:
