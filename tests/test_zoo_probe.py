@@ -262,18 +262,26 @@ def test_report_answers_the_question_with_the_numbers():
     m = _metrics()
     md = zp.render_report(m)
     assert md.startswith("# A longer-trained zoo: one probe")
-    assert "100 → 300" in md and "0.100 → 0.120 (higher)" in md and "0.020 → 0.050 (higher)" in md
+    assert "100 → 300" in md and "0.1 → 0.12 (higher)" in md and "0.02 → 0.05 (higher)" in md
     assert f"{100 * m['mean/lead_change/acc']:+.1f} [{100 * m['mean/lead_change/acc_ci_low']:+.1f}, " in md
     assert f"*{stats.verdict_word(m['mean/verdict_lead_change'])}*" in md
-    assert "from 0.020 (beta) to 0.300 (s0)" in md  # every fold's reachability, for scale
+    assert "from 0.02 (beta) to 0.3 (s0)" in md  # every fold's reachability, for scale
     assert all(w in md for w in stats.VERDICTS)
     assert "nan" not in md.lower()
 
 
 @pytest.mark.parametrize("before, after, word", [(0.1, 0.105, "unchanged"), (0.1, 0.2, "higher"),
-                                                 (0.1, 0.05, "lower"), (None, 0.1, "not measured")])
+                                                 (0.1, 0.05, "lower"), (0.0012, 0.0009, "lower"),
+                                                 (None, 0.1, "not measured")])
 def test_reachability_words(before, after, word):
     assert zp.reach_words(before, after) == word
+
+
+def test_headroom_words_name_the_reason():
+    reason = stats.untestable_reason(oracle_ci=(-1.0, 2.0))
+    assert zp.headroom_words(zp.TESTABLE, zp.TESTABLE) == "testable with either LoRA"
+    assert zp.headroom_words(reason, zp.TESTABLE) == \
+        f"{stats.NOT_TESTABLE} ({reason}) with the default LoRA, testable with the longer one"
 
 
 def test_probe_settings_refuse_a_dataset_without_fold():

@@ -240,6 +240,11 @@ def _num(x: Any, digits: int = 1, sign: bool = False, scale: float = 1.0) -> str
     return number(None if x is None else scale * float(x), digits, sign)
 
 
+def _reach(x: Any) -> str:
+    """A reachability (a share, often small): three significant digits."""
+    return "n/a" if x is None or not math.isfinite(float(x)) else f"{float(x):.3g}"
+
+
 def _ci(m: Mapping[str, Any], key: str, scale: float = 100.0, digits: int = 1) -> str:
     """`key` with its paired 95% CI, e.g. "+1.2 [-0.4, +2.9]" (points for acc)."""
     return (f"{_num(m.get(key), digits, True, scale)} [{_num(m.get(key + '_ci_low'), digits, True, scale)}, "
@@ -251,8 +256,9 @@ def reach_words(before: float | None, after: float | None) -> str:
     (relative), else "higher"/"lower" (one LoRA per setting: no CI)."""
     if before is None or after is None or not before > 0:
         return "not measured"
-    rel = after / before - 1
-    return "unchanged" if abs(rel) <= REACH_SAME else ("higher" if rel > 0 else "lower")
+    if abs(after / before - 1) <= REACH_SAME:
+        return "unchanged"
+    return "higher" if after > before else "lower"
 
 
 def render_report(m: Mapping[str, Any]) -> str:
@@ -283,7 +289,7 @@ def render_report(m: Mapping[str, Any]) -> str:
     for d in rows:
         lines.append(
             f"| {label[d]} | {_num(m.get(f'{d}/final_loss_default'), 3)} → {_num(m.get(f'{d}/final_loss_longer'), 3)} "
-            f"| {_num(m.get(f'{d}/reachability_default'), 3)} → {_num(m.get(f'{d}/reachability_longer'), 3)} "
+            f"| {_reach(m.get(f'{d}/reachability_default'))} → {_reach(m.get(f'{d}/reachability_longer'))} "
             f"| {_num(m.get(f'{d}/checkpoint_spread_default'), 3)} → {_num(m.get(f'{d}/checkpoint_spread_longer'), 3)} "
             f"| {_num(m.get(f'{d}/cosine_to_default'), 2)} | {_num(m.get(f'{d}/distance_to_default'), 2)} "
             f"| {_num(m.get(f'{d}/norm_ratio'), 2)} |")
@@ -291,7 +297,7 @@ def render_report(m: Mapping[str, Any]) -> str:
         lo_t, hi_t = min(folds, key=folds.get), max(folds, key=folds.get)
         lines += ["", f"Distances and spreads are in units of the mean distance between the fold's source LoRAs. "
                       f"For scale: the default zoo's reachability over all {len(folds)} folds ranges from "
-                      f"{_num(folds[lo_t], 3)} ({title(lo_t)}) to {_num(folds[hi_t], 3)} ({title(hi_t)})."]
+                      f"{_reach(folds[lo_t])} ({title(lo_t)}) to {_reach(folds[hi_t])} ({title(hi_t)})."]
     lines += [
         "", "## The oracle's lead", "",
         "| Dataset | Training LoRAs (avg) | Oracle (default) | Oracle (longer) | Lead, default (95% CI) "
@@ -317,22 +323,30 @@ def answer_lines(m: Mapping[str, Any]) -> list[str]:
     from dnd.benchmarks.datasets import title
 
     ds = m["datasets"]
-    reach = [f"{title(d)} {_num(m.get(f'{d}/reachability_default'), 3)} → {_num(m.get(f'{d}/reachability_longer'), 3)} "
+    reach = [f"{title(d)} {_reach(m.get(f'{d}/reachability_default'))} → {_reach(m.get(f'{d}/reachability_longer'))} "
              f"({reach_words(m.get(f'{d}/reachability_default'), m.get(f'{d}/reachability_longer'))})" for d in ds]
     out = [f"- **Reachability**: {'; '.join(reach)}. One LoRA per setting, so no CI; “unchanged” means within "
            f"±{REACH_SAME:.0%} of the default value."]
-    word = verdict_word(m.get(f"{MEAN}/verdict_lead_change") or "")
+    text = m.get(f"{MEAN}/verdict_lead_change") or ""
+    word = verdict_word(text)
     out.append(f"- **The oracle's lead**: {_ci(m, f'{MEAN}/lead_default/acc')} points with the default LoRAs, "
-               f"{_ci(m, f'{MEAN}/lead_longer/acc')} with the longer ones (mean over the probe datasets); the change, "
-               f"{_ci(m, f'{MEAN}/lead_change/acc')}, is *{word}* on “{CLAIM}” "
-               f"({m.get(f'{MEAN}/verdict_lead_change')}).")
-    heads = []
-    for d in ds:
-        before, after = m.get(f"{d}/headroom_default"), m.get(f"{d}/headroom_longer")
-        heads.append(f"{title(d)}: {'a DnD claim is testable' if before == TESTABLE else NOT_TESTABLE} with the "
-                     f"default LoRA, {'testable' if after == TESTABLE else NOT_TESTABLE} with the longer one")
-    out.append(f"- **Headroom** (the oracle ahead of the training-LoRA average, CI above 0): {'; '.join(heads)}.")
+               f"{_ci(m, f'{MEAN}/lead_longer/acc')} with the longer ones (mean over the probe datasets); its change, "
+               f"{_ci(m, f'{MEAN}/lead_change/acc')}, is *{word}* on “{CLAIM}”"
+               + (f" ({text})." if text.strip() != word else "."))
+    out.append("- **Headroom** for a DnD claim (the oracle ahead of the training-LoRA average, its CI above 0): "
+               + "; ".join(f"{title(d)}: " + headroom_words(m.get(f"{d}/headroom_default"),
+                                                             m.get(f"{d}/headroom_longer")) for d in ds) + ".")
     return out
+
+
+def headroom_words(before: str | None, after: str | None) -> str:
+    """Whether a DnD claim is testable on a target with the default and with the longer LoRA."""
+    def one(h: str | None) -> str:
+        return TESTABLE if h == TESTABLE else f"{NOT_TESTABLE} ({h})"
+
+    if before == after:
+        return f"{one(before)} with either LoRA"
+    return f"{one(before)} with the default LoRA, {one(after)} with the longer one"
 
 
 # ============================================================================ CLI
