@@ -204,10 +204,14 @@ def probe_metrics(settings: dict[str, Any], default_rows: list[dict[str, Any]], 
     import numpy as np
 
     datasets, folds = settings["datasets"], settings["folds"]
-    lcfg = settings["lora"]
-    steps = int(lcfg["phase1_steps"]) + int(lcfg["checkpoint_steps"])
+    from dnd.zoo import longer_schedule
+
+    def steps(lcfg: Mapping[str, Any]) -> int:
+        return int(lcfg["phase1_steps"]) + int(lcfg["checkpoint_steps"])
+
     out: dict[str, Any] = {"datasets": list(datasets), "steps_factor": settings["steps_factor"],
-                           "steps_default": steps, "steps_longer": steps * settings["steps_factor"],
+                           "steps_default": steps(settings["lora"]),
+                           "steps_longer": steps(longer_schedule(settings["lora"], settings["steps_factor"])),
                            "bootstrap": settings["bootstrap"], "claim": CLAIM,
                            "reachability_folds": {t: float(v) for t, v in reach_folds.items()}}
     all_boots: dict[tuple[str, str], list] = {}
