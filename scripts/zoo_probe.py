@@ -28,23 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 VARIANTS = {"seed1": ({}, 1), "flat": ({"min_lr_ratio": 1.0}, None)}
 
 
-def lora_factors(adapter_file: Path):
-    """(A, B) of every LoRA module of a PEFT safetensors file, in key order."""
-    from safetensors.torch import load_file
-
-    sd = load_file(str(adapter_file))
-    return [(sd[k].double(), sd[k.replace(".lora_A.", ".lora_B.")].double()) for k in sorted(sd) if ".lora_A." in k]
-
-
 def checkpoint_spread(checkpoints: Path) -> float:
     """Mean ΔW distance of the checkpoints from their mean."""
-    import torch
+    from dnd.diagnostics import adapter_factors, gram, spread
 
-    from dnd.diagnostics import gram, sq_norm
-
-    g = gram([lora_factors(f) for f in sorted(checkpoints.glob("*.safetensors"))])
-    k = g.shape[0]
-    return sum(math.sqrt(max(sq_norm(g, c), 0.0)) for c in torch.eye(k, dtype=torch.float64) - 1.0 / k) / k
+    return spread(gram([adapter_factors(f) for f in sorted(checkpoints.glob("*.safetensors"))]))
 
 
 def main() -> None:
@@ -59,7 +47,7 @@ def main() -> None:
     import torch
 
     from dnd.config import load_config
-    from dnd.diagnostics import distance, gram, reachability
+    from dnd.diagnostics import adapter_factors as lora_factors, distance, gram, reachability
     from dnd.zoo import train_lora
 
     run = args.run_dir.resolve()

@@ -95,9 +95,8 @@ def test_encode_command_writes_no_device_for_the_cpu(tiny_model_dir, tmp_path):
 
 
 def test_generation_session_on_the_given_device(tmp_path):
-    from test_generate import _checkpoint
-
     from dnd.generate import AdapterJob, GenerationSession
+    from test_generate import _checkpoint
 
     path = tmp_path / "generator.pt"
     torch.save(_checkpoint(), path)
@@ -112,7 +111,6 @@ def test_generation_session_on_the_given_device(tmp_path):
 
 def test_scorer_on_the_given_device(tiny_model_dir, tmp_path):
     from conftest import save_random_lora
-
     from dnd.evaluate import InPlaceScorer, load_state_dict
 
     lora = tmp_path / "lora"

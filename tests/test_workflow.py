@@ -146,7 +146,7 @@ def test_dvc_stages_match_snakemake_targets():
     targets = {line.split()[0] for line in snakemake("--list-target-rules").stdout.splitlines() if line.strip()}
     # the extra experiments are outside `all`
     summary = snakemake("-n", "--summary", "all", "protocol", "crossdomain", "ablations", "fewshot", "math",
-                        "code", "seeds").stdout.splitlines()
+                        "code", "seeds", "zoo_probe").stdout.splitlines()
     planned = [line.split("\t")[0] for line in summary[1:] if "\t" in line]
     for name, stage in stages.items():
         assert stage["cmd"] == f"snakemake --cores all {name}", name
@@ -157,7 +157,8 @@ def test_dvc_stages_match_snakemake_targets():
             assert any(p == out or p.startswith(out.rstrip("/") + "/") for p in planned), \
                 f"{name}: {out} not produced by the DAG"
     for agg in ("zoo", "generators", "generate", "evaluate", "summary", "report", "protocol", "crossdomain",
-                "ablations", *(f"ablations_{f}" for f in ABLATION_FAMILIES), "fewshot", "math", "code", "seeds"):
+                "ablations", *(f"ablations_{f}" for f in ABLATION_FAMILIES), "fewshot", "math", "code", "seeds",
+                "zoo_probe"):
         assert agg in stages
     # DVC fails on a params key that config/config.yaml does not spell out
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -172,7 +173,7 @@ def test_dvc_stages_match_snakemake_targets():
 
 
 # the extra experiments are outside `all`
-ALL_TARGETS = ("all", "protocol", "crossdomain", "ablations", "fewshot", "math", "code", "seeds", "bench")
+ALL_TARGETS = ("all", "protocol", "crossdomain", "ablations", "fewshot", "math", "code", "seeds", "zoo_probe", "bench")
 # committed results written by scripts outside the DAG (scripts/, `dnd check-profile`)
 OFF_DAG_RESULTS = {"results/check_profile_paper.json", "results/mathcode_calibration.json", "results/zoo_probe.json",
                    "results/.profile"}
@@ -531,7 +532,7 @@ def test_smoke_dvc_and_snakemake_outputs_are_byte_identical(smoke_run, smoke_dvc
     assert (ra / "results" / "scores.csv").read_text() == (b / "results" / "scores.csv").read_text()
     for out in _dvc_outs(yaml.safe_load((REPO / "dvc.yaml").read_text())):
         if out.startswith(("results/protocol", "results/crossdomain", "results/ablations", "results/fewshot",
-                           "results/math", "results/code", "results/seeds")):
+                           "results/math", "results/code", "results/seeds", "results/zoo_probe")):
             continue
         is_dir = (ra / out).is_dir()
         files = sorted(p.relative_to(ra) for p in (ra / out).rglob("*") if p.is_file()) if is_dir else [Path(out)]
@@ -614,6 +615,20 @@ def test_smoke_seeds_experiment(smoke_dvc):
 
 
 @pytest.mark.slow
+def test_smoke_zoo_probe_experiment(smoke_dvc):
+    """The longer-zoo probe ran under dvc repro: its LoRAs trained 3x the zoo's steps, the default
+    lead equal to the default run's oracle_minus_train_avg (its scores, the same resamples)."""
+    m = json.loads((smoke_dvc / "results" / "zoo_probe" / "metrics.json").read_text())
+    default = json.loads((smoke_dvc / "results" / "metrics.json").read_text())
+    assert m["datasets"] == ["capitals", "sounds"] and (m["steps_default"], m["steps_longer"]) == (8, 24)
+    for t in m["datasets"]:
+        assert m[f"{t}/lead_default/acc"] == pytest.approx(default[f"{t}/oracle_minus_train_avg/acc"], abs=1e-12)
+        summary = json.loads((smoke_dvc / "results" / "zoo_probe" / "zoo" / t / "summary.json").read_text())
+        assert summary["steps"] == 24 and summary["checkpoints"] == 4
+    assert "## Answer" in (smoke_dvc / "results" / "zoo_probe" / "report.md").read_text()
+
+
+@pytest.mark.slow
 def test_smoke_dvc_caches_outputs_as_hardlinks(smoke_dvc):
     """In the DVC cache as a hardlink: nothing copied."""
     linked = next((smoke_dvc / "results" / "generators").rglob("generator_*.pt"))
@@ -643,7 +658,7 @@ def test_smoke_dvc_experiment_reruns_only_what_is_downstream(smoke_dvc):
     for stage in ("data", "base_model", "zoo"):
         assert f"Stage '{stage}' didn't change, skipping" in out, stage
     for stage in ("eval_speed", "protocol", "crossdomain", "ablations", *(f"ablations_{f}" for f in ABLATION_FAMILIES),
-                  "fewshot", "math", "code", "seeds"):  # not upstream
+                  "fewshot", "math", "code", "seeds", "zoo_probe"):  # not upstream
         assert f"Running stage '{stage}'" not in out, stage
     for stage in ("generators", "generate", "evaluate", "report"):
         assert f"Running stage '{stage}'" in out, stage

@@ -63,6 +63,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "seeds-summary": ("dnd.experiments.seeds.report", "the main comparison over zoo and generator seeds: "
                                                       "results/seeds/scores.csv and metrics.json (two-level CIs)"),
     "seeds-report": ("dnd.experiments.seeds.report", "render results/seeds/report.md and its figure"),
+    "zoo-probe-score": ("dnd.experiments.zoo_probe.probe", "score a longer-trained LoRA of a probe dataset on the "
+                                                           "default run's test items"),
+    "zoo-probe-report": ("dnd.experiments.zoo_probe.probe", "the longer-trained zoo probe: reachability and the "
+                                                            "oracle's lead, results/zoo_probe/metrics.json and "
+                                                            "report.md"),
     "bench": ("dnd.bench", "the run's time per stage from the Snakemake benchmarks, against the committed figures"),
     "verify-cache": ("dnd.verify_cache", "score a sample of score cache entries again; fail on any difference"),
     "summarize": ("dnd.summary", "merge per-target scores into scores.csv with bootstrap CIs"),

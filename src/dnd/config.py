@@ -214,8 +214,9 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def check_heldout_targets(cfg: dict[str, Any], key: str, targets: list[str]) -> None:
-    """An experiment's targets must be held-out targets of the run: DnD's scores come from its evaluation."""
+def check_held_out(cfg: dict[str, Any], key: str, targets: list[str], why: str) -> None:
+    """An experiment's `targets` (config key `key`) must be held-out targets of the run, `why`
+    says what it reads from the run's evaluation of them; ConfigError naming the key otherwise."""
     unknown = sorted(set(targets) - set(cfg["data"]["datasets"]))
     if unknown:
         raise ConfigError(f"{key} names datasets not in data.datasets: {unknown}")
@@ -223,19 +224,35 @@ def check_heldout_targets(cfg: dict[str, Any], key: str, targets: list[str]) -> 
     missing = [t for t in targets if t not in heldout]
     if missing:
         raise ConfigError(f"{key} {missing} are not held-out targets of the run (generator.heldout: "
-                          f"{list(heldout)}): DnD has no scores on them to compare with")
+                          f"{list(heldout)}): {why}")
+
+
+NO_DND_SCORES = "DnD has no scores on them to compare with"
 
 
 def check_fewshot(cfg: dict[str, Any]) -> None:
     """fewshot.targets (when given) must be held-out targets of the run."""
-    check_heldout_targets(cfg, "fewshot.targets", cfg.get("fewshot", {}).get("targets") or [])
+    check_held_out(cfg, "fewshot.targets", cfg.get("fewshot", {}).get("targets") or [], NO_DND_SCORES)
+
+
+def zoo_probe_datasets(cfg: dict[str, Any]) -> list[str]:
+    """The probe datasets of the `zoo_probe` experiment: `zoo_probe.datasets`, or the first two
+    held-out targets of the run."""
+    return list(cfg.get("zoo_probe", {}).get("datasets") or list(folds(cfg))[:2])
+
+
+def check_zoo_probe(cfg: dict[str, Any]) -> None:
+    """zoo_probe.datasets must be held-out targets of the run: the training-LoRA average and the
+    default oracle come from its evaluation."""
+    check_held_out(cfg, "zoo_probe.datasets", cfg.get("zoo_probe", {}).get("datasets") or [],
+                   "the run has no training-LoRA average and oracle scores on them to compare with")
 
 
 def check_ablations(cfg: dict[str, Any]) -> None:
     """The ablations section against the run: its targets held out, its adapters among the default
     run's, its extra source tasks new and its source counts reachable."""
     ab = cfg.get("ablations") or {}
-    check_heldout_targets(cfg, "ablations.targets", list(ab.get("targets") or []))
+    check_held_out(cfg, "ablations.targets", list(ab.get("targets") or []), NO_DND_SCORES)
     if ab.get("n_adapters", 0) > cfg.get("generate", {}).get("n_adapters", 5):
         raise ConfigError("ablations.n_adapters exceeds generate.n_adapters: a family's default setting reuses the "
                           "default run's adapters")
@@ -254,7 +271,7 @@ def check_ablations(cfg: dict[str, Any]) -> None:
 #: The checks of an extra experiment's section, run when its target is asked for (dnd.config
 #: check_experiment; workflow/rules/common.smk `checked_experiment`), not at start-up: a run that
 #: holds out its own dataset needs no edit of sections it never runs.
-EXPERIMENT_CHECKS = {"fewshot": check_fewshot, "ablations": check_ablations}
+EXPERIMENT_CHECKS = {"fewshot": check_fewshot, "ablations": check_ablations, "zoo_probe": check_zoo_probe}
 
 
 def check_experiment(cfg: dict[str, Any], name: str) -> None:
@@ -484,7 +501,7 @@ SCORING_SETTINGS = ("limit", "batch_size", "dtype", "metric", "backend")
 EVAL_SPEED_SETTINGS = (*SCORING_SETTINGS, "compare_items", "compare_float32_items")
 GENERATION_SETTINGS = ("batch_size", "dtype")
 
-EXPERIMENTS = ("protocol", "crossdomain", "fewshot", "ablations", "math", "code", "seeds")
+EXPERIMENTS = ("protocol", "crossdomain", "fewshot", "ablations", "math", "code", "seeds", "zoo_probe")
 #: benchmarks/ folders and files that are not jobs of the default run: the extra experiments' and the
 #: stage benchmark's own (dnd.bench)
 OUTSIDE_RUN = (*EXPERIMENTS, "bench")

@@ -61,6 +61,21 @@ def factors(tokens: Tensor, layout: LoraLayout) -> list[tuple[Tensor, Tensor]]:
     return pairs
 
 
+def adapter_factors(path: str | Path) -> list[tuple[Tensor, Tensor]]:
+    """(A (r, in), B (out, r)) per LoRA module of a PEFT adapter (its folder or its
+    adapter_model.safetensors / a checkpoint file), float64, in key order (the same order for every
+    adapter of one LoRA layout)."""
+    from .io import load_safetensors
+
+    path = Path(path)
+    file = path / "adapter_model.safetensors" if path.is_dir() else path
+    sd = load_safetensors(file, "LoRA adapter")
+    pairs = [(sd[k].double(), sd[k.replace(".lora_A.", ".lora_B.")].double()) for k in sorted(sd) if ".lora_A." in k]
+    if not pairs:
+        raise ValueError(f"{file}: no LoRA A/B factors (not a PEFT LoRA adapter)")
+    return pairs
+
+
 def gram(adapters: Sequence[list[tuple[Tensor, Tensor]]]) -> Tensor:
     """G[i, j] = sum over modules of <B_i A_i, B_j A_j>_F (float64), from the factors:
     <B1 A1, B2 A2> = sum((B1^T B2) * (A1 A2^T))."""
@@ -105,21 +120,27 @@ def reachability(g: Tensor, sources: Sequence[int], target: int) -> float:
     return float(gy @ coef) / total if total > 0 else math.nan
 
 
+def spread(g: Tensor) -> float:
+    """Mean ΔW distance of the vectors of Gram matrix g from their own mean."""
+    k = g.shape[0]
+    centred = torch.eye(k, dtype=torch.float64) - 1.0 / k  # rows: vector minus the mean
+    return sum(math.sqrt(max(sq_norm(g, c), 0.0)) for c in centred) / k
+
+
+def mean_pair_distance(g: Tensor) -> float:
+    """Mean ΔW distance over the pairs of vectors of Gram matrix g (NaN with fewer than two)."""
+    n = g.shape[0]
+    between = [distance(g, i, j) for i in range(n) for j in range(i + 1, n)]
+    return sum(between) / len(between) if between else math.nan
+
+
 def checkpoint_spread(token_sets: Sequence[Tensor], layout: LoraLayout) -> float:
     """Mean ΔW distance of a dataset's checkpoints from their own mean (averaged over datasets),
     over the mean ΔW distance between the datasets' final LoRAs: how different the training
     targets of one dataset are, in units of how different the datasets are."""
-    within, finals = [], []
-    for tokens in token_sets:
-        g = gram([factors(t, layout) for t in tokens])
-        k = g.shape[0]
-        centred = torch.eye(k, dtype=torch.float64) - 1.0 / k  # rows: checkpoint minus the mean
-        within.append(sum(math.sqrt(max(sq_norm(g, c), 0.0)) for c in centred) / k)
-        finals.append(factors(tokens[-1], layout))
-    g = gram(finals)
-    n = g.shape[0]
-    between = [distance(g, i, j) for i in range(n) for j in range(i + 1, n)]
-    return (sum(within) / len(within)) / (sum(between) / len(between)) if between else math.nan
+    within = [spread(gram([factors(t, layout) for t in tokens])) for tokens in token_sets]
+    between = mean_pair_distance(gram([factors(tokens[-1], layout) for tokens in token_sets]))
+    return (sum(within) / len(within)) / between
 
 
 # ----------------------------------------------------------------------------- one fold

@@ -598,6 +598,40 @@ def score_jobs(target: str, jobs: list[tuple[str, str, str, Any]], new_scorer, c
     return scored, stats
 
 
+def score_adapters(target: str, ev: dict[str, Any], model_dir: Path, tasks: Sequence[Path],
+                   adapters: Sequence[tuple[str, str, Path]], cache_dir: Path | None = None,
+                   device: Any = "cpu") -> dict[tuple[str, str], Scored]:
+    """Score adapter folders, each (method, adapter, folder), on `target`'s test items exactly as
+    `evaluate_target` scores the zoo: the default run's task (found in the declared `tasks`), the
+    same scorer (InPlaceScorer, `ev` = the validated `evaluation` section) and, with `cache_dir`,
+    a score cache whose entries `dnd verify-cache` can check. Every adapter must have the first
+    one's LoRA shape. For the experiments that score new LoRAs beside the default run's scores
+    (few-shot tuning, the longer-trained zoo probe). Returns {(method, adapter): Scored}."""
+    if not adapters:
+        raise ValueError(f"{target}: no adapters to score")
+    task = task_name(target)
+    tasks_dir, (task_yaml,) = task_files(tasks, [task])
+    test_file = task_data_file(task_yaml)
+    require_file(Path(model_dir) / "config.json", "base model")
+    dirs = [(m, a, require_adapter_dir(Path(p), f"{m}/{a}")) for m, a, p in adapters]
+    ref_dir = dirs[0][2]
+    ref_cfg = read_adapter_config(ref_dir)
+    for _, _, d in dirs:
+        check_same_lora_shape(ref_cfg, read_adapter_config(d), d)
+    quiet_lm_eval()
+    recipe = {"scorer": "evaluate", "model": str(model_dir), "tasks_dir": str(tasks_dir), "task": task,
+              "lora_config_dir": str(ref_dir), "evaluation": {k: ev[k] for k in SCORING_SETTINGS}}
+    cache = (open_score_cache(cache_dir, model_dir, task_yaml, test_file, ref_cfg, ev, recipe, device)
+             if cache_dir is not None else None)
+    limit = None if ev["limit"] is None else int(ev["limit"])
+    scored, _ = score_jobs(
+        target, [adapter_job(m, a, d) for m, a, d in dirs],
+        lambda: InPlaceScorer(model_dir, ref_dir, tasks_dir, task, limit=limit, batch_size=int(ev["batch_size"]),
+                              dtype=ev["dtype"], metric=ev["metric"], backend=ev["backend"], device=device),
+        cache, read_ids(test_file), limit)
+    return scored
+
+
 def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks: Sequence[Path],
                     zoo: Sequence[Path], generated: Sequence[Path], encoded: Sequence[Path],
                     cache_dir: Path | None = None,

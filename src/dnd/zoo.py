@@ -191,6 +191,19 @@ def answer_loss(peft_model, ids, mask, target, position_ids=None):
     return F.cross_entropy(logits.float(), target[sel])
 
 
+def longer_schedule(lcfg: dict, factor: int) -> dict:
+    """The zoo's LoRA settings trained `factor` times as many steps (the `zoo_probe` experiment;
+    the one place that derives its schedule): total steps factor * (phase1_steps +
+    checkpoint_steps), of which the last checkpoint_steps (K, unchanged) are the checkpoint
+    trajectory, so phase1_steps = total - K. Warmup and the cosine decay scale with the run
+    (warmup_ratio, min_lr_ratio are shares of it); every other setting (lr, batch, r, data
+    order, seed) is the zoo's. Factor 1 is the zoo's schedule itself."""
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+        raise ValueError(f"steps factor must be an integer >= 1, got {factor!r}")
+    total = factor * (int(lcfg["phase1_steps"]) + int(lcfg["checkpoint_steps"]))
+    return {**lcfg, "phase1_steps": total - int(lcfg["checkpoint_steps"])}
+
+
 def make_lora_config(lcfg: dict, base_dir: str):
     from peft import LoraConfig
 

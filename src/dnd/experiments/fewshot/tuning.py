@@ -87,46 +87,15 @@ def train_fewshot_lora(model_dir: Path, train_file: Path, out_dir: Path, k: int,
 def score_fewshot_loras(target: str, params: dict[str, Any], model_dir: Path, tasks: Sequence[Path],
                         loras: Sequence[Path], cache_dir: Path | None = None,
                         device: Any = "cpu") -> list[dict[str, Any]]:
-    """Every k's few-shot LoRA on the target's test items, scored as dnd.evaluate scores the zoo;
-    `tasks`, `loras`: the declared task files and LoRA folders (.../k{k}/final, dnd.paths.declared)."""
-    from dnd.evaluate import (
-        InPlaceScorer,
-        adapter_job,
-        check_same_lora_shape,
-        open_score_cache,
-        read_adapter_config,
-        read_ids,
-        require_adapter_dir,
-        require_file,
-        result_row,
-        score_jobs,
-        task_data_file,
-        task_files,
-    )
+    """Every k's few-shot LoRA on the target's test items, scored as dnd.evaluate scores the zoo
+    (dnd.evaluate.score_adapters, on `device`); `tasks`, `loras`: the declared task files and LoRA
+    folders (.../k{k}/final, dnd.paths.declared)."""
+    from dnd.evaluate import score_adapters
 
     ev = section("evaluation", params.get("evaluation"))
     ks = [int(k) for k in section("fewshot", params.get("fewshot"))["ks"]]
-    task = task_name(target)
-    tasks_dir, (task_yaml,) = task_files(tasks, [task])
-    test_file = task_data_file(task_yaml)
-    require_file(Path(model_dir) / "config.json", "base model")
-    finals = {k: require_adapter_dir(declared(loras, Path(f"k{k}") / "final", f"few-shot LoRA k={k}", "--loras"),
-                                     f"few-shot LoRA k={k}") for k in ks}
-    ref_dir = finals[ks[0]]
-    ref_cfg = read_adapter_config(ref_dir)
-    for d in finals.values():
-        check_same_lora_shape(ref_cfg, read_adapter_config(d), d)
-    if log.getEffectiveLevel() > logging.DEBUG:
-        logging.getLogger("lm_eval").setLevel(logging.WARNING)
-    cache = (open_score_cache(cache_dir, model_dir, task_yaml, test_file, ref_cfg, ev, device=device)
-             if cache_dir is not None else None)
-    limit = None if ev["limit"] is None else int(ev["limit"])
-    jobs = [adapter_job(FT, str(k), p) for k, p in finals.items()]
-    scored, _ = score_jobs(
-        target, jobs, lambda: InPlaceScorer(model_dir, ref_dir, tasks_dir, task, limit=limit,
-                                                   batch_size=int(ev["batch_size"]), dtype=ev["dtype"],
-                                                   metric=ev["metric"], backend=ev["backend"], device=device),
-        cache, read_ids(test_file), limit)
+    finals = [(FT, str(k), declared(loras, Path(f"k{k}") / "final", f"few-shot LoRA k={k}", "--loras")) for k in ks]
+    scored = score_adapters(target, ev, model_dir, tasks, finals, cache_dir, device)
     return [result_row(target, FT, str(k), scored[(FT, str(k))], ev["metric"], k=k) for k in ks]
 
 

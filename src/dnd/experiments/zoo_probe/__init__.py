@@ -1,0 +1,1 @@
+"""One probe of a longer-trained zoo (the `zoo_probe` target): dnd.experiments.zoo_probe.probe."""
