@@ -90,14 +90,16 @@ def user_message(item: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _check_template(template: str) -> None:
+def check_template(template: str) -> str:
+    """`template` when it is one of TEMPLATES, else a one-line error."""
     if template not in TEMPLATES:
         raise ValueError(f"unknown template {template!r}; expected one of {TEMPLATES}")
+    return template
 
 
 def render_context(item: dict[str, Any], template: str = "chatml") -> str:
     """Everything before the answer."""
-    _check_template(template)
+    check_template(template)
     system, user = system_message(item), user_message(item)
     if template == "chatml":
         return (f"<|im_start|>system\n{system}{CHATML_END}\n<|im_start|>user\n{user}{CHATML_END}\n"
@@ -108,7 +110,7 @@ def render_context(item: dict[str, Any], template: str = "chatml") -> str:
 def answer_delimiter(template: str) -> str:
     """What separates the context from the answer: nothing after ChatML's `assistant\\n`, a
     space after `Assistant:`."""
-    _check_template(template)
+    check_template(template)
     return "" if template == "chatml" else " "
 
 
