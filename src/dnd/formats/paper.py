@@ -15,6 +15,8 @@ Templates:
   default  what the authors' test script used (LLaMA-Factory's `default` template, no
            --template given): "System: {system}\\nHuman: {prompt}\\nAssistant:"; the answer
            follows after a space.
+The protocol experiment scores each template of `protocol.templates` (both by default); its zoo
+trains on chatml only (dnd.zoo.encode_examples, format `paper`).
 
 An item is the normalized item of dnd.benchmarks.datasets ({question, choices, answer, passage?, style}).
 Its answer kind is `truefalse` when its choices are no/yes (BoolQ), else `letter`.
