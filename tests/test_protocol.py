@@ -408,6 +408,15 @@ def test_missing_dnd_adapters_are_named(pworld, tmp_path):
                                    declared_paths(pworld["enc"], "--encoded"), template="default")
 
 
+def test_tasks_of_another_template_are_refused(pworld, tmp_path, caplog):
+    """--template names the rows' template: task files written for the other one are refused
+    before anything is scored."""
+    argv = _eval_argv(pworld, tmp_path / "x.jsonl", template="chatml")
+    argv[argv.index("--tasks") + 1:argv.index("--zoo")] = [str(p) for p in declared_paths(pworld["tasks"], "--tasks")]
+    assert cli_main(argv) == 1 and not (tmp_path / "x.jsonl").exists()
+    assert "were written for another template than --template chatml (answer delimiter ' ', expected '')" in caplog.text
+
+
 def test_paper_format_is_no_run_format():
     from dnd.config import load_config
 

@@ -286,6 +286,10 @@ def evaluate_protocol(target: str, params: dict[str, Any], model_dir: Path, task
     check_template(template)
     names = [n for _, _, n in task_names(target, seeds)]
     tasks_dir, _ = evaluate.task_files(tasks, names)
+    written = evaluate.task_config(tasks_dir / f"{task_name(target, 'loglik')}.yaml").get("target_delimiter")
+    if written != answer_delimiter(template):  # the rows would name a template their scores are not of
+        raise ValueError(f"--tasks {tasks_dir} were written for another template than --template {template} "
+                         f"(answer delimiter {written!r}, expected {answer_delimiter(template)!r})")
     require_file(model_dir / "config.json", "base model")
     if target not in datasets:
         raise ValueError(f"target {target!r} / sources {sources} do not fit datasets {datasets}")
