@@ -138,13 +138,14 @@ rule evaluate_protocol:
         "../envs/dnd.yaml"
     shell:
         "python -m dnd.cli evaluate-protocol --threads {threads:q} --params {params.p:q} "
-        "--template {wildcards.template:q} --target {wildcards.target:q} --model {input.model:q} --tasks {input.tasks:q} --zoo {input.zoo:q} "
-        "--generated {input.generated:q} --encoded {input.encoded:q} {params.cache:q} --out {output:q} "
+        "--template {wildcards.template:q} --target {wildcards.target:q} --model {input.model:q} "
+        "--tasks {input.tasks:q} --zoo {input.zoo:q} --generated {input.generated:q} --encoded {input.encoded:q} {params.cache:q} --out {output:q} "
         "> {log:q} 2>&1"
 
 
 rule protocol_summary:
-    """results/protocol/scores.csv (every template, adapter, protocol and seed) and metrics.json (per template)."""
+    """results/protocol/scores.csv (every template, adapter, protocol and seed) and metrics.json
+    (per template)."""
     input:
         expand(f"{PROTO}/eval/{{template}}/{{target}}.jsonl", template=P_TEMPLATES, target=TARGETS),
     output:
