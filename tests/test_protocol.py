@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -224,11 +225,12 @@ def pworld(tmp_path_factory):
         (data / ds).mkdir(parents=True)
         (data / ds / "test.jsonl").write_text("".join(json.dumps(it) + "\n" for it in its))
     out = root / "protocol"
-    assert cli_main(["protocol-tasks", "--params", json.dumps({"protocol": pcfg, "datasets": DATASETS}),
-                     "--data", *[str(data / ds / "test.jsonl") for ds in DATASETS], "--out",
-                     *[str(out / "data" / ds / "test.jsonl") for ds in DATASETS],
-                     *[str(out / "tasks" / f"{name}.yaml") for ds in DATASETS
-                       for _, _, name in protocol.task_names(ds, pcfg["seeds"])]]) == 0
+    for t in pf.TEMPLATES:  # one task set per test-time template, as the workflow's protocol_tasks jobs
+        assert cli_main(["protocol-tasks", "--params", json.dumps({"protocol": pcfg, "datasets": DATASETS}),
+                         "--template", t, "--data", *[str(data / ds / "test.jsonl") for ds in DATASETS], "--out",
+                         *[str(out / "data" / t / ds / "test.jsonl") for ds in DATASETS],
+                         *[str(out / "tasks" / t / f"{name}.yaml") for ds in DATASETS
+                           for _, _, name in protocol.task_names(ds, pcfg["seeds"])]]) == 0
     zoo = root / "zoo"
     for k, ds in enumerate(DATASETS):
         save_random_lora(model_dir, zoo / ds / "final", seed=10 + k)
@@ -244,29 +246,104 @@ def pworld(tmp_path_factory):
     save_encoded(enc / TARGET / "cond.pt", 0.9 * e[1] + 0.2 * e[2], decoy=e[0])
     params = {"protocol": pcfg, "evaluation": {"batch_size": 4, "dtype": "float32"}, "datasets": DATASETS,
               "sources": SOURCES}
-    return {"root": root, "model": model_dir, "tasks": out / "tasks", "data": out / "data", "zoo": zoo, "gen": gen,
-            "enc": enc, "params": params, "items": items, "pcfg": pcfg}
+    return {"root": root, "model": model_dir, "tasks": out / "tasks" / "default", "data": out / "data" / "default",
+            "out": out, "zoo": zoo, "gen": gen, "enc": enc, "params": params, "items": items, "pcfg": pcfg}
 
 
-def _eval_argv(w, out: Path, cache: Path | None = None) -> list[str]:
-    argv = ["evaluate-protocol", "--params", json.dumps(w["params"]), "--target", TARGET, "--model", str(w["model"]),
-            *declared_argv(tasks=w["tasks"], zoo=w["zoo"], generated=w["gen"], encoded=w["enc"]),
+def _eval_argv(w, out: Path, cache: Path | None = None, template: str = "default") -> list[str]:
+    argv = ["evaluate-protocol", "--params", json.dumps(w["params"]), "--template", template, "--target", TARGET,
+            "--model", str(w["model"]),
+            *declared_argv(tasks=w["out"] / "tasks" / template, zoo=w["zoo"], generated=w["gen"], encoded=w["enc"]),
             "--out", str(out), "--threads", "1"]
     return argv + (["--cache-dir", str(cache)] if cache else [])
 
 
-@pytest.fixture(scope="module")
-def prows(pworld):
-    out = pworld["root"] / "eval" / f"{TARGET}.jsonl"
-    assert cli_main(_eval_argv(pworld, out, pworld["root"] / "cache")) == 0
+def _evaluate(w, template: str) -> list[dict]:
+    out = w["root"] / "eval" / template / f"{TARGET}.jsonl"
+    assert cli_main(_eval_argv(w, out, w["root"] / "cache", template)) == 0
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 
+@pytest.fixture(scope="module")
+def prows(pworld):
+    return _evaluate(pworld, "default")
+
+
+@pytest.fixture(scope="module")
+def prows_chatml(pworld, prows):
+    """The same adapters scored in the `chatml` task files (after `prows`, into the same cache)."""
+    return _evaluate(pworld, "chatml")
+
+
 def test_tasks_written(pworld):
-    names = sorted(p.stem for p in pworld["tasks"].glob("*.yaml"))
-    assert names == sorted(n for ds in DATASETS for _, _, n in protocol.task_names(ds, [0, 1]))
-    recs = [json.loads(x) for x in (pworld["data"] / "gamma" / "test.jsonl").read_text().splitlines()]
-    assert len(recs) == 5 and all(r["kind"] == "truefalse" and r["gold"] in ("True", "False") for r in recs)
+    for t in pf.TEMPLATES:
+        names = sorted(p.stem for p in (pworld["out"] / "tasks" / t).glob("*.yaml"))
+        assert names == sorted(n for ds in DATASETS for _, _, n in protocol.task_names(ds, [0, 1]))
+        recs = [json.loads(x) for x in (pworld["out"] / "data" / t / "gamma" / "test.jsonl").read_text().splitlines()]
+        assert len(recs) == 5 and all(r["kind"] == "truefalse" and r["gold"] in ("True", "False") for r in recs)
+        assert all(r["context"] == pf.render_context(it, t) for r, it in zip(recs, pworld["items"]["gamma"]))
+    # the loglik task puts the template's delimiter between the context and the bracketed answer
+    import yaml
+
+    delim = {t: yaml.safe_load((pworld["out"] / "tasks" / t / "dnd_paper_alpha_loglik.yaml").read_text())[
+        "target_delimiter"] for t in pf.TEMPLATES}
+    assert delim == {"chatml": "", "default": " "}
+
+
+@pytest.mark.parametrize("template", pf.TEMPLATES)
+def test_test_prompts_are_the_zoo_training_text_in_chatml_only(pworld, template):
+    """What lm-eval asks of the model under each template, against what the protocol's zoo trains
+    on (dnd.zoo.encode_examples with prompt.format `paper`, as train-lora runs it): under `chatml`
+    every prompt is the training text up to the answer, token for token, and the log-likelihood
+    task's gold continuation is the trained answer without its end-of-turn marker; under
+    `default` (the authors' test script) the prompts are another text."""
+    from transformers import AutoTokenizer
+
+    from dnd.evaluate import load_task
+    from dnd.zoo import encode_examples
+
+    tok = AutoTokenizer.from_pretrained(str(pworld["model"]))
+    items = pworld["items"][TARGET][:5]
+    train = encode_examples(items, tok, pf.FORMAT, max_length=512)
+    train_text = [pf.training_example(it, "chatml") for it in items]
+    assert [ids[:start] for ids, start in train] == [tok(c, add_special_tokens=False)["input_ids"]
+                                                    for c, _ in train_text]
+
+    protocol._register_filter()  # the generation tasks name the authors' parser
+
+    def requests(name):
+        task = load_task(pworld["out"] / "tasks" / template, name)["tasks"][name]
+        task.build_all_requests(rank=0, world_size=1)
+        return list(task.instances)
+
+    loglik = requests(protocol.task_name(TARGET, "loglik"))
+    gold = {inst.doc["id"]: inst.args for inst in loglik if inst.idx == inst.doc["answer"]}
+    greedy = {inst.doc["id"]: inst.args[0] for inst in requests(protocol.task_name(TARGET, "greedy"))}
+    assert len(gold) == len(greedy) == len(items)
+    same = []
+    for it, (ids, start), (ctx, cont) in zip(items, train, train_text):
+        prompt_ids = tok(greedy[it["id"]], add_special_tokens=False)["input_ids"]
+        same.append((greedy[it["id"]] == ctx, prompt_ids == ids[:start], gold[it["id"]] == (ctx, cont.removesuffix(
+            pf.CHATML_END)), ids[:start] == tok(gold[it["id"]][0], add_special_tokens=False)["input_ids"]))
+    assert same == [(template == "chatml",) * 4] * len(items)
+    if template == "default":
+        assert all(g.endswith("\nAssistant:") for g in greedy.values())
+        assert all(c == " " + pf.answer_texts(it)[it["answer"]] for it, (_, c) in zip(items, gold.values()))
+
+
+def test_the_templates_score_apart(pworld, prows, prows_chatml):
+    """The same methods and adapters under both templates, each row naming its template; the
+    template is part of the cache key, so the chatml scores are not the default ones reused."""
+    def cells(rows):
+        return [(r["method"], r["adapter"], r["protocol"], r["seed"]) for r in rows]
+
+    assert {r["template"] for r in prows} == {"default"} and {r["template"] for r in prows_chatml} == {"chatml"}
+    assert cells(prows) == cells(prows_chatml)
+    n_adapters = len({(r["method"], r["adapter"]) for r in prows if r["method"] != "nearest"})
+    assert len(list((pworld["root"] / "cache").glob("*.json"))) == 2 * n_adapters
+    greedy = {t: [r["outputs"] for r in rows if r["protocol"] == "greedy"]
+              for t, rows in (("default", prows), ("chatml", prows_chatml))}
+    assert greedy["default"] != greedy["chatml"]  # other prompts, other generations
 
 
 def test_every_method_under_every_protocol(pworld, prows):
@@ -328,7 +405,16 @@ def test_missing_dnd_adapters_are_named(pworld, tmp_path):
         protocol.evaluate_protocol(TARGET, pworld["params"], pworld["model"],
                                    declared_paths(pworld["tasks"], "--tasks"), declared_paths(pworld["zoo"], "--zoo"),
                                    [p for p in declared_paths(pworld["gen"], "--generated") if p.name != "dnd_0"],
-                                   declared_paths(pworld["enc"], "--encoded"))
+                                   declared_paths(pworld["enc"], "--encoded"), template="default")
+
+
+def test_tasks_of_another_template_are_refused(pworld, tmp_path, caplog):
+    """--template names the rows' template: task files written for the other one are refused
+    before anything is scored."""
+    argv = _eval_argv(pworld, tmp_path / "x.jsonl", template="chatml")
+    argv[argv.index("--tasks") + 1:argv.index("--zoo")] = [str(p) for p in declared_paths(pworld["tasks"], "--tasks")]
+    assert cli_main(argv) == 1 and not (tmp_path / "x.jsonl").exists()
+    assert "were written for another template than --template chatml (answer delimiter ' ', expected '')" in caplog.text
 
 
 def test_paper_format_is_no_run_format():
@@ -340,11 +426,29 @@ def test_paper_format_is_no_run_format():
         validate_config(cfg)
 
 
+def test_protocol_templates_config():
+    """protocol.templates: the schema's choices are dnd.formats.paper.TEMPLATES, both by default;
+    an unknown, repeated or empty list, or the old single `template` key, is one line naming it."""
+    from dnd.config import load_schema
+
+    item = load_schema()["properties"]["protocol"]["properties"]["templates"]
+    assert set(item["items"]["enum"]) == set(pf.TEMPLATES) and tuple(item["default"]) == ("default", "chatml")
+    assert section("protocol", {})["templates"] == ["default", "chatml"]
+    assert section("protocol", {"templates": ["chatml"]})["templates"] == ["chatml"]
+    for bad, msg in (({"templates": ["alpaca"]}, "protocol.templates[0]: 'alpaca' is not one of"),
+                     ({"templates": ["chatml", "chatml"]}, "protocol.templates: ['chatml', 'chatml'] has non-unique"),
+                     ({"templates": []}, "protocol.templates: [] should be non-empty"),
+                     ({"template": "chatml"}, "protocol.template: additional property not allowed")):
+        with pytest.raises(ConfigError, match=re.escape(msg)):
+            section("protocol", bad)
+
+
 # ------------------------------------------------------------------------------ summary
-def _row(target, method, adapter, protocol_, seed, correct, valid):
+def _row(target, method, adapter, protocol_, seed, correct, valid, template="default"):
     n = len(correct)
-    return {"target": target, "method": method, "adapter": adapter, "protocol": protocol_, "seed": seed, "n": n,
-            "acc": sum(correct) / n, "invalid_rate": 1 - sum(valid) / n, "correct": correct, "valid": valid}
+    return {"template": template, "target": target, "method": method, "adapter": adapter, "protocol": protocol_,
+            "seed": seed, "n": n, "acc": sum(correct) / n, "invalid_rate": 1 - sum(valid) / n, "correct": correct,
+            "valid": valid}
 
 
 def test_metrics_decompose_the_gain():
@@ -371,8 +475,11 @@ def test_metrics_decompose_the_gain():
     # the headroom: the target's own LoRA minus the training-LoRA average, paired as the others
     assert m["greedy/oracle_minus_train_avg/acc"] == pytest.approx(75)
     assert m["greedy/oracle_minus_train_avg/acc_ci_low"] > 0
-    line = next(x for x in pr.conclusion(m, {"common_sense": {"average_gain": 21.0}}) if "Verdict" in x)
-    assert "(headroom: the oracle minus the training-LoRA average +75.0 points, 95% CI [" in line
+    lines = pr.conclusion(m, {"common_sense": {"average_gain": 21.0}})
+    head = next(x for x in lines if "Headroom" in x)
+    assert head.startswith("  - Headroom: the oracle minus the training-LoRA average +75.0 points (95% CI [")
+    assert head.endswith("the oracle is ahead of the training-LoRA average; DnD's verdict is drawn.")
+    line = next(x for x in lines if "Verdict" in x)
     assert "**reproduced**" in line  # DnD +75 [> 21]: the paper's direction and size
 
 
@@ -388,36 +495,80 @@ def test_no_headroom_makes_the_claim_not_testable():
         "not testable here: the oracle does not beat the training-LoRA average (CI [")
     lines = pr.conclusion(m, {"common_sense": {"average_gain": 21.0}})
     assert "- **Greedy + parser**: DnD is ahead of the training-LoRA average: +50.0 points" in lines[0]
-    assert "**not testable here: the oracle does not beat" in lines[1]
+    assert lines[1].startswith("  - Headroom: the oracle minus the training-LoRA average +0.0 points")
+    assert lines[1].endswith("no headroom, DnD's claim is not testable here.")
+    assert "**not testable here: the oracle does not beat" in lines[2]
     # at the floor (every method 0%) the reason is the floor
     rows = [{**r, "correct": [0] * n, "acc": 0.0} for r in rows]
     m = pr.metrics(rows, {"t1": ["s1", "s2"]}, resamples=200, seed=0)
     assert pr.claim_verdict(m, "greedy", None) == "not testable here: every method at the floor"
 
 
-def test_summary_and_report_from_scored_rows(pworld, prows, tmp_path):
-    ev_file = tmp_path / "alpha.jsonl"
-    ev_file.write_text("".join(json.dumps(r) + "\n" for r in prows))
+def test_report_draws_verdicts_only_where_the_oracle_has_headroom(tmp_path):
+    """Two templates, DnD far above the training-LoRA average under both: under `default` the
+    oracle scores below the training-LoRA average, so its verdict is "not testable here" (in the
+    verdict table and in its section); under `chatml` the oracle beats it and the verdict is drawn."""
+    n = 8
+    rows = []
+    for template, oracle in (("default", [0] * n), ("chatml", [1] * n)):
+        rows += [_row("t1", "base", "base", "greedy", None, [0, 1] * 4, [1] * n, template),
+                 _row("t1", "dnd", "0", "greedy", None, [1] * n, [1] * n, template),
+                 _row("t1", "source_lora", "t1", "greedy", None, oracle, [1] * n, template)]
+        rows += [_row("t1", "source_lora", s, "greedy", None, [1, 0] * 4, [1] * n, template) for s in ("s1", "s2")]
+    mt = pr.summarize(rows, ["default", "chatml"], {"t1": ["s1", "s2"]}, resamples=200, seed=0)
+    assert mt["default"]["greedy/oracle_minus_train_avg/acc"] == -50 < mt["default"]["greedy/dnd_minus_train_avg/acc"]
+    assert mt["chatml"]["greedy/oracle_minus_train_avg/acc"] == 50
+    paper = {"common_sense": {"average_gain": 21.0}}
+    table = pr.verdict_table(mt, paper)
+    verdicts = dict(zip(table["Template"], table["Verdict"]))
+    assert verdicts["`default`"].startswith("not testable here: the oracle does not beat the training-LoRA average")
+    assert verdicts["`chatml`"] == "reproduced"  # +50 [> 21]
+    assert list(table["Oracle − training LoRAs (headroom)"]) == [
+        pr._ci_text(mt[t], "greedy/oracle_minus_train_avg") for t in ("default", "chatml")]
+    text = pr.protocol_markdown(mt, {"protocol": {"n_test": n}}, paper, "f.png")
+    default, chatml = text.split("### Template `default`")[1].split("### Template `chatml`")
+    assert "no headroom, DnD's claim is not testable here" in default and "**reproduced**" not in default
+    assert "**not testable here: the oracle does not beat the training-LoRA average" in default
+    assert "DnD's verdict is drawn" in chatml and "**reproduced**" in chatml and "not testable" not in chatml
+
+
+def test_summary_and_report_from_scored_rows(pworld, prows, prows_chatml, tmp_path):
+    """Both templates' evaluation files -> one scores.csv (a template column), metrics per
+    template (each from its own rows), one report with a section and a verdict row per template."""
+    files = []
+    for t, rows in (("default", prows), ("chatml", prows_chatml)):
+        files.append(tmp_path / t / "alpha.jsonl")
+        files[-1].parent.mkdir()
+        files[-1].write_text("".join(json.dumps(r) + "\n" for r in rows))
     scores, metrics = tmp_path / "scores.csv", tmp_path / "metrics.json"
-    assert cli_main(["protocol-summary", "--params", json.dumps({"folds": {TARGET: SOURCES}, "bootstrap": 100}),
-                     "--eval", str(ev_file), "--scores", str(scores), "--metrics", str(metrics)]) == 0
+    params = {"templates": ["default", "chatml"], "folds": {TARGET: SOURCES}, "bootstrap": 100}
+    assert cli_main(["protocol-summary", "--params", json.dumps(params), "--eval", *map(str, files),
+                     "--scores", str(scores), "--metrics", str(metrics)]) == 0
     import pandas as pd
 
     df = pd.read_csv(scores)
     assert list(df.columns) == pr.SCORE_COLUMNS
-    assert set(df.protocol) == {"loglik", "greedy", "sampled"} and len(df) == len(prows)
-    m = json.loads(metrics.read_text())
-    for p in ("loglik", "greedy", "sampled"):
-        assert math.isfinite(m[f"{p}/dnd_minus_train_avg/acc"])
-        assert m[f"{p}/train_avg/acc"] == pytest.approx(np.mean([
-            np.mean(r["correct"]) * 100 for r in prows if r["method"] == "source_lora" and r["adapter"] in SOURCES
-            and r["protocol"] == p]))
+    assert set(df.protocol) == {"loglik", "greedy", "sampled"} and len(df) == len(prows) + len(prows_chatml)
+    assert df.template.value_counts().to_dict() == {"default": len(prows), "chatml": len(prows_chatml)}
+    mt = json.loads(metrics.read_text())
+    assert mt["templates"] == ["default", "chatml"]
+    for t, rows in (("default", prows), ("chatml", prows_chatml)):
+        m = mt[t]
+        for p in ("loglik", "greedy", "sampled"):
+            assert math.isfinite(m[f"{p}/dnd_minus_train_avg/acc"])
+            assert math.isfinite(m[f"{p}/oracle_minus_train_avg/acc_ci_low"])
+            assert m[f"{p}/train_avg/acc"] == pytest.approx(np.mean([
+                np.mean(r["correct"]) * 100 for r in rows if r["method"] == "source_lora" and r["adapter"] in SOURCES
+                and r["protocol"] == p]))
     out, fig = tmp_path / "report.md", tmp_path / "figures" / "protocol.png"
     paper = Path(__file__).resolve().parents[1] / "config" / "paper_numbers.yaml"
     assert cli_main(["protocol-report", "--params", json.dumps({"protocol": pworld["pcfg"]}), "--metrics",
                      str(metrics), "--paper-numbers", str(paper), "--out", str(out), "--figure", str(fig)]) == 0
     text = out.read_text()
     assert "## Protocol" in text and "Training LoRAs (avg)" in text and "(figures/protocol.png)" in text
+    assert "### Template `default`" in text and "### Template `chatml`" in text
+    assert text.index("### Template `default`") < text.index("### Template `chatml`")
+    assert text.count("| `default`  |") == 3 and text.count("| `chatml`   |") == 3  # a verdict row per protocol
     assert "+21.0 points" in text and fig.stat().st_size > 0
 
 
@@ -442,11 +593,21 @@ def test_summary_refuses_a_missing_protocol_row_or_target(pworld, prows, tmp_pat
     rows = [r for r in prows if r is not gone]
     ev_file = tmp_path / "alpha.jsonl"
     ev_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    argv = ["protocol-summary", "--params", json.dumps({"folds": {TARGET: SOURCES}, "bootstrap": 10}),
+    argv = ["protocol-summary", "--params", json.dumps({"templates": ["default"], "folds": {TARGET: SOURCES},
+                                                        "bootstrap": 10}),
             "--eval", str(ev_file), "--scores", str(tmp_path / "s.csv"), "--metrics", str(tmp_path / "m.json")]
     assert cli_main(argv) == 1 and not (tmp_path / "s.csv").exists()
+    assert "incomplete evaluation rows in template default: " in caplog.text
     assert f"target {TARGET}: no dnd/{gone['adapter']} under sampled/{gone['seed']}" in caplog.text
     caplog.clear()
     ev_file.write_text("".join(json.dumps(r) + "\n" for r in prows))
-    argv[2] = json.dumps({"folds": {TARGET: SOURCES, "beta": ["alpha", "gamma"]}, "bootstrap": 10})
+    argv[2] = json.dumps({"templates": ["default"], "folds": {TARGET: SOURCES, "beta": ["alpha", "gamma"]},
+                          "bootstrap": 10})
     assert cli_main(argv) == 1 and "target beta: no evaluation rows" in caplog.text
+    caplog.clear()  # a template of the config without rows
+    argv[2] = json.dumps({"templates": ["default", "chatml"], "folds": {TARGET: SOURCES}, "bootstrap": 10})
+    assert cli_main(argv) == 1 and "in template chatml: target alpha: no evaluation rows" in caplog.text
+    caplog.clear()  # rows from before the templates (no template field)
+    ev_file.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "template"}) + "\n" for r in prows))
+    argv[2] = json.dumps({"templates": ["default"], "folds": {TARGET: SOURCES}, "bootstrap": 10})
+    assert cli_main(argv) == 1 and "evaluation rows without a template (targets ['alpha'])" in caplog.text

@@ -84,16 +84,21 @@ def test_ablations_report():
 
 
 def test_protocol_report():
+    """Two templates; under `default` the loglik oracle has no headroom. Each verdict is stated in
+    the verdict table (template x protocol) and again in its template's section."""
     n = 8
     rows = []
-    for p, oracle in (("loglik", [1, 0] * 4), ("greedy", [1] * n)):  # loglik: no headroom
-        rows += [protocol_row("t1", "base", "base", p, None, [0, 1] * 4, [1] * n),
-                 protocol_row("t1", "dnd", "0", p, None, [1] * 6 + [0] * 2, [1] * n),
-                 protocol_row("t1", "source_lora", "t1", p, None, oracle, [1] * n)]
-        rows += [protocol_row("t1", "source_lora", s, p, None, [1, 0] * 4, [1] * n) for s in ("s1", "s2")]
-    m = pr.metrics(rows, {"t1": ["s1", "s2"]}, resamples=200, seed=0)
+    for template in ("default", "chatml"):
+        for p, oracle in (("loglik", [1, 0] * 4 if template == "default" else [1] * n), ("greedy", [1] * n)):
+            rows += [protocol_row("t1", "base", "base", p, None, [0, 1] * 4, [1] * n, template),
+                     protocol_row("t1", "dnd", "0", p, None, [1] * 6 + [0] * 2, [1] * n, template),
+                     protocol_row("t1", "source_lora", "t1", p, None, oracle, [1] * n, template)]
+            rows += [protocol_row("t1", "source_lora", s, p, None, [1, 0] * 4, [1] * n, template)
+                     for s in ("s1", "s2")]
+    m = pr.summarize(rows, ["default", "chatml"], {"t1": ["s1", "s2"]}, resamples=200, seed=0)
     words = check(pr.protocol_markdown(m, {"protocol": {"n_test": n}}, read_paper_numbers(PAPER), "f.png"))
-    assert words == ["not testable here", "not told apart"]
+    table = ["not testable here", "not told apart", "not told apart", "not told apart"]
+    assert words == table + table  # the table, then the sections (bold)
 
 
 @pytest.mark.parametrize("acc", [None, 0.0])

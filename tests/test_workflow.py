@@ -233,6 +233,52 @@ def test_reports_declare_their_jobs_benchmark_files(profile, tmp_path):
         assert set(declared) == planned, (target, sorted(set(declared) - planned), sorted(planned - set(declared)))
 
 
+def _job_outputs(dry_run: str) -> list[tuple[str, list[str]]]:
+    """(rule, output files) of each job of a `snakemake -n` listing."""
+    jobs: list[tuple[str, list[str]]] = []
+    for line in dry_run.splitlines():
+        if m := re.match(r"^(?:local)?rule (\w+):$", line):
+            jobs.append((m.group(1), []))
+        elif jobs and (m := re.match(r"^    output: (.*)$", line)):
+            jobs[-1][1].extend(m.group(1).split(", "))
+    return jobs
+
+
+def test_protocol_fans_out_over_its_templates(tmp_path):
+    """protocol.templates: the lm-eval tasks and the scoring run once per template, under
+    results/protocol/{tasks,data,eval}/{template}/; the zoo, generators and generated adapters
+    once for all of them; one summary and one report read every template. With one template,
+    only its tasks and scoring are planned, and the shared jobs are the same."""
+    smoke = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    plans = {}
+    for templates in (["default", "chatml"], ["chatml"]):
+        cfg = tmp_path / f"{'_'.join(templates)}.yaml"
+        cfg.write_text(yaml.safe_dump({**smoke, "protocol": {**smoke["protocol"], "templates": templates}}))
+        res = snakemake("-n", "--cores", "1", "protocol", "--configfile", str(cfg), "-d", str(tmp_path / "run"))
+        plans[tuple(templates)] = _job_outputs(res.stdout)
+    both = plans[("default", "chatml")]
+    targets = smoke["data"]["datasets"]  # the smoke profile holds every dataset out in turn
+
+    def outputs(plan, rule):
+        return sorted(f for r, outs in plan if r == rule for f in outs)
+
+    tasks = outputs(both, "protocol_tasks")
+    assert {f.split("/")[3] for f in tasks} == {"default", "chatml"}
+    assert sorted(f for f in tasks if "/default/" in f) == sorted(f.replace("/chatml/", "/default/") for f in tasks
+                                                                 if "/chatml/" in f)
+    assert outputs(both, "evaluate_protocol") == sorted(f"results/protocol/eval/{t}/{d}.jsonl"
+                                                        for t in ("default", "chatml") for d in targets)
+    assert [r for r, _ in both].count("protocol_summary") == [r for r, _ in both].count("protocol_report") == 1
+    one = plans[("chatml",)]
+    assert outputs(one, "evaluate_protocol") == [f"results/protocol/eval/chatml/{d}.jsonl" for d in sorted(targets)]
+    assert outputs(one, "protocol_tasks") == [f for f in tasks if "/chatml/" in f]
+    for rule in ("protocol_train_lora", "protocol_tokenize_zoo", "protocol_train_generator",
+                 "protocol_generate_adapter"):
+        made = outputs(both, rule)
+        assert made and made == outputs(one, rule), rule
+        assert not any(t in f.split("/") for f in made for t in ("default", "chatml")), rule
+
+
 def _files(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
@@ -549,7 +595,9 @@ def test_smoke_protocol_experiment(smoke_dvc):
     pscores = _csv(smoke_dvc / "results" / "protocol" / "scores.csv")
     assert {r["protocol"] for r in pscores} == {"loglik", "greedy", "sampled"}
     assert {"dnd", "dnd_testcond", "source_lora", "control_random"} <= {r["method"] for r in pscores}
-    assert "## Protocol" in (smoke_dvc / "results" / "protocol" / "report.md").read_text()
+    assert {r["template"] for r in pscores} == {"default", "chatml"}  # protocol.templates (the schema default)
+    text = (smoke_dvc / "results" / "protocol" / "report.md").read_text()
+    assert "## Protocol" in text and "### Template `default`" in text and "### Template `chatml`" in text
 
 
 @pytest.mark.slow

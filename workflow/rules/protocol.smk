@@ -1,28 +1,32 @@
 # The paper's own protocol side by side (target `protocol`, outside `all`; dnd.experiments.protocol.score).
 # Everything it makes lives under results/protocol/ (logs/protocol/, benchmarks/protocol/), so it
 # never touches the default run's artifacts; it reuses the default run's data splits, encoded
-# prompts and base model. Its zoo is trained on the paper's bracketed answer format; its
+# prompts and base model. Its zoo is trained on the paper's bracketed answer format (ChatML); its
 # generators and adapters are made by the default run's rules (`use rule ... with:`), on its own
-# paths.
+# paths. Only the lm-eval tasks and the scoring fan out over the test-time templates
+# (protocol.templates, wildcard {template}); the zoo, generators and adapters are shared.
 
 
 include: "helpers/protocol.smk"
 
 
 rule protocol_tasks:
-    """The first protocol.n_test test items of each dataset in the paper's format, and the lm-eval
-    tasks that score them (log-likelihood, greedy, one per sampling seed)."""
+    """The first protocol.n_test test items of each dataset in the paper's format under one
+    test-time template, and the lm-eval tasks that score them (log-likelihood, greedy, one per
+    sampling seed)."""
     input:
         data=expand("results/data/{ds}/test.jsonl", ds=DATASETS),
     output:
-        tasks=[f"{PROTO}/tasks/{name}.yaml" for name in P_TASKS],
-        data=expand(f"{PROTO}/data/{{ds}}/test.jsonl", ds=DATASETS),
+        tasks=[f"{PROTO}/tasks/{{template}}/{name}.yaml" for name in P_TASKS],
+        data=[f"{PROTO}/data/{{template}}/{ds}/test.jsonl" for ds in DATASETS],
+    wildcard_constraints:
+        template="|".join(P_TEMPLATES),
     params:
-        p=as_json({"protocol": PROTOCOL_CONFIG, "datasets": DATASETS}),
+        p=as_json({"protocol": protocol_template_config(), "datasets": DATASETS}),
     log:
-        "logs/protocol/tasks.log",
+        "logs/protocol/tasks/{template}.log",
     benchmark:
-        "benchmarks/protocol/tasks.tsv"
+        "benchmarks/protocol/tasks/{template}.tsv"
     threads: 1
     resources:
         mem_mb=1000,
@@ -30,7 +34,8 @@ rule protocol_tasks:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli protocol-tasks --params {params.p:q} --data {input.data:q} --out {output:q} "
+        "python -m dnd.cli protocol-tasks --params {params.p:q} --template {wildcards.template:q} "
+        "--data {input.data:q} --out {output:q} "
         "> {log:q} 2>&1"
 
 
@@ -97,7 +102,8 @@ use rule generate_adapter as protocol_generate_adapter with:
 
 
 rule evaluate_protocol:
-    """Every method on one target under the three protocols (dnd.experiments.protocol.score)."""
+    """Every method on one target under the three protocols, in one test-time template
+    (dnd.experiments.protocol.score)."""
     input:
         tasks=rules.protocol_tasks.output.tasks,
         model=BASE_MODEL,
@@ -106,21 +112,23 @@ rule evaluate_protocol:
         + [f"results/encoded/{wildcards.target}/cond.pt"],
         generated=lambda wildcards: protocol_adapters(wildcards.target),
     output:
-        f"{PROTO}/eval/{{target}}.jsonl",
+        f"{PROTO}/eval/{{template}}/{{target}}.jsonl",
+    wildcard_constraints:
+        template="|".join(P_TEMPLATES),
     params:
         p=lambda wildcards: as_json(
             {
-                "protocol": PROTOCOL_CONFIG,
+                "protocol": protocol_template_config(),
                 "evaluation": evaluation_settings(GENERATION_SETTINGS),
                 "datasets": DATASETS,
                 "sources": FOLDS[wildcards.target],
             }
         ),
-        cache=cache_dir_arg(PROTO),
+        cache=cache_dir_arg(PROTO),  # shared by the templates: the template is part of every key
     log:
-        "logs/protocol/evaluate/{target}.log",
+        "logs/protocol/evaluate/{template}/{target}.log",
     benchmark:
-        "benchmarks/protocol/evaluate/{target}.tsv"
+        "benchmarks/protocol/evaluate/{template}/{target}.tsv"
     threads: 2
     resources:
         mem_mb=8000,
@@ -130,20 +138,28 @@ rule evaluate_protocol:
         "../envs/dnd.yaml"
     shell:
         "python -m dnd.cli evaluate-protocol --threads {threads:q} --params {params.p:q} "
-        "--target {wildcards.target:q} --model {input.model:q} --tasks {input.tasks:q} --zoo {input.zoo:q} "
-        "--generated {input.generated:q} --encoded {input.encoded:q} {params.cache:q} --out {output:q} "
+        "--template {wildcards.template:q} --target {wildcards.target:q} --model {input.model:q} "
+        "--tasks {input.tasks:q} --zoo {input.zoo:q} --generated {input.generated:q} --encoded {input.encoded:q} {params.cache:q} --out {output:q} "
         "> {log:q} 2>&1"
 
 
 rule protocol_summary:
-    """results/protocol/scores.csv (every adapter, protocol and seed) and metrics.json."""
+    """results/protocol/scores.csv (every template, adapter, protocol and seed) and metrics.json
+    (per template)."""
     input:
-        expand(f"{PROTO}/eval/{{target}}.jsonl", target=TARGETS),
+        expand(f"{PROTO}/eval/{{template}}/{{target}}.jsonl", template=P_TEMPLATES, target=TARGETS),
     output:
         scores=report(f"{PROTO}/scores.csv", caption="../report/protocol_scores.rst", category="Protocol"),
         metrics=f"{PROTO}/metrics.json",
     params:
-        p=as_json({"folds": FOLDS, "bootstrap": config["evaluation"]["bootstrap"], "seed": config["seed"]}),
+        p=as_json(
+            {
+                "templates": P_TEMPLATES,
+                "folds": FOLDS,
+                "bootstrap": config["evaluation"]["bootstrap"],
+                "seed": config["seed"],
+            }
+        ),
     log:
         "logs/protocol/summary.log",
     benchmark:
@@ -160,7 +176,8 @@ rule protocol_summary:
 
 
 rule protocol_report:
-    """results/protocol/report.md (section "Protocol") and its figure."""
+    """results/protocol/report.md (section "Protocol": the templates side by side, DnD's verdicts
+    where the oracle has headroom) and its figure."""
     input:
         metrics=rules.protocol_summary.output.metrics,
         paper=workflow.source_path("../../config/paper_numbers.yaml"),

@@ -15,6 +15,8 @@ Templates:
   default  what the authors' test script used (LLaMA-Factory's `default` template, no
            --template given): "System: {system}\\nHuman: {prompt}\\nAssistant:"; the answer
            follows after a space.
+The protocol experiment scores each template of `protocol.templates` (both by default); its zoo
+trains on chatml only (dnd.zoo.encode_examples, format `paper`).
 
 An item is the normalized item of dnd.benchmarks.datasets ({question, choices, answer, passage?, style}).
 Its answer kind is `truefalse` when its choices are no/yes (BoolQ), else `letter`.
@@ -90,14 +92,16 @@ def user_message(item: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _check_template(template: str) -> None:
+def check_template(template: str) -> str:
+    """`template` when it is one of TEMPLATES, else a one-line error."""
     if template not in TEMPLATES:
         raise ValueError(f"unknown template {template!r}; expected one of {TEMPLATES}")
+    return template
 
 
 def render_context(item: dict[str, Any], template: str = "chatml") -> str:
     """Everything before the answer."""
-    _check_template(template)
+    check_template(template)
     system, user = system_message(item), user_message(item)
     if template == "chatml":
         return (f"<|im_start|>system\n{system}{CHATML_END}\n<|im_start|>user\n{user}{CHATML_END}\n"
@@ -108,7 +112,7 @@ def render_context(item: dict[str, Any], template: str = "chatml") -> str:
 def answer_delimiter(template: str) -> str:
     """What separates the context from the answer: nothing after ChatML's `assistant\\n`, a
     space after `Assistant:`."""
-    _check_template(template)
+    check_template(template)
     return "" if template == "chatml" else " "
 
 

@@ -1,14 +1,17 @@
 """The paper's own protocol, side by side with ours (the `protocol` Snakemake target): a zoo trained
 on the paper's bracketed answer format, generators and adapters made as in the default pipeline,
 and every method scored three ways on the same items with lm-eval tasks: log-likelihood over the
-bracketed answers, and greedy and sampled generation read by the authors' parser (invalid = wrong).
+bracketed answers, and greedy and sampled generation read by the authors' parser (invalid = wrong),
+once per test-time template (`protocol.templates`, dnd.formats.paper.TEMPLATES): the zoo and the
+adapters are the same, only the task files and the scores are the template's.
 
 Commands:
-  protocol-tasks     dnd protocol-tasks --params JSON --data results/data/*/test.jsonl --out FILE...
-                     the paper-format test items and the lm-eval task YAMLs (`task_configs`)
-  evaluate-protocol  dnd evaluate-protocol --params JSON --target T --model DIR --tasks YAML [...]
+  protocol-tasks     dnd protocol-tasks --params JSON --template T --data results/data/*/test.jsonl --out FILE...
+                     the paper-format test items and the lm-eval task YAMLs (`task_configs`) of template T
+  evaluate-protocol  dnd evaluate-protocol --params JSON --template T --target T --model DIR --tasks YAML [...]
                      --zoo DIR [...] --generated DIR [...] --encoded FILE [...] --out FILE [--cache-dir DIR]
-                     every method on one target, every protocol; cached results are not scored again
+                     every method on one target, every protocol, in template T's tasks; cached results
+                     are not scored again
 
 The tasks, the methods (PROTOCOL_KINDS) and the output rows: docs/modules.md, section
 `src/dnd/experiments/protocol/score.py`; the file formats: docs/contracts.md.
@@ -35,7 +38,15 @@ from dnd.evaluate import (
     require_file,
     scoring_jobs,
 )
-from dnd.formats.paper import INVALID, PARSED_CHARS, answer_delimiter, eval_record, parse_answer
+from dnd.formats.paper import (
+    INVALID,
+    PARSED_CHARS,
+    TEMPLATES,
+    answer_delimiter,
+    check_template,
+    eval_record,
+    parse_answer,
+)
 from dnd.formats.prompts import portable_path
 from dnd.io import atomic_path, read_jsonl, write_json, write_jsonl
 from dnd.paths import add_declared_option, declared
@@ -66,8 +77,8 @@ def task_names(dataset: str, seeds: list[int]) -> list[tuple[str, int | None, st
     return out
 
 
-def task_configs(dataset: str, data_file: str | Path, pcfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """{task name: lm-eval task config} of a dataset (docs/modules.md)."""
+def task_configs(dataset: str, data_file: str | Path, pcfg: dict[str, Any], template: str) -> dict[str, dict[str, Any]]:
+    """{task name: lm-eval task config} of a dataset in test-time `template` (docs/modules.md)."""
 
     common = {"dataset_path": "json", "dataset_name": None,
               "dataset_kwargs": {"data_files": {"test": portable_path(data_file)}}, "test_split": "test",
@@ -77,7 +88,7 @@ def task_configs(dataset: str, data_file: str | Path, pcfg: dict[str, Any]) -> d
     for protocol, seed, name in task_names(dataset, list(pcfg["seeds"])):
         if protocol == "loglik":
             out[name] = {"task": name, **common, "output_type": "multiple_choice", "doc_to_choice": "{{choices}}",
-                         "doc_to_target": "answer", "target_delimiter": answer_delimiter(pcfg["template"]),
+                         "doc_to_target": "answer", "target_delimiter": answer_delimiter(template),
                          "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}]}
             continue
         if protocol == "greedy":
@@ -95,22 +106,26 @@ def task_configs(dataset: str, data_file: str | Path, pcfg: dict[str, Any]) -> d
     return out
 
 
-def write_tasks(datasets: list[str], data: Sequence[Path], out: Sequence[Path], pcfg: dict[str, Any]) -> list[Path]:
-    """The paper-format test items (the first n_test of each test split) and every task YAML;
-    `data`: the declared test splits (.../{ds}/test.jsonl), `out`: the declared outputs
-    (.../data/{ds}/test.jsonl, .../tasks/{name}.yaml); dnd.paths.declared finds each one's."""
+def write_tasks(datasets: list[str], data: Sequence[Path], out: Sequence[Path], pcfg: dict[str, Any],
+                template: str) -> list[Path]:
+    """The paper-format test items (the first n_test of each test split) and every task YAML, in
+    test-time `template`; `data`: the declared test splits (.../{ds}/test.jsonl), `out`: the
+    declared outputs (.../data/{template}/{ds}/test.jsonl, .../tasks/{template}/{name}.yaml);
+    dnd.paths.declared finds each one's."""
     import yaml
 
+    check_template(template)
     written = []
     for ds in datasets:
         items = read_jsonl(declared(data, Path(ds) / "test.jsonl", f"test split of {ds}", "--data"))
         n = int(pcfg["n_test"])
         if len(items) < n:
             raise ValueError(f"{ds}: protocol.n_test is {n} but the test split has {len(items)} items")
-        data_file = declared(out, Path("data") / ds / "test.jsonl", f"protocol test items of {ds}", "--out")
-        write_jsonl(data_file, [eval_record(it, pcfg["template"]) for it in items[:n]])
-        for name, cfg in task_configs(ds, data_file, pcfg).items():
-            path = declared(out, Path("tasks") / f"{name}.yaml", f"lm-eval task {name}", "--out")
+        data_file = declared(out, Path("data") / template / ds / "test.jsonl", f"protocol test items of {ds}",
+                             "--out")
+        write_jsonl(data_file, [eval_record(it, template) for it in items[:n]])
+        for name, cfg in task_configs(ds, data_file, pcfg, template).items():
+            path = declared(out, Path("tasks") / template / f"{name}.yaml", f"lm-eval task {name}", "--out")
             with atomic_path(path) as tmp:
                 Path(tmp).write_text(yaml.safe_dump(cfg, sort_keys=False))
             written.append(path)
@@ -256,9 +271,10 @@ def open_cache(directory: Path, model_dir: Path, tasks_dir: Path, names: list[st
 
 def evaluate_protocol(target: str, params: dict[str, Any], model_dir: Path, tasks: Sequence[Path],
                       zoo: Sequence[Path], generated: Sequence[Path], encoded: Sequence[Path],
-                      cache_dir: Path | None = None) -> list[dict[str, Any]]:
-    """Every method on `target` under every protocol (docs/modules.md); the declared inputs as in
-    dnd.evaluate.plan_target (`tasks`: the protocol's task files)."""
+                      cache_dir: Path | None = None, *, template: str) -> list[dict[str, Any]]:
+    """Every method on `target` under every protocol (docs/modules.md), in test-time `template`
+    (`tasks`: that template's task files, written by `write_tasks`); the other declared inputs as
+    in dnd.evaluate.plan_target. Each row names its template."""
 
     pcfg = section("protocol", params.get("protocol"))
     ev = section("evaluation", params.get("evaluation"))
@@ -267,8 +283,13 @@ def evaluate_protocol(target: str, params: dict[str, Any], model_dir: Path, task
         raise ValueError("--params must list 'datasets'")
     sources = list(params.get("sources") or [d for d in datasets if d != target])
     seeds = [int(s) for s in pcfg["seeds"]]
+    check_template(template)
     names = [n for _, _, n in task_names(target, seeds)]
     tasks_dir, _ = evaluate.task_files(tasks, names)
+    written = evaluate.task_config(tasks_dir / f"{task_name(target, 'loglik')}.yaml").get("target_delimiter")
+    if written != answer_delimiter(template):  # the rows would name a template their scores are not of
+        raise ValueError(f"--tasks {tasks_dir} were written for another template than --template {template} "
+                         f"(answer delimiter {written!r}, expected {answer_delimiter(template)!r})")
     require_file(model_dir / "config.json", "base model")
     if target not in datasets:
         raise ValueError(f"target {target!r} / sources {sources} do not fit datasets {datasets}")
@@ -277,8 +298,9 @@ def evaluate_protocol(target: str, params: dict[str, Any], model_dir: Path, task
     ref_dir, ref_cfg = reference_lora(plan, sources)
     quiet_lm_eval()
 
-    settings = {"batch_size": int(ev["batch_size"]), "dtype": ev["dtype"],
-                **{k: pcfg[k] for k in ("template", "max_new_tokens", "sampling", "seeds")}}
+    # the template is part of the cache key (its task files are hashed too): the templates never share a result
+    settings = {"batch_size": int(ev["batch_size"]), "dtype": ev["dtype"], "template": template,
+                **{k: pcfg[k] for k in ("max_new_tokens", "sampling", "seeds")}}
     cache = open_cache(cache_dir, model_dir, tasks_dir, names, ref_cfg, settings) if cache_dir else None
     jobs = scoring_jobs(plan, sources, model_dir)
 
@@ -287,36 +309,45 @@ def evaluate_protocol(target: str, params: dict[str, Any], model_dir: Path, task
                                                        settings["batch_size"], settings["dtype"]), cache)
     rows: list[dict[str, Any]] = []
     for method, adapter, _, _ in jobs:
-        rows += [_row(target, method, adapter, r) for r in results[(method, adapter)]]
+        rows += [_row(template, target, method, adapter, r) for r in results[(method, adapter)]]
         if (method, adapter) == ("soup", "soup"):  # nearest right after the soup, as in dnd.evaluate
-            rows += [_row(target, "nearest", nearest, r, info={"cosine": sims})
+            rows += [_row(template, target, "nearest", nearest, r, info={"cosine": sims})
                      for r in results[("source_lora", nearest)]]
     return rows
 
 
-def _row(target: str, method: str, adapter: str, r: dict[str, Any], **extra) -> dict[str, Any]:
+def _row(template: str, target: str, method: str, adapter: str, r: dict[str, Any], **extra) -> dict[str, Any]:
     n = len(r["correct"])
-    return {"target": target, "method": method, "adapter": adapter, "protocol": r["protocol"], "seed": r["seed"],
-            "n": n, "acc": sum(r["correct"]) / n, "invalid_rate": 1 - sum(r["valid"]) / n, **r, **extra}
+    return {"template": template, "target": target, "method": method, "adapter": adapter, "protocol": r["protocol"],
+            "seed": r["seed"], "n": n, "acc": sum(r["correct"]) / n, "invalid_rate": 1 - sum(r["valid"]) / n, **r,
+            **extra}
 
 
 # ============================================================================ CLI
+def _add_template(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--template", required=True, choices=TEMPLATES,
+                   help="the test-time template (one of protocol.templates; dnd.formats.paper)")
+
+
 def _add_tasks(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", required=True, help='JSON: {"protocol": {...}, "datasets": [...]}')
+    _add_template(p)
     add_declared_option(p, "--data", "the test splits (results/data/{ds}/test.jsonl)")
-    add_declared_option(p, "--out", "results/protocol/data/{ds}/test.jsonl and tasks/{name}.yaml of every dataset")
+    add_declared_option(p, "--out", "results/protocol/data/{template}/{ds}/test.jsonl and "
+                                    "tasks/{template}/{name}.yaml of every dataset")
 
 
 def _run_tasks(args: argparse.Namespace) -> None:
     params = parse_params(args.params)
     paths = write_tasks(list(params["datasets"]), args.data, args.out,
-                        section("protocol", params.get("protocol")))
+                        section("protocol", params.get("protocol")), args.template)
     log.info("wrote %d task files", len(paths))
 
 
 def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", required=True,
                    help='JSON: {"protocol": {...}, "evaluation": {...}, "datasets": [...], "sources": [...]}')
+    _add_template(p)
     p.add_argument("--target", required=True)
     p.add_argument("--model", required=True, type=Path)
     evaluate.add_declared_inputs(p)  # --tasks, --zoo, --generated, --encoded
@@ -326,7 +357,7 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
 
 def _run_evaluate(args: argparse.Namespace) -> None:
     rows = evaluate_protocol(args.target, parse_params(args.params), args.model, args.tasks, args.zoo,
-                             args.generated, args.encoded, args.cache_dir)
+                             args.generated, args.encoded, args.cache_dir, template=args.template)
     write_jsonl(args.out, rows)
     log.info("wrote %d rows to %s", len(rows), args.out)
 
