@@ -170,7 +170,8 @@ def stages_part(device: str, cores: int, keep: Path | None) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ decoder
 def paper_decoder_settings(quick: bool) -> tuple[dict[str, Any], tuple, tuple]:
     """The paper's generator settings and shapes (config/paper.yaml; shapes from the committed
-    results/check_profile_paper.json); `quick`: channels / 64, 4 prompts of 32 positions, 512 tokens (a CPU-sized stand-in)."""
+    results/check_profile_paper.json); `quick`: channels / 64, 4 prompts of 32 positions, 512 tokens
+    (a CPU-sized stand-in)."""
     from dnd.config import load_config
 
     cfg = load_config(REPO / "config" / "paper.yaml")

@@ -116,6 +116,7 @@ rule evaluate_protocol:
     wildcard_constraints:
         template="|".join(P_TEMPLATES),
     params:
+        device=job_device,
         p=lambda wildcards: as_json(
             {
                 "protocol": protocol_template_config(),
@@ -137,7 +138,7 @@ rule evaluate_protocol:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli evaluate-protocol --threads {threads:q} --params {params.p:q} "
+        "python -m dnd.cli evaluate-protocol --threads {threads:q} --device {params.device:q} --params {params.p:q} "
         "--template {wildcards.template:q} --target {wildcards.target:q} --model {input.model:q} "
         "--tasks {input.tasks:q} --zoo {input.zoo:q} --generated {input.generated:q} --encoded {input.encoded:q} {params.cache:q} --out {output:q} "
         "> {log:q} 2>&1"

@@ -188,14 +188,14 @@ class ProtocolScorer:
     target at once by the `dnd-generate` backend."""
 
     def __init__(self, model_dir: Path, lora_config_dir: Path, tasks_dir: Path, target: str, seeds: list[int],
-                 batch_size: int, dtype: str):
+                 batch_size: int, dtype: str, device: Any = "cpu"):
         from dnd.evaluate import InPlaceScorer
         from dnd.scoring import lm_generate
 
         _register_filter()
         self.tasks = task_names(target, seeds)
         self.inner = InPlaceScorer(model_dir, lora_config_dir, tasks_dir, None, limit=None, batch_size=batch_size,
-                                   dtype=dtype, metric="acc", lm_cls=lm_generate.SharedPrefillLM)
+                                   dtype=dtype, metric="acc", lm_cls=lm_generate.SharedPrefillLM, device=device)
         self.lm = self.inner.lm
         self.task_dict = load_tasks(tasks_dir, [name for _, _, name in self.tasks])
 
@@ -257,21 +257,21 @@ class ResultCache:
 
 
 def open_cache(directory: Path, model_dir: Path, tasks_dir: Path, names: list[str], lora_cfg: dict[str, Any],
-               settings: dict[str, Any]) -> ResultCache:
+               settings: dict[str, Any], device: Any = "cpu") -> ResultCache:
     """Keys cover the base model's files, every task's test file and config, the LoRA shape, the
     scoring settings, versions (dnd.scoring.cache.content_context), dnd.scoring.SCORER_VERSION and
     this scorer's PROTOCOL_SCORER_VERSION (bump it when the parser or the protocols change)."""
 
     tasks = {n: (evaluate.task_config(tasks_dir / f"{n}.yaml"), evaluate.task_data_file(tasks_dir / f"{n}.yaml"))
              for n in names}
-    files, context = content_context(model_dir, tasks, evaluate.lora_shape(lora_cfg), settings,
+    files, context = content_context(model_dir, tasks, evaluate.lora_shape(lora_cfg), settings, device,
                                      protocol_scorer_version=PROTOCOL_SCORER_VERSION)
     return ResultCache(directory, files, context)
 
 
 def evaluate_protocol(target: str, params: dict[str, Any], model_dir: Path, tasks: Sequence[Path],
                       zoo: Sequence[Path], generated: Sequence[Path], encoded: Sequence[Path],
-                      cache_dir: Path | None = None, *, template: str) -> list[dict[str, Any]]:
+                      cache_dir: Path | None = None, *, template: str, device: Any = "cpu") -> list[dict[str, Any]]:
     """Every method on `target` under every protocol (docs/modules.md), in test-time `template`
     (`tasks`: that template's task files, written by `write_tasks`); the other declared inputs as
     in dnd.evaluate.plan_target. Each row names its template."""
@@ -298,15 +298,16 @@ def evaluate_protocol(target: str, params: dict[str, Any], model_dir: Path, task
     ref_dir, ref_cfg = reference_lora(plan, sources)
     quiet_lm_eval()
 
-    # the template is part of the cache key (its task files are hashed too): the templates never share a result
-    settings = {"batch_size": int(ev["batch_size"]), "dtype": ev["dtype"], "template": template,
+    # the template is in the cache key through its task files (configs and test files are hashed:
+    # they differ between templates), not as a setting, so `default`'s keys stay the committed run's
+    settings = {"batch_size": int(ev["batch_size"]), "dtype": ev["dtype"],
                 **{k: pcfg[k] for k in ("max_new_tokens", "sampling", "seeds")}}
-    cache = open_cache(cache_dir, model_dir, tasks_dir, names, ref_cfg, settings) if cache_dir else None
+    cache = open_cache(cache_dir, model_dir, tasks_dir, names, ref_cfg, settings, device) if cache_dir else None
     jobs = scoring_jobs(plan, sources, model_dir)
 
     results, _ = score_or_cache(f"protocol {target}", jobs,
                                 lambda: ProtocolScorer(model_dir, ref_dir, tasks_dir, target, seeds,
-                                                       settings["batch_size"], settings["dtype"]), cache)
+                                                       settings["batch_size"], settings["dtype"], device), cache)
     rows: list[dict[str, Any]] = []
     for method, adapter, _, _ in jobs:
         rows += [_row(template, target, method, adapter, r) for r in results[(method, adapter)]]
@@ -357,7 +358,8 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
 
 def _run_evaluate(args: argparse.Namespace) -> None:
     rows = evaluate_protocol(args.target, parse_params(args.params), args.model, args.tasks, args.zoo,
-                             args.generated, args.encoded, args.cache_dir, template=args.template)
+                             args.generated, args.encoded, args.cache_dir, template=args.template,
+                             device=args.device)
     write_jsonl(args.out, rows)
     log.info("wrote %d rows to %s", len(rows), args.out)
 
