@@ -227,7 +227,24 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     if cfg["base_model"]["source"] == "hf" and not cfg["base_model"].get("name_or_path"):
         raise ConfigError("base_model.source is 'hf' but base_model.name_or_path is empty")
     check_fewshot(cfg)
+    check_function_space(cfg)
     return cfg
+
+
+def check_function_space(cfg: dict[str, Any]) -> None:
+    """function_space.targets must be held-out targets of the run (each needs its fold's sources);
+    empty = the ablation targets that are held-out targets."""
+    fs = cfg.get("function_space")
+    if not fs:
+        return
+    heldout = folds(cfg)
+    if not fs.get("targets"):
+        fs["targets"] = [t for t in cfg.get("ablations", {}).get("targets") or [] if t in heldout]
+        return
+    missing = [t for t in fs["targets"] if t not in heldout]
+    if missing:
+        raise ConfigError(f"function_space.targets {missing} are not held-out targets of the run (generator.heldout: "
+                          f"{list(heldout)})")
 
 
 def check_fewshot(cfg: dict[str, Any]) -> None:
@@ -418,7 +435,7 @@ SCORING_SETTINGS = ("limit", "batch_size", "dtype", "metric", "backend")
 EVAL_SPEED_SETTINGS = (*SCORING_SETTINGS, "compare_items", "compare_float32_items")
 GENERATION_SETTINGS = ("batch_size", "dtype")
 
-EXPERIMENTS = ("protocol", "crossdomain", "fewshot", "ablations", "math", "code", "seeds")
+EXPERIMENTS = ("protocol", "crossdomain", "fewshot", "ablations", "math", "code", "seeds", "function_space")
 #: benchmarks/ folders and files that are not jobs of the default run: the extra experiments' and the
 #: stage benchmark's own (dnd.bench)
 OUTSIDE_RUN = (*EXPERIMENTS, "bench")

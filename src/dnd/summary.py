@@ -33,7 +33,10 @@ log = logging.getLogger(__name__)
 # by side), the controls; `dnd evaluate` requires dnd, the others are optional
 CONTROL_KINDS = tuple(k for k in GENERATED_KINDS if k.startswith("control_"))
 VARIANT_KINDS = tuple(k for k in GENERATED_KINDS if k.startswith("dnd_"))
-METHODS = ("base", "source_lora", "soup", "nearest", *GENERATED_KINDS)
+# baselines that see labeled data, scored by the function_space experiment (dnd.experiments.function_space.lora):
+# the multi-task LoRA on the fold's source train splits, the source LoRA picked on target validation items
+LABELED_METHODS = ("multitask_lora", "val_picked")
+METHODS = ("base", "source_lora", "soup", "nearest", *GENERATED_KINDS, *LABELED_METHODS)
 SCORE_COLUMNS = ["target", "method", "adapter", "n", "acc", "ci_low", "ci_high", "gold_logprob"]
 MAIN_COLUMNS = ["target", "base", "train_avg", "best_train", "soup", "nearest", "dnd_mean", "dnd_sd",
                 "dnd_ci_low", "dnd_ci_high", "oracle", "gap_closed"]
