@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, SMOKE_DATA
+from conftest import REPO, SMOKE_DATA, save_random_lora
 from dnd import zoo as lora_mod
 from dnd.config import ConfigError, load_config, validate_config
 from dnd.experiments.function_space.lora import pick_source, val_items, write_val_split
@@ -251,3 +251,56 @@ def test_function_space_lora_dry_run(tmp_path):
                for b in j["benchmark"])
     default = _dry_run_jobs(snakemake("-n", "--cores", "1", "all", "--configfile", smoke, "-d", str(tmp_path)).stdout)
     assert default and not [j for j in default if j["rule"][0].startswith("fs_")]
+
+
+# ------------------------------------------------------------------------------------- scoring commands
+def test_val_pick_and_evaluate_commands(tmp_path, tiny_model_dir, smoke_items):
+    """fs-val-pick scores every source LoRA on the validation items and picks by PICK_RULE;
+    fs-evaluate scores the multi-task LoRA and the picked source on the test items: with the picked
+    source's own LoRA as the multi-task LoRA, both rows hold the same per-item scores."""
+    import shutil
+
+    from dnd import cli
+    from dnd.formats.prompts import lm_eval_task_yaml, to_eval_record
+
+    items = smoke_items["capitals"]
+    train, test = tmp_path / "data" / "capitals" / "train.jsonl", tmp_path / "data" / "capitals" / "test.jsonl"
+    write_jsonl(train, items[:-6])
+    write_jsonl(test, items[-6:])
+    write_jsonl(tmp_path / "data" / "capitals" / "test.lmeval.jsonl", [to_eval_record(it) for it in items[-6:]])
+    task = tmp_path / "tasks" / "dnd_capitals.yaml"
+    task.parent.mkdir()
+    task.write_text(lm_eval_task_yaml("capitals", tmp_path / "data" / "capitals" / "test.lmeval.jsonl"))
+    val = [tmp_path / "val" / "capitals" / n for n in ("val.jsonl", "val.lmeval.jsonl", "dnd_capitals_val.yaml")]
+    params = json.dumps({"function_space": {"n_val": 5}, "prompt": {"format": "cloze"}, "seed": 0})
+    assert cli.main(["fs-val-split", "--params", params, "--target", "capitals", "--train", str(train),
+                     "--test", str(test), "--out", *map(str, val)]) == 0
+    for i, ds in enumerate(["sounds", "opposites"]):
+        save_random_lora(tiny_model_dir, tmp_path / "zoo" / ds / "final", seed=i, b_std=0.5)
+    zoo = [str(tmp_path / "zoo" / ds / "final") for ds in ("sounds", "opposites")]
+    ev = {"evaluation": {"batch_size": 8, "dtype": "float32"}}
+    pick_file = tmp_path / "val_pick" / "capitals.json"
+    assert cli.main(["fs-val-pick", "--params", json.dumps({**ev, "sources": ["sounds", "opposites"]}),
+                     "--target", "capitals", "--model", str(tiny_model_dir), "--tasks", str(val[2]), "--zoo", *zoo,
+                     "--cache-dir", str(tmp_path / "cache_val"), "--out", str(pick_file)]) == 0
+    pick = json.loads(pick_file.read_text())
+    assert pick["ids"] == [it["id"] for it in read_jsonl(val[0])] and pick["n_val"] == 5
+    assert list(pick["sources"]) == ["sounds", "opposites"] and pick["picked"] == pick_source(pick["sources"])
+    assert all(0 <= s["acc"] <= 1 and s["gold_logprob"] < 0 for s in pick["sources"].values())
+    assert pick["sources"]["sounds"] != pick["sources"]["opposites"]  # two different LoRAs, two scores
+
+    shutil.copytree(tmp_path / "zoo" / pick["picked"] / "final", tmp_path / "multitask" / "capitals" / "final")
+    out = tmp_path / "eval" / "capitals.jsonl"
+    argv = ["fs-evaluate", "--params", json.dumps(ev), "--target", "capitals", "--model", str(tiny_model_dir),
+            "--tasks", str(task), "--multitask", str(tmp_path / "multitask" / "capitals" / "final"), "--zoo", *zoo,
+            "--val-pick", str(pick_file), "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
+    assert cli.main(argv) == 0
+    mt, vp = read_jsonl(out)
+    assert (mt["method"], mt["adapter"], vp["method"], vp["adapter"]) == (
+        "multitask_lora", "multitask", "val_picked", pick["picked"])
+    assert mt["ids"] == vp["ids"] == [it["id"] for it in items[-6:]]
+    assert mt["correct"] == vp["correct"] and mt["gold_logprob"] == vp["gold_logprob"]
+    assert vp["info"] == {"val_acc": {d: s["acc"] for d, s in pick["sources"].items()}}
+    # a pick made for another target is refused
+    pick_file.write_text(json.dumps({**pick, "target": "sounds"}))
+    assert cli.main(argv) == 1
