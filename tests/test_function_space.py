@@ -230,8 +230,9 @@ def test_function_space_config():
 
 def test_function_space_lora_dry_run(tmp_path):
     """The smoke profile's job set of `function_space_lora`: the multi-task LoRA, the validation split,
-    pick and scoring of its target, the shared-A zoo of every dataset and the zoo diagnostics of both
-    zoos; nothing of the experiment in `all`."""
+    pick and scoring of its target, the shared-A zoo of every dataset, the zoo diagnostics of both
+    zoos and the summary beside the default run's evaluation of the target; nothing of the
+    experiment in `all`."""
     from test_workflow import _dry_run_jobs, snakemake
 
     smoke = str(REPO / "config" / "smoke.yaml")
@@ -240,10 +241,12 @@ def test_function_space_lora_dry_run(tmp_path):
     counts: dict[str, int] = {}
     for j in jobs:
         counts[j["rule"][0]] = counts.get(j["rule"][0], 0) + 1
-    assert counts == {"base_model": 1, "prepare_data": 3, "train_lora": 3, "tokenize_zoo": 3,
-                      "fs_multitask_lora": 1, "fs_val_split": 1, "fs_val_pick": 1, "fs_evaluate": 1,
-                      "fs_shared_a_train_lora": 3, "fs_shared_a_tokenize_zoo": 3, "fs_zoo_diagnostics": 2,
-                      "function_space_lora": 1}
+    assert {r: n for r, n in counts.items() if r.startswith(("fs_", "function_space"))} == {
+        "fs_multitask_lora": 1, "fs_val_split": 1, "fs_val_pick": 1, "fs_evaluate": 1, "fs_shared_a_train_lora": 3,
+        "fs_shared_a_tokenize_zoo": 3, "fs_zoo_diagnostics": 2, "fs_summarize": 1, "function_space_lora": 1}
+    assert counts["train_lora"] == 3 and counts["evaluate_target"] == 1  # the default zoo; capitals' evaluation
+    summarize = next(j for j in jobs if j["rule"] == ["fs_summarize"])
+    assert summarize["input"] == ["results/eval/capitals.jsonl", "results/function_space/eval/capitals.jsonl"]
     multitask = next(j for j in jobs if j["rule"] == ["fs_multitask_lora"])
     assert sorted(f for f in multitask["input"] if f.endswith("train.jsonl")) == [
         "results/data/opposites/train.jsonl", "results/data/sounds/train.jsonl"]  # capitals' fold sources
@@ -304,3 +307,40 @@ def test_val_pick_and_evaluate_commands(tmp_path, tiny_model_dir, smoke_items):
     # a pick made for another target is refused
     pick_file.write_text(json.dumps({**pick, "target": "sounds"}))
     assert cli.main(argv) == 1
+
+
+def test_summary_compares_the_labeled_baselines_and_leaves_the_rest(tmp_path):
+    """`dnd summarize` over the default run's rows and the function_space rows: each labeled
+    baseline against LABELED_COMPARED and DnD against each, as paired item means; every figure of
+    the default rows alone is unchanged (the default run's metrics.json keeps its keys and values)."""
+    import numpy as np
+
+    from dnd import summary
+    from test_summary import DATASETS, _eval_rows, _summarize, _write_eval
+
+    rows = _eval_rows()
+    default_files = _write_eval(tmp_path / "default", rows)
+    rng = np.random.default_rng(1)
+    labeled = {}
+    for t, rs in rows.items():
+        c = rng.binomial(1, 0.5, len(rs[0]["ids"])).tolist()
+        src = next(r for r in rs if r["method"] == "source_lora" and r["adapter"] != t)
+        labeled[t] = [dict(rs[0], method="multitask_lora", adapter="multitask", correct=c, acc=float(np.mean(c))),
+                      dict(src, method="val_picked", info={"val_acc": {src["adapter"]: 0.5}})]
+    fs_files = _write_eval(tmp_path / "fs", labeled)
+    _, alone = _summarize(tmp_path / "default", default_files, {"evaluation": {"bootstrap": 200}, "seed": 0})
+    _, both = _summarize(tmp_path / "fs", default_files + fs_files, {"evaluation": {"bootstrap": 200}, "seed": 0})
+    assert {k: both[k] for k in alone} == alone  # nothing of the default figures moves
+    pairs = [p for m in summary.LABELED_METHODS for p in [*((m, b) for b in summary.LABELED_COMPARED), ("dnd", m)]]
+    assert summary.comparison_pairs(["dnd", *summary.LABELED_METHODS])[-len(pairs) - 1:-1] == pairs
+    assert set(both) - set(alone) == {f"{t}/{s}_minus_{b}/{m}{suffix}" for t in [*DATASETS, "mean"] for s, b in pairs
+                                      for m in ("acc", "gold_logprob") for suffix in ("", "_ci_low", "_ci_high")}
+    for t in DATASETS:
+        by = {(r["method"], r["adapter"]): np.asarray(r["correct"], float) for r in rows[t] + labeled[t]}
+        train = np.mean([v for (m, a), v in by.items() if m == "source_lora" and a != t], axis=0)
+        dnd = np.mean([v for (m, _), v in by.items() if m == "dnd"], axis=0)
+        mt, vp = by[("multitask_lora", "multitask")], by[("val_picked", labeled[t][1]["adapter"])]
+        assert both[f"{t}/multitask_lora_minus_train_avg/acc"] == pytest.approx(float((mt - train).mean()))
+        assert both[f"{t}/dnd_minus_val_picked/acc"] == pytest.approx(float((dnd - vp).mean()))
+        lo, hi = both[f"{t}/dnd_minus_multitask_lora/acc_ci_low"], both[f"{t}/dnd_minus_multitask_lora/acc_ci_high"]
+        assert lo <= both[f"{t}/dnd_minus_multitask_lora/acc"] <= hi

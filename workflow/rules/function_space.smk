@@ -182,8 +182,33 @@ rule fs_zoo_diagnostics:
         "--sources {params.sources:q} --tokens {input.tokens:q} --out {output:q} > {log:q} 2>&1"
 
 
+use rule summarize as fs_summarize with:
+    input:
+        # the default run's rows (base, source LoRAs, soup, nearest, DnD, controls) and the labeled baselines'
+        expand("results/eval/{target}.jsonl", target=FS_TARGETS),
+        expand(f"{FS}/eval/{{target}}.jsonl", target=FS_TARGETS),
+    output:
+        scores=f"{FS}/scores.csv",
+        metrics=f"{FS}/metrics.json",
+    params:
+        p=as_json(
+            {
+                "evaluation": evaluation_settings(("bootstrap",)),
+                "seed": config["seed"],
+                "folds": {t: FOLDS[t] for t in FS_TARGETS},
+            }
+        ),
+    log:
+        "logs/function_space/summarize.log",
+    benchmark:
+        "benchmarks/function_space/summarize.tsv"
+
+
 rule function_space_lora:
-    """The LoRA side of the function_space experiment (outside `all`): snakemake --cores all function_space_lora."""
+    """The LoRA side of the function_space experiment (outside `all`): snakemake --cores all function_space_lora.
+    Its scores.csv and metrics.json (the labeled baselines beside the default run's methods, with
+    dnd.summary's paired comparisons) need the default run's evaluation of the targets."""
     input:
         expand(f"{FS}/eval/{{target}}.jsonl", target=FS_TARGETS),
         expand(f"{FS}/diagnostics/{{zoo}}/{{target}}.csv", zoo=list(FS_ZOOS), target=FS_TARGETS),
+        rules.fs_summarize.output,
