@@ -524,8 +524,10 @@ def test_summarize_outputs(world, eval_rows, tmp_path):
     assert list(df.columns) == ["target", "method", "adapter", "n", "acc", "ci_low", "ci_high", "gold_logprob"]
     gold = {(r["method"], r["adapter"]): np.mean(r["gold_logprob"]) for r in rows}
     assert df[df["method"] == "base"]["gold_logprob"].item() == pytest.approx(gold[("base", "base")])
-    # the world generates dnd and two controls; variants and the shuffled control are optional kinds
-    assert set(df["method"]) == set(summary.METHODS) - {"dnd_hyperconv", "dnd_basis", "control_shuffled"}
+    # the world generates dnd and two controls; variants and the shuffled control are optional kinds, the
+    # labeled baselines the function_space experiment's
+    assert set(df["method"]) == (set(summary.METHODS) - {"dnd_hyperconv", "dnd_basis", "control_shuffled"}
+                                 - set(summary.LABELED_METHODS))
     assert len(df) == len(rows) + 3  # + an adapter "mean" row for dnd and both controls
     assert ((df["ci_low"] <= df["acc"] + 1e-12) & (df["acc"] <= df["ci_high"] + 1e-12)).all()
     dmean = df[(df["method"] == "dnd") & (df["adapter"] == "mean")]["acc"].item()

@@ -68,6 +68,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "zoo-probe-report": ("dnd.experiments.zoo_probe.probe", "the longer-trained zoo probe: reachability and the "
                                                             "oracle's lead, results/zoo_probe/metrics.json and "
                                                             "report.md"),
+    "fs-val-split": ("dnd.experiments.function_space.lora", "the labeled validation items of a target (n_val of its "
+                                                            "train split, never a test item)"),
+    "fs-val-pick": ("dnd.experiments.function_space.lora", "score every source LoRA of a fold on the target's "
+                                                           "validation items; pick the best (val_picked)"),
+    "fs-evaluate": ("dnd.experiments.function_space.lora", "score the multi-task LoRA and the val-picked source on a "
+                                                           "target's test items"),
     "bench": ("dnd.bench", "the run's time per stage from the Snakemake benchmarks, against the committed figures"),
     "verify-cache": ("dnd.verify_cache", "score a sample of score cache entries again; fail on any difference"),
     "summarize": ("dnd.summary", "merge per-target scores into scores.csv with bootstrap CIs"),

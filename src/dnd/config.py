@@ -211,6 +211,9 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError("base_model.source is 'hf' but base_model.name_or_path is empty")
     if cfg["base_model"]["source"] == "local" and not cfg["base_model"].get("path"):
         raise ConfigError("base_model.source is 'local' but base_model.path is empty: name the model directory")
+    fs = cfg.get("function_space")
+    if fs is not None and not fs.get("targets"):  # the default; checked when the target is asked for
+        fs["targets"] = [t for t in cfg.get("ablations", {}).get("targets") or [] if t in folds(cfg)]
     return cfg
 
 
@@ -239,6 +242,12 @@ def zoo_probe_datasets(cfg: dict[str, Any]) -> list[str]:
     """The probe datasets of the `zoo_probe` experiment: `zoo_probe.datasets`, or the first two
     held-out targets of the run."""
     return list(cfg.get("zoo_probe", {}).get("datasets") or list(folds(cfg))[:2])
+
+
+def check_function_space(cfg: dict[str, Any]) -> None:
+    """function_space.targets must be held-out targets of the run (each needs its fold's sources)."""
+    check_held_out(cfg, "function_space.targets", (cfg.get("function_space") or {}).get("targets") or [],
+                   "each needs its fold's source LoRAs and the run's scores")
 
 
 def check_zoo_probe(cfg: dict[str, Any]) -> None:
@@ -271,7 +280,8 @@ def check_ablations(cfg: dict[str, Any]) -> None:
 #: The checks of an extra experiment's section, run when its target is asked for (dnd.config
 #: check_experiment; workflow/rules/common.smk `checked_experiment`), not at start-up: a run that
 #: holds out its own dataset needs no edit of sections it never runs.
-EXPERIMENT_CHECKS = {"fewshot": check_fewshot, "ablations": check_ablations, "zoo_probe": check_zoo_probe}
+EXPERIMENT_CHECKS = {"fewshot": check_fewshot, "ablations": check_ablations, "zoo_probe": check_zoo_probe,
+                     "function_space": check_function_space}
 
 
 def check_experiment(cfg: dict[str, Any], name: str) -> None:
@@ -501,7 +511,8 @@ SCORING_SETTINGS = ("limit", "batch_size", "dtype", "metric", "backend")
 EVAL_SPEED_SETTINGS = (*SCORING_SETTINGS, "compare_items", "compare_float32_items")
 GENERATION_SETTINGS = ("batch_size", "dtype")
 
-EXPERIMENTS = ("protocol", "crossdomain", "fewshot", "ablations", "math", "code", "seeds", "zoo_probe")
+EXPERIMENTS = ("protocol", "crossdomain", "fewshot", "ablations", "math", "code", "seeds", "zoo_probe",
+               "function_space")
 #: benchmarks/ folders and files that are not jobs of the default run: the extra experiments' and the
 #: stage benchmark's own (dnd.bench)
 OUTSIDE_RUN = (*EXPERIMENTS, "bench")

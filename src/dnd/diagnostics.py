@@ -5,7 +5,9 @@ Commands:
   diagnose-fold  dnd diagnose-fold --params JSON --target T --sources D1 ... --generators G1 ...
                      --variants V1 ... --tokens FILE... --encoded FILE...
                      --out results/diagnostics/{T}.csv
-                 the weight-space diagnostics of one fold, for each of its generators
+                 the weight-space diagnostics of one fold, for each of its generators; without
+                 --generators (and --encoded), the zoo's rows alone (reachability, checkpoint
+                 spread: the function_space experiment's shared-A zoo)
   diagnostics    dnd diagnostics --folds results/diagnostics/*.csv --metrics results/metrics.json
                      --out results/diagnostics.csv
                  every fold, plus the function-space rows from metrics.json, and the design the
@@ -169,7 +171,8 @@ def diagnose_fold(
     """The rows of one fold (docs/modules.md), each generator run on `device` (the ΔW algebra stays
     on the CPU, in float64 where it was); `generators` maps variant -> checkpoint; `tokens`,
     `encoded`: the declared parameter tokens (.../{d}.pt) and encoded cond prompts (.../{d}/cond.pt)
-    of the fold's datasets, each found by its name (dnd.paths.declared)."""
+    of the fold's datasets, each found by its name (dnd.paths.declared); `encoded` is read only
+    when there are generators."""
     if target in sources or not sources:
         raise ValueError(f"fold {target}: the sources {list(sources)} must be non-empty and exclude the target")
     datasets = [*sources, target]
@@ -178,7 +181,7 @@ def diagnose_fold(
     tok = {d: zoo[d]["tokens"] for d in datasets}
     offset = mean_token([tok[s] for s in sources])
     cond = {d: load_encoded(declared(encoded, Path(d) / "cond.pt", f"encoded cond prompts of {d}",
-                                     "--encoded"))["states"] for d in datasets}
+                                     "--encoded"))["states"] for d in datasets} if generators else {}
     real = [factors(tok[d][-1], layout) for d in datasets]  # final LoRA of each dataset
     ns, n_real = len(sources), len(datasets)
     s_idx, t_idx = list(range(ns)), ns
@@ -290,10 +293,12 @@ def _add_fold(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="{}", help='JSON {"seed": int}')
     p.add_argument("--target", required=True)
     p.add_argument("--sources", nargs="+", required=True)
-    p.add_argument("--generators", nargs="+", required=True, help="generator checkpoints, one per --variants")
-    p.add_argument("--variants", nargs="+", required=True, help="generated kind of each generator (dnd, dnd_<design>)")
+    p.add_argument("--generators", nargs="+", default=[],
+                   help="generator checkpoints, one per --variants (none: the zoo's rows only)")
+    p.add_argument("--variants", nargs="+", default=[], help="generated kind of each generator (dnd, dnd_<design>)")
     add_declared_option(p, "--tokens", "parameter tokens (results/tokens/{d}.pt)")
-    add_declared_option(p, "--encoded", "encoded cond prompts (results/encoded/{d}/cond.pt)")
+    add_declared_option(p, "--encoded", "encoded cond prompts (results/encoded/{d}/cond.pt); needed with --generators",
+                        required=False)
     p.add_argument("--out", required=True)
 
 

@@ -33,7 +33,12 @@ log = logging.getLogger(__name__)
 # by side), the controls; `dnd evaluate` requires dnd, the others are optional
 CONTROL_KINDS = tuple(k for k in GENERATED_KINDS if k.startswith("control_"))
 VARIANT_KINDS = tuple(k for k in GENERATED_KINDS if k.startswith("dnd_"))
-METHODS = ("base", "source_lora", "soup", "nearest", *GENERATED_KINDS)
+# baselines that see labeled data, scored by the function_space experiment (dnd.experiments.function_space.lora):
+# the multi-task LoRA on the fold's source train splits, the source LoRA picked on target validation items
+LABELED_METHODS = ("multitask_lora", "val_picked")
+METHODS = ("base", "source_lora", "soup", "nearest", *GENERATED_KINDS, *LABELED_METHODS)
+# methods whose adapter is the source LoRA they picked for the target (by prompt embeddings, by validation items)
+PICKED_METHODS = ("nearest", "val_picked")
 SCORE_COLUMNS = ["target", "method", "adapter", "n", "acc", "ci_low", "ci_high", "gold_logprob"]
 MAIN_COLUMNS = ["target", "base", "train_avg", "best_train", "soup", "nearest", "dnd_mean", "dnd_sd",
                 "dnd_ci_low", "dnd_ci_high", "oracle", "gap_closed"]
@@ -44,6 +49,8 @@ BOOT_FIGURES = ("dnd_mean", "dnd_minus_train_avg", "train_avg")  # over-target m
 COMPARED = ("train_avg", "soup", "nearest", *CONTROL_KINDS)
 # what each variant design (dnd_<design>) is compared with: the zero-shot baselines and dnd
 VARIANT_COMPARED = ("train_avg", "soup", "nearest", "dnd")
+# what each labeled baseline present (the function_space experiment's) is compared with; dnd is compared with each
+LABELED_COMPARED = ("train_avg", "soup", "nearest")
 # the headroom a DnD claim needs: the oracle (the target's own LoRA) minus the training-LoRA average
 HEADROOM = ("oracle", "train_avg")
 ITEM_METRICS = ("acc", "gold_logprob")  # per item: correct (0/1); log P(gold answer), summed over its tokens
@@ -94,9 +101,10 @@ def load_eval_rows(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
 
 
 def eval_cell(r: dict[str, Any]) -> tuple:
-    """What a row is within its target: (method, adapter); nearest's adapter is the training LoRA
-    chosen for that target, so it is "*" (one nearest row, whichever it is)."""
-    return r["method"], "*" if r["method"] == "nearest" else str(r["adapter"])
+    """What a row is within its target: (method, adapter); the adapter of a method that picks one
+    source per target (PICKED_METHODS: nearest, val_picked) is the source it chose for that target,
+    so it is "*" (one such row, whichever it is)."""
+    return r["method"], "*" if r["method"] in PICKED_METHODS else str(r["adapter"])
 
 
 def _label(cell: tuple) -> str:
@@ -309,16 +317,23 @@ def item_vectors(rows: list[dict], train: list[str], metric: str = "acc"):
         got = [v for (m, _), v in by.items() if m == kind]
         if got:
             vec[kind] = np.mean(got, axis=0)
+    for method in LABELED_METHODS:  # one row each, when scored (the function_space experiment)
+        got = [v for (m, _), v in by.items() if m == method]
+        if got:
+            vec[method] = got[0]
     return vec
 
 
 def comparison_pairs(kinds: Iterable[str]) -> list[tuple[str, str]]:
     """(subject, baseline) pairs compared item by item: dnd against COMPARED, each variant kind
-    present (dnd_<design>) against VARIANT_COMPARED, and the HEADROOM pair (oracle minus training
-    average: whether a DnD claim is testable, dnd.stats.untestable_reason)."""
+    present (dnd_<design>) against VARIANT_COMPARED, each labeled baseline present
+    (LABELED_METHODS) against LABELED_COMPARED and dnd against it, and the HEADROOM pair (oracle
+    minus training average: whether a DnD claim is testable, dnd.stats.untestable_reason). Kinds
+    that are absent add no pair, so the default run's pairs are these of its own kinds."""
     present = set(kinds)
     pairs = [("dnd", b) for b in COMPARED]
     pairs += [(v, b) for v in VARIANT_KINDS if v in present for b in VARIANT_COMPARED]
+    pairs += [p for m in LABELED_METHODS if m in present for p in [(m, b) for b in LABELED_COMPARED] + [("dnd", m)]]
     return pairs + [HEADROOM]
 
 

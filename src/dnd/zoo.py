@@ -29,6 +29,20 @@ optimizer step, so nothing of that step is written and the last resume point sta
 
 The published files hold no timings, so one configuration gives byte-identical outputs on
 any machine; `--timings PATH` writes them to a separate JSON (`write_timings`).
+
+Multi-task LoRA (`--train a.jsonl b.jsonl ...`, the function_space experiment's baseline): one
+LoRA on the union of several datasets' train splits, with the same settings and the same total
+steps (phase1_steps + checkpoint_steps) as one source LoRA. The items are the concatenation of the
+files in the order given, visited in the zoo's seeded epoch order (`EpochOrder`, a fresh
+random.Random(f"{seed}-epoch{e}") permutation of the whole concatenation per epoch), so batches
+mix the datasets deterministically; train_log.csv gets a `sources` column (items per dataset in
+each batch, the dataset named by its file's folder) and summary.json the items seen per dataset.
+One file gives exactly the single-dataset run (same fingerprint, same bytes).
+
+Shared-A zoo (`lora.shared_a: true`): every LoRA's A is drawn from the run's seed alone
+(`shared_lora_a`: peft's own initialisation, kaiming-uniform, from a generator seeded by
+derive_seed(seed, "shared_a", module name)), identical across datasets, and frozen; only B
+trains. Left out or false, nothing changes (the key is not part of the fingerprint then).
 """
 
 from __future__ import annotations
@@ -42,7 +56,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .base_model import sha256_file
 from .config import command_params
@@ -59,11 +73,13 @@ from .io import (
     write_csv,
     write_json,
 )
-from .schedule import EpochOrder, warmup_cosine
+from .schedule import EpochOrder, derive_seed, warmup_cosine
 
 log = logging.getLogger(__name__)
 
 LOG_FIELDS = ["phase", "step", "loss", "lr", "tokens"]
+#: train_log.csv of a multi-task LoRA: also the items of each dataset in the step's batch
+MULTITASK_LOG_FIELDS = [*LOG_FIELDS, "sources"]
 
 
 def encode_examples(items: list[dict], tok, fmt: str, max_length: int) -> list[tuple[list[int], int]]:
@@ -242,15 +258,22 @@ def write_timings(path: str | Path | None, started: float, loop_s: float, steps:
                           "steps": steps, "resumed_from": resumed_from})
 
 
-def resume_fingerprint(lcfg: dict, fmt: str, seed: int, train_file: Path, model_dir: Path, device: Any = "cpu") -> str:
-    """sha256 of everything a LoRA trajectory depends on: the lora params, prompt format, seed,
-    the training data's content, the base model's identity (its config.json and the names
-    and sizes of its weight files; hashing the weights themselves would cost seconds), the
-    batch layout (`BATCH_LAYOUT`) and the device where it is not the CPU (dnd.device.recorded):
-    a run is never resumed on another device than the one it started on."""
+def resume_fingerprint(lcfg: dict, fmt: str, seed: int, train_file: Path | Sequence[Path], model_dir: Path,
+                       device: Any = "cpu") -> str:
+    """sha256 of everything a LoRA trajectory depends on: the lora params (`shared_a` only when
+    true, so a config without it keeps its fingerprint), prompt format, seed, the training data's
+    content (one file's sha256; a list of them, in order, for a multi-task LoRA), the base model's
+    identity (its config.json and the names and sizes of its weight files; hashing the weights
+    themselves would cost seconds), the batch layout (`BATCH_LAYOUT`) and the device where it is
+    not the CPU (dnd.device.recorded): a run is never resumed on another device than the one it
+    started on."""
     model_dir = Path(model_dir)
     config = model_dir / "config.json"
-    parts = {"lora": lcfg, "format": fmt, "seed": seed, "train_sha256": sha256_file(Path(train_file)),
+    if "shared_a" in lcfg and not lcfg["shared_a"]:
+        lcfg = {k: v for k, v in lcfg.items() if k != "shared_a"}
+    files = train_files(train_file)
+    train_sha = sha256_file(files[0]) if len(files) == 1 else [sha256_file(f) for f in files]
+    parts = {"lora": lcfg, "format": fmt, "seed": seed, "train_sha256": train_sha,
              "model_config_sha256": sha256_file(config) if config.is_file() else str(model_dir),
              "model_weights": sorted((p.name, p.stat().st_size) for p in model_dir.glob("*.safetensors")),
              "batch_layout": BATCH_LAYOUT, **recorded(device)}
@@ -302,7 +325,8 @@ def canonicalize_adapter_config(path: Path) -> None:
     path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
-def _publish(pm, out_dir: Path, work: Path, summary: dict, rows: list[dict]) -> None:
+def _publish(pm, out_dir: Path, work: Path, summary: dict, rows: list[dict],
+             fields: Sequence[str] = LOG_FIELDS) -> None:
     """Move a finished run into place: final/ (the last checkpoint as a standard PEFT
     directory), summary.json, train_log.csv and checkpoints/; then drop .work/."""
     from peft import set_peft_model_state_dict
@@ -316,7 +340,7 @@ def _publish(pm, out_dir: Path, work: Path, summary: dict, rows: list[dict]) -> 
         pm.save_pretrained(tmp)
         canonicalize_adapter_config(tmp / "adapter_config.json")
     write_json(work / "summary.json", summary)
-    write_csv(out_dir / "train_log.csv", LOG_FIELDS, rows)
+    write_csv(out_dir / "train_log.csv", list(fields), rows)
     if (out_dir / "checkpoints").exists():
         shutil.rmtree(out_dir / "checkpoints")
     os.replace(work / "checkpoints", out_dir / "checkpoints")
@@ -324,10 +348,72 @@ def _publish(pm, out_dir: Path, work: Path, summary: dict, rows: list[dict]) -> 
     shutil.rmtree(work)
 
 
-def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt: str, seed: int,
+def train_files(train_file: str | Path | Sequence[str | Path]) -> list[Path]:
+    """The training files of a LoRA as a list: one path, or several (a multi-task LoRA), each
+    named by its folder (results/data/<ds>/train.jsonl), the names distinct."""
+    files = [Path(train_file)] if isinstance(train_file, (str, Path)) else [Path(f) for f in train_file]
+    if not files:
+        raise ValueError("no training file given")
+    names = [f.parent.name for f in files]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if len(files) > 1 and dup:
+        raise ValueError(f"multi-task training files must come from distinct dataset folders; repeated: {dup}")
+    return files
+
+
+def read_train_items(files: Sequence[Path]) -> tuple[list[dict], list[str]]:
+    """(items, dataset of each item): the files' items concatenated in order; an empty file is
+    an error naming it."""
+    items: list[dict] = []
+    origin: list[str] = []
+    for f in files:
+        got = read_jsonl(f)
+        if not got:
+            raise ValueError(f"no training items in {f}")
+        items += got
+        origin += [f.parent.name] * len(got)
+    return items, origin
+
+
+def batch_sources(origin: Sequence[str], chosen: Sequence[int]) -> str:
+    """The `sources` cell of a multi-task log row: `ds:count` for each dataset in the batch, in
+    order of first appearance, space-separated."""
+    counts: dict[str, int] = {}
+    for i in chosen:
+        counts[origin[i]] = counts.get(origin[i], 0) + 1
+    return " ".join(f"{d}:{n}" for d, n in counts.items())
+
+
+def shared_lora_a(pm, seed: int) -> int:
+    """Shared-A: set every LoRA A of `pm` to peft's initialisation (kaiming-uniform, a = sqrt(5))
+    drawn from a generator seeded by derive_seed(seed, "shared_a", module name), so it depends on
+    the seed and the module alone (the same A for every dataset), and freeze it. Returns the
+    number of A matrices set."""
+    import torch
+
+    n = 0
+    for name, module in pm.named_modules():
+        lora_a = getattr(module, "lora_A", None)
+        if not isinstance(lora_a, torch.nn.ModuleDict):
+            continue
+        for adapter, layer in lora_a.items():
+            g = torch.Generator().manual_seed(derive_seed(seed, "shared_a", name, adapter))
+            with torch.no_grad():
+                w = torch.empty(layer.weight.shape, dtype=torch.float32)
+                torch.nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=g)
+                layer.weight.copy_(w)
+            layer.weight.requires_grad_(False)
+            n += 1
+    if not n:
+        raise ValueError("shared_a: the model has no LoRA A matrices")
+    return n
+
+
+def train_lora(model_dir: Path, train_file: Path | Sequence[Path], out_dir: Path, lcfg: dict, fmt: str, seed: int,
                resume_every: int = 10, timings: str | Path | None = None, device: Any = "cpu") -> dict:
-    """Train one source LoRA on `device` (dnd.device: never chosen here; the CPU unless asked); see
-    the module docstring for the layout of `out_dir`. `timings`: optional path of the timings JSON
+    """Train one source LoRA (one `train_file`), or a multi-task LoRA (a list of them, see the
+    module docstring), on `device` (dnd.device: never chosen here; the CPU unless asked); see the
+    module docstring for the layout of `out_dir`. `timings`: optional path of the timings JSON
     (see `write_timings`)."""
     import torch
     from peft import get_peft_model, get_peft_model_state_dict
@@ -340,9 +426,9 @@ def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt
     work = out_dir / ".work"
     (work / "checkpoints").mkdir(parents=True, exist_ok=True)
 
-    items = read_jsonl(train_file)
-    if not items:
-        raise ValueError(f"no training items in {train_file}")
+    files = train_files(train_file)
+    multitask = len(files) > 1
+    items, origin = read_train_items(files)
     check_safetensors(model_dir, "base model weights")
     tok = AutoTokenizer.from_pretrained(model_dir)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -353,6 +439,8 @@ def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt
                                                  attn_implementation=TRAIN_ATTENTION).to(device)
     model.config.use_cache = False
     pm = get_peft_model(model, make_lora_config(lcfg, model_dir))
+    if lcfg.get("shared_a", False):
+        log.info("shared A: %d LoRA A matrices drawn from seed %d and frozen", shared_lora_a(pm, seed), seed)
     params = [p for p in pm.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lcfg["lr"], weight_decay=lcfg["weight_decay"])
 
@@ -362,7 +450,7 @@ def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt
     min_ratio = lcfg.get("min_lr_ratio", 0.1)
     order = EpochOrder(len(examples), seed, rng="python")
 
-    fingerprint = resume_fingerprint(lcfg, fmt, seed, train_file, model_dir, device)
+    fingerprint = resume_fingerprint(lcfg, fmt, seed, files, model_dir, device)
     state_file = work / "resume.pt"
     start_step, rows, elapsed0 = _load_resume(state_file, fingerprint, pm, opt)
     if start_step:
@@ -381,7 +469,8 @@ def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt
         lr = warmup_cosine(step, warmup, total, peak=lcfg["lr"], min_ratio=min_ratio)
         for g in opt.param_groups:
             g["lr"] = lr
-        chosen = [examples[i] for i in order.batch(step, lcfg["batch_size"])]
+        batch = order.batch(step, lcfg["batch_size"])
+        chosen = [examples[i] for i in batch]
         ids, mask, position_ids, target = (t.to(device) for t in pack(chosen, pad_id))
         with autocast:
             loss = answer_loss(pm, ids, mask, target, position_ids)
@@ -393,6 +482,8 @@ def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt
         opt.step()
         rows.append({"phase": 1 if done <= P else 2, "step": done, "loss": round(loss_value, 6),
                      "lr": f"{lr:.6g}", "tokens": sum(len(seq) for seq, _ in chosen)})
+        if multitask:
+            rows[-1]["sources"] = batch_sources(origin, batch)
         bar.set_postfix(loss=f"{loss_value:.4f}")
         if done > P:  # phase 2: one checkpoint per step
             sd = {k: v.detach().float().cpu().contiguous() for k, v in get_peft_model_state_dict(pm).items()}
@@ -407,7 +498,15 @@ def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt
     summary = {"dataset": out_dir.name, "steps": total, "phase1_steps": P, "checkpoints": K,
                "train_items": len(items), "final_loss": rows[-1]["loss"],
                "trainable_params": sum(p.numel() for p in params), **recorded(device)}
-    _publish(pm, out_dir, work, summary, rows)
+    if multitask:
+        seen: dict[str, int] = {}
+        for r in rows:
+            for cell in r["sources"].split():
+                d, n = cell.rsplit(":", 1)
+                seen[d] = seen.get(d, 0) + int(n)
+        summary["sources"] = {d: {"train_items": origin.count(d), "items_seen": seen.get(d, 0)}
+                              for d in dict.fromkeys(origin)}
+    _publish(pm, out_dir, work, summary, rows, MULTITASK_LOG_FIELDS if multitask else LOG_FIELDS)
     write_timings(timings, started, loop_s, total, start_step)
     log.info("LoRA %s done: %s", out_dir.name, json.dumps(summary))
     return summary
@@ -416,7 +515,8 @@ def train_lora(model_dir: Path, train_file: Path, out_dir: Path, lcfg: dict, fmt
 def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", required=True, help='JSON: {"lora": {...}, "prompt": {...}, "seed": int}')
     p.add_argument("--model", required=True, type=Path, help="base model directory")
-    p.add_argument("--train", required=True, type=Path, help="results/data/<ds>/train.jsonl")
+    p.add_argument("--train", required=True, type=Path, nargs="+",
+                   help="results/data/<ds>/train.jsonl; several: one multi-task LoRA on their union")
     p.add_argument("--out-dir", required=True, type=Path, help="results/zoo/<ds>")
     p.add_argument("--timings", type=Path, default=None,
                    help="optional JSON of run times (wall_s, loop_s, steps, resumed_from); kept out of "
@@ -425,7 +525,8 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> None:
     params = command_params(args.params, "lora", "prompt", "seed")
-    train_lora(args.model, args.train, args.out_dir, params["lora"], params["prompt"]["format"], params["seed"],
+    train = args.train[0] if len(args.train) == 1 else args.train
+    train_lora(args.model, train, args.out_dir, params["lora"], params["prompt"]["format"], params["seed"],
                timings=args.timings, device=args.device)
 
 
