@@ -49,6 +49,12 @@ def test_run_dir_is_relative_to_the_working_directory_and_idempotent(tmp_path):
     assert run_dir("smoke", [SMOKE], cwd=tmp_path / "runs" / "smoke") == "."
     assert run_dir("smoke", [SMOKE], cwd=tmp_path / "runs" / "other") == "runs/smoke"
     assert run_dir("smoke", [SMOKE], cwd=tmp_path) == "runs/smoke"
+    # a directory marked as this profile's (a `-d DIR` run claims DIR before its first job; a cluster
+    # job starts in DIR without `-d`) is its run directory; another profile's marker is not
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / ".profile").write_text("smoke\n")
+    assert run_dir("smoke", [SMOKE], cwd=tmp_path) == "."
+    assert run_dir("paper", [PAPER], cwd=tmp_path) == "runs/paper"
 
 
 def test_default_name_comes_from_config_yaml_or_the_schema(tmp_path):

@@ -2,12 +2,14 @@
 
     dnd check-profile --config config/paper.yaml [--out results/check_profile_paper.json]
                       [--depth-reduced-layers 2] [--reduced-width-divisor 16] [--reduced-prompts N]
+                      [--slurm-profile workflow/profiles/slurm/profile.yaml]
 
 Six checks: the base model and its LoRA on the meta device; the LoRA tokenizer's chunk width and
 round trip; every generator design's parameters per layer; each stage's GPU memory (exact counts,
 activations traced on fake tensors); one real forward/backward of a depth-reduced decoder; the
-SLURM profile's resources per rule. The JSON holds every figure in bytes and parameters; stdout
-gets the same as Markdown tables. What each check does and what the memory figures leave out:
+SLURM profile's resources per rule, every rule made with `use rule` included: the command fails (one
+line) when a rule's `mem_mb` is below its host-memory estimate. The JSON holds every figure in bytes
+and parameters; stdout gets the same as Markdown tables. What each check does and what the memory figures leave out:
 docs/modules.md, section `src/dnd/check_profile.py`; the paper profile's figures: README.md,
 "GPU and cluster".
 """
@@ -33,7 +35,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from .config import (
-    EXPERIMENTS,
     KNOWN_MODEL_CONFIGS,
     REPO_ROOT,
     ConfigError,
@@ -410,9 +411,15 @@ def memory_encode(cfg: Mapping[str, Any], enc_cfg: Mapping[str, Any] | None) -> 
         inputs = (torch.zeros(b, length, dtype=torch.long), torch.ones(b, length, dtype=torch.long))
         peak = trace_inference(model, inputs, lambda m, ids, mask: m(input_ids=ids, attention_mask=mask)
                                .last_hidden_state.float() * mask.unsqueeze(-1))
+    # dnd.method.encoder.run_encode holds the split's states as float32 (n, L, D) and writes a float16 copy,
+    # with a bool mask (n, L): n = the largest split (data.n_train or data.n_cond)
+    n = max(int(cfg["data"]["n_train"]), int(cfg["data"].get("n_cond") or 0))
+    positions = 1 if enc["pooling"] == "mean" else length
+    outputs = n * positions * int(enc_cfg["hidden_size"]) * (4 + 2) + n * positions
     return _entry("encode prompts", "encode_prompts",
                   f"frozen encoder forward at encoder.batch_size {b} x encoder.max_length {length}, {enc['dtype']}",
-                  weights, nbytes(inputs), peak, batch_size=b, seq_len=length)
+                  weights, nbytes(inputs), peak, batch_size=b, seq_len=length, host_outputs_bytes=outputs,
+                  host_items=n)
 
 
 def memory_evaluate(cfg: Mapping[str, Any], base_cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -514,53 +521,133 @@ def reduced_run(gen: Mapping[str, Any], input_shape, tokens: Tensor, n_sources: 
 
 # ----------------------------------------------------------------------------- SLURM
 
+#: Rules whose program moves its model to CUDA when one is present (dnd.zoo.train_lora; fewshot-train
+#: runs it too): on SLURM they, and the rules made from them (`use rule`), get a GPU. Every other
+#: stage runs on the CPU, so a GPU given to it would sit idle.
+GPU_RULES = ("train_lora", "fewshot_train")
+#: Rules that run an estimated stage's program without being made from its rule or calling its command.
+SAME_PROGRAM = {"fewshot_train": "train_lora"}
+#: One MB of a SLURM `mem_mb` as check-profile counts it: 10^6 bytes (SLURM's MB is 2^20, so the check errs
+#: on the safe side).
+MB = 10**6
 
-def rule_resources(rules_dir: Path = RULES_DIR) -> dict[str, dict[str, Any]]:
-    """Each rule's own `resources:` (integer values) and `threads:` in the rule files of the default
-    run (the extra experiments' files, config.EXPERIMENTS, are left out)."""
-    out: dict[str, dict[str, Any]] = {}
+
+def workflow_rules(rules_dir: Path = RULES_DIR) -> dict[str, dict[str, Any]]:
+    """Every rule of the rule files, extra experiments included: its own `resources:` (integer values),
+    `threads:`, the rule it is made from (`use rule A as B`, whose resources, threads and command it
+    inherits unless its `with:` block sets them), the `python -m dnd.cli` command it runs, and whether it
+    is a job (a `shell:`; aggregate targets such as `all` are not)."""
+    raw: dict[str, dict[str, Any]] = {}
     for path in sorted(rules_dir.glob("*.smk")):
-        if path.stem in EXPERIMENTS:
-            continue
-        rule, in_resources = None, False
+        rule, block = None, None
         for line in path.read_text().splitlines():
-            if m := re.match(r"rule (\w+):", line):
-                rule, in_resources = m[1], False
-                out[rule] = {}
+            if m := re.match(r"(?:rule (\w+)|use rule (\w+) as (\w+))(?: with)?:", line):
+                rule = m[1] or m[3]
+                raw[rule] = {"resources": {}, "base": m[2], "file": path.name}
+                block = None
                 continue
             if rule is None or not line.strip():
                 continue
             indent = len(line) - len(line.lstrip())
-            if indent <= 4:
-                in_resources = line.strip() == "resources:"
+            if indent == 0:
+                rule = None
+            elif indent <= 4:
+                block = line.strip().rstrip(":") if line.strip().endswith(":") else None
                 if m := re.fullmatch(r"\s+threads: (\d+)", line):
-                    out[rule]["threads"] = int(m[1])
-            elif in_resources and (m := re.fullmatch(r"\s+(\w+)=(\d+),?", line)):
-                out[rule][m[1]] = int(m[2])
+                    raw[rule]["threads"] = int(m[1])
+                if block in ("shell", "run", "script"):
+                    raw[rule]["job"] = True
+            elif block == "resources" and (m := re.fullmatch(r"\s+(\w+)=(\d+),?", line)):
+                raw[rule]["resources"][m[1]] = int(m[2])
+            if rule is not None and (m := re.search(r"python -m dnd\.cli ([a-z][a-z-]*)", line)):
+                raw[rule].setdefault("command", m[1])
+
+    def resolved(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+        r = raw[name]
+        if r["base"] is None or r["base"] in seen:
+            return {"resources": dict(r["resources"]), "threads": r.get("threads"), "job": r.get("job", False),
+                    "command": r.get("command"), "base": None, "file": r["file"]}
+        if r["base"] not in raw:
+            raise ValueError(f"{r['file']}: rule {name} is made from an unknown rule {r['base']!r}")
+        b = resolved(r["base"], (*seen, name))
+        return {"resources": {**b["resources"], **r["resources"]}, "threads": r.get("threads", b["threads"]),
+                "job": r.get("job", b["job"]), "command": r.get("command", b["command"]),
+                "base": b["base"] or r["base"], "file": r["file"]}
+
+    return {name: resolved(name) for name in raw}
+
+
+def host_estimates(memory: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Bytes of host memory each estimated stage's job needs, by rule: its memory figure (the stages other
+    than LoRA tuning run on the CPU, where it is host memory; LoRA tuning's is its CPU fallback, an upper
+    bound on a GPU node) plus what it holds on the host only (the encoded prompts as float32 and their
+    float16 copy; generator training's sources' conditions). A target's generation job holds every design's
+    generator at once (their sum), an adapter's job one (the largest)."""
+    out: dict[str, int] = {}
+    for m in memory:
+        host = m["total_bytes"] + m.get("host_conditions_bytes", 0) + m.get("host_outputs_bytes", 0)
+        if m["rule"] == "generate_target":
+            out["generate_target"] = out.get("generate_target", 0) + host
+            out["generate_adapter"] = max(out.get("generate_adapter", 0), host)
+        else:
+            out[m["rule"]] = max(out.get(m["rule"], 0), host)
     return out
 
 
-def slurm_resources(profile: Path = SLURM_PROFILE, rules_dir: Path = RULES_DIR) -> dict[str, Any]:
-    """Each job's expected runtime (minutes), memory (MB), GPUs and threads under the SLURM profile:
-    the profile's set-resources over the rule's own resources over the profile's default-resources;
-    rules that declare no resources and the profile does not name are left out (local aggregates)."""
+def estimate_source(name: str, rule: Mapping[str, Any], rules: Mapping[str, Mapping[str, Any]],
+                    estimated: Iterable[str]) -> str | None:
+    """The estimated rule whose figure applies to `name`: itself, the rule it is made from, the estimated
+    rule whose `dnd.cli` command it runs, or SAME_PROGRAM's; None for the rest."""
+    estimated = list(estimated)
+    for cand in (name, rule["base"], SAME_PROGRAM.get(name)):
+        if cand in estimated:
+            return cand
+    return next((e for e in estimated if rule["command"] and rules.get(e, {}).get("command") == rule["command"]),
+                None)
+
+
+def slurm_resources(profile: Path = SLURM_PROFILE, rules_dir: Path = RULES_DIR,
+                    estimates: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """Each job's expected runtime (minutes), memory (MB), GPUs and threads under the SLURM profile: the
+    profile's set-resources over the rule's own (or inherited) resources over the profile's
+    default-resources, for every job rule (`use rule` ones included), with the host-memory estimate
+    (`estimates`, bytes by rule: host_estimates) that applies to it and whether its program uses a GPU."""
     if not profile.is_file():
         raise FileNotFoundError(f"SLURM profile not found: {profile}")
     prof = yaml.safe_load(profile.read_text()) or {}
     default = prof.get("default-resources") or {}
     sets = prof.get("set-resources") or {}
     threads = prof.get("set-threads") or {}
-    own = rule_resources(rules_dir)
+    rules = workflow_rules(rules_dir)
+    jobs = {name: r for name, r in rules.items() if r["job"]}
+    if unknown := [r for r in sets if r not in jobs]:
+        raise ValueError(f"SLURM profile {profile.name}: set-resources names rules the workflow does not have: "
+                         f"{', '.join(unknown)}")
+    estimates = estimates or {}
     rows = []
-    for rule in [*sets, *(r for r in own if r not in sets and set(own[r]) - {"threads"})]:
-        res = {**default, **own.get(rule, {}), **sets.get(rule, {})}
+    for name in [*sets, *(r for r in jobs if r not in sets)]:
+        r = jobs[name]
+        res = {**default, **r["resources"], **sets.get(name, {})}
+        source = estimate_source(name, r, rules, estimates)
         rows.append({
-            "rule": rule, "runtime_min": res.get("runtime"), "mem_mb": res.get("mem_mb"),
-            "gpus": int(res.get("gpu", 0)), "threads": threads.get(rule, own.get(rule, {}).get("threads")),
-            "partition": res.get("slurm_partition"), "from": "profile set-resources" if rule in sets else "rule",
+            "rule": name, "runtime_min": res.get("runtime"), "mem_mb": res.get("mem_mb"),
+            "gpus": int(res.get("gpu", 0)), "threads": threads.get(name, r["threads"]),
+            "partition": res.get("slurm_partition"), "from": "profile set-resources" if name in sets else "rule",
+            "made_from": r["base"], "uses_gpu": name in GPU_RULES or r["base"] in GPU_RULES,
+            "estimate_of": source, "estimate_mb": math.ceil(estimates[source] / MB) if source else None,
         })
     shown = str(profile.relative_to(REPO_ROOT)) if profile.is_relative_to(REPO_ROOT) else shown_path(profile)
     return {"profile": shown, "default_resources": default, "rules": rows}
+
+
+def check_slurm_memory(slurm: Mapping[str, Any], config_path: str | Path) -> None:
+    """One error line naming every rule whose `mem_mb` under the profile is below its estimate."""
+    short = [x for x in slurm["rules"] if x["estimate_mb"] is not None
+             and (x["mem_mb"] is None or x["mem_mb"] < x["estimate_mb"])]
+    if short:
+        listed = "; ".join(f"{x['rule']} mem_mb {x['mem_mb']} < {x['estimate_mb']}" for x in short)
+        raise ValueError(f"SLURM profile {slurm['profile']}: mem_mb below check-profile's host-memory estimate for "
+                         f"{shown_path(Path(config_path))} ({listed}); raise them in set-resources")
 
 
 # ----------------------------------------------------------------------------- the check
@@ -614,6 +701,8 @@ def check_profile(config_path: str | Path, depth_reduced_layers: int = 2, reduce
         memory.append(memory_generate(gen, input_shape, output_shape, n_sources, encode))
     memory.append(memory_evaluate(cfg, base_cfg))
     traced_s = time.perf_counter() - started
+    slurm = slurm_resources(slurm_profile, estimates=host_estimates(memory))
+    check_slurm_memory(slurm, config_path)
 
     designs = generator_settings(cfg["generator"])
     target = next((g for g in designs if g["design"] == "hyperconv"), designs[0])
@@ -629,12 +718,13 @@ def check_profile(config_path: str | Path, depth_reduced_layers: int = 2, reduce
         "generators": generators,
         "memory": memory,
         "reduced_run": reduced,
-        "slurm": slurm_resources(slurm_profile),
+        "slurm": slurm,
         "notes": [
             "Exact: parameter counts, weights, gradients, AdamW states (2 float32 values per trainable parameter), "
             "batch inputs. Traced on fake tensors (real shapes and autograd graph, no data): saved activations and "
             "the forward/backward peak (which includes the gradients as the backward makes them).",
-            "Not included: CUDA context (~0.5 GiB), caching-allocator slack, cuDNN/cuBLAS workspaces.",
+            "Not included: CUDA context (~0.5 GiB), caching-allocator slack, cuDNN/cuBLAS workspaces; in the host "
+            "estimates (slurm.rules[].estimate_mb), the Python process itself.",
             f"LLM stages: every sequence lora.max_length tokens (upper bound), {ANSWER_TOKENS} scored tokens per "
             "sequence, fused (flash) attention, CPU bf16 autocast standing in for CUDA's.",
             "The depth-reduced run is real (CPU); its measured peak checks the tracer's prediction on the same step.",
@@ -695,6 +785,9 @@ def render(report: Mapping[str, Any]) -> str:
         if m.get("host_conditions_bytes"):
             out.append(f"Host memory of {m['stage']}: the sources' encoded train prompts as float32, at most "
                        f"{m['host_conditions_bytes'] / GIB:.1f} GiB (data.n_train per source).")
+        if m.get("host_outputs_bytes"):
+            out.append(f"Host memory of {m['stage']}: the states of the largest split ({m['host_items']:,} prompts) "
+                       f"as float32 and their float16 copy, {m['host_outputs_bytes'] / GIB:.1f} GiB.")
     out.append("")
     out.extend(f"- {n}" for n in report["notes"])
     r = report["reduced_run"]
@@ -714,9 +807,15 @@ def render(report: Mapping[str, Any]) -> str:
     out.append("")
     out.append(f"## SLURM ({s['profile']})")
     out.append("")
-    out.append(_table(["rule", "runtime", "mem (MB)", "GPUs", "threads", "partition", "from"],
-                      [(x["rule"], _minutes(x["runtime_min"]), x["mem_mb"], x["gpus"], x["threads"] or "",
-                        x["partition"] or "", x["from"]) for x in s["rules"]]))
+    out.append("Host memory needed (MB): the stage's figure above plus what it holds on the host only; a rule "
+               "made from an estimated one (`use rule`) or running its program has its figure.")
+    out.append("")
+    out.append(_table(["rule", "runtime", "mem (MB)", "needed (MB)", "GPUs", "threads", "partition", "from"],
+                      [(x["rule"], _minutes(x["runtime_min"]), x["mem_mb"],
+                        f"{x['estimate_mb']} ({x['estimate_of']})" if x["estimate_mb"] else "", x["gpus"],
+                        x["threads"] or "", x["partition"] or "",
+                        x["from"] + (f", use rule {x['made_from']}" if x["made_from"] else ""))
+                       for x in s["rules"]]))
     return "\n".join(out) + "\n"
 
 
@@ -740,6 +839,9 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reduced-batch", type=int, default=1, help="batch of the depth-reduced run")
     p.add_argument("--reduced-prompts", type=int, default=None,
                    help="prompts N of the depth-reduced run's condition (default: the profile's)")
+    p.add_argument("--slurm-profile", default=str(SLURM_PROFILE),
+                   help="the Snakemake SLURM profile whose resources are checked (default workflow/profiles/slurm/"
+                        "profile.yaml)")
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -748,7 +850,7 @@ def _run(args: argparse.Namespace) -> None:
                                                                     and args.reduced_prompts < 1):
         raise ValueError("--reduced-width-divisor, --reduced-batch and --reduced-prompts must be positive")
     report = check_profile(args.config, args.depth_reduced_layers, args.reduced_width_divisor, args.reduced_batch,
-                           args.reduced_prompts)
+                           args.reduced_prompts, Path(args.slurm_profile))
     out = Path(args.out) if args.out else REPO_ROOT / "results" / f"check_profile_{Path(args.config).stem}.json"
     write_json(out, report)
     print(render(report), end="")

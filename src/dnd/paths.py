@@ -58,7 +58,9 @@ def run_dir(name: str, configfiles: list[str | Path], default_config: Path = DEF
     the config read from config/config.yaml alone and still under that file's name (the committed
     results, what `dvc repro` runs); runs/<name> for every other profile, so no profile writes
     over another's; "." again when Snakemake starts in runs/<name> already (a job Snakemake spawns
-    there, or a user who changed into it). `configfiles` are the files the config was read from."""
+    there, or a user who changed into it) or in a directory whose results/.profile names this profile
+    (a cluster job of a `-d DIR` run: the executor starts it in DIR without `-d`). `configfiles` are
+    the files the config was read from."""
     if not re.fullmatch(PROFILE_NAME, name):
         raise RunDirError(f"profile name {name!r} is not a directory name (letters, digits, '.', '_', '-'; not "
                           "starting with '.')")
@@ -66,6 +68,9 @@ def run_dir(name: str, configfiles: list[str | Path], default_config: Path = DEF
     if files == [default_config.resolve()] and name == default_profile_name(default_config):
         return "."
     if cwd is not None and Path(cwd).resolve().parts[-2:] == (RUNS_DIR, name):
+        return "."
+    marker = Path(cwd) / PROFILE_MARKER if cwd is not None else None
+    if marker is not None and marker.is_file() and marker.read_text().strip() == name:
         return "."
     return f"{RUNS_DIR}/{name}"
 
