@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from dnd.check_profile import GPU_RULES, SLURM_PROFILE, workflow_rules
+from dnd.check_profile import SLURM_PROFILE, workflow_rules
 from dnd.config import OUTSIDE_RUN
 from dnd.experiments.ablations.report import FAMILIES as ABLATION_FAMILIES
 from test_workflow import _env, snakemake
@@ -69,7 +69,9 @@ def test_every_slurm_job_gets_its_estimate_and_a_gpu_only_if_it_uses_one(paper_s
         assert gpus == (1 if row["uses_gpu"] else 0), f"{rule}: {gpus} GPUs"
         assert res["slurm_partition"] == ("gpu" if gpus else "cpu"), rule
     used = {rule for rule, res in paper_slurm_jobs if int(res.get("gpu", 0))}
-    assert used == {"train_lora", "protocol_train_lora", "mathcode_train_lora", "seeds_train_lora", "fewshot_train"}
+    assert {"train_lora", "protocol_train_lora", "mathcode_train_lora", "seeds_train_lora", "fewshot_train",
+            "encode_prompts", "train_generator", "generate_target", "evaluate_target", "evaluate_protocol"} <= used
+    assert not used & {"prepare_data", "base_model", "tokenize_zoo", "summarize", "report"}
     # each rule made from an estimated one is named in the profile (set-resources do not pass to it)
     sets = yaml.safe_load(SLURM_PROFILE.read_text())["set-resources"]
     for row in estimates.values():
@@ -82,21 +84,31 @@ def test_committed_check_profile_matches_the_profile():
     prof = yaml.safe_load(SLURM_PROFILE.read_text())
     rows = {r["rule"]: r for r in json.loads(CHECK.read_text())["slurm"]["rules"]}
     for rule, res in prof["set-resources"].items():
-        assert (rows[rule]["mem_mb"], rows[rule]["runtime_min"]) == (res["mem_mb"], res["runtime"]), rule
+        row = rows[rule]
+        assert res.get("mem_mb", row["mem_mb"]) == row["mem_mb"], rule  # a key the profile leaves out: the rule's
+        assert res.get("runtime", row["runtime_min"]) == row["runtime_min"], rule
+        assert int(res.get("gpu", 0)) == row["gpus"] and res.get("slurm_partition", "cpu") == row["partition"], rule
 
 
 def test_rule_parser_sees_every_rule_snakemake_has(tmp_path):
     """check-profile reads the rule files itself: it finds every rule Snakemake lists but the aggregate
     targets outside workflow/rules/*.smk's `rule NAME:` lines (`all` in the Snakefile, the ablation
-    families' targets made in a loop), and the GPU rules are the LoRA trainers and what is made from them."""
+    families' targets made in a loop), and the GPU rules are those that pass the job's device to their
+    command (dnd.device), what is made from them included: the LLM and generator stages, not the data,
+    tokenization, summary and report rules."""
     res = snakemake("--list-rules", "--configfile", str(SMOKE), "-d", str(tmp_path))
     listed = {m[1] for line in res.stdout.splitlines() if (m := re.match(r"^(\w+)(?: \(|$)", line))}
     parsed = workflow_rules()
     assert listed - set(parsed) == {"all", *(f"ablations_{f}" for f in ABLATION_FAMILIES)}
     assert set(parsed) <= listed
-    gpu = {name for name, r in parsed.items() if name in GPU_RULES or r["base"] in GPU_RULES}
-    assert gpu == {"train_lora", "ablation_extra_train_lora", "mathcode_train_lora", "protocol_train_lora",
-                   "seeds_train_lora", "fewshot_train"}
+    gpu = {name for name, r in parsed.items() if r["device"] and r["job"]}
+    assert {"train_lora", "seeds_train_lora", "fewshot_train", "encode_prompts", "train_generator", "generate_target",
+            "evaluate_target", "evaluate_protocol", "mathcode_evaluate", "compare_backends"} <= gpu
+    assert not gpu & {"prepare_data", "base_model", "tokenize_zoo", "summarize", "report", "protocol_tasks"}
+    for name, r in parsed.items():  # exactly the rules whose command takes the device
+        cmd = r["command"]
+        if r["job"] and cmd in ("train-lora", "encode", "train-generator", "generate", "generate-batch", "evaluate"):
+            assert name in gpu, name
 
 
 # ----------------------------------------------------------------------------- a real cluster
@@ -126,12 +138,15 @@ def test_smoke_slice_through_a_local_slurm_cluster_matches_a_local_run(tmp_path)
     """Data preparation, the base model, one LoRA and one encoding of the smoke profile, run by
     `snakemake --executor slurm` with the repository's SLURM profile on a one-node cluster started
     here, then locally: the same files, byte for byte (wall-clock logs and timings apart). The LoRA job
-    ran on the "gpu" partition with the profile's GPU, CPUs and memory, the encoding on "cpu"."""
+    ran on the "gpu" partition with the profile's GPU, CPUs and memory, and so did the encoding; the
+    node's GPUs are counts only, so the GPU jobs take DND_GPU_DEVICE=auto (the CPU here) instead of
+    stopping on a missing CUDA device."""
     if os.geteuid() != 0:
         pytest.skip("the local SLURM cluster's daemons run as root")
     if why := _installed():
         pytest.skip(why)
-    env = {**_env(), "DND_SLURM_DIR": str(tmp_path / "cluster"), "PYTHONPATH": str(REPO / "src")}
+    env = {**_env(), "DND_SLURM_DIR": str(tmp_path / "cluster"), "PYTHONPATH": str(REPO / "src"),
+           "DND_GPU_DEVICE": "auto"}
     start = subprocess.run(["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=180)
     if start.returncode != 0:
         pytest.skip(f"the local SLURM cluster did not start: {(start.stdout + start.stderr).strip()[-400:]}")
@@ -153,7 +168,7 @@ def test_smoke_slice_through_a_local_slurm_cluster_matches_a_local_run(tmp_path)
         jobs = {re.sub(r"_wildcards_.*", "", k).removeprefix("rule_"): (p, int(c), m, g)
                 for k, p, c, m, g in (line.split("|") for line in queue)}
         assert jobs["train_lora"] == ("gpu", 8, "32000M", "gres:gpu:1")
-        assert jobs["encode_prompts"] == ("cpu", 4, "24000M", "N/A")
+        assert jobs["encode_prompts"] == ("gpu", 4, "16000M", "gres:gpu:1")
         assert jobs["base_model"] == ("cpu", 2, "16000M", "N/A") and jobs["prepare_data"][3] == "N/A"
         assert set(jobs) == {"prepare_data", "base_model", "train_lora", "encode_prompts"}
         a, b = _files(cluster), _files(local)

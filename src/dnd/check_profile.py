@@ -411,11 +411,11 @@ def memory_encode(cfg: Mapping[str, Any], enc_cfg: Mapping[str, Any] | None) -> 
         inputs = (torch.zeros(b, length, dtype=torch.long), torch.ones(b, length, dtype=torch.long))
         peak = trace_inference(model, inputs, lambda m, ids, mask: m(input_ids=ids, attention_mask=mask)
                                .last_hidden_state.float() * mask.unsqueeze(-1))
-    # dnd.method.encoder.run_encode holds the split's states as float32 (n, L, D) and writes a float16 copy,
-    # with a bool mask (n, L): n = the largest split (data.n_train or data.n_cond)
+    # dnd.method.encoder.run_encode holds the split's states as float16 (n, L, D), rounded per batch (no
+    # float32 copy of the split), with a bool mask (n, L): n = the largest split (data.n_train or data.n_cond)
     n = max(int(cfg["data"]["n_train"]), int(cfg["data"].get("n_cond") or 0))
     positions = 1 if enc["pooling"] == "mean" else length
-    outputs = n * positions * int(enc_cfg["hidden_size"]) * (4 + 2) + n * positions
+    outputs = n * positions * int(enc_cfg["hidden_size"]) * 2 + n * positions
     return _entry("encode prompts", "encode_prompts",
                   f"frozen encoder forward at encoder.batch_size {b} x encoder.max_length {length}, {enc['dtype']}",
                   weights, nbytes(inputs), peak, batch_size=b, seq_len=length, host_outputs_bytes=outputs,
@@ -521,10 +521,10 @@ def reduced_run(gen: Mapping[str, Any], input_shape, tokens: Tensor, n_sources: 
 
 # ----------------------------------------------------------------------------- SLURM
 
-#: Rules whose program moves its model to CUDA when one is present (dnd.zoo.train_lora; fewshot-train
-#: runs it too): on SLURM they, and the rules made from them (`use rule`), get a GPU. Every other
-#: stage runs on the CPU, so a GPU given to it would sit idle.
-GPU_RULES = ("train_lora", "fewshot_train")
+#: A rule uses a GPU when its command takes the device the job holds (dnd.device: the rule passes
+#: `--device {params.device}`, which workflow/rules/common.smk `job_device` makes `cuda` for a job
+#: with a GPU): on SLURM exactly those rules, and the rules made from them (`use rule`), get one.
+DEVICE_FLAG = "--device {params.device"
 #: Rules that run an estimated stage's program without being made from its rule or calling its command.
 SAME_PROGRAM = {"fewshot_train": "train_lora"}
 #: One MB of a SLURM `mem_mb` as check-profile counts it: 10^6 bytes (SLURM's MB is 2^20, so the check errs
@@ -535,8 +535,9 @@ MB = 10**6
 def workflow_rules(rules_dir: Path = RULES_DIR) -> dict[str, dict[str, Any]]:
     """Every rule of the rule files, extra experiments included: its own `resources:` (integer values),
     `threads:`, the rule it is made from (`use rule A as B`, whose resources, threads and command it
-    inherits unless its `with:` block sets them), the `python -m dnd.cli` command it runs, and whether it
-    is a job (a `shell:`; aggregate targets such as `all` are not)."""
+    inherits unless its `with:` block sets them), the `python -m dnd.cli` command it runs, whether it
+    passes the job's device to it (DEVICE_FLAG: the rule can use a GPU) and whether it is a job (a
+    `shell:`; aggregate targets such as `all` are not)."""
     raw: dict[str, dict[str, Any]] = {}
     for path in sorted(rules_dir.glob("*.smk")):
         rule, block = None, None
@@ -561,28 +562,30 @@ def workflow_rules(rules_dir: Path = RULES_DIR) -> dict[str, dict[str, Any]]:
                 raw[rule]["resources"][m[1]] = int(m[2])
             if rule is not None and (m := re.search(r"python -m dnd\.cli ([a-z][a-z-]*)", line)):
                 raw[rule].setdefault("command", m[1])
+            if rule is not None and DEVICE_FLAG in line:
+                raw[rule]["device"] = True
 
     def resolved(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
         r = raw[name]
         if r["base"] is None or r["base"] in seen:
             return {"resources": dict(r["resources"]), "threads": r.get("threads"), "job": r.get("job", False),
-                    "command": r.get("command"), "base": None, "file": r["file"]}
+                    "command": r.get("command"), "device": r.get("device", False), "base": None, "file": r["file"]}
         if r["base"] not in raw:
             raise ValueError(f"{r['file']}: rule {name} is made from an unknown rule {r['base']!r}")
         b = resolved(r["base"], (*seen, name))
         return {"resources": {**b["resources"], **r["resources"]}, "threads": r.get("threads", b["threads"]),
                 "job": r.get("job", b["job"]), "command": r.get("command", b["command"]),
-                "base": b["base"] or r["base"], "file": r["file"]}
+                "device": r.get("device", b["device"]), "base": b["base"] or r["base"], "file": r["file"]}
 
     return {name: resolved(name) for name in raw}
 
 
 def host_estimates(memory: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    """Bytes of host memory each estimated stage's job needs, by rule: its memory figure (the stages other
-    than LoRA tuning run on the CPU, where it is host memory; LoRA tuning's is its CPU fallback, an upper
-    bound on a GPU node) plus what it holds on the host only (the encoded prompts as float32 and their
-    float16 copy; generator training's sources' conditions). A target's generation job holds every design's
-    generator at once (their sum), an adapter's job one (the largest)."""
+    """Bytes of host memory each estimated stage's job needs, by rule: its memory figure (the device's
+    memory on a GPU job, host memory on the CPU: an upper bound of the host's share either way) plus what it
+    holds on the host only (the encoded prompts as float16; generator training's sources' conditions).
+    A target's generation job holds every design's generator at once (their sum), an adapter's job one
+    (the largest)."""
     out: dict[str, int] = {}
     for m in memory:
         host = m["total_bytes"] + m.get("host_conditions_bytes", 0) + m.get("host_outputs_bytes", 0)
@@ -633,7 +636,7 @@ def slurm_resources(profile: Path = SLURM_PROFILE, rules_dir: Path = RULES_DIR,
             "rule": name, "runtime_min": res.get("runtime"), "mem_mb": res.get("mem_mb"),
             "gpus": int(res.get("gpu", 0)), "threads": threads.get(name, r["threads"]),
             "partition": res.get("slurm_partition"), "from": "profile set-resources" if name in sets else "rule",
-            "made_from": r["base"], "uses_gpu": name in GPU_RULES or r["base"] in GPU_RULES,
+            "made_from": r["base"], "uses_gpu": r["device"],
             "estimate_of": source, "estimate_mb": math.ceil(estimates[source] / MB) if source else None,
         })
     shown = str(profile.relative_to(REPO_ROOT)) if profile.is_relative_to(REPO_ROOT) else shown_path(profile)
@@ -787,7 +790,7 @@ def render(report: Mapping[str, Any]) -> str:
                        f"{m['host_conditions_bytes'] / GIB:.1f} GiB (data.n_train per source).")
         if m.get("host_outputs_bytes"):
             out.append(f"Host memory of {m['stage']}: the states of the largest split ({m['host_items']:,} prompts) "
-                       f"as float32 and their float16 copy, {m['host_outputs_bytes'] / GIB:.1f} GiB.")
+                       f"as float16 (rounded per batch), {m['host_outputs_bytes'] / GIB:.1f} GiB.")
     out.append("")
     out.extend(f"- {n}" for n in report["notes"])
     r = report["reduced_run"]

@@ -1,4 +1,5 @@
 import json
+import os
 import re
 import shlex
 import sys
@@ -122,10 +123,18 @@ def checked_experiment(name, files):
     return inputs
 
 
+# The device of a job that holds a GPU: cuda, so that a GPU job on a node without CUDA stops in one line
+# instead of running on the CPU. DND_GPU_DEVICE=auto lets it fall back to the CPU, for a test cluster
+# whose GPUs are counts only (scripts/local_slurm.sh, tests/test_slurm.py).
+GPU_JOB_DEVICE = os.environ.get("DND_GPU_DEVICE", "cuda")
+if not re.fullmatch(r"auto|cuda(:\d+)?", GPU_JOB_DEVICE):
+    raise WorkflowError(f"DND_GPU_DEVICE={GPU_JOB_DEVICE!r}: the device of a GPU job must be cuda, cuda:N or auto")
+
+
 def job_device(wildcards, resources):
-    """The `--device` of a job (dnd.device): cuda when the job holds a GPU (`resources.gpu`, which a
-    cluster profile sets per rule), else cpu, so the default run is on the CPU on any machine."""
-    return "cuda" if int(getattr(resources, "gpu", 0) or 0) > 0 else "cpu"
+    """The `--device` of a job (dnd.device): GPU_JOB_DEVICE when the job holds a GPU (`resources.gpu`,
+    which a cluster profile sets per rule), else cpu, so the default run is on the CPU on any machine."""
+    return GPU_JOB_DEVICE if int(getattr(resources, "gpu", 0) or 0) > 0 else "cpu"
 
 
 def evaluation_settings(keys):

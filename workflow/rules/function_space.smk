@@ -198,7 +198,7 @@ use rule summarize as fs_summarize with:
             {
                 "evaluation": evaluation_settings(("bootstrap",)),
                 "seed": config["seed"],
-                "folds": {t: FOLDS[t] for t in FS_TARGETS},
+                "folds": {t: FOLDS.get(t) for t in FS_TARGETS},  # checked when asked for (check_experiment)
             }
         ),
     log:
@@ -215,3 +215,11 @@ rule function_space_lora:
         checked_experiment("function_space", expand(f"{FS}/eval/{{target}}.jsonl", target=FS_TARGETS)),
         expand(f"{FS}/diagnostics/{{zoo}}/{{target}}.csv", zoo=list(FS_ZOOS), target=FS_TARGETS),
         rules.fs_summarize.output,
+
+
+rule function_space:
+    """The function_space experiment (outside `all`): snakemake --cores all function_space. So far its
+    LoRA side (function_space_lora); the generators trained through the model (generator.objective
+    sft) and their report join it (issue 30)."""
+    input:
+        rules.function_space_lora.input,
