@@ -312,3 +312,19 @@ def test_t2l_trains_generates_and_loads_with_peft(work: Path, tmp_path: Path) ->
     peft_model = PeftModel.from_pretrained(base, adapter).eval()
     loaded = {k.replace(".default", ""): v for k, v in peft_model.state_dict().items() if "lora_" in k}
     assert all(torch.equal(loaded[k], written[k]) for k in written)
+
+
+def test_train_generator_cli_with_sft(work: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cli/generator.pt"
+    p = {**params(objective="sft", steps=2, sft_items=2), "prompt": {"format": "cloze"}}
+    argv = ["train-generator", "--params", json.dumps(p), "--target", TARGET, "--sources", *SOURCES,
+            "--tokens", *[str(work / f"results/zoo/{d}/tokens.pt") for d in SOURCES],
+            "--encoded", *[str(work / f"results/encoded/{d}/train.pt") for d in SOURCES],
+            "--template-adapter", str(work / "results/zoo/alpha/final"), "--out", str(out),
+            "--log", str(out.with_suffix(".csv")), "--timings", str(tmp_path / "t.json")]
+    assert main(argv) == 1  # objective sft without its training data: one error
+    assert not out.exists()
+    assert main([*argv, "--train-data", *[str(work / f"results/data/{d}/train.jsonl") for d in SOURCES],
+                 "--base-model", str(tiny_model_dir)]) == 0
+    assert out.with_suffix(".csv").read_text().splitlines()[0] == "step,loss,reconstruction,sft,lr"
+    assert json.loads((tmp_path / "t.json").read_text())["sft_forward_s"] > 0

@@ -57,7 +57,8 @@ class FunctionalLora:
 
     Args:
         base_dir: base model directory (config, weights, tokenizer).
-        lora: the `lora` config section (r, alpha, target_modules, max_length, bf16_autocast).
+        lora: the `lora` config section (r, alpha, target_modules, max_length, bf16_autocast; missing
+            keys take the schema defaults).
         layout: the LoRA layout of the generator's tokens; every key must name a LoRA parameter
             of the wrapped model, with its shape.
         fmt: prompt format (`prompt.format`) of the training items.
@@ -70,8 +71,10 @@ class FunctionalLora:
         from peft import get_peft_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from dnd.config import section
         from dnd.zoo import TRAIN_ATTENTION, make_lora_config
 
+        lora = section("lora", dict(lora))  # a partial section takes the schema defaults
         bad = [k for k in UNSUPPORTED if (adapter_config or {}).get(k)]
         if bad:
             raise ValueError(f"function-space training applies plain LoRA; the template adapter sets {bad}")
@@ -84,7 +87,7 @@ class FunctionalLora:
         model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32,
                                                      attn_implementation=TRAIN_ATTENTION)
         model.config.use_cache = False
-        self.peft_model = get_peft_model(model, make_lora_config(dict(lora), str(base_dir)))
+        self.peft_model = get_peft_model(model, make_lora_config(lora, str(base_dir)))
         self.peft_model.eval().requires_grad_(False)
         self.module = _AnswerLoss(self.peft_model)
         params = dict(self.module.named_parameters())
