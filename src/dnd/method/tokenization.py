@@ -20,6 +20,10 @@ The inverse averages all copies of m' and of s', then mean = m'/8,
 std = (exp(s' - 1.6) - 0.1) / 0.9 and x = token[:r, :w] * std + mean. Both directions work
 on the whole adapter at once: the r x (sum of widths) matrix of all modules side by side is
 viewed as (T, r, w), so there is no Python loop over tokens.
+
+`decode_tokens` is `detokenize` for batches and inside autograd (function-space training
+back-propagates through it); `tokenize_batch` is a differentiable `tokenize` for generators that
+produce LoRA matrices (its variance floor keeps a constant chunk's gradient finite).
 """
 
 from __future__ import annotations
