@@ -74,12 +74,16 @@ def items(name: str, n: int) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
-    """A results tree: base model, LoRA zoo (4 checkpoints x 3 datasets: the two sources and the
-    held-out target), prepared prompts, encoded prompts and zoo tokens (the last two made through
-    the CLI)."""
+    """The results tree of `make_work`."""
+    return make_work(tmp_path_factory.mktemp("dnd"))
+
+
+def make_work(root: Path) -> Path:
+    """A results tree under `root`: base model, LoRA zoo (4 checkpoints x 3 datasets: the two
+    sources and the held-out target), prepared prompts, encoded prompts and zoo tokens (the last
+    two made through the CLI)."""
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
-    root = tmp_path_factory.mktemp("dnd")
     base = tiny_base(root / "base")
     peft_model = get_peft_model(
         base, LoraConfig(r=8, lora_alpha=16, target_modules=list(MODULE_ORDER), lora_dropout=0.0, task_type="CAUSAL_LM")

@@ -520,7 +520,10 @@ OUTSIDE_RUN = (*EXPERIMENTS, "bench")
 
 # Keys added for the ablations: a rule's params leave them out while they hold their defaults,
 # so a run made before they existed stays up to date (its params are unchanged).
-ABLATION_KEYS = {"encoder": ("kind", "form"), "generator": ("pool_size", "pairing")}
+#: Generator keys of function-space training and the t2l design (dnd.generators): besides the
+#: rule params, also left out of a generator's checkpoint and resume fingerprint at their defaults.
+GENERATOR_EXTRA_KEYS = ("objective", "sft_weight", "sft_items", "t2l_hidden", "t2l_embed")
+ABLATION_KEYS = {"encoder": ("kind", "form"), "generator": ("pool_size", "pairing", *GENERATOR_EXTRA_KEYS)}
 
 
 def rule_section(name: str, values: dict[str, Any]) -> dict[str, Any]:

@@ -6,8 +6,11 @@ Commands:
   train-generator   dnd train-generator --params JSON --target T --sources D1 D2 ...
                         --tokens TOK1 TOK2 ... --encoded ENC1 ENC2 ... --template-adapter DIR
                         --out generator.pt --log train_log.csv [--timings timings.json]
+                        [--train-data TRAIN1 TRAIN2 ... --base-model DIR]
                     one leave-one-dataset-out generator; --params holds the config sections
-                    seed, generator, encoder and lora (missing keys take the schema defaults).
+                    seed, generator, encoder, lora and prompt (missing keys take the schema
+                    defaults). --train-data (the sources' labeled train.jsonl, same order) and
+                    --base-model are what `generator.objective: sft | both` trains through.
 
 What --params must match, the outputs and the resume file, the training pairs and their seeding,
 and the loss: docs/modules.md, section `src/dnd/generators.py`.
@@ -28,14 +31,15 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from .config import command_params, parse_params, section
-from .io import load_safetensors, load_torch, save_torch, write_csv
+from .config import GENERATOR_EXTRA_KEYS, command_params, parse_params, section
+from .io import load_safetensors, load_torch, read_jsonl, save_torch, write_csv, write_json
 from .method.encoder import encoding_signature, load_encoded
 from .method.generator_checkpoint import save_generator
 from .method.generator_model import HyperConvDecoder, SourceBasisGenerator, count_parameters
-from .method.tokenization import LoraLayout, tokenize
+from .method.t2l import T2LHypernetwork
+from .method.tokenization import LoraLayout, decode_tokens, detokenize, tokenize, tokenize_batch
 from .schedule import EpochOrder, derive_seed, draw_indices, warmup_cosine
-from .zoo import check_finite, write_timings
+from .zoo import check_finite, resume_fingerprint, write_timings
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +183,10 @@ class PairSampler:
             target.add_(torch.randn(target.shape, generator=g), alpha=noise_target)
         return cond, target
 
+    def datasets(self, step: int) -> list[int]:
+        """The source dataset index of each pair of step `step` (the order of `batch`)."""
+        return [self.items[i][0] for i in self.order.batch(step, self.batch_size)]
+
 
 # ----------------------------------------------------------------------------- training
 
@@ -242,10 +250,19 @@ def _load_sources(
 
 
 def build_generator(gen: Mapping[str, Any], input_shape: Sequence[int], output_shape: Sequence[int],
-                    token_sets: Sequence[Tensor]) -> torch.nn.Module:
+                    token_sets: Sequence[Tensor], layout: LoraLayout | None = None) -> torch.nn.Module:
     """The untrained generator of `generator.design` (dnd.method.generator_model), with its data-derived buffers
     set from the training datasets' zoo tokens: the mean-token offset of the hyper-convolutional
-    decoder (`output_offset: mean`), the per-dataset mean tokens of the source basis."""
+    decoder (`output_offset: mean`), the per-dataset mean tokens of the source basis, the mean
+    LoRA offset of the t2l hypernetwork (`output_offset: mean`; it needs the zoo `layout`)."""
+    if gen["design"] == "t2l":
+        if layout is None:
+            raise ValueError("the t2l design needs the LoRA layout of the zoo tokens")
+        model = T2LHypernetwork(input_shape, layout.to_dict(), hidden=gen["t2l_hidden"], embed=gen["t2l_embed"],
+                                zero_init_output=gen["output_init"] == "zero")
+        if gen["output_offset"] == "mean":
+            model.set_offset(detokenize(mean_token(token_sets), layout))
+        return model
     if gen["design"] == "basis":
         model = SourceBasisGenerator(input_shape, len(token_sets), output_shape, hidden=gen["basis_hidden"])
         model.basis.copy_(torch.stack([t.float().mean(dim=0) for t in token_sets]))
@@ -256,6 +273,59 @@ def build_generator(gen: Mapping[str, Any], input_shape: Sequence[int], output_s
     if gen["output_offset"] == "mean":
         model.output_offset.copy_(mean_token(token_sets))
     return model
+
+
+def stored_generator_section(gen: Mapping[str, Any]) -> dict[str, Any]:
+    """The generator section as a checkpoint stores it (and the resume fingerprint hashes it):
+    without the GENERATOR_EXTRA_KEYS at their defaults, so a reconstruction generator is byte
+    for byte the one written before function-space training existed."""
+    defaults = section("generator", {})
+    return {k: v for k, v in gen.items() if not (k in GENERATOR_EXTRA_KEYS and v == defaults[k])}
+
+
+def generated_lora(model: torch.nn.Module, cond: Tensor, layout: LoraLayout) -> tuple[Tensor, dict[str, Tensor]]:
+    """A batch of generated LoRAs as tokens (B, T, r+2, w+2) and as matrices {key: (B, *shape)},
+    both in the generator's graph: a design with `lora` (t2l) makes matrices and tokenizes them,
+    the others make tokens and de-tokenize them (dnd.method.tokenization.decode_tokens)."""
+    if isinstance(model, T2LHypernetwork):
+        loras = model.lora(cond)
+        return tokenize_batch(loras, layout), loras
+    tokens = model(cond)
+    return tokens, decode_tokens(tokens, layout)
+
+
+class SftObjective:
+    """The function-space loss of `generator.objective: sft | both`: each generated LoRA of a
+    step, applied to the frozen base model (dnd.method.functional_lora), scored by the mean
+    answer-token cross-entropy of `n_items` labeled train items of its pair's source dataset,
+    drawn (with replacement only when a source has fewer) by derive_seed(seed, "sft", step,
+    pair): stateless given the step, so a resumed run draws the same items. The step's loss is
+    the mean over its LoRAs."""
+
+    def __init__(self, base_model: str | Path, lora: Mapping[str, Any], layout: LoraLayout, fmt: str,
+                 adapter_config: Mapping[str, Any], sources: Sequence[str], train_paths: Sequence[str | Path],
+                 n_items: int, seed: int):
+        from .method.functional_lora import FunctionalLora
+
+        self.model = FunctionalLora(base_model, lora, layout, fmt, adapter_config)
+        self.examples = []
+        for name, path in zip(sources, train_paths):
+            items = read_jsonl(path)
+            if not items:
+                raise ValueError(f"no training items for {name} in {path}")
+            self.examples.append(self.model.encode(items))
+        self.n_items, self.seed = int(n_items), seed
+
+    def draw(self, step: int, datasets: Sequence[int]) -> list[list[tuple[list[int], int]]]:
+        """The encoded train items of each pair of step `step` (`datasets`: its source indices)."""
+        out = []
+        for j, d in enumerate(datasets):
+            g = torch.Generator().manual_seed(derive_seed(self.seed, "sft", step, j))
+            out.append([self.examples[d][i] for i in draw_indices(len(self.examples[d]), self.n_items, g).tolist()])
+        return out
+
+    def loss(self, loras: Mapping[str, Tensor], step: int, datasets: Sequence[int]) -> Tensor:
+        return self.model.batch_loss(loras, self.draw(step, datasets))
 
 
 def resume_path(out: str | Path) -> Path:
@@ -306,18 +376,26 @@ def train_generator(
     out: str | Path,
     log_path: str | Path,
     timings: str | Path | None = None,
+    train_data: Sequence[str | Path] | None = None,
+    base_model: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train one generator and write its self-contained checkpoint to `out`.
 
     Args:
-        params: {"seed": int, "generator": {...}, "encoder": {...}, "lora": {...}} (config
-            sections; missing keys take the schema defaults).
+        params: {"seed": int, "generator": {...}, "encoder": {...}, "lora": {...}, "prompt": {...}}
+            (config sections; missing keys take the schema defaults; `prompt` is read by
+            objective sft/both only).
         target: held-out dataset (names the fold; never read).
         sources: training datasets; `tokens_paths` and `encoded_paths` follow their order.
         template_adapter: a PEFT adapter dir of the zoo (its adapter_config.json is copied).
         out: generator checkpoint path; the resume checkpoint lives next to it.
-        log_path: CSV loss log (step, loss, lr).
-        timings: optional path of the timings JSON (see dnd.zoo.write_timings).
+        log_path: CSV loss log: step, loss, lr; objective sft/both: step, loss, reconstruction,
+            sft, lr (reconstruction is the token-space loss, monitored without gradient under sft).
+        timings: optional path of the timings JSON (see dnd.zoo.write_timings), plus step_s (mean
+            seconds of a training step in this call) and, objective sft/both, sft_forward_s (of
+            which the base-model forwards with the generated LoRAs).
+        train_data: objective sft/both: the sources' labeled train.jsonl (order of `sources`).
+        base_model: objective sft/both: the base model directory the LoRAs are applied to.
 
     Returns the checkpoint dict that was saved.
     """
@@ -330,10 +408,19 @@ def train_generator(
     enc = section("encoder", params.get("encoder"))
     lora = section("lora", params.get("lora"))
     seed = int(params.get("seed", 0))
+    objective = gen["objective"]
+    use_sft, use_reconstruction = objective in ("sft", "both"), objective in ("reconstruction", "both")
+    if use_sft and (not train_data or len(train_data) != len(sources) or base_model is None):
+        raise ValueError(f"generator.objective {objective} needs --train-data (one train.jsonl per source, in the "
+                         "order of --sources) and --base-model")
+    if not use_sft and (train_data or base_model is not None):
+        raise ValueError("--train-data and --base-model are read by generator.objective sft or both only; "
+                         f"it is {objective}")
 
     zoo, layout, states = _load_sources(sources, tokens_paths, encoded_paths, gen, enc)
     template = adapter_lora_params(template_adapter)
     _check_lora(lora, template, layout)
+    adapter_config = json.loads((Path(template_adapter) / "adapter_config.json").read_text())
 
     token_sets = [z["tokens"] for z in zoo]
     weights = criterion_weights(token_sets)
@@ -343,13 +430,23 @@ def train_generator(
     _, seq_len, dim = states[0].shape
 
     torch.manual_seed(derive_seed(run_seed, "init"))
-    model = build_generator(gen, (gen["n_prompts"], seq_len, dim), (layout.n_tokens, *layout.token_shape), token_sets)
+    model = build_generator(gen, (gen["n_prompts"], seq_len, dim), (layout.n_tokens, *layout.token_shape), token_sets,
+                            layout)
     # fused: one kernel per parameter tensor, 8x faster than the default on this CPU for the 49M
     # weights of the local head (0.05 s vs 0.4 s per step)
     optimizer = torch.optim.AdamW(model.parameters(), lr=gen["lr"], weight_decay=gen["weight_decay"], fused=True)
     total = int(gen["basis_steps"] if gen["design"] == "basis" else gen["steps"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, gen["warmup_steps"], total))
-    fingerprint = derive_seed(gen, enc, lora, seed, target, list(sources), [z["steps"] for z in zoo], layout.to_dict())
+    stored = stored_generator_section(gen)
+    fingerprint_parts = [stored, enc, lora, seed, target, list(sources), [z["steps"] for z in zoo], layout.to_dict()]
+    sft = None
+    if use_sft:
+        fmt = section("prompt", params.get("prompt"))["format"]
+        sft = SftObjective(base_model, lora, layout, fmt, adapter_config, sources, train_data, gen["sft_items"],
+                           derive_seed(run_seed, "sft"))
+        # the training items' content, the prompt format and the base model's identity (dnd.zoo)
+        fingerprint_parts.append([resume_fingerprint(lora, fmt, seed, Path(f), Path(base_model)) for f in train_data])
+    fingerprint = derive_seed(*fingerprint_parts)
 
     out, log_path = Path(out), Path(log_path)
     resume = resume_path(out)
@@ -362,12 +459,22 @@ def train_generator(
     model.train()
     t0 = time.perf_counter() - elapsed
     saved = start  # step of the resume checkpoint on disk
+    step_s = sft_s = 0.0  # seconds in this call: whole steps, base-model forwards with generated LoRAs
     bar = tqdm(
         total=total, initial=start, desc=f"generator {target}", mininterval=PROGRESS_INTERVAL_S, file=sys.stderr
     )
     for step in range(start, total):
+        t_step = time.perf_counter()
         cond, tgt = sampler.batch(step, gen["noise_condition"], gen["noise_target"])
-        loss = weighted_mse(model(cond), tgt, weights)
+        if sft is None:
+            loss = weighted_mse(model(cond), tgt, weights)
+        else:
+            tokens, loras = generated_lora(model, cond, layout)
+            reconstruction = weighted_mse(tokens if use_reconstruction else tokens.detach(), tgt, weights)
+            t_sft = time.perf_counter()
+            answer = sft.loss(loras, step, sampler.datasets(step))
+            sft_s += time.perf_counter() - t_sft
+            loss = reconstruction + gen["sft_weight"] * answer if use_reconstruction else answer
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), gen["grad_clip"])
@@ -376,7 +483,12 @@ def train_generator(
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
-        rows.append([step + 1, f"{loss_value:.6g}", f"{lr:.6g}"])
+        if sft is None:
+            rows.append([step + 1, f"{loss_value:.6g}", f"{lr:.6g}"])
+        else:
+            rows.append([step + 1, f"{loss_value:.6g}", f"{reconstruction.item():.6g}", f"{answer.item():.6g}",
+                         f"{lr:.6g}"])
+        step_s += time.perf_counter() - t_step
         bar.update(1)
         bar.set_postfix(loss=rows[-1][1], refresh=False)
         if (step + 1) % gen["save_every"] == 0 and step + 1 < total:
@@ -392,7 +504,7 @@ def train_generator(
         lora_config=template,
         adapter_config=json.loads((Path(template_adapter) / "adapter_config.json").read_text()),
         encoder=enc,
-        generator=gen,
+        generator=stored,
         seed=seed,
         target=target,
         sources=list(sources),
@@ -400,9 +512,18 @@ def train_generator(
         n_params=n_params,
         criterion_weights=weights,
     )
-    write_csv(log_path, ["step", "loss", "lr"], rows)
+    header = ["step", "loss", "lr"] if sft is None else ["step", "loss", "reconstruction", "sft", "lr"]
+    write_csv(log_path, header, rows)
     resume.unlink(missing_ok=True)
+    ran = max(total - start, 1)
+    extra = {"step_s": round(step_s / ran, 4)}
+    if sft is not None:
+        extra["sft_forward_s"] = round(sft_s / ran, 4)
+        log.info("objective %s: %.3f s per step, of which %.3f s base-model forwards with the generated LoRAs",
+                 objective, step_s / ran, sft_s / ran)
     write_timings(timings, started, loop_s, total, start)
+    if timings is not None:  # the step costs beside dnd.zoo.write_timings' fields
+        write_json(timings, {**json.loads(Path(timings).read_text()), **extra})
     return checkpoint
 
 
@@ -437,13 +558,16 @@ def add_train_generator_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--timings",
         default=None,
-        help="optional JSON of run times (wall_s, loop_s, steps, resumed_from); kept out of the outputs "
-        "so they are byte-identical across machines",
+        help="optional JSON of run times (wall_s, loop_s, steps, resumed_from, step_s, sft_forward_s); kept out "
+        "of the outputs so they are byte-identical across machines",
     )
+    p.add_argument("--train-data", nargs="+", default=None,
+                   help="objective sft/both: labeled train.jsonl per source (order of --sources)")
+    p.add_argument("--base-model", default=None, help="objective sft/both: base model directory")
 
 
 def run_train_generator(args: argparse.Namespace) -> None:
-    params = command_params(args.params, "generator", "encoder", "lora", "seed")
+    params = command_params(args.params, "generator", "encoder", "lora", "prompt", "seed")
     ckpt = train_generator(
         params,
         args.target,
@@ -454,6 +578,8 @@ def run_train_generator(args: argparse.Namespace) -> None:
         args.out,
         args.log,
         args.timings,
+        args.train_data,
+        args.base_model,
     )
     log.info("generator for %s (%d parameters) -> %s", args.target, ckpt["n_params"], args.out)
 

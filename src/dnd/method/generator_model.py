@@ -20,6 +20,8 @@ offset (the mean training token) and no initial noise has to be unlearned.
 
 `SourceBasisGenerator` is the design beyond the paper (`generator.design: basis`): a
 permutation-invariant pooled condition and a softmax over the training datasets' mean tokens.
+The Text-to-LoRA-style hypernetwork (`generator.design: t2l`) lives in dnd.method.t2l;
+`build_decoder` builds every design from a checkpoint.
 
 This module holds the models only: their training criterion is in dnd.generators, their
 checkpoint format in dnd.method.generator_checkpoint.
@@ -252,6 +254,10 @@ def build_decoder(hparams: dict) -> nn.Module:
         return HyperConvDecoder(**kw)
     if design == "basis":
         return SourceBasisGenerator(**kw)
+    if design == "t2l":
+        from dnd.method.t2l import T2LHypernetwork
+
+        return T2LHypernetwork(**kw)
     raise ValueError(f"unknown generator design {design!r}")
 
 

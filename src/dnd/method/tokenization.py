@@ -20,6 +20,10 @@ The inverse averages all copies of m' and of s', then mean = m'/8,
 std = (exp(s' - 1.6) - 0.1) / 0.9 and x = token[:r, :w] * std + mean. Both directions work
 on the whole adapter at once: the r x (sum of widths) matrix of all modules side by side is
 viewed as (T, r, w), so there is no Python loop over tokens.
+
+`decode_tokens` is `detokenize` for batches and inside autograd (function-space training
+back-propagates through it); `tokenize_batch` is a differentiable `tokenize` for generators that
+produce LoRA matrices (its variance floor keeps a constant chunk's gradient finite).
 """
 
 from __future__ import annotations
@@ -139,11 +143,37 @@ def _is_b(key: str) -> bool:
 
 
 def _border_copies(t: Tensor, r: int, w: int) -> tuple[Tensor, Tensor]:
-    """All copies of m' and of s' in tokens t (T, r+2, w+2): two (T, n_copies) tensors."""
-    n = t.shape[0]
-    m = torch.cat([t[:, r:, 0:w:2].reshape(n, -1), t[:, :, w]], dim=1)
-    s = torch.cat([t[:, r:, 1:w:2].reshape(n, -1), t[:, :, w + 1]], dim=1)
+    """All copies of m' and of s' in tokens t (..., T, r+2, w+2): two (..., T, n_copies) tensors."""
+    m = torch.cat([t[..., r:, 0:w:2].flatten(-2), t[..., :, w]], dim=-1)
+    s = torch.cat([t[..., r:, 1:w:2].flatten(-2), t[..., :, w + 1]], dim=-1)
     return m, s
+
+
+def _chunks(matrices: list[Tensor], layout: LoraLayout) -> Tensor:
+    """The layout's matrices (each (..., *shape), in layout order) as chunks (..., T, r, w)."""
+    r, w = layout.rank, layout.chunk_width
+    chunks = []
+    for key, t in zip(layout.keys, matrices):
+        lead = t.shape[:-2]
+        if _is_b(key):  # (out, r) -> B^T cut into (out/w, r, w)
+            chunks.append(t.reshape(*lead, -1, w, r).transpose(-1, -2))
+        else:  # (r, in) -> (in/w, r, w)
+            chunks.append(t.reshape(*lead, r, -1, w).transpose(-3, -2))
+    return torch.cat(chunks, dim=-3)
+
+
+def _assemble(x: Tensor, mean: Tensor, std: Tensor, inv_std: Tensor) -> Tensor:
+    """Tokens (..., T, r+2, w+2) of chunks x (..., T, r, w) with their (..., T, 1, 1) scales."""
+    r, w = x.shape[-2:]
+    m_enc = mean * MEAN_SCALE
+    s_enc = torch.log(0.9 * std + 0.1) + STD_SHIFT
+    tokens = torch.empty(*x.shape[:-2], r + 2, w + 2, dtype=torch.float32)
+    tokens[..., :r, :w] = torch.addcmul(-mean * inv_std, x, inv_std)
+    tokens[..., r:, 0:w:2] = m_enc
+    tokens[..., r:, 1:w:2] = s_enc
+    tokens[..., :, w] = m_enc.squeeze(-1)  # right columns last: they own the corner
+    tokens[..., :, w + 1] = s_enc.squeeze(-1)
+    return tokens
 
 
 def tokenize(state_dict: Mapping[str, Tensor], layout: LoraLayout) -> Tensor:
@@ -151,29 +181,63 @@ def tokenize(state_dict: Mapping[str, Tensor], layout: LoraLayout) -> Tensor:
     missing = [k for k in layout.keys if k not in state_dict]
     if missing or len(state_dict) != len(layout.keys):
         raise ValueError(f"state dict does not match the layout (missing {missing[:3]}, {len(state_dict)} keys)")
-    r, w = layout.rank, layout.chunk_width
-    chunks = []
+    matrices = []
     for key, shape in zip(layout.keys, layout.shapes):
         t = state_dict[key].detach().to(torch.float32)
         if tuple(t.shape) != shape:
             raise ValueError(f"{key}: shape {tuple(t.shape)} != layout shape {shape}")
-        if _is_b(key):  # (out, r) -> B^T cut into (out/w, r, w)
-            chunks.append(t.view(-1, w, r).transpose(1, 2))
-        else:  # (r, in) -> (in/w, r, w)
-            chunks.append(t.view(r, -1, w).transpose(0, 1))
-    x = torch.cat(chunks, dim=0)  # (T, r, w)
+        matrices.append(t)
+    x = _chunks(matrices, layout)  # (T, r, w)
     std, mean = torch.std_mean(x, dim=(1, 2), keepdim=True)  # (T, 1, 1) each
     std = torch.where(torch.isnan(std), torch.ones_like(std), std)
     inv_std = 1.0 / torch.where(std > 0, std, torch.ones_like(std))  # constant chunk -> body 0
-    m_enc = mean * MEAN_SCALE
-    s_enc = torch.log(0.9 * std + 0.1) + STD_SHIFT
-    tokens = torch.empty(x.shape[0], r + 2, w + 2, dtype=torch.float32)
-    tokens[:, :r, :w] = torch.addcmul(-mean * inv_std, x, inv_std)
-    tokens[:, r:, 0:w:2] = m_enc
-    tokens[:, r:, 1:w:2] = s_enc
-    tokens[:, :, w] = m_enc.view(-1, 1)  # right columns last: they own the corner
-    tokens[:, :, w + 1] = s_enc.view(-1, 1)
-    return tokens
+    return _assemble(x, mean, std, inv_std)
+
+
+#: Variance floor of `tokenize_batch` (a constant chunk keeps a finite gradient).
+VAR_FLOOR = 1e-12
+
+
+def tokenize_batch(matrices: Mapping[str, Tensor], layout: LoraLayout) -> Tensor:
+    """Differentiable `tokenize` of a batch of LoRAs: {key: (B, *shape)} -> tokens (B, T, r+2, w+2).
+
+    The same encoding, except that a chunk's variance is floored at VAR_FLOOR (std >= 1e-6), so a
+    constant chunk (a zero-initialized B, say) has a finite gradient; `detokenize` inverts it up to
+    float rounding. Used by generators that produce LoRA matrices (dnd.method.t2l).
+    """
+    r, w = layout.rank, layout.chunk_width
+    for key, shape in zip(layout.keys, layout.shapes):
+        if key not in matrices or tuple(matrices[key].shape[1:]) != shape:
+            got = tuple(matrices[key].shape) if key in matrices else None
+            raise ValueError(f"{key}: batched shape {got} != (B, *{shape})")
+    x = _chunks([matrices[k].to(torch.float32) for k in layout.keys], layout)  # (B, T, r, w)
+    mean = x.mean(dim=(-2, -1), keepdim=True)
+    var = x.var(dim=(-2, -1), keepdim=True, correction=1 if r * w > 1 else 0)
+    std = var.clamp_min(VAR_FLOOR).sqrt()
+    return _assemble(x, mean, std, 1.0 / std)
+
+
+def decode_tokens(tokens: Tensor, layout: LoraLayout) -> dict[str, Tensor]:
+    """Differentiable `detokenize` of tokens (..., T, r+2, w+2) (any leading batch dims):
+    {key: (..., *shape)} float32, in the graph of `tokens` (function-space training
+    back-propagates through it). `detokenize` is this on detached tokens, unbatched."""
+    r, w = layout.rank, layout.chunk_width
+    expected = (layout.n_tokens, r + 2, w + 2)
+    if tuple(tokens.shape[-3:]) != expected:
+        raise ValueError(f"tokens have shape {tuple(tokens.shape)}, layout expects (..., *{expected})")
+    t = tokens.to(torch.float32)
+    lead = t.shape[:-3]
+    m_copies, s_copies = _border_copies(t, r, w)
+    mean = m_copies.mean(dim=-1) / MEAN_SCALE  # (..., T)
+    std = (torch.exp(s_copies.mean(dim=-1) - STD_SHIFT) - 0.1) / 0.9
+    x = torch.addcmul(mean[..., None, None], t[..., :r, :w], std[..., None, None])  # (..., T, r, w)
+    out: dict[str, Tensor] = {}
+    for key, shape, block in zip(layout.keys, layout.shapes, torch.split(x, [c // w for c in layout.widths], dim=-3)):
+        if _is_b(key):  # (n, r, w) -> (n, w, r) -> (out, r)
+            out[key] = block.transpose(-1, -2).reshape(*lead, *shape)
+        else:  # (n, r, w) -> (r, n, w) -> (r, in)
+            out[key] = block.transpose(-3, -2).reshape(*lead, *shape)
+    return out
 
 
 def detokenize(tokens: Tensor, layout: LoraLayout) -> dict[str, Tensor]:
@@ -186,15 +250,4 @@ def detokenize(tokens: Tensor, layout: LoraLayout) -> dict[str, Tensor]:
     expected = (layout.n_tokens, r + 2, w + 2)
     if tuple(tokens.shape) != expected:
         raise ValueError(f"tokens have shape {tuple(tokens.shape)}, layout expects {expected}")
-    t = tokens.detach().to(torch.float32)
-    m_copies, s_copies = _border_copies(t, r, w)
-    mean = m_copies.mean(dim=1) / MEAN_SCALE  # (T,)
-    std = (torch.exp(s_copies.mean(dim=1) - STD_SHIFT) - 0.1) / 0.9
-    x = torch.addcmul(mean.view(-1, 1, 1), t[:, :r, :w], std.view(-1, 1, 1))  # (T, r, w)
-    out: dict[str, Tensor] = {}
-    for key, shape, block in zip(layout.keys, layout.shapes, torch.split(x, [c // w for c in layout.widths])):
-        if _is_b(key):  # (n, r, w) -> (n, w, r) -> (out, r)
-            out[key] = block.transpose(1, 2).reshape(shape).contiguous()
-        else:  # (n, r, w) -> (r, n, w) -> (r, in)
-            out[key] = block.transpose(0, 1).reshape(shape).contiguous()
-    return out
+    return {k: v.contiguous() for k, v in decode_tokens(tokens.detach(), layout).items()}
