@@ -137,3 +137,21 @@ def test_zoo_resume_fingerprint_keeps_the_cpu_and_separates_other_devices(tiny_m
     train.write_text("{}\n")
     args = ({"r": 2}, "cloze", 0, train, Path(tiny_model_dir))
     assert resume_fingerprint(*args) == resume_fingerprint(*args, device=CPU)
+
+
+def test_generator_training_on_the_given_device(tmp_path_factory):
+    """train_generator with the device given: the same checkpoint as the default call, its tensors on
+    the CPU (it loads anywhere), its resume fingerprint the CPU's own."""
+    import test_generators as tg
+
+    import dnd.generators as training
+
+    work = tg.make_work(tmp_path_factory.mktemp("devwork"))
+    args = (tg.params(steps=2, save_every=1), tg.TARGET, tg.SOURCES,
+            [work / f"results/zoo/{d}/tokens.pt" for d in tg.SOURCES],
+            [work / f"results/encoded/{d}/train.pt" for d in tg.SOURCES], work / "results/zoo/alpha/final")
+    default = training.train_generator(*args, work / "a.pt", work / "a.csv")
+    given = training.train_generator(*args, work / "b.pt", work / "b.csv", device=CPU)
+    assert default["model"].keys() == given["model"].keys()
+    for k, v in given["model"].items():
+        assert v.device == CPU and torch.equal(v, default["model"][k]), k

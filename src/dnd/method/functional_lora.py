@@ -67,7 +67,7 @@ class FunctionalLora:
     """
 
     def __init__(self, base_dir: str | Path, lora: Mapping[str, Any], layout: LoraLayout, fmt: str,
-                 adapter_config: Mapping[str, Any] | None = None):
+                 adapter_config: Mapping[str, Any] | None = None, device: Any = "cpu"):
         from peft import get_peft_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -79,6 +79,7 @@ class FunctionalLora:
         if bad:
             raise ValueError(f"function-space training applies plain LoRA; the template adapter sets {bad}")
         self.layout, self.fmt = layout, fmt
+        self.device = torch.device(device)  # the base model and its batches (the generated LoRAs come from there)
         self.max_length = int(lora["max_length"])
         self.bf16 = bool(lora.get("bf16_autocast", True))
         self.tokenizer = AutoTokenizer.from_pretrained(base_dir)
@@ -87,7 +88,7 @@ class FunctionalLora:
         model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32,
                                                      attn_implementation=TRAIN_ATTENTION)
         model.config.use_cache = False
-        self.peft_model = get_peft_model(model, make_lora_config(lora, str(base_dir)))
+        self.peft_model = get_peft_model(model, make_lora_config(lora, str(base_dir))).to(self.device)
         self.peft_model.eval().requires_grad_(False)
         self.module = _AnswerLoss(self.peft_model)
         params = dict(self.module.named_parameters())
@@ -114,9 +115,9 @@ class FunctionalLora:
         (r, in) A / (out, r) B}), differentiable in the LoRA tensors."""
         from dnd.zoo import pack
 
-        ids, mask, position_ids, target = pack(list(examples), self.pad_id)
+        ids, mask, position_ids, target = (t.to(self.device) for t in pack(list(examples), self.pad_id))
         params = {self.names[k]: v for k, v in lora.items()}
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             return torch.func.functional_call(self.module, params, (ids, mask, target, position_ids), strict=False)
 
     def batch_loss(self, loras: Mapping[str, Tensor], examples: Sequence[Sequence[tuple[list[int], int]]]) -> Tensor:
