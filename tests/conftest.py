@@ -53,6 +53,17 @@ def tiny_model_dir(tmp_path_factory, smoke_items) -> Path:
     return prepare_base_model(cfg, out, seed=0, texts=texts)
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (tiny models only slow down when threads fight over a shared CPU)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ------------------------------------------------------------------ helpers for scoring tests
 LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 

@@ -29,13 +29,8 @@ from test_generators import N_PROMPTS, SOURCES, TARGET, W, make_work, params
 LORA = {"r": 8, "alpha": 16}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models only slow down when threads fight over a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny models only slow down when threads fight over a shared CPU (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
