@@ -49,8 +49,8 @@ def test_report_states_table_comparisons_paper_and_verdict(tmp_path):
     assert "35.6 → DnD 45.3 (+9.7 points)" in text
     assert "**Verdict: reproduced in direction, smaller than the paper's +9.7.**" in text
     assert "the new domain's prompts matter" in text
-    assert "DnD is ahead of soup (+8.0 points, [+4.0, +12.0])" in text
-    assert "DnD and nearest are not told apart (+5.0 points, [+0.0, +10.0])" in text
+    assert "DnD is ahead of soup (+8.0 [+4.0, +12.0] points)" in text
+    assert "DnD and nearest are not told apart (+5.0 [+0.0, +10.0] points)" in text
     assert "(figures/crossdomain.png)" in text and fig.read_bytes()[:8] == PNG_MAGIC
     assert "no benchmark files were found" in text
 

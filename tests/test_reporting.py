@@ -12,7 +12,7 @@ def test_number_formats_and_says_n_a():
     assert signed(2.0) == "+2.0" and number("1.25", 1) == "1.2"
     assert all(number(x) == "n/a" for x in (None, math.nan, math.inf, "x"))
     assert math.isnan(pct(None)) and pct(0.5) == 50.0
-    assert ci_text({"acc": 1.0, "acc_ci_low": -0.5, "acc_ci_high": 2.5}) == "+1.0 points, [-0.5, +2.5]"
+    assert ci_text({"acc": 1.0, "acc_ci_low": -0.5, "acc_ci_high": 2.5}) == "+1.0 [-0.5, +2.5] points"
 
 
 def test_missing_paper_numbers_are_empty_not_a_crash(tmp_path):
