@@ -447,3 +447,57 @@ def test_report_hash_is_the_default_runs(run_dir):
     text = (run_dir / "results" / "report.md").read_text()
     assert f"Config hash `{config_hash(run_config(cfg))}`" in text
     assert config_hash(cfg) not in text
+
+
+_CI_CELL = re.compile(r"^(\*\*)?[+-]?\d+(\.\d+)? \[[+-]?\d+(\.\d+)?, [+-]?\d+(\.\d+)?\](\*\*)?$")
+
+
+def _tables(text: str) -> list[pd.DataFrame]:
+    """Every Markdown pipe table of a report, as strings."""
+    out, block = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            block.append([c.strip() for c in line.strip().strip("|").split("|")])
+        elif block:
+            out.append(pd.DataFrame(block[2:], columns=block[0]))
+            block = []
+    return out
+
+
+def _check_readable(text: str) -> None:
+    """The properties issue 32 asks of every report: the main table at most 7 columns, no dump of
+    raw metrics, one CI format (`+1.2 [+0.4, +2.1]`) in every CI column of every table, numbers
+    right-aligned."""
+    tabs = _tables(text)
+    assert len(_table_after(text, "## Main results").columns) <= 7
+    assert "Headline metrics" not in text and "accuracies as fractions" not in text
+    assert not re.search(r"\d\.\d{3,}e-\d\d", text)  # no raw float dumps such as -2.478e-20
+    n_ci = 0
+    for tab in tabs:
+        for col in [c for c in tab.columns if "CI" in c]:
+            for cell in tab[col]:
+                if cell not in ("", "n/a", "not in this run"):
+                    assert _CI_CELL.match(cell), (col, cell)
+                    n_ci += 1
+    assert n_ci > 0
+    lines = text[text.index("## Main results"):].splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    cells = lines[head + 1].strip().strip("|").split("|")  # the alignment row: Target left, numbers right
+    assert cells[0].startswith(":") and all(c.endswith(":") and not c.startswith(":") for c in cells[1:])
+
+
+def test_report_is_readable(run_dir):
+    _check_readable((run_dir / "results" / "report.md").read_text())
+
+
+def test_committed_report_is_readable():
+    """results/report.md as committed (written by the report rule's command from the committed
+    results) has the same properties."""
+    committed = Path(__file__).resolve().parent.parent / "results" / "report.md"
+    if not committed.is_file():
+        pytest.skip("no committed results/report.md in this checkout")
+    text = committed.read_text()
+    _check_readable(text)
+    main_tab = _table_after(text, "## Main results")
+    assert list(main_tab.columns) == tables.MAIN_HEADERS
+    assert "Gap closed" not in text

@@ -57,8 +57,8 @@ GREY, DARK_GREY, WINE = "#999999", "#555555", "#882255"
 # One fixed order (bars, legends) and colour per method, shared by every figure.
 MAIN_METHODS = ["base", "train_avg", "best_train", "soup", "nearest", "dnd", "oracle"]
 METHOD_COLORS = {"base": GREY, "train_avg": OKABE_ITO["skyblue"], "best_train": OKABE_ITO["blue"],
-                 "soup": OKABE_ITO["green"], "nearest": OKABE_ITO["yellow"], "dnd": OKABE_ITO["vermillion"],
-                 "oracle": OKABE_ITO["black"], "control_other": OKABE_ITO["orange"],
+                 "soup": OKABE_ITO["green"], "nearest": OKABE_ITO["orange"], "dnd": OKABE_ITO["vermillion"],
+                 "oracle": OKABE_ITO["black"], "control_other": OKABE_ITO["yellow"],
                  "control_random": OKABE_ITO["purple"], "control_shuffled": DARK_GREY,
                  "dnd_basis": WINE, "dnd_hyperconv": OKABE_ITO["vermillion"], "zoo": GREY,
                  "fewshot_ft": OKABE_ITO["blue"], "icl": OKABE_ITO["green"]}
@@ -518,3 +518,52 @@ def fig_diagnostics(diag: pd.DataFrame | None, targets: list[str], path: Path,
     legend_below(fig, list(seen.values()), list(seen.keys()))
     _save(fig, path)
     return True
+
+
+def forest(ax, rows: list[dict[str, Any]], band: float | None = None, xlabel: str = "") -> None:
+    """Horizontal estimates with their 95% CIs, one row each, top to bottom, on alternating
+    shades (no gridline through a row): `rows` of {"label", "est", "lo", "hi", "color", and
+    optionally "marker", "paper" (a claimed value drawn as a hollow diamond)}. `band`: the ±band
+    (and zero line) behind paired differences (dnd.stats.EQUIVALENT); None for levels. The x
+    range always spans at least 4 units, so an axis of zeros is still read as zeros."""
+    import math
+
+    for i, r in enumerate(rows):
+        if i % 2:
+            ax.axhspan(i - 0.5, i + 0.5, color=GREY, alpha=0.12, lw=0, zorder=0)
+        est, lo, hi = (float(r.get(k, math.nan)) for k in ("est", "lo", "hi"))
+        if math.isfinite(est):
+            err = [[est - lo], [hi - est]] if math.isfinite(lo) and math.isfinite(hi) else None
+            ax.errorbar(est, i, xerr=err, fmt=r.get("marker", "o"), color=r["color"], ms=6, lw=1.4, capsize=3,
+                        zorder=3)
+        if r.get("paper") is not None:
+            ax.plot(float(r["paper"]), i, marker="D", ms=7, mfc="none", mec="black", mew=1.2, ls="", zorder=4)
+    if band is not None:
+        paired_band(ax, band)
+    vals = [float(v) for r in rows for v in (r.get("est"), r.get("lo"), r.get("hi"), r.get("paper"))
+            if v is not None and math.isfinite(float(v))] + ([-band, band] if band else [])
+    lo, hi = (min(vals), max(vals)) if vals else (0.0, 1.0)
+    if hi - lo < 4:
+        mid = (hi + lo) / 2
+        lo, hi = mid - 2, mid + 2
+        if band is None and min(vals, default=0.0) >= 0 > lo:  # levels (accuracies): from 0
+            lo, hi = 0.0, 4.0
+    pad = 0.06 * (hi - lo)
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_yticks(range(len(rows)), [r["label"] for r in rows])
+    ax.grid(axis="y", visible=False)
+    ax.set_xlabel(xlabel)
+
+
+def forest_legend(fig, band: float | None, paper: bool) -> None:
+    """The legend of `forest` panels, under the figure: the level band and the paper's claim."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = []
+    if band:
+        handles.append(Patch(color=GREY, alpha=0.35, label=f"±{band:g} point: level"))
+    if paper:
+        handles.append(Line2D([], [], marker="D", mfc="none", mec="black", ls="", label="the paper's claimed gain"))
+    legend_below(fig, handles, [h.get_label() for h in handles])

@@ -95,10 +95,12 @@ _NUMERIC_CELL = re.compile(r"^(\*\*)?([+\-−<≤>≥~]? ?[0-9]|\[[+\-−]?[0-9]
 
 
 def md_table(df: Any) -> str:
-    """A DataFrame as a Markdown table: columns of numbers (every non-empty cell starts with a number,
-    a sign, a bound or is "n/a") right-aligned, the others left-aligned; cells as given (no reformatting)."""
+    """A DataFrame as a Markdown table: columns of numbers (every cell that is not empty, a dash or
+    "reference" starts with a number, a sign, a bound or is "n/a") right-aligned, the others
+    left-aligned; cells as given (no reformatting)."""
     def numeric(col: Any) -> bool:
-        cells = [str(v).strip() for v in col if str(v).strip() not in ("", "nan", "None", "-", "—")]
+        cells = [str(v).strip() for v in col
+                 if str(v).strip() not in ("", "nan", "None", "-", "—", "reference", "(reference)")]
         return bool(cells) and all(_NUMERIC_CELL.match(c) for c in cells) and not all(c == "n/a" for c in cells)
 
     align = tuple("right" if numeric(df[c]) else "left" for c in df.columns)

@@ -39,7 +39,7 @@ import numpy as np
 
 from dnd.io import atomic_path, write_json
 from dnd.paths import add_declared_option
-from dnd.reporting.format import number
+from dnd.reporting.format import md_table, number
 from dnd.reporting.output import figure_link, read_paper_numbers, write_report
 from dnd.stats import paired_boot_means, pooled_ci, relation, untestable_reason, verdict
 
@@ -390,15 +390,15 @@ def protocol_markdown(mt: dict[str, Any], params: dict[str, Any], paper: dict[st
                 "where the oracle (the target's own LoRA) beats the training-LoRA average: a verdict is drawn only "
                 "where the oracle's paired 95% CI over the training-LoRA average lies above 0; elsewhere it is "
                 "*not testable here* (points, paired 95% CI over items):", "",
-                verdict_table(mt, paper).to_markdown(index=False, disable_numparse=True), ""]
+                md_table(verdict_table(mt, paper)), ""]
     for t in templates:
         m = mt[t]
         md_lines += [f"### Template `{t}`", "", f"{TEMPLATE_NOTES.get(t, t)}.", "",
-                     protocol_table(m).to_markdown(index=False, disable_numparse=True), "",
+                     md_table(protocol_table(m)), "",
                      "† chosen with the target's test labels (not zero-shot). ‡ the target's own LoRA.", "",
                      "**Where the difference comes from.**", "", *conclusion(m, paper), "",
                      "Per target: accuracy / invalid outputs (%) of the training LoRAs (avg) and of DnD (unlabeled "
-                     "pool):", "", per_target_table(m).to_markdown(index=False, disable_numparse=True), ""]
+                     "pool):", "", md_table(per_target_table(m)), ""]
     gain = (paper or {}).get("common_sense", {}).get("average_gain")
     if gain is not None:
         md_lines += [f"The paper reports +{gain} points over the training-LoRA average (Qwen2.5-0.5B, sampled "
@@ -415,7 +415,7 @@ def protocol_markdown(mt: dict[str, Any], params: dict[str, Any], paper: dict[st
     pr = paper_rows(paper, targets)
     if not pr.empty:
         md_lines += ["The paper's numbers (Qwen2.5-0.5B, sampled + parser) for the targets it states:", "",
-                     pr.to_markdown(index=False, disable_numparse=True), ""]
+                     md_table(pr), ""]
     md_lines += [f"![Protocol]({figure_rel})", ""]
     return "\n".join(md_lines)
 
