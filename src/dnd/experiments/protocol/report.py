@@ -342,8 +342,10 @@ def protocol_figure(mt: dict[str, Any], out: Path) -> None:
     import pandas as pd
     import seaborn as sns
 
-    from dnd.reporting.figures import save_png
+    from dnd.reporting.figures import DATASET_COLORS, apply_style, legend_below, save_png
 
+    apply_style()
+    palette = {PROTOCOL_TITLES[p]: DATASET_COLORS[i % len(DATASET_COLORS)] for i, p in enumerate(PROTOCOL_ORDER)}
     templates = mt["templates"]
     fig, axes = plt.subplots(len(templates), 2, figsize=(13, 5.5 * len(templates)), sharey=True, squeeze=False)
     for row, t in zip(axes, templates):
@@ -352,13 +354,15 @@ def protocol_figure(mt: dict[str, Any], out: Path) -> None:
                             "invalid outputs (%)": m[f"{p}/{key}/invalid_rate"]}
                            for key, title_, _ in TABLE_METHODS for p in PROTOCOL_ORDER if f"{p}/{key}/acc" in m])
         for ax, col in zip(row, ("accuracy (%)", "invalid outputs (%)")):
-            sns.barplot(data=df, y="method", x=col, hue="protocol", ax=ax, orient="h")
+            sns.barplot(data=df, y="method", x=col, hue="protocol", ax=ax, orient="h", palette=palette)
             ax.set_ylabel("")
             ax.set_title(f"template `{t}`: {col}")
-        row[0].get_legend().remove()  # one legend per template, where the invalid-rate bars leave room
-        sns.move_legend(row[1], "lower right", title="protocol")
+            handles, labels = ax.get_legend_handles_labels()
+            ax.get_legend().remove()
     fig.suptitle("The paper's protocol: accuracy and invalid outputs per method (mean over targets), per test-time "
                  "template")
+    fig.tight_layout()
+    legend_below(fig, handles, labels)  # one legend, under the panels
     save_png(fig, out)
 
 
