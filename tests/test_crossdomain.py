@@ -44,13 +44,13 @@ def test_report_states_table_comparisons_paper_and_verdict(tmp_path):
     text = out.read_text()
     assert text.startswith("## Cross-domain")
     assert "| DnD " in text and "41.0" in text and "[36.0, 46.0]" in text  # the mean row of the DnD adapters
-    assert re.search(r"\| Training LoRAs \(avg\) +\| 34.0 ", text)
+    assert re.search(r"\| Training LoRAs \(avg\) +\| +34.0 \|", text)  # a number: right-aligned
     assert "+7.0 [+3.0, +9.0]" in text  # DnD minus the training LoRAs, points
     assert "35.6 → DnD 45.3 (+9.7 points)" in text
     assert "**Verdict: reproduced in direction, smaller than the paper's +9.7.**" in text
     assert "the new domain's prompts matter" in text
-    assert "DnD is ahead of soup (+8.0 points, [+4.0, +12.0])" in text
-    assert "DnD and nearest are not told apart (+5.0 points, [+0.0, +10.0])" in text
+    assert "DnD is ahead of soup (+8.0 [+4.0, +12.0] points)" in text
+    assert "DnD and nearest are not told apart (+5.0 [+0.0, +10.0] points)" in text
     assert "(figures/crossdomain.png)" in text and fig.read_bytes()[:8] == PNG_MAGIC
     assert "no benchmark files were found" in text
 

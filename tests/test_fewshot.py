@@ -400,10 +400,29 @@ def test_an_icl_cost_at_or_below_zero_is_timing_noise():
                        {"target": "t", "method": "fewshot_ft", "k": 1, "seconds": 0.2},
                        {"target": "t", "method": "fewshot_ft", "k": 2, "seconds": 0.5}])
     line = fr.cost_lines(df, {"targets": ["t"]}, {"t": (0.4, 0.7)})[0]
-    assert "k=1 -3.90 s (n/a; **not told apart**: below the timing noise)" in line
+    assert "k=1 ≤ 0 s (n/a; **not told apart**: below the timing noise)" in line and "-3.9" not in line
     assert "k=64 65 s (108x DnD; **reproduced**)" in line
     assert "k=1 0.20 s (0.33x DnD; **not reproduced**: cheaper than DnD)" in line
     assert "k=2 0.50 s (0.83x DnD; **not told apart**: within DnD's range)" in line
+
+
+def test_the_results_table_shows_no_negative_time():
+    """The table's cost of an ICL row measured at or below 0 is the noise mark (its meaning under
+    the table), the zero-shot reference row says so, and no cell holds a negative time."""
+    import pandas as pd
+
+    df = pd.DataFrame([{"target": "t", "method": "dnd", "k": 0, "n": 3, "acc": 0.5, "seconds": 0.6},
+                       {"target": "t", "method": "icl", "k": 0, "n": 3, "acc": 0.4, "seconds": 0.0},
+                       {"target": "t", "method": "icl", "k": 1, "n": 3, "acc": 0.4, "seconds": -3.9},
+                       {"target": "t", "method": "icl", "k": 64, "n": 3, "acc": 0.4, "seconds": 65.0}])
+    m = {"targets": ["t"]}
+    for k in (1, 64):
+        m.update({f"t/dnd_minus_icl_k{k}/acc": 10.0, f"t/dnd_minus_icl_k{k}/acc_ci_low": 1.0,
+                  f"t/dnd_minus_icl_k{k}/acc_ci_high": 19.0})
+    secs = list(fr.results_table(df, m)["Seconds"])
+    assert secs == ["0.60", "reference", fr.NOISE_MARK, "65"]
+    assert not any(s.startswith(("-", "−")) for s in secs)
+    assert list(fr.results_table(df, m)["DnD − it (points, 95% CI)"])[2] == "+10.0 [+1.0, +19.0]"
 
 
 def test_summary_refuses_a_missing_method(summary_world, caplog):

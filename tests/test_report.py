@@ -245,28 +245,48 @@ def test_main_table_matches_scores(run_dir):
     exp.loc["Mean", "gap"] = ((exp.loc["Mean", "dnd"] - exp.loc["Mean", "Training LoRAs (avg)"])
                               / (exp.loc["Mean", "Oracle ‡"] - exp.loc["Mean", "Training LoRAs (avg)"]))
     assert list(tab.index) == [title(t) for t in DATASETS] + ["Mean"]
+    # at most 7 columns; the references, the spread and the headroom in the second table
+    assert len(tab.columns) + 1 <= 7 and list(tab.columns) == tables.MAIN_HEADERS[1:]
+    detail = _table_after(text, "The references and DnD's spread").set_index("Target")
+    assert list(detail.index) == list(tab.index) and len(detail.columns) + 1 <= 7
+    assert "Gap closed" not in text and "gap closed" not in text
     for row, e in exp.iterrows():
-        got = tab.loc[row]
-        for col in ("Base", "Training LoRAs (avg)", "Best training LoRA †", "Soup", "Nearest", "Oracle ‡"):
+        got, ref = tab.loc[row], detail.loc[row]
+        for col in ("Base", "Training LoRAs (avg)", "Soup", "Nearest"):
             assert _num(got[col]) == pytest.approx(100 * e[col], abs=0.051), (row, col)
-        mean_txt, sd_txt = got["DnD (mean ± sd)"].replace("*", "").split("±")
+        for col in ("Best training LoRA †", "Oracle ‡"):
+            assert _num(ref[col]) == pytest.approx(100 * e[col], abs=0.051), (row, col)
+        mean_txt = got["DnD (95% CI)"].replace("*", "").split("[")[0]
         assert float(mean_txt) == pytest.approx(100 * e["dnd"], abs=0.051), row
-        assert float(sd_txt) == pytest.approx(100 * e["dnd_sd"] if row != "Mean" else 100 * exp["dnd_sd"][:-1].mean(),
-                                              abs=0.051), row
-        assert _num(got["Gap closed (%)"]) == pytest.approx(100 * e["gap"], abs=0.051), row
-        # bold = the best zero-shot method (best_train and oracle never bold)
-        zs = {"Base": e["Base"], "Training LoRAs (avg)": e["Training LoRAs (avg)"], "Soup": e["Soup"],
-              "Nearest": e["Nearest"], "DnD (mean ± sd)": e["dnd"]}
-        best = max(round(100 * v, 1) for v in zs.values())
-        for col, v in zs.items():
-            assert got[col].startswith("**") == (round(100 * v, 1) == best), (row, col)
-        assert not got["Best training LoRA †"].startswith("**") and not got["Oracle ‡"].startswith("**")
-    # the per-target DnD CI is the adapter-'mean' row's bootstrap CI of scores.csv
+        assert float(ref["DnD sd over adapters"]) == pytest.approx(
+            100 * e["dnd_sd"] if row != "Mean" else 100 * exp["dnd_sd"][:-1].mean(), abs=0.051), row
+        # nothing is bold on a difference no CI separates: here DnD's paired CI against the training
+        # average (+5 [+1, +9]) is above 0 but against soup and nearest (fixture: CIs of ±3 around
+        # 0-2 points) it is not
+        assert not any(str(v).startswith("**") for v in got.values), row
+    # the per-target DnD CI is the adapter-'mean' row's bootstrap CI of scores.csv, in the one format
     for t in DATASETS:
         m = sc[(sc.target == t) & (sc.method == "dnd") & (sc.adapter == "mean")].iloc[0]
-        assert tab.loc[title(t), "DnD 95% CI"] == f"[{100 * m.ci_low:.1f}, {100 * m.ci_high:.1f}]"
-    assert tab.loc["Mean", "DnD 95% CI"] == "[52.0, 58.0]"  # from metrics.json
-    assert tab.loc["Mean", tables.DELTA_COLUMN] == "+7.0 [4.0, 10.0]"
+        assert tab.loc[title(t), "DnD (95% CI)"].endswith(f" [{100 * m.ci_low:.1f}, {100 * m.ci_high:.1f}]")
+    assert tab.loc["Mean", "DnD (95% CI)"].endswith(" [52.0, 58.0]")  # the CI from metrics.json
+    assert tab.loc["Mean", tables.DELTA_COLUMN] == "+7.0 [+4.0, +10.0]"
+
+
+def test_bold_only_where_paired_cis_separate():
+    """DnD is bold only where its paired CIs against every compared zero-shot baseline lie above 0
+    and its mean is above the base model's."""
+    mt = pd.DataFrame({"base": [30.0, 30.0], "train_avg": [31.0, 31.0], "soup": [31.0, 31.0],
+                       "nearest": [31.0, 31.0], "dnd_mean": [31.1, 31.1], "dnd_sd": [0.1, 0.1],
+                       "dnd_ci_low": [28.0, 28.0], "dnd_ci_high": [34.0, 34.0], "best_train": [32.0, 32.0],
+                       "oracle": [35.0, 35.0]}, index=["a", "b"])
+    m = {}
+    for t, low in (("a", 0.001), ("b", -0.001)):  # a: every paired CI above 0; b: one reaching 0
+        for bl in ("train_avg", "soup", "nearest"):
+            key = f"{t}/dnd_minus_{bl}/acc"
+            m.update({key: 0.01, key + "_ci_low": 0.002 if bl != "nearest" else low, key + "_ci_high": 0.02})
+    disp = tables.render_main_table(mt, m).set_index("Target")
+    assert disp.loc["a", "DnD (95% CI)"].startswith("**") and not disp.loc["b", "DnD (95% CI)"].startswith("**")
+    assert not any(str(v).startswith("**") for c, v in disp.loc["a"].items() if c != "DnD (95% CI)")
 
 
 def test_other_tables(run_dir):
@@ -276,12 +296,12 @@ def test_other_tables(run_dir):
     assert paper.loc["BoolQ", "Paper: Δ"] == "+31.4"
     assert paper.loc["Average gain (held-out datasets)", "Paper: Δ"] == "+21.0"
     # our pooled gain +7.0 [4.0, 10.0] (metrics.json) against the paper's +21.0, in the verdict words
-    assert paper.loc["Average gain (held-out datasets)", "Ours: Δ 95% CI"] == "[+4.0, +10.0]"
+    assert paper.loc["Average gain (held-out datasets)", "Ours: Δ (95% CI)"].endswith(" [+4.0, +10.0]")
     assert (paper.loc["Average gain (held-out datasets)", "Verdict"]
             == "reproduced in direction, smaller than the paper's +21.0")
     assert all(stats.verdict_word(v) in stats.VERDICTS for v in paper["Verdict"]), paper["Verdict"].tolist()
     main_tab = _table_after(text, "## Main results").set_index("Target")
-    ours_dnd = main_tab.loc["ARC-Easy", "DnD (mean ± sd)"].replace("*", "").split(" ±")[0]
+    ours_dnd = main_tab.loc["ARC-Easy", "DnD (95% CI)"].replace("*", "").split(" [")[0]
     assert paper.loc["ARC-Easy", "Ours: DnD"] == ours_dnd
 
     ctrl = _table_after(text, "## Controls").set_index("Target")
@@ -346,7 +366,7 @@ def test_pooled_comparisons_and_backend_section(run_dir):
     assert list(comp["minus"]) == [tables.METHOD_LABELS[b] for b in summary.COMPARED]
     soup = comp.set_index("minus").loc["Soup"]  # bi = 1
     assert soup["Accuracy (points, 95% CI)"] == "+1.0 [-2.0, +4.0]"
-    assert soup["Gold log-prob (nats, 95% CI)"] == "-0.100 [-0.130, -0.070]"
+    assert soup["Gold log-prob (nats, 95% CI)"] == "-0.100 [-0.130, -0.070]"  # half-width 0.03: 3 decimals
     assert soup["Targets ahead (acc)"] == "2/3"  # the first target is 2 points lower
     assert "n = 200 (every method scores the same items)" in text
     assert "half-widths: 6.5–6.5 points per target, ±3.0 for the mean over targets" in text
@@ -427,3 +447,57 @@ def test_report_hash_is_the_default_runs(run_dir):
     text = (run_dir / "results" / "report.md").read_text()
     assert f"Config hash `{config_hash(run_config(cfg))}`" in text
     assert config_hash(cfg) not in text
+
+
+_CI_CELL = re.compile(r"^(\*\*)?[+-]?\d+(\.\d+)? \[[+-]?\d+(\.\d+)?, [+-]?\d+(\.\d+)?\](\*\*)?$")
+
+
+def _tables(text: str) -> list[pd.DataFrame]:
+    """Every Markdown pipe table of a report, as strings."""
+    out, block = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            block.append([c.strip() for c in line.strip().strip("|").split("|")])
+        elif block:
+            out.append(pd.DataFrame(block[2:], columns=block[0]))
+            block = []
+    return out
+
+
+def _check_readable(text: str) -> None:
+    """The properties issue 32 asks of every report: the main table at most 7 columns, no dump of
+    raw metrics, one CI format (`+1.2 [+0.4, +2.1]`) in every CI column of every table, numbers
+    right-aligned."""
+    tabs = _tables(text)
+    assert len(_table_after(text, "## Main results").columns) <= 7
+    assert "Headline metrics" not in text and "accuracies as fractions" not in text
+    assert not re.search(r"\d\.\d{3,}e-\d\d", text)  # no raw float dumps such as -2.478e-20
+    n_ci = 0
+    for tab in tabs:
+        for col in [c for c in tab.columns if "CI" in c]:
+            for cell in tab[col]:
+                if cell not in ("", "n/a", "not in this run"):
+                    assert _CI_CELL.match(cell), (col, cell)
+                    n_ci += 1
+    assert n_ci > 0
+    lines = text[text.index("## Main results"):].splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    cells = lines[head + 1].strip().strip("|").split("|")  # the alignment row: Target left, numbers right
+    assert cells[0].startswith(":") and all(c.endswith(":") and not c.startswith(":") for c in cells[1:])
+
+
+def test_report_is_readable(run_dir):
+    _check_readable((run_dir / "results" / "report.md").read_text())
+
+
+def test_committed_report_is_readable():
+    """results/report.md as committed (written by the report rule's command from the committed
+    results) has the same properties."""
+    committed = Path(__file__).resolve().parent.parent / "results" / "report.md"
+    if not committed.is_file():
+        pytest.skip("no committed results/report.md in this checkout")
+    text = committed.read_text()
+    _check_readable(text)
+    main_tab = _table_after(text, "## Main results")
+    assert list(main_tab.columns) == tables.MAIN_HEADERS
+    assert "Gap closed" not in text

@@ -12,7 +12,7 @@ def test_number_formats_and_says_n_a():
     assert signed(2.0) == "+2.0" and number("1.25", 1) == "1.2"
     assert all(number(x) == "n/a" for x in (None, math.nan, math.inf, "x"))
     assert math.isnan(pct(None)) and pct(0.5) == 50.0
-    assert ci_text({"acc": 1.0, "acc_ci_low": -0.5, "acc_ci_high": 2.5}) == "+1.0 points, [-0.5, +2.5]"
+    assert ci_text({"acc": 1.0, "acc_ci_low": -0.5, "acc_ci_high": 2.5}) == "+1.0 [-0.5, +2.5] points"
 
 
 def test_missing_paper_numbers_are_empty_not_a_crash(tmp_path):
@@ -77,3 +77,60 @@ def test_declared_benchmark_files_give_the_folder_figures(tmp_path, monkeypatch)
         benchmark_minutes([*declared["protocol"], *gone])
     assert str(err.value) == ("--benchmarks: declared benchmark file benchmarks/protocol/evaluate/t.tsv not found "
                               "(and 1 more)")
+
+
+def test_one_ci_format():
+    """Every report table writes a CI as `estimate [low, high]`: signed for differences, plain for
+    levels; the estimate alone without bounds; n/a without an estimate."""
+    from dnd.reporting.format import ci
+
+    assert ci(1.23, 0.4, 2.06) == "+1.2 [+0.4, +2.1]"
+    assert ci(28.25, 24.1, 33.04, sign=False) == "28.2 [24.1, 33.0]"
+    assert ci(-0.1, -0.13, -0.07, 3) == "-0.100 [-0.130, -0.070]"
+    assert ci(1.0, math.nan, 2.0) == "+1.0" and ci(None, 0, 1) == "n/a"
+
+
+def test_ci_digits_match_the_ci():
+    """Decimals that give the narrowest half-width two significant digits."""
+    from dnd.reporting.format import ci_digits
+
+    assert ci_digits([4.4, 5.6]) == 1 and ci_digits([12.0]) == 0 and ci_digits([0.03, 0.4]) == 3
+    assert ci_digits([0.09]) == 3 and ci_digits([0.1]) == 2 and ci_digits([]) == 1 and ci_digits([math.nan, 0.0]) == 1
+
+
+def test_md_table_right_aligns_numbers_only():
+    import pandas as pd
+
+    from dnd.reporting.format import md_table
+
+    df = pd.DataFrame({"Target": ["ARC-Easy", "Mean"], "Acc": ["57.5", "n/a"], "Δ (95% CI)": ["+1.2 [+0.4, +2.1]", ""],
+                       "Cost": ["reference", "≤ 0 *"], "Verdict": ["reproduced", "level"], "Ratio": ["3/7", "4.00×"]})
+    align = md_table(df).splitlines()[1].strip("|").split("|")
+    assert [a.startswith(":") for a in align] == [True, False, False, False, True, False]
+    assert all(a.endswith(":") for a in align[1:4] + align[5:])
+    assert "-2.478e-20" in md_table(pd.DataFrame({"x": ["-2.478e-20"]}))  # cells as given, no reformatting
+
+
+def test_one_palette_distinct_and_shared():
+    """Every figure's colours come from dnd.reporting.figures: the Okabe-Ito colours, distinct for
+    the methods a figure draws together and for the datasets (a marker each as a second cue)."""
+    from dnd.reporting import figures as F
+
+    assert len(set(F.METHOD_COLORS[m] for m in F.MAIN_METHODS)) == len(F.MAIN_METHODS)
+    assert len({F.METHOD_COLORS[m] for m in ("dnd", "control_other", "control_random", "control_shuffled")}) == 4
+    assert len({F.METHOD_COLORS[m] for m in ("dnd", "fewshot_ft", "icl")}) == 3
+    names = ["arc_challenge", "arc_easy", "boolq", "hellaswag", "openbookqa", "piqa", "winogrande"]
+    pal, marks = F.dataset_palette(names), F.dataset_markers(names)
+    assert len(set(pal.values())) == len(names) and len(set(marks.values())) == len(names)
+    assert F.POOLED_COLOR not in pal.values()  # the pooled mean is never mistaken for a dataset
+    assert set(F.OKABE_ITO.values()) >= {pal["HellaSwag"], pal["PIQA"]} and pal["HellaSwag"] != pal["PIQA"]
+
+
+def test_experiment_figures_use_the_shared_palette():
+    """No figure module defines colours of its own (tab:... names or hex codes): one palette."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent / "src" / "dnd"
+    for f in [*root.glob("experiments/*/report.py"), root / "report.py"]:
+        text = f.read_text()
+        assert not re.search(r"[\"']tab:[a-z]+[\"']|[\"']#[0-9A-Fa-f]{6}[\"']", text), f

@@ -45,13 +45,14 @@ from .reporting.figures import (
     fig_efficiency,
     fig_pca,
     fig_transfer,
+    is_control_pair,
     method_bars,
     placeholder,
 )
-from .reporting.format import model_name
+from .reporting.format import md_table, model_name
 from .reporting.tables import (
-    CONTROL_METHODS,
     DELTA_COLUMN,
+    HEADROOM_COLUMN,
     METHOD_LABELS,
     TABLES,
     benchmark_stage,
@@ -69,6 +70,7 @@ from .reporting.tables import (
     lookup,
     paper_table,
     pct_factor,
+    render_detail_table,
     render_main_table,
     tidy_scores,
     versions,
@@ -150,8 +152,7 @@ COMMANDS = {"report": (add_arguments, run)}
 
 # ------------------------------------------------------------------------------ helpers
 def _md(df: pd.DataFrame) -> str:
-    align = ("left",) + ("right",) * (len(df.columns) - 1)
-    return df.to_markdown(index=False, colalign=align, disable_numparse=True)
+    return md_table(df)
 
 
 def _rel(path: Path, start: Path) -> str:
@@ -325,6 +326,7 @@ def _main_section(sc: pd.DataFrame, tidy: pd.DataFrame, mt: pd.DataFrame, metric
     factor = pct_factor(sc)
     main_disp = render_main_table(mt, metrics_obj, factor)
     tables["main_table"] = main_disp
+    tables["main_detail"] = detail = render_detail_table(mt, metrics_obj, factor)
     n_items = sorted(set(pd.to_numeric(sc.get("n", pd.Series(dtype=float)), errors="coerce").dropna().astype(int)))
     n_dnd = tidy[tidy.method == "dnd"].groupby("target").size()
     comp = comparisons_table(metrics_obj or {}, targets, factor)
@@ -333,24 +335,28 @@ def _main_section(sc: pd.DataFrame, tidy: pd.DataFrame, mt: pd.DataFrame, metric
     return ["## Main results", "",
             "Accuracy (%) on each held-out dataset; the generator for a target never saw its data. "
             f"Test items per target: n = {', '.join(map(str, n_items)) or 'n/a'} (every method scores the same "
-            f"items). DnD: mean ± sd over {'/'.join(map(str, sorted(set(n_dnd.values)))) or 'n/a'} adapters; its "
-            "95% CI is a bootstrap over test items of the accuracy averaged over adapters; half-widths: "
-            f"{_ci_half_widths(sc, metrics_obj, factor)}. **Bold** = best zero-shot method of the row "
-            "(base, training-LoRA average, soup, nearest, DnD).",
+            f"items). DnD: mean over {'/'.join(map(str, sorted(set(n_dnd.values)))) or 'n/a'} adapters with its "
+            "95% CI, a bootstrap over test items of the accuracy averaged over adapters; half-widths: "
+            f"{_ci_half_widths(sc, metrics_obj, factor)}. DnD is **bold** where it is ahead of every other "
+            "zero-shot method of the row: its paired 95% CIs against the training-LoRA average, the soup and "
+            "nearest all above 0, and its mean above the base model's. Every CI in this report is written "
+            "`estimate [low, high]`.",
             "", _md(main_disp), "",
             "- *Training LoRAs (avg)*: mean accuracy of the training datasets' LoRAs on the target (the paper's "
             "baseline). *Soup*: their weight average. *Nearest*: the training LoRA whose prompts are closest to "
             "the target's unlabeled prompts.",
+            "- *Mean* row: column means over the targets.",
+            f"- *{DELTA_COLUMN}*: mean over items of (DnD, averaged over adapters) minus (training-LoRA "
+            "average), with its paired bootstrap 95% CI (from `metrics.json`); the Mean row's CIs resample "
+            "items within every target.", "",
+            "The references and DnD's spread, per target:", "", _md(detail), "",
             "- † *Best training LoRA* is chosen with the target's test labels, so it is not zero-shot: a "
-            "reference, never bold.",
-            "- ‡ *Oracle*: the target's own LoRA, trained on its labeled train split: the upper reference.",
-            "- *Mean* row: column means over the targets (its sd is the mean of the per-target sds, its gap "
-            "closed is computed from the means).",
-            "- *Gap closed* = (DnD − training average) / (oracle − training average), in %; 0 = no better than "
-            "the training average, 100 = as good as the oracle; n/a when the oracle does not beat the average.",
-            *(["- *DnD − training avg*: mean over items of (DnD, averaged over adapters) minus (training-LoRA "
-               "average), with its paired bootstrap 95% CI (from `metrics.json`); the Mean row's CIs resample "
-               "items within every target."] if DELTA_COLUMN in main_disp.columns else []), "",
+            "reference only.",
+            "- ‡ *Oracle*: the target's own LoRA, trained on its labeled train split: the upper reference. "
+            f"*{HEADROOM_COLUMN}*: its paired gain (metrics.json); where its CI reaches 0 a DnD claim is not "
+            "testable on that target.",
+            "- *DnD sd over adapters*: the spread of single adapters' accuracies (the Mean row: the mean of the "
+            "targets' sds).", "",
             *(["**DnD against each zero-shot baseline, pooled over targets.** Per item, DnD (averaged over its "
                "adapters) minus the baseline, averaged over the items of a target, then over targets (each target "
                "weighs the same); 95% CI: paired bootstrap over items within every target. Accuracy in points; "
@@ -358,12 +364,13 @@ def _main_section(sc: pd.DataFrame, tidy: pd.DataFrame, mt: pd.DataFrame, metric
                "(higher = the adapter puts more mass on the right answer, even where the chosen answer does not "
                "change). Per-target figures: `metrics.json` (`{target}/dnd_minus_{baseline}/{acc,gold_logprob}`).",
                "", _md(comp), "", f"![DnD minus each baseline]({link['comparisons']})", "",
-               "Each dot: one target's DnD minus baseline with its paired 95% CI; diamonds: pooled over "
-               "targets.", ""] if comp is not None else []),
+               "Each marker: one target's difference with its paired 95% CI; black diamonds: pooled over "
+               "targets; grey band: ±1 point (*level*).", ""] if comp is not None else []),
             f"![Accuracy per held-out dataset]({link['bars']})", "",
             "Bars: accuracy per method; error bars: sd over DnD adapters and over the training LoRAs.", "",
             f"![Transfer of source LoRAs]({link['transfer']})", "",
-            "Transfer matrix: each source LoRA evaluated on each target (outlined diagonal = oracle).", ""]
+            "Transfer matrix: each source LoRA evaluated on each target (outlined in red: the diagonal, the "
+            "oracle).", ""]
 
 
 def _paper_section(mt: pd.DataFrame, paper: dict | None, paper_numbers: Path, metrics_obj: dict | None,
@@ -390,20 +397,24 @@ def _paper_section(mt: pd.DataFrame, paper: dict | None, paper_numbers: Path, me
     return md_lines
 
 
-def _controls_section(tidy: pd.DataFrame, targets: list[str], fig: dict[str, Path], link: dict[str, str],
-                      tables: dict[str, pd.DataFrame]) -> list[str]:
+def _controls_section(tidy: pd.DataFrame, targets: list[str], metrics_obj: dict | None, factor: float,
+                      fig: dict[str, Path], link: dict[str, str], tables: dict[str, pd.DataFrame]) -> list[str]:
     md_lines = ["## Controls", ""]
-    ctab = controls_table(tidy, targets)
+    ctab = controls_table(tidy, targets, metrics_obj, factor)
     if ctab is None:
         placeholder(fig["controls"], "No control adapters (control_other / control_random) in scores.csv.")
         return md_lines + ["No control adapters were scored in this run.", ""]
     tables["controls"] = ctab
-    method_bars(tidy, CONTROL_METHODS, targets, fig["controls"])
+    fig_comparisons(metrics_obj, targets, fig["controls"], factor, keep=is_control_pair,
+                    what="comparisons with a control")
     return md_lines + ["Does DnD use the target's prompts? Same generator, conditioned on another dataset's prompts "
                        "(*other prompts*), on random text (*random text*) or on the target's own prompts with the "
                        "words of each prompt shuffled (*shuffled words*: not one of the fold's sources, the target's "
-                       "vocabulary without its structure). Accuracy (%), mean ± sd over adapters.", "",
-                       _md(ctab), "", f"![Controls]({link['controls']})", ""]
+                       "vocabulary without its structure). Accuracy (%), mean over adapters; DnD minus each "
+                       "control with its paired 95% CI over items (metrics.json; the Mean row pooled over targets).",
+                       "", _md(ctab), "", f"![Controls]({link['controls']})", "",
+                       "Each marker: one target's DnD minus the control with its paired 95% CI; black diamonds: "
+                       "pooled over targets; grey band: ±1 point (*level*).", ""]
 
 
 def _pooled(metrics_obj: dict | None, key: str) -> str:
@@ -450,7 +461,9 @@ def _diagnostics_section(diagnostics: Path | None, metrics_obj: dict | None, tar
         fig_diagnostics(None, targets, fig["diagnostics"])
         return md_lines + ["No generator diagnostics in this run (results/diagnostics.csv).", ""]
     diag = pd.read_csv(diagnostics)
-    fig_diagnostics(diag, targets, fig["diagnostics"])
+    goals = {"fit_ratio": ("≤", FIT_GOAL), "retrieval_acc": ("≥", RETRIEVAL_GOAL),
+             "heldout_norm_ratio": ("≤", STRAY_LIMIT)}
+    fig_diagnostics(diag, targets, fig["diagnostics"], goals)
     tables["diagnostics"] = dtab = diagnostics_table(diag, targets)
     chosen, reason = select_design(read_rows(diagnostics))
     design = lookup(params, "generator.design", "hyperconv")
@@ -568,20 +581,6 @@ def _dynamics_section(pca_note: str | None, has_curves: bool, link: dict[str, st
             else "No training logs found for this run.", ""]
 
 
-def _headline_metrics_lines(metrics: Path, metrics_obj: dict | None) -> list[str]:
-    if metrics_obj is None:
-        return [f"No metrics file (`{shown_path(metrics)}`).", ""]
-    flat = [(k, v) for k, v in metrics_obj.items() if not isinstance(v, (dict, list))]
-    over = [(k, v) for k, v in flat if k.startswith(f"{MEAN_TARGET}/")]
-    shown = over or flat
-    if not shown:
-        return [f"`{shown_path(metrics)}` holds no flat values.", ""]
-    return [f"From `{shown_path(metrics)}`" + (" (averages over targets; per-target values are in the "
-                                           "file)" if over else "") + "; accuracies as fractions:", "",
-            _md(pd.DataFrame([(k, "n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v)))
-                              for k, v in shown], columns=["Metric", "Value"])), ""]
-
-
 def _metadata_section(params: dict, benchmarks: Sequence[Path], metrics: Path, metrics_obj: dict | None,
                       tables: dict[str, pd.DataFrame]) -> list[str]:
     md_lines = ["## Run metadata", "",
@@ -596,7 +595,10 @@ def _metadata_section(params: dict, benchmarks: Sequence[Path], metrics: Path, m
         tables["compute"] = comp
         md_lines += ["Wall time and peak memory per stage, from the `benchmark:` TSV of every job "
                      "(stage = rule name; a job run with repeats counts its mean).", "", _md(comp), ""]
-    return md_lines + ["### Headline metrics", ""] + _headline_metrics_lines(metrics, metrics_obj)
+    if metrics_obj is None:
+        return md_lines + [f"No metrics file (`{shown_path(metrics)}`).", ""]
+    return md_lines + [f"Every number behind the tables (per target and pooled, with its CI) is in "
+                       f"`{shown_path(metrics)}`.", ""]
 
 
 def _write_tables(tables_dir: Path, tables: dict[str, pd.DataFrame], out: Path) -> None:
@@ -636,7 +638,8 @@ def build_report(*, params: dict, scores: Path, metrics: Path, efficiency: Path,
         eff_disp, eff_num = efficiency_table(eff_df, targets, timings_dir, benchmarks)
 
     method_bars(tidy, MAIN_METHODS, targets, fig["bars"])
-    fig_comparisons(metrics_obj, targets, fig["comparisons"], pct_factor(sc))
+    fig_comparisons(metrics_obj, targets, fig["comparisons"], pct_factor(sc), keep=lambda p: not is_control_pair(p),
+                    what="comparisons with a zero-shot baseline")
     fig_transfer(tidy, sc, datasets, fig["transfer"])
     fig_efficiency(eff_num, fig["efficiency"])
     pca_note = fig_pca(zoo_checkpoints, generated, datasets, fig["pca"], pca_checkpoints, pca_coords,
@@ -652,7 +655,7 @@ def build_report(*, params: dict, scores: Path, metrics: Path, efficiency: Path,
     md_lines += _zoo_section(params, paper, data_summary, tables)
     md_lines += _main_section(sc, tidy, mt, metrics_obj, targets, link, tables)
     md_lines += _paper_section(mt, paper, paper_numbers, metrics_obj, pct_factor(sc), tables)
-    md_lines += _controls_section(tidy, targets, fig, link, tables)
+    md_lines += _controls_section(tidy, targets, metrics_obj, pct_factor(sc), fig, link, tables)
     md_lines += _diagnostics_section(diagnostics, metrics_obj, targets, params, fig, link, tables)
     md_lines += _eval_backend_section(eval_speed, eval_agreement, benchmarks, tables)
     md_lines += _efficiency_section(eff_disp, eff_num, efficiency, paper, link, tables)

@@ -7,11 +7,16 @@
   pca.png         PCA of real LoRA checkpoints and generated adapters (numpy SVD over the
                   flattened safetensors)
   curves.png      loss curves of the LoRA zoo and of the generators
-  controls.png    DnD vs its controls (other dataset's prompts, random text)
-  comparisons.png DnD minus each zero-shot baseline with paired 95% CIs, per target and pooled,
-                  on accuracy and on the gold answer's log-probability (metrics.json)
-  diagnostics.png per fold, each generator's fit ratio, retrieval accuracy, prompt sensitivity
-                  and redraw spread, and the zoo's reachability (results/diagnostics.csv)
+  controls.png    DnD minus each control (other dataset's prompts, random text, shuffled words)
+                  with paired 95% CIs, per target and pooled (metrics.json)
+  comparisons.png DnD (and each variant) minus each zero-shot baseline with paired 95% CIs, per
+                  target and pooled, on accuracy (with the ±1-point "level" band) and on the gold
+                  answer's log-probability (metrics.json)
+  diagnostics.png per fold, each generator's fit ratio, retrieval accuracy, prompt sensitivity,
+                  held-out stray and the zoo's reachability, goals dashed (results/diagnostics.csv)
+Every figure takes its colours from the one palette below (Okabe-Ito, colour-blind safe): a fixed
+colour per method and per dataset, a marker per dataset where points are drawn; legends sit
+outside the panels.
 A figure whose input the run lacks is still written, as a placeholder naming what is missing,
 so the set of outputs is the same for every run. Captions for the Snakemake report are in
 workflow/report/fig_{name}.rst; `CAPTIONS` are the report's one-line index entries.
@@ -20,7 +25,7 @@ workflow/report/fig_{name}.rst; `CAPTIONS` are the report's one-line index entri
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,17 +41,31 @@ CAPTIONS: dict[str, str] = {
     "efficiency": "LoRA tuning time vs DnD generation time (log scale)",
     "pca": "PCA of real LoRA checkpoints and generated adapters",
     "curves": "training curves of the LoRA zoo and the generators",
-    "controls": "DnD vs control adapters",
+    "controls": "DnD minus each control adapter, paired 95% CIs (accuracy, gold log-prob)",
     "comparisons": "DnD minus each zero-shot baseline, paired 95% CIs (accuracy, gold log-prob)",
-    "diagnostics": "generator diagnostics per fold: fit, retrieval, prompt sensitivity, reachability",
+    "diagnostics": "generator diagnostics per fold: fit, retrieval, prompt sensitivity, held-out stray, "
+                   "reachability",
 }
 FIGURES: dict[str, str] = {key: f"{key}.png" for key in CAPTIONS}  # name -> file under --figures-dir
 
+# The one palette of every figure (the main report's and the extra experiments'): the
+# Okabe-Ito colours (distinct under the common colour-vision deficiencies), one fixed colour per
+# method and one per dataset, with a marker per dataset as a second cue where points are drawn.
+OKABE_ITO = {"blue": "#0072B2", "orange": "#E69F00", "green": "#009E73", "vermillion": "#D55E00",
+             "skyblue": "#56B4E9", "purple": "#CC79A7", "yellow": "#F0E442", "black": "#000000"}
+GREY, DARK_GREY, WINE = "#999999", "#555555", "#882255"
 # One fixed order (bars, legends) and colour per method, shared by every figure.
 MAIN_METHODS = ["base", "train_avg", "best_train", "soup", "nearest", "dnd", "oracle"]
-_PALETTE_INDEX = {"base": 7, "train_avg": 0, "best_train": 9, "soup": 4, "nearest": 8, "dnd": 3,
-                  "oracle": 2, "control_other": 5, "control_random": 6, "control_shuffled": 1,
-                  "dnd_basis": 3, "dnd_hyperconv": 3}
+METHOD_COLORS = {"base": GREY, "train_avg": OKABE_ITO["skyblue"], "best_train": OKABE_ITO["blue"],
+                 "soup": OKABE_ITO["green"], "nearest": OKABE_ITO["orange"], "dnd": OKABE_ITO["vermillion"],
+                 "oracle": OKABE_ITO["black"], "control_other": OKABE_ITO["yellow"],
+                 "control_random": OKABE_ITO["purple"], "control_shuffled": DARK_GREY,
+                 "dnd_basis": WINE, "dnd_hyperconv": OKABE_ITO["vermillion"], "zoo": GREY,
+                 "fewshot_ft": OKABE_ITO["blue"], "icl": OKABE_ITO["green"]}
+DATASET_COLORS = [*(OKABE_ITO[c] for c in ("blue", "orange", "green", "vermillion", "skyblue", "purple")), WINE,
+                  OKABE_ITO["yellow"]]
+DATASET_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+POOLED_COLOR = OKABE_ITO["black"]
 
 
 def apply_style() -> None:
@@ -55,22 +74,45 @@ def apply_style() -> None:
     matplotlib.use("Agg")
     import seaborn as sns
 
-    sns.set_theme(context="paper", style="whitegrid", palette="colorblind")
+    sns.set_theme(context="paper", style="whitegrid", palette=DATASET_COLORS)
     matplotlib.rcParams.update({"savefig.dpi": 150, "savefig.bbox": "tight", "pdf.fonttype": 42})
 
 
-def method_palette() -> dict[str, Any]:
-    import seaborn as sns
+def method_color(method: str) -> str:
+    """A method's colour (METHOD_COLORS; grey for one it lacks)."""
+    return METHOD_COLORS.get(method, GREY)
 
-    cb = sns.color_palette("colorblind", 10)
-    return {METHOD_LABELS[m]: cb[i] for m, i in _PALETTE_INDEX.items()}
+
+def method_palette() -> dict[str, Any]:
+    """Display label (METHOD_LABELS) -> colour."""
+    return {METHOD_LABELS[m]: METHOD_COLORS[m] for m in METHOD_LABELS if m in METHOD_COLORS}
 
 
 def dataset_palette(names: list[str]) -> dict[str, Any]:
-    import seaborn as sns
+    """Display title -> colour, in the order of `names` (config order); colours repeat after 7,
+    the markers (`dataset_markers`) then tell datasets apart."""
+    return {title(n): DATASET_COLORS[i % len(DATASET_COLORS)] for i, n in enumerate(names)}
 
-    cb = sns.color_palette("colorblind", max(len(names), 1))
-    return {title(n): cb[i % len(cb)] for i, n in enumerate(names)}
+
+def dataset_markers(names: list[str]) -> dict[str, str]:
+    """Display title -> marker, in the order of `names`."""
+    return {title(n): DATASET_MARKERS[i % len(DATASET_MARKERS)] for i, n in enumerate(names)}
+
+
+def paired_band(ax, width: float, vertical: bool = True) -> None:
+    """The zero line and the ±`width` band (dnd.stats.EQUIVALENT points: "level") behind paired
+    differences."""
+    span, line = (ax.axvspan, ax.axvline) if vertical else (ax.axhspan, ax.axhline)
+    span(-width, width, color=GREY, alpha=0.18, lw=0, zorder=0,
+         label=f"±{width:g} point (level)" if width else None)
+    line(0, color=DARK_GREY, lw=0.8, zorder=1)
+
+
+def legend_below(fig, handles: list, labels: list[str], ncol: int | None = None) -> None:
+    """One legend for the whole figure, under its panels (never over the data)."""
+    if handles:
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False,
+                   ncol=ncol or min(len(labels), 4), fontsize=8)
 
 
 def _save(fig, path: Path) -> None:
@@ -146,13 +188,14 @@ def fig_transfer(tidy: pd.DataFrame, scores: pd.DataFrame, datasets: list[str], 
     pv = pv.loc[rows, cols]
     fig, ax = plt.subplots(figsize=(1.0 + 0.85 * len(cols), 0.8 + 0.6 * len(rows)))
     sns.heatmap(pv.rename(index=title, columns=title), annot=True, fmt=".1f", cmap="viridis",
-                cbar_kws={"label": "accuracy (%)"}, ax=ax, linewidths=0.5)
-    for i, r in enumerate(rows):
+                cbar_kws={"label": "accuracy (%)"}, ax=ax, linewidths=0.5, linecolor="white")
+    for i, r in enumerate(rows):  # the oracle cells: a thick outline in the figure's one contrast colour
         if r in cols:
-            ax.add_patch(Rectangle((cols.index(r), i), 1, 1, fill=False, edgecolor="white", lw=2.5))
+            ax.add_patch(Rectangle((cols.index(r) + 0.04, i + 0.04), 0.92, 0.92, fill=False,
+                                   edgecolor=OKABE_ITO["vermillion"], lw=2.6, zorder=5))
     ax.set_xlabel("evaluated on (target)")
     ax.set_ylabel("LoRA trained on (source)")
-    ax.set_title("Transfer of source LoRAs (outlined diagonal = oracle)")
+    ax.set_title("Transfer of source LoRAs (outlined in red: the diagonal, the oracle)")
     _save(fig, path)
     return True
 
@@ -171,8 +214,7 @@ def fig_efficiency(num: pd.DataFrame | None, path: Path) -> bool:
         if np.isfinite(r.total_s):
             recs.append((title(r.target), "DnD generation (median)", r.total_s))
     d = pd.DataFrame(recs, columns=["Target", "Procedure", "seconds"])
-    cb = sns.color_palette("colorblind", 10)
-    pal = {"LoRA tuning (oracle)": cb[_PALETTE_INDEX["oracle"]], "DnD generation (median)": cb[_PALETTE_INDEX["dnd"]]}
+    pal = {"LoRA tuning (oracle)": method_color("oracle"), "DnD generation (median)": method_color("dnd")}
     order = list(dict.fromkeys(d.Target))
     fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(order) + 2), 3.4))
     sns.barplot(data=d, x="Target", y="seconds", hue="Procedure", order=order, palette=pal, ax=ax,
@@ -269,7 +311,6 @@ def pca_coordinates(items: list[tuple[str, str, Path]], n_coords: int,
 def fig_pca(checkpoints: Sequence[Path], adapters: Sequence[Path], datasets: list[str], path: Path,
             per_dataset: int, n_coords: int, seed: int) -> str | None:
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
     items = collect_pca_inputs(checkpoints, adapters, per_dataset)
     if len(items) < 3:
@@ -283,16 +324,25 @@ def fig_pca(checkpoints: Sequence[Path], adapters: Sequence[Path], datasets: lis
     names = dataset_order(datasets, df.dataset)
     df["Dataset"] = df.dataset.map(title)
     df["Kind"] = df.kind
+    from matplotlib.lines import Line2D
+
     fig, ax = plt.subplots(figsize=(5.6, 4.2))
-    kinds = [k for k in ("LoRA checkpoint", "DnD adapter") if k in set(df.Kind)]
-    sns.scatterplot(data=df, x="PC1", y="PC2", hue="Dataset", style="Kind", style_order=kinds,
-                    hue_order=[title(n) for n in names if n in set(df.dataset)],
-                    markers={"LoRA checkpoint": "o", "DnD adapter": "X"}, palette=dataset_palette(names),
-                    s=40, alpha=0.85, ax=ax)
+    pal, marks = dataset_palette(names), dataset_markers(names)
+    shown = [title(n) for n in names if n in set(df.dataset)]
+    for name in shown:  # a colour and a marker per dataset; real checkpoints hollow, DnD adapters filled
+        d = df[df.Dataset == name]
+        real, gen = d[d.Kind == "LoRA checkpoint"], d[d.Kind == "DnD adapter"]
+        ax.scatter(real.PC1, real.PC2, s=28, marker=marks[name], facecolors="none", edgecolors=pal[name], lw=1.0,
+                   alpha=0.9)
+        ax.scatter(gen.PC1, gen.PC2, s=60, marker=marks[name], color=pal[name], edgecolors="black", lw=0.6,
+                   zorder=3)
+    handles = [Line2D([], [], ls="", marker=marks[n], color=pal[n], label=n) for n in shown]
+    handles += [Line2D([], [], ls="", marker="o", mfc="none", mec=DARK_GREY, label="LoRA checkpoint (hollow)"),
+                Line2D([], [], ls="", marker="o", color=DARK_GREY, mec="black", label="DnD adapter (filled)")]
     ax.set_xlabel(f"PC1 ({100 * var[0]:.1f}% var.)")
     ax.set_ylabel(f"PC2 ({100 * var[1]:.1f}% var.)" if len(var) > 1 else "PC2")
     ax.set_title("LoRA parameter space: real checkpoints vs generated adapters")
-    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     _save(fig, path)
     n_real = int((df.kind == "LoRA checkpoint").sum())
     n_gen = int((df.kind == "DnD adapter").sum())
@@ -360,76 +410,160 @@ def fig_curves(zoo_logs: Sequence[Path], generator_logs: Sequence[Path], dataset
 
 
 
-def fig_comparisons(metrics: dict | None, targets: list[str], path: Path, factor: float = 100.0) -> bool:
-    """Forest plot: per baseline (rows) and target (+ the pooled mean, bold), DnD minus the
-    baseline with its paired bootstrap 95% CI; left panel accuracy (points), right panel gold
-    log-probability (nats). False (a placeholder) without metrics.json's comparisons."""
+def is_control_pair(pair: tuple[str, str]) -> bool:
+    """A (subject, baseline) pair of comparison_pairs whose baseline is a control adapter."""
+    return pair[1].startswith("control_")
+
+
+def fig_comparisons(metrics: dict | None, targets: list[str], path: Path, factor: float = 100.0,
+                    keep: Callable[[tuple[str, str]], bool] | None = None, what: str = "comparisons") -> bool:
+    """Forest plot: per pair (rows, in blocks on alternating shades; `keep` picks the pairs of
+    dnd.summary.comparison_pairs) and target (a colour and a marker each; the pooled mean: a black
+    diamond), the subject minus the baseline with its paired bootstrap 95% CI; left panel accuracy
+    (points, with the ±EQUIVALENT "level" band), right panel gold log-probability (nats). False (a
+    placeholder) without metrics.json's comparisons."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    from dnd.stats import EQUIVALENT
 
     metrics = metrics or {}
-    if not any(k.endswith("/acc") and "/dnd_minus_" in k for k in metrics):
-        placeholder(path, "no DnD-minus-baseline comparisons in metrics.json")
+    pairs = [(s, b) for s, b in comparison_pairs(compared_kinds(metrics))
+             if isinstance(metrics.get(f"{MEAN_TARGET}/{s}_minus_{b}/acc"), (int, float))
+             and (keep is None or keep((s, b)))]
+    if not pairs:
+        placeholder(path, f"no paired {what} in metrics.json")
         return False
     names = [*targets, MEAN_TARGET]
-    colors = {**dataset_palette(targets), title(MEAN_TARGET): (0, 0, 0)}
-    pairs = [(s, b) for s, b in comparison_pairs(compared_kinds(metrics))
-             if isinstance(metrics.get(f"{MEAN_TARGET}/{s}_minus_{b}/acc"), (int, float))]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 0.5 + 0.9 * len(pairs)), sharey=True)
+    colors, marks = dataset_palette(targets), dataset_markers(targets)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.9 + 0.95 * len(pairs)), sharey=True)
+    step = 0.8 / max(len(names), 1)
     for ax, (metric, scale, unit) in zip(axes, (("acc", factor, "accuracy (points)"),
                                                 ("gold_logprob", 1.0, "gold log-prob (nats)"))):
+        for bi in range(len(pairs)):
+            if bi % 2:
+                ax.axhspan(bi - 0.5, bi + 0.5, color=GREY, alpha=0.12, lw=0, zorder=0)
+        paired_band(ax, EQUIVALENT if metric == "acc" else 0.0)
         for bi, (subject, b) in enumerate(pairs):
             for ti, t in enumerate(names):
                 key = f"{t}/{subject}_minus_{b}/{metric}"
                 d, lo, hi = (metrics.get(key + sfx) for sfx in ("", "_ci_low", "_ci_high"))
                 if not all(isinstance(v, (int, float)) for v in (d, lo, hi)):
                     continue
-                y = bi + (ti - (len(names) - 1) / 2) * 0.8 / max(len(names), 1)
+                y = bi + (ti - (len(names) - 1) / 2) * step
                 pooled = t == MEAN_TARGET
-                ax.errorbar(scale * d, y, xerr=[[scale * (d - lo)], [scale * (hi - d)]], fmt="D" if pooled else "o",
-                            ms=5 if pooled else 3, color=colors[title(t)], lw=1.6 if pooled else 0.8,
-                            label=("pooled over targets" if pooled else title(t)) if bi == 0 else None)
-        ax.axvline(0, color="grey", lw=0.8, ls="--")
-        ax.set_xlabel(f"method − baseline, {unit}")
+                ax.errorbar(scale * d, y, xerr=[[scale * (d - lo)], [scale * (hi - d)]],
+                            fmt="D" if pooled else marks[title(t)], ms=6 if pooled else 3.5,
+                            color=POOLED_COLOR if pooled else colors[title(t)], lw=1.8 if pooled else 0.9,
+                            zorder=4 if pooled else 3)
+        ax.grid(axis="y", visible=False)
+        ax.set_xlabel(f"method − baseline, {unit}, paired 95% CI")
+    axes[0].set_ylim(len(pairs) - 0.5, -0.5)
     axes[0].set_yticks(range(len(pairs)), [f"{METHOD_LABELS[s]} − {METHOD_LABELS[b]}" for s, b in pairs],
                        fontsize=7)
-    axes[0].invert_yaxis()
-    axes[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False, fontsize=7)
+    handles = [Line2D([], [], ls="", marker=marks[title(t)], color=colors[title(t)], label=title(t)) for t in targets]
+    handles += [Line2D([], [], ls="", marker="D", color=POOLED_COLOR, ms=6, label="pooled over targets"),
+                plt.Rectangle((0, 0), 1, 1, color=GREY, alpha=0.35, label=f"±{EQUIVALENT:g} point (level)")]
+    axes[1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False, fontsize=7)
     _save(fig, path)
     return True
 
 
-DIAGNOSTIC_PANELS = (("fit_ratio", "fit ratio (token space; goal ≤ 0.3)", 0.3),
-                     ("retrieval_acc", "retrieval accuracy (goal ≥ 0.9)", 0.9),
-                     ("sensitivity_ratio", "prompt sensitivity (1 = as far apart as the real LoRAs)", None),
-                     ("reachability", "reachability of the held-out LoRA (zoo)", None))
+DIAGNOSTIC_PANELS = (("fit_ratio", "fit ratio (token space)"),
+                     ("retrieval_acc", "retrieval accuracy"),
+                     ("sensitivity_ratio", "prompt sensitivity\n(1 = as far apart as the real LoRAs)"),
+                     ("heldout_norm_ratio", "held-out stray\n(distance from the sources' mean)"),
+                     ("reachability", "reachability of the held-out LoRA (zoo)"))
 
 
-def fig_diagnostics(diag: pd.DataFrame | None, targets: list[str], path: Path) -> bool:
-    """Four panels of grouped bars, one group per fold: fit_ratio, retrieval_acc,
-    sensitivity_ratio (per generator: dnd and each variant) and the zoo's reachability, with the
-    goals as dashed lines. False (a placeholder) without diagnostics."""
+def fig_diagnostics(diag: pd.DataFrame | None, targets: list[str], path: Path,
+                    goals: dict[str, tuple[str, float]] | None = None) -> bool:
+    """One panel per diagnostic (DIAGNOSTIC_PANELS), grouped bars, one group per fold and one bar
+    per generator (dnd and each variant; the zoo's reachability), each generator in its method
+    colour; `goals` (metric -> ("≤" or "≥", value), dnd.diagnostics' FIT_GOAL, RETRIEVAL_GOAL,
+    STRAY_LIMIT) as dashed lines; one legend under the panels. False (a placeholder) without
+    diagnostics."""
     import matplotlib.pyplot as plt
-    import seaborn as sns
+    from matplotlib.lines import Line2D
 
     if diag is None or diag.empty:
         placeholder(path, "no generator diagnostics (results/diagnostics.csv)")
         return False
+    goals = goals or {}
     folds = [t for t in targets if t in set(diag["fold"])]
-    fig, axes = plt.subplots(1, len(DIAGNOSTIC_PANELS), figsize=(4.2 * len(DIAGNOSTIC_PANELS), 3.6))
-    for ax, (metric, label, goal) in zip(axes, DIAGNOSTIC_PANELS):
-        sub = diag[(diag["metric"] == metric) & diag["fold"].isin(folds)].copy()
-        if sub.empty:
-            ax.set_axis_off()
-            continue
-        sub["fold"] = sub["fold"].map(title)
-        sub["variant"] = sub["variant"].map(lambda v: METHOD_LABELS.get(v, v))
-        sns.barplot(data=sub, x="fold", y="value", hue="variant", order=[title(t) for t in folds], ax=ax)
-        if goal is not None:
-            ax.axhline(goal, color="grey", lw=0.8, ls="--")
-        ax.set_title(label, fontsize=8)
+    panels = [p for p in DIAGNOSTIC_PANELS if (diag["metric"] == p[0]).any()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.5 * len(panels), 3.4), squeeze=False)
+    seen: dict[str, Any] = {}
+    for ax, (metric, label) in zip(axes[0], panels):
+        sub = diag[(diag["metric"] == metric) & diag["fold"].isin(folds)]
+        variants = list(dict.fromkeys(sub["variant"]))
+        width = 0.8 / max(len(variants), 1)
+        for vi, v in enumerate(variants):
+            vals = sub[sub["variant"] == v].set_index("fold")["value"]
+            xs = [i + (vi - (len(variants) - 1) / 2) * width for i, f in enumerate(folds) if f in vals.index]
+            seen[METHOD_LABELS.get(v, v)] = ax.bar(xs, [float(vals[f]) for f in folds if f in vals.index],
+                                                   width=width, color=method_color(v), edgecolor="white", lw=0.4)
+        if metric in goals:
+            op, value = goals[metric]
+            ax.axhline(value, color="black", lw=1.0, ls="--", zorder=4)
+            seen.setdefault("goal (dashed)", Line2D([], [], color="black", ls="--", lw=1.0))
+            ax.set_title(f"{label} (goal {op} {value:g})", fontsize=8)
+        else:
+            ax.set_title(label, fontsize=8)
+        top = max(float(sub["value"].max()), goals.get(metric, ("", 0.0))[1])
+        ax.set_ylim(0, top * 1.12 if top > 0 else 1)
+        ax.set_xticks(range(len(folds)), [title(f) for f in folds], rotation=45, ha="right", fontsize=7)
         ax.set_xlabel("")
-        ax.set_ylabel("")
-        ax.tick_params(axis="x", rotation=45, labelsize=7)
-        ax.legend(fontsize=6, frameon=False)
+    fig.tight_layout()
+    legend_below(fig, list(seen.values()), list(seen.keys()))
     _save(fig, path)
     return True
+
+
+def forest(ax, rows: list[dict[str, Any]], band: float | None = None, xlabel: str = "") -> None:
+    """Horizontal estimates with their 95% CIs, one row each, top to bottom, on alternating
+    shades (no gridline through a row): `rows` of {"label", "est", "lo", "hi", "color", and
+    optionally "marker", "paper" (a claimed value drawn as a hollow diamond)}. `band`: the ±band
+    (and zero line) behind paired differences (dnd.stats.EQUIVALENT); None for levels. The x
+    range always spans at least 4 units, so an axis of zeros is still read as zeros."""
+    import math
+
+    for i, r in enumerate(rows):
+        if i % 2:
+            ax.axhspan(i - 0.5, i + 0.5, color=GREY, alpha=0.12, lw=0, zorder=0)
+        est, lo, hi = (float(r.get(k, math.nan)) for k in ("est", "lo", "hi"))
+        if math.isfinite(est):
+            err = [[est - lo], [hi - est]] if math.isfinite(lo) and math.isfinite(hi) else None
+            ax.errorbar(est, i, xerr=err, fmt=r.get("marker", "o"), color=r["color"], ms=6, lw=1.4, capsize=3,
+                        zorder=3)
+        if r.get("paper") is not None:
+            ax.plot(float(r["paper"]), i, marker="D", ms=7, mfc="none", mec="black", mew=1.2, ls="", zorder=4)
+    if band is not None:
+        paired_band(ax, band)
+    vals = [float(v) for r in rows for v in (r.get("est"), r.get("lo"), r.get("hi"), r.get("paper"))
+            if v is not None and math.isfinite(float(v))] + ([-band, band] if band else [])
+    lo, hi = (min(vals), max(vals)) if vals else (0.0, 1.0)
+    if hi - lo < 4:
+        mid = (hi + lo) / 2
+        lo, hi = mid - 2, mid + 2
+        if band is None and min(vals, default=0.0) >= 0 > lo:  # levels (accuracies): from 0
+            lo, hi = 0.0, 4.0
+    pad = 0.06 * (hi - lo)
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_yticks(range(len(rows)), [r["label"] for r in rows])
+    ax.grid(axis="y", visible=False)
+    ax.set_xlabel(xlabel)
+
+
+def forest_legend(fig, band: float | None, paper: bool) -> None:
+    """The legend of `forest` panels, under the figure: the level band and the paper's claim."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = []
+    if band:
+        handles.append(Patch(color=GREY, alpha=0.35, label=f"±{band:g} point: level"))
+    if paper:
+        handles.append(Line2D([], [], marker="D", mfc="none", mec="black", ls="", label="the paper's claimed gain"))
+    legend_below(fig, handles, [h.get_label() for h in handles])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from dnd.stats import relation, verdict
@@ -47,7 +48,7 @@ def pct(x: Any) -> float:
 
 def ci_text(c: dict[str, Any]) -> str:
     """A paired difference `c` (acc, acc_ci_low, acc_ci_high in points) with its 95% CI, in words."""
-    return f"{signed(c['acc'])} points, [{signed(c['acc_ci_low'])}, {signed(c['acc_ci_high'])}]"
+    return f"{ci(c['acc'], c['acc_ci_low'], c['acc_ci_high'])} points"
 
 
 def dnd_relation(c: dict[str, Any]) -> str:
@@ -69,3 +70,38 @@ def paper_claim(paper: str, row: dict[str, Any], here: str, train_avg: Any, dnd:
             f"({claim:+.1f} points). **Here**{f' ({here})' if here else ''}: {number(pct(train_avg))} → "
             f"{number(pct(dnd))} ({ci_text(c)}). "
             f"**Verdict: {verdict(c['acc_ci_low'], c['acc_ci_high'], claim, untestable)}.**")
+
+
+def ci(est: Any, lo: Any, hi: Any, digits: int = 1, sign: bool = True) -> str:
+    """The one CI format of every report table: `+1.2 [+0.4, +2.1]` (a difference, `sign`) or
+    `28.3 [24.1, 33.0]` (a level); "n/a" without an estimate, the estimate alone without bounds."""
+    if number(est) == "n/a":
+        return "n/a"
+    if number(lo) == "n/a" or number(hi) == "n/a":
+        return number(est, digits, sign)
+    return f"{number(est, digits, sign)} [{number(lo, digits, sign)}, {number(hi, digits, sign)}]"
+
+
+def ci_digits(half_widths: Any) -> int:
+    """Decimals that give the smallest finite CI half-width of a column two significant digits
+    (0 for half-widths of 10 or more, at most 4): the precision that matches the CI."""
+    hw = [abs(float(h)) for h in half_widths if number(h) != "n/a" and float(h) != 0]
+    if not hw:
+        return 1
+    return int(min(4, max(0, 1 - math.floor(math.log10(min(hw))))))
+
+
+_NUMERIC_CELL = re.compile(r"^(\*\*)?([+\-−<≤>≥~]? ?[0-9]|\[[+\-−]?[0-9])|^n/a$")
+
+
+def md_table(df: Any) -> str:
+    """A DataFrame as a Markdown table: columns of numbers (every cell that is not empty, a dash or
+    "reference" starts with a number, a sign, a bound or is "n/a") right-aligned, the others
+    left-aligned; cells as given (no reformatting)."""
+    def numeric(col: Any) -> bool:
+        cells = [str(v).strip() for v in col
+                 if str(v).strip() not in ("", "nan", "None", "-", "—", "reference", "(reference)")]
+        return bool(cells) and all(_NUMERIC_CELL.match(c) for c in cells) and not all(c == "n/a" for c in cells)
+
+    align = tuple("right" if numeric(df[c]) else "left" for c in df.columns)
+    return df.to_markdown(index=False, colalign=align, disable_numparse=True)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from dnd.benchmarks.datasets import title
 from dnd.paths import declared
-from dnd.reporting.format import model_name, number as fmt
+from dnd.reporting.format import ci, ci_digits, model_name, number as fmt
 from dnd.stats import untestable_reason, verdict
 from dnd.summary import (
     CONTROL_KINDS,
@@ -37,8 +37,8 @@ from dnd.summary import (
 log = logging.getLogger(__name__)
 
 # With --tables-dir, the report's tables as displayed (strings, accuracies in %), as CSV.
-TABLES = ["decoder_deviations", "zoo_settings", "main_table", "comparisons", "paper_comparison", "controls",
-          "diagnostics", "eval_backend", "efficiency", "compute"]
+TABLES = ["decoder_deviations", "zoo_settings", "main_table", "main_detail", "comparisons", "paper_comparison",
+          "controls", "diagnostics", "eval_backend", "efficiency", "compute"]
 
 METHOD_LABELS = {
     "base": "Base",
@@ -58,9 +58,12 @@ METHOD_LABELS = {
 # labels and oracle is trained on the target's labeled data: both are references only.
 ZERO_SHOT = ["base", "train_avg", "soup", "nearest", "dnd"]
 CONTROL_METHODS = ["dnd", *CONTROL_KINDS]
-MAIN_HEADERS = ["Target", "Base", "Training LoRAs (avg)", "Best training LoRA †", "Soup", "Nearest",
-                "DnD (mean ± sd)", "DnD 95% CI", "Oracle ‡", "Gap closed (%)"]
 DELTA_COLUMN = "DnD − training avg (95% CI)"
+HEADROOM_COLUMN = "Oracle − training avg (95% CI)"
+# The main table: at most 7 columns (the zero-shot methods, DnD with its CI, its paired gain);
+# the references and the spread in the detail table; everything else in metrics.json.
+MAIN_HEADERS = ["Target", "Base", "Training LoRAs (avg)", "Soup", "Nearest", "DnD (95% CI)", DELTA_COLUMN]
+DETAIL_HEADERS = ["Target", "DnD sd over adapters", "Best training LoRA †", "Oracle ‡", HEADROOM_COLUMN]
 
 VERSION_PACKAGES = ["dnd-repro", "torch", "transformers", "peft", "lm-eval", "snakemake", "dvc",
                     "pandas", "seaborn", "matplotlib", "numpy", "safetensors"]
@@ -247,48 +250,71 @@ def _metric(metrics: dict, key: str) -> float:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan")
 
 
+def _pair_ci(metrics: dict, target: Any, subject: str, baseline: str, factor: float,
+             metric: str = "acc") -> tuple[float, float, float]:
+    """(estimate, low, high) of metrics.json's paired `subject` minus `baseline` for `target`,
+    scaled by `factor` (NaN where absent)."""
+    key = f"{target}/{subject}_minus_{baseline}/{metric}"
+    return tuple(factor * _metric(metrics, key + sfx) for sfx in ("", "_ci_low", "_ci_high"))  # type: ignore
+
+
+def dnd_ahead_of_all(metrics: dict, target: Any, row: Any) -> bool:
+    """Whether DnD is ahead of every other zero-shot method of the main table's row: its paired
+    95% CI against each compared baseline (training average, soup, nearest; metrics.json) lies
+    above 0 and its mean is above the base model's. The main table bolds DnD only then."""
+    lows = [_pair_ci(metrics, target, "dnd", b, 1.0)[1] for b in ZERO_SHOT if b not in ("dnd", "base")]
+    return (all(np.isfinite(lo) and lo > 0 for lo in lows)
+            and _float(row.get("dnd_mean")) > _float(row.get("base")))
+
+
+def _dnd_ci(r: Any, idx: Any, metrics: dict, factor: float) -> tuple[float, float]:
+    lo, hi = _float(r.get("dnd_ci_low")), _float(r.get("dnd_ci_high"))
+    if _is_mean_row(idx) and not (np.isfinite(lo) and np.isfinite(hi)):
+        lo = factor * _metric(metrics, f"{MEAN_TARGET}/dnd_ci_low")
+        hi = factor * _metric(metrics, f"{MEAN_TARGET}/dnd_ci_high")
+    return lo, hi
+
+
 def render_main_table(mt: pd.DataFrame, metrics: dict | None = None, factor: float = 100.0) -> pd.DataFrame:
-    """Display table: accuracies in % with one decimal; best zero-shot method in bold.
-    With metrics.json, the over-target mean row gets its DnD CI from there (the bootstrap of
-    the mean needs the items), and a column gives DnD − training average with its paired CI."""
+    """The main table (MAIN_HEADERS, at most 7 columns): the zero-shot methods' accuracy (%) with
+    one decimal, DnD (mean over adapters) with its 95% CI, and DnD minus the training average
+    with its paired 95% CI (metrics.json; the Mean row's from there too). DnD is bold only where
+    it is ahead of every other zero-shot method (`dnd_ahead_of_all`); the references (best
+    training LoRA, oracle) and the spread over adapters are in `render_detail_table`."""
     metrics = metrics or {}
-    has_delta = any(k.endswith("/dnd_minus_train_avg") for k in metrics)
     rows = []
     for idx, r in mt.iterrows():
-        vals = {m: r.get("dnd_mean" if m == "dnd" else m) for m in ZERO_SHOT}
-        rounded = {k: round(_float(v), 1) for k, v in vals.items() if np.isfinite(_float(v))}
-        best = max(rounded.values()) if rounded else None
-
-        def cell(key: str, text: str) -> str:
-            return f"**{text}**" if best is not None and rounded.get(key) == best else text
-
-        sd = _float(r.get("dnd_sd"))
-        dnd_txt = fmt(r.get("dnd_mean")) + (f" ± {fmt(sd)}" if np.isfinite(sd) else "")
-        lo, hi = _float(r.get("dnd_ci_low")), _float(r.get("dnd_ci_high"))
-        if _is_mean_row(idx) and not (np.isfinite(lo) and np.isfinite(hi)):
-            lo = factor * _metric(metrics, f"{MEAN_TARGET}/dnd_ci_low")
-            hi = factor * _metric(metrics, f"{MEAN_TARGET}/dnd_ci_high")
-        ci = f"[{fmt(lo)}, {fmt(hi)}]"
-        gap = r.get("gap_closed")
+        lo, hi = _dnd_ci(r, idx, metrics, factor)
+        dnd = ci(r.get("dnd_mean"), lo, hi, sign=False)
+        # the gain the verdicts read (`_gain_ci`: {target}/dnd_minus_train_avg), else the pair's
+        d, dl, dh = (factor * _metric(metrics, f"{idx}/dnd_minus_train_avg{sfx}")
+                     for sfx in ("", "_ci_low", "_ci_high"))
+        if not np.isfinite(d):
+            d, dl, dh = _pair_ci(metrics, idx, "dnd", "train_avg", factor)
         rows.append({
             "Target": _row_label(idx),
-            "Base": cell("base", fmt(r.get("base"))),
-            "Training LoRAs (avg)": cell("train_avg", fmt(r.get("train_avg"))),
-            "Best training LoRA †": fmt(r.get("best_train")),
-            "Soup": cell("soup", fmt(r.get("soup"))),
-            "Nearest": cell("nearest", fmt(r.get("nearest"))),
-            "DnD (mean ± sd)": cell("dnd", dnd_txt),
-            "DnD 95% CI": ci,
-            "Oracle ‡": fmt(r.get("oracle")),
-            "Gap closed (%)": fmt(100 * _float(gap)),
+            "Base": fmt(r.get("base")),
+            "Training LoRAs (avg)": fmt(r.get("train_avg")),
+            "Soup": fmt(r.get("soup")),
+            "Nearest": fmt(r.get("nearest")),
+            "DnD (95% CI)": f"**{dnd}**" if dnd_ahead_of_all(metrics, idx, r) else dnd,
+            DELTA_COLUMN: ci(d, dl, dh),
         })
-        if has_delta:
-            d = factor * _metric(metrics, f"{idx}/dnd_minus_train_avg")
-            dl = factor * _metric(metrics, f"{idx}/dnd_minus_train_avg_ci_low")
-            dh = factor * _metric(metrics, f"{idx}/dnd_minus_train_avg_ci_high")
-            rows[-1][DELTA_COLUMN] = (f"{d:+.1f} [{fmt(dl)}, {fmt(dh)}]" if np.isfinite(d) else "n/a")
-    cols = MAIN_HEADERS + ([DELTA_COLUMN] if has_delta else [])
-    return pd.DataFrame(rows, columns=cols)
+    return pd.DataFrame(rows, columns=MAIN_HEADERS)
+
+
+def render_detail_table(mt: pd.DataFrame, metrics: dict | None = None, factor: float = 100.0) -> pd.DataFrame:
+    """The main table's second part: DnD's spread over adapters (sd), the two references (best
+    training LoRA, picked with the test labels; the oracle, the target's own LoRA) and the
+    oracle's headroom over the training average with its paired 95% CI (whether the paper's claim
+    is testable)."""
+    metrics = metrics or {}
+    rows = []
+    for idx, r in mt.iterrows():
+        rows.append({"Target": _row_label(idx), "DnD sd over adapters": fmt(r.get("dnd_sd")),
+                     "Best training LoRA †": fmt(r.get("best_train")), "Oracle ‡": fmt(r.get("oracle")),
+                     HEADROOM_COLUMN: ci(*_pair_ci(metrics, idx, HEADROOM[0], HEADROOM[1], factor))})
+    return pd.DataFrame(rows, columns=DETAIL_HEADERS)
 
 
 def comparisons_table(metrics: dict, targets: list[str], factor: float = 100.0) -> pd.DataFrame | None:
@@ -300,19 +326,16 @@ def comparisons_table(metrics: dict, targets: list[str], factor: float = 100.0) 
     if not any("/dnd_minus_" in k and k.endswith("/acc") for k in metrics):
         return None
     rows = []
-    for subject, b in comparison_pairs(compared_kinds(metrics)):
-        def cell(metric: str, scale: float, nd: int) -> str:
-            key = f"{MEAN_TARGET}/{subject}_minus_{b}/{metric}"
-            d, lo, hi = (scale * _metric(metrics, key + sfx) for sfx in ("", "_ci_low", "_ci_high"))
-            return f"{d:+.{nd}f} [{lo:+.{nd}f}, {hi:+.{nd}f}]" if np.isfinite(d) else "n/a"
-
-        if not np.isfinite(_metric(metrics, f"{MEAN_TARGET}/{subject}_minus_{b}/acc")):
-            continue
+    pairs = [(s, b) for s, b in comparison_pairs(compared_kinds(metrics))
+             if np.isfinite(_metric(metrics, f"{MEAN_TARGET}/{s}_minus_{b}/acc"))]
+    lp = {p: _pair_ci(metrics, MEAN_TARGET, *p, 1.0, "gold_logprob") for p in pairs}
+    lp_digits = ci_digits([(hi - lo) / 2 for _, lo, hi in lp.values()])
+    for subject, b in pairs:
         per = [_metric(metrics, f"{t}/{subject}_minus_{b}/acc") for t in targets]
         per = [x for x in per if np.isfinite(x)]
         rows.append({"Method": METHOD_LABELS[subject], "minus": METHOD_LABELS[b],
-                     "Accuracy (points, 95% CI)": cell("acc", factor, 1),
-                     "Gold log-prob (nats, 95% CI)": cell("gold_logprob", 1.0, 3),
+                     "Accuracy (points, 95% CI)": ci(*_pair_ci(metrics, MEAN_TARGET, subject, b, factor)),
+                     "Gold log-prob (nats, 95% CI)": ci(*lp[(subject, b)], digits=lp_digits),
                      "Targets ahead (acc)": f"{sum(x > 0 for x in per)}/{len(per)}"})
     return pd.DataFrame(rows)
 
@@ -387,35 +410,25 @@ def eval_backend_table(speed: pd.DataFrame, agreement: pd.DataFrame) -> pd.DataF
     return pd.DataFrame(rows)
 
 
-def controls_table(tidy: pd.DataFrame, targets: list[str]) -> pd.DataFrame | None:
+def controls_table(tidy: pd.DataFrame, targets: list[str], metrics: dict | None = None,
+                   factor: float = 100.0) -> pd.DataFrame | None:
+    """Per target (+ Mean): accuracy (%) of DnD and of each control (mean over their adapters) and
+    DnD minus each control with its paired 95% CI (metrics.json; "n/a" without it)."""
     sub = tidy[tidy.method.isin(CONTROL_METHODS)]
     if sub.empty or not (sub.method != "dnd").any():
         return None
-    stats = sub.groupby(["target", "method"]).acc.agg(["mean", "std", "count"])
-    rows, means = [], {m: [] for m in CONTROL_METHODS}
-    for t in targets:
-        row = {"Target": title(t)}
-        for m in CONTROL_METHODS:
-            if (t, m) in stats.index:
-                st = stats.loc[(t, m)]
-                sd = f" ± {fmt(st['std'])}" if st["count"] > 1 else ""
-                row[METHOD_LABELS[m]] = f"{fmt(st['mean'])}{sd} (n={int(st['count'])})"
-                means[m].append(st["mean"])
-            else:
-                row[METHOD_LABELS[m]] = "n/a"
-        for m in CONTROL_KINDS:
-            d = (stats.loc[(t, "dnd"), "mean"] - stats.loc[(t, m), "mean"]
-                 if (t, "dnd") in stats.index and (t, m) in stats.index else float("nan"))
-            row[f"DnD − {METHOD_LABELS[m].split(': ')[1]}"] = fmt(d)
+    metrics = metrics or {}
+    means = sub.groupby(["target", "method"]).acc.mean()
+    kinds = [m for m in CONTROL_KINDS if (sub.method == m).any()]
+    rows = []
+    for t in [*targets, MEAN_TARGET]:
+        row = {"Target": _row_label(t)}
+        for m in ["dnd", *kinds]:
+            vals = [means[(x, m)] for x in (targets if t == MEAN_TARGET else [t]) if (x, m) in means.index]
+            row[METHOD_LABELS[m]] = fmt(np.mean(vals)) if vals else "n/a"
+        for m in kinds:
+            row[f"DnD − {METHOD_LABELS[m].split(': ')[1]} (95% CI)"] = ci(*_pair_ci(metrics, t, "dnd", m, factor))
         rows.append(row)
-    mean_row = {"Target": "Mean"}
-    for m in CONTROL_METHODS:
-        mean_row[METHOD_LABELS[m]] = fmt(np.mean(means[m])) if means[m] else "n/a"
-    for m in CONTROL_KINDS:
-        ok = [t for t in targets if (t, "dnd") in stats.index and (t, m) in stats.index]
-        d = np.mean([stats.loc[(t, "dnd"), "mean"] - stats.loc[(t, m), "mean"] for t in ok]) if ok else float("nan")
-        mean_row[f"DnD − {METHOD_LABELS[m].split(': ')[1]}"] = fmt(d)
-    rows.append(mean_row)
     return pd.DataFrame(rows)
 
 
@@ -451,9 +464,9 @@ def paper_table(mt: pd.DataFrame, paper: dict, metrics: dict | None = None, fact
         return None
     m = metrics or {}
 
-    def ci(target: str) -> str:
+    def gain(target: str, est: float) -> str:
         lo, hi = _gain_ci(m, target, factor)
-        return f"[{lo:+.1f}, {hi:+.1f}]" if np.isfinite(lo) and np.isfinite(hi) else "n/a"
+        return ci(est, lo, hi)
 
     rows = []
     for ds, v in per.items():
@@ -468,9 +481,7 @@ def paper_table(mt: pd.DataFrame, paper: dict, metrics: dict | None = None, fact
             "Paper: Δ": f"{p_gain:+.1f}" if p_gain is not None else "n/a",
             "Ours: training LoRAs": fmt(o_base) if ours is not None else "not in this run",
             "Ours: DnD": fmt(o_dnd) if ours is not None else "not in this run",
-            "Ours: Δ": f"{o_dnd - o_base:+.1f}" if ours is not None and np.isfinite(o_dnd - o_base) else (
-                "n/a" if ours is not None else "not in this run"),
-            "Ours: Δ 95% CI": ci(ds) if ours is not None else "",
+            "Ours: Δ (95% CI)": gain(ds, o_dnd - o_base) if ours is not None else "not in this run",
             "Verdict": claim_verdict(m, ds, p_gain, factor) if ours is not None else "",
         })
     if cs.get("average_gain") is not None:
@@ -480,8 +491,7 @@ def paper_table(mt: pd.DataFrame, paper: dict, metrics: dict | None = None, fact
             "Dataset": "Average gain (held-out datasets)",
             "Paper: training LoRAs": "", "Paper: DnD": "", "Paper: Δ": f"{float(cs['average_gain']):+.1f}",
             "Ours: training LoRAs": "", "Ours: DnD": "",
-            "Ours: Δ": (f"{gain:+.1f}" if gain is not None and np.isfinite(gain) else "n/a"),
-            "Ours: Δ 95% CI": ci(MEAN_TARGET),
+            "Ours: Δ (95% CI)": ci(gain, *_gain_ci(m, MEAN_TARGET, factor)) if gain is not None else "n/a",
             "Verdict": claim_verdict(m, MEAN_TARGET, float(cs["average_gain"]), factor),
         })
     return pd.DataFrame(rows)

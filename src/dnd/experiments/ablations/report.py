@@ -31,7 +31,7 @@ import numpy as np
 
 from dnd.io import atomic_path, read_jsonl, write_json
 from dnd.paths import add_declared_option, declared
-from dnd.reporting.format import signed
+from dnd.reporting.format import ci, md_table, signed
 from dnd.reporting.output import figure_link, write_report
 from dnd.schedule import derive_seed
 from dnd.stats import (
@@ -438,23 +438,20 @@ def family_table(m: dict[str, Any]):
         rec = {"Setting": s + (" (default)" if s in m.get("defaults", []) else "")}
         for t in m["targets"]:
             k = f"{s}/{t}/dnd_minus_train_avg/acc"
-            rec[title(t)] = (f"{signed(m.get(k))} [{signed(m.get(k + '_ci_low'))}, {signed(m.get(k + '_ci_high'))}]"
-                             if k in m else "n/a")
+            rec[title(t)] = _ci(m, k)
         k = f"{s}/mean/dnd_minus_train_avg/acc"
-        rec["Mean over targets"] = (f"{signed(m.get(k))} [{signed(m.get(k + '_ci_low'))}, "
-                                    f"{signed(m.get(k + '_ci_high'))}]"
-                                    if k in m else "n/a")
+        rec["Mean over targets"] = _ci(m, k)
         k = f"{s}/mean/dnd_minus_train_avg/gold_logprob"
-        rec["Gold log-prob (nats)"] = (f"{signed(m.get(k), 3)} [{signed(m.get(k + '_ci_low'), 3)}, "
-                                       f"{signed(m.get(k + '_ci_high'), 3)}]" if k in m else "n/a")
+        rec["Gold log-prob (nats)"] = _ci(m, k, 3)
         recs.append(rec)
     return pd.DataFrame(recs)
 
 
-def _ci(m: dict[str, Any], key: str) -> str:
+def _ci(m: dict[str, Any], key: str, digits: int = 1) -> str:
+    """`key` with its 95% CI in the reports' one format (dnd.reporting.format.ci); "n/a" when absent."""
     if key not in m:
         return "n/a"
-    return f"{signed(m[key])} [{signed(m.get(key + '_ci_low'))}, {signed(m.get(key + '_ci_high'))}]"
+    return ci(m[key], m.get(key + "_ci_low"), m.get(key + "_ci_high"), digits)
 
 
 def _counts(m: dict[str, Any]) -> dict[int, list[str]]:
@@ -484,8 +481,8 @@ def curve_table(m: dict[str, Any]):
             rec[title(t)] = _ci(m, order_key(n, t) if pooled else f"{names[0]}/{t}/dnd_minus_train_avg/acc")
         key = order_key(n, "mean") if pooled else f"{names[0]}/mean/dnd_minus_train_avg/acc"
         rec["Mean over targets"] = _ci(m, key)
-        rec["Order 0, CI over items"] = (f"{signed(m[key + '_by_order'][0])} [{signed(m[key + '_item_ci_low'])}, "
-                                          f"{signed(m[key + '_item_ci_high'])}]" if pooled else "-")
+        rec["Order 0, CI over items"] = (ci(m[key + "_by_order"][0], m[key + "_item_ci_low"], m[key + "_item_ci_high"])
+                                         if pooled else "-")
         rec["SD over orders / item SE"] = (f"{m[key + '_order_sd']:.1f} / {m[key + '_item_se']:.1f}"
                                            if pooled else "-")
         other = order_key(n, "mean", ref=ref) if pooled else f"{ref}_minus_{names[0]}/mean/dnd/acc"
@@ -547,7 +544,7 @@ def ablations_markdown(families: list[dict[str, Any]], figure_rel: str, timing: 
     for m in families:
         fam = m["family"]
         md_lines += [f"### {FAMILY_TITLES.get(fam, fam)}", "",
-                     family_table(m).to_markdown(index=False, disable_numparse=True), "", family_verdict(m), ""]
+                     md_table(family_table(m)), "", family_verdict(m), ""]
         if fam == "sources" and m.get("orders"):
             n_orders = max(len(v) for v in m["orders"].values())
             md_lines += [f"The curve over {n_orders} seeded orders of each target's other datasets (setting n: order "
@@ -558,7 +555,7 @@ def ablations_markdown(families: list[dict[str, Any]], figure_rel: str, timing: 
                          "dnd.stats.seed_draws), beside order 0's CI over items alone and the SD over orders against "
                          "the item SE (an SD over orders well above the item SE: which datasets enter moves the "
                          "figure, not only how many).", "",
-                         curve_table(m).to_markdown(index=False, disable_numparse=True), "",
+                         md_table(curve_table(m)), "",
                          "The datasets each order adds at each count, per target:", ""]
             from dnd.benchmarks.datasets import title
 
@@ -570,7 +567,7 @@ def ablations_markdown(families: list[dict[str, Any]], figure_rel: str, timing: 
                          "only train (ablations.extra_sources; never targets), after each target's other datasets, in "
                          f"this order: {', '.join(m['extra_sources'])}. The training-LoRA average of a setting is over "
                          "its own sources. Accuracy (%) by setting, mean over targets:", "",
-                         accuracy_table(m).to_markdown(index=False, disable_numparse=True), ""]
+                         md_table(accuracy_table(m)), ""]
         if fam in timing:
             w, c, j = timing[fam]
             md_lines += [f"Budget: {j} jobs, {w:.1f} min of wall time in total, {c:.1f} min of CPU time (Snakemake "
@@ -582,61 +579,64 @@ def ablations_markdown(families: list[dict[str, Any]], figure_rel: str, timing: 
 
 
 def ablations_figure(families: list[dict[str, Any]], out: Path) -> None:
+    """One panel per family: the comparisons its verdict reads (`_comparisons`): DnD of the
+    paper's preferred setting (sources: the most datasets) minus DnD of each other setting, paired
+    95% CIs pooled over targets (over source orders and items where a count ran in several
+    orders), with the ±EQUIVALENT level band. With extra source tasks, a last panel: accuracy of
+    DnD and of the training-LoRA average by number of training datasets."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dnd.reporting.figures import save_png
+    from dnd.reporting.figures import (
+        DARK_GREY,
+        apply_style,
+        forest,
+        forest_legend,
+        method_color,
+        save_png,
+    )
 
+    apply_style()
     curve = next((m for m in families if m["family"] == "sources" and m.get("extra_sources")), None)
     n_panels = max(len(families), 1) + (curve is not None)
     ncols = min(n_panels, 3)
     nrows = math.ceil(n_panels / ncols)
-    fig, grid = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.8 * nrows), squeeze=False)
-    axes = [list(grid.flat)]
-    for ax in axes[0][n_panels:]:
+    fig, grid = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.4 * nrows), squeeze=False)
+    axes = list(grid.flat)
+    for ax in axes[n_panels:]:
         ax.axis("off")
+    for ax, m in zip(axes, families):
+        ref = m.get("reference")
+        pairs = _comparisons(m) if ref is not None else []
+        label = _sources(ref) if m["family"] == "sources" and ref is not None else ref
+        if not pairs:
+            ax.text(0.5, 0.5, "the preferred setting and another\nwere not both run", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=8)
+            ax.set_axis_off()
+        else:
+            forest(ax, [{"label": f"− {other}", "est": m[key], "lo": m.get(f"{key}_ci_low"),
+                         "hi": m.get(f"{key}_ci_high"), "color": method_color("dnd")} for key, other in pairs],
+                   EQUIVALENT, "DnD difference (points), paired 95% CI")
+            ax.tick_params(axis="y", labelsize=8)
+        ax.set_title(f"{FAMILY_TITLES.get(m['family'], m['family'])}:\nDnD ({label}) minus DnD (setting)", fontsize=9)
     if curve is not None:  # the source-count curve in accuracy: DnD and the average of its sources' LoRAs
-        ax = axes[0][n_panels - 1]
+        ax = axes[n_panels - 1]
         counts = {n: [x for x in names if f"{x}/mean/dnd/acc" in curve] for n, names in _counts(curve).items()}
         xs = [n for n, names in counts.items() if names]
         for k, label in (("dnd", "DnD"), ("train_avg", "training LoRAs (avg)")):  # the mean over orders
             ax.plot(xs, [np.mean([curve[f"{x}/mean/{k}/acc"] for x in counts[n]]) for n in xs], marker="o",
-                    label=label)
-        ax.axvline(_n_without_extra(curve) + 0.5, color="grey", ls="--", lw=0.8)
+                    color=method_color(k), label=label)
+        ax.axvline(_n_without_extra(curve) + 0.5, color=DARK_GREY, ls="--", lw=0.8)
+        ax.text(_n_without_extra(curve) + 0.6, 0.02, "+ extra tasks", transform=ax.get_xaxis_transform(),
+                fontsize=7, color=DARK_GREY)
         ax.set_xlabel("training datasets")
-        ax.set_title("Number of training datasets: accuracy", fontsize=10)
-        ax.legend(fontsize=8)
-    for ax, m in zip(axes[0], families):
-        key = "mean/dnd_minus_train_avg/acc"
-        settings = [s for s in m["settings"] if f"{s}/{key}" in m]
-        y = [m[f"{s}/{key}"] for s in settings]
-        err = [[m[f"{s}/{key}"] - m[f"{s}/{key}_ci_low"] for s in settings],
-               [m[f"{s}/{key}_ci_high"] - m[f"{s}/{key}"] for s in settings]]
-        if m["family"] == "sources":  # a count run in several orders: its mean over orders, CI over orders and items
-            xs, y, err = [], [], [[], []]
-            for n, names in _counts(m).items():
-                k = order_key(n, "mean") if order_key(n, "mean") in m else f"{names[0]}/{key}"
-                if k in m:
-                    xs.append(n)
-                    y.append(m[k])
-                    err[0].append(m[k] - m[f"{k}_ci_low"])
-                    err[1].append(m[f"{k}_ci_high"] - m[k])
-            ax.errorbar(xs, y, yerr=err, marker="o", capsize=3)
-            ax.set_xlabel("training datasets")
-            if m.get("extra_sources"):
-                ax.axvline(_n_without_extra(m) + 0.5, color="grey", ls="--", lw=0.8)
-                ax.text(_n_without_extra(m) + 0.7, ax.get_ylim()[1], "+ extra tasks", va="top", fontsize=8)
-        else:
-            ax.errorbar(range(len(settings)), y, yerr=err, fmt="o", capsize=3)
-            ax.set_xticks(range(len(settings)), settings, rotation=20)
-        ax.axhline(0, color="grey", lw=0.8)
-        ax.set_title(FAMILY_TITLES.get(m["family"], m["family"]), fontsize=10)
-    for row in range(nrows):
-        axes[0][row * ncols].set_ylabel("DnD − training LoRAs (points, 95% CI)")
-    if curve is not None:
-        axes[0][n_panels - 1].set_ylabel("accuracy (%), mean over targets")
+        ax.set_ylabel("accuracy (%), mean over targets")
+        ax.set_title("Number of training datasets: accuracy", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    fig.tight_layout()
+    forest_legend(fig, EQUIVALENT, False)
     save_png(fig, out)
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from dnd.paths import add_declared_option
-from dnd.reporting.format import ci_text, dnd_relation, number, paper_claim, pct
+from dnd.reporting.format import ci, ci_text, dnd_relation, md_table, paper_claim, pct
 from dnd.reporting.output import figure_link, read_paper_numbers, write_report
 from dnd.stats import untestable_reason
 
@@ -58,13 +58,12 @@ def dnd_minus_table(comp: list[dict[str, Any]], metric_col: str, lp_col: str, lp
     import pandas as pd
 
     def cell(c: dict[str, Any], key: str, digits: int) -> str:
-        return (f"{number(c[key], digits, True)} [{number(c[f'{key}_ci_low'], digits, True)}, "
-                f"{number(c[f'{key}_ci_high'], digits, True)}]")
+        return ci(c[key], c[f"{key}_ci_low"], c[f"{key}_ci_high"], digits)
 
-    table = pd.DataFrame([{"DnD minus": c["label"], metric_col: cell(c, "acc", 1),
-                           lp_col: cell(c, "gold_logprob", lp_digits)} for c in comp])
+    table = pd.DataFrame([{"DnD minus": c["label"], f"{metric_col}, 95% CI": cell(c, "acc", 1),
+                           f"{lp_col}, 95% CI": cell(c, "gold_logprob", lp_digits)} for c in comp])
     return ["DnD minus each baseline and control (paired 95% CIs over items):", "",
-            table.to_markdown(index=False, disable_numparse=True), ""]
+            md_table(table), ""]
 
 
 def method_rows(scores, metrics: dict[str, Any], target: str) -> list[dict[str, Any]]:
@@ -134,10 +133,9 @@ def crossdomain_markdown(scores, metrics: dict[str, Any], params: dict[str, Any]
                 f"scorer (log-likelihood over the answers). {metrics.get(f'{target}/n_dnd_adapters', 'n/a')} DnD "
                 "adapters, each from its own draw of prompts; the new domain has no LoRA, so no oracle. Accuracy in % "
                 "with 95% bootstrap CIs over items.", ""]
-    table = pd.DataFrame([{"Method": r["Method"], "Accuracy": number(r["acc"]),
-                           "95% CI": (f"[{number(r['ci_low'])}, {number(r['ci_high'])}]"
-                                      if math.isfinite(r["ci_low"]) else "")} for r in rows])
-    md_lines += [table.to_markdown(index=False, disable_numparse=True), "",
+    table = pd.DataFrame([{"Method": r["Method"], "Accuracy (95% CI)": ci(r["acc"], r["ci_low"], r["ci_high"],
+                                                                         sign=False)} for r in rows])
+    md_lines += [md_table(table), "",
                  "† chosen with the new domain's test labels (not zero-shot).", ""]
     if comp:
         md_lines += dnd_minus_table(comp, "Accuracy (points)", "Gold log-prob (nats)", 3)
@@ -172,27 +170,42 @@ def _known(name: str) -> bool:
     return name in REGISTRY
 
 
-def crossdomain_figure(rows: list[dict[str, Any]], paper: dict[str, float] | None, target: str, out: Path) -> None:
+def comparison_panels(axes, rows: list[dict[str, Any]], comp: list[dict[str, Any]], paper_gain: float | None,
+                      metric: str = "accuracy") -> None:
+    """Two panels: (left) every method's level with its 95% CI; (right) DnD minus each compared
+    method, paired 95% CIs over items, with the ±EQUIVALENT level band and the paper's claimed
+    gain over the training LoRAs (a gain, comparable across set-ups; never its absolute numbers)."""
+    from dnd.reporting.figures import forest, method_color
+    from dnd.stats import EQUIVALENT
+
+    forest(axes[0], [{"label": r["Method"], "est": r["acc"], "lo": r["ci_low"], "hi": r["ci_high"],
+                      "color": method_color(r["key"])} for r in rows], None, f"{metric} (%), 95% CI")
+    forest(axes[1], [{"label": f"DnD − {c['label']}", "est": c["acc"], "lo": c["acc_ci_low"], "hi": c["acc_ci_high"],
+                      "color": method_color(c["baseline"]),
+                      "paper": paper_gain if c["baseline"] == "train_avg" else None} for c in comp],
+           EQUIVALENT, f"DnD − method, {metric} (points), paired 95% CI")
+    if rows and all(r["acc"] == 0 for r in rows):
+        axes[0].text(0.97, 0.5, "every method scores 0\non every item", transform=axes[0].transAxes, ha="right",
+                     va="center", fontsize=8)
+
+
+def crossdomain_figure(rows: list[dict[str, Any]], comp: list[dict[str, Any]], paper: dict[str, float] | None,
+                       target: str, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dnd.reporting.figures import save_png
+    from dnd.reporting.figures import apply_style, forest_legend, save_png
+    from dnd.stats import EQUIVALENT
 
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 2.0))
-    ys = list(range(len(rows)))[::-1]
-    for y, r in zip(ys, rows):
-        err = ([[r["acc"] - r["ci_low"]], [r["ci_high"] - r["acc"]]] if math.isfinite(r["ci_low"]) else None)
-        ax.barh(y, r["acc"], color="tab:orange" if r["key"] == "dnd" else "tab:blue", xerr=err, capsize=3)
-    ax.set_yticks(ys, [r["Method"] for r in rows])
-    if paper:
-        for key, style in (("train_avg", ":"), ("dnd", "--")):
-            ax.axvline(paper[key], color="grey", ls=style,
-                       label=f"paper: {'training LoRAs' if key == 'train_avg' else 'DnD'} ({paper[key]:.1f})")
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, fontsize=8, frameon=False)
-    ax.set_xlabel("accuracy (%), 95% CI")
-    ax.set_title(f"Cross-domain: a common-sense generator on {target}")
+    apply_style()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.42 * max(len(rows), len(comp)) + 1.6))
+    gain = paper["dnd"] - paper["train_avg"] if paper else None
+    comparison_panels(axes, rows, comp, gain)
+    fig.suptitle(f"Cross-domain: a common-sense generator on {target}")
+    fig.tight_layout()
+    forest_legend(fig, EQUIVALENT, gain is not None)
     save_png(fig, out)
 
 
@@ -226,7 +239,8 @@ def _run_report(args: argparse.Namespace) -> None:
         raise ValueError(f"{args.metrics} has no scores for {params['target']!r}")
     paper = read_paper_numbers(args.paper_numbers)
     rows = method_rows(scores, metrics, params["target"])
-    crossdomain_figure(rows, paper_numbers(paper), params["target"], args.figure)
+    crossdomain_figure(rows, comparisons(metrics, params["target"]), paper_numbers(paper), params["target"],
+                       args.figure)
     write_report(args.out, crossdomain_markdown(scores, metrics, params, paper, figure_link(args.figure, args.out),
                                                 benchmark_minutes(args.benchmarks)), args.figure)
 

@@ -33,7 +33,7 @@ from dnd.config import parse_params
 from dnd.experiments.fewshot.tuning import DND, FT, ICL
 from dnd.io import read_jsonl, write_csv, write_json
 from dnd.paths import add_declared_option, declared
-from dnd.reporting.format import number
+from dnd.reporting.format import ci, md_table, number
 from dnd.reporting.output import figure_link, write_report
 from dnd.stats import (
     NOT_REPRODUCED,
@@ -175,9 +175,27 @@ def _secs(x: float) -> str:
     return f"{x:.2f}" if abs(x) < 10 else f"{x:.0f}"
 
 
+#: The table's mark of an ICL cost at or below 0 (explained under the table: `NOISE_NOTE`)
+NOISE_MARK = "≤ 0 *"
+NOISE_NOTE = ("\\* In-context learning's cost is the k-shot scoring time minus the zero-shot scoring time of the "
+              "same items. Measured at or below 0 ({which}): the k-shot prompts were scored no slower than the "
+              "zero-shot ones, so their extra cost is below the timing noise of the shared machine (the measured "
+              "difference stays in results/fewshot.csv).")
+
+
+def cost_cell(method: str, k: int, seconds: float) -> str:
+    """The table's cost of a row: the reference row of ICL (k = 0, the zero-shot scoring every
+    ICL cost is measured from) as "reference", an ICL cost at or below 0 as NOISE_MARK (no
+    negative time), else the seconds."""
+    if method == ICL and int(k) == 0:
+        return "reference"
+    if method == ICL and float(seconds) <= 0:
+        return NOISE_MARK
+    return _secs(seconds)
+
+
 def _ci(m: dict, key: str) -> str:
-    return (f"{number(m.get(f'{key}/acc'), sign=True)} [{number(m.get(f'{key}/acc_ci_low'), sign=True)}, "
-            f"{number(m.get(f'{key}/acc_ci_high'), sign=True)}]")
+    return ci(m.get(f"{key}/acc"), m.get(f"{key}/acc_ci_low"), m.get(f"{key}/acc_ci_high"))
 
 
 def _verdict(m: dict, key: str) -> str:
@@ -194,7 +212,8 @@ def results_table(df, m: dict[str, Any]):
         sub = df[df["target"] == t]
         for _, r in sub.iterrows():
             rec = {"Target": title(t), "Method": TITLES[r["method"]], "k": int(r["k"]),
-                   "Acc (%)": number(100 * r["acc"]), "Seconds": _secs(r["seconds"]), "DnD − it (points, 95% CI)": "",
+                   "Acc (%)": number(100 * r["acc"]), "Seconds": cost_cell(r["method"], r["k"], r["seconds"]),
+                   "DnD − it (points, 95% CI)": "",
                    "Paper: DnD above": "", "Verdict": ""}
             if r["method"] == ICL and int(r["k"]) == 0:
                 rec["Method"] = "Base model (ICL with k = 0)"
@@ -262,7 +281,8 @@ def cost_lines(df, m: dict[str, Any], dnd_range: dict[str, tuple[float, float]])
                      f"**{NOT_TOLD_APART}**: within DnD's range")
                 ratio = "n/a" if dnd_s <= 0 or s <= 0 else f"{s / dnd_s:.2g}x DnD" if s < 10 * dnd_s else \
                     f"{s / dnd_s:,.0f}x DnD"
-                desc.append(f"k={int(r['k'])} {_secs(s)} s ({ratio}; {v})")
+                cost = "≤ 0 s" if s <= 0 else f"{_secs(s)} s"
+                desc.append(f"k={int(r['k'])} {cost} ({ratio}; {v})")
             parts.append(f"{TITLES[method].lower()} " + ", ".join(desc))
         lines.append(f"- {title(t)}: DnD {_secs(dnd_s)} s per adapter (median; {_secs(lo)}-{_secs(hi)} s over its "
                      f"adapters); " + "; ".join(parts) + ".")
@@ -270,30 +290,40 @@ def cost_lines(df, m: dict[str, Any], dnd_range: dict[str, tuple[float, float]])
 
 
 def fewshot_figure(df, m: dict[str, Any], out: Path) -> None:
-    """Top: accuracy against k (log scale) per target, DnD and the zero-shot base model as
-    horizontal lines. Bottom: accuracy against seconds (log scale; costs at or below 0, timing
-    noise, are not drawn)."""
+    """Top: DnD minus few-shot tuning and minus ICL against k (log scale), each with its paired 95%
+    CI over items (the comparisons the verdicts read) and the ±EQUIVALENT level band; above 0 DnD
+    is ahead. Bottom: accuracy against cost (seconds, log scale); a cost at or below 0 (ICL whose
+    k-shot scoring was measured no slower than the zero-shot one: timing noise) has no place on a
+    log axis and is named in the panel instead. One legend under the panels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
-    from dnd.reporting.figures import save_png
+    from dnd.reporting.figures import GREY, apply_style, legend_below, method_color, paired_band, save_png
+    from dnd.stats import EQUIVALENT
 
+    apply_style()
     targets = m["targets"]
-    fig, axes = plt.subplots(2, len(targets), figsize=(4.6 * len(targets), 8.2), squeeze=False)
-    colors = {DND: "tab:red", FT: "tab:blue", ICL: "tab:green"}
+    fig, axes = plt.subplots(2, len(targets), figsize=(4.6 * len(targets), 7.6), squeeze=False)
+    shift = {FT: 0.92, ICL: 1.08}  # the two methods side by side at each k
     for j, t in enumerate(targets):
         sub = df[df["target"] == t]
-        dnd = sub[sub["method"] == DND].iloc[0]
         ax = axes[0, j]
+        paired_band(ax, EQUIVALENT, vertical=False)
         for method in (FT, ICL):
-            rows = sub[(sub["method"] == method) & (sub["k"] > 0)].sort_values("k")
-            ax.plot(rows["k"], 100 * rows["acc"], "o-", color=colors[method], label=TITLES[method])
-        ax.axhline(100 * dnd["acc"], color=colors[DND], label=TITLES[DND])
-        base = sub[(sub["method"] == ICL) & (sub["k"] == 0)]
-        if not base.empty:
-            ax.axhline(100 * base["acc"].iloc[0], color="grey", ls=":", label="Base model (zero-shot)")
+            ks = sorted(int(k) for k in sub[(sub["method"] == method) & (sub["k"] > 0)]["k"])
+            keys = [f"{t}/dnd_minus_{method}_k{k}" for k in ks]
+            ks, keys = zip(*[(k, key) for k, key in zip(ks, keys) if f"{key}/acc" in m]) if keys else ((), ())
+            if not ks:
+                continue
+            d = np.array([m[f"{key}/acc"] for key in keys])
+            lo = np.array([m[f"{key}/acc_ci_low"] for key in keys])
+            hi = np.array([m[f"{key}/acc_ci_high"] for key in keys])
+            ax.errorbar(np.array(ks) * shift[method], d, yerr=[d - lo, hi - d], fmt="o-", capsize=3, lw=1.2,
+                        color=method_color(method))
         ax.set_xscale("log")
         ks = sorted(int(k) for k in sub["k"] if k > 0)
         ax.set_xticks(ks, [str(k) for k in ks])
@@ -301,20 +331,31 @@ def fewshot_figure(df, m: dict[str, Any], out: Path) -> None:
         ax.set_xlabel("labeled examples k")
         ax.set_title(title(t))
         ax = axes[1, j]
+        noise = []
         for method in (DND, FT, ICL):
             rows = sub[(sub["method"] == method) & ((sub["k"] > 0) | (sub["method"] == DND))]
-            rows = rows[rows["seconds"] > 0]  # an ICL cost at or below 0 is timing noise: no point on a log axis
-            secs = rows["seconds"]
-            ax.scatter(secs, 100 * rows["acc"], color=colors[method], label=TITLES[method], zorder=3)
-            for s, a, k in zip(secs, 100 * rows["acc"], rows["k"]):
+            noise += [f"k={int(k)}" for k in rows[rows["seconds"] <= 0]["k"]]
+            rows = rows[rows["seconds"] > 0]
+            ax.scatter(rows["seconds"], 100 * rows["acc"], color=method_color(method if method != DND else "dnd"),
+                       marker="D" if method == DND else "o", zorder=3, s=36)
+            for s_, a, k in zip(rows["seconds"], 100 * rows["acc"], rows["k"]):
                 if method != DND:
-                    ax.annotate(f"k={int(k)}", (s, a), textcoords="offset points", xytext=(4, 3), fontsize=8)
+                    ax.annotate(f"k={int(k)}", (s_, a), textcoords="offset points", xytext=(4, 3), fontsize=7)
+        if noise:
+            ax.text(0.98, 0.02, f"ICL {', '.join(noise)}: cost ≤ 0 s\n(timing noise), not drawn",
+                    transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.3")
         ax.set_xscale("log")
         ax.set_xlabel("cost (seconds, log scale)")
-    axes[0, 0].set_ylabel("accuracy (%)")
+    axes[0, 0].set_ylabel("DnD − method (points), paired 95% CI")
     axes[1, 0].set_ylabel("accuracy (%)")
-    axes[0, -1].legend(fontsize=8, loc="best")
-    fig.suptitle("Few-shot tuning and in-context learning against DnD: accuracy by k (top) and by cost (bottom)")
+    handles = [Line2D([], [], marker="o", color=method_color(FT), label=TITLES[FT]),
+               Line2D([], [], marker="o", color=method_color(ICL), label=TITLES[ICL]),
+               Line2D([], [], marker="D", ls="", color=method_color("dnd"), label=TITLES[DND] + " (bottom)"),
+               Patch(color=GREY, alpha=0.35, label=f"±{EQUIVALENT:g} point: level (top)")]
+    fig.suptitle("DnD against few-shot tuning and in-context learning: paired differences by k (top; above 0 DnD "
+                 "is ahead) and accuracy by cost (bottom)", fontsize=10)
+    fig.tight_layout()
+    legend_below(fig, handles, [h.get_label() for h in handles])
     save_png(fig, out)
 
 
@@ -356,9 +397,12 @@ def fewshot_markdown(df, m: dict[str, Any], params: dict[str, Any], figure_rel: 
                                f"{m[f'{t}/icl/max_length']})")
     if skipped:
         md_lines += [f"Not scored, the prompts exceed the model's context: {'; '.join(skipped)}.", ""]
-    md_lines += ["## Results", "", results_table(df, m).to_markdown(index=False, disable_numparse=True), "",
+    noise = [f"{title(r.target)} k={int(r.k)}" for r in df.itertuples()
+             if r.method == ICL and r.k > 0 and r.seconds <= 0]
+    md_lines += ["## Results", "", md_table(results_table(df, m)), "",
+                 *([NOISE_NOTE.format(which=", ".join(noise)), ""] if noise else []),
                  "Pooled over targets (every target weighs the same; items resampled within their target):", "",
-                 pooled_table(m).to_markdown(index=False, disable_numparse=True), "",
+                 md_table(pooled_table(m)), "",
                  "## The paper's direction against ours", "",
                  f"- **Paper (accuracy)**: {PAPER_ACCURACY}. Each comparison's verdict is in the README's verdict "
                  "words, read from the paired 95% CI of DnD minus the method: *reproduced* above 0, *level* inside "

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 from dnd.experiments.crossdomain.report import comparisons, dnd_minus_table, floor_or_ceiling, method_rows
 from dnd.io import write_json, write_text
 from dnd.paths import add_declared_option
-from dnd.reporting.format import ci_text, dnd_relation, model_name, number, paper_claim, pct
+from dnd.reporting.format import ci, ci_text, dnd_relation, md_table, model_name, number, paper_claim, pct
 from dnd.reporting.output import figure_link, read_paper_numbers, write_report
 
 log = logging.getLogger(__name__)
@@ -122,13 +121,12 @@ def target_section(domain: str, target: str, scores, metrics: dict[str, Any], pa
     metric = metrics.get(f"{target}/metric", "")
     lp_key = {"base": "base", "train_avg": "source_lora", "soup": "soup", "nearest": "nearest", "dnd": "dnd",
               "control_random": "control_random", "control_shuffled": "control_shuffled"}
-    table = pd.DataFrame([{"Method": r["Method"], f"{metric} (%)": number(r["acc"]),
-                           "95% CI": (f"[{number(r['ci_low'])}, {number(r['ci_high'])}]" if math.isfinite(r["ci_low"])
-                                      else ""),
+    table = pd.DataFrame([{"Method": r["Method"], f"{metric} (%, 95% CI)": ci(r["acc"], r["ci_low"], r["ci_high"],
+                                                                             sign=False),
                            "Reference log-prob (nats)": (_lp(scores, target, lp_key[r["key"]])
                                                          if r["key"] in lp_key else "")} for r in rows])
     md_lines = [f"### {TITLES.get(target, target)} (n = {metrics.get(f'{target}/n')}, metric `{metric}`)", "",
-                table.to_markdown(index=False, disable_numparse=True), "",
+                md_table(table), "",
                 "† chosen with the target's test labels (not zero-shot). Training LoRAs (avg): the reference log-prob "
                 "is the mean over the sources.", ""]
     if rows and all(r["acc"] == 0 for r in rows):
@@ -216,32 +214,33 @@ def mathcode_markdown(domain: str, params: dict[str, Any], scores, metrics: dict
 
 
 def mathcode_figure(domain: str, scores, metrics: dict[str, Any], paper: dict[str, Any], out: Path) -> None:
-    """One panel per target: each method's metric with its 95% CI (the paper's two numbers as lines)."""
+    """Per target a row of two panels (dnd.experiments.crossdomain.report.comparison_panels): each
+    method's metric with its 95% CI, and DnD minus each method with its paired 95% CI, the ±1-point
+    level band and the paper's claimed gain (its absolute numbers are another model's and
+    protocol's: never drawn on our axis)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dnd.reporting.figures import save_png
+    from dnd.experiments.crossdomain.report import comparison_panels
+    from dnd.reporting.figures import apply_style, forest_legend, save_png
+    from dnd.stats import EQUIVALENT
 
+    apply_style()
     targets = list(dict.fromkeys(scores.target))
-    fig, axes = plt.subplots(1, len(targets), figsize=(6 * len(targets), 4), squeeze=False)
-    for ax, t in zip(axes[0], targets):
-        rows = method_rows(scores, metrics, t)
-        ys = list(range(len(rows)))[::-1]
-        for y, r in zip(ys, rows):
-            err = [[r["acc"] - r["ci_low"]], [r["ci_high"] - r["acc"]]] if math.isfinite(r["ci_low"]) else None
-            ax.barh(y, r["acc"], color="tab:orange" if r["key"] == "dnd" else "tab:blue", xerr=err, capsize=3)
-        ax.set_yticks(ys, [r["Method"] for r in rows])
+    n_rows = max((len(method_rows(scores, metrics, t)) for t in targets), default=1)
+    fig, axes = plt.subplots(len(targets), 2, figsize=(11, (0.42 * n_rows + 1.3) * len(targets)), squeeze=False)
+    any_paper = False
+    for ax, t in zip(axes, targets):
         pn = paper_row(paper, t)
-        if pn:
-            for key, style in (("train_avg", ":"), ("dnd", "--")):
-                ax.axvline(pn[key], color="grey", ls=style,
-                           label=f"paper ({PAPER_MODEL}): {'training LoRAs' if key == 'train_avg' else 'DnD'} "
-                                 f"{pn[key]:.1f}")
-            ax.legend(loc="lower right", fontsize=7)
-        ax.set_xlabel(f"{metrics.get(f'{t}/metric', '')} (%), 95% CI")
-        ax.set_title(f"{TITLES.get(t, t)} (n = {metrics.get(f'{t}/n')})")
+        any_paper |= pn is not None
+        metric = metrics.get(f"{t}/metric", "")
+        comparison_panels(ax, method_rows(scores, metrics, t), comparisons(metrics, t),
+                          pn["dnd"] - pn["train_avg"] if pn else None, metric)
+        ax[0].set_title(f"{TITLES.get(t, t)} (n = {metrics.get(f'{t}/n')})", loc="left")
+    fig.tight_layout()
+    forest_legend(fig, EQUIVALENT, any_paper)
     save_png(fig, out)
 
 

@@ -39,7 +39,7 @@ import numpy as np
 
 from dnd.io import atomic_path, write_json
 from dnd.paths import add_declared_option
-from dnd.reporting.format import number
+from dnd.reporting.format import md_table, number
 from dnd.reporting.output import figure_link, read_paper_numbers, write_report
 from dnd.stats import paired_boot_means, pooled_ci, relation, untestable_reason, verdict
 
@@ -342,8 +342,10 @@ def protocol_figure(mt: dict[str, Any], out: Path) -> None:
     import pandas as pd
     import seaborn as sns
 
-    from dnd.reporting.figures import save_png
+    from dnd.reporting.figures import DATASET_COLORS, apply_style, legend_below, save_png
 
+    apply_style()
+    palette = {PROTOCOL_TITLES[p]: DATASET_COLORS[i % len(DATASET_COLORS)] for i, p in enumerate(PROTOCOL_ORDER)}
     templates = mt["templates"]
     fig, axes = plt.subplots(len(templates), 2, figsize=(13, 5.5 * len(templates)), sharey=True, squeeze=False)
     for row, t in zip(axes, templates):
@@ -352,13 +354,15 @@ def protocol_figure(mt: dict[str, Any], out: Path) -> None:
                             "invalid outputs (%)": m[f"{p}/{key}/invalid_rate"]}
                            for key, title_, _ in TABLE_METHODS for p in PROTOCOL_ORDER if f"{p}/{key}/acc" in m])
         for ax, col in zip(row, ("accuracy (%)", "invalid outputs (%)")):
-            sns.barplot(data=df, y="method", x=col, hue="protocol", ax=ax, orient="h")
+            sns.barplot(data=df, y="method", x=col, hue="protocol", ax=ax, orient="h", palette=palette)
             ax.set_ylabel("")
             ax.set_title(f"template `{t}`: {col}")
-        row[0].get_legend().remove()  # one legend per template, where the invalid-rate bars leave room
-        sns.move_legend(row[1], "lower right", title="protocol")
+            handles, labels = ax.get_legend_handles_labels()
+            ax.get_legend().remove()
     fig.suptitle("The paper's protocol: accuracy and invalid outputs per method (mean over targets), per test-time "
                  "template")
+    fig.tight_layout()
+    legend_below(fig, handles, labels)  # one legend, under the panels
     save_png(fig, out)
 
 
@@ -390,15 +394,15 @@ def protocol_markdown(mt: dict[str, Any], params: dict[str, Any], paper: dict[st
                 "where the oracle (the target's own LoRA) beats the training-LoRA average: a verdict is drawn only "
                 "where the oracle's paired 95% CI over the training-LoRA average lies above 0; elsewhere it is "
                 "*not testable here* (points, paired 95% CI over items):", "",
-                verdict_table(mt, paper).to_markdown(index=False, disable_numparse=True), ""]
+                md_table(verdict_table(mt, paper)), ""]
     for t in templates:
         m = mt[t]
         md_lines += [f"### Template `{t}`", "", f"{TEMPLATE_NOTES.get(t, t)}.", "",
-                     protocol_table(m).to_markdown(index=False, disable_numparse=True), "",
+                     md_table(protocol_table(m)), "",
                      "† chosen with the target's test labels (not zero-shot). ‡ the target's own LoRA.", "",
                      "**Where the difference comes from.**", "", *conclusion(m, paper), "",
                      "Per target: accuracy / invalid outputs (%) of the training LoRAs (avg) and of DnD (unlabeled "
-                     "pool):", "", per_target_table(m).to_markdown(index=False, disable_numparse=True), ""]
+                     "pool):", "", md_table(per_target_table(m)), ""]
     gain = (paper or {}).get("common_sense", {}).get("average_gain")
     if gain is not None:
         md_lines += [f"The paper reports +{gain} points over the training-LoRA average (Qwen2.5-0.5B, sampled "
@@ -415,7 +419,7 @@ def protocol_markdown(mt: dict[str, Any], params: dict[str, Any], paper: dict[st
     pr = paper_rows(paper, targets)
     if not pr.empty:
         md_lines += ["The paper's numbers (Qwen2.5-0.5B, sampled + parser) for the targets it states:", "",
-                     pr.to_markdown(index=False, disable_numparse=True), ""]
+                     md_table(pr), ""]
     md_lines += [f"![Protocol]({figure_rel})", ""]
     return "\n".join(md_lines)
 

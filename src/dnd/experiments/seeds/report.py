@@ -22,11 +22,12 @@ import pandas as pd
 from dnd.benchmarks.datasets import title
 from dnd.config import parse_params
 from dnd.io import atomic_path, write_json
-from dnd.reporting.figures import save_png
-from dnd.reporting.format import number, signed
+from dnd.reporting.figures import DARK_GREY, OKABE_ITO, POOLED_COLOR, paired_band, save_png
+from dnd.reporting.format import ci, md_table, number, signed
 from dnd.reporting.output import figure_link, read_paper_numbers, write_report
 from dnd.reporting.tables import METHOD_LABELS
 from dnd.stats import (
+    EQUIVALENT,
     boot_means,
     bootstrap_indices,
     hierarchical_boot_means,
@@ -187,8 +188,7 @@ def comparison_table(m: dict[str, Any], target: str = MEAN_TARGET) -> pd.DataFra
         ilo, ihi = _pts(m, k + "_item_ci_low"), _pts(m, k + "_item_ci_high")
         words = relation(lo, hi, _label(subject), _label(base))
         rows.append({"Comparison": f"{_label(subject)} − {_label(base)}",
-                     "Δ (points)": signed(_pts(m, k)),
-                     "95% CI, seeds and items": f"[{signed(lo)}, {signed(hi)}]",
+                     "Δ (points; 95% CI, seeds and items)": ci(_pts(m, k), lo, hi),
                      "95% CI, items only (seed 0)": f"[{signed(ilo)}, {signed(ihi)}]",
                      "Seed SD": number(_pts(m, k + "_seed_sd"), 2),
                      "Zoo-seed SD": number(_pts(m, k + "_zoo_sd"), 2),
@@ -222,18 +222,19 @@ def seeds_figure(m: dict[str, Any], out: Path) -> None:
     for y, key in enumerate(tab):
         k = f"{MEAN_TARGET}/{key}/acc"
         d = _pts(m, k)
-        for sfx, color, lw in (("_item_ci", "#9ecae1", 6), ("_ci", "#08519c", 2)):
+        for sfx, color, lw in (("_item_ci", OKABE_ITO["skyblue"], 6), ("_ci", OKABE_ITO["blue"], 2)):
             lo, hi = _pts(m, k + sfx + "_low"), _pts(m, k + sfx + "_high")
             if math.isfinite(lo) and math.isfinite(hi):
                 ax.plot([lo, hi], [y, y], color=color, lw=lw, solid_capstyle="butt")
         ax.plot([100 * v for v in m.get(k + "_by_run") or []], [y] * len(m.get(k + "_by_run") or []), "o",
-                color="#555555", ms=3)
-        ax.plot([d], [y], "D", color="black", ms=5)
+                color=DARK_GREY, ms=3)
+        ax.plot([d], [y], "D", color=POOLED_COLOR, ms=5)
     subject_base = [k.split("_minus_") for k in tab]
     ax.set_yticks(range(len(tab)), [f"{_label(s)} − {_label(b)}" for s, b in subject_base], fontsize=7)
     ax.invert_yaxis()  # the table's order, top to bottom
-    ax.axvline(0, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("difference, accuracy points (pooled over targets)")
+    paired_band(ax, EQUIVALENT)
+    ax.grid(axis="y", visible=False)
+    ax.set_xlabel("difference, accuracy points (pooled over targets); grey band: ±1 point (level)")
     ax.set_title("Seeds: two-level CI (dark), default run's items-only CI (light), runs (dots)", fontsize=8)
     save_png(fig, out)
 
@@ -257,17 +258,17 @@ def seeds_markdown(m: dict[str, Any], params: dict[str, Any], figure: str, paper
         f"within each; then items), {params.get('bootstrap')} resamples; items only: the default run alone.", "",
         f"![seeds]({figure})", "",
         "### Pooled over targets", "",
-        comparison_table(m).to_markdown(index=False, disable_numparse=True), "",
+        md_table(comparison_table(m)), "",
         f"DnD minus the training average: seed SD {number(seed_sd, 2)} points against an item SE of "
         f"{number(item_se, 2)}: {limit}.", "",
         "**The paper's claim** (DnD beats the training LoRAs"
         + (f", {paper_gain:+.1f} points on average" if paper_gain is not None else "") + "), over seeds and items: "
         f"**Verdict: {claim_verdict(m, paper_gain)}.**", "",
         "### DnD minus the training-LoRA average, per run (points)", "",
-        per_run_table(m).to_markdown(index=False, disable_numparse=True), "",
+        md_table(per_run_table(m)), "",
     ]
     for t in m.get("targets", []):
-        lines += [f"### {title(t)}", "", comparison_table(m, t).to_markdown(index=False, disable_numparse=True), ""]
+        lines += [f"### {title(t)}", "", md_table(comparison_table(m, t)), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
