@@ -146,7 +146,7 @@ def test_dvc_stages_match_snakemake_targets():
     targets = {line.split()[0] for line in snakemake("--list-target-rules").stdout.splitlines() if line.strip()}
     # the extra experiments are outside `all`
     summary = snakemake("-n", "--summary", "all", "protocol", "crossdomain", "ablations", "fewshot", "math",
-                        "code", "seeds", "zoo_probe").stdout.splitlines()
+                        "code", "seeds", "zoo_probe", "function_space").stdout.splitlines()
     planned = [line.split("\t")[0] for line in summary[1:] if "\t" in line]
     for name, stage in stages.items():
         assert stage["cmd"] == f"snakemake --cores all {name}", name
@@ -158,7 +158,7 @@ def test_dvc_stages_match_snakemake_targets():
                 f"{name}: {out} not produced by the DAG"
     for agg in ("zoo", "generators", "generate", "evaluate", "summary", "report", "protocol", "crossdomain",
                 "ablations", *(f"ablations_{f}" for f in ABLATION_FAMILIES), "fewshot", "math", "code", "seeds",
-                "zoo_probe"):
+                "zoo_probe", "function_space"):
         assert agg in stages
     # DVC fails on a params key that config/config.yaml does not spell out
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -173,7 +173,8 @@ def test_dvc_stages_match_snakemake_targets():
 
 
 # the extra experiments are outside `all`
-ALL_TARGETS = ("all", "protocol", "crossdomain", "ablations", "fewshot", "math", "code", "seeds", "zoo_probe", "bench")
+ALL_TARGETS = ("all", "protocol", "crossdomain", "ablations", "fewshot", "math", "code", "seeds", "zoo_probe",
+               "function_space", "bench")
 # committed results written by scripts outside the DAG (scripts/, `dnd check-profile`)
 OFF_DAG_RESULTS = {"results/check_profile_paper.json", "results/mathcode_calibration.json", "results/zoo_probe.json",
                    "results/.profile"}
@@ -208,7 +209,8 @@ EXPERIMENT_REPORTS = {"protocol": ("protocol_report", "benchmarks/protocol/"),
                       "fewshot": ("fewshot_report", "benchmarks/fewshot/"),
                       "ablations": ("ablation_report", "benchmarks/ablations/"),
                       "math": ("mathcode_report", "benchmarks/math/"),
-                      "code": ("mathcode_report", "benchmarks/code/")}
+                      "code": ("mathcode_report", "benchmarks/code/"),
+                      "function_space": ("fs_report", "benchmarks/function_space/")}
 
 
 @pytest.mark.parametrize("profile", ["config.yaml", "smoke.yaml"])
@@ -578,7 +580,8 @@ def test_smoke_dvc_and_snakemake_outputs_are_byte_identical(smoke_run, smoke_dvc
     assert (ra / "results" / "scores.csv").read_text() == (b / "results" / "scores.csv").read_text()
     for out in _dvc_outs(yaml.safe_load((REPO / "dvc.yaml").read_text())):
         if out.startswith(("results/protocol", "results/crossdomain", "results/ablations", "results/fewshot",
-                           "results/math", "results/code", "results/seeds", "results/zoo_probe")):
+                           "results/math", "results/code", "results/seeds", "results/zoo_probe",
+                           "results/function_space")):
             continue
         is_dir = (ra / out).is_dir()
         files = sorted(p.relative_to(ra) for p in (ra / out).rglob("*") if p.is_file()) if is_dir else [Path(out)]
@@ -706,7 +709,7 @@ def test_smoke_dvc_experiment_reruns_only_what_is_downstream(smoke_dvc):
     for stage in ("data", "base_model", "zoo"):
         assert f"Stage '{stage}' didn't change, skipping" in out, stage
     for stage in ("eval_speed", "protocol", "crossdomain", "ablations", *(f"ablations_{f}" for f in ABLATION_FAMILIES),
-                  "fewshot", "math", "code", "seeds", "zoo_probe"):  # not upstream
+                  "fewshot", "math", "code", "seeds", "zoo_probe", "function_space"):  # not upstream
         assert f"Running stage '{stage}'" not in out, stage
     for stage in ("generators", "generate", "evaluate", "report"):
         assert f"Running stage '{stage}'" in out, stage

@@ -45,6 +45,7 @@ from dnd.summary import (
     MEAN_ADAPTER,
     MEAN_TARGET,
     SCORE_COLUMNS,
+    eval_cell,
     item_vectors,
     load_eval_rows,
     read_eval_files,
@@ -110,6 +111,11 @@ def comparison_pairs(generators: dict[str, dict[str, Any]]) -> list[tuple[str, s
             pairs.append((g, SHARED_A_NEAREST))
     pairs += [(m, b) for m in (MULTITASK, VAL_PICKED) for b in ("nearest", "train_avg")]
     return pairs + [("oracle", "train_avg")]
+
+
+def _cell(r: dict[str, Any]) -> tuple:
+    """eval_cell, shared_a_nearest among the methods whose adapter is the source picked per target."""
+    return eval_cell(r) if r["method"] != SHARED_A_NEAREST else (SHARED_A_NEAREST, "*")
 
 
 # ============================================================================ scores.csv
@@ -241,7 +247,9 @@ def report_markdown(metrics: dict[str, Any], generators: dict[str, dict[str, Any
              f"Targets: {', '.join(targets)} (held out; each generator trained on the other datasets). Accuracy "
              "differences in points, paired 95% bootstrap CIs over the test items, pooled over the targets "
              "(every target weighs the same). A verdict reads the claim \"the subject beats the baseline\" "
-             "(dnd.stats.verdict).", "",
+             "(dnd.stats.verdict): *reproduced* = the subject is ahead (Text-to-LoRA's claim for its generators "
+             "holds here), *level* = the CI lies inside ±1 point (a decisive no), *not told apart* = the data cannot "
+             "tell, *not reproduced* = the baseline is ahead.", "",
              f"Headroom (the target's own LoRA minus the training-LoRA average): "
              f"{_ci(metrics, 'oracle_minus_train_avg/acc')} points, {metrics.get(f'{MEAN_TARGET}/headroom')}.", "",
              "## Against the nearest source and the multi-task LoRA", "",
@@ -260,6 +268,18 @@ def report_markdown(metrics: dict[str, Any], generators: dict[str, dict[str, Any
             vm = metrics.get(f"{MEAN_TARGET}/{s}_minus_{MULTITASK}/verdict", "") if s != VAL_PICKED else ""
         lines.append(f"| {s} | {fam} | {mode} | {zoo} | {'n/a' if acc is None else f'{100 * acc:.1f}'} | {near} | "
                      f"{vn} | {mt} | {vm} |")
+    lines += ["", "Per target, accuracy minus nearest (points, 95% CI); pooled gold log-probability minus nearest "
+              "(nats per item):", "",
+              "| Subject | " + " | ".join(targets) + " | gold log-prob, pooled |",
+              "|---|" + "---|" * (len(targets) + 1)]
+    for s in [*subjects, MULTITASK, VAL_PICKED]:
+        cells = []
+        for t in targets:
+            v, lo, hi = (metrics.get(f"{t}/{s}_minus_nearest/acc{e}") for e in ("", "_ci_low", "_ci_high"))
+            cells.append("n/a" if v is None else f"{_pts(v)} [{_pts(lo)}, {_pts(hi)}]")
+        lp = [metrics.get(f"{MEAN_TARGET}/{s}_minus_nearest/gold_logprob{e}") for e in ("", "_ci_low", "_ci_high")]
+        cells.append("n/a" if None in lp else f"{lp[0]:+.3f} [{lp[1]:+.3f}, {lp[2]:+.3f}]")
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
     beats = [s for s in subjects if str(metrics.get(f"{MEAN_TARGET}/{s}_minus_nearest/verdict", "")).startswith(
         "reproduced")]
     beats_mt = [s for s in subjects if str(metrics.get(f"{MEAN_TARGET}/{s}_minus_{MULTITASK}/verdict",
@@ -366,7 +386,8 @@ def run_report(params: dict[str, Any], default_eval: Sequence[Path], labeled_eva
     extra = read_eval_files(generators_eval)
     check_generator_rows(extra, list(generators))
     require_complete(known + extra, list(folds), sources=folds,
-                     required=("base", "source_lora", "soup", "nearest", "dnd", MULTITASK, VAL_PICKED))
+                     required=("base", "source_lora", "soup", "nearest", "dnd", MULTITASK, VAL_PICKED),
+                     cell=_cell)
     missing = [f"{t}: {m}" for t in folds for ms in generator_methods(list(generators)).values() for m in ms
                if not any(r["target"] == t and r["method"] == m for r in extra)]
     if missing:
