@@ -680,6 +680,17 @@ def test_smoke_zoo_probe_experiment(smoke_dvc):
 
 
 @pytest.mark.slow
+def test_smoke_function_space_experiment(smoke_dvc):
+    """The function_space experiment ran under dvc repro: its generators' adapters, controls and noise
+    baselines scored beside the default run's methods and the labeled baselines; one report."""
+    rows = _csv(smoke_dvc / "results" / "function_space" / "scores.csv")
+    methods = {r["method"] for r in rows}
+    assert {"dnd", "nearest", "multitask_lora", "hyperconv_sft", "t2l_sft", "t2l_reconstruction", "dnd_noise",
+            "hyperconv_sft_control_random", "shared_a_nearest"} <= methods
+    assert "Against the nearest source" in (smoke_dvc / "results" / "function_space" / "report.md").read_text()
+
+
+@pytest.mark.slow
 def test_smoke_dvc_caches_outputs_as_hardlinks(smoke_dvc):
     """In the DVC cache as a hardlink: nothing copied."""
     linked = next((smoke_dvc / "results" / "generators").rglob("generator_*.pt"))
