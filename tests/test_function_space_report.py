@@ -173,7 +173,15 @@ def run_report(tmp_path: Path):
     diag.write_text(f"fold,variant,metric,value\n{targets[0]},zoo,reachability,0.25\n")
     out = {k: tmp_path / "out" / f for k, f in (("scores", "scores.csv"), ("metrics", "metrics.json"),
                                                 ("md", "report.md"), ("fig", "figures/fs.png"))}
-    argv = ["fs-report", "--params", json.dumps(params), "--default-eval", *files["d"], "--labeled-eval", *files["l"],
+    bench = []
+    for name, sec in (("train_generator_gsft_arc_easy", 90), ("train_generator_gsft_piqa", 30), ("score_boolq", 12),
+                      ("train_shared_a_piqa", 6)):
+        f = tmp_path / "benchmarks" / "function_space" / f"{name}.tsv"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(f"s\th:m:s\tmax_rss\tcpu_time\n{sec}\t0:00:00\t1\t{sec}\n")
+        bench.append(str(f))
+    argv = ["fs-report", "--params", json.dumps(params), "--benchmarks", *bench,
+            "--default-eval", *files["d"], "--labeled-eval", *files["l"],
             "--generators-eval", *files["g"], "--checks", _checks_csv(tmp_path / "checks.csv", targets),
             "--diagnostics", str(diag), "--scores", str(out["scores"]), "--metrics", str(out["metrics"]),
             "--out", str(out["md"]), "--figure", str(out["fig"])]
@@ -211,6 +219,10 @@ def test_report_scores_metrics_and_words(tmp_path):
     # gsft (p 0.9) is clearly ahead of nearest; the words say so in the project's vocabulary
     assert m["mean/gsft_minus_nearest/verdict"].startswith("reproduced")
     assert "| gsft | hyperconv | sft | default |" in text and "Ahead of the nearest source" in text
+    # the measured job times, per kind of job (the target or the dataset taken off the name)
+    assert "4 jobs, 2 min of job wall time" in text
+    assert "| train_generator_gsft | 2 | 2.0 |" in text and "| score | 1 | 0.2 |" in text
+    assert "| train_shared_a | 1 | 0.1 |" in text
     from test_verdict_words import check
 
     assert "reproduced" in check(text)

@@ -239,7 +239,8 @@ def _label(g: str, generators: dict[str, dict[str, Any]]) -> tuple[str, str, str
 
 
 def report_markdown(metrics: dict[str, Any], generators: dict[str, dict[str, Any]], targets: Sequence[str],
-                    figure: str, minutes: tuple[float, float, int] | None) -> str:
+                    figure: str, minutes: tuple[float, float, int] | None,
+                    job_times: dict[str, tuple[int, float]] | None = None) -> str:
     """report.md in plain words (module doc): which training mode, family and zoo, and whether any
     generator beats the nearest source and the multi-task LoRA (dnd.stats.verdict)."""
     subjects = ["dnd", *generators]
@@ -334,9 +335,42 @@ def report_markdown(metrics: dict[str, Any], generators: dict[str, dict[str, Any
     lines += ["", f"![Each generator minus the nearest source and the multi-task LoRA]({figure})", ""]
     if minutes is not None:
         wall, cpu, jobs = minutes
-        lines += [f"Compute (measured, Snakemake benchmarks): {jobs} jobs, {wall:.0f} min of job wall time "
-                  f"({cpu:.0f} CPU-min).", ""]
+        lines += ["## Compute", "",
+                  f"Measured (Snakemake benchmarks of the experiment's jobs): {jobs} jobs, {wall:.0f} min of job wall "
+                  f"time ({cpu:.0f} CPU-min); the budget is 3 hours on 2 cores.", ""]
+        if job_times:
+            lines += ["| Jobs | Count | Wall time (min) |", "|---|---|---|"]
+            lines += [f"| {k} | {n} | {sec / 60:.1f} |" for k, (n, sec) in job_times.items()]
+            lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def job_kind(path: str | Path, targets: Sequence[str]) -> str:
+    """The kind of an experiment job from its benchmark file's name: the name without its target
+    (train_generator_<g>, score, ...) or, for the shared-A zoo's per-dataset jobs, without its dataset."""
+    stem = Path(path).stem
+    for prefix in ("train_shared_a", "tokenize_shared_a"):
+        if stem.startswith(prefix + "_"):
+            return prefix
+    for t in sorted(targets, key=len, reverse=True):
+        if stem.endswith("_" + t):
+            return stem[: -len(t) - 1]
+    return stem
+
+
+def job_times(benchmarks: Sequence[Path], targets: Sequence[str]) -> dict[str, tuple[int, float]]:
+    """{job kind: (jobs, total wall seconds)} of the declared benchmark files (the last run of each),
+    the slowest kinds first."""
+    import pandas as pd
+
+    from dnd.reporting.tables import declared_benchmarks
+
+    out: dict[str, list] = {}
+    for f in declared_benchmarks(benchmarks):
+        k = out.setdefault(job_kind(f, targets), [0, 0.0])
+        k[0] += 1
+        k[1] += float(pd.read_csv(f, sep="\t").iloc[-1]["s"])
+    return {k: (n, sec) for k, (n, sec) in sorted(out.items(), key=lambda kv: -kv[1][1])}
 
 
 def report_figure(metrics: dict[str, Any], generators: dict[str, dict[str, Any]], out: Path) -> None:
@@ -404,7 +438,8 @@ def run_report(params: dict[str, Any], default_eval: Sequence[Path], labeled_eva
     rel = Path(figure).relative_to(Path(md_out).parent) if Path(figure).is_relative_to(Path(md_out).parent) \
         else Path(figure)
     write_text(md_out, report_markdown(metrics, generators, list(folds), str(rel),
-                                       benchmark_minutes(benchmarks) if benchmarks else None))
+                                       benchmark_minutes(benchmarks) if benchmarks else None,
+                                       job_times(benchmarks, list(folds)) if benchmarks else None))
     return metrics
 
 
