@@ -130,3 +130,10 @@ def test_the_extraction_sees_other_words():
         "too noisy to tell", "partly reproduced"]
     with pytest.raises(AssertionError):
         check("| A | Verdict |\n|---|---|\n| x | inconclusive |")
+
+
+def test_function_space_report(tmp_path):
+    from test_function_space_report import run_report as fs_report
+
+    text = fs_report(tmp_path)[-1]
+    assert {"reproduced", "not told apart"} <= set(check(text))

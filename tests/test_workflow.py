@@ -146,7 +146,7 @@ def test_dvc_stages_match_snakemake_targets():
     targets = {line.split()[0] for line in snakemake("--list-target-rules").stdout.splitlines() if line.strip()}
     # the extra experiments are outside `all`
     summary = snakemake("-n", "--summary", "all", "protocol", "crossdomain", "ablations", "fewshot", "math",
-                        "code", "seeds", "zoo_probe").stdout.splitlines()
+                        "code", "seeds", "zoo_probe", "function_space").stdout.splitlines()
     planned = [line.split("\t")[0] for line in summary[1:] if "\t" in line]
     for name, stage in stages.items():
         assert stage["cmd"] == f"snakemake --cores all {name}", name
@@ -158,7 +158,7 @@ def test_dvc_stages_match_snakemake_targets():
                 f"{name}: {out} not produced by the DAG"
     for agg in ("zoo", "generators", "generate", "evaluate", "summary", "report", "protocol", "crossdomain",
                 "ablations", *(f"ablations_{f}" for f in ABLATION_FAMILIES), "fewshot", "math", "code", "seeds",
-                "zoo_probe"):
+                "zoo_probe", "function_space"):
         assert agg in stages
     # DVC fails on a params key that config/config.yaml does not spell out
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -173,7 +173,8 @@ def test_dvc_stages_match_snakemake_targets():
 
 
 # the extra experiments are outside `all`
-ALL_TARGETS = ("all", "protocol", "crossdomain", "ablations", "fewshot", "math", "code", "seeds", "zoo_probe", "bench")
+ALL_TARGETS = ("all", "protocol", "crossdomain", "ablations", "fewshot", "math", "code", "seeds", "zoo_probe",
+               "function_space", "bench")
 # committed results written by scripts outside the DAG (scripts/, `dnd check-profile`)
 OFF_DAG_RESULTS = {"results/check_profile_paper.json", "results/mathcode_calibration.json", "results/zoo_probe.json",
                    "results/.profile"}
@@ -208,7 +209,8 @@ EXPERIMENT_REPORTS = {"protocol": ("protocol_report", "benchmarks/protocol/"),
                       "fewshot": ("fewshot_report", "benchmarks/fewshot/"),
                       "ablations": ("ablation_report", "benchmarks/ablations/"),
                       "math": ("mathcode_report", "benchmarks/math/"),
-                      "code": ("mathcode_report", "benchmarks/code/")}
+                      "code": ("mathcode_report", "benchmarks/code/"),
+                      "function_space": ("fs_report", "benchmarks/function_space/")}
 
 
 @pytest.mark.parametrize("profile", ["config.yaml", "smoke.yaml"])
@@ -578,7 +580,8 @@ def test_smoke_dvc_and_snakemake_outputs_are_byte_identical(smoke_run, smoke_dvc
     assert (ra / "results" / "scores.csv").read_text() == (b / "results" / "scores.csv").read_text()
     for out in _dvc_outs(yaml.safe_load((REPO / "dvc.yaml").read_text())):
         if out.startswith(("results/protocol", "results/crossdomain", "results/ablations", "results/fewshot",
-                           "results/math", "results/code", "results/seeds", "results/zoo_probe")):
+                           "results/math", "results/code", "results/seeds", "results/zoo_probe",
+                           "results/function_space")):
             continue
         is_dir = (ra / out).is_dir()
         files = sorted(p.relative_to(ra) for p in (ra / out).rglob("*") if p.is_file()) if is_dir else [Path(out)]
@@ -677,6 +680,17 @@ def test_smoke_zoo_probe_experiment(smoke_dvc):
 
 
 @pytest.mark.slow
+def test_smoke_function_space_experiment(smoke_dvc):
+    """The function_space experiment ran under dvc repro: its generators' adapters, controls and noise
+    baselines scored beside the default run's methods and the labeled baselines; one report."""
+    rows = _csv(smoke_dvc / "results" / "function_space" / "scores.csv")
+    methods = {r["method"] for r in rows}
+    assert {"dnd", "nearest", "multitask_lora", "hyperconv_sft", "t2l_sft", "t2l_reconstruction", "dnd_noise",
+            "hyperconv_sft_control_random", "shared_a_nearest"} <= methods
+    assert "Against the nearest source" in (smoke_dvc / "results" / "function_space" / "report.md").read_text()
+
+
+@pytest.mark.slow
 def test_smoke_dvc_caches_outputs_as_hardlinks(smoke_dvc):
     """In the DVC cache as a hardlink: nothing copied."""
     linked = next((smoke_dvc / "results" / "generators").rglob("generator_*.pt"))
@@ -706,7 +720,7 @@ def test_smoke_dvc_experiment_reruns_only_what_is_downstream(smoke_dvc):
     for stage in ("data", "base_model", "zoo"):
         assert f"Stage '{stage}' didn't change, skipping" in out, stage
     for stage in ("eval_speed", "protocol", "crossdomain", "ablations", *(f"ablations_{f}" for f in ABLATION_FAMILIES),
-                  "fewshot", "math", "code", "seeds", "zoo_probe"):  # not upstream
+                  "fewshot", "math", "code", "seeds", "zoo_probe", "function_space"):  # not upstream
         assert f"Running stage '{stage}'" not in out, stage
     for stage in ("generators", "generate", "evaluate", "report"):
         assert f"Running stage '{stage}'" in out, stage

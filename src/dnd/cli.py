@@ -74,6 +74,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                                            "validation items; pick the best (val_picked)"),
     "fs-evaluate": ("dnd.experiments.function_space.lora", "score the multi-task LoRA and the val-picked source on a "
                                                            "target's test items"),
+    "fs-checks": ("dnd.experiments.function_space.checks", "the memorization checks of a target's generators: ΔW "
+                                                           "distances to the training LoRAs, the noise baseline"),
+    "fs-score": ("dnd.experiments.function_space.checks", "score the function_space generators' adapters, controls "
+                                                          "and noise baselines on a target's test items"),
+    "fs-report": ("dnd.experiments.function_space.report", "the function_space experiment's scores.csv, metrics.json, "
+                                                           "report.md and figure"),
     "bench": ("dnd.bench", "the run's time per stage from the Snakemake benchmarks, against the committed figures"),
     "verify-cache": ("dnd.verify_cache", "score a sample of score cache entries again; fail on any difference"),
     "summarize": ("dnd.summary", "merge per-target scores into scores.csv with bootstrap CIs"),

@@ -244,10 +244,37 @@ def zoo_probe_datasets(cfg: dict[str, Any]) -> list[str]:
     return list(cfg.get("zoo_probe", {}).get("datasets") or list(folds(cfg))[:2])
 
 
+def function_space_generator(cfg: dict[str, Any], name: str) -> tuple[dict[str, Any], str]:
+    """(the `generator` settings, the zoo) of generator `name` of function_space.generators: its
+    settings merged onto the run's `generator` section (without `variants`), validated; its zoo
+    (default or shared_a)."""
+    over = dict(((cfg.get("function_space") or {}).get("generators") or {})[name])
+    zoo = over.pop("zoo", "default")
+    gen = {k: v for k, v in (cfg.get("generator") or {}).items() if k != "variants"}
+    try:
+        merged = section("generator", {**gen, **over})
+    except ConfigError as exc:
+        raise ConfigError(f"function_space.generators.{name}: {str(exc).removeprefix('--params: ')}") from None
+    return {k: v for k, v in {**gen, **over}.items() if k in merged}, zoo
+
+
 def check_function_space(cfg: dict[str, Any]) -> None:
-    """function_space.targets must be held-out targets of the run (each needs its fold's sources)."""
-    check_held_out(cfg, "function_space.targets", (cfg.get("function_space") or {}).get("targets") or [],
+    """function_space.targets must be held-out targets of the run (each needs its fold's sources);
+    each of function_space.generators valid `generator` settings, its zoo trained (shared_a needs
+    shared_a_zoo); n_adapters at most generate.n_adapters (the default DnD's noise baseline is
+    matched to its first n_adapters adapters)."""
+    fs = cfg.get("function_space") or {}
+    check_held_out(cfg, "function_space.targets", fs.get("targets") or [],
                    "each needs its fold's source LoRAs and the run's scores")
+    for name in fs.get("generators") or {}:
+        if name == "dnd":
+            raise ConfigError("function_space.generators: the name dnd is the default run's generator")
+        _, zoo = function_space_generator(cfg, name)
+        if zoo == "shared_a" and not fs.get("shared_a_zoo", True):
+            raise ConfigError(f"function_space.generators.{name}: zoo shared_a needs function_space.shared_a_zoo true")
+    if fs.get("n_adapters", 3) > cfg.get("generate", {}).get("n_adapters", 5):
+        raise ConfigError("function_space.n_adapters exceeds generate.n_adapters: the default DnD's noise baseline "
+                          "is matched to its first n_adapters adapters")
 
 
 def check_zoo_probe(cfg: dict[str, Any]) -> None:
