@@ -296,31 +296,3 @@ def test_function_space_dry_run_job_set(tmp_path):
     assert declared == planned - set(rep["benchmark"])
     default = _dry_run_jobs(snakemake("-n", "--cores", "1", "all", "--configfile", smoke, "-d", str(tmp_path)).stdout)
     assert default and not [j for j in default if j["rule"][0].startswith(("fs_", "function_space"))]
-
-
-@pytest.mark.slow
-def test_function_space_smoke_run(tmp_path):
-    """The whole `function_space` target on the smoke profile: every generator trained, its adapters,
-    controls and noise baselines scored, the checks and one report whose verdicts are in the vocabulary."""
-    from test_verdict_words import check
-    from test_workflow import snakemake
-
-    smoke = str(REPO / "config" / "smoke.yaml")
-    snakemake("--cores", "2", "function_space", "--configfile", smoke, "-d", str(tmp_path), timeout=900)
-    fs = tmp_path / "results" / "function_space"
-    scores = pd.read_csv(fs / "scores.csv", keep_default_na=False)
-    gens = ["hyperconv_sft", "t2l_reconstruction", "t2l_sft", "hyperconv_reconstruction_shared_a"]
-    want = {*gens, *(f"{g}_{k}" for g in gens for k in (*CONTROL_KINDS, "noise")), "dnd_noise", "shared_a_nearest",
-            "dnd", "nearest", "multitask_lora", "val_picked"}
-    assert want <= set(scores.method) and list(scores.columns) == SCORE_COLUMNS
-    assert len(set(scores.n)) == 1
-    m = json.loads((fs / "metrics.json").read_text())
-    for g in gens:
-        for b in ("nearest", "multitask_lora", f"{g}_noise", f"{g}_control_random"):
-            assert m[f"mean/{g}_minus_{b}/acc"] is not None
-    rows = list(csv.DictReader((fs / "checks" / "capitals.csv").open()))
-    assert {r["generator"] for r in rows} == {"dnd", *gens}
-    for r in rows:  # the noise baseline sits at its adapter's distance from the nearest source
-        assert float(r["noise_dist"]) == pytest.approx(float(r["dist_nearest_prompt"]), rel=1e-3, abs=1e-6)
-    check((fs / "report.md").read_text())
-    assert (fs / "figures" / "function_space.png").stat().st_size > 0

@@ -681,13 +681,33 @@ def test_smoke_zoo_probe_experiment(smoke_dvc):
 
 @pytest.mark.slow
 def test_smoke_function_space_experiment(smoke_dvc):
-    """The function_space experiment ran under dvc repro: its generators' adapters, controls and noise
-    baselines scored beside the default run's methods and the labeled baselines; one report."""
-    rows = _csv(smoke_dvc / "results" / "function_space" / "scores.csv")
-    methods = {r["method"] for r in rows}
-    assert {"dnd", "nearest", "multitask_lora", "hyperconv_sft", "t2l_sft", "t2l_reconstruction", "dnd_noise",
-            "hyperconv_sft_control_random", "shared_a_nearest"} <= methods
-    assert "Against the nearest source" in (smoke_dvc / "results" / "function_space" / "report.md").read_text()
+    """The function_space experiment ran under dvc repro: every generator trained, its adapters,
+    controls and noise baselines scored beside the default run's methods and the labeled baselines;
+    the checks and one report whose verdicts are in the vocabulary."""
+    import pandas as pd
+
+    from dnd.summary import CONTROL_KINDS, SCORE_COLUMNS
+    from test_verdict_words import check
+
+    fs = smoke_dvc / "results" / "function_space"
+    scores = pd.read_csv(fs / "scores.csv", keep_default_na=False)
+    gens = ["hyperconv_sft", "t2l_reconstruction", "t2l_sft", "hyperconv_reconstruction_shared_a"]
+    want = {*gens, *(f"{g}_{k}" for g in gens for k in (*CONTROL_KINDS, "noise")), "dnd_noise", "shared_a_nearest",
+            "dnd", "nearest", "multitask_lora", "val_picked"}
+    assert want <= set(scores.method) and list(scores.columns) == SCORE_COLUMNS
+    assert len(set(scores.n)) == 1
+    m = json.loads((fs / "metrics.json").read_text())
+    for g in gens:
+        for b in ("nearest", "multitask_lora", f"{g}_noise", f"{g}_control_random"):
+            assert m[f"mean/{g}_minus_{b}/acc"] is not None
+    rows = list(csv.DictReader((fs / "checks" / "capitals.csv").open()))
+    assert {r["generator"] for r in rows} == {"dnd", *gens}
+    for r in rows:  # the noise baseline sits at its adapter's distance from the nearest source
+        assert float(r["noise_dist"]) == pytest.approx(float(r["dist_nearest_prompt"]), rel=1e-3, abs=1e-6)
+    report = (fs / "report.md").read_text()
+    check(report)
+    assert "Against the nearest source" in report
+    assert (fs / "figures" / "function_space.png").stat().st_size > 0
 
 
 @pytest.mark.slow
