@@ -11,7 +11,10 @@ import json
 import multiprocessing
 import os
 import resource
+import shlex
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,7 +24,7 @@ import torch
 import dnd.generators as training
 from dnd.cli import describe_failure
 from dnd.io import load_torch
-from dnd.parallel import Ranks
+from dnd.parallel import Ranks, launch_prefix
 from dnd.zoo import NonFiniteError
 from test_generators import SOURCES, TARGET, make_work, params
 
@@ -343,6 +346,30 @@ def test_resume_across_process_counts(work: Path, tmp_path: Path, uninterrupted:
     codes, reports, _ = run_ranks({"work": str(work), "out": str(up), "generator": RESUMED})
     assert codes == [0, 0], reports
     assert live_diff(load_torch(up, "generator")["model"], single) <= TOLERANCE
+
+
+@pytest.mark.slow  # accelerate's launcher and torchrun start the processes: about 25 s on 2 busy cores
+def test_the_rule_command_under_accelerate_launch(work: Path, tmp_path: Path) -> None:
+    """The command a rule runs for a job holding 2 GPUs (workflow/rules/common.smk job_launcher:
+    `accelerate launch --multi_gpu --num_processes 2 ... --no_python python -m dnd.cli train-generator`),
+    here with --device cpu (gloo): the one-process generator within 1e-6; nothing before the
+    one-process command."""
+    assert launch_prefix(1) == launch_prefix(0) == ""
+    generator = {"batch_size": 3, "lr": SMALL_LR}
+    single = one_process(work, tmp_path / "one/generator.pt", generator)
+    out = tmp_path / "cli/generator.pt"
+    args = fold(work, out)
+    command = (launch_prefix(2) + "python -m dnd.cli train-generator --device cpu --threads 1 --params "
+               + shlex.quote(json.dumps(params(**generator))) + f" --target {args[0]} --sources {' '.join(args[1])}"
+               + " --tokens " + " ".join(map(str, args[2])) + " --encoded " + " ".join(map(str, args[3]))
+               + f" --template-adapter {args[4]} --out {out} --log {args[6]}")
+    src = str(Path(training.__file__).parents[1])
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stderr.count("data-parallel process") == 2  # two processes, one group
+    assert live_diff(load_torch(out, "generator")["model"], single["model"]) <= TOLERANCE
 
 
 def test_nan_on_one_process_stops_both(work: Path, tmp_path: Path) -> None:

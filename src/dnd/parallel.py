@@ -94,6 +94,17 @@ class Ranks:
         return t.tolist()
 
 
+def launch_prefix(gpus: int) -> str:
+    """What goes before `python -m dnd.cli ...` in a rule's command (workflow/rules/common.smk
+    job_launcher): nothing for a job with at most one GPU (the one-process command, unchanged), and
+    for a job holding `gpus` > 1 GPUs of one node, accelerate's launcher starting one process per GPU
+    (torchrun underneath; `--no_python` runs the command as written)."""
+    if gpus <= 1:
+        return ""
+    return (f"accelerate launch --multi_gpu --num_processes {int(gpus)} --num_machines 1 --mixed_precision no "
+            "--dynamo_backend no --no_python ")
+
+
 def world_size() -> int:
     """The number of processes the launcher started (1 without a launcher)."""
     from accelerate.utils import get_int_from_env
