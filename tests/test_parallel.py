@@ -22,6 +22,7 @@ import pytest
 import torch
 
 import dnd.generators as training
+import dnd.parallel as parallel
 from dnd.cli import describe_failure
 from dnd.io import load_torch
 from dnd.parallel import Ranks, launch_prefix
@@ -62,9 +63,10 @@ def _rank_main(rank: int, world: int, port: int, job: dict) -> None:
     """One process of a data-parallel run: the launcher's environment, then train_generator.
     job: work, out, generator (params), base (sft), and a fault: {"kill": step} (this process
     exits abruptly in the forward pass of 1-based step `step`) or {"nan": step} (its loss is
-    NaN there), on rank job["fault_rank"]; job["record_gradient"]: grad-<r>.pt, the summed gradient of
-    the first step. Writes rank-<r>.json: the one-line error if any, the
-    peak RSS, and rank-<r>.pt: the parameters it returned."""
+    NaN there), on rank job["fault_rank"]; job["bucket"]: gradient elements per all-reduce;
+    job["record_gradient"]: write grad-<r>.pt, the summed gradient of the first step. Writes
+    rank-<r>.json (the one-line error if any, the peak RSS) and rank-<r>.pt (the parameters it
+    returned)."""
     entered = time.time()
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world), OMP_NUM_THREADS="1")
@@ -82,6 +84,8 @@ def _rank_main(rank: int, world: int, port: int, job: dict) -> None:
             return loss * float("nan") if calls[0] == fault.get("nan") else loss
 
         training.weighted_mse = faulty
+    if job.get("bucket"):  # gradients summed in several all-reduces
+        parallel.BUCKET_ELEMENTS = job["bucket"]
     if job.get("record_gradient"):
         record_first_gradient(out.parent / f"grad-{rank}.pt")
     p = {**params(**job["generator"]), "prompt": {"format": "cloze"}}
@@ -244,7 +248,8 @@ def test_two_processes_train_the_one_process_generator(work: Path, tmp_path: Pat
     monkeypatch.undo()
     out = tmp_path / "two/generator.pt"
     codes, reports, seconds = run_ranks({"work": str(work), "out": str(out), "generator": generator,
-                                         "base": str(base) if base else None, "record_gradient": True})
+                                         "base": str(base) if base else None, "record_gradient": True,
+                                         "bucket": 5000})
     assert codes == [0, 0] and not any("error" in r for r in reports), reports
 
     grads = [torch.load(p, weights_only=True) for p in (tmp_path / "one/grad.pt", out.parent / "grad-0.pt",

@@ -526,7 +526,8 @@ def train_generator(
         # the losses summed over the processes: a NaN/inf on any process makes them (and the summed
         # gradient's norm) non-finite on every process, so all stop at this step with one error
         values = [loss.item()] if sft is None else [loss.item(), reconstruction.item(), answer.item()]
-        values = ranks.sum_values([values[0]] + [v * share for v in values[1:]] if ranks.world > 1 else values)
+        values = ranks.sum_values([values[0]] + [v * share for v in values[1:]] if ranks.world > 1 else values,
+                                  device)
         loss_value = values[0]
         check_finite(step + 1, loss_value, float(grad_norm), saved, resume)
         lr = optimizer.param_groups[0]["lr"]

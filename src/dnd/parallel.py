@@ -57,23 +57,21 @@ class Ranks:
             dist.barrier()
 
     def sum_gradients(self, params: Iterable[Any]) -> None:
-        """Replace every parameter's gradient by its sum over the processes (a parameter without a
-        gradient counts as zeros), in buckets of BUCKET_ELEMENTS."""
+        """Replace every parameter's gradient by its sum over the processes, in buckets of
+        BUCKET_ELEMENTS. A parameter without a gradient keeps none (every process runs the same
+        graph, so it has none anywhere, and AdamW skips it as a single process would)."""
         if self.world == 1:
             return
         import torch
         import torch.distributed as dist
 
-        params = list(params)
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
+        grads = [p.grad for p in params if p.grad is not None]
         bucket: list[Any] = []
         size = 0
-        for i, p in enumerate(params):
-            bucket.append(p.grad)
-            size += p.grad.numel()
-            if size >= BUCKET_ELEMENTS or i == len(params) - 1:
+        for i, grad in enumerate(grads):
+            bucket.append(grad)
+            size += grad.numel()
+            if size >= BUCKET_ELEMENTS or i == len(grads) - 1:
                 flat = torch.cat([g.reshape(-1) for g in bucket])
                 dist.all_reduce(flat)
                 offset = 0
@@ -83,7 +81,8 @@ class Ranks:
                 bucket, size = [], 0
 
     def sum_values(self, values: Sequence[float], device: Any = "cpu") -> list[float]:
-        """`values` summed over the processes (float64), the same list on every process."""
+        """`values` summed over the processes (float64), the same list on every process; `device`:
+        the training device (NCCL reduces CUDA tensors only)."""
         if self.world == 1:
             return [float(v) for v in values]
         import torch
