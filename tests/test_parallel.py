@@ -198,6 +198,41 @@ def test_a_part_of_the_batch_is_the_rows_of_the_whole(pairing: str) -> None:
         sampler.batch(0, part=(3, 3))
 
 
+def batch_before(sampler: training.PairSampler, step: int, noise_condition: float, noise_target: float):
+    """PairSampler.batch as it was before data parallelism (float32 pools, the whole batch)."""
+    from dnd.schedule import derive_seed, draw_indices
+
+    pools = [c.float() for c in sampler.conditions]
+    g = torch.Generator().manual_seed(derive_seed(sampler.seed, "step", step))
+    cond = torch.empty(sampler.batch_size, sampler.n_prompts, *pools[0].shape[1:])
+    target = torch.empty(sampler.batch_size, *sampler.tokens[0].shape[1:])
+    for j, item in enumerate(sampler.order.batch(step, sampler.batch_size)):
+        d, k = sampler.items[item]
+        draw = g if sampler.pairing == "random" else torch.Generator().manual_seed(
+            derive_seed(sampler.seed, "pair", d, k))
+        torch.index_select(pools[d], 0, draw_indices(pools[d].shape[0], sampler.n_prompts, draw), out=cond[j])
+        target[j].copy_(sampler.tokens[d][k])
+    if noise_condition > 0:
+        cond.add_(torch.randn(cond.shape, generator=g), alpha=noise_condition)
+    if noise_target > 0:
+        target.add_(torch.randn(target.shape, generator=g), alpha=noise_target)
+    return cond, target
+
+
+@pytest.mark.parametrize("pairing", ["random", "fixed"])
+def test_the_one_process_batch_is_the_batch_before(pairing: str) -> None:
+    """The default run's draws did not move: the whole batch from float16 pools is bitwise the
+    batch of the sampler before data parallelism (float32 copies of the pools)."""
+    g = torch.Generator().manual_seed(1)
+    tokens = [torch.randn(3, 5, 4, 6, generator=g), torch.randn(4, 5, 4, 6, generator=g)]
+    conds = [torch.randn(9, 3, 8, generator=g).half(), torch.randn(3, 3, 8, generator=g).half()]
+    sampler = training.PairSampler(tokens, conds, n_prompts=4, batch_size=3, seed=5, pairing=pairing)
+    for step in range(5):
+        for noise in ((0.0, 0.0), (1e-2, 1e-3)):
+            got, expected = sampler.batch(step, *noise), batch_before(sampler, step, *noise)
+            assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+
+
 def test_conditions_stay_float16_and_mapped(work: Path) -> None:
     """The encoded prompts are read memory-mapped in their float16 (not copied to float32): the
     pools the sampler draws from are the file's pages, shared by every process that maps them."""
