@@ -142,9 +142,8 @@ def test_zoo_resume_fingerprint_keeps_the_cpu_and_separates_other_devices(tiny_m
 def test_generator_training_on_the_given_device(tmp_path_factory):
     """train_generator with the device given: the same checkpoint as the default call, its tensors on
     the CPU (it loads anywhere), its resume fingerprint the CPU's own."""
-    import test_generators as tg
-
     import dnd.generators as training
+    import test_generators as tg
 
     work = tg.make_work(tmp_path_factory.mktemp("devwork"))
     args = (tg.params(steps=2, save_every=1), tg.TARGET, tg.SOURCES,
