@@ -428,6 +428,9 @@ def train_generator(
         train_data: objective sft/both: the sources' labeled train.jsonl (order of `sources`).
         base_model: objective sft/both: the base model directory the LoRAs are applied to.
 
+    Under `accelerate launch` (dnd.parallel) every process trains on its share of each step's
+    batch and returns the same checkpoint dict; rank 0 alone writes the files.
+
     Returns the checkpoint dict that was saved.
     """
     started = time.perf_counter()
