@@ -324,7 +324,8 @@ def _entry(stage: str, rule: str, what: str, weights: int, inputs: int, peak: in
 def memory_train_generator(gen: Mapping[str, Any], input_shape, output_shape, n_sources: int,
                            n_train: int) -> dict[str, Any]:
     """train_generator: float32 weights, AdamW, batch generator.batch_size, weighted MSE. Host memory:
-    the sources' encoded train prompts, which PairSampler holds as float32 (at most n_train each)."""
+    the sources' encoded train prompts, which PairSampler reads memory-mapped as float16 (at most
+    n_train each; file pages, one copy for all the processes of a data-parallel job)."""
     from .generators import weighted_mse
 
     b = gen["batch_size"]
@@ -341,7 +342,7 @@ def memory_train_generator(gen: Mapping[str, Any], input_shape, output_shape, n_
                   f"target {[b, *output_shape]}, float32", weights, nbytes(inputs), step["peak_bytes"],
                   optimizer=2 * 4 * trainable,
                   gradients=step["gradients_bytes"], saved=step["saved_activations_bytes"], batch_size=b,
-                  host_conditions_bytes=n_sources * n_train * math.prod(input_shape[1:]) * 4)
+                  host_conditions_bytes=n_sources * n_train * math.prod(input_shape[1:]) * 2)
 
 
 def memory_generate(gen: Mapping[str, Any], input_shape, output_shape, n_sources: int,
@@ -786,8 +787,9 @@ def render(report: Mapping[str, Any]) -> str:
     out.append("")
     for m in report["memory"]:
         if m.get("host_conditions_bytes"):
-            out.append(f"Host memory of {m['stage']}: the sources' encoded train prompts as float32, at most "
-                       f"{m['host_conditions_bytes'] / GIB:.1f} GiB (data.n_train per source).")
+            out.append(f"Host memory of {m['stage']}: the sources' encoded train prompts as float16, memory-mapped "
+                       f"(one copy for all processes of the job), at most {m['host_conditions_bytes'] / GIB:.1f} GiB "
+                       "(data.n_train per source).")
         if m.get("host_outputs_bytes"):
             out.append(f"Host memory of {m['stage']}: the states of the largest split ({m['host_items']:,} prompts) "
                        f"as float16 (rounded per batch), {m['host_outputs_bytes'] / GIB:.1f} GiB.")

@@ -39,6 +39,7 @@ from .method.generator_checkpoint import save_generator
 from .method.generator_model import HyperConvDecoder, SourceBasisGenerator, count_parameters
 from .method.t2l import T2LHypernetwork
 from .method.tokenization import LoraLayout, decode_tokens, detokenize, tokenize, tokenize_batch
+from .parallel import connect
 from .schedule import EpochOrder, derive_seed, draw_indices, warmup_cosine
 from .zoo import check_finite, resume_fingerprint, write_timings
 
@@ -143,7 +144,8 @@ class PairSampler:
 
     Args:
         tokens: per source dataset, zoo tokens (K_d, T, h, w).
-        conditions: per source dataset, encoded train prompts (n_d, L, D).
+        conditions: per source dataset, encoded train prompts (n_d, L, D), kept in their own dtype
+            (float16 caches, memory-mapped: no float32 copy of a pool); a batch holds float32.
         n_prompts: N, prompts per condition.
         batch_size: B, pairs per step.
         seed: seed of this run (already specific to the fold).
@@ -161,27 +163,40 @@ class PairSampler:
         if pairing not in ("random", "fixed"):
             raise ValueError(f"pairing must be 'random' or 'fixed', got {pairing!r}")
         self.tokens = list(tokens)
-        self.conditions = [(c if pool_size is None else c[:pool_size]).float() for c in conditions]
+        self.conditions = [c if pool_size is None else c[:pool_size] for c in conditions]
         self.items = [(d, k) for d, t in enumerate(self.tokens) for k in range(t.shape[0])]
         self.n_prompts, self.batch_size, self.seed, self.pairing = n_prompts, batch_size, seed, pairing
         self.order = EpochOrder(len(self.items), seed, rng="torch")
 
-    def batch(self, step: int, noise_condition: float = 0.0, noise_target: float = 0.0) -> tuple[Tensor, Tensor]:
-        """Pairs of step `step`: condition (B, N, L, D) float32, target (B, T, h, w) float32."""
+    def batch(self, step: int, noise_condition: float = 0.0, noise_target: float = 0.0,
+              part: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:
+        """Pairs of step `step`: condition (B, N, L, D) float32, target (B, T, h, w) float32; with
+        `part` (lo, hi), only the pairs lo..hi-1 of that batch (dnd.parallel: one process's share).
+
+        One random stream per step draws every pair's prompts in turn, then the noise of the whole
+        batch, so a part replays the whole stream (the prompt indices of every pair, the noise of
+        the whole batch) and keeps its rows: the same numbers as the rows of the full batch, for
+        the price of drawing the batch's noise on every process (nothing of other pairs' prompts
+        is gathered)."""
+        lo, hi = (0, self.batch_size) if part is None else part
+        if not 0 <= lo < hi <= self.batch_size:
+            raise ValueError(f"part {(lo, hi)} is not a non-empty part of a batch of {self.batch_size}")
         g = torch.Generator().manual_seed(derive_seed(self.seed, "step", step))
-        cond = torch.empty(self.batch_size, self.n_prompts, *self.conditions[0].shape[1:])
-        target = torch.empty(self.batch_size, *self.tokens[0].shape[1:])
+        cond = torch.empty(hi - lo, self.n_prompts, *self.conditions[0].shape[1:])
+        target = torch.empty(hi - lo, *self.tokens[0].shape[1:])
         for j, item in enumerate(self.order.batch(step, self.batch_size)):
             d, k = self.items[item]
             pool = self.conditions[d]
             draw = (g if self.pairing == "random"
                     else torch.Generator().manual_seed(derive_seed(self.seed, "pair", d, k)))
-            torch.index_select(pool, 0, draw_indices(pool.shape[0], self.n_prompts, draw), out=cond[j])
-            target[j].copy_(self.tokens[d][k])
+            chosen = draw_indices(pool.shape[0], self.n_prompts, draw)  # drawn for every pair: one stream
+            if lo <= j < hi:
+                cond[j - lo].copy_(pool[chosen])  # float16 -> float32 is exact
+                target[j - lo].copy_(self.tokens[d][k])
         if noise_condition > 0:
-            cond.add_(torch.randn(cond.shape, generator=g), alpha=noise_condition)
+            cond.add_(torch.randn((self.batch_size, *cond.shape[1:]), generator=g)[lo:hi], alpha=noise_condition)
         if noise_target > 0:
-            target.add_(torch.randn(target.shape, generator=g), alpha=noise_target)
+            target.add_(torch.randn((self.batch_size, *target.shape[1:]), generator=g)[lo:hi], alpha=noise_target)
         return cond, target
 
     def datasets(self, step: int) -> list[int]:
@@ -243,7 +258,7 @@ def _load_sources(
         raise ValueError(f"zoo tokens use w={layout.chunk_width}, generator.chunk_width is {gen['chunk_width']}")
     states = []
     for name, path in zip(sources, encoded_paths):
-        e = load_encoded(path)
+        e = load_encoded(path, mmap=True)  # float16, paged in on use, one copy for all processes
         if encoding_signature(e["encoder"]) != encoding_signature(enc):
             raise ValueError(f"prompts of {name} were encoded with {e['encoder']}, params say {enc}")
         states.append(e["states"])
@@ -317,16 +332,17 @@ class SftObjective:
             self.examples.append(self.model.encode(items))
         self.n_items, self.seed = int(n_items), seed
 
-    def draw(self, step: int, datasets: Sequence[int]) -> list[list[tuple[list[int], int]]]:
-        """The encoded train items of each pair of step `step` (`datasets`: its source indices)."""
+    def draw(self, step: int, datasets: Sequence[int], first: int = 0) -> list[list[tuple[list[int], int]]]:
+        """The encoded train items of each pair of step `step` (`datasets`: the source indices of
+        its pairs first, first+1, ...; a process's share of the batch starts past 0)."""
         out = []
-        for j, d in enumerate(datasets):
+        for j, d in enumerate(datasets, start=first):
             g = torch.Generator().manual_seed(derive_seed(self.seed, "sft", step, j))
             out.append([self.examples[d][i] for i in draw_indices(len(self.examples[d]), self.n_items, g).tolist()])
         return out
 
-    def loss(self, loras: Mapping[str, Tensor], step: int, datasets: Sequence[int]) -> Tensor:
-        return self.model.batch_loss(loras, self.draw(step, datasets))
+    def loss(self, loras: Mapping[str, Tensor], step: int, datasets: Sequence[int], first: int = 0) -> Tensor:
+        return self.model.batch_loss(loras, self.draw(step, datasets, first))
 
 
 def to_cpu(obj: Any) -> Any:
@@ -412,6 +428,9 @@ def train_generator(
         train_data: objective sft/both: the sources' labeled train.jsonl (order of `sources`).
         base_model: objective sft/both: the base model directory the LoRAs are applied to.
 
+    Under `accelerate launch` (dnd.parallel) every process trains on its share of each step's
+    batch and returns the same checkpoint dict; rank 0 alone writes the files.
+
     Returns the checkpoint dict that was saved.
     """
     started = time.perf_counter()
@@ -444,8 +463,13 @@ def train_generator(
                           gen["pool_size"])
     _, seq_len, dim = states[0].shape
 
+    ranks, device = connect(device)  # one process unless launched by accelerate (dnd.parallel)
+    if ranks.world > gen["batch_size"]:
+        raise ValueError(f"generator.batch_size {gen['batch_size']} is smaller than the {ranks.world} processes "
+                         "launched: every process needs at least one pair of each step")
+    lo, hi = ranks.share(gen["batch_size"])  # this process's pairs of every step's batch
+    share = (hi - lo) / gen["batch_size"]
     torch.manual_seed(derive_seed(run_seed, "init"))
-    device = torch.device(device)
     model = build_generator(gen, (gen["n_prompts"], seq_len, dim), (layout.n_tokens, *layout.token_shape), token_sets,
                             layout).to(device)  # initialized on the CPU (the same draw anywhere), then moved
     weights_on = weights.to(device)
@@ -456,7 +480,7 @@ def train_generator(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, gen["warmup_steps"], total))
     stored = stored_generator_section(gen)
     fingerprint_parts = [stored, enc, lora, seed, target, list(sources), [z["steps"] for z in zoo], layout.to_dict(),
-                         *(recorded(device).values())]  # a run resumes on the device it started on
+                         *(recorded(device).values())]  # a run resumes on the device it started on (any count)
     sft = None
     if use_sft:
         fmt = section("prompt", params.get("prompt"))["format"]
@@ -469,21 +493,23 @@ def train_generator(
     out, log_path = Path(out), Path(log_path)
     resume = resume_path(out)
     start, elapsed, rows = _load_resume(resume, fingerprint, model, optimizer, scheduler)
-    if start:
+    if start and ranks.main:
         log.info("resuming %s at step %d", target, start)
 
     n_params = count_parameters(model)
-    log.info("generator %s: %d parameters, %d steps, sources %s", target, n_params, total, list(sources))
+    if ranks.main:
+        log.info("generator %s: %d parameters, %d steps, sources %s", target, n_params, total, list(sources))
     model.train()
     t0 = time.perf_counter() - elapsed
     saved = start  # step of the resume checkpoint on disk
     step_s = sft_s = 0.0  # seconds in this call: whole steps, base-model forwards with generated LoRAs
     bar = tqdm(
-        total=total, initial=start, desc=f"generator {target}", mininterval=PROGRESS_INTERVAL_S, file=sys.stderr
+        total=total, initial=start, desc=f"generator {target}", mininterval=PROGRESS_INTERVAL_S, file=sys.stderr,
+        disable=not ranks.main,
     )
     for step in range(start, total):
         t_step = time.perf_counter()
-        cond, tgt = sampler.batch(step, gen["noise_condition"], gen["noise_target"])  # drawn on the CPU
+        cond, tgt = sampler.batch(step, gen["noise_condition"], gen["noise_target"], (lo, hi))  # drawn on the CPU
         cond, tgt = cond.to(device), tgt.to(device)
         if sft is None:
             loss = weighted_mse(model(cond), tgt, weights_on)
@@ -491,13 +517,21 @@ def train_generator(
             tokens, loras = generated_lora(model, cond, layout)
             reconstruction = weighted_mse(tokens if use_reconstruction else tokens.detach(), tgt, weights_on)
             t_sft = time.perf_counter()
-            answer = sft.loss(loras, step, sampler.datasets(step))
+            answer = sft.loss(loras, step, sampler.datasets(step)[lo:hi], lo)
             sft_s += time.perf_counter() - t_sft
             loss = reconstruction + gen["sft_weight"] * answer if use_reconstruction else answer
+        if ranks.world > 1:  # this process's share of the global batch mean
+            loss = loss * share
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        ranks.sum_gradients(model.parameters())  # the global batch's gradient on every process
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), gen["grad_clip"])
-        loss_value = loss.item()
+        # the losses summed over the processes: a NaN/inf on any process makes them (and the summed
+        # gradient's norm) non-finite on every process, so all stop at this step with one error
+        values = [loss.item()] if sft is None else [loss.item(), reconstruction.item(), answer.item()]
+        values = ranks.sum_values([values[0]] + [v * share for v in values[1:]] if ranks.world > 1 else values,
+                                  device)
+        loss_value = values[0]
         check_finite(step + 1, loss_value, float(grad_norm), saved, resume)
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
@@ -505,13 +539,15 @@ def train_generator(
         if sft is None:
             rows.append([step + 1, f"{loss_value:.6g}", f"{lr:.6g}"])
         else:
-            rows.append([step + 1, f"{loss_value:.6g}", f"{reconstruction.item():.6g}", f"{answer.item():.6g}",
-                         f"{lr:.6g}"])
+            rows.append([step + 1, f"{loss_value:.6g}", f"{values[1]:.6g}", f"{values[2]:.6g}", f"{lr:.6g}"])
         step_s += time.perf_counter() - t_step
         bar.update(1)
         bar.set_postfix(loss=rows[-1][1], refresh=False)
         if (step + 1) % gen["save_every"] == 0 and step + 1 < total:
-            _save_resume(resume, fingerprint, model, optimizer, scheduler, step + 1, time.perf_counter() - t0, rows)
+            if ranks.main:  # the parameters are the same on every process
+                _save_resume(resume, fingerprint, model, optimizer, scheduler, step + 1, time.perf_counter() - t0,
+                             rows)
+            ranks.barrier()
             saved = step + 1
     bar.close()
     loop_s = time.perf_counter() - t0
@@ -519,6 +555,7 @@ def train_generator(
     checkpoint = save_generator(
         out,
         model.cpu(),
+        write=ranks.main,
         layout=layout.to_dict(),
         lora_config=template,
         adapter_config=json.loads((Path(template_adapter) / "adapter_config.json").read_text()),
@@ -531,6 +568,9 @@ def train_generator(
         n_params=n_params,
         criterion_weights=weights,
     )
+    if not ranks.main:
+        ranks.barrier()  # until the main process has written the outputs
+        return checkpoint
     header = ["step", "loss", "lr"] if sft is None else ["step", "loss", "reconstruction", "sft", "lr"]
     write_csv(log_path, header, rows)
     resume.unlink(missing_ok=True)
@@ -543,6 +583,7 @@ def train_generator(
     write_timings(timings, started, loop_s, total, start)
     if timings is not None:  # the step costs beside dnd.zoo.write_timings' fields
         write_json(timings, {**json.loads(Path(timings).read_text()), **extra})
+    ranks.barrier()
     return checkpoint
 
 

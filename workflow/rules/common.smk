@@ -137,6 +137,15 @@ def job_device(wildcards, resources):
     return GPU_JOB_DEVICE if int(getattr(resources, "gpu", 0) or 0) > 0 else "cpu"
 
 
+def job_launcher(wildcards, resources):
+    """What starts a data-parallel command (dnd.parallel.launch_prefix): nothing for a job with at
+    most one GPU (`python -m dnd.cli ...` as always), `accelerate launch` with one process per GPU for
+    a job that a cluster profile gives `gpu: N` > 1 (train_generator and the rules made from it)."""
+    from dnd.parallel import launch_prefix
+
+    return launch_prefix(int(getattr(resources, "gpu", 0) or 0))
+
+
 def evaluation_settings(keys):
     """The part of the `evaluation` section a kind of job reads (dnd.config: SCORING_SETTINGS,
     EVAL_SPEED_SETTINGS, GENERATION_SETTINGS): its rule params, so that only these rerun it."""

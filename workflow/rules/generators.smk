@@ -59,6 +59,7 @@ rule train_generator:
         timings="results/timings/train_generator/{target}_{design}.json",
     params:
         device=job_device,
+        launch=job_launcher,
         p=lambda wildcards: generator_params(wildcards.design),
         sources=lambda wildcards: FOLDS[wildcards.target],
     log:
@@ -73,7 +74,7 @@ rule train_generator:
     conda:
         "../envs/dnd.yaml"
     shell:
-        "python -m dnd.cli train-generator --device {params.device:q} --threads {threads} --params {params.p:q} --target {wildcards.target:q} "
+        "{params.launch}python -m dnd.cli train-generator --device {params.device:q} --threads {threads} --params {params.p:q} --target {wildcards.target:q} "
         "--sources {params.sources:q} --tokens {input.tokens:q} --encoded {input.encoded:q} "
         "--template-adapter {input.template:q} --out {output.generator:q} --log {output.log_csv:q} "
         "--timings {output.timings:q} > {log:q} 2>&1"

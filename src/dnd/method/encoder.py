@@ -177,10 +177,11 @@ def encoding_signature(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {k: full[k] for k in ENCODING_KEYS}
 
 
-def load_encoded(path: str | Path) -> dict[str, Any]:
+def load_encoded(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     """Read an encoded-prompt cache written by `encode` (see docs/contracts.md); a missing or
-    corrupt file is one error naming it (dnd.io.load_torch)."""
-    return load_torch(path, "encoded prompts")
+    corrupt file is one error naming it (dnd.io.load_torch). `mmap`: the states stay in the file,
+    paged in on use and shared by every process that maps it (generator training)."""
+    return load_torch(path, "encoded prompts", mmap=mmap)
 
 
 # ----------------------------------------------------------------------------- command

@@ -30,12 +30,14 @@ CHECKPOINT_FORMAT = "dnd-generator-v1"
 GENERATION_KEYS = ("layout", "adapter_config", "encoder", "n_params")
 
 
-def save_generator(path: str | Path, model: nn.Module, **fields: Any) -> dict[str, Any]:
+def save_generator(path: str | Path, model: nn.Module, write: bool = True, **fields: Any) -> dict[str, Any]:
     """Write the checkpoint of `model` atomically: format, model, decoder, then `fields` in the
-    order given (see the module docstring). Returns the saved dict."""
+    order given (see the module docstring). Returns the saved dict (`write` False: the dict only,
+    for the processes of a data-parallel run other than the one that writes)."""
     checkpoint = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(),
                   "decoder": {"design": model.design, **model.hparams()}, **fields}
-    save_torch(path, checkpoint)
+    if write:
+        save_torch(path, checkpoint)
     return checkpoint
 
 
