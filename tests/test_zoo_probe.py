@@ -197,7 +197,7 @@ def test_lead_is_paired_over_items_as_in_the_default_summary():
     assert fig["lead_longer/acc"] == pytest.approx((c(longer) - train_avg).mean())
     assert fig["lead_change/acc"] == pytest.approx(fig["lead_longer/acc"] - fig["lead_default/acc"])
     assert fig["lead_change/acc"] > 0 and fig["lead_change/acc_ci_low"] > 0  # the longer oracle only gains items
-    assert fig["verdict_lead_change"] == stats.REPRODUCED
+    assert fig["reading_lead_change"] == "the longer-trained oracle is ahead of the default oracle"
     # the default lead and its CI are exactly the default run's oracle_minus_train_avg (same resamples)
     rows = default
     want, _ = summary._comparisons("t", rows, SOURCES, stats.bootstrap_indices(N, 500, 0, "t"), [summary.HEADROOM])
@@ -214,7 +214,7 @@ def test_no_lead_change_is_level_or_not_told_apart():
     same = {**default[2], "zoo": "longer"}  # the longer LoRA scores exactly as the default one
     fig, _ = zp.lead_figures("t", SOURCES, default, same, resamples=200, seed=0)
     assert fig["lead_change/acc"] == 0.0 and fig["lead_change/acc_ci_low"] == fig["lead_change/acc_ci_high"] == 0.0
-    assert fig["verdict_lead_change"].startswith(stats.LEVEL)
+    assert fig["reading_lead_change"] == "the longer-trained oracle is level with the default oracle"
 
 
 def test_lead_refuses_other_items_and_missing_rows():
@@ -247,14 +247,14 @@ def test_metrics_pool_the_probe_datasets():
     for key in ("reachability_longer", "lead_change/acc", "oracle_longer/acc", "final_loss_longer"):
         assert m[f"mean/{key}"] == pytest.approx((m[f"alpha/{key}"] + m[f"beta/{key}"]) / 2)
     assert m["mean/lead_change/acc_ci_low"] <= m["mean/lead_change/acc"] <= m["mean/lead_change/acc_ci_high"]
-    assert stats.verdict_word(m["mean/verdict_lead_change"]) in stats.VERDICTS
+    assert m["mean/reading_lead_change"].startswith("the longer-trained oracle")
     json.dumps(m, allow_nan=False)  # strict JSON
 
 
 def test_metrics_without_bootstrap_have_no_ci_and_say_so():
     m = _metrics(resamples=0)
     assert m["alpha/lead_change/acc_ci_low"] is None and m["mean/lead_change/acc_ci_high"] is None
-    assert m["mean/verdict_lead_change"] == f"{stats.NOT_TOLD_APART}: no CI"
+    assert m["mean/reading_lead_change"] == "not told apart (no CI)"
     assert m["alpha/headroom_default"].startswith("the oracle does not beat the training-LoRA average (no CI)")
     json.dumps(m, allow_nan=False)
 
@@ -265,7 +265,7 @@ def test_report_answers_the_question_with_the_numbers():
     assert md.startswith("# A longer-trained zoo: one probe")
     assert "100 → 300" in md and "0.1 → 0.12 (higher)" in md and "0.02 → 0.05 (higher)" in md
     assert f"{100 * m['mean/lead_change/acc']:+.1f} [{100 * m['mean/lead_change/acc_ci_low']:+.1f}, " in md
-    assert f"*{stats.verdict_word(m['mean/verdict_lead_change'])}*" in md
+    assert f": {m['mean/reading_lead_change']}." in md and "| Reading |" in md and "| Verdict |" not in md
     assert "from 0.02 (beta) to 0.3 (s0)" in md  # every fold's reachability, for scale
     assert all(w in md for w in stats.VERDICTS)
     assert "nan" not in md.lower()

@@ -36,7 +36,7 @@ Figures per probe dataset T (metrics.json keys `{T}/{figure}`; `mean/...` over t
                                    the items (dnd.stats, the default run's resamples per target)
                                    for m in acc (fraction) and gold_logprob (nats)
   headroom_default / _longer       "testable" or why not (dnd.stats.untestable_reason)
-  verdict_lead_change              dnd.stats.verdict on "training longer raises the oracle's lead"
+  reading_lead_change              dnd.stats.relation of the longer-trained oracle to the default one (paired CI)
 reachability_folds: every fold's default reachability (the range the probe's values sit in).
 """
 
@@ -59,9 +59,8 @@ from dnd.stats import (
     bootstrap_indices,
     percentile_ci,
     pooled_ci,
+    relation,
     untestable_reason,
-    verdict,
-    verdict_word,
 )
 from dnd.summary import ITEM_METRICS, item_vectors
 
@@ -185,14 +184,18 @@ def lead_figures(target: str, sources: Sequence[str], default_rows: list[dict[st
     for which in ("default", "longer"):
         lo, hi = out[f"lead_{which}/acc_ci_low"], out[f"lead_{which}/acc_ci_high"]
         out[f"headroom_{which}"] = untestable_reason(oracle_ci=(100 * lo, 100 * hi)) or TESTABLE
-    out["verdict_lead_change"] = change_verdict(out["lead_change/acc_ci_low"], out["lead_change/acc_ci_high"])
+    out["reading_lead_change"] = change_reading(out["lead_change/acc_ci_low"], out["lead_change/acc_ci_high"])
     return out, boots
 
 
-def change_verdict(lo: float, hi: float) -> str:
-    """dnd.stats.verdict on CLAIM from the 95% CI [lo, hi] (fractions) of oracle_longer minus
-    oracle_default: the direction claimed is +, with no size."""
-    return verdict(100 * lo, 100 * hi)
+def change_reading(lo: float | None, hi: float | None) -> str:
+    """How the longer-trained oracle stands against the default one, from the paired 95% CI [lo, hi]
+    (fractions) of oracle_longer minus oracle_default (dnd.stats.relation: ahead, level, not told
+    apart). Not a verdict: the verdict words judge claims of the paper, and CLAIM is this probe's own
+    question."""
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        return "not told apart (no CI)"
+    return relation(100 * lo, 100 * hi, "the longer-trained oracle", "the default oracle")
 
 
 def probe_metrics(settings: dict[str, Any], default_rows: list[dict[str, Any]], longer_rows: list[dict[str, Any]],
@@ -231,7 +234,7 @@ def probe_metrics(settings: dict[str, Any], default_rows: list[dict[str, Any]], 
         out[f"{MEAN}/{key}"] = float(np.mean([out[f"{t}/{key}"] for t in datasets]))
     for (name, m), bs in all_boots.items():
         out[f"{MEAN}/{name}/{m}_ci_low"], out[f"{MEAN}/{name}/{m}_ci_high"] = pooled_ci(bs)
-    out[f"{MEAN}/verdict_lead_change"] = change_verdict(out[f"{MEAN}/lead_change/acc_ci_low"],
+    out[f"{MEAN}/reading_lead_change"] = change_reading(out[f"{MEAN}/lead_change/acc_ci_low"],
                                                         out[f"{MEAN}/lead_change/acc_ci_high"])
     # JSON has no NaN: undefined figures are null
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
@@ -305,17 +308,18 @@ def render_report(m: Mapping[str, Any]) -> str:
     lines += [
         "", "## The oracle's lead", "",
         "| Dataset | Training LoRAs (avg) | Oracle (default) | Oracle (longer) | Lead, default (95% CI) "
-        "| Lead, longer (95% CI) | Change of the lead (95% CI) | Verdict |",
+        "| Lead, longer (95% CI) | Change of the lead (95% CI) | Reading |",
         "|:--|--:|--:|--:|--:|--:|--:|:--|",
     ]
     for d in rows:
         accs = " | ".join(_num(m.get(f"{d}/{k}/acc"), scale=100)
                           for k in ("train_avg", "oracle_default", "oracle_longer"))
         leads = " | ".join(_ci(m, f"{d}/{k}/acc") for k in ("lead_default", "lead_longer", "lead_change"))
-        lines.append(f"| {label[d]} | {accs} | {leads} | {m.get(f'{d}/verdict_lead_change')} |")
+        lines.append(f"| {label[d]} | {accs} | {leads} | {m.get(f'{d}/reading_lead_change')} |")
     lines += ["", f"Accuracy in points; the change of the lead is the longer oracle minus the default one, item by "
-                  f"item (the training-LoRA average is the same). The verdict is on the claim “{CLAIM}” "
-                  f"(README, Verdict words). In gold log-probability the change is "
+                  f"item (the training-LoRA average is the same). The reading is the change's paired CI against "
+                  f"±1 point (ahead, level, not told apart); it answers this probe's question, “{CLAIM}?”, and is "
+                  f"not a verdict on a claim of the paper. In gold log-probability the change is "
                   f"{_ci(m, f'{MEAN}/lead_change/gold_logprob', 1.0, 3)} nats over the probe datasets."]
     lines += ["", "## Answer", ""] + answer_lines(m)
     lines += ["", "Verdict words (dnd.stats.VERDICTS): " + "; ".join(f"*{w}*: {VERDICTS[w]}" for w in VERDICTS) + "."]
@@ -331,12 +335,10 @@ def answer_lines(m: Mapping[str, Any]) -> list[str]:
              f"({reach_words(m.get(f'{d}/reachability_default'), m.get(f'{d}/reachability_longer'))})" for d in ds]
     out = [f"- **Reachability**: {'; '.join(reach)}. One LoRA per setting, so no CI; “unchanged” means within "
            f"±{REACH_SAME:.0%} of the default value."]
-    text = m.get(f"{MEAN}/verdict_lead_change") or ""
-    word = verdict_word(text)
+    text = m.get(f"{MEAN}/reading_lead_change") or ""
     out.append(f"- **The oracle's lead**: {_ci(m, f'{MEAN}/lead_default/acc')} points with the default LoRAs, "
                f"{_ci(m, f'{MEAN}/lead_longer/acc')} with the longer ones (mean over the probe datasets); its change, "
-               f"{_ci(m, f'{MEAN}/lead_change/acc')}, is *{word}* on “{CLAIM}”"
-               + (f" ({text})." if text.strip() != word else "."))
+               f"{_ci(m, f'{MEAN}/lead_change/acc')}: {text}.")
     out.append("- **Headroom** for a DnD claim (the oracle ahead of the training-LoRA average, its CI above 0): "
                + "; ".join(f"{title(d)}: " + headroom_words(m.get(f"{d}/headroom_default"),
                                                              m.get(f"{d}/headroom_longer")) for d in ds) + ".")
