@@ -238,14 +238,10 @@ def test_function_space_lora_dry_run(tmp_path):
     pick and scoring of its target, the shared-A zoo of every dataset, the zoo diagnostics of both
     zoos and the summary beside the default run's evaluation of the target; nothing of the
     experiment in `all`."""
-    from test_workflow import _dry_run_jobs, snakemake
+    from test_workflow import dry_run_plan
 
     smoke = str(REPO / "config" / "smoke.yaml")
-    res = snakemake("-n", "--cores", "1", "function_space_lora", "--configfile", smoke, "-d", str(tmp_path))
-    jobs = _dry_run_jobs(res.stdout)
-    counts: dict[str, int] = {}
-    for j in jobs:
-        counts[j["rule"][0]] = counts.get(j["rule"][0], 0) + 1
+    jobs, counts = dry_run_plan("function_space_lora", smoke, tmp_path)
     assert {r: n for r, n in counts.items() if r.startswith(("fs_", "function_space"))} == {
         "fs_multitask_lora": 1, "fs_val_split": 1, "fs_val_pick": 1, "fs_evaluate": 1, "fs_shared_a_train_lora": 3,
         "fs_shared_a_tokenize_zoo": 3, "fs_zoo_diagnostics": 2, "fs_summarize": 1, "function_space_lora": 1}
@@ -257,7 +253,7 @@ def test_function_space_lora_dry_run(tmp_path):
         "results/data/opposites/train.jsonl", "results/data/sounds/train.jsonl"]  # capitals' fold sources
     assert all(b.startswith("benchmarks/function_space/") for j in jobs if j["rule"][0].startswith("fs_")
                for b in j["benchmark"])
-    default = _dry_run_jobs(snakemake("-n", "--cores", "1", "all", "--configfile", smoke, "-d", str(tmp_path)).stdout)
+    default, _ = dry_run_plan("all", smoke, tmp_path)
     assert default and not [j for j in default if j["rule"][0].startswith("fs_")]
 
 

@@ -264,14 +264,10 @@ def test_function_space_dry_run_job_set(tmp_path):
     """The smoke profile's job set of `function_space`: per generator its training (sft ones through the
     model's train data), its adapters, one checks and one scoring job of the target, the report; nothing
     of it in `all`."""
-    from test_workflow import _dry_run_jobs, snakemake
+    from test_workflow import dry_run_plan
 
     smoke = str(REPO / "config" / "smoke.yaml")
-    res = snakemake("-n", "--cores", "1", "function_space", "--configfile", smoke, "-d", str(tmp_path))
-    jobs = _dry_run_jobs(res.stdout)
-    counts: dict[str, int] = {}
-    for j in jobs:
-        counts[j["rule"][0]] = counts.get(j["rule"][0], 0) + 1
+    jobs, counts = dry_run_plan("function_space", smoke, tmp_path)
     assert {r: n for r, n in counts.items() if r.startswith(("fs_", "function_space"))} == {
         "fs_multitask_lora": 1, "fs_val_split": 1, "fs_val_pick": 1, "fs_evaluate": 1, "fs_shared_a_train_lora": 3,
         "fs_shared_a_tokenize_zoo": 3, "fs_zoo_diagnostics": 2, "fs_summarize": 1, "fs_train_generator": 2,
@@ -294,5 +290,5 @@ def test_function_space_dry_run_job_set(tmp_path):
     declared = {f for f in rep["input"] if f.startswith("benchmarks/")}
     planned = {b for j in jobs for b in j["benchmark"] if b.startswith("benchmarks/function_space/")}
     assert declared == planned - set(rep["benchmark"])
-    default = _dry_run_jobs(snakemake("-n", "--cores", "1", "all", "--configfile", smoke, "-d", str(tmp_path)).stdout)
+    default, _ = dry_run_plan("all", smoke, tmp_path)
     assert default and not [j for j in default if j["rule"][0].startswith(("fs_", "function_space"))]

@@ -192,6 +192,15 @@ def _planned_files(dry_run: str) -> set[str]:
             for f in m.group(1).split(", ")}
 
 
+def dry_run_plan(target: str, configfile: str, workdir) -> tuple[list[dict[str, list[str]]], dict[str, int]]:
+    """The jobs `snakemake -n TARGET` plans for a profile in `workdir` (`_dry_run_jobs`), and how many per rule."""
+    jobs = _dry_run_jobs(snakemake("-n", "--cores", "1", target, "--configfile", configfile, "-d", str(workdir)).stdout)
+    counts: dict[str, int] = {}
+    for j in jobs:
+        counts[j["rule"][0]] = counts.get(j["rule"][0], 0) + 1
+    return jobs, counts
+
+
 def _dry_run_jobs(dry_run: str) -> list[dict[str, list[str]]]:
     """The jobs of a `snakemake -n` listing: rule, input and benchmark files of each."""
     jobs: list[dict[str, list[str]]] = []

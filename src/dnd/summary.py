@@ -86,18 +86,25 @@ def load_eval_rows(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     """Read per-target JSONL files (`read_eval_files`) and check each row's format; whether
     they are complete and comparable item by item is `require_complete`'s check."""
     rows = read_eval_files(paths)
+    check_eval_rows(rows, METHODS, "evaluation rows")
+    return rows
+
+
+def check_eval_rows(rows: list[dict[str, Any]], known: Iterable[str], what: str) -> None:
+    """Each row's method is `known`, each (target, method, adapter) appears once, and each row has its
+    per-item gold log-probabilities; a ValueError naming the row otherwise (`what`: the rows' name)."""
+    known = set(known)
     seen: set[tuple[str, str, str]] = set()
     for r in rows:
         key = (r["target"], r["method"], str(r["adapter"]))
-        if r["method"] not in METHODS:
-            raise ValueError(f"unknown method {r['method']!r} in evaluation rows")
+        if r["method"] not in known:
+            raise ValueError(f"unknown method {r['method']!r} in {what}")
         if key in seen:
             raise ValueError(f"duplicate evaluation row {key}")
         seen.add(key)
         if len(r.get("gold_logprob") or []) != len(r["correct"]):
             raise ValueError(f"row {key}: no per-item gold_logprob (an evaluation file from an older version? "
                              "rerun the evaluate stage)")
-    return rows
 
 
 def eval_cell(r: dict[str, Any]) -> tuple:

@@ -45,6 +45,7 @@ from dnd.summary import (
     MEAN_ADAPTER,
     MEAN_TARGET,
     SCORE_COLUMNS,
+    check_eval_rows,
     eval_cell,
     item_vectors,
     load_eval_rows,
@@ -77,16 +78,7 @@ def check_generator_rows(rows: list[dict[str, Any]], generators: Sequence[str]) 
     """The fs-score rows must hold known methods, once per (target, method, adapter), with per-item
     gold log-probabilities."""
     known = {m for ms in generator_methods(generators).values() for m in ms} | {SHARED_A_NEAREST}
-    seen = set()
-    for r in rows:
-        key = (r["target"], r["method"], str(r["adapter"]))
-        if r["method"] not in known:
-            raise ValueError(f"unknown method {r['method']!r} in the generators' evaluation rows")
-        if key in seen:
-            raise ValueError(f"duplicate evaluation row {key}")
-        seen.add(key)
-        if len(r.get("gold_logprob") or []) != len(r["correct"]):
-            raise ValueError(f"row {key}: no per-item gold_logprob")
+    check_eval_rows(rows, known, "the generators' evaluation rows")
 
 
 def extra_vectors(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
