@@ -29,7 +29,7 @@ from dnd.config import (  # noqa: E402
 from dnd.benchmarks.datasets import dataset_settings  # noqa: E402
 from dnd.schedule import ADAPTER_KINDS, adapter_seed  # noqa: E402
 from dnd.summary import CONTROL_KINDS as _CONTROL_KINDS  # noqa: E402
-from dnd.paths import RunDirError, check_run_dir, claim_run_dir, run_dir  # noqa: E402
+from dnd.paths import RunDirError, check_run_dir, claim_run_dir, resolve_input_path, run_dir  # noqa: E402
 
 # A bad config stops here with one line naming the key, its value and the rule: dnd.config checks
 # the schema first (Snakemake's own message would print the whole schema), then Snakemake
@@ -182,7 +182,8 @@ def base_model_inputs(wildcards):
     if bm["source"] == "tiny":
         names = bm["tiny"].get("tokenizer_datasets") or DATASETS
     return {"texts": expand("results/data/{ds}/train.jsonl", ds=names),
-            "model": [bm["path"]] if bm["source"] == "local" else []}
+            # resolved as the start-up check resolves it (against the repository), wherever the run directory is
+            "model": [str(resolve_input_path(bm["path"]))] if bm["source"] == "local" else []}
 
 
 DESIGN = config["generator"]["design"]  # the design of method dnd
