@@ -128,6 +128,8 @@ class HashingEncoder:
     HASH_DIM dimensions at the index given by a stable hash (blake2b) of the word; padding as in
     ConditionEncoder. With mean pooling it is a hashed bag of words."""
 
+    device = torch.device("cpu")  # no model: always the CPU
+
     def __init__(self, cfg: Mapping[str, Any]):
         self.cfg = dict(cfg)
         self.max_length = int(self.cfg["max_length"])
@@ -215,9 +217,9 @@ def run_encode(args: argparse.Namespace) -> None:
     # `encoder` stays the config (encoding_signature)
     with atomic_path(args.out) as tmp:
         torch.save({"ids": [str(it["id"]) for it in items], "states": states, "mask": mask, "encoder": cfg,
-                    **recorded(getattr(encoder, "device", "cpu"))}, tmp)
+                    **recorded(encoder.device)}, tmp)
     log.info("encoded %d prompts -> %s %s on %s", len(items), tuple(states.shape), args.out,
-             describe(getattr(encoder, "device", "cpu")))
+             describe(encoder.device))
 
 
 COMMANDS = {"encode": (add_encode_arguments, run_encode)}
