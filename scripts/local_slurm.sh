@@ -107,6 +107,12 @@ stop() {
         fi
         rm -f "$pid"
     done
+    # slurmd's configless cache of this cluster's config goes with it: left behind, it sends every
+    # Slurm client to a controller that is gone, and each waits ~9 s for it (Snakemake's SLURM plugin
+    # runs `scontrol show config` whenever Snakemake starts, even for a local run)
+    if grep -qs "written by scripts/local_slurm.sh" /run/slurm/conf/slurm.conf; then
+        rm -rf /run/slurm/conf
+    fi
     echo "local_slurm: stopped ($DIR kept)"
 }
 

@@ -176,3 +176,7 @@ def test_smoke_slice_through_a_local_slurm_cluster_matches_a_local_run(tmp_path)
         assert [f for f in a if a[f] != b[f]] == []
     finally:
         subprocess.run(["bash", str(SCRIPT), "stop"], env=env, capture_output=True, timeout=120)
+    # stopped, the cluster leaves no configless cache behind: a stale /run/slurm/conf sent every later
+    # Slurm client, Snakemake's SLURM plugin at each start-up included, to the dead controller (~9 s each)
+    cached = Path("/run/slurm/conf/slurm.conf")
+    assert not (cached.exists() and "written by scripts/local_slurm.sh" in cached.read_text()), cached
