@@ -148,3 +148,30 @@ def declared_argv(**folders: Path) -> list[str]:
     """`--tasks PATH... --zoo PATH... ...` for the folders given as tasks=, zoo=, generated=, encoded=."""
     return [w for name, folder in folders.items()
             for w in [f"--{name}", *map(str, declared_paths(folder, f"--{name}"))]]
+
+
+@pytest.fixture(scope="session")
+def smoke_dirs(tmp_path_factory):
+    """The smoke DAG's two run directories (tests/smoke_dag.py); a run starts when first needed."""
+    from smoke_dag import SmokeDirs
+
+    dirs = SmokeDirs.make(tmp_path_factory.mktemp("smoke"))
+    yield dirs
+    dirs.stop()  # a test stopped early: stop Snakemake, dvc and the jobs they started
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _smoke_dag_starts_first(request):
+    """A session that runs tests reading a smoke run starts that run in the background before its
+    first test, so that it runs beside the fast tests (a session without such tests starts nothing)."""
+    from smoke_dag import SMOKE_FIXTURES
+
+    needed = {run for item in request.session.items for name, run in SMOKE_FIXTURES.items()
+              if name in item.fixturenames}
+    if needed:
+        try:
+            dirs = request.getfixturevalue("smoke_dirs")
+        except pytest.skip.Exception:  # not a git checkout: only the tests that read a run are skipped
+            return
+        for run in sorted(needed):
+            dirs.runs[run].start()

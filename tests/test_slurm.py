@@ -20,7 +20,8 @@ from conftest import REPO
 from dnd.check_profile import SLURM_PROFILE, workflow_rules
 from dnd.config import OUTSIDE_RUN
 from dnd.experiments.ablations.report import FAMILIES as ABLATION_FAMILIES
-from test_workflow import _env, snakemake
+from smoke_dag import env as _env
+from test_workflow import snakemake
 
 PAPER = REPO / "config" / "paper.yaml"
 SMOKE = REPO / "config" / "smoke.yaml"

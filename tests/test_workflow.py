@@ -9,11 +9,8 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,15 +18,7 @@ import yaml
 
 from dnd.config import OUTSIDE_RUN
 from dnd.experiments.ablations.report import FAMILIES as ABLATION_FAMILIES
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _env():
-    env = dict(os.environ)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TQDM_DISABLE="1", DVC_NO_ANALYTICS="1")
-    return env
+from smoke_dag import REPO, SMOKE, env as _env
 
 
 def snakemake(*args, cwd=REPO, check=True, timeout=900):
@@ -368,29 +357,6 @@ def test_a_run_refuses_another_profiles_directory(tmp_path):
         assert not (d / "results" / "data").exists()
 
 
-def _smoke_repo(dest: Path) -> None:
-    """The working tree (tracked and not-ignored files, no results) as a fresh git repository
-    whose config/config.yaml is the smoke config: what `dvc repro` runs on."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True
-    )
-    if listed.returncode != 0:
-        pytest.skip("the project is not a git checkout")
-    for name in filter(None, listed.stdout.decode().split("\0")):
-        src = REPO / name
-        if src.is_file() and not name.startswith("results/") and name != "dvc.lock":
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
-    # DVC reads its params from config/config.yaml and needs every section there: write the
-    # smoke config with the schema's defaults filled in
-    from dnd.config import load_config
-
-    (dest / "config" / "config.yaml").write_text(yaml.safe_dump(load_config(REPO / "config" / "smoke.yaml")))
-    for cmd in (["init", "-q"], ["config", "user.name", "test"], ["config", "user.email", "test@example.com"],
-                ["add", "-A"], ["commit", "-q", "-m", "smoke"]):  # fmt: skip
-        subprocess.run(["git", *cmd], cwd=dest, check=True, capture_output=True)
-
-
 def _planned_jobs(dry_run: str) -> list[tuple[str, str]]:
     """(rule, dataset or target wildcard) of each job in a `snakemake -n` listing."""
     jobs, rule = [], None
@@ -411,96 +377,23 @@ def _dvc_outs(dvc_yaml: dict) -> list[str]:
 
 
 # ------------------------------------------------------------------ the smoke DAG end to end (slow)
-# One smoke run feeds every slow test below: a module-scoped fixture runs the smoke profile with
-# Snakemake (started as in a checkout, so in runs/smoke/) and, beside it, `dvc repro` in a git copy
-# of the project; each test then asserts one property of those runs. A step that fails errors every
-# test that needs it with the step's name and its log's tail (the whole log is under the fixture's
-# directory). The tests run in file order: the last one changes the DVC copy (`dvc exp run`).
-
-SMOKE = REPO / "config" / "smoke.yaml"
-
-
-@dataclass
-class SmokeDirs:
-    root: Path  # the fixture's directory: the logs, the grown config
-    a: Path  # where Snakemake is started (as in a checkout); the run lies in a/runs/smoke
-    b: Path  # the git copy of the project that `dvc repro` runs in
-    repro_log: Path
-    repro: subprocess.Popen | None = None
-    started: float = 0.0
-
-    def start_repro(self) -> None:
-        with open(self.repro_log, "w") as fh:
-            self.repro = subprocess.Popen([str(Path(sys.executable).parent / "dvc"), "repro"], cwd=self.b,
-                                          env=_env(), stdout=fh, stderr=subprocess.STDOUT, text=True,
-                                          start_new_session=True)  # its own process group: stopped as one
-        self.started = time.monotonic()
-
-    def stop_repro(self) -> None:
-        if self.repro is not None and self.repro.poll() is None:
-            os.killpg(self.repro.pid, signal.SIGKILL)
-            self.repro.wait()
-
-
-def _tail(log: Path, n: int = 6000) -> str:
-    return log.read_text(errors="replace")[-n:] if log.exists() else "(no log)"
-
-
-def _step_failed(step: str, detail: str) -> None:
-    pytest.fail(f"smoke fixture: step {step!r} failed\n{detail}", pytrace=False)
-
-
-def _run_logged(step: str, cmd: list[str], cwd: Path, log: Path, timeout: float) -> None:
-    """Runs `cmd` with its output in `log`; a failure names the step and keeps the log's tail."""
-    with open(log, "w") as fh:
-        try:
-            res = subprocess.run(cmd, cwd=cwd, env=_env(), stdout=fh, stderr=subprocess.STDOUT, text=True,
-                                 timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _step_failed(step, f"timed out after {timeout:.0f} s; {log} ends:\n{_tail(log)}")
-    if res.returncode != 0:
-        _step_failed(step, f"exit status {res.returncode}; {log} ends:\n{_tail(log)}")
-
-
-@pytest.fixture(scope="module")
-def smoke_dirs(request, tmp_path_factory):
-    """The two run directories. When a selected test needs the DVC copy, `dvc repro` starts here, in
-    the background: the two DAGs are independent until their outputs are compared, and their many
-    short jobs leave the cores idle in between, so running them side by side saves wall time."""
-    root = tmp_path_factory.mktemp("smoke")
-    dirs = SmokeDirs(root, root / "a", root / "b", root / "dvc_repro.log")
-    dirs.a.mkdir()
-    dirs.b.mkdir()
-    _smoke_repo(dirs.b)
-    if any("smoke_dvc" in item.fixturenames for item in request.session.items):
-        dirs.start_repro()
-    yield dirs
-    dirs.stop_repro()  # a test stopped early: stop dvc and the Snakemake jobs it started
+# One smoke run feeds every slow test below (tests/smoke_dag.py, started in the background by
+# conftest.py's `smoke_dirs` when the session begins): the smoke profile with Snakemake and, beside
+# it, `dvc repro` in a git copy of the project; each test then asserts one property of those runs.
+# The tests run in file order: the last one changes the DVC copy (`dvc exp run`).
 
 
 @pytest.fixture(scope="module")
 def smoke_run(smoke_dirs) -> Path:
-    """The smoke profile run with Snakemake in a (no -d): its run directory, a/runs/smoke."""
-    _run_logged("snakemake --configfile config/smoke.yaml (run in a checkout)",
-                [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--cores", "2",
-                 "--configfile", str(SMOKE)],
-                smoke_dirs.a, smoke_dirs.root / "snakemake_smoke.log", timeout=1200)
+    """The smoke profile run with Snakemake in a (no -d), once done: its run directory, a/runs/smoke."""
+    smoke_dirs.runs["snakemake"].result()
     return smoke_dirs.a / "runs" / "smoke"
 
 
 @pytest.fixture(scope="module")
 def smoke_dvc(smoke_dirs) -> Path:
     """The DVC copy once `dvc repro` is done: b."""
-    step, timeout, log = "dvc repro (git copy, smoke config)", 1800, smoke_dirs.repro_log
-    if smoke_dirs.repro is None:
-        smoke_dirs.start_repro()
-    try:
-        smoke_dirs.repro.wait(timeout=max(1.0, timeout - (time.monotonic() - smoke_dirs.started)))
-    except subprocess.TimeoutExpired:
-        smoke_dirs.stop_repro()
-        _step_failed(step, f"timed out after {timeout} s; {log} ends:\n{_tail(log)}")
-    if smoke_dirs.repro.returncode != 0:
-        _step_failed(step, f"exit status {smoke_dirs.repro.returncode}; {log} ends:\n{_tail(log)}")
+    smoke_dirs.runs["dvc"].result()
     return smoke_dirs.b
 
 
