@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A one-node SLURM cluster on this machine, to run the workflow's SLURM profile for real
-# (tests/test_slurm.py; README, "GPU and cluster"). Needs Debian's slurm-wlm and munge
+# (tests/test_slurm.py; docs/cluster.md, "A local SLURM cluster"). Needs Debian's slurm-wlm and munge
 # (`apt-get install slurm-wlm munge`) and root (the daemons run as root, as SlurmUser).
 #
 #   scripts/local_slurm.sh start     # write slurm.conf, start munged, slurmctld and slurmd; wait for the node

@@ -12,7 +12,7 @@ Variants (everything else as in the run's config/config.yaml):
 
 Needs a finished default run in --run-dir (results/zoo, results/data, resources/models/base).
 Each variant trains one LoRA (~5 min on 2 idle cores) into --work-dir; a rerun reuses it. An
-experiment, not a pipeline stage: its numbers are quoted in the README and issue notes.
+experiment, not a pipeline stage: its numbers are quoted in docs/results.md and issue notes.
 """
 
 from __future__ import annotations

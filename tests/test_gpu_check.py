@@ -1,6 +1,6 @@
 """scripts/gpu_check.py on this CPU machine: its comparisons on runs made to differ, and (slow) the
 decoder part end to end with `--device cpu --quick`. On a GPU machine the same script compares CUDA
-with the CPU (README, "GPU and cluster")."""
+with the CPU (docs/cluster.md)."""
 
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ activations traced on fake tensors); one real forward/backward of a depth-reduce
 SLURM profile's resources per rule, every rule made with `use rule` included: the command fails (one
 line) when a rule's `mem_mb` is below its host-memory estimate. The JSON holds every figure in bytes
 and parameters; stdout gets the same as Markdown tables. What each check does and what the memory figures leave out:
-docs/modules.md, section `src/dnd/check_profile.py`; the paper profile's figures: README.md,
-"GPU and cluster".
+docs/modules.md, section `src/dnd/check_profile.py`; the paper profile's figures: docs/cluster.md,
+"What each stage of the paper profile needs".
 """
 
 from __future__ import annotations

@@ -260,7 +260,7 @@ rule ablations:
         expand(f"{AB}/{{family}}.csv", family=list(AB_FAMILIES)),
 
 
-# One target per family, each within its own budget (README): snakemake --cores all ablations_<family>
+# One target per family, each within its own budget (docs/experiments/ablations.md): snakemake --cores all ablations_<family>
 for _family in AB_FAMILY_NAMES:
 
     rule:

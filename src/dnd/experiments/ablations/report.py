@@ -13,7 +13,7 @@ average on the default run's test items and scorer.
 `parse_source_setting`), and compares counts run in several orders as the mean over orders. The
 families (condition, extractor, pool, pairing, sources), how the workflow runs them and what
 {family}.csv and {family}.json hold: docs/modules.md, section
-`src/dnd/experiments/ablations/report.py`; the results: README.md, "Ablations".
+`src/dnd/experiments/ablations/report.py`; how to read the report: docs/experiments/ablations.md.
 """
 
 from __future__ import annotations

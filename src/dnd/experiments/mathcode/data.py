@@ -9,8 +9,8 @@ Commands:
 
 The item schema, the `chat` format (and why a HumanEval stub is asked for in a chat turn) and
 each domain's sources and targets: docs/modules.md, section
-`src/dnd/experiments/mathcode/data.py`; the design, and why it is not leave-one-out: README.md,
-"Math and code".
+`src/dnd/experiments/mathcode/data.py`; the design, and why it is not leave-one-out: docs/experiments/mathcode.md,
+"Design and scoring".
 """
 
 from __future__ import annotations
