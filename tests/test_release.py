@@ -12,6 +12,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from conftest import REPO
@@ -228,3 +229,21 @@ def test_committed_release_generates_a_peft_adapter(tmp_path, one_thread):
     cfg = LoraConfig.from_pretrained(str(out))  # PEFT reads the adapter's config
     assert cfg.r == man["lora_config"]["r"] and sorted(cfg.target_modules) == man["lora_config"]["target_modules"]
     assert json.loads((out / "adapter_config.json").read_text()) == man["adapter_config"]
+
+
+def test_release_target_trains_on_every_dataset_outside_all(tmp_path):
+    """`snakemake release` plans the all-sources training (fold `all`, design basis, every dataset's
+    tokens and train encodings) and the pack into release/; `all` plans neither."""
+    from test_workflow import _job_outputs, snakemake
+
+    smoke = str(REPO / "config" / "smoke.yaml")
+    res = snakemake("-n", "--cores", "1", "release", "--configfile", smoke, "-d", str(tmp_path))
+    jobs = dict(_job_outputs(res.stdout))
+    assert jobs["release"] == ["release/generator.safetensors", "release/manifest.json"]
+    assert jobs["release_train_generator"][0] == "results/release/generator_basis.pt"
+    datasets = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())["data"]["datasets"]
+    shell = res.stdout[res.stdout.index("dnd.cli train-generator"):].split("\n")[0]
+    assert f"--target {RELEASE_FOLD} --sources {' '.join(datasets)} " in shell and '"design": "basis"' in shell
+    planned_all = dict(_job_outputs(snakemake("-n", "--cores", "1", "all", "--configfile", smoke, "-d",
+                                              str(tmp_path)).stdout))
+    assert not {"release", "release_train_generator"} & set(planned_all)
