@@ -56,7 +56,7 @@ rule release:
         manifest=f"{RELEASE_DIR}/manifest.json",
     params:
         p=as_json({"base_model": config["base_model"], "prompt": config["prompt"]}),
-        out=RELEASE_DIR,
+        out=lambda wildcards, output: os.path.dirname(output.weights),
     log:
         "logs/release/pack.log",
     benchmark:
