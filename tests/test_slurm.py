@@ -47,12 +47,9 @@ def _job_resources(dry_run: str) -> list[tuple[str, dict[str, str]]]:
 @pytest.fixture(scope="module")
 def paper_slurm_jobs(tmp_path_factory) -> list[tuple[str, dict[str, str]]]:
     """Every job of the paper profile's DAG and extra experiments planned with the SLURM profile (the
-    executor plugin must be installed for Snakemake to accept `executor: slurm`). The released
-    generator (target `release`) is left out: it is packed from the default profile's run on the
-    CPU and committed, not a cluster job of the paper profile, so check-profile has no estimate for it."""
-    targets = [t for t in OUTSIDE_RUN if t != "release"]
+    executor plugin must be installed for Snakemake to accept `executor: slurm`)."""
     res = snakemake("--workflow-profile", str(SLURM_PROFILE.parent), "-n", "--configfile", str(PAPER),
-                    "-d", str(tmp_path_factory.mktemp("paper_slurm")), "all", "eval_speed", *targets)
+                    "-d", str(tmp_path_factory.mktemp("paper_slurm")), "all", "eval_speed", *OUTSIDE_RUN)
     return _job_resources(res.stdout)
 
 
