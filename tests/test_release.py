@@ -169,6 +169,11 @@ def test_changed_release_is_refused_in_one_line(tmp_path):
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "does not match its manifest.json" in lines[0] and WEIGHTS in lines[0], res.stderr
     assert not (tmp_path / "adapter").exists()
+    manifest = json.loads((tmp_path / "rel" / MANIFEST).read_text())
+    manifest["adapter_config"]["r"] = 16  # an edit of the manifest itself
+    (tmp_path / "rel" / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="does not match its manifest_sha256"):
+        read_manifest(tmp_path / "rel")
     (tmp_path / "rel" / MANIFEST).write_text("{not json")
     res = _dnd("generate", "--generator", str(tmp_path / "rel"), "--prompts", str(tmp_path / "prompts.jsonl"),
                "--out", str(tmp_path / "adapter"))

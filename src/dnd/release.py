@@ -13,8 +13,9 @@ Command:
                               reads of a border, dnd.method.tokenization.split_border)
   DIR/manifest.json           RELEASE_FORMAT, the model's constructor arguments, the LoRA layout, the
                               adapter_config.json generated adapters get, the encoder, generator and
-                              prompt settings, the base model, the sources, the seed and the size and
-                              sha256 of every weight file (checked at every load)
+                              prompt settings, the base model, the sources, the seed, the size and
+                              sha256 of every weight file and the sha256 of the manifest's own content
+                              (`manifest_sha256`); all checked at every load
 
 The workflow's `release` target (workflow/rules/release.smk) trains the generator on every dataset
 with no held-out target (fold RELEASE_FOLD) and packs it into release/. Loading (`load_release`) is
@@ -28,6 +29,7 @@ records the largest rounding error of a basis entry (`precision.max_abs_body_err
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -162,13 +164,21 @@ def pack_release(generator: str | Path, out: str | Path, base_model: Mapping[str
                       "basis_scales": "float32", "max_abs_body_error": body_error},
         "files": {WEIGHTS: {"bytes": (out / WEIGHTS).stat().st_size, "sha256": sha256_file(out / WEIGHTS)}},
     }
+    manifest["manifest_sha256"] = manifest_digest(manifest)
     write_json(out / MANIFEST, manifest, indent=1)
     return manifest
 
 
+def manifest_digest(manifest: Mapping[str, Any]) -> str:
+    """sha256 of a manifest's content without its `manifest_sha256` (canonical JSON: sorted keys)."""
+    content = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
 def read_manifest(path: str | Path) -> dict[str, Any]:
-    """The manifest of a release directory (or of its manifest.json), checked: its format, and the
-    size and sha256 of every file it lists. Any failure is one ArtifactError naming the file."""
+    """The manifest of a release directory (or of its manifest.json), checked: its format, its own
+    content against its manifest_sha256, and the size and sha256 of every file it lists. Any failure is
+    one ArtifactError naming the file."""
     root = _release_dir(path)
     where = root / MANIFEST
     if not where.is_file():
@@ -180,6 +190,9 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
                             "rebuild it with `snakemake --cores all release`") from None
     if not isinstance(manifest, dict) or manifest.get("format") != RELEASE_FORMAT:
         raise ArtifactError(f"{where} is not a DnD generator release manifest ({RELEASE_FORMAT})")
+    if manifest.get("manifest_sha256") != manifest_digest(manifest):
+        raise ArtifactError(f"release manifest {where} does not match its manifest_sha256: it was changed; restore "
+                            "it (git checkout) or rebuild it with `snakemake --cores all release`")
     for name, entry in manifest.get("files", {}).items():
         file = root / name
         if not file.is_file():
