@@ -476,11 +476,12 @@ def run_generate(args: argparse.Namespace) -> None:
 def adapter_summary(generator: str | Path, out: str | Path) -> str:
     """Two lines for the user: where the adapter is, and the base model it is for (its
     adapter_config.json's base_model_name_or_path; for a release also the manifest's description)."""
-    from .release import is_release, read_manifest
+    from .release import MANIFEST, is_release, release_dir
 
     base = json.loads((Path(out) / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    if is_release(generator):
-        base = f"{base} ({read_manifest(generator)['base_model']['description']})"
+    if is_release(generator):  # checked when the generator was loaded: read, not hashed again
+        manifest = json.loads((release_dir(generator) / MANIFEST).read_text())
+        base = f"{base} ({manifest['base_model']['description']})"
     return f"adapter: {os.path.abspath(out)}\nbase model: {base}"
 
 

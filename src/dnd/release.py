@@ -69,7 +69,8 @@ def is_release(path: str | Path) -> bool:
     return path.is_dir() or path.name == MANIFEST
 
 
-def _release_dir(path: str | Path) -> Path:
+def release_dir(path: str | Path) -> Path:
+    """The directory of a release named by its directory or its manifest.json."""
     path = Path(path)
     return path.parent if path.name == MANIFEST and not path.is_dir() else path
 
@@ -179,7 +180,7 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     """The manifest of a release directory (or of its manifest.json), checked: its format, its own
     content against its manifest_sha256, and the size and sha256 of every file it lists. Any failure is
     one ArtifactError naming the file."""
-    root = _release_dir(path)
+    root = release_dir(path)
     where = root / MANIFEST
     if not where.is_file():
         raise FileNotFoundError(f"generator release {root} has no {MANIFEST}")
@@ -211,7 +212,7 @@ def load_release(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """A release's generator (eval mode) and its manifest, which holds what generation reads of a
     checkpoint (layout, adapter_config, encoder, n_params): the pair `load_generator` returns."""
     manifest = read_manifest(path)
-    root = _release_dir(path)
+    root = release_dir(path)
     tensors = load_safetensors(root / WEIGHTS, "generator release weights")
     try:
         model = release_model(manifest["decoder"], tensors)
