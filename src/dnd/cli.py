@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("dnd.generate", "prompts -> PEFT LoRA adapter in one forward pass"),
     "generate-batch": ("dnd.generate", "several adapters in one process (a plan; each generator and the encoder "
                                        "loaded once)"),
+    "release-pack": ("dnd.release", "a trained basis generator -> the compact, git-tracked release directory"),
     "efficiency": ("dnd.generate", "collect generation timings into results/efficiency.csv"),
     "evaluate": ("dnd.evaluate", "score base, source LoRAs, soup, nearest, DnD and controls on one target"),
     "eval-speed": ("dnd.eval_speed", "time and compare the dnd-prefix and plain hf lm-eval backends on one target"),

@@ -540,9 +540,9 @@ GENERATION_SETTINGS = ("batch_size", "dtype")
 
 EXPERIMENTS = ("protocol", "crossdomain", "fewshot", "ablations", "math", "code", "seeds", "zoo_probe",
                "function_space")
-#: benchmarks/ folders and files that are not jobs of the default run: the extra experiments' and the
-#: stage benchmark's own (dnd.bench)
-OUTSIDE_RUN = (*EXPERIMENTS, "bench")
+#: benchmarks/ folders and files that are not jobs of the default run: the extra experiments', the
+#: stage benchmark's own (dnd.bench) and the released generator's (dnd.release)
+OUTSIDE_RUN = (*EXPERIMENTS, "bench", "release")
 
 
 # Keys added for the ablations: a rule's params leave them out while they hold their defaults,

@@ -451,7 +451,8 @@ def efficiency_rows(timing_paths: list[str | Path]) -> list[dict[str, Any]]:
 
 
 def add_generate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--generator", required=True, help="generator checkpoint (.pt) from train-generator")
+    p.add_argument("--generator", required=True,
+                   help="generator checkpoint (.pt) from train-generator, or a release directory (release/)")
     p.add_argument("--prompts", required=True,
                    help="prompts: .jsonl, .txt (one per line), random:<n> or shuffled:<file>")
     p.add_argument("--out", required=True, help="output PEFT adapter directory")
@@ -469,6 +470,19 @@ def run_generate(args: argparse.Namespace) -> None:
     timing = generate_adapter(args.generator, args.prompts, args.out, args.n_prompts, args.seed, threads,
                               timing_path=args.timing, force=args.force, device=args.device)
     log.info("adapter -> %s (total %.3f s, load %.2f s)", args.out, timing["total_s"], timing["load_s"])
+    print(adapter_summary(args.generator, args.out))
+
+
+def adapter_summary(generator: str | Path, out: str | Path) -> str:
+    """Two lines for the user: where the adapter is, and the base model it is for (its
+    adapter_config.json's base_model_name_or_path; for a release also the manifest's description)."""
+    from .release import MANIFEST, is_release, release_dir
+
+    base = json.loads((Path(out) / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if is_release(generator):  # checked when the generator was loaded: read, not hashed again
+        manifest = json.loads((release_dir(generator) / MANIFEST).read_text())
+        base = f"{base} ({manifest['base_model']['description']})"
+    return f"adapter: {os.path.abspath(out)}\nbase model: {base}"
 
 
 def add_generate_batch_arguments(p: argparse.ArgumentParser) -> None:

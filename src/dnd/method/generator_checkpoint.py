@@ -43,7 +43,13 @@ def save_generator(path: str | Path, model: nn.Module, write: bool = True, **fie
 
 def load_generator(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """A trained decoder (eval mode) and its checkpoint dict; a missing, corrupt, foreign or
-    incomplete file (one lacking a GENERATION_KEYS entry) is one error naming it."""
+    incomplete file (one lacking a GENERATION_KEYS entry) is one error naming it. A directory
+    (or its manifest.json) is a generator release (dnd.release): its model and manifest, which
+    holds the GENERATION_KEYS too; a file that does not match the manifest's sha256 is refused."""
+    from dnd.release import is_release, load_release
+
+    if is_release(path):
+        return load_release(path)
     ckpt = load_torch(path, "generator checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ArtifactError(f"{path} is not a DnD generator checkpoint ({CHECKPOINT_FORMAT})")

@@ -162,6 +162,17 @@ def _chunks(matrices: list[Tensor], layout: LoraLayout) -> Tensor:
     return torch.cat(chunks, dim=-3)
 
 
+def _write_border(tokens: Tensor, m_enc: Tensor, s_enc: Tensor) -> Tensor:
+    """Fill the border of tokens (..., T, r+2, w+2) in place with the encoded scales m', s'
+    (..., T, 1, 1) (the layout of the module doc); returns `tokens`."""
+    r, w = tokens.shape[-2] - 2, tokens.shape[-1] - 2
+    tokens[..., r:, 0:w:2] = m_enc
+    tokens[..., r:, 1:w:2] = s_enc
+    tokens[..., :, w] = m_enc.squeeze(-1)  # right columns last: they own the corner
+    tokens[..., :, w + 1] = s_enc.squeeze(-1)
+    return tokens
+
+
 def _assemble(x: Tensor, mean: Tensor, std: Tensor, inv_std: Tensor) -> Tensor:
     """Tokens (..., T, r+2, w+2) of chunks x (..., T, r, w) with their (..., T, 1, 1) scales."""
     r, w = x.shape[-2:]
@@ -169,11 +180,27 @@ def _assemble(x: Tensor, mean: Tensor, std: Tensor, inv_std: Tensor) -> Tensor:
     s_enc = torch.log(0.9 * std + 0.1) + STD_SHIFT
     tokens = torch.empty(*x.shape[:-2], r + 2, w + 2, dtype=torch.float32)
     tokens[..., :r, :w] = torch.addcmul(-mean * inv_std, x, inv_std)
-    tokens[..., r:, 0:w:2] = m_enc
-    tokens[..., r:, 1:w:2] = s_enc
-    tokens[..., :, w] = m_enc.squeeze(-1)  # right columns last: they own the corner
-    tokens[..., :, w + 1] = s_enc.squeeze(-1)
-    return tokens
+    return _write_border(tokens, m_enc, s_enc)
+
+
+def split_border(tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Tokens (..., T, r+2, w+2) -> (body (..., T, r, w), m' (..., T), s' (..., T)): the body and the
+    mean of each token's copies of m' and of s', which is all that `decode_tokens` reads of a token
+    (it averages the copies), so `join_border(*split_border(t))` decodes to what `t` decodes to, and
+    so does any convex mix of such tokens (the average of copies is linear). A compact store of
+    tokens (dnd.release): r*w + 2 numbers per token instead of (r+2)*(w+2)."""
+    r, w = tokens.shape[-2] - 2, tokens.shape[-1] - 2
+    m_copies, s_copies = _border_copies(tokens, r, w)
+    return tokens[..., :r, :w], m_copies.mean(dim=-1), s_copies.mean(dim=-1)
+
+
+def join_border(body: Tensor, m_enc: Tensor, s_enc: Tensor) -> Tensor:
+    """Inverse of `split_border`: float32 tokens (..., T, r+2, w+2) whose copies of m' and s' all
+    hold the given values."""
+    r, w = body.shape[-2:]
+    tokens = torch.empty(*body.shape[:-2], r + 2, w + 2, dtype=torch.float32)
+    tokens[..., :r, :w] = body
+    return _write_border(tokens, m_enc.float()[..., None, None], s_enc.float()[..., None, None])
 
 
 def tokenize(state_dict: Mapping[str, Tensor], layout: LoraLayout) -> Tensor:
