@@ -85,7 +85,7 @@ def test_paper_profile_shapes_layout_and_decoder_size(paper_report):
     assert lora["module_in_out"]["k_proj"] == [896, 128] and lora["module_in_out"]["down_proj"] == [4864, 896]
     assert lora["trainable_parameters"] == 24 * 8 * (2 * 896 + 2 * (896 + 128) + 2 * 896 + 3 * (896 + 4864))
     assert (lora["n_tokens"], lora["token_shape"]) == (4296, [10, 130])  # the paper's 4296 tokens of (10, 130)
-    assert lora["round_trip_max_abs_error"] <= 1e-5 * lora["round_trip_max_abs_weight"]
+    assert lora["round_trip_max_abs_error"] <= 1e-4 * lora["round_trip_max_abs_weight"]  # dnd.check_profile
     (gen,) = paper_report["generators"]
     assert gen["input_shape"] == [128, 384, 384] and gen["output_shape"] == [4296, 10, 130]
     # the paper's ~1.1B; config/paper.yaml's stages give 0.91B

@@ -294,7 +294,11 @@ def check_lora_layout(cfg: Mapping[str, Any], peft_model, seed: int = 0) -> tupl
         raise ValueError("detokenize does not give back the LoRA's keys and shapes")
     err = max(float((back[k] - weights[k]).abs().max()) for k in layout.keys)
     biggest = max(float(v.abs().max()) for v in weights.values())
-    if not err <= 1e-5 * biggest:
+    # a correct round trip is off by ~1e-6 of the largest weight, at times ~1e-5: the decode averages
+    # each token's copies of m' and s' in float32 (a reduction whose rounding follows how it is
+    # vectorized, so the memory's alignment), and the std, carried as log(0.9 std + 0.1), amplifies
+    # that ~10x for the small stds of B; a wrong layout is off by O(1)
+    if not err <= 1e-4 * biggest:
         raise ValueError(f"tokenize -> detokenize does not round-trip: max |error| {err:.3g} for weights up to "
                          f"{biggest:.3g}")
     modules: dict[str, list[int]] = {}
