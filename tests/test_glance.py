@@ -192,3 +192,49 @@ def test_committed_readme_block_matches_the_committed_results():
     paper = read_paper_numbers(REPO / "config" / "paper_numbers.yaml")
     assert current_block(readme.read_text()) == render(REPO / "results", paper, REPO)
     assert (REPO / "results" / "glance.md").read_text() == render(REPO / "results", paper, REPO / "results")
+
+
+TOY_SNAKEFILE = """
+rule all:
+    input: "results/glance.md", "results/figures/bars.png"
+
+rule glance:
+    input: "table.md"
+    output: report("results/glance.md", caption="glance.rst", category="Main results")
+    shell: "cp {input} {output}"
+
+rule figure:
+    output: report("results/figures/bars.png", category="Figures", labels={"figure": "bars"})
+    shell: "cp one_pixel.png {output}"
+"""
+ONE_PIXEL_PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+
+
+def test_headless_browser_shows_the_glance_table_in_a_snakemake_report(results, tmp_path):
+    """tests/headless_browser.py on a tiny Snakemake HTML report (the smoke run's is checked the same
+    way in tests/test_workflow.py::test_smoke_html_report_renders): its "Main results" view links
+    the glance table, byte for byte, and its "Figures" view names the figure."""
+    import base64
+    import subprocess
+    import sys
+
+    from headless_browser import chromium, data_links, render as browse
+
+    if chromium() is None:
+        pytest.skip("no chromium (scripts/setup_env.sh installs it where root and apt-get are there)")
+    wf = tmp_path / "wf"
+    wf.mkdir()
+    table = render(results, PAPER, wf / "results")
+    (wf / "table.md").write_text(table)
+    (wf / "glance.rst").write_text("Results at a glance.\n")
+    (wf / "one_pixel.png").write_bytes(base64.b64decode(ONE_PIXEL_PNG))
+    (wf / "Snakefile").write_text(TOY_SNAKEFILE)
+    for args in (["-c1", "-q"], ["--report", "report.html"]):
+        subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=wf, check=True, capture_output=True,
+                       timeout=300)
+    main_view = browse(wf / "report.html", ["Main results"])
+    assert "results/glance.md" in main_view["Main results"]
+    assert data_links(main_view["dom"])["glance.md"].decode() == table
+    assert "| Experiment" in table
+    figures = browse(wf / "report.html", ["Figures"])
+    assert "bars" in figures["Figures"].split()
