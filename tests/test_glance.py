@@ -85,6 +85,9 @@ def results(tmp_path: Path) -> Path:
         "reference": "prompt", "defaults": ["prompt"],
         **_pair("prompt_minus_answer/mean/dnd/acc", 2.0, 1.0, 3.0),
         **_pair("prompt_minus_mixed/mean/dnd/acc", 0.1, -0.5, 0.6)})
+    _write(r / "ablations" / "condition.csv", "family,setting,target,method,n,acc,gold_logprob\n"
+                                              "condition,prompt,arc_easy,dnd,300,0.5,-1.0\n"
+                                              "condition,prompt,boolq,dnd,300,0.6,-1.0\n")
     _write(r / "ablations" / "report.md", "(everything else as in the default run, design `basis`)\n")
     # math: every method at 0: not testable
     _write(r / "math" / "metrics.json", {"gsm8k/n": 40, "gsm8k/metric": "exact_match",
@@ -116,7 +119,7 @@ def test_rows_from_synthetic_metrics(results):
     assert (icl.ours, icl.verdict) == ("-2.0 [-4.0, +1.0]", "not told apart")
     a = rows["ablations: condition"]
     assert a.ours == "answer: +2.0 [+1.0, +3.0]; mixed: +0.1 [-0.5, +0.6]"
-    assert a.verdict == "reproduced (1 of 2), level (1 of 2)"
+    assert (a.verdict, a.n) == ("reproduced (1 of 2), level (1 of 2)", "300 × 2")
     m = rows["math"]
     assert (m.paper, m.ours, m.n, m.verdict) == ("+23.4", "+0.0 [+0.0, +0.0]", "40 × 1", "not testable here")
     z = rows["zoo_probe"]

@@ -96,6 +96,16 @@ def _n(items: Any, targets: int) -> str:
     return f"{number(items, 0)} × {targets}" if number(items) != "n/a" else f"n/a × {targets}"
 
 
+def _csv_n(path: Path) -> Any:
+    """The one item count (`n` column) of a scores CSV, or None (no file, no column, several counts)."""
+    import csv
+
+    if not path.is_file():
+        return None
+    ns = {r["n"] for r in csv.DictReader(path.read_text().splitlines()) if r.get("n")}
+    return ns.pop() if len(ns) == 1 else None
+
+
 def _bench_runtime(results: Path) -> str:
     """The default run's job time (results/bench.csv, its `total` row), or "-"."""
     import csv
@@ -140,8 +150,6 @@ def default_rows(results: Path, paper: dict[str, Any]) -> list[Row]:
 def protocol_rows(results: Path, paper: dict[str, Any]) -> list[Row]:
     """The paper's protocol: DnD minus the training-LoRA average under sampled generation + the
     authors' parser (the paper's own protocol), first template; its report's claim_verdict."""
-    import csv
-
     from dnd.experiments.protocol.report import claim_verdict
 
     folder = results / "protocol"
@@ -149,10 +157,7 @@ def protocol_rows(results: Path, paper: dict[str, Any]) -> list[Row]:
     m = mt[mt["templates"][0]] if "templates" in mt else mt  # a single-template file is flat
     gain = _paper(paper, "common_sense", "average_gain")
     key = "sampled/dnd_minus_train_avg"
-    items = None
-    if (folder / "scores.csv").is_file():
-        ns = {r["n"] for r in csv.DictReader((folder / "scores.csv").read_text().splitlines()) if r.get("n")}
-        items = ns.pop() if len(ns) == 1 else None
+    items = _csv_n(folder / "scores.csv")
     return [Row("protocol", folder / "report.md", "DnD − training LoRAs (avg), sampled + parser, mean over targets",
                 signed(gain) if gain is not None else "-",
                 ci(m.get(f"{key}/acc"), m.get(f"{key}/acc_ci_low"), m.get(f"{key}/acc_ci_high")),
@@ -254,7 +259,8 @@ def ablations_rows(results: Path, paper: dict[str, Any]) -> list[Row]:
         what = f"DnD ({label}) − DnD (each other setting), mean over targets" if ref else "no reference setting"
         out.append(Row(f"ablations: {family}", folder / "report.md", what,
                        "-", "; ".join(f"{lbl}: {ci(m[k], m[f'{k}_ci_low'], m[f'{k}_ci_high'])}" for k, lbl in comps)
-                       or "n/a", _n(None, len(m.get("targets") or [])), report_design(folder / "report.md"),
+                       or "n/a", _n(_csv_n(p.with_suffix(".csv")), len(m.get("targets") or [])),
+                       report_design(folder / "report.md"),
                        word or "-"))
     return out
 
@@ -337,7 +343,8 @@ def input_files(results: Path | str = "results", exclude: tuple[str, ...] = ()) 
     results/bench.csv is read but not listed: it is `bench`'s output, outside `all`."""
     files = []
     for p in metrics_files(results):
-        files += [p, *(q for q in (p.parent / "report.md", p.parent / "scores.csv") if q.is_file())]
+        beside = (p.parent / "report.md", p.parent / "scores.csv", p.with_suffix(".csv"))
+        files += [p, *(q for q in beside if q.is_file())]
     out = list(dict.fromkeys(p.as_posix() for p in files))
     return [f for f in out if f not in exclude]
 
