@@ -241,3 +241,10 @@ def test_headless_browser_shows_the_glance_table_in_a_snakemake_report(results, 
     assert "| Experiment" in table
     figures = browse(wf / "report.html", ["Figures"])
     assert "bars" in figures["Figures"].split()
+
+
+def test_item_counts_differing_between_targets_are_listed(results):
+    m = json.loads((results / "metrics.json").read_text())
+    m["boolq/n"] = 200
+    (results / "metrics.json").write_text(json.dumps(m))
+    assert _by_name(glance_rows(results, PAPER))["default run"].n == "200/300 × 2"

@@ -93,7 +93,9 @@ def report_design(report: Path) -> str:
 
 
 def _n(items: Any, targets: int) -> str:
-    return f"{number(items, 0)} × {targets}" if number(items) != "n/a" else f"n/a × {targets}"
+    """"items × targets"; `items` a count, a text ("300/200" where targets differ) or None (n/a)."""
+    shown = number(items, 0) if number(items) != "n/a" else (items if isinstance(items, str) and items else "n/a")
+    return f"{shown} × {targets}"
 
 
 def _csv_n(path: Path) -> Any:
