@@ -248,3 +248,15 @@ def test_item_counts_differing_between_targets_are_listed(results):
     m["boolq/n"] = 200
     (results / "metrics.json").write_text(json.dumps(m))
     assert _by_name(glance_rows(results, PAPER))["default run"].n == "200/300 × 2"
+
+
+def test_a_run_without_bootstrap_or_report_still_renders(tmp_path):
+    """resamples 0 (no CI: the estimate alone, "not told apart: no CI") and no report.md (the
+    generator is "not recorded"); every other experiment "not run yet"."""
+    r = tmp_path / "results"
+    _write(r / "metrics.json", {"arc_easy/n": 8, "mean/dnd_minus_train_avg": 0.05,
+                                "mean/dnd_minus_train_avg_ci_low": None, "mean/dnd_minus_train_avg_ci_high": None})
+    rows = glance_rows(r, PAPER)
+    d = rows[0]
+    assert (d.ours, d.n, d.generator, d.verdict, d.runtime) == ("+5.0", "8 × 1", "not recorded", "not told apart", "-")
+    assert all(x.ours.startswith(NOT_RUN) for x in rows[1:])
