@@ -18,6 +18,21 @@ if ! command -v bwrap >/dev/null 2>&1; then
          "install it, or opt out with code.sandbox: unsafe-python-guard" >&2
   fi
 fi
+# tests/headless_browser.py renders the HTML report (`snakemake --report`) in a headless Chromium; without
+# it the browser checks of tests/test_glance.py and test_smoke_html_report_renders are skipped. Debian's
+# `chromium` (about 45 s to download and install as root, apt lists current). Install it where we can.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium (headless) for the HTML report's browser checks"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; then
+      echo "setup_env.sh: apt-get could not install chromium; install it by hand (the HTML report's browser" \
+           "checks are skipped without it)" >&2
+    fi
+  else
+    echo "setup_env.sh: chromium is missing and cannot be installed here (needs root and apt-get); the HTML" \
+         "report's browser checks are skipped without it" >&2
+  fi
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi

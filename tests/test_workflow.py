@@ -225,8 +225,8 @@ def test_reports_declare_their_jobs_benchmark_files(profile, tmp_path):
         assert len(report) == 1, (target, report)
         declared = [f for f in report[0]["input"] if f.startswith("benchmarks/")]
         planned = {b for j in jobs for b in j["benchmark"] if b.startswith(folder)} - set(report[0]["benchmark"])
-        if target == "all":  # the extra experiments' jobs are outside `all`
-            planned = {b for b in planned if Path(b).parts[1] not in OUTSIDE_RUN}
+        if target == "all":  # the extra experiments' jobs are outside `all`; `glance` reads the report
+            planned = {b for b in planned if Path(b).parts[1] not in OUTSIDE_RUN} - {"benchmarks/glance.tsv"}
         if target == "fewshot":  # benchmarks/fewshot/{target}/*.tsv
             planned = {b for b in planned if len(Path(b).relative_to(folder).parts) == 2}
         assert planned and len(declared) == len(set(declared)), target
@@ -462,9 +462,25 @@ def test_smoke_growth_plans_only_the_new_datasets_jobs(smoke_dirs, smoke_run):
 @pytest.mark.slow
 def test_smoke_html_report_renders(smoke_dirs, smoke_run):
     """A relative --report path is relative to the run directory (scripts/reproduce.sh's
-    `--report results/report.html` lands in the profile's own results/)."""
+    `--report results/report.html` lands in the profile's own results/), and a headless Chromium
+    (tests/headless_browser.py) shows the glance table and the figures in it."""
     snakemake("--configfile", str(SMOKE), "--report", "results/report.html", cwd=smoke_dirs.a)
-    assert (smoke_run / "results" / "report.html").stat().st_size > 10_000
+    html = smoke_run / "results" / "report.html"
+    assert html.stat().st_size > 10_000
+    # rendered by a headless browser (its JavaScript run): the "Main results" view links the glance
+    # table and the report byte for byte, the "Figures" view names every figure of the report
+    from dnd.reporting.figures import FIGURES
+    from headless_browser import chromium, data_links, render
+
+    if chromium() is None:
+        pytest.skip("no chromium to render the HTML report (scripts/setup_env.sh installs it as root with apt-get)")
+    main_view = render(html, ["Main results"])
+    assert "results/glance.md" in main_view["Main results"] and "results/report.md" in main_view["Main results"]
+    shown = data_links(main_view["dom"])
+    assert shown["glance.md"] == (smoke_run / "results" / "glance.md").read_bytes()
+    assert shown["glance.md"].startswith(b"| Experiment") and shown["report.md"]
+    figures = render(html, ["Figures"])["Figures"].split()
+    assert set(FIGURES) <= set(figures), sorted(set(FIGURES) - set(figures))
 
 
 @pytest.mark.slow
@@ -483,8 +499,8 @@ def test_smoke_dvc_and_snakemake_outputs_are_byte_identical(smoke_run, smoke_dvc
     for out in _dvc_outs(yaml.safe_load((REPO / "dvc.yaml").read_text())):
         if out.startswith(("results/protocol", "results/crossdomain", "results/ablations", "results/fewshot",
                            "results/math", "results/code", "results/seeds", "results/zoo_probe",
-                           "results/function_space")):
-            continue
+                           "results/function_space", "results/glance.md")):
+            continue  # results/glance.md: its rows show the extra experiments that ran (here under DVC only)
         is_dir = (ra / out).is_dir()
         files = sorted(p.relative_to(ra) for p in (ra / out).rglob("*") if p.is_file()) if is_dir else [Path(out)]
         assert files, out

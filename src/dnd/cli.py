@@ -85,6 +85,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify-cache": ("dnd.verify_cache", "score a sample of score cache entries again; fail on any difference"),
     "summarize": ("dnd.summary", "merge per-target scores into scores.csv with bootstrap CIs"),
     "report": ("dnd.report", "render results/report.md and the figures"),
+    "glance": ("dnd.reporting.glance", "one row per experiment from the results files: results/glance.md and the "
+                                       "README's results-at-a-glance block (--check: fail when it is stale)"),
     "check-profile": ("dnd.check_profile", "a profile at its real scale on the CPU: shapes, LoRA tokenizer, decoder "
                                            "size, GPU memory per stage, SLURM runtimes"),
 }
