@@ -190,11 +190,21 @@ def test_committed_readme_block_matches_the_committed_results():
     the rendering of the committed results files (rerun `python -m dnd.cli glance --results results
     --out results/glance.md --readme README.md` after a results change)."""
     readme = REPO / "README.md"
-    if GLANCE_BEGIN not in readme.read_text():
-        pytest.skip("no glance block in this README")
+    assert GLANCE_BEGIN in readme.read_text(), "README.md has lost its glance block"
     paper = read_paper_numbers(REPO / "config" / "paper_numbers.yaml")
     assert current_block(readme.read_text()) == render(REPO / "results", paper, REPO)
     assert (REPO / "results" / "glance.md").read_text() == render(REPO / "results", paper, REPO / "results")
+
+
+def test_readme_verdict_sentence_says_what_the_default_row_says():
+    """The one sentence above the table (the README's "**Verdict.**" paragraph) carries the default
+    run's difference with its CI, the paper's number and the verdict word of the glance row."""
+    text = (REPO / "README.md").read_text()
+    para = " ".join(text.split("**Verdict.**", 1)[1].split("\n\n", 1)[0].split())
+    row = glance_rows(REPO / "results", read_paper_numbers(REPO / "config" / "paper_numbers.yaml"))[0]
+    assert row.experiment == "default run"
+    for cell in (row.ours, row.paper, f"**{row.verdict}**"):
+        assert cell in para, f"README's verdict sentence lacks {cell!r}: {para}"
 
 
 TOY_SNAKEFILE = """
