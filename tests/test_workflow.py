@@ -130,6 +130,22 @@ def test_schema_error_is_one_line_naming_the_key(tmp_path, edit, line):
     assert len(out.splitlines()) < 10 and "$schema" not in out
 
 
+def test_dvc_glance_stage_runs_after_every_stage_writing_what_it_reads():
+    """`dvc repro` runs the glance after every stage that writes a file under a folder the glance
+    reads (each extra experiment's results): run before one of them, its list of existing results
+    (a param of the rule) changes afterwards and Snakemake plans the glance again."""
+    from dnd.reporting.glance import EXPERIMENTS
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    deps = set(stages["glance"]["deps"])
+    folders = {f"results/{e.metrics.split('/')[0]}/" for e in EXPERIMENTS if "/" in e.metrics}
+    for name, stage in stages.items():
+        outs = [next(iter(o)) if isinstance(o, dict) else o for k in ("outs", "metrics", "plots")
+                for o in stage.get(k, []) or []]
+        if name != "glance" and any(o.startswith(tuple(folders)) for o in outs):
+            assert deps & set(outs), f"dvc stage {name!r} writes results the glance reads but is not upstream of it"
+
+
 def test_dvc_stages_match_snakemake_targets():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     targets = {line.split()[0] for line in snakemake("--list-target-rules").stdout.splitlines() if line.strip()}
