@@ -118,3 +118,19 @@ def test_declared_finds_each_datasets_entry_by_its_name_and_names_a_missing_one(
         declared([], "arc/final", "final LoRA of arc", "--zoo")
     with pytest.raises(ValueError, match=r"^final LoRA of sciq: 2 --zoo paths end in sciq/final: "):
         declared([*zoo, "results/zoo/sciq/final"], "sciq/final", "final LoRA of sciq", "--zoo")
+
+
+def test_shown_path_never_records_a_machine_path(tmp_path, monkeypatch):
+    """Inside the working directory: relative; an installed package's file: from site-packages/ on;
+    Snakemake's cached copy of a `workflow.source_path` file: that file's own path; elsewhere: the name."""
+    from dnd.paths import shown_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config").mkdir()
+    assert shown_path(tmp_path / "config" / "paper_numbers.yaml") == "config/paper_numbers.yaml"
+    assert shown_path("/opt/env/lib/python3.11/site-packages/pkg/model/config.json") == \
+        "site-packages/pkg/model/config.json"
+    cached = (f"/root/.cache/snakemake/snakemake/source-cache/snakemake-runtime-cache/tmpab12/file"
+              f"{tmp_path}/workflow/rules/../../config/paper_numbers.yaml")
+    assert shown_path(cached) == "config/paper_numbers.yaml"
+    assert shown_path("/somewhere/else/paper.yaml") == "paper.yaml"

@@ -25,7 +25,14 @@ def resolve_input_path(p: str | Path) -> Path:
 def shown_path(path: str | Path) -> str:
     """A path as an artifact or a report may record it, never a machine's own: from
     `site-packages/` on for a file of an installed package (wherever the environment lives),
-    else relative to the working directory when inside it, else the bare name."""
+    else relative to the working directory when inside it, else the bare name. A file a rule names
+    with `workflow.source_path` may come as Snakemake's cached copy
+    (.../snakemake-runtime-cache/<tmp>/file/<its absolute path>): it is shown as that path."""
+    parts = Path(path).parts
+    if "snakemake-runtime-cache" in parts:
+        rest = parts[parts.index("snakemake-runtime-cache") + 1:]
+        if "file" in rest:
+            path = Path("/", *rest[rest.index("file") + 1:])
     p = Path(path).resolve()
     if "site-packages" in p.parts:
         return Path(*p.parts[p.parts.index("site-packages"):]).as_posix()
