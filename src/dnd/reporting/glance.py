@@ -121,11 +121,11 @@ def _bench_runtime(results: Path) -> str:
     return "-"
 
 
-def _paper(paper: dict[str, Any], *path: str) -> Any:
-    cur: Any = paper
-    for p in path:
-        cur = (cur or {}).get(p) if isinstance(cur, dict) else None
-    return cur
+def _paper_gain(paper: dict[str, Any]) -> Any:
+    """The paper's average gain on the common-sense targets (config/paper_numbers.yaml), or None."""
+    from dnd.reporting.tables import lookup
+
+    return lookup(paper, "common_sense.average_gain")
 
 
 # ------------------------------------------------------------------------- experiment headlines
@@ -136,7 +136,7 @@ def default_rows(results: Path, paper: dict[str, Any]) -> list[Row]:
     from dnd.summary import MEAN_TARGET
 
     m = _read_json(results / "metrics.json")
-    gain = _paper(paper, "common_sense", "average_gain")
+    gain = _paper_gain(paper)
     key = f"{MEAN_TARGET}/dnd_minus_train_avg"
     targets = [k[: -len("/n")] for k in m if k.endswith("/n") and not k.startswith(f"{MEAN_TARGET}/")]
     items = sorted({m[f"{t}/n"] for t in targets})
@@ -157,7 +157,7 @@ def protocol_rows(results: Path, paper: dict[str, Any]) -> list[Row]:
     folder = results / "protocol"
     mt = _read_json(folder / "metrics.json")
     m = mt[mt["templates"][0]] if "templates" in mt else mt  # a single-template file is flat
-    gain = _paper(paper, "common_sense", "average_gain")
+    gain = _paper_gain(paper)
     key = "sampled/dnd_minus_train_avg"
     items = _csv_n(folder / "scores.csv")
     return [Row("protocol", folder / "report.md", "DnD − training LoRAs (avg), sampled + parser, mean over targets",
@@ -286,7 +286,7 @@ def seeds_rows(results: Path, paper: dict[str, Any]) -> list[Row]:
 
     folder = results / "seeds"
     m = _read_json(folder / "metrics.json")
-    gain = _paper(paper, "common_sense", "average_gain")
+    gain = _paper_gain(paper)
     key = f"{MEAN_TARGET}/dnd_minus_train_avg/acc"
     return [Row("seeds", folder / "report.md", "DnD − training LoRAs (avg) over training seeds, mean over targets",
                 signed(gain) if gain is not None else "-",
