@@ -145,6 +145,16 @@ def test_dvc_glance_stage_runs_after_every_stage_writing_what_it_reads():
             assert deps & set(outs), f"dvc stage {name!r} writes results the glance reads but is not upstream of it"
 
 
+def test_dvc_lock_records_only_stages_of_dvc_yaml():
+    """A stage renamed or removed in dvc.yaml leaves no entry behind in dvc.lock (DVC keeps such
+    entries forever): every recorded stage exists, with the command it was recorded with."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    locked = yaml.safe_load((REPO / "dvc.lock").read_text())["stages"]
+    assert not set(locked) - set(stages), f"dvc.lock records stages dvc.yaml lacks: {sorted(set(locked) - set(stages))}"
+    for name, entry in locked.items():
+        assert entry["cmd"] == stages[name]["cmd"], name
+
+
 def test_dvc_stages_match_snakemake_targets():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     targets = {line.split()[0] for line in snakemake("--list-target-rules").stdout.splitlines() if line.strip()}
@@ -155,9 +165,7 @@ def test_dvc_stages_match_snakemake_targets():
     for name, stage in stages.items():
         assert stage["cmd"] == f"snakemake --cores all {name}", name
         assert name in targets, f"dvc stage {name} has no Snakemake target rule"
-        outs = [next(iter(o)) if isinstance(o, dict) else o
-                for o in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", [])]
-        for out in outs:
+        for out in _stage_outs(stage):
             assert any(p == out or p.startswith(out.rstrip("/") + "/") for p in planned), \
                 f"{name}: {out} not produced by the DAG"
     for agg in ("zoo", "generators", "generate", "evaluate", "summary", "report", "protocol", "crossdomain",
