@@ -134,3 +134,17 @@ def test_experiment_figures_use_the_shared_palette():
     for f in [*root.glob("experiments/*/report.py"), root / "report.py"]:
         text = f.read_text()
         assert not re.search(r"[\"']tab:[a-z]+[\"']|[\"']#[0-9A-Fa-f]{6}[\"']", text), f
+
+
+def test_benchmark_stages_are_named_from_the_experiment_folder():
+    """An experiment's benchmarks live in benchmarks/<experiment>/<stage>/ (or directly in its folder):
+    experiment_root finds benchmarks/<experiment>/ whichever file comes first, and the stage of each
+    file is its folder under it (its stem when it lies directly there)."""
+    from dnd.reporting.tables import benchmark_stage, experiment_root
+
+    files = ["runs/x/benchmarks/seeds/summary.tsv", "runs/x/benchmarks/seeds/evaluate/z1g0_a.tsv"]
+    root = experiment_root(files)
+    assert root == Path("runs/x/benchmarks/seeds")
+    assert [benchmark_stage(f, root) for f in files] == ["summary", "evaluate"]
+    assert experiment_root(["benchmarks/report.tsv"]) is None
+    assert benchmark_stage("benchmarks/seeds/evaluate/z1g0_a.tsv") == "seeds"  # without a root: the experiment

@@ -87,3 +87,26 @@ def test_report_states_the_spreads_and_speaks_the_vocabulary(tmp_path):
     assert len(verdicts) == 1 and stats.verdict_word(verdicts[0]) in stats.VERDICTS, verdicts
     ci = {k: tuple(100 * m[f"mean/{k}_minus_train_avg/acc_ci_{e}"] for e in ("low", "high")) for k in ("dnd", "oracle")}
     assert verdicts[0].rstrip(".") == stats.verdict(*ci["dnd"], 21.0, stats.untestable_reason(oracle_ci=ci["oracle"]))
+
+
+def test_report_states_the_measured_budget_from_the_benchmarks(tmp_path):
+    """--benchmarks: the experiment's job time per stage and in all, in hours beside minutes; without
+    it the report says the times are not stated rather than printing zero."""
+    _run(tmp_path, _plan(tmp_path))
+    bench = tmp_path / "benchmarks" / "seeds"
+    files = []
+    for rel, s in (("train_lora/z1_a.tsv", 1800.0), ("train_generator/z1g0_a_hyperconv.tsv", 5400.0),
+                   ("evaluate/z1g0_a.tsv", 3600.0)):
+        (bench / rel).parent.mkdir(parents=True, exist_ok=True)
+        (bench / rel).write_text(f"s\th:m:s\tmax_rss\tcpu_time\n{s}\t0:00:00\t1\t{s / 2}\n")
+        files.append(str(bench / rel))
+    common = ["--metrics", str(tmp_path / "metrics.json"), "--paper-numbers", str(PAPER),
+              "--figure", str(tmp_path / "seeds.png")]
+    assert main(["seeds-report", *common, "--out", str(tmp_path / "with.md"), "--benchmarks", *files]) == 0
+    text = (tmp_path / "with.md").read_text()
+    assert "own 3 jobs took 3.0 h of job time (180 min) and 90 min of CPU time" in text
+    assert "| train_generator " in text and "**all stages**" in text
+    assert main(["seeds-report", *common, "--out", str(tmp_path / "without.md")]) == 0
+    assert "job times not stated" in (tmp_path / "without.md").read_text()
+    missing = main(["seeds-report", *common, "--out", str(tmp_path / "x.md"), "--benchmarks", str(bench / "nope.tsv")])
+    assert missing != 0 and not (tmp_path / "x.md").exists()

@@ -129,6 +129,7 @@ rule seeds_report:
     input:
         metrics=rules.seeds_summary.output.metrics,
         paper=workflow.source_path("../../config/paper_numbers.yaml"),
+        benchmarks=seeds_benchmarks,  # the job times
     output:
         md=report(f"{SEEDS}/report.md", caption="../report/seeds_report.rst", category="Seeds"),
         figure=report(f"{SEEDS}/figures/seeds.png", caption="../report/fig_seeds.rst", category="Seeds"),
@@ -147,7 +148,8 @@ rule seeds_report:
         "../envs/dnd.yaml"
     shell:
         "python -m dnd.cli seeds-report --params {params.p:q} --metrics {input.metrics:q} "
-        "--paper-numbers {input.paper:q} --out {output.md:q} --figure {output.figure:q} > {log:q} 2>&1"
+        "--paper-numbers {input.paper:q} --benchmarks {input.benchmarks:q} --out {output.md:q} "
+        "--figure {output.figure:q} > {log:q} 2>&1"
 
 
 rule seeds:

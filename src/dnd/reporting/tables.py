@@ -613,6 +613,19 @@ def benchmark_stage(path: str | Path, root: str | Path | None = None) -> str:
     return rel[0] if len(rel) > 1 else Path(rel[0]).stem
 
 
+def experiment_root(files: Iterable[str | Path]) -> Path | None:
+    """benchmarks/<experiment>/ of an experiment's benchmark files (the folder right under the last
+    `benchmarks` folder of the first file that lies below it), whose subfolders are its stages; None
+    when no file lies that deep."""
+    for f in map(Path, files):
+        parts = f.parts
+        if "benchmarks" in parts[:-1]:
+            i = len(parts) - 1 - parts[::-1].index("benchmarks")
+            if len(parts) > i + 2:
+                return Path(*parts[:i + 2])
+    return None
+
+
 def read_stage_benchmarks(files: Iterable[str | Path], exclude: tuple[str, ...] = (),
                           root: str | Path | None = None) -> pd.DataFrame | None:
     """One row per Snakemake benchmark file of `files` (declared: `declared_benchmarks`): stage
@@ -636,10 +649,11 @@ def read_stage_benchmarks(files: Iterable[str | Path], exclude: tuple[str, ...] 
     return pd.DataFrame(rows) if rows else None
 
 
-def compute_table(files: Iterable[str | Path], exclude: tuple[str, ...] = ()) -> pd.DataFrame | None:
+def compute_table(files: Iterable[str | Path], exclude: tuple[str, ...] = (),
+                  root: str | Path | None = None) -> pd.DataFrame | None:
     """Wall time, CPU time and peak memory per stage of the benchmark files `files`
-    (`read_stage_benchmarks`)."""
-    b = read_stage_benchmarks(files, exclude)
+    (`read_stage_benchmarks`; stages named from `root`, `benchmark_stage`)."""
+    b = read_stage_benchmarks(files, exclude, root)
     if b is None:
         return None
     agg = b.groupby("stage", sort=True).agg(jobs=("s", "size"), total_s=("s", "sum"), max_s=("s", "max"),

@@ -22,10 +22,11 @@ import pandas as pd
 from dnd.benchmarks.datasets import title
 from dnd.config import parse_params
 from dnd.io import atomic_path, write_json
+from dnd.paths import add_declared_option
 from dnd.reporting.figures import DARK_GREY, OKABE_ITO, POOLED_COLOR, paired_band, save_png
 from dnd.reporting.format import ci, md_table, number, signed
 from dnd.reporting.output import figure_link, read_paper_numbers, write_report
-from dnd.reporting.tables import METHOD_LABELS
+from dnd.reporting.tables import METHOD_LABELS, benchmark_minutes, compute_table, experiment_root
 from dnd.stats import (
     EQUIVALENT,
     boot_means,
@@ -239,7 +240,22 @@ def seeds_figure(m: dict[str, Any], out: Path) -> None:
     save_png(fig, out)
 
 
-def seeds_markdown(m: dict[str, Any], params: dict[str, Any], figure: str, paper_gain: float | None = None) -> str:
+def budget_lines(stages: pd.DataFrame | None, timing: tuple[float, float, int] | None) -> list[str]:
+    """The "Budget" section: the experiment's own jobs (the default run's, reused as run z0g0, are not
+    counted), per stage and in all, from their Snakemake benchmarks."""
+    if timing is None:
+        return ["### Budget", "", "No benchmark files were passed (`--benchmarks`): job times not stated.", ""]
+    wall, cpu, jobs = timing
+    return ["### Budget", "",
+            f"The experiment's own {jobs} jobs took {wall / 60:.1f} h of job time ({wall:.0f} min) and "
+            f"{cpu:.0f} min of CPU time, summed from their Snakemake benchmarks (the default run's jobs, reused as "
+            "run z0g0, are not counted); wall time on 2 cores is at most that sum, less where jobs overlap. Jobs "
+            "that ran beside other work on the same cores count their contended times.", "",
+            md_table(stages) if stages is not None else "", ""]
+
+
+def seeds_markdown(m: dict[str, Any], params: dict[str, Any], figure: str, paper_gain: float | None = None,
+                   budget: list[str] | None = None) -> str:
     main = f"{MEAN_TARGET}/dnd_minus_train_avg/acc"
     seed_sd, item_se = _pts(m, main + "_seed_sd"), _pts(m, main + "_item_se")
     if math.isfinite(seed_sd) and math.isfinite(item_se) and max(seed_sd, item_se) > 0:
@@ -267,6 +283,7 @@ def seeds_markdown(m: dict[str, Any], params: dict[str, Any], figure: str, paper
         "### DnD minus the training-LoRA average, per run (points)", "",
         md_table(per_run_table(m)), "",
     ]
+    lines += budget or []
     for t in m.get("targets", []):
         lines += [f"### {title(t)}", "", md_table(comparison_table(m, t)), ""]
     return "\n".join(lines).rstrip() + "\n"
@@ -298,6 +315,8 @@ def _add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="{}", help="JSON: {n_adapters, n_controls, bootstrap}")
     p.add_argument("--metrics", required=True, type=Path)
     p.add_argument("--paper-numbers", type=Path, default=None, help="config/paper_numbers.yaml (the average gain)")
+    add_declared_option(p, "--benchmarks", "the experiment's own jobs' benchmark files (benchmarks/seeds/...: "
+                        "job times)", required=False)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--figure", required=True, type=Path)
 
@@ -308,8 +327,12 @@ def _run_report(args: argparse.Namespace) -> None:
     m = json.loads(args.metrics.read_text())
     gain = (read_paper_numbers(args.paper_numbers).get("common_sense") or {}).get("average_gain")
     seeds_figure(m, args.figure)
+    # stages are the folders under benchmarks/seeds/, the experiment's own folder
+    budget = budget_lines(compute_table(args.benchmarks, root=experiment_root(args.benchmarks))
+                          if args.benchmarks else None,
+                          benchmark_minutes(args.benchmarks))
     write_report(args.out, seeds_markdown(m, parse_params(args.params), figure_link(args.figure, args.out),
-                                          float(gain) if gain is not None else None), args.figure)
+                                          float(gain) if gain is not None else None, budget), args.figure)
 
 
 COMMANDS = {"seeds-summary": (_add_summary, _run_summary), "seeds-report": (_add_report, _run_report)}
