@@ -73,13 +73,14 @@ def test_runs_must_share_items_and_cover_every_target(tmp_path):
 def test_report_states_the_spreads_and_speaks_the_vocabulary(tmp_path):
     m = _run(tmp_path, _plan(tmp_path))
     out, fig = tmp_path / "report.md", tmp_path / "figures" / "seeds.png"
-    assert main(["seeds-report", "--params", json.dumps({"n_adapters": 2, "n_controls": 1, "bootstrap": 400}),
+    assert main(["seeds-report", "--params", json.dumps({"n_adapters": 2, "n_controls": 1, "bootstrap": 400, "design": "hyperconv"}),
                  "--metrics", str(tmp_path / "metrics.json"), "--paper-numbers", str(PAPER), "--out", str(out),
                  "--figure", str(fig)]) == 0
     text = out.read_text()
     assert fig.read_bytes().startswith(b"\x89PNG") and "](figures/seeds.png)" in text
     assert "95% CI, seeds and items" in text and "Seed SD" in text and "Item SE" in text
     assert "6 runs (z0g0, z0g1, z1g0, z1g1, z2g0, z2g1" in text
+    assert "design `hyperconv`" in text  # what the glance's Generator column reads (report_design)
     first = next(line for line in text.splitlines() if line.startswith("| DnD") or line.startswith("| Source"))
     assert first.startswith("| DnD − Training LoRAs (avg)")  # DnD first, the training average first
     assert not any(b in text for b in BANNED)

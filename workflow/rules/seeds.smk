@@ -135,7 +135,7 @@ rule seeds_report:
         figure=report(f"{SEEDS}/figures/seeds.png", caption="../report/fig_seeds.rst", category="Seeds"),
     params:
         p=as_json({k: SEEDS_CONFIG[k] for k in ("n_adapters", "n_controls")}
-                  | {"bootstrap": config["evaluation"]["bootstrap"]}),
+                  | {"bootstrap": config["evaluation"]["bootstrap"], "design": DESIGN}),
     log:
         "logs/seeds/report.log",
     benchmark:

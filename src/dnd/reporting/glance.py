@@ -98,6 +98,13 @@ def _n(items: Any, targets: int) -> str:
     return f"{shown} × {targets}"
 
 
+def _items_n(m: dict[str, Any], targets: list[str]) -> str:
+    """_n from a metrics file's per-target item counts (`{target}/n`): the one count, or the counts
+    joined with "/" where targets differ."""
+    items = sorted({m[f"{t}/n"] for t in targets if m.get(f"{t}/n") is not None})
+    return _n("/".join(map(str, items)) if len(items) > 1 else (items[0] if items else None), len(targets))
+
+
 def _csv_n(path: Path) -> Any:
     """The one item count (`n` column) of a scores CSV, or None (no file, no column, several counts)."""
     import csv
@@ -139,11 +146,10 @@ def default_rows(results: Path, paper: dict[str, Any]) -> list[Row]:
     gain = _paper_gain(paper)
     key = f"{MEAN_TARGET}/dnd_minus_train_avg"
     targets = [k[: -len("/n")] for k in m if k.endswith("/n") and not k.startswith(f"{MEAN_TARGET}/")]
-    items = sorted({m[f"{t}/n"] for t in targets})
     return [Row("default run", results / "report.md", "DnD − training LoRAs (avg), mean over targets",
                 signed(gain) if gain is not None else "-",
                 ci(pct(m.get(key)), pct(m.get(f"{key}_ci_low")), pct(m.get(f"{key}_ci_high"))),
-                _n("/".join(map(str, items)) if len(items) > 1 else (items[0] if items else None), len(targets)),
+                _items_n(m, targets),
                 report_design(results / "report.md"),
                 _word(claim_verdict(m, MEAN_TARGET, None if gain is None else float(gain))),
                 _bench_runtime(results))]
@@ -223,7 +229,6 @@ def fewshot_rows(results: Path, paper: dict[str, Any]) -> list[Row]:
     folder = results / "fewshot"
     m = _read_json(folder / "metrics.json")
     targets = m.get("targets") or []
-    items = sorted({m.get(f"{t}/n") for t in targets} - {None})
     out = []
     for method in (FT, ICL):
         full = [int(k[len(f"mean/dnd_minus_{method}_k"): -len("/targets")]) for k, v in m.items()
@@ -233,7 +238,7 @@ def fewshot_rows(results: Path, paper: dict[str, Any]) -> list[Row]:
         key = f"mean/dnd_minus_{method}_k{max(full)}"
         out.append(Row(f"fewshot ({TITLES[method].lower()})", folder / "report.md",
                        f"DnD − {TITLES[method].lower()} at k = {max(full)}, mean over targets",
-                       "-", _ci(m, key), _n(items[0] if len(items) == 1 else None, len(targets)),
+                       "-", _ci(m, key), _items_n(m, targets),
                        report_design(folder / "report.md"), _word(_verdict(m, key))))
     return out
 
@@ -291,7 +296,7 @@ def seeds_rows(results: Path, paper: dict[str, Any]) -> list[Row]:
     return [Row("seeds", folder / "report.md", "DnD − training LoRAs (avg) over training seeds, mean over targets",
                 signed(gain) if gain is not None else "-",
                 ci(_pts(m, key), _pts(m, f"{key}_ci_low"), _pts(m, f"{key}_ci_high")),
-                _n(None, len(m.get("targets") or [])), report_design(folder / "report.md"),
+                _items_n(m, m.get("targets") or []), report_design(folder / "report.md"),
                 _word(claim_verdict(m, None if gain is None else float(gain))))]
 
 

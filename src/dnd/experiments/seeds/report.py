@@ -270,7 +270,9 @@ def seeds_markdown(m: dict[str, Any], params: dict[str, Any], figure: str, paper
         f"{m.get('n_runs')} runs ({', '.join(m.get('runs', []))}: zoo seed z, generator seed g; z0g0 is the default "
         f"run) over {len(m.get('targets', []))} target(s) ({', '.join(title(t) for t in m.get('targets', []))}); "
         f"{params.get('n_adapters')} adapters per design and {params.get('n_controls')} per control kind in each "
-        "run, on the same prompt draws and test items. CIs: 2-level bootstrap (zoo seeds, then generator seeds "
+        f"run, on the same prompt draws and test items. DnD: the paper's decoder as built here (design "
+        f"`{params.get('design', 'n/a')}`); the source-basis mixer (design `basis`) is ours, beyond the paper; the "
+        "controls come from DnD's generator. CIs: 2-level bootstrap (zoo seeds, then generator seeds "
         f"within each; then items), {params.get('bootstrap')} resamples; items only: the default run alone.", "",
         f"![seeds]({figure})", "",
         "### Pooled over targets", "",
@@ -312,7 +314,7 @@ def _run_summary(args: argparse.Namespace) -> None:
 
 
 def _add_report(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--params", default="{}", help="JSON: {n_adapters, n_controls, bootstrap}")
+    p.add_argument("--params", default="{}", help="JSON: {n_adapters, n_controls, bootstrap, design}")
     p.add_argument("--metrics", required=True, type=Path)
     p.add_argument("--paper-numbers", type=Path, default=None, help="config/paper_numbers.yaml (the average gain)")
     add_declared_option(p, "--benchmarks", "the experiment's own jobs' benchmark files (benchmarks/seeds/...: "
