@@ -73,7 +73,8 @@ def test_runs_must_share_items_and_cover_every_target(tmp_path):
 def test_report_states_the_spreads_and_speaks_the_vocabulary(tmp_path):
     m = _run(tmp_path, _plan(tmp_path))
     out, fig = tmp_path / "report.md", tmp_path / "figures" / "seeds.png"
-    assert main(["seeds-report", "--params", json.dumps({"n_adapters": 2, "n_controls": 1, "bootstrap": 400, "design": "hyperconv"}),
+    params = {"n_adapters": 2, "n_controls": 1, "bootstrap": 400, "design": "hyperconv"}
+    assert main(["seeds-report", "--params", json.dumps(params),
                  "--metrics", str(tmp_path / "metrics.json"), "--paper-numbers", str(PAPER), "--out", str(out),
                  "--figure", str(fig)]) == 0
     text = out.read_text()
