@@ -357,7 +357,8 @@ def test_summary_columns_and_cost_definitions(summary_world):
     for needle in ("## Results", "## The paper's direction against ours", "## Budget", "k=64 (9000 positions > 8192)",
                    "(DnD minus it, points, paired 95% CI): **reproduced** in 1 of 2: alpha k=1",
                    "**not reproduced** in 1 of 1: alpha k=2", "**not told apart** in 1 of 2: alpha k=4",
-                   "500 s", "](figures/fewshot.png)", "DnD 3.70 s per adapter (median; 0.40-7.00 s"):
+                   "500 s", "](figures/fewshot.png)", "DnD 3.70 s per adapter (median; 0.40-7.00 s",
+                   "(`dnd`, design `basis`)"):  # the glance's Generator column reads the design
         assert needle in text, needle
     assert (w / "report" / "figures" / "fewshot.png").stat().st_size > 10_000
     assert "no benchmark files (run through Snakemake to measure)" in text  # none passed

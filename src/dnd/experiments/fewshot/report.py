@@ -381,7 +381,8 @@ def fewshot_markdown(df, m: dict[str, Any], params: dict[str, Any], figure_rel: 
                 f"test items are, before every test item (k = {', '.join(map(str, fc.get('icl_ks', [])))}; k = 0 is "
                 "the zero-shot base model). The demonstrations are computed once per k and shared by all items "
                 "(`dnd-prefix-cache`). A k whose prompts do not fit the base model's context is not scored.",
-                f"- **DnD** (`dnd`): the default run's {(params.get('generate') or {}).get('n_adapters', 'n')} "
+                f"- **DnD** (`dnd`, design `{(params.get('generator') or {}).get('design') or 'n/a'}`): the default "
+                f"run's {(params.get('generate') or {}).get('n_adapters', 'n')} "
                 "adapters per target (mean over them), each generated from "
                 f"{(params.get('generator') or {}).get('n_prompts', 'N')} unlabeled prompts; no label is used.", "",
                 "Cost (`seconds`, wall clock on the run's 2 CPU cores, model loading excluded): few-shot tuning = the "
