@@ -345,7 +345,8 @@ def test_summary_and_report(mworld, mrows, tmp_path):
     assert "gsm8k/dnd_minus_train_avg/gold_logprob" in m and m["gsm8k/metric"] == "exact_match,flexible-extract"
     md_out, fig = tmp_path / "report.md", tmp_path / "figures" / "math.png"
     paper = Path(__file__).resolve().parents[1] / "config" / "paper_numbers.yaml"
-    params = {"sources": SOURCES, "settings": {"shards": 3, "target_share": 0.25}, "base_model": {"source": "tiny"}}
+    params = {"sources": SOURCES, "settings": {"shards": 3, "target_share": 0.25}, "base_model": {"source": "tiny"},
+              "design": "hyperconv"}
     assert cli_main(["mathcode-report", "--domain", "math", "--params", json.dumps(params),
                      "--scores", str(scores), "--metrics", str(metrics), "--paper-numbers", str(paper),
                      "--out", str(md_out), "--figure", str(fig)]) == 0
@@ -353,6 +354,7 @@ def test_summary_and_report(mworld, mrows, tmp_path):
     assert text.startswith("## Math") and "42.9 → DnD 66.3" in text and fig.stat().st_size > 0
     assert "**Here** (the tiny random test model)" in text
     assert "3 shards of MATH split by a hash" in text and "25% of MATH (by the same hash) is kept apart" in text
+    assert "DnD: design `hyperconv`" in text  # what the glance's Generator column reads
     assert mcr._name("nearest/mu_math") == "nearest (mu_math)" and mcr._name("source_lora/mu_math") == "mu_math"
     # the tiny model solves nothing: every method at 0 on every item, and the report says the
     # metric cannot compare them; once one method scores, the note goes

@@ -215,6 +215,7 @@ rule mathcode_report:
                 "sources": MC_SOURCES[wildcards.domain],
                 "settings": config[wildcards.domain],
                 "base_model": config["base_model"],
+                "design": mc_design(wildcards.domain),
             }
         ),
     log:

@@ -198,6 +198,8 @@ def mathcode_markdown(domain: str, params: dict[str, Any], scores, metrics: dict
     sources = params.get("sources", [])
     head = {"math": "## Math", "code": "## Code"}[domain]
     md_lines = [head, "", design_note(domain, params["settings"]), "",
+                f"DnD: design `{params.get('design') or 'n/a'}` (config `{domain}.design`, else "
+                "`generator.design`).", "",
                 f"Sources ({len(sources)} LoRAs): {', '.join(f'`{s}`' for s in sources)}. Every method is scored on "
                 "the same items with the same greedy decoding; the training-LoRA average is the mean over the sources, "
                 "the soup their element-wise mean, nearest the source whose prompts are closest to the target's "
