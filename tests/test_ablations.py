@@ -220,8 +220,9 @@ def test_report_and_figure(tmp_path):
     fig = tmp_path / "figures" / "ablations.png"
     ab.ablations_figure([m], fig)
     assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    text = ab.ablations_markdown([m], "figures/ablations.png", {"condition": (1.5, 2.0, 4)}, 1)
+    text = ab.ablations_markdown([m], "figures/ablations.png", {"condition": (1.5, 2.0, 4)}, 1, "hyperconv")
     assert text.startswith("## Ablations") and "### Condition form" in text and "mean of 1 adapter per" in text
+    assert "design `hyperconv`" in text  # the run's design, what the glance's Generator column reads
     assert "Budget: 4 jobs, 1.5 min" in text and "(figures/ablations.png)" in text
     # the source-count curve beyond the run's datasets: extras named in order, accuracy by setting
     cells = {("1", "t"): _rows("t", [half], {"s1": half}), ("2", "t"): _rows("t", [good], {"s1": half, "x": good}),

@@ -237,7 +237,7 @@ rule ablation_report:
         md=report(f"{AB}/report.md", caption="../report/ablations_report.rst", category="Ablations"),
         figure=report(f"{AB}/figures/ablations.png", caption="../report/fig_ablations.rst", category="Ablations"),
     params:
-        p=as_json({"n_adapters": ABLATION_CONFIG["n_adapters"]}),
+        p=as_json({"n_adapters": ABLATION_CONFIG["n_adapters"], "design": DESIGN}),
     log:
         "logs/ablations/report.log",
     benchmark:

@@ -533,10 +533,11 @@ def accuracy_table(m: dict[str, Any]):
 
 
 def ablations_markdown(families: list[dict[str, Any]], figure_rel: str, timing: dict[str, tuple[float, float, int]],
-                       n_adapters: int) -> str:
+                       n_adapters: int, design: str | None = None) -> str:
     md_lines = ["## Ablations", "",
                 "Each family changes one setting of the default pipeline (everything else as in the default run, "
-                "design `basis`), on the same fixed held-out targets, test items and scorer as the main table. Cells: "
+                f"design `{design or 'n/a'}`), on the same fixed held-out targets, test items and scorer as the main "
+                "table. Cells: "
                 "DnD minus the training-LoRA average in accuracy points with its paired 95% CI over items (DnD: the "
                 f"mean of {n_adapters} adapter{'s' if n_adapters != 1 else ''} per item). Settings marked (default) "
                 "are the default run's own generator and adapters. Condition forms other than `prompt` read labels, "
@@ -730,7 +731,7 @@ def _run_report(args: argparse.Namespace) -> None:
                 timing[name] = t
     ablations_figure(families, args.figure)
     write_report(args.out, ablations_markdown(families, figure_link(args.figure, args.out), timing,
-                                              int(params.get("n_adapters", 0))),
+                                              int(params.get("n_adapters", 0)), params.get("design")),
                  args.figure)
 
 
