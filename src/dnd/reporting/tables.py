@@ -604,13 +604,18 @@ def benchmark_stage(path: str | Path, root: str | Path | None = None) -> str:
     folder named `benchmarks` on its path, where the workflow writes them), or its stem for a file
     directly in it (benchmarks/{rule}.tsv, benchmarks/{rule}/{job}.tsv)."""
     path = Path(path)
-    if root is not None:
-        rel = path.relative_to(root).parts
-    elif "benchmarks" in (folders := path.parts[:-1]):
-        rel = path.parts[len(folders) - folders[::-1].index("benchmarks"):]
-    else:
+    rel = path.relative_to(root).parts if root is not None else _under_benchmarks(path)
+    if rel is None:
         raise ValueError(f"benchmark file {path} is not under a benchmarks/ folder: no stage")
     return rel[0] if len(rel) > 1 else Path(rel[0]).stem
+
+
+def _under_benchmarks(path: Path) -> tuple[str, ...] | None:
+    """The parts of `path` below the last folder named `benchmarks` on it, or None when none is."""
+    folders = path.parts[:-1]
+    if "benchmarks" not in folders:
+        return None
+    return path.parts[len(folders) - folders[::-1].index("benchmarks"):]
 
 
 def experiment_root(files: Iterable[str | Path]) -> Path | None:
@@ -618,11 +623,9 @@ def experiment_root(files: Iterable[str | Path]) -> Path | None:
     `benchmarks` folder of the first file that lies below it), whose subfolders are its stages; None
     when no file lies that deep."""
     for f in map(Path, files):
-        parts = f.parts
-        if "benchmarks" in parts[:-1]:
-            i = len(parts) - 1 - parts[::-1].index("benchmarks")
-            if len(parts) > i + 2:
-                return Path(*parts[:i + 2])
+        rel = _under_benchmarks(f)
+        if rel is not None and len(rel) > 1:
+            return Path(*f.parts[:len(f.parts) - len(rel) + 1])
     return None
 
 

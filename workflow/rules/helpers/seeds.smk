@@ -104,15 +104,16 @@ def seeds_summary_plan():
 
 
 def seeds_benchmarks(wildcards):
-    """The benchmark files of the experiment's own jobs (benchmarks/seeds/), which its report reads
-    for the job times: every run but the default one (reused, not run here), and the summary."""
+    """The benchmark files of the experiment's own jobs (each rule's own `benchmark:` pattern), which
+    its report reads for the job times: every run but the default one (reused, not run here), and
+    the summary."""
     runs = [(z, g) for z, g in SEED_RUNS if not seeds_default_run(z, g)]
     zoos = sorted({z for z, _ in runs if not seeds_default_zoo(z)})
     designs = sorted({kind_design(k) for k, _ in SEED_ADAPTERS})
-    files = [f"benchmarks/seeds/{job}/z{z}_{ds}.tsv" for job in ("train_lora", "tokenize_zoo")
-             for z in zoos for ds in DATASETS]
+    files = [f for step in (rules.seeds_train_lora, rules.seeds_tokenize_zoo)
+             for f in expand(step.benchmark, zs=zoos, ds=DATASETS)]
     for z, g in runs:
-        for t in SEED_TARGETS:
-            files += [f"benchmarks/seeds/train_generator/z{z}g{g}_{t}_{d}.tsv" for d in designs]
-            files += [f"benchmarks/seeds/{job}/z{z}g{g}_{t}.tsv" for job in ("generate", "evaluate")]
-    return files + ["benchmarks/seeds/summary.tsv"]
+        files += expand(rules.seeds_train_generator.benchmark, zs=z, gs=g, target=SEED_TARGETS, design=designs)
+        for step in (rules.seeds_generate, rules.seeds_evaluate):
+            files += expand(step.benchmark, zs=z, gs=g, target=SEED_TARGETS)
+    return files + [rules.seeds_summary.benchmark]
