@@ -59,9 +59,11 @@ def relation(lo: float, hi: float, subject: str, other: str) -> str:
 REPRODUCED, NOT_REPRODUCED, LEVEL, NOT_TOLD_APART, NOT_TESTABLE = (
     "reproduced", "not reproduced", "level", "not told apart", "not testable here")
 VERDICTS = {
-    REPRODUCED: "the 95% CI of the paper's difference lies on the paper's side of 0 (its size may be smaller)",
-    NOT_REPRODUCED: "the 95% CI lies on the other side of 0, or it excludes the paper's size",
-    LEVEL: f"the 95% CI lies inside ±{EQUIVALENT:g} point: no difference of that size either way",
+    REPRODUCED: "the 95% CI of the paper's difference lies on the paper's side of 0; where it also lies below "
+                "the paper's size, the verdict adds \"in direction, smaller than the paper's\"",
+    NOT_REPRODUCED: "the 95% CI lies on the other side of 0, or it holds 0, is not level and excludes the "
+                    "paper's size",
+    LEVEL: f"the 95% CI holds 0 and lies inside ±{EQUIVALENT:g} point: no difference of that size either way",
     NOT_TOLD_APART: f"the 95% CI holds 0 and reaches beyond ±{EQUIVALENT:g} point (or there is no CI): the data "
                     "cannot tell",
     NOT_TESTABLE: "the set-up cannot show the claim: every method sits at a floor or a ceiling, or the oracle "

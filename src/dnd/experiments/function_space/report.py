@@ -241,7 +241,7 @@ def report_markdown(metrics: dict[str, Any], generators: dict[str, dict[str, Any
              "differences in points, paired 95% bootstrap CIs over the test items, pooled over the targets "
              "(every target weighs the same). A verdict reads the claim \"the subject beats the baseline\" "
              "(dnd.stats.verdict): *reproduced* = the subject is ahead (Text-to-LoRA's claim for its generators "
-             "holds here), *level* = the CI lies inside ±1 point (a decisive no), *not told apart* = the data cannot "
+             "holds here), *level* = the CI holds 0 and lies inside ±1 point (a decisive no), *not told apart* = the data cannot "
              "tell, *not reproduced* = the baseline is ahead.", "",
              f"Headroom (the target's own LoRA minus the training-LoRA average): "
              f"{_ci(metrics, 'oracle_minus_train_avg/acc')} points, {metrics.get(f'{MEAN_TARGET}/headroom')}.", "",
