@@ -162,9 +162,10 @@ def _checks_csv(path: Path, targets) -> str:
     return str(path)
 
 
-def run_report(tmp_path: Path):
-    """Run fs-report on the synthetic world; (targets, default rows, extra rows, scores, metrics, report text)."""
-    targets, default, labeled, extra = _world()
+def run_report(tmp_path: Path, world=None):
+    """Run fs-report on the synthetic world (or `world`, _world's tuple); (targets, default rows, extra
+    rows, scores, metrics, report text)."""
+    targets, default, labeled, extra = world or _world()
     files = {k: _write(tmp_path / k, v) for k, v in (("d", default), ("l", labeled), ("g", extra))}
     folds = {t: [d for d in targets if d != t] for t in targets}
     params = {"bootstrap": 300, "seed": 0, "folds": folds, "generators": GENS, "n_adapters": 2}
@@ -226,6 +227,52 @@ def test_report_scores_metrics_and_words(tmp_path):
     from test_verdict_words import check
 
     assert "reproduced" in check(text)
+
+
+def test_room_above_a_baseline_is_a_labeled_adapter_ahead_of_it():
+    """A generator's claim "beats B" is testable where the target's own LoRA or the multi-task LoRA
+    beats B (pooled CI above 0); else the reason names both CIs."""
+    def metrics(oracle, multitask):
+        out = {}
+        for ref, (v, lo, hi) in (("oracle", oracle), ("multitask_lora", multitask)):
+            out.update({f"mean/{ref}_minus_nearest/acc": v, f"mean/{ref}_minus_nearest/acc_ci_low": lo,
+                        f"mean/{ref}_minus_nearest/acc_ci_high": hi})
+        return out
+
+    assert report.room_reason(metrics((-0.01, -0.03, 0.01), (0.02, 0.005, 0.035)), "nearest") is None
+    assert report.room_reason(metrics((0.02, 0.001, 0.04), (-0.02, -0.04, 0.0)), "nearest") is None
+    why = report.room_reason(metrics((-0.01, -0.03, 0.01), (0.02, -0.01, 0.05)), "nearest")
+    assert why == ("no adapter trained on the target's labels beats nearest (the target's own LoRA -1.0 [-3.0, +1.0]; "
+                   "the multi-task LoRA +2.0 [-1.0, +5.0])")
+    # the multi-task LoRA as the baseline: only the target's own LoRA can show room above it
+    only = {"mean/oracle_minus_multitask_lora/acc": 0.0, "mean/oracle_minus_multitask_lora/acc_ci_low": -0.02,
+            "mean/oracle_minus_multitask_lora/acc_ci_high": 0.02}
+    assert "the multi-task LoRA" not in report.room_reason(only, "multitask_lora")
+
+
+def test_no_room_above_nearest_makes_the_generators_claims_untestable(tmp_path):
+    """Where neither the targets' own LoRAs nor the multi-task LoRA beat nearest, a generator's claim
+    against nearest is "not testable here" (its CI still shown), the labeled baselines keep their
+    own verdicts, and the answer says why; the other baselines keep theirs."""
+    targets, default, labeled, extra = _world()
+    for t in targets:
+        near = next(r for r in default[t] if r["method"] == "nearest")
+        for r in default[t]:
+            if r["method"] == "source_lora" and r["adapter"] == t:  # the oracle: as good as nearest, no better
+                r.update(correct=list(near["correct"]), acc=near["acc"], gold_logprob=list(near["gold_logprob"]))
+        for r in labeled[t]:
+            if r["method"] == "multitask_lora":
+                r.update(correct=[0] * len(r["correct"]), acc=0.0)
+    _, _, _, _, m, text = run_report(tmp_path, (targets, default, labeled, extra))
+    assert m["mean/room/nearest"].startswith("no adapter trained on the target's labels beats nearest")
+    assert m["mean/gsft_minus_nearest/acc_ci_low"] > 0  # gsft (p 0.9) is ahead all the same
+    assert m["mean/gsft_minus_nearest/verdict"].startswith("not testable here: no adapter trained")
+    assert m["mean/multitask_lora_minus_nearest/verdict"].startswith("not reproduced")  # measured, not gated
+    assert m["mean/room/multitask_lora"] == "testable"  # the oracle beats the zeroed multi-task LoRA
+    assert m["mean/gsft_minus_multitask_lora/verdict"].startswith("reproduced")
+    assert "| gsft | hyperconv | sft | default |" in text and "| not testable here |" in text
+    assert "- nearest: not testable here, no adapter trained" in text
+    assert "Ahead of the nearest source (pooled CI above 0): " in text  # the CI is read whatever the room
 
 
 def test_report_refuses_missing_generator_rows(tmp_path):

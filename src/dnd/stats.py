@@ -66,8 +66,9 @@ VERDICTS = {
     LEVEL: f"the 95% CI holds 0 and lies inside ±{EQUIVALENT:g} point: no difference of that size either way",
     NOT_TOLD_APART: f"the 95% CI holds 0 and reaches beyond ±{EQUIVALENT:g} point (or there is no CI): the data "
                     "cannot tell",
-    NOT_TESTABLE: "the set-up cannot show the claim: every method sits at a floor or a ceiling, or the oracle "
-                  "(the target's own LoRA) does not beat the training-LoRA average",
+    NOT_TESTABLE: "the set-up cannot show the claim: every method sits at a floor or a ceiling, or no adapter "
+                  "trained on the target's labels beats the claim's baseline (for the paper's claims: the oracle, "
+                  "the target's own LoRA, does not beat the training-LoRA average)",
 }
 
 

@@ -39,7 +39,17 @@ from typing import Any, Sequence
 from dnd.config import parse_params
 from dnd.io import write_json, write_text
 from dnd.paths import add_declared_option
-from dnd.stats import boot_means, bootstrap_indices, percentile_ci, pooled_ci, relation, untestable_reason, verdict
+from dnd.stats import (
+    NOT_TESTABLE,
+    boot_means,
+    bootstrap_indices,
+    ci_class,
+    percentile_ci,
+    pooled_ci,
+    relation,
+    untestable_reason,
+    verdict,
+)
 from dnd.summary import (
     CONTROL_KINDS,
     MEAN_ADAPTER,
@@ -61,6 +71,9 @@ NOISE = "noise"
 SHARED_A_NEAREST = "shared_a_nearest"
 MULTITASK, VAL_PICKED = "multitask_lora", "val_picked"
 ZERO_SHOT = ("nearest", "train_avg", "soup")
+# adapters trained on the target's own labels: where none of them beats a claim's baseline, the claim
+# "a generator beats it" is not testable on these targets (room_reason)
+LABELED_REFERENCES = {"oracle": "the target's own LoRA", MULTITASK: "the multi-task LoRA"}
 METRICS = ("acc", "gold_logprob")
 
 
@@ -103,6 +116,40 @@ def comparison_pairs(generators: dict[str, dict[str, Any]]) -> list[tuple[str, s
             pairs.append((g, SHARED_A_NEAREST))
     pairs += [(m, b) for m in (MULTITASK, VAL_PICKED) for b in ("nearest", "train_avg")]
     return pairs + [("oracle", "train_avg")]
+
+
+def gated_baselines(pairs: Sequence[tuple[str, str]]) -> list[str]:
+    """The baselines of the generators' claims (every pair whose subject is not itself trained on
+    labels): each one's verdicts need room above it (room_reason)."""
+    return list(dict.fromkeys(b for s, b in pairs if s not in (*LABELED_REFERENCES, VAL_PICKED)))
+
+
+def room_pairs(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(labeled reference, baseline) pairs that measure the room above each gated baseline and are not
+    in `pairs` already."""
+    have = set(pairs)
+    return [(ref, b) for b in gated_baselines(pairs) for ref in LABELED_REFERENCES
+            if ref != b and (ref, b) not in have]
+
+
+def room_reason(metrics: dict[str, Any], baseline: str) -> str | None:
+    """None where an adapter trained on the target's labels (LABELED_REFERENCES) beats `baseline`
+    (pooled paired 95% CI of the accuracy difference above 0: room that a prompt-conditioned
+    generator could reach), else why a claim "subject beats `baseline`" is not testable here
+    (dnd.stats.verdict's `untestable`). The paper's own gate (the oracle ahead of the training-LoRA
+    average) is this rule with the oracle as the only labeled adapter."""
+    parts, room = [], False
+    for ref, name in LABELED_REFERENCES.items():
+        if ref == baseline:
+            continue
+        key = f"{MEAN_TARGET}/{ref}_minus_{baseline}/acc"
+        lo, hi = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+        if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+            parts.append(f"{name}: no CI")
+            continue
+        room |= lo > 0
+        parts.append(f"{name} {_pts(metrics[key])} [{_pts(lo)}, {_pts(hi)}]")
+    return None if room else f"no adapter trained on the target's labels beats {baseline} ({'; '.join(parts)})"
 
 
 def _cell(r: dict[str, Any]) -> tuple:
@@ -156,7 +203,8 @@ def experiment_metrics(known: list[dict[str, Any]], extra: list[dict[str, Any]],
     scores = pd.DataFrame([{"target": r["target"], "method": r["method"], "adapter": str(r["adapter"])}
                            for r in known])
     train = training_loras(scores, folds)
-    pairs = comparison_pairs(generators)
+    claims = [p for p in comparison_pairs(generators) if p != ("oracle", "train_avg")]
+    pairs = [*comparison_pairs(generators), *room_pairs(claims)]
     out: dict[str, Any] = {f"{MEAN_TARGET}/n_targets": len(targets)}
     boots: dict[tuple[str, str, str], list] = {(s, b, m): [] for s, b in pairs for m in METRICS}
     for t in targets:
@@ -186,12 +234,15 @@ def experiment_metrics(known: list[dict[str, Any]], extra: list[dict[str, Any]],
     lo, hi = (100 * out[f"{MEAN_TARGET}/oracle_minus_train_avg/acc_ci_{e}"] for e in ("low", "high"))
     headroom = untestable_reason(oracle_ci=(lo, hi))
     out[f"{MEAN_TARGET}/headroom"] = headroom or "testable"
-    for s, b in pairs:
-        if (s, b) == ("oracle", "train_avg"):
-            continue
+    room = {b: room_reason(out, b) for b in gated_baselines(claims)}
+    for b, reason in room.items():
+        out[f"{MEAN_TARGET}/room/{b}"] = reason or "testable"
+    for s, b in claims:
         key = f"{MEAN_TARGET}/{s}_minus_{b}/acc"
+        # a labeled subject (multi-task LoRA, validation-picked source) is itself a measurement of room: no gate
+        gate = None if s in (*LABELED_REFERENCES, VAL_PICKED) else room[b]
         out[f"{MEAN_TARGET}/{s}_minus_{b}/verdict"] = verdict(100 * out[f"{key}_ci_low"], 100 * out[f"{key}_ci_high"],
-                                                              untestable=headroom)
+                                                              untestable=gate)
     for g in ["dnd", *generators]:
         for t in targets:
             ratios = [float(r["ratio_to_min_between"]) for r in checks if r["target"] == t and r["generator"] == g]
@@ -230,6 +281,36 @@ def _label(g: str, generators: dict[str, dict[str, Any]]) -> tuple[str, str, str
     return spec.get("design", "hyperconv"), spec.get("objective", "reconstruction"), spec.get("zoo", "default")
 
 
+def _room_refs(metrics: dict[str, Any], baseline: str) -> str:
+    """Each labeled reference minus `baseline`, pooled (points, CI)."""
+    return "; ".join(f"{name} {_ci(metrics, f'{ref}_minus_{baseline}/acc')}"
+                     for ref, name in LABELED_REFERENCES.items() if ref != baseline)
+
+
+def _word_cell(text: str) -> str:
+    """A verdict for a table cell: "not testable here" without its reason (the room list gives it)."""
+    return NOT_TESTABLE if str(text).startswith(NOT_TESTABLE) else str(text)
+
+
+def _answer(metrics: dict[str, Any], subjects: Sequence[str], baseline: str, name: str) -> str:
+    """Which subjects are ahead of `baseline` (pooled CI above 0, read from the CI whatever the room),
+    and, where none is, whether that is a verdict (level: a decisive no) or there was no room."""
+    def ci(s):
+        return (metrics.get(f"{MEAN_TARGET}/{s}_minus_{baseline}/acc_ci_{e}") for e in ("low", "high"))
+
+    ahead = [s for s in subjects if (lambda lo, hi: lo is not None and lo > 0)(*ci(s))]
+    if ahead:
+        return f"Ahead of {name} (pooled CI above 0): {', '.join(ahead)}."
+    level = [s for s in subjects if (lambda lo, hi: lo is not None and hi is not None
+                                     and ci_class(100 * lo, 100 * hi) == "level")(*ci(s))]
+    room = metrics.get(f"{MEAN_TARGET}/room/{baseline}")
+    out = f"No generator is ahead of {name} (no pooled CI above 0)"
+    if room != "testable":
+        return out + "; nor is any adapter trained on the targets' labels, so the claim is not testable here."
+    return out + (f", although labels can beat it ({_room_refs(metrics, baseline)}); level with it (CI inside "
+                  f"±1 point): {', '.join(level) or 'none'}.")
+
+
 def report_markdown(metrics: dict[str, Any], generators: dict[str, dict[str, Any]], targets: Sequence[str],
                     figure: str, minutes: tuple[float, float, int] | None,
                     job_times: dict[str, tuple[int, float]] | None = None) -> str:
@@ -241,10 +322,17 @@ def report_markdown(metrics: dict[str, Any], generators: dict[str, dict[str, Any
              "differences in points, paired 95% bootstrap CIs over the test items, pooled over the targets "
              "(every target weighs the same). A verdict reads the claim \"the subject beats the baseline\" "
              "(dnd.stats.verdict): *reproduced* = the subject is ahead (Text-to-LoRA's claim for its generators "
-             "holds here), *level* = the CI holds 0 and lies inside ±1 point (a decisive no), *not told apart* = the data cannot "
-             "tell, *not reproduced* = the baseline is ahead.", "",
+             "holds here), *level* = the CI holds 0 and lies inside ±1 point (a decisive no), *not told apart* = "
+             "the data cannot tell, *not reproduced* = the baseline is ahead, *not testable here* = no adapter "
+             "trained on the targets' labels (their own LoRAs, the multi-task LoRA) beats the baseline either, so "
+             "these targets leave a generator no room to show the claim (the CI is given all the same).", "",
              f"Headroom (the target's own LoRA minus the training-LoRA average): "
              f"{_ci(metrics, 'oracle_minus_train_avg/acc')} points, {metrics.get(f'{MEAN_TARGET}/headroom')}.", "",
+             "Room above each baseline (an adapter trained on the targets' labels ahead of it, pooled paired CI "
+             "above 0):", "",
+             *[f"- {b}: " + (f"room ({_room_refs(metrics, b)})" if metrics.get(f"{MEAN_TARGET}/room/{b}") == "testable"
+                             else f"not testable here, {metrics.get(f'{MEAN_TARGET}/room/{b}')}")
+               for b in (*ZERO_SHOT, MULTITASK) if f"{MEAN_TARGET}/room/{b}" in metrics], "",
              "## Against the nearest source and the multi-task LoRA", "",
              "| Subject | Family | Training | Zoo | Accuracy | minus nearest | Verdict | minus multi-task LoRA "
              "| Verdict |",
@@ -253,12 +341,12 @@ def report_markdown(metrics: dict[str, Any], generators: dict[str, dict[str, Any
         fam, mode, zoo = _label(s, generators)
         acc = metrics.get(f"{MEAN_TARGET}/{s}/acc")
         near = _ci(metrics, f"{s}_minus_nearest/acc")
-        vn = metrics.get(f"{MEAN_TARGET}/{s}_minus_nearest/verdict", "")
+        vn = _word_cell(metrics.get(f"{MEAN_TARGET}/{s}_minus_nearest/verdict", ""))
         if s == MULTITASK:
             mt, vm = "", ""
         else:
             mt = _ci(metrics, f"{s}_minus_{MULTITASK}/acc") if s != VAL_PICKED else ""
-            vm = metrics.get(f"{MEAN_TARGET}/{s}_minus_{MULTITASK}/verdict", "") if s != VAL_PICKED else ""
+            vm = _word_cell(metrics.get(f"{MEAN_TARGET}/{s}_minus_{MULTITASK}/verdict", "")) if s != VAL_PICKED else ""
         lines.append(f"| {s} | {fam} | {mode} | {zoo} | {'n/a' if acc is None else f'{100 * acc:.1f}'} | {near} | "
                      f"{vn} | {mt} | {vm} |")
     lines += ["", "Per target, accuracy minus nearest (points, 95% CI); pooled gold log-probability minus nearest "
@@ -273,15 +361,8 @@ def report_markdown(metrics: dict[str, Any], generators: dict[str, dict[str, Any
         lp = [metrics.get(f"{MEAN_TARGET}/{s}_minus_nearest/gold_logprob{e}") for e in ("", "_ci_low", "_ci_high")]
         cells.append("n/a" if None in lp else f"{lp[0]:+.3f} [{lp[1]:+.3f}, {lp[2]:+.3f}]")
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
-    beats = [s for s in subjects if str(metrics.get(f"{MEAN_TARGET}/{s}_minus_nearest/verdict", "")).startswith(
-        "reproduced")]
-    beats_mt = [s for s in subjects if str(metrics.get(f"{MEAN_TARGET}/{s}_minus_{MULTITASK}/verdict",
-                                                       "")).startswith("reproduced")]
-    none_near = "No generator is ahead of the nearest source (no pooled CI above 0). "
-    lines += ["", "**Answer.** " + (f"Ahead of the nearest source (pooled CI above 0): {', '.join(beats)}. "
-                                    if beats else none_near)
-              + (f"Ahead of the multi-task LoRA: {', '.join(beats_mt)}." if beats_mt
-                 else "No generator is ahead of the multi-task LoRA."), ""]
+    lines += ["", "**Answer.** " + _answer(metrics, subjects, "nearest", "the nearest source") + " "
+              + _answer(metrics, subjects, MULTITASK, "the multi-task LoRA"), ""]
     sft = [g for g in generators if generators[g].get("objective") != "reconstruction"]
     rec = {generators[g].get("design", "hyperconv"): g for g in generators
            if generators[g].get("objective") == "reconstruction" and generators[g].get("zoo") == "default"}
