@@ -126,6 +126,21 @@ def test_rows_from_synthetic_metrics(results):
     assert (z.ours, z.n, z.verdict, z.paper) == ("+4.0 [+1.3, +7.0]", "300 × 2", "-", "-")
 
 
+def test_function_space_row_lists_each_subject_against_nearest(results):
+    def pair(s, v, lo, hi, word):
+        return {**_pair(f"mean/{s}_minus_nearest", v, lo, hi, "/acc"), f"mean/{s}_minus_nearest/verdict": word}
+
+    _write(results / "function_space" / "metrics.json", {
+        "targets": ["arc_easy", "boolq"], "arc_easy/n": 300, "boolq/n": 300,
+        "generators": {"g_sft": {"design": "t2l", "objective": "sft", "zoo": "default"}},
+        **pair("dnd", -0.004, -0.01, 0.002, "level"), **pair("g_sft", 0.03, 0.01, 0.05, "reproduced"),
+        **pair("multitask_lora", 0.01, -0.02, 0.04, "not told apart")})
+    r = _by_name(glance_rows(results, PAPER))["function_space"]
+    assert r.ours == "dnd: -0.4 [-1.0, +0.2]; g_sft: +3.0 [+1.0, +5.0]; multitask_lora: +1.0 [-2.0, +4.0]"
+    assert (r.n, r.generator) == ("300 × 2", "`hyperconv`, `t2l`")
+    assert r.verdict == "reproduced (1 of 3), level (1 of 3), not told apart (1 of 3)"
+
+
 def test_every_verdict_cell_is_a_verdict_word(results):
     for r in glance_rows(results, PAPER):
         for part in r.verdict.split(", "):

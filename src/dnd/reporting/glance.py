@@ -243,12 +243,20 @@ def fewshot_rows(results: Path, paper: dict[str, Any]) -> list[Row]:
     return out
 
 
+def _word_counts(words: list[str]) -> str:
+    """The one verdict word of several comparisons, or each word with its count ("level (2 of 3), ...")."""
+    from dnd.stats import VERDICTS
+
+    found = [w for w in VERDICTS if w in words]
+    return found[0] if len(found) == 1 else ", ".join(f"{w} ({words.count(w)} of {len(words)})" for w in found)
+
+
 def ablations_rows(results: Path, paper: dict[str, Any]) -> list[Row]:
     """Each family: DnD of the paper's preferred setting minus DnD of each other setting, pooled
     over targets (the comparisons its report's family_verdict reads), with the verdict word of each
     and its count where the settings disagree."""
     from dnd.experiments.ablations.report import FAMILIES, _comparisons, _sources
-    from dnd.stats import VERDICTS, verdict
+    from dnd.stats import verdict
 
     folder = results / "ablations"
     out = []
@@ -260,9 +268,8 @@ def ablations_rows(results: Path, paper: dict[str, Any]) -> list[Row]:
         ref = m.get("reference")
         comps = _comparisons(m) if ref is not None else []
         words = [_word(verdict(m[f"{k}_ci_low"], m[f"{k}_ci_high"])) for k, _ in comps]
-        found = [w for w in VERDICTS if w in words]
         label = _sources(str(ref)) if family == "sources" and ref is not None else ref
-        word = found[0] if len(found) == 1 else ", ".join(f"{w} ({words.count(w)} of {len(words)})" for w in found)
+        word = _word_counts(words)
         what = f"DnD ({label}) − DnD (each other setting), mean over targets" if ref else "no reference setting"
         out.append(Row(f"ablations: {family}", folder / "report.md", what,
                        "-", "; ".join(f"{lbl}: {ci(m[k], m[f'{k}_ci_low'], m[f'{k}_ci_high'])}" for k, lbl in comps)
@@ -301,18 +308,27 @@ def seeds_rows(results: Path, paper: dict[str, Any]) -> list[Row]:
 
 
 def function_space_rows(results: Path, paper: dict[str, Any]) -> list[Row]:
-    """DnD (the default generator) minus the nearest source over targets and the verdict its
-    metrics store (`mean/dnd_minus_nearest/verdict`, dnd.stats.verdict)."""
+    """Each subject of the experiment (the default run's DnD, every new generator, the multi-task
+    LoRA) minus the nearest source over targets, with the verdicts its metrics store
+    (`mean/{subject}_minus_nearest/verdict`: dnd.stats.verdict, not testable where no adapter trained
+    on the targets' labels beats nearest) and the generator families it trains."""
+    from dnd.experiments.function_space.report import MULTITASK
     from dnd.summary import MEAN_TARGET
 
     folder = results / "function_space"
     m = _read_json(folder / "metrics.json")
-    key = f"{MEAN_TARGET}/dnd_minus_nearest/acc"
-    v = m.get(f"{MEAN_TARGET}/dnd_minus_nearest/verdict")
-    return [Row("function_space", folder / "report.md", "DnD − nearest source, mean over targets", "-",
-                ci(pct(m.get(key)), pct(m.get(f"{key}_ci_low")), pct(m.get(f"{key}_ci_high"))),
-                _n(None, len(m.get("targets") or [])), report_design(folder / "report.md"),
-                _word(v) if v else "-")]
+    generators = m.get("generators") or {}
+    parts, words = [], []
+    for s in ("dnd", *generators, MULTITASK):
+        key = f"{MEAN_TARGET}/{s}_minus_nearest/acc"
+        if m.get(key) is None:
+            continue
+        parts.append(f"{s}: {ci(pct(m[key]), pct(m.get(f'{key}_ci_low')), pct(m.get(f'{key}_ci_high')))}")
+        words.append(_word(m.get(f"{MEAN_TARGET}/{s}_minus_nearest/verdict") or "not told apart: no CI"))
+    designs = sorted({"hyperconv", *(str(g.get("design", "hyperconv")) for g in generators.values())})
+    return [Row("function_space", folder / "report.md", "each generator (and the multi-task LoRA) − nearest source, "
+                "mean over targets", "-", "; ".join(parts) or "n/a", _items_n(m, list(m.get("targets") or [])),
+                ", ".join(f"`{d}`" for d in designs), _word_counts(words) if words else "-")]
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ shared-A generator also against shared_a_nearest); multitask_lora and val_picked
 train_avg. Also `{T}/{g}/dist_ratio` (the mean over its adapters of the ΔW distance to the nearest
 training LoRA over the smallest distance between two training LoRAs), `{T}/{zoo}/reachability`,
 `mean/{subject}_minus_{baseline}/verdict` (dnd.stats.verdict on the claim "subject beats baseline",
-in points) and `mean/headroom`.
+in points), `mean/headroom` (the oracle's lead over the training-LoRA average), `mean/room/{baseline}`
+(room_reason: "testable" or why not), `targets` and `generators` (each one's design, objective and zoo).
 """
 
 from __future__ import annotations
@@ -205,7 +206,9 @@ def experiment_metrics(known: list[dict[str, Any]], extra: list[dict[str, Any]],
     train = training_loras(scores, folds)
     claims = [p for p in comparison_pairs(generators) if p != ("oracle", "train_avg")]
     pairs = [*comparison_pairs(generators), *room_pairs(claims)]
-    out: dict[str, Any] = {f"{MEAN_TARGET}/n_targets": len(targets)}
+    out: dict[str, Any] = {f"{MEAN_TARGET}/n_targets": len(targets), "targets": targets,
+                           "generators": {g: dict(zip(("design", "objective", "zoo"), _label(g, generators)))
+                                          for g in generators}}
     boots: dict[tuple[str, str, str], list] = {(s, b, m): [] for s, b in pairs for m in METRICS}
     for t in targets:
         krows = [r for r in known if r["target"] == t]
