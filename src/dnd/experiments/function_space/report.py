@@ -41,6 +41,7 @@ from dnd.config import parse_params
 from dnd.io import write_json, write_text
 from dnd.paths import add_declared_option
 from dnd.stats import (
+    EQUIVALENT,
     NOT_TESTABLE,
     boot_means,
     bootstrap_indices,
@@ -75,6 +76,7 @@ ZERO_SHOT = ("nearest", "train_avg", "soup")
 # adapters trained on the target's own labels: where none of them beats a claim's baseline, the claim
 # "a generator beats it" is not testable on these targets (room_reason)
 LABELED_REFERENCES = {"oracle": "the target's own LoRA", MULTITASK: "the multi-task LoRA"}
+BASELINE_NAMES = {"nearest": "the nearest source", MULTITASK: "the multi-task LoRA"}
 METRICS = ("acc", "gold_logprob")
 
 
@@ -471,13 +473,15 @@ def report_figure(metrics: dict[str, Any], generators: dict[str, dict[str, Any]]
                 continue
             lo, hi = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
             err = None if lo is None or hi is None else [[100 * (v - lo)], [100 * (hi - v)]]
+            first = i == next(k for k, x in enumerate(subjects) if x != b)
             ax.bar(i + (j - 0.5) * width, 100 * v, width, color=cb[j], yerr=err, capsize=3,
-                   label=f"minus {b}" if i == next(k for k, x in enumerate(subjects) if x != b) else None)
+                   label=f"minus {BASELINE_NAMES.get(b, b)}" if first else None)
+    ax.axhspan(-EQUIVALENT, EQUIVALENT, color="0.85", zorder=0, label=f"level band (±{EQUIVALENT:g} point)")
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(subjects)), subjects, rotation=30, ha="right")
     ax.set_ylabel("accuracy difference (points)")
     ax.set_title("pooled over targets, 95% paired CIs")
-    ax.legend(frameon=False)
+    ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes, never on a bar
     save_png(fig, out)
 
 
