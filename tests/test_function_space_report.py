@@ -250,6 +250,24 @@ def test_room_above_a_baseline_is_a_labeled_adapter_ahead_of_it():
     assert "the multi-task LoRA" not in report.room_reason(only, "multitask_lora")
 
 
+def test_answer_reads_the_cis_then_the_room():
+    def m(room, **cis):
+        out = {"mean/room/nearest": room, "mean/oracle_minus_nearest/acc": 0.03,
+               "mean/oracle_minus_nearest/acc_ci_low": 0.01, "mean/oracle_minus_nearest/acc_ci_high": 0.05}
+        for s, (lo, hi) in cis.items():
+            out.update({f"mean/{s}_minus_nearest/acc_ci_low": lo, f"mean/{s}_minus_nearest/acc_ci_high": hi})
+        return out
+
+    ahead = report._answer(m("why", a=(0.001, 0.02), b=(-0.005, 0.005)), ["a", "b"], "nearest", "nearest")
+    assert ahead == "Ahead of nearest (pooled CI above 0): a."
+    level = report._answer(m("testable", a=(-0.02, 0.03), b=(-0.005, 0.005)), ["a", "b"], "nearest", "nearest")
+    assert level.startswith("No generator is ahead of nearest (no pooled CI above 0), although labels can beat it "
+                            "(the target's own LoRA +3.0 [+1.0, +5.0]")
+    assert level.endswith("level with it (CI inside ±1 point): b.")
+    none = report._answer(m("why", a=(-0.02, 0.03)), ["a"], "nearest", "nearest")
+    assert none.endswith("nor is any adapter trained on the targets' labels, so the claim is not testable here.")
+
+
 def test_no_room_above_nearest_makes_the_generators_claims_untestable(tmp_path):
     """Where neither the targets' own LoRAs nor the multi-task LoRA beat nearest, a generator's claim
     against nearest is "not testable here" (its CI still shown), the labeled baselines keep their

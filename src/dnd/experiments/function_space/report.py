@@ -300,20 +300,18 @@ def _word_cell(text: str) -> str:
 def _answer(metrics: dict[str, Any], subjects: Sequence[str], baseline: str, name: str) -> str:
     """Which subjects are ahead of `baseline` (pooled CI above 0, read from the CI whatever the room),
     and, where none is, whether that is a verdict (level: a decisive no) or there was no room."""
-    def ci(s):
-        return (metrics.get(f"{MEAN_TARGET}/{s}_minus_{baseline}/acc_ci_{e}") for e in ("low", "high"))
-
-    ahead = [s for s in subjects if (lambda lo, hi: lo is not None and lo > 0)(*ci(s))]
+    cis = {s: (metrics.get(f"{MEAN_TARGET}/{s}_minus_{baseline}/acc_ci_low"),
+               metrics.get(f"{MEAN_TARGET}/{s}_minus_{baseline}/acc_ci_high")) for s in subjects}
+    cis = {s: (lo, hi) for s, (lo, hi) in cis.items() if lo is not None and hi is not None}
+    ahead = [s for s, (lo, _) in cis.items() if lo > 0]
     if ahead:
         return f"Ahead of {name} (pooled CI above 0): {', '.join(ahead)}."
-    level = [s for s in subjects if (lambda lo, hi: lo is not None and hi is not None
-                                     and ci_class(100 * lo, 100 * hi) == "level")(*ci(s))]
-    room = metrics.get(f"{MEAN_TARGET}/room/{baseline}")
     out = f"No generator is ahead of {name} (no pooled CI above 0)"
-    if room != "testable":
+    if metrics.get(f"{MEAN_TARGET}/room/{baseline}") != "testable":
         return out + "; nor is any adapter trained on the targets' labels, so the claim is not testable here."
+    level = [s for s, (lo, hi) in cis.items() if ci_class(100 * lo, 100 * hi) == "level"]
     return out + (f", although labels can beat it ({_room_refs(metrics, baseline)}); level with it (CI inside "
-                  f"±1 point): {', '.join(level) or 'none'}.")
+                  f"±{EQUIVALENT:g} point): {', '.join(level) or 'none'}.")
 
 
 def report_markdown(metrics: dict[str, Any], generators: dict[str, dict[str, Any]], targets: Sequence[str],
