@@ -151,7 +151,7 @@ def room_reason(metrics: dict[str, Any], baseline: str) -> str | None:
             parts.append(f"{name}: no CI")
             continue
         room |= lo > 0
-        parts.append(f"{name} {_pts(metrics[key])} [{_pts(lo)}, {_pts(hi)}]")
+        parts.append(f"{name} {_ci(metrics, f'{ref}_minus_{baseline}/acc')}")
     return None if room else f"no adapter trained on the target's labels beats {baseline} ({'; '.join(parts)})"
 
 
@@ -206,8 +206,9 @@ def experiment_metrics(known: list[dict[str, Any]], extra: list[dict[str, Any]],
     scores = pd.DataFrame([{"target": r["target"], "method": r["method"], "adapter": str(r["adapter"])}
                            for r in known])
     train = training_loras(scores, folds)
-    claims = [p for p in comparison_pairs(generators) if p != ("oracle", "train_avg")]
-    pairs = [*comparison_pairs(generators), *room_pairs(claims)]
+    compared = comparison_pairs(generators)
+    claims = [p for p in compared if p != ("oracle", "train_avg")]
+    pairs = [*compared, *room_pairs(claims)]
     out: dict[str, Any] = {f"{MEAN_TARGET}/n_targets": len(targets), "targets": targets,
                            "generators": {g: dict(zip(("design", "objective", "zoo"), _label(g, generators)))
                                           for g in generators}}
