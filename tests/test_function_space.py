@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from conftest import REPO, SMOKE_DATA, save_random_lora
 from dnd import zoo as lora_mod
 from dnd.config import ConfigError, check_experiment, load_config, validate_config
+from dnd.evaluate import evaluate_multitask
 from dnd.experiments.function_space.lora import pick_source, val_items, write_val_split
 from dnd.io import read_jsonl, write_jsonl
 
@@ -234,34 +235,40 @@ def test_function_space_config():
 
 
 def test_function_space_lora_dry_run(tmp_path):
-    """The smoke profile's job set of `function_space_lora`: the multi-task LoRA, the validation split,
-    pick and scoring of its target, the shared-A zoo of every dataset, the zoo diagnostics of both
-    zoos and the summary beside the default run's evaluation of the target; nothing of the
-    experiment in `all`."""
+    """The smoke profile's job set of `function_space_lora`: the validation split, pick and scoring of
+    its target, the shared-A zoo of every dataset, the zoo diagnostics of both zoos and the summary
+    beside the default run's evaluation of the target and its multi-task LoRA (the default run's,
+    reused); nothing of the experiment in `all`."""
     from test_workflow import dry_run_plan
 
     smoke = str(REPO / "config" / "smoke.yaml")
     jobs, counts = dry_run_plan("function_space_lora", smoke, tmp_path)
     assert {r: n for r, n in counts.items() if r.startswith(("fs_", "function_space"))} == {
-        "fs_multitask_lora": 1, "fs_val_split": 1, "fs_val_pick": 1, "fs_evaluate": 1, "fs_shared_a_train_lora": 3,
+        "fs_val_split": 1, "fs_val_pick": 1, "fs_evaluate": 1, "fs_shared_a_train_lora": 3,
         "fs_shared_a_tokenize_zoo": 3, "fs_zoo_diagnostics": 2, "fs_summarize": 1, "function_space_lora": 1}
-    assert counts["train_lora"] == 3 and counts["evaluate_target"] == 1  # the default zoo; capitals' evaluation
+    # the default zoo, capitals' evaluation and its multi-task LoRA (the default run's)
+    assert counts["train_lora"] == 3 and counts["evaluate_target"] == 1
+    assert counts["multitask_lora"] == 1 and counts["evaluate_multitask"] == 1
     summarize = next(j for j in jobs if j["rule"] == ["fs_summarize"])
-    assert summarize["input"] == ["results/eval/capitals.jsonl", "results/function_space/eval/capitals.jsonl"]
-    multitask = next(j for j in jobs if j["rule"] == ["fs_multitask_lora"])
+    assert summarize["input"] == ["results/eval/capitals.jsonl", "results/eval_multitask/capitals.jsonl",
+                                  "results/function_space/eval/capitals.jsonl"]
+    multitask = next(j for j in jobs if j["rule"] == ["multitask_lora"])
     assert sorted(f for f in multitask["input"] if f.endswith("train.jsonl")) == [
         "results/data/opposites/train.jsonl", "results/data/sounds/train.jsonl"]  # capitals' fold sources
     assert all(b.startswith("benchmarks/function_space/") for j in jobs if j["rule"][0].startswith("fs_")
                for b in j["benchmark"])
-    default, _ = dry_run_plan("all", smoke, tmp_path)
+    default, default_counts = dry_run_plan("all", smoke, tmp_path)
     assert default and not [j for j in default if j["rule"][0].startswith("fs_")]
+    # in the main table: one multi-task LoRA per target
+    assert default_counts["multitask_lora"] == default_counts["evaluate_multitask"] == default_counts["evaluate_target"]
 
 
 # ------------------------------------------------------------------------------------- scoring commands
 def test_val_pick_and_evaluate_commands(tmp_path, tiny_model_dir, smoke_items):
     """fs-val-pick scores every source LoRA on the validation items and picks by PICK_RULE;
-    fs-evaluate scores the multi-task LoRA and the picked source on the test items: with the picked
-    source's own LoRA as the multi-task LoRA, both rows hold the same per-item scores."""
+    fs-evaluate scores the picked source on the test items and evaluate-multitask (the default run's
+    command) the multi-task LoRA: with the picked source's own LoRA as the multi-task LoRA, both
+    rows hold the same per-item scores."""
     import shutil
 
     from dnd import cli
@@ -296,18 +303,29 @@ def test_val_pick_and_evaluate_commands(tmp_path, tiny_model_dir, smoke_items):
     shutil.copytree(tmp_path / "zoo" / pick["picked"] / "final", tmp_path / "multitask" / "capitals" / "final")
     out = tmp_path / "eval" / "capitals.jsonl"
     argv = ["fs-evaluate", "--params", json.dumps(ev), "--target", "capitals", "--model", str(tiny_model_dir),
-            "--tasks", str(task), "--multitask", str(tmp_path / "multitask" / "capitals" / "final"), "--zoo", *zoo,
-            "--val-pick", str(pick_file), "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
+            "--tasks", str(task), "--zoo", *zoo, "--val-pick", str(pick_file), "--cache-dir", str(tmp_path / "cache"),
+            "--out", str(out)]
     assert cli.main(argv) == 0
-    mt, vp = read_jsonl(out)
+    (vp,) = read_jsonl(out)
+    mt_out = tmp_path / "eval_multitask" / "capitals.jsonl"
+    mt_argv = ["evaluate-multitask", "--params", json.dumps({**ev, "sources": ["sounds", "opposites"]}),
+               "--target", "capitals", "--model", str(tiny_model_dir), "--tasks", str(task),
+               "--multitask", str(tmp_path / "multitask" / "capitals" / "final"),
+               "--cache-dir", str(tmp_path / "cache"), "--out", str(mt_out)]
+    assert cli.main(mt_argv) == 0
+    (mt,) = read_jsonl(mt_out)
+    assert mt["info"] == {"sources": ["sounds", "opposites"]}
     assert (mt["method"], mt["adapter"], vp["method"], vp["adapter"]) == (
         "multitask_lora", "multitask", "val_picked", pick["picked"])
     assert mt["ids"] == vp["ids"] == [it["id"] for it in items[-6:]]
     assert mt["correct"] == vp["correct"] and mt["gold_logprob"] == vp["gold_logprob"]
     assert vp["info"] == {"val_acc": {d: s["acc"] for d, s in pick["sources"].items()}}
-    # a pick made for another target is refused
+    # a pick made for another target is refused; so is a multi-task LoRA trained on the target itself
     pick_file.write_text(json.dumps({**pick, "target": "sounds"}))
     assert cli.main(argv) == 1
+    with pytest.raises(ValueError, match="among the multi-task LoRA's training datasets"):
+        evaluate_multitask("capitals", {**ev, "sources": ["capitals", "sounds"]}, tiny_model_dir, [task],
+                           tmp_path / "multitask" / "capitals" / "final")
 
 
 def test_summary_compares_the_labeled_baselines_and_leaves_the_rest(tmp_path):
@@ -331,7 +349,11 @@ def test_summary_compares_the_labeled_baselines_and_leaves_the_rest(tmp_path):
     fs_files = _write_eval(tmp_path / "fs", labeled)
     _, alone = _summarize(tmp_path / "default", default_files, {"evaluation": {"bootstrap": 200}, "seed": 0})
     _, both = _summarize(tmp_path / "fs", default_files + fs_files, {"evaluation": {"bootstrap": 200}, "seed": 0})
-    assert {k: both[k] for k in alone} == alone  # nothing of the default figures moves
+    # nothing of the default figures moves; the main table's multi-task LoRA column fills in
+    moved = {k for k in alone if both[k] != alone[k]}
+    assert moved == {f"{t}/multitask" for t in [*DATASETS, "mean"]} and all(alone[k] is None for k in moved)
+    for t in DATASETS:
+        assert both[f"{t}/multitask"] == pytest.approx(labeled[t][0]["acc"])
     pairs = [p for m in summary.LABELED_METHODS for p in [*((m, b) for b in summary.LABELED_COMPARED), ("dnd", m)]]
     assert summary.comparison_pairs(["dnd", *summary.LABELED_METHODS])[-len(pairs) - 1:-1] == pairs
     assert set(both) - set(alone) == {f"{t}/{s}_minus_{b}/{m}{suffix}" for t in [*DATASETS, "mean"] for s, b in pairs

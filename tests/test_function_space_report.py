@@ -334,7 +334,7 @@ def test_function_space_dry_run_job_set(tmp_path):
     smoke = str(REPO / "config" / "smoke.yaml")
     jobs, counts = dry_run_plan("function_space", smoke, tmp_path)
     assert {r: n for r, n in counts.items() if r.startswith(("fs_", "function_space"))} == {
-        "fs_multitask_lora": 1, "fs_val_split": 1, "fs_val_pick": 1, "fs_evaluate": 1, "fs_shared_a_train_lora": 3,
+        "fs_val_split": 1, "fs_val_pick": 1, "fs_evaluate": 1, "fs_shared_a_train_lora": 3,
         "fs_shared_a_tokenize_zoo": 3, "fs_zoo_diagnostics": 2, "fs_summarize": 1, "fs_train_generator": 2,
         "fs_train_generator_sft": 2, "fs_generate": 4, "fs_checks": 1, "fs_score": 1, "fs_report": 1,
         "function_space": 1}

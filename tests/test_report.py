@@ -245,8 +245,10 @@ def test_main_table_matches_scores(run_dir):
     exp.loc["Mean", "gap"] = ((exp.loc["Mean", "dnd"] - exp.loc["Mean", "Training LoRAs (avg)"])
                               / (exp.loc["Mean", "Oracle ‡"] - exp.loc["Mean", "Training LoRAs (avg)"]))
     assert list(tab.index) == [title(t) for t in DATASETS] + ["Mean"]
-    # at most 7 columns; the references, the spread and the headroom in the second table
-    assert len(tab.columns) + 1 <= 7 and list(tab.columns) == tables.MAIN_HEADERS[1:]
+    # at most 7 columns without the multi-task LoRA (this run has none); the references, the spread and the
+    # headroom in the second table
+    assert len(tab.columns) + 1 <= 7
+    assert list(tab.columns) == [h for h in tables.MAIN_HEADERS[1:] if h != tables.MULTITASK_HEADER]
     detail = _table_after(text, "The references and DnD's spread").set_index("Target")
     assert list(detail.index) == list(tab.index) and len(detail.columns) + 1 <= 7
     assert "Gap closed" not in text and "gap closed" not in text
@@ -287,6 +289,15 @@ def test_bold_only_where_paired_cis_separate():
     disp = tables.render_main_table(mt, m).set_index("Target")
     assert disp.loc["a", "DnD (95% CI)"].startswith("**") and not disp.loc["b", "DnD (95% CI)"].startswith("**")
     assert not any(str(v).startswith("**") for c, v in disp.loc["a"].items() if c != "DnD (95% CI)")
+    # with the multi-task LoRA scored: its column, and DnD bold only where it is ahead of it too
+    mt["multitask"] = [32.0, 32.0]
+    for t, low in (("a", -0.001), ("b", 0.003)):
+        key = f"{t}/dnd_minus_multitask_lora/acc"
+        m.update({key: 0.01, key + "_ci_low": low, key + "_ci_high": 0.02})
+    disp = tables.render_main_table(mt, m).set_index("Target")
+    assert list(disp.columns) == tables.MAIN_HEADERS[1:] and disp.loc["a", tables.MULTITASK_HEADER] == "32.0"
+    assert not disp.loc["a", "DnD (95% CI)"].startswith("**")  # its CI against the multi-task LoRA reaches 0
+    assert not disp.loc["b", "DnD (95% CI)"].startswith("**")  # still level with nearest
 
 
 def test_other_tables(run_dir):

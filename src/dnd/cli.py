@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "release-pack": ("dnd.release", "a trained basis generator -> the compact, git-tracked release directory"),
     "efficiency": ("dnd.generate", "collect generation timings into results/efficiency.csv"),
     "evaluate": ("dnd.evaluate", "score base, source LoRAs, soup, nearest, DnD and controls on one target"),
+    "evaluate-multitask": ("dnd.evaluate", "score the fold's multi-task LoRA on one target (evaluate's items, "
+                                           "scorer and cache)"),
     "eval-speed": ("dnd.eval_speed", "time and compare the dnd-prefix and plain hf lm-eval backends on one target"),
     "eval-speed-summary": ("dnd.eval_speed", "merge the backend comparisons into eval_speed.csv and "
                                              "eval_agreement.csv"),

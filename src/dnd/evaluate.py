@@ -68,6 +68,17 @@ behind and a rerun recomputes): one line per (method, adapter)
    margin: [gold log-likelihood minus the best wrong answer's, per item]}
 and, for `nearest`, `info: {"cosine": {dataset: similarity}}`.
 
+  dnd evaluate-multitask --params JSON --target T --model DIR --tasks YAML [...] --multitask DIR
+                         --out FILE [--cache-dir DIR]
+
+scores the fold's multi-task LoRA (results/multitask/{T}/final: the zoo's trainer on the union of
+the fold's source train splits, Text-to-LoRA's baseline) on the same items with the same task,
+scorer and score cache (`score_adapters`), one row: method `multitask_lora`, adapter
+`multitask`, `info: {"sources": [the fold's training datasets]}` (--params: {"evaluation": {...},
+"sources": [...]}). It never sees the target's data; it is a separate job and file
+(results/eval_multitask/{T}.jsonl) so the experiments that read results/eval/{T}.jsonl keep
+their inputs.
+
 The per-target files are merged by `dnd summarize` (dnd.summary).
 """
 
@@ -94,10 +105,13 @@ from .schedule import GENERATED_KINDS
 from .scoring.cache import ScoreCache, Scored, content_context, require_finite, samples_to_scored
 from .scoring.harness import LMEVAL_OTHER_SEED, LMEVAL_RANDOM_SEED, seeded_evaluate  # noqa: F401 (re-exported)
 from .scoring.loop import score_or_cache
+from .summary import LABELED_METHODS
 
 log = logging.getLogger(__name__)
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+# the multi-task LoRA's row (`evaluate_multitask`): its method is dnd.summary's first labeled baseline
+MULTITASK_METHOD, MULTITASK_ADAPTER = LABELED_METHODS[0], "multitask"
 BACKENDS = ("dnd-prefix", "hf")  # dnd.scoring.lm_backend's packed scorer; lm-eval's plain HFLM
 BACKEND = BACKENDS[0]
 # log-softmax in float32 whatever the model dtype (HFLM's softmax_dtype; its default is the
@@ -696,6 +710,23 @@ def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks:
     return rows
 
 
+def evaluate_multitask(target: str, params: dict[str, Any], model_dir: Path, tasks: Sequence[Path], multitask: Path,
+                       cache_dir: Path | None = None, device: Any = "cpu") -> list[dict[str, Any]]:
+    """The fold's multi-task LoRA on `target`'s test items, scored as `evaluate_target` scores the
+    zoo (`score_adapters`): one row, method MULTITASK_METHOD, adapter MULTITASK_ADAPTER."""
+    ev = section("evaluation", params.get("evaluation"))
+    sources = list(params.get("sources") or [])
+    if not sources:
+        raise ValueError("--params must list the fold's 'sources' (the datasets the multi-task LoRA was trained on)")
+    if target in sources:
+        raise ValueError(f"the target {target!r} is among the multi-task LoRA's training datasets {sources}")
+    mt_dir = require_adapter_dir(Path(multitask), f"multi-task LoRA of {target}")
+    scored = score_adapters(target, ev, model_dir, tasks, [(MULTITASK_METHOD, MULTITASK_ADAPTER, mt_dir)],
+                            cache_dir, device)
+    return [result_row(target, MULTITASK_METHOD, MULTITASK_ADAPTER, scored[(MULTITASK_METHOD, MULTITASK_ADAPTER)],
+                       ev["metric"], info={"sources": sources})]
+
+
 def add_declared_inputs(p: argparse.ArgumentParser) -> None:
     """--tasks, --zoo, --generated, --encoded: the files a scoring rule declared, each a list
     (several words, or repeated); a dataset's entry is found by its name (dnd.paths.declared)."""
@@ -726,4 +757,23 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     log.info("wrote %d rows to %s", len(rows), args.out)
 
 
-COMMANDS = {"evaluate": (_add_evaluate, _run_evaluate)}
+def _add_evaluate_multitask(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", required=True, help='JSON: {"evaluation": {...}, "sources": [the fold\'s sources]}')
+    p.add_argument("--target", required=True, help="held-out dataset")
+    p.add_argument("--model", required=True, type=Path, help="base model directory")
+    add_declared_option(p, "--tasks", "the target's lm-eval task (results/tasks/dnd_<T>.yaml)")
+    p.add_argument("--multitask", required=True, type=Path,
+                   help="the fold's multi-task LoRA (results/multitask/<T>/final)")
+    p.add_argument("--out", required=True, type=Path, help="results/eval_multitask/<T>.jsonl")
+    p.add_argument("--cache-dir", type=Path, default=None, help="score cache directory; omit to score everything")
+
+
+def _run_evaluate_multitask(args: argparse.Namespace) -> None:
+    rows = evaluate_multitask(args.target, parse_params(args.params), args.model, args.tasks, args.multitask,
+                              args.cache_dir, args.device)
+    write_jsonl(args.out, rows)
+    log.info("wrote %d row to %s", len(rows), args.out)
+
+
+COMMANDS = {"evaluate": (_add_evaluate, _run_evaluate),
+            "evaluate-multitask": (_add_evaluate_multitask, _run_evaluate_multitask)}

@@ -54,6 +54,7 @@ from .reporting.tables import (
     DELTA_COLUMN,
     HEADROOM_COLUMN,
     METHOD_LABELS,
+    MULTITASK_HEADER,
     TABLES,
     benchmark_stage,
     comparisons_table,
@@ -345,6 +346,10 @@ def _main_section(sc: pd.DataFrame, tidy: pd.DataFrame, mt: pd.DataFrame, metric
             "- *Training LoRAs (avg)*: mean accuracy of the training datasets' LoRAs on the target (the paper's "
             "baseline). *Soup*: their weight average. *Nearest*: the training LoRA whose prompts are closest to "
             "the target's unlabeled prompts.",
+            *(["- *Multi-task LoRA*: one LoRA trained on the union of the fold's training datasets' train splits "
+               "(Text-to-LoRA's baseline; the zoo's trainer, settings and total steps, so it sees as many examples as "
+               "one source LoRA, from every task). It never sees the target, so it is zero-shot for it, but it is "
+               "trained on labels, which DnD is not."] if MULTITASK_HEADER in main_disp else []),
             "- *Mean* row: column means over the targets.",
             f"- *{DELTA_COLUMN}*: mean over items of (DnD, averaged over adapters) minus (training-LoRA "
             "average), with its paired bootstrap 95% CI (from `metrics.json`); the Mean row's CIs resample "

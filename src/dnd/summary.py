@@ -33,14 +33,15 @@ log = logging.getLogger(__name__)
 # by side), the controls; `dnd evaluate` requires dnd, the others are optional
 CONTROL_KINDS = tuple(k for k in GENERATED_KINDS if k.startswith("control_"))
 VARIANT_KINDS = tuple(k for k in GENERATED_KINDS if k.startswith("dnd_"))
-# baselines that see labeled data, scored by the function_space experiment (dnd.experiments.function_space.lora):
-# the multi-task LoRA on the fold's source train splits, the source LoRA picked on target validation items
+# baselines that see more labels than one source LoRA: the multi-task LoRA on the union of the fold's source train
+# splits (the default run's: `dnd evaluate-multitask`; zero-shot for the target, it never sees it) and the source
+# LoRA picked on labeled validation items of the target (the function_space experiment's)
 LABELED_METHODS = ("multitask_lora", "val_picked")
 METHODS = ("base", "source_lora", "soup", "nearest", *GENERATED_KINDS, *LABELED_METHODS)
 # methods whose adapter is the source LoRA they picked for the target (by prompt embeddings, by validation items)
 PICKED_METHODS = ("nearest", "val_picked")
 SCORE_COLUMNS = ["target", "method", "adapter", "n", "acc", "ci_low", "ci_high", "gold_logprob"]
-MAIN_COLUMNS = ["target", "base", "train_avg", "best_train", "soup", "nearest", "dnd_mean", "dnd_sd",
+MAIN_COLUMNS = ["target", "base", "train_avg", "best_train", "soup", "nearest", "multitask", "dnd_mean", "dnd_sd",
                 "dnd_ci_low", "dnd_ci_high", "oracle", "gap_closed"]
 MEAN_ADAPTER = "mean"  # adapter name of the per-target aggregate row of a multi-adapter method
 MEAN_TARGET = "mean"  # row / key name of the average over targets
@@ -266,7 +267,7 @@ def _main_row(st, target: str, train: list[str]) -> dict[str, Any]:
         "target": target, "base": acc("base"),
         "train_avg": float(tr["acc"].mean()) if len(tr) else math.nan,
         "best_train": float(tr["acc"].max()) if len(tr) else math.nan,
-        "soup": acc("soup"), "nearest": acc("nearest"),
+        "soup": acc("soup"), "nearest": acc("nearest"), "multitask": acc(LABELED_METHODS[0]),
         "dnd_mean": float(dnd["acc"].mean()) if len(dnd) else math.nan,
         "dnd_sd": float(dnd["acc"].std(ddof=1)) if len(dnd) > 1 else math.nan,
         "dnd_ci_low": float(dmean["ci_low"].iloc[0]) if len(dmean) else math.nan,
@@ -283,9 +284,10 @@ def main_table(scores, folds: dict[str, list[str]] | None = None):
     CI columns are NaN because a CI of the mean needs the items: see metrics.json).
 
     train_avg / best_train: mean / max accuracy of the fold's training LoRAs (`training_loras`);
-    oracle: the target's own LoRA; dnd_mean / dnd_sd: mean / sample sd over DnD adapters;
-    dnd_ci_*: the CI of the adapter 'mean' row; gap_closed = (dnd_mean - train_avg) /
-    (oracle - train_avg), NaN when oracle <= train_avg."""
+    multitask: the fold's multi-task LoRA (NaN where it was not scored); oracle: the target's own
+    LoRA; dnd_mean / dnd_sd: mean / sample sd over DnD adapters; dnd_ci_*: the CI of the adapter
+    'mean' row; gap_closed = (dnd_mean - train_avg) / (oracle - train_avg), NaN when
+    oracle <= train_avg."""
     import numpy as np
     import pandas as pd
 

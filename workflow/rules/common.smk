@@ -91,6 +91,7 @@ shell.prefix(
 )
 
 ZOO = "results/zoo"
+MULTITASK = "results/multitask"  # each fold's multi-task LoRA (zoo.smk)
 BASE_MODEL = "resources/models/base"
 # the default run's wall clock, set-up and HTML report included (scripts/reproduce.sh; read by `bench`)
 RUN_WALL = "results/timings/run.json"
@@ -336,7 +337,8 @@ def report_benchmarks(wildcards):
     files += expand("benchmarks/encode_prompts/{ds}_cond.tsv", ds=encoded_cond)
     files += [f"benchmarks/train_generator/{t}_{d}.tsv" for t in TARGETS for d in DESIGNS]
     files += expand("benchmarks/generate/{target}.tsv", target=TARGETS)
-    files += expand("benchmarks/{rule}/{target}.tsv", rule=["evaluate", "diagnose_fold"], target=TARGETS)
+    files += expand("benchmarks/{rule}/{target}.tsv", rule=["multitask_lora", "evaluate", "evaluate_multitask",
+                                                         "diagnose_fold"], target=TARGETS)
     if config["evaluation"]["compare_items"] > 0:
         files += expand("benchmarks/eval_speed/{target}.tsv", target=TARGETS) + ["benchmarks/eval_speed/summary.tsv"]
     return files

@@ -1,35 +1,14 @@
 # Beyond weight space, the LoRA side (target `function_space_lora`, outside `all`; issue 30;
-# dnd.experiments.function_space.lora): per held-out target of function_space.targets, the multi-task
-# LoRA (the zoo's trainer on the union of the fold's source train splits) and the source LoRA picked on
-# n_val labeled items of the target's train split, scored on the default run's test items; and a
-# shared-A zoo (one frozen A for every dataset) with the zoo diagnostics of each fold on it and on the
-# default zoo. Everything lives under results/function_space/ (logs/function_space/,
-# benchmarks/function_space/); it reuses the default run's data, tasks, base model, zoo and tokens.
+# dnd.experiments.function_space.lora): per held-out target of function_space.targets, the source LoRA
+# picked on n_val labeled items of the target's train split, scored on the default run's test items
+# beside the default run's multi-task LoRA (zoo.smk's multitask_lora, scored by evaluate_multitask);
+# and a shared-A zoo (one frozen A for every dataset) with the zoo diagnostics of each fold on it and on
+# the default zoo. Everything lives under results/function_space/ (logs/function_space/,
+# benchmarks/function_space/); it reuses the default run's data, tasks, base model, zoo, multi-task
+# LoRAs and tokens.
 
 
 include: "helpers/function_space.smk"
-
-
-use rule train_lora as fs_multitask_lora with:
-    input:
-        model=BASE_MODEL,
-        # every source's train split, in fold order (the items are visited in the zoo's seeded epoch order)
-        train=lambda wildcards: expand("results/data/{d}/train.jsonl", d=FOLDS[wildcards.target]),
-    output:
-        checkpoints=directory(f"{FS}/multitask/{{target}}/checkpoints"),
-        final=directory(f"{FS}/multitask/{{target}}/final"),
-        log_csv=f"{FS}/multitask/{{target}}/train_log.csv",
-        summary=f"{FS}/multitask/{{target}}/summary.json",
-        timings=f"{FS}/timings/train_lora/multitask_{{target}}.json",
-    wildcard_constraints:
-        target=FS_TARGET,
-    params:
-        p=as_json({"lora": config["lora"], "prompt": config["prompt"], "seed": config["seed"]}),
-        out_dir=f"{FS}/multitask/{{target}}",
-    log:
-        "logs/function_space/train_multitask/{target}.log",
-    benchmark:
-        "benchmarks/function_space/train_multitask_{target}.tsv"
 
 
 rule fs_val_split:
@@ -92,12 +71,11 @@ rule fs_val_pick:
 
 
 rule fs_evaluate:
-    """multitask_lora and val_picked on the target's test items (dnd evaluate's rows and scorer)."""
+    """val_picked on the target's test items (dnd evaluate's rows and scorer)."""
     input:
         model=BASE_MODEL,
         task="results/tasks/dnd_{target}.yaml",
         test="results/data/{target}/test.lmeval.jsonl",
-        multitask=f"{FS}/multitask/{{target}}/final",
         zoo=fs_source_finals,
         val_pick=f"{FS}/val_pick/{{target}}.json",
     output:
@@ -121,7 +99,7 @@ rule fs_evaluate:
         "../envs/dnd.yaml"
     shell:
         "python -m dnd.cli fs-evaluate --threads {threads} --device {params.device:q} --params {params.p:q} --target {wildcards.target:q} "
-        "--model {input.model:q} --tasks {input.task:q} --multitask {input.multitask:q} --zoo {input.zoo:q} "
+        "--model {input.model:q} --tasks {input.task:q} --zoo {input.zoo:q} "
         "--val-pick {input.val_pick:q} {params.cache:q} --out {output:q} > {log:q} 2>&1"
 
 
@@ -187,8 +165,10 @@ rule fs_zoo_diagnostics:
 
 use rule summarize as fs_summarize with:
     input:
-        # the default run's rows (base, source LoRAs, soup, nearest, DnD, controls) and the labeled baselines'
+        # the default run's rows (base, source LoRAs, soup, nearest, DnD, controls, the multi-task LoRA)
+        # and val_picked's
         expand("results/eval/{target}.jsonl", target=FS_TARGETS),
+        expand("results/eval_multitask/{target}.jsonl", target=FS_TARGETS),
         expand(f"{FS}/eval/{{target}}.jsonl", target=FS_TARGETS),
     output:
         # the LoRA side's own summary; the experiment's scores.csv and metrics.json are fs_report's
@@ -365,7 +345,8 @@ rule fs_report:
     """results/function_space/scores.csv (the main table's schema), metrics.json (paired CIs per target
     and pooled), report.md and its figure (dnd.experiments.function_space.report)."""
     input:
-        default=expand("results/eval/{target}.jsonl", target=FS_TARGETS),
+        default=expand("results/eval/{target}.jsonl", target=FS_TARGETS)
+        + expand("results/eval_multitask/{target}.jsonl", target=FS_TARGETS),
         labeled=expand(f"{FS}/eval/{{target}}.jsonl", target=FS_TARGETS),
         generators=expand(f"{FS}/eval_generators/{{target}}.jsonl", target=FS_TARGETS),
         checks=expand(f"{FS}/checks/{{target}}.csv", target=FS_TARGETS),

@@ -34,3 +34,31 @@ rule zoo:
     """Aggregate target: the whole LoRA zoo."""
     input:
         expand(f"{ZOO}/{{ds}}/final", ds=DATASETS),
+
+
+use rule train_lora as multitask_lora with:
+    input:
+        model=BASE_MODEL,
+        # every source's train split, in fold order (the items are visited in the zoo's seeded epoch order)
+        train=lambda wildcards: expand("results/data/{d}/train.jsonl", d=FOLDS[wildcards.target]),
+    output:
+        checkpoints=directory(f"{MULTITASK}/{{target}}/checkpoints"),
+        final=directory(f"{MULTITASK}/{{target}}/final"),
+        log_csv=f"{MULTITASK}/{{target}}/train_log.csv",
+        summary=f"{MULTITASK}/{{target}}/summary.json",
+        timings="results/timings/train_lora/multitask_{target}.json",
+    params:
+        device=job_device,
+        p=as_json({"lora": config["lora"], "prompt": config["prompt"], "seed": config["seed"]}),
+        out_dir=f"{MULTITASK}/{{target}}",
+    log:
+        "logs/multitask_lora/{target}.log",
+    benchmark:
+        "benchmarks/multitask_lora/{target}.tsv"
+
+
+rule multitask:
+    """Aggregate target: each fold's multi-task LoRA (Text-to-LoRA's baseline): the zoo's trainer,
+    settings and total steps on the union of the fold's source train splits; it never sees the target."""
+    input:
+        expand(f"{MULTITASK}/{{target}}/final", target=TARGETS),

@@ -53,15 +53,15 @@ FIGURES: dict[str, str] = {key: f"{key}.png" for key in CAPTIONS}  # name -> fil
 # method and one per dataset, with a marker per dataset as a second cue where points are drawn.
 OKABE_ITO = {"blue": "#0072B2", "orange": "#E69F00", "green": "#009E73", "vermillion": "#D55E00",
              "skyblue": "#56B4E9", "purple": "#CC79A7", "yellow": "#F0E442", "black": "#000000"}
-GREY, DARK_GREY, WINE = "#999999", "#555555", "#882255"
+GREY, DARK_GREY, WINE, INDIGO = "#999999", "#555555", "#882255", "#332288"  # the last two: Paul Tol's, CVD-safe
 # One fixed order (bars, legends) and colour per method, shared by every figure.
-MAIN_METHODS = ["base", "train_avg", "best_train", "soup", "nearest", "dnd", "oracle"]
+MAIN_METHODS = ["base", "train_avg", "best_train", "soup", "nearest", "multitask_lora", "dnd", "oracle"]
 METHOD_COLORS = {"base": GREY, "train_avg": OKABE_ITO["skyblue"], "best_train": OKABE_ITO["blue"],
                  "soup": OKABE_ITO["green"], "nearest": OKABE_ITO["orange"], "dnd": OKABE_ITO["vermillion"],
                  "oracle": OKABE_ITO["black"], "control_other": OKABE_ITO["yellow"],
                  "control_random": OKABE_ITO["purple"], "control_shuffled": DARK_GREY,
                  "dnd_basis": WINE, "dnd_hyperconv": OKABE_ITO["vermillion"], "zoo": GREY,
-                 "fewshot_ft": OKABE_ITO["blue"], "icl": OKABE_ITO["green"]}
+                 "fewshot_ft": OKABE_ITO["blue"], "icl": OKABE_ITO["green"], "multitask_lora": INDIGO}
 DATASET_COLORS = [*(OKABE_ITO[c] for c in ("blue", "orange", "green", "vermillion", "skyblue", "purple")), WINE,
                   OKABE_ITO["yellow"]]
 DATASET_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]

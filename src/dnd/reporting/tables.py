@@ -53,6 +53,8 @@ METHOD_LABELS = {
     "control_shuffled": "Control: shuffled words",
     "dnd_hyperconv": "DnD (hyper-conv design)",
     "dnd_basis": "Source-basis mixer (ours)",
+    "multitask_lora": "Multi-task LoRA",
+    "val_picked": "Source picked on labeled items",
 }
 # Zero-shot methods compete for the bold mark. best_train is picked with the target's test
 # labels and oracle is trained on the target's labeled data: both are references only.
@@ -60,9 +62,12 @@ ZERO_SHOT = ["base", "train_avg", "soup", "nearest", "dnd"]
 CONTROL_METHODS = ["dnd", *CONTROL_KINDS]
 DELTA_COLUMN = "DnD − training avg (95% CI)"
 HEADROOM_COLUMN = "Oracle − training avg (95% CI)"
-# The main table: at most 7 columns (the zero-shot methods, DnD with its CI, its paired gain);
+# The main table: at most 8 columns (the zero-shot methods, DnD with its CI, its paired gain); the multi-task LoRA
+# (Text-to-LoRA's baseline: zero-shot for the target, trained on every source's labels at once) where it was scored;
 # the references and the spread in the detail table; everything else in metrics.json.
-MAIN_HEADERS = ["Target", "Base", "Training LoRAs (avg)", "Soup", "Nearest", "DnD (95% CI)", DELTA_COLUMN]
+MULTITASK_HEADER = "Multi-task LoRA"
+MAIN_HEADERS = ["Target", "Base", "Training LoRAs (avg)", "Soup", "Nearest", MULTITASK_HEADER, "DnD (95% CI)",
+                DELTA_COLUMN]
 DETAIL_HEADERS = ["Target", "DnD sd over adapters", "Best training LoRA †", "Oracle ‡", HEADROOM_COLUMN]
 
 VERSION_PACKAGES = ["dnd-repro", "torch", "transformers", "peft", "lm-eval", "snakemake", "dvc",
@@ -210,7 +215,7 @@ def tidy_scores(scores: pd.DataFrame, folds: dict | None = None) -> pd.DataFrame
     out = []
     for t in scores.target.unique():
         s = scores[scores.target == t]
-        for m in ("base", "soup", "nearest", *GENERATED_KINDS):
+        for m in ("base", "soup", "nearest", "multitask_lora", *GENERATED_KINDS):
             for _, r in s[(s.method == m) & (s.adapter != MEAN_ADAPTER)].iterrows():
                 out.append((t, m, r.adapter, f * r.acc))
         src = s[s.method == "source_lora"]
@@ -260,9 +265,13 @@ def _pair_ci(metrics: dict, target: Any, subject: str, baseline: str, factor: fl
 
 def dnd_ahead_of_all(metrics: dict, target: Any, row: Any) -> bool:
     """Whether DnD is ahead of every other zero-shot method of the main table's row: its paired
-    95% CI against each compared baseline (training average, soup, nearest; metrics.json) lies
-    above 0 and its mean is above the base model's. The main table bolds DnD only then."""
-    lows = [_pair_ci(metrics, target, "dnd", b, 1.0)[1] for b in ZERO_SHOT if b not in ("dnd", "base")]
+    95% CI against each compared baseline (training average, soup, nearest, and the multi-task
+    LoRA where the row has it; metrics.json) lies above 0 and its mean is above the base model's.
+    The main table bolds DnD only then."""
+    compared = [b for b in ZERO_SHOT if b not in ("dnd", "base")]
+    if np.isfinite(_float(row.get("multitask"))):  # the multi-task LoRA, where it was scored
+        compared.append("multitask_lora")
+    lows = [_pair_ci(metrics, target, "dnd", b, 1.0)[1] for b in compared]
     return (all(np.isfinite(lo) and lo > 0 for lo in lows)
             and _float(row.get("dnd_mean")) > _float(row.get("base")))
 
@@ -276,11 +285,12 @@ def _dnd_ci(r: Any, idx: Any, metrics: dict, factor: float) -> tuple[float, floa
 
 
 def render_main_table(mt: pd.DataFrame, metrics: dict | None = None, factor: float = 100.0) -> pd.DataFrame:
-    """The main table (MAIN_HEADERS, at most 7 columns): the zero-shot methods' accuracy (%) with
-    one decimal, DnD (mean over adapters) with its 95% CI, and DnD minus the training average
-    with its paired 95% CI (metrics.json; the Mean row's from there too). DnD is bold only where
-    it is ahead of every other zero-shot method (`dnd_ahead_of_all`); the references (best
-    training LoRA, oracle) and the spread over adapters are in `render_detail_table`."""
+    """The main table (MAIN_HEADERS, at most 8 columns; the multi-task LoRA's only where it was
+    scored): the zero-shot methods' accuracy (%) with one decimal, DnD (mean over adapters) with
+    its 95% CI, and DnD minus the training average with its paired 95% CI (metrics.json; the
+    Mean row's from there too). DnD is bold only where it is ahead of every other zero-shot
+    method (`dnd_ahead_of_all`); the references (best training LoRA, oracle) and the spread over
+    adapters are in `render_detail_table`."""
     metrics = metrics or {}
     rows = []
     for idx, r in mt.iterrows():
@@ -297,10 +307,14 @@ def render_main_table(mt: pd.DataFrame, metrics: dict | None = None, factor: flo
             "Training LoRAs (avg)": fmt(r.get("train_avg")),
             "Soup": fmt(r.get("soup")),
             "Nearest": fmt(r.get("nearest")),
+            MULTITASK_HEADER: fmt(r.get("multitask")),
             "DnD (95% CI)": f"**{dnd}**" if dnd_ahead_of_all(metrics, idx, r) else dnd,
             DELTA_COLUMN: ci(d, dl, dh),
         })
-    return pd.DataFrame(rows, columns=MAIN_HEADERS)
+    table = pd.DataFrame(rows, columns=MAIN_HEADERS)
+    if "multitask" not in mt or not mt["multitask"].notna().any():  # a run without the multi-task LoRA
+        table = table.drop(columns=[MULTITASK_HEADER])
+    return table
 
 
 def render_detail_table(mt: pd.DataFrame, metrics: dict | None = None, factor: float = 100.0) -> pd.DataFrame:

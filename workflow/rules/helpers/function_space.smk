@@ -152,8 +152,7 @@ def fs_benchmarks(wildcards):
     b = "benchmarks/function_space"
     files = [f"{b}/summarize.tsv"]
     for t in FS_TARGETS:
-        files += [f"{b}/{job}_{t}.tsv" for job in ("train_multitask", "val_split", "val_pick", "evaluate",
-                                                   "checks", "score")]
+        files += [f"{b}/{job}_{t}.tsv" for job in ("val_split", "val_pick", "evaluate", "checks", "score")]
         files += [f"{b}/diagnostics_{z}_{t}.tsv" for z in FS_ZOOS]
         files += [f"{b}/train_generator_{g}_{t}.tsv" for g in FS_GENS]
         files += [f"{b}/generate_{g}_{t}.tsv" for g in FS_GENS]

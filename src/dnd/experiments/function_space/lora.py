@@ -1,18 +1,15 @@
-"""The function_space experiment's LoRA baselines (Text-to-LoRA's): per held-out target, the
-multi-task LoRA and the source LoRA picked on a small labeled validation split of the target,
-scored on the default run's test items like every method (dnd.evaluate's scorer, rows and score
-cache).
+"""The function_space experiment's labeled LoRA baseline beside Text-to-LoRA's multi-task LoRA: per
+held-out target, the source LoRA picked on a small labeled validation split of the target, scored
+on the default run's test items like every method (dnd.evaluate's scorer, rows and score cache).
+The multi-task LoRA itself (one LoRA trained on the union of the fold's source train splits: the
+zoo's trainer, settings and total steps) is the default run's (results/multitask/{T}, scored by
+`dnd evaluate-multitask`); the experiment reads its row from there.
 
-  multitask_lora  adapter "multitask"   one LoRA trained on the union of the fold's source train
-                                        splits (dnd.zoo.train_lora with several --train files: the
-                                        zoo's settings and total steps, items in its seeded epoch
-                                        order over the concatenation)
   val_picked      adapter = the source  the fold's source LoRA (the default zoo's) with the highest
                                         accuracy on the target's validation items (`val_items`);
                                         ties: the higher mean gold log-probability, then fold order
 
-Both see labeled data that DnD never sees (the multi-task LoRA: every source's labels at once;
-val_picked: `function_space.n_val` labeled items of the target).
+It sees labeled data that DnD never sees: `function_space.n_val` labeled items of the target.
 
 Commands:
   fs-val-split  dnd fs-val-split --params JSON --target T --train FILE --test FILE --out FILE...
@@ -20,10 +17,9 @@ Commands:
                 .../val.lmeval.jsonl (lm-eval rows) and .../dnd_<T>_val.yaml (their lm-eval task)
   fs-val-pick   dnd fs-val-pick --params JSON --target T --model DIR --tasks YAML --zoo DIR...
                 --out JSON [--cache-dir DIR]: every source LoRA on the validation items, the winner
-  fs-evaluate   dnd fs-evaluate --params JSON --target T --model DIR --tasks YAML --multitask DIR
-                --zoo DIR... --val-pick JSON --out JSONL [--cache-dir DIR]: multitask_lora and
-                val_picked on T's test items, one dnd.evaluate row each (val_picked's `info`: the
-                validation accuracy of every source)
+  fs-evaluate   dnd fs-evaluate --params JSON --target T --model DIR --tasks YAML --zoo DIR...
+                --val-pick JSON --out JSONL [--cache-dir DIR]: val_picked on T's test items, one
+                dnd.evaluate row (its `info`: the validation accuracy of every source)
 """
 
 from __future__ import annotations
@@ -59,8 +55,7 @@ from dnd.summary import LABELED_METHODS
 
 log = logging.getLogger(__name__)
 
-MULTITASK, VAL_PICKED = LABELED_METHODS  # the method names of their rows
-MULTITASK_ADAPTER = "multitask"
+VAL_PICKED = LABELED_METHODS[1]  # the method name of its rows
 PICK_RULE = "highest validation accuracy; ties: higher mean gold log-probability, then fold order"
 
 
@@ -165,11 +160,10 @@ def score_val_pick(target: str, params: dict[str, Any], model_dir: Path, tasks: 
             "picked": picked, "rule": PICK_RULE}
 
 
-def evaluate_baselines(target: str, params: dict[str, Any], model_dir: Path, tasks: Sequence[Path], multitask: Path,
-                       zoo: Sequence[Path], val_pick: Path, cache_dir: Path | None = None,
-                       device: Any = "cpu") -> list[dict[str, Any]]:
-    """multitask_lora and val_picked on the target's test items (the first evaluation.limit, as
-    dnd evaluate), one row each."""
+def evaluate_val_picked(target: str, params: dict[str, Any], model_dir: Path, tasks: Sequence[Path],
+                        zoo: Sequence[Path], val_pick: Path, cache_dir: Path | None = None,
+                        device: Any = "cpu") -> list[dict[str, Any]]:
+    """val_picked on the target's test items (the first evaluation.limit, as dnd evaluate), one row."""
     ev = section("evaluation", params.get("evaluation"))
     pick = json.loads(Path(val_pick).read_text())
     if pick.get("target") != target:
@@ -178,21 +172,18 @@ def evaluate_baselines(target: str, params: dict[str, Any], model_dir: Path, tas
     task = task_name(target)
     tasks_dir, (task_yaml,) = task_files(tasks, [task])
     test_file = task_data_file(task_yaml)
-    mt_dir = require_adapter_dir(Path(multitask), "multi-task LoRA")
     src_dir = _finals(zoo, [picked])[picked]
     ref_cfg = read_adapter_config(src_dir)
-    check_same_lora_shape(ref_cfg, read_adapter_config(mt_dir), mt_dir)
     quiet_lm_eval()
     cache = (open_score_cache(cache_dir, model_dir, task_yaml, test_file, ref_cfg, ev, device=device)
              if cache_dir is not None else None)
     limit = None if ev["limit"] is None else int(ev["limit"])
-    jobs = [adapter_job(MULTITASK, MULTITASK_ADAPTER, mt_dir), adapter_job("source_lora", picked, src_dir)]
+    jobs = [adapter_job("source_lora", picked, src_dir)]
     scored, _ = score_jobs(target, jobs, _scorer(model_dir, src_dir, tasks_dir, task, limit, ev, device), cache,
                            read_ids(test_file), limit)
-    m = ev["metric"]
     val_acc = {d: s["acc"] for d, s in pick["sources"].items()}
-    return [result_row(target, MULTITASK, MULTITASK_ADAPTER, scored[(MULTITASK, MULTITASK_ADAPTER)], m),
-            result_row(target, VAL_PICKED, picked, scored[("source_lora", picked)], m, info={"val_acc": val_acc})]
+    return [result_row(target, VAL_PICKED, picked, scored[("source_lora", picked)], ev["metric"],
+                       info={"val_acc": val_acc})]
 
 
 # ============================================================================ CLI
@@ -229,7 +220,6 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", required=True)
     p.add_argument("--model", required=True, type=Path, help="base model directory")
     add_declared_option(p, "--tasks", "the target's task (results/tasks/dnd_<T>.yaml)")
-    p.add_argument("--multitask", required=True, type=Path, help="the multi-task LoRA (.../multitask/<T>/final)")
     add_declared_option(p, "--zoo", "final LoRA folders (.../{ds}/final); the picked source's is scored")
     p.add_argument("--val-pick", required=True, type=Path, help="fs-val-pick's JSON")
     p.add_argument("--out", required=True, type=Path, help="results/function_space/eval/<T>.jsonl")
@@ -237,8 +227,8 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
-    rows = evaluate_baselines(args.target, parse_params(args.params), args.model, args.tasks, args.multitask,
-                              args.zoo, args.val_pick, args.cache_dir, args.device)
+    rows = evaluate_val_picked(args.target, parse_params(args.params), args.model, args.tasks, args.zoo,
+                               args.val_pick, args.cache_dir, args.device)
     write_jsonl(args.out, rows)
 
 
