@@ -390,7 +390,26 @@ def test_pooled_comparisons_and_backend_section(run_dir):
     assert backend.loc["Pooled", "hf = float32 ref (%, n)"] == "95.0 (120)"
     assert backend.loc["Pooled", "dnd-prefix = float32 ref (%, n)"] == "95.0 (120)"
     assert backend.loc["ARC-Easy", "Same answer (%, n)"] == "99.5 (200)"
-    assert "**4.00×**" in text and "The evaluate stage (every item, every method, 3 target jobs) took 0:01:30" in text
+    assert "**4.00×** (95% CI [4.00, 4.00]" in text  # every timing here is 4x: no spread over the cells
+    assert "The evaluate stage (every item, every method, 3 jobs) took 0:01:30" in text
+
+
+def test_speedup_ci_resamples_paired_cells():
+    """The pooled speed-up's CI: a bootstrap over (target, adapter) cells with both backends' times
+    kept together; it holds the pooled ratio, narrows to it when every cell has the same ratio, and a
+    cell scored on different items by the two backends is refused."""
+    rows = []
+    for i, (t, a) in enumerate([("a", "base"), ("a", "x"), ("b", "base"), ("b", "x"), ("c", "base")]):
+        rows += [{"backend": "hf", "target": t, "adapter": a, "items": 30, "seconds": 3.0 + i},
+                 {"backend": "dnd-prefix", "target": t, "adapter": a, "items": 30, "seconds": 1.0 + 0.1 * i * i}]
+    speed = pd.DataFrame(rows)
+    lo, hi, n = tables.speedup_ci(speed, seed=0)
+    pooled = speed[speed.backend == "hf"].seconds.sum() / speed[speed.backend == "dnd-prefix"].seconds.sum()
+    assert n == 5 and lo < pooled < hi and (lo, hi) == tables.speedup_ci(speed, seed=0)[:2]
+    same = speed.assign(seconds=np.where(speed.backend == "hf", 3.0, 1.0) * (1 + speed.index // 2))
+    assert tables.speedup_ci(same, seed=1)[:2] == pytest.approx((3.0, 3.0))
+    with pytest.raises(ValueError, match="both backends on the same items"):
+        tables.speedup_ci(speed.assign(items=np.where(speed.backend == "hf", 30, 20)), seed=0)
 
 
 def test_pca_takes_only_the_default_designs_adapters(tmp_path):

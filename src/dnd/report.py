@@ -73,6 +73,7 @@ from .reporting.tables import (
     pct_factor,
     render_detail_table,
     render_main_table,
+    speedup_ci,
     tidy_scores,
     versions,
     zoo_table,
@@ -513,7 +514,7 @@ def _diagnostics_section(diagnostics: Path | None, metrics_obj: dict | None, tar
 
 
 def _eval_backend_section(eval_speed: Path, eval_agreement: Path, benchmarks: Sequence[Path],
-                          tables: dict[str, pd.DataFrame]) -> list[str]:
+                          tables: dict[str, pd.DataFrame], seed: int = 0) -> list[str]:
     md_lines = ["## Evaluation backend", ""]
     if not (eval_speed.exists() and eval_agreement.exists()):
         return md_lines + [f"No backend comparison in this run (`{shown_path(eval_speed)}`; "
@@ -524,6 +525,7 @@ def _eval_backend_section(eval_speed: Path, eval_agreement: Path, benchmarks: Se
     disp = eval_backend_table(speed, agree)
     tables["eval_backend"] = disp
     p = disp.iloc[-1]
+    lo, hi, n_cells = speedup_ci(speed, seed)
     main = agree["comparison"].iloc[0]
     md_lines += ["Every score in this report comes from lm-evaluation-harness with the project's model backend "
                  "`dnd-prefix` (`dnd.scoring.lm_backend`, registered in lm-eval's model registry): the same tasks, "
@@ -538,15 +540,17 @@ def _eval_backend_section(eval_speed: Path, eval_agreement: Path, benchmarks: Se
                  "float32 ref*: share of items on which a backend's answer in the evaluation dtype is the one hf gives "
                  "in float32.", "", _md(disp), "",
                  f"Pooled: `hf` {p['hf (items/s)']} items/s, `dnd-prefix` {p['dnd-prefix (items/s)']} items/s: "
-                 f"**{p['Speed-up']}**. Same answer ({main}): {p['Same answer (%, n)']}; in float32: "
+                 f"**{p['Speed-up']}** (95% CI [{lo:.2f}, {hi:.2f}]: a bootstrap over the {n_cells} target × "
+                 f"adapter timings, each with both backends). Same answer ({main}): {p['Same answer (%, n)']}; "
+                 "in float32: "
                  f"{p['Same answer, float32 (%, n)']} (largest log-likelihood difference "
                  f"{p['Largest Δ log-lik, float32 (nats)']} nats). Against hf's float32 answers: hf "
                  f"{p['hf = float32 ref (%, n)']}, dnd-prefix {p['dnd-prefix = float32 ref (%, n)']}. Files: "
                  f"`{shown_path(eval_speed)}`, `{shown_path(eval_agreement)}`.", ""]
-    ev = compute_table([f for f in benchmarks if benchmark_stage(f) == "evaluate"])
+    ev = compute_table([f for f in benchmarks if benchmark_stage(f) in ("evaluate", "evaluate_multitask")])
     if ev is not None:
         total = ev.iloc[-1]
-        md_lines += [f"The evaluate stage (every item, every method, {int(total['Jobs'])} target jobs) took "
+        md_lines += [f"The evaluate stage (every item, every method, {int(total['Jobs'])} jobs) took "
                      f"{total['Wall, total (h:m:s)']} (Snakemake benchmarks).", ""]
     return md_lines
 
@@ -662,7 +666,7 @@ def build_report(*, params: dict, scores: Path, metrics: Path, efficiency: Path,
     md_lines += _paper_section(mt, paper, paper_numbers, metrics_obj, pct_factor(sc), tables)
     md_lines += _controls_section(tidy, targets, metrics_obj, pct_factor(sc), fig, link, tables)
     md_lines += _diagnostics_section(diagnostics, metrics_obj, targets, params, fig, link, tables)
-    md_lines += _eval_backend_section(eval_speed, eval_agreement, benchmarks, tables)
+    md_lines += _eval_backend_section(eval_speed, eval_agreement, benchmarks, tables, int(params.get("seed", 0)))
     md_lines += _efficiency_section(eff_disp, eff_num, efficiency, paper, link, tables)
     md_lines += _dynamics_section(pca_note, has_curves, link)
     md_lines += _metadata_section(params, benchmarks, metrics, metrics_obj, tables)

@@ -424,6 +424,22 @@ def eval_backend_table(speed: pd.DataFrame, agreement: pd.DataFrame) -> pd.DataF
     return pd.DataFrame(rows)
 
 
+def speedup_ci(speed: pd.DataFrame, seed: int, n_boot: int = 2000) -> tuple[float, float, int]:
+    """The pooled speed-up of dnd-prefix over hf (total hf seconds over total dnd-prefix seconds on the
+    same items) with a 95% percentile bootstrap over the (target, adapter) cells, each cell resampled
+    with both backends' times (paired): how much the figure moves with the workloads it was measured
+    on (a 30-item timing is a few seconds, so one cell's noise moves it). Returns (low, high, cells)."""
+    cells = speed.pivot_table(index=["target", "adapter"], columns="backend", values="seconds", aggfunc="sum")
+    items = speed.pivot_table(index=["target", "adapter"], columns="backend", values="items", aggfunc="sum")
+    if not {"hf", "dnd-prefix"} <= set(cells.columns) or not (items["hf"] == items["dnd-prefix"]).all():
+        raise ValueError("eval_speed.csv: each (target, adapter) needs both backends on the same items")
+    hf, ours = cells["hf"].to_numpy(float), cells["dnd-prefix"].to_numpy(float)
+    idx = np.random.default_rng(seed).integers(0, len(hf), size=(n_boot, len(hf)))
+    ratios = hf[idx].sum(axis=1) / ours[idx].sum(axis=1)
+    lo, hi = np.percentile(ratios, [2.5, 97.5])
+    return float(lo), float(hi), len(hf)
+
+
 def controls_table(tidy: pd.DataFrame, targets: list[str], metrics: dict | None = None,
                    factor: float = 100.0) -> pd.DataFrame | None:
     """Per target (+ Mean): accuracy (%) of DnD and of each control (mean over their adapters) and
