@@ -220,6 +220,10 @@ def test_report_scores_metrics_and_words(tmp_path):
     # gsft (p 0.9) is clearly ahead of nearest; the words say so in the project's vocabulary
     assert m["mean/gsft_minus_nearest/verdict"].startswith("reproduced")
     assert "| gsft | hyperconv | sft | default |" in text and "Ahead of the nearest source" in text
+    # the paper's baseline too: each subject against the training-LoRA average, with its verdict word
+    assert "Ahead of the training-LoRA average (the paper's baseline)" in text
+    gsft_line = next(line for line in text.splitlines() if line.startswith("- gsft: "))
+    assert gsft_line.endswith(m["mean/gsft_minus_train_avg/verdict"])
     # the measured job times, per kind of job (the target or the dataset taken off the name)
     assert "4 jobs, 2 min of job wall time" in text
     assert "| train_generator_gsft | 2 | 2.0 |" in text and "| score | 1 | 0.2 |" in text

@@ -1,13 +1,14 @@
 """The function_space experiment's report (issue 30 item 6): does a generator trained through the model
 (objective sft), or of another family (t2l), or on a zoo without initialization noise (shared A), beat
-the nearest source LoRA and the multi-task LoRA?
+the nearest source LoRA and the multi-task LoRA (and the paper's baseline, the training-LoRA average)?
 
   fs-report  dnd fs-report --params JSON --default-eval FILE... --labeled-eval FILE...
                  --generators-eval FILE... --checks CSV... --diagnostics CSV... --benchmarks TSV...
                  --scores CSV --metrics JSON --out MD --figure PNG
 
 Inputs per target: the default run's rows (results/eval/{T}.jsonl: base, source LoRAs, soup, nearest,
-dnd and its controls), the labeled baselines' (fs-evaluate: multitask_lora, val_picked), the generators'
+dnd and its controls; results/eval_multitask/{T}.jsonl: multitask_lora), the labeled baseline's
+(fs-evaluate: val_picked), the generators'
 side (fs-score: each new generator <g>, its controls <g>_<control kind>, every generator's noise baseline
 <g>_noise, shared_a_nearest), the memorization checks (fs-checks) and the zoo diagnostics (diagnose-fold).
 
@@ -76,7 +77,8 @@ ZERO_SHOT = ("nearest", "train_avg", "soup")
 # adapters trained on the target's own labels: where none of them beats a claim's baseline, the claim
 # "a generator beats it" is not testable on these targets (room_reason)
 LABELED_REFERENCES = {"oracle": "the target's own LoRA", MULTITASK: "the multi-task LoRA"}
-BASELINE_NAMES = {"nearest": "the nearest source", MULTITASK: "the multi-task LoRA"}
+BASELINE_NAMES = {"nearest": "the nearest source", MULTITASK: "the multi-task LoRA",
+                  "train_avg": "the training-LoRA average"}
 METRICS = ("acc", "gold_logprob")
 
 
@@ -366,7 +368,12 @@ def report_markdown(metrics: dict[str, Any], generators: dict[str, dict[str, Any
         cells.append("n/a" if None in lp else f"{lp[0]:+.3f} [{lp[1]:+.3f}, {lp[2]:+.3f}]")
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     lines += ["", "**Answer.** " + _answer(metrics, subjects, "nearest", "the nearest source") + " "
-              + _answer(metrics, subjects, MULTITASK, "the multi-task LoRA"), ""]
+              + _answer(metrics, subjects, MULTITASK, "the multi-task LoRA") + " "
+              + _answer(metrics, subjects, "train_avg", "the training-LoRA average (the paper's baseline)"), "",
+              "Against the training-LoRA average, pooled (points, 95% CI, verdict):", "",
+              *[f"- {s}: {_ci(metrics, f'{s}_minus_train_avg/acc')}, "
+                f"{metrics.get(f'{MEAN_TARGET}/{s}_minus_train_avg/verdict') or 'n/a'}"
+                for s in [*subjects, MULTITASK, VAL_PICKED] if f"{MEAN_TARGET}/{s}_minus_train_avg/acc" in metrics], ""]
     sft = [g for g in generators if generators[g].get("objective") != "reconstruction"]
     rec = {generators[g].get("design", "hyperconv"): g for g in generators
            if generators[g].get("objective") == "reconstruction" and generators[g].get("zoo") == "default"}
@@ -451,8 +458,8 @@ def job_times(benchmarks: Sequence[Path], targets: Sequence[str]) -> dict[str, t
 
 
 def report_figure(metrics: dict[str, Any], generators: dict[str, dict[str, Any]], out: Path) -> None:
-    """Each subject minus nearest and minus the multi-task LoRA (pooled, points, 95% CI error bars;
-    seaborn's colour-blind palette)."""
+    """Each subject minus nearest, the multi-task LoRA and the training-LoRA average (pooled, points,
+    95% CI error bars; seaborn's colour-blind palette)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -460,10 +467,10 @@ def report_figure(metrics: dict[str, Any], generators: dict[str, dict[str, Any]]
 
     apply_style()
     subjects = ["dnd", *generators, MULTITASK, VAL_PICKED]
-    baselines = ["nearest", MULTITASK]
+    baselines = ["nearest", MULTITASK, "train_avg"]
     cb = sns.color_palette("colorblind", len(baselines))
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(subjects)), 3.4))
-    width = 0.38
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(subjects)), 3.4))
+    width = 0.8 / len(baselines)
     for j, b in enumerate(baselines):
         for i, s in enumerate(subjects):
             key = f"{MEAN_TARGET}/{s}_minus_{b}/acc"
@@ -473,7 +480,7 @@ def report_figure(metrics: dict[str, Any], generators: dict[str, dict[str, Any]]
             lo, hi = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
             err = None if lo is None or hi is None else [[100 * (v - lo)], [100 * (hi - v)]]
             first = i == next(k for k, x in enumerate(subjects) if x != b)
-            ax.bar(i + (j - 0.5) * width, 100 * v, width, color=cb[j], yerr=err, capsize=3,
+            ax.bar(i + (j - (len(baselines) - 1) / 2) * width, 100 * v, width, color=cb[j], yerr=err, capsize=3,
                    label=f"minus {BASELINE_NAMES.get(b, b)}" if first else None)
     ax.axhspan(-EQUIVALENT, EQUIVALENT, color="0.85", zorder=0, label=f"level band (±{EQUIVALENT:g} point)")
     ax.axhline(0, color="black", linewidth=0.8)
