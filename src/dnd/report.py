@@ -340,8 +340,9 @@ def _main_section(sc: pd.DataFrame, tidy: pd.DataFrame, mt: pd.DataFrame, metric
             f"items). DnD: mean over {'/'.join(map(str, sorted(set(n_dnd.values)))) or 'n/a'} adapters with its "
             "95% CI, a bootstrap over test items of the accuracy averaged over adapters; half-widths: "
             f"{_ci_half_widths(sc, metrics_obj, factor)}. DnD is **bold** where it is ahead of every other "
-            "zero-shot method of the row: its paired 95% CIs against the training-LoRA average, the soup and "
-            "nearest all above 0, and its mean above the base model's. Every CI in this report is written "
+            "zero-shot method of the row: its paired 95% CIs against the training-LoRA average, the soup, "
+            f"nearest{' and the multi-task LoRA' if MULTITASK_HEADER in main_disp else ''} all above 0, and its "
+            "mean above the base model's. Every CI in this report is written "
             "`estimate [low, high]`.",
             "", _md(main_disp), "",
             "- *Training LoRAs (avg)*: mean accuracy of the training datasets' LoRAs on the target (the paper's "
