@@ -221,7 +221,7 @@ def test_report_scores_metrics_and_words(tmp_path):
     assert m["mean/gsft_minus_nearest/verdict"].startswith("reproduced")
     assert "| gsft | hyperconv | sft | default |" in text and "Ahead of the nearest source" in text
     # the paper's baseline too: each subject against the training-LoRA average, with its verdict word
-    assert "Ahead of the training-LoRA average (the paper's baseline)" in text
+    assert "Ahead of the training-LoRA average (pooled CI above 0)" in text and "(the paper's baseline), pooled" in text
     gsft_line = next(line for line in text.splitlines() if line.startswith("- gsft: "))
     assert gsft_line.endswith(m["mean/gsft_minus_train_avg/verdict"])
     # the measured job times, per kind of job (the target or the dataset taken off the name)

@@ -369,8 +369,8 @@ def report_markdown(metrics: dict[str, Any], generators: dict[str, dict[str, Any
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     lines += ["", "**Answer.** " + _answer(metrics, subjects, "nearest", "the nearest source") + " "
               + _answer(metrics, subjects, MULTITASK, "the multi-task LoRA") + " "
-              + _answer(metrics, subjects, "train_avg", "the training-LoRA average (the paper's baseline)"), "",
-              "Against the training-LoRA average, pooled (points, 95% CI, verdict):", "",
+              + _answer(metrics, subjects, "train_avg", "the training-LoRA average"), "",
+              "Against the training-LoRA average (the paper's baseline), pooled (points, 95% CI, verdict):", "",
               *[f"- {s}: {_ci(metrics, f'{s}_minus_train_avg/acc')}, "
                 f"{metrics.get(f'{MEAN_TARGET}/{s}_minus_train_avg/verdict') or 'n/a'}"
                 for s in [*subjects, MULTITASK, VAL_PICKED] if f"{MEAN_TARGET}/{s}_minus_train_avg/acc" in metrics], ""]
