@@ -346,8 +346,7 @@ def _main_section(sc: pd.DataFrame, tidy: pd.DataFrame, mt: pd.DataFrame, metric
             "`estimate [low, high]`.",
             "", _md(main_disp), "",
             "- *Training LoRAs (avg)*: mean accuracy of the training datasets' LoRAs on the target (the paper's "
-            "baseline). *Soup*: their weight average. *Nearest*: the training LoRA whose prompts are closest to "
-            "the target's unlabeled prompts.",
+            "baseline). *Nearest*: the training LoRA whose prompts are closest to the target's unlabeled prompts.",
             *(["- *Multi-task LoRA*: one LoRA trained on the union of the fold's training datasets' train splits "
                "(Text-to-LoRA's baseline; the zoo's trainer, settings and total steps, so it sees as many examples as "
                "one source LoRA, from every task). It never sees the target, so it is zero-shot for it, but it is "
@@ -356,7 +355,9 @@ def _main_section(sc: pd.DataFrame, tidy: pd.DataFrame, mt: pd.DataFrame, metric
             f"- *{DELTA_COLUMN}*: mean over items of (DnD, averaged over adapters) minus (training-LoRA "
             "average), with its paired bootstrap 95% CI (from `metrics.json`); the Mean row's CIs resample "
             "items within every target.", "",
-            "The references and DnD's spread, per target:", "", _md(detail), "",
+            "The references and DnD's spread, per target, beside the soup:", "", _md(detail), "",
+            "- *Soup*: the training LoRAs' weight average, one adapter: a zero-shot baseline of ours (in the bold "
+            "rule and the pooled comparisons below).",
             "- † *Best training LoRA* is chosen with the target's test labels, so it is not zero-shot: a "
             "reference only.",
             "- ‡ *Oracle*: the target's own LoRA, trained on its labeled train split: the upper reference. "

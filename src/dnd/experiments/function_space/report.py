@@ -416,7 +416,8 @@ def report_markdown(metrics: dict[str, Any], generators: dict[str, dict[str, Any
         own = _ci(metrics, f"{g}_minus_{SHARED_A_NEAREST}/acc")
         lines.append(f"- {g} minus the shared-A zoo's nearest source: {own};"
                      f" minus the default zoo's nearest: {_ci(metrics, f'{g}_minus_nearest/acc')}.")
-    lines += ["", f"![Each generator minus the nearest source, the multi-task LoRA and the training-LoRA average]({figure})", ""]
+    lines += ["", "![Each generator minus the nearest source, the multi-task LoRA and the training-LoRA average]"
+              f"({figure})", ""]
     if minutes is not None:
         wall, cpu, jobs = minutes
         lines += ["## Compute", "",
