@@ -323,7 +323,7 @@ def test_val_pick_and_evaluate_commands(tmp_path, tiny_model_dir, smoke_items):
     # a pick made for another target is refused; so is a multi-task LoRA trained on the target itself
     pick_file.write_text(json.dumps({**pick, "target": "sounds"}))
     assert cli.main(argv) == 1
-    with pytest.raises(ValueError, match="among the multi-task LoRA's training datasets"):
+    with pytest.raises(ValueError, match="among its fold's training datasets"):
         evaluate_multitask("capitals", {**ev, "sources": ["capitals", "sounds"]}, tiny_model_dir, [task],
                            tmp_path / "multitask" / "capitals" / "final")
 

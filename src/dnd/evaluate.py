@@ -710,16 +710,23 @@ def evaluate_target(target: str, params: dict[str, Any], model_dir: Path, tasks:
     return rows
 
 
+def fold_sources(params: dict[str, Any], target: str) -> list[str]:
+    """`params["sources"]`: the fold's training datasets, which must be listed and must not hold the
+    target (a LoRA trained on the target would not be zero-shot)."""
+    sources = list(params.get("sources") or [])
+    if not sources:
+        raise ValueError("--params must list the fold's 'sources'")
+    if target in sources:
+        raise ValueError(f"the target {target!r} is among its fold's training datasets {sources}")
+    return sources
+
+
 def evaluate_multitask(target: str, params: dict[str, Any], model_dir: Path, tasks: Sequence[Path], multitask: Path,
                        cache_dir: Path | None = None, device: Any = "cpu") -> list[dict[str, Any]]:
     """The fold's multi-task LoRA on `target`'s test items, scored as `evaluate_target` scores the
     zoo (`score_adapters`): one row, method MULTITASK_METHOD, adapter MULTITASK_ADAPTER."""
     ev = section("evaluation", params.get("evaluation"))
-    sources = list(params.get("sources") or [])
-    if not sources:
-        raise ValueError("--params must list the fold's 'sources' (the datasets the multi-task LoRA was trained on)")
-    if target in sources:
-        raise ValueError(f"the target {target!r} is among the multi-task LoRA's training datasets {sources}")
+    sources = fold_sources(params, target)  # the datasets the multi-task LoRA was trained on
     mt_dir = require_adapter_dir(Path(multitask), f"multi-task LoRA of {target}")
     scored = score_adapters(target, ev, model_dir, tasks, [(MULTITASK_METHOD, MULTITASK_ADAPTER, mt_dir)],
                             cache_dir, device)

@@ -37,6 +37,7 @@ from dnd.evaluate import (
     InPlaceScorer,
     adapter_job,
     check_same_lora_shape,
+    fold_sources,
     open_score_cache,
     quiet_lm_eval,
     read_adapter_config,
@@ -131,11 +132,7 @@ def score_val_pick(target: str, params: dict[str, Any], model_dir: Path, tasks: 
     """Every source LoRA of the fold (`params["sources"]`) on every validation item of `target`
     (evaluation.limit is for test items: not applied), and the one `pick_source` picks."""
     ev = section("evaluation", params.get("evaluation"))
-    sources = list(params.get("sources") or [])
-    if not sources:
-        raise ValueError("--params must list the fold's 'sources'")
-    if target in sources:
-        raise ValueError(f"the target {target!r} is among its own sources")
+    sources = fold_sources(params, target)
     name = val_task_name(target)
     tasks_dir, (task_yaml,) = task_files(tasks, [name])
     val_file = task_data_file(task_yaml)
