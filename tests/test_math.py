@@ -361,6 +361,9 @@ def test_summary_and_report(mworld, mrows, tmp_path):
     assert df.acc.eq(0).all()
     assert "`exact_match,flexible-extract` is at its floor here and cannot compare them" in text
     assert "**Verdict: not testable here: every method at the floor.**" in text  # the paper's claim, untested
+    # and no relation word (level, ahead, ...) between methods the metric cannot tell apart
+    assert "In words: DnD against each baseline is not testable here on `exact_match,flexible-extract`" in text
+    assert "DnD is level with" not in text
     df.loc[df.method == "base", ["acc", "ci_high"]] = 0.5
     df.to_csv(scores, index=False)
     assert cli_main(["mathcode-report", "--domain", "math", "--params", json.dumps(params),

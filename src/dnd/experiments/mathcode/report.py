@@ -157,7 +157,11 @@ def target_section(domain: str, target: str, scores, metrics: dict[str, Any], pa
         md_lines += [f"The paper reports no {TITLES.get(target, target)} number for {PAPER_MODEL}. Here: training "
                      f"LoRAs {number(pct(metrics.get(f'{target}/train_avg')))} → DnD "
                      f"{number(pct(metrics.get(f'{target}/dnd_mean')))} ({ci_text(main)}).", ""]
-    if comp:
+    floor = floor_or_ceiling(rows) if rows else None
+    if comp and floor:  # no relation word where the metric cannot tell methods apart (the glossary's rule)
+        md_lines += [f"In words: DnD against each baseline is not testable here on `{metric}` ({floor}); the "
+                     "reference log-probability above is the only comparison.", ""]
+    elif comp:
         md_lines += ["In words: " + "; ".join(f"{dnd_relation(c)} ({ci_text(c)})" for c in comp) + ".", ""]
     return md_lines
 
