@@ -105,13 +105,13 @@ from .schedule import GENERATED_KINDS
 from .scoring.cache import ScoreCache, Scored, content_context, require_finite, samples_to_scored
 from .scoring.harness import LMEVAL_OTHER_SEED, LMEVAL_RANDOM_SEED, seeded_evaluate  # noqa: F401 (re-exported)
 from .scoring.loop import score_or_cache
-from .summary import LABELED_METHODS
+from .summary import MULTITASK
 
 log = logging.getLogger(__name__)
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-# the multi-task LoRA's row (`evaluate_multitask`): its method is dnd.summary's first labeled baseline
-MULTITASK_METHOD, MULTITASK_ADAPTER = LABELED_METHODS[0], "multitask"
+# the adapter name of the multi-task LoRA's row (`evaluate_multitask`; its method: dnd.summary.MULTITASK)
+MULTITASK_ADAPTER = "multitask"
 BACKENDS = ("dnd-prefix", "hf")  # dnd.scoring.lm_backend's packed scorer; lm-eval's plain HFLM
 BACKEND = BACKENDS[0]
 # log-softmax in float32 whatever the model dtype (HFLM's softmax_dtype; its default is the
@@ -724,13 +724,13 @@ def fold_sources(params: dict[str, Any], target: str) -> list[str]:
 def evaluate_multitask(target: str, params: dict[str, Any], model_dir: Path, tasks: Sequence[Path], multitask: Path,
                        cache_dir: Path | None = None, device: Any = "cpu") -> list[dict[str, Any]]:
     """The fold's multi-task LoRA on `target`'s test items, scored as `evaluate_target` scores the
-    zoo (`score_adapters`): one row, method MULTITASK_METHOD, adapter MULTITASK_ADAPTER."""
+    zoo (`score_adapters`): one row, method MULTITASK, adapter MULTITASK_ADAPTER."""
     ev = section("evaluation", params.get("evaluation"))
     sources = fold_sources(params, target)  # the datasets the multi-task LoRA was trained on
     mt_dir = require_adapter_dir(Path(multitask), f"multi-task LoRA of {target}")
-    scored = score_adapters(target, ev, model_dir, tasks, [(MULTITASK_METHOD, MULTITASK_ADAPTER, mt_dir)],
+    scored = score_adapters(target, ev, model_dir, tasks, [(MULTITASK, MULTITASK_ADAPTER, mt_dir)],
                             cache_dir, device)
-    return [result_row(target, MULTITASK_METHOD, MULTITASK_ADAPTER, scored[(MULTITASK_METHOD, MULTITASK_ADAPTER)],
+    return [result_row(target, MULTITASK, MULTITASK_ADAPTER, scored[(MULTITASK, MULTITASK_ADAPTER)],
                        ev["metric"], info={"sources": sources})]
 
 

@@ -36,10 +36,11 @@ VARIANT_KINDS = tuple(k for k in GENERATED_KINDS if k.startswith("dnd_"))
 # baselines that see more labels than one source LoRA: the multi-task LoRA on the union of the fold's source train
 # splits (the default run's: `dnd evaluate-multitask`; zero-shot for the target, it never sees it) and the source
 # LoRA picked on labeled validation items of the target (the function_space experiment's)
-LABELED_METHODS = ("multitask_lora", "val_picked")
+MULTITASK, VAL_PICKED = "multitask_lora", "val_picked"
+LABELED_METHODS = (MULTITASK, VAL_PICKED)
 METHODS = ("base", "source_lora", "soup", "nearest", *GENERATED_KINDS, *LABELED_METHODS)
 # methods whose adapter is the source LoRA they picked for the target (by prompt embeddings, by validation items)
-PICKED_METHODS = ("nearest", "val_picked")
+PICKED_METHODS = ("nearest", VAL_PICKED)
 SCORE_COLUMNS = ["target", "method", "adapter", "n", "acc", "ci_low", "ci_high", "gold_logprob"]
 MAIN_COLUMNS = ["target", "base", "train_avg", "best_train", "soup", "nearest", "multitask", "dnd_mean", "dnd_sd",
                 "dnd_ci_low", "dnd_ci_high", "oracle", "gap_closed"]
@@ -267,7 +268,7 @@ def _main_row(st, target: str, train: list[str]) -> dict[str, Any]:
         "target": target, "base": acc("base"),
         "train_avg": float(tr["acc"].mean()) if len(tr) else math.nan,
         "best_train": float(tr["acc"].max()) if len(tr) else math.nan,
-        "soup": acc("soup"), "nearest": acc("nearest"), "multitask": acc(LABELED_METHODS[0]),
+        "soup": acc("soup"), "nearest": acc("nearest"), "multitask": acc(MULTITASK),
         "dnd_mean": float(dnd["acc"].mean()) if len(dnd) else math.nan,
         "dnd_sd": float(dnd["acc"].std(ddof=1)) if len(dnd) > 1 else math.nan,
         "dnd_ci_low": float(dmean["ci_low"].iloc[0]) if len(dmean) else math.nan,

@@ -33,7 +33,7 @@ import pandas as pd
 from dnd.benchmarks.datasets import title
 from dnd.io import atomic_path, check_safetensors
 from dnd.reporting.tables import METHOD_LABELS, dataset_order, pct_factor
-from dnd.summary import MEAN_TARGET, compared_kinds, comparison_pairs
+from dnd.summary import MEAN_TARGET, MULTITASK, compared_kinds, comparison_pairs
 
 CAPTIONS: dict[str, str] = {
     "bars": "accuracy per held-out dataset and method",
@@ -55,13 +55,13 @@ OKABE_ITO = {"blue": "#0072B2", "orange": "#E69F00", "green": "#009E73", "vermil
              "skyblue": "#56B4E9", "purple": "#CC79A7", "yellow": "#F0E442", "black": "#000000"}
 GREY, DARK_GREY, WINE, INDIGO = "#999999", "#555555", "#882255", "#332288"  # the last two: Paul Tol's, CVD-safe
 # One fixed order (bars, legends) and colour per method, shared by every figure.
-MAIN_METHODS = ["base", "train_avg", "best_train", "soup", "nearest", "multitask_lora", "dnd", "oracle"]
+MAIN_METHODS = ["base", "train_avg", "best_train", "soup", "nearest", MULTITASK, "dnd", "oracle"]
 METHOD_COLORS = {"base": GREY, "train_avg": OKABE_ITO["skyblue"], "best_train": OKABE_ITO["blue"],
                  "soup": OKABE_ITO["green"], "nearest": OKABE_ITO["orange"], "dnd": OKABE_ITO["vermillion"],
                  "oracle": OKABE_ITO["black"], "control_other": OKABE_ITO["yellow"],
                  "control_random": OKABE_ITO["purple"], "control_shuffled": DARK_GREY,
                  "dnd_basis": WINE, "dnd_hyperconv": OKABE_ITO["vermillion"], "zoo": GREY,
-                 "fewshot_ft": OKABE_ITO["blue"], "icl": OKABE_ITO["green"], "multitask_lora": INDIGO}
+                 "fewshot_ft": OKABE_ITO["blue"], "icl": OKABE_ITO["green"], MULTITASK: INDIGO}
 DATASET_COLORS = [*(OKABE_ITO[c] for c in ("blue", "orange", "green", "vermillion", "skyblue", "purple")), WINE,
                   OKABE_ITO["yellow"]]
 DATASET_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]

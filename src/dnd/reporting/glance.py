@@ -312,8 +312,7 @@ def function_space_rows(results: Path, paper: dict[str, Any]) -> list[Row]:
     LoRA) minus the nearest source over targets, with the verdicts its metrics store
     (`mean/{subject}_minus_nearest/verdict`: dnd.stats.verdict, not testable where no adapter trained
     on the targets' labels beats nearest) and the generator families it trains."""
-    from dnd.experiments.function_space.report import MULTITASK
-    from dnd.summary import MEAN_TARGET
+    from dnd.summary import MEAN_TARGET, MULTITASK
 
     folder = results / "function_space"
     m = _read_json(folder / "metrics.json")

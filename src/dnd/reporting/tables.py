@@ -28,6 +28,8 @@ from dnd.summary import (
     HEADROOM,
     MEAN_ADAPTER,
     MEAN_TARGET,
+    MULTITASK,
+    VAL_PICKED,
     compared_kinds,
     comparison_pairs,
     main_table,
@@ -53,8 +55,8 @@ METHOD_LABELS = {
     "control_shuffled": "Control: shuffled words",
     "dnd_hyperconv": "DnD (hyper-conv design)",
     "dnd_basis": "Source-basis mixer (ours)",
-    "multitask_lora": "Multi-task LoRA",
-    "val_picked": "Source picked on labeled items",
+    MULTITASK: "Multi-task LoRA",
+    VAL_PICKED: "Source picked on labeled items",
 }
 # Zero-shot methods compete for the bold mark. best_train is picked with the target's test
 # labels and oracle is trained on the target's labeled data: both are references only.
@@ -216,7 +218,7 @@ def tidy_scores(scores: pd.DataFrame, folds: dict | None = None) -> pd.DataFrame
     out = []
     for t in scores.target.unique():
         s = scores[scores.target == t]
-        for m in ("base", "soup", "nearest", "multitask_lora", *GENERATED_KINDS):
+        for m in ("base", "soup", "nearest", MULTITASK, *GENERATED_KINDS):
             for _, r in s[(s.method == m) & (s.adapter != MEAN_ADAPTER)].iterrows():
                 out.append((t, m, r.adapter, f * r.acc))
         src = s[s.method == "source_lora"]
@@ -271,7 +273,7 @@ def dnd_ahead_of_all(metrics: dict, target: Any, row: Any) -> bool:
     The main table bolds DnD only then."""
     compared = [b for b in ZERO_SHOT if b not in ("dnd", "base")]
     if np.isfinite(_float(row.get("multitask"))):  # the multi-task LoRA, where it was scored
-        compared.append("multitask_lora")
+        compared.append(MULTITASK)
     lows = [_pair_ci(metrics, target, "dnd", b, 1.0)[1] for b in compared]
     return (all(np.isfinite(lo) and lo > 0 for lo in lows)
             and _float(row.get("dnd_mean")) > _float(row.get("base")))

@@ -52,11 +52,10 @@ from dnd.formats.prompts import lm_eval_task, render_choices, render_context, ta
 from dnd.io import read_jsonl, write_json, write_jsonl, write_text
 from dnd.paths import add_declared_option, declared
 from dnd.schedule import derive_seed
-from dnd.summary import LABELED_METHODS
+from dnd.summary import VAL_PICKED
 
 log = logging.getLogger(__name__)
 
-VAL_PICKED = LABELED_METHODS[1]  # the method name of its rows
 PICK_RULE = "highest validation accuracy; ties: higher mean gold log-probability, then fold order"
 
 

@@ -57,7 +57,9 @@ from dnd.summary import (
     CONTROL_KINDS,
     MEAN_ADAPTER,
     MEAN_TARGET,
+    MULTITASK,
     SCORE_COLUMNS,
+    VAL_PICKED,
     check_eval_rows,
     eval_cell,
     item_vectors,
@@ -72,7 +74,6 @@ log = logging.getLogger(__name__)
 
 NOISE = "noise"
 SHARED_A_NEAREST = "shared_a_nearest"
-MULTITASK, VAL_PICKED = "multitask_lora", "val_picked"
 ZERO_SHOT = ("nearest", "train_avg", "soup")
 # adapters trained on the target's own labels: where none of them beats a claim's baseline, the claim
 # "a generator beats it" is not testable on these targets (room_reason)

@@ -149,15 +149,15 @@ def target_section(domain: str, target: str, scores, metrics: dict[str, Any], pa
                      + " (dnd.benchmarks.code_exec: a timeout or crash is a failure).", ""]
     pn = paper_row(paper, target)
     main = next((c for c in comp if c["baseline"] == "train_avg"), None)
+    floor = floor_or_ceiling(rows)  # every method at 0 (or 100): nothing to compare
     if pn and main:
         md_lines += [paper_claim(f"{PAPER_MODEL}, its protocol, {pn['metric']}", pn, model,
                                  metrics.get(f"{target}/train_avg"), metrics.get(f"{target}/dnd_mean"), main,
-                                 floor_or_ceiling(rows)), ""]
+                                 floor), ""]
     elif main:
         md_lines += [f"The paper reports no {TITLES.get(target, target)} number for {PAPER_MODEL}. Here: training "
                      f"LoRAs {number(pct(metrics.get(f'{target}/train_avg')))} → DnD "
                      f"{number(pct(metrics.get(f'{target}/dnd_mean')))} ({ci_text(main)}).", ""]
-    floor = floor_or_ceiling(rows) if rows else None
     if comp and floor:  # no relation word where the metric cannot tell methods apart (the glossary's rule)
         md_lines += [f"In words: DnD against each baseline is not testable here on `{metric}` ({floor}); the "
                      "reference log-probability above is the only comparison.", ""]
